@@ -1,0 +1,62 @@
+"""``zemosaic-xp`` command line: one sub-command per module of this package.
+
+Each sub-command module exposes ``register(subparsers)``, which adds its parser and
+sets ``func`` (called with the parsed namespace, returns an exit code). Errors are one
+clear line on stderr and a non-zero exit code; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+__all__ = ["main", "CliError"]
+
+# Sub-command modules, in the order ``--help`` lists them.
+_COMMAND_MODULES = (
+    "zemosaic_xp.cli.stack_cmd",
+)
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from zemosaic_xp._version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="zemosaic-xp",
+        description="Stack astrophotography frames on NumPy, CuPy or PyTorch.",
+    )
+    parser.add_argument("--version", action="version", version=f"zemosaic-xp {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and DEBUG logs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``zemosaic-xp`` script; returns the process exit code."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.debug else (logging.WARNING if args.quiet else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("zemosaic-xp: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI turns every error into one line
+        if args.debug:
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"zemosaic-xp: error: {msg}", file=sys.stderr)
+        return 2 if isinstance(exc, (CliError, ValueError, FileNotFoundError, OSError)) else 1

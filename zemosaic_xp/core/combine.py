@@ -1,0 +1,75 @@
+"""Final combine of the samples that survived rejection, per pixel.
+
+Every combine returns NaN (no warning) where a pixel has no surviving sample, and
+the matching ``weight_sum`` (Σ weights of the survivors, 0 there) and ``coverage``
+(number of survivors).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from array_api_compat import device as _device
+
+from .config import StackConfig
+from .nanstats import median_sorted, sort_valid
+from .samples import Rejection, Samples
+
+__all__ = ["combine", "COMBINERS"]
+
+Array = Any
+
+
+def _nan_where_empty(value: Array, coverage: Array, xp: Any) -> Array:
+    nan = xp.asarray(xp.nan, dtype=value.dtype, device=_device(value))
+    return xp.where(coverage > 0, value, nan)
+
+
+def _combine_mean(samples: Samples, rej: Rejection, config: StackConfig) -> Array:
+    """Weighted mean Σ w·x / Σ w over the survivors (float64 accumulation)."""
+    xp = samples.xp
+    zero = xp.zeros((), dtype=samples.x.dtype, device=_device(samples.x))
+    wk = xp.where(rej.keep, samples.full_weights(), zero)
+    xk = xp.where(rej.keep, samples.x, zero)
+    num = xp.sum(wk * xk, axis=-1, dtype=xp.float64)
+    den = xp.sum(wk, axis=-1, dtype=xp.float64)
+    return xp.astype(num / xp.where(den > 0, den, xp.ones_like(den)), samples.x.dtype)
+
+
+def _combine_median(samples: Samples, rej: Rejection, config: StackConfig) -> Array:
+    """Unweighted median of the survivors (mean of the two middle values if even)."""
+    xp = samples.xp
+    if rej.lo is not None and rej.hi is not None:
+        return median_sorted(samples.sorted, rej.hi - rej.lo, xp=xp, lo=rej.lo)
+    nan = xp.asarray(xp.nan, dtype=samples.x.dtype, device=_device(samples.x))
+    s, n = sort_valid(xp.where(rej.keep, samples.x, nan), xp=xp)
+    return median_sorted(s, n, xp=xp)
+
+
+#: Combine operators by public name.
+COMBINERS: dict[str, Callable[[Samples, Rejection, StackConfig], Array]] = {
+    "mean": _combine_mean,
+    "median": _combine_median,
+}
+
+
+def combine(samples: Samples, rej: Rejection, config: StackConfig) -> tuple[Array, Array, Array]:
+    """Combine one band's survivors with ``config.combine``.
+
+    Returns
+    -------
+    image : array, shape (P,), float32
+        NaN where no sample survived.
+    weight_sum : array, shape (P,), float32
+        Σ weights of the survivors (their count when unweighted); 0 where none.
+    coverage : array, shape (P,), int32
+        Number of survivors.
+    """
+    xp = samples.xp
+    coverage = xp.sum(xp.astype(rej.keep, xp.int32), axis=-1)
+    zero = xp.zeros((), dtype=samples.x.dtype, device=_device(samples.x))
+    weight_sum = xp.astype(
+        xp.sum(xp.where(rej.keep, samples.full_weights(), zero), axis=-1, dtype=xp.float64),
+        samples.x.dtype)
+    image = COMBINERS[config.combine](samples, rej, config)
+    return _nan_where_empty(image, coverage, xp), weight_sum, coverage

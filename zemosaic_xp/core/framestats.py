@@ -1,0 +1,83 @@
+"""Frame-global statistics estimated on a regular sub-sample of every frame.
+
+Normalisation and noise weights need statistics of whole frames (percentiles, a
+clipped noise σ). They are computed once per stack, before any band is processed,
+from :meth:`FrameStack.samples` (shape ``(N, C, M)``), so every band sees the same
+gains, offsets and weights and the result does not depend on the band size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import device as _device
+
+from .nanstats import quantile_sorted, sort_valid
+from .reject import kappa_sigma_ranges
+
+__all__ = ["FrameSamples"]
+
+Array = Any
+
+
+class FrameSamples:
+    """Sorted per-frame, per-channel samples with cached order statistics.
+
+    Parameters
+    ----------
+    samples : array, shape (N, C, M), float32
+        NaN = no data.
+    xp : namespace
+    """
+
+    def __init__(self, samples: Array, *, xp: Any) -> None:
+        self.xp = xp
+        self.samples = samples
+        self.n_frames, self.channels, self.size = (int(v) for v in samples.shape)
+        flat = xp.reshape(samples, (self.n_frames * self.channels, self.size))
+        self._sorted, self._n_valid = sort_valid(flat, xp=xp)
+
+    def quantile(self, q: float) -> Array:
+        """Quantile ``q`` of each frame and channel, shape ``(N, C)``; NaN if empty."""
+        value = quantile_sorted(self._sorted, self._n_valid, q, xp=self.xp)
+        return self.xp.reshape(value, (self.n_frames, self.channels))
+
+    def clipped_std(self, *, kappa: float = 3.0, max_iters: int = 5) -> Array:
+        """σ of each frame and channel after median-centred κ-σ clipping, shape ``(N, C)``.
+
+        The same clipping as ``astropy.stats.sigma_clipped_stats(sigma=kappa,
+        maxiters=max_iters)`` (population std of the survivors). NaN if empty.
+        """
+        xp = self.xp
+        s, n = self._sorted, self._n_valid
+        lo, hi, _ = kappa_sigma_ranges(s, n, kappa_low=kappa, kappa_high=kappa,
+                                       max_iters=max_iters, xp=xp)
+        count = hi - lo
+        dev = _device(s)
+        idx = xp.arange(s.shape[-1], device=dev)
+        inside = (idx[None, :] >= lo) & (idx[None, :] < hi)
+        zero = xp.zeros((), dtype=xp.float64, device=dev)
+        vals = xp.where(inside, xp.astype(s, xp.float64), zero)
+        cnt = xp.astype(xp.where(count > 0, count, xp.ones_like(count)), xp.float64)
+        mean = xp.sum(vals, axis=-1, keepdims=True) / cnt
+        resid = xp.where(inside, vals - mean, zero)
+        var = xp.sum(resid * resid, axis=-1, keepdims=True) / cnt
+        std = xp.where(count > 0, xp.sqrt(var), xp.asarray(xp.nan, dtype=xp.float64, device=dev))
+        return xp.reshape(xp.astype(std, xp.float32), (self.n_frames, self.channels))
+
+    def luminance_quantile(self, q: float) -> Array:
+        """Quantile ``q`` of the luminance of each frame, shape ``(N,)``.
+
+        Luminance is 0.299 R + 0.587 G + 0.114 B for 3 channels, the plane itself for
+        one channel, and the channel mean otherwise. NaN if empty.
+        """
+        xp = self.xp
+        x = self.samples
+        if self.channels == 3:
+            lum = 0.299 * x[:, 0, :] + 0.587 * x[:, 1, :] + 0.114 * x[:, 2, :]
+        elif self.channels == 1:
+            lum = x[:, 0, :]
+        else:
+            lum = xp.mean(x, axis=1)
+        s, n = sort_valid(lum, xp=xp)
+        return quantile_sorted(s, n, q, xp=xp)

@@ -1,0 +1,278 @@
+"""Portable NaN-aware statistics along an axis (default 0, the frame axis).
+
+The array API standard has no median, quantile or ``nan*`` reductions, and leaves
+the sort position of NaN unspecified. Every function here therefore replaces NaN by
+``+inf``, sorts once with ``stable=False``, counts the valid samples per slice and
+gathers the wanted order statistics with ``take_along_axis`` (the recipe of SciPy's
+``stats.quantile`` and ccdproc's ``_nanfuncs``).
+
+All functions return NaN, **without a warning**, where a slice has no valid sample:
+a fully masked pixel is routine input for a stacker, not an anomaly. Results stay
+on the namespace and device of the input.
+
+The ``*_sorted`` helpers work on data that is already sorted along the last axis
+(NaN moved to the end as ``+inf``) together with its valid count; the stack core
+sorts each band once and reuses it for every statistic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import array_namespace, device as _device
+
+__all__ = [
+    "nanmedian",
+    "nanmean",
+    "nanstd",
+    "nanquantile",
+    "nanmad",
+    "sort_valid",
+    "quantile_sorted",
+    "median_sorted",
+    "count_less",
+]
+
+Array = Any
+
+#: Scale that turns a median absolute deviation into a Gaussian-consistent sigma.
+MAD_TO_SIGMA = 1.482602218505602
+
+
+def _last(x: Array, axis: int, xp: Any) -> Array:
+    ndim = x.ndim
+    axis = axis + ndim if axis < 0 else axis
+    if not 0 <= axis < ndim:
+        msg = f"`axis` {axis} is out of range for an array of {ndim} dimensions"
+        raise ValueError(msg)
+    return x if axis == ndim - 1 else xp.moveaxis(x, axis, -1)
+
+
+def _as_float(x: Array, xp: Any) -> Array:
+    if xp.isdtype(x.dtype, "real floating"):
+        return x
+    return xp.astype(x, xp.float32)
+
+
+def sort_valid(x: Array, /, *, xp: Any = None) -> tuple[Array, Array]:
+    """Sort along the last axis with NaN moved to the end; count valid samples.
+
+    Parameters
+    ----------
+    x : array, shape (..., N), real floating
+        Samples; NaN means "no data".
+
+    Returns
+    -------
+    sorted : array, shape (..., N), same dtype
+        Ascending values, NaN replaced by ``+inf`` (after every valid value, including
+        a genuine ``+inf``).
+    n_valid : array, shape (..., 1), int64
+        Number of non-NaN samples per slice.
+    """
+    xp = array_namespace(x) if xp is None else xp
+    nan = xp.isnan(x)
+    inf = xp.asarray(xp.inf, dtype=x.dtype, device=_device(x))
+    s = xp.sort(xp.where(nan, inf, x), axis=-1, stable=False)
+    n_valid = xp.sum(xp.astype(~nan, xp.int64), axis=-1, keepdims=True)
+    return s, n_valid
+
+
+def _take(s: Array, idx: Array, xp: Any) -> Array:
+    return xp.take_along_axis(s, idx, axis=-1)
+
+
+def quantile_sorted(s: Array, n_valid: Array, q: float, /, *, xp: Any = None,
+                    lo: Array | None = None) -> Array:
+    """Quantile ``q`` (linear interpolation, NumPy's default) of sorted samples.
+
+    Parameters
+    ----------
+    s : array, shape (..., N)
+        Output of :func:`sort_valid` (or any ascending data with invalid samples last).
+    n_valid : array, shape (..., 1), integer
+        Number of valid samples per slice (or the size of the sub-range).
+    q : float in [0, 1]
+    lo : array, shape (..., 1), integer, optional
+        Start of the sub-range ``[lo, lo + n_valid)`` to use; default 0.
+
+    Returns
+    -------
+    array, shape (...,)
+        NaN where ``n_valid == 0``.
+    """
+    xp = array_namespace(s) if xp is None else xp
+    if not 0.0 <= q <= 1.0:
+        msg = f"`q` must be in [0, 1], got {q!r}"
+        raise ValueError(msg)
+    empty = n_valid == 0
+    n_safe = xp.where(empty, xp.ones_like(n_valid), n_valid)
+    pos = q * xp.astype(n_safe - 1, xp.float64)
+    below = xp.astype(xp.floor(pos), xp.int64)
+    above = xp.minimum(below + 1, n_safe - 1)
+    frac = xp.astype(pos - xp.astype(below, xp.float64), s.dtype)
+    if lo is not None:
+        below = below + lo
+        above = above + lo
+    v_below = _take(s, below, xp)
+    v_above = _take(s, above, xp)
+    # Interpolate a + f·(b − a) only between distinct values: equal ends (±inf included)
+    # must not become inf − inf = NaN.
+    value = xp.where((frac > 0) & (v_above != v_below), v_below + frac * (v_above - v_below), v_below)
+    nan = xp.asarray(xp.nan, dtype=s.dtype, device=_device(s))
+    return xp.where(empty, nan, value)[..., 0]
+
+
+def median_sorted(s: Array, n_valid: Array, /, *, xp: Any = None, lo: Array | None = None) -> Array:
+    """Median of sorted samples: the mean of the two middle values for an even count.
+
+    Shapes as :func:`quantile_sorted`; NaN where ``n_valid == 0``.
+    """
+    xp = array_namespace(s) if xp is None else xp
+    empty = n_valid == 0
+    n_safe = xp.where(empty, xp.ones_like(n_valid), n_valid)
+    start = xp.zeros_like(n_valid) if lo is None else lo
+    a = _take(s, start + (n_safe - 1) // 2, xp)
+    b = _take(s, start + n_safe // 2, xp)
+    value = a + 0.5 * (b - a)
+    # a == b (odd count, or ±inf on both sides) must not turn into inf - inf = NaN.
+    value = xp.where(a == b, a, value)
+    nan = xp.asarray(xp.nan, dtype=s.dtype, device=_device(s))
+    return xp.where(empty, nan, value)[..., 0]
+
+
+def count_less(s: Array, threshold: Array, lo: Array, hi: Array, /, *, inclusive: bool = False,
+               xp: Any = None) -> Array:
+    """Per-slice binary search: index of the first sample ``>= threshold`` in ``[lo, hi)``.
+
+    With ``inclusive=True`` the first sample ``> threshold``. Equivalent to
+    ``lo + count(s[lo:hi] < threshold)`` for ascending ``s``, in ``ceil(log2(N)) + 1``
+    gathers instead of a pass over all N samples.
+
+    Parameters
+    ----------
+    s : array, shape (..., N), ascending along the last axis
+    threshold : array, shape (..., 1)
+    lo, hi : array, shape (..., 1), int64
+        Search range; ``lo <= hi``.
+
+    Returns
+    -------
+    array, shape (..., 1), int64, in ``[lo, hi]``
+    """
+    xp = array_namespace(s) if xp is None else xp
+    n = s.shape[-1]
+    left, right = lo, hi
+    for _ in range(max(1, int(n).bit_length()) + 1):
+        mid = (left + right) // 2
+        value = _take(s, xp.minimum(mid, n - 1), xp)
+        go_right = (value <= threshold) if inclusive else (value < threshold)
+        go_right = go_right & (mid < right)
+        left = xp.where(go_right, mid + 1, left)
+        right = xp.where(go_right, right, mid)
+    return left
+
+
+def nanmedian(x: Array, /, *, axis: int = 0) -> Array:
+    """Median along ``axis`` ignoring NaN (mean of the two middle values for even counts).
+
+    Parameters
+    ----------
+    x : array, shape (..., N, ...), real
+        Integers are promoted to float32.
+    axis : int
+        Reduced axis (default 0, the frame axis).
+
+    Returns
+    -------
+    array, the input shape without ``axis``, on the input's device
+        NaN, without a warning, where a slice has no valid sample.
+
+    Notes
+    -----
+    O(N log N) per slice (one sort). Unlike ``torch.median`` this is the true median,
+    not the lower of the two middle values.
+    """
+    xp = array_namespace(x)
+    s, n = sort_valid(_last(_as_float(x, xp), axis, xp), xp=xp)
+    return median_sorted(s, n, xp=xp)
+
+
+def nanquantile(x: Array, q: float, /, *, axis: int = 0) -> Array:
+    """Quantile ``q`` in [0, 1] along ``axis`` ignoring NaN, linear interpolation.
+
+    Matches ``numpy.nanquantile(x, q, axis)`` (method ``"linear"``). NaN, without a
+    warning, where a slice has no valid sample.
+    """
+    xp = array_namespace(x)
+    s, n = sort_valid(_last(_as_float(x, xp), axis, xp), xp=xp)
+    return quantile_sorted(s, n, float(q), xp=xp)
+
+
+def nanmean(x: Array, /, *, axis: int = 0) -> Array:
+    """Mean along ``axis`` ignoring NaN; NaN, without a warning, for empty slices."""
+    xp = array_namespace(x)
+    x = _as_float(x, xp)
+    valid = ~xp.isnan(x)
+    n = xp.sum(xp.astype(valid, x.dtype), axis=axis)
+    total = xp.sum(xp.where(valid, x, xp.zeros_like(x)), axis=axis)
+    nan = xp.asarray(xp.nan, dtype=x.dtype, device=_device(x))
+    return xp.where(n > 0, total / xp.where(n > 0, n, xp.ones_like(n)), nan)
+
+
+def nanstd(x: Array, /, *, axis: int = 0, correction: int = 0) -> Array:
+    """Standard deviation along ``axis`` ignoring NaN (two-pass).
+
+    Parameters
+    ----------
+    correction : int
+        Delta degrees of freedom (0 = population, 1 = sample std). An integer, since
+        torch accepts no other.
+
+    Returns
+    -------
+    array
+        NaN, without a warning, where fewer than ``correction + 1`` samples are valid.
+
+    Notes
+    -----
+    Two passes (mean, then squared deviations) avoid the cancellation of
+    Σx² − (Σx)²/n on CCD counts with a large offset.
+    """
+    xp = array_namespace(x)
+    if isinstance(correction, bool) or not isinstance(correction, int) or correction < 0:
+        msg = f"`correction` must be a non-negative integer, got {correction!r}"
+        raise ValueError(msg)
+    x = _as_float(x, xp)
+    valid = ~xp.isnan(x)
+    n = xp.sum(xp.astype(valid, x.dtype), axis=axis, keepdims=True)
+    mean = xp.sum(xp.where(valid, x, xp.zeros_like(x)), axis=axis, keepdims=True) / xp.where(
+        n > 0, n, xp.ones_like(n))
+    dev = xp.where(valid, x - mean, xp.zeros_like(x))
+    dof = n - correction
+    var = xp.sum(dev * dev, axis=axis, keepdims=True) / xp.where(dof > 0, dof, xp.ones_like(dof))
+    nan = xp.asarray(xp.nan, dtype=x.dtype, device=_device(x))
+    out = xp.where(dof > 0, xp.sqrt(var), nan)
+    return xp.squeeze(out, axis=axis)
+
+
+def nanmad(x: Array, /, *, axis: int = 0, scale: float = 1.0) -> Array:
+    """Median absolute deviation from the median along ``axis``, ignoring NaN.
+
+    Parameters
+    ----------
+    scale : float
+        Multiplier; pass :data:`MAD_TO_SIGMA` (1.4826) for a Gaussian-consistent sigma.
+
+    Returns
+    -------
+    array
+        NaN, without a warning, where a slice has no valid sample.
+    """
+    xp = array_namespace(x)
+    xl = _last(_as_float(x, xp), axis, xp)
+    s, n = sort_valid(xl, xp=xp)
+    med = median_sorted(s, n, xp=xp)
+    dev = xp.abs(xl - med[..., None])
+    s2, n2 = sort_valid(dev, xp=xp)
+    return scale * median_sorted(s2, n2, xp=xp)

@@ -1,0 +1,103 @@
+"""Public ``stack()``: the core pipeline on a chosen backend, with memory-sized bands."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Callable
+
+from .backends import Backend, backend_of, device_memory_info, select_backend, to_backend
+from .core.config import StackConfig
+from .core.stack import StackResult, stack_frames
+
+__all__ = ["stack", "default_memory_budget"]
+
+logger = logging.getLogger(__name__)
+
+# Default band budget: a quarter of free memory, capped so that CPU bands stay small
+# enough to be cache-friendly and GPU bands leave room for the sort's temporaries.
+_BUDGET_FRACTION = 0.25
+_CPU_BUDGET_CAP = 256 * 1024**2
+_GPU_BUDGET_CAP = 4 * 1024**3
+
+
+def default_memory_budget(backend: Backend) -> int:
+    """Bytes one band may use on ``backend``: 25 % of free memory, capped (256 MiB CPU, 4 GiB GPU)."""
+    free, _ = device_memory_info(backend)
+    cap = _GPU_BUDGET_CAP if backend.is_gpu else _CPU_BUDGET_CAP
+    return int(max(16 * 1024**2, min(cap, free * _BUDGET_FRACTION)))
+
+
+def _first(frames: Any) -> Any:
+    if isinstance(frames, (list, tuple)):
+        if not frames:
+            msg = "`frames` is empty: stacking needs at least one frame"
+            raise ValueError(msg)
+        return frames[0]
+    return frames
+
+
+def stack(frames: Any | Sequence[Any], /, *, config: StackConfig | None = None,
+          weights: Any | None = None, backend: str | Backend | None = None,
+          memory_budget_bytes: int | None = None,
+          progress_callback: Callable[..., Any] | None = None) -> StackResult:
+    """Stack aligned frames: normalise, weight, reject outliers, combine.
+
+    Parameters
+    ----------
+    frames : array, shape (N, H, W) or (N, H, W, C); or sequence of (H, W[, C]) arrays
+        Aligned frames (NumPy, CuPy or torch), float or integer; NaN and ±inf mean "no
+        data".
+    config : StackConfig, optional
+        Methods and parameters; default ZeMosaic's (linear_fit, noise_variance,
+        winsorized_sigma_clip, mean).
+    weights : array, optional
+        User weights, shape (N,), (N, C), (N, H, W) or (N, H, W, C); multiplied with
+        the quality weights. A weight of 0 excludes the sample.
+    backend : str or Backend, optional
+        Where to compute (``"numpy"``, ``"cupy"``, ``"torch"``, ``"torch:cuda"``,
+        ``"auto"``). Default: the backend of ``frames``, and the result stays there.
+    memory_budget_bytes : int, optional
+        Working memory of one row band; default 25 % of the backend's free memory
+        (at most 256 MiB on CPU, 4 GiB on GPU). The result does not depend on it.
+    progress_callback : callable, optional
+        ZeMosaic protocol ``cb(key, progress, level, **kw)``; receives ``STAGE_PROGRESS``.
+
+    Returns
+    -------
+    StackResult
+        ``image``, ``weight_sum``, ``coverage``, ``rejected_low``, ``rejected_high``
+        of shape (H, W) or (H, W, C) on the chosen backend, and ``stats``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Empty input, mismatched frame shapes, non-numeric data, bad weights or config.
+    """
+    first = _first(frames)
+    if backend is None:
+        target = backend_of(first)
+    else:
+        target = select_backend(backend)
+        try:
+            same = backend_of(first).name == target.name
+        except TypeError:
+            same = False
+        if not same:
+            if isinstance(frames, (list, tuple)):
+                frames = [to_backend(f, target) for f in frames]
+            else:
+                frames = to_backend(frames, target)
+            if weights is not None and not isinstance(weights, (list, tuple)):
+                weights = to_backend(weights, target)
+    if memory_budget_bytes is None:
+        memory_budget_bytes = default_memory_budget(target)
+    elif isinstance(memory_budget_bytes, bool) or not isinstance(memory_budget_bytes, int) or memory_budget_bytes <= 0:
+        msg = f"`memory_budget_bytes` must be a positive integer, got {memory_budget_bytes!r}"
+        raise ValueError(msg)
+    result = stack_frames(frames, config=config, weights=weights,
+                          memory_budget_bytes=memory_budget_bytes,
+                          progress_callback=progress_callback)
+    result.stats["backend"] = target.name
+    result.stats["memory_budget_bytes"] = int(memory_budget_bytes)
+    return result

@@ -309,12 +309,12 @@ def to_backend(array: Any, backend: Backend | str, *, dtype_float32: bool = True
     """
     backend = select_backend(backend)
     try:
-        if backend_of(array).name == backend.name and (
-            not dtype_float32 or str(getattr(array, "dtype", "")).endswith("float32")
-        ):
-            return array
+        same = backend_of(array).name == backend.name
     except TypeError:
-        pass
+        same = False
+    native = not isinstance(array, np.ndarray) or array.dtype.isnative
+    if same and native and (not dtype_float32 or str(getattr(array, "dtype", "")).endswith("float32")):
+        return array
     host = to_host(array) if not isinstance(array, np.ndarray) else array
     host = np.asarray(host)
     if dtype_float32:

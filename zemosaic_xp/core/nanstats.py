@@ -116,9 +116,13 @@ def quantile_sorted(s: Array, n_valid: Array, q: float, /, *, xp: Any = None,
         above = above + lo
     v_below = _take(s, below, xp)
     v_above = _take(s, above, xp)
-    # Interpolate a + f·(b − a) only between distinct values: equal ends (±inf included)
-    # must not become inf − inf = NaN.
-    value = xp.where((frac > 0) & (v_above != v_below), v_below + frac * (v_above - v_below), v_below)
+    # Interpolate a + f·(b − a) only between distinct values; equal ends (+inf padding
+    # included) are zeroed first so that inf − inf is never evaluated (no warning).
+    same = (frac == 0) | (v_above == v_below)
+    zero = xp.zeros_like(v_below)
+    a = xp.where(same, zero, v_below)
+    b = xp.where(same, zero, v_above)
+    value = xp.where(same, v_below, a + frac * (b - a))
     nan = xp.asarray(xp.nan, dtype=s.dtype, device=_device(s))
     return xp.where(empty, nan, value)[..., 0]
 
@@ -134,9 +138,13 @@ def median_sorted(s: Array, n_valid: Array, /, *, xp: Any = None, lo: Array | No
     start = xp.zeros_like(n_valid) if lo is None else lo
     a = _take(s, start + (n_safe - 1) // 2, xp)
     b = _take(s, start + n_safe // 2, xp)
-    value = a + 0.5 * (b - a)
-    # a == b (odd count, or ±inf on both sides) must not turn into inf - inf = NaN.
-    value = xp.where(a == b, a, value)
+    # a == b (odd count, or the +inf padding of an empty slice) must not evaluate
+    # inf − inf: zero both operands there first (no NaN, no warning).
+    same = a == b
+    zero = xp.zeros_like(a)
+    a_safe = xp.where(same, zero, a)
+    b_safe = xp.where(same, zero, b)
+    value = xp.where(same, a, a_safe + 0.5 * (b_safe - a_safe))
     nan = xp.asarray(xp.nan, dtype=s.dtype, device=_device(s))
     return xp.where(empty, nan, value)[..., 0]
 

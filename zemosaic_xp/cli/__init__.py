@@ -15,8 +15,7 @@ import sys
 __all__ = ["main", "CliError"]
 
 # Sub-command modules, in the order ``--help`` lists them.
-_COMMAND_MODULES = (
-    "zemosaic_xp.cli.stack_cmd",
+_COMMAND_MODULES: tuple[str, ...] = (
 )
 
 

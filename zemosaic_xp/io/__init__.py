@@ -1,0 +1,5 @@
+"""FITS input/output shared by the classic and grid adapters."""
+
+from .fits import FitsFrame, FitsFrameSource, FitsReadError, read_frame, write_fits
+
+__all__ = ["FitsFrame", "FitsFrameSource", "FitsReadError", "read_frame", "write_fits"]

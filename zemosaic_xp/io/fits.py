@@ -1,0 +1,301 @@
+"""FITS frames in and out: native-endian float32, channels last in memory.
+
+Reading: :func:`read_frame` loads a whole frame; :class:`FitsFrameSource` parses a
+file's header once and then reads **row bands** straight from disk (``seek`` +
+``readinto``), without loading the frame and without holding a file descriptor
+between reads, so tens of thousands of frames can be streamed. Both apply
+BZERO/BSCALE, convert big-endian data to native float32 on the host (before any
+GPU upload), accept 2-D mono and 3-D CHW or HWC data, and turn non-finite values
+into NaN. An ``ALPHA`` image extension (uint8 0–255) is read as weights in [0, 1].
+
+Writing: :func:`write_fits` writes float32 CHW (2-D for one channel) with optional
+``ALPHA`` and extra image HDUs to a temporary name in the target directory, then
+renames it: a crash never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+from astropy.io import fits
+
+__all__ = ["FitsFrame", "FitsFrameSource", "read_frame", "write_fits", "FitsReadError"]
+
+# HDU names that hold the science image when HDU 0 has no data (ZeMosaic's loader).
+_SCIENCE_NAMES = ("SCI", "IMAGE", "PRIMARY")
+_ALPHA_NAME = "ALPHA"
+
+
+class FitsReadError(ValueError):
+    """A FITS file exists but cannot be used as a frame; the message names the file."""
+
+
+@dataclass
+class FitsFrame:
+    """A frame read from FITS.
+
+    Attributes
+    ----------
+    data : ndarray, shape (H, W, C), float32, native byte order
+        NaN where the file has NaN/inf (no data). C = 1 for 2-D files.
+    header : astropy.io.fits.Header
+        Header of the image HDU.
+    alpha : ndarray, shape (H, W), float32 in [0, 1], or None
+        The ``ALPHA`` extension divided by 255, if present.
+    path : str
+    """
+
+    data: np.ndarray
+    header: fits.Header
+    alpha: np.ndarray | None
+    path: str
+
+
+def _image_hdu_index(hdul: fits.HDUList, path: str) -> int:
+    if hdul[0].header.get("NAXIS", 0) >= 2:
+        return 0
+    for i, hdu in enumerate(hdul):
+        if hdu.name.upper() in _SCIENCE_NAMES and hdu.header.get("NAXIS", 0) >= 2:
+            return i
+    for i, hdu in enumerate(hdul):
+        if isinstance(hdu, (fits.ImageHDU, fits.PrimaryHDU, fits.CompImageHDU)) and \
+                hdu.header.get("NAXIS", 0) >= 2 and hdu.name.upper() != _ALPHA_NAME:
+            return i
+    msg = f"'{path}' has no 2-D or 3-D image HDU"
+    raise FitsReadError(msg)
+
+
+def _layout(shape: tuple[int, ...], path: str) -> str:
+    """``"HW"``, ``"CHW"`` or ``"HWC"`` for a NumPy-order shape from a FITS file."""
+    if len(shape) == 2:
+        return "HW"
+    if len(shape) == 3:
+        # ZeMosaic's rule: channels first when the first axis is 1, 3 or 4 and the others are images.
+        if shape[0] in (1, 3, 4) and (shape[2] not in (1, 3, 4) or min(shape[1], shape[2]) > 4):
+            return "CHW"
+        if shape[2] in (1, 3, 4):
+            return "HWC"
+    msg = f"'{path}' has image shape {shape}; expected (H, W), (C, H, W) or (H, W, C) with C in 1, 3, 4"
+    raise FitsReadError(msg)
+
+
+def _to_float32(raw: np.ndarray, bscale: float, bzero: float) -> np.ndarray:
+    out = raw.astype(np.float32) if raw.dtype != np.float32 or not raw.dtype.isnative else raw.copy()
+    if bscale != 1.0:
+        out *= np.float32(bscale)
+    if bzero != 0.0:
+        out += np.float32(bzero)
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def _open(path: str | os.PathLike, **kwargs: Any) -> fits.HDUList:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        msg = f"frame '{path}' does not exist"
+        raise FileNotFoundError(msg)
+    try:
+        # astropy warns about truncation and non-standard cards; we check sizes
+        # ourselves and raise one clear error instead.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hdul = fits.open(path, **kwargs)
+            hdul.verify("silentfix+ignore")
+        return hdul
+    except (OSError, ValueError, TypeError, IndexError) as exc:
+        msg = f"'{path}' is not a readable FITS file ({exc})"
+        raise FitsReadError(msg) from exc
+
+
+def read_frame(path: str | os.PathLike) -> FitsFrame:
+    """Read a whole frame as float32 ``(H, W, C)``; see the module docstring.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    FitsReadError
+        Corrupt file, no image HDU, or an unsupported shape (the message names the file).
+    """
+    source = FitsFrameSource(path)
+    return FitsFrame(source.read_rows(0, source.height), source.header, source.read_alpha(), source.path)
+
+
+class FitsFrameSource:
+    """One FITS frame, read band by band without loading it.
+
+    The header is parsed once; :meth:`read_rows` then reads rows ``[r0, r1)`` of every
+    channel directly from the file (one ``seek`` + ``readinto`` per channel plane).
+
+    Attributes
+    ----------
+    path : str
+    height, width, channels : int
+    header : astropy.io.fits.Header
+    has_alpha : bool
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        with _open(self.path, memmap=False, lazy_load_hdus=True, do_not_scale_image_data=True) as hdul, \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            index = _image_hdu_index(hdul, self.path)
+            hdu = hdul[index]
+            header = hdu.header
+            try:
+                info = hdul.fileinfo(index)
+            except Exception as exc:  # noqa: BLE001 - astropy raises various errors on broken files
+                msg = f"'{self.path}' is not a readable FITS file ({exc})"
+                raise FitsReadError(msg) from exc
+            if info is None or header.get("ZIMAGE") or isinstance(hdu, fits.CompImageHDU):
+                msg = f"'{self.path}' holds a compressed or unsupported image HDU; decompress it first"
+                raise FitsReadError(msg)
+            self.header = header.copy()
+            bitpix = int(header["BITPIX"])
+            naxis = int(header["NAXIS"])
+            shape = tuple(int(header[f"NAXIS{naxis - i}"]) for i in range(naxis))
+            self._offset = int(info["datLoc"])
+            self._alpha_index = None
+            for i, other in enumerate(hdul):
+                if other.name.upper() == _ALPHA_NAME and i != index:
+                    self._alpha_index = i
+        dtypes = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+        if bitpix not in dtypes:
+            msg = f"'{self.path}' has unsupported BITPIX {bitpix}"
+            raise FitsReadError(msg)
+        self._dtype = np.dtype(dtypes[bitpix])
+        self._bscale = float(self.header.get("BSCALE", 1.0))
+        self._bzero = float(self.header.get("BZERO", 0.0))
+        self._shape = shape
+        self.layout = _layout(shape, self.path)
+        if self.layout == "HW":
+            self.height, self.width, self.channels = shape[0], shape[1], 1
+        elif self.layout == "CHW":
+            self.channels, self.height, self.width = shape
+        else:
+            self.height, self.width, self.channels = shape
+        expected = self._offset + int(np.prod(shape)) * self._dtype.itemsize
+        size = os.path.getsize(self.path)
+        if size < expected:
+            msg = f"'{self.path}' is truncated: {size} bytes, the header needs {expected}"
+            raise FitsReadError(msg)
+
+    @property
+    def has_alpha(self) -> bool:
+        return self._alpha_index is not None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of the frame in memory."""
+        return (self.height, self.width, self.channels)
+
+    def _read_block(self, fh: Any, start: int, count: int) -> np.ndarray:
+        buf = np.empty(count, dtype=self._dtype)
+        fh.seek(self._offset + start * self._dtype.itemsize)
+        got = fh.readinto(memoryview(buf).cast("B"))
+        if got != buf.nbytes:
+            msg = f"'{self.path}' ended early while reading rows (got {got} of {buf.nbytes} bytes)"
+            raise FitsReadError(msg)
+        return buf
+
+    def read_rows(self, r0: int, r1: int) -> np.ndarray:
+        """Rows ``[r0, r1)`` as float32 ``(r1 - r0, W, C)``, native order, NaN = no data."""
+        if not 0 <= r0 <= r1 <= self.height:
+            msg = f"rows [{r0}, {r1}) are outside '{self.path}' (height {self.height})"
+            raise ValueError(msg)
+        h, w, c = r1 - r0, self.width, self.channels
+        with open(self.path, "rb") as fh:
+            if self.layout == "HW":
+                raw = self._read_block(fh, r0 * w, h * w).reshape(h, w, 1)
+            elif self.layout == "HWC":
+                raw = self._read_block(fh, r0 * w * c, h * w * c).reshape(h, w, c)
+            else:
+                planes = [self._read_block(fh, ch * self.height * w + r0 * w, h * w).reshape(h, w)
+                          for ch in range(c)]
+                raw = np.stack(planes, axis=-1)
+        return _to_float32(raw, self._bscale, self._bzero)
+
+    def read_alpha(self) -> np.ndarray | None:
+        """The ``ALPHA`` extension as float32 ``(H, W)`` in [0, 1], or None."""
+        if self._alpha_index is None:
+            return None
+        with _open(self.path, memmap=False) as hdul:
+            alpha = np.asarray(hdul[self._alpha_index].data, dtype=np.float32)
+        if alpha.ndim == 3:  # per-channel alpha: a pixel is usable where any channel is
+            alpha = alpha.max(axis=0) if alpha.shape[0] in (1, 3, 4) else alpha.max(axis=-1)
+        if alpha.shape != (self.height, self.width):
+            msg = f"'{self.path}' ALPHA has shape {alpha.shape}; expected {(self.height, self.width)}"
+            raise FitsReadError(msg)
+        return np.clip(alpha / 255.0, 0.0, 1.0).astype(np.float32)
+
+
+def _chw(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 3:
+        if image.shape[2] == 1:
+            return image[..., 0]
+        return np.ascontiguousarray(np.moveaxis(image, -1, 0))
+    if image.ndim == 2:
+        return image
+    msg = f"image has shape {image.shape}; expected (H, W) or (H, W, C)"
+    raise ValueError(msg)
+
+
+def write_fits(path: str | os.PathLike, image: np.ndarray, *, header: fits.Header | None = None,
+               alpha: np.ndarray | None = None, extra_hdus: Iterable[fits.ImageHDU] = (),
+               overwrite: bool = True) -> Path:
+    """Write ``image`` atomically as float32 FITS (CHW, or 2-D for one channel).
+
+    Parameters
+    ----------
+    path : path
+        Final file name; the data are written to a temporary file in the same
+        directory and renamed over it at the end.
+    image : ndarray, shape (H, W) or (H, W, C)
+        NaN is written as NaN ("no data").
+    header : Header, optional
+        Cards for the primary HDU (WCS, provenance); structural keys are replaced.
+    alpha : ndarray, shape (H, W), optional
+        Coverage in [0, 1] (float) or 0–255 (uint8); written as a uint8 ``ALPHA`` HDU.
+    extra_hdus : iterable of ImageHDU
+        Appended after ALPHA (e.g. a ``WEIGHT`` map).
+    overwrite : bool
+        False refuses to replace an existing file.
+
+    Returns
+    -------
+    Path of the written file.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        msg = f"'{path}' exists; pass overwrite=True to replace it"
+        raise FileExistsError(msg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    hdr = fits.Header() if header is None else header.copy()
+    for key in ("BSCALE", "BZERO", "BITPIX", "DATAMIN", "DATAMAX"):
+        hdr.remove(key, ignore_missing=True, remove_all=True)
+    hdus = [fits.PrimaryHDU(data=_chw(image), header=hdr)]
+    if alpha is not None:
+        a = np.asarray(alpha)
+        if a.dtype != np.uint8:
+            a = np.clip(np.round(np.nan_to_num(a.astype(np.float64)) * 255.0), 0, 255).astype(np.uint8)
+        alpha_hdu = fits.ImageHDU(data=a, name=_ALPHA_NAME)
+        alpha_hdu.header["ALPHADSC"] = ("0=no data, 255=full coverage", "ALPHA meaning")
+        hdus.append(alpha_hdu)
+    hdus.extend(extra_hdus)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        fits.HDUList(hdus).writeto(tmp, overwrite=True, output_verify="silentfix")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

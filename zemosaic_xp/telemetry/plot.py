@@ -97,10 +97,11 @@ def format_telemetry_summary(summary: dict[str, Any]) -> str:
     for label, st in named:
         lines.append(f"{label[:32]:<32} {st['rows']:>7} {_pct(st['cpu_mean']):>8} {_pct(st['cpu_max']):>8} "
                      f"{_pct(_times100(st['ram_max_fraction'])):>8}  {_vram(st)}")
-    for label, st in named[:-1]:
-        if st["plan_means"]:
-            plan = ", ".join(f"{k} {v:g}" for k, v in st["plan_means"].items())
-            lines.append(f"plan {label}: {plan}")
+    plans = [(label, st["plan_means"]) for label, st in named[:-1] if st["plan_means"]]
+    if len(plans) > 1 and all(plan == plans[0][1] for _, plan in plans):
+        plans = [("(all phases)", plans[0][1])]  # one line when the plan never changed
+    for label, plan in plans:
+        lines.append(f"plan {label}: " + ", ".join(f"{k} {v:g}" for k, v in plan.items()))
     lines.extend(f"! {w}" for w in summary["warnings"])
     return "\n".join(lines)
 
@@ -292,7 +293,8 @@ def _mark_phases(axes: Sequence[Any], secs: Sequence[float], rows: Sequence[dict
             ax.axvline(t, color="0.4", linestyle=":", linewidth=1)
         label = _phase_label({"phase_index": key[0], "phase_name": key[1]})
         axes[0].text(t, 0.98, f" {label}", transform=axes[0].get_xaxis_transform(), rotation=90,
-                     va="top", ha="left", fontsize=7, color="0.3")
+                     va="top", ha="left", fontsize=7, color="0.3",
+                     bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1})
 
 
 def _save_atomically(fig: Any, out: Path, dpi: int) -> None:

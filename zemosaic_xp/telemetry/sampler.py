@@ -49,7 +49,7 @@ _psutil_module: Any = None  # the module, False once known missing, None before 
 _gpu_reader: Callable[[], dict[str, Any]] | None = None
 _gpu_reader_name: str | None = None
 _dropped_sources: set[str] = set()  # absent or failed: never probed again in this process
-_nvml_initialised = False
+_nvml_module: Any = None  # set once nvmlInit() succeeded, for the shutdown
 
 
 def sample_runtime_resources() -> dict[str, Any]:
@@ -99,17 +99,17 @@ def reset_resource_probes() -> None:
     Use it after installing a library or recovering a driver in a live process, and
     in tests. Shuts NVML down if this module had initialised it.
     """
-    global _psutil_module, _gpu_reader, _gpu_reader_name, _nvml_initialised
+    global _psutil_module, _gpu_reader, _gpu_reader_name, _nvml_module
     with _lock:
-        if _nvml_initialised:
+        if _nvml_module is not None:
             try:
-                sys.modules["pynvml"].nvmlShutdown()
+                _nvml_module.nvmlShutdown()
             except Exception:  # noqa: BLE001 - best effort
                 pass
         _psutil_module = None
         _gpu_reader = None
         _gpu_reader_name = None
-        _nvml_initialised = False
+        _nvml_module = None
         _dropped_sources.clear()
 
 
@@ -217,13 +217,13 @@ def _gpu_values(backend: str, source: str, name: Any, total_b: float, used_b: fl
 
 
 def _nvml_reader() -> Callable[[], dict[str, Any]] | None:
-    global _nvml_initialised
+    global _nvml_module
     if not _module_present("pynvml"):
         _dropped_sources.add("nvml")
         return None
     pynvml = importlib.import_module("pynvml")
     pynvml.nvmlInit()
-    _nvml_initialised = True
+    _nvml_module = pynvml
     handle = _nvml_handle(pynvml)
     try:
         name = pynvml.nvmlDeviceGetName(handle)

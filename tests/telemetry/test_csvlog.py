@@ -74,6 +74,16 @@ class TestRows:
         assert row["phase_name"] == "Grid: tile stacking, pass 1"  # the comma is quoted
         assert row["gpu_used_mb"] is None and row["use_gpu"] is True
 
+    def test_numpy_scalars_are_plain_numbers(self, tmp_path):
+        import numpy as np
+
+        writer = TelemetryCsvWriter(tmp_path / "t.csv")
+        writer.write_row({"timestamp_iso": "2026-01-01T00:00:00+00:00", "max_chunk_bytes": np.int64(2**28),
+                          "eta_seconds": np.float64(1.5), "use_gpu": np.bool_(True)})
+        writer.close()
+        row, = read_telemetry_csv(tmp_path / "t.csv")
+        assert (row["max_chunk_bytes"], row["eta_seconds"], row["use_gpu"]) == (2**28, 1.5, True)
+
     def test_rows_are_on_disk_while_the_run_goes_on(self, recorder, no_gpu_libs, tmp_path):
         # A run killed now leaves a readable file: header and each row are flushed at once.
         path = tmp_path / "t.csv"

@@ -106,6 +106,10 @@ class TestPlot:
         out = plot_telemetry_csv(run_csv, tmp_path / "t.svg")
         assert b"<svg" in out.read_bytes()[:500]
 
+    def test_missing_output_folder(self, run_csv, tmp_path):
+        with pytest.raises(FileNotFoundError, match="output folder .*nowhere' of the plot does not exist"):
+            plot_telemetry_csv(run_csv, tmp_path / "nowhere" / "t.png")
+
     def test_without_matplotlib(self, run_csv, tmp_path, monkeypatch):
         monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
         with pytest.raises(ImportError, match=r"pip install 'zemosaic-xp\[plot\]'"):

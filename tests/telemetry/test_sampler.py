@@ -198,6 +198,14 @@ class TestTorch:
         torch.cuda.state["initialized"] = True  # the run starts using the GPU
         assert sample_runtime_resources()["gpu_backend"] == "torch"
 
+    def test_half_imported_torch_is_not_dropped(self, no_gpu_libs, monkeypatch):
+        import types
+
+        monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))  # no .cuda yet
+        assert sample_runtime_resources()["gpu_backend"] is None
+        monkeypatch.setitem(sys.modules, "torch", fake_torch([]))
+        assert sample_runtime_resources()["gpu_backend"] == "torch"
+
     def test_gpu_sample_when_cupy_is_broken_comes_from_torch(self, no_gpu_libs, monkeypatch):
         monkeypatch.setitem(sys.modules, "cupy", fake_cupy([], meminfo_error=RuntimeError("no driver")))
         monkeypatch.setitem(sys.modules, "torch", fake_torch([]))

@@ -119,11 +119,9 @@ class TelemetryCsvWriter:
 
 
 def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)
-    return value
+    # csv writes str(value): shortest round-trip floats, and plain numbers for NumPy
+    # scalars too (their repr, "np.float64(1.5)", would not parse back).
+    return "" if value is None else value
 
 
 def read_telemetry_csv(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -132,8 +132,10 @@ def plot_telemetry_csv(path: str | os.PathLike[str], output_path: str | os.PathL
     ------
     ImportError
         If matplotlib is missing (``pip install 'zemosaic-xp[plot]'``).
-    FileNotFoundError, ValueError
-        As :func:`summarize_telemetry_csv`.
+    FileNotFoundError
+        If `path` or the folder of `output_path` does not exist.
+    ValueError
+        If `path` is not a telemetry CSV or no row has a valid timestamp.
 
     Notes
     -----
@@ -152,6 +154,9 @@ def plot_telemetry_csv(path: str | os.PathLike[str], output_path: str | os.PathL
         msg = f"telemetry CSV {str(path)!r} has no row with a valid timestamp_iso; nothing to plot"
         raise ValueError(msg)
     out = Path(output_path) if output_path is not None else Path(path).with_suffix(".png")
+    if not out.parent.is_dir():
+        msg = f"output folder {str(out.parent)!r} of the plot does not exist; create it or pick another path"
+        raise FileNotFoundError(msg)
     t0 = timed[0][0]
     secs = [(t - t0).total_seconds() for t, _ in timed]
     data = [r for _, r in timed]

@@ -22,7 +22,8 @@ import sys
 import threading
 from typing import Any, Callable
 
-__all__ = ["SAMPLE_KEYS", "GPU_KEYS", "sample_runtime_resources", "reset_resource_probes"]
+__all__ = ["SAMPLE_KEYS", "GPU_KEYS", "sample_runtime_resources", "reset_resource_probes",
+           "prime_cpu_percent"]
 
 logger = logging.getLogger(__name__)
 
@@ -281,12 +282,11 @@ def _torch_reader() -> Callable[[], dict[str, Any]] | None:
     # Never import torch to sample, nor create a CUDA context it does not already have.
     # "Not yet" is not cached (a dict lookup and a flag are cheap to re-check);
     # "no CUDA at all" is.
-    torch = sys.modules.get("torch")
-    if torch is None or not torch.cuda.is_initialized():
-        if torch is not None and not torch.cuda.is_available():
+    cuda = getattr(sys.modules.get("torch"), "cuda", None)  # None too while torch is half-imported
+    if cuda is None or not cuda.is_initialized():
+        if cuda is not None and not cuda.is_available():
             _dropped_sources.add("torch")
         return None
-    cuda = torch.cuda
     try:
         name = cuda.get_device_name()
     except Exception:  # noqa: BLE001 - the name is optional

@@ -8,6 +8,7 @@ from ._version import __version__
 from .core.config import StackConfig
 from .core.stack import StackResult
 from .stacking import stack
+from .telemetry import ResourceTelemetryController
 from . import synthetic
 
-__all__ = ["stack", "StackConfig", "StackResult", "synthetic", "__version__"]
+__all__ = ["stack", "StackConfig", "StackResult", "ResourceTelemetryController", "synthetic", "__version__"]

@@ -1,0 +1,292 @@
+"""Grid-mode settings: :class:`GridConfig`, built directly or from ZeMosaic config keys.
+
+A ZeMosaic ``zemosaic_config.json`` drives a grid run unchanged through
+:meth:`GridConfig.from_dict`; the keys it reads are listed there. Stacking options
+are a :class:`~zemosaic_xp.core.config.StackConfig`, the same object the classic
+adapter uses, so both modes reject and combine with the same core.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping
+
+from ..core.config import StackConfig
+
+__all__ = ["GridConfig", "grid_stack_config", "resolve_use_gpu"]
+
+# Defaults (see docs/grid.md "Defaults"). A tile is 2.5 median frame fields wide:
+# big enough that most frames fall wholly inside a few tiles, small enough that a
+# survey of a few dozen frames is cut into several tiles that run in parallel.
+_DEFAULT_GRID_SIZE_FACTOR = 2.5
+# 20 % overlap: room for the photometric fit and the feather between tiles while
+# reprojecting each frame pixel ~1.6 times (40 %, ZeMosaic's batch default, costs 2.8x).
+_DEFAULT_OVERLAP = 0.20
+_DEFAULT_CHUNK_MB = 512.0
+_MAX_OVERLAP = 0.9
+
+# Keys a ZeMosaic config may use for the stacking options, mapped to StackConfig fields.
+_STACK_KEYS = {
+    "stacking_normalize_method": "normalize",
+    "stacking_weighting_method": "weighting",
+    "stacking_rejection_algorithm": "reject",
+    "stacking_kappa_low": "kappa_low",
+    "stacking_kappa_high": "kappa_high",
+    "stacking_final_combine_method": "combine",
+    "stacking_winsor_limits": "winsor_limits",
+    "apply_radial_weight": "radial_weight",
+    "radial_feather_fraction": "radial_feather_fraction",
+    "radial_shape_power": "radial_shape_power",
+}
+# ZeMosaic GPU flags, in the order `use_gpu_grid` inherits from them when unset.
+_GPU_FALLBACK_KEYS = ("use_gpu_phase5", "stack_use_gpu", "use_gpu_stack")
+
+
+def grid_stack_config(**overrides: Any) -> StackConfig:
+    """The stacking defaults of grid mode, with ``overrides`` applied.
+
+    ``linear_fit`` normalisation (gain *and* offset: survey frames differ in both,
+    and a multiplicative ``median`` scaling leaves the offsets as steps inside a
+    tile), ``noise_variance`` weights, ``kappa_sigma`` rejection (upstream grid's
+    default), ``mean`` combine, κ = 3/3.
+    """
+    base = {"normalize": "linear_fit", "weighting": "noise_variance", "reject": "kappa_sigma",
+            "combine": "mean"}
+    base.update(overrides)
+    return StackConfig(**base)
+
+
+def _truthy(value: Any) -> bool | None:
+    """A ZeMosaic boolean flag: None for unset / empty / "auto", else its truth value."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("", "auto", "none", "null"):
+            return None
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        msg = f"GPU flag must be true/false/auto, got {value!r}"
+        raise ValueError(msg)
+    return bool(value)
+
+
+def resolve_use_gpu(config: Mapping[str, Any]) -> bool | None:
+    """``use_gpu_grid`` of a ZeMosaic config, inheriting the stacking GPU flags when unset.
+
+    Returns None when no GPU key is set at all (the caller's default applies).
+    """
+    own = _truthy(config.get("use_gpu_grid"))
+    if own is not None:
+        return own
+    for key in _GPU_FALLBACK_KEYS:
+        inherited = _truthy(config.get(key))
+        if inherited is not None:
+            return inherited
+    return None
+
+
+def _chunk_budget_mb(config: Mapping[str, Any]) -> float | None:
+    for key in ("stack_chunk_budget_mb", "grid_chunk_ram_mb", "grid_chunk_ram"):
+        if config.get(key) not in (None, ""):
+            return float(config[key])
+    if config.get("grid_chunk_ram_gb") not in (None, ""):
+        return float(config["grid_chunk_ram_gb"]) * 1024.0
+    return None
+
+
+def _parse_winsor(value: Any) -> Any:
+    if isinstance(value, str):  # ZeMosaic stores "0.05,0.05" (fractions)
+        parts = [p for p in value.replace(";", ",").split(",") if p.strip()]
+        return tuple(float(p) for p in parts)
+    return value
+
+
+def _stack_config_from_dict(config: Mapping[str, Any]) -> StackConfig:
+    """StackConfig from ZeMosaic ``stacking_*`` keys, on top of the grid defaults.
+
+    Uses ``StackConfig.from_dict`` when the core provides it (it knows every key of
+    the catalogue), with the grid defaults filled in for the method keys left unset.
+    """
+    if hasattr(StackConfig, "from_dict"):
+        defaults = grid_stack_config()
+        merged = {"stacking_normalize_method": defaults.normalize,
+                  "stacking_weighting_method": defaults.weighting,
+                  "stacking_rejection_algorithm": defaults.reject,
+                  "stacking_final_combine_method": defaults.combine}
+        merged.update({k: v for k, v in config.items() if v not in (None, "")})
+        return StackConfig.from_dict(merged)
+    changes = {}
+    for key, name in _STACK_KEYS.items():
+        if config.get(key) not in (None, ""):
+            value = config[key]
+            changes[name] = _parse_winsor(value) if name == "winsor_limits" else value
+    if "combine" in changes and isinstance(changes["combine"], str):
+        changes["combine"] = changes["combine"].strip().lower()
+    return grid_stack_config(**changes)
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """Settings of one grid-mode run.
+
+    Parameters
+    ----------
+    grid_size_factor : float
+        Tile side in units of the median frame field of view (> 0).
+    overlap_fraction : float
+        Overlap between neighbouring tiles as a fraction of the tile side, [0, 0.9].
+    stack : StackConfig
+        Normalisation, weighting, rejection and combine of each tile's frames
+        (default :func:`grid_stack_config`).
+    workers : int or None
+        Tile worker processes; 0 = auto (max(1, cpu_count − 2), capped by RAM),
+        1 = in-process, None = not set (the library's safe default, 1).
+    use_gpu : bool or None
+        Stack tiles on a GPU backend; None = not set (CPU).
+    stack_chunk_budget_mb : float
+        Memory of one tile's reprojected patches held in RAM (past it they spill to a
+        memory-mapped file) and of one row band of the stack (> 0). The result does not
+        depend on it.
+    match_photometry : bool
+        Fit per-tile gain/offset on the overlaps before blending.
+    feather_px : int or None
+        Blend ramp width at tile edges; None = the assembly's default.
+    telemetry_enabled, telemetry_interval_sec, telemetry_log_to_csv
+        Resource telemetry (``STATS_UPDATE``) and its CSV in the output folder.
+    target_ram_fraction : float
+        Fraction of available RAM the auto worker count may plan for.
+    max_cpu_workers : int
+        Upper bound of the auto worker count (0 = none).
+    """
+
+    grid_size_factor: float = _DEFAULT_GRID_SIZE_FACTOR
+    overlap_fraction: float = _DEFAULT_OVERLAP
+    stack: StackConfig = field(default_factory=grid_stack_config)
+    workers: int | None = None
+    use_gpu: bool | None = None
+    stack_chunk_budget_mb: float = _DEFAULT_CHUNK_MB
+    match_photometry: bool = True
+    feather_px: int | None = None
+    telemetry_enabled: bool = False
+    telemetry_interval_sec: float = 1.5
+    telemetry_log_to_csv: bool = True
+    target_ram_fraction: float = 0.9
+    max_cpu_workers: int = 0
+
+    def __post_init__(self) -> None:
+        factor = _number("grid_size_factor", self.grid_size_factor)
+        if factor <= 0:
+            msg = f"`grid_size_factor` must be > 0, got {self.grid_size_factor!r}"
+            raise ValueError(msg)
+        overlap = _number("overlap_fraction", self.overlap_fraction)
+        if not 0.0 <= overlap <= _MAX_OVERLAP:
+            msg = f"`overlap_fraction` must be in [0, {_MAX_OVERLAP}], got {self.overlap_fraction!r}"
+            raise ValueError(msg)
+        budget = _number("stack_chunk_budget_mb", self.stack_chunk_budget_mb)
+        if budget <= 0:
+            msg = f"`stack_chunk_budget_mb` must be > 0, got {self.stack_chunk_budget_mb!r}"
+            raise ValueError(msg)
+        if not isinstance(self.stack, StackConfig):
+            msg = f"`stack` must be a StackConfig, got {type(self.stack).__name__}"
+            raise TypeError(msg)
+        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
+                                         or self.workers < 0):
+            msg = f"`workers` must be an integer >= 0 (0 = auto) or None, got {self.workers!r}"
+            raise ValueError(msg)
+        if self.feather_px is not None and (not isinstance(self.feather_px, int) or self.feather_px < 0):
+            msg = f"`feather_px` must be an integer >= 0 or None, got {self.feather_px!r}"
+            raise ValueError(msg)
+        frac = _number("target_ram_fraction", self.target_ram_fraction)
+        object.__setattr__(self, "target_ram_fraction", min(0.98, max(0.1, frac)))
+        object.__setattr__(self, "grid_size_factor", factor)
+        object.__setattr__(self, "overlap_fraction", overlap)
+        object.__setattr__(self, "stack_chunk_budget_mb", budget)
+        object.__setattr__(self, "telemetry_interval_sec",
+                           _number("telemetry_interval_sec", self.telemetry_interval_sec))
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> GridConfig:
+        """Build from ZeMosaic config keys (unknown keys are ignored).
+
+        Reads ``grid_size_factor``, ``batch_overlap_pct`` (percent; or
+        ``grid_overlap_fraction``), ``grid_workers``, ``use_gpu_grid`` (inheriting
+        ``use_gpu_phase5`` / ``stack_use_gpu`` / ``use_gpu_stack`` when unset),
+        ``stack_chunk_budget_mb`` / ``grid_chunk_ram_mb`` / ``grid_chunk_ram_gb``, the
+        ``stacking_*`` methods, ``apply_radial_weight`` and ``radial_*``,
+        ``enable_resource_telemetry``, ``resource_telemetry_interval_sec``,
+        ``resource_telemetry_log_to_csv``, ``parallel_target_ram_fraction`` and
+        ``parallel_max_cpu_workers``.
+
+        Raises
+        ------
+        ValueError
+            A value out of range or an unknown method name (the message lists the
+            valid ones).
+        """
+        if isinstance(config, GridConfig):
+            return config
+        if not isinstance(config, Mapping):
+            msg = f"`config` must be a GridConfig or a dict of ZeMosaic keys, got {type(config).__name__}"
+            raise TypeError(msg)
+        kw: dict[str, Any] = {"stack": _stack_config_from_dict(config)}
+        if config.get("grid_size_factor") not in (None, ""):
+            kw["grid_size_factor"] = float(config["grid_size_factor"])
+        if config.get("grid_overlap_fraction") not in (None, ""):
+            kw["overlap_fraction"] = float(config["grid_overlap_fraction"])
+        elif config.get("batch_overlap_pct") not in (None, ""):
+            kw["overlap_fraction"] = min(_MAX_OVERLAP, max(0.0, float(config["batch_overlap_pct"]) / 100.0))
+        if config.get("grid_workers") not in (None, ""):
+            kw["workers"] = int(config["grid_workers"])
+        kw["use_gpu"] = resolve_use_gpu(config)
+        budget = _chunk_budget_mb(config)
+        if budget is not None:
+            kw["stack_chunk_budget_mb"] = budget if budget > 0 else _DEFAULT_CHUNK_MB
+        for key, name in (("enable_resource_telemetry", "telemetry_enabled"),
+                          ("resource_telemetry_log_to_csv", "telemetry_log_to_csv")):
+            if config.get(key) not in (None, ""):
+                kw[name] = bool(_truthy(config[key]))
+        if config.get("resource_telemetry_interval_sec") not in (None, ""):
+            kw["telemetry_interval_sec"] = float(config["resource_telemetry_interval_sec"])
+        if config.get("parallel_target_ram_fraction") not in (None, ""):
+            kw["target_ram_fraction"] = float(config["parallel_target_ram_fraction"])
+        if config.get("parallel_max_cpu_workers") not in (None, ""):
+            kw["max_cpu_workers"] = int(config["parallel_max_cpu_workers"])
+        if config.get("grid_match_photometry") not in (None, ""):
+            kw["match_photometry"] = bool(_truthy(config["grid_match_photometry"]))
+        return cls(**kw)
+
+    def replace(self, **changes: Any) -> GridConfig:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able dict of the fields (``stack`` as its own dict)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "stack"}
+        out["stack"] = self.stack.as_dict()
+        return out
+
+    def tile_hash_dict(self) -> dict[str, Any]:
+        """The settings a tile's pixels depend on (resume compares their hash).
+
+        Excludes workers, GPU, memory budget and telemetry: tiles are identical for
+        any of those.
+        """
+        return {"grid_size_factor": self.grid_size_factor, "overlap_fraction": self.overlap_fraction,
+                "stack": self.stack.as_dict()}
+
+
+def _number(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        msg = f"`{name}` must be a number, got {value!r}"
+        raise ValueError(msg) from None
+    if not math.isfinite(number):
+        msg = f"`{name}` must be finite, got {value!r}"
+        raise ValueError(msg)
+    return number
+

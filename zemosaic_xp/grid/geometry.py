@@ -1,0 +1,417 @@
+"""The global mosaic WCS, the tile grid on it, and which frames touch which tile.
+
+``build_global_grid`` reads only FITS headers: each frame's celestial WCS (SIP and
+other distortions included, they are honoured when its footprint is projected),
+then a distortion-free TAN WCS for the whole survey from
+``reproject.mosaicking.find_optimal_celestial_wcs`` at the median pixel scale with
+auto-rotation, cut into square tiles of ``grid_size_factor`` × the median frame
+field of view, overlapping by ``overlap_fraction``, numbered row-major from 1.
+A frame joins a tile when its projected footprint touches it; the part of the
+tile it touches (its *patch box*) is all that gets reprojected.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from astropy import units as u
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs.utils import proj_plane_pixel_scales
+
+from ..io.fits import FitsFrameSource
+from .plan import PlanEntry
+
+__all__ = ["FrameInfo", "TileSpec", "GlobalGrid", "build_global_grid", "frame_wcs", "tile_wcs",
+           "MAX_TILES"]
+
+logger = logging.getLogger(__name__)
+
+#: More tiles than this is a configuration error (a grid_size_factor far too small).
+MAX_TILES = 50000
+_MIN_TILE_PX = 32
+_EDGE_POINTS = 9  # points per frame edge when projecting footprints (distortion bends edges)
+_PATCH_PAD_PX = 2  # margin around a projected footprint so interpolation edges are kept
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """A frame of the survey as seen by the grid (headers only).
+
+    Attributes
+    ----------
+    index : int
+        Position in the plan (frames are stacked in this order).
+    path : str
+    exposure : float
+    shape : (H, W)
+    channels : int
+    pixel_scale_deg : float
+    footprint : (xmin, xmax, ymin, ymax)
+        Bounding box of the frame's outline in global canvas pixel coordinates.
+    wcs_key : str
+        Digest of the frame's WCS header (for the resume hash).
+    size_bytes, mtime_ns : int
+        File identity (for the resume hash).
+    """
+
+    index: int
+    path: str
+    exposure: float
+    shape: tuple[int, int]
+    channels: int
+    pixel_scale_deg: float
+    footprint: tuple[float, float, float, float]
+    wcs_key: str
+    size_bytes: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """One tile of the grid.
+
+    Attributes
+    ----------
+    tile_id : int
+        Row-major position, from 1.
+    y0, y1, x0, x1 : int
+        Pixel box ``[y0, y1) × [x0, x1)`` on the global canvas.
+    frames : tuple of int
+        Indices (into ``GlobalGrid.frames``) of the frames touching the tile, ascending.
+    patch_boxes : tuple of (py0, py1, px0, px1)
+        For each of ``frames``, the part of the tile its footprint touches, in tile pixels.
+    """
+
+    tile_id: int
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    frames: tuple[int, ...]
+    patch_boxes: tuple[tuple[int, int, int, int], ...]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.y1 - self.y0, self.x1 - self.x0)
+
+
+@dataclass
+class GlobalGrid:
+    """The mosaic canvas and its tiles.
+
+    Attributes
+    ----------
+    wcs : astropy.wcs.WCS
+        Distortion-free TAN WCS of the canvas (pixel (0, 0) = canvas corner).
+    shape : (H, W)
+    frames : list of FrameInfo
+    tiles : list of TileSpec
+        Tiles touched by at least one frame, in id order.
+    tile_size_px, step_px : int
+    pixel_scale_deg : float
+    channels : int
+    fallback : bool
+        True when the optimal WCS was degenerate or failed and the fallback was used.
+    """
+
+    wcs: WCS
+    shape: tuple[int, int]
+    frames: list[FrameInfo]
+    tiles: list[TileSpec]
+    tile_size_px: int
+    step_px: int
+    pixel_scale_deg: float
+    channels: int
+    fallback: bool = False
+
+    def header_string(self) -> str:
+        """The canvas WCS as a FITS header string."""
+        return self.wcs.to_header_string(relax=True)
+
+
+def frame_wcs(header: fits.Header, path: str) -> WCS:
+    """The celestial WCS of a frame header, distortions (SIP, lookup tables) included.
+
+    Raises
+    ------
+    ValueError
+        The header has no usable celestial WCS (the message names the file).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        try:
+            wcs = WCS(header, naxis=2, relax=True)
+        except Exception as exc:  # noqa: BLE001 - astropy raises many kinds on bad headers
+            msg = f"'{path}' has an unreadable WCS ({exc}); plate-solve the frame first"
+            raise ValueError(msg) from exc
+    if not wcs.has_celestial:
+        msg = f"'{path}' has no celestial WCS; grid mode needs plate-solved frames"
+        raise ValueError(msg)
+    scales = proj_plane_pixel_scales(wcs.celestial)
+    if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
+        msg = f"'{path}' has a WCS with an invalid pixel scale {scales.tolist()}"
+        raise ValueError(msg)
+    return wcs
+
+
+def _outline(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates along the frame's outer edge (pixel corners, 0-based)."""
+    h, w = shape
+    xs = np.linspace(-0.5, w - 0.5, _EDGE_POINTS)
+    ys = np.linspace(-0.5, h - 0.5, _EDGE_POINTS)
+    px = np.concatenate([xs, np.full(_EDGE_POINTS, w - 0.5), xs[::-1], np.full(_EDGE_POINTS, -0.5)])
+    py = np.concatenate([np.full(_EDGE_POINTS, -0.5), ys, np.full(_EDGE_POINTS, h - 0.5), ys[::-1]])
+    return px, py
+
+
+def _project_outline(wcs_in: WCS, shape: tuple[int, int], wcs_out: WCS) -> tuple[np.ndarray, np.ndarray]:
+    px, py = _outline(shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence warnings of distorted inverses
+        world = wcs_in.celestial.pixel_to_world_values(px, py)
+        ox, oy = wcs_out.world_to_pixel_values(*world)
+    return np.asarray(ox, dtype=np.float64), np.asarray(oy, dtype=np.float64)
+
+
+def _plain_tan(reference: WCS) -> WCS:
+    """A TAN WCS with ``reference``'s tangent point, scale and rotation, no distortion."""
+    cel = reference.celestial
+    out = WCS(naxis=2)
+    out.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    out.wcs.crval = cel.wcs.crval
+    out.wcs.crpix = cel.wcs.crpix
+    out.wcs.cd = cel.pixel_scale_matrix
+    out.wcs.set()
+    return out
+
+
+def _rotate_to_min_area(wcs: WCS, points: tuple[np.ndarray, np.ndarray]) -> WCS:
+    """Rotate ``wcs`` about its reference pixel so the points' bounding box is smallest.
+
+    Stands in for ``find_optimal_celestial_wcs(auto_rotate=True)`` when shapely (which
+    reproject needs for it) is not installed: the minimum-area rectangle of a convex
+    hull has one side on a hull edge, so only the hull-edge angles are tried.
+    """
+    from scipy.spatial import ConvexHull, QhullError
+
+    xy = np.column_stack(points)
+    xy = xy[np.all(np.isfinite(xy), axis=1)]
+    try:
+        hull = xy[ConvexHull(xy).vertices]
+    except (QhullError, ValueError):
+        return wcs
+    edges = np.diff(np.vstack([hull, hull[:1]]), axis=0)
+    angles = np.unique(np.mod(np.arctan2(edges[:, 1], edges[:, 0]), np.pi / 2))
+    best, best_area = 0.0, math.inf
+    for theta in np.concatenate([[0.0], angles]):
+        c, s = math.cos(theta), math.sin(theta)
+        rx = c * hull[:, 0] + s * hull[:, 1]
+        ry = -s * hull[:, 0] + c * hull[:, 1]
+        area = np.ptp(rx) * np.ptp(ry)
+        if area < best_area * (1 - 1e-9):
+            best, best_area = float(theta), float(area)
+    if best == 0.0:
+        return wcs
+    c, s = math.cos(best), math.sin(best)
+    # new pixel axes = old axes rotated by theta: p_old = R^T p_new, so CD_new = CD_old R^T.
+    rot = np.array([[c, -s], [s, c]])
+    out = wcs.deepcopy()
+    out.wcs.cd = wcs.pixel_scale_matrix @ rot
+    out.wcs.set()
+    return out
+
+
+def _optimal_wcs(frames: Sequence[tuple[tuple[int, int], WCS]], scale_deg: float) -> WCS:
+    from reproject.mosaicking import find_optimal_celestial_wcs
+
+    inputs = [(shape, wcs.celestial) for shape, wcs in frames]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            wcs, _ = find_optimal_celestial_wcs(inputs, resolution=scale_deg * u.deg,
+                                                auto_rotate=True, projection="TAN")
+            return wcs
+        except ImportError:  # shapely missing: rotate ourselves
+            wcs, _ = find_optimal_celestial_wcs(inputs, resolution=scale_deg * u.deg,
+                                                auto_rotate=False, projection="TAN")
+    xs, ys = [], []
+    for shape, fw in frames:
+        ox, oy = _project_outline(fw, shape, wcs)
+        xs.append(ox)
+        ys.append(oy)
+    return _rotate_to_min_area(wcs, (np.concatenate(xs), np.concatenate(ys)))
+
+
+def _canvas(wcs: WCS, outlines: list[tuple[np.ndarray, np.ndarray]]) -> tuple[WCS, tuple[int, int]]:
+    """Shift ``wcs`` so the canvas starts at the outlines' lowest pixel; return it and (H, W)."""
+    xs = np.concatenate([o[0] for o in outlines])
+    ys = np.concatenate([o[1] for o in outlines])
+    if not (np.all(np.isfinite(xs)) and np.all(np.isfinite(ys))):
+        msg = "frame outlines do not project onto the mosaic WCS"
+        raise ValueError(msg)
+    ox, oy = math.floor(xs.min() + 0.5), math.floor(ys.min() + 0.5)
+    width = math.floor(xs.max() + 0.5) - ox + 1
+    height = math.floor(ys.max() + 0.5) - oy + 1
+    out = wcs.deepcopy()
+    out.wcs.crpix = [wcs.wcs.crpix[0] - ox, wcs.wcs.crpix[1] - oy]
+    out.wcs.set()
+    out.pixel_shape = (width, height)
+    return out, (height, width)
+
+
+def _load_frames(entries: Sequence[PlanEntry]) -> list[tuple[PlanEntry, FitsFrameSource, WCS]]:
+    loaded = []
+    for entry in entries:
+        try:
+            source = FitsFrameSource(entry.path)
+            wcs = frame_wcs(source.header, source.path)
+        except (ValueError, OSError) as exc:
+            logger.warning("[GRID] frame skipped: %s", exc)
+            continue
+        loaded.append((entry, source, wcs))
+    if not loaded:
+        msg = "no frame of the plan has a usable celestial WCS; grid mode needs plate-solved FITS frames"
+        raise ValueError(msg)
+    channels = {source.channels for _, source, _ in loaded}
+    if len(channels) > 1:
+        first = loaded[0][1]
+        odd = next(s for _, s, _ in loaded if s.channels != first.channels)
+        msg = (f"'{odd.path}' has {odd.channels} channel(s) but '{first.path}' has {first.channels}; "
+               f"a grid run stacks frames of one channel layout (split the plan)")
+        raise ValueError(msg)
+    return loaded
+
+
+def _tile_starts(length: int, size: int, step: int) -> list[int]:
+    starts = [0]
+    while starts[-1] + size < length:
+        starts.append(starts[-1] + step)
+    return starts
+
+
+def _patch_box(footprint: tuple[float, float, float, float], y0: int, y1: int, x0: int,
+               x1: int) -> tuple[int, int, int, int] | None:
+    xmin, xmax, ymin, ymax = footprint
+    fx0 = max(x0, math.floor(xmin + 0.5) - _PATCH_PAD_PX)
+    fx1 = min(x1, math.floor(xmax + 0.5) + 1 + _PATCH_PAD_PX)
+    fy0 = max(y0, math.floor(ymin + 0.5) - _PATCH_PAD_PX)
+    fy1 = min(y1, math.floor(ymax + 0.5) + 1 + _PATCH_PAD_PX)
+    if fx0 >= fx1 or fy0 >= fy1:
+        return None
+    return (fy0 - y0, fy1 - y0, fx0 - x0, fx1 - x0)
+
+
+def _make_tiles(shape: tuple[int, int], size: int, step: int, frames: list[FrameInfo]) -> list[TileSpec]:
+    height, width = shape
+    ys, xs = _tile_starts(height, size, step), _tile_starts(width, size, step)
+    if len(ys) * len(xs) > MAX_TILES:
+        msg = (f"the grid would have {len(ys) * len(xs)} tiles (more than {MAX_TILES}); raise "
+               f"`grid_size_factor` (tiles are {size} px on a {width}x{height} px canvas)")
+        raise ValueError(msg)
+    tiles = []
+    tile_id = 0
+    for y0 in ys:
+        for x0 in xs:
+            tile_id += 1
+            y1, x1 = min(height, y0 + size), min(width, x0 + size)
+            members, boxes = [], []
+            for frame in frames:
+                box = _patch_box(frame.footprint, y0, y1, x0, x1)
+                if box is not None:
+                    members.append(frame.index)
+                    boxes.append(box)
+            if members:
+                tiles.append(TileSpec(tile_id, y0, y1, x0, x1, tuple(members), tuple(boxes)))
+    return tiles
+
+
+def _degenerate(shape: tuple[int, int], frame_shapes: list[tuple[int, int]]) -> bool:
+    med_h = float(np.median([s[0] for s in frame_shapes]))
+    med_w = float(np.median([s[1] for s in frame_shapes]))
+    h, w = shape
+    # Upstream also rejects any side < 256 px; frames smaller than that are legitimate
+    # here (tests, thumbnails), so the floor scales with the frames instead.
+    return h < 0.5 * min(med_h, med_w) or w < 0.5 * min(med_h, med_w)
+
+
+def _frame_info(index: int, entry: PlanEntry, source: FitsFrameSource, fw: WCS, canvas: WCS,
+                scale: float) -> FrameInfo:
+    ox, oy = _project_outline(fw, (source.height, source.width), canvas)
+    stat = os.stat(source.path)
+    key = hashlib.sha256(fw.to_header_string(relax=True).encode()).hexdigest()[:16]
+    return FrameInfo(index, source.path, entry.exposure, (source.height, source.width), source.channels,
+                     scale, (float(ox.min()), float(ox.max()), float(oy.min()), float(oy.max())), key,
+                     int(stat.st_size), int(stat.st_mtime_ns))
+
+
+def build_global_grid(entries: Sequence[PlanEntry], *, grid_size_factor: float,
+                      overlap_fraction: float) -> GlobalGrid:
+    """Global TAN WCS, canvas and tiles for the frames of a plan.
+
+    Parameters
+    ----------
+    entries : sequence of PlanEntry
+        Frames; those without a usable celestial WCS are skipped with a warning.
+    grid_size_factor : float
+        Tile side in median frame fields of view.
+    overlap_fraction : float
+        Tile overlap as a fraction of the tile side, [0, 0.9].
+
+    Returns
+    -------
+    GlobalGrid
+
+    Raises
+    ------
+    ValueError
+        No usable frame, mixed channel layouts, or more than ``MAX_TILES`` tiles.
+    """
+    loaded = _load_frames(entries)
+    shapes = [(s.height, s.width) for _, s, _ in loaded]
+    scales = [float(np.mean(proj_plane_pixel_scales(w.celestial))) for _, _, w in loaded]
+    scale = float(np.median(scales))
+    pairs = list(zip(shapes, [w for _, _, w in loaded]))
+    fallback = False
+    try:
+        projection = _optimal_wcs(pairs, scale)
+        outlines = [_project_outline(w, s, projection) for s, w in pairs]
+        canvas, shape = _canvas(projection, outlines)
+        fallback = _degenerate(shape, shapes)
+        if fallback:
+            logger.warning("[GRID] optimal WCS is degenerate (%dx%d px); using the fallback WCS",
+                           shape[1], shape[0])
+    except Exception as exc:  # noqa: BLE001 - any failure of the optimiser means "use the fallback"
+        logger.warning("[GRID] optimal WCS failed (%s); using the fallback WCS", exc)
+        fallback = True
+    if fallback:
+        projection = _plain_tan(pairs[0][1])
+        outlines = [_project_outline(w, s, projection) for s, w in pairs]
+        canvas, shape = _canvas(projection, outlines)
+    frames = [_frame_info(i, e, s, w, canvas, scales[i]) for i, (e, s, w) in enumerate(loaded)]
+    fov_px = float(np.median([max(f.shape) * f.pixel_scale_deg / scale for f in frames]))
+    size = max(_MIN_TILE_PX, int(round(grid_size_factor * fov_px)))
+    overlap = min(max(overlap_fraction, 0.0), 0.9)
+    step = max(1, int(round(size * (1.0 - overlap))))
+    tiles = _make_tiles(shape, size, step, frames)
+    logger.info("[GRID] global canvas %dx%d px at %.3f arcsec/px, %d tiles of %d px (step %d), %d frames%s",
+                shape[1], shape[0], scale * 3600.0, len(tiles), size, step, len(frames),
+                " (fallback WCS)" if fallback else "")
+    return GlobalGrid(canvas, shape, frames, tiles, size, step, scale, frames[0].channels, fallback)
+
+
+def tile_wcs(grid_wcs: WCS, y0: int, x0: int, shape: tuple[int, int]) -> WCS:
+    """The canvas WCS shifted to a box starting at canvas pixel (y0, x0), of ``shape`` (h, w)."""
+    out = copy.deepcopy(grid_wcs)
+    out.wcs.crpix = [grid_wcs.wcs.crpix[0] - x0, grid_wcs.wcs.crpix[1] - y0]
+    out.wcs.set()
+    out.pixel_shape = (shape[1], shape[0])
+    return out

@@ -1,0 +1,111 @@
+"""``tiles/manifest.json``: which tiles are finished, from which inputs and settings.
+
+After each finished tile the runner records ``{tile_id: {inputs_hash, config_hash,
+file}}`` and rewrites the manifest atomically (temporary file + rename), so a run
+killed at any moment leaves a manifest that lists exactly the tiles on disk. A rerun
+with ``resume=True`` skips a tile whose hashes match and whose file exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .._version import __version__
+from .config import GridConfig
+from .geometry import GlobalGrid, TileSpec
+
+__all__ = ["TileManifest", "tile_inputs_hash", "config_hash", "MANIFEST_NAME"]
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+_FORMAT = 1
+
+
+def _digest(obj: Any) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def tile_inputs_hash(grid: GlobalGrid, tile: TileSpec) -> str:
+    """Digest of what a tile is made from: its box on the canvas WCS and its frames
+    (path, size, modification time, WCS, exposure, patch box)."""
+    frames = []
+    for index, box in zip(tile.frames, tile.patch_boxes):
+        f = grid.frames[index]
+        frames.append([f.path, f.size_bytes, f.mtime_ns, f.wcs_key, f.exposure, list(box)])
+    return _digest({"canvas": grid.header_string(), "box": [tile.y0, tile.y1, tile.x0, tile.x1],
+                    "frames": frames})
+
+
+def config_hash(config: GridConfig) -> str:
+    """Digest of the settings a tile's pixels depend on, and of the library version."""
+    return _digest({"config": config.tile_hash_dict(), "version": __version__})
+
+
+class TileManifest:
+    """The finished-tile record of one tiles folder.
+
+    Parameters
+    ----------
+    tiles_dir : path
+    fresh : bool
+        Start empty (``resume=False``) instead of reading the existing manifest.
+    """
+
+    def __init__(self, tiles_dir: str | os.PathLike, *, fresh: bool = False) -> None:
+        self.tiles_dir = Path(tiles_dir)
+        self.path = self.tiles_dir / MANIFEST_NAME
+        self.entries: dict[str, dict[str, Any]] = {} if fresh else self._load()
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        if not self.path.is_file():
+            return {}
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            tiles = data["tiles"] if data.get("format") == _FORMAT else {}
+            return {str(k): dict(v) for k, v in tiles.items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            logger.warning("[GRID] %s is unreadable (%s); every tile will be processed", self.path, exc)
+            return {}
+
+    def is_done(self, tile_id: int, inputs_hash: str, cfg_hash: str) -> bool:
+        """True when the tile was finished from the same inputs and settings and its file exists."""
+        entry = self.entries.get(str(tile_id))
+        if not entry or entry.get("inputs_hash") != inputs_hash or entry.get("config_hash") != cfg_hash:
+            return False
+        return (self.tiles_dir / str(entry.get("file", ""))).is_file()
+
+    def file_of(self, tile_id: int) -> Path:
+        return self.tiles_dir / str(self.entries[str(tile_id)]["file"])
+
+    def record(self, tile_id: int, inputs_hash: str, cfg_hash: str, file: str, **extra: Any) -> None:
+        """Add a finished tile and rewrite the manifest atomically."""
+        entry = {"inputs_hash": inputs_hash, "config_hash": cfg_hash, "file": file}
+        entry.update(extra)
+        self.entries[str(tile_id)] = entry
+        self.save()
+
+    def forget(self, tile_id: int) -> None:
+        """Drop a tile (it is being reprocessed); not saved until the next record/save."""
+        self.entries.pop(str(tile_id), None)
+
+    def save(self) -> None:
+        """Write the manifest to a temporary file, then rename it over the old one."""
+        self.tiles_dir.mkdir(parents=True, exist_ok=True)
+        ordered = dict(sorted(self.entries.items(), key=lambda kv: int(kv[0])))
+        text = json.dumps({"format": _FORMAT, "tiles": ordered}, indent=1, sort_keys=True)
+        fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=self.tiles_dir)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

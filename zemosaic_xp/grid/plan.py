@@ -1,0 +1,257 @@
+"""``stack_plan.csv``: the list of plate-solved frames a grid run stacks.
+
+The format is ZeMosaic's (``reference/upstream_spec.md`` §3.2): UTF-8, the delimiter
+sniffed among ``, ; | TAB space``, a header row whose columns are matched through
+aliases (first non-empty alias wins), or no header at all (the first non-empty
+value of a row is then the path). Paths written on another machine are found in
+the input folder: absolute, relative to the folder, a Windows drive or UNC path
+with its tail looked up under the folder, then the bare file name.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PureWindowsPath
+
+__all__ = ["PlanEntry", "StackPlan", "load_stack_plan", "split_by_mount", "PLAN_FILENAME"]
+
+logger = logging.getLogger(__name__)
+
+PLAN_FILENAME = "stack_plan.csv"
+
+_ALIASES = {
+    "path": ("file_path", "filepath", "file", "path", "filename", "fits", "raw"),
+    "exposure": ("exposure", "exp", "exptime", "exposure_s"),
+    "bortle": ("bortle", "bortle_class", "sky_quality"),
+    "filter": ("filter", "band", "channel"),
+    "batch_id": ("batch_id", "batch", "session", "night"),
+    "order": ("order", "seq", "sequence", "index"),
+    "mount": ("mount", "eqmode", "mount_mode"),
+}
+_EQ_NAMES = frozenset({"EQ", "EQUATORIAL", "GEM", "GERMAN"})
+_ALTZ_NAMES = frozenset({"ALTZ", "ALT-AZ", "ALT/AZ", "ALT-AZM", "ALTAZ", "ALTITUDE-AZIMUTH"})
+_DELIMITERS = ",;|\t "
+_SNIFF_CHARS = 2048
+_FITS_SUFFIXES = (".fit", ".fits", ".fts", ".fz")
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    """One frame of the plan.
+
+    Attributes
+    ----------
+    path : Path
+        The resolved, existing file.
+    exposure : float
+        Exposure in seconds (1.0 when absent); the frame's weight factor.
+    mount : {"EQ", "ALTZ"} or None
+    filter, batch_id, bortle : str or None
+        Carried for the record; grid mode does not use them.
+    order : int
+        The ``order`` column, else the row index.
+    """
+
+    path: Path
+    exposure: float = 1.0
+    mount: str | None = None
+    filter: str | None = None
+    batch_id: str | None = None
+    bortle: str | None = None
+    order: int = 0
+
+
+@dataclass
+class StackPlan:
+    """A parsed ``stack_plan.csv``.
+
+    Attributes
+    ----------
+    entries : list of PlanEntry
+        Rows whose file exists, in file order.
+    missing : list of str
+        Paths as written in the CSV for rows whose file was not found (skipped).
+    source : Path
+        The CSV read.
+    """
+
+    entries: list[PlanEntry]
+    source: Path
+    missing: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def _sniff_delimiter(text: str) -> str:
+    sample = text[:_SNIFF_CHARS]
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=_DELIMITERS).delimiter
+    except csv.Error:
+        return ","
+
+
+def _normalise_mount(value: str | None) -> str | None:
+    if not value:
+        return None
+    text = value.strip().upper().replace("_", "-")
+    if text in _EQ_NAMES:
+        return "EQ"
+    if text in _ALTZ_NAMES or text.replace("-", "") in _ALTZ_NAMES:
+        return "ALTZ"
+    return None
+
+
+def _looks_like_header(row: list[str]) -> bool:
+    names = {cell.strip().lower() for cell in row}
+    known = {alias for aliases in _ALIASES.values() for alias in aliases}
+    return bool(names & known) and not any(cell.strip().lower().endswith(_FITS_SUFFIXES) for cell in row)
+
+
+def _candidates(raw: str, base: Path) -> list[Path]:
+    """Where a path written in the CSV may be, in the order they are tried."""
+    text = raw.strip().strip('"').strip("'")
+    out = [Path(text)]
+    if not Path(text).is_absolute():
+        out.append(base / text)
+    windows = bool(_WINDOWS_DRIVE.match(text)) or text.startswith("\\\\") or "\\" in text
+    if windows:
+        win = PureWindowsPath(text)
+        parts = win.parts[1:] if (win.drive or win.root) else win.parts
+        # The tail after the drive / UNC share, then ever shorter tails under the folder.
+        for i in range(len(parts)):
+            out.append(base.joinpath(*parts[i:]))
+        out.append(base / win.name)
+    else:
+        out.append(base / Path(text).name)
+    return out
+
+
+def _resolve(raw: str, base: Path) -> Path | None:
+    for candidate in _candidates(raw, base):
+        try:
+            if candidate.is_file():
+                return candidate.resolve()
+        except OSError:  # e.g. a name too long for this file system
+            continue
+    return None
+
+
+def _first(row: dict[str, str], field_name: str) -> str | None:
+    for alias in _ALIASES[field_name]:
+        value = row.get(alias)
+        if value is not None and value.strip():
+            return value.strip()
+    return None
+
+
+def _exposure(value: str | None, where: str) -> float:
+    if value is None:
+        return 1.0
+    try:
+        number = float(value)
+    except ValueError:
+        logger.warning("[GRID] %s: exposure %r is not a number; using 1.0", where, value)
+        return 1.0
+    if not math.isfinite(number) or number <= 0:
+        logger.warning("[GRID] %s: exposure %r is not > 0; using 1.0", where, value)
+        return 1.0
+    return number
+
+
+def _order(value: str | None, default: int) -> int:
+    try:
+        return int(float(value)) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _rows(text: str) -> tuple[list[dict[str, str]], bool]:
+    """Rows as dicts keyed by lower-case column name; ``path`` only when there is no header."""
+    delimiter = _sniff_delimiter(text)
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter, skipinitialspace=delimiter == " ")
+    raw_rows = [r for r in reader if any(cell.strip() for cell in r)]
+    if not raw_rows:
+        return [], False
+    if _looks_like_header(raw_rows[0]):
+        header = [cell.strip().lower() for cell in raw_rows[0]]
+        return [dict(zip(header, r)) for r in raw_rows[1:]], True
+    rows = []
+    for r in raw_rows:
+        first = next(cell for cell in r if cell.strip())
+        rows.append({"path": first})
+    return rows, False
+
+
+def load_stack_plan(folder: str | os.PathLike, *, filename: str = PLAN_FILENAME) -> StackPlan:
+    """Read ``<folder>/stack_plan.csv`` and resolve its frames.
+
+    Parameters
+    ----------
+    folder : path
+        The input folder; relative and foreign (Windows) paths are looked up in it.
+    filename : str
+        Plan file name inside ``folder``.
+
+    Returns
+    -------
+    StackPlan
+        Rows whose file exists; missing files are skipped with a warning and listed
+        in ``missing``. Column names are matched case-insensitively.
+
+    Raises
+    ------
+    FileNotFoundError
+        No plan file in ``folder``.
+    ValueError
+        The plan has no row with a path.
+    """
+    base = Path(folder)
+    source = base / filename
+    if not source.is_file():
+        msg = (f"no {filename} in '{base}': grid mode needs a plan listing the plate-solved frames "
+               f"(one path per row, optional columns exposure, mount, ...)")
+        raise FileNotFoundError(msg)
+    text = source.read_bytes().decode("utf-8", errors="ignore").lstrip("\ufeff")
+    rows, _ = _rows(text)
+    entries: list[PlanEntry] = []
+    missing: list[str] = []
+    for index, row in enumerate(rows):
+        raw = _first(row, "path")
+        if raw is None:
+            continue
+        where = f"{source.name} row {index + 1}"
+        path = _resolve(raw, base)
+        if path is None:
+            logger.warning("[GRID] %s: file %r not found (tried it as written, under '%s' and by "
+                           "name); row skipped", where, raw, base)
+            missing.append(raw)
+            continue
+        entries.append(PlanEntry(
+            path=path, exposure=_exposure(_first(row, "exposure"), where),
+            mount=_normalise_mount(_first(row, "mount")), filter=_first(row, "filter"),
+            batch_id=_first(row, "batch_id"), bortle=_first(row, "bortle"),
+            order=_order(_first(row, "order"), index)))
+    if not entries and not missing:
+        msg = f"'{source}' lists no frame: expected one FITS path per row"
+        raise ValueError(msg)
+    return StackPlan(entries, source, missing)
+
+
+def split_by_mount(plan: StackPlan) -> dict[str | None, list[PlanEntry]]:
+    """Group entries by mount when every entry has one and both kinds occur.
+
+    Returns ``{"EQ": [...], "ALTZ": [...]}`` in that case (ZeMosaic stacks the two
+    apart, into ``grid_EQ`` / ``grid_ALTZ``), else ``{None: all entries}``.
+    """
+    mounts = {entry.mount for entry in plan.entries}
+    if None in mounts or len(mounts) < 2:
+        return {None: list(plan.entries)}
+    return {mount: [e for e in plan.entries if e.mount == mount] for mount in ("EQ", "ALTZ") if mount in mounts}

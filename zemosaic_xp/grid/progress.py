@@ -1,0 +1,177 @@
+"""Progress of a grid run in ZeMosaic's ``progress_callback`` protocol, and its telemetry.
+
+Keys sent (``reference/upstream_spec.md`` §3.11, DESIGN §8):
+
+- ``"[GRID] ..."`` messages (also logged);
+- ``STAGE_PROGRESS`` with progress = stage name, level = units done, ``total=`` units
+  (1 setup + 1 per tile stacked + 1 per tile assembled + 1 final save);
+- ``ETA_UPDATE:HH:MM:SS`` (EMA of the time between tile completions, α = 0.25);
+- ``MASTER_TILE_COUNT_UPDATE:done/total``;
+- ``STATS_UPDATE`` through the :class:`~zemosaic_xp.telemetry.ResourceTelemetryController`,
+  at every progress update (throttled) and forced at phase boundaries, with the run's
+  global, monotonic ``tiles_done`` out of ``tiles_total``.
+
+A callback that raises is logged once and never stops the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any, Callable
+
+from ..telemetry import ResourceTelemetryController, grid_telemetry_context
+
+__all__ = ["GridProgress", "format_eta", "PHASES"]
+
+logger = logging.getLogger(__name__)
+
+#: Telemetry phases of a grid run (upstream's indices and names).
+PHASES = {0: "Grid: Init", 1: "Grid: Setup", 2: "Grid: tile stacking", 3: "Grid: photometry & blending",
+          4: "Grid: Completed"}
+_THROTTLE_SEC = 0.3
+_EMA_ALPHA = 0.25
+
+
+def format_eta(seconds: float) -> str:
+    """``HH:MM:SS`` of a non-negative number of seconds."""
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class GridProgress:
+    """Progress, ETA and telemetry of one grid run.
+
+    Parameters
+    ----------
+    callback : callable or None
+        ``progress_callback(key, progress, level, **kwargs)``.
+    telemetry : ResourceTelemetryController
+    """
+
+    def __init__(self, callback: Callable[..., Any] | None, telemetry: ResourceTelemetryController) -> None:
+        self.callback = callback
+        self.telemetry = telemetry
+        self.phase = (0, PHASES[0])
+        self.tiles_total = 0
+        self.tiles_done = 0
+        self.units_total = 1
+        self.units_done = 0
+        self.stage = "GRID: setup"
+        self.extra: dict[str, Any] = {}
+        self._last_tick: float | None = None
+        self._sec_per_tile: float | None = None
+        self._last_sent = -math.inf
+        self._callback_failed = False
+
+    # ------------------------------------------------------------------ callback
+    def _call(self, key: str, progress: Any = None, level: Any = "INFO", **kw: Any) -> None:
+        if self.callback is None:
+            return
+        try:
+            self.callback(key, progress, level, **kw)
+        except Exception as exc:  # noqa: BLE001 - a GUI error must not stop the run
+            if not self._callback_failed:
+                logger.warning("[GRID] progress_callback raised %s: %s (ignored)", type(exc).__name__, exc)
+                self._callback_failed = True
+
+    def message(self, message: str, *args: Any, level: int = logging.INFO) -> None:
+        """Log a ``[GRID]`` message and send it to the callback."""
+        logger.log(level, message, *args)
+        text = message % args if args else message
+        self._call(text, None, logging.getLevelName(level))
+
+    # ------------------------------------------------------------------ phases
+    def set_totals(self, tiles_total: int) -> None:
+        """Fix the run's tile count (units = 1 + 2·tiles + 1)."""
+        self.tiles_total = int(tiles_total)
+        self.units_total = 2 + 2 * self.tiles_total
+
+    def set_phase(self, index: int, *, extra: dict[str, Any] | None = None, eta_seconds: float | None = None) -> None:
+        """Enter telemetry phase ``index`` (forced emission)."""
+        self.phase = (index, PHASES[index])
+        if extra:
+            self.extra.update(extra)
+        self._telemetry(force=True, eta_seconds=eta_seconds)
+
+    def _telemetry(self, *, force: bool, eta_seconds: float | None = None) -> None:
+        eta = self.eta_seconds() if eta_seconds is None else eta_seconds
+        try:
+            ctx = grid_telemetry_context(self.phase[0], self.phase[1], self.tiles_done, self.tiles_total,
+                                         eta_seconds=eta, extra=self.extra)
+        except ValueError as exc:
+            logger.debug("[GRID] telemetry context refused: %s", exc)
+            return
+        if force:
+            self.telemetry.emit_stats(ctx, force=True)
+        else:
+            self.telemetry.maybe_emit_stats(ctx)
+
+    # ------------------------------------------------------------------ units
+    def advance(self, units: int = 1, *, stage: str | None = None, force: bool = False) -> None:
+        """Mark ``units`` more work done (optionally entering ``stage``)."""
+        if stage is not None:
+            self.stage = stage
+        self.units_done = min(self.units_total, self.units_done + units)
+        self._send(force=force)
+
+    def tile_finished(self, *, measured: bool = True) -> None:
+        """One more tile of the run is done (stacked, failed or skipped by resume)."""
+        self.tiles_done = min(self.tiles_total, self.tiles_done + 1)
+        now = time.monotonic()
+        if measured and self._last_tick is not None:
+            dt = now - self._last_tick
+            self._sec_per_tile = dt if self._sec_per_tile is None else \
+                _EMA_ALPHA * dt + (1 - _EMA_ALPHA) * self._sec_per_tile
+        if measured:
+            self._last_tick = now
+        self._call(f"MASTER_TILE_COUNT_UPDATE:{self.tiles_done}/{self.tiles_total}", None, "INFO")
+        self.advance(1, stage="GRID: tile stacking", force=self.tiles_done == self.tiles_total)
+
+    def start_clock(self) -> None:
+        """Start timing tile completions (the first tile's time counts from here)."""
+        self._last_tick = time.monotonic()
+
+    def eta_seconds(self) -> float | None:
+        if self._sec_per_tile is None or self.tiles_total == 0:
+            return None
+        left = self.tiles_total - self.tiles_done
+        # assembly costs about as much per tile as the wait between tile completions
+        return max(0.0, left * self._sec_per_tile)
+
+    def _send(self, *, force: bool) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_sent < _THROTTLE_SEC:
+            self._telemetry(force=False)
+            return
+        self._last_sent = now
+        self._call("STAGE_PROGRESS", self.stage, self.units_done, total=self.units_total)
+        eta = self.eta_seconds()
+        if eta is not None:
+            self._call(f"ETA_UPDATE:{format_eta(eta)}", None, "ETA_LEVEL")
+        self._telemetry(force=False)
+
+    def sub_progress(self, stage: str, start_units: int, span_units: int) -> Callable[..., None]:
+        """A callback for a sub-step (the assembly) mapping its STAGE_PROGRESS onto ``span_units``."""
+        def relay(key: Any, progress: Any = None, level: Any = None, **kw: Any) -> None:
+            if key == "STAGE_PROGRESS":
+                try:
+                    frac = float(level) / float(kw.get("total") or 1)
+                except (TypeError, ValueError):
+                    return
+                target = start_units + int(round(min(max(frac, 0.0), 1.0) * span_units))
+                if target > self.units_done:
+                    self.advance(target - self.units_done, stage=stage)
+            elif isinstance(key, str) and key.startswith("["):
+                self._call(key, progress, level, **kw)
+        return relay
+
+    def finish(self) -> None:
+        """Normal completion: 100 %, ETA 0, telemetry with every tile done and eta 0."""
+        self.tiles_done = self.tiles_total
+        self.units_done = self.units_total
+        self.stage = "GRID: completed"
+        self._call("STAGE_PROGRESS", self.stage, self.units_done, total=self.units_total)
+        self._call(f"ETA_UPDATE:{format_eta(0)}", None, "ETA_LEVEL")
+        self.set_phase(4, eta_seconds=0.0)

@@ -1,0 +1,236 @@
+"""One tile, start to finish: reproject its frames, stack them through the core, write it.
+
+1. Each frame touching the tile is read, reprojected onto its patch box
+   (:func:`~.reproject_tile.reproject_patch`) and kept in a :class:`~.store.PatchStore`
+   (RAM, or a memory-mapped scratch file past ``stack_chunk_budget_mb``).
+2. One sub-sample of the tile gives the frame plan (:func:`~.tile_plan.plan_tile_frames`).
+3. Row bands of the whole tile — every frame, all columns — go through
+   :func:`~zemosaic_xp.core.stack.stack_band` (GPU or CPU, see :mod:`.gpu`) and
+   :func:`~zemosaic_xp.core.stack.assemble`. Rejection therefore always sees every
+   frame of a pixel, and the tile is bit-identical for any band size or budget
+   (upstream stacked frame chunks separately and averaged them, which changed the
+   result with the chunk size and left NaN holes on its GPU path).
+4. ``tiles/tile_NNNN.fits`` is written atomically: float32 image (CHW, NaN = no
+   data), ``ALPHA``, ``WEIGHT`` (CHW like the image) and ``COVERAGE`` (frames per pixel).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+
+from ..backends import Backend, select_backend
+from ..core.stack import StackResult, assemble, rows_per_band
+from ..io.fits import read_frame, write_fits
+from .config import GridConfig
+from .geometry import TileSpec, frame_wcs, tile_wcs
+from .gpu import BandStacker, GpuBreaker
+from .reproject_tile import reproject_patch
+from .store import PatchStore
+from .tile_plan import plan_tile_frames
+
+__all__ = ["FrameRef", "TileProduct", "stack_tile", "write_tile", "read_tile", "tile_filename"]
+
+logger = logging.getLogger(__name__)
+
+_MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """What a worker needs to read one frame itself: its path and exposure."""
+
+    index: int
+    path: str
+    exposure: float = 1.0
+
+
+@dataclass
+class TileProduct:
+    """A stacked tile.
+
+    Attributes
+    ----------
+    image : ndarray, shape (h, w, C), float32
+        NaN where no frame has data.
+    weight : ndarray, shape (h, w, C), float32
+        Σ weights of the kept samples.
+    coverage : ndarray, shape (h, w), float32
+        Number of frames with data at each pixel.
+    stats : dict
+        JSON-able stack statistics (rejection, plan, bands, spill, devices).
+    """
+
+    image: np.ndarray
+    weight: np.ndarray
+    coverage: np.ndarray
+    stats: dict = field(default_factory=dict)
+
+
+def tile_filename(tile_id: int) -> str:
+    """``tile_NNNN.fits``."""
+    return f"tile_{tile_id:04d}.fits"
+
+
+def _cpu_xp() -> Any:
+    return select_backend("numpy").xp
+
+
+def _reproject_into(store: PatchStore, tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef]) -> list[int]:
+    """Reproject every frame into the store; return the store slots that got data."""
+    active = []
+    for k, ref in enumerate(frames):
+        frame = read_frame(ref.path)
+        fw = frame_wcs(frame.header, ref.path)
+        patch, weight = reproject_patch(frame.data, frame.alpha, fw, grid_wcs, tile.y0, tile.x0,
+                                        store.boxes[k])
+        store.put(k, patch, weight)
+        if store.has_data(k):
+            active.append(k)
+    return active
+
+
+def _stack_bands(store: PatchStore, active: list[int], stacker: BandStacker, band_rows: int,
+                 height: int) -> list:
+    bands = []
+    r0 = 0
+    rows = band_rows
+    while r0 < height:
+        r1 = min(height, r0 + rows)
+        values, weights = store.band(r0, r1, active)
+        bands.append(stacker.stack(values, weights))
+        del values, weights
+        r0 = r1
+        if stacker.oom and rows > 1:
+            # Out of GPU memory: smaller bands for the rest of the tile (the band that
+            # failed was redone on the CPU; results are per pixel, so nothing changes).
+            rows = max(1, rows // 2)
+            stacker.oom = False
+    return bands
+
+
+def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config: GridConfig, *,
+               scratch_dir: str | Path, channels: int, gpu: Backend | None = None,
+               breaker: GpuBreaker | None = None) -> TileProduct:
+    """Reproject and stack the frames of one tile.
+
+    Parameters
+    ----------
+    tile : TileSpec
+    grid_wcs : WCS
+        The canvas WCS.
+    frames : sequence of FrameRef
+        The tile's frames, in the order of ``tile.frames`` / ``tile.patch_boxes``.
+    config : GridConfig
+    scratch_dir : path
+        Where patches spill when they exceed ``config.stack_chunk_budget_mb``.
+    channels : int
+        Channels of every frame.
+    gpu : Backend, optional
+        GPU backend for the band stacks (None = CPU).
+    breaker : GpuBreaker, optional
+        The run's GPU circuit breaker.
+
+    Returns
+    -------
+    TileProduct
+
+    Raises
+    ------
+    ValueError
+        No frame has data on the tile.
+    """
+    t0 = time.perf_counter()
+    height, width = tile.shape
+    budget = int(config.stack_chunk_budget_mb * _MB)
+    with PatchStore(tile.patch_boxes, tile.shape, channels, budget_bytes=budget, scratch_dir=scratch_dir) as store:
+        active = _reproject_into(store, tile, grid_wcs, frames)
+        t_reproject = time.perf_counter() - t0
+        if not active:
+            msg = f"no frame has data on tile {tile.tile_id} (its {len(frames)} frame(s) reproject to nothing)"
+            raise ValueError(msg)
+        xp = _cpu_xp()
+        samples = store.samples(active, config.stack.frame_stats_samples)
+        exposures = np.asarray([frames[k].exposure for k in active], dtype=np.float32)
+        plan = plan_tile_frames(samples, exposures, config.stack, xp=xp)
+        del samples
+        band_rows = rows_per_band(len(active), width, channels, budget, config.stack, height=height)
+        stacker = BandStacker(config.stack, plan, cpu_xp=xp, gpu=gpu, breaker=breaker, tile_id=tile.tile_id)
+        bands = _stack_bands(store, active, stacker, band_rows, height)
+        spilled, store_mb = store.spilled, store.nbytes / _MB
+    extra = {"n_frames": len(active), "band_rows": band_rows, "patch_store_mb": round(store_mb, 3),
+             "spilled": spilled, "gpu_bands": stacker.gpu_bands, "cpu_bands": stacker.cpu_bands,
+             "gpu_fallbacks": stacker.fallbacks, "time_reproject_sec": t_reproject,
+             "time_total_sec": time.perf_counter() - t0}
+    result = assemble(bands, mono=False, config=config.stack, plan=plan, xp=xp, extra_stats=extra)
+    return _product(result)
+
+
+def _product(result: StackResult) -> TileProduct:
+    image = np.asarray(result.image, dtype=np.float32)
+    weight = np.asarray(result.weight_sum, dtype=np.float32)
+    valid = (np.asarray(result.coverage) + np.asarray(result.rejected_low) + np.asarray(result.rejected_high))
+    coverage = valid.max(axis=-1).astype(np.float32)
+    return TileProduct(image, weight, coverage, result.stats)
+
+
+def _tile_header(tile: TileSpec, grid_wcs: WCS, product: TileProduct, config: GridConfig) -> fits.Header:
+    header = tile_wcs(grid_wcs, tile.y0, tile.x0, tile.shape).to_header(relax=True)
+    stats = product.stats
+    cards = [
+        ("ZMT_TYPE", "Grid Tile", "zemosaic_xp grid-mode tile"),
+        ("TILEID", tile.tile_id, "row-major tile id, from 1"),
+        ("TILEY0", tile.y0, "first canvas row"),
+        ("TILEX0", tile.x0, "first canvas column"),
+        ("NFRAMES", int(stats.get("n_frames", 0)), "frames stacked"),
+        ("ZMT_NORM", config.stack.normalize, "normalisation"),
+        ("ZMT_WGHT", config.stack.weighting, "quality weighting"),
+        ("ZMT_REJ", config.stack.reject, "rejection"),
+        ("ZMT_COMB", config.stack.combine, "final combine"),
+        ("KAPPALO", config.stack.kappa_low, "rejection kappa low"),
+        ("KAPPAHI", config.stack.kappa_high, "rejection kappa high"),
+        ("REJPCT", round(float(stats.get("rejected_pct", 0.0)), 4), "rejected samples, percent"),
+    ]
+    for key, value, comment in cards:
+        header[key] = (value, comment)
+    return header
+
+
+def write_tile(path: str | Path, tile: TileSpec, grid_wcs: WCS, product: TileProduct,
+               config: GridConfig) -> Path:
+    """Write a tile FITS atomically: image, ALPHA, WEIGHT (CHW) and COVERAGE HDUs."""
+    alpha = np.any(product.weight > 0, axis=-1)
+    weight = product.weight
+    weight_chw = weight[..., 0] if weight.shape[-1] == 1 else np.moveaxis(weight, -1, 0)
+    extra = [fits.ImageHDU(np.ascontiguousarray(weight_chw, dtype=np.float32), name="WEIGHT"),
+             fits.ImageHDU(np.ascontiguousarray(product.coverage, dtype=np.float32), name="COVERAGE")]
+    extra[1].header["BUNIT"] = ("count", "frames with data per pixel")
+    header = _tile_header(tile, grid_wcs, product, config)
+    return write_fits(path, product.image, header=header, alpha=alpha.astype(np.float32), extra_hdus=extra)
+
+
+def _hwc(data: np.ndarray) -> np.ndarray:
+    data = np.asarray(data, dtype=np.float32)  # native float32 (FITS data are big-endian)
+    return data[..., None] if data.ndim == 2 else np.ascontiguousarray(np.moveaxis(data, 0, -1))
+
+
+def read_tile(path: str | Path) -> tuple[TileProduct, fits.Header]:
+    """Read a tile written by :func:`write_tile` back as a :class:`TileProduct` (HWC)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        with fits.open(path, memmap=False) as hdul:
+            header = hdul[0].header.copy()
+            image = _hwc(hdul[0].data)
+            weight = _hwc(hdul["WEIGHT"].data)
+            coverage = np.asarray(hdul["COVERAGE"].data, dtype=np.float32)
+    stats = {"n_frames": int(header.get("NFRAMES", 0)), "rejected_pct": float(header.get("REJPCT", 0.0))}
+    return TileProduct(image, weight, coverage, stats), header
+

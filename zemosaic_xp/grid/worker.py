@@ -1,0 +1,249 @@
+"""The tile task: what crosses the process boundary, and the function a worker runs.
+
+A task carries only small things — the tile geometry, the canvas WCS as a header
+string, the frames' paths and exposures, the settings — and the worker reads the
+FITS files itself, so no image ever goes through a pipe. It returns a
+:class:`TileOutcome` (never raises for a tile error), with the log records the tile
+produced when it ran in another process, for the parent to replay.
+
+Test-only hooks (documented in ``docs/grid.md``), read from the environment of the
+worker so that they reach spawned processes:
+
+- ``ZEMOSAIC_XP_TEST_FAIL_TILE=<id>[,<id>...]``: the tile raises ``RuntimeError``.
+- ``ZEMOSAIC_XP_TEST_KILL_TILE=<id>[,<id>...]``: on its first attempt the tile's
+  process kills itself with SIGKILL (a marker file in the tiles folder remembers it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from .config import GridConfig
+from .geometry import TileSpec
+from .tile import FrameRef, stack_tile, tile_filename, write_tile
+
+__all__ = ["TileTask", "TileOutcome", "run_tile_task", "init_worker", "RUNNING_DIR",
+           "TEST_FAIL_ENV", "TEST_KILL_ENV"]
+
+TEST_FAIL_ENV = "ZEMOSAIC_XP_TEST_FAIL_TILE"
+TEST_KILL_ENV = "ZEMOSAIC_XP_TEST_KILL_TILE"
+#: Sub-folder of ``tiles/`` where each running task leaves a marker (crash forensics).
+RUNNING_DIR = ".running"
+_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TileTask:
+    """Everything a worker needs to make one tile.
+
+    Attributes
+    ----------
+    tile : TileSpec
+    grid_header : str
+        The canvas WCS (``WCS.to_header_string``).
+    frames : tuple of FrameRef
+        In the order of ``tile.frames``.
+    channels : int
+    config : GridConfig
+    tiles_dir : str
+    run_id : str
+        Identifies the run's GPU breaker in the executing process.
+    use_gpu : bool
+    attempt : int
+        1 for the first try, 2 for the retry.
+    parent_pid : int
+        The runner's process; a task running elsewhere collects its log records.
+    log_level : int
+        Level of the runner's ``zemosaic_xp`` logger, applied in other processes.
+    """
+
+    tile: TileSpec
+    grid_header: str
+    frames: tuple[FrameRef, ...]
+    channels: int
+    config: GridConfig
+    tiles_dir: str
+    run_id: str
+    use_gpu: bool = False
+    attempt: int = 1
+    parent_pid: int = 0
+    log_level: int = logging.INFO
+
+    @property
+    def tile_id(self) -> int:
+        return self.tile.tile_id
+
+
+@dataclass
+class TileOutcome:
+    """What a tile task reports back.
+
+    Attributes
+    ----------
+    tile_id : int
+    ok : bool
+    file : str or None
+        File name of the tile inside ``tiles/`` when ``ok``.
+    pid : int
+        Process that ran it.
+    attempt : int
+    elapsed_sec : float
+    stats : dict
+        Stack statistics of the tile (JSON-able).
+    error : str or None
+        ``"<Type>: <message>"`` when not ``ok``.
+    log_records : list of logging.LogRecord
+        Records logged while the task ran in another process.
+    """
+
+    tile_id: int
+    ok: bool
+    file: str | None
+    pid: int
+    attempt: int
+    elapsed_sec: float
+    stats: dict = field(default_factory=dict)
+    error: str | None = None
+    details: str | None = None
+    log_records: list = field(default_factory=list)
+
+
+def init_worker() -> None:
+    """Process-pool initializer: one compute thread per worker process.
+
+    Environment variables cover libraries imported later; ``threadpoolctl`` (when
+    installed) also limits a BLAS that is already loaded. The grid's hot paths
+    (coordinate transforms, interpolation, sorting) do not use BLAS threads.
+    """
+    for name in _THREAD_ENV:
+        os.environ[name] = "1"
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(1)
+
+
+def _ids(env_name: str) -> set[int]:
+    raw = os.environ.get(env_name, "")
+    return {int(v) for v in raw.replace(";", ",").split(",") if v.strip().lstrip("-").isdigit()}
+
+
+def _test_hooks(task: TileTask) -> None:
+    if task.tile_id in _ids(TEST_KILL_ENV):
+        marker = Path(task.tiles_dir) / f".test_killed_{task.tile_id:04d}"
+        if not marker.exists():
+            marker.write_text(str(os.getpid()), encoding="utf-8")
+            os.kill(os.getpid(), signal.SIGKILL)
+    if task.tile_id in _ids(TEST_FAIL_ENV):
+        msg = f"injected failure for tile {task.tile_id} ({TEST_FAIL_ENV})"
+        raise RuntimeError(msg)
+
+
+class _Collector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Make the record picklable: format its message, drop args and tracebacks.
+        record.msg = record.getMessage()
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
+        self.records.append(record)
+
+
+class _CollectLogs:
+    """Capture ``zemosaic_xp`` records while a task runs in a worker process."""
+
+    def __init__(self, active: bool, level: int) -> None:
+        self.active = active
+        self.level = level
+        self.handler = _Collector()
+        self._saved: tuple[int, bool] | None = None
+
+    def __enter__(self) -> _CollectLogs:
+        if self.active:
+            root = logging.getLogger("zemosaic_xp")
+            self._saved = (root.level, root.propagate)
+            root.setLevel(self.level)
+            root.propagate = False
+            root.addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active and self._saved is not None:
+            root = logging.getLogger("zemosaic_xp")
+            root.removeHandler(self.handler)
+            root.setLevel(self._saved[0])
+            root.propagate = self._saved[1]
+
+
+def _gpu_for(task: TileTask) -> tuple[Any, Any]:
+    if not task.use_gpu:
+        return None, None
+    from .gpu import gpu_breaker, resolve_gpu_backend
+
+    backend, _ = resolve_gpu_backend()
+    return backend, gpu_breaker(task.run_id)
+
+
+def _make_tile(task: TileTask) -> tuple[str, dict]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # FITSFixedWarning on header round trips
+        grid_wcs = WCS(fits.Header.fromstring(task.grid_header))
+    gpu, breaker = _gpu_for(task)
+    tiles_dir = Path(task.tiles_dir)
+    product = stack_tile(task.tile, grid_wcs, task.frames, task.config, scratch_dir=tiles_dir,
+                         channels=task.channels, gpu=gpu, breaker=breaker)
+    name = tile_filename(task.tile_id)
+    write_tile(tiles_dir / name, task.tile, grid_wcs, product, task.config)
+    return name, product.stats
+
+
+def _summary(stats: dict) -> dict:
+    keys = ("n_frames", "rejected_pct", "rejected_low_fraction", "rejected_high_fraction", "valid_samples",
+            "iterations", "n_bands", "band_rows", "spilled", "patch_store_mb", "gpu_bands", "cpu_bands",
+            "gpu_fallbacks", "time_reproject_sec", "time_total_sec", "normalize_pairwise", "normalize_fallback")
+    return {k: stats[k] for k in keys if k in stats}
+
+
+def run_tile_task(task: TileTask) -> TileOutcome:
+    """Make one tile and write it; errors are reported in the outcome, not raised.
+
+    Runs in a worker process (spawned) or in the runner's process. A running-marker
+    file ``tiles/.running/tile_NNNN`` exists while the task runs, so that after a
+    worker crash the runner knows which tiles were in progress.
+    """
+    t0 = time.perf_counter()
+    pid = os.getpid()
+    marker = Path(task.tiles_dir) / RUNNING_DIR / f"tile_{task.tile_id:04d}"
+    with _CollectLogs(pid != task.parent_pid, task.log_level) as logs:
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(f"{pid} {task.attempt}", encoding="utf-8")
+            _test_hooks(task)
+            name, stats = _make_tile(task)
+            outcome = TileOutcome(task.tile_id, True, name, pid, task.attempt, time.perf_counter() - t0,
+                                  _summary(stats))
+        except Exception as exc:  # noqa: BLE001 - a tile error must not stop the run
+            outcome = TileOutcome(task.tile_id, False, None, pid, task.attempt, time.perf_counter() - t0,
+                                  error=f"{type(exc).__name__}: {exc}", details=traceback.format_exc())
+        finally:
+            marker.unlink(missing_ok=True)
+    outcome.log_records = logs.handler.records
+    return outcome

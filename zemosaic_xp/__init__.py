@@ -11,4 +11,17 @@ from .stacking import stack
 from .telemetry import ResourceTelemetryController
 from . import synthetic
 
-__all__ = ["stack", "StackConfig", "StackResult", "ResourceTelemetryController", "synthetic", "__version__"]
+__all__ = ["stack", "StackConfig", "StackResult", "run_grid_mode", "GridConfig", "ResourceTelemetryController",
+           "synthetic", "__version__"]
+
+# Grid mode pulls in astropy.wcs and reproject: loaded on first use, not on `import zemosaic_xp`.
+_LAZY = {"run_grid_mode": "zemosaic_xp.grid.runner", "GridConfig": "zemosaic_xp.grid.config"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    msg = f"module 'zemosaic_xp' has no attribute {name!r}"
+    raise AttributeError(msg)

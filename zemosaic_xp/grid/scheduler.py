@@ -207,7 +207,8 @@ class TileScheduler:
                     queue.appendleft(task)
                     raise
         except (BrokenExecutor, RuntimeError) as exc:
-            logger.warning("[GRID] executor refused a tile (%s)", exc)
+            first_line = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            logger.warning("[GRID] executor refused a tile (%s)", first_line)
             return False
         return True
 

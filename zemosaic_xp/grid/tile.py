@@ -17,7 +17,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
+from collections import OrderedDict
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,19 +32,22 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from ..backends import Backend, select_backend
 from ..core.stack import StackResult, assemble, rows_per_band
-from ..io.fits import read_frame, write_fits
+from ..io.fits import FitsFrameSource, write_fits
 from .config import GridConfig
 from .geometry import TileSpec, frame_wcs, tile_wcs
 from .gpu import BandStacker, GpuBreaker
 from .reproject_tile import reproject_patch
 from .store import PatchStore
-from .tile_plan import plan_tile_frames
+from .tile_plan import NORM_BLOCK_PX, frame_noise_samples, plan_tile_frames
 
 __all__ = ["FrameRef", "TileProduct", "stack_tile", "write_tile", "read_tile", "tile_filename"]
 
 logger = logging.getLogger(__name__)
 
 _MB = 1024 * 1024
+_FRAME_CACHE_SIZE = 64
+# Noise σ per frame and channel from at most this many neighbour differences (σ to ~0.6 %).
+_NOISE_SAMPLES = 16384
 
 
 @dataclass(frozen=True)
@@ -84,18 +90,69 @@ def _cpu_xp() -> Any:
     return select_backend("numpy").xp
 
 
-def _reproject_into(store: PatchStore, tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef]) -> list[int]:
-    """Reproject every frame into the store; return the store slots that got data."""
-    active = []
+class _FrameCache:
+    """Per-process cache of what a frame costs to parse: header source, WCS, noise samples.
+
+    A frame touches several neighbouring tiles; a worker that makes two of them parses
+    its header and measures its noise once. Keyed by path, size and modification time;
+    pixel data are not cached (read again, straight from disk, for each tile).
+    """
+
+    def __init__(self, size: int = _FRAME_CACHE_SIZE) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple, tuple] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: str, max_samples: int) -> tuple[FitsFrameSource, WCS, np.ndarray | None]:
+        st = os.stat(path)
+        key = (path, st.st_size, st.st_mtime_ns, max_samples)
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None:
+                self._entries.move_to_end(key)
+                return hit
+        source = FitsFrameSource(path)
+        entry = (source, frame_wcs(source.header, path), None)
+        self._put(key, entry)
+        return entry
+
+    def _put(self, key: tuple, entry: tuple) -> None:
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def set_noise(self, path: str, max_samples: int, noise: np.ndarray) -> None:
+        st = os.stat(path)
+        key = (path, st.st_size, st.st_mtime_ns, max_samples)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries[key] = (entry[0], entry[1], noise)
+
+
+_FRAMES = _FrameCache()
+
+
+def _reproject_into(store: PatchStore, tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef],
+                    max_samples: int) -> tuple[list[int], list[np.ndarray]]:
+    """Reproject every frame into the store; return the slots that got data and their noise samples."""
+    active, noise = [], []
+    noise_samples = min(max_samples, _NOISE_SAMPLES) if max_samples > 0 else _NOISE_SAMPLES
     for k, ref in enumerate(frames):
-        frame = read_frame(ref.path)
-        fw = frame_wcs(frame.header, ref.path)
-        patch, weight = reproject_patch(frame.data, frame.alpha, fw, grid_wcs, tile.y0, tile.x0,
+        source, fw, frame_noise = _FRAMES.get(ref.path, noise_samples)
+        data = source.read_rows(0, source.height)
+        patch, weight = reproject_patch(data, source.read_alpha(), fw, grid_wcs, tile.y0, tile.x0,
                                         store.boxes[k])
         store.put(k, patch, weight)
         if store.has_data(k):
             active.append(k)
-    return active
+            if frame_noise is None:
+                frame_noise = frame_noise_samples(data, noise_samples)
+                _FRAMES.set_noise(ref.path, noise_samples, frame_noise)
+            noise.append(frame_noise)
+    return active, noise
 
 
 def _stack_bands(store: PatchStore, active: list[int], stacker: BandStacker, band_rows: int,
@@ -152,16 +209,17 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
     height, width = tile.shape
     budget = int(config.stack_chunk_budget_mb * _MB)
     with PatchStore(tile.patch_boxes, tile.shape, channels, budget_bytes=budget, scratch_dir=scratch_dir) as store:
-        active = _reproject_into(store, tile, grid_wcs, frames)
+        max_samples = config.stack.frame_stats_samples
+        active, noise = _reproject_into(store, tile, grid_wcs, frames, max_samples)
         t_reproject = time.perf_counter() - t0
         if not active:
             msg = f"no frame has data on tile {tile.tile_id} (its {len(frames)} frame(s) reproject to nothing)"
             raise ValueError(msg)
         xp = _cpu_xp()
-        samples = store.samples(active, config.stack.frame_stats_samples)
+        samples = store.block_samples(active, NORM_BLOCK_PX, max_samples)
         exposures = np.asarray([frames[k].exposure for k in active], dtype=np.float32)
-        plan = plan_tile_frames(samples, exposures, config.stack, xp=xp)
-        del samples
+        plan = plan_tile_frames(samples, noise, exposures, config.stack, xp=xp)
+        del samples, noise
         band_rows = rows_per_band(len(active), width, channels, budget, config.stack, height=height)
         stacker = BandStacker(config.stack, plan, cpu_xp=xp, gpu=gpu, breaker=breaker, tile_id=tile.tile_id)
         bands = _stack_bands(store, active, stacker, band_rows, height)

@@ -1,0 +1,424 @@
+"""``run_grid_mode``: stack_plan.csv → global grid → tiles (in parallel) → mosaic.
+
+Order of work: read the plan (split by mount when it mixes EQ and Alt-Az frames,
+each group into ``grid_EQ`` / ``grid_ALTZ``), build every group's grid, stack the
+tiles (:mod:`.scheduler`, one task per tile; finished tiles are recorded in
+``tiles/manifest.json`` so a rerun resumes), then assemble each group
+(:mod:`.assemble`). Progress and telemetry follow :mod:`.progress`.
+
+GPU: when the GPU is on and no ``executor`` is given, tiles run in this process, one
+at a time: one CUDA context per device, the band stacks serialised by the device
+lock, and one circuit breaker for the run (:mod:`.gpu`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from astropy.io import fits
+
+from .._version import __version__
+from ..telemetry import ResourceTelemetryController
+from ..telemetry.csvlog import DEFAULT_CSV_NAME
+from .config import GridConfig
+from .geometry import GlobalGrid, build_global_grid
+from .gpu import release_breaker, resolve_gpu_backend
+from .manifest import TileManifest, config_hash, tile_inputs_hash
+from .plan import load_stack_plan, split_by_mount
+from .progress import GridProgress
+from .scheduler import TileScheduler
+from .tile import FrameRef, read_tile
+from .worker import TileOutcome, TileTask
+
+__all__ = ["run_grid_mode", "GridResult", "resolve_workers"]
+
+logger = logging.getLogger(__name__)
+
+_BASE_WORKER_MB = 512.0  # interpreter, libraries and one frame, per worker process
+
+
+@dataclass
+class GridResult:
+    """Outcome of :func:`run_grid_mode`.
+
+    Attributes
+    ----------
+    output_folder : Path
+    mosaic_path, coverage_path, preview_path : Path or None
+        ``mosaic_grid.fits``, ``mosaic_grid_coverage.fits``, ``mosaic_grid_preview.png``
+        (None when cancelled, or for a run split by mount: see ``groups``).
+    telemetry_csv : Path or None
+    tiles_total, tiles_processed, tiles_skipped : int
+        Tiles of the run; stacked now; reused from a previous run (resume).
+    failed_tiles : dict of int to str
+        Tiles that failed on every attempt, with their error.
+    retried_tiles : list of int
+    worker_crashes : int
+        Worker processes that died (each time the pool was rebuilt).
+    n_frames : int
+    workers : int
+    use_gpu : bool
+    gpu_fallbacks : int
+        Bands that fell back from the GPU to the CPU.
+    cancelled : bool
+    elapsed_sec : float
+    rejected_pct : float or None
+        Rejected samples over all tiles, percent.
+    mosaic_shape : (H, W) or None
+    assembly : dict
+        ``MosaicResult.info`` of the assembly.
+    groups : dict of str to GridResult
+        Per-mount results of a split run (``"EQ"``, ``"ALTZ"``); empty otherwise.
+    """
+
+    output_folder: Path
+    mosaic_path: Path | None = None
+    coverage_path: Path | None = None
+    preview_path: Path | None = None
+    telemetry_csv: Path | None = None
+    tiles_total: int = 0
+    tiles_processed: int = 0
+    tiles_skipped: int = 0
+    failed_tiles: dict[int, str] = field(default_factory=dict)
+    retried_tiles: list[int] = field(default_factory=list)
+    worker_crashes: int = 0
+    n_frames: int = 0
+    workers: int = 1
+    use_gpu: bool = False
+    gpu_fallbacks: int = 0
+    cancelled: bool = False
+    elapsed_sec: float = 0.0
+    rejected_pct: float | None = None
+    mosaic_shape: tuple[int, int] | None = None
+    assembly: dict = field(default_factory=dict)
+    groups: dict[str, GridResult] = field(default_factory=dict)
+
+
+@dataclass
+class _Group:
+    label: str | None
+    out_dir: Path
+    grid: GlobalGrid
+    result: GridResult
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def resolve_workers(requested: int | None, config: GridConfig) -> tuple[int, str]:
+    """Worker count and how it was chosen.
+
+    ``requested`` (the argument) wins over ``config.workers``; neither → 1 (the safe
+    library default). 0 = auto: max(1, cpu_count − 2), capped by the RAM a worker may
+    need (``512 MB + 2 × stack_chunk_budget_mb``: patches + one band) within
+    ``target_ram_fraction`` of the available RAM, and by ``max_cpu_workers``.
+    """
+    value = requested if requested is not None else config.workers
+    if value is None:
+        return 1, "default"
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        msg = f"`grid_workers` must be an integer >= 0 (0 = auto), got {value!r}"
+        raise ValueError(msg)
+    if value > 0:
+        return value, "requested"
+    base = max(1, _cpu_count() - 2)
+    per_worker_mb = _BASE_WORKER_MB + 2.0 * config.stack_chunk_budget_mb
+    try:
+        import psutil
+
+        available_mb = psutil.virtual_memory().available / 2**20
+        cap_ram = max(1, int(available_mb * config.target_ram_fraction // per_worker_mb))
+    except Exception:  # noqa: BLE001 - no psutil: no RAM cap
+        cap_ram = base
+    cap_cfg = config.max_cpu_workers if config.max_cpu_workers > 0 else base
+    workers = max(1, min(base, cap_ram, cap_cfg))
+    logger.info("[GRID] auto workers: cpu=%d base=%d cap_ram=%d cap_cfg=%d -> %d", _cpu_count(), base,
+                cap_ram, cap_cfg, workers)
+    return workers, "auto"
+
+
+def _as_config(config: GridConfig | Mapping[str, Any] | None) -> GridConfig:
+    if config is None:
+        return GridConfig()
+    if isinstance(config, GridConfig):
+        return config
+    return GridConfig.from_dict(config)
+
+
+def _telemetry(cfg: GridConfig, out: Path, callback: Callable[..., Any] | None) -> ResourceTelemetryController:
+    csv_path = out / DEFAULT_CSV_NAME if cfg.telemetry_log_to_csv else None
+    return ResourceTelemetryController(cfg.telemetry_enabled, cfg.telemetry_interval_sec, callback, csv_path=csv_path)
+
+
+def _setup(input_folder: Path, out: Path, cfg: GridConfig, progress: GridProgress) -> list[_Group]:
+    plan = load_stack_plan(input_folder)
+    if not plan.entries:
+        msg = f"none of the {len(plan.missing)} frame(s) listed in '{plan.source}' was found"
+        raise FileNotFoundError(msg)
+    groups = []
+    split = split_by_mount(plan)
+    if len(split) > 1:
+        progress.message("[GRID] mixed mounts: %s stacked apart", ", ".join(
+            f"{k} ({len(v)} frames)" for k, v in split.items()))
+    for label, entries in split.items():
+        group_out = out if label is None else out / f"grid_{label}"
+        group_out.mkdir(parents=True, exist_ok=True)
+        grid = build_global_grid(entries, grid_size_factor=cfg.grid_size_factor,
+                                 overlap_fraction=cfg.overlap_fraction)
+        groups.append(_Group(label, group_out, grid, GridResult(group_out, tiles_total=len(grid.tiles),
+                                                                n_frames=len(grid.frames))))
+    return groups
+
+
+def _tasks(group: _Group, cfg: GridConfig, manifest: TileManifest, cfg_hash: str, run_id: str, use_gpu: bool,
+           progress: GridProgress) -> tuple[list[TileTask], dict[int, str]]:
+    grid = group.grid
+    header = grid.header_string()
+    tasks, hashes = [], {}
+    level = logging.getLogger("zemosaic_xp").getEffectiveLevel()
+    for tile in grid.tiles:
+        inputs = tile_inputs_hash(grid, tile)
+        hashes[tile.tile_id] = inputs
+        if manifest.is_done(tile.tile_id, inputs, cfg_hash):
+            group.result.tiles_skipped += 1
+            progress.tile_finished(measured=False)
+            continue
+        manifest.forget(tile.tile_id)
+        frames = tuple(FrameRef(i, grid.frames[i].path, grid.frames[i].exposure) for i in tile.frames)
+        tasks.append(TileTask(tile, header, frames, grid.channels, cfg, str(group.out_dir / "tiles"), run_id,
+                              use_gpu, 1, os.getpid(), level))
+    if group.result.tiles_skipped:
+        progress.message("[GRID] resume: %d of %d tile(s) already done, skipped", group.result.tiles_skipped,
+                         len(grid.tiles))
+    return tasks, hashes
+
+
+def _stack_tiles(group: _Group, cfg: GridConfig, *, resume: bool, run_id: str, use_gpu: bool, workers: int,
+                 executor: Executor | None, cancel: Any, progress: GridProgress) -> None:
+    tiles_dir = group.out_dir / "tiles"
+    tiles_dir.mkdir(parents=True, exist_ok=True)
+    manifest = TileManifest(tiles_dir, fresh=not resume)
+    cfg_hash = config_hash(cfg)
+    tasks, hashes = _tasks(group, cfg, manifest, cfg_hash, run_id, use_gpu, progress)
+
+    def on_done(outcome: TileOutcome) -> None:
+        if outcome.ok:
+            manifest.record(outcome.tile_id, hashes[outcome.tile_id], cfg_hash, outcome.file,
+                            n_frames=outcome.stats.get("n_frames"))
+            group.result.tiles_processed += 1
+            group.result.gpu_fallbacks += int(outcome.stats.get("gpu_fallbacks", 0))
+            progress.message("[GRID] tile %d processed by worker pid=%d (%d frames, %.2f s, rejected %.2f %%)",
+                             outcome.tile_id, outcome.pid, outcome.stats.get("n_frames", 0), outcome.elapsed_sec,
+                             outcome.stats.get("rejected_pct", 0.0))
+        progress.tile_finished()
+
+    manifest.save()
+    scheduler = TileScheduler(workers=min(workers, max(1, len(tasks))), on_done=on_done, executor=executor,
+                              cancel=cancel, emit=progress.message)
+    report = scheduler.run(tasks)
+    group.result.failed_tiles.update(report.failed)
+    group.result.retried_tiles.extend(report.retried)
+    group.result.worker_crashes += report.crashes
+    group.result.cancelled = report.cancelled
+
+
+def _mosaic_header(group: _Group, cfg: GridConfig) -> fits.Header:
+    header = group.grid.wcs.to_header(relax=True)
+    header["ZMT_TYPE"] = ("Grid Mosaic", "zemosaic_xp grid-mode mosaic")
+    header["NFRAMES"] = (len(group.grid.frames), "frames in the plan group")
+    header["ZMT_NORM"] = (cfg.stack.normalize, "tile normalisation")
+    header["ZMT_WGHT"] = (cfg.stack.weighting, "quality weighting")
+    header["ZMT_REJ"] = (cfg.stack.reject, "rejection")
+    header["ZMT_COMB"] = (cfg.stack.combine, "final combine")
+    header["ZXPVERS"] = (__version__, "zemosaic_xp version")
+    if group.label:
+        header["MOUNT"] = (group.label, "mount group of this mosaic")
+    return header
+
+
+def _assemble(group: _Group, cfg: GridConfig, progress: GridProgress) -> None:
+    from .assemble import TileImage, assemble_mosaic, write_mosaic_outputs
+
+    manifest = TileManifest(group.out_dir / "tiles")
+    tiles, rej_sum, rej_weight = [], 0.0, 0.0
+    for spec in group.grid.tiles:
+        if str(spec.tile_id) not in manifest.entries:
+            continue
+        product, _ = read_tile(manifest.file_of(spec.tile_id))
+        samples = float(product.coverage.sum())
+        rej_sum += product.stats["rejected_pct"] * samples
+        rej_weight += samples
+        tiles.append(TileImage(spec.tile_id, spec.y0, spec.x0, product.image, product.weight, product.coverage))
+    if not tiles:
+        first = next(iter(group.result.failed_tiles.values()), "no tile")
+        msg = f"grid mode: every tile failed ({len(group.grid.tiles)} tile(s)); first error: {first}"
+        raise RuntimeError(msg)
+    relay = progress.sub_progress("GRID: photometry & blending", progress.units_done, len(group.grid.tiles))
+    mosaic = assemble_mosaic(tiles, group.grid.shape, match_photometry=cfg.match_photometry,
+                             feather_px=cfg.feather_px, progress_callback=relay)
+    del tiles
+    paths = write_mosaic_outputs(mosaic, group.out_dir, header=_mosaic_header(group, cfg))
+    result = group.result
+    result.mosaic_path, result.coverage_path = paths.get("mosaic"), paths.get("coverage")
+    result.preview_path = paths.get("preview")
+    result.mosaic_shape = tuple(group.grid.shape)
+    result.rejected_pct = rej_sum / rej_weight if rej_weight else None
+    result.assembly = mosaic.info
+    progress.message("[GRID] mosaic written: %s (%dx%d px, %d tiles)", result.mosaic_path,
+                     group.grid.shape[1], group.grid.shape[0], len(group.grid.tiles) - len(result.failed_tiles))
+
+
+def _merge(out: Path, groups: list[_Group]) -> GridResult:
+    if len(groups) == 1 and groups[0].label is None:
+        return groups[0].result
+    top = GridResult(out, groups={g.label: g.result for g in groups})
+    for g in groups:
+        r = g.result
+        top.tiles_total += r.tiles_total
+        top.tiles_processed += r.tiles_processed
+        top.tiles_skipped += r.tiles_skipped
+        top.failed_tiles.update({tid: f"[{g.label}] {err}" for tid, err in r.failed_tiles.items()})
+        top.retried_tiles.extend(r.retried_tiles)
+        top.worker_crashes += r.worker_crashes
+        top.n_frames += r.n_frames
+        top.gpu_fallbacks += r.gpu_fallbacks
+        top.cancelled = top.cancelled or r.cancelled
+    return top
+
+
+def _gpu_decision(grid_use_gpu: bool | None, cfg: GridConfig, progress: GridProgress) -> bool:
+    requested = grid_use_gpu if grid_use_gpu is not None else bool(cfg.use_gpu)
+    progress.message("[GRID] GPU requested = %s", requested)
+    if not requested:
+        progress.message("[GRID] GPU=OFF")
+        return False
+    backend, reason = resolve_gpu_backend()
+    progress.message("[GRID] GPU=%s (%s)", "ON" if backend is not None else "OFF", reason)
+    return backend is not None
+
+
+def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathLike,
+                  progress_callback: Callable[..., Any] | None = None, *,
+                  config: GridConfig | Mapping[str, Any] | None = None, grid_use_gpu: bool | None = None,
+                  grid_workers: int | None = None, executor: Executor | None = None, resume: bool = True,
+                  cancel: Any = None) -> GridResult:
+    """Build a mosaic from the plate-solved frames listed in ``<input_folder>/stack_plan.csv``.
+
+    Parameters
+    ----------
+    input_folder : path
+        Holds ``stack_plan.csv``; relative and foreign paths in it are resolved here.
+    output_folder : path
+        Receives ``tiles/``, ``mosaic_grid.fits`` (+ ``WEIGHT`` HDU),
+        ``mosaic_grid_coverage.fits``, ``mosaic_grid_preview.png`` and, with telemetry,
+        ``resource_telemetry.csv`` (split runs: ``grid_EQ/``, ``grid_ALTZ/``).
+    progress_callback : callable, optional
+        ZeMosaic protocol ``cb(key, progress, level, **kw)``; see :mod:`.progress`.
+    config : GridConfig or dict of ZeMosaic keys, optional
+    grid_use_gpu : bool, optional
+        Overrides ``config`` (``use_gpu_grid``); default CPU.
+    grid_workers : int, optional
+        Overrides ``config`` (``grid_workers``): 0 = auto, 1 = in this process, N =
+        N worker processes (spawn). Neither given → 1.
+    executor : concurrent.futures.Executor, optional
+        Run tile tasks there instead (e.g. ``distributed.Client(...).get_executor()``);
+        the frames must be readable from where tasks run.
+    resume : bool
+        Skip tiles finished by an earlier run with the same inputs and settings.
+    cancel : object with ``is_set()``, optional
+        E.g. a ``threading.Event``: no new tile starts once set; the run returns with
+        ``cancelled=True`` (finished tiles are kept for a resume).
+
+    Returns
+    -------
+    GridResult
+
+    Raises
+    ------
+    FileNotFoundError
+        No ``stack_plan.csv``, or none of its frames exists.
+    ValueError
+        Bad settings, no frame with a celestial WCS, mixed channel layouts.
+    RuntimeError
+        Every tile of a group failed.
+
+    Notes
+    -----
+    With worker processes, a script calling this must guard its entry point with
+    ``if __name__ == "__main__":`` (spawned workers import the main module).
+    """
+    t0 = time.perf_counter()
+    cfg = _as_config(config)
+    out = Path(output_folder)
+    out.mkdir(parents=True, exist_ok=True)
+    telemetry = _telemetry(cfg, out, progress_callback)
+    progress = GridProgress(progress_callback, telemetry)
+    run_id = uuid.uuid4().hex
+    try:
+        progress.set_phase(0)
+        progress.message("[GRID] grid mode: input '%s', output '%s'", input_folder, out)
+        groups = _setup(Path(input_folder), out, cfg, progress)
+        progress.set_totals(sum(len(g.grid.tiles) for g in groups))
+        progress.advance(1, stage="GRID: setup", force=True)
+        progress.set_phase(1)
+        use_gpu = _gpu_decision(grid_use_gpu, cfg, progress)
+        workers, how = resolve_workers(grid_workers, cfg)
+        if use_gpu and executor is None and workers > 1:
+            progress.message("[GRID] GPU tiles run in this process, one at a time (one CUDA context per "
+                             "device); %d worker(s) requested", workers)
+            workers = 1
+        if executor is not None:
+            workers = int(getattr(executor, "_max_workers", workers) or workers)
+            progress.message("[GRID] using %d workers (external executor %s)", workers, type(executor).__name__)
+        else:
+            progress.message("[GRID] using %d workers (%s)", workers, how)
+        progress.set_phase(2, extra={"cpu_workers": workers, "use_gpu": use_gpu})
+        progress.start_clock()
+        for group in groups:
+            _stack_tiles(group, cfg, resume=resume, run_id=run_id, use_gpu=use_gpu, workers=workers,
+                         executor=executor, cancel=cancel, progress=progress)
+            group.result.workers, group.result.use_gpu = workers, use_gpu
+            if group.result.cancelled:
+                break
+        result = _merge(out, groups)
+        result.workers, result.use_gpu = workers, use_gpu
+        if result.cancelled or (cancel is not None and cancel.is_set()):
+            result.cancelled = True
+            progress.message("[GRID] cancelled: %d tile(s) finished and kept for a resume",
+                             result.tiles_processed, level=logging.WARNING)
+            return _finalise(result, out, cfg, t0)
+        progress.set_phase(3)
+        for group in groups:
+            _assemble(group, cfg, progress)
+        progress.advance(1, stage="GRID: final save", force=True)
+        if result.failed_tiles:
+            progress.message("[GRID] finished with %d failed tile(s): %s", len(result.failed_tiles),
+                             ", ".join(f"{k}: {v}" for k, v in sorted(result.failed_tiles.items())),
+                             level=logging.WARNING)
+        progress.finish()
+        return _finalise(result, out, cfg, t0)
+    finally:
+        telemetry.close()
+        release_breaker(run_id)
+
+
+def _finalise(result: GridResult, out: Path, cfg: GridConfig, t0: float) -> GridResult:
+    csv_path = out / DEFAULT_CSV_NAME
+    result.telemetry_csv = csv_path if cfg.telemetry_enabled and cfg.telemetry_log_to_csv and csv_path.exists() \
+        else None
+    result.elapsed_sec = time.perf_counter() - t0
+    if result.groups:
+        for sub in result.groups.values():
+            sub.elapsed_sec = result.elapsed_sec
+    return result

@@ -204,8 +204,8 @@ def _tasks(group: _Group, cfg: GridConfig, manifest: TileManifest, cfg_hash: str
     return tasks, hashes
 
 
-def _stack_tiles(group: _Group, cfg: GridConfig, *, resume: bool, run_id: str, use_gpu: bool, workers: int,
-                 executor: Executor | None, cancel: Any, progress: GridProgress) -> None:
+def _stack_tiles(group: _Group, cfg: GridConfig, *, resume: bool, run_id: str, use_gpu: bool,
+                 scheduler: TileScheduler, progress: GridProgress) -> None:
     tiles_dir = group.out_dir / "tiles"
     tiles_dir.mkdir(parents=True, exist_ok=True)
     manifest = TileManifest(tiles_dir, fresh=not resume)
@@ -224,12 +224,11 @@ def _stack_tiles(group: _Group, cfg: GridConfig, *, resume: bool, run_id: str, u
         progress.tile_finished()
 
     manifest.save()
-    scheduler = TileScheduler(workers=min(workers, max(1, len(tasks))), on_done=on_done, executor=executor,
-                              cancel=cancel, emit=progress.message)
-    report = scheduler.run(tasks)
-    group.result.failed_tiles.update(report.failed)
-    group.result.retried_tiles.extend(report.retried)
-    group.result.worker_crashes += report.crashes
+    before = (dict(scheduler.report.failed), list(scheduler.report.retried), scheduler.report.crashes)
+    report = scheduler.run(tasks, on_done)
+    group.result.failed_tiles.update({k: v for k, v in report.failed.items() if k not in before[0]})
+    group.result.retried_tiles.extend(t for t in report.retried if t not in before[1])
+    group.result.worker_crashes += report.crashes - before[2]
     group.result.cancelled = report.cancelled
 
 
@@ -368,29 +367,23 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
     try:
         progress.set_phase(0)
         progress.message("[GRID] grid mode: input '%s', output '%s'", input_folder, out)
-        groups = _setup(Path(input_folder), out, cfg, progress)
-        progress.set_totals(sum(len(g.grid.tiles) for g in groups))
-        progress.advance(1, stage="GRID: setup", force=True)
-        progress.set_phase(1)
         use_gpu = _gpu_decision(grid_use_gpu, cfg, progress)
-        workers, how = resolve_workers(grid_workers, cfg)
-        if use_gpu and executor is None and workers > 1:
-            progress.message("[GRID] GPU tiles run in this process, one at a time (one CUDA context per "
-                             "device); %d worker(s) requested", workers)
-            workers = 1
-        if executor is not None:
-            workers = int(getattr(executor, "_max_workers", workers) or workers)
-            progress.message("[GRID] using %d workers (external executor %s)", workers, type(executor).__name__)
-        else:
+        workers, how = _workers(grid_workers, cfg, use_gpu, executor, progress)
+        with TileScheduler(workers=workers, executor=executor, cancel=cancel, emit=progress.message) as scheduler:
+            scheduler.start()  # worker start-up overlaps the setup below
+            groups = _setup(Path(input_folder), out, cfg, progress)
+            progress.set_totals(sum(len(g.grid.tiles) for g in groups))
+            progress.advance(1, stage="GRID: setup", force=True)
+            progress.set_phase(1)
             progress.message("[GRID] using %d workers (%s)", workers, how)
-        progress.set_phase(2, extra={"cpu_workers": workers, "use_gpu": use_gpu})
-        progress.start_clock()
-        for group in groups:
-            _stack_tiles(group, cfg, resume=resume, run_id=run_id, use_gpu=use_gpu, workers=workers,
-                         executor=executor, cancel=cancel, progress=progress)
-            group.result.workers, group.result.use_gpu = workers, use_gpu
-            if group.result.cancelled:
-                break
+            progress.set_phase(2, extra={"cpu_workers": workers, "use_gpu": use_gpu})
+            progress.start_clock()
+            for group in groups:
+                _stack_tiles(group, cfg, resume=resume, run_id=run_id, use_gpu=use_gpu, scheduler=scheduler,
+                             progress=progress)
+                group.result.workers, group.result.use_gpu = workers, use_gpu
+                if group.result.cancelled:
+                    break
         result = _merge(out, groups)
         result.workers, result.use_gpu = workers, use_gpu
         if result.cancelled or (cancel is not None and cancel.is_set()):
@@ -411,6 +404,18 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
     finally:
         telemetry.close()
         release_breaker(run_id)
+
+
+def _workers(grid_workers: int | None, cfg: GridConfig, use_gpu: bool, executor: Executor | None,
+             progress: GridProgress) -> tuple[int, str]:
+    workers, how = resolve_workers(grid_workers, cfg)
+    if executor is not None:
+        return int(getattr(executor, "_max_workers", workers) or workers), f"external {type(executor).__name__}"
+    if use_gpu and workers > 1:
+        progress.message("[GRID] GPU tiles run in this process, one at a time (one CUDA context per "
+                         "device); %d worker(s) requested", workers)
+        return 1, "GPU in this process"
+    return workers, how
 
 
 def _finalise(result: GridResult, out: Path, cfg: GridConfig, t0: float) -> GridResult:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from .worker import RUNNING_DIR, TileOutcome, TileTask, init_worker, run_tile_task
+from .worker import RUNNING_DIR, TileOutcome, TileTask, init_worker, run_tile_task, warm_up
 
 __all__ = ["TileScheduler", "ScheduleReport"]
 
@@ -73,9 +73,8 @@ class TileScheduler:
     ----------
     workers : int
         1 runs tiles in this process (no executor); more starts a spawn-context
-        ``ProcessPoolExecutor`` of that size (unless ``executor`` is given).
-    on_done : callable
-        Called with each final :class:`TileOutcome` (success, or failure after the retry).
+        ``ProcessPoolExecutor`` of that size (unless ``executor`` is given), kept
+        across :meth:`run` calls until :meth:`close`.
     executor : concurrent.futures.Executor, optional
         Used instead of the own pool (never shut down here; not rebuildable: if it
         breaks, the remaining tiles run in this process).
@@ -84,16 +83,45 @@ class TileScheduler:
         ``emit(message, *args, level=...)`` for ``[GRID]`` messages (default: log only).
     """
 
-    def __init__(self, *, workers: int, on_done: Callable[[TileOutcome], None],
-                 executor: Executor | None = None, cancel: Any = None, emit: Emit | None = None) -> None:
+    def __init__(self, *, workers: int, executor: Executor | None = None, cancel: Any = None,
+                 emit: Emit | None = None) -> None:
         self.workers = max(1, int(workers))
-        self.on_done = on_done
         self.executor = executor
         self.cancel = cancel
         self.emit = emit or _log_emit
         self.report = ScheduleReport()
+        self.on_done: Callable[[TileOutcome], None] = lambda outcome: None
         self._cancel_seen = False
         self._max_rebuilds = 3
+        self._pool: Executor | None = None
+
+    @property
+    def uses_pool(self) -> bool:
+        return self.executor is not None or self.workers > 1
+
+    def start(self) -> None:
+        """Start the own worker pool now, so worker start-up overlaps the caller's setup.
+
+        Every worker is spawned at once and imports the grid stack (reproject, astropy)
+        in a warm-up task while the parent reads the plan and builds the grid.
+        """
+        if self.executor is not None or self.workers == 1 or self._pool is not None:
+            return
+        self._pool = self._new_pool()
+        for _ in range(self.workers):
+            self._pool.submit(warm_up)
+
+    def close(self) -> None:
+        """Shut the own pool down (idempotent)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> TileScheduler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ common
     def _cancelled(self) -> bool:
@@ -131,8 +159,12 @@ class TileScheduler:
         self.on_done(TileOutcome(task.tile_id, False, None, 0, task.attempt, 0.0, error=error))
 
     # ------------------------------------------------------------------ entry
-    def run(self, tasks: list[TileTask]) -> ScheduleReport:
-        """Run ``tasks`` (in order of submission) and return the report."""
+    def run(self, tasks: list[TileTask], on_done: Callable[[TileOutcome], None]) -> ScheduleReport:
+        """Run ``tasks`` (in order of submission); ``on_done`` gets each final outcome.
+
+        Returns the report, accumulated over every call of this scheduler.
+        """
+        self.on_done = on_done
         if not tasks:
             return self.report
         # A pool that cannot stay alive falls back to this process; each bad tile costs at
@@ -158,36 +190,36 @@ class TileScheduler:
 
     def _run_pool(self, queue: deque[TileTask]) -> None:
         own = self.executor is None
-        pool: Executor | None = self._new_pool() if own else self.executor
+        if own and self._pool is None:
+            self._pool = self._new_pool()
+        pool: Executor | None = self._pool if own else self.executor
         careful: deque[TileTask] = deque()
         inflight: dict[Future, tuple[TileTask, bool]] = {}
-        try:
-            while queue or careful or inflight:
-                broken: list[tuple[TileTask, bool]] = []
-                if self._cancelled():
-                    queue.clear()
-                    careful.clear()
-                    for fut in [f for f in inflight if f.cancel()]:
-                        inflight.pop(fut)
-                    if not inflight:
-                        break
-                elif not self._fill(pool, queue, careful, inflight):
-                    broken = [(None, False)]  # the executor refused work: treat as broken
-                if inflight and not broken:
-                    done, _ = wait(list(inflight), timeout=_POLL_SEC, return_when=FIRST_COMPLETED)
-                    broken = self._collect(done, inflight, queue)
-                if broken:
-                    # The pool is dead: every other pending future fails too; collect them all.
-                    rest, _ = wait(list(inflight))
-                    broken += self._collect(rest, inflight, queue)
-                    self._recover([b for b in broken if b[0] is not None], queue, careful)
-                    pool = self._replace_pool(pool, own, queue, careful)
-                    if pool is None:
-                        self._run_inline(deque(list(careful) + list(queue)))
-                        return
-        finally:
-            if own and pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+        while queue or careful or inflight:
+            broken: list[tuple[TileTask, bool]] = []
+            if self._cancelled():
+                queue.clear()
+                careful.clear()
+                for fut in [f for f in inflight if f.cancel()]:
+                    inflight.pop(fut)
+                if not inflight:
+                    break
+            elif not self._fill(pool, queue, careful, inflight):
+                broken = [(None, False)]  # the executor refused work: treat as broken
+            if inflight and not broken:
+                done, _ = wait(list(inflight), timeout=_POLL_SEC, return_when=FIRST_COMPLETED)
+                broken = self._collect(done, inflight, queue)
+            if broken:
+                # The pool is dead: every other pending future fails too; collect them all.
+                rest, _ = wait(list(inflight))
+                broken += self._collect(rest, inflight, queue)
+                self._recover([b for b in broken if b[0] is not None], queue, careful)
+                pool = self._replace_pool(pool, own, queue, careful)
+                if own:
+                    self._pool = pool
+                if pool is None:
+                    self._run_inline(deque(list(careful) + list(queue)))
+                    return
 
     def _fill(self, pool: Executor, queue: deque, careful: deque, inflight: dict) -> bool:
         """Submit up to ``workers`` tasks; careful (crash-suspect) tasks run alone. False if broken."""

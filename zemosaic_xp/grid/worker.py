@@ -33,7 +33,7 @@ from .config import GridConfig
 from .geometry import TileSpec
 from .tile import FrameRef, stack_tile, tile_filename, write_tile
 
-__all__ = ["TileTask", "TileOutcome", "run_tile_task", "init_worker", "RUNNING_DIR",
+__all__ = ["TileTask", "TileOutcome", "run_tile_task", "init_worker", "warm_up", "RUNNING_DIR",
            "TEST_FAIL_ENV", "TEST_KILL_ENV"]
 
 TEST_FAIL_ENV = "ZEMOSAIC_XP_TEST_FAIL_TILE"
@@ -135,6 +135,13 @@ def init_worker() -> None:
     except ImportError:
         return
     threadpool_limits(1)
+
+
+def warm_up() -> int:
+    """First task of a fresh worker: import what tiles need (reproject pulls in dask)."""
+    import reproject.interpolation  # noqa: F401
+
+    return os.getpid()
 
 
 def _ids(env_name: str) -> set[int]:

@@ -16,10 +16,10 @@ from ..core.config import StackConfig
 
 __all__ = ["GridConfig", "grid_stack_config", "resolve_use_gpu"]
 
-# Defaults (see docs/grid.md "Defaults"). A tile is 2.5 median frame fields wide:
+# Defaults (see docs/grid.md "Defaults"). A tile is 1.5 median frame fields wide:
 # big enough that most frames fall wholly inside a few tiles, small enough that a
 # survey of a few dozen frames is cut into several tiles that run in parallel.
-_DEFAULT_GRID_SIZE_FACTOR = 2.5
+_DEFAULT_GRID_SIZE_FACTOR = 1.5
 # 20 % overlap: room for the photometric fit and the feather between tiles while
 # reprojecting each frame pixel ~1.6 times (40 %, ZeMosaic's batch default, costs 2.8x).
 _DEFAULT_OVERLAP = 0.20

@@ -4,7 +4,8 @@ Keys sent (``reference/upstream_spec.md`` §3.11, DESIGN §8):
 
 - ``"[GRID] ..."`` messages (also logged);
 - ``STAGE_PROGRESS`` with progress = stage name, level = units done, ``total=`` units
-  (1 setup + 1 per tile stacked + 1 per tile assembled + 1 final save);
+  (1 setup + 1 per tile stacked + 1 per tile assembled + 1 final save, the last unit
+  sent by :meth:`GridProgress.finish` once the outputs are written);
 - ``ETA_UPDATE:HH:MM:SS`` (EMA of the time between tile completions, α = 0.25);
 - ``MASTER_TILE_COUNT_UPDATE:done/total``;
 - ``STATS_UPDATE`` through the :class:`~zemosaic_xp.telemetry.ResourceTelemetryController`,

@@ -394,7 +394,6 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
         progress.set_phase(3)
         for group in groups:
             _assemble(group, cfg, progress)
-        progress.advance(1, stage="GRID: final save", force=True)
         if result.failed_tiles:
             progress.message("[GRID] finished with %d failed tile(s): %s", len(result.failed_tiles),
                              ", ".join(f"{k}: {v}" for k, v in sorted(result.failed_tiles.items())),

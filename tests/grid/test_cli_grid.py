@@ -1,0 +1,56 @@
+"""``zemosaic-xp grid`` and ``zemosaic-xp demo``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from zemosaic_xp.cli import main
+
+from .survey_cases import small_survey
+
+
+@pytest.fixture(scope="module")
+def survey(tmp_path_factory):
+    return small_survey(tmp_path_factory.mktemp("survey"), seed=11)
+
+
+def test_grid_command(survey, tmp_path, capsys):
+    config = tmp_path / "zemosaic_config.json"
+    config.write_text(json.dumps({"grid_size_factor": 1.0, "enable_resource_telemetry": True}))
+    out = tmp_path / "out"
+    code = main(["--quiet", "grid", str(survey.folder), str(out), "--config", str(config), "--workers", "1",
+                 "--no-gpu"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert f"mosaic:    {out / 'mosaic_grid.fits'}" in captured.out
+    assert f"telemetry: {out / 'resource_telemetry.csv'}" in captured.out
+    assert "0 failed of" in captured.out and "1 worker(s), GPU off" in captured.out
+    code = main(["--quiet", "grid", str(survey.folder), str(out), "--config", str(config), "--workers", "1"])
+    assert code == 0 and " 0 stacked," in capsys.readouterr().out  # resumed
+    code = main(["--quiet", "grid", str(survey.folder), str(out), "--config", str(config), "--workers", "1",
+                 "--no-resume", "--no-telemetry"])
+    assert code == 0 and "telemetry:" not in capsys.readouterr().out
+
+
+def test_grid_command_errors_are_one_line(survey, tmp_path, capsys):
+    assert main(["grid", str(tmp_path), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("zemosaic-xp: error: no stack_plan.csv")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{nope")
+    assert main(["grid", str(survey.folder), str(tmp_path / "out"), "--config", str(bad)]) == 2
+    assert "is not readable JSON" in capsys.readouterr().err
+
+
+def test_demo_command(tmp_path, capsys):
+    code = main(["--quiet", "demo", str(tmp_path / "demo"), "--frames", "8", "--size", "64", "--workers", "1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    for name in ("mosaic_grid.fits", "mosaic_grid_preview.png", "resource_telemetry.csv"):
+        assert str(tmp_path / "demo" / "mosaic" / name) in out
+        assert (tmp_path / "demo" / "mosaic" / name).is_file()
+    assert (tmp_path / "demo" / "survey" / "stack_plan.csv").is_file()
+    quality = next(line for line in out.splitlines() if line.startswith("quality:"))
+    assert "8 frames" in quality and "seam max / sigma" in quality

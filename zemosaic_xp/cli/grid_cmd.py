@@ -1,0 +1,144 @@
+"""``zemosaic-xp grid INPUT OUTPUT``: build a mosaic from a folder with a ``stack_plan.csv``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "load_config_file", "print_summary"]
+
+#: Exit code when the mosaic was written but some tiles failed.
+EXIT_PARTIAL = 3
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``grid`` sub-command to `subparsers`."""
+    parser = subparsers.add_parser(
+        "grid",
+        help="mosaic the plate-solved frames listed in INPUT/stack_plan.csv",
+        description=("Grid mode: frames listed in INPUT/stack_plan.csv are reprojected onto a global "
+                     "grid of tiles, each tile is stacked (normalise, weight, reject, combine) in "
+                     "parallel, and the tiles are matched and blended into OUTPUT/mosaic_grid.fits. "
+                     "Ctrl-C once stops after the running tiles (rerun to resume), twice aborts."),
+    )
+    parser.add_argument("input", metavar="INPUT", help="folder holding stack_plan.csv")
+    parser.add_argument("output", metavar="OUTPUT", help="output folder (created if missing)")
+    add_run_options(parser)
+    parser.set_defaults(func=_run)
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``grid`` and ``demo``."""
+    parser.add_argument("--config", metavar="JSON", default=None,
+                        help="a ZeMosaic zemosaic_config.json (grid_*, stacking_*, telemetry keys)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="worker processes; 0 = auto (cpu count - 2, capped by RAM; the default), "
+                             "1 = in this process")
+    parser.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None,
+                        help="stack tiles on the GPU (default: use_gpu_grid of the config, else off)")
+    parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                        help="skip tiles finished by an earlier run with the same inputs (default: on)")
+    parser.add_argument("--telemetry", action=argparse.BooleanOptionalAction, default=None,
+                        help="log CPU/RAM/GPU to OUTPUT/resource_telemetry.csv "
+                             "(default: enable_resource_telemetry of the config)")
+
+
+def load_config_file(path: str | None) -> dict[str, Any]:
+    """The JSON object of a ZeMosaic config file ({} when ``path`` is None)."""
+    from zemosaic_xp.cli import CliError
+
+    if path is None:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CliError(f"config file '{path}' does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise CliError(f"config file '{path}' is not readable JSON ({exc}); fix or omit --config") from exc
+    if not isinstance(data, dict):
+        raise CliError(f"config file '{path}' must hold a JSON object of ZeMosaic keys")
+    return data
+
+
+def _cancel_on_sigint() -> tuple[threading.Event, Any]:
+    """First Ctrl-C sets the cancel event (stop between tiles); the second interrupts."""
+    cancel = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        print("\nzemosaic-xp: stopping after the running tile(s); Ctrl-C again to abort", file=sys.stderr)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+    return cancel, previous
+
+
+def run_from_args(args: argparse.Namespace, input_folder: Path, output_folder: Path, *,
+                  config: dict[str, Any] | None = None) -> Any:
+    """Run grid mode with the CLI's defaults (auto workers) and a progress bar."""
+    from zemosaic_xp.cli.progress import ProgressBar
+    from zemosaic_xp.grid import run_grid_mode
+
+    keys = dict(load_config_file(args.config))
+    keys.update(config or {})
+    if args.telemetry is not None:
+        keys["enable_resource_telemetry"] = args.telemetry
+    workers = args.workers
+    if workers is None and keys.get("grid_workers") in (None, ""):
+        workers = 0  # the CLI defaults to auto; the library to 1
+    show_bar = not getattr(args, "quiet", False)
+    bar = ProgressBar(enabled=show_bar)
+    cancel, previous = _cancel_on_sigint()
+    # The bar replaces the per-tile INFO lines (which would break it); --debug shows both.
+    quiet_logs = show_bar and not getattr(args, "debug", False)
+    grid_logger = logging.getLogger("zemosaic_xp.grid")
+    saved_level = grid_logger.level
+    if quiet_logs:
+        grid_logger.setLevel(logging.WARNING)
+    try:
+        return run_grid_mode(input_folder, output_folder, bar, config=keys, grid_use_gpu=args.gpu,
+                             grid_workers=workers, resume=args.resume, cancel=cancel)
+    finally:
+        bar.close()
+        grid_logger.setLevel(saved_level)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, previous)
+
+
+def print_summary(result: Any) -> None:
+    """Paths and counters of a :class:`GridResult`, one item a line."""
+    results = result.groups or {None: result}
+    for label, res in results.items():
+        prefix = f"[{label}] " if label else ""
+        if res.mosaic_path is not None:
+            print(f"{prefix}mosaic:    {res.mosaic_path}")
+            print(f"{prefix}coverage:  {res.coverage_path}")
+            print(f"{prefix}preview:   {res.preview_path}")
+    if result.telemetry_csv is not None:
+        print(f"telemetry: {result.telemetry_csv}")
+    rejected = f", {result.rejected_pct:.2f} % samples rejected" if result.rejected_pct is not None else ""
+    print(f"tiles: {result.tiles_processed} stacked, {result.tiles_skipped} resumed, "
+          f"{len(result.failed_tiles)} failed of {result.tiles_total}; {result.n_frames} frames; "
+          f"{result.workers} worker(s), GPU {'on' if result.use_gpu else 'off'}{rejected}; "
+          f"{result.elapsed_sec:.1f} s")
+    for tile_id, error in sorted(result.failed_tiles.items()):
+        print(f"failed tile {tile_id}: {error}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    result = run_from_args(args, Path(args.input), Path(args.output))
+    if result.cancelled:
+        print(f"cancelled: {result.tiles_processed} tile(s) kept in {Path(args.output) / 'tiles'}; "
+              f"rerun the same command to resume", file=sys.stderr)
+        return 130
+    print_summary(result)
+    return EXIT_PARTIAL if result.failed_tiles else 0

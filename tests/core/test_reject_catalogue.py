@@ -204,7 +204,7 @@ def test_single_frame_and_nan_frame(backend, reject):
     np.testing.assert_allclose(host(with_nan.image), host(without.image), rtol=1e-6)
 
 
-@pytest.mark.parametrize("reject", ["mad", "linear_fit_clip"])
+@pytest.mark.parametrize("reject", ["mad", "linear_fit_clip", "winsorized_quantile"])
 def test_asymmetric_kappa(backend, reject):
     rng = np.random.default_rng(4)
     values = np.concatenate([rng.normal(100, 1, 20), [80.0]]).astype(np.float32)  # 20σ low

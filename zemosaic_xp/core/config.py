@@ -174,7 +174,6 @@ class StackConfig:
     rgb_equalize_min_coverage: float = 0.01
 
     def __post_init__(self) -> None:
-        self._check_catalogue_fields()
         _check_choice("normalize", self.normalize, NORMALIZE_METHODS)
         _check_choice("weighting", self.weighting, WEIGHTING_METHODS)
         _check_choice("reject", self.reject, REJECT_METHODS)
@@ -207,6 +206,7 @@ class StackConfig:
             if not isinstance(getattr(self, flag), bool):
                 msg = f"`{flag}` must be True or False, got {getattr(self, flag)!r}"
                 raise ValueError(msg)
+        self._check_catalogue_fields()
 
     def _check_catalogue_fields(self) -> None:
         """Validate the parameters of the catalogue algorithms (docs/algorithms.md)."""

@@ -83,11 +83,13 @@ def reject_linear_fit_clip(samples: Samples, config: StackConfig) -> Rejection:
     centre = 0.5 * first + 0.5 * last
     yc = xp.where(keep, xp.astype(s, xp.float64) - centre, zero64)
     floor = _RELATIVE_SIGMA_FLOOR * xp.maximum(xp.abs(first), xp.abs(last))
-    need = xp.astype(min_keep(n_valid, config, xp), xp.float64)
+    need_int = min_keep(n_valid, config, xp)
+    need = xp.astype(need_int, xp.float64)
     low = xp.zeros_like(keep)
     high = xp.zeros_like(keep)
     iterations = xp.zeros((samples.n_pixels,), dtype=xp.int64, device=dev)
-    active = (n_valid > 2)[:, 0]  # a line through two points has no residual
+    # A line through two points has no residual; a pixel at its survivor floor cannot reject.
+    active = ((n_valid > 2) & (n_valid > need_int))[:, 0]
     for _ in range(config.effective_max_iters()):
         residual, sigma, count = _fit_step(yc, keep, xp)
         sigma = xp.maximum(sigma, floor)

@@ -79,3 +79,15 @@ def test_backend_parity(backend, combine_name):
     got = stack(on(backend, s.frames), config=config)
     np.testing.assert_allclose(host(got.image), expected.image, rtol=1e-5, atol=1e-3)
     np.testing.assert_array_equal(host(got.coverage), expected.coverage)
+
+
+@pytest.mark.parametrize("combine_name", ["sum", "min", "max"])
+def test_band_size_invariance(backend, combine_name):
+    from zemosaic_xp.core.stack import stack_frames
+
+    s = make_stack(n_frames=7, shape=(15, 11), seed=3, rgb=True)
+    config = StackConfig(reject="gesd", combine=combine_name)
+    frames = on(backend, s.frames)
+    whole = stack_frames(frames, config=config, band_rows=15)
+    banded = stack_frames(frames, config=config, band_rows=4)
+    np.testing.assert_array_equal(host(banded.image), host(whole.image))

@@ -47,7 +47,7 @@ def _combine_median(samples: Samples, rej: Rejection, config: StackConfig) -> Ar
 
 
 def _combine_sum(samples: Samples, rej: Rejection, config: StackConfig) -> Array:
-    """Sum of the survivors: n_kept · Σ w·x / Σ w (float64 accumulation).
+    """Sum of the survivors: n_kept · Σ w·x / Σ w (the weighted mean times the count).
 
     Unweighted this is exactly Σ x over the surviving samples; weights only shift
     the relative contributions, never the level. Rejected and missing samples add
@@ -55,13 +55,8 @@ def _combine_sum(samples: Samples, rej: Rejection, config: StackConfig) -> Array
     is the mean; scale by the frame count yourself for a rejection-compensated sum).
     """
     xp = samples.xp
-    zero = xp.zeros((), dtype=samples.x.dtype, device=_device(samples.x))
-    wk = xp.where(rej.keep, samples.full_weights(), zero)
-    xk = xp.where(rej.keep, samples.x, zero)
-    num = xp.sum(wk * xk, axis=-1, dtype=xp.float64)
-    den = xp.sum(wk, axis=-1, dtype=xp.float64)
-    count = xp.sum(xp.astype(rej.keep, xp.float64), axis=-1)
-    return xp.astype(count * num / xp.where(den > 0, den, xp.ones_like(den)), samples.x.dtype)
+    count = xp.sum(xp.astype(rej.keep, samples.x.dtype), axis=-1)  # exact below 2**24 frames
+    return count * _combine_mean(samples, rej, config)
 
 
 def _combine_extreme(samples: Samples, rej: Rejection, *, highest: bool) -> Array:

@@ -46,10 +46,48 @@ def _combine_median(samples: Samples, rej: Rejection, config: StackConfig) -> Ar
     return median_sorted(s, n, xp=xp)
 
 
+def _combine_sum(samples: Samples, rej: Rejection, config: StackConfig) -> Array:
+    """Sum of the survivors: n_kept · Σ w·x / Σ w (the weighted mean times the count).
+
+    Unweighted this is exactly Σ x over the surviving samples; weights only shift
+    the relative contributions, never the level. Rejected and missing samples add
+    nothing, so a pixel with a rejected hit sums fewer samples (``image / coverage``
+    is the mean; scale by the frame count yourself for a rejection-compensated sum).
+    """
+    xp = samples.xp
+    count = xp.sum(xp.astype(rej.keep, samples.x.dtype), axis=-1)  # exact below 2**24 frames
+    return count * _combine_mean(samples, rej, config)
+
+
+def _combine_extreme(samples: Samples, rej: Rejection, *, highest: bool) -> Array:
+    xp = samples.xp
+    if rej.lo is not None and rej.hi is not None:
+        idx = rej.hi - 1 if highest else rej.lo
+        idx = xp.clip(idx, 0, samples.n_frames - 1)
+        return xp.take_along_axis(samples.sorted, idx, axis=-1)[:, 0]
+    fill = -xp.inf if highest else xp.inf
+    fill = xp.asarray(fill, dtype=samples.x.dtype, device=_device(samples.x))
+    kept = xp.where(rej.keep, samples.x, fill)
+    return xp.max(kept, axis=-1) if highest else xp.min(kept, axis=-1)
+
+
+def _combine_min(samples: Samples, rej: Rejection, config: StackConfig) -> Array:
+    """Smallest surviving sample (weights ignored)."""
+    return _combine_extreme(samples, rej, highest=False)
+
+
+def _combine_max(samples: Samples, rej: Rejection, config: StackConfig) -> Array:
+    """Largest surviving sample (weights ignored)."""
+    return _combine_extreme(samples, rej, highest=True)
+
+
 #: Combine operators by public name.
 COMBINERS: dict[str, Callable[[Samples, Rejection, StackConfig], Array]] = {
     "mean": _combine_mean,
     "median": _combine_median,
+    "sum": _combine_sum,
+    "min": _combine_min,
+    "max": _combine_max,
 }
 
 

@@ -20,16 +20,22 @@ __all__ = [
 ]
 
 #: Frame normalisation methods.
-NORMALIZE_METHODS = ("none", "linear_fit", "sky_mean")
+NORMALIZE_METHODS = ("none", "linear_fit", "sky_mean", "median", "additive", "multiplicative",
+                     "additive_scaling", "multiplicative_scaling")
 #: Quality-weighting methods (user weights are passed to ``stack`` directly).
 WEIGHTING_METHODS = ("none", "noise_variance")
 #: Pixel rejection algorithms.
-REJECT_METHODS = ("none", "kappa_sigma", "winsorized_sigma_clip")
+REJECT_METHODS = ("none", "kappa_sigma", "winsorized_sigma_clip", "winsorized_quantile",
+                  "linear_fit_clip", "percentile", "mad", "gesd", "minmax")
 #: Final combine operators.
-COMBINE_METHODS = ("mean", "median")
+COMBINE_METHODS = ("mean", "median", "sum", "min", "max")
 
 # Iteration caps when ``max_iters`` is None (astropy's sigma_clip default; PixInsight's WSC).
 DEFAULT_MAX_ITERS = {"kappa_sigma": 5, "winsorized_sigma_clip": 10}
+# Catalogue rejections (docs/algorithms.md): iterative ones converge per pixel; the
+# one-pass ones (percentile, minmax) report 1. gesd runs floor(f·n) ESD steps instead.
+DEFAULT_MAX_ITERS.update({"mad": 5, "linear_fit_clip": 10, "winsorized_quantile": 5,
+                          "percentile": 1, "minmax": 1})
 
 
 def _check_choice(name: str, value: Any, valid: tuple[str, ...]) -> str:
@@ -59,6 +65,14 @@ def _check_int(name: str, value: Any, *, minimum: int) -> int:
     return value
 
 
+def _check_pair(name: str, value: Any) -> tuple[float, float]:
+    if isinstance(value, str) or not hasattr(value, "__len__") or len(value) != 2:
+        msg = f"`{name}` must be a pair (low, high), got {value!r}"
+        raise ValueError(msg)
+    low, high = (_check_positive(f"{name}[{i}]", v, allow_zero=True) for i, v in enumerate(value))
+    return low, high
+
+
 @dataclass(frozen=True)
 class StackConfig:
     """How frames are normalised, weighted, rejected and combined.
@@ -68,14 +82,16 @@ class StackConfig:
 
     Parameters
     ----------
-    normalize : {"none", "linear_fit", "sky_mean"}
-        Per-frame, per-channel normalisation against ``reference_frame``.
+    normalize : {"none", "linear_fit", "sky_mean", "median", "additive", "multiplicative", \
+"additive_scaling", "multiplicative_scaling"}
+        Per-frame normalisation against ``reference_frame`` (see docs/algorithms.md).
     weighting : {"none", "noise_variance"}
         Quality weights; user weights passed to ``stack`` are multiplied in.
-    reject : {"none", "kappa_sigma", "winsorized_sigma_clip"}
+    reject : {"none", "kappa_sigma", "winsorized_sigma_clip", "winsorized_quantile", \
+"linear_fit_clip", "percentile", "mad", "gesd", "minmax"}
         Pixel rejection along the frame axis.
-    combine : {"mean", "median"}
-        Final combine of the surviving samples (``median`` ignores weights).
+    combine : {"mean", "median", "sum", "min", "max"}
+        Final combine of the surviving samples (only ``mean`` and ``sum`` use weights).
     kappa_low, kappa_high : float
         Rejection thresholds in units of the robust scale, > 0.
     max_iters : int or None
@@ -93,7 +109,8 @@ class StackConfig:
     reference_frame : int
         Index of the normalisation reference frame.
     radial_weight : bool
-        Multiply weights by the radial map cos(π/2·min(r/feather, 1))^power, floor 0.05.
+        Multiply weights by the radial map cos(π/2·min(r/feather, 1))^power, floored at
+        ``radial_floor`` (config key ``apply_radial_weight``).
     radial_feather_fraction, radial_shape_power : float
         Parameters of the radial map.
     rgb_equalize : bool
@@ -101,6 +118,30 @@ class StackConfig:
     frame_stats_samples : int
         Pixels per frame and channel used to estimate normalisation and noise
         statistics (a regular stride over the frame); 0 uses every pixel.
+    percentile_low, percentile_high : float
+        ``percentile`` rejection: drop x with (m − x) > low·|m| or (x − m) > high·|m|,
+        m = the pixel's median (Siril's defaults 0.2 / 0.1), each > 0.
+    minmax_low, minmax_high : int
+        ``minmax`` rejection: valid samples dropped from the bottom / top of each pixel
+        (default 1 / 1), each >= 0.
+    gesd_outlier_fraction : float
+        ``gesd``: at most floor(fraction · n_valid) outliers per pixel, in (0, 1); 0.3.
+    gesd_alpha : float
+        ``gesd``: significance level of Rosner's test, in (0, 0.5); 0.05.
+    winsor_rewinsor : bool
+        ``winsorized_quantile``: give rejected samples their winsorised value instead of
+        dropping them (ZeMosaic's legacy behaviour; False by default, see the docs).
+    radial_floor : float
+        Minimum of the radial weight map, in [0, 1]; 0.05 (ZeMosaic's).
+    rgb_equalize_gain_clip : (float, float)
+        Range of the RGB equalisation gains, ``0 < low <= 1 <= high``; (0.95, 1.05).
+    rgb_equalize_bg_percentile : (float, float)
+        Luminance percentiles bounding the background mask, ``0 <= low < high <= 100``;
+        (5, 85).
+    rgb_equalize_min_samples : int
+        Fewest background pixels for the equalisation to apply; 5000.
+    rgb_equalize_min_coverage : float
+        Smallest background / valid pixel fraction for it to apply, in [0, 1]; 0.01.
     """
 
     normalize: str = "linear_fit"
@@ -119,6 +160,18 @@ class StackConfig:
     radial_shape_power: float = 2.0
     rgb_equalize: bool = False
     frame_stats_samples: int = 65536
+    percentile_low: float = 0.2
+    percentile_high: float = 0.1
+    minmax_low: int = 1
+    minmax_high: int = 1
+    gesd_outlier_fraction: float = 0.3
+    gesd_alpha: float = 0.05
+    winsor_rewinsor: bool = False
+    radial_floor: float = 0.05
+    rgb_equalize_gain_clip: tuple[float, float] = (0.95, 1.05)
+    rgb_equalize_bg_percentile: tuple[float, float] = (5.0, 85.0)
+    rgb_equalize_min_samples: int = 5000
+    rgb_equalize_min_coverage: float = 0.01
 
     def __post_init__(self) -> None:
         _check_choice("normalize", self.normalize, NORMALIZE_METHODS)
@@ -153,6 +206,71 @@ class StackConfig:
             if not isinstance(getattr(self, flag), bool):
                 msg = f"`{flag}` must be True or False, got {getattr(self, flag)!r}"
                 raise ValueError(msg)
+        self._check_catalogue_fields()
+
+    def _check_catalogue_fields(self) -> None:
+        """Validate the parameters of the catalogue algorithms (docs/algorithms.md)."""
+        for name in ("percentile_low", "percentile_high"):
+            object.__setattr__(self, name, _check_positive(name, getattr(self, name)))
+        for name in ("minmax_low", "minmax_high", "rgb_equalize_min_samples"):
+            _check_int(name, getattr(self, name), minimum=0)
+        for name, high in (("gesd_outlier_fraction", 1.0), ("gesd_alpha", 0.5)):
+            value = _check_positive(name, getattr(self, name))
+            if value >= high:
+                msg = f"`{name}` must be in (0, {high:g}), got {getattr(self, name)!r}"
+                raise ValueError(msg)
+            object.__setattr__(self, name, value)
+        for name in ("radial_floor", "rgb_equalize_min_coverage"):
+            value = _check_positive(name, getattr(self, name), allow_zero=True)
+            if value > 1.0:
+                msg = f"`{name}` must be in [0, 1], got {getattr(self, name)!r}"
+                raise ValueError(msg)
+            object.__setattr__(self, name, value)
+        low, high = _check_pair("rgb_equalize_gain_clip", self.rgb_equalize_gain_clip)
+        if not (0.0 < low <= 1.0 <= high):
+            msg = f"`rgb_equalize_gain_clip` must satisfy 0 < low <= 1 <= high, got {self.rgb_equalize_gain_clip!r}"
+            raise ValueError(msg)
+        object.__setattr__(self, "rgb_equalize_gain_clip", (low, high))
+        low, high = _check_pair("rgb_equalize_bg_percentile", self.rgb_equalize_bg_percentile)
+        if not (0.0 <= low < high <= 100.0):
+            msg = (f"`rgb_equalize_bg_percentile` must satisfy 0 <= low < high <= 100, "
+                   f"got {self.rgb_equalize_bg_percentile!r}")
+            raise ValueError(msg)
+        object.__setattr__(self, "rgb_equalize_bg_percentile", (low, high))
+        if not isinstance(self.winsor_rewinsor, bool):
+            msg = f"`winsor_rewinsor` must be True or False, got {self.winsor_rewinsor!r}"
+            raise ValueError(msg)
+
+    @classmethod
+    def from_dict(cls, data: Any, /) -> StackConfig:
+        """Build a config from field names and/or ZeMosaic's config keys.
+
+        Accepts a whole ``zemosaic_config.json`` dict: ZeMosaic keys
+        (``stacking_rejection_algorithm``, ``stacking_winsor_limits`` = "0.05,0.05",
+        ``wsc_impl``, ``apply_radial_weight``, ...) and method aliases are translated,
+        unrelated keys are ignored, field names win over ZeMosaic keys. See
+        :mod:`.config_dict` for the full table.
+
+        Raises
+        ------
+        ValueError
+            A known key holds an unknown method name (the message lists the valid
+            ones) or an invalid value.
+        """
+        from .config_dict import config_from_dict
+
+        return config_from_dict(cls, data)
+
+    def to_dict(self, *, zemosaic: bool = False) -> dict[str, Any]:
+        """The config as a JSON-able dict; ``from_dict`` of it gives the config back.
+
+        With ``zemosaic=True`` the fields ZeMosaic knows are written under its keys
+        (``stacking_*``, ``wsc_impl``, ``apply_radial_weight``, ...), the rest under
+        their field names.
+        """
+        from .config_dict import config_to_dict
+
+        return config_to_dict(self, zemosaic=zemosaic)
 
     @classmethod
     def plain(cls, **overrides: Any) -> StackConfig:

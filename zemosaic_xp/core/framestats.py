@@ -12,7 +12,7 @@ from typing import Any
 
 from array_api_compat import device as _device
 
-from .nanstats import quantile_sorted, sort_valid
+from .nanstats import median_sorted, quantile_sorted, sort_valid
 from .reject import kappa_sigma_ranges
 
 __all__ = ["FrameSamples"]
@@ -81,3 +81,27 @@ class FrameSamples:
             lum = xp.mean(x, axis=1)
         s, n = sort_valid(lum, xp=xp)
         return quantile_sorted(s, n, q, xp=xp)
+
+    # --- robust location / scale (Siril-style normalisations) -------------------
+    def median(self) -> Array:
+        """Median of each frame and channel, shape ``(N, C)``; NaN if empty."""
+        return self.quantile(0.5)
+
+    def mad(self) -> Array:
+        """Median absolute deviation from the median, per frame and channel, ``(N, C)``.
+
+        Raw MAD (not scaled by 1.4826); NaN if a frame channel has no valid pixel.
+        """
+        xp = self.xp
+        med = self.median()
+        dev = xp.abs(self.samples - med[..., None])
+        flat = xp.reshape(dev, (self.n_frames * self.channels, self.size))
+        s, n = sort_valid(flat, xp=xp)
+        return xp.reshape(median_sorted(s, n, xp=xp), (self.n_frames, self.channels))
+
+    def pooled_median(self) -> Array:
+        """Median of each frame over all its channels pooled, shape ``(N,)``; NaN if empty."""
+        xp = self.xp
+        flat = xp.reshape(self.samples, (self.n_frames, self.channels * self.size))
+        s, n = sort_valid(flat, xp=xp)
+        return median_sorted(s, n, xp=xp)

@@ -14,6 +14,7 @@ from array_api_compat import device as _device
 
 from .config import StackConfig
 from .framestats import FrameSamples
+from .nanstats import MAD_TO_SIGMA
 
 __all__ = ["normalization", "NORMALIZERS"]
 
@@ -92,11 +93,115 @@ def _with_reference_identity(gain: Array, offset: Array, ref: int, xp: Any) -> t
             xp.where(is_ref, xp.zeros_like(offset), offset))
 
 
+# --- Siril-style normalisations (anchors_features §2.16) --------------------------
+# Location L = median and scale S = 1.4826·MAD of each frame's sub-sample, per
+# channel; k = S_ref / S_i (the 1.4826, or Siril's 1.5, cancels in the ratio). A gain
+# outside [1/20, 20] is as implausible as linear_fit's cap says, so such a frame
+# keeps the identity, like any frame whose statistics are degenerate.
+_ROBUST_MAX_GAIN = 20.0
+
+
+def _robust_location_scale(stats: FrameSamples) -> tuple[Array, Array]:
+    return stats.median(), MAD_TO_SIGMA * stats.mad()
+
+
+def _finish(gain: Array, offset: Array, good: Array, ref: int, xp: Any) -> tuple[Array, Array]:
+    good = good & xp.isfinite(gain) & xp.isfinite(offset)
+    good = good & (gain >= 1.0 / _ROBUST_MAX_GAIN) & (gain <= _ROBUST_MAX_GAIN)
+    gain = xp.where(good, gain, xp.ones_like(gain))
+    offset = xp.where(good, offset, xp.zeros_like(offset))
+    return _with_reference_identity(gain, offset, ref, xp)
+
+
+def _positive(a: Array, xp: Any) -> Array:
+    return xp.isfinite(a) & (a > 0)
+
+
+def _safe(a: Array, good: Array, xp: Any) -> Array:
+    return xp.where(good, a, xp.ones_like(a))
+
+
+def _normalize_additive(stats: FrameSamples, config: StackConfig) -> tuple[Array, Array]:
+    """Siril additive: x' = x − (L_i − L_ref), per channel (L = median)."""
+    xp = stats.xp
+    loc, _ = _robust_location_scale(stats)
+    ref = config.reference_frame
+    loc_r = loc[ref:ref + 1, :]
+    good = xp.isfinite(loc) & xp.isfinite(loc_r)
+    offset = xp.where(good, loc_r - loc, xp.zeros_like(loc))
+    return _finish(xp.ones_like(loc), offset, good, ref, xp)
+
+
+def _normalize_multiplicative(stats: FrameSamples, config: StackConfig) -> tuple[Array, Array]:
+    """Siril multiplicative: x' = x · L_ref / L_i, per channel; needs L > 0."""
+    xp = stats.xp
+    loc, _ = _robust_location_scale(stats)
+    ref = config.reference_frame
+    loc_r = loc[ref:ref + 1, :]
+    good = _positive(loc, xp) & _positive(loc_r, xp)
+    gain = _safe(loc_r, good, xp) / _safe(loc, good, xp)
+    return _finish(gain, xp.zeros_like(loc), good, ref, xp)
+
+
+def _normalize_additive_scaling(stats: FrameSamples, config: StackConfig) -> tuple[Array, Array]:
+    """Siril additive + scaling: x' = k·x − (k·L_i − L_ref), k = S_ref / S_i, per channel."""
+    xp = stats.xp
+    loc, scale = _robust_location_scale(stats)
+    ref = config.reference_frame
+    loc_r, scale_r = loc[ref:ref + 1, :], scale[ref:ref + 1, :]
+    good = _positive(scale, xp) & _positive(scale_r, xp) & xp.isfinite(loc) & xp.isfinite(loc_r)
+    k = _safe(scale_r, good, xp) / _safe(scale, good, xp)
+    offset = xp.where(good, loc_r - k * loc, xp.zeros_like(loc))
+    return _finish(k, offset, good, ref, xp)
+
+
+def _normalize_multiplicative_scaling(stats: FrameSamples, config: StackConfig) -> tuple[Array, Array]:
+    """Siril multiplicative + scaling: x' = k·x·L_ref / L_i, k = S_ref / S_i, per channel.
+
+    Exactly Siril's formula: for frames that differ only by a gain g both factors
+    correct it (gain 1/g²), so prefer ``multiplicative`` or ``additive_scaling`` there.
+    """
+    xp = stats.xp
+    loc, scale = _robust_location_scale(stats)
+    ref = config.reference_frame
+    loc_r, scale_r = loc[ref:ref + 1, :], scale[ref:ref + 1, :]
+    good = (_positive(scale, xp) & _positive(scale_r, xp) & _positive(loc, xp)
+            & _positive(loc_r, xp))
+    gain = (_safe(scale_r, good, xp) / _safe(scale, good, xp)) * (
+        _safe(loc_r, good, xp) / _safe(loc, good, xp))
+    return _finish(gain, xp.zeros_like(loc), good, ref, xp)
+
+
+def _normalize_median(stats: FrameSamples, config: StackConfig) -> tuple[Array, Array]:
+    """ZeMosaic grid's median ratio: x' = x · M_ref / M_i, one gain per frame.
+
+    M is the median of the frame with all channels pooled (as the grid does), so the
+    gain is the same for every channel and frame colours are preserved; use
+    ``multiplicative`` for a per-channel ratio. Unlike the grid, the reference is a
+    fixed frame (``reference_frame``), not the first frame of each chunk.
+    """
+    xp = stats.xp
+    med = stats.pooled_median()[:, None]
+    ref = config.reference_frame
+    med_r = med[ref:ref + 1, :]
+    good = _positive(med, xp) & _positive(med_r, xp)
+    gain = _safe(med_r, good, xp) / _safe(med, good, xp)
+    shape = (stats.n_frames, stats.channels)
+    gain = xp.broadcast_to(gain, shape)
+    good = xp.broadcast_to(good, shape)
+    return _finish(gain, xp.zeros(shape, dtype=gain.dtype, device=_device(gain)), good, ref, xp)
+
+
 #: Normalisation methods by public name.
 NORMALIZERS: dict[str, Callable[[FrameSamples, StackConfig], tuple[Array, Array]]] = {
     "none": _normalize_none,
     "linear_fit": _normalize_linear_fit,
     "sky_mean": _normalize_sky_mean,
+    "median": _normalize_median,
+    "additive": _normalize_additive,
+    "multiplicative": _normalize_multiplicative,
+    "additive_scaling": _normalize_additive_scaling,
+    "multiplicative_scaling": _normalize_multiplicative_scaling,
 }
 
 

@@ -19,7 +19,11 @@ from typing import Callable
 
 from .config import StackConfig
 from .reject_common import zeros_per_pixel
+from .reject_fit import reject_linear_fit_clip
+from .reject_order import reject_gesd, reject_minmax, reject_percentile
+from .reject_robust import reject_mad
 from .reject_sigma import kappa_sigma_ranges, reject_kappa_sigma, reject_winsorized_sigma_clip
+from .reject_winsor import reject_winsorized_quantile
 from .samples import Rejection, Samples
 
 __all__ = ["reject", "kappa_sigma_ranges", "REJECTORS"]
@@ -32,11 +36,18 @@ def _reject_none(samples: Samples, config: StackConfig) -> Rejection:
                      lo=samples.xp.zeros_like(samples.n_valid), hi=samples.n_valid)
 
 
-#: Rejection algorithms by public name; one module per family (reject_sigma, ...).
+#: Rejection algorithms by public name; one module per family (reject_sigma, reject_order,
+#: reject_robust, reject_fit, reject_winsor); docs/algorithms.md describes each.
 REJECTORS: dict[str, Callable[[Samples, StackConfig], Rejection]] = {
     "none": _reject_none,
     "kappa_sigma": reject_kappa_sigma,
     "winsorized_sigma_clip": reject_winsorized_sigma_clip,
+    "winsorized_quantile": reject_winsorized_quantile,
+    "linear_fit_clip": reject_linear_fit_clip,
+    "percentile": reject_percentile,
+    "mad": reject_mad,
+    "gesd": reject_gesd,
+    "minmax": reject_minmax,
 }
 
 

@@ -26,8 +26,9 @@ from .framestats import FrameSamples
 from .frames import FrameStack, finite_or_nan
 from .normalize import normalization
 from .reject import reject
+from .rgb import poststack_rgb_equalization
 from .samples import Samples
-from .weights import quality_weights, user_weight_kind
+from .weights import quality_weights, radial_weight_map, user_weight_kind
 
 __all__ = [
     "StackResult",
@@ -47,6 +48,9 @@ ProgressCallback = Callable[..., Any]
 # Working memory of one band, in multiples of the band's float32 bytes (N·h·W·C·4):
 # the band itself, its sorted copy, masks and the float64 temporaries of each step.
 _MEMORY_FACTOR = {"none": 6.0, "kappa_sigma": 14.0, "winsorized_sigma_clip": 20.0}
+# Catalogue rejections: int64 ranks (two argsorts) and float64 prefix sums / fits.
+_MEMORY_FACTOR.update({"percentile": 8.0, "mad": 10.0, "minmax": 16.0, "gesd": 16.0,
+                       "winsorized_quantile": 16.0, "linear_fit_clip": 30.0})
 _DEFAULT_MEMORY_FACTOR = 16.0
 
 
@@ -174,7 +178,8 @@ def plan_frames(stats: FrameSamples, config: StackConfig, *,
 
 
 def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
-               pixel_weights: Array | None = None, xp: Any) -> BandResult:
+               pixel_weights: Array | None = None, xp: Any, row_start: int = 0,
+               full_height: int | None = None) -> BandResult:
     """Stack one band of rows.
 
     Parameters
@@ -186,6 +191,9 @@ def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
         From :func:`plan_frames` on the same N frames.
     pixel_weights : array, shape (h, W, C, N) or (h, W, 1, N), optional
         Per-pixel weights of these rows (e.g. reprojection footprint × ALPHA).
+    row_start, full_height : int
+        Where these rows sit in the frame (``full_height`` defaults to h); the radial
+        weight map (``config.radial_weight``) is computed from the global row index.
 
     Returns
     -------
@@ -199,6 +207,12 @@ def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
         weights = xp.permute_dims(plan.weights, (1, 0))[None, None, ...]
     if pixel_weights is not None:
         weights = pixel_weights if weights is None else weights * pixel_weights
+    if config.radial_weight:
+        radial = radial_weight_map(h, w, row_start=row_start, full_height=full_height,
+                                   feather_fraction=config.radial_feather_fraction,
+                                   shape_power=config.radial_shape_power, floor=config.radial_floor,
+                                   xp=xp, device=_device(band))[:, :, None, None]
+        weights = radial if weights is None else weights * radial
     p = h * w * c
     x = xp.reshape(x, (p, n))
     if weights is not None:
@@ -219,7 +233,11 @@ def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
 
 def assemble(bands: Sequence[BandResult], *, mono: bool, config: StackConfig, plan: FramePlan,
              xp: Any, extra_stats: dict | None = None) -> StackResult:
-    """Concatenate band results (in row order) into a :class:`StackResult`."""
+    """Concatenate band results (in row order) into a :class:`StackResult`.
+
+    Then applies the optional post-stack RGB equalisation (``config.rgb_equalize``),
+    whose decision goes to ``stats["rgb_equalization"]``.
+    """
     def cat(name: str) -> Array:
         out = xp.concat([getattr(b, name) for b in bands], axis=0)
         return out[..., 0] if mono else out
@@ -246,7 +264,8 @@ def assemble(bands: Sequence[BandResult], *, mono: bool, config: StackConfig, pl
     stats.update(plan.stats)
     if extra_stats:
         stats.update(extra_stats)
-    return StackResult(cat("image"), cat("weight_sum"), cat("coverage"), cat("rejected_low"),
+    image, stats["rgb_equalization"] = poststack_rgb_equalization(cat("image"), config, mono=mono)
+    return StackResult(image, cat("weight_sum"), cat("coverage"), cat("rejected_low"),
                        cat("rejected_high"), stats)
 
 
@@ -317,7 +336,8 @@ def stack_frames(frames: Array | Sequence[Array], /, *, config: StackConfig | No
         if pixel_weights is not None:
             pw = finite_or_nan(pixel_weights.band(r0, r1), xp)
             pw = xp.where(xp.isnan(pw), xp.zeros_like(pw), pw)
-        bands.append(stack_band(stack.band(r0, r1), config=config, plan=plan, pixel_weights=pw, xp=xp))
+        bands.append(stack_band(stack.band(r0, r1), config=config, plan=plan, pixel_weights=pw, xp=xp,
+                                row_start=r0, full_height=stack.height))
         if progress_callback is not None:
             progress_callback("STAGE_PROGRESS", "stack", i + 1, total=n_bands)
     extra = {

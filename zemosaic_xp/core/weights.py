@@ -7,6 +7,7 @@ map. A sample whose final weight is 0 or not finite counts as "no data" (see
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 from array_api_compat import device as _device
@@ -14,7 +15,7 @@ from array_api_compat import device as _device
 from .config import StackConfig
 from .framestats import FrameSamples
 
-__all__ = ["quality_weights", "WEIGHTERS", "user_weight_kind"]
+__all__ = ["quality_weights", "WEIGHTERS", "user_weight_kind", "radial_weight_map"]
 
 Array = Any
 
@@ -83,3 +84,36 @@ def user_weight_kind(weights: Any, n_frames: int, height: int, width: int, chann
         accepted.append(f"({n_frames}, {height}, {width}, {channels})")
     msg = f"`weights` has shape {shape}; expected one of {', '.join(accepted)} for these frames"
     raise ValueError(msg)
+
+
+# Radial map (upstream_spec §2.5): ZeMosaic clamps the feather fraction to [0.1, 1].
+_MIN_FEATHER = 0.1
+
+
+def radial_weight_map(rows: int, width: int, /, *, row_start: int = 0, full_height: int | None = None,
+                      feather_fraction: float = 0.8, shape_power: float = 2.0, floor: float = 0.05,
+                      xp: Any, device: Any = None) -> Array:
+    """Rows ``[row_start, row_start + rows)`` of ZeMosaic's radial weight map.
+
+    ``w = max(cos(π/2 · clip(r / feather, 0, 1))^power, floor)`` where r is the distance
+    from the frame centre ((H − 1)/2, (W − 1)/2) divided by half the frame diagonal,
+    0.5·hypot(H, W), and H = ``full_height`` (default ``rows``: the band is the whole
+    frame). Using the global row index makes the map independent of the band size.
+    The feather fraction is clamped to [0.1, 1] as ZeMosaic does.
+
+    Returns
+    -------
+    array, shape (rows, width), float32, on ``device``
+        1 at the centre, falling to ``floor`` at r >= feather.
+    """
+    height = rows if full_height is None else int(full_height)
+    feather = min(max(float(feather_fraction), _MIN_FEATHER), 1.0)
+    f64 = xp.float64
+    y = xp.astype(xp.arange(row_start, row_start + rows, device=device), f64)[:, None]
+    x = xp.astype(xp.arange(width, device=device), f64)[None, :]
+    dy = y - (height - 1) / 2.0
+    dx = x - (width - 1) / 2.0
+    r = xp.sqrt(dy * dy + dx * dx) / (0.5 * math.hypot(height, width))
+    w = xp.cos((math.pi / 2.0) * xp.clip(r / feather, 0.0, 1.0))
+    w = xp.pow(xp.maximum(w, xp.zeros_like(w)), float(shape_power))
+    return xp.astype(xp.maximum(w, xp.full_like(w, float(floor))), xp.float32)

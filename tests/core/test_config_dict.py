@@ -1,0 +1,199 @@
+"""StackConfig.from_dict / to_dict with ZeMosaic's keys, and the catalogue's new fields."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from zemosaic_xp import StackConfig
+
+# A ZeMosaic config as zemosaic_config.json holds it (upstream_spec §7): the stacking keys
+# among GPU, grid, telemetry and GUI settings that the core must ignore.
+ZEMOSAIC_JSON = {
+    "use_gpu_phase5": True, "stack_use_gpu": "auto", "use_gpu_grid": True, "gpu_id_phase5": 0,
+    "stacking_normalize_method": "sky_mean",
+    "stacking_weighting_method": "noise_variance",
+    "stacking_rejection_algorithm": "kappa_sigma",
+    "stacking_kappa_low": 2.5, "stacking_kappa_high": 3.5,
+    "stacking_winsor_limits": "0.1,0.05",
+    "wsc_impl": "pixinsight",
+    "stacking_final_combine_method": "median",
+    "poststack_equalize_rgb": True,
+    "poststack_rgb_equalize_gain_clip": [0.9, 1.1],
+    "poststack_rgb_equalize_bg_percentile": [10, 80],
+    "poststack_rgb_equalize_min_samples": 2000,
+    "poststack_rgb_equalize_min_coverage": 0.05,
+    "apply_radial_weight": True, "radial_feather_fraction": 0.6, "radial_shape_power": 1.5,
+    "winsor_worker_limit": 0, "winsor_max_frames_per_pass": 0, "winsor_memmap_fallback": "auto",
+    "stack_stat_min_finite_frac": 0.02, "enable_resource_telemetry": False,
+    "resource_telemetry_interval_sec": 1.5, "grid_workers": 0, "batch_overlap_pct": 40,
+    "final_mosaic_dbe_enabled": True, "final_mosaic_dbe_strength": "normal",
+    "save_final_as_uint16": False, "language": "fr", "last_input_folder": "C:\\astro\\M31",
+    "quality_crop_enabled": None,
+}
+
+
+def test_a_whole_zemosaic_config_loads():
+    c = StackConfig.from_dict(ZEMOSAIC_JSON)
+    assert (c.normalize, c.weighting, c.reject, c.combine) == ("sky_mean", "noise_variance", "kappa_sigma", "median")
+    assert (c.kappa_low, c.kappa_high, c.winsor_limits) == (2.5, 3.5, (0.1, 0.05))
+    assert (c.radial_weight, c.radial_feather_fraction, c.radial_shape_power) == (True, 0.6, 1.5)
+    assert (c.rgb_equalize, c.rgb_equalize_gain_clip, c.rgb_equalize_bg_percentile) == (True, (0.9, 1.1), (10.0, 80.0))
+    assert (c.rgb_equalize_min_samples, c.rgb_equalize_min_coverage) == (2000, 0.05)
+    # Everything not mapped keeps our defaults.
+    assert c.min_survivors == 3 and c.gesd_alpha == 0.05
+
+
+def test_empty_dict_gives_the_defaults():
+    assert StackConfig.from_dict({}) == StackConfig()
+    assert StackConfig.from_dict({"stacking_kappa_low": None}) == StackConfig()
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("0.05,0.05", (0.05, 0.05)), (" 0.1 , 0.2 ", (0.1, 0.2)), ("0.1;0.2", (0.1, 0.2)),
+    ([0.1, 0.2], (0.1, 0.2)), ((0, 0.25), (0.0, 0.25)), (["0.1", "0.2"], (0.1, 0.2)),
+])
+def test_winsor_limits_forms(value, expected):
+    assert StackConfig.from_dict({"stacking_winsor_limits": value}).winsor_limits == expected
+
+
+@pytest.mark.parametrize(("value", "match"), [
+    ("0.05", r"`stacking_winsor_limits` must be two numbers like \"0.05,0.05\""),
+    ("a,b", "must be two numbers"), ([0.1, 0.2, 0.3], "must be two numbers"),
+    ("0.6,0.1", r"`winsor_limits` fractions must each be in \[0, 0.5\)"),
+])
+def test_bad_winsor_limits(value, match):
+    with pytest.raises(ValueError, match=match):
+        StackConfig.from_dict({"stacking_winsor_limits": value})
+
+
+@pytest.mark.parametrize(("impl_key", "impl", "algorithm", "expected"), [
+    ("wsc_impl", "legacy_quantile", "winsorized_sigma_clip", "winsorized_quantile"),
+    ("winsor_impl", "legacy_quantile", "winsorized_sigma_clip", "winsorized_quantile"),
+    ("stack_winsor_impl", "Legacy-Quantile", "winsor", "winsorized_quantile"),
+    ("wsc_impl", "pixinsight", "winsorized_sigma_clip", "winsorized_sigma_clip"),
+    ("wsc_impl", "legacy_quantile", "kappa_sigma", "kappa_sigma"),  # only WSC has two impls
+    ("wsc_impl", "", "winsorized_sigma_clip", "winsorized_sigma_clip"),
+])
+def test_wsc_impl(impl_key, impl, algorithm, expected):
+    data = {"stacking_rejection_algorithm": algorithm, impl_key: impl}
+    assert StackConfig.from_dict(data).reject == expected
+
+
+def test_bad_wsc_impl_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"`wsc_impl` must be one of \{'pixinsight', 'legacy_quantile'\}"):
+        StackConfig.from_dict({"wsc_impl": "huber"})
+
+
+@pytest.mark.parametrize(("key", "value", "field", "expected"), [
+    ("stacking_rejection_algorithm", "kappa", "reject", "kappa_sigma"),
+    ("stacking_rejection_algorithm", "Winsor", "reject", "winsorized_sigma_clip"),
+    ("stacking_rejection_algorithm", "linear_fit_clip", "reject", "linear_fit_clip"),
+    ("stacking_rejection_algorithm", "Linear Fit", "reject", "linear_fit_clip"),
+    ("stacking_rejection_algorithm", "GESDT", "reject", "gesd"),
+    ("stacking_rejection_algorithm", "clip-extrema", "reject", "minmax"),
+    ("stacking_normalize_method", "Additive + Scaling", "normalize", "additive_scaling"),
+    ("stacking_normalize_method", "linear_fit", "normalize", "linear_fit"),
+    ("stacking_weighting_method", "noise_fwhm", "weighting", "noise_variance"),  # documented fallback
+    ("stacking_weighting_method", "unity", "weighting", "none"),
+    ("stacking_final_combine_method", "average", "combine", "mean"),
+    ("stacking_final_combine_method", "MAX", "combine", "max"),
+    ("reject", "mad", "reject", "mad"),                                        # our own names
+])
+def test_method_aliases(key, value, field, expected):
+    assert getattr(StackConfig.from_dict({key: value}), field) == expected
+
+
+@pytest.mark.parametrize(("key", "value", "match"), [
+    ("stacking_rejection_algorithm", "sigma_kappa_magic",
+     r"`stacking_rejection_algorithm` must be one of \{'none', 'kappa_sigma', .*'minmax'\} \(aliases: .*\), "
+     r"got 'sigma_kappa_magic'"),
+    ("stacking_normalize_method", "ikss", r"`stacking_normalize_method` must be one of .*'multiplicative_scaling'"),
+    ("stacking_final_combine_method", 3, r"`stacking_final_combine_method` must be one of .*got 3"),
+    ("combine", "weighted", r"`combine` must be one of"),
+    ("apply_radial_weight", "maybe", r"`apply_radial_weight` must be true or false"),
+    ("stacking_kappa_low", -1, r"`kappa_low` must be finite and > 0"),
+])
+def test_bad_values_of_known_keys(key, value, match):
+    with pytest.raises(ValueError, match=match):
+        StackConfig.from_dict({key: value})
+
+
+def test_booleans_and_precedence():
+    c = StackConfig.from_dict({"apply_radial_weight": "true", "poststack_equalize_rgb": 0,
+                               "winsor_rewinsor": "on"})
+    assert (c.radial_weight, c.rgb_equalize, c.winsor_rewinsor) == (True, False, True)
+    # A field name wins over the ZeMosaic key for the same field.
+    c = StackConfig.from_dict({"stacking_kappa_low": 2.0, "kappa_low": 4.0,
+                               "stacking_rejection_algorithm": "winsorized_sigma_clip",
+                               "wsc_impl": "legacy_quantile", "reject": "gesd"})
+    assert (c.kappa_low, c.reject) == (4.0, "gesd")
+
+
+def test_not_a_mapping():
+    with pytest.raises(TypeError, match="`data` must be a mapping"):
+        StackConfig.from_dict([("reject", "mad")])
+
+
+CONFIGS = [
+    StackConfig(),
+    StackConfig.plain(),
+    StackConfig(reject="winsorized_quantile", winsor_limits=(0.1, 0.123456789), winsor_rewinsor=True),
+    StackConfig(normalize="multiplicative_scaling", reject="gesd", combine="sum", gesd_alpha=0.01,
+                gesd_outlier_fraction=0.2, radial_weight=True, radial_floor=0.0, rgb_equalize=True,
+                rgb_equalize_gain_clip=(0.9, 1.2), reference_frame=2, max_iters=7),
+    StackConfig(reject="minmax", minmax_low=0, minmax_high=2, combine="max", percentile_low=0.5),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("zemosaic", [False, True])
+def test_round_trip_through_json(config, zemosaic):
+    data = json.loads(json.dumps(config.to_dict(zemosaic=zemosaic)))
+    assert StackConfig.from_dict(data) == config
+
+
+def test_zemosaic_form_uses_zemosaic_keys():
+    d = StackConfig(reject="winsorized_quantile", radial_weight=True).to_dict(zemosaic=True)
+    assert d["stacking_rejection_algorithm"] == "winsorized_sigma_clip"
+    assert d["wsc_impl"] == "legacy_quantile"
+    assert d["stacking_winsor_limits"] == "0.05,0.05"
+    assert d["apply_radial_weight"] is True and "radial_weight" not in d and "reject" not in d
+    assert d["poststack_equalize_rgb"] is False and d["poststack_rgb_equalize_gain_clip"] == [0.95, 1.05]
+    assert d["min_survivors"] == 3  # fields ZeMosaic lacks keep their own names
+    assert StackConfig().to_dict(zemosaic=True)["wsc_impl"] == "pixinsight"
+    plain = StackConfig().to_dict()
+    assert set(plain) == set(StackConfig.field_names()) and plain["winsor_limits"] == [0.05, 0.05]
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("percentile_low", 0, r"`percentile_low` must be finite and > 0"),
+    ("percentile_high", "x", r"`percentile_high` must be a number"),
+    ("minmax_low", -1, r"`minmax_low` must be an integer >= 0"),
+    ("minmax_high", 1.5, r"`minmax_high` must be an integer >= 0"),
+    ("gesd_outlier_fraction", 1.0, r"`gesd_outlier_fraction` must be in \(0, 1\)"),
+    ("gesd_alpha", 0.5, r"`gesd_alpha` must be in \(0, 0.5\)"),
+    ("gesd_alpha", 0, r"`gesd_alpha` must be finite and > 0"),
+    ("radial_floor", 1.5, r"`radial_floor` must be in \[0, 1\]"),
+    ("rgb_equalize_gain_clip", (1.1, 1.2), r"`rgb_equalize_gain_clip` must satisfy 0 < low <= 1 <= high"),
+    ("rgb_equalize_gain_clip", "0.9,1.1", r"`rgb_equalize_gain_clip` must be a pair"),
+    ("rgb_equalize_bg_percentile", (85, 5), r"`rgb_equalize_bg_percentile` must satisfy 0 <= low < high <= 100"),
+    ("rgb_equalize_min_samples", -5, r"`rgb_equalize_min_samples` must be an integer >= 0"),
+    ("rgb_equalize_min_coverage", 2.0, r"`rgb_equalize_min_coverage` must be in \[0, 1\]"),
+    ("winsor_rewinsor", "yes", r"`winsor_rewinsor` must be True or False"),
+])
+def test_new_fields_are_validated(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        StackConfig(**{field: value})
+
+
+def test_new_defaults():
+    c = StackConfig()
+    assert (c.percentile_low, c.percentile_high, c.minmax_low, c.minmax_high) == (0.2, 0.1, 1, 1)
+    assert (c.gesd_outlier_fraction, c.gesd_alpha, c.winsor_rewinsor, c.radial_floor) == (0.3, 0.05, False, 0.05)
+    assert (c.rgb_equalize_gain_clip, c.rgb_equalize_bg_percentile) == ((0.95, 1.05), (5.0, 85.0))
+    assert (c.rgb_equalize_min_samples, c.rgb_equalize_min_coverage) == (5000, 0.01)
+    iters = {r: StackConfig(reject=r).effective_max_iters() for r in ("mad", "linear_fit_clip", "winsorized_quantile",
+                                                                      "percentile", "minmax")}
+    assert iters == {"mad": 5, "linear_fit_clip": 10, "winsorized_quantile": 5, "percentile": 1, "minmax": 1}

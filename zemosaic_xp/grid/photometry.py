@@ -258,8 +258,8 @@ def solve_photometry(images: Sequence[np.ndarray], valid: Sequence[np.ndarray], 
         unconnected.update(ch_info.pop("unconnected"))
         info["channels"].append(ch_info)
     info["pairs"] = pair_rows
-    info["pairs_used"] = int(sum(1 for ov in overlaps if ov.n_samples.min(initial=0) > 0))
-    info["pairs_dropped"] = [r["tiles"] for r, ov in zip(pair_rows, overlaps) if ov.n_samples.min(initial=0) == 0]
+    info["pairs_used"] = int(sum(1 for ov in overlaps if ov.n_samples.size and ov.n_samples.min() > 0))
+    info["pairs_dropped"] = [r["tiles"] for r, ov in zip(pair_rows, overlaps) if not (ov.n_samples.size and ov.n_samples.min() > 0)]
     info["unconnected_tiles"] = sorted(int(tile_ids[t]) for t in unconnected)
     resid = [abs(v) for r in pair_rows for v in r["residual"] if v is not None]
     info["max_abs_pair_residual"] = float(max(resid)) if resid else 0.0

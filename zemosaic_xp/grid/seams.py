@@ -4,7 +4,7 @@ Definition (what :func:`seam_steps` returns). A *boundary segment* is one side
 (``x-``, ``x+``, ``y-``, ``y+``: facing decreasing/increasing column/row) of one tile's
 valid region. For a tile ``T`` and its side facing −x (the other sides are the same
 after a rotation), a *line* is a mosaic row and a column ``c`` such that ``T`` is valid
-on the ``K = 4·band_px`` pixels ``[c, c + K)`` and, on ``[c − K, c)``, ``T`` is not valid
+and the mosaic finite on the ``K = 4·band_px`` pixels ``[c, c + K)`` and, on ``[c − K, c)``, ``T`` is not valid
 but the mosaic is finite (another tile covers it). On each line the profile of the
 2K pixels, at offsets ``p = −K + ½ … K − ½`` from the edge, is fitted by least squares
 with ``a + s·p + step·[p > 0]``: a local linear trend plus a step, so a sky gradient
@@ -63,7 +63,7 @@ def _left_steps(inside: np.ndarray, covered: np.ndarray, mosaic: np.ndarray, hal
     width = inside.shape[1]
     if width < 2 * half:
         return np.zeros((0, mosaic.shape[2]))
-    in_run = _run_sum(inside.astype(np.float64), half)         # [j, j+half) all inside
+    in_run = _run_sum((inside & covered).astype(np.float64), half)  # [j, j+half) inside, finite
     out_run = _run_sum((~inside & covered).astype(np.float64), half)
     # a line at column c: outside on [c − half, c), inside on [c, c + half)
     ok = (out_run[:, : width - 2 * half + 1] == half) & (in_run[:, half:] == half)

@@ -194,7 +194,7 @@ def assemble_mosaic(tiles: Sequence[TileImage], mosaic_shape: tuple[int, int], *
     Notes
     -----
     All tiles are held in RAM together with float64 accumulators of the canvas
-    (about ``(4·C + 2)·8`` bytes per mosaic pixel) and per-tile masks, distance maps and
+    (about ``(3·C + 2)·8`` bytes per mosaic pixel) and per-tile masks, distance maps and
     corrected copies. Overlap fits use at most 65 536 samples per overlap and channel.
     """
     images, weights, covs = _validate(tiles, mosaic_shape, reference_tile, feather_px)

@@ -99,27 +99,25 @@ def blend_tiles(boxes: Sequence[tuple[int, int, int, int]], images: Sequence[np.
 
     Notes
     -----
-    Accumulators are float64 on the host: ``(4·C + 2) · 8`` bytes per mosaic pixel on top
+    Accumulators are float64 on the host: ``(3·C + 2) · 8`` bytes per mosaic pixel on top
     of the tiles themselves.
     """
     height, width = mosaic_shape
     n_chan = images[0].shape[2]
     num = np.zeros((height, width, n_chan))
-    den = np.zeros((height, width, n_chan))
-    wnum = np.zeros((height, width, n_chan))
+    den = np.zeros((height, width, n_chan))  # Σ b, also the numerator of the weight output
     rden = np.zeros((height, width, n_chan))
     cnum = np.zeros((height, width))
     cden = np.zeros((height, width))
     for (y0, x0, h, w), img, wt, cov, ok, ramp in zip(boxes, images, weights, coverages, valid, ramps):
         win = (slice(y0, y0 + h), slice(x0, x0 + w))
-        r = np.where(ok, ramp[..., None], 0.0)
-        blend = r * np.where(ok, wt, 0.0)
-        num[win] += blend * np.where(ok, img, 0.0)
-        den[win] += blend
-        wnum[win] += r * np.where(ok, wt, 0.0)
+        r = np.where(ok, ramp[..., None].astype(np.float64), 0.0)
+        wr = r * np.where(ok, wt, 0.0)  # blend weight b = ramp × tile weight
+        num[win] += wr * np.where(ok, img, 0.0)
+        den[win] += wr
         rden[win] += r
         r2 = r.max(axis=2)
-        cnum[win] += r2 * np.nan_to_num(cov)
+        cnum[win] += r2 * np.nan_to_num(cov.astype(np.float64))
         cden[win] += r2
         progress()
     has = den > 0
@@ -127,7 +125,7 @@ def blend_tiles(boxes: Sequence[tuple[int, int, int, int]], images: Sequence[np.
     image[has] = (num[has] / den[has]).astype(np.float32)
     weight = np.zeros((height, width, n_chan), dtype=np.float32)
     has_r = rden > 0
-    weight[has_r] = (wnum[has_r] / rden[has_r]).astype(np.float32)
+    weight[has_r] = (den[has_r] / rden[has_r]).astype(np.float32)
     coverage = np.zeros((height, width), dtype=np.float32)
     has_c = cden > 0
     coverage[has_c] = (cnum[has_c] / cden[has_c]).astype(np.float32)

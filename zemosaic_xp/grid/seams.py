@@ -3,10 +3,10 @@
 Definition (what :func:`seam_steps` returns). A *boundary segment* is one side
 (``x-``, ``x+``, ``y-``, ``y+``: facing decreasing/increasing column/row) of one tile's
 valid region. For a tile ``T`` and its side facing −x (the other sides are the same
-after a rotation), a *line* is a mosaic row and a column ``c`` such that ``T`` is valid
-on the ``K = 4·band_px`` pixels ``[c, c + K)`` and, on ``[c − K, c)``, ``T`` is not valid
-but the mosaic is finite (another tile covers it). On each line the profile of the
-2K pixels, at offsets ``p = −K + ½ … K − ½`` from the edge, is fitted by least squares
+after a rotation), a *line* is a mosaic row and a column ``c`` such that, on the
+``K = 4·band_px`` pixels ``[c, c + K)``, ``T`` is valid and the mosaic finite and, on
+``[c − K, c)``, ``T`` is not valid but another tile is and the mosaic is finite. On
+each line the profile of the 2K pixels, at offsets ``p = −K + ½ … K − ½`` from the edge, is fitted by least squares
 with ``a + s·p + step·[p > 0]``: a local linear trend plus a step, so a sky gradient
 across the edge is not counted as a seam. ``step`` is a fixed linear combination of the
 profile (weights piecewise linear in ``p``, largest next to the edge); with white noise
@@ -63,7 +63,7 @@ def _left_steps(inside: np.ndarray, covered: np.ndarray, mosaic: np.ndarray, hal
     width = inside.shape[1]
     if width < 2 * half:
         return np.zeros((0, mosaic.shape[2]))
-    in_run = _run_sum(inside.astype(np.float64), half)         # [j, j+half) all inside
+    in_run = _run_sum((inside & covered).astype(np.float64), half)  # [j, j+half) inside, finite
     out_run = _run_sum((~inside & covered).astype(np.float64), half)
     # a line at column c: outside on [c − half, c), inside on [c, c + half)
     ok = (out_run[:, : width - 2 * half + 1] == half) & (in_run[:, half:] == half)
@@ -123,12 +123,19 @@ def seam_segments(mosaic: np.ndarray, tiles: Sequence[Any], *, band_px: int = 4,
         msg = f"`band_px` must be >= 1, got {band_px}"
         raise ValueError(msg)
     height, width = mosaic.shape[:2]
-    covered_all = np.isfinite(mosaic).all(axis=2)
     half = 4 * band_px
     pad = half
+    valids = [_tile_valid(tile) for tile in tiles]
+    n_tiles = np.zeros((height, width), dtype=np.int32)  # tiles valid at each mosaic pixel
+    for tile, valid in zip(tiles, valids):
+        y0, x0 = int(tile.y0), int(tile.x0)
+        ys = slice(max(y0, 0), min(y0 + valid.shape[0], height))
+        xs = slice(max(x0, 0), min(x0 + valid.shape[1], width))
+        n_tiles[ys, xs] += valid[ys.start - y0: ys.stop - y0, xs.start - x0: xs.stop - x0]
+    # outside a tile, "covered" means another tile is valid there and the mosaic is finite
+    covered_all = np.isfinite(mosaic).all(axis=2) & (n_tiles > 0)
     out = []
-    for tile in tiles:
-        valid = _tile_valid(tile)
+    for tile, valid in zip(tiles, valids):
         h, w = valid.shape
         y0, x0 = int(tile.y0), int(tile.x0)
         ya, yb = max(0, y0 - pad), min(height, y0 + h + pad)

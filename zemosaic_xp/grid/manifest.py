@@ -33,15 +33,15 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def tile_inputs_hash(grid: GlobalGrid, tile: TileSpec) -> str:
-    """Digest of what a tile is made from: its box on the canvas WCS and its frames
-    (path, size, modification time, WCS, exposure, patch box)."""
+def tile_inputs_hash(grid: GlobalGrid, tile: TileSpec, maps: Any = ()) -> str:
+    """Digest of what a tile is made from: its box on the canvas WCS, its frames
+    (path, size, modification time, WCS, exposure, patch box) and their normalisation ``maps``."""
     frames = []
     for index, box in zip(tile.frames, tile.patch_boxes):
         f = grid.frames[index]
         frames.append([f.path, f.size_bytes, f.mtime_ns, f.wcs_key, f.exposure, list(box)])
     return _digest({"canvas": grid.header_string(), "box": [tile.y0, tile.y1, tile.x0, tile.x1],
-                    "frames": frames})
+                    "frames": frames, "maps": list(maps)})
 
 
 def config_hash(config: GridConfig) -> str:

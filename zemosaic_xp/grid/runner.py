@@ -22,15 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import numpy as np
 from astropy.io import fits
 
 from .._version import __version__
+from ..backends import select_backend
 from ..telemetry import ResourceTelemetryController
 from ..telemetry.csvlog import DEFAULT_CSV_NAME
 from .config import GridConfig
 from .geometry import GlobalGrid, build_global_grid
 from .gpu import release_breaker, resolve_gpu_backend
 from .manifest import TileManifest, config_hash, tile_inputs_hash
+from .normalise import FrameNormalisation, normalise_frames
 from .plan import load_stack_plan, split_by_mount
 from .progress import GridProgress
 from .scheduler import TileScheduler
@@ -107,6 +110,7 @@ class _Group:
     out_dir: Path
     grid: GlobalGrid
     result: GridResult
+    norm: FrameNormalisation | None = None
 
 
 def _cpu_count() -> int:
@@ -181,6 +185,34 @@ def _setup(input_folder: Path, out: Path, cfg: GridConfig, progress: GridProgres
     return groups
 
 
+def _frame_ref(group: _Group, index: int) -> FrameRef:
+    frame = group.grid.frames[index]
+    norm = group.norm
+    if norm is None:
+        return FrameRef(index, frame.path, frame.exposure)
+    return FrameRef(index, frame.path, frame.exposure, tuple(float(v) for v in norm.gains[index]),
+                    tuple(float(v) for v in norm.offsets[index]))
+
+
+def _tile_maps(group: _Group, tile: Any) -> list:
+    """The normalisation maps of a tile's frames (part of what its pixels depend on)."""
+    if group.norm is None:
+        return []
+    return [[np.float32(group.norm.gains[i]).tolist(), np.float32(group.norm.offsets[i]).tolist()]
+            for i in tile.frames]
+
+
+def _normalise_groups(groups: list[_Group], cfg: GridConfig, scheduler: TileScheduler,
+                      progress: GridProgress) -> None:
+    xp = select_backend("numpy").xp
+    for group in groups:
+        t0 = time.perf_counter()
+        group.norm = normalise_frames(group.grid, cfg.stack, xp=xp, mapper=scheduler.map)
+        if cfg.stack.normalize != "none":
+            progress.message("[GRID] frames normalised (%s, %d pairs) in %.1f s", cfg.stack.normalize,
+                             group.norm.info["pairs"], time.perf_counter() - t0)
+
+
 def _tasks(group: _Group, cfg: GridConfig, manifest: TileManifest, cfg_hash: str, run_id: str, use_gpu: bool,
            progress: GridProgress) -> tuple[list[TileTask], dict[int, str]]:
     grid = group.grid
@@ -188,14 +220,14 @@ def _tasks(group: _Group, cfg: GridConfig, manifest: TileManifest, cfg_hash: str
     tasks, hashes = [], {}
     level = logging.getLogger("zemosaic_xp").getEffectiveLevel()
     for tile in grid.tiles:
-        inputs = tile_inputs_hash(grid, tile)
+        inputs = tile_inputs_hash(grid, tile, _tile_maps(group, tile))
         hashes[tile.tile_id] = inputs
         if manifest.is_done(tile.tile_id, inputs, cfg_hash):
             group.result.tiles_skipped += 1
             progress.tile_finished(measured=False)
             continue
         manifest.forget(tile.tile_id)
-        frames = tuple(FrameRef(i, grid.frames[i].path, grid.frames[i].exposure) for i in tile.frames)
+        frames = tuple(_frame_ref(group, i) for i in tile.frames)
         tasks.append(TileTask(tile, header, frames, grid.channels, cfg, str(group.out_dir / "tiles"), run_id,
                               use_gpu, 1, os.getpid(), level))
     if group.result.tiles_skipped:
@@ -372,6 +404,7 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
         with TileScheduler(workers=workers, executor=executor, cancel=cancel, emit=progress.message) as scheduler:
             scheduler.start()  # worker start-up overlaps the setup below
             groups = _setup(Path(input_folder), out, cfg, progress)
+            _normalise_groups(groups, cfg, scheduler, progress)
             progress.set_totals(sum(len(g.grid.tiles) for g in groups))
             progress.advance(1, stage="GRID: setup", force=True)
             progress.set_phase(1)

@@ -111,6 +111,25 @@ class TileScheduler:
         for _ in range(self.workers):
             self._pool.submit(warm_up)
 
+    def map(self, fn: Callable[..., Any], *iterables: Any) -> list[Any]:
+        """``list(map(fn, *iterables))`` on the workers when there are any, else here.
+
+        For small per-frame jobs before the tiles (the survey normalisation); a broken
+        pool falls back to this process.
+        """
+        pool = self.executor if self.executor is not None else self._pool
+        if pool is None:
+            return list(map(fn, *iterables))
+        items = [tuple(args) for args in zip(*iterables)]
+        try:
+            return list(pool.map(fn, *zip(*items))) if items else []
+        except (BrokenExecutor, RuntimeError) as exc:
+            logger.warning("[GRID] workers unavailable for %s (%s); running it here", fn.__name__,
+                           type(exc).__name__)
+            if self.executor is None:
+                self.close()
+            return [fn(*args) for args in items]
+
     def close(self) -> None:
         """Shut the own pool down (idempotent)."""
         pool, self._pool = self._pool, None

@@ -10,7 +10,6 @@ memory-mapped scratch file in the output folder, removed when the tile is done.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -143,48 +142,6 @@ class PatchStore:
             values[a - r0:b - r0, px0:px1, :, j] = patch[a - py0:b - py0]
             weights[a - r0:b - r0, px0:px1, 0, j] = weight[a - py0:b - py0]
         return values, weights
-
-    def block_samples(self, frames: Sequence[int], block_px: int, max_samples: int) -> np.ndarray:
-        """Means of ``block_px × block_px`` blocks of the tile for each frame, ``(N, C, M)``, float32.
-
-        The same tile blocks for every frame (a regular stride over the block grid when
-        there are more than ``max_samples``), NaN where a frame does not cover the whole
-        block, so frames can be compared block by block on their common part. Averaging
-        makes the statistics blind to the pixel noise, whose amplitude the bilinear
-        reprojection changes from frame to frame with the sub-pixel phase.
-        """
-        height, width = self.tile_shape
-        k = max(1, int(block_px))
-        by, bx = height // k, width // k
-        total = by * bx
-        step = 1 if max_samples <= 0 else max(1, math.ceil(total / max_samples))
-        flat = np.arange(0, total, step)
-        out = np.full((len(frames), self.channels, flat.size), np.nan, dtype=np.float32)
-        if total == 0:
-            return out
-        for j, k_frame in enumerate(frames):
-            means = self._block_means(k_frame, k, by, bx)
-            if means is not None:
-                out[j] = means.reshape(self.channels, total)[:, flat]
-        return out
-
-    def _block_means(self, k_frame: int, k: int, by: int, bx: int) -> np.ndarray | None:
-        """``(C, by, bx)`` block means of one frame on the tile's block grid (NaN = not fully covered)."""
-        py0, py1, px0, px1 = self.boxes[k_frame]
-        b0y, b1y = -(-py0 // k), min(by, py1 // k)  # blocks wholly inside the patch box
-        b0x, b1x = -(-px0 // k), min(bx, px1 // k)
-        if b0y >= b1y or b0x >= b1x:
-            return None
-        patch, weight = self.get(k_frame)
-        ys, xs = b0y * k - py0, b0x * k - px0
-        ny, nx = b1y - b0y, b1x - b0x
-        vals = np.asarray(patch[ys:ys + ny * k, xs:xs + nx * k], dtype=np.float64)
-        ok = np.asarray(weight[ys:ys + ny * k, xs:xs + nx * k]) > 0
-        vals = np.where(ok[..., None], vals, np.nan)
-        blocks = vals.reshape(ny, k, nx, k, self.channels).mean(axis=(1, 3))  # NaN if any pixel is missing
-        out = np.full((self.channels, by, bx), np.nan, dtype=np.float32)
-        out[:, b0y:b1y, b0x:b1x] = np.moveaxis(blocks, -1, 0)
-        return out
 
     def has_data(self, k: int) -> bool:
         """True when frame ``k`` contributes at least one pixel with weight > 0."""

@@ -3,7 +3,8 @@
 1. Each frame touching the tile is read, reprojected onto its patch box
    (:func:`~.reproject_tile.reproject_patch`) and kept in a :class:`~.store.PatchStore`
    (RAM, or a memory-mapped scratch file past ``stack_chunk_budget_mb``).
-2. One sub-sample of the tile gives the frame plan (:func:`~.tile_plan.plan_tile_frames`).
+2. The frame plan (:func:`~.tile_plan.plan_tile_frames`): the survey's normalisation
+   of each frame (:mod:`.normalise`), quality weights from the frames' noise, exposures.
 3. Row bands of the whole tile — every frame, all columns — go through
    :func:`~zemosaic_xp.core.stack.stack_band` (GPU or CPU, see :mod:`.gpu`) and
    :func:`~zemosaic_xp.core.stack.assemble`. Rejection therefore always sees every
@@ -38,7 +39,7 @@ from .geometry import TileSpec, frame_wcs, tile_wcs
 from .gpu import BandStacker, GpuBreaker
 from .reproject_tile import reproject_patch
 from .store import PatchStore
-from .tile_plan import NORM_BLOCK_PX, frame_noise_samples, plan_tile_frames
+from .tile_plan import frame_noise_samples, plan_tile_frames
 
 __all__ = ["FrameRef", "TileProduct", "stack_tile", "write_tile", "read_tile", "tile_filename"]
 
@@ -52,11 +53,22 @@ _NOISE_SAMPLES = 16384
 
 @dataclass(frozen=True)
 class FrameRef:
-    """What a worker needs to read one frame itself: its path and exposure."""
+    """What a worker needs to read one frame itself, and the survey's normalisation of it.
+
+    ``gain`` / ``offset`` hold one value per channel (empty = identity).
+    """
 
     index: int
     path: str
     exposure: float = 1.0
+    gain: tuple[float, ...] = ()
+    offset: tuple[float, ...] = ()
+
+    def maps(self, channels: int) -> tuple[np.ndarray, np.ndarray]:
+        """(gain, offset) as ``(C,)`` arrays."""
+        gain = np.asarray(self.gain or (1.0,) * channels, dtype=np.float64)
+        offset = np.asarray(self.offset or (0.0,) * channels, dtype=np.float64)
+        return gain, offset
 
 
 @dataclass
@@ -216,10 +228,11 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
             msg = f"no frame has data on tile {tile.tile_id} (its {len(frames)} frame(s) reproject to nothing)"
             raise ValueError(msg)
         xp = _cpu_xp()
-        samples = store.block_samples(active, NORM_BLOCK_PX, max_samples)
         exposures = np.asarray([frames[k].exposure for k in active], dtype=np.float32)
-        plan = plan_tile_frames(samples, noise, exposures, config.stack, xp=xp)
-        del samples, noise
+        maps = [frames[k].maps(channels) for k in active]
+        plan = plan_tile_frames(np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps]), noise, exposures,
+                                config.stack, xp=xp)
+        del noise
         band_rows = rows_per_band(len(active), width, channels, budget, config.stack, height=height)
         stacker = BandStacker(config.stack, plan, cpu_xp=xp, gpu=gpu, breaker=breaker, tile_id=tile.tile_id)
         bands = _stack_bands(store, active, stacker, band_rows, height)

@@ -225,7 +225,7 @@ def _make_tile(task: TileTask) -> tuple[str, dict]:
 def _summary(stats: dict) -> dict:
     keys = ("n_frames", "rejected_pct", "rejected_low_fraction", "rejected_high_fraction", "valid_samples",
             "iterations", "n_bands", "band_rows", "spilled", "patch_store_mb", "gpu_bands", "cpu_bands",
-            "gpu_fallbacks", "time_reproject_sec", "time_total_sec", "normalize_pairs", "normalize_fallback")
+            "gpu_fallbacks", "time_reproject_sec", "time_total_sec")
     return {k: stats[k] for k in keys if k in stats}
 
 

@@ -1,0 +1,69 @@
+"""Survey-wide frame normalisation: known gains and offsets recovered from overlaps only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from zemosaic_xp import StackConfig
+from zemosaic_xp.backends import select_backend
+from zemosaic_xp.grid.geometry import build_global_grid
+from zemosaic_xp.grid.normalise import normalise_frames
+from zemosaic_xp.grid.plan import load_stack_plan
+from zemosaic_xp.synthetic import make_survey
+
+from .frames_util import write_frames
+
+XP = select_backend("numpy").xp
+
+
+def _grid(folder):
+    return build_global_grid(load_stack_plan(folder).entries, grid_size_factor=1.0, overlap_fraction=0.2)
+
+
+@pytest.fixture(scope="module")
+def survey(tmp_path_factory):
+    return make_survey(tmp_path_factory.mktemp("survey"), n_frames=12, frame_shape=(128, 128), gain_spread=0.15,
+                       offset_spread=60.0, gradient=800.0, seed=4)
+
+
+def _survey_maps(survey, grid):
+    index = {str(p.resolve()): i for i, p in enumerate(survey.frame_paths)}
+    order = [index[f.path] for f in grid.frames]
+    return survey.gains[order].astype(float), survey.offsets[order].astype(float)
+
+
+def test_linear_fit_recovers_gains_and_offsets_from_overlaps(survey):
+    grid = _grid(survey.folder)
+    norm = normalise_frames(grid, StackConfig(), xp=XP)
+    g, o = _survey_maps(survey, grid)
+    ref = norm.reference
+    assert norm.info["pairs"] >= len(grid.frames) and norm.info["unlinked"] == []
+    assert norm.gains[ref, 0] == 1.0 and norm.offsets[ref, 0] == 0.0
+    # frame k holds g_k·sky + o_k; mapped onto the reference it must read g_ref·sky + o_ref
+    np.testing.assert_allclose(norm.gains[:, 0], g[ref] / g, rtol=0.03)  # one frame has a satellite trail
+    for sky in (survey.sky_level - 300.0, survey.sky_level, survey.sky_level + 300.0):
+        mapped = norm.gains[:, 0] * (g * sky + o) + norm.offsets[:, 0]
+        assert np.abs(mapped - (g[ref] * sky + o[ref])).max() < 0.5 * survey.noise_sigma
+
+
+def test_normalisation_none_reads_nothing(tmp_path):
+    write_frames(tmp_path, n=3, shape=(32, 32), rows=1)
+    grid = _grid(tmp_path)
+    calls = []
+    norm = normalise_frames(grid, StackConfig(normalize="none"), xp=XP, mapper=lambda *a: calls.append(a))
+    assert calls == [] and np.all(norm.gains == 1) and np.all(norm.offsets == 0)
+
+
+def test_multiplicative_methods_keep_offsets_at_zero(survey):
+    grid = _grid(survey.folder)
+    norm = normalise_frames(grid, StackConfig(normalize="multiplicative"), xp=XP)
+    assert np.all(norm.offsets == 0) and not np.all(norm.gains == 1)
+
+
+def test_frames_without_overlap_keep_the_identity(tmp_path):
+    # two frames far apart: nothing to compare, so nothing is changed
+    write_frames(tmp_path, n=2, shape=(32, 32), rows=1, step_deg=0.05, gains=[1.0, 1.5])
+    grid = _grid(tmp_path)
+    norm = normalise_frames(grid, StackConfig(), xp=XP)
+    assert sorted(norm.info["unlinked"]) == [0, 1] and np.all(norm.gains == 1) and np.all(norm.offsets == 0)

@@ -1,0 +1,339 @@
+"""Survey-wide frame normalisation: one gain and offset per frame and channel, for every tile.
+
+Normalising the frames of each tile on their own would give every tile its own
+errors: a frame's offset would be estimated slightly differently in two neighbouring
+tiles and the mosaic would show steps where the tiles meet. So the frames are
+normalised once, for the whole survey, before any tile is stacked, and every tile
+applies the same maps.
+
+1. **Samples.** A regular stride over the global canvas fixes sample positions; each
+   frame is interpolated (bilinear, as the reprojection does) at the positions inside
+   its footprint (ALPHA = 0 and NaN excluded). Frames sampled at the same position see
+   the same sky.
+2. **Pairs.** Each frame is fitted against the frames sharing most positions with it,
+   with the core's own method (``config.normalize`` through
+   :func:`~zemosaic_xp.core.normalize.normalization`) on their common positions only:
+   matching percentiles of *different* sky would bias every gain where the sky is not
+   uniform.
+3. **Global solve.** The pairwise gains are solved together (robust, Huber-reweighted
+   least squares on log-gains) onto the frame with the most overlap, so the error of one
+   pair is averaged with all the others; then, when the method has an additive part, the
+   offsets from the paired differences of the gain-corrected samples (see :func:`_solve`).
+
+The result does not depend on tiles, bands or workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from ..core.config import StackConfig
+from ..core.framestats import FrameSamples
+from ..core.normalize import normalization
+from .geometry import GlobalGrid
+
+__all__ = ["FrameNormalisation", "normalise_frames", "sample_frame", "MIN_PAIR_SAMPLES"]
+
+logger = logging.getLogger(__name__)
+
+#: Fewest common positions for a pairwise fit.
+MIN_PAIR_SAMPLES = 64
+_MAX_PARTNERS = 6
+_PAIR_CLIP_ROUNDS = 3
+_PAIR_CLIP_SIGMA = 5.0
+_IRLS_ITERATIONS = 4
+_HUBER_K = 1.345
+# Positions per frame: enough for percentiles to ~1e-3 of the span; the parent holds
+# them all (C + 2 numbers each), so very large surveys get fewer per frame.
+_SAMPLES_PER_FRAME = 32768
+_SAMPLE_MEMORY_BYTES = 256 * 2**20
+
+
+@dataclass
+class FrameNormalisation:
+    """Gain and offset of every frame onto the survey reference: ``x' = gain·x + offset``.
+
+    Attributes
+    ----------
+    gains, offsets : ndarray, shape (N, C), float64
+    reference : int
+        Frame index with gain 1 and offset 0.
+    info : dict
+        ``pairs`` fitted, ``unlinked`` frames (no usable overlap: identity), samples.
+    """
+
+    gains: np.ndarray
+    offsets: np.ndarray
+    reference: int
+    info: dict = field(default_factory=dict)
+
+
+def _sample_step(grid: GlobalGrid, per_frame: int) -> int:
+    area = float(np.median([f.shape[0] * f.shape[1] * (f.pixel_scale_deg / grid.pixel_scale_deg) ** 2
+                            for f in grid.frames]))
+    return max(1, math.ceil(area / max(1, per_frame)))
+
+
+def _positions_in(footprint: tuple[float, float, float, float], width: int, height: int, step: int) -> np.ndarray:
+    """Flat canvas indices (multiples of ``step``) inside a footprint's bounding box."""
+    xmin, xmax, ymin, ymax = footprint
+    x0, x1 = max(0, math.floor(xmin + 0.5)), min(width, math.floor(xmax + 0.5) + 1)
+    y0, y1 = max(0, math.floor(ymin + 0.5)), min(height, math.floor(ymax + 0.5) + 1)
+    if x0 >= x1 or y0 >= y1:
+        return np.zeros(0, dtype=np.int64)
+    rows = np.arange(y0, y1, dtype=np.int64)[:, None] * width
+    flat = (rows + np.arange(x0, x1, dtype=np.int64)[None, :]).ravel()
+    return flat[flat % step == 0]
+
+
+def sample_frame(path: str, canvas_header: str, positions: np.ndarray, width: int) -> np.ndarray:
+    """Bilinear values of one frame at flat canvas ``positions``: ``(C, M)``, NaN where invalid.
+
+    Runs anywhere (worker processes too): reads the frame and its WCS itself.
+    """
+    from scipy.ndimage import map_coordinates
+
+    from ..io.fits import read_frame
+    from .geometry import frame_wcs
+
+    frame = read_frame(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        canvas = WCS(fits.Header.fromstring(canvas_header))
+        fw = frame_wcs(frame.header, path)
+        ys, xs = np.divmod(positions, width)
+        fx, fy = fw.world_to_pixel_values(*canvas.pixel_to_world_values(xs.astype(np.float64),
+                                                                        ys.astype(np.float64)))
+    coords = np.vstack([np.asarray(fy), np.asarray(fx)])
+    out = np.empty((frame.data.shape[2], positions.size), dtype=np.float32)
+    for c in range(frame.data.shape[2]):
+        out[c] = map_coordinates(frame.data[..., c], coords, order=1, mode="constant", cval=np.nan)
+    if frame.alpha is not None:
+        alpha = map_coordinates(frame.alpha, coords, order=1, mode="constant", cval=0.0)
+        out[:, ~(alpha > 0)] = np.nan
+    return out
+
+
+def _pair_map(vi: np.ndarray, vj: np.ndarray, config: StackConfig, xp: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Gain and offset ``(C,)`` mapping frame j's samples onto frame i's (same positions).
+
+    The core's method is fitted, then refitted without the positions whose paired
+    residual ``x_i − (g·x_j + o)`` is beyond 5σ (MAD) in any channel: a satellite trail
+    or a cosmic ray in one frame of the pair would otherwise shift its percentiles.
+    """
+    keep = np.ones(vi.shape[1], dtype=bool)
+    gain = offset = None
+    for _ in range(_PAIR_CLIP_ROUNDS):
+        stats = FrameSamples(xp.asarray(np.ascontiguousarray(np.stack([vi[:, keep], vj[:, keep]]))), xp=xp)
+        g, o = normalization(stats, config.replace(reference_frame=0))
+        gain, offset = np.asarray(g)[1].astype(np.float64), np.asarray(o)[1].astype(np.float64)
+        resid = vi - (gain[:, None] * vj + offset[:, None])
+        centre = np.median(resid[:, keep], axis=1, keepdims=True)
+        scale = 1.4826 * np.median(np.abs(resid[:, keep] - centre), axis=1, keepdims=True) + 1e-12
+        new = np.all(np.abs(resid - centre) <= _PAIR_CLIP_SIGMA * scale, axis=0)
+        if np.array_equal(new, keep) or new.sum() < MIN_PAIR_SAMPLES:
+            break
+        keep = new
+    return gain, offset
+
+
+def _candidate_pairs(grid: GlobalGrid) -> list[tuple[int, int]]:
+    boxes = np.asarray([f.footprint for f in grid.frames])
+    xmin, xmax, ymin, ymax = boxes.T
+    hit = (xmin[:, None] < xmax[None, :]) & (xmin[None, :] < xmax[:, None]) & \
+          (ymin[:, None] < ymax[None, :]) & (ymin[None, :] < ymax[:, None])
+    i, j = np.nonzero(np.triu(hit, k=1))
+    return list(zip(i.tolist(), j.tolist()))
+
+
+def _common(samples: list[tuple[np.ndarray, np.ndarray]], i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+    (pi, vi), (pj, vj) = samples[i], samples[j]
+    _, ai, aj = np.intersect1d(pi, pj, assume_unique=True, return_indices=True)
+    a, b = vi[:, ai], vj[:, aj]
+    ok = np.all(np.isfinite(a), axis=0) & np.all(np.isfinite(b), axis=0)
+    return a[:, ok], b[:, ok]
+
+
+def _select_pairs(counts: dict[tuple[int, int], int], n: int) -> list[tuple[int, int]]:
+    """Each frame's ``_MAX_PARTNERS`` largest overlaps, plus a maximum spanning forest."""
+    chosen: set[tuple[int, int]] = set()
+    partners: dict[int, list[tuple[int, tuple[int, int]]]] = {k: [] for k in range(n)}
+    for pair, cnt in counts.items():
+        partners[pair[0]].append((cnt, pair))
+        partners[pair[1]].append((cnt, pair))
+    for k in range(n):
+        chosen.update(p for _, p in sorted(partners[k], key=lambda t: (-t[0], t[1]))[:_MAX_PARTNERS])
+    parent = list(range(n))
+
+    def root(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for pair, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):  # Kruskal, largest first
+        ra, rb = root(pair[0]), root(pair[1])
+        if ra != rb:
+            parent[ra] = rb
+            chosen.add(pair)
+    return sorted(chosen)
+
+
+def _irls(design: Any, rhs: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Sparse weighted least squares with Huber re-weighting (bad pairs do not pull the fit)."""
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import lsqr
+
+    w = weight.copy()
+    sol = np.zeros(design.shape[1])
+    for _ in range(_IRLS_ITERATIONS):
+        sw = np.sqrt(w)
+        sol = lsqr(sp.diags(sw) @ design, rhs * sw, atol=1e-12, btol=1e-12, iter_lim=20000)[0]
+        resid = rhs - design @ sol
+        scale = 1.4826 * float(np.median(np.abs(resid))) + 1e-12
+        r = np.abs(resid) / (_HUBER_K * scale)
+        w = weight * np.where(r <= 1.0, 1.0, 1.0 / np.maximum(r, 1e-12))
+    return sol
+
+
+def _components(n: int, pairs: Sequence[tuple[int, int]]) -> np.ndarray:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    rows = [p[0] for p in pairs]
+    cols = [p[1] for p in pairs]
+    graph = coo_matrix((np.ones(len(pairs)), (rows, cols)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def _design(n: int, pairs: list[tuple[int, int]], refs: dict[int, int], labels: np.ndarray) -> tuple[Any, list]:
+    """Sparse incidence rows ``+1`` at j, ``−1`` at i, over the frames that are not references."""
+    import scipy.sparse as sp
+
+    fixed = set(refs.values())
+    unknown = [k for k in range(n) if k not in fixed and labels[k] in refs]
+    col = {k: c for c, k in enumerate(unknown)}
+    rows, cols, vals = [], [], []
+    for r, (i, j) in enumerate(pairs):
+        for k, sign in ((j, 1.0), (i, -1.0)):
+            if k in col:
+                rows.append(r)
+                cols.append(col[k])
+                vals.append(sign)
+    return sp.csr_matrix((vals, (rows, cols)), shape=(len(pairs), len(unknown))), unknown
+
+
+def _clipped_mean(d: np.ndarray) -> float:
+    """3σ-clipped mean (median start, MAD scale) of paired differences: stars and hits drop out."""
+    keep = np.ones(d.size, dtype=bool)
+    for _ in range(5):
+        centre = float(np.median(d[keep]))
+        scale = 1.4826 * float(np.median(np.abs(d[keep] - centre))) + 1e-12
+        new = np.abs(d - centre) <= 3.0 * scale
+        if np.array_equal(new, keep):
+            break
+        keep = new
+    return float(np.mean(d[keep]))
+
+
+def _solve(n: int, channels: int, pairs: list[tuple[int, int]], maps: dict, counts: dict,
+           refs: dict[int, int], labels: np.ndarray,
+           samples: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Gains and offsets of all frames; each connected group's reference is fixed.
+
+    Gains: ``log g_j − log g_i = log g_ij`` from the pairwise fits of the core's method.
+    Offsets (when the method has any): with the gains applied, ``o_j − o_i`` is the
+    clipped mean of the paired differences ``g_i·x_i − g_j·x_j`` over the pair's common
+    positions. Differencing position by position cancels the sky, so the offsets are
+    known to the noise / √M — what the background of a mosaic needs — whereas the
+    pair's own offset ``o_ij`` also carries its gain error times the sky level.
+    """
+    gain = np.ones((n, channels))
+    offset = np.zeros((n, channels))
+    design, unknown = _design(n, pairs, refs, labels)
+    if not unknown or not pairs:
+        return gain, offset
+    weight = np.asarray([float(counts[p]) for p in pairs])
+    for ch in range(channels):
+        log_g = np.log(np.asarray([maps[p][0][ch] for p in pairs]))
+        gain[unknown, ch] = np.exp(_irls(design, log_g, weight))
+    if all(np.all(maps[p][1] == 0) for p in pairs):  # a purely multiplicative method: no offsets
+        return gain, offset
+    diffs = np.zeros((len(pairs), channels))
+    for r, (i, j) in enumerate(pairs):
+        a, b = _common(samples, i, j)
+        for ch in range(channels):
+            diffs[r, ch] = _clipped_mean(gain[i, ch] * a[ch].astype(np.float64) - gain[j, ch] * b[ch])
+    for ch in range(channels):
+        offset[unknown, ch] = _irls(design, diffs[:, ch], weight)
+    return gain, offset
+
+
+def normalise_frames(grid: GlobalGrid, config: StackConfig, *, xp: Any,
+                     mapper: Callable[..., Any] = map) -> FrameNormalisation:
+    """Gain and offset of every frame of ``grid`` onto one reference, from their overlaps.
+
+    Parameters
+    ----------
+    grid : GlobalGrid
+    config : StackConfig
+        ``normalize`` names the core method fitted on each overlapping pair; "none"
+        gives the identity without reading any frame.
+    xp : namespace
+        The host array namespace.
+    mapper : callable
+        ``map``-like, used to sample the frames (an executor's ``map`` runs it in
+        parallel).
+
+    Returns
+    -------
+    FrameNormalisation
+    """
+    n, channels = len(grid.frames), grid.channels
+    identity = FrameNormalisation(np.ones((n, channels)), np.zeros((n, channels)), 0,
+                                  {"method": config.normalize, "pairs": 0, "unlinked": []})
+    if config.normalize == "none" or n == 1:
+        return identity
+    per_frame = min(config.frame_stats_samples or _SAMPLES_PER_FRAME, _SAMPLES_PER_FRAME,
+                    max(2048, _SAMPLE_MEMORY_BYTES // (n * (channels + 2) * 4)))
+    step = _sample_step(grid, per_frame)
+    height, width = grid.shape
+    positions = [_positions_in(f.footprint, width, height, step) for f in grid.frames]
+    header = grid.header_string()
+    values = list(mapper(sample_frame, [f.path for f in grid.frames], [header] * n, positions, [width] * n))
+    samples = list(zip(positions, values))
+    counts = {}
+    for i, j in _candidate_pairs(grid):
+        a, _ = _common(samples, i, j)
+        if a.shape[1] >= MIN_PAIR_SAMPLES:
+            counts[(i, j)] = a.shape[1]
+    maps = {}
+    for pair in _select_pairs(counts, n):
+        maps[pair] = _pair_map(*_common(samples, *pair), config, xp)
+    pairs = [p for p in maps if np.all(maps[p][0] > 0)]  # a degenerate fit carries no gain
+    labels = _components(n, pairs)
+    shared = np.zeros(n)
+    for (i, j) in pairs:
+        shared[i] += counts[(i, j)]
+        shared[j] += counts[(i, j)]
+    refs = {}
+    for label in np.unique(labels):
+        members = np.nonzero(labels == label)[0]
+        refs[int(label)] = int(members[np.argmax(shared[members])])
+    gains, offsets = _solve(n, channels, pairs, maps, counts, refs, labels, samples)
+    reference = max(refs.values(), key=lambda k: (shared[k], -k))
+    unlinked = [int(k) for k in range(n) if np.sum(labels == labels[k]) == 1]
+    info = {"method": config.normalize, "pairs": len(pairs), "components": len(refs), "unlinked": unlinked,
+            "samples_per_frame": per_frame, "sample_step": step}
+    logger.info("[GRID] frame normalisation (%s): %d frames, %d overlapping pairs, %d group(s)%s",
+                config.normalize, n, len(pairs), len(refs),
+                f", {len(unlinked)} frame(s) without overlap kept as is" if unlinked else "")
+    return FrameNormalisation(gains, offsets, reference, info)

@@ -8,6 +8,17 @@ from ._version import __version__
 from .core.config import StackConfig
 from .core.stack import StackResult
 from .stacking import stack
+from .classic import GpuPolicy, MasterTileResult, stack_master_tile, write_master_tile
 from . import synthetic
 
-__all__ = ["stack", "StackConfig", "StackResult", "synthetic", "__version__"]
+__all__ = [
+    "stack",
+    "StackConfig",
+    "StackResult",
+    "stack_master_tile",
+    "MasterTileResult",
+    "write_master_tile",
+    "GpuPolicy",
+    "synthetic",
+    "__version__",
+]

@@ -222,22 +222,22 @@ def test_input_errors_are_not_gpu_failures(tmp_path, frames, monkeypatch):
     # once, not be retried on the GPU and count towards disabling it.
     import os
 
-    from zemosaic_xp.classic import master_tile
+    from zemosaic_xp.classic import sources
 
     from .helpers import write_frames
 
     paths = write_frames(tmp_path, frames)
-    real = master_tile.read_band
+    real = sources.read_band
 
     def vanishing(sources, r0, r1, *, alpha):
         if r0 > 0 and os.path.exists(paths[1]):
             os.remove(paths[1])
         return real(sources, r0, r1, alpha=alpha)
 
-    monkeypatch.setattr(master_tile, "read_band", vanishing)
+    monkeypatch.setattr(sources, "read_band", vanishing)
     policy = FaultInjector([]).policy("auto")
     with pytest.raises(FileNotFoundError, match="f0001.fits"):
-        _tile(paths, policy)
+        stack_master_tile(paths, gpu_policy=policy, memory_budget_bytes=20_000)  # 3-row read blocks
     assert policy.failures == 0 and policy.attempts == 1 and not policy.hard_disabled
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from zemosaic_xp import StackConfig
-from zemosaic_xp.classic.scan import ChunkedFrameSamples, scan_frames
+from zemosaic_xp.classic.scan import ChunkedFrameSamples, plan_scan, scan_frames
 from zemosaic_xp.classic.sources import open_sources
 from zemosaic_xp.core.frames import FrameStack
 from zemosaic_xp.core.framestats import FrameSamples
@@ -97,3 +97,21 @@ def test_flags_and_exposure(tmp_path, rgb_frames):
                        progress_callback=_noop)
     assert scan.has_data and not scan.has_nonzero and scan.exposure_total_sec is None
     scan.close()
+
+
+@pytest.mark.parametrize("config", [StackConfig(), StackConfig(normalize="sky_mean", weighting="none")],
+                         ids=["linear_fit+noise", "sky_mean"])
+def test_plan_of_a_spilled_scan_takes_one_pass_and_equals_in_memory(rgb_frames, config):
+    sources = open_sources(list(rgb_frames))
+    whole = scan_frames(sources, stats_samples=150, budget_bytes=10**9, progress_callback=_noop)
+    spilled = scan_frames(sources, stats_samples=150, budget_bytes=3 * 150 * 4 * 16 * 3,
+                          progress_callback=_noop)
+    passes = []
+    compute = spilled.stats._compute
+    spilled.stats._compute = lambda keys: passes.append(keys) or compute(keys)
+    assert plan_scan(spilled, config).stats == plan_frames(whole.stats, config).stats
+    assert len(passes) == 1  # every statistic of the plan in a single pass over the chunks
+    expected = {"linear_fit+noise": {"quantile", "clipped_std"}, "sky_mean": {"luminance_quantile"}}
+    assert {key[0] for key in passes[0]} == expected["sky_mean" if config.normalize == "sky_mean" else "linear_fit+noise"]
+    whole.close()
+    spilled.close()

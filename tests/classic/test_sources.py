@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from zemosaic_xp.classic.sources import ArraySource, FitsSource, open_sources, read_band
+from zemosaic_xp.classic.sources import ArraySource, BandReader, FitsSource, open_sources, read_band
 from zemosaic_xp.io import FitsFrameSource, FitsReadError
 
 from .helpers import write_frame
@@ -119,3 +119,17 @@ def test_read_band_puts_frames_last_and_alpha_weights(tmp_path, rgb):
 def test_single_stack_array_is_split_into_frames(rgb):
     sources = open_sources(np.stack([rgb, rgb]))
     assert len(sources) == 2 and sources[1].name == "inputs[1]"
+
+
+@pytest.mark.parametrize(("block_bytes", "band_rows", "reads"), [(1, 2, 7), (10**9, 2, 1), (3 * 7 * 4 * 4 * 5, 1, 3)])
+def test_band_reader_serves_bands_from_blocks(tmp_path, rgb, block_bytes, band_rows, reads):
+    alpha = np.random.default_rng(4).integers(0, 256, size=(13, 7)).astype(np.uint8)
+    sources = open_sources([write_frame(tmp_path / "a.fits", rgb, alpha=alpha), rgb + 1, rgb + 2])
+    reader = BandReader(sources, alpha=True, block_bytes=block_bytes)
+    for r0 in range(0, 13, band_rows):
+        r1 = min(13, r0 + band_rows)
+        band, weights = reader.band(r0, r1)
+        ref_band, ref_weights = read_band(sources, r0, r1, alpha=True)
+        np.testing.assert_array_equal(band, ref_band)
+        np.testing.assert_array_equal(weights, ref_weights)
+    assert reader.reads == reads

@@ -35,12 +35,12 @@ from astropy.io import fits
 from .._version import __version__
 from ..backends import Backend
 from ..core.config import StackConfig
-from ..core.stack import BandResult, FramePlan, assemble, plan_frames, rows_per_band, stack_band
+from ..core.stack import BandResult, FramePlan, assemble, rows_per_band, stack_band
 from ..io.fits import FitsReadError, write_fits
 from ..stacking import default_memory_budget
 from .gpu_policy import DeviceSession, GpuPolicy, GpuResultError
-from .scan import FrameScan, scan_frames
-from .sources import open_sources, read_band
+from .scan import FrameScan, plan_scan, scan_frames
+from .sources import BandReader, open_sources
 
 __all__ = ["MasterTileResult", "stack_master_tile", "write_master_tile", "provenance_header"]
 
@@ -85,8 +85,9 @@ class _Tile:
     """Pass 2 of one tile: everything the band loop needs, for any device session."""
 
     def __init__(self, scan: FrameScan, plan: FramePlan, config: StackConfig,
-                 progress_callback: ProgressCallback) -> None:
+                 progress_callback: ProgressCallback, *, read_bytes: int) -> None:
         self.scan, self.plan, self.config = scan, plan, config
+        self.read_bytes = read_bytes
         first = scan.sources[0]
         self.n, self.h, self.w, self.c = len(scan.sources), first.height, first.width, first.channels
         self.mono = first.mono
@@ -94,8 +95,11 @@ class _Tile:
 
     def band_rows(self, session: DeviceSession) -> int:
         if session.rows is None:
-            session.rows = rows_per_band(self.n, self.w, self.c, session.budget_bytes, self.config,
-                                         height=self.h)
+            # On the CPU the read-ahead block shares the budget with the band's working set.
+            budget = session.budget_bytes
+            if not session.backend.is_gpu:
+                budget = max(1, budget - self.read_bytes)
+            session.rows = rows_per_band(self.n, self.w, self.c, budget, self.config, height=self.h)
         return session.rows
 
     def stack_on(self, session: DeviceSession) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -108,10 +112,11 @@ class _Tile:
         coverage = np.empty((self.h, self.w, self.c), dtype=np.int32)
         n_bands = math.ceil(self.h / rows)
         iterations = n_valid = n_low = n_high = 0
+        reader = BandReader(self.scan.sources, alpha=self.scan.has_alpha, block_bytes=self.read_bytes)
         for i in range(n_bands):
             r0, r1 = i * rows, min(self.h, (i + 1) * rows)
             with session.timed("read"):
-                host_band, host_weights = read_band(self.scan.sources, r0, r1, alpha=self.scan.has_alpha)
+                host_band, host_weights = reader.band(r0, r1)
             band, weights = session.upload(host_band), session.upload(host_weights)
             del host_band, host_weights
             with session.timed("compute"):  # stack_band ends with a host sync (its counters)
@@ -128,6 +133,7 @@ class _Tile:
         summary = BandResult(empty, empty, empty, empty, empty, iterations, n_valid, n_low, n_high)
         stats = assemble([summary], mono=False, config=self.config, plan=self.plan, xp=np_xp).stats
         stats["n_bands"] = n_bands
+        stats["read_blocks"] = reader.reads
         return image, coverage, stats
 
     def check(self, value: tuple[np.ndarray, np.ndarray, dict]) -> None:
@@ -228,9 +234,11 @@ def stack_master_tile(inputs: Any, config: StackConfig | None = None, *,
     scan = scan_frames(sources, stats_samples=config.frame_stats_samples, budget_bytes=cpu_budget,
                        progress_callback=cb)
     try:
-        plan = plan_frames(scan.stats, config)
+        plan = plan_scan(scan, config)
         t_scan = time.perf_counter() - t0
-        tile = _Tile(scan, plan, config, cb)
+        # A quarter of the host budget reads several rows per frame at once (thin bands
+        # at large N would otherwise pay one open/seek/convert per frame per band).
+        tile = _Tile(scan, plan, config, cb, read_bytes=cpu_budget // 4)
         run = policy.run(tile.stack_on, check=tile.check, label=tile_id,
                          budget_bytes=lambda b: memory_budget_bytes or default_memory_budget(b),
                          fatal=(FitsReadError, FileNotFoundError, PermissionError))

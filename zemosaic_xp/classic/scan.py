@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,9 +34,10 @@ import numpy as np
 
 from ..core.frames import FrameStack
 from ..core.framestats import FrameSamples
+from ..core.stack import FramePlan, plan_frames
 from .sources import ArraySource, FitsSource
 
-__all__ = ["FrameScan", "scan_frames", "ChunkedFrameSamples", "STATS_MEMORY_FACTOR"]
+__all__ = ["FrameScan", "scan_frames", "plan_scan", "ChunkedFrameSamples", "STATS_MEMORY_FACTOR"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +117,7 @@ class ChunkedFrameSamples:
         self.frames_per_chunk = max(1, int(frames_per_chunk))
         self._store = store
         self._cache: dict[tuple, Any] = {}
+        self._recording: list[tuple] | None = None
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         method = getattr(FrameSamples, name, None)
@@ -125,23 +128,53 @@ class ChunkedFrameSamples:
         def per_frame(*args: Any, **kwargs: Any) -> Any:
             key = (name, args, tuple(sorted(kwargs.items())))
             if key not in self._cache:
-                self._cache[key] = self._compute(name, args, kwargs)
+                if self._recording is not None:
+                    self._recording.append(key)
+                    return self._placeholder(key)
+                self._cache.update(self._compute([key]))
             return self._cache[key]
 
         return per_frame
 
-    def _compute(self, name: str, args: tuple, kwargs: dict) -> Any:
-        parts = []
+    def record(self, run: Callable[[], Any]) -> None:
+        """Run ``run()`` once to learn which statistics it asks for, then compute them all.
+
+        During the dry run every statistic returns a NaN placeholder of its real shape
+        and dtype (errors and warnings of the dry run are ignored); the statistics it
+        asked for are then computed together in **one** pass over the chunks, so the
+        real run finds them cached. Statistics it skipped are still computed on demand.
+        """
+        self._recording = []
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                run()
+        except Exception:  # noqa: BLE001 - the dry run only collects names; the real run reports
+            pass
+        finally:
+            keys, self._recording = list(dict.fromkeys(self._recording)), None
+        if keys:
+            self._cache.update(self._compute(keys))
+
+    def _placeholder(self, key: tuple) -> Any:
+        name, args, kwargs = key
+        one = getattr(FrameSamples(self._store.read(0, 1), xp=np_xp), name)(*args, **dict(kwargs))
+        return np.full((self.n_frames, *one.shape[1:]), np.nan, dtype=one.dtype)
+
+    def _compute(self, keys: list[tuple]) -> dict[tuple, Any]:
+        parts: dict[tuple, list] = {key: [] for key in keys}
         for i0 in range(0, self.n_frames, self.frames_per_chunk):
             i1 = min(self.n_frames, i0 + self.frames_per_chunk)
             chunk = FrameSamples(self._store.read(i0, i1), xp=np_xp)
-            value = getattr(chunk, name)(*args, **kwargs)
-            if getattr(value, "shape", ())[:1] != (i1 - i0,):
-                msg = f"FrameSamples.{name} is not a per-frame statistic; it cannot be chunked"
-                raise TypeError(msg)
-            parts.append(value)
+            for key in keys:
+                name, args, kwargs = key
+                value = getattr(chunk, name)(*args, **dict(kwargs))
+                if getattr(value, "shape", ())[:1] != (i1 - i0,):
+                    msg = f"FrameSamples.{name} is not a per-frame statistic; it cannot be chunked"
+                    raise TypeError(msg)
+                parts[key].append(value)
             del chunk
-        return np_xp.concat(parts, axis=0)
+        return {key: np_xp.concat(values, axis=0) for key, values in parts.items()}
 
 
 @dataclass
@@ -247,3 +280,10 @@ def scan_frames(sources: Sequence[FitsSource | ArraySource], *, stats_samples: i
     exposure = sum(exposures) if all(e is not None for e in exposures) else None
     return FrameScan(kept, skipped, stats, has_alpha, has_data, has_nonzero, exposure,
                      store.spilled, store)
+
+
+def plan_scan(scan: FrameScan, config: Any) -> FramePlan:
+    """``plan_frames`` on the scanned sub-samples (host NumPy), one pass when spilled."""
+    if isinstance(scan.stats, ChunkedFrameSamples):
+        scan.stats.record(lambda: plan_frames(scan.stats, config))
+    return plan_frames(scan.stats, config)

@@ -13,7 +13,9 @@ input becomes a source with one interface:
 FITS sources parse the header once and read rows with ``seek`` + ``readinto``
 (:class:`~zemosaic_xp.io.fits.FitsFrameSource`), so no frame is ever held whole by the
 band loop and no file descriptor stays open between reads. :func:`read_band` builds
-the ``(h, W, C, N)`` band the core stacks, frames on the last axis.
+the ``(h, W, C, N)`` band the core stacks, frames on the last axis; :class:`BandReader` serves bands from
+blocks of several rows per frame, so the per-read overhead (open, seek, convert) is
+paid once per block rather than once per band when bands are thin (large N).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 from ..backends import to_host
 from ..io.fits import FitsFrameSource
 
-__all__ = ["FitsSource", "ArraySource", "open_sources", "read_band"]
+__all__ = ["FitsSource", "ArraySource", "open_sources", "read_band", "BandReader"]
 
 Array = Any
 
@@ -221,3 +223,43 @@ def read_band(sources: Sequence[FitsSource | ArraySource], r0: int, r1: int, *,
             if rows is not None:
                 weights[:, :, 0, i] = np.where(np.isnan(rows), np.float32(0.0), rows)
     return band, weights
+
+
+class BandReader:
+    """Serve consecutive row bands from read-ahead blocks of every frame.
+
+    Bands must be requested in increasing row order (``[0, r1)``, ``[r1, r2)``, ...).
+    Each block holds ``block_rows`` rows of all frames in the band layout
+    ``(rows, W, C, N)``; a band is a view of it (no copy).
+
+    Parameters
+    ----------
+    sources : sequence of N sources of one shape
+    alpha : bool
+        Also read ALPHA weights (see :func:`read_band`).
+    block_bytes : int
+        Host memory for one block (band layout, plus its weights); a block is never
+        smaller than the band asked for.
+    """
+
+    def __init__(self, sources: Sequence[FitsSource | ArraySource], *, alpha: bool,
+                 block_bytes: int) -> None:
+        first = sources[0]
+        self.sources, self.alpha = sources, alpha
+        self.height = first.height
+        row_bytes = len(sources) * first.width * (first.channels + (1 if alpha else 0)) * 4
+        self.block_rows = max(1, min(first.height, int(block_bytes) // max(1, row_bytes)))
+        self.reads = 0
+        self._r0 = self._r1 = 0
+        self._band: np.ndarray | None = None
+        self._weights: np.ndarray | None = None
+
+    def band(self, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows ``[r0, r1)``: ``(h, W, C, N)`` float32 and ``(h, W, 1, N)`` weights or None."""
+        if not (self._r0 <= r0 and r1 <= self._r1):
+            self._band = self._weights = None  # drop the old block before reading the next
+            self._r0, self._r1 = r0, min(self.height, max(r1, r0 + self.block_rows))
+            self._band, self._weights = read_band(self.sources, self._r0, self._r1, alpha=self.alpha)
+            self.reads += 1
+        a, b = r0 - self._r0, r1 - self._r0
+        return self._band[a:b], (self._weights[a:b] if self._weights is not None else None)

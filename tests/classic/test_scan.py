@@ -115,3 +115,28 @@ def test_plan_of_a_spilled_scan_takes_one_pass_and_equals_in_memory(rgb_frames, 
     assert {key[0] for key in passes[0]} == expected["sky_mean" if config.normalize == "sky_mean" else "linear_fit+noise"]
     whole.close()
     spilled.close()
+
+
+@pytest.mark.parametrize("stats_samples", [0, 7, 97, 10**6])
+@pytest.mark.parametrize("kind", ["rgb", "mono"])
+def test_frames_read_in_row_blocks_sample_like_frame_stack(rgb_frames, stats_samples, kind):
+    frames = rgb_frames if kind == "rgb" else rgb_frames[..., 1]
+    # A budget this small reads each 30-row frame in blocks of 1-2 rows.
+    scan = scan_frames(open_sources(list(frames)), stats_samples=stats_samples, budget_bytes=22 * 3 * 4 * 4 * 2,
+                       progress_callback=_noop)
+    expected = FrameStack(frames).samples(stats_samples)
+    got = scan.stats._store.read(0, len(frames))
+    np.testing.assert_array_equal(got, expected)
+    scan.close()
+
+
+def test_block_read_flags_match_whole_frame(tmp_path, rgb_frames):
+    alpha = np.zeros(rgb_frames.shape[1:3], np.uint8)
+    alpha[-1, -1] = 255  # only the very last pixel is usable
+    frames = rgb_frames[:2].copy()
+    frames[:, -1, -1] = 0.0
+    paths = write_frames(tmp_path, frames, alpha=alpha)
+    for budget in (10**8, 100):
+        scan = scan_frames(open_sources(paths), stats_samples=10, budget_bytes=budget, progress_callback=_noop)
+        assert scan.has_alpha and scan.has_data and not scan.has_nonzero
+        scan.close()

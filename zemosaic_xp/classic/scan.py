@@ -1,7 +1,7 @@
 """Pass 1 of a master tile: read every frame once, validate it, sample it.
 
-Before any band is stacked, :func:`scan_frames` reads each frame once (one frame in
-memory at a time) to
+Before any band is stacked, :func:`scan_frames` reads each frame once (whole when it
+fits a quarter of the budget, else in blocks of rows) to
 
 - skip frames with no finite pixel (a warning names the file);
 - take the frame's statistics sub-sample with :meth:`FrameStack.samples
@@ -23,6 +23,7 @@ in-memory ones.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
@@ -216,11 +217,43 @@ class FrameScan:
             self._store = None
 
 
-def _frame_flags(frame: np.ndarray, alpha: np.ndarray | None) -> tuple[bool, bool]:
-    usable = np.isfinite(frame)
-    if alpha is not None:
-        usable &= (alpha > 0)[..., None]
-    return bool(usable.any()), bool(np.any(usable & (frame != 0)))
+def _frame_flags(frame: np.ndarray, alpha: np.ndarray | None) -> tuple[bool, bool, bool]:
+    """(any finite pixel, any finite sample with weight > 0, ... that is non-zero)."""
+    finite = np.isfinite(frame)
+    usable = finite & (alpha > 0)[..., None] if alpha is not None else finite
+    return bool(finite.any()), bool(usable.any()), bool(np.any(usable & (frame != 0)))
+
+
+def _sample_step(hw: int, stats_samples: int) -> int:
+    # FrameStack.samples' documented stride: every ceil(H·W / max_samples)-th pixel.
+    return 1 if stats_samples <= 0 else max(1, math.ceil(hw / stats_samples))
+
+
+def _read_frame_once(source: FitsSource | ArraySource, *, stats_samples: int,
+                     block_bytes: int) -> tuple[np.ndarray, bool, bool, bool, bool]:
+    """Sub-sample ``(C, M)`` and flags (finite, data, nonzero, alpha) of one frame.
+
+    A frame that fits ``block_bytes`` is read whole and sampled by ``FrameStack``
+    itself; a larger one is read in blocks of rows and sampled with the same stride
+    (flat pixel index ``k·step``), so the values are identical either way.
+    """
+    h, w, c = source.height, source.width, source.channels
+    rows = max(1, int(block_bytes) // (w * c * 4))
+    flags = [False, False, False]
+    if rows >= h:
+        frame = source.read_rows(0, h)
+        alpha = source.read_alpha_rows(0, h) if source.has_alpha else None
+        samples = FrameStack([frame]).samples(stats_samples)[0]
+        return samples, *_frame_flags(frame, alpha), alpha is not None
+    step, picks, has_alpha = _sample_step(h * w, stats_samples), [], False
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        block = source.read_rows(r0, r1)
+        alpha = source.read_alpha_rows(r0, r1) if source.has_alpha else None
+        has_alpha = has_alpha or alpha is not None
+        flags = [a or b for a, b in zip(flags, _frame_flags(block, alpha))]
+        picks.append(block.reshape(-1, c)[(-r0 * w) % step::step])
+    return np.ascontiguousarray(np.concatenate(picks).T), *flags, has_alpha
 
 
 def scan_frames(sources: Sequence[FitsSource | ArraySource], *, stats_samples: int,
@@ -233,8 +266,9 @@ def scan_frames(sources: Sequence[FitsSource | ArraySource], *, stats_samples: i
     stats_samples : int
         ``StackConfig.frame_stats_samples``.
     budget_bytes : int
-        Host memory for the sub-samples' statistics; beyond it they are spilled to a
-        temporary file and processed in chunks.
+        Host memory for the sub-samples' statistics (beyond it they are spilled to a
+        temporary file and processed in chunks); a frame larger than a quarter of it
+        is read in blocks of rows.
     progress_callback : callable
         Receives ``("STAGE_PROGRESS", "scan", done, total=N)``.
 
@@ -249,20 +283,19 @@ def scan_frames(sources: Sequence[FitsSource | ArraySource], *, stats_samples: i
     exposures: list[float | None] = []
     try:
         for i, source in enumerate(sources):
-            frame = source.read_rows(0, source.height)
-            if not np.isfinite(frame).any():
+            samples, finite, data, nonzero, alpha = _read_frame_once(
+                source, stats_samples=stats_samples, block_bytes=budget_bytes // 4)
+            if not finite:
                 logger.warning("[P3] skipping '%s': no finite pixel (all NaN/inf), nothing to stack",
                                source.name)
                 skipped.append(source.name)
             else:
-                alpha = source.read_alpha_rows(0, source.height) if source.has_alpha else None
-                data, nonzero = _frame_flags(frame, alpha)
                 has_data, has_nonzero = has_data or data, has_nonzero or nonzero
-                has_alpha = has_alpha or alpha is not None
-                store.append(FrameStack([frame]).samples(stats_samples))
+                has_alpha = has_alpha or alpha
+                store.append(samples)
                 kept.append(source)
                 exposures.append(source.exposure_sec)
-            del frame
+            del samples
             progress_callback("STAGE_PROGRESS", "scan", i + 1, total=len(sources))
     except BaseException:
         store.close()

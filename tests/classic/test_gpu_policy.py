@@ -14,7 +14,7 @@ import logging
 import numpy as np
 import pytest
 
-from zemosaic_xp import GpuPolicy, StackConfig, stack_master_tile
+from zemosaic_xp import GpuPolicy, stack_master_tile
 from zemosaic_xp.backends import Backend, BackendUnavailable
 from zemosaic_xp.classic import gpu_policy as gpu_policy_module
 from zemosaic_xp.classic.gpu_policy import DISABLED_MESSAGE

@@ -135,6 +135,12 @@ def test_torch_cpu_backend_is_close(rgb_frames):
     np.testing.assert_allclose(got.image, ref.image, rtol=1e-5, atol=1e-3)
 
 
+def test_torch_tensors_as_inputs(rgb_frames):
+    torch = pytest.importorskip("torch")
+    result = stack_master_tile(torch.from_numpy(rgb_frames), backend="numpy", memory_budget_bytes=50_000)
+    _same(result, stack(rgb_frames))
+
+
 def test_argument_errors(rgb_frames):
     frames = list(rgb_frames)
     with pytest.raises(TypeError, match="`config` must be a StackConfig"):

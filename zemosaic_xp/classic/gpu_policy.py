@@ -43,7 +43,7 @@ from ..backends import (
     to_host,
 )
 
-__all__ = ["GpuPolicy", "DeviceSession", "TileRun", "GpuResultError", "GPU_MODES"]
+__all__ = ["GpuPolicy", "DeviceSession", "TileRun", "GpuResultError", "GPU_MODES", "DISABLED_MESSAGE"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ _MIB = 1024**2
 # too (ZeMosaic keeps a run-wide row cap after OOMs); never below 1/64 of it.
 _MIN_BUDGET_SCALE = 1.0 / 64.0
 
+#: The exact line logged when mode C gives up on the GPU for the rest of the run.
 DISABLED_MESSAGE = "[P3][GPU] GPU disabled for remaining Phase 3 tiles after repeated failures."
 
 

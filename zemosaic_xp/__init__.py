@@ -8,7 +8,19 @@ from ._version import __version__
 from .core.config import StackConfig
 from .core.stack import StackResult
 from .stacking import stack
+from .classic import GpuPolicy, MasterTileResult, stack_master_tile, write_master_tile
 from .telemetry import ResourceTelemetryController
 from . import synthetic
 
-__all__ = ["stack", "StackConfig", "StackResult", "ResourceTelemetryController", "synthetic", "__version__"]
+__all__ = [
+    "stack",
+    "StackConfig",
+    "StackResult",
+    "stack_master_tile",
+    "MasterTileResult",
+    "write_master_tile",
+    "GpuPolicy",
+    "ResourceTelemetryController",
+    "synthetic",
+    "__version__",
+]

@@ -120,3 +120,12 @@ def test_write_is_atomic_and_respects_overwrite(tmp_path, monkeypatch):
     # The old file is intact and no temporary file is left behind.
     assert np.all(fits.getdata(path) == 0)
     assert sorted(p.name for p in path.parent.iterdir()) == ["master.fits"]
+
+
+def test_written_file_has_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = write_fits(tmp_path / "perm.fits", np.zeros((2, 2), np.float32))
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o644

@@ -16,8 +16,9 @@ __all__ = ["main", "CliError"]
 
 # Sub-command modules, in the order ``--help`` lists them.
 _COMMAND_MODULES: tuple[str, ...] = (
-    "zemosaic_xp.cli.grid_cmd",
     "zemosaic_xp.cli.demo_cmd",
+    "zemosaic_xp.cli.grid_cmd",
+    "zemosaic_xp.cli.stack_cmd",
     "zemosaic_xp.cli.telemetry_cmd",
 )
 

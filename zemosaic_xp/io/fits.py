@@ -222,6 +222,75 @@ class FitsFrameSource:
                 raw = np.stack(planes, axis=-1)
         return _to_float32(raw, self._bscale, self._bzero)
 
+    def read_alpha_rows(self, r0: int, r1: int) -> np.ndarray | None:
+        """Rows ``[r0, r1)`` of the ``ALPHA`` extension as float32 ``(r1 - r0, W)`` in [0, 1].
+
+        Equal to ``read_alpha()[r0:r1]`` but read straight from disk like
+        :meth:`read_rows` (the extension's layout is parsed on the first call and
+        kept). None when the file has no ``ALPHA`` extension.
+        """
+        if self._alpha_index is None:
+            return None
+        if not 0 <= r0 <= r1 <= self.height:
+            msg = f"rows [{r0}, {r1}) are outside '{self.path}' (height {self.height})"
+            raise ValueError(msg)
+        layout = self.__dict__.get("_alpha_rows_layout")
+        if layout is None:
+            layout = self._alpha_rows_layout = self._locate_alpha()
+        offset, dtype, kind, planes, bscale, bzero = layout
+        h, w = r1 - r0, self.width
+        with open(self.path, "rb") as fh:
+            if kind == "HW":
+                raw = self._read_alpha_block(fh, offset, dtype, r0 * w, h * w).reshape(h, w)
+            elif kind == "HWC":
+                raw = self._read_alpha_block(fh, offset, dtype, r0 * w * planes, h * w * planes)
+                raw = raw.reshape(h, w, planes)
+            else:
+                raw = np.stack([self._read_alpha_block(fh, offset, dtype, p * self.height * w + r0 * w, h * w)
+                                .reshape(h, w) for p in range(planes)])
+        alpha = raw.astype(np.float32)
+        if bscale != 1.0 or bzero != 0.0:  # astropy's scaling in read_alpha
+            alpha = (raw.astype(np.float64) * bscale + bzero).astype(np.float32)
+        if kind == "CHW":
+            alpha = alpha.max(axis=0)
+        elif kind == "HWC":
+            alpha = alpha.max(axis=-1)
+        return np.clip(alpha / 255.0, 0.0, 1.0).astype(np.float32)
+
+    def _read_alpha_block(self, fh: Any, offset: int, dtype: np.dtype, start: int, count: int) -> np.ndarray:
+        buf = np.empty(count, dtype=dtype)
+        fh.seek(offset + start * dtype.itemsize)
+        got = fh.readinto(memoryview(buf).cast("B"))
+        if got != buf.nbytes:
+            msg = f"'{self.path}' ended early while reading ALPHA rows (got {got} of {buf.nbytes} bytes)"
+            raise FitsReadError(msg)
+        return buf
+
+    def _locate_alpha(self) -> tuple[int, np.dtype, str, int, float, float]:
+        """(data offset, dtype, layout, planes, BSCALE, BZERO) of the ALPHA extension."""
+        with _open(self.path, memmap=False, lazy_load_hdus=True, do_not_scale_image_data=True) as hdul, \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            header = hdul[self._alpha_index].header
+            info = hdul.fileinfo(self._alpha_index)
+            bitpix, naxis = int(header["BITPIX"]), int(header["NAXIS"])
+            shape = tuple(int(header[f"NAXIS{naxis - i}"]) for i in range(naxis))
+            bscale, bzero = float(header.get("BSCALE", 1.0)), float(header.get("BZERO", 0.0))
+        dtypes = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+        if info is None or bitpix not in dtypes or len(shape) not in (2, 3):
+            msg = f"'{self.path}' has an ALPHA extension that cannot be read by rows (BITPIX {bitpix}, shape {shape})"
+            raise FitsReadError(msg)
+        if len(shape) == 2:
+            kind, planes, hw = "HW", 1, shape
+        elif shape[0] in (1, 3, 4):  # the same rule as read_alpha
+            kind, planes, hw = "CHW", shape[0], shape[1:]
+        else:
+            kind, planes, hw = "HWC", shape[2], shape[:2]
+        if tuple(hw) != (self.height, self.width):
+            msg = f"'{self.path}' ALPHA has shape {shape}; expected {(self.height, self.width)}"
+            raise FitsReadError(msg)
+        return int(info["datLoc"]), np.dtype(dtypes[bitpix]), kind, planes, bscale, bzero
+
     def read_alpha(self) -> np.ndarray | None:
         """The ``ALPHA`` extension as float32 ``(H, W)`` in [0, 1], or None."""
         if self._alpha_index is None:
@@ -292,6 +361,10 @@ def write_fits(path: str | os.PathLike, image: np.ndarray, *, header: fits.Heade
     hdus.extend(extra_hdus)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    # mkstemp creates the file 0600; give the result the permissions of a normal file.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         fits.HDUList(hdus).writeto(tmp, overwrite=True, output_verify="silentfix")
         os.replace(tmp, path)

@@ -1,0 +1,265 @@
+"""Frame sources of a master tile: FITS files or arrays, read by row bands on the host.
+
+A master tile is stacked from ``inputs``: FITS paths and/or in-memory arrays. Each
+input becomes a source with one interface:
+
+- ``height``, ``width``, ``channels``, ``frame_shape`` (``(H, W)`` for mono frames,
+  ``(H, W, C)`` otherwise), ``name`` (the path, or ``inputs[i]``);
+- :meth:`read_rows` — rows ``[r0, r1)`` as native float32 ``(h, W, C)``, NaN where the
+  data are NaN/±inf (no data);
+- :meth:`read_alpha_rows` — the FITS ``ALPHA`` extension as weights ``(h, W)`` in
+  [0, 1], or None.
+
+FITS sources parse the header once and read rows with ``seek`` + ``readinto``
+(:class:`~zemosaic_xp.io.fits.FitsFrameSource`), so no frame is ever held whole by the
+band loop and no file descriptor stays open between reads. :func:`read_band` builds
+the ``(h, W, C, N)`` band the core stacks, frames on the last axis; :class:`BandReader` serves bands from
+blocks of several rows per frame, so the per-read overhead (open, seek, convert) is
+paid once per block rather than once per band when bands are thin (large N).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..backends import to_host
+from ..io.fits import FitsFrameSource
+
+__all__ = ["FitsSource", "ArraySource", "open_sources", "read_band", "BandReader"]
+
+Array = Any
+
+
+class FitsSource:
+    """One FITS frame read by rows; see the module docstring.
+
+    Parameters
+    ----------
+    path : str or PathLike
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    FitsReadError
+        Corrupt or truncated file, no image HDU, unsupported layout (names the file).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self._fits = FitsFrameSource(path)
+        self.name = self._fits.path
+        self.height, self.width, self.channels = self._fits.shape
+        # A 2-D file (or one plane) is mono: the result is (H, W), like stack() on (N, H, W).
+        self.mono = self.channels == 1
+        self.has_alpha = self._fits.has_alpha
+        header = self._fits.header
+        exposure = header.get("EXPTIME", header.get("EXPOSURE"))
+        try:
+            self.exposure_sec = float(exposure) if exposure is not None else None
+        except (TypeError, ValueError):
+            self.exposure_sec = None
+
+    @property
+    def header(self) -> Any:
+        """The image HDU's header (astropy ``Header``)."""
+        return self._fits.header
+
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        return (self.height, self.width) if self.mono else (self.height, self.width, self.channels)
+
+    def read_rows(self, r0: int, r1: int) -> np.ndarray:
+        """Rows ``[r0, r1)``, float32 ``(h, W, C)``, native byte order, NaN = no data."""
+        return self._fits.read_rows(r0, r1)
+
+    def read_alpha_rows(self, r0: int, r1: int) -> np.ndarray | None:
+        """ALPHA rows as float32 ``(h, W)`` weights in [0, 1], or None."""
+        return self._fits.read_alpha_rows(r0, r1) if self.has_alpha else None
+
+
+class ArraySource:
+    """One in-memory frame ``(H, W)`` or ``(H, W, C)`` (NumPy, CuPy or torch).
+
+    Rows are sliced and copied to the host as float32 band by band; integer data are
+    converted exactly as :func:`zemosaic_xp.stack` converts them.
+
+    Raises
+    ------
+    TypeError
+        Not an array, or non-numeric data.
+    ValueError
+        Wrong number of dimensions or an empty extent.
+    """
+
+    has_alpha = False
+    exposure_sec = None
+    header = None
+
+    def __init__(self, array: Array, name: str) -> None:
+        self.name = name
+        shape = getattr(array, "shape", None)
+        dtype = getattr(array, "dtype", None)
+        if shape is None or dtype is None:
+            msg = f"{name} is a {type(array).__name__}; expected a FITS path or an (H, W[, C]) array"
+            raise TypeError(msg)
+        kind = np.dtype(str(dtype).replace("torch.", "")).kind if _known_dtype(dtype) else "?"
+        if kind not in "fiu":
+            msg = f"{name} has dtype {dtype}; expected real floating point or integer data (e.g. float32, uint16)"
+            raise TypeError(msg)
+        if len(shape) not in (2, 3) or 0 in tuple(shape):
+            msg = f"{name} has shape {tuple(shape)}; expected a non-empty (H, W) or (H, W, C) frame"
+            raise ValueError(msg)
+        self._array = array
+        self.mono = len(shape) == 2
+        self.height, self.width = int(shape[0]), int(shape[1])
+        self.channels = 1 if self.mono else int(shape[2])
+        self.frame_shape = tuple(int(v) for v in shape)
+
+    def read_rows(self, r0: int, r1: int) -> np.ndarray:
+        """Rows ``[r0, r1)``, float32 ``(h, W, C)``, NaN where not finite."""
+        rows = np.asarray(to_host(self._array[r0:r1, ...]))
+        rows = rows.astype(np.float32) if rows.dtype != np.float32 or not rows.dtype.isnative else rows
+        rows = np.where(np.isfinite(rows), rows, np.float32(np.nan))
+        return rows[..., None] if self.mono else rows
+
+    def read_alpha_rows(self, r0: int, r1: int) -> None:
+        """Arrays carry no ALPHA: always None."""
+        return None
+
+
+def _known_dtype(dtype: Any) -> bool:
+    try:
+        np.dtype(str(dtype).replace("torch.", ""))
+    except TypeError:
+        return False
+    return True
+
+
+def _as_list(inputs: Any) -> list[Any]:
+    if isinstance(inputs, (str, os.PathLike)):
+        return [inputs]
+    if isinstance(inputs, Sequence):
+        return list(inputs)
+    shape = getattr(inputs, "shape", None)
+    if shape is not None and len(shape) in (3, 4):  # one (N, H, W[, C]) stack
+        return [inputs[i, ...] for i in range(int(shape[0]))]
+    msg = (f"`inputs` must be a sequence of FITS paths or (H, W[, C]) arrays, or one "
+           f"(N, H, W[, C]) array; got {type(inputs).__name__}")
+    raise TypeError(msg)
+
+
+def open_sources(inputs: Any) -> list[FitsSource | ArraySource]:
+    """Open every input and check that all frames share one shape.
+
+    Parameters
+    ----------
+    inputs : sequence of (str | PathLike | array), or one (N, H, W[, C]) array
+        FITS paths and/or ``(H, W[, C])`` frames.
+
+    Returns
+    -------
+    list of sources, in input order.
+
+    Raises
+    ------
+    ValueError
+        No input, or a frame whose shape differs from the first one (the message
+        names both files and both shapes).
+    FileNotFoundError, FitsReadError, TypeError
+        From the input that cannot be opened; the message names it.
+    """
+    items = _as_list(inputs)
+    if not items:
+        msg = "`inputs` is empty: a master tile needs at least one frame"
+        raise ValueError(msg)
+    sources: list[FitsSource | ArraySource] = []
+    for i, item in enumerate(items):
+        if isinstance(item, (str, os.PathLike)):
+            source: FitsSource | ArraySource = FitsSource(item)
+        else:
+            source = ArraySource(item, f"inputs[{i}]")
+        if sources and source.frame_shape != sources[0].frame_shape:
+            first = sources[0]
+            msg = (f"'{source.name}' has frame shape {source.frame_shape}; expected "
+                   f"{first.frame_shape} like '{first.name}'. Stack frames of one size and "
+                   f"channel layout per master tile.")
+            raise ValueError(msg)
+        sources.append(source)
+    return sources
+
+
+def read_band(sources: Sequence[FitsSource | ArraySource], r0: int, r1: int, *,
+              alpha: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rows ``[r0, r1)`` of every source as the core's band layout.
+
+    Parameters
+    ----------
+    sources : sequence of N sources of one shape
+    r0, r1 : int
+        Row range, ``0 <= r0 < r1 <= H``.
+    alpha : bool
+        Also build per-pixel weights from the ALPHA extensions (1 for sources
+        without one).
+
+    Returns
+    -------
+    band : ndarray, shape (h, W, C, N), float32
+        NaN = no data.
+    weights : ndarray, shape (h, W, 1, N), float32, or None
+        ALPHA weights in [0, 1] (NaN replaced by 0), None when ``alpha`` is False.
+    """
+    first = sources[0]
+    n, h = len(sources), r1 - r0
+    band = np.empty((h, first.width, first.channels, n), dtype=np.float32)
+    weights = np.ones((h, first.width, 1, n), dtype=np.float32) if alpha else None
+    for i, source in enumerate(sources):
+        band[..., i] = source.read_rows(r0, r1)
+        if weights is not None:
+            rows = source.read_alpha_rows(r0, r1)
+            if rows is not None:
+                weights[:, :, 0, i] = np.where(np.isnan(rows), np.float32(0.0), rows)
+    return band, weights
+
+
+class BandReader:
+    """Serve consecutive row bands from read-ahead blocks of every frame.
+
+    Bands must be requested in increasing row order (``[0, r1)``, ``[r1, r2)``, ...).
+    Each block holds ``block_rows`` rows of all frames in the band layout
+    ``(rows, W, C, N)``; a band is a view of it (no copy).
+
+    Parameters
+    ----------
+    sources : sequence of N sources of one shape
+    alpha : bool
+        Also read ALPHA weights (see :func:`read_band`).
+    block_bytes : int
+        Host memory for one block (band layout, plus its weights); a block is never
+        smaller than the band asked for.
+    """
+
+    def __init__(self, sources: Sequence[FitsSource | ArraySource], *, alpha: bool,
+                 block_bytes: int) -> None:
+        first = sources[0]
+        self.sources, self.alpha = sources, alpha
+        self.height = first.height
+        row_bytes = len(sources) * first.width * (first.channels + (1 if alpha else 0)) * 4
+        self.block_rows = max(1, min(first.height, int(block_bytes) // max(1, row_bytes)))
+        self.reads = 0
+        self._r0 = self._r1 = 0
+        self._band: np.ndarray | None = None
+        self._weights: np.ndarray | None = None
+
+    def band(self, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows ``[r0, r1)``: ``(h, W, C, N)`` float32 and ``(h, W, 1, N)`` weights or None."""
+        if not (self._r0 <= r0 and r1 <= self._r1):
+            self._band = self._weights = None  # drop the old block before reading the next
+            self._r0, self._r1 = r0, min(self.height, max(r1, r0 + self.block_rows))
+            self._band, self._weights = read_band(self.sources, self._r0, self._r1, alpha=self.alpha)
+            self.reads += 1
+        a, b = r0 - self._r0, r1 - self._r0
+        return self._band[a:b], (self._weights[a:b] if self._weights is not None else None)

@@ -1,0 +1,168 @@
+"""Fault injection for GPU mode C — for tests, usable on CPU-only machines.
+
+:class:`FaultInjector` builds a backend that *behaves like a GPU backend*
+(``is_gpu=True``) on top of a real one (NumPy by default, or a real CuPy / torch CUDA
+backend on a GPU machine), and schedules what happens on each GPU attempt of a run:
+
+======== ===================================================================
+fault    effect on that attempt
+======== ===================================================================
+"ok"     nothing (the default for attempts beyond the schedule)
+"oom"    the ``at_call``-th call into the array namespace raises an
+         out-of-memory ``MemoryError`` subclass, as CuPy does
+"oom_rt" same, as a ``RuntimeError("CUDA error: out of memory")`` (torch/driver)
+"error"  same call raises a non-OOM ``RuntimeError`` (a crashed kernel)
+"nan"    every floating-point download is all NaN (garbage result)
+"zero"   every floating-point download is all zero (garbage result)
+======== ===================================================================
+
+Errors are raised from *inside* the core's computation (the namespace wraps every
+function of the backend's ``xp``), so the real error path of
+:func:`~zemosaic_xp.classic.stack_master_tile` is exercised. ``health="error"``
+makes the policy's health check fail.
+
+Examples
+--------
+>>> injector = FaultInjector(["oom", "ok"])
+>>> policy = injector.policy("auto")          # GpuPolicy on the fake GPU
+>>> # stack_master_tile(paths, config, gpu_policy=policy) -> attempt 1 OOM, attempt 2 ok
+
+Not for production use: nothing in the library creates an injector.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..backends import Backend, select_backend
+from .gpu_policy import GpuPolicy
+
+__all__ = ["FaultInjector", "InjectedOutOfMemoryError", "InjectedGpuError", "FAULTS"]
+
+#: Fault names accepted by :class:`FaultInjector`.
+FAULTS = ("ok", "oom", "oom_rt", "error", "nan", "zero")
+
+
+class InjectedOutOfMemoryError(MemoryError):
+    """Injected device OOM (a ``MemoryError`` subclass, like CuPy's ``OutOfMemoryError``)."""
+
+
+class InjectedGpuError(RuntimeError):
+    """Injected non-OOM device failure."""
+
+
+class _FaultyNamespace:
+    """An array namespace that forwards to ``xp`` and asks the injector before each call."""
+
+    def __init__(self, injector: FaultInjector, xp: Any) -> None:
+        self._injector = injector
+        self._xp = xp
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._xp, name)
+        # Wrap functions only: dtypes (classes), constants and sub-modules pass through.
+        if inspect.isclass(attr) or inspect.ismodule(attr) or not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._injector.before_call(name)
+            return attr(*args, **kwargs)
+
+        call.__name__ = name
+        return call
+
+
+class FaultInjector:
+    """Schedule GPU faults per attempt; see the module docstring.
+
+    Parameters
+    ----------
+    faults : sequence of str or BaseException
+        Fault of GPU attempt 1, 2, ... of the run (counted across tiles, as
+        :attr:`GpuPolicy.attempts` counts them). An exception instance is raised
+        as is. Attempts beyond the sequence are ``"ok"``.
+    health : {"ok", "error"}
+        Outcome of the policy's health check.
+    at_call : int
+        Which call into the namespace (1 = the first) raises, counted from the
+        start of the attempt.
+    base : str or Backend
+        Real backend underneath (``"numpy"``; ``"cupy"`` or ``"torch:cuda"`` on a GPU
+        machine to inject faults into a real GPU run).
+
+    Attributes
+    ----------
+    backend : Backend
+        The GPU-like backend to give to :class:`GpuPolicy`.
+    log : list of (attempt, fault)
+        Attempts seen, with the fault each received (0 = health check).
+    """
+
+    def __init__(self, faults: Sequence[str | BaseException] = (), *, health: str = "ok",
+                 at_call: int = 1, base: str | Backend = "numpy") -> None:
+        for fault in faults:
+            if not isinstance(fault, BaseException) and fault not in FAULTS:
+                msg = f"fault must be one of {FAULTS} or an exception, got {fault!r}"
+                raise ValueError(msg)
+        if health not in ("ok", "error"):
+            msg = f"`health` must be 'ok' or 'error', got {health!r}"
+            raise ValueError(msg)
+        if isinstance(at_call, bool) or not isinstance(at_call, int) or at_call < 1:
+            msg = f"`at_call` must be an integer >= 1, got {at_call!r}"
+            raise ValueError(msg)
+        self.faults = list(faults)
+        self.health = health
+        self.at_call = at_call
+        real = select_backend(base)
+        name = real.name if real.is_gpu else f"{real.name}:fake-gpu"
+        self.backend = Backend(name, _FaultyNamespace(self, real.xp), real.device, True)
+        self.log: list[tuple[int, Any]] = []
+        self._fault: Any = None
+        self._calls = 0
+
+    def policy(self, mode: str = "auto", **kwargs: Any) -> GpuPolicy:
+        """A :class:`GpuPolicy` on this injector's backend, wired to it."""
+        return GpuPolicy(mode, self.backend, fault_injector=self, **kwargs)
+
+    def fault_for(self, attempt: int) -> Any:
+        """The fault scheduled for GPU attempt ``attempt`` (0 = health check)."""
+        if attempt == 0:
+            return "ok" if self.health == "ok" else "error"
+        return self.faults[attempt - 1] if attempt <= len(self.faults) else "ok"
+
+    # -- hooks called by GpuPolicy / DeviceSession --------------------------
+    def begin_attempt(self, attempt: int) -> None:
+        self._fault = self.fault_for(attempt)
+        self._calls = 0
+        self.log.append((attempt, self._fault))
+
+    def end_attempt(self) -> None:
+        self._fault = None
+
+    def before_call(self, name: str) -> None:
+        fault = self._fault
+        if fault is None or fault in ("ok", "nan", "zero"):
+            return
+        self._calls += 1
+        if self._calls != self.at_call:
+            return
+        if isinstance(fault, BaseException):
+            raise fault
+        if fault == "oom":
+            msg = f"Out of memory allocating 1,073,741,824 bytes in {name}() (injected)"
+            raise InjectedOutOfMemoryError(msg)
+        if fault == "oom_rt":
+            msg = f"CUDA error: out of memory in {name}() (injected)"
+            raise RuntimeError(msg)
+        msg = f"CUDA error: an illegal memory access was encountered in {name}() (injected)"
+        raise InjectedGpuError(msg)
+
+    def filter_download(self, host: np.ndarray) -> np.ndarray:
+        """Corrupt floating-point downloads on ``"nan"`` / ``"zero"`` attempts."""
+        if self._fault in ("nan", "zero") and host.dtype.kind == "f":
+            return np.full_like(host, np.nan if self._fault == "nan" else 0.0)
+        return host

@@ -1,0 +1,145 @@
+"""``zemosaic-xp stack FILES... -o master.fits``: stack FITS frames into a master tile."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "parse_bytes"]
+
+_BACKENDS = ("auto", "numpy", "torch", "torch:cpu", "cupy", "torch:cuda")
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
+          "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+
+_GPU_FLAGS = ("use_gpu_phase5", "stack_use_gpu", "use_gpu_stack")
+
+
+def parse_bytes(text: str) -> int:
+    """``"512MB"``, ``"64 MiB"``, ``"1.5G"``, ``"1048576"`` -> bytes (K/M/G are powers of 1024).
+
+    Raises
+    ------
+    ValueError
+        Not a positive size.
+    """
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS:
+        msg = f"`--memory-budget` must be a size such as 512MB, 2GB or 1048576, got {text!r}"
+        raise ValueError(msg)
+    value = int(float(match.group(1)) * _UNITS[unit])
+    if value <= 0:
+        msg = f"`--memory-budget` must be positive, got {text!r}"
+        raise ValueError(msg)
+    return value
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``stack`` sub-command to `subparsers`."""
+    parser = subparsers.add_parser(
+        "stack",
+        help="stack aligned FITS frames into a master tile (streamed, GPU auto mode C)",
+        description=("Stack aligned FITS frames into one master tile: row bands are streamed from "
+                     "the files, so any number of frames fits the memory budget. Writes float32 "
+                     "CHW FITS with an ALPHA extension and provenance keys."),
+    )
+    parser.add_argument("files", nargs="+", metavar="FILES", help="aligned FITS frames of one shape")
+    parser.add_argument("-o", "--output", required=True, metavar="MASTER", help="master tile FITS to write")
+    parser.add_argument("--config", metavar="JSON", default=None,
+                        help="zemosaic_config.json (ZeMosaic keys) or a JSON of StackConfig fields; "
+                             "options given here override it")
+    parser.add_argument("--backend", choices=_BACKENDS, default=None,
+                        help="where to stack (default: auto = GPU when healthy, else NumPy)")
+    parser.add_argument("--normalize", default=None, help="normalisation method (e.g. linear_fit, none)")
+    parser.add_argument("--weighting", default=None, help="weighting method (e.g. noise_variance, none)")
+    parser.add_argument("--reject", default=None, help="rejection algorithm (e.g. winsorized_sigma_clip)")
+    parser.add_argument("--combine", default=None, help="final combine (e.g. mean, median)")
+    parser.add_argument("--kappa-low", type=float, default=None, help="low rejection threshold")
+    parser.add_argument("--kappa-high", type=float, default=None, help="high rejection threshold")
+    parser.add_argument("--memory-budget", default=None, metavar="SIZE",
+                        help="working memory of one band, e.g. 512MB (default: 25%% of free memory)")
+    parser.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bar")
+    parser.set_defaults(func=_run)
+
+
+def _load_json(path: str) -> dict[str, Any]:
+    from zemosaic_xp.cli import CliError
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError as exc:
+        raise CliError(f"config file '{path}' does not exist") from exc
+    except (OSError, ValueError) as exc:
+        raise CliError(f"config file '{path}' is not readable JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise CliError(f"config file '{path}' must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _gpu_allowed(data: dict[str, Any]) -> bool:
+    """ZeMosaic's canonical GPU flag (``use_gpu_phase5``, then its aliases); default True."""
+    for key in _GPU_FLAGS:
+        value = data.get(key)
+        if value is not None and value != "" and value != "auto":
+            return str(value).strip().lower() not in ("0", "false", "no", "off")
+    return True
+
+
+def _build_config(args: argparse.Namespace) -> tuple[Any, str]:
+    from zemosaic_xp import StackConfig
+
+    data = _load_json(args.config) if args.config else {}
+    config = StackConfig.from_dict(data)
+    changes = {name: getattr(args, name) for name in
+               ("normalize", "weighting", "reject", "combine", "kappa_low", "kappa_high")
+               if getattr(args, name) is not None}
+    if changes:
+        config = config.replace(**changes)
+    backend = args.backend or ("auto" if _gpu_allowed(data) else "numpy")
+    return config, backend
+
+
+def _wcs_of(header: Any) -> Any:
+    """The celestial WCS of the first frame, or None."""
+    if header is None:
+        return None
+    from astropy.wcs import WCS
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # non-standard cards in camera headers
+            wcs = WCS(header, naxis=2)
+        return wcs if wcs.has_celestial else None
+    except Exception:  # noqa: BLE001 - a broken WCS only means "no WCS in the output"
+        return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from zemosaic_xp import stack_master_tile, write_master_tile
+    from zemosaic_xp.classic.sources import FitsSource
+    from zemosaic_xp.cli.progress import ProgressBar
+
+    config, backend = _build_config(args)
+    budget = parse_bytes(args.memory_budget) if args.memory_budget else None
+    bar = ProgressBar(enabled=not getattr(args, "quiet", False))
+    try:
+        result = stack_master_tile(args.files, config, backend=backend, memory_budget_bytes=budget,
+                                   progress_callback=bar)
+    finally:
+        bar.close()
+    reference = next(f for f in args.files if f not in result.stats["skipped_frames"])
+    out = write_master_tile(result, args.output, wcs=_wcs_of(FitsSource(reference).header))
+    s = result.stats
+    print(f"master tile written to {Path(out)}")
+    print(f"frames {s['n_frames']} used, {len(s['skipped_frames'])} skipped | rejected "
+          f"{s['rejected_pct']:.2f}% | {s['reject']}/{s['combine']} | backend {s['backend']} | "
+          f"used_gpu {result.used_gpu} | {s['time_total_sec']:.1f} s")
+    sys.stdout.flush()
+    return 0

@@ -40,7 +40,7 @@ def test_tile_is_identical_for_any_chunk_budget(rgb_tile, tmp_path):
     folder, (grid, tile, frames) = rgb_tile
     big = _stack(grid, tile, frames, tmp_path, stack_chunk_budget_mb=4096.0)
     tiny = _stack(grid, tile, frames, tmp_path, stack_chunk_budget_mb=0.01)
-    assert big.stats["n_bands"] == 1 and tiny.stats["n_bands"] == tile.shape[0]
+    assert big.stats["n_bands"] < tiny.stats["n_bands"] == tile.shape[0]
     assert tiny.stats["spilled"] and not big.stats["spilled"]
     np.testing.assert_array_equal(tiny.image, big.image)
     np.testing.assert_array_equal(tiny.weight, big.weight)

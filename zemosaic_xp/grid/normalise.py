@@ -53,7 +53,7 @@ _IRLS_ITERATIONS = 4
 _HUBER_K = 1.345
 # Positions per frame: enough for percentiles to ~1e-3 of the span; the parent holds
 # them all (C + 2 numbers each), so very large surveys get fewer per frame.
-_SAMPLES_PER_FRAME = 32768
+_SAMPLES_PER_FRAME = 16384
 _SAMPLE_MEMORY_BYTES = 256 * 2**20
 
 

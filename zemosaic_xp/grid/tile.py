@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 _MB = 1024 * 1024
 _FRAME_CACHE_SIZE = 64
+_CPU_BAND_BYTES = 2 * 1024 * 1024
 # Noise σ per frame and channel from at most this many neighbour differences (σ to ~0.6 %).
 _NOISE_SAMPLES = 16384
 
@@ -186,6 +187,21 @@ def _stack_bands(store: PatchStore, active: list[int], stacker: BandStacker, ban
     return bands
 
 
+def _band_rows(n_frames: int, width: int, channels: int, budget: int, config: GridConfig, height: int, *,
+               gpu: bool) -> int:
+    """Rows per band: within the budget; on the CPU also about 2 MiB of samples.
+
+    Cache-sized CPU bands keep the dozen passes of a rejection in L2/L3 (measured 3-4x
+    faster per sample than 90 MB bands here; the same size as the core's CPU fast path).
+    GPU bands take the whole budget: fewer, larger transfers and kernels.
+    """
+    rows = rows_per_band(n_frames, width, channels, budget, config.stack, height=height)
+    if gpu:
+        return rows
+    row_bytes = max(1, n_frames * width * channels * 4)
+    return max(1, min(rows, _CPU_BAND_BYTES // row_bytes))
+
+
 def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config: GridConfig, *,
                scratch_dir: str | Path, channels: int, gpu: Backend | None = None,
                breaker: GpuBreaker | None = None) -> TileProduct:
@@ -233,7 +249,8 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
         plan = plan_tile_frames(np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps]), noise, exposures,
                                 config.stack, xp=xp)
         del noise
-        band_rows = rows_per_band(len(active), width, channels, budget, config.stack, height=height)
+        band_rows = _band_rows(len(active), width, channels, budget, config, height,
+                               gpu=gpu is not None and not (breaker is not None and breaker.disabled))
         stacker = BandStacker(config.stack, plan, cpu_xp=xp, gpu=gpu, breaker=breaker, tile_id=tile.tile_id)
         bands = _stack_bands(store, active, stacker, band_rows, height)
         spilled, store_mb = store.spilled, store.nbytes / _MB

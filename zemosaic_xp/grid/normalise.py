@@ -46,8 +46,8 @@ logger = logging.getLogger(__name__)
 
 #: Fewest common positions for a pairwise fit.
 MIN_PAIR_SAMPLES = 64
-_MAX_PARTNERS = 6
-_PAIR_CLIP_ROUNDS = 3
+_MAX_PARTNERS = 4
+_PAIR_CLIP_ROUNDS = 2
 _PAIR_CLIP_SIGMA = 5.0
 _IRLS_ITERATIONS = 4
 _HUBER_K = 1.345
@@ -145,13 +145,28 @@ def _pair_map(vi: np.ndarray, vj: np.ndarray, config: StackConfig, xp: Any) -> t
     return gain, offset
 
 
-def _candidate_pairs(grid: GlobalGrid) -> list[tuple[int, int]]:
-    boxes = np.asarray([f.footprint for f in grid.frames])
-    xmin, xmax, ymin, ymax = boxes.T
-    hit = (xmin[:, None] < xmax[None, :]) & (xmin[None, :] < xmax[:, None]) & \
-          (ymin[:, None] < ymax[None, :]) & (ymin[None, :] < ymax[:, None])
-    i, j = np.nonzero(np.triu(hit, k=1))
-    return list(zip(i.tolist(), j.tolist()))
+def _overlap_counts(samples: list[tuple[np.ndarray, np.ndarray]], step: int) -> dict[tuple[int, int], int]:
+    """Common valid positions of every pair of frames sharing at least ``MIN_PAIR_SAMPLES``.
+
+    One sparse product ``V·Vᵀ`` of the frames × positions validity matrix, instead of a
+    set intersection per pair of overlapping footprints.
+    """
+    import scipy.sparse as sp
+
+    rows, cols = [], []
+    for i, (pos, vals) in enumerate(samples):
+        ok = np.all(np.isfinite(vals), axis=0)
+        cols.append(pos[ok] // step)
+        rows.append(np.full(int(ok.sum()), i, dtype=np.int64))
+    col = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+    row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    n = len(samples)
+    width = int(col.max()) + 1 if col.size else 1
+    valid = sp.csr_matrix((np.ones(col.size, dtype=np.float32), (row, col)), shape=(n, width))
+    product = sp.triu(valid @ valid.T, k=1).tocoo()
+    keep = product.data >= MIN_PAIR_SAMPLES
+    return {(int(i), int(j)): int(round(c)) for i, j, c in
+            zip(product.row[keep], product.col[keep], product.data[keep])}
 
 
 def _common(samples: list[tuple[np.ndarray, np.ndarray]], i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
@@ -245,8 +260,7 @@ def _clipped_mean(d: np.ndarray) -> float:
 
 
 def _solve(n: int, channels: int, pairs: list[tuple[int, int]], maps: dict, counts: dict,
-           refs: dict[int, int], labels: np.ndarray,
-           samples: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+           refs: dict[int, int], labels: np.ndarray, common: dict) -> tuple[np.ndarray, np.ndarray]:
     """Gains and offsets of all frames; each connected group's reference is fixed.
 
     Gains: ``log g_j − log g_i = log g_ij`` from the pairwise fits of the core's method.
@@ -269,7 +283,7 @@ def _solve(n: int, channels: int, pairs: list[tuple[int, int]], maps: dict, coun
         return gain, offset
     diffs = np.zeros((len(pairs), channels))
     for r, (i, j) in enumerate(pairs):
-        a, b = _common(samples, i, j)
+        a, b = common[(i, j)]
         for ch in range(channels):
             diffs[r, ch] = _clipped_mean(gain[i, ch] * a[ch].astype(np.float64) - gain[j, ch] * b[ch])
     for ch in range(channels):
@@ -310,14 +324,11 @@ def normalise_frames(grid: GlobalGrid, config: StackConfig, *, xp: Any,
     header = grid.header_string()
     values = list(mapper(sample_frame, [f.path for f in grid.frames], [header] * n, positions, [width] * n))
     samples = list(zip(positions, values))
-    counts = {}
-    for i, j in _candidate_pairs(grid):
-        a, _ = _common(samples, i, j)
-        if a.shape[1] >= MIN_PAIR_SAMPLES:
-            counts[(i, j)] = a.shape[1]
-    maps = {}
+    counts = _overlap_counts(samples, step)
+    maps, common = {}, {}
     for pair in _select_pairs(counts, n):
-        maps[pair] = _pair_map(*_common(samples, *pair), config, xp)
+        common[pair] = _common(samples, *pair)
+        maps[pair] = _pair_map(*common[pair], config, xp)
     pairs = [p for p in maps if np.all(maps[p][0] > 0)]  # a degenerate fit carries no gain
     labels = _components(n, pairs)
     shared = np.zeros(n)
@@ -328,7 +339,7 @@ def normalise_frames(grid: GlobalGrid, config: StackConfig, *, xp: Any,
     for label in np.unique(labels):
         members = np.nonzero(labels == label)[0]
         refs[int(label)] = int(members[np.argmax(shared[members])])
-    gains, offsets = _solve(n, channels, pairs, maps, counts, refs, labels, samples)
+    gains, offsets = _solve(n, channels, pairs, maps, counts, refs, labels, common)
     reference = max(refs.values(), key=lambda k: (shared[k], -k))
     unlinked = [int(k) for k in range(n) if np.sum(labels == labels[k]) == 1]
     info = {"method": config.normalize, "pairs": len(pairs), "components": len(refs), "unlinked": unlinked,

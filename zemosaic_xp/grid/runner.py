@@ -77,6 +77,8 @@ class GridResult:
     mosaic_shape : (H, W) or None
     assembly : dict
         ``MosaicResult.info`` of the assembly.
+    timings : dict
+        Wall seconds of ``setup_sec``, ``normalise_sec``, ``tiles_sec``, ``assembly_sec``.
     groups : dict of str to GridResult
         Per-mount results of a split run (``"EQ"``, ``"ALTZ"``); empty otherwise.
     """
@@ -101,6 +103,7 @@ class GridResult:
     rejected_pct: float | None = None
     mosaic_shape: tuple[int, int] | None = None
     assembly: dict = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
     groups: dict[str, GridResult] = field(default_factory=dict)
 
 
@@ -233,6 +236,9 @@ def _tasks(group: _Group, cfg: GridConfig, manifest: TileManifest, cfg_hash: str
     if group.result.tiles_skipped:
         progress.message("[GRID] resume: %d of %d tile(s) already done, skipped", group.result.tiles_skipped,
                          len(grid.tiles))
+    # Largest tiles first (patch pixels x frames): workers finish together. Outputs do not
+    # depend on the order.
+    tasks.sort(key=lambda t: (-sum((b[1] - b[0]) * (b[3] - b[2]) for b in t.tile.patch_boxes), t.tile_id))
     return tasks, hashes
 
 
@@ -396,6 +402,7 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
     telemetry = _telemetry(cfg, out, progress_callback)
     progress = GridProgress(progress_callback, telemetry)
     run_id = uuid.uuid4().hex
+    timings: dict[str, float] = {}
     try:
         progress.set_phase(0)
         progress.message("[GRID] grid mode: input '%s', output '%s'", input_folder, out)
@@ -404,29 +411,39 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
         with TileScheduler(workers=workers, executor=executor, cancel=cancel, emit=progress.message) as scheduler:
             scheduler.start()  # worker start-up overlaps the setup below
             groups = _setup(Path(input_folder), out, cfg, progress)
+            timings["setup_sec"] = time.perf_counter() - t0
             _normalise_groups(groups, cfg, scheduler, progress)
+            timings["normalise_sec"] = time.perf_counter() - t0 - timings["setup_sec"]
             progress.set_totals(sum(len(g.grid.tiles) for g in groups))
             progress.advance(1, stage="GRID: setup", force=True)
             progress.set_phase(1)
             progress.message("[GRID] using %d workers (%s)", workers, how)
             progress.set_phase(2, extra={"cpu_workers": workers, "use_gpu": use_gpu})
             progress.start_clock()
+            t_tiles = time.perf_counter()
             for group in groups:
                 _stack_tiles(group, cfg, resume=resume, run_id=run_id, use_gpu=use_gpu, scheduler=scheduler,
                              progress=progress)
                 group.result.workers, group.result.use_gpu = workers, use_gpu
                 if group.result.cancelled:
                     break
+        timings["tiles_sec"] = time.perf_counter() - t_tiles
         result = _merge(out, groups)
         result.workers, result.use_gpu = workers, use_gpu
+        result.timings = timings
         if result.cancelled or (cancel is not None and cancel.is_set()):
             result.cancelled = True
             progress.message("[GRID] cancelled: %d tile(s) finished and kept for a resume",
                              result.tiles_processed, level=logging.WARNING)
             return _finalise(result, out, cfg, t0)
         progress.set_phase(3)
+        t_assembly = time.perf_counter()
         for group in groups:
             _assemble(group, cfg, progress)
+        timings["assembly_sec"] = time.perf_counter() - t_assembly
+        progress.message("[GRID] timings: setup %.1f s, frame normalisation %.1f s, tiles %.1f s, assembly %.1f s",
+                         timings["setup_sec"], timings["normalise_sec"], timings["tiles_sec"],
+                         timings["assembly_sec"])
         if result.failed_tiles:
             progress.message("[GRID] finished with %d failed tile(s): %s", len(result.failed_tiles),
                              ", ".join(f"{k}: {v}" for k, v in sorted(result.failed_tiles.items())),

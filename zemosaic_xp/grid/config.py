@@ -20,9 +20,11 @@ __all__ = ["GridConfig", "grid_stack_config", "resolve_use_gpu"]
 # big enough that most frames fall wholly inside a few tiles, small enough that a
 # survey of a few dozen frames is cut into several tiles that run in parallel.
 _DEFAULT_GRID_SIZE_FACTOR = 1.5
-# 20 % overlap: room for the photometric fit and the feather between tiles while
-# reprojecting each frame pixel ~1.6 times (40 %, ZeMosaic's batch default, costs 2.8x).
-_DEFAULT_OVERLAP = 0.20
+# 10 % overlap: the frames are normalised once for the survey, so neighbouring tiles
+# agree pixel for pixel and the overlap only carries the assembly's check fit and the
+# feather; each overlapping pixel is reprojected and stacked twice (40 %, ZeMosaic's
+# batch default, costs up to 2.8x the work).
+_DEFAULT_OVERLAP = 0.10
 _DEFAULT_CHUNK_MB = 512.0
 _MAX_OVERLAP = 0.9
 

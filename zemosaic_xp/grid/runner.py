@@ -45,6 +45,8 @@ __all__ = ["run_grid_mode", "GridResult", "resolve_workers"]
 logger = logging.getLogger(__name__)
 
 _BASE_WORKER_MB = 512.0  # interpreter, libraries and one frame, per worker process
+# Above this many frames the normalisation samples them on the workers (about 15 ms a frame).
+_PARALLEL_SAMPLING_FRAMES = 200
 
 
 @dataclass
@@ -210,7 +212,9 @@ def _normalise_groups(groups: list[_Group], cfg: GridConfig, scheduler: TileSche
     xp = select_backend("numpy").xp
     for group in groups:
         t0 = time.perf_counter()
-        group.norm = normalise_frames(group.grid, cfg.stack, xp=xp, mapper=scheduler.map)
+        # Small surveys are sampled here while the workers start up; large ones on the workers.
+        mapper = scheduler.map if len(group.grid.frames) > _PARALLEL_SAMPLING_FRAMES else map
+        group.norm = normalise_frames(group.grid, cfg.stack, xp=xp, mapper=mapper)
         if cfg.stack.normalize != "none":
             progress.message("[GRID] frames normalised (%s, %d pairs) in %.1f s", cfg.stack.normalize,
                              group.norm.info["pairs"], time.perf_counter() - t0)

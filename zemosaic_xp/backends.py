@@ -20,6 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from .core.ops import register_ops
+from .fastpaths import native_ops
+
 __all__ = [
     "Backend",
     "BackendUnavailable",
@@ -81,6 +84,10 @@ class Backend:
 
 
 _HEALTH_CACHE: dict[str, Backend | BaseException] = {}
+
+# The core finds the native fast paths of each namespace through this hook
+# (core/ops.py); the core itself never imports NumPy, CuPy or torch.
+register_ops(native_ops)
 
 
 def _import_optional(module: str, extra: str) -> Any:

@@ -110,7 +110,8 @@ class ArrayOps:
         return s, n_valid
 
     # ------------------------------------------------------------------ reductions
-    def centred_sums(self, s: Array, centre: Array, lo: Array, hi: Array) -> tuple[Array, Array]:
+    def centred_sums(self, s: Array, centre: Array, lo: Array, hi: Array, *,
+                     whole: bool = False) -> tuple[Array, Array]:
         """Σd and Σd² over ``s[p, lo[p]:hi[p]]`` with ``d = f64(s) − f64(centre)``.
 
         Parameters
@@ -119,6 +120,9 @@ class ArrayOps:
             Rows, any values outside the range (``+inf`` padding included).
         centre : array, shape (R,), float32
         lo, hi : array, shape (R,), int64
+        whole : bool
+            A promise that ``[lo, hi)`` is each row's whole valid range ``[0, n_valid)``
+            of a :meth:`sort_valid` output, so only ``+inf`` padding lies outside it.
 
         Returns
         -------
@@ -137,6 +141,28 @@ class ArrayOps:
         d = xp.astype(s, f64) - xp.astype(centre, f64)[:, None]
         d = xp.where(inside, d, xp.zeros((), dtype=f64, device=_device(s)))
         return xp.sum(d, axis=-1), xp.sum(d * d, axis=-1)
+
+
+    # ------------------------------------------------------------------ compaction
+    def expand(self, mask: Array, pairs: list[tuple[Array, Array]]) -> list[Array]:
+        """Undo a compaction: for each ``(values, fill)`` put ``values`` where ``mask``.
+
+        Parameters
+        ----------
+        mask : array, shape (R,), bool
+            With ``A`` True entries.
+        pairs : list of (values, fill)
+            ``values`` shape (A,), one per True of ``mask`` in order; ``fill`` shape (R,).
+
+        Returns
+        -------
+        list of arrays, shape (R,): ``fill`` with ``values`` scattered into ``mask``.
+        """
+        xp = self.xp
+        count = int(pairs[0][0].shape[0]) if pairs else 0
+        pos = xp.cumulative_sum(xp.astype(mask, xp.int64)) - 1
+        pos = xp.minimum(xp.maximum(pos, xp.zeros_like(pos)), xp.full_like(pos, max(count - 1, 0)))
+        return [xp.where(mask, xp.take(values, pos), fill) for values, fill in pairs]
 
 
 _FACTORIES: list[OpsFactory] = []

@@ -143,28 +143,24 @@ def _bounds(c: Array, s1: Array, s2: Array, count: Array, clip: _Clip, xp: Any) 
     return c - clip.kappa_low * sigma, c + clip.kappa_high * sigma
 
 
-def _expand(mask: Array, values: Array, fill: Array, xp: Any) -> Array:
-    """``fill`` with ``values`` (one per True of ``mask``, in order) put where ``mask`` is True."""
-    pos = xp.cumulative_sum(xp.astype(mask, xp.int64)) - 1
-    pos = xp.clip(pos, 0, max(int(values.shape[0]) - 1, 0))
-    return xp.where(mask, xp.take(values, pos), fill)
-
-
 def _compact_pass(s: Array, m0: Array, need: Array, lo: Array, hi: Array, active: Array, k: int,
                   clip: _Clip, xp: Any, ops: ArrayOps) -> tuple[Array, Array, Array, Array]:
     """Iterations ``k, k+1, …`` on these rows; ``active`` rows run iteration ``k``.
 
-    Returns ``lo, hi, iterations, kept_sum`` for these rows.
+    On the first pass (``k == 0``) the rows are the whole band and their ranges the
+    whole valid range, so the centre is ``m0`` itself and the first kept sample is
+    column 0. Returns ``lo, hi, iterations, kept_sum`` for these rows.
     """
     count = hi - lo
-    s1, s2 = ops.centred_sums(s, m0, lo, hi)
-    c = median_sorted(s, count[:, None], xp=xp, lo=lo[:, None])
+    first_pass = k == 0
+    s1, s2 = ops.centred_sums(s, m0, lo, hi, whole=first_pass)
+    c = m0 if first_pass else median_sorted(s, count[:, None], xp=xp, lo=lo[:, None])
     lower, upper = _bounds(c, s1, s2, count, clip, xp)
     iterations = xp.astype(active, xp.int64)
     # Exact shortcut: a range whose extremes lie inside the bounds cannot shrink.
-    has = count > 0
     zero = xp.zeros_like(lo)
-    first = take_rows(s, xp.where(has, lo, zero), xp=xp)
+    has = count > 0
+    first = s[:, 0] if first_pass else take_rows(s, xp.where(has, lo, zero), xp=xp)
     last = take_rows(s, xp.where(has, hi - 1, zero), xp=xp)
     cand = active & ((first < lower) | (last > upper))
     if not bool(xp.any(cand)):
@@ -190,11 +186,9 @@ def _compact_pass(s: Array, m0: Array, need: Array, lo: Array, hi: Array, active
     else:
         sub_kept, _ = ops.centred_sums(sub_s, sub_m0, sub_lo, sub_hi)
         sub_it = xp.zeros_like(sub_lo)
-    changed = _expand(cand, changed_c, xp.zeros_like(cand), xp)
-    lo = _expand(changed, sub_lo, lo, xp)
-    hi = _expand(changed, sub_hi, hi, xp)
-    iterations = _expand(changed, sub_it + 1, iterations, xp)
-    return lo, hi, iterations, _expand(changed, sub_kept, s1, xp)
+    (changed,) = ops.expand(cand, [(changed_c, xp.zeros_like(cand))])
+    return tuple(ops.expand(changed, [(sub_lo, lo), (sub_hi, hi), (sub_it + 1, iterations),
+                                      (sub_kept, s1)]))
 
 
 def _range_sum(p: Array, lo: Array, hi: Array, xp: Any) -> Array:

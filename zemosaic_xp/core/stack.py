@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -23,8 +24,9 @@ from array_api_compat import device as _device
 from .combine import combine
 from .config import StackConfig
 from .framestats import FrameSamples
-from .frames import FrameStack, finite_or_nan
+from .frames import FrameStack
 from .normalize import normalization
+from .ops import ArrayOps, ops_for
 from .reject import reject
 from .samples import Samples
 from .weights import quality_weights, user_weight_kind
@@ -87,12 +89,15 @@ class FramePlan:
         Normalisation ``x' = gain·x + offset``.
     weights : array, shape (N, C), float32, or None
         Quality weights × user frame weights; None = all equal.
+    identity : bool
+        Every gain is 1 and every offset 0: bands skip the normalisation pass.
     """
 
     gain: Array
     offset: Array
     weights: Array | None
     stats: dict = field(default_factory=dict)
+    identity: bool = False
 
 
 @dataclass
@@ -170,11 +175,12 @@ def plan_frames(stats: FrameSamples, config: StackConfig, *,
         info["weights"] = [_to_list(weights[i, :], xp) for i in range(weights.shape[0])]
         info["weight_min"] = float(xp.min(weights))
         info["weight_max"] = float(xp.max(weights))
-    return FramePlan(gain, offset, weights, info)
+    identity = bool(xp.all(gain == 1.0) and xp.all(offset == 0.0))
+    return FramePlan(gain, offset, weights, info, identity=identity)
 
 
 def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
-               pixel_weights: Array | None = None, xp: Any) -> BandResult:
+               pixel_weights: Array | None = None, xp: Any, ops: ArrayOps | None = None) -> BandResult:
     """Stack one band of rows.
 
     Parameters
@@ -186,6 +192,8 @@ def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
         From :func:`plan_frames` on the same N frames.
     pixel_weights : array, shape (h, W, C, N) or (h, W, 1, N), optional
         Per-pixel weights of these rows (e.g. reprojection footprint × ALPHA).
+    ops : ArrayOps, optional
+        Native fast paths (default: those registered for the band's namespace).
 
     Returns
     -------
@@ -193,7 +201,10 @@ def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
         Arrays of shape ``(h, W, C)`` on the band's device.
     """
     h, w, c, n = (int(v) for v in band.shape)
-    x = band * xp.permute_dims(plan.gain, (1, 0)) + xp.permute_dims(plan.offset, (1, 0))
+    if plan.identity:
+        x = band
+    else:
+        x = band * xp.permute_dims(plan.gain, (1, 0)) + xp.permute_dims(plan.offset, (1, 0))
     weights = None
     if plan.weights is not None:
         weights = xp.permute_dims(plan.weights, (1, 0))[None, None, ...]
@@ -203,7 +214,7 @@ def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
     x = xp.reshape(x, (p, n))
     if weights is not None:
         weights = xp.reshape(xp.broadcast_to(weights, (h, w, c, n)), (p, n))
-    samples = Samples(x, weights, xp=xp)
+    samples = Samples(x, weights, xp=xp, ops=ops)
     rej = reject(samples, config)
     image, weight_sum, coverage = combine(samples, rej, config)
     n_low = xp.astype(rej.n_low, xp.int32)
@@ -250,6 +261,20 @@ def assemble(bands: Sequence[BandResult], *, mono: bool, config: StackConfig, pl
                        cat("rejected_high"), stats)
 
 
+class _Serial:
+    """A stand-in for an executor that runs ``map`` in the calling thread."""
+
+    def __enter__(self) -> _Serial:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    @staticmethod
+    def map(fn: Callable[[int], BandResult], items: range) -> Any:
+        return map(fn, items)
+
+
 def _split_user_weights(weights: Array | None, stack: FrameStack) -> tuple[Array | None, FrameStack | None]:
     """User weights as (frame-level (N,)/(N, C) array, per-pixel FrameStack) — one is None."""
     if weights is None:
@@ -273,7 +298,8 @@ def _split_user_weights(weights: Array | None, stack: FrameStack) -> tuple[Array
 def stack_frames(frames: Array | Sequence[Array], /, *, config: StackConfig | None = None,
                  weights: Array | None = None, band_rows: int | None = None,
                  memory_budget_bytes: int | None = None,
-                 progress_callback: ProgressCallback | None = None) -> StackResult:
+                 progress_callback: ProgressCallback | None = None,
+                 ops: ArrayOps | None = None) -> StackResult:
     """Stack in-memory frames on their own backend; see ``zemosaic_xp.stack``.
 
     Parameters
@@ -285,6 +311,10 @@ def stack_frames(frames: Array | Sequence[Array], /, *, config: StackConfig | No
         Rows per band; default from ``memory_budget_bytes`` (default 256 MiB).
     progress_callback : callable, optional
         Receives ``("STAGE_PROGRESS", "stack", bands_done, total=n_bands)``.
+    ops : ArrayOps, optional
+        Fast paths and strategy (default: those registered for the frames' namespace
+        and device); bands run on ``ops.band_workers`` threads, each at most
+        ``ops.band_bytes`` of float32 when that is set.
 
     Returns
     -------
@@ -298,32 +328,49 @@ def stack_frames(frames: Array | Sequence[Array], /, *, config: StackConfig | No
     stack = FrameStack(frames)
     xp = stack.xp
     frame_weights, pixel_weights = _split_user_weights(weights, stack)
-    stats = FrameSamples(stack.samples(config.frame_stats_samples), xp=xp)
+    ops = ops_for(xp, stack.device) if ops is None else ops
+    stats = FrameSamples(stack.samples(config.frame_stats_samples, ops=ops), xp=xp)
     plan = plan_frames(stats, config, frame_weights=frame_weights)
     del stats
     t_plan = time.perf_counter() - t0
+    workers = max(1, int(ops.band_workers))
     if band_rows is None:
         budget = 256 * 1024**2 if memory_budget_bytes is None else int(memory_budget_bytes)
-        band_rows = rows_per_band(stack.n_frames, stack.width, stack.channels, budget, config,
-                                  height=stack.height)
+        # The budget covers every band in flight: one per worker thread.
+        band_rows = rows_per_band(stack.n_frames, stack.width, stack.channels, budget // workers,
+                                  config, height=stack.height)
+        if ops.band_bytes:
+            row_bytes = stack.n_frames * stack.width * stack.channels * 4
+            band_rows = min(band_rows, max(1, ops.band_bytes // row_bytes))
     if isinstance(band_rows, bool) or not isinstance(band_rows, int) or band_rows < 1:
         msg = f"`band_rows` must be a positive integer, got {band_rows!r}"
         raise ValueError(msg)
     n_bands = math.ceil(stack.height / band_rows)
-    bands = []
-    for i in range(n_bands):
+
+    def run(i: int) -> BandResult:
         r0, r1 = i * band_rows, min(stack.height, (i + 1) * band_rows)
         pw = None
         if pixel_weights is not None:
-            pw = finite_or_nan(pixel_weights.band(r0, r1), xp)
+            pw = pixel_weights.band(r0, r1, ops=ops)
             pw = xp.where(xp.isnan(pw), xp.zeros_like(pw), pw)
-        bands.append(stack_band(stack.band(r0, r1), config=config, plan=plan, pixel_weights=pw, xp=xp))
-        if progress_callback is not None:
-            progress_callback("STAGE_PROGRESS", "stack", i + 1, total=n_bands)
+        return stack_band(stack.band(r0, r1, ops=ops), config=config, plan=plan, pixel_weights=pw,
+                          xp=xp, ops=ops)
+
+    workers = min(workers, n_bands)
+    bands = []
+    # Threads, not processes: NumPy releases the GIL in sorts and ufunc loops. map()
+    # yields in row order, and a band's memory exists only while a worker runs it.
+    with ThreadPoolExecutor(workers) if workers > 1 else _Serial() as pool:
+        for i, result in enumerate(pool.map(run, range(n_bands))):
+            bands.append(result)
+            if progress_callback is not None:
+                progress_callback("STAGE_PROGRESS", "stack", i + 1, total=n_bands)
     extra = {
         "band_rows": band_rows,
         "n_frames": stack.n_frames,
         "namespace": getattr(xp, "__name__", str(xp)),
+        "ops": ops.name,
+        "band_workers": workers,
         "time_plan_sec": t_plan,
         "time_total_sec": time.perf_counter() - t0,
     }

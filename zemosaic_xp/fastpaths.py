@@ -113,6 +113,9 @@ class NumpyOps(ArrayOps):
                      whole: bool = False) -> tuple[Array, Array]:
         return _numpy_centred_sums(s, centre, lo, hi, whole)
 
+    def prefix_sums(self, d: Array) -> Array:
+        return np.cumsum(d, axis=-1)
+
     def expand(self, mask: Array, pairs: list[tuple[Array, Array]]) -> list[Array]:
         out = []
         for values, fill in pairs:

@@ -80,21 +80,25 @@ def sort_valid(x: Array, /, *, xp: Any = None) -> tuple[Array, Array]:
     return ops_for(xp, _device(x)).sort_valid(x)
 
 
-def take_rows(s: Array, idx: Array, /, *, xp: Any) -> Array:
+def take_rows(s: Array, idx: Array, /, *, xp: Any, rows: Array | None = None) -> Array:
     """``s[r, idx[r]]`` for every row ``r`` of a 2-D array, as one flat gather.
 
     Parameters
     ----------
     s : array, shape (R, N)
-    idx : array, shape (R,), integer in [0, N)
+    idx : array, shape (K,), integer in [0, N)
+        One column per row (K = R), or per entry of ``rows``.
+    rows : array, shape (K,), integer in [0, R), optional
+        Gather ``s[rows[i], idx[i]]`` instead (a subset of the rows, no copy of them).
 
     Returns
     -------
-    array, shape (R,), dtype of ``s``
+    array, shape (K,), dtype of ``s``
     """
-    rows, n = int(s.shape[0]), int(s.shape[-1])
-    base = xp.arange(rows, dtype=idx.dtype, device=_device(s)) * n
-    return xp.take(xp.reshape(s, (-1,)), base + idx)
+    n = int(s.shape[-1])
+    if rows is None:
+        rows = xp.arange(int(s.shape[0]), dtype=idx.dtype, device=_device(s))
+    return xp.take(xp.reshape(s, (-1,)), rows * n + idx)
 
 
 def _take(s: Array, idx: Array, xp: Any) -> Array:

@@ -143,6 +143,10 @@ class ArrayOps:
         return xp.sum(d, axis=-1), xp.sum(d * d, axis=-1)
 
 
+    def prefix_sums(self, d: Array) -> Array:
+        """Inclusive prefix sums along the last axis (``cumulative_sum``)."""
+        return self.xp.cumulative_sum(d, axis=-1)
+
     # ------------------------------------------------------------------ compaction
     def expand(self, mask: Array, pairs: list[tuple[Array, Array]]) -> list[Array]:
         """Undo a compaction: for each ``(values, fill)`` put ``values`` where ``mask``.

@@ -1,6 +1,7 @@
 """Sigma-based rejections: iterative κ-σ (median centre) and PixInsight/Huber WSC.
 
-Both converge per pixel. See :mod:`.reject` for the shared contract.
+Both converge per pixel. See :mod:`.reject` for the shared contract. The winsorised
+clip lives in :mod:`.reject_wsc` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -11,21 +12,17 @@ from typing import Any
 from array_api_compat import device as _device
 
 from .config import StackConfig
-from .nanstats import MAD_TO_SIGMA, count_less, median_sorted, sort_valid, take_rows
+from .nanstats import count_less, median_sorted, take_rows
 from .ops import ArrayOps, ops_for
-from .reject_common import min_keep, range_rejection
+from .ranges import centred_prefix_sums, range_sum
+from .reject_common import range_rejection
+from .reject_wsc import reject_winsorized_sigma_clip
 from .samples import Rejection, Samples
 
 __all__ = ["kappa_sigma_ranges", "kappa_sigma_fit", "RangeFit", "reject_kappa_sigma",
            "reject_winsorized_sigma_clip"]
 
 Array = Any
-
-# Huber/PixInsight WSC: absolute floor of σ (upstream_spec §2.6.1) and the relative
-# tolerance of its "m and σ stopped moving" test.
-_WSC_SIGMA_FLOOR = 1e-10
-_WSC_TOLERANCE = 5e-4
-
 
 @dataclass(frozen=True)
 class _Clip:
@@ -191,32 +188,17 @@ def _compact_pass(s: Array, m0: Array, need: Array, lo: Array, hi: Array, active
                                       (sub_kept, s1)]))
 
 
-def _range_sum(p: Array, lo: Array, hi: Array, xp: Any) -> Array:
-    """``Σ d[lo:hi]`` per row from inclusive prefix sums ``p`` (``p[j] = Σ d[:j+1]``)."""
-    zero = xp.zeros((), dtype=p.dtype, device=_device(p))
-    at_hi = xp.where(hi > 0, take_rows(p, xp.maximum(hi - 1, xp.zeros_like(hi)), xp=xp), zero)
-    at_lo = xp.where(lo > 0, take_rows(p, xp.maximum(lo - 1, xp.zeros_like(lo)), xp=xp), zero)
-    return at_hi - at_lo
-
-
 def _dense_fit(s: Array, n: Array, m0: Array, need: Array, clip: _Clip, xp: Any,
                ops: ArrayOps) -> tuple[Array, Array, Array, Array]:
     """Every row, every iteration: prefix sums, gathers and binary searches (GPU)."""
-    dev = _device(s)
-    f64 = xp.float64
-    j = xp.arange(int(s.shape[-1]), device=dev)[None, :]
-    d = xp.astype(s, f64) - xp.astype(m0, f64)[:, None]
-    d = xp.where(j < n[:, None], d, xp.zeros((), dtype=f64, device=dev))
-    p1 = xp.cumulative_sum(d, axis=-1)
-    p2 = xp.cumulative_sum(d * d, axis=-1)
-    del d
+    p1, p2 = centred_prefix_sums(s, m0, n, xp=xp, ops=ops)
     lo, hi = xp.zeros_like(n), n
     iterations = xp.zeros_like(n)
     active = n > need
     for k in range(clip.max_iters):
         count = hi - lo
         c = median_sorted(s, count[:, None], xp=xp, lo=lo[:, None])
-        lower, upper = _bounds(c, _range_sum(p1, lo, hi, xp), _range_sum(p2, lo, hi, xp), count,
+        lower, upper = _bounds(c, range_sum(p1, lo, hi, xp=xp), range_sum(p2, lo, hi, xp=xp), count,
                                clip, xp)
         new_lo = count_less(s, lower[:, None], lo[:, None], hi[:, None], xp=xp)[:, 0]
         new_hi = count_less(s, upper[:, None], new_lo[:, None], hi[:, None], inclusive=True, xp=xp)[:, 0]
@@ -229,7 +211,7 @@ def _dense_fit(s: Array, n: Array, m0: Array, need: Array, clip: _Clip, xp: Any,
         # `check_every` iterations (never when 0); rows that stopped are frozen anyway.
         if ops.check_every and (k + 1) % ops.check_every == 0 and not bool(xp.any(active)):
             break
-    return lo, hi, iterations, _range_sum(p1, lo, hi, xp)
+    return lo, hi, iterations, range_sum(p1, lo, hi, xp=xp)
 
 
 def reject_kappa_sigma(samples: Samples, config: StackConfig) -> Rejection:
@@ -246,81 +228,3 @@ def reject_kappa_sigma(samples: Samples, config: StackConfig) -> Rejection:
         ops=samples.ops)
     return range_rejection(samples, fit.lo[:, None], fit.hi[:, None], fit.iterations,
                            centre=fit.centre, kept_sum=fit.kept_sum)
-
-
-def reject_winsorized_sigma_clip(samples: Samples, config: StackConfig) -> Rejection:
-    """PixInsight / Huber winsorised sigma clipping, converging per pixel.
-
-    Start from m = median, σ = 1.4826·MAD. Each iteration clamps the samples to
-    ``[m − κl·σ, m + κh·σ]``, sets m to the (weighted) mean of the clamped values and σ
-    to the Huber scale ``sqrt(Σ h·w·r² / Σ h·w)`` of the residuals r (h = 1 for
-    ``|r|/σ <= c``, else ``c·σ/|r|``; c = max(κl, κh)). A pixel stops when its clamp
-    bounds repeat, or when m and σ move by less than 5e-4·max(1, |value|); at most
-    ``max_iters`` (default 10). Samples outside the final ``[m − κl·σ, m + κh·σ]`` are
-    rejected; pixels with fewer than 2 valid samples keep everything.
-
-    Differs from ZeMosaic: convergence is decided per pixel, not for the whole block
-    (so bands never change the result), and the winsorised estimate only decides the
-    rejection: the combine then averages the surviving original samples.
-    """
-    xp = samples.xp
-    dev = _device(samples.x)
-    f64 = xp.float64
-    valid, n = samples.valid, samples.n_valid
-    x64 = xp.astype(xp.where(valid, samples.x, xp.zeros_like(samples.x)), f64)
-    w = xp.astype(samples.full_weights(), f64)
-    sw = xp.sum(w, axis=-1, keepdims=True)
-    sw_safe = xp.where(sw > 0, sw, xp.ones_like(sw))
-    s = samples.sorted
-    m = xp.astype(median_sorted(s, n, xp=xp), f64)[:, None]
-    m = xp.where(xp.isnan(m), xp.zeros_like(m), m)
-    nan = xp.asarray(xp.nan, dtype=samples.x.dtype, device=dev)
-    abs_dev = xp.where(valid, xp.abs(samples.x - xp.astype(m, samples.x.dtype)), nan)
-    sd, nd = sort_valid(abs_dev, xp=xp)
-    del abs_dev
-    mad = xp.astype(median_sorted(sd, nd, xp=xp), f64)[:, None]
-    del sd
-    floor = xp.asarray(_WSC_SIGMA_FLOOR, dtype=f64, device=dev)
-    sigma = xp.where(mad > 0, MAD_TO_SIGMA * mad, floor)
-    huber_c = max(config.kappa_low, config.kappa_high)
-    done = (n < 2)[:, 0]
-    iterations = xp.zeros((samples.n_pixels,), dtype=xp.int64, device=dev)
-    prev_lo = prev_hi = None
-    for _ in range(config.effective_max_iters()):
-        lo_b = m - config.kappa_low * sigma
-        hi_b = m + config.kappa_high * sigma
-        xw = xp.clip(x64, lo_b, hi_b)
-        m_new = xp.sum(w * xw, axis=-1, keepdims=True) / sw_safe
-        r = xp.where(valid, xw - m_new, xp.zeros_like(xw))
-        u = xp.abs(r) / sigma
-        huber = xp.where(u <= huber_c, xp.ones_like(u), huber_c / xp.where(u > 0, u, xp.ones_like(u)))
-        hw = huber * w
-        den = xp.sum(hw, axis=-1, keepdims=True)
-        var = xp.sum(hw * r * r, axis=-1, keepdims=True) / xp.where(den > 0, den, xp.ones_like(den))
-        sigma_new = xp.sqrt(var)
-        sigma_new = xp.where(sigma_new > 0, sigma_new, floor)
-        update = ~done
-        iterations = xp.where(update, iterations + 1, iterations)
-        stop = (xp.abs(m_new - m) <= _WSC_TOLERANCE * xp.maximum(xp.abs(m), xp.ones_like(m))) & (
-            xp.abs(sigma_new - sigma) <= _WSC_TOLERANCE * xp.maximum(sigma, xp.ones_like(sigma)))
-        if prev_lo is not None:
-            stop = stop | ((lo_b == prev_lo) & (hi_b == prev_hi))
-        m = xp.where(update[:, None], m_new, m)
-        sigma = xp.where(update[:, None], sigma_new, sigma)
-        prev_lo, prev_hi = lo_b, hi_b
-        done = done | stop[:, 0]
-        if bool(xp.all(done)):
-            break
-    lower = xp.astype(m - config.kappa_low * sigma, samples.x.dtype)
-    upper = xp.astype(m + config.kappa_high * sigma, samples.x.dtype)
-    below = valid & (samples.x < lower)
-    above = valid & (samples.x > upper)
-    keep = valid & ~below & ~above
-    n_keep = xp.sum(xp.astype(keep, xp.int64), axis=-1, keepdims=True)
-    # Guard: a pixel with fewer than 2 valid samples, or whose bounds would leave too
-    # few survivors, keeps every valid sample.
-    fallback = (n < 2) | (n_keep < min_keep(n, config, xp))
-    keep = xp.where(fallback, valid, keep)
-    n_low = xp.where(fallback, xp.zeros_like(n), xp.sum(xp.astype(below, xp.int64), axis=-1, keepdims=True))
-    n_high = xp.where(fallback, xp.zeros_like(n), xp.sum(xp.astype(above, xp.int64), axis=-1, keepdims=True))
-    return Rejection(keep, n_low[:, 0], n_high[:, 0], iterations)

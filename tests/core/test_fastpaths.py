@@ -91,6 +91,28 @@ def test_centred_sums_match_portable(native, whole):
         np.testing.assert_allclose(host(got), host(want), rtol=1e-12, atol=1e-9)
 
 
+@pytest.mark.parametrize("n", [1, 2, 7, 24])
+def test_mad_matches_portable_and_a_sort(native, n):
+    # Ties (integers), NaN holes and empty rows; the selection must equal sorting |x - m|.
+    from zemosaic_xp.core.nanstats import median_sorted
+
+    backend, fast, ref = native
+    xp = backend.xp
+    rng = np.random.default_rng(n)
+    x = rng.integers(0, 5, (200, n)).astype(np.float32)
+    x[100:] = rng.normal(0, 3, (100, n))
+    x[rng.random(x.shape) < 0.3] = np.nan
+    x[:2] = np.nan
+    s, count = ref.sort_valid(on(backend, x))
+    count = xp.reshape(count, (-1,))
+    centre = median_sorted(s, count[:, None], xp=xp)
+    centre = xp.where(xp.isnan(centre), xp.zeros_like(centre), centre)
+    got, want = fast.mad(s, count, centre), ref.mad(s, count, centre)
+    np.testing.assert_array_equal(host(got), host(want))
+    dev, dev_n = ref.sort_valid(xp.abs(on(backend, x) - centre[:, None]))
+    np.testing.assert_array_equal(host(want), host(median_sorted(dev, dev_n, xp=xp)))
+
+
 def test_band_copy_and_nonfinite_match_portable(native):
     backend, fast, ref = native
     xp = backend.xp

@@ -177,7 +177,10 @@ class FrameStack:
         ops = ops_for(xp, self.device) if ops is None else ops
         hw = self.height * self.width
         step = 1 if max_samples <= 0 else max(1, math.ceil(hw / max_samples))
-        # Frame by frame: a reshape may copy, and a copy of one frame is affordable.
-        src = xp.stack([xp.reshape(self._frame_hwc(i), (hw, self.channels))[::step, :]
-                        for i in range(self.n_frames)], axis=0)
-        return ops.nan_nonfinite(ops.band_copy(xp.permute_dims(src, (0, 2, 1))))
+        # Frame by frame: a reshape may copy, and a copy of one frame is affordable;
+        # each strided sub-sample is made contiguous before stacking (torch stacks
+        # strided views slowly).
+        rows = [ops.band_copy(xp.permute_dims(xp.reshape(self._frame_hwc(i), (hw, self.channels))[::step, :],
+                                              (1, 0)))
+                for i in range(self.n_frames)]
+        return ops.nan_nonfinite(xp.stack(rows, axis=0))

@@ -66,6 +66,16 @@ class ArrayOps:
     def __init__(self, xp: Any) -> None:
         self.xp = xp
 
+    def host_delegate(self) -> tuple[ArrayOps, Callable[[Array], Array], Callable[[Array], Array]] | None:
+        """Another namespace that shares this one's memory and stacks faster, or None.
+
+        Returns ``(ops, to, back)``: the other namespace's ops, and zero-copy
+        conversions of an array into it and back. ``stack_frames`` then runs a whole
+        stack there (torch CPU tensors are stacked by NumPy's kernels on the same
+        buffers). ``stack_band`` never delegates, so the portable path stays reachable.
+        """
+        return None
+
     # ------------------------------------------------------------------ layout
     def band_copy(self, view: Array) -> Array:
         """A C-contiguous float32 copy of ``view`` (typically a transposed band).
@@ -108,6 +118,16 @@ class ArrayOps:
         s = xp.sort(xp.where(nan, inf, x), axis=-1, stable=False)
         n_valid = xp.sum(xp.astype(~nan, xp.int64), axis=-1, keepdims=True)
         return s, n_valid
+
+    def mad(self, s: Array, n_valid: Array, centre: Array) -> Array:
+        """Median of ``|s − centre|`` over each sorted row's valid samples (float32).
+
+        Portable: a selection in the two sorted runs of deviations, no second sort
+        (:func:`~zemosaic_xp.core.ranges.mad_sorted`). Shapes ``(R, N)``, ``(R,)``, ``(R,)``.
+        """
+        from .ranges import mad_sorted
+
+        return mad_sorted(s, n_valid, centre, xp=self.xp)
 
     # ------------------------------------------------------------------ reductions
     def centred_sums(self, s: Array, centre: Array, lo: Array, hi: Array, *,

@@ -24,7 +24,7 @@ from array_api_compat import device as _device
 from .config import StackConfig
 from .nanstats import MAD_TO_SIGMA, median_sorted, sort_valid
 from .ops import ArrayOps
-from .ranges import mad_sorted, search_near, search_rows
+from .ranges import search_near, search_rows
 from .reject_common import min_keep, range_rejection
 from .samples import Rejection, Samples
 
@@ -109,7 +109,7 @@ def reject_winsorized_sigma_clip(samples: Samples, config: StackConfig) -> Rejec
     t1, t2 = ops.centred_sums(s, m0, zero, n, whole=True)
     rows = _Rows(s, n, m0, t1, t2)
     f64 = xp.float64
-    mad = xp.astype(mad_sorted(s, n, m0, xp=xp), f64)
+    mad = xp.astype(ops.mad(s, n, m0), f64)
     floor = xp.asarray(_WSC_SIGMA_FLOOR, dtype=f64, device=_device(s))
     nan = xp.full_like(mad, xp.nan)
     state = _State(xp.astype(m0, f64), xp.where(mad > 0, MAD_TO_SIGMA * mad, floor), nan, nan,

@@ -261,6 +261,19 @@ def assemble(bands: Sequence[BandResult], *, mono: bool, config: StackConfig, pl
                        cat("rejected_high"), stats)
 
 
+def _stack_delegated(frames: Any, weights: Any, delegate: tuple, **kwargs: Any) -> StackResult:
+    """Run :func:`stack_frames` in the delegate namespace, on the same memory."""
+    ops, to, back = delegate
+    frames = [to(f) for f in frames] if isinstance(frames, (list, tuple)) else to(frames)
+    if weights is not None and not isinstance(weights, (list, tuple)):
+        weights = to(weights)
+    result = stack_frames(frames, weights=weights, ops=ops, **kwargs)
+    for name in ("image", "weight_sum", "coverage", "rejected_low", "rejected_high"):
+        setattr(result, name, back(getattr(result, name)))
+    result.stats["ops"] = f"{ops.name} (delegated)"
+    return result
+
+
 class _Serial:
     """A stand-in for an executor that runs ``map`` in the calling thread."""
 
@@ -327,9 +340,18 @@ def stack_frames(frames: Array | Sequence[Array], /, *, config: StackConfig | No
     t0 = time.perf_counter()
     stack = FrameStack(frames)
     xp = stack.xp
-    frame_weights, pixel_weights = _split_user_weights(weights, stack)
     ops = ops_for(xp, stack.device) if ops is None else ops
-    stats = FrameSamples(stack.samples(config.frame_stats_samples, ops=ops), xp=xp)
+    delegate = ops.host_delegate()
+    if delegate is not None:
+        return _stack_delegated(frames, weights, delegate, config=config, band_rows=band_rows,
+                                memory_budget_bytes=memory_budget_bytes,
+                                progress_callback=progress_callback)
+    frame_weights, pixel_weights = _split_user_weights(weights, stack)
+    # The identity normalisation and equal weights read no statistic: one sample each.
+    n_stats = config.frame_stats_samples
+    if config.normalize == "none" and config.weighting == "none":
+        n_stats = 1
+    stats = FrameSamples(stack.samples(n_stats, ops=ops), xp=xp)
     plan = plan_frames(stats, config, frame_weights=frame_weights)
     del stats
     t_plan = time.perf_counter() - t0

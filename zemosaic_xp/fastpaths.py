@@ -159,7 +159,9 @@ class TorchCpuOps(ArrayOps):
     def __init__(self, xp: Any) -> None:
         super().__init__(xp)
         self.band_workers = cpu_workers()
-        self._numpy = NumpyOps(xp)
+        import array_api_compat.numpy as xp_numpy
+
+        self._numpy = NumpyOps(xp_numpy)
 
     def host_delegate(self) -> tuple[ArrayOps, Any, Any]:
         import torch

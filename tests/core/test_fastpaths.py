@@ -191,18 +191,21 @@ def test_pipeline_fast_equals_portable(backend_name, reject, combine):
 
 
 @pytest.mark.parametrize(("reject", "combine"), ALL_METHODS)
-def test_gpu_strategy_on_cpu_equals_cpu_strategy(reject, combine):
-    # No GPU is needed to test the GPU code path: GpuOps on NumPy arrays runs the same
-    # sync-free, compaction-free logic that CuPy and torch CUDA get.
+@pytest.mark.parametrize("backend_name", ["numpy", "torch:cpu", "array_api_strict"])
+def test_gpu_strategy_on_cpu_equals_cpu_strategy(backend_name, reject, combine):
+    # No GPU is needed to test the GPU code path: GpuOps on CPU arrays runs the same
+    # sync-free, compaction-free logic that CuPy and torch CUDA get (torch tensors
+    # exercise torch's own kernels, array_api_strict the standard alone).
+    backend = get_backend(backend_name)
     data = _heavy_outliers(5, (25, 17, 13))
     config = StackConfig.plain(reject=reject, combine=combine)
-    xp = get_backend("numpy").xp
-    gpu = stack_frames(data, config=config, ops=GpuOps(xp, "gpu-on-cpu"))
+    gpu = stack_frames(on(backend, data), config=config, ops=GpuOps(backend.xp, "gpu-on-cpu"))
     cpu = stack_frames(data, config=config)
-    assert gpu.stats["band_workers"] == 1
+    assert gpu.stats["band_workers"] == 1 and gpu.stats["ops"] == "gpu-on-cpu"
     for name in ("coverage", "rejected_low", "rejected_high"):
-        np.testing.assert_array_equal(getattr(gpu, name), getattr(cpu, name), err_msg=name)
-    np.testing.assert_allclose(gpu.image, cpu.image, rtol=1e-6)
+        np.testing.assert_array_equal(host(getattr(gpu, name)), getattr(cpu, name), err_msg=name)
+    np.testing.assert_allclose(host(gpu.image), cpu.image, rtol=1e-6)
+    assert gpu.stats["iterations"] == cpu.stats["iterations"]
 
 
 def test_threaded_bands_equal_serial_bands():

@@ -22,7 +22,7 @@ from typing import Any
 from array_api_compat import device as _device
 
 from .config import StackConfig
-from .nanstats import MAD_TO_SIGMA, median_sorted, sort_valid
+from .nanstats import MAD_TO_SIGMA, median_sorted, sort_valid, take_rows
 from .ops import ArrayOps
 from .ranges import search_near, search_rows
 from .reject_common import min_keep, range_rejection
@@ -37,8 +37,10 @@ Array = Any
 _WSC_SIGMA_FLOOR = 1e-10
 _WSC_TOLERANCE = 5e-4
 # CPU strategy: gather the unconverged rows into a smaller array once they are fewer
-# than this fraction of the current ones.
+# than this fraction of the current ones; read tails of at most this many samples
+# by gathers rather than by summing whole rows.
 _COMPACT_BELOW = 0.5
+_SHORT_TAIL = 6
 
 
 @dataclass(frozen=True)
@@ -152,23 +154,44 @@ def _iterate(rows: _Rows, state: _State, k: int, params: _Params, xp: Any,
     return state
 
 
-def _sums_in(rows: _Rows, lo: Array, hi: Array, xp: Any, ops: ArrayOps,
-             power2: bool = False) -> tuple[Array, Array]:
-    """``Σd`` (and ``Σd²``) over ``[lo, hi)``: the whole-row sums where the range is the row.
+def _sums_in(rows: _Rows, lo: Array, hi: Array, xp: Any, ops: ArrayOps) -> tuple[Array, Array]:
+    """``Σd`` and ``Σd²`` over ``[lo, hi)``: the whole-row sums minus the samples outside.
 
-    Only rows whose range is not ``[0, n)`` are summed again; on CPUs they are gathered
-    first, on GPUs every row is summed (no data-dependent shapes).
+    Outside the range lie only the few clamped or Huber-edge samples of a minority
+    of rows. On CPUs those rows are gathered and their outside samples read column
+    by column (a handful of gathers) while the tails are short, and summed over the
+    row otherwise; on GPUs every row is summed over its range (no host sync).
     """
-    part = (lo > 0) | (hi < rows.n)
     if not ops.compact:
+        part = (lo > 0) | (hi < rows.n)
         s1, s2 = ops.centred_sums(rows.s, rows.m0, lo, hi)
         return xp.where(part, s1, rows.t1), xp.where(part, s2, rows.t2)
+    left, right = lo, rows.n - hi
+    part = (left > 0) | (right > 0)
     if not bool(xp.any(part)):
         return rows.t1, rows.t2
     idx = xp.nonzero(part)[0]
-    s1, s2 = ops.centred_sums(xp.take(rows.s, idx, axis=0), xp.take(rows.m0, idx),
-                              xp.take(lo, idx), xp.take(hi, idx))
-    return tuple(ops.expand(part, [(s1, rows.t1), (s2, rows.t2)]))
+    left, right = xp.take(left, idx), xp.take(right, idx)
+    longest = int(xp.max(xp.maximum(left, right)))
+    m0 = xp.astype(xp.take(rows.m0, idx), xp.float64)
+    if longest > _SHORT_TAIL:
+        s = xp.take(rows.s, idx, axis=0)
+        in1, in2 = ops.centred_sums(s, xp.take(rows.m0, idx), xp.take(lo, idx), xp.take(hi, idx))
+        out1, out2 = xp.take(rows.t1, idx) - in1, xp.take(rows.t2, idx) - in2
+    else:
+        out1 = xp.zeros_like(m0)
+        out2 = xp.zeros_like(m0)
+        zero = xp.zeros_like(m0)
+        start = xp.take(hi, idx)
+        for t in range(longest):
+            for column, count in ((xp.full_like(left, t), left), (start + t, right)):
+                inside = t < count
+                d = xp.astype(take_rows(rows.s, xp.where(inside, column, xp.zeros_like(column)),
+                                        xp=xp, rows=idx), xp.float64) - m0
+                d = xp.where(inside, d, zero)
+                out1, out2 = out1 + d, out2 + d * d
+    (out1, out2) = ops.expand(part, [(out1, xp.zeros_like(rows.t1)), (out2, xp.zeros_like(rows.t2))])
+    return rows.t1 - out1, rows.t2 - out2
 
 
 def _step(rows: _Rows, st: _State, k: int, params: _Params, xp: Any, ops: ArrayOps) -> _State:

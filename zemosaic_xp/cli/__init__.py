@@ -16,6 +16,7 @@ __all__ = ["main", "CliError"]
 
 # Sub-command modules, in the order ``--help`` lists them.
 _COMMAND_MODULES: tuple[str, ...] = (
+    "zemosaic_xp.cli.bench_cmd",
 )
 
 

@@ -12,9 +12,9 @@ from typing import Any
 from array_api_compat import device as _device
 
 from .config import StackConfig
-from .nanstats import count_less, median_sorted, take_rows
+from .nanstats import median_sorted, take_rows
 from .ops import ArrayOps, ops_for
-from .ranges import centred_prefix_sums, range_sum
+from .ranges import centred_prefix_sums, range_sum, search_rows
 from .reject_common import range_rejection
 from .reject_wsc import reject_winsorized_sigma_clip
 from .samples import Rejection, Samples
@@ -23,6 +23,7 @@ __all__ = ["kappa_sigma_ranges", "kappa_sigma_fit", "RangeFit", "reject_kappa_si
            "reject_winsorized_sigma_clip"]
 
 Array = Any
+
 
 @dataclass(frozen=True)
 class _Clip:
@@ -200,8 +201,8 @@ def _dense_fit(s: Array, n: Array, m0: Array, need: Array, clip: _Clip, xp: Any,
         c = median_sorted(s, count[:, None], xp=xp, lo=lo[:, None])
         lower, upper = _bounds(c, range_sum(p1, lo, hi, xp=xp), range_sum(p2, lo, hi, xp=xp), count,
                                clip, xp)
-        new_lo = count_less(s, lower[:, None], lo[:, None], hi[:, None], xp=xp)[:, 0]
-        new_hi = count_less(s, upper[:, None], new_lo[:, None], hi[:, None], inclusive=True, xp=xp)[:, 0]
+        new_lo = search_rows(s, lower, lo, hi, xp=xp)
+        new_hi = search_rows(s, upper, new_lo, hi, inclusive=True, xp=xp)
         changed = ((new_lo != lo) | (new_hi != hi)) & ((new_hi - new_lo) >= need) & active
         iterations = xp.where(active, iterations + 1, iterations)
         lo = xp.where(changed, new_lo, lo)

@@ -102,15 +102,17 @@ def cpu_table(rows: list[dict]) -> str:
 
 
 def reference_table(rows: list[dict]) -> str:
-    """The references themselves: throughput and peak memory."""
-    out = ["| case | reference | M fpx/s | seconds | peak / stack |", "|---|---|---:|---:|---:|"]
+    """The references themselves: throughput, peak memory, agreement of our result."""
+    out = ["| case | reference | M fpx/s | seconds | peak / stack | ours agrees (1e-4 rel.) |",
+           "|---|---|---:|---:|---:|---:|"]
     for case, entry in _index(rows).items():
         for name, ref in sorted(entry["reference"].items()):
             peak = ref.get("peak_bytes")
-            out.append(f"| {case} | {REFERENCE_LABEL.get(name, name)} | {_mfps(ref):.1f} | "
-                       f"{ref['seconds']:.3f} | {peak / ref['stack_bytes']:.2f} |" if peak else
-                       f"| {case} | {REFERENCE_LABEL.get(name, name)} | {_mfps(ref):.1f} | "
-                       f"{ref['seconds']:.3f} | – |")
+            agree = ref.get("agreement")
+            cells = [case, REFERENCE_LABEL.get(name, name), f"{_mfps(ref):.1f}", f"{ref['seconds']:.3f}",
+                     f"{peak / ref['stack_bytes']:.2f}" if peak else "–",
+                     f"{100 * agree:.4f} %" if agree is not None else "–"]
+            out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 

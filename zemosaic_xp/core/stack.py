@@ -50,6 +50,8 @@ ProgressCallback = Callable[..., Any]
 # the band itself, its sorted copy, masks and the float64 temporaries of each step.
 _MEMORY_FACTOR = {"none": 6.0, "kappa_sigma": 14.0, "winsorized_sigma_clip": 20.0}
 _DEFAULT_MEMORY_FACTOR = 16.0
+# Smallest band worth its per-band overheads (when the stack itself is small).
+_MIN_BAND_BYTES = 256 * 1024
 
 
 @dataclass
@@ -362,8 +364,12 @@ def stack_frames(frames: Array | Sequence[Array], /, *, config: StackConfig | No
         band_rows = rows_per_band(stack.n_frames, stack.width, stack.channels, budget // workers,
                                   config, height=stack.height)
         if ops.band_bytes:
+            # Cache-sized bands (CPU), and small beside the stack itself: the bands in
+            # flight need about memory_factor × their bytes together.
             row_bytes = stack.n_frames * stack.width * stack.channels * 4
-            band_rows = min(band_rows, max(1, ops.band_bytes // row_bytes))
+            small = (row_bytes * stack.height) // (workers * int(memory_factor(config)))
+            target = min(ops.band_bytes, max(_MIN_BAND_BYTES, small))
+            band_rows = min(band_rows, max(1, target // row_bytes))
     if isinstance(band_rows, bool) or not isinstance(band_rows, int) or band_rows < 1:
         msg = f"`band_rows` must be a positive integer, got {band_rows!r}"
         raise ValueError(msg)

@@ -6,11 +6,13 @@ Two sizes of matrix, chosen when the tests are collected:
   whole ``benchmarks/`` directory runs in a few seconds in CI and never rots. Every
   benchmark still runs its function once and checks its result.
 - **full** (``ZEMOSAIC_BENCH_FULL=1``): the matrix of ``docs/performance.md`` — N = 8,
-  32, 128 frames of 512², RGB, and 2048² — about 10 minutes on 2 CPU cores. The slow
+  32, 128 frames of 512², RGB, and 2048² — 5 to 10 minutes on 2 CPU cores. The slow
   references are trimmed where they would take minutes or exhaust the RAM (see
   ``Case.references``).
 
-``ZEMOSAIC_BENCH_CASES=m32_512,rgb32_512`` narrows either matrix to the named cases.
+``ZEMOSAIC_BENCH_CASES=m32_512,rgb32_512`` narrows either matrix to the named cases, and
+``ZEMOSAIC_BENCH_ROUNDS=7`` overrides the rounds of every benchmark (the minimum over
+more rounds is steadier on a busy machine).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ code the peak of the Python-traced allocations during one untimed extra call
 GPU benchmarks synchronise the device inside the timed function. Without a GPU they
 are skipped with the reason.
 
-Run the full matrix (about 10 minutes on 2 cores)::
+Run the full matrix (5 to 10 minutes on 2 cores)::
 
     ZEMOSAIC_BENCH_FULL=1 python -m pytest benchmarks --benchmark-only \\
         --benchmark-json=bench.json
@@ -19,6 +19,7 @@ Run the full matrix (about 10 minutes on 2 cores)::
 from __future__ import annotations
 
 import gc
+import os
 import tracemalloc
 import warnings
 
@@ -55,7 +56,8 @@ def _run(benchmark, case: Case, fn, *, kind: str, name: str, peak: bool, **info)
                                 frame_pixels=case.frame_pixels, stack_bytes=case.stack_bytes, **info)
     # One warm-up call (thread pool, first-call imports) unless a call takes seconds.
     warmup = 1 if kind == "ours" or case.frame_pixels <= 20_000_000 else 0
-    result = benchmark.pedantic(fn, rounds=case.rounds, iterations=1, warmup_rounds=warmup)
+    rounds = int(os.environ.get("ZEMOSAIC_BENCH_ROUNDS", "0")) or case.rounds
+    result = benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=warmup)
     if peak and not benchmark.disabled:
         benchmark.extra_info["peak_bytes"] = _peak_bytes(fn)
     return result

@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bench", help="run the benchmark suite and print the markdown table",
         description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--full", action="store_true",
-                        help="the full matrix of docs/performance.md (about 10 minutes on 2 cores); "
+                        help="the full matrix of docs/performance.md (5-10 minutes on 2 cores); "
                              "default: the quick matrix (seconds)")
     parser.add_argument("--cases", help="comma-separated case names, e.g. m32_512,rgb32_512")
     parser.add_argument("--json", help="keep the pytest-benchmark JSON here")

@@ -17,6 +17,7 @@ __all__ = ["main", "CliError"]
 # Sub-command modules, in the order ``--help`` lists them.
 _COMMAND_MODULES: tuple[str, ...] = (
     "zemosaic_xp.cli.stack_cmd",
+    "zemosaic_xp.cli.bench_cmd",
     "zemosaic_xp.cli.telemetry_cmd",
 )
 

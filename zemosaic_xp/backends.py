@@ -20,6 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from .core.ops import register_ops
+from .fastpaths import native_ops
+
 __all__ = [
     "Backend",
     "BackendUnavailable",
@@ -31,6 +34,7 @@ __all__ = [
     "is_oom_error",
     "free_device_memory",
     "backend_of",
+    "synchronize",
 ]
 
 logger = logging.getLogger(__name__)
@@ -81,6 +85,10 @@ class Backend:
 
 
 _HEALTH_CACHE: dict[str, Backend | BaseException] = {}
+
+# The core finds the native fast paths of each namespace through this hook
+# (core/ops.py); the core itself never imports NumPy, CuPy or torch.
+register_ops(native_ops)
 
 
 def _import_optional(module: str, extra: str) -> Any:
@@ -413,3 +421,23 @@ def free_device_memory(backend: Backend | str | None = None) -> None:
             torch.cuda.empty_cache()
     except Exception as exc:  # noqa: BLE001 - freeing is best effort
         logger.debug("free_device_memory(%s) failed: %s", backend.name, exc)
+
+
+def synchronize(backend: Backend | str | None = None) -> None:
+    """Wait until every kernel queued on ``backend``'s device has finished.
+
+    A no-op on CPU backends. Time GPU work only around a call to this: kernels are
+    asynchronous, so without it a timer measures the launches, not the work.
+    """
+    if backend is None:
+        return
+    backend = select_backend(backend)
+    if backend.library == "cupy":
+        import cupy as cp
+
+        with backend.device:
+            cp.cuda.Device().synchronize()
+    elif backend.name == "torch:cuda":
+        import torch
+
+        torch.cuda.synchronize(backend.device)

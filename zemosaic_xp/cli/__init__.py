@@ -19,6 +19,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "zemosaic_xp.cli.demo_cmd",
     "zemosaic_xp.cli.grid_cmd",
     "zemosaic_xp.cli.stack_cmd",
+    "zemosaic_xp.cli.bench_cmd",
     "zemosaic_xp.cli.telemetry_cmd",
 )
 

@@ -25,9 +25,22 @@ def _nan_where_empty(value: Array, coverage: Array, xp: Any) -> Array:
     return xp.where(coverage > 0, value, nan)
 
 
+def _unweighted_range(samples: Samples, rej: Rejection) -> bool:
+    return samples.weights is None and rej.lo is not None and rej.hi is not None
+
+
 def _combine_mean(samples: Samples, rej: Rejection, config: StackConfig) -> Array:
-    """Weighted mean Σ w·x / Σ w over the survivors (float64 accumulation)."""
+    """Weighted mean Σ w·x / Σ w over the survivors (float64 accumulation).
+
+    Unweighted range rejections that carry ``kept_sum`` (``Σ (x − m)``, float64) give
+    the same mean as ``m + kept_sum / count`` without touching the samples again.
+    """
     xp = samples.xp
+    if _unweighted_range(samples, rej) and rej.kept_sum is not None:
+        count = xp.astype(rej.hi[:, 0] - rej.lo[:, 0], xp.float64)
+        count = xp.where(count > 0, count, xp.ones_like(count))
+        mean = xp.astype(rej.centre, xp.float64) + rej.kept_sum / count
+        return xp.astype(mean, samples.x.dtype)
     zero = xp.zeros((), dtype=samples.x.dtype, device=_device(samples.x))
     wk = xp.where(rej.keep, samples.full_weights(), zero)
     xk = xp.where(rej.keep, samples.x, zero)
@@ -104,10 +117,15 @@ def combine(samples: Samples, rej: Rejection, config: StackConfig) -> tuple[Arra
         Number of survivors.
     """
     xp = samples.xp
-    coverage = xp.sum(xp.astype(rej.keep, xp.int32), axis=-1)
-    zero = xp.zeros((), dtype=samples.x.dtype, device=_device(samples.x))
-    weight_sum = xp.astype(
-        xp.sum(xp.where(rej.keep, samples.full_weights(), zero), axis=-1, dtype=xp.float64),
-        samples.x.dtype)
+    if _unweighted_range(samples, rej):
+        # Unweighted survivors of a range rejection: the count is the range length.
+        coverage = xp.astype(rej.hi[:, 0] - rej.lo[:, 0], xp.int32)
+        weight_sum = xp.astype(coverage, samples.x.dtype)
+    else:
+        coverage = xp.sum(xp.astype(rej.keep, xp.int32), axis=-1)
+        zero = xp.zeros((), dtype=samples.x.dtype, device=_device(samples.x))
+        weight_sum = xp.astype(
+            xp.sum(xp.where(rej.keep, samples.full_weights(), zero), axis=-1, dtype=xp.float64),
+            samples.x.dtype)
     image = COMBINERS[config.combine](samples, rej, config)
     return _nan_where_empty(image, coverage, xp), weight_sum, coverage

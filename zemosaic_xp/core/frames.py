@@ -23,6 +23,8 @@ from typing import Any
 
 from array_api_compat import array_namespace, device as _device
 
+from .ops import ArrayOps, ops_for
+
 __all__ = ["FrameStack", "finite_or_nan"]
 
 Array = Any
@@ -149,24 +151,36 @@ class FrameStack:
         f = self.frame(i)
         return f[..., None] if self.mono else f
 
-    def band(self, r0: int, r1: int) -> Array:
-        """Rows ``[r0, r1)`` of every frame, shape ``(r1 - r0, W, C, N)``, float32, NaN = no data."""
-        xp = self.xp
-        parts = [self._frame_hwc(i)[r0:r1, ...] for i in range(self.n_frames)]
-        band = xp.stack(parts, axis=-1)
-        return finite_or_nan(band, xp)
+    def band(self, r0: int, r1: int, *, ops: ArrayOps | None = None) -> Array:
+        """Rows ``[r0, r1)`` of every frame, shape ``(r1 - r0, W, C, N)``, float32, NaN = no data.
 
-    def samples(self, max_samples: int) -> Array:
+        One transposing copy (``ops.band_copy``; NumPy writes it with ``copyto``),
+        then non-finite values become NaN in that fresh buffer.
+        """
+        xp = self.xp
+        ops = ops_for(xp, self.device) if ops is None else ops
+        if self._array is not None:
+            src = self._array[:, r0:r1, ...]
+        else:
+            src = xp.stack([self.frame(i)[r0:r1, ...] for i in range(self.n_frames)], axis=0)
+        if self.mono:
+            src = xp.expand_dims(src, axis=-1)
+        return ops.nan_nonfinite(ops.band_copy(xp.permute_dims(src, (1, 2, 3, 0))))
+
+    def samples(self, max_samples: int, *, ops: ArrayOps | None = None) -> Array:
         """A regular sub-sample of every frame and channel, shape ``(N, C, M)``, float32.
 
         ``M = ceil(H·W / step)`` with the stride ``step = ceil(H·W / max_samples)``
         (every pixel when ``max_samples`` is 0). NaN = no data.
         """
         xp = self.xp
+        ops = ops_for(xp, self.device) if ops is None else ops
         hw = self.height * self.width
         step = 1 if max_samples <= 0 else max(1, math.ceil(hw / max_samples))
-        rows = []
-        for i in range(self.n_frames):
-            flat = xp.reshape(self._frame_hwc(i), (hw, self.channels))
-            rows.append(xp.permute_dims(flat[::step, ...], (1, 0)))
-        return finite_or_nan(xp.stack(rows, axis=0), xp)
+        # Frame by frame: a reshape may copy, and a copy of one frame is affordable;
+        # each strided sub-sample is made contiguous before stacking (torch stacks
+        # strided views slowly).
+        rows = [ops.band_copy(xp.permute_dims(xp.reshape(self._frame_hwc(i), (hw, self.channels))[::step, :],
+                                              (1, 0)))
+                for i in range(self.n_frames)]
+        return ops.nan_nonfinite(xp.stack(rows, axis=0))

@@ -34,8 +34,22 @@ class FrameSamples:
         self.xp = xp
         self.samples = samples
         self.n_frames, self.channels, self.size = (int(v) for v in samples.shape)
-        flat = xp.reshape(samples, (self.n_frames * self.channels, self.size))
-        self._sorted, self._n_valid = sort_valid(flat, xp=xp)
+        self._sorted_rows: tuple[Array, Array] | None = None
+
+    @property
+    def _sorted(self) -> Array:
+        return self._sort()[0]
+
+    @property
+    def _n_valid(self) -> Array:
+        return self._sort()[1]
+
+    def _sort(self) -> tuple[Array, Array]:
+        # Sorted on first use: the identity normalisation and equal weights need none.
+        if self._sorted_rows is None:
+            flat = self.xp.reshape(self.samples, (self.n_frames * self.channels, self.size))
+            self._sorted_rows = sort_valid(flat, xp=self.xp)
+        return self._sorted_rows
 
     def quantile(self, q: float) -> Array:
         """Quantile ``q`` of each frame and channel, shape ``(N, C)``; NaN if empty."""

@@ -3,8 +3,11 @@
 The array API standard has no median, quantile or ``nan*`` reductions, and leaves
 the sort position of NaN unspecified. Every function here therefore replaces NaN by
 ``+inf``, sorts once with ``stable=False``, counts the valid samples per slice and
-gathers the wanted order statistics with ``take_along_axis`` (the recipe of SciPy's
-``stats.quantile`` and ccdproc's ``_nanfuncs``).
+gathers the wanted order statistics (the recipe of SciPy's ``stats.quantile`` and
+ccdproc's ``_nanfuncs``). Gathers index the flattened array (``take_rows``): one
+1-D ``take`` is several times cheaper than ``take_along_axis`` on NumPy and CuPy.
+Sorting goes through the namespace's :class:`~zemosaic_xp.core.ops.ArrayOps`, so a
+backend's native sort (NumPy's in-place SIMD sort) is used where one is registered.
 
 All functions return NaN, **without a warning**, where a slice has no valid sample:
 a fully masked pixel is routine input for a stacker, not an anomaly. Results stay
@@ -21,6 +24,8 @@ from typing import Any
 
 from array_api_compat import array_namespace, device as _device
 
+from .ops import ops_for
+
 __all__ = [
     "nanmedian",
     "nanmean",
@@ -31,6 +36,7 @@ __all__ = [
     "quantile_sorted",
     "median_sorted",
     "count_less",
+    "take_rows",
 ]
 
 Array = Any
@@ -71,15 +77,38 @@ def sort_valid(x: Array, /, *, xp: Any = None) -> tuple[Array, Array]:
         Number of non-NaN samples per slice.
     """
     xp = array_namespace(x) if xp is None else xp
-    nan = xp.isnan(x)
-    inf = xp.asarray(xp.inf, dtype=x.dtype, device=_device(x))
-    s = xp.sort(xp.where(nan, inf, x), axis=-1, stable=False)
-    n_valid = xp.sum(xp.astype(~nan, xp.int64), axis=-1, keepdims=True)
-    return s, n_valid
+    return ops_for(xp, _device(x)).sort_valid(x)
+
+
+def take_rows(s: Array, idx: Array, /, *, xp: Any, rows: Array | None = None) -> Array:
+    """``s[r, idx[r]]`` for every row ``r`` of a 2-D array, as one flat gather.
+
+    Parameters
+    ----------
+    s : array, shape (R, N)
+    idx : array, shape (K,), integer in [0, N)
+        One column per row (K = R), or per entry of ``rows``.
+    rows : array, shape (K,), integer in [0, R), optional
+        Gather ``s[rows[i], idx[i]]`` instead (a subset of the rows, no copy of them).
+
+    Returns
+    -------
+    array, shape (K,), dtype of ``s``
+    """
+    n = int(s.shape[-1])
+    if rows is None:
+        rows = xp.arange(int(s.shape[0]), dtype=idx.dtype, device=_device(s))
+    return xp.take(xp.reshape(s, (-1,)), rows * n + idx)
 
 
 def _take(s: Array, idx: Array, xp: Any) -> Array:
-    return xp.take_along_axis(s, idx, axis=-1)
+    """``take_along_axis(s, idx, axis=-1)`` for ``idx`` of shape (..., 1), via a flat gather."""
+    lead = tuple(int(v) for v in s.shape[:-1])
+    rows = 1
+    for v in lead:
+        rows *= v
+    flat = take_rows(xp.reshape(s, (rows, int(s.shape[-1]))), xp.reshape(idx, (rows,)), xp=xp)
+    return xp.reshape(flat, lead + (1,))
 
 
 def quantile_sorted(s: Array, n_valid: Array, q: float, /, *, xp: Any = None,

@@ -7,6 +7,7 @@ from typing import Any
 from array_api_compat import device as _device
 
 from .config import StackConfig
+from .nanstats import take_rows
 from .samples import Rejection, Samples
 
 __all__ = ["zeros_per_pixel", "min_keep", "range_rejection"]
@@ -23,18 +24,27 @@ def min_keep(n_valid: Array, config: StackConfig, xp: Any) -> Array:
     return xp.minimum(n_valid, xp.full_like(n_valid, config.min_survivors))
 
 
-def range_rejection(samples: Samples, lo: Array, hi: Array, iterations: Array) -> Rejection:
-    """Turn a sorted-index range ``[lo, hi)`` into a keep mask in the original order.
+def range_rejection(samples: Samples, lo: Array, hi: Array, iterations: Array, *,
+                    centre: Array | None = None, kept_sum: Array | None = None) -> Rejection:
+    """Turn a sorted-index range ``[lo, hi)`` (each ``(P, 1)``) into a :class:`Rejection`.
 
-    Value bounds ``s[lo] <= x <= s[hi-1]`` select exactly the range, ties included,
-    because every range bound comes from a count of values below / above a threshold.
+    The keep mask in the original sample order is built only if a combine asks for
+    it: value bounds ``s[lo] <= x <= s[hi-1]`` select exactly the range, ties
+    included, because every range bound comes from a count of values below / above
+    a threshold. ``centre`` / ``kept_sum`` (``(P,)``, see :class:`Rejection`) let an
+    unweighted mean skip the samples entirely.
     """
     xp = samples.xp
-    s = samples.sorted
     n = samples.n_valid
-    count = hi - lo
-    has = count > 0
-    first = xp.take_along_axis(s, xp.where(has, lo, xp.zeros_like(lo)), axis=-1)
-    last = xp.take_along_axis(s, xp.where(has, hi - 1, xp.zeros_like(hi)), axis=-1)
-    keep = samples.valid & has & (samples.x >= first) & (samples.x <= last)
-    return Rejection(keep, lo[:, 0], (n - hi)[:, 0], iterations, lo=lo, hi=hi)
+
+    def keep() -> Array:
+        s = samples.sorted
+        lo1, hi1 = lo[:, 0], hi[:, 0]
+        has = hi1 > lo1
+        zero = xp.zeros_like(lo1)
+        first = take_rows(s, xp.where(has, lo1, zero), xp=xp)[:, None]
+        last = take_rows(s, xp.where(has, hi1 - 1, zero), xp=xp)[:, None]
+        return samples.valid & has[:, None] & (samples.x >= first) & (samples.x <= last)
+
+    return Rejection(None, lo[:, 0], (n - hi)[:, 0], iterations, lo=lo, hi=hi, keep_factory=keep,
+                     centre=centre, kept_sum=kept_sum)

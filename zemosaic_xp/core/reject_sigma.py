@@ -1,39 +1,70 @@
 """Sigma-based rejections: iterative κ-σ (median centre) and PixInsight/Huber WSC.
 
-Both converge per pixel. See :mod:`.reject` for the shared contract.
+Both converge per pixel. See :mod:`.reject` for the shared contract. The winsorised
+clip lives in :mod:`.reject_wsc` and is re-exported here.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from array_api_compat import device as _device
 
 from .config import StackConfig
-from .nanstats import MAD_TO_SIGMA, count_less, median_sorted, sort_valid
-from .reject_common import min_keep, range_rejection
+from .nanstats import median_sorted, take_rows
+from .ops import ArrayOps, ops_for
+from .ranges import centred_prefix_sums, range_sum, search_rows
+from .reject_common import range_rejection
+from .reject_wsc import reject_winsorized_sigma_clip
 from .samples import Rejection, Samples
 
-__all__ = ["kappa_sigma_ranges", "reject_kappa_sigma", "reject_winsorized_sigma_clip"]
+__all__ = ["kappa_sigma_ranges", "kappa_sigma_fit", "RangeFit", "reject_kappa_sigma",
+           "reject_winsorized_sigma_clip"]
 
 Array = Any
 
-# Huber/PixInsight WSC: absolute floor of σ (upstream_spec §2.6.1) and the relative
-# tolerance of its "m and σ stopped moving" test.
-_WSC_SIGMA_FLOOR = 1e-10
-_WSC_TOLERANCE = 5e-4
+
+@dataclass(frozen=True)
+class _Clip:
+    kappa_low: float
+    kappa_high: float
+    ddof: int
+    max_iters: int
+
+
+@dataclass
+class RangeFit:
+    """Kept range of each sorted row after a range-based clip, with its sums.
+
+    Attributes
+    ----------
+    lo, hi : array, shape (R,), int64
+        Kept range ``[lo, hi)`` of each sorted row.
+    iterations : array, shape (R,), int64
+    centre : array, shape (R,), float32
+        The row's median (0 for empty rows): the centre of ``kept_sum``.
+    kept_sum : array, shape (R,), float64
+        ``Σ (x − centre)`` over the kept range, computed in float64.
+    """
+
+    lo: Array
+    hi: Array
+    iterations: Array
+    centre: Array
+    kept_sum: Array
 
 
 def kappa_sigma_ranges(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,
                        max_iters: int, ddof: int = 0, min_survivors: int = 1,
-                       xp: Any) -> tuple[Array, Array, Array]:
+                       xp: Any, ops: ArrayOps | None = None) -> tuple[Array, Array, Array]:
     """Iterative median-centred κ-σ clipping on rows that are already sorted.
 
     Each iteration takes centre c = median and scale σ = std (``ddof``) of the kept
     samples, then keeps ``c − κl·σ <= x <= c + κh·σ`` among them (the kept set only
     shrinks, as in astropy's ``sigma_clip``), until it stops changing or ``max_iters``.
-    Survivors of a value clip are a contiguous range of the sorted row, so each
-    iteration costs two prefix-sum lookups and two binary searches, not a pass over N.
+    Survivors of a value clip are a contiguous range of the sorted row, so no
+    iteration ever re-sorts; see :func:`kappa_sigma_fit` for the two strategies.
 
     Parameters
     ----------
@@ -46,6 +77,8 @@ def kappa_sigma_ranges(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_h
         0 = population std (astropy ``stdfunc="std"``), 1 = sample std.
     min_survivors : int
         A row never goes below ``min(min_survivors, n_valid)`` kept samples.
+    ops : ArrayOps, optional
+        Fast paths and strategy (default: the registered ops of ``xp``).
 
     Returns
     -------
@@ -54,44 +87,132 @@ def kappa_sigma_ranges(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_h
     iterations : array, shape (R,), int64
         Iterations run per row (0 for rows that cannot reject).
     """
-    dev = _device(s)
-    n_samples = s.shape[-1]
-    lo = xp.zeros_like(n_valid)
-    hi = n_valid
-    need = xp.minimum(n_valid, xp.full_like(n_valid, min_survivors))
-    # Centre the prefix sums on the initial median so float64 keeps every digit of
-    # the variance, even for CCD counts with a large pedestal.
-    m0 = median_sorted(s, n_valid, xp=xp)[:, None]
+    fit = kappa_sigma_fit(s, n_valid, kappa_low=kappa_low, kappa_high=kappa_high,
+                          max_iters=max_iters, ddof=ddof, min_survivors=min_survivors, xp=xp,
+                          ops=ops)
+    return fit.lo[:, None], fit.hi[:, None], fit.iterations
+
+
+def kappa_sigma_fit(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,
+                    max_iters: int, ddof: int = 0, min_survivors: int = 1, xp: Any,
+                    ops: ArrayOps | None = None) -> RangeFit:
+    """:func:`kappa_sigma_ranges` returning a :class:`RangeFit` (ranges and kept sums).
+
+    Notes
+    -----
+    σ comes from ``Σd`` and ``Σd²`` in float64 with ``d = x − m0`` (m0 = the row's
+    median), exact differences of float32 data, so ``Σd² − (Σd)²/n`` does not cancel.
+    Two strategies give the same ranges (``ops.compact``):
+
+    - *compact* (CPU): an iteration first tests, with two gathers per row, whether
+      the range's extremes are inside the new bounds — true of most pixels — and
+      counts only the other rows; rows that changed are gathered into a smaller
+      array for the next iteration. Work shrinks with the active pixels.
+    - *dense* (GPU): float64 prefix sums once, then every iteration is a few
+      gathers and binary searches on all rows; no data-dependent shapes, and the
+      convergence test (a host sync) runs every ``ops.check_every`` iterations only.
+    """
+    ops = ops_for(xp, _device(s)) if ops is None else ops
+    rows = int(s.shape[0])
+    n = xp.reshape(n_valid, (rows,))
+    need = xp.minimum(n, xp.full_like(n, min_survivors))
+    m0 = median_sorted(s, n[:, None], xp=xp)
     m0 = xp.where(xp.isnan(m0), xp.zeros_like(m0), m0)
-    inside = xp.arange(n_samples, device=dev)[None, :] < n_valid
-    d = xp.where(inside, xp.astype(s - m0, xp.float64), xp.zeros((), dtype=xp.float64, device=dev))
-    s1 = xp.cumulative_sum(d, axis=-1, include_initial=True)
-    s2 = xp.cumulative_sum(d * d, axis=-1, include_initial=True)
-    del d
-    iterations = xp.zeros((s.shape[0],), dtype=xp.int64, device=dev)
-    active = (n_valid > need)[:, 0]
-    for _ in range(max_iters):
+    clip = _Clip(float(kappa_low), float(kappa_high), int(ddof), int(max_iters))
+    lo = xp.zeros_like(n)
+    if max_iters < 1:
+        s1, _ = ops.centred_sums(s, m0, lo, n)
+        return RangeFit(lo, n, xp.zeros_like(n), m0, s1)
+    if ops.compact:
+        lo, hi, iterations, kept = _compact_pass(s, m0, need, lo, n, n > need, 0, clip, xp, ops)
+    else:
+        lo, hi, iterations, kept = _dense_fit(s, n, m0, need, clip, xp, ops)
+    return RangeFit(lo, hi, iterations, m0, kept)
+
+
+def _bounds(c: Array, s1: Array, s2: Array, count: Array, clip: _Clip, xp: Any) -> tuple[Array, Array]:
+    """Clip bounds ``c − κl·σ``, ``c + κh·σ`` from the centred sums of the kept range."""
+    f64 = xp.float64
+    one = xp.ones_like(count)
+    count_f = xp.astype(xp.where(count > 0, count, one), f64)
+    dof = xp.astype(xp.where(count - clip.ddof > 0, count - clip.ddof, one), f64)
+    var = (s2 - s1 * s1 / count_f) / dof
+    sigma = xp.astype(xp.sqrt(xp.maximum(var, xp.zeros_like(var))), c.dtype)
+    return c - clip.kappa_low * sigma, c + clip.kappa_high * sigma
+
+
+def _compact_pass(s: Array, m0: Array, need: Array, lo: Array, hi: Array, active: Array, k: int,
+                  clip: _Clip, xp: Any, ops: ArrayOps) -> tuple[Array, Array, Array, Array]:
+    """Iterations ``k, k+1, …`` on these rows; ``active`` rows run iteration ``k``.
+
+    On the first pass (``k == 0``) the rows are the whole band and their ranges the
+    whole valid range, so the centre is ``m0`` itself and the first kept sample is
+    column 0. Returns ``lo, hi, iterations, kept_sum`` for these rows.
+    """
+    count = hi - lo
+    first_pass = k == 0
+    s1, s2 = ops.centred_sums(s, m0, lo, hi, whole=first_pass)
+    c = m0 if first_pass else median_sorted(s, count[:, None], xp=xp, lo=lo[:, None])
+    lower, upper = _bounds(c, s1, s2, count, clip, xp)
+    iterations = xp.astype(active, xp.int64)
+    # Exact shortcut: a range whose extremes lie inside the bounds cannot shrink.
+    zero = xp.zeros_like(lo)
+    has = count > 0
+    first = s[:, 0] if first_pass else take_rows(s, xp.where(has, lo, zero), xp=xp)
+    last = take_rows(s, xp.where(has, hi - 1, zero), xp=xp)
+    cand = active & ((first < lower) | (last > upper))
+    if not bool(xp.any(cand)):
+        return lo, hi, iterations, s1
+    idx = xp.nonzero(cand)[0]
+    sc = xp.take(s, idx, axis=0)
+    lo_c, hi_c = xp.take(lo, idx), xp.take(hi, idx)
+    below = xp.sum(xp.astype(sc < xp.take(lower, idx)[:, None], xp.int64), axis=-1)
+    new_lo = xp.minimum(xp.maximum(below, lo_c), hi_c)
+    upto = xp.sum(xp.astype(sc <= xp.take(upper, idx)[:, None], xp.int64), axis=-1)
+    new_hi = xp.minimum(xp.maximum(upto, new_lo), hi_c)
+    changed_c = ((new_lo != lo_c) | (new_hi != hi_c)) & ((new_hi - new_lo) >= xp.take(need, idx))
+    if not bool(xp.any(changed_c)):
+        return lo, hi, iterations, s1
+    keep_c = xp.nonzero(changed_c)[0]
+    rows = xp.take(idx, keep_c)
+    sub_s, sub_m0 = xp.take(sc, keep_c, axis=0), xp.take(m0, rows)
+    sub_lo, sub_hi = xp.take(new_lo, keep_c), xp.take(new_hi, keep_c)
+    if k + 1 < clip.max_iters:
+        sub_lo, sub_hi, sub_it, sub_kept = _compact_pass(
+            sub_s, sub_m0, xp.take(need, rows), sub_lo, sub_hi, xp.ones_like(sub_lo, dtype=xp.bool),
+            k + 1, clip, xp, ops)
+    else:
+        sub_kept, _ = ops.centred_sums(sub_s, sub_m0, sub_lo, sub_hi)
+        sub_it = xp.zeros_like(sub_lo)
+    (changed,) = ops.expand(cand, [(changed_c, xp.zeros_like(cand))])
+    return tuple(ops.expand(changed, [(sub_lo, lo), (sub_hi, hi), (sub_it + 1, iterations),
+                                      (sub_kept, s1)]))
+
+
+def _dense_fit(s: Array, n: Array, m0: Array, need: Array, clip: _Clip, xp: Any,
+               ops: ArrayOps) -> tuple[Array, Array, Array, Array]:
+    """Every row, every iteration: prefix sums, gathers and binary searches (GPU)."""
+    p1, p2 = centred_prefix_sums(s, m0, n, xp=xp, ops=ops)
+    lo, hi = xp.zeros_like(n), n
+    iterations = xp.zeros_like(n)
+    active = n > need
+    for k in range(clip.max_iters):
         count = hi - lo
-        centre = median_sorted(s, count, xp=xp, lo=lo)[:, None]
-        sum1 = xp.take_along_axis(s1, hi, axis=-1) - xp.take_along_axis(s1, lo, axis=-1)
-        sum2 = xp.take_along_axis(s2, hi, axis=-1) - xp.take_along_axis(s2, lo, axis=-1)
-        count_f = xp.astype(xp.where(count > 0, count, xp.ones_like(count)), xp.float64)
-        dof = xp.where(count - ddof > 0, count - ddof, xp.ones_like(count))
-        var = (sum2 - sum1 * sum1 / count_f) / xp.astype(dof, xp.float64)
-        sigma = xp.astype(xp.sqrt(xp.maximum(var, xp.zeros_like(var))), s.dtype)
-        lower = centre - kappa_low * sigma
-        upper = centre + kappa_high * sigma
-        new_lo = count_less(s, lower, lo, hi, xp=xp)
-        new_hi = count_less(s, upper, new_lo, hi, inclusive=True, xp=xp)
-        allowed = (new_hi - new_lo) >= need
-        changed = (((new_lo != lo) | (new_hi != hi)) & allowed)[:, 0] & active
+        c = median_sorted(s, count[:, None], xp=xp, lo=lo[:, None])
+        lower, upper = _bounds(c, range_sum(p1, lo, hi, xp=xp), range_sum(p2, lo, hi, xp=xp), count,
+                               clip, xp)
+        new_lo = search_rows(s, lower, lo, hi, xp=xp)
+        new_hi = search_rows(s, upper, new_lo, hi, inclusive=True, xp=xp)
+        changed = ((new_lo != lo) | (new_hi != hi)) & ((new_hi - new_lo) >= need) & active
         iterations = xp.where(active, iterations + 1, iterations)
-        lo = xp.where(changed[:, None], new_lo, lo)
-        hi = xp.where(changed[:, None], new_hi, hi)
+        lo = xp.where(changed, new_lo, lo)
+        hi = xp.where(changed, new_hi, hi)
         active = changed
-        if not bool(xp.any(active)):
+        # Load-bearing for GPUs: bool() waits for the device, so it runs only every
+        # `check_every` iterations (never when 0); rows that stopped are frozen anyway.
+        if ops.check_every and (k + 1) % ops.check_every == 0 and not bool(xp.any(active)):
             break
-    return lo, hi, iterations
+    return lo, hi, iterations, range_sum(p1, lo, hi, xp=xp)
 
 
 def reject_kappa_sigma(samples: Samples, config: StackConfig) -> Rejection:
@@ -101,87 +222,10 @@ def reject_kappa_sigma(samples: Samples, config: StackConfig) -> Rejection:
     kept set; drop ``x < c − κl·σ`` or ``x > c + κh·σ``; repeat until nothing changes
     or ``max_iters`` (default 5; 1 = upstream's single pass).
     """
-    xp = samples.xp
-    lo, hi, iterations = kappa_sigma_ranges(
+    fit = kappa_sigma_fit(
         samples.sorted, samples.n_valid, kappa_low=config.kappa_low,
         kappa_high=config.kappa_high, max_iters=config.effective_max_iters(),
-        ddof=config.sigma_ddof, min_survivors=config.min_survivors, xp=xp)
-    return range_rejection(samples, lo, hi, iterations)
-
-
-def reject_winsorized_sigma_clip(samples: Samples, config: StackConfig) -> Rejection:
-    """PixInsight / Huber winsorised sigma clipping, converging per pixel.
-
-    Start from m = median, σ = 1.4826·MAD. Each iteration clamps the samples to
-    ``[m − κl·σ, m + κh·σ]``, sets m to the (weighted) mean of the clamped values and σ
-    to the Huber scale ``sqrt(Σ h·w·r² / Σ h·w)`` of the residuals r (h = 1 for
-    ``|r|/σ <= c``, else ``c·σ/|r|``; c = max(κl, κh)). A pixel stops when its clamp
-    bounds repeat, or when m and σ move by less than 5e-4·max(1, |value|); at most
-    ``max_iters`` (default 10). Samples outside the final ``[m − κl·σ, m + κh·σ]`` are
-    rejected; pixels with fewer than 2 valid samples keep everything.
-
-    Differs from ZeMosaic: convergence is decided per pixel, not for the whole block
-    (so bands never change the result), and the winsorised estimate only decides the
-    rejection: the combine then averages the surviving original samples.
-    """
-    xp = samples.xp
-    dev = _device(samples.x)
-    f64 = xp.float64
-    valid, n = samples.valid, samples.n_valid
-    x64 = xp.astype(xp.where(valid, samples.x, xp.zeros_like(samples.x)), f64)
-    w = xp.astype(samples.full_weights(), f64)
-    sw = xp.sum(w, axis=-1, keepdims=True)
-    sw_safe = xp.where(sw > 0, sw, xp.ones_like(sw))
-    s = samples.sorted
-    m = xp.astype(median_sorted(s, n, xp=xp), f64)[:, None]
-    m = xp.where(xp.isnan(m), xp.zeros_like(m), m)
-    nan = xp.asarray(xp.nan, dtype=samples.x.dtype, device=dev)
-    abs_dev = xp.where(valid, xp.abs(samples.x - xp.astype(m, samples.x.dtype)), nan)
-    sd, nd = sort_valid(abs_dev, xp=xp)
-    del abs_dev
-    mad = xp.astype(median_sorted(sd, nd, xp=xp), f64)[:, None]
-    del sd
-    floor = xp.asarray(_WSC_SIGMA_FLOOR, dtype=f64, device=dev)
-    sigma = xp.where(mad > 0, MAD_TO_SIGMA * mad, floor)
-    huber_c = max(config.kappa_low, config.kappa_high)
-    done = (n < 2)[:, 0]
-    iterations = xp.zeros((samples.n_pixels,), dtype=xp.int64, device=dev)
-    prev_lo = prev_hi = None
-    for _ in range(config.effective_max_iters()):
-        lo_b = m - config.kappa_low * sigma
-        hi_b = m + config.kappa_high * sigma
-        xw = xp.clip(x64, lo_b, hi_b)
-        m_new = xp.sum(w * xw, axis=-1, keepdims=True) / sw_safe
-        r = xp.where(valid, xw - m_new, xp.zeros_like(xw))
-        u = xp.abs(r) / sigma
-        huber = xp.where(u <= huber_c, xp.ones_like(u), huber_c / xp.where(u > 0, u, xp.ones_like(u)))
-        hw = huber * w
-        den = xp.sum(hw, axis=-1, keepdims=True)
-        var = xp.sum(hw * r * r, axis=-1, keepdims=True) / xp.where(den > 0, den, xp.ones_like(den))
-        sigma_new = xp.sqrt(var)
-        sigma_new = xp.where(sigma_new > 0, sigma_new, floor)
-        update = ~done
-        iterations = xp.where(update, iterations + 1, iterations)
-        stop = (xp.abs(m_new - m) <= _WSC_TOLERANCE * xp.maximum(xp.abs(m), xp.ones_like(m))) & (
-            xp.abs(sigma_new - sigma) <= _WSC_TOLERANCE * xp.maximum(sigma, xp.ones_like(sigma)))
-        if prev_lo is not None:
-            stop = stop | ((lo_b == prev_lo) & (hi_b == prev_hi))
-        m = xp.where(update[:, None], m_new, m)
-        sigma = xp.where(update[:, None], sigma_new, sigma)
-        prev_lo, prev_hi = lo_b, hi_b
-        done = done | stop[:, 0]
-        if bool(xp.all(done)):
-            break
-    lower = xp.astype(m - config.kappa_low * sigma, samples.x.dtype)
-    upper = xp.astype(m + config.kappa_high * sigma, samples.x.dtype)
-    below = valid & (samples.x < lower)
-    above = valid & (samples.x > upper)
-    keep = valid & ~below & ~above
-    n_keep = xp.sum(xp.astype(keep, xp.int64), axis=-1, keepdims=True)
-    # Guard: a pixel with fewer than 2 valid samples, or whose bounds would leave too
-    # few survivors, keeps every valid sample.
-    fallback = (n < 2) | (n_keep < min_keep(n, config, xp))
-    keep = xp.where(fallback, valid, keep)
-    n_low = xp.where(fallback, xp.zeros_like(n), xp.sum(xp.astype(below, xp.int64), axis=-1, keepdims=True))
-    n_high = xp.where(fallback, xp.zeros_like(n), xp.sum(xp.astype(above, xp.int64), axis=-1, keepdims=True))
-    return Rejection(keep, n_low[:, 0], n_high[:, 0], iterations)
+        ddof=config.sigma_ddof, min_survivors=config.min_survivors, xp=samples.xp,
+        ops=samples.ops)
+    return range_rejection(samples, fit.lo[:, None], fit.hi[:, None], fit.iterations,
+                           centre=fit.centre, kept_sum=fit.kept_sum)

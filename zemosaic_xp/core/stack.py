@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -23,8 +24,9 @@ from array_api_compat import device as _device
 from .combine import combine
 from .config import StackConfig
 from .framestats import FrameSamples
-from .frames import FrameStack, finite_or_nan
+from .frames import FrameStack
 from .normalize import normalization
+from .ops import ArrayOps, ops_for
 from .reject import reject
 from .rgb import poststack_rgb_equalization
 from .samples import Samples
@@ -52,6 +54,8 @@ _MEMORY_FACTOR = {"none": 6.0, "kappa_sigma": 14.0, "winsorized_sigma_clip": 20.
 _MEMORY_FACTOR.update({"percentile": 8.0, "mad": 10.0, "minmax": 16.0, "gesd": 16.0,
                        "winsorized_quantile": 16.0, "linear_fit_clip": 30.0})
 _DEFAULT_MEMORY_FACTOR = 16.0
+# Smallest band worth its per-band overheads (when the stack itself is small).
+_MIN_BAND_BYTES = 256 * 1024
 
 
 @dataclass
@@ -91,12 +95,15 @@ class FramePlan:
         Normalisation ``x' = gain·x + offset``.
     weights : array, shape (N, C), float32, or None
         Quality weights × user frame weights; None = all equal.
+    identity : bool
+        Every gain is 1 and every offset 0: bands skip the normalisation pass.
     """
 
     gain: Array
     offset: Array
     weights: Array | None
     stats: dict = field(default_factory=dict)
+    identity: bool = False
 
 
 @dataclass
@@ -174,12 +181,13 @@ def plan_frames(stats: FrameSamples, config: StackConfig, *,
         info["weights"] = [_to_list(weights[i, :], xp) for i in range(weights.shape[0])]
         info["weight_min"] = float(xp.min(weights))
         info["weight_max"] = float(xp.max(weights))
-    return FramePlan(gain, offset, weights, info)
+    identity = bool(xp.all(gain == 1.0) and xp.all(offset == 0.0))
+    return FramePlan(gain, offset, weights, info, identity=identity)
 
 
 def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
                pixel_weights: Array | None = None, xp: Any, row_start: int = 0,
-               full_height: int | None = None) -> BandResult:
+               full_height: int | None = None, ops: ArrayOps | None = None) -> BandResult:
     """Stack one band of rows.
 
     Parameters
@@ -194,6 +202,8 @@ def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
     row_start, full_height : int
         Where these rows sit in the frame (``full_height`` defaults to h); the radial
         weight map (``config.radial_weight``) is computed from the global row index.
+    ops : ArrayOps, optional
+        Native fast paths (default: those registered for the band's namespace).
 
     Returns
     -------
@@ -201,7 +211,10 @@ def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
         Arrays of shape ``(h, W, C)`` on the band's device.
     """
     h, w, c, n = (int(v) for v in band.shape)
-    x = band * xp.permute_dims(plan.gain, (1, 0)) + xp.permute_dims(plan.offset, (1, 0))
+    if plan.identity:
+        x = band
+    else:
+        x = band * xp.permute_dims(plan.gain, (1, 0)) + xp.permute_dims(plan.offset, (1, 0))
     weights = None
     if plan.weights is not None:
         weights = xp.permute_dims(plan.weights, (1, 0))[None, None, ...]
@@ -217,7 +230,7 @@ def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
     x = xp.reshape(x, (p, n))
     if weights is not None:
         weights = xp.reshape(xp.broadcast_to(weights, (h, w, c, n)), (p, n))
-    samples = Samples(x, weights, xp=xp)
+    samples = Samples(x, weights, xp=xp, ops=ops)
     rej = reject(samples, config)
     image, weight_sum, coverage = combine(samples, rej, config)
     n_low = xp.astype(rej.n_low, xp.int32)
@@ -269,6 +282,33 @@ def assemble(bands: Sequence[BandResult], *, mono: bool, config: StackConfig, pl
                        cat("rejected_high"), stats)
 
 
+def _stack_delegated(frames: Any, weights: Any, delegate: tuple, **kwargs: Any) -> StackResult:
+    """Run :func:`stack_frames` in the delegate namespace, on the same memory."""
+    ops, to, back = delegate
+    frames = [to(f) for f in frames] if isinstance(frames, (list, tuple)) else to(frames)
+    if weights is not None and not isinstance(weights, (list, tuple)):
+        weights = to(weights)
+    result = stack_frames(frames, weights=weights, ops=ops, **kwargs)
+    for name in ("image", "weight_sum", "coverage", "rejected_low", "rejected_high"):
+        setattr(result, name, back(getattr(result, name)))
+    result.stats["ops"] = f"{ops.name} (delegated)"
+    return result
+
+
+class _Serial:
+    """A stand-in for an executor that runs ``map`` in the calling thread."""
+
+    def __enter__(self) -> _Serial:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    @staticmethod
+    def map(fn: Callable[[int], BandResult], items: range) -> Any:
+        return map(fn, items)
+
+
 def _split_user_weights(weights: Array | None, stack: FrameStack) -> tuple[Array | None, FrameStack | None]:
     """User weights as (frame-level (N,)/(N, C) array, per-pixel FrameStack) — one is None."""
     if weights is None:
@@ -292,7 +332,8 @@ def _split_user_weights(weights: Array | None, stack: FrameStack) -> tuple[Array
 def stack_frames(frames: Array | Sequence[Array], /, *, config: StackConfig | None = None,
                  weights: Array | None = None, band_rows: int | None = None,
                  memory_budget_bytes: int | None = None,
-                 progress_callback: ProgressCallback | None = None) -> StackResult:
+                 progress_callback: ProgressCallback | None = None,
+                 ops: ArrayOps | None = None) -> StackResult:
     """Stack in-memory frames on their own backend; see ``zemosaic_xp.stack``.
 
     Parameters
@@ -304,6 +345,10 @@ def stack_frames(frames: Array | Sequence[Array], /, *, config: StackConfig | No
         Rows per band; default from ``memory_budget_bytes`` (default 256 MiB).
     progress_callback : callable, optional
         Receives ``("STAGE_PROGRESS", "stack", bands_done, total=n_bands)``.
+    ops : ArrayOps, optional
+        Fast paths and strategy (default: those registered for the frames' namespace
+        and device); bands run on ``ops.band_workers`` threads, each at most
+        ``ops.band_bytes`` of float32 when that is set.
 
     Returns
     -------
@@ -316,34 +361,63 @@ def stack_frames(frames: Array | Sequence[Array], /, *, config: StackConfig | No
     t0 = time.perf_counter()
     stack = FrameStack(frames)
     xp = stack.xp
+    ops = ops_for(xp, stack.device) if ops is None else ops
+    delegate = ops.host_delegate()
+    if delegate is not None:
+        return _stack_delegated(frames, weights, delegate, config=config, band_rows=band_rows,
+                                memory_budget_bytes=memory_budget_bytes,
+                                progress_callback=progress_callback)
     frame_weights, pixel_weights = _split_user_weights(weights, stack)
-    stats = FrameSamples(stack.samples(config.frame_stats_samples), xp=xp)
+    # The identity normalisation and equal weights read no statistic: one sample each.
+    n_stats = config.frame_stats_samples
+    if config.normalize == "none" and config.weighting == "none":
+        n_stats = 1
+    stats = FrameSamples(stack.samples(n_stats, ops=ops), xp=xp)
     plan = plan_frames(stats, config, frame_weights=frame_weights)
     del stats
     t_plan = time.perf_counter() - t0
+    workers = max(1, int(ops.band_workers))
     if band_rows is None:
         budget = 256 * 1024**2 if memory_budget_bytes is None else int(memory_budget_bytes)
-        band_rows = rows_per_band(stack.n_frames, stack.width, stack.channels, budget, config,
-                                  height=stack.height)
+        # The budget covers every band in flight: one per worker thread.
+        band_rows = rows_per_band(stack.n_frames, stack.width, stack.channels, budget // workers,
+                                  config, height=stack.height)
+        if ops.band_bytes:
+            # Cache-sized bands (CPU), and small beside the stack itself: the bands in
+            # flight need about memory_factor × their bytes together.
+            row_bytes = stack.n_frames * stack.width * stack.channels * 4
+            small = (row_bytes * stack.height) // (workers * int(memory_factor(config)))
+            target = min(ops.band_bytes, max(_MIN_BAND_BYTES, small))
+            band_rows = min(band_rows, max(1, target // row_bytes))
     if isinstance(band_rows, bool) or not isinstance(band_rows, int) or band_rows < 1:
         msg = f"`band_rows` must be a positive integer, got {band_rows!r}"
         raise ValueError(msg)
     n_bands = math.ceil(stack.height / band_rows)
-    bands = []
-    for i in range(n_bands):
+
+    def run(i: int) -> BandResult:
         r0, r1 = i * band_rows, min(stack.height, (i + 1) * band_rows)
         pw = None
         if pixel_weights is not None:
-            pw = finite_or_nan(pixel_weights.band(r0, r1), xp)
+            pw = pixel_weights.band(r0, r1, ops=ops)
             pw = xp.where(xp.isnan(pw), xp.zeros_like(pw), pw)
-        bands.append(stack_band(stack.band(r0, r1), config=config, plan=plan, pixel_weights=pw, xp=xp,
-                                row_start=r0, full_height=stack.height))
-        if progress_callback is not None:
-            progress_callback("STAGE_PROGRESS", "stack", i + 1, total=n_bands)
+        return stack_band(stack.band(r0, r1, ops=ops), config=config, plan=plan, pixel_weights=pw,
+                          xp=xp, row_start=r0, full_height=stack.height, ops=ops)
+
+    workers = min(workers, n_bands)
+    bands = []
+    # Threads, not processes: NumPy releases the GIL in sorts and ufunc loops. map()
+    # yields in row order, and a band's memory exists only while a worker runs it.
+    with ThreadPoolExecutor(workers) if workers > 1 else _Serial() as pool:
+        for i, result in enumerate(pool.map(run, range(n_bands))):
+            bands.append(result)
+            if progress_callback is not None:
+                progress_callback("STAGE_PROGRESS", "stack", i + 1, total=n_bands)
     extra = {
         "band_rows": band_rows,
         "n_frames": stack.n_frames,
         "namespace": getattr(xp, "__name__", str(xp)),
+        "ops": ops.name,
+        "band_workers": workers,
         "time_plan_sec": t_plan,
         "time_total_sec": time.perf_counter() - t0,
     }

@@ -1,0 +1,77 @@
+"""``zemosaic-xp bench``: run the benchmark suite and print its markdown table.
+
+The suite lives in ``benchmarks/`` of a source checkout (it is not installed with
+the package); this command runs it with pytest-benchmark and renders the JSON with
+``benchmarks/report.py``, exactly as ``docs/performance.md`` describes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def _find_benchmarks(explicit: str | None) -> Path:
+    from . import CliError
+
+    candidates = [Path(explicit)] if explicit else [
+        Path.cwd() / "benchmarks", Path(__file__).resolve().parents[2] / "benchmarks"]
+    for path in candidates:
+        if (path / "report.py").is_file():
+            return path
+    where = ", ".join(str(p) for p in candidates)
+    msg = (f"no benchmarks/ directory found (looked in {where}); run `zemosaic-xp bench` from a "
+           f"source checkout of zemosaic_xp or pass --suite PATH")
+    raise CliError(msg)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import pytest
+
+    suite = _find_benchmarks(args.suite)
+    env_before = {k: os.environ.get(k) for k in ("ZEMOSAIC_BENCH_FULL", "ZEMOSAIC_BENCH_CASES")}
+    os.environ["ZEMOSAIC_BENCH_FULL"] = "1" if args.full else ""
+    if args.cases:
+        os.environ["ZEMOSAIC_BENCH_CASES"] = args.cases
+    json_path = Path(args.json) if args.json else Path(tempfile.mkdtemp()) / "bench.json"
+    try:
+        code = pytest.main([str(suite), "-q", "--benchmark-only", f"--benchmark-json={json_path}",
+                            "-p", "no:cacheprovider", f"--rootdir={suite.parent}"])
+    finally:
+        for key, value in env_before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    if code != 0 or not json_path.is_file():
+        return int(code) or 1
+    spec = importlib.util.spec_from_file_location("_zemosaic_bench_report", suite / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    out = ["--output", args.output] if args.output else []
+    return report.main([str(json_path), *out])
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` sub-command."""
+    parser = subparsers.add_parser(
+        "bench", help="run the benchmark suite and print the markdown table",
+        description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--full", action="store_true",
+                        help="the full matrix of docs/performance.md (5-10 minutes on 2 cores); "
+                             "default: the quick matrix (seconds)")
+    parser.add_argument("--cases", help="comma-separated case names, e.g. m32_512,rgb32_512")
+    parser.add_argument("--json", help="keep the pytest-benchmark JSON here")
+    parser.add_argument("-o", "--output", help="write the markdown table here (default stdout)")
+    parser.add_argument("--suite", help="path of the benchmarks/ directory (default: found from cwd)")
+    parser.set_defaults(func=_run)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(_run(argparse.Namespace(full=False, cases=None, json=None, output=None, suite=None)))

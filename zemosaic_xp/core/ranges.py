@@ -1,0 +1,173 @@
+"""Order statistics and sums over index ranges of sorted rows (the sort-once toolkit).
+
+Every value-threshold rejection keeps a contiguous index range ``[lo, hi)`` of each
+pixel's sorted samples, so after one sort an iteration needs only:
+
+- counts of samples below / above a threshold: :func:`search_rows`, a per-row binary
+  search of ``ceil(log2 N) + 1`` flat gathers;
+- sums over a range: :func:`centred_prefix_sums` once, then :func:`range_sum`, two
+  gathers per range;
+- the median absolute deviation without a second sort: :func:`mad_sorted` selects the
+  middle of ``|s − m|``, which is two sorted runs, by a binary search.
+
+All rows are shape ``(R, N)`` sorted ascending with the invalid samples last (as
+``+inf``); per-row vectors are ``(R,)``. Results stay on the input's device.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import device as _device
+
+from .nanstats import take_rows
+from .ops import ArrayOps
+
+__all__ = ["search_rows", "search_near", "centred_prefix_sums", "range_sum", "mad_sorted"]
+
+Array = Any
+
+
+def search_rows(s: Array, threshold: Array, lo: Array, hi: Array, /, *, inclusive: bool = False,
+                xp: Any, rows: Array | None = None) -> Array:
+    """First index in ``[lo, hi)`` whose value is ``>= threshold`` (``> threshold`` if inclusive).
+
+    Equals ``lo + count(s[lo:hi] < threshold)`` (``<=`` if inclusive) for ascending rows.
+
+    Parameters
+    ----------
+    s : array, shape (R, N), sorted ascending along the last axis
+    threshold : array, shape (K,), float32 or float64 (compared exactly)
+    lo, hi : array, shape (K,), int64 with ``lo <= hi``
+    rows : array, shape (K,), int64, optional
+        Search rows ``rows`` of ``s`` (default: every row, K = R).
+
+    Returns
+    -------
+    array, shape (K,), int64 in ``[lo, hi]``
+    """
+    n = int(s.shape[-1])
+    left, right = lo, hi
+    top = xp.full_like(lo, max(n - 1, 0))
+    for _ in range(max(1, n.bit_length()) + 1):
+        mid = (left + right) // 2
+        value = take_rows(s, xp.minimum(mid, top), xp=xp, rows=rows)
+        go_right = (value <= threshold) if inclusive else (value < threshold)
+        go_right = go_right & (mid < right)
+        left = xp.where(go_right, mid + 1, left)
+        right = xp.where(go_right, right, mid)
+    return left
+
+
+def search_near(s: Array, threshold: Array, lo: Array, hi: Array, guess: Array, /, *,
+                inclusive: bool = False, xp: Any, ops: ArrayOps) -> Array:
+    """:func:`search_rows` that first checks a guess (two gathers per row).
+
+    Iterative clips move their bounds little between iterations, so the previous
+    count is almost always right. With ``ops.compact`` only the rows whose guess
+    fails are searched; otherwise (GPU) every row is, with no host synchronisation.
+    """
+    if not ops.compact:
+        return search_rows(s, threshold, lo, hi, inclusive=inclusive, xp=xp)
+    g = xp.minimum(xp.maximum(guess, lo), hi)
+    top = xp.full_like(g, max(int(s.shape[-1]) - 1, 0))
+    zero = xp.zeros_like(g)
+    before = take_rows(s, xp.maximum(g - 1, zero), xp=xp)
+    at = take_rows(s, xp.minimum(g, top), xp=xp)
+    if inclusive:
+        ok = ((g == lo) | (before <= threshold)) & ((g == hi) | (at > threshold))
+    else:
+        ok = ((g == lo) | (before < threshold)) & ((g == hi) | (at >= threshold))
+    if bool(xp.all(ok)):
+        return g
+    bad = ~ok
+    rows = xp.nonzero(bad)[0]
+    found = search_rows(s, xp.take(threshold, rows), xp.take(lo, rows), xp.take(hi, rows),
+                        inclusive=inclusive, xp=xp, rows=rows)
+    (out,) = ops.expand(bad, [(found, g)])
+    return out
+
+
+def centred_prefix_sums(s: Array, centre: Array, n_valid: Array, /, *, xp: Any,
+                        ops: ArrayOps) -> tuple[Array, Array]:
+    """Inclusive prefix sums of ``d`` and ``d²``, ``d = f64(s) − f64(centre)`` (0 past ``n_valid``).
+
+    Returns
+    -------
+    p1, p2 : array, shape (R, N), float64
+        ``p[:, j] = Σ_{i <= j} d[:, i]`` (resp. ``d²``).
+    """
+    f64 = xp.float64
+    dev = _device(s)
+    j = xp.arange(int(s.shape[-1]), device=dev)[None, :]
+    d = xp.astype(s, f64) - xp.astype(centre, f64)[:, None]
+    d = xp.where(j < n_valid[:, None], d, xp.zeros((), dtype=f64, device=dev))
+    return ops.prefix_sums(d), ops.prefix_sums(d * d)
+
+
+def range_sum(p: Array, lo: Array, hi: Array, /, *, xp: Any) -> Array:
+    """``Σ d[lo:hi]`` of each row from inclusive prefix sums ``p`` (0 for empty ranges)."""
+    zero = xp.zeros((), dtype=p.dtype, device=_device(p))
+    none = xp.zeros_like(hi)
+    at_hi = xp.where(hi > 0, take_rows(p, xp.maximum(hi - 1, none), xp=xp), zero)
+    at_lo = xp.where(lo > 0, take_rows(p, xp.maximum(lo - 1, none), xp=xp), zero)
+    return xp.where(hi > lo, at_hi - at_lo, zero)
+
+
+def mad_sorted(s: Array, n_valid: Array, centre: Array, /, *, xp: Any) -> Array:
+    """Median of ``|s − centre|`` over each row's valid samples, without sorting again.
+
+    ``|s − centre|`` (float32 arithmetic, as a sort of the deviations would see it) is
+    two ascending runs: ``centre − s`` read leftwards from the first sample below the
+    centre, and ``s − centre`` rightwards from the first one at or above it. The k-th
+    smallest of two sorted runs is found by a binary search on how many come from the
+    left run, so the result equals sorting the deviations and taking their median.
+
+    Parameters
+    ----------
+    s : array, shape (R, N), sorted, invalid last
+    n_valid : array, shape (R,), int64
+    centre : array, shape (R,), float32 (typically the median)
+
+    Returns
+    -------
+    array, shape (R,), float32
+        NaN, without a warning, where a row has no valid sample.
+    """
+    dev = _device(s)
+    n_cols = int(s.shape[-1])
+    zero_i = xp.zeros_like(n_valid)
+    split = search_rows(s, centre, zero_i, n_valid, xp=xp)
+    n_left, n_right = split, n_valid - split
+    top = xp.full_like(n_valid, max(n_cols - 1, 0))
+
+    def left(i: Array) -> Array:  # i-th smallest deviation below the centre, 0 <= i < n_left
+        return centre - take_rows(s, xp.minimum(xp.maximum(split - 1 - i, zero_i), top), xp=xp)
+
+    def right(j: Array) -> Array:  # j-th smallest deviation at or above the centre
+        return take_rows(s, xp.minimum(xp.maximum(split + j, zero_i), top), xp=xp) - centre
+
+    empty = n_valid == 0
+    k = xp.where(empty, zero_i, (n_valid - 1) // 2)
+    lo = xp.maximum(k + 1 - n_right, zero_i)
+    hi = xp.minimum(k + 1, n_left)
+    for _ in range(max(1, n_cols.bit_length()) + 1):
+        mid = (lo + hi) // 2
+        active = lo < hi
+        go = active & (left(mid) < right(k - mid))
+        lo, hi = xp.where(go, mid + 1, lo), xp.where(active & ~go, mid, hi)
+    i = lo  # deviations taken from the left run among the k + 1 smallest
+    ninf = xp.asarray(-xp.inf, dtype=s.dtype, device=dev)
+    pinf = xp.asarray(xp.inf, dtype=s.dtype, device=dev)
+    kth = xp.maximum(xp.where(i > 0, left(i - 1), ninf), xp.where(k - i >= 0, right(k - i), ninf))
+    # The (k+1)-th smallest (the upper middle of an even count) follows in the merge.
+    after = xp.minimum(xp.where(i < n_left, left(i), pinf), xp.where(k + 1 - i < n_right, right(k + 1 - i), pinf))
+    upper = xp.where(n_valid % 2 == 0, after, kth)
+    zero = xp.zeros_like(kth)
+    # Empty rows gathered only padding (±inf): zero them so that no inf − inf is evaluated.
+    kth, upper = xp.where(empty, zero, kth), xp.where(empty, zero, upper)
+    same = kth == upper
+    a = xp.where(same, zero, kth)
+    b = xp.where(same, zero, upper)
+    value = xp.where(same, kth, a + 0.5 * (b - a))
+    return xp.where(empty, xp.asarray(xp.nan, dtype=s.dtype, device=dev), value)

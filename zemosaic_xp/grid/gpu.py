@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -147,31 +147,53 @@ class BandStacker:
         self.tile_id = tile_id
         self.gpu_bands = self.cpu_bands = self.fallbacks = 0
         self.oom = False
-        self._gpu_plan: FramePlan | None = None
+        self._plans: dict[tuple[int, ...] | None, FramePlan] = {}
+        self._gpu_plans: dict[tuple[int, ...] | None, FramePlan] = {}
 
     @property
     def gpu_active(self) -> bool:
         return self.gpu is not None and not self.breaker.disabled
 
-    def stack(self, values: np.ndarray, weights: np.ndarray) -> BandResult:
-        """Stack one band ``(h, W, C, N)`` with weights ``(h, W, 1, N)``; result on the host."""
+    def _sub_plan(self, frames: tuple[int, ...] | None) -> FramePlan:
+        """The plan restricted to ``frames`` (positions in the tile's plan), cached."""
+        plan = self._plans.get(frames)
+        if plan is None:
+            if frames is None:
+                plan = self.plan
+            else:
+                idx = np.asarray(frames, dtype=np.intp)
+                weights = None if self.plan.weights is None else np.asarray(self.plan.weights)[idx]
+                plan = FramePlan(np.asarray(self.plan.gain)[idx], np.asarray(self.plan.offset)[idx], weights,
+                                 self.plan.stats)
+            self._plans[frames] = plan
+        return plan
+
+    def stack(self, values: np.ndarray, weights: np.ndarray, frames: Sequence[int] | None = None) -> BandResult:
+        """Stack one block ``(h, w, C, n)`` with weights ``(h, w, 1, n)``; result on the host.
+
+        ``frames`` are the positions of the block's ``n`` frames in the tile's plan
+        (None = all of them, in order).
+        """
+        key = None if frames is None else tuple(int(f) for f in frames)
         if self.gpu_active:
             try:
-                result = self._stack_gpu(values, weights)
+                result = self._stack_gpu(values, weights, key)
                 self.gpu_bands += 1
                 return result
             except Exception as exc:  # noqa: BLE001 - any GPU failure falls back to the CPU
                 self._on_gpu_failure(exc)
         self.cpu_bands += 1
-        return stack_band(values, config=self.config, plan=self.plan, pixel_weights=weights, xp=self.cpu_xp)
+        return stack_band(values, config=self.config, plan=self._sub_plan(key), pixel_weights=weights,
+                          xp=self.cpu_xp)
 
-    def _stack_gpu(self, values: np.ndarray, weights: np.ndarray) -> BandResult:
+    def _stack_gpu(self, values: np.ndarray, weights: np.ndarray, key: tuple[int, ...] | None) -> BandResult:
         backend = self.gpu
         assert backend is not None  # noqa: S101 - guarded by gpu_active
         with device_lock(backend):
-            if self._gpu_plan is None:
-                self._gpu_plan = _plan_on(self.plan, backend)
-            result = stack_band(to_backend(values, backend), config=self.config, plan=self._gpu_plan,
+            plan = self._gpu_plans.get(key)
+            if plan is None:
+                plan = self._gpu_plans[key] = _plan_on(self._sub_plan(key), backend)
+            result = stack_band(to_backend(values, backend), config=self.config, plan=plan,
                                 pixel_weights=to_backend(weights, backend), xp=backend.xp)
             host = _band_to_host(result)
         # A GPU band that lost all its data where there was some is a failure (upstream's
@@ -188,7 +210,7 @@ class BandStacker:
                        self.tile_id, type(exc).__name__, exc)
         if oom:
             self.oom = True
-            self._gpu_plan = None
+            self._gpu_plans.clear()
             if self.gpu is not None:
                 free_device_memory(self.gpu)
         if self.breaker.record_failure():

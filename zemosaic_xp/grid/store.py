@@ -119,28 +119,30 @@ class PatchStore:
             raise KeyError(msg)
         return patch, weight
 
-    def band(self, r0: int, r1: int, frames: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Rows ``[r0, r1)`` of the whole tile for ``frames``, frames last.
+    def band(self, r0: int, r1: int, frames: Sequence[int], c0: int = 0,
+             c1: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``[r0, r1)`` and columns ``[c0, c1)`` of the tile for ``frames``, frames last.
 
         Returns
         -------
-        values : ndarray, shape (r1 - r0, W, C, N), float32
+        values : ndarray, shape (r1 - r0, c1 - c0, C, N), float32
             NaN where a frame has no data.
-        weights : ndarray, shape (r1 - r0, W, 1, N), float32
+        weights : ndarray, shape (r1 - r0, c1 - c0, 1, N), float32
             Footprint × ALPHA; 0 where a frame has no data.
         """
-        width = self.tile_shape[1]
+        c1 = self.tile_shape[1] if c1 is None else c1
         n = len(frames)
-        values = np.full((r1 - r0, width, self.channels, n), np.nan, dtype=np.float32)
-        weights = np.zeros((r1 - r0, width, 1, n), dtype=np.float32)
+        values = np.full((r1 - r0, c1 - c0, self.channels, n), np.nan, dtype=np.float32)
+        weights = np.zeros((r1 - r0, c1 - c0, 1, n), dtype=np.float32)
         for j, k in enumerate(frames):
             py0, py1, px0, px1 = self.boxes[k]
             a, b = max(r0, py0), min(r1, py1)
-            if a >= b:
+            x0, x1 = max(c0, px0), min(c1, px1)
+            if a >= b or x0 >= x1:
                 continue
             patch, weight = self.get(k)
-            values[a - r0:b - r0, px0:px1, :, j] = patch[a - py0:b - py0]
-            weights[a - r0:b - r0, px0:px1, 0, j] = weight[a - py0:b - py0]
+            values[a - r0:b - r0, x0 - c0:x1 - c0, :, j] = patch[a - py0:b - py0, x0 - px0:x1 - px0]
+            weights[a - r0:b - r0, x0 - c0:x1 - c0, 0, j] = weight[a - py0:b - py0, x0 - px0:x1 - px0]
         return values, weights
 
     def has_data(self, k: int) -> bool:

@@ -5,9 +5,9 @@
    (RAM, or a memory-mapped scratch file past ``stack_chunk_budget_mb``).
 2. The frame plan (:func:`~.tile_plan.plan_tile_frames`): the survey's normalisation
    of each frame (:mod:`.normalise`), quality weights from the frames' noise, exposures.
-3. Row bands of the whole tile — every frame, all columns — go through
-   :func:`~zemosaic_xp.core.stack.stack_band` (GPU or CPU, see :mod:`.gpu`) and
-   :func:`~zemosaic_xp.core.stack.assemble`. Rejection therefore always sees every
+3. The tile goes through :func:`~zemosaic_xp.core.stack.stack_band` (GPU or CPU, see
+   :mod:`.gpu`) cell by cell (:mod:`.cells`), each cell with every frame that reaches it,
+   and :func:`~zemosaic_xp.core.stack.assemble`. Rejection therefore always sees every
    frame of a pixel, and the tile is bit-identical for any band size or budget
    (upstream stacked frame chunks separately and averaged them, which changed the
    result with the chunk size and left NaN holes on its GPU path).
@@ -32,10 +32,11 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from ..backends import Backend, select_backend
-from ..core.stack import StackResult, assemble, rows_per_band
+from ..core.stack import StackResult, assemble
 from ..io.fits import FitsFrameSource, write_fits
 from .config import GridConfig
 from .geometry import TileSpec, frame_wcs, tile_wcs
+from .cells import stack_cells
 from .gpu import BandStacker, GpuBreaker
 from .reproject_tile import reproject_patch
 from .store import PatchStore
@@ -47,7 +48,6 @@ logger = logging.getLogger(__name__)
 
 _MB = 1024 * 1024
 _FRAME_CACHE_SIZE = 64
-_CPU_BAND_BYTES = 2 * 1024 * 1024
 # Noise σ per frame and channel from at most this many neighbour differences (σ to ~0.6 %).
 _NOISE_SAMPLES = 16384
 
@@ -168,40 +168,6 @@ def _reproject_into(store: PatchStore, tile: TileSpec, grid_wcs: WCS, frames: Se
     return active, noise
 
 
-def _stack_bands(store: PatchStore, active: list[int], stacker: BandStacker, band_rows: int,
-                 height: int) -> list:
-    bands = []
-    r0 = 0
-    rows = band_rows
-    while r0 < height:
-        r1 = min(height, r0 + rows)
-        values, weights = store.band(r0, r1, active)
-        bands.append(stacker.stack(values, weights))
-        del values, weights
-        r0 = r1
-        if stacker.oom and rows > 1:
-            # Out of GPU memory: smaller bands for the rest of the tile (the band that
-            # failed was redone on the CPU; results are per pixel, so nothing changes).
-            rows = max(1, rows // 2)
-            stacker.oom = False
-    return bands
-
-
-def _band_rows(n_frames: int, width: int, channels: int, budget: int, config: GridConfig, height: int, *,
-               gpu: bool) -> int:
-    """Rows per band: within the budget; on the CPU also about 2 MiB of samples.
-
-    Cache-sized CPU bands keep the dozen passes of a rejection in L2/L3 (measured 3-4x
-    faster per sample than 90 MB bands here; the same size as the core's CPU fast path).
-    GPU bands take the whole budget: fewer, larger transfers and kernels.
-    """
-    rows = rows_per_band(n_frames, width, channels, budget, config.stack, height=height)
-    if gpu:
-        return rows
-    row_bytes = max(1, n_frames * width * channels * 4)
-    return max(1, min(rows, _CPU_BAND_BYTES // row_bytes))
-
-
 def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config: GridConfig, *,
                scratch_dir: str | Path, channels: int, gpu: Backend | None = None,
                breaker: GpuBreaker | None = None) -> TileProduct:
@@ -249,10 +215,10 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
         plan = plan_tile_frames(np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps]), noise, exposures,
                                 config.stack, xp=xp)
         del noise
-        band_rows = _band_rows(len(active), width, channels, budget, config, height,
-                               gpu=gpu is not None and not (breaker is not None and breaker.disabled))
         stacker = BandStacker(config.stack, plan, cpu_xp=xp, gpu=gpu, breaker=breaker, tile_id=tile.tile_id)
-        bands = _stack_bands(store, active, stacker, band_rows, height)
+        bands, band_rows = stack_cells(store, active, stacker, budget=budget, config=config.stack, height=height,
+                                       width=width, channels=channels,
+                                       gpu=gpu is not None and not (breaker is not None and breaker.disabled))
         spilled, store_mb = store.spilled, store.nbytes / _MB
     extra = {"n_frames": len(active), "band_rows": band_rows, "patch_store_mb": round(store_mb, 3),
              "spilled": spilled, "gpu_bands": stacker.gpu_bands, "cpu_bands": stacker.cpu_bands,

@@ -38,7 +38,7 @@ from .plan import load_stack_plan, split_by_mount
 from .progress import GridProgress
 from .scheduler import TileScheduler
 from .tile import FrameRef, read_tile
-from .worker import TileOutcome, TileTask
+from .worker import RUNNING_DIR, TileOutcome, TileTask
 
 __all__ = ["run_grid_mode", "GridResult", "resolve_workers"]
 
@@ -250,6 +250,7 @@ def _stack_tiles(group: _Group, cfg: GridConfig, *, resume: bool, run_id: str, u
                  scheduler: TileScheduler, progress: GridProgress) -> None:
     tiles_dir = group.out_dir / "tiles"
     tiles_dir.mkdir(parents=True, exist_ok=True)
+    _remove_scratch(tiles_dir)
     manifest = TileManifest(tiles_dir, fresh=not resume)
     cfg_hash = config_hash(cfg)
     tasks, hashes = _tasks(group, cfg, manifest, cfg_hash, run_id, use_gpu, progress)
@@ -268,10 +269,21 @@ def _stack_tiles(group: _Group, cfg: GridConfig, *, resume: bool, run_id: str, u
     manifest.save()
     before = (dict(scheduler.report.failed), list(scheduler.report.retried), scheduler.report.crashes)
     report = scheduler.run(tasks, on_done)
+    _remove_scratch(tiles_dir)  # what a killed worker left behind
     group.result.failed_tiles.update({k: v for k, v in report.failed.items() if k not in before[0]})
     group.result.retried_tiles.extend(t for t in report.retried if t not in before[1])
     group.result.worker_crashes += report.crashes - before[2]
     group.result.cancelled = report.cancelled
+
+
+def _remove_scratch(tiles_dir: Path) -> None:
+    """Delete patch spill folders and running-markers (one run per output folder at a time)."""
+    import shutil
+
+    for path in tiles_dir.glob(".patches_*"):
+        shutil.rmtree(path, ignore_errors=True)
+    for path in (tiles_dir / RUNNING_DIR).glob("tile_*"):
+        path.unlink(missing_ok=True)
 
 
 def _mosaic_header(group: _Group, cfg: GridConfig) -> fits.Header:

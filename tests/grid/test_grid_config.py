@@ -15,7 +15,7 @@ def test_defaults():
     assert cfg.workers is None and cfg.use_gpu is None and not cfg.telemetry_enabled
     assert cfg.stack == grid_stack_config()
     assert (cfg.stack.normalize, cfg.stack.weighting, cfg.stack.reject, cfg.stack.combine) == \
-        ("linear_fit", "noise_variance", "kappa_sigma", "mean")
+        ("linear_fit", "noise_variance", "gesd", "mean")
     assert cfg.stack_chunk_budget_mb == 512.0 and cfg.telemetry_log_to_csv
 
 

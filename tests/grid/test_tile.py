@@ -145,5 +145,5 @@ def test_tile_fits_round_trip(rgb_tile, tmp_path):
         assert hdul["COVERAGE"].data.shape == tile.shape
         alpha = hdul["ALPHA"].data
         np.testing.assert_array_equal(alpha > 0, (product.weight > 0).any(axis=-1))
-    assert header["TILEID"] == tile.tile_id and header["TILEY0"] == tile.y0 and header["ZMT_REJ"] == "kappa_sigma"
+    assert header["TILEID"] == tile.tile_id and header["TILEY0"] == tile.y0 and header["ZMT_REJ"] == "gesd"
     assert header["CTYPE1"].startswith("RA---TAN")

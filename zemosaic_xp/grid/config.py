@@ -49,11 +49,18 @@ def grid_stack_config(**overrides: Any) -> StackConfig:
     """The stacking defaults of grid mode, with ``overrides`` applied.
 
     ``linear_fit`` normalisation (gain *and* offset: survey frames differ in both,
-    and a multiplicative ``median`` scaling leaves the offsets as steps inside a
-    tile), ``noise_variance`` weights, ``kappa_sigma`` rejection (upstream grid's
-    default), ``mean`` combine, κ = 3/3.
+    and a multiplicative ``median`` scaling leaves the offsets as steps), ``noise_variance``
+    weights, ``gesd`` rejection, ``mean`` combine, κ = 3/3.
+
+    ``gesd`` (Rosner's generalized ESD test) rather than upstream grid's ``kappa_sigma``:
+    a survey is shallow at its rim and wherever few frames overlap, and κ-σ with the
+    standard deviation of all samples cannot reject a lone outlier in fewer than 9
+    frames (N/√(N−1) must exceed κ = 3), so satellite trails and cosmic rays survive
+    there. Measured on the demo survey (40 RGB frames): pixels above 6σ where 4+
+    frames overlap: κ-σ 2453, ``gesd`` 76, ``mad`` 140; samples rejected: 0.1 %, 1.3 %,
+    5.2 % (``mad`` over-clips small stacks); wall time: 10.5 s, 10.8 s, 14.2 s.
     """
-    base = {"normalize": "linear_fit", "weighting": "noise_variance", "reject": "kappa_sigma",
+    base = {"normalize": "linear_fit", "weighting": "noise_variance", "reject": "gesd",
             "combine": "mean"}
     base.update(overrides)
     return StackConfig(**base)

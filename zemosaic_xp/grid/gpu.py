@@ -21,8 +21,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..backends import Backend, BackendUnavailable, free_device_memory, is_oom_error, select_backend, \
-    to_backend, to_host
+from ..backends import (
+    Backend,
+    BackendUnavailable,
+    free_device_memory,
+    is_oom_error,
+    select_backend,
+    to_backend,
+    to_host,
+)
 from ..core.config import StackConfig
 from ..core.stack import BandResult, FramePlan, stack_band
 

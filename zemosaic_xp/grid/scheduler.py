@@ -17,14 +17,28 @@ from __future__ import annotations
 import logging
 import multiprocessing
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, CancelledError, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    BrokenExecutor,
+    CancelledError,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    wait,
+)
 from concurrent.futures.process import BrokenProcessPool
-from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from .worker import RUNNING_DIR, TileOutcome, TileTask, init_worker, run_tile_task, warm_up
+from .worker import (
+    RUNNING_DIR,
+    TileOutcome,
+    TileTask,
+    init_worker,
+    run_tile_task,
+    warm_up,
+)
 
 __all__ = ["TileScheduler", "ScheduleReport"]
 

@@ -21,8 +21,8 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,9 +34,9 @@ from astropy.wcs import WCS, FITSFixedWarning
 from ..backends import Backend, select_backend
 from ..core.stack import StackResult, assemble
 from ..io.fits import FitsFrameSource, write_fits
+from .cells import stack_cells
 from .config import GridConfig
 from .geometry import TileSpec, frame_wcs, tile_wcs
-from .cells import stack_cells
 from .gpu import BandStacker, GpuBreaker
 from .reproject_tile import reproject_patch
 from .store import PatchStore

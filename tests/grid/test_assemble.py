@@ -292,12 +292,12 @@ class TestOutputs:
         assert imread(mono).shape[:2] == (50, 80)
 
     def test_preview_write_is_atomic(self, tmp_path, monkeypatch):
-        import matplotlib.image
+        from pathlib import Path as _Path
 
         def boom(*_a, **_k):
             raise OSError("disk full")
 
-        monkeypatch.setattr(matplotlib.image, "imsave", boom)
+        monkeypatch.setattr(_Path, "write_bytes", boom)
         with pytest.raises(OSError, match="disk full"):
             write_preview_png(np.ones((4, 4)), tmp_path / "p.png")
         assert list(tmp_path.iterdir()) == []

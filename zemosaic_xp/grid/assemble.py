@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -26,6 +25,7 @@ import numpy as np
 from astropy.io import fits
 
 from ..io.fits import write_fits
+from ..io.png import write_png
 from .blend import blend_tiles, edge_distance, feather_ramp
 from .photometry import find_overlaps, solve_photometry
 from .seams import seam_steps
@@ -350,21 +350,10 @@ def write_preview_png(image: np.ndarray, path: str | os.PathLike, *, max_size_px
     Path of the written file. Row 0 of ``image`` is the bottom row of the PNG (FITS
     convention, as in ``imshow(origin="lower")``).
     """
-    from matplotlib.image import imsave  # lazy: matplotlib is only needed for previews
-
     img = _as_hwc(image, "image")
     factor = max(1, -(-max(img.shape[:2]) // max_size_px))
     rgb = _stretch(_block_mean(img, factor))
     rgb = np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb[..., :3]
     pixels = np.round(rgb[::-1] * 255.0).astype(np.uint8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        imsave(tmp, pixels, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    path = write_png(path, pixels)
     return path

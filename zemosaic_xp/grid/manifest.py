@@ -12,11 +12,11 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from .._version import __version__
+from ..io.atomic import atomic_path
 from .config import GridConfig
 from .geometry import GlobalGrid, TileSpec
 
@@ -101,11 +101,5 @@ class TileManifest:
         self.tiles_dir.mkdir(parents=True, exist_ok=True)
         ordered = dict(sorted(self.entries.items(), key=lambda kv: int(kv[0])))
         text = json.dumps({"format": _FORMAT, "tiles": ordered}, indent=1, sort_keys=True)
-        fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=self.tiles_dir)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(text, encoding="utf-8")

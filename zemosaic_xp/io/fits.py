@@ -16,7 +16,6 @@ renames it: a crash never leaves a half-written file under the final name.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,8 @@ from typing import Any, Iterable
 
 import numpy as np
 from astropy.io import fits
+
+from .atomic import atomic_path
 
 __all__ = ["FitsFrame", "FitsFrameSource", "read_frame", "write_fits", "FitsReadError"]
 
@@ -359,16 +360,6 @@ def write_fits(path: str | os.PathLike, image: np.ndarray, *, header: fits.Heade
         alpha_hdu.header["ALPHADSC"] = ("0=no data, 255=full coverage", "ALPHA meaning")
         hdus.append(alpha_hdu)
     hdus.extend(extra_hdus)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    # mkstemp creates the file 0600; give the result the permissions of a normal file.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    try:
+    with atomic_path(path) as tmp:
         fits.HDUList(hdus).writeto(tmp, overwrite=True, output_verify="silentfix")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

@@ -167,6 +167,68 @@ class ArrayOps:
         """Inclusive prefix sums along the last axis (``cumulative_sum``)."""
         return self.xp.cumulative_sum(d, axis=-1)
 
+    # ------------------------------------------------------------------ whole rejections
+    def kappa_sigma_fit(self, s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,
+                        max_iters: int, ddof: int, min_survivors: int) -> tuple[Array, ...] | None:
+        """A native median-centred κ-σ clip of sorted rows, or None to run the portable one.
+
+        The portable reference is :func:`~zemosaic_xp.core.reject_sigma.kappa_sigma_fit`
+        itself (this default returns None); a native version must give identical
+        ranges, iteration counts and centres, and the same kept sums up to float64
+        rounding.
+
+        Parameters
+        ----------
+        s : array, shape (R, N), float32
+            Rows sorted ascending, invalid samples last as ``+inf`` (:meth:`sort_valid`).
+        n_valid : array, shape (R,), int64
+        kappa_low, kappa_high, max_iters, ddof, min_survivors
+            As :func:`~zemosaic_xp.core.reject_sigma.kappa_sigma_fit`.
+
+        Returns
+        -------
+        (lo, hi, iterations, centre, kept_sum) or None
+            The fields of :class:`~zemosaic_xp.core.reject_sigma.RangeFit`, each shape
+            ``(R,)``: int64 ``[lo, hi)`` and iterations, float32 median (0 for rows
+            without valid samples), float64 ``Σ (x − centre)`` over the kept range.
+        """
+        return None
+
+    def wsc_fit(self, s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,
+                max_iters: int, min_survivors: int) -> tuple[Array, ...] | None:
+        """A native unweighted winsorised sigma clip of sorted rows, or None (portable).
+
+        Same contract as :meth:`kappa_sigma_fit`, for the range path of
+        :func:`~zemosaic_xp.core.reject_wsc.reject_winsorized_sigma_clip` (PixInsight /
+        Huber WSC). Returns ``(lo, hi, iterations, centre, kept_sum)``, each ``(R,)``:
+        the kept range after the final bounds and the survivor guard, the iterations
+        run, the row's float32 median and ``Σ (x − median)`` over the range in float64.
+        """
+        return None
+
+    def wsc_weighted_fit(self, x: Array, weights: Array, s: Array, n_valid: Array, /, *,
+                         kappa_low: float, kappa_high: float, max_iters: int,
+                         min_survivors: int) -> tuple[Array, ...] | None:
+        """A native weighted winsorised sigma clip, or None (portable).
+
+        Parameters
+        ----------
+        x : array, shape (R, N), float32
+            Samples in their original order, NaN where invalid.
+        weights : array, shape (R, N), float32
+            Weights, 0 on invalid samples (``Samples.full_weights()``).
+        s, n_valid : array, shape (R, N) and (R,)
+            ``x`` sorted (invalid last as ``+inf``) and the valid counts.
+
+        Returns
+        -------
+        (keep, n_low, n_high, iterations) or None
+            ``keep`` shape (R, N) bool in the order of ``x``; the others shape (R,),
+            int64. As the direct formulation in
+            :func:`~zemosaic_xp.core.reject_wsc.reject_winsorized_sigma_clip`.
+        """
+        return None
+
     # ------------------------------------------------------------------ compaction
     def expand(self, mask: Array, pairs: list[tuple[Array, Array]]) -> list[Array]:
         """Undo a compaction: for each ``(values, fill)`` put ``values`` where ``mask``.

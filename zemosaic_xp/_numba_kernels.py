@@ -1,0 +1,375 @@
+"""Numba kernels of the NumPy backend: whole per-pixel rejections on sorted rows.
+
+The portable core (``core/reject_sigma.py``, ``core/reject_wsc.py``) runs a rejection as
+~40 vector operations per pass over all the pixels of a band; each costs at least
+~0.5 ns per pixel plus its call overhead, which dominates at small N. These kernels
+run the *same* maths one pixel at a time, in compiled loops over rows that NumPy has
+already sorted (its SIMD sort along the contiguous axis is faster than anything a
+per-row loop can do), so a rejection costs one or two reads of each row.
+
+They are imported by :mod:`zemosaic_xp.fastpaths` only when a rejection first needs
+them and numba imports (the optional extra ``zemosaic-xp[fast]``); nothing is compiled
+before that first call. ``ZEMOSAIC_XP_NUMBA=0`` switches them off
+(:func:`zemosaic_xp.fastpaths.numba_kernels`).
+
+Contract of every kernel (checked by ``tests/core/test_numba_kernels.py``):
+
+- rows ``s`` of shape ``(R, N)``, float32, C-contiguous, sorted ascending, with the
+  invalid samples last as ``+inf`` and ``n_valid`` of shape ``(R,)``, int64;
+- results equal to the portable path's on the same rows: identical ranges,
+  iteration counts and float32 centres; float64 sums equal up to the order of the
+  additions (exact for float32 data whose values span < 2**29 ulps, i.e. any
+  astronomical frame);
+- ``nogil=True`` and no ``parallel=True``: the kernels run concurrently in the band
+  threads of ``stack_frames``, each on its own rows and output arrays.
+
+Compiled code is cached on disk (``cache=True``) next to this module or, where that
+directory is read-only, in numba's user-wide cache directory; where neither can be
+written the kernels are compiled in every process (about 2 s) rather than warn.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["kappa_sigma_rows", "wsc_rows", "wsc_weighted_rows", "cache_enabled"]
+
+# PixInsight/Huber WSC constants, as in core/reject_wsc.py (upstream_spec §2.6.1).
+_MAD_TO_SIGMA = 1.482602218505602
+_SIGMA_FLOOR = 1e-10
+_TOLERANCE = 5e-4
+
+
+cache_enabled = True
+
+
+def _jit(fn):
+    """``numba.njit(nogil=True)`` with an on-disk cache when numba finds a writable place."""
+    global cache_enabled
+    try:
+        return numba.njit(nogil=True, cache=True, error_model="numpy")(fn)
+    except RuntimeError:
+        # Load-bearing: numba raises here when neither this package's __pycache__ nor
+        # its user-wide cache directory can be written (a read-only install, no home).
+        cache_enabled = False
+        return numba.njit(nogil=True, error_model="numpy")(fn)
+
+
+def _inline(fn):
+    """A helper compiled into its callers: a per-row call (and array view) costs more
+    than the row's work at small N (measured 3-6x slower kernels)."""
+    return numba.njit(nogil=True, inline="always", error_model="numpy")(fn)
+
+
+# ---------------------------------------------------------------------------- helpers
+@_inline
+def _median(s, r, lo, count):
+    """``median_sorted`` of ``s[r, lo:lo+count]`` in float32; NaN for an empty range."""
+    if count <= 0:
+        return np.float32(np.nan)
+    a = s[r, lo + (count - 1) // 2]
+    b = s[r, lo + count // 2]
+    if a == b:
+        return a
+    # float32 arithmetic, as NumPy evaluates a + 0.5 * (b - a) on float32 arrays.
+    return np.float32(a + np.float32(np.float32(0.5) * np.float32(b - a)))
+
+
+@_inline
+def _centred_sums(s, r, centre, lo, hi):
+    """``Σd`` and ``Σd²`` over ``s[r, lo:hi]``, ``d = f64(x) − f64(centre)``."""
+    c = np.float64(centre)
+    # Four accumulators: one float64 add chain per sample would be latency-bound.
+    a0 = a1 = a2 = a3 = 0.0
+    q0 = q1 = q2 = q3 = 0.0
+    j = lo
+    while j + 4 <= hi:
+        d0 = np.float64(s[r, j]) - c
+        d1 = np.float64(s[r, j + 1]) - c
+        d2 = np.float64(s[r, j + 2]) - c
+        d3 = np.float64(s[r, j + 3]) - c
+        a0 += d0
+        a1 += d1
+        a2 += d2
+        a3 += d3
+        q0 += d0 * d0
+        q1 += d1 * d1
+        q2 += d2 * d2
+        q3 += d3 * d3
+        j += 4
+    while j < hi:
+        d0 = np.float64(s[r, j]) - c
+        a0 += d0
+        q0 += d0 * d0
+        j += 1
+    return (a0 + a1) + (a2 + a3), (q0 + q1) + (q2 + q3)
+
+
+@_inline
+def _first_at_least(s, r, threshold, lo, hi):
+    """First index ``j`` in ``[lo, hi]`` of an ascending row with ``s[r, j] >= threshold``."""
+    j = lo
+    while j < hi and s[r, j] < threshold:
+        j += 1
+    return j
+
+
+@_inline
+def _first_above(s, r, threshold, lo, hi):
+    """First index ``j`` in ``[lo, hi]`` of an ascending row with ``s[r, j] > threshold`` (from the top)."""
+    j = hi
+    while j > lo and s[r, j - 1] > threshold:
+        j -= 1
+    return j
+
+
+# ---------------------------------------------------------------------------- κ-σ
+@_jit
+def kappa_sigma_rows(s, n_valid, kappa_low, kappa_high, ddof, max_iters, min_survivors,
+                     out_lo, out_hi, out_it, out_c, out_sum):
+    """Iterative median-centred κ-σ clipping of every sorted row, in place into the outputs.
+
+    Parameters
+    ----------
+    s : ndarray, shape (R, N), float32, C-contiguous
+        Rows sorted ascending, invalid samples last as ``+inf``.
+    n_valid : ndarray, shape (R,), int64
+    kappa_low, kappa_high : float32
+        Already rounded to float32: the core multiplies them with a float32 σ.
+    ddof, max_iters, min_survivors : int
+    out_lo, out_hi, out_it : ndarray, shape (R,), int64 (outputs)
+        Kept range ``[lo, hi)`` and iterations run (0 for rows that cannot reject).
+    out_c : ndarray, shape (R,), float32 (output)
+        The row's median; 0 for a row without valid samples.
+    out_sum : ndarray, shape (R,), float64 (output)
+        ``Σ (x − median)`` over the kept range, float64 (0 for an empty range).
+
+    Notes
+    -----
+    Same semantics as :func:`zemosaic_xp.core.reject_sigma.kappa_sigma_fit`: iteration
+    1 is centred on the median, later ones on the kept range's median; σ from float64
+    sums of ``x − median`` rounded to float32; ``x < c − κl·σ`` / ``x > c + κh·σ``
+    rejected; a pass that changes nothing or would leave fewer than
+    ``min(min_survivors, n_valid)`` samples ends the row (and counts as an iteration).
+    """
+    for r in range(s.shape[0]):
+        n = n_valid[r]
+        need = min_survivors if min_survivors < n else n
+        m0 = _median(s, r, 0, n)
+        if m0 != m0:  # no valid sample: centre 0, as the core's where(isnan(m0), 0, m0)
+            m0 = np.float32(0.0)
+        out_c[r] = m0
+        lo = 0
+        hi = n
+        s1, s2 = _centred_sums(s, r, m0, lo, hi)
+        iterations = 0
+        if max_iters >= 1 and n > need:
+            for k in range(max_iters):
+                iterations += 1
+                count = hi - lo
+                c = m0 if k == 0 else _median(s, r, lo, count)
+                count_f = np.float64(count if count > 0 else 1)
+                dof = np.float64(count - ddof if count - ddof > 0 else 1)
+                var = (s2 - s1 * s1 / count_f) / dof
+                # σ is rounded to float32 before forming the bounds, as the core does.
+                sigma = np.float32(np.sqrt(0.0 if var < 0.0 else var))  # NaN stays NaN, as maximum()
+                lower = np.float32(c - np.float32(kappa_low * sigma))
+                upper = np.float32(c + np.float32(kappa_high * sigma))
+                if count > 0:
+                    first = s[r, lo]
+                    last = s[r, hi - 1]
+                else:
+                    first = s[r, 0]
+                    last = s[r, 0]
+                # The kept set only shrinks: a range whose extremes lie inside the bounds stops.
+                if not (first < lower or last > upper):
+                    break
+                new_lo = _first_at_least(s, r, lower, lo, hi)
+                new_hi = _first_above(s, r, upper, new_lo, hi)
+                changed = new_lo != lo or new_hi != hi
+                # Guard: a step that would leave fewer than `need` samples is not taken.
+                if not changed or new_hi - new_lo < need:
+                    break
+                lo = new_lo
+                hi = new_hi
+                s1, s2 = _centred_sums(s, r, m0, lo, hi)
+        out_lo[r] = lo
+        out_hi[r] = hi
+        out_it[r] = iterations
+        out_sum[r] = s1
+
+
+# ---------------------------------------------------------------------------- WSC
+@_inline
+def _outside_sums(s, r, m0, lo, hi, n):
+    """``Σd``, ``Σd²`` (``d = f64(x) − m0``) over ``s[r, :lo]`` and ``s[r, hi:n]``.
+
+    Interleaved column by column from the ends (left 0, right 0, left 1, …): the
+    order in which the core's compact path adds short tails, so that a range sum
+    ``whole − outside`` is the same float64 number there.
+    """
+    o1 = 0.0
+    o2 = 0.0
+    right = n - hi
+    for t in range(max(lo, right)):
+        if t < lo:
+            d = np.float64(s[r, t]) - m0
+            o1 = o1 + d
+            o2 = o2 + d * d
+        if t < right:
+            d = np.float64(s[r, hi + t]) - m0
+            o1 = o1 + d
+            o2 = o2 + d * d
+    return o1, o2
+
+
+@_inline
+def _mad(s, r, n, centre):
+    """Median of ``|s[r] − centre|`` (float32) over ``s[r, :n]``, by merging its two sorted runs."""
+    if n == 0:
+        return np.float32(np.nan)
+    split = _first_at_least(s, r, centre, 0, n)
+    i = split - 1  # left run: centre − s[r, i], growing leftwards
+    j = split  # right run: s[r, j] − centre, growing rightwards
+    k = (n - 1) // 2
+    value = np.float32(0.0)
+    prev = np.float32(0.0)
+    for t in range(k + 2 if n % 2 == 0 else k + 1):
+        left = np.float32(centre - s[r, i]) if i >= 0 else np.float32(np.inf)
+        right = np.float32(s[r, j] - centre) if j < n else np.float32(np.inf)
+        prev = value
+        # Ties between the runs may be taken from either side: the values are equal.
+        if left < right:
+            value = left
+            i -= 1
+        else:
+            value = right
+            j += 1
+    if n % 2 == 1:
+        return value
+    a, b = prev, value
+    if a == b:
+        return a
+    return np.float32(a + np.float32(np.float32(0.5) * np.float32(b - a)))
+
+
+@_jit
+def wsc_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors,
+             out_lo, out_hi, out_it, out_c, out_sum):
+    """PixInsight/Huber winsorised sigma clip of every sorted row (unweighted).
+
+    Parameters
+    ----------
+    s : ndarray, shape (R, N), float32, C-contiguous
+        Rows sorted ascending, invalid samples last as ``+inf``.
+    n_valid : ndarray, shape (R,), int64
+    kappa_low, kappa_high : float
+        float64 (the WSC iterates in float64); the Huber constant is their maximum.
+    max_iters, min_survivors : int
+    out_lo, out_hi, out_it, out_c, out_sum : ndarray, shape (R,) (outputs)
+        As :func:`kappa_sigma_rows`.
+
+    Notes
+    -----
+    The maths of :func:`zemosaic_xp.core.reject_wsc.reject_winsorized_sigma_clip`:
+    m = median, σ = 1.4826·MAD (1e-10 if 0); each iteration clamps to
+    ``[m − κl·σ, m + κh·σ]``, m ← mean of the clamped values, σ ← Huber scale; a row
+    stops when its clamp bounds repeat or m and σ move by less than 5e-4·max(1, ·).
+    The final float32 bounds select the kept range; rows with fewer than 2 valid
+    samples, or whose range would keep fewer than ``min(min_survivors, n_valid)``,
+    keep every valid sample.
+    """
+    huber_c = max(kappa_low, kappa_high)
+    for r in range(s.shape[0]):
+        n = n_valid[r]
+        need = min_survivors if min_survivors < n else n
+        m0f = _median(s, r, 0, n)
+        if m0f != m0f:
+            m0f = np.float32(0.0)
+        out_c[r] = m0f
+        m0 = np.float64(m0f)
+        # Whole-row sums once; a range's sums are these minus its few outside samples.
+        t1, t2 = _centred_sums(s, r, m0f, 0, n)
+        mad = np.float64(_mad(s, r, n, m0f))
+        sigma = _MAD_TO_SIGMA * mad if mad > 0.0 else _SIGMA_FLOOR
+        m = m0
+        done = n < 2
+        iterations = 0
+        prev_lo = np.nan
+        prev_hi = np.nan
+        count = np.float64(n if n > 1 else 1)
+        for k in range(max_iters):
+            if done:
+                break
+            lo_b = m - kappa_low * sigma
+            hi_b = m + kappa_high * sigma
+            a = _first_at_least(s, r, lo_b, 0, n)
+            b = _first_above(s, r, hi_b, a, n)
+            n_lo = np.float64(a)
+            n_hi = np.float64(n - b)
+            low = lo_b - m0
+            high = hi_b - m0
+            mid = t1 - _outside_sums(s, r, m0, a, b, n)[0]
+            delta = (n_lo * low + mid + n_hi * high) / count
+            m_new = m0 + delta
+            cs = huber_c * sigma
+            num = 0.0
+            den = 0.0
+            # The clamped groups: every sample of one shares the residual (low − δ or high − δ).
+            rr = low - delta
+            u = abs(rr) / sigma
+            h = 1.0 if u <= huber_c else huber_c / (u if u > 0.0 else 1.0)
+            num = num + n_lo * h * rr * rr
+            den = den + n_lo * h
+            rr = high - delta
+            u = abs(rr) / sigma
+            h = 1.0 if u <= huber_c else huber_c / (u if u > 0.0 else 1.0)
+            num = num + n_hi * h * rr * rr
+            den = den + n_hi * h
+            # Unclamped samples: Huber core [p, q) has weight 1, the edges [a, p), [q, b) c·σ/|r|.
+            p = _first_at_least(s, r, m_new - cs, a, b)
+            q = _first_above(s, r, m_new + cs, p, b)
+            o1, o2 = _outside_sums(s, r, m0, p, q, n)
+            s1_core = t1 - o1
+            s2_core = t2 - o2
+            core = np.float64(q - p)
+            num = num + s2_core - 2.0 * delta * s1_core + core * delta * delta
+            den = den + core
+            abs_r = 0.0
+            inv_r = 0.0
+            for j in range(a, p):
+                e = abs(np.float64(s[r, j]) - m0 - delta)
+                abs_r += e
+                inv_r += 1.0 / e
+            for j in range(q, b):
+                e = abs(np.float64(s[r, j]) - m0 - delta)
+                abs_r += e
+                inv_r += 1.0 / e
+            num = num + cs * abs_r
+            den = den + cs * inv_r
+            sigma_new = np.sqrt(num / (den if den > 0.0 else 1.0))
+            if not sigma_new > 0.0:
+                sigma_new = _SIGMA_FLOOR
+            stop = (abs(m_new - m) <= _TOLERANCE * max(abs(m), 1.0)
+                    and abs(sigma_new - sigma) <= _TOLERANCE * max(sigma, 1.0))
+            if k > 0 and lo_b == prev_lo and hi_b == prev_hi:
+                stop = True
+            prev_lo = lo_b
+            prev_hi = hi_b
+            m = m_new
+            sigma = sigma_new
+            iterations += 1
+            done = stop
+        lower = np.float32(m - kappa_low * sigma)
+        upper = np.float32(m + kappa_high * sigma)
+        lo = _first_at_least(s, r, lower, 0, n)
+        hi = _first_above(s, r, upper, lo, n)
+        # Guard: fewer than 2 valid samples, or too few survivors, keeps every valid sample.
+        if n < 2 or hi - lo < need:
+            lo = 0
+            hi = n
+        out_lo[r] = lo
+        out_hi[r] = hi
+        out_it[r] = iterations
+        out_sum[r] = t1 - _outside_sums(s, r, m0, lo, hi, n)[0]

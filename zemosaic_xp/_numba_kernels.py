@@ -33,7 +33,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["kappa_sigma_rows", "wsc_rows", "wsc_weighted_rows", "cache_enabled"]
+__all__ = ["nan_to_inf_rows", "sort_network_rows", "merge_network", "network", "kappa_sigma_rows",
+           "wsc_rows", "wsc_weighted_rows", "median_range", "jit", "inline", "LANES", "cache_enabled"]
 
 # PixInsight/Huber WSC constants, as in core/reject_wsc.py (upstream_spec §2.6.1).
 _MAD_TO_SIGMA = 1.482602218505602
@@ -44,27 +45,35 @@ _TOLERANCE = 5e-4
 cache_enabled = True
 
 
-def _jit(fn):
-    """``numba.njit(nogil=True)`` with an on-disk cache when numba finds a writable place."""
+def jit(fn=None, **options):
+    """``numba.njit(nogil=True)`` with an on-disk cache when numba finds a writable place.
+
+    Usable bare (``@jit``) or with extra numba options (``@jit(fastmath=...)``).
+    """
+    if fn is None:
+        return lambda f: jit(f, **options)
     global cache_enabled
-    try:
-        return numba.njit(nogil=True, cache=True, error_model="numpy")(fn)
-    except RuntimeError:
-        # Load-bearing: numba raises here when neither this package's __pycache__ nor
-        # its user-wide cache directory can be written (a read-only install, no home).
-        cache_enabled = False
-        return numba.njit(nogil=True, error_model="numpy")(fn)
+    options = {"nogil": True, "error_model": "numpy", **options}
+    if cache_enabled:
+        try:
+            return numba.njit(cache=True, **options)(fn)
+        except RuntimeError:
+            # Load-bearing: numba raises here when neither this package's __pycache__
+            # nor its user-wide cache directory can be written (read-only install, no
+            # home); we compile in every process instead.
+            cache_enabled = False
+    return numba.njit(**options)(fn)
 
 
-def _inline(fn):
+def inline(fn):
     """A helper compiled into its callers: a per-row call (and array view) costs more
     than the row's work at small N (measured 3-6x slower kernels)."""
     return numba.njit(nogil=True, inline="always", error_model="numpy")(fn)
 
 
 # ---------------------------------------------------------------------------- helpers
-@_inline
-def _median(s, r, lo, count):
+@inline
+def median_range(s, r, lo, count):
     """``median_sorted`` of ``s[r, lo:lo+count]`` in float32; NaN for an empty range."""
     if count <= 0:
         return np.float32(np.nan)
@@ -76,7 +85,7 @@ def _median(s, r, lo, count):
     return np.float32(a + np.float32(np.float32(0.5) * np.float32(b - a)))
 
 
-@_inline
+@inline
 def _centred_sums(s, r, centre, lo, hi):
     """``Σd`` and ``Σd²`` over ``s[r, lo:hi]``, ``d = f64(x) − f64(centre)``."""
     c = np.float64(centre)
@@ -106,7 +115,7 @@ def _centred_sums(s, r, centre, lo, hi):
     return (a0 + a1) + (a2 + a3), (q0 + q1) + (q2 + q3)
 
 
-@_inline
+@inline
 def _first_at_least(s, r, threshold, lo, hi):
     """First index ``j`` in ``[lo, hi]`` of an ascending row with ``s[r, j] >= threshold``."""
     j = lo
@@ -115,7 +124,7 @@ def _first_at_least(s, r, threshold, lo, hi):
     return j
 
 
-@_inline
+@inline
 def _first_above(s, r, threshold, lo, hi):
     """First index ``j`` in ``[lo, hi]`` of an ascending row with ``s[r, j] > threshold`` (from the top)."""
     j = hi
@@ -124,8 +133,119 @@ def _first_above(s, r, threshold, lo, hi):
     return j
 
 
+# ---------------------------------------------------------------------------- sorting
+@jit
+def nan_to_inf_rows(x, s, n_valid):
+    """``s = x`` with NaN as ``+inf``, and the valid (non-NaN) count of each row.
+
+    Parameters
+    ----------
+    x : ndarray, shape (R, N), float32, C-contiguous
+    s : ndarray, shape (R, N), float32 (output; sorted afterwards by NumPy in place)
+    n_valid : ndarray, shape (R,), int64 (output)
+
+    Notes
+    -----
+    One pass instead of NumPy's ``isnan`` + ``where`` + a count of the NaN rows
+    (measured 0.3 vs 1.4 ns per sample).
+    """
+    inf = np.float32(np.inf)
+    for r in range(x.shape[0]):
+        xr = x[r]
+        sr = s[r]
+        count = 0
+        for k in range(x.shape[1]):
+            v = xr[k]
+            valid = v == v
+            sr[k] = v if valid else inf
+            count += valid
+        n_valid[r] = count
+
+
+def merge_network(n: int) -> np.ndarray:
+    """Batcher's odd-even merge sorting network of ``n`` inputs, shape (pairs, 2), int64.
+
+    Compare-exchanges ``(i, j)``, ``i < j``, in the order to apply them; valid for
+    any ``n`` (not only powers of two). 19 pairs for 8 inputs, 63 for 16.
+    """
+    pairs = []
+    p = 1
+    while p < n:
+        k = p
+        while k >= 1:
+            for j in range(k % p, n - k, 2 * k):
+                for i in range(min(k, n - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+LANES = 32  # rows sorted together by the network: one compare-exchange = 2 vector ops
+
+
+@jit(fastmath={"nnan", "ninf", "nsz"})
+def network(block, pairs):
+    """Apply the compare-exchanges ``pairs`` to the rows of ``block`` (N, lanes), lane-wise."""
+    # Compiled alone, with fast-math: the values are finite or +inf (never NaN) here,
+    # which lets min/max become vector instructions over the lanes of a block.
+    for t in range(pairs.shape[0]):
+        a = block[pairs[t, 0]]
+        b = block[pairs[t, 1]]
+        for lane in range(a.shape[0]):
+            u = a[lane]
+            v = b[lane]
+            a[lane] = min(u, v)
+            b[lane] = max(u, v)
+
+
+@jit
+def sort_network_rows(x, pairs, s, n_valid):
+    """:func:`nan_to_inf_rows` and an ascending sort of each row, by a sorting network.
+
+    Parameters
+    ----------
+    x : ndarray, shape (R, N), float32, C-contiguous
+    pairs : ndarray, shape (P, 2), int64
+        :func:`merge_network` of N.
+    s : ndarray, shape (R, N), float32 (output)
+        Rows sorted ascending, NaN last as ``+inf`` (what NumPy's sort of the
+        ``+inf`` copy gives).
+    n_valid : ndarray, shape (R,), int64 (output)
+
+    Notes
+    -----
+    For short rows: NumPy's sort costs ~40 ns per row whatever N, 5 ns per sample at
+    N = 8, and the network sorts 32 rows at a time with vector min/max (~1.7 ns per
+    sample at N = 8).
+    """
+    rows, n = x.shape
+    inf = np.float32(np.inf)
+    block = np.empty((n, LANES), np.float32)
+    for r0 in range(0, rows, LANES):
+        m = min(LANES, rows - r0)
+        for lane in range(m):
+            xr = x[r0 + lane]
+            count = 0
+            for k in range(n):
+                v = xr[k]
+                valid = v == v
+                block[k, lane] = v if valid else inf
+                count += valid
+            n_valid[r0 + lane] = count
+        for lane in range(m, LANES):
+            for k in range(n):
+                block[k, lane] = inf
+        network(block, pairs)
+        for lane in range(m):
+            sr = s[r0 + lane]
+            for k in range(n):
+                sr[k] = block[k, lane]
+
+
 # ---------------------------------------------------------------------------- κ-σ
-@_jit
+@jit
 def kappa_sigma_rows(s, n_valid, kappa_low, kappa_high, ddof, max_iters, min_survivors,
                      out_lo, out_hi, out_it, out_c, out_sum):
     """Iterative median-centred κ-σ clipping of every sorted row, in place into the outputs.
@@ -156,7 +276,7 @@ def kappa_sigma_rows(s, n_valid, kappa_low, kappa_high, ddof, max_iters, min_sur
     for r in range(s.shape[0]):
         n = n_valid[r]
         need = min_survivors if min_survivors < n else n
-        m0 = _median(s, r, 0, n)
+        m0 = median_range(s, r, 0, n)
         if m0 != m0:  # no valid sample: centre 0, as the core's where(isnan(m0), 0, m0)
             m0 = np.float32(0.0)
         out_c[r] = m0
@@ -168,7 +288,7 @@ def kappa_sigma_rows(s, n_valid, kappa_low, kappa_high, ddof, max_iters, min_sur
             for k in range(max_iters):
                 iterations += 1
                 count = hi - lo
-                c = m0 if k == 0 else _median(s, r, lo, count)
+                c = m0 if k == 0 else median_range(s, r, lo, count)
                 count_f = np.float64(count if count > 0 else 1)
                 dof = np.float64(count - ddof if count - ddof > 0 else 1)
                 var = (s2 - s1 * s1 / count_f) / dof
@@ -201,7 +321,7 @@ def kappa_sigma_rows(s, n_valid, kappa_low, kappa_high, ddof, max_iters, min_sur
 
 
 # ---------------------------------------------------------------------------- WSC
-@_inline
+@inline
 def _outside_sums(s, r, m0, lo, hi, n):
     """``Σd``, ``Σd²`` (``d = f64(x) − m0``) over ``s[r, :lo]`` and ``s[r, hi:n]``.
 
@@ -224,7 +344,7 @@ def _outside_sums(s, r, m0, lo, hi, n):
     return o1, o2
 
 
-@_inline
+@inline
 def _mad(s, r, n, centre):
     """Median of ``|s[r] − centre|`` (float32) over ``s[r, :n]``, by merging its two sorted runs."""
     if n == 0:
@@ -254,7 +374,7 @@ def _mad(s, r, n, centre):
     return np.float32(a + np.float32(np.float32(0.5) * np.float32(b - a)))
 
 
-@_jit
+@jit
 def wsc_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors,
              out_lo, out_hi, out_it, out_c, out_sum):
     """PixInsight/Huber winsorised sigma clip of every sorted row (unweighted).
@@ -284,7 +404,7 @@ def wsc_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors,
     for r in range(s.shape[0]):
         n = n_valid[r]
         need = min_survivors if min_survivors < n else n
-        m0f = _median(s, r, 0, n)
+        m0f = median_range(s, r, 0, n)
         if m0f != m0f:
             m0f = np.float32(0.0)
         out_c[r] = m0f

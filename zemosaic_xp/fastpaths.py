@@ -28,6 +28,7 @@ What each backend gains (measured on 2 CPU cores, 32 × 512² float32; see
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -130,6 +131,9 @@ def cpu_workers() -> int:
 def _numpy_sort_valid(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """NumPy rows sorted with NaN last as +inf, and the valid counts."""
     n = x.shape[-1]
+    kernels = numba_kernels() if x.dtype == np.float32 and n > 0 else None
+    if kernels is not None:
+        return _numba_sort_valid(kernels, x)
     nan = np.isnan(x)
     # The where() copy is the buffer we sort in place with NumPy's unstable SIMD sort.
     s = np.where(nan, np.float32(np.inf) if x.dtype == np.float32 else np.inf, x)
@@ -141,6 +145,36 @@ def _numpy_sort_valid(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if rows.size:
         n_valid[rows, 0] = n - np.count_nonzero(nan.reshape(-1, n)[rows], axis=-1)
     return s, n_valid.reshape(x.shape[:-1] + (1,))
+
+
+# Up to this many samples per pixel a sorting network (32 rows at a time, vector
+# min/max) beats NumPy's sort, which costs ~40 ns per row whatever its length
+# (measured 1.6 vs 5.6 ns per sample at N = 8, even at N = 32-48, slower at 64).
+_NETWORK_MAX_N = 48
+
+
+_NO_PAIRS = np.zeros((0, 2), dtype=np.int64)
+
+
+@functools.lru_cache(maxsize=None)
+def _network_pairs(n: int) -> np.ndarray:
+    pairs = numba_kernels().merge_network(n)
+    pairs.flags.writeable = False
+    return pairs
+
+
+def _numba_sort_valid(kernels: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_numpy_sort_valid` with the NaN → +inf copy and the counts in one numba pass."""
+    n = x.shape[-1]
+    flat = np.ascontiguousarray(x).reshape(-1, n)
+    s = np.empty_like(flat)
+    n_valid = np.empty(flat.shape[0], dtype=np.int64)
+    if n <= _NETWORK_MAX_N:
+        kernels.sort_network_rows(flat, _network_pairs(n), s, n_valid)
+    else:
+        kernels.nan_to_inf_rows(flat, s, n_valid)
+        s.sort(axis=-1)
+    return s.reshape(x.shape), n_valid.reshape(x.shape[:-1] + (1,))
 
 
 def _numpy_centred_sums(s: np.ndarray, centre: np.ndarray, lo: np.ndarray, hi: np.ndarray,
@@ -179,6 +213,25 @@ class NumpyOps(ArrayOps):
     @property
     def name(self) -> str:  # type: ignore[override]
         return "numpy+numba" if _numba_available() else "numpy"
+
+    def stack_band_native(self, frames: Array, r0: int, r1: int, /, *, config: Any,
+                          plan: Any) -> tuple | None:
+        kernels = numba_kernels()
+        if kernels is None:
+            return None
+        from . import _numba_band
+
+        if not _numba_band.supports(config, plan):
+            return None
+        src = np.asarray(frames)
+        if src.dtype != np.float32 or not src.flags.c_contiguous:
+            # The kernels read C-ordered float32 (one compiled version): convert just
+            # this band, as band_copy would.
+            src = np.ascontiguousarray(src[:, r0:r1], dtype=np.float32)
+            r0, r1 = 0, r1 - r0
+        n = int(src.shape[0])
+        pairs = _network_pairs(n) if n <= _NETWORK_MAX_N else _NO_PAIRS
+        return _numba_band.stack_band(src, r0, r1, pairs, config, plan)
 
     def kappa_sigma_fit(self, s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,
                         max_iters: int, ddof: int, min_survivors: int) -> tuple[Array, ...] | None:

@@ -167,6 +167,36 @@ class ArrayOps:
         """Inclusive prefix sums along the last axis (``cumulative_sum``)."""
         return self.xp.cumulative_sum(d, axis=-1)
 
+    # ------------------------------------------------------------------ whole bands
+    def stack_band_native(self, frames: Array, r0: int, r1: int, /, *, config: Any,
+                          plan: Any) -> tuple | None:
+        """Stack one band natively from the frames, or None to run the core's pipeline.
+
+        Called by :func:`~zemosaic_xp.core.stack.stack_frames` for bands without
+        per-pixel weights. A native version must return what
+        :func:`~zemosaic_xp.core.stack.stack_band` returns for the same rows (same
+        coverage and rejection maps, images equal to float32 rounding) and decline
+        (None) every configuration it does not implement.
+
+        Parameters
+        ----------
+        frames : array, shape (N, H, W, C)
+            Frames first, as stored (any dtype and strides; non-finite = no data):
+            the whole stack (a view) or a stacked copy of the band's rows.
+        r0, r1 : int
+            The band's rows in ``frames``.
+        config : StackConfig
+        plan : FramePlan
+
+        Returns
+        -------
+        tuple or None
+            The fields of :class:`~zemosaic_xp.core.stack.BandResult` in order:
+            image, weight_sum, coverage, rejected_low, rejected_high (arrays of
+            shape (r1 − r0, W, C)), then iterations, n_valid, n_low, n_high (ints).
+        """
+        return None
+
     # ------------------------------------------------------------------ whole rejections
     def kappa_sigma_fit(self, s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,
                         max_iters: int, ddof: int, min_survivors: int) -> tuple[Array, ...] | None:

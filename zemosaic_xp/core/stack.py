@@ -396,6 +396,12 @@ def stack_frames(frames: Array | Sequence[Array], /, *, config: StackConfig | No
 
     def run(i: int) -> BandResult:
         r0, r1 = i * band_rows, min(stack.height, (i + 1) * band_rows)
+        if pixel_weights is None:
+            # A backend may stack the whole band natively (NumPy + numba); it declines
+            # what it does not implement, and must then match stack_band exactly.
+            native = ops.stack_band_native(*stack.band_source(r0, r1), config=config, plan=plan)
+            if native is not None:
+                return BandResult(*native)
         pw = None
         if pixel_weights is not None:
             pw = pixel_weights.band(r0, r1, ops=ops)

@@ -1,0 +1,281 @@
+"""Whole bands on the NumPy backend with numba: frames in, band results out.
+
+For the common stacks — no weights, the identity or a gain/offset normalisation,
+κ-σ, the winsorised sigma clip or no rejection, any of the range combines — the
+general pipeline of ``core/stack.py`` costs more around the rejection than in it:
+a transposing band copy, a NaN pass, a copy for the sort, and some 25 vector passes
+over the pixels of the band to combine and count. Here a band goes through three
+compiled steps instead:
+
+1. :func:`gather_sorted` reads 32 pixels of every frame at a time straight from the
+   frames-first view ``(N, h, W, C)`` (vector loads along a frame row), normalises
+   them, marks non-finite samples invalid (``+inf``), counts the valid ones and sorts
+   the 32 pixels together with a sorting network (N <= 48; larger stacks are sorted
+   afterwards by NumPy's SIMD sort, in place);
+2. the rejection kernels of :mod:`zemosaic_xp._numba_kernels` on the sorted rows;
+3. :func:`combine_ranges` turns each pixel's kept range into the image, weight sum,
+   coverage and rejection maps, and the band's counters, in one loop.
+
+:func:`stack_band` returns None for anything else, and ``core.stack.stack_frames``
+then runs the general pipeline. Every step computes what the core computes, in the
+same float32/float64 arithmetic (``tests/core/test_numba_kernels.py`` compares whole
+stacks with the portable path).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._numba_kernels import LANES, jit, kappa_sigma_rows, median_range, network, wsc_rows
+
+__all__ = ["gather_sorted", "count_sorted", "count_valid", "combine_ranges", "supports", "stack_band",
+           "COMBINE_CODES", "REJECT_CODES"]
+
+#: Codes of the supported algorithms inside the kernels.
+REJECT_CODES = {"none": 0, "kappa_sigma": 1, "winsorized_sigma_clip": 2}
+COMBINE_CODES = {"mean": 0, "median": 1, "sum": 2, "min": 3, "max": 4}
+
+
+@jit
+def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s):
+    """Normalised samples of rows ``[r0, r1)``, pixel-major, invalid last as ``+inf``.
+
+    Parameters
+    ----------
+    src : ndarray, shape (N, H, Q), float32, C-contiguous
+        The frames (or a band of them) with each row's ``W·C`` values flattened to
+        ``Q`` (channels interleaved, as stored).
+    r0, r1 : int
+        Rows of ``src`` to gather.
+    gain, offset : ndarray, shape (N, Q), float32
+        Normalisation ``x' = x·gain + offset`` per frame and position (the per-channel
+        values repeated along the row); read only when ``normalise``.
+    normalise : bool
+    pairs : ndarray, shape (P, 2), int64
+        Sorting network of N (:func:`~zemosaic_xp._numba_kernels.merge_network`), or
+        shape (0, 2) to leave the rows unsorted (the caller sorts them).
+    s : ndarray, shape ((r1 − r0)·Q, N), float32 (output)
+        Row ``(i − r0)·Q + q`` holds position ``q`` of row ``i``: the order of the
+        core's ``(h, W, C, N)`` band reshaped to ``(P, N)``.
+
+    Returns
+    -------
+    bool
+        True when a normalised sample overflowed to ±inf: it is a valid sample (as in
+        the core), so :func:`count_sorted` would miss it and the caller must count
+        with :func:`count_valid` instead.
+
+    Notes
+    -----
+    A raw sample that is not finite is "no data" (the core's ``nan_nonfinite``).
+    32 positions of every frame are read at a time, with vector loads along a frame
+    row, then sorted together by the network.
+    """
+    n, _, q = src.shape
+    inf = np.float32(np.inf)
+    block = np.empty((n, LANES), np.float32)
+    overflow = False
+    for i in range(r0, r1):
+        for j0 in range(0, q, LANES):
+            m = min(LANES, q - j0)
+            for k in range(n):
+                srow = src[k, i, j0:j0 + m]
+                brow = block[k]
+                if normalise:
+                    grow = gain[k, j0:j0 + m]
+                    orow = offset[k, j0:j0 + m]
+                    for lane in range(m):
+                        v = srow[lane]
+                        # Two float32 roundings, as NumPy's band * gain + offset.
+                        y = np.float32(np.float32(v * grow[lane]) + orow[lane])
+                        ok = ((v - v) == 0) & (y == y)  # raw finite, result not NaN
+                        brow[lane] = y if ok else inf
+                        overflow |= ok & ((y - y) != 0)
+                else:
+                    for lane in range(m):
+                        v = srow[lane]
+                        brow[lane] = v if (v - v) == 0 else inf  # (v − v) is NaN for ±inf, NaN
+                for lane in range(m, LANES):
+                    brow[lane] = inf
+            if pairs.shape[0]:
+                network(block, pairs)
+            base = (i - r0) * q + j0
+            for lane in range(m):
+                sp = s[base + lane]
+                for k in range(n):
+                    sp[k] = block[k, lane]
+    return overflow
+
+
+@jit
+def count_sorted(s, n_valid):
+    """Valid samples of sorted rows whose only ``+inf`` values are invalid ones (the padding)."""
+    inf = np.float32(np.inf)
+    for p in range(s.shape[0]):
+        j = s.shape[1]
+        while j > 0 and s[p, j - 1] == inf:
+            j -= 1
+        n_valid[p] = j
+
+
+@jit
+def count_valid(src, r0, r1, gain, offset, normalise, n_valid):
+    """Valid samples per position, from the frames (the rule of :func:`gather_sorted`)."""
+    n, _, q = src.shape
+    for i in range(r0, r1):
+        for j in range(q):
+            count = 0
+            for k in range(n):
+                v = src[k, i, j]
+                y = np.float32(np.float32(v * gain[k, j]) + offset[k, j]) if normalise else v
+                count += ((v - v) == 0) & (y == y)
+            n_valid[(i - r0) * q + j] = count
+
+
+@jit
+def combine_ranges(s, n_valid, reject, combine, lo, hi, iterations, centre, kept_sum,
+                   image, weight_sum, coverage, n_low, n_high, counters):
+    """Combine each pixel's kept range ``[lo, hi)`` of its sorted row, as ``core.combine``.
+
+    Parameters
+    ----------
+    s : ndarray, shape (P, N), float32
+        Sorted rows, invalid last as ``+inf``.
+    n_valid : ndarray, shape (P,), int64
+    reject, combine : int
+        :data:`REJECT_CODES` and :data:`COMBINE_CODES`. With ``reject == 0`` (none)
+        every valid sample is kept and ``lo … kept_sum`` are not read.
+    lo, hi, iterations, centre, kept_sum : ndarray, shape (P,)
+        A rejection kernel's outputs (int64, int64, int64, float32, float64).
+    image, weight_sum : ndarray, shape (P,), float32 (outputs)
+        NaN / 0 where no sample survived.
+    coverage, n_low, n_high : ndarray, shape (P,), int32 (outputs)
+    counters : ndarray, shape (4,), int64 (output)
+        Max iterations, Σ n_valid, Σ n_low, Σ n_high over the band.
+
+    Notes
+    -----
+    mean = ``f32(f64(centre) + kept_sum / count)`` after a rejection and
+    ``f32(Σ f64(x) / count)`` without one; median of the range (mean of the two
+    middle values); sum = ``f32(count) · mean``; min / max = the range's first /
+    last sample.
+    """
+    n_cols = s.shape[1]
+    nan = np.float32(np.nan)
+    max_it = 0
+    total_valid = 0
+    total_low = 0
+    total_high = 0
+    for p in range(s.shape[0]):
+        n = n_valid[p]
+        if reject == 0:
+            a = 0
+            b = n
+        else:
+            a = lo[p]
+            b = hi[p]
+            if iterations[p] > max_it:
+                max_it = iterations[p]
+        count = b - a
+        value = nan
+        if count > 0:
+            if combine == 1:
+                value = median_range(s, p, a, count)
+            elif combine == 3:
+                value = s[p, min(max(a, 0), n_cols - 1)]
+            elif combine == 4:
+                value = s[p, min(max(b - 1, 0), n_cols - 1)]
+            else:
+                if reject == 0:
+                    total = 0.0
+                    for j in range(a, b):
+                        total += np.float64(s[p, j])
+                    mean = np.float32(total / np.float64(count))
+                else:
+                    mean = np.float32(np.float64(centre[p]) + kept_sum[p] / np.float64(count))
+                value = mean if combine == 0 else np.float32(np.float32(count) * mean)
+        image[p] = value
+        coverage[p] = count
+        weight_sum[p] = np.float32(count)
+        n_low[p] = a
+        n_high[p] = n - b
+        total_valid += n
+        total_low += a
+        total_high += n - b
+    counters[0] = max_it
+    counters[1] = total_valid
+    counters[2] = total_low
+    counters[3] = total_high
+
+
+def supports(config: Any, plan: Any) -> bool:
+    """Whether :func:`stack_band` handles this configuration (else the core's pipeline)."""
+    return (config.reject in REJECT_CODES and config.combine in COMBINE_CODES
+            and plan.weights is None and not config.radial_weight)
+
+
+def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any,
+               plan: Any) -> tuple | None:
+    """Stack rows ``[r0, r1)``; the fields of ``core.stack.BandResult``, or None.
+
+    Parameters
+    ----------
+    src : ndarray, shape (N, H, W, C), float32, C-contiguous
+        The frames (or a band of them), frames first.
+    r0, r1 : int
+        The band's rows in ``src``.
+    pairs : ndarray, shape (P, 2), int64
+        Sorting network of N, or shape (0, 2) to sort with NumPy.
+    config : StackConfig
+    plan : FramePlan
+
+    Returns
+    -------
+    (image, weight_sum, coverage, rejected_low, rejected_high, iterations, n_valid,
+    n_low, n_high) or None
+        Arrays of shape (r1 − r0, W, C) (float32, float32, int32, int32, int32) and
+        ints; None when the configuration is not supported here (:func:`supports`).
+    """
+    if not supports(config, plan):
+        return None
+    n, height, w, c = src.shape
+    q = w * c
+    flat = src.reshape(n, height, q)
+    rows = (r1 - r0) * q
+    s = np.empty((rows, n), np.float32)
+    n_valid = np.empty(rows, np.int64)
+    normalise = not plan.identity
+    if normalise:
+        # Per-channel gains repeated along the row: the kernel reads them like the data.
+        gain = np.ascontiguousarray(np.tile(np.asarray(plan.gain, np.float32), (1, w)))
+        offset = np.ascontiguousarray(np.tile(np.asarray(plan.offset, np.float32), (1, w)))
+    else:
+        gain = offset = np.zeros((n, q), np.float32)[:, :0]
+    overflow = gather_sorted(flat, r0, r1, gain, offset, normalise, pairs, s)
+    if pairs.shape[0] == 0 and n > 1:
+        s.sort(axis=-1)  # NumPy's SIMD sort, in place; +inf (invalid) sorts last
+    if overflow:
+        count_valid(flat, r0, r1, gain, offset, normalise, n_valid)
+    else:
+        count_sorted(s, n_valid)
+    fit = [np.empty(rows, np.int64), np.empty(rows, np.int64), np.empty(rows, np.int64),
+           np.empty(rows, np.float32), np.empty(rows, np.float64)]
+    reject = REJECT_CODES[config.reject]
+    max_iters = config.effective_max_iters()
+    if reject == 1:
+        kappa_sigma_rows(s, n_valid, np.float32(config.kappa_low), np.float32(config.kappa_high),
+                         config.sigma_ddof, max_iters, config.min_survivors, *fit)
+    elif reject == 2:
+        wsc_rows(s, n_valid, float(config.kappa_low), float(config.kappa_high), max_iters,
+                 config.min_survivors, *fit)
+    image = np.empty(rows, np.float32)
+    weight_sum = np.empty(rows, np.float32)
+    maps = [np.empty(rows, np.int32) for _ in range(3)]
+    counters = np.zeros(4, np.int64)
+    combine_ranges(s, n_valid, reject, COMBINE_CODES[config.combine], *fit, image, weight_sum,
+                   *maps, counters)
+    shape = (r1 - r0, w, c)
+    arrays = [a.reshape(shape) for a in (image, weight_sum, *maps)]
+    return (*arrays, *(int(v) for v in counters))

@@ -80,12 +80,12 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s):
     for i in range(r0, r1):
         for j0 in range(0, q, LANES):
             m = min(LANES, q - j0)
-            for k in range(n):
-                srow = src[k, i, j0:j0 + m]
-                brow = block[k]
-                if normalise:
+            if normalise:
+                for k in range(n):
+                    srow = src[k, i, j0:j0 + m]
                     grow = gain[k, j0:j0 + m]
                     orow = offset[k, j0:j0 + m]
+                    brow = block[k]
                     for lane in range(m):
                         v = srow[lane]
                         # Two float32 roundings, as NumPy's band * gain + offset.
@@ -93,19 +93,21 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s):
                         ok = ((v - v) == 0) & (y == y)  # raw finite, result not NaN
                         brow[lane] = y if ok else inf
                         overflow |= ok & ((y - y) != 0)
-                else:
+            else:
+                for k in range(n):
+                    srow = src[k, i, j0:j0 + m]
+                    brow = block[k]
                     for lane in range(m):
                         v = srow[lane]
                         brow[lane] = v if (v - v) == 0 else inf  # (v − v) is NaN for ±inf, NaN
-                for lane in range(m, LANES):
-                    brow[lane] = inf
+            if m < LANES:
+                block[:, m:] = inf
             if pairs.shape[0]:
                 network(block, pairs)
             base = (i - r0) * q + j0
             for lane in range(m):
-                sp = s[base + lane]
                 for k in range(n):
-                    sp[k] = block[k, lane]
+                    s[base + lane, k] = block[k, lane]
     return overflow
 
 

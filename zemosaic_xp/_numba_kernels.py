@@ -185,19 +185,22 @@ def merge_network(n: int) -> np.ndarray:
 LANES = 32  # rows sorted together by the network: one compare-exchange = 2 vector ops
 
 
-@jit(fastmath={"nnan", "ninf", "nsz"})
+@jit
 def network(block, pairs):
-    """Apply the compare-exchanges ``pairs`` to the rows of ``block`` (N, lanes), lane-wise."""
-    # Compiled alone, with fast-math: the values are finite or +inf (never NaN) here,
-    # which lets min/max become vector instructions over the lanes of a block.
+    """Apply the compare-exchanges ``pairs`` to the rows of ``block`` (N, LANES), lane-wise.
+
+    ``block`` holds no NaN (invalid samples are ``+inf``), so the selects below are
+    exact min / max, and over a row of :data:`LANES` they compile to vector
+    instructions.
+    """
     for t in range(pairs.shape[0]):
         a = block[pairs[t, 0]]
         b = block[pairs[t, 1]]
-        for lane in range(a.shape[0]):
+        for lane in range(LANES):
             u = a[lane]
             v = b[lane]
-            a[lane] = min(u, v)
-            b[lane] = max(u, v)
+            a[lane] = u if u < v else v
+            b[lane] = v if u < v else u
 
 
 @jit
@@ -345,30 +348,33 @@ def _outside_sums(s, r, m0, lo, hi, n):
 
 
 @inline
+def _kth_deviation(s, r, n, centre, k):
+    """The ``k``-th smallest (0-based) of ``|s[r, :n] − centre|`` (float32), ``k < n``.
+
+    Along a sorted row the deviations fall to the centre and rise after it, so the
+    ``k + 1`` smallest are a window of ``k + 1`` neighbours, whose largest deviation
+    is at one of its ends: the answer is the smallest such end over all windows.
+    No branches (a merge of the two runs mispredicts about every other step).
+    """
+    best = np.float32(np.inf)
+    for w in range(n - k):
+        a = abs(np.float32(s[r, w] - centre))
+        b = abs(np.float32(s[r, w + k] - centre))
+        v = a if a > b else b
+        best = v if v < best else best
+    return best
+
+
+@inline
 def _mad(s, r, n, centre):
-    """Median of ``|s[r] − centre|`` (float32) over ``s[r, :n]``, by merging its two sorted runs."""
+    """Median of ``|s[r, :n] − centre|`` (float32), as sorting the deviations would give."""
     if n == 0:
         return np.float32(np.nan)
-    split = _first_at_least(s, r, centre, 0, n)
-    i = split - 1  # left run: centre − s[r, i], growing leftwards
-    j = split  # right run: s[r, j] − centre, growing rightwards
     k = (n - 1) // 2
-    value = np.float32(0.0)
-    prev = np.float32(0.0)
-    for t in range(k + 2 if n % 2 == 0 else k + 1):
-        left = np.float32(centre - s[r, i]) if i >= 0 else np.float32(np.inf)
-        right = np.float32(s[r, j] - centre) if j < n else np.float32(np.inf)
-        prev = value
-        # Ties between the runs may be taken from either side: the values are equal.
-        if left < right:
-            value = left
-            i -= 1
-        else:
-            value = right
-            j += 1
+    a = _kth_deviation(s, r, n, centre, k)
     if n % 2 == 1:
-        return value
-    a, b = prev, value
+        return a
+    b = _kth_deviation(s, r, n, centre, k + 1)
     if a == b:
         return a
     return np.float32(a + np.float32(np.float32(0.5) * np.float32(b - a)))

@@ -53,6 +53,7 @@ _MAX_BAND_WORKERS = 8
 NUMBA_ENV = "ZEMOSAIC_XP_NUMBA"
 _OFF = ("0", "false", "no", "off")
 _KERNELS: Any = None  # the kernels module once imported; False when numba cannot be imported
+_BAND: Any = None
 
 
 def numba_kernels() -> Any:
@@ -74,6 +75,16 @@ def numba_kernels() -> Any:
             kernels = False
         _KERNELS = kernels
     return _KERNELS or None
+
+
+def _band_kernels() -> Any:
+    """:mod:`zemosaic_xp._numba_band` (imported once; only after numba_kernels() succeeded)."""
+    global _BAND
+    if _BAND is None:
+        from . import _numba_band
+
+        _BAND = _numba_band
+    return _BAND
 
 
 def _numba_available() -> bool:
@@ -216,11 +227,9 @@ class NumpyOps(ArrayOps):
 
     def stack_band_native(self, frames: Array, r0: int, r1: int, /, *, config: Any,
                           plan: Any) -> tuple | None:
-        kernels = numba_kernels()
-        if kernels is None:
+        if numba_kernels() is None:
             return None
-        from . import _numba_band
-
+        _numba_band = _band_kernels()
         if not _numba_band.supports(config, plan):
             return None
         src = np.asarray(frames)

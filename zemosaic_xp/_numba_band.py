@@ -30,7 +30,7 @@ import numpy as np
 
 from ._numba_kernels import LANES, jit, kappa_sigma_rows, median_range, network, wsc_rows
 
-__all__ = ["gather_sorted", "count_sorted", "count_valid", "combine_ranges", "supports", "stack_band",
+__all__ = ["gather_sorted", "count_valid", "combine_ranges", "supports", "stack_band",
            "COMBINE_CODES", "REJECT_CODES"]
 
 #: Codes of the supported algorithms inside the kernels.
@@ -39,7 +39,7 @@ COMBINE_CODES = {"mean": 0, "median": 1, "sum": 2, "min": 3, "max": 4}
 
 
 @jit
-def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s):
+def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid):
     """Normalised samples of rows ``[r0, r1)``, pixel-major, invalid last as ``+inf``.
 
     Parameters
@@ -59,13 +59,15 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s):
     s : ndarray, shape ((r1 − r0)·Q, N), float32 (output)
         Row ``(i − r0)·Q + q`` holds position ``q`` of row ``i``: the order of the
         core's ``(h, W, C, N)`` band reshaped to ``(P, N)``.
+    n_valid : ndarray, shape ((r1 − r0)·Q,), int64 (output)
+        Valid samples per row (see Returns).
 
     Returns
     -------
     bool
         True when a normalised sample overflowed to ±inf: it is a valid sample (as in
-        the core), so :func:`count_sorted` would miss it and the caller must count
-        with :func:`count_valid` instead.
+        the core) that ``n_valid`` missed, and the caller must count with
+        :func:`count_valid` instead.
 
     Notes
     -----
@@ -76,6 +78,7 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s):
     n, _, q = src.shape
     inf = np.float32(np.inf)
     block = np.empty((n, LANES), np.float32)
+    count = np.zeros(LANES, np.int32)
     overflow = False
     for i in range(r0, r1):
         for j0 in range(0, q, LANES):
@@ -102,24 +105,21 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s):
                         brow[lane] = v if (v - v) == 0 else inf  # (v − v) is NaN for ±inf, NaN
             if m < LANES:
                 block[:, m:] = inf
+            # Valid = below +inf here (vector compares over the lanes); exact unless a
+            # normalised value overflowed to +inf (then `overflow`, and count_valid).
+            count[:] = 0
+            for k in range(n):
+                brow = block[k]
+                for lane in range(LANES):
+                    count[lane] += brow[lane] < inf
             if pairs.shape[0]:
                 network(block, pairs)
             base = (i - r0) * q + j0
             for lane in range(m):
+                n_valid[base + lane] = count[lane]
                 for k in range(n):
                     s[base + lane, k] = block[k, lane]
     return overflow
-
-
-@jit
-def count_sorted(s, n_valid):
-    """Valid samples of sorted rows whose only ``+inf`` values are invalid ones (the padding)."""
-    inf = np.float32(np.inf)
-    for p in range(s.shape[0]):
-        j = s.shape[1]
-        while j > 0 and s[p, j - 1] == inf:
-            j -= 1
-        n_valid[p] = j
 
 
 @jit
@@ -255,13 +255,11 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
         offset = np.ascontiguousarray(np.tile(np.asarray(plan.offset, np.float32), (1, w)))
     else:
         gain = offset = np.zeros((n, q), np.float32)[:, :0]
-    overflow = gather_sorted(flat, r0, r1, gain, offset, normalise, pairs, s)
+    overflow = gather_sorted(flat, r0, r1, gain, offset, normalise, pairs, s, n_valid)
     if pairs.shape[0] == 0 and n > 1:
         s.sort(axis=-1)  # NumPy's SIMD sort, in place; +inf (invalid) sorts last
     if overflow:
         count_valid(flat, r0, r1, gain, offset, normalise, n_valid)
-    else:
-        count_sorted(s, n_valid)
     fit = [np.empty(rows, np.int64), np.empty(rows, np.int64), np.empty(rows, np.int64),
            np.empty(rows, np.float32), np.empty(rows, np.float64)]
     reject = REJECT_CODES[config.reject]

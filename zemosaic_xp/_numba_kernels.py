@@ -118,7 +118,7 @@ def _centred_sums(s, r, centre, lo, hi):
 
 @inline
 def _first_at_least(s, r, threshold, lo, hi):
-    """First index ``j`` in ``[lo, hi]`` of an ascending row with ``s[r, j] >= threshold``."""
+    """``lo + count(s[r, lo:hi] < threshold)`` of an ascending row (the first ``j`` with ``>=``)."""
     j = lo
     while j < hi and s[r, j] < threshold:
         j += 1
@@ -127,9 +127,13 @@ def _first_at_least(s, r, threshold, lo, hi):
 
 @inline
 def _first_above(s, r, threshold, lo, hi):
-    """First index ``j`` in ``[lo, hi]`` of an ascending row with ``s[r, j] > threshold`` (from the top)."""
+    """``lo + count(s[r, lo:hi] <= threshold)`` of an ascending row, scanning from the top.
+
+    Written ``not <=`` rather than ``>`` so that a NaN threshold counts nothing, as
+    the core's searches do.
+    """
     j = hi
-    while j > lo and s[r, j - 1] > threshold:
+    while j > lo and not s[r, j - 1] <= threshold:
         j -= 1
     return j
 

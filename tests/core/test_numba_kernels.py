@@ -301,3 +301,40 @@ def test_kernels_compile_without_a_cache_directory_and_without_warnings(monkeypa
         twice = kernels.jit(namespace["twice"])
         assert twice(21) == 42
     assert kernels.cache_enabled is False
+
+
+@pytest.mark.parametrize("reject", ["none", "kappa_sigma", "winsorized_sigma_clip"])
+def test_band_kernel_equals_stack_band_with_gains_that_overflow(reject):
+    # A normalised sample may overflow to ±inf: the core keeps it as a valid sample,
+    # so the band kernel must count it (its slow path) and sort it like the core.
+    from zemosaic_xp import _numba_band
+    from zemosaic_xp.core.stack import FramePlan, stack_band
+
+    rng = np.random.default_rng(6)
+    n, h, w, c = 9, 5, 7, 2
+    frames = rng.normal(100, 5, (n, h, w, c)).astype(np.float32)
+    frames[1, 2, 3, 0] = 3e38
+    frames[4, 1, 1, 1] = -3e38
+    frames[0, 0, 0, 0] = np.nan
+    frames[2, 4, 6, 1] = np.inf
+    gain = rng.uniform(0.9, 4.0, (n, c)).astype(np.float32)
+    offset = rng.uniform(-5, 5, (n, c)).astype(np.float32)
+    plan = FramePlan(gain, offset, None, {}, identity=False)
+    config = StackConfig.plain(reject=reject, kappa_low=2.0, kappa_high=2.0)
+    pairs = kernels.merge_network(n)
+    got = _numba_band.stack_band(frames, 1, 5, pairs, config, plan)
+    band = np.ascontiguousarray(np.moveaxis(frames[:, 1:5], 0, -1))
+    band[~np.isfinite(band)] = np.nan
+    # The reference is the core's CPU (compact) strategy: with valid infinities its
+    # "whole row minus outside" WSC sums are NaN where the GPU strategy's are not.
+    reference = ArrayOps(XP)
+    reference.compact = True
+    with np.errstate(over="ignore", invalid="ignore"):  # the core's overflow, on purpose
+        want = stack_band(band, config=config, plan=plan, xp=XP, ops=reference)
+    names = ("image", "weight_sum", "coverage", "rejected_low", "rejected_high")
+    for name, value in zip(names, got[:5]):
+        expected = getattr(want, name)
+        with np.errstate(invalid="ignore"):
+            np.testing.assert_allclose(value, expected, rtol=1e-6, equal_nan=True, err_msg=name)
+    assert got[5:] == (want.iterations, want.n_valid, want.n_low, want.n_high)
+    assert np.isinf(got[0]).any() or reject != "none"  # the overflow reached the mean

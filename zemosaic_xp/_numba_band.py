@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from ._numba_kernels import LANES, jit, kappa_sigma_rows, median_range, network, wsc_rows
+from ._numba_kernels import LANES, NO_SUMS, inline, jit, kappa_sigma_rows, median_range, network, wsc_rows
 
-__all__ = ["gather_sorted", "count_valid", "combine_ranges", "supports", "stack_band",
+__all__ = ["gather_sorted", "count_sorted", "count_valid", "combine_ranges", "supports", "stack_band",
            "COMBINE_CODES", "REJECT_CODES"]
 
 #: Codes of the supported algorithms inside the kernels.
@@ -39,7 +39,7 @@ COMBINE_CODES = {"mean": 0, "median": 1, "sum": 2, "min": 3, "max": 4}
 
 
 @jit
-def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid):
+def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centre, sums):
     """Normalised samples of rows ``[r0, r1)``, pixel-major, invalid last as ``+inf``.
 
     Parameters
@@ -59,8 +59,14 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid):
     s : ndarray, shape ((r1 − r0)·Q, N), float32 (output)
         Row ``(i − r0)·Q + q`` holds position ``q`` of row ``i``: the order of the
         core's ``(h, W, C, N)`` band reshaped to ``(P, N)``.
-    n_valid : ndarray, shape ((r1 − r0)·Q,), int64 (output)
-        Valid samples per row (see Returns).
+    n_valid : ndarray, shape ((r1 − r0)·Q,), int64 (output, with a network)
+        Valid samples per row (see Returns); without a network the caller counts
+        them after sorting (:func:`count_sorted`).
+    centre : ndarray, shape ((r1 − r0)·Q,), float32 (output, with a network)
+        Median of each row (0 without valid samples), as ``median_sorted``.
+    sums : ndarray, shape ((r1 − r0)·Q, 2), float64 (output, with a network)
+        ``Σd``, ``Σd²`` of each row's valid samples, ``d = f64(x) − f64(centre)``: the
+        start of the rejection kernels (their ``sums`` argument).
 
     Returns
     -------
@@ -79,6 +85,9 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid):
     inf = np.float32(np.inf)
     block = np.empty((n, LANES), np.float32)
     count = np.zeros(LANES, np.int32)
+    med = np.empty(LANES, np.float64)
+    acc1 = np.empty(LANES, np.float64)
+    acc2 = np.empty(LANES, np.float64)
     overflow = False
     for i in range(r0, r1):
         for j0 in range(0, q, LANES):
@@ -105,21 +114,70 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid):
                         brow[lane] = v if (v - v) == 0 else inf  # (v − v) is NaN for ±inf, NaN
             if m < LANES:
                 block[:, m:] = inf
-            # Valid = below +inf here (vector compares over the lanes); exact unless a
-            # normalised value overflowed to +inf (then `overflow`, and count_valid).
-            count[:] = 0
-            for k in range(n):
-                brow = block[k]
-                for lane in range(LANES):
-                    count[lane] += brow[lane] < inf
+            base = (i - r0) * q + j0
             if pairs.shape[0]:
                 network(block, pairs)
-            base = (i - r0) * q + j0
+                # Valid = before the trailing +inf of a sorted lane; exact unless a
+                # normalised value overflowed to +inf (then `overflow`: count_valid).
+                for lane in range(LANES):
+                    j = n
+                    while j > 0 and block[j - 1, lane] == inf:
+                        j -= 1
+                    count[lane] = j
+                for lane in range(m):
+                    n_valid[base + lane] = count[lane]
             for lane in range(m):
-                n_valid[base + lane] = count[lane]
                 for k in range(n):
                     s[base + lane, k] = block[k, lane]
+            if pairs.shape[0]:
+                _median_sums(block, count, centre, sums, base, m, med, acc1, acc2)
     return overflow
+
+
+@jit
+def count_sorted(s, n_valid):
+    """Valid samples of sorted rows: those before the trailing ``+inf`` (see gather_sorted)."""
+    inf = np.float32(np.inf)
+    for p in range(s.shape[0]):
+        j = s.shape[1]
+        while j > 0 and s[p, j - 1] == inf:
+            j -= 1
+        n_valid[p] = j
+
+
+@inline
+def _median_sums(block, count, centre, sums, base, m, med, acc1, acc2):
+    """Median, ``Σd`` and ``Σd²`` (``d = x − median``) of each sorted lane of ``block``.
+
+    Vectorised over the lanes (one float64 accumulator per lane, the samples of a
+    lane added in order), where a loop along one row is a chain of dependent adds.
+    ``med``, ``acc1``, ``acc2`` are scratch arrays of :data:`LANES` float64. The
+    invalid samples of ``block`` (already stored) are overwritten by the median:
+    they then add exact zeros, and the loop needs no mask.
+    """
+    acc1[:] = 0.0
+    acc2[:] = 0.0
+    for lane in range(LANES):
+        c = count[lane]
+        value = np.float32(0.0)  # no valid sample: centre 0, as the core
+        if c > 0:
+            a = block[(c - 1) // 2, lane]
+            b = block[c // 2, lane]
+            value = a if a == b else np.float32(a + np.float32(np.float32(0.5) * np.float32(b - a)))
+        med[lane] = value
+        for k in range(c, block.shape[0]):
+            block[k, lane] = value
+        if lane < m:
+            centre[base + lane] = value
+    for k in range(block.shape[0]):
+        brow = block[k]
+        for lane in range(LANES):
+            d = np.float64(brow[lane]) - med[lane]
+            acc1[lane] += d
+            acc2[lane] += d * d
+    for lane in range(m):
+        sums[base + lane, 0] = acc1[lane]
+        sums[base + lane, 1] = acc2[lane]
 
 
 @jit
@@ -255,21 +313,26 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
         offset = np.ascontiguousarray(np.tile(np.asarray(plan.offset, np.float32), (1, w)))
     else:
         gain = offset = np.zeros((n, q), np.float32)[:, :0]
-    overflow = gather_sorted(flat, r0, r1, gain, offset, normalise, pairs, s, n_valid)
-    if pairs.shape[0] == 0 and n > 1:
-        s.sort(axis=-1)  # NumPy's SIMD sort, in place; +inf (invalid) sorts last
-    if overflow:
-        count_valid(flat, r0, r1, gain, offset, normalise, n_valid)
     fit = [np.empty(rows, np.int64), np.empty(rows, np.int64), np.empty(rows, np.int64),
            np.empty(rows, np.float32), np.empty(rows, np.float64)]
+    sums = np.empty((rows, 2), np.float64)
+    overflow = gather_sorted(flat, r0, r1, gain, offset, normalise, pairs, s, n_valid, fit[3], sums)
+    if pairs.shape[0] == 0:
+        sums = NO_SUMS  # the rows were not sorted in the gather: the kernels sum them
+        s.sort(axis=-1)  # NumPy's SIMD sort, in place; +inf (invalid) sorts last
+        count_sorted(s, n_valid)
+    if overflow:
+        # A valid +inf was counted invalid: recount, and let the kernels redo the sums.
+        count_valid(flat, r0, r1, gain, offset, normalise, n_valid)
+        sums = NO_SUMS
     reject = REJECT_CODES[config.reject]
     max_iters = config.effective_max_iters()
     if reject == 1:
         kappa_sigma_rows(s, n_valid, np.float32(config.kappa_low), np.float32(config.kappa_high),
-                         config.sigma_ddof, max_iters, config.min_survivors, *fit)
+                         config.sigma_ddof, max_iters, config.min_survivors, *fit, sums)
     elif reject == 2:
         wsc_rows(s, n_valid, float(config.kappa_low), float(config.kappa_high), max_iters,
-                 config.min_survivors, *fit)
+                 config.min_survivors, *fit, sums)
     image = np.empty(rows, np.float32)
     weight_sum = np.empty(rows, np.float32)
     maps = [np.empty(rows, np.int32) for _ in range(3)]

@@ -33,7 +33,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["nan_to_inf_rows", "sort_network_rows", "merge_network", "network", "kappa_sigma_rows",
+__all__ = ["NO_SUMS", "nan_to_inf_rows", "sort_network_rows", "merge_network", "network", "kappa_sigma_rows",
            "wsc_rows", "wsc_weighted_rows", "median_range", "jit", "inline", "LANES", "cache_enabled"]
 
 # PixInsight/Huber WSC constants, as in core/reject_wsc.py (upstream_spec §2.6.1).
@@ -41,6 +41,8 @@ _MAD_TO_SIGMA = 1.482602218505602
 _SIGMA_FLOOR = 1e-10
 _TOLERANCE = 5e-4
 _WSC_LANES = 16
+#: The ``sums`` argument of the rejection kernels when they compute the sums themselves.
+NO_SUMS = np.zeros((0, 2), np.float64)
 
 
 cache_enabled = True
@@ -255,7 +257,7 @@ def sort_network_rows(x, pairs, s, n_valid):
 # ---------------------------------------------------------------------------- κ-σ
 @jit
 def kappa_sigma_rows(s, n_valid, kappa_low, kappa_high, ddof, max_iters, min_survivors,
-                     out_lo, out_hi, out_it, out_c, out_sum):
+                     out_lo, out_hi, out_it, out_c, out_sum, sums):
     """Iterative median-centred κ-σ clipping of every sorted row, in place into the outputs.
 
     Parameters
@@ -268,10 +270,14 @@ def kappa_sigma_rows(s, n_valid, kappa_low, kappa_high, ddof, max_iters, min_sur
     ddof, max_iters, min_survivors : int
     out_lo, out_hi, out_it : ndarray, shape (R,), int64 (outputs)
         Kept range ``[lo, hi)`` and iterations run (0 for rows that cannot reject).
-    out_c : ndarray, shape (R,), float32 (output)
+    out_c : ndarray, shape (R,), float32 (output; an input with ``sums``)
         The row's median; 0 for a row without valid samples.
     out_sum : ndarray, shape (R,), float64 (output)
         ``Σ (x − median)`` over the kept range, float64 (0 for an empty range).
+    sums : ndarray, shape (R, 2) or (0, 2), float64
+        ``Σd``, ``Σd²`` of each whole row about the median already in ``out_c``
+        (:func:`zemosaic_xp._numba_band.gather_sorted` computes both, vectorised
+        over 32 rows); shape (0, 2) to compute them here.
 
     Notes
     -----
@@ -284,13 +290,18 @@ def kappa_sigma_rows(s, n_valid, kappa_low, kappa_high, ddof, max_iters, min_sur
     for r in range(s.shape[0]):
         n = n_valid[r]
         need = min_survivors if min_survivors < n else n
-        m0 = median_range(s, r, 0, n)
-        if m0 != m0:  # no valid sample: centre 0, as the core's where(isnan(m0), 0, m0)
-            m0 = np.float32(0.0)
-        out_c[r] = m0
         lo = 0
         hi = n
-        s1, s2 = _centred_sums(s, r, m0, lo, hi)
+        if sums.shape[0]:
+            m0 = out_c[r]
+            s1 = sums[r, 0]
+            s2 = sums[r, 1]
+        else:
+            m0 = median_range(s, r, 0, n)
+            if m0 != m0:  # no valid sample: centre 0, as the core's where(isnan(m0), 0, m0)
+                m0 = np.float32(0.0)
+            out_c[r] = m0
+            s1, s2 = _centred_sums(s, r, m0, lo, hi)
         iterations = 0
         if max_iters >= 1 and n > need:
             for k in range(max_iters):
@@ -387,7 +398,7 @@ def _mad(s, r, n, centre):
 
 @jit
 def wsc_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors,
-             out_lo, out_hi, out_it, out_c, out_sum):
+             out_lo, out_hi, out_it, out_c, out_sum, sums):
     """PixInsight/Huber winsorised sigma clip of every sorted row (unweighted).
 
     Parameters
@@ -398,7 +409,7 @@ def wsc_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors,
     kappa_low, kappa_high : float
         float64 (the WSC iterates in float64); the Huber constant is their maximum.
     max_iters, min_survivors : int
-    out_lo, out_hi, out_it, out_c, out_sum : ndarray, shape (R,) (outputs)
+    out_lo, out_hi, out_it, out_c, out_sum, sums
         As :func:`kappa_sigma_rows`.
 
     Notes
@@ -430,13 +441,18 @@ def wsc_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors,
         for lane in range(lanes):
             r = r0 + lane
             n = n_valid[r]
-            m0f = median_range(s, r, 0, n)
-            if m0f != m0f:
-                m0f = np.float32(0.0)
-            out_c[r] = m0f
-            m0 = np.float64(m0f)
             # Whole-row sums once; a range's sums are these minus its few outside samples.
-            t1_l[lane], t2_l[lane] = _centred_sums(s, r, m0f, 0, n)
+            if sums.shape[0]:
+                m0f = out_c[r]
+                t1_l[lane] = sums[r, 0]
+                t2_l[lane] = sums[r, 1]
+            else:
+                m0f = median_range(s, r, 0, n)
+                if m0f != m0f:
+                    m0f = np.float32(0.0)
+                out_c[r] = m0f
+                t1_l[lane], t2_l[lane] = _centred_sums(s, r, m0f, 0, n)
+            m0 = np.float64(m0f)
             mad = np.float64(_mad(s, r, n, m0f))
             m0_l[lane] = m0
             m_l[lane] = m0

@@ -114,7 +114,7 @@ def _numba_kappa_sigma(s: np.ndarray, n_valid: np.ndarray, kappa_low: float, kap
     # κ as float32: the core forms the bounds c ± κ·σ in float32 (NumPy's weak scalars).
     kernels.kappa_sigma_rows(s, np.ascontiguousarray(n_valid, dtype=np.int64).reshape(-1),
                              np.float32(kappa_low), np.float32(kappa_high), ddof, max_iters,
-                             min_survivors, *out)
+                             min_survivors, *out, kernels.NO_SUMS)
     return out
 
 
@@ -126,7 +126,8 @@ def _numba_wsc(s: np.ndarray, n_valid: np.ndarray, kappa_low: float, kappa_high:
     s = np.ascontiguousarray(s)
     out = _range_outputs(s.shape[0])
     kernels.wsc_rows(s, np.ascontiguousarray(n_valid, dtype=np.int64).reshape(-1),
-                     float(kappa_low), float(kappa_high), max_iters, min_survivors, *out)
+                     float(kappa_low), float(kappa_high), max_iters, min_survivors, *out,
+                     kernels.NO_SUMS)
     return out
 
 

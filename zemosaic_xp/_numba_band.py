@@ -276,9 +276,9 @@ def supports(config: Any, plan: Any) -> bool:
             and plan.weights is None and not config.radial_weight)
 
 
-def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any,
-               plan: Any) -> tuple | None:
-    """Stack rows ``[r0, r1)``; the fields of ``core.stack.BandResult``, or None.
+def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any, plan: Any,
+               out: tuple[np.ndarray, ...]) -> tuple[int, int, int, int]:
+    """Stack rows ``[r0, r1)`` into ``out``, as ``core.stack.stack_band`` would.
 
     Parameters
     ----------
@@ -290,16 +290,15 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
         Sorting network of N, or shape (0, 2) to sort with NumPy.
     config : StackConfig
     plan : FramePlan
+        A configuration that :func:`supports` accepts.
+    out : tuple of ndarray, each shape (r1 − r0, W, C), C-contiguous (outputs)
+        image, weight_sum (float32), coverage, rejected_low, rejected_high (int32).
 
     Returns
     -------
-    (image, weight_sum, coverage, rejected_low, rejected_high, iterations, n_valid,
-    n_low, n_high) or None
-        Arrays of shape (r1 − r0, W, C) (float32, float32, int32, int32, int32) and
-        ints; None when the configuration is not supported here (:func:`supports`).
+    (iterations, n_valid, n_low, n_high) : ints
+        Max iterations over the band and its totals.
     """
-    if not supports(config, plan):
-        return None
     n, height, w, c = src.shape
     q = w * c
     flat = src.reshape(n, height, q)
@@ -333,12 +332,10 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     elif reject == 2:
         wsc_rows(s, n_valid, float(config.kappa_low), float(config.kappa_high), max_iters,
                  config.min_survivors, *fit, sums)
-    image = np.empty(rows, np.float32)
-    weight_sum = np.empty(rows, np.float32)
-    maps = [np.empty(rows, np.int32) for _ in range(3)]
+    if not all(a.flags.c_contiguous for a in out):
+        msg = "the band's result arrays must be C-contiguous (rows of C-ordered results)"
+        raise ValueError(msg)
+    views = [a.reshape(rows) for a in out]  # views: the kernel writes the results in place
     counters = np.zeros(4, np.int64)
-    combine_ranges(s, n_valid, reject, COMBINE_CODES[config.combine], *fit, image, weight_sum,
-                   *maps, counters)
-    shape = (r1 - r0, w, c)
-    arrays = [a.reshape(shape) for a in (image, weight_sum, *maps)]
-    return (*arrays, *(int(v) for v in counters))
+    combine_ranges(s, n_valid, reject, COMBINE_CODES[config.combine], *fit, *views, counters)
+    return tuple(int(v) for v in counters)

@@ -131,6 +131,20 @@ def _numba_wsc(s: np.ndarray, n_valid: np.ndarray, kappa_low: float, kappa_high:
     return out
 
 
+def _numba_stack_band(frames: Array, r0: int, r1: int, out: tuple, *, config: Any,
+                      plan: Any) -> tuple[int, int, int, int]:
+    """One band through the numba band kernels (NumpyOps.band_stacker)."""
+    src = np.asarray(frames)
+    if src.dtype != np.float32 or not src.flags.c_contiguous:
+        # The kernels read C-ordered float32 (one compiled version): convert just
+        # this band, as band_copy would.
+        src = np.ascontiguousarray(src[:, r0:r1], dtype=np.float32)
+        r0, r1 = 0, r1 - r0
+    n = int(src.shape[0])
+    pairs = _network_pairs(n) if n <= _NETWORK_MAX_N else _NO_PAIRS
+    return _band_kernels().stack_band(src, r0, r1, pairs, config, plan, out)
+
+
 def cpu_workers() -> int:
     """CPU cores this process may use (affinity-aware), capped at 8."""
     try:
@@ -226,22 +240,10 @@ class NumpyOps(ArrayOps):
     def name(self) -> str:  # type: ignore[override]
         return "numpy+numba" if _numba_available() else "numpy"
 
-    def stack_band_native(self, frames: Array, r0: int, r1: int, /, *, config: Any,
-                          plan: Any) -> tuple | None:
-        if numba_kernels() is None:
+    def band_stacker(self, config: Any, plan: Any) -> Any:
+        if numba_kernels() is None or not _band_kernels().supports(config, plan):
             return None
-        _numba_band = _band_kernels()
-        if not _numba_band.supports(config, plan):
-            return None
-        src = np.asarray(frames)
-        if src.dtype != np.float32 or not src.flags.c_contiguous:
-            # The kernels read C-ordered float32 (one compiled version): convert just
-            # this band, as band_copy would.
-            src = np.ascontiguousarray(src[:, r0:r1], dtype=np.float32)
-            r0, r1 = 0, r1 - r0
-        n = int(src.shape[0])
-        pairs = _network_pairs(n) if n <= _NETWORK_MAX_N else _NO_PAIRS
-        return _numba_band.stack_band(src, r0, r1, pairs, config, plan)
+        return functools.partial(_numba_stack_band, config=config, plan=plan)
 
     def kappa_sigma_fit(self, s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,
                         max_iters: int, ddof: int, min_survivors: int) -> tuple[Array, ...] | None:

@@ -168,32 +168,25 @@ class ArrayOps:
         return self.xp.cumulative_sum(d, axis=-1)
 
     # ------------------------------------------------------------------ whole bands
-    def stack_band_native(self, frames: Array, r0: int, r1: int, /, *, config: Any,
-                          plan: Any) -> tuple | None:
-        """Stack one band natively from the frames, or None to run the core's pipeline.
+    def band_stacker(self, config: Any, plan: Any) -> Callable[..., tuple[int, int, int, int]] | None:
+        """A native whole-band stacker for this configuration, or None (the core's pipeline).
 
-        Called by :func:`~zemosaic_xp.core.stack.stack_frames` for bands without
-        per-pixel weights. A native version must return what
-        :func:`~zemosaic_xp.core.stack.stack_band` returns for the same rows (same
-        coverage and rejection maps, images equal to float32 rounding) and decline
-        (None) every configuration it does not implement.
+        Asked once per stack by :func:`~zemosaic_xp.core.stack.stack_frames` when no
+        per-pixel weights are given. The stacker is called as
+        ``stacker(frames, r0, r1, out)`` for every band, concurrently from the band
+        threads:
 
-        Parameters
-        ----------
-        frames : array, shape (N, H, W, C)
-            Frames first, as stored (any dtype and strides; non-finite = no data):
-            the whole stack (a view) or a stacked copy of the band's rows.
-        r0, r1 : int
-            The band's rows in ``frames``.
-        config : StackConfig
-        plan : FramePlan
+        - ``frames`` : array, shape (N, ·, W, C), frames first, as stored (any dtype
+          and strides; non-finite values mean "no data"), and ``r0, r1`` the band's
+          rows in it (see ``FrameStack.band_source``);
+        - ``out`` : the band's rows of the five result arrays — image and weight_sum
+          (float32), coverage, rejected_low and rejected_high (int32) — each shape
+          (r1 − r0, W, C): the stacker writes them;
+        - returns ``(iterations, n_valid, n_low, n_high)`` of the band, as ints.
 
-        Returns
-        -------
-        tuple or None
-            The fields of :class:`~zemosaic_xp.core.stack.BandResult` in order:
-            image, weight_sum, coverage, rejected_low, rejected_high (arrays of
-            shape (r1 − r0, W, C)), then iterations, n_valid, n_low, n_high (ints).
+        It must write what :func:`~zemosaic_xp.core.stack.stack_band` returns for the
+        same rows (same coverage and rejection maps, images equal to float32
+        rounding), and may not decline a band once offered.
         """
         return None
 

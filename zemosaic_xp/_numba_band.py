@@ -1,25 +1,28 @@
-"""Whole bands on the NumPy backend with numba: frames in, band results out.
+"""Whole bands on the NumPy backend with numba: frames in, results out.
 
 For the common stacks — no weights, the identity or a gain/offset normalisation,
 κ-σ, the winsorised sigma clip or no rejection, any of the range combines — the
-general pipeline of ``core/stack.py`` costs more around the rejection than in it:
-a transposing band copy, a NaN pass, a copy for the sort, and some 25 vector passes
-over the pixels of the band to combine and count. Here a band goes through three
-compiled steps instead:
+general pipeline of ``core/stack.py`` costs more around the rejection than in it: a
+transposing band copy, a NaN pass, a copy for the sort, some 25 vector passes over
+the band's pixels to combine and count, and a concatenation of the bands. Here
+(``NumpyOps.band_stacker``) a band goes through three compiled steps instead:
 
-1. :func:`gather_sorted` reads 32 pixels of every frame at a time straight from the
-   frames-first view ``(N, h, W, C)`` (vector loads along a frame row), normalises
-   them, marks non-finite samples invalid (``+inf``), counts the valid ones and sorts
-   the 32 pixels together with a sorting network (N <= 48; larger stacks are sorted
-   afterwards by NumPy's SIMD sort, in place);
-2. the rejection kernels of :mod:`zemosaic_xp._numba_kernels` on the sorted rows;
-3. :func:`combine_ranges` turns each pixel's kept range into the image, weight sum,
-   coverage and rejection maps, and the band's counters, in one loop.
+1. :func:`gather_sorted` reads 32 positions of every frame at a time straight from
+   the frames ``(N, H, W·C)`` (vector loads along a frame row), normalises them,
+   marks non-finite samples invalid (``+inf``) and sorts the 32 pixels together
+   with a sorting network (N <= 48), then counts the valid samples and takes each
+   pixel's median and centred sums, vectorised over the 32 pixels. Larger stacks
+   are sorted afterwards by NumPy's SIMD sort, in place, and counted by
+   :func:`count_sorted`;
+2. the rejection kernels of :mod:`zemosaic_xp._numba_kernels` and
+   :mod:`zemosaic_xp._numba_wsc` on the sorted rows;
+3. :func:`combine_ranges` writes each pixel's image value, weight sum, coverage and
+   rejection counts straight into the band's rows of the results.
 
-:func:`stack_band` returns None for anything else, and ``core.stack.stack_frames``
-then runs the general pipeline. Every step computes what the core computes, in the
-same float32/float64 arithmetic (``tests/core/test_numba_kernels.py`` compares whole
-stacks with the portable path).
+:func:`supports` says which configurations this covers; ``core.stack.stack_frames``
+runs its general pipeline for the others. Every step computes what the core
+computes, in the same float32/float64 arithmetic (``tests/core/test_numba_kernels.py``
+compares whole stacks with the portable path).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from ._numba_kernels import LANES, NO_SUMS, inline, jit, kappa_sigma_rows, median_range, network, wsc_rows
+from ._numba_kernels import LANES, NO_SUMS, inline, jit, kappa_sigma_rows, median_range, network
+from ._numba_wsc import wsc_rows
 
 __all__ = ["gather_sorted", "count_sorted", "count_valid", "combine_ranges", "supports", "stack_band",
            "COMBINE_CODES", "REJECT_CODES"]
@@ -71,9 +75,9 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centr
     Returns
     -------
     bool
-        True when a normalised sample overflowed to ±inf: it is a valid sample (as in
-        the core) that ``n_valid`` missed, and the caller must count with
-        :func:`count_valid` instead.
+        True when a normalised sample overflowed to +inf: it is a valid sample (as
+        in the core) that ``n_valid`` missed, and the caller must count with
+        :func:`count_valid` and let the rejection kernels redo the sums.
 
     Notes
     -----

@@ -34,13 +34,9 @@ import numba
 import numpy as np
 
 __all__ = ["NO_SUMS", "nan_to_inf_rows", "sort_network_rows", "merge_network", "network", "kappa_sigma_rows",
-           "wsc_rows", "wsc_weighted_rows", "median_range", "jit", "inline", "LANES", "cache_enabled"]
+           "median_range", "centred_sums", "first_at_least", "first_above", "jit", "inline", "LANES",
+           "cache_enabled"]
 
-# PixInsight/Huber WSC constants, as in core/reject_wsc.py (upstream_spec §2.6.1).
-_MAD_TO_SIGMA = 1.482602218505602
-_SIGMA_FLOOR = 1e-10
-_TOLERANCE = 5e-4
-_WSC_LANES = 16
 #: The ``sums`` argument of the rejection kernels when they compute the sums themselves.
 NO_SUMS = np.zeros((0, 2), np.float64)
 
@@ -89,7 +85,7 @@ def median_range(s, r, lo, count):
 
 
 @inline
-def _centred_sums(s, r, centre, lo, hi):
+def centred_sums(s, r, centre, lo, hi):
     """``Σd`` and ``Σd²`` over ``s[r, lo:hi]``, ``d = f64(x) − f64(centre)``."""
     c = np.float64(centre)
     # Four accumulators: one float64 add chain per sample would be latency-bound.
@@ -119,7 +115,7 @@ def _centred_sums(s, r, centre, lo, hi):
 
 
 @inline
-def _first_at_least(s, r, threshold, lo, hi):
+def first_at_least(s, r, threshold, lo, hi):
     """``lo + count(s[r, lo:hi] < threshold)`` of an ascending row (the first ``j`` with ``>=``)."""
     j = lo
     while j < hi and s[r, j] < threshold:
@@ -128,7 +124,7 @@ def _first_at_least(s, r, threshold, lo, hi):
 
 
 @inline
-def _first_above(s, r, threshold, lo, hi):
+def first_above(s, r, threshold, lo, hi):
     """``lo + count(s[r, lo:hi] <= threshold)`` of an ascending row, scanning from the top.
 
     Written ``not <=`` rather than ``>`` so that a NaN threshold counts nothing, as
@@ -301,7 +297,7 @@ def kappa_sigma_rows(s, n_valid, kappa_low, kappa_high, ddof, max_iters, min_sur
             if m0 != m0:  # no valid sample: centre 0, as the core's where(isnan(m0), 0, m0)
                 m0 = np.float32(0.0)
             out_c[r] = m0
-            s1, s2 = _centred_sums(s, r, m0, lo, hi)
+            s1, s2 = centred_sums(s, r, m0, lo, hi)
         iterations = 0
         if max_iters >= 1 and n > need:
             for k in range(max_iters):
@@ -324,230 +320,16 @@ def kappa_sigma_rows(s, n_valid, kappa_low, kappa_high, ddof, max_iters, min_sur
                 # The kept set only shrinks: a range whose extremes lie inside the bounds stops.
                 if not (first < lower or last > upper):
                     break
-                new_lo = _first_at_least(s, r, lower, lo, hi)
-                new_hi = _first_above(s, r, upper, new_lo, hi)
+                new_lo = first_at_least(s, r, lower, lo, hi)
+                new_hi = first_above(s, r, upper, new_lo, hi)
                 changed = new_lo != lo or new_hi != hi
                 # Guard: a step that would leave fewer than `need` samples is not taken.
                 if not changed or new_hi - new_lo < need:
                     break
                 lo = new_lo
                 hi = new_hi
-                s1, s2 = _centred_sums(s, r, m0, lo, hi)
+                s1, s2 = centred_sums(s, r, m0, lo, hi)
         out_lo[r] = lo
         out_hi[r] = hi
         out_it[r] = iterations
         out_sum[r] = s1
-
-
-# ---------------------------------------------------------------------------- WSC
-@inline
-def _outside_sums(s, r, m0, lo, hi, n):
-    """``Σd``, ``Σd²`` (``d = f64(x) − m0``) over ``s[r, :lo]`` and ``s[r, hi:n]``.
-
-    Interleaved column by column from the ends (left 0, right 0, left 1, …): the
-    order in which the core's compact path adds short tails, so that a range sum
-    ``whole − outside`` is the same float64 number there.
-    """
-    o1 = 0.0
-    o2 = 0.0
-    right = n - hi
-    for t in range(max(lo, right)):
-        if t < lo:
-            d = np.float64(s[r, t]) - m0
-            o1 = o1 + d
-            o2 = o2 + d * d
-        if t < right:
-            d = np.float64(s[r, hi + t]) - m0
-            o1 = o1 + d
-            o2 = o2 + d * d
-    return o1, o2
-
-
-@inline
-def _kth_deviation(s, r, n, centre, k):
-    """The ``k``-th smallest (0-based) of ``|s[r, :n] − centre|`` (float32), ``k < n``.
-
-    Along a sorted row the deviations fall to the centre and rise after it, so the
-    ``k + 1`` smallest are a window of ``k + 1`` neighbours, whose largest deviation
-    is at one of its ends: the answer is the smallest such end over all windows.
-    No branches (a merge of the two runs mispredicts about every other step).
-    """
-    best = np.float32(np.inf)
-    for w in range(n - k):
-        a = abs(np.float32(s[r, w] - centre))
-        b = abs(np.float32(s[r, w + k] - centre))
-        v = a if a > b else b
-        best = v if v < best else best
-    return best
-
-
-@inline
-def _mad(s, r, n, centre):
-    """Median of ``|s[r, :n] − centre|`` (float32), as sorting the deviations would give."""
-    if n == 0:
-        return np.float32(np.nan)
-    k = (n - 1) // 2
-    a = _kth_deviation(s, r, n, centre, k)
-    if n % 2 == 1:
-        return a
-    b = _kth_deviation(s, r, n, centre, k + 1)
-    if a == b:
-        return a
-    return np.float32(a + np.float32(np.float32(0.5) * np.float32(b - a)))
-
-
-@jit
-def wsc_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors,
-             out_lo, out_hi, out_it, out_c, out_sum, sums):
-    """PixInsight/Huber winsorised sigma clip of every sorted row (unweighted).
-
-    Parameters
-    ----------
-    s : ndarray, shape (R, N), float32, C-contiguous
-        Rows sorted ascending, invalid samples last as ``+inf``.
-    n_valid : ndarray, shape (R,), int64
-    kappa_low, kappa_high : float
-        float64 (the WSC iterates in float64); the Huber constant is their maximum.
-    max_iters, min_survivors : int
-    out_lo, out_hi, out_it, out_c, out_sum, sums
-        As :func:`kappa_sigma_rows`.
-
-    Notes
-    -----
-    The maths of :func:`zemosaic_xp.core.reject_wsc.reject_winsorized_sigma_clip`:
-    m = median, σ = 1.4826·MAD (1e-10 if 0); each iteration clamps to
-    ``[m − κl·σ, m + κh·σ]``, m ← mean of the clamped values, σ ← Huber scale; a row
-    stops when its clamp bounds repeat or m and σ move by less than 5e-4·max(1, ·).
-    The final float32 bounds select the kept range; rows with fewer than 2 valid
-    samples, or whose range would keep fewer than ``min(min_survivors, n_valid)``,
-    keep every valid sample.
-    """
-    huber_c = max(kappa_low, kappa_high)
-    # Per-lane state of _WSC_LANES rows iterated together: one row's iteration is a
-    # long chain of dependent divisions and searches, and interleaving independent
-    # rows lets the CPU overlap them (measured 10-25 % faster than row after row).
-    m_l = np.empty(_WSC_LANES)
-    sigma_l = np.empty(_WSC_LANES)
-    m0_l = np.empty(_WSC_LANES)
-    t1_l = np.empty(_WSC_LANES)
-    t2_l = np.empty(_WSC_LANES)
-    prev_lo_l = np.empty(_WSC_LANES)
-    prev_hi_l = np.empty(_WSC_LANES)
-    done_l = np.empty(_WSC_LANES, np.bool_)
-    it_l = np.empty(_WSC_LANES, np.int64)
-    rows = s.shape[0]
-    for r0 in range(0, rows, _WSC_LANES):
-        lanes = min(_WSC_LANES, rows - r0)
-        for lane in range(lanes):
-            r = r0 + lane
-            n = n_valid[r]
-            # Whole-row sums once; a range's sums are these minus its few outside samples.
-            if sums.shape[0]:
-                m0f = out_c[r]
-                t1_l[lane] = sums[r, 0]
-                t2_l[lane] = sums[r, 1]
-            else:
-                m0f = median_range(s, r, 0, n)
-                if m0f != m0f:
-                    m0f = np.float32(0.0)
-                out_c[r] = m0f
-                t1_l[lane], t2_l[lane] = _centred_sums(s, r, m0f, 0, n)
-            m0 = np.float64(m0f)
-            mad = np.float64(_mad(s, r, n, m0f))
-            m0_l[lane] = m0
-            m_l[lane] = m0
-            sigma_l[lane] = _MAD_TO_SIGMA * mad if mad > 0.0 else _SIGMA_FLOOR
-            prev_lo_l[lane] = np.nan
-            prev_hi_l[lane] = np.nan
-            done_l[lane] = n < 2
-            it_l[lane] = 0
-        for k in range(max_iters):
-            active = False
-            for lane in range(lanes):
-                if done_l[lane]:
-                    continue
-                active = True
-                r = r0 + lane
-                n = n_valid[r]
-                m = m_l[lane]
-                sigma = sigma_l[lane]
-                m0 = m0_l[lane]
-                t1 = t1_l[lane]
-                count = np.float64(n if n > 1 else 1)
-                lo_b = m - kappa_low * sigma
-                hi_b = m + kappa_high * sigma
-                a = _first_at_least(s, r, lo_b, 0, n)
-                b = _first_above(s, r, hi_b, a, n)
-                n_lo = np.float64(a)
-                n_hi = np.float64(n - b)
-                low = lo_b - m0
-                high = hi_b - m0
-                mid = t1 - _outside_sums(s, r, m0, a, b, n)[0]
-                delta = (n_lo * low + mid + n_hi * high) / count
-                m_new = m0 + delta
-                cs = huber_c * sigma
-                num = 0.0
-                den = 0.0
-                # The clamped groups: every sample of one shares the residual (low − δ or
-                # high − δ). h = min(1, c/u) is the core's where(u <= c, 1, c/u) exactly
-                # (c/u >= 1 there), without a branch.
-                rr = low - delta
-                h = min(1.0, huber_c / (abs(rr) / sigma))
-                num = num + n_lo * h * rr * rr
-                den = den + n_lo * h
-                rr = high - delta
-                h = min(1.0, huber_c / (abs(rr) / sigma))
-                num = num + n_hi * h * rr * rr
-                den = den + n_hi * h
-                # Unclamped samples: Huber core [p, q) has weight 1, the edges [a, p), [q, b) c·σ/|r|.
-                p = _first_at_least(s, r, m_new - cs, a, b)
-                q = _first_above(s, r, m_new + cs, p, b)
-                o1, o2 = _outside_sums(s, r, m0, p, q, n)
-                s1_core = t1 - o1
-                s2_core = t2_l[lane] - o2
-                core = np.float64(q - p)
-                num = num + s2_core - 2.0 * delta * s1_core + core * delta * delta
-                den = den + core
-                abs_r = 0.0
-                inv_r = 0.0
-                for j in range(a, p):
-                    e = abs(np.float64(s[r, j]) - m0 - delta)
-                    abs_r += e
-                    inv_r += 1.0 / e
-                for j in range(q, b):
-                    e = abs(np.float64(s[r, j]) - m0 - delta)
-                    abs_r += e
-                    inv_r += 1.0 / e
-                num = num + cs * abs_r
-                den = den + cs * inv_r
-                sigma_new = np.sqrt(num / (den if den > 0.0 else 1.0))
-                if not sigma_new > 0.0:
-                    sigma_new = _SIGMA_FLOOR
-                # Bitwise & and |, not `and`: unpredictable branches otherwise.
-                stop = ((abs(m_new - m) <= _TOLERANCE * max(abs(m), 1.0))
-                        & (abs(sigma_new - sigma) <= _TOLERANCE * max(sigma, 1.0)))
-                stop |= (k > 0) & (lo_b == prev_lo_l[lane]) & (hi_b == prev_hi_l[lane])
-                prev_lo_l[lane] = lo_b
-                prev_hi_l[lane] = hi_b
-                m_l[lane] = m_new
-                sigma_l[lane] = sigma_new
-                it_l[lane] += 1
-                done_l[lane] = stop
-            if not active:
-                break
-        for lane in range(lanes):
-            r = r0 + lane
-            n = n_valid[r]
-            need = min_survivors if min_survivors < n else n
-            lower = np.float32(m_l[lane] - kappa_low * sigma_l[lane])
-            upper = np.float32(m_l[lane] + kappa_high * sigma_l[lane])
-            lo = _first_at_least(s, r, lower, 0, n)
-            hi = _first_above(s, r, upper, lo, n)
-            # Guard: fewer than 2 valid samples, or too few survivors, keeps every valid sample.
-            if n < 2 or hi - lo < need:
-                lo = 0
-                hi = n
-            out_lo[r] = lo
-            out_hi[r] = hi
-            out_it[r] = it_l[lane]
-            out_sum[r] = t1_l[lane] - _outside_sums(s, r, m0_l[lane], lo, hi, n)[0]

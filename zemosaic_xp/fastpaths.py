@@ -14,10 +14,13 @@ What each backend gains (measured on 2 CPU cores, 32 × 512² float32; see
   contiguous axis), the MAD by sorting the deviations, bands transposed with
   ``copyto`` into a fresh buffer, compaction of the still-active pixels, and one band
   thread per core (NumPy releases the GIL).
-- NumPy with numba (optional, ``pip install zemosaic-xp[fast]``): κ-σ and the
-  winsorised sigma clip run as one compiled loop per pixel over the sorted rows
-  (:mod:`zemosaic_xp._numba_kernels`) instead of ~40 vector passes per iteration;
-  ``ZEMOSAIC_XP_NUMBA=0`` switches them off.
+- NumPy with numba (optional, ``pip install zemosaic-xp[fast]``; off with
+  ``ZEMOSAIC_XP_NUMBA=0``): unweighted stacks with κ-σ, the winsorised sigma clip or
+  no rejection go band by band through compiled kernels, from the frames straight
+  into the results (:meth:`NumpyOps.band_stacker`, :mod:`zemosaic_xp._numba_band`);
+  elsewhere κ-σ and the WSC still run as one compiled loop per pixel over the
+  sorted rows (:mod:`zemosaic_xp._numba_kernels`) instead of ~40 vector passes per
+  iteration, and short rows are sorted by a sorting network.
 - torch CPU: ``stack_frames`` hands whole stacks to the NumPy ops on the same memory
   (zero-copy ``Tensor.numpy()``): torch's CPU sort, ``isnan`` and ``isinf`` are ~10x
   slower than NumPy's in the builds we measured.
@@ -29,6 +32,7 @@ What each backend gains (measured on 2 CPU cores, 32 × 512² float32; see
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 from typing import Any
 
@@ -53,7 +57,7 @@ _MAX_BAND_WORKERS = 8
 NUMBA_ENV = "ZEMOSAIC_XP_NUMBA"
 _OFF = ("0", "false", "no", "off")
 _KERNELS: Any = None  # the kernels module once imported; False when numba cannot be imported
-_BAND: Any = None
+_MODULES: dict[str, Any] = {}
 
 
 def numba_kernels() -> Any:
@@ -77,14 +81,17 @@ def numba_kernels() -> Any:
     return _KERNELS or None
 
 
-def _band_kernels() -> Any:
-    """:mod:`zemosaic_xp._numba_band` (imported once; only after numba_kernels() succeeded)."""
-    global _BAND
-    if _BAND is None:
-        from . import _numba_band
+def _numba_module(name: str) -> Any:
+    """``zemosaic_xp.<name>``, a module of numba kernels; only after numba_kernels() succeeded."""
+    module = _MODULES.get(name)
+    if module is None:
+        module = _MODULES[name] = importlib.import_module(f"{__package__}.{name}")
+    return module
 
-        _BAND = _numba_band
-    return _BAND
+
+def _band_kernels() -> Any:
+    """:mod:`zemosaic_xp._numba_band`."""
+    return _numba_module("_numba_band")
 
 
 def _numba_available() -> bool:
@@ -93,8 +100,6 @@ def _numba_available() -> bool:
         return False
     if _KERNELS is not None:
         return bool(_KERNELS)
-    import importlib.util
-
     return importlib.util.find_spec("numba") is not None
 
 
@@ -125,10 +130,26 @@ def _numba_wsc(s: np.ndarray, n_valid: np.ndarray, kappa_low: float, kappa_high:
         return None
     s = np.ascontiguousarray(s)
     out = _range_outputs(s.shape[0])
-    kernels.wsc_rows(s, np.ascontiguousarray(n_valid, dtype=np.int64).reshape(-1),
-                     float(kappa_low), float(kappa_high), max_iters, min_survivors, *out,
-                     kernels.NO_SUMS)
+    _numba_module("_numba_wsc").wsc_rows(
+        s, np.ascontiguousarray(n_valid, dtype=np.int64).reshape(-1), float(kappa_low),
+        float(kappa_high), max_iters, min_survivors, *out, kernels.NO_SUMS)
     return out
+
+
+def _numba_wsc_weighted(x: np.ndarray, w: np.ndarray, s: np.ndarray, n_valid: np.ndarray,
+                        kappa_low: float, kappa_high: float, max_iters: int,
+                        min_survivors: int) -> tuple[np.ndarray, ...] | None:
+    if numba_kernels() is None or x.dtype != np.float32 or s.dtype != np.float32:
+        return None
+    x = np.ascontiguousarray(x)
+    rows = x.shape[0]
+    keep = np.empty(x.shape, dtype=bool)
+    counts = [np.empty(rows, np.int64) for _ in range(3)]
+    _numba_module("_numba_wsc").wsc_weighted_rows(
+        x, np.ascontiguousarray(np.broadcast_to(w, x.shape), dtype=np.float32),
+        np.ascontiguousarray(s), np.ascontiguousarray(n_valid, dtype=np.int64).reshape(-1),
+        float(kappa_low), float(kappa_high), max_iters, min_survivors, keep, *counts)
+    return (keep, *counts)
 
 
 def _numba_stack_band(frames: Array, r0: int, r1: int, out: tuple, *, config: Any,
@@ -223,9 +244,11 @@ def _numpy_centred_sums(s: np.ndarray, centre: np.ndarray, lo: np.ndarray, hi: n
 class NumpyOps(ArrayOps):
     """NumPy: in-place SIMD sort, einsum row sums, compaction, cache-sized threaded bands.
 
-    With numba installed (and ``ZEMOSAIC_XP_NUMBA`` not ``0``), κ-σ and the winsorised
-    sigma clip run as compiled per-pixel loops (:func:`numba_kernels`); ``name`` is
-    then ``"numpy+numba"``.
+    With numba installed (and ``ZEMOSAIC_XP_NUMBA`` not ``0``): whole bands through
+    compiled kernels where the configuration allows (:meth:`band_stacker`), κ-σ and
+    the winsorised sigma clip as compiled per-pixel loops elsewhere, and a sorting
+    network for rows of up to 48 samples (:func:`numba_kernels`); ``name`` is then
+    ``"numpy+numba"``.
     """
 
     compact = True
@@ -252,6 +275,12 @@ class NumpyOps(ArrayOps):
     def wsc_fit(self, s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,
                 max_iters: int, min_survivors: int) -> tuple[Array, ...] | None:
         return _numba_wsc(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors)
+
+    def wsc_weighted_fit(self, x: Array, weights: Array, s: Array, n_valid: Array, /, *,
+                         kappa_low: float, kappa_high: float, max_iters: int,
+                         min_survivors: int) -> tuple[Array, ...] | None:
+        return _numba_wsc_weighted(x, weights, s, n_valid, kappa_low, kappa_high, max_iters,
+                                   min_survivors)
 
     def band_copy(self, view: Array) -> Array:
         out = np.empty(view.shape, dtype=np.float32)
@@ -366,6 +395,15 @@ class TorchCpuOps(ArrayOps):
             return None
         out = _numba_wsc(_np(s.contiguous()), _np(n_valid), kappa_low, kappa_high, max_iters,
                          min_survivors)
+        return None if out is None else _tensors(out)
+
+    def wsc_weighted_fit(self, x: Array, weights: Array, s: Array, n_valid: Array, /, *,
+                         kappa_low: float, kappa_high: float, max_iters: int,
+                         min_survivors: int) -> tuple[Array, ...] | None:
+        if x.dtype != _torch_float32():
+            return None
+        out = _numba_wsc_weighted(_np(x.contiguous()), _np(weights.contiguous()), _np(s.contiguous()),
+                                  _np(n_valid), kappa_low, kappa_high, max_iters, min_survivors)
         return None if out is None else _tensors(out)
 
 

@@ -1,7 +1,8 @@
 """The numba accelerator of the NumPy backend against the portable reference.
 
-``zemosaic_xp._numba_kernels`` (sorts, κ-σ and WSC on sorted rows) and
-``zemosaic_xp._numba_band`` (whole bands from the frames) must give what the portable
+``zemosaic_xp._numba_kernels`` (sorts, κ-σ on sorted rows), ``zemosaic_xp._numba_wsc``
+(the winsorised sigma clip, unweighted and weighted) and ``zemosaic_xp._numba_band``
+(whole bands from the frames) must give what the portable
 core gives on the same data: identical ranges, iteration counts, coverage and
 rejection maps, images equal to float32 rounding. Each data row of ``_DATA`` names
 the edge case it covers. Every test here runs with the kernels on, whatever
@@ -154,6 +155,25 @@ def test_wsc_kernel_equals_portable(kind, n, kl, kh, max_iters, need):
     for name in ("lo", "hi", "iterations", "centre", "n_low", "n_high"):
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
     np.testing.assert_allclose(got.kept_sum, want.kept_sum, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", sorted(_DATA))
+@pytest.mark.parametrize("n", [2, 5, 8, 32, 150])
+@pytest.mark.parametrize(("kl", "kh", "max_iters", "need"), [(3.0, 3.0, None, 3), (2.0, 3.5, 10, 1),
+                                                             (1.5, 1.5, 3, 2)])
+def test_weighted_wsc_kernel_equals_portable(kind, n, kl, kh, max_iters, need):
+    # Noise-variance-like weights (not exact in float64 products): the kernel's
+    # float64 sums must be NumPy's pairwise sums, 150 frames included (> 128: split).
+    rng = np.random.default_rng(n)
+    x = _rows(kind, n, rows=1500, seed=n + 2)
+    weights = rng.uniform(1e-3, 2e-3, x.shape).astype(np.float32)
+    weights[rng.random(x.shape) < 0.03] = 0.0  # zero weight = no data
+    config = StackConfig.plain(reject="winsorized_sigma_clip", kappa_low=kl, kappa_high=kh,
+                               max_iters=max_iters, min_survivors=need)
+    got = reject_winsorized_sigma_clip(Samples(x, weights, xp=XP, ops=NumpyOps(XP)), config)
+    want = reject_winsorized_sigma_clip(Samples(x, weights, xp=XP, ops=ArrayOps(XP)), config)
+    for name in ("keep", "n_low", "n_high", "iterations"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
 
 
 # ---------------------------------------------------------------------------- whole stacks

@@ -279,6 +279,12 @@ def _edge_sums(rows: _Rows, delta: Array, a: Array, p: Array, q: Array, b: Array
 def _wsc_weighted(samples: Samples, config: StackConfig) -> Rejection:
     """WSC over all samples in their original order, with per-sample weights."""
     xp = samples.xp
+    native = samples.ops.wsc_weighted_fit(
+        samples.x, samples.full_weights(), samples.sorted, xp.reshape(samples.n_valid, (-1,)),
+        kappa_low=float(config.kappa_low), kappa_high=float(config.kappa_high),
+        max_iters=config.effective_max_iters(), min_survivors=config.min_survivors)
+    if native is not None:
+        return Rejection(*native)
     dev = _device(samples.x)
     f64 = xp.float64
     valid, n = samples.valid, samples.n_valid

@@ -89,6 +89,7 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centr
     inf = np.float32(np.inf)
     block = np.empty((n, LANES), np.float32)
     count = np.zeros(LANES, np.int32)
+    med32 = np.empty(LANES, np.float32)
     med = np.empty(LANES, np.float64)
     acc1 = np.empty(LANES, np.float64)
     acc2 = np.empty(LANES, np.float64)
@@ -134,7 +135,7 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centr
                 for k in range(n):
                     s[base + lane, k] = block[k, lane]
             if pairs.shape[0]:
-                _median_sums(block, count, centre, sums, base, m, med, acc1, acc2)
+                _median_sums(block, count, centre, sums, base, m, med32, med, acc1, acc2)
     return overflow
 
 
@@ -150,36 +151,47 @@ def count_sorted(s, n_valid):
 
 
 @inline
-def _median_sums(block, count, centre, sums, base, m, med, acc1, acc2):
+def _median_sums(block, count, centre, sums, base, m, med32, med, acc1, acc2):
     """Median, ``Σd`` and ``Σd²`` (``d = x − median``) of each sorted lane of ``block``.
 
-    Vectorised over the lanes (one float64 accumulator per lane, the samples of a
-    lane added in order), where a loop along one row is a chain of dependent adds.
-    ``med``, ``acc1``, ``acc2`` are scratch arrays of :data:`LANES` float64. The
+    Vectorised over the lanes: every lane's median is first taken as if it were
+    full (two rows of the block), then the few lanes with missing samples are
+    redone; one float64 accumulator per lane adds the lane's samples in order,
+    where a loop along one row is a chain of dependent adds. ``med32`` (float32),
+    ``med``, ``acc1``, ``acc2`` (float64) are scratch arrays of :data:`LANES`. The
     invalid samples of ``block`` (already stored) are overwritten by the median:
     they then add exact zeros, and the loop needs no mask.
     """
-    acc1[:] = 0.0
-    acc2[:] = 0.0
+    n = block.shape[0]
+    lower = block[(n - 1) // 2]
+    upper = block[n // 2]
+    for lane in range(LANES):
+        a = lower[lane]
+        b = upper[lane]
+        med32[lane] = a if a == b else np.float32(a + np.float32(np.float32(0.5) * np.float32(b - a)))
     for lane in range(LANES):
         c = count[lane]
-        value = np.float32(0.0)  # no valid sample: centre 0, as the core
-        if c > 0:
-            a = block[(c - 1) // 2, lane]
-            b = block[c // 2, lane]
-            value = a if a == b else np.float32(a + np.float32(np.float32(0.5) * np.float32(b - a)))
-        med[lane] = value
-        for k in range(c, block.shape[0]):
-            block[k, lane] = value
-        if lane < m:
-            centre[base + lane] = value
-    for k in range(block.shape[0]):
+        if c < n:
+            value = np.float32(0.0)  # no valid sample: centre 0, as the core
+            if c > 0:
+                a = block[(c - 1) // 2, lane]
+                b = block[c // 2, lane]
+                value = a if a == b else np.float32(a + np.float32(np.float32(0.5) * np.float32(b - a)))
+            med32[lane] = value
+            for k in range(c, n):
+                block[k, lane] = value
+    for lane in range(LANES):
+        med[lane] = np.float64(med32[lane])
+        acc1[lane] = 0.0
+        acc2[lane] = 0.0
+    for k in range(n):
         brow = block[k]
         for lane in range(LANES):
             d = np.float64(brow[lane]) - med[lane]
             acc1[lane] += d
             acc2[lane] += d * d
     for lane in range(m):
+        centre[base + lane] = med32[lane]
         sums[base + lane, 0] = acc1[lane]
         sums[base + lane, 1] = acc2[lane]
 

@@ -8,6 +8,9 @@ out what the pipeline needs:
   shape ``(h, W, C, N)``: the frame axis last and contiguous, because sorting along
   the contiguous last axis is several times faster than along axis 0 on CPUs
   (``reference/arrayapi.md`` §7) and costs nothing extra on GPUs;
+- :meth:`FrameStack.band_source` — the frames-first array holding a band's rows, as
+  stored, for native band stackers (``ArrayOps.band_stacker``) that read the frames
+  themselves;
 - :meth:`FrameStack.samples` — a regular sub-sample of each frame, ``(N, C, M)``,
   from which frame-global statistics (normalisation, noise weights) are estimated,
   so that results never depend on how rows are banded.

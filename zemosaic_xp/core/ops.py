@@ -14,9 +14,15 @@ than different maths. This module is the hook between the two worlds:
   :func:`register_ops`; :func:`ops_for` asks each factory in turn and falls back to
   the portable :class:`ArrayOps`.
 
-Every native method must return what the portable one returns on the same data (a
-test in ``tests/core/test_fastpaths.py`` checks each), so the portable path stays
-the reference. :func:`portable_only` disables every registered fast path, for
+Some members are whole steps rather than primitives — a κ-σ or WSC clip of sorted
+rows (:meth:`ArrayOps.kappa_sigma_fit`, :meth:`~ArrayOps.wsc_fit`,
+:meth:`~ArrayOps.wsc_weighted_fit`) or a whole band (:meth:`ArrayOps.band_stacker`):
+their portable versions return None, which means "run the core's own code", so a
+backend implements only what it can do faster (NumPy with numba).
+
+Every native method must return what the portable one returns on the same data (tests
+in ``tests/core/test_fastpaths.py`` and ``tests/core/test_numba_kernels.py`` check
+each), so the portable path stays the reference. :func:`portable_only` disables every registered fast path, for
 those tests and for debugging.
 """
 

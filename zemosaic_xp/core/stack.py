@@ -357,7 +357,8 @@ def stack_frames(frames: Array | Sequence[Array], /, *, config: StackConfig | No
     ops : ArrayOps, optional
         Fast paths and strategy (default: those registered for the frames' namespace
         and device); bands run on ``ops.band_workers`` threads, each at most
-        ``ops.band_bytes`` of float32 when that is set.
+        ``ops.band_bytes`` of float32 when that is set. Without per-pixel weights,
+        ``ops.band_stacker`` may stack every band natively into the results.
 
     Returns
     -------

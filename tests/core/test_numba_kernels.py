@@ -228,7 +228,8 @@ def test_stack_with_kernels_equals_portable(reject, combine, normalize, n_frames
     assert band_calls and all(band_calls)
 
 
-@pytest.mark.parametrize("layout", ["rgb", "uint16", "float64", "strided", "list", "infinities"])
+@pytest.mark.parametrize("layout", ["rgb", "uint16", "float64", "strided", "list", "infinities",
+                                    "readonly"])
 def test_stack_inputs_with_kernels_equal_portable(layout, band_calls):
     s = make_stack(n_frames=9, shape=(19, 26), seed=3, rgb=layout == "rgb")
     frames = s.frames
@@ -240,6 +241,9 @@ def test_stack_inputs_with_kernels_equal_portable(layout, band_calls):
         frames = np.asfortranarray(frames)
     elif layout == "list":
         frames = list(frames)
+    elif layout == "readonly":  # e.g. a read-only memory map of FITS data
+        frames = frames.copy()
+        frames.flags.writeable = False
     elif layout == "infinities":  # ±inf are "no data", as NaN
         frames = frames.copy()
         frames[2, 3, 4], frames[5, 6, 7], frames[:, 8, 9] = np.inf, -np.inf, np.inf

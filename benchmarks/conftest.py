@@ -6,7 +6,7 @@ Two sizes of matrix, chosen when the tests are collected:
   whole ``benchmarks/`` directory runs in a few seconds in CI and never rots. Every
   benchmark still runs its function once and checks its result.
 - **full** (``ZEMOSAIC_BENCH_FULL=1``): the matrix of ``docs/performance.md`` — N = 8,
-  32, 128 frames of 512², RGB, and 2048² — 5 to 10 minutes on 2 CPU cores. The slow
+  32, 128 frames of 512², 32 × 1024², RGB, and 2048² — 5 to 10 minutes on 2 CPU cores. The slow
   references are trimmed where they would take minutes or exhaust the RAM (see
   ``Case.references``).
 
@@ -62,6 +62,8 @@ FULL_CASES = (
     Case("m8_512", 8, 512, 512),
     Case("m32_512", 32, 512, 512),
     Case("m128_512", 128, 512, 512, rounds=2),
+    # The headline case of the CPU targets (issue #4).
+    Case("m32_1024", 32, 1024, 1024, rounds=3),
     Case("rgb32_512", 32, 512, 512, 3, references=("astropy", "nanmedian"), rounds=2),
     Case("m32_2048", 32, 2048, 2048, rounds=1),
     # 2.1 GB of frames: astropy would need ~9 GB and ~15 s, ccdproc ~17 GB, and

@@ -136,9 +136,16 @@ def gpu_table(rows: list[dict]) -> str:
     return "\n".join(out) if found else "No GPU benchmark in this run (no GPU was available)."
 
 
+def _ops_names(rows: list[dict]) -> str:
+    """The ops of our NumPy runs (``numpy+numba`` when the numba kernels ran)."""
+    names = sorted({r.get("ops", "?") for r in rows if r["kind"] == "ours" and r.get("backend") == "numpy"})
+    return ", ".join(names) if names else "–"
+
+
 def render(rows: list[dict], machine: str = "", stat: str = "min") -> str:
     parts = [
         f"Timings: {stat} over the rounds of each benchmark{'; ' + machine if machine else ''}.",
+        f"Our NumPy ops: {_ops_names(rows)}.",
         "",
         "### Our NumPy path against the references",
         "",

@@ -8,6 +8,9 @@ out what the pipeline needs:
   shape ``(h, W, C, N)``: the frame axis last and contiguous, because sorting along
   the contiguous last axis is several times faster than along axis 0 on CPUs
   (``reference/arrayapi.md`` §7) and costs nothing extra on GPUs;
+- :meth:`FrameStack.band_source` — the frames-first array holding a band's rows, as
+  stored, for native band stackers (``ArrayOps.band_stacker``) that read the frames
+  themselves;
 - :meth:`FrameStack.samples` — a regular sub-sample of each frame, ``(N, C, M)``,
   from which frame-global statistics (normalisation, noise weights) are estimated,
   so that results never depend on how rows are banded.
@@ -151,21 +154,30 @@ class FrameStack:
         f = self.frame(i)
         return f[..., None] if self.mono else f
 
+    def band_source(self, r0: int, r1: int) -> tuple[Array, int, int]:
+        """The frames-first array ``(N, ·, W, C)`` that holds rows ``[r0, r1)``, and where.
+
+        Returns ``(frames, a, b)``: the whole stack as stored (a view, rows ``r0, r1``)
+        when it is one array, else a stacked copy of those rows (rows ``0, r1 − r0``).
+        Dtype and non-finite values are untouched.
+        """
+        xp = self.xp
+        if self._array is not None:
+            src, a, b = self._array, r0, r1
+        else:
+            src = xp.stack([self.frame(i)[r0:r1, ...] for i in range(self.n_frames)], axis=0)
+            a, b = 0, r1 - r0
+        return (xp.expand_dims(src, axis=-1) if self.mono else src), a, b
+
     def band(self, r0: int, r1: int, *, ops: ArrayOps | None = None) -> Array:
         """Rows ``[r0, r1)`` of every frame, shape ``(r1 - r0, W, C, N)``, float32, NaN = no data.
 
         One transposing copy (``ops.band_copy``; NumPy writes it with ``copyto``),
         then non-finite values become NaN in that fresh buffer.
         """
-        xp = self.xp
-        ops = ops_for(xp, self.device) if ops is None else ops
-        if self._array is not None:
-            src = self._array[:, r0:r1, ...]
-        else:
-            src = xp.stack([self.frame(i)[r0:r1, ...] for i in range(self.n_frames)], axis=0)
-        if self.mono:
-            src = xp.expand_dims(src, axis=-1)
-        return ops.nan_nonfinite(ops.band_copy(xp.permute_dims(src, (1, 2, 3, 0))))
+        ops = ops_for(self.xp, self.device) if ops is None else ops
+        src, a, b = self.band_source(r0, r1)
+        return ops.nan_nonfinite(ops.band_copy(self.xp.permute_dims(src[:, a:b, ...], (1, 2, 3, 0))))
 
     def samples(self, max_samples: int, *, ops: ArrayOps | None = None) -> Array:
         """A regular sub-sample of every frame and channel, shape ``(N, C, M)``, float32.

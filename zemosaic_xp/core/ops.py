@@ -14,9 +14,15 @@ than different maths. This module is the hook between the two worlds:
   :func:`register_ops`; :func:`ops_for` asks each factory in turn and falls back to
   the portable :class:`ArrayOps`.
 
-Every native method must return what the portable one returns on the same data (a
-test in ``tests/core/test_fastpaths.py`` checks each), so the portable path stays
-the reference. :func:`portable_only` disables every registered fast path, for
+Some members are whole steps rather than primitives — a κ-σ or WSC clip of sorted
+rows (:meth:`ArrayOps.kappa_sigma_fit`, :meth:`~ArrayOps.wsc_fit`,
+:meth:`~ArrayOps.wsc_weighted_fit`) or a whole band (:meth:`ArrayOps.band_stacker`):
+their portable versions return None, which means "run the core's own code", so a
+backend implements only what it can do faster (NumPy with numba).
+
+Every native method must return what the portable one returns on the same data (tests
+in ``tests/core/test_fastpaths.py`` and ``tests/core/test_numba_kernels.py`` check
+each), so the portable path stays the reference. :func:`portable_only` disables every registered fast path, for
 those tests and for debugging.
 """
 
@@ -166,6 +172,91 @@ class ArrayOps:
     def prefix_sums(self, d: Array) -> Array:
         """Inclusive prefix sums along the last axis (``cumulative_sum``)."""
         return self.xp.cumulative_sum(d, axis=-1)
+
+    # ------------------------------------------------------------------ whole bands
+    def band_stacker(self, config: Any, plan: Any) -> Callable[..., tuple[int, int, int, int]] | None:
+        """A native whole-band stacker for this configuration, or None (the core's pipeline).
+
+        Asked once per stack by :func:`~zemosaic_xp.core.stack.stack_frames` when no
+        per-pixel weights are given. The stacker is called as
+        ``stacker(frames, r0, r1, out)`` for every band, concurrently from the band
+        threads:
+
+        - ``frames`` : array, shape (N, ·, W, C), frames first, as stored (any dtype
+          and strides; non-finite values mean "no data"), and ``r0, r1`` the band's
+          rows in it (see ``FrameStack.band_source``);
+        - ``out`` : the band's rows of the five result arrays — image and weight_sum
+          (float32), coverage, rejected_low and rejected_high (int32) — each shape
+          (r1 − r0, W, C): the stacker writes them;
+        - returns ``(iterations, n_valid, n_low, n_high)`` of the band, as ints.
+
+        It must write what :func:`~zemosaic_xp.core.stack.stack_band` returns for the
+        same rows (same coverage and rejection maps, images equal to float32
+        rounding), and may not decline a band once offered.
+        """
+        return None
+
+    # ------------------------------------------------------------------ whole rejections
+    def kappa_sigma_fit(self, s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,
+                        max_iters: int, ddof: int, min_survivors: int) -> tuple[Array, ...] | None:
+        """A native median-centred κ-σ clip of sorted rows, or None to run the portable one.
+
+        The portable reference is :func:`~zemosaic_xp.core.reject_sigma.kappa_sigma_fit`
+        itself (this default returns None); a native version must give identical
+        ranges, iteration counts and centres, and the same kept sums up to float64
+        rounding.
+
+        Parameters
+        ----------
+        s : array, shape (R, N), float32
+            Rows sorted ascending, invalid samples last as ``+inf`` (:meth:`sort_valid`).
+        n_valid : array, shape (R,), int64
+        kappa_low, kappa_high, max_iters, ddof, min_survivors
+            As :func:`~zemosaic_xp.core.reject_sigma.kappa_sigma_fit`.
+
+        Returns
+        -------
+        (lo, hi, iterations, centre, kept_sum) or None
+            The fields of :class:`~zemosaic_xp.core.reject_sigma.RangeFit`, each shape
+            ``(R,)``: int64 ``[lo, hi)`` and iterations, float32 median (0 for rows
+            without valid samples), float64 ``Σ (x − centre)`` over the kept range.
+        """
+        return None
+
+    def wsc_fit(self, s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,
+                max_iters: int, min_survivors: int) -> tuple[Array, ...] | None:
+        """A native unweighted winsorised sigma clip of sorted rows, or None (portable).
+
+        Same contract as :meth:`kappa_sigma_fit`, for the range path of
+        :func:`~zemosaic_xp.core.reject_wsc.reject_winsorized_sigma_clip` (PixInsight /
+        Huber WSC). Returns ``(lo, hi, iterations, centre, kept_sum)``, each ``(R,)``:
+        the kept range after the final bounds and the survivor guard, the iterations
+        run, the row's float32 median and ``Σ (x − median)`` over the range in float64.
+        """
+        return None
+
+    def wsc_weighted_fit(self, x: Array, weights: Array, s: Array, n_valid: Array, /, *,
+                         kappa_low: float, kappa_high: float, max_iters: int,
+                         min_survivors: int) -> tuple[Array, ...] | None:
+        """A native weighted winsorised sigma clip, or None (portable).
+
+        Parameters
+        ----------
+        x : array, shape (R, N), float32
+            Samples in their original order, NaN where invalid.
+        weights : array, shape (R, N), float32
+            Weights, 0 on invalid samples (``Samples.full_weights()``).
+        s, n_valid : array, shape (R, N) and (R,)
+            ``x`` sorted (invalid last as ``+inf``) and the valid counts.
+
+        Returns
+        -------
+        (keep, n_low, n_high, iterations) or None
+            ``keep`` shape (R, N) bool in the order of ``x``; the others shape (R,),
+            int64. As the direct formulation in
+            :func:`~zemosaic_xp.core.reject_wsc.reject_winsorized_sigma_clip`.
+        """
+        return None
 
     # ------------------------------------------------------------------ compaction
     def expand(self, mask: Array, pairs: list[tuple[Array, Array]]) -> list[Array]:

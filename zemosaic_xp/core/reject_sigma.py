@@ -111,10 +111,19 @@ def kappa_sigma_fit(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high
     - *dense* (GPU): float64 prefix sums once, then every iteration is a few
       gathers and binary searches on all rows; no data-dependent shapes, and the
       convergence test (a host sync) runs every ``ops.check_every`` iterations only.
+
+    An ops object may run the whole clip natively (:meth:`ArrayOps.kappa_sigma_fit`,
+    e.g. NumPy's numba kernel, one compiled loop per row); it must return the same
+    ranges, so this function stays the reference.
     """
     ops = ops_for(xp, _device(s)) if ops is None else ops
     rows = int(s.shape[0])
     n = xp.reshape(n_valid, (rows,))
+    native = ops.kappa_sigma_fit(s, n, kappa_low=float(kappa_low), kappa_high=float(kappa_high),
+                                 max_iters=int(max_iters), ddof=int(ddof),
+                                 min_survivors=int(min_survivors))
+    if native is not None:
+        return RangeFit(*native)
     need = xp.minimum(n, xp.full_like(n, min_survivors))
     m0 = median_sorted(s, n[:, None], xp=xp)
     m0 = xp.where(xp.isnan(m0), xp.zeros_like(m0), m0)

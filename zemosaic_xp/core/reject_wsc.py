@@ -105,6 +105,13 @@ def reject_winsorized_sigma_clip(samples: Samples, config: StackConfig) -> Rejec
     xp, ops = samples.xp, samples.ops
     s = samples.sorted
     n = xp.reshape(samples.n_valid, (-1,))
+    native = ops.wsc_fit(s, n, kappa_low=float(config.kappa_low),
+                         kappa_high=float(config.kappa_high),
+                         max_iters=config.effective_max_iters(), min_survivors=config.min_survivors)
+    if native is not None:
+        lo, hi, iterations, centre, kept = native
+        return range_rejection(samples, lo[:, None], hi[:, None], iterations, centre=centre,
+                               kept_sum=kept)
     m0 = median_sorted(s, n[:, None], xp=xp)
     m0 = xp.where(xp.isnan(m0), xp.zeros_like(m0), m0)
     zero = xp.zeros_like(n)
@@ -272,6 +279,12 @@ def _edge_sums(rows: _Rows, delta: Array, a: Array, p: Array, q: Array, b: Array
 def _wsc_weighted(samples: Samples, config: StackConfig) -> Rejection:
     """WSC over all samples in their original order, with per-sample weights."""
     xp = samples.xp
+    native = samples.ops.wsc_weighted_fit(
+        samples.x, samples.full_weights(), samples.sorted, xp.reshape(samples.n_valid, (-1,)),
+        kappa_low=float(config.kappa_low), kappa_high=float(config.kappa_high),
+        max_iters=config.effective_max_iters(), min_survivors=config.min_survivors)
+    if native is not None:
+        return Rejection(*native)
     dev = _device(samples.x)
     f64 = xp.float64
     valid, n = samples.valid, samples.n_valid

@@ -244,15 +244,24 @@ def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
                       xp.reshape(n_high, shape), iterations, n_valid, low_total, high_total)
 
 
+_RESULT_NAMES = ("image", "weight_sum", "coverage", "rejected_low", "rejected_high")
+
+
 def assemble(bands: Sequence[BandResult], *, mono: bool, config: StackConfig, plan: FramePlan,
-             xp: Any, extra_stats: dict | None = None) -> StackResult:
+             xp: Any, extra_stats: dict | None = None,
+             whole: tuple[Array, ...] | None = None) -> StackResult:
     """Concatenate band results (in row order) into a :class:`StackResult`.
 
-    Then applies the optional post-stack RGB equalisation (``config.rgb_equalize``),
-    whose decision goes to ``stats["rgb_equalization"]``.
+    ``whole``, when given, holds the five result arrays ``(H, W, C)`` that the bands
+    were written into (a native band stacker): they are used as they are. Then
+    applies the optional post-stack RGB equalisation (``config.rgb_equalize``), whose
+    decision goes to ``stats["rgb_equalization"]``.
     """
     def cat(name: str) -> Array:
-        out = xp.concat([getattr(b, name) for b in bands], axis=0)
+        if whole is not None:
+            out = whole[_RESULT_NAMES.index(name)]
+        else:
+            out = xp.concat([getattr(b, name) for b in bands], axis=0)
         return out[..., 0] if mono else out
 
     n_valid = sum(b.n_valid for b in bands)
@@ -348,7 +357,8 @@ def stack_frames(frames: Array | Sequence[Array], /, *, config: StackConfig | No
     ops : ArrayOps, optional
         Fast paths and strategy (default: those registered for the frames' namespace
         and device); bands run on ``ops.band_workers`` threads, each at most
-        ``ops.band_bytes`` of float32 when that is set.
+        ``ops.band_bytes`` of float32 when that is set. Without per-pixel weights,
+        ``ops.band_stacker`` may stack every band natively into the results.
 
     Returns
     -------
@@ -394,8 +404,22 @@ def stack_frames(frames: Array | Sequence[Array], /, *, config: StackConfig | No
         raise ValueError(msg)
     n_bands = math.ceil(stack.height / band_rows)
 
+    # A backend may stack whole bands natively (NumPy + numba) straight into the
+    # results; it is offered only configurations it implements, and must then match
+    # stack_band exactly.
+    stacker = ops.band_stacker(config, plan) if pixel_weights is None else None
+    whole = None
+    if stacker is not None:
+        shape = (stack.height, stack.width, stack.channels)
+        dev = stack.device
+        whole = (xp.empty(shape, dtype=xp.float32, device=dev), xp.empty(shape, dtype=xp.float32, device=dev),
+                 *(xp.empty(shape, dtype=xp.int32, device=dev) for _ in range(3)))
+
     def run(i: int) -> BandResult:
         r0, r1 = i * band_rows, min(stack.height, (i + 1) * band_rows)
+        if stacker is not None:
+            out = tuple(a[r0:r1, ...] for a in whole)
+            return BandResult(*out, *stacker(*stack.band_source(r0, r1), out))
         pw = None
         if pixel_weights is not None:
             pw = pixel_weights.band(r0, r1, ops=ops)
@@ -421,4 +445,5 @@ def stack_frames(frames: Array | Sequence[Array], /, *, config: StackConfig | No
         "time_plan_sec": t_plan,
         "time_total_sec": time.perf_counter() - t0,
     }
-    return assemble(bands, mono=stack.mono, config=config, plan=plan, xp=xp, extra_stats=extra)
+    return assemble(bands, mono=stack.mono, config=config, plan=plan, xp=xp, extra_stats=extra,
+                    whole=whole)

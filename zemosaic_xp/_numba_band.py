@@ -1,0 +1,357 @@
+"""Whole bands on the NumPy backend with numba: frames in, results out.
+
+For the common stacks — no weights, the identity or a gain/offset normalisation,
+κ-σ, the winsorised sigma clip or no rejection, any of the range combines — the
+general pipeline of ``core/stack.py`` costs more around the rejection than in it: a
+transposing band copy, a NaN pass, a copy for the sort, some 25 vector passes over
+the band's pixels to combine and count, and a concatenation of the bands. Here
+(``NumpyOps.band_stacker``) a band goes through three compiled steps instead:
+
+1. :func:`gather_sorted` reads 32 positions of every frame at a time straight from
+   the frames ``(N, H, W·C)`` (vector loads along a frame row), normalises them,
+   marks non-finite samples invalid (``+inf``) and sorts the 32 pixels together
+   with a sorting network (N <= 48), then counts the valid samples and takes each
+   pixel's median and centred sums, vectorised over the 32 pixels. Larger stacks
+   are sorted afterwards by NumPy's SIMD sort, in place, and counted by
+   :func:`count_sorted`;
+2. the rejection kernels of :mod:`zemosaic_xp._numba_kernels` and
+   :mod:`zemosaic_xp._numba_wsc` on the sorted rows;
+3. :func:`combine_ranges` writes each pixel's image value, weight sum, coverage and
+   rejection counts straight into the band's rows of the results.
+
+:func:`supports` says which configurations this covers; ``core.stack.stack_frames``
+runs its general pipeline for the others. Every step computes what the core
+computes, in the same float32/float64 arithmetic (``tests/core/test_numba_kernels.py``
+compares whole stacks with the portable path).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._numba_kernels import LANES, NO_SUMS, inline, jit, kappa_sigma_rows, median_range, network
+from ._numba_wsc import wsc_rows
+
+__all__ = ["gather_sorted", "count_sorted", "count_valid", "combine_ranges", "supports", "stack_band",
+           "COMBINE_CODES", "REJECT_CODES"]
+
+#: Codes of the supported algorithms inside the kernels.
+REJECT_CODES = {"none": 0, "kappa_sigma": 1, "winsorized_sigma_clip": 2}
+COMBINE_CODES = {"mean": 0, "median": 1, "sum": 2, "min": 3, "max": 4}
+
+
+@jit
+def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centre, sums):
+    """Normalised samples of rows ``[r0, r1)``, pixel-major, invalid last as ``+inf``.
+
+    Parameters
+    ----------
+    src : ndarray, shape (N, H, Q), float32, C-contiguous
+        The frames (or a band of them) with each row's ``W·C`` values flattened to
+        ``Q`` (channels interleaved, as stored).
+    r0, r1 : int
+        Rows of ``src`` to gather.
+    gain, offset : ndarray, shape (N, Q), float32
+        Normalisation ``x' = x·gain + offset`` per frame and position (the per-channel
+        values repeated along the row); read only when ``normalise``.
+    normalise : bool
+    pairs : ndarray, shape (P, 2), int64
+        Sorting network of N (:func:`~zemosaic_xp._numba_kernels.merge_network`), or
+        shape (0, 2) to leave the rows unsorted (the caller sorts them).
+    s : ndarray, shape ((r1 − r0)·Q, N), float32 (output)
+        Row ``(i − r0)·Q + q`` holds position ``q`` of row ``i``: the order of the
+        core's ``(h, W, C, N)`` band reshaped to ``(P, N)``.
+    n_valid : ndarray, shape ((r1 − r0)·Q,), int64 (output, with a network)
+        Valid samples per row (see Returns); without a network the caller counts
+        them after sorting (:func:`count_sorted`).
+    centre : ndarray, shape ((r1 − r0)·Q,), float32 (output, with a network)
+        Median of each row (0 without valid samples), as ``median_sorted``.
+    sums : ndarray, shape ((r1 − r0)·Q, 2), float64 (output, with a network)
+        ``Σd``, ``Σd²`` of each row's valid samples, ``d = f64(x) − f64(centre)``: the
+        start of the rejection kernels (their ``sums`` argument).
+
+    Returns
+    -------
+    bool
+        True when a normalised sample overflowed to +inf: it is a valid sample (as
+        in the core) that ``n_valid`` missed, and the caller must count with
+        :func:`count_valid` and let the rejection kernels redo the sums.
+
+    Notes
+    -----
+    A raw sample that is not finite is "no data" (the core's ``nan_nonfinite``).
+    32 positions of every frame are read at a time, with vector loads along a frame
+    row, then sorted together by the network.
+    """
+    n, _, q = src.shape
+    inf = np.float32(np.inf)
+    block = np.empty((n, LANES), np.float32)
+    count = np.zeros(LANES, np.int32)
+    med32 = np.empty(LANES, np.float32)
+    med = np.empty(LANES, np.float64)
+    acc1 = np.empty(LANES, np.float64)
+    acc2 = np.empty(LANES, np.float64)
+    overflow = False
+    for i in range(r0, r1):
+        for j0 in range(0, q, LANES):
+            m = min(LANES, q - j0)
+            if normalise:
+                for k in range(n):
+                    srow = src[k, i, j0:j0 + m]
+                    grow = gain[k, j0:j0 + m]
+                    orow = offset[k, j0:j0 + m]
+                    brow = block[k]
+                    for lane in range(m):
+                        v = srow[lane]
+                        # Two float32 roundings, as NumPy's band * gain + offset.
+                        y = np.float32(np.float32(v * grow[lane]) + orow[lane])
+                        ok = ((v - v) == 0) & (y == y)  # raw finite, result not NaN
+                        brow[lane] = y if ok else inf
+                        overflow |= ok & ((y - y) != 0)
+            else:
+                for k in range(n):
+                    srow = src[k, i, j0:j0 + m]
+                    brow = block[k]
+                    for lane in range(m):
+                        v = srow[lane]
+                        brow[lane] = v if (v - v) == 0 else inf  # (v − v) is NaN for ±inf, NaN
+            if m < LANES:
+                block[:, m:] = inf
+            base = (i - r0) * q + j0
+            if pairs.shape[0]:
+                network(block, pairs)
+                # Valid = before the trailing +inf of a sorted lane; exact unless a
+                # normalised value overflowed to +inf (then `overflow`: count_valid).
+                for lane in range(LANES):
+                    j = n
+                    while j > 0 and block[j - 1, lane] == inf:
+                        j -= 1
+                    count[lane] = j
+                for lane in range(m):
+                    n_valid[base + lane] = count[lane]
+            for lane in range(m):
+                for k in range(n):
+                    s[base + lane, k] = block[k, lane]
+            if pairs.shape[0]:
+                _median_sums(block, count, centre, sums, base, m, med32, med, acc1, acc2)
+    return overflow
+
+
+@jit
+def count_sorted(s, n_valid):
+    """Valid samples of sorted rows: those before the trailing ``+inf`` (see gather_sorted)."""
+    inf = np.float32(np.inf)
+    for p in range(s.shape[0]):
+        j = s.shape[1]
+        while j > 0 and s[p, j - 1] == inf:
+            j -= 1
+        n_valid[p] = j
+
+
+@inline
+def _median_sums(block, count, centre, sums, base, m, med32, med, acc1, acc2):
+    """Median, ``Σd`` and ``Σd²`` (``d = x − median``) of each sorted lane of ``block``.
+
+    Vectorised over the lanes: every lane's median is first taken as if it were
+    full (two rows of the block), then the few lanes with missing samples are
+    redone; one float64 accumulator per lane adds the lane's samples in order,
+    where a loop along one row is a chain of dependent adds. ``med32`` (float32),
+    ``med``, ``acc1``, ``acc2`` (float64) are scratch arrays of :data:`LANES`. The
+    invalid samples of ``block`` (already stored) are overwritten by the median:
+    they then add exact zeros, and the loop needs no mask.
+    """
+    n = block.shape[0]
+    lower = block[(n - 1) // 2]
+    upper = block[n // 2]
+    for lane in range(LANES):
+        a = lower[lane]
+        b = upper[lane]
+        med32[lane] = a if a == b else np.float32(a + np.float32(np.float32(0.5) * np.float32(b - a)))
+    for lane in range(LANES):
+        c = count[lane]
+        if c < n:
+            value = np.float32(0.0)  # no valid sample: centre 0, as the core
+            if c > 0:
+                a = block[(c - 1) // 2, lane]
+                b = block[c // 2, lane]
+                value = a if a == b else np.float32(a + np.float32(np.float32(0.5) * np.float32(b - a)))
+            med32[lane] = value
+            for k in range(c, n):
+                block[k, lane] = value
+    for lane in range(LANES):
+        med[lane] = np.float64(med32[lane])
+        acc1[lane] = 0.0
+        acc2[lane] = 0.0
+    for k in range(n):
+        brow = block[k]
+        for lane in range(LANES):
+            d = np.float64(brow[lane]) - med[lane]
+            acc1[lane] += d
+            acc2[lane] += d * d
+    for lane in range(m):
+        centre[base + lane] = med32[lane]
+        sums[base + lane, 0] = acc1[lane]
+        sums[base + lane, 1] = acc2[lane]
+
+
+@jit
+def count_valid(src, r0, r1, gain, offset, normalise, n_valid):
+    """Valid samples per position, from the frames (the rule of :func:`gather_sorted`)."""
+    n, _, q = src.shape
+    for i in range(r0, r1):
+        for j in range(q):
+            count = 0
+            for k in range(n):
+                v = src[k, i, j]
+                y = np.float32(np.float32(v * gain[k, j]) + offset[k, j]) if normalise else v
+                count += ((v - v) == 0) & (y == y)
+            n_valid[(i - r0) * q + j] = count
+
+
+@jit
+def combine_ranges(s, n_valid, reject, combine, lo, hi, iterations, centre, kept_sum,
+                   image, weight_sum, coverage, n_low, n_high, counters):
+    """Combine each pixel's kept range ``[lo, hi)`` of its sorted row, as ``core.combine``.
+
+    Parameters
+    ----------
+    s : ndarray, shape (P, N), float32
+        Sorted rows, invalid last as ``+inf``.
+    n_valid : ndarray, shape (P,), int64
+    reject, combine : int
+        :data:`REJECT_CODES` and :data:`COMBINE_CODES`. With ``reject == 0`` (none)
+        every valid sample is kept and ``lo … kept_sum`` are not read.
+    lo, hi, iterations, centre, kept_sum : ndarray, shape (P,)
+        A rejection kernel's outputs (int64, int64, int64, float32, float64).
+    image, weight_sum : ndarray, shape (P,), float32 (outputs)
+        NaN / 0 where no sample survived.
+    coverage, n_low, n_high : ndarray, shape (P,), int32 (outputs)
+    counters : ndarray, shape (4,), int64 (output)
+        Max iterations, Σ n_valid, Σ n_low, Σ n_high over the band.
+
+    Notes
+    -----
+    mean = ``f32(f64(centre) + kept_sum / count)`` after a rejection and
+    ``f32(Σ f64(x) / count)`` without one; median of the range (mean of the two
+    middle values); sum = ``f32(count) · mean``; min / max = the range's first /
+    last sample.
+    """
+    n_cols = s.shape[1]
+    nan = np.float32(np.nan)
+    max_it = 0
+    total_valid = 0
+    total_low = 0
+    total_high = 0
+    for p in range(s.shape[0]):
+        n = n_valid[p]
+        if reject == 0:
+            a = 0
+            b = n
+        else:
+            a = lo[p]
+            b = hi[p]
+            if iterations[p] > max_it:
+                max_it = iterations[p]
+        count = b - a
+        value = nan
+        if count > 0:
+            if combine == 1:
+                value = median_range(s, p, a, count)
+            elif combine == 3:
+                value = s[p, min(max(a, 0), n_cols - 1)]
+            elif combine == 4:
+                value = s[p, min(max(b - 1, 0), n_cols - 1)]
+            else:
+                if reject == 0:
+                    total = 0.0
+                    for j in range(a, b):
+                        total += np.float64(s[p, j])
+                    mean = np.float32(total / np.float64(count))
+                else:
+                    mean = np.float32(np.float64(centre[p]) + kept_sum[p] / np.float64(count))
+                value = mean if combine == 0 else np.float32(np.float32(count) * mean)
+        image[p] = value
+        coverage[p] = count
+        weight_sum[p] = np.float32(count)
+        n_low[p] = a
+        n_high[p] = n - b
+        total_valid += n
+        total_low += a
+        total_high += n - b
+    counters[0] = max_it
+    counters[1] = total_valid
+    counters[2] = total_low
+    counters[3] = total_high
+
+
+def supports(config: Any, plan: Any) -> bool:
+    """Whether :func:`stack_band` handles this configuration (else the core's pipeline)."""
+    return (config.reject in REJECT_CODES and config.combine in COMBINE_CODES
+            and plan.weights is None and not config.radial_weight)
+
+
+def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any, plan: Any,
+               out: tuple[np.ndarray, ...]) -> tuple[int, int, int, int]:
+    """Stack rows ``[r0, r1)`` into ``out``, as ``core.stack.stack_band`` would.
+
+    Parameters
+    ----------
+    src : ndarray, shape (N, H, W, C), float32, C-contiguous
+        The frames (or a band of them), frames first.
+    r0, r1 : int
+        The band's rows in ``src``.
+    pairs : ndarray, shape (P, 2), int64
+        Sorting network of N, or shape (0, 2) to sort with NumPy.
+    config : StackConfig
+    plan : FramePlan
+        A configuration that :func:`supports` accepts.
+    out : tuple of ndarray, each shape (r1 − r0, W, C), C-contiguous (outputs)
+        image, weight_sum (float32), coverage, rejected_low, rejected_high (int32).
+
+    Returns
+    -------
+    (iterations, n_valid, n_low, n_high) : ints
+        Max iterations over the band and its totals.
+    """
+    n, height, w, c = src.shape
+    q = w * c
+    flat = src.reshape(n, height, q)
+    rows = (r1 - r0) * q
+    s = np.empty((rows, n), np.float32)
+    n_valid = np.empty(rows, np.int64)
+    normalise = not plan.identity
+    if normalise:
+        # Per-channel gains repeated along the row: the kernel reads them like the data.
+        gain = np.ascontiguousarray(np.tile(np.asarray(plan.gain, np.float32), (1, w)))
+        offset = np.ascontiguousarray(np.tile(np.asarray(plan.offset, np.float32), (1, w)))
+    else:
+        gain = offset = np.zeros((n, q), np.float32)[:, :0]
+    fit = [np.empty(rows, np.int64), np.empty(rows, np.int64), np.empty(rows, np.int64),
+           np.empty(rows, np.float32), np.empty(rows, np.float64)]
+    sums = np.empty((rows, 2), np.float64)
+    overflow = gather_sorted(flat, r0, r1, gain, offset, normalise, pairs, s, n_valid, fit[3], sums)
+    if pairs.shape[0] == 0:
+        sums = NO_SUMS  # the rows were not sorted in the gather: the kernels sum them
+        s.sort(axis=-1)  # NumPy's SIMD sort, in place; +inf (invalid) sorts last
+        count_sorted(s, n_valid)
+    if overflow:
+        # A valid +inf was counted invalid: recount, and let the kernels redo the sums.
+        count_valid(flat, r0, r1, gain, offset, normalise, n_valid)
+        sums = NO_SUMS
+    reject = REJECT_CODES[config.reject]
+    max_iters = config.effective_max_iters()
+    if reject == 1:
+        kappa_sigma_rows(s, n_valid, np.float32(config.kappa_low), np.float32(config.kappa_high),
+                         config.sigma_ddof, max_iters, config.min_survivors, *fit, sums)
+    elif reject == 2:
+        wsc_rows(s, n_valid, float(config.kappa_low), float(config.kappa_high), max_iters,
+                 config.min_survivors, *fit, sums)
+    if not all(a.flags.c_contiguous for a in out):
+        msg = "the band's result arrays must be C-contiguous (rows of C-ordered results)"
+        raise ValueError(msg)
+    views = [a.reshape(rows) for a in out]  # views: the kernel writes the results in place
+    counters = np.zeros(4, np.int64)
+    combine_ranges(s, n_valid, reject, COMBINE_CODES[config.combine], *fit, *views, counters)
+    return tuple(int(v) for v in counters)

@@ -93,10 +93,11 @@ class FrameCache:
                 self._entries.popitem(last=False)
         return entry
 
-    def planes(self, path: str) -> tuple[FrameEntry, np.ndarray]:
+    def planes(self, path: str, *, keep: bool = True) -> tuple[FrameEntry, np.ndarray]:
         """The entry of ``path`` and its pixels as float32 planes ``(C [+ 1], H, W)``, ALPHA last.
 
-        The planes are read-only (shared between tiles).
+        The planes are read-only (shared between tiles). ``keep=False`` reads them
+        without adding them to the cache (a cached copy is still used).
         """
         from .reproject_tile import frame_planes
 
@@ -110,7 +111,7 @@ class FrameCache:
         source = entry.source
         planes = frame_planes(source.read_rows(0, source.height), source.read_alpha())
         planes.flags.writeable = False
-        if planes.nbytes <= self.budget_bytes:
+        if keep and planes.nbytes <= self.budget_bytes:
             with self._lock:
                 if key not in self._planes:
                     self._planes[key] = planes

@@ -113,17 +113,18 @@ class TileScheduler:
     def uses_pool(self) -> bool:
         return self.executor is not None or self.workers > 1
 
-    def start(self) -> None:
+    def start(self, stack_config: Any = None) -> None:
         """Start the own worker pool now, so worker start-up overlaps the caller's setup.
 
-        Every worker is spawned at once and imports the grid stack (reproject, astropy)
-        in a warm-up task while the parent reads the plan and builds the grid.
+        Every worker is spawned at once and loads what tiles need (astropy, scipy, the
+        core and its kernels for ``stack_config``; see :func:`~.worker.warm_up`) in a
+        warm-up task while the parent reads the plan and builds the grid.
         """
         if self.executor is not None or self.workers == 1 or self._pool is not None:
             return
         self._pool = self._new_pool()
         for _ in range(self.workers):
-            self._pool.submit(warm_up)
+            self._pool.submit(warm_up, stack_config)
 
     def map(self, fn: Callable[..., Any], *iterables: Any) -> list[Any]:
         """``list(map(fn, *iterables))`` on the workers when there are any, else here.

@@ -22,7 +22,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from astropy.io import fits
@@ -140,7 +140,8 @@ def _reproject_into(store: PatchStore, tile: TileSpec, grid_wcs: WCS, frames: Se
 
 def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config: GridConfig, *,
                scratch_dir: str | Path, channels: int, gpu: Backend | None = None,
-               breaker: GpuBreaker | None = None) -> TileProduct:
+               breaker: GpuBreaker | None = None,
+               resolve_frames: Callable[[Sequence[FrameRef]], Sequence[FrameRef]] | None = None) -> TileProduct:
     """Reproject and stack the frames of one tile.
 
     Parameters
@@ -159,6 +160,11 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
         GPU backend for the band stacks (None = CPU).
     breaker : GpuBreaker, optional
         The run's GPU circuit breaker.
+    resolve_frames : callable, optional
+        Called with ``frames`` once they are reprojected, before anything uses their
+        gains and offsets; returns them with the survey normalisation filled in (a tile
+        submitted while the normalisation is still being solved waits here, see
+        :mod:`.framemaps`).
 
     Returns
     -------
@@ -169,7 +175,7 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
     ValueError
         No frame has data on the tile.
     """
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     height, width = tile.shape
     budget = int(config.stack_chunk_budget_mb * _MB)
     with PatchStore(tile.patch_boxes, tile.shape, channels, budget_bytes=budget, scratch_dir=scratch_dir) as store:
@@ -179,6 +185,10 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
         if not active:
             msg = f"no frame has data on tile {tile.tile_id} (its {len(frames)} frame(s) reproject to nothing)"
             raise ValueError(msg)
+        t_wait = time.perf_counter()
+        if resolve_frames is not None:
+            frames = resolve_frames(frames)
+        t_wait = time.perf_counter() - t_wait
         xp = _cpu_xp()
         exposures = np.asarray([frames[k].exposure for k in active], dtype=np.float32)
         maps = [frames[k].maps(channels) for k in active]
@@ -193,7 +203,8 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
     extra = {"n_frames": len(active), "band_rows": band_rows, "patch_store_mb": round(store_mb, 3),
              "spilled": spilled, "gpu_bands": stacker.gpu_bands, "cpu_bands": stacker.cpu_bands,
              "gpu_fallbacks": stacker.fallbacks, "time_reproject_sec": t_reproject,
-             "time_total_sec": time.perf_counter() - t0}
+             "time_wait_maps_sec": t_wait,
+             "time_total_sec": time.perf_counter() - t0, "cpu_sec": time.process_time() - cpu0}
     result = assemble(bands, mono=False, config=config.stack, plan=plan, xp=xp, extra_stats=extra)
     return _product(result)
 

@@ -502,7 +502,7 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
         t_assembly = time.perf_counter()
         for group in groups:
             # The worker processes are done: their cores go to the assembly's threads.
-            _assemble(group, cfg, progress, threads=workers if executor is None else 1)
+            _assemble(group, cfg, progress, threads=workers)
         timings["assembly_sec"] = time.perf_counter() - t_assembly
         progress.message("[GRID] timings: setup %.1f s, frame normalisation %.1f s, tiles %.1f s, assembly %.1f s",
                          timings["setup_sec"], timings["normalise_sec"], timings["tiles_sec"],

@@ -316,7 +316,10 @@ def write_mosaic_outputs(result: MosaicResult, out_dir: str | os.PathLike, *,
         weight_hdu = fits.ImageHDU(data=_chw(result.weight), name="WEIGHT")
         weight_hdu.header["WGHTDSC"] = ("feather-averaged tile weight sum", "WEIGHT meaning")
         alpha = np.isfinite(result.image).any(axis=2).astype(np.uint8) * np.uint8(255)
-        return write_fits(out / "mosaic_grid.fits", result.image, header=hdr, alpha=alpha, extra_hdus=[weight_hdu])
+        # astropy byte-swaps the data it writes in place (and back); the preview reads
+        # the image meanwhile when the files are written at once, so it gets a copy.
+        image = result.image.copy() if threads > 1 else result.image
+        return write_fits(out / "mosaic_grid.fits", image, header=hdr, alpha=alpha, extra_hdus=[weight_hdu])
 
     jobs = {"mosaic": mosaic,
             "coverage": lambda: write_fits(out / "mosaic_grid_coverage.fits", result.coverage, header=cov_hdr),

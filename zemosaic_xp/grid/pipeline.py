@@ -38,6 +38,9 @@ class BackgroundNormalisation:
         set here.
     stack_config : StackConfig
     run_id : str
+    keep_planes : bool
+        Leave the frames read for the samples in this process's frame cache (tiles
+        run in this process too: worker threads).
 
     Notes
     -----
@@ -45,8 +48,9 @@ class BackgroundNormalisation:
     vain; after a failure the later groups are published as failed too.
     """
 
-    def __init__(self, groups: Sequence[Any], stack_config: Any, run_id: str) -> None:
+    def __init__(self, groups: Sequence[Any], stack_config: Any, run_id: str, *, keep_planes: bool = False) -> None:
         self.groups = list(groups)
+        self.keep_planes = keep_planes
         self.config = stack_config
         self.files = {id(g): maps_path(Path(g.out_dir) / "tiles", run_id, g.label) for g in self.groups}
         self.seconds: dict[int, float] = {}
@@ -78,7 +82,7 @@ class BackgroundNormalisation:
                     publish_failure(path, self.error or RuntimeError("the run stopped"))
                     continue
                 t0 = time.perf_counter()
-                group.norm = normalise_frames(group.grid, self.config, xp=xp)
+                group.norm = normalise_frames(group.grid, self.config, xp=xp, keep_planes=self.keep_planes)
                 publish_frame_maps(path, group.norm.gains, group.norm.offsets)
                 self.seconds[id(group)] = time.perf_counter() - t0
             except BaseException as exc:  # noqa: BLE001 - re-raised by wait() in the runner

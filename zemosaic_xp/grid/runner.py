@@ -83,6 +83,8 @@ class GridResult:
         ``MosaicResult.info`` of the assembly.
     timings : dict
         Wall seconds of ``setup_sec``, ``normalise_sec``, ``tiles_sec``, ``assembly_sec``.
+        With several workers the normalisation runs while the tiles reproject
+        (:mod:`.pipeline`): ``normalise_sec`` is then its own time, inside ``tiles_sec``.
     groups : dict of str to GridResult
         Per-mount results of a split run (``"EQ"``, ``"ALTZ"``); empty otherwise.
     """
@@ -225,7 +227,7 @@ def _normalise_groups(groups: list[_Group], cfg: GridConfig, scheduler: TileSche
         mapper = scheduler.map if len(group.grid.frames) > _PARALLEL_SAMPLING_FRAMES else map
         # Tiles made in this process find the frames read for the samples in its frame cache.
         group.norm = normalise_frames(group.grid, cfg.stack, xp=xp, mapper=mapper,
-                                      keep_planes=not scheduler.uses_pool)
+                                      keep_planes=scheduler.in_process)
         _normalised_message(group, cfg, progress, time.perf_counter() - t0)
 
 
@@ -463,13 +465,15 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
         progress.message("[GRID] grid mode: input '%s', output '%s'", input_folder, out)
         use_gpu = _gpu_decision(grid_use_gpu, cfg, progress)
         workers, how = _workers(grid_workers, cfg, use_gpu, executor, progress)
-        with TileScheduler(workers=workers, executor=executor, cancel=cancel, emit=progress.message) as scheduler:
+        with TileScheduler(workers=workers, executor=executor, cancel=cancel, emit=progress.message,
+                           kind=cfg.worker_kind) as scheduler:
             scheduler.start(cfg.stack)  # worker start-up overlaps the setup below
             groups = _setup(Path(input_folder), out, cfg, progress)
             timings["setup_sec"] = time.perf_counter() - t0
             if _pipelined(groups, scheduler, resume):
                 # Tiles are submitted now and wait for the maps only to stack (pipeline.py).
-                normaliser = BackgroundNormalisation(groups, cfg.stack, run_id).start()
+                normaliser = BackgroundNormalisation(groups, cfg.stack, run_id,
+                                                     keep_planes=scheduler.in_process).start()
                 timings["normalise_sec"] = 0.0
             else:
                 _normalise_groups(groups, cfg, scheduler, progress)
@@ -504,8 +508,9 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
             # The worker processes are done: their cores go to the assembly's threads.
             _assemble(group, cfg, progress, threads=workers)
         timings["assembly_sec"] = time.perf_counter() - t_assembly
-        progress.message("[GRID] timings: setup %.1f s, frame normalisation %.1f s, tiles %.1f s, assembly %.1f s",
-                         timings["setup_sec"], timings["normalise_sec"], timings["tiles_sec"],
+        progress.message("[GRID] timings: setup %.1f s, frame normalisation %.1f s%s, tiles %.1f s, assembly %.1f s",
+                         timings["setup_sec"], timings["normalise_sec"],
+                         " (during the tiles)" if normaliser is not None else "", timings["tiles_sec"],
                          timings["assembly_sec"])
         if result.failed_tiles:
             progress.message("[GRID] finished with %d failed tile(s): %s", len(result.failed_tiles),
@@ -532,6 +537,8 @@ def _workers(grid_workers: int | None, cfg: GridConfig, use_gpu: bool, executor:
         progress.message("[GRID] GPU tiles run in this process, one at a time (one CUDA context per "
                          "device); %d worker(s) requested", workers)
         return 1, "GPU in this process"
+    if workers > 1 and cfg.worker_kind == "thread":
+        return workers, f"{how}, threads"
     return workers, how
 
 

@@ -56,6 +56,26 @@ def test_resume_with_workers_normalises_first_and_skips(survey, one_worker, tmp_
     np.testing.assert_array_equal(mosaic_data(again.mosaic_path), one_worker[1])
 
 
+def test_cancel_with_worker_threads_then_resume(survey, one_worker, tmp_path):
+    import threading
+
+    cancel = threading.Event()
+
+    def on_call(key, *_args, **_kw):
+        if isinstance(key, str) and key.startswith("MASTER_TILE_COUNT_UPDATE:"):
+            cancel.set()
+
+    config = {**SMALL_CONFIG, "grid_worker_kind": "thread"}
+    result = run_grid_mode(survey.folder, tmp_path, on_call, config=config, grid_workers=2, cancel=cancel)
+    assert result.cancelled and 1 <= result.tiles_processed < result.tiles_total
+    again = run_grid_mode(survey.folder, tmp_path, config=config, grid_workers=2)
+    assert again.tiles_skipped == result.tiles_processed
+    assert again.tiles_processed == again.tiles_total - result.tiles_processed
+    np.testing.assert_array_equal(mosaic_data(again.mosaic_path), one_worker[1])
+    other = run_grid_mode(survey.folder, tmp_path, config={**config, "stacking_kappa_high": 2.5}, grid_workers=2)
+    assert other.tiles_processed == other.tiles_total  # other settings: nothing to skip, pipelined again
+
+
 def test_normalisation_failure_during_the_tiles_is_raised(survey, tmp_path, monkeypatch):
     from zemosaic_xp.grid import normalise
 

@@ -231,15 +231,20 @@ def _normalise_groups(groups: list[_Group], cfg: GridConfig, scheduler: TileSche
         _normalised_message(group, cfg, progress, time.perf_counter() - t0)
 
 
-def _pipelined(groups: list[_Group], scheduler: TileScheduler, resume: bool) -> bool:
+def _pipelined(groups: list[_Group], cfg: GridConfig, scheduler: TileScheduler, resume: bool) -> bool:
     """Whether tiles start before the normalisation is solved (see :mod:`.pipeline`).
 
     With an executor, unless a resume may skip tiles: which ones depends on the
-    normalisation (it is part of each tile's inputs hash).
+    normalisation (it is part of each tile's inputs hash). Tiles finished with other
+    settings cannot be skipped, so they do not count.
     """
     if not scheduler.uses_pool:
         return False
-    return not (resume and any(TileManifest(g.out_dir / "tiles").entries for g in groups))
+    if not resume:
+        return True
+    cfg_hash = config_hash(cfg)
+    return not any(entry.get("config_hash") == cfg_hash
+                   for g in groups for entry in TileManifest(g.out_dir / "tiles").entries.values())
 
 
 def _tasks(group: _Group, cfg: GridConfig, manifest: TileManifest, cfg_hash: str, run_id: str, use_gpu: bool,
@@ -470,7 +475,7 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
             scheduler.start(cfg.stack)  # worker start-up overlaps the setup below
             groups = _setup(Path(input_folder), out, cfg, progress)
             timings["setup_sec"] = time.perf_counter() - t0
-            if _pipelined(groups, scheduler, resume):
+            if _pipelined(groups, cfg, scheduler, resume):
                 # Tiles are submitted now and wait for the maps only to stack (pipeline.py).
                 normaliser = BackgroundNormalisation(groups, cfg.stack, run_id,
                                                      keep_planes=scheduler.in_process).start()

@@ -10,6 +10,7 @@ returned so tests can check that outliers are gone and nothing else was touched.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,10 @@ def render_sky(shape: tuple[int, int], *, rng: np.random.Generator, sky_level: f
     ndarray, shape (H, W) or (H, W, 3), float32, ADU.
     """
     h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    # Pixel coordinates as a column and a row, broadcast: the same values per pixel as
+    # full (H, W) grids, without allocating them (the survey's fine sky is ~10 Mpx).
+    yy = np.arange(h, dtype=np.float64)[:, None]
+    xx = np.arange(w, dtype=np.float64)[None, :]
     angle = rng.uniform(0, 2 * np.pi)
     ramp = (np.cos(angle) * (xx / max(w - 1, 1) - 0.5) + np.sin(angle) * (yy / max(h - 1, 1) - 0.5))
     base = sky_level + gradient * ramp
@@ -75,14 +79,16 @@ def render_sky(shape: tuple[int, int], *, rng: np.random.Generator, sky_level: f
         x0, x1 = max(0, int(x) - radius), min(w, int(x) + radius + 1)
         if y0 >= y1 or x0 >= x1:
             continue
-        gy, gx = yy[y0:y1, x0:x1] - y, xx[y0:y1, x0:x1] - x
+        gy, gx = yy[y0:y1] - y, xx[:, x0:x1] - x
         stars[y0:y1, x0:x1] += peak * np.exp(-(gy * gy + gx * gx) / (2 * sigma * sigma))
     if not rgb:
         return (base + stars).astype(np.float32)
     colour = np.array([1.0, 0.9, 0.75])
     star_colour = rng.uniform(0.6, 1.2, (n_stars, 3)).mean(axis=0)
-    img = base[..., None] * colour + stars[..., None] * star_colour
-    return img.astype(np.float32)
+    img = np.empty((h, w, 3), dtype=np.float32)
+    for c in range(3):  # one channel at a time: the float64 temporaries stay (H, W)
+        img[..., c] = base * colour[c] + stars * star_colour[c]
+    return img
 
 
 def _trail_mask(shape: tuple[int, int], rng: np.random.Generator, width_px: float = 1.5) -> np.ndarray:
@@ -278,6 +284,39 @@ def _sample_fine(coeffs: np.ndarray, fine_wcs: Any, wcs: Any, shape: tuple[int, 
     return out[0] if coeffs.ndim == 2 else np.stack(out, axis=-1)
 
 
+def _sampled_frames(coeffs: np.ndarray, fine_wcs: Any, wcss: list[Any], shape: tuple[int, int]) -> Any:
+    """:func:`_sample_fine` of each frame in order, a few frames ahead on threads.
+
+    The sampling draws no random numbers and its transforms and spline interpolation
+    release the GIL, so it runs beside the caller's noise and writing; each thread has
+    its own copy of ``fine_wcs``.
+    """
+    import copy
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = max(1, min(4, os.cpu_count() or 1))
+    if threads == 1 or len(wcss) < 2:
+        for wcs in wcss:
+            yield _sample_fine(coeffs, fine_wcs, wcs, shape)
+        return
+    local = threading.local()
+
+    def sample(wcs: Any) -> np.ndarray:
+        if getattr(local, "fine_wcs", None) is None:
+            local.fine_wcs = copy.deepcopy(fine_wcs)
+        return _sample_fine(coeffs, local.fine_wcs, wcs, shape)
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="zemosaic-synthetic") as pool:
+        pending: deque = deque()
+        for wcs in wcss:
+            pending.append(pool.submit(sample, wcs))
+            if len(pending) > threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def _frame_header(wcs: Any, exposure: float, index: int, rgb: bool) -> Any:
     from astropy.io import fits
 
@@ -436,10 +475,11 @@ def make_survey(folder: str | os.PathLike, *, n_frames: int = 24, frame_shape: t
     exposure = np.full(n_frames, exposure_sec, dtype=np.float32)
     outliers = np.zeros((n_frames, h, w), dtype=bool)
     frame_wcs, paths = [], []
+    wcss = []
     for i in range(n_frames):
         ra, dec = truth_wcs.pixel_to_world_values((width - 1) / 2 + centres[i, 0], (height - 1) / 2 + centres[i, 1])
-        wcs = _tan_wcs((float(ra), float(dec)), ((w + 1) / 2, (h + 1) / 2), scale_deg, rotations[i])
-        sky = _sample_fine(coeffs, fine_wcs, wcs, frame_shape)
+        wcss.append(_tan_wcs((float(ra), float(dec)), ((w + 1) / 2, (h + 1) / 2), scale_deg, rotations[i]))
+    for i, (wcs, sky) in enumerate(zip(wcss, _sampled_frames(coeffs, fine_wcs, wcss, frame_shape))):
         sigma = np.sqrt(np.maximum(sky, 0.0) * photon_scale + read_noise**2)
         hits = np.zeros((h, w))
         if cosmic_rays_per_frame:
@@ -464,12 +504,32 @@ def make_survey(folder: str | os.PathLike, *, n_frames: int = 24, frame_shape: t
 
 def _survey_coverage(truth_wcs: Any, shape: tuple[int, int], frame_wcs: list[Any],
                      frame_shape: tuple[int, int]) -> np.ndarray:
-    """Frames covering each truth pixel centre, (H, W) int16."""
+    """Frames covering each truth pixel centre, (H, W) int16.
+
+    Each frame is tested on the truth pixels of its outline's bounding box (plus a
+    margin) only; the pixels outside cannot be in the frame, and those inside get the
+    same coordinates as a transform of the whole canvas would give them.
+    """
     height, width = shape
     yy, xx = np.mgrid[0:height, 0:width]
     ra, dec = truth_wcs.pixel_to_world_values(xx.ravel(), yy.ravel())
-    count = np.zeros(height * width, dtype=np.int16)
+    ra, dec = ra.reshape(height, width), dec.reshape(height, width)
+    count = np.zeros((height, width), dtype=np.int16)
+    fh, fw = frame_shape
+    edge_x, edge_y = np.linspace(-0.5, fw - 0.5, 65), np.linspace(-0.5, fh - 0.5, 65)
+    outline_x = np.concatenate([edge_x, np.full(65, fw - 0.5), edge_x, np.full(65, -0.5)])
+    outline_y = np.concatenate([np.full(65, -0.5), edge_y, np.full(65, fh - 0.5), edge_y])
+    margin = 3
     for wcs in frame_wcs:
-        fx, fy = wcs.world_to_pixel_values(ra, dec)
-        count += ((fx >= -0.5) & (fx <= frame_shape[1] - 0.5) & (fy >= -0.5) & (fy <= frame_shape[0] - 0.5))
-    return count.reshape(height, width)
+        tx, ty = truth_wcs.world_to_pixel_values(*wcs.pixel_to_world_values(outline_x, outline_y))
+        if not (np.all(np.isfinite(tx)) and np.all(np.isfinite(ty))):
+            y0, y1, x0, x1 = 0, height, 0, width
+        else:
+            x0, x1 = max(0, int(np.floor(tx.min())) - margin), min(width, int(np.ceil(tx.max())) + margin + 1)
+            y0, y1 = max(0, int(np.floor(ty.min())) - margin), min(height, int(np.ceil(ty.max())) + margin + 1)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        fx, fy = wcs.world_to_pixel_values(ra[y0:y1, x0:x1].ravel(), dec[y0:y1, x0:x1].ravel())
+        inside = (fx >= -0.5) & (fx <= fw - 0.5) & (fy >= -0.5) & (fy <= fh - 0.5)
+        count[y0:y1, x0:x1] += inside.reshape(y1 - y0, x1 - x0)
+    return count

@@ -1,9 +1,31 @@
-"""Grid mode: ``stack_plan.csv`` → global WCS → tiles stacked in parallel → seamless mosaic."""
+"""Grid mode: ``stack_plan.csv`` → global WCS → tiles stacked in parallel → seamless mosaic.
 
-from .assemble import MosaicResult, TileImage, assemble_mosaic, seam_steps, write_mosaic_outputs, write_preview_png
-from .config import GridConfig
-from .plan import load_stack_plan
-from .runner import GridResult, run_grid_mode
+The public names are loaded on first use, so that a worker process, which imports
+only :mod:`.worker` and what a tile needs, does not pay for the runner, the assembly
+and their imports (scipy.sparse, the photometry) at start-up.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = ["run_grid_mode", "GridConfig", "GridResult", "load_stack_plan", "TileImage", "MosaicResult",
            "assemble_mosaic", "write_mosaic_outputs", "write_preview_png", "seam_steps"]
+
+_LAZY = {
+    "run_grid_mode": ".runner", "GridResult": ".runner", "GridConfig": ".config", "load_stack_plan": ".plan",
+    "TileImage": ".assemble", "MosaicResult": ".assemble", "assemble_mosaic": ".assemble",
+    "write_mosaic_outputs": ".assemble", "write_preview_png": ".assemble", "seam_steps": ".assemble",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -149,6 +149,17 @@ def _validate(tiles: Sequence[TileImage], mosaic_shape: tuple[int, int], referen
     return images, weights, covs
 
 
+def _map(threads: int, fn: Callable[[Any], Any], items: Any) -> list:
+    """``[fn(x) for x in items]``, on ``threads`` threads when more than one."""
+    items = list(items)
+    if threads <= 1 or len(items) < 2:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(threads, len(items)), thread_name_prefix="zemosaic-assemble") as pool:
+        return list(pool.map(fn, items))
+
+
 def _auto_feather_px(overlaps: Sequence[Any]) -> int:
     """Ramp length = median short side of the tile overlaps, so the cross-fade spans them."""
     if not overlaps:
@@ -159,7 +170,7 @@ def _auto_feather_px(overlaps: Sequence[Any]) -> int:
 
 def assemble_mosaic(tiles: Sequence[TileImage], mosaic_shape: tuple[int, int], *, match_photometry: bool = True,
                     reference_tile: int | None = None, feather_px: int | None = None,
-                    progress_callback: Callable[..., Any] | None = None) -> MosaicResult:
+                    progress_callback: Callable[..., Any] | None = None, threads: int = 1) -> MosaicResult:
     """Match tiles photometrically and blend them into one seamless mosaic.
 
     Parameters
@@ -179,6 +190,11 @@ def assemble_mosaic(tiles: Sequence[TileImage], mosaic_shape: tuple[int, int], *
         0 disables feathering.
     progress_callback : callable, optional
         ZeMosaic protocol; receives ``("STAGE_PROGRESS", "Grid: assembly", done, total=n)``.
+    threads : int
+        Threads for the per-tile masks, distance maps and corrections and for the blend
+        (NumPy and SciPy release the GIL there); the overlap fits stay in this thread
+        (their BLAS dot products take the BLAS's own threads). The result does not
+        depend on it.
 
     Returns
     -------
@@ -201,8 +217,8 @@ def assemble_mosaic(tiles: Sequence[TileImage], mosaic_shape: tuple[int, int], *
     callback = progress_callback or _noop
     ids = [int(t.tile_id) for t in tiles]
     boxes = [(int(t.y0), int(t.x0), img.shape[0], img.shape[1]) for t, img in zip(tiles, images)]
-    valid = [np.isfinite(img) & (wt > 0) for img, wt in zip(images, weights)]
-    dists = [edge_distance(v.any(axis=2)) for v in valid]
+    valid = _map(threads, lambda iw: np.isfinite(iw[0]) & (iw[1] > 0), list(zip(images, weights)))
+    dists = _map(threads, lambda v: edge_distance(v.any(axis=2)), valid)
     overlaps = find_overlaps(boxes)
     total = (len(overlaps) if match_photometry else 0) + len(tiles)
     done = 0
@@ -229,11 +245,15 @@ def assemble_mosaic(tiles: Sequence[TileImage], mosaic_shape: tuple[int, int], *
         info["reference_tile"] = ids[ref_index] if ref_index is not None else None
     feather = _auto_feather_px(overlaps) if feather_px is None else int(feather_px)
     info["feather_px"] = feather
-    corrected = [np.where(v, img * gains[i].astype(np.float32) + offsets[i].astype(np.float32), np.nan)
-                 .astype(np.float32) for i, (img, v) in enumerate(zip(images, valid))]
-    ramps = [feather_ramp(d, feather) for d in dists]
+
+    def correct(i: int) -> np.ndarray:
+        return np.where(valid[i], images[i] * gains[i].astype(np.float32) + offsets[i].astype(np.float32),
+                        np.nan).astype(np.float32)
+
+    corrected = _map(threads, correct, range(len(images)))
+    ramps = _map(threads, lambda d: feather_ramp(d, feather), dists)
     image, weight, coverage = blend_tiles(boxes, corrected, weights, covs, valid, ramps, tuple(mosaic_shape),
-                                          progress=step)
+                                          progress=step, threads=threads)
     info["covered_fraction"] = float(np.isfinite(image).any(axis=2).mean())
     return MosaicResult(image, weight, coverage,
                         {i: [float(v) for v in gains[k]] for k, i in enumerate(ids)},
@@ -263,7 +283,7 @@ def _mosaic_header(result: MosaicResult, header: fits.Header | None) -> fits.Hea
 
 
 def write_mosaic_outputs(result: MosaicResult, out_dir: str | os.PathLike, *,
-                         header: fits.Header | None = None) -> dict[str, Path]:
+                         header: fits.Header | None = None, threads: int = 1) -> dict[str, Path]:
     """Write the mosaic, its coverage map and a PNG preview, each atomically.
 
     Parameters
@@ -273,6 +293,8 @@ def write_mosaic_outputs(result: MosaicResult, out_dir: str | os.PathLike, *,
         Created if missing.
     header : Header, optional
         Global WCS and provenance cards, copied into both FITS files.
+    threads : int
+        More than one writes the three files at once.
 
     Returns
     -------
@@ -286,17 +308,24 @@ def write_mosaic_outputs(result: MosaicResult, out_dir: str | os.PathLike, *,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     hdr = _mosaic_header(result, header)
-    weight_hdu = fits.ImageHDU(data=_chw(result.weight), name="WEIGHT")
-    weight_hdu.header["WGHTDSC"] = ("feather-averaged tile weight sum", "WEIGHT meaning")
-    alpha = np.isfinite(result.image).any(axis=2).astype(np.uint8) * np.uint8(255)
-    paths = {"mosaic": write_fits(out / "mosaic_grid.fits", result.image, header=hdr, alpha=alpha,
-                                  extra_hdus=[weight_hdu])}
     cov_hdr = fits.Header() if header is None else header.copy()
     cov_hdr["EXTNAME"] = "COVERAGE"
     cov_hdr["BUNIT"] = ("count", "frames contributing (not summed over channels)")
-    paths["coverage"] = write_fits(out / "mosaic_grid_coverage.fits", result.coverage, header=cov_hdr)
-    paths["preview"] = write_preview_png(result.image, out / "mosaic_grid_preview.png")
-    return paths
+
+    def mosaic() -> Path:
+        weight_hdu = fits.ImageHDU(data=_chw(result.weight), name="WEIGHT")
+        weight_hdu.header["WGHTDSC"] = ("feather-averaged tile weight sum", "WEIGHT meaning")
+        alpha = np.isfinite(result.image).any(axis=2).astype(np.uint8) * np.uint8(255)
+        # astropy byte-swaps the data it writes in place (and back); the preview reads
+        # the image meanwhile when the files are written at once, so it gets a copy.
+        image = result.image.copy() if threads > 1 else result.image
+        return write_fits(out / "mosaic_grid.fits", image, header=hdr, alpha=alpha, extra_hdus=[weight_hdu])
+
+    jobs = {"mosaic": mosaic,
+            "coverage": lambda: write_fits(out / "mosaic_grid_coverage.fits", result.coverage, header=cov_hdr),
+            "preview": lambda: write_preview_png(result.image, out / "mosaic_grid_preview.png")}
+    names = list(jobs)
+    return dict(zip(names, _map(threads, lambda name: jobs[name](), names)))
 
 
 def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:

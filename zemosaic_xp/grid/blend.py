@@ -64,10 +64,52 @@ def feather_ramp(dist: np.ndarray, feather_px: float) -> np.ndarray:
     return np.where(dist > 0, ramp, 0.0).astype(np.float32)
 
 
+def _blend_rows(rows: tuple[int, int], boxes: Sequence[tuple[int, int, int, int]], images: Sequence[np.ndarray],
+                weights: Sequence[np.ndarray], coverages: Sequence[np.ndarray], valid: Sequence[np.ndarray],
+                ramps: Sequence[np.ndarray], out: tuple[np.ndarray, np.ndarray, np.ndarray],
+                progress: Callable[[], None]) -> None:
+    """Blend canvas rows ``[r0, r1)`` of every tile, in tile order, into ``out`` (image, weight, coverage).
+
+    Every pixel goes through the same operations in the same order whatever the rows,
+    so splitting the canvas into stripes changes no bit.
+    """
+    r0, r1 = rows
+    width = out[0].shape[1]
+    n_chan = out[0].shape[2]
+    num = np.zeros((r1 - r0, width, n_chan))
+    den = np.zeros((r1 - r0, width, n_chan))  # Σ b, also the numerator of the weight output
+    rden = np.zeros((r1 - r0, width, n_chan))
+    cnum = np.zeros((r1 - r0, width))
+    cden = np.zeros((r1 - r0, width))
+    for (y0, x0, h, w), img, wt, cov, ok, ramp in zip(boxes, images, weights, coverages, valid, ramps):
+        a, b = max(y0, r0), min(y0 + h, r1)
+        if a < b:
+            sub = slice(a - y0, b - y0)
+            win = (slice(a - r0, b - r0), slice(x0, x0 + w))
+            ok_s = ok[sub]
+            r = np.where(ok_s, ramp[sub][..., None].astype(np.float64), 0.0)
+            wr = r * np.where(ok_s, wt[sub], 0.0)  # blend weight b = ramp × tile weight
+            num[win] += wr * np.where(ok_s, img[sub], 0.0)
+            den[win] += wr
+            rden[win] += r
+            r2 = r.max(axis=2)
+            cnum[win] += r2 * np.nan_to_num(cov[sub].astype(np.float64))
+            cden[win] += r2
+        progress()
+    image, weight, coverage = (o[r0:r1] for o in out)
+    has = den > 0
+    image[has] = (num[has] / den[has]).astype(np.float32)
+    has_r = rden > 0
+    weight[has_r] = (den[has_r] / rden[has_r]).astype(np.float32)
+    has_c = cden > 0
+    coverage[has_c] = (cnum[has_c] / cden[has_c]).astype(np.float32)
+
+
 def blend_tiles(boxes: Sequence[tuple[int, int, int, int]], images: Sequence[np.ndarray],
                 weights: Sequence[np.ndarray], coverages: Sequence[np.ndarray], valid: Sequence[np.ndarray],
                 ramps: Sequence[np.ndarray], mosaic_shape: tuple[int, int], *,
-                progress: Callable[[], None] = lambda: None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                progress: Callable[[], None] = lambda: None,
+                threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Blend corrected tiles onto the mosaic canvas (see the module docstring).
 
     Parameters
@@ -86,7 +128,10 @@ def blend_tiles(boxes: Sequence[tuple[int, int, int, int]], images: Sequence[np.
         From :func:`feather_ramp`.
     mosaic_shape : (H, W)
     progress : callable
-        Called once per tile.
+        Called once per tile (in the calling thread).
+    threads : int
+        Canvas row stripes blended at once (NumPy releases the GIL); the result does
+        not depend on it.
 
     Returns
     -------
@@ -104,29 +149,19 @@ def blend_tiles(boxes: Sequence[tuple[int, int, int, int]], images: Sequence[np.
     """
     height, width = mosaic_shape
     n_chan = images[0].shape[2]
-    num = np.zeros((height, width, n_chan))
-    den = np.zeros((height, width, n_chan))  # Σ b, also the numerator of the weight output
-    rden = np.zeros((height, width, n_chan))
-    cnum = np.zeros((height, width))
-    cden = np.zeros((height, width))
-    for (y0, x0, h, w), img, wt, cov, ok, ramp in zip(boxes, images, weights, coverages, valid, ramps):
-        win = (slice(y0, y0 + h), slice(x0, x0 + w))
-        r = np.where(ok, ramp[..., None].astype(np.float64), 0.0)
-        wr = r * np.where(ok, wt, 0.0)  # blend weight b = ramp × tile weight
-        num[win] += wr * np.where(ok, img, 0.0)
-        den[win] += wr
-        rden[win] += r
-        r2 = r.max(axis=2)
-        cnum[win] += r2 * np.nan_to_num(cov.astype(np.float64))
-        cden[win] += r2
+    out = (np.full((height, width, n_chan), np.nan, dtype=np.float32),
+           np.zeros((height, width, n_chan), dtype=np.float32), np.zeros((height, width), dtype=np.float32))
+    args = (boxes, images, weights, coverages, valid, ramps, out)
+    threads = max(1, min(int(threads), height))
+    if threads == 1:
+        _blend_rows((0, height), *args, progress=progress)
+        return out
+    from concurrent.futures import ThreadPoolExecutor
+
+    edges = [round(height * k / threads) for k in range(threads + 1)]
+    with ThreadPoolExecutor(threads, thread_name_prefix="zemosaic-blend") as pool:
+        list(pool.map(lambda k: _blend_rows((edges[k], edges[k + 1]), *args, progress=lambda: None),
+                      range(threads)))
+    for _ in boxes:
         progress()
-    has = den > 0
-    image = np.full((height, width, n_chan), np.nan, dtype=np.float32)
-    image[has] = (num[has] / den[has]).astype(np.float32)
-    weight = np.zeros((height, width, n_chan), dtype=np.float32)
-    has_r = rden > 0
-    weight[has_r] = (den[has_r] / rden[has_r]).astype(np.float32)
-    coverage = np.zeros((height, width), dtype=np.float32)
-    has_c = cden > 0
-    coverage[has_c] = (cnum[has_c] / cden[has_c]).astype(np.float32)
-    return image, weight, coverage
+    return out

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from ..core.config import StackConfig
 
-__all__ = ["GridConfig", "grid_stack_config", "resolve_use_gpu"]
+__all__ = ["GridConfig", "grid_stack_config", "resolve_use_gpu", "WORKER_KINDS"]
 
 # Defaults (see docs/grid.md "Defaults"). A tile is 1.5 median frame fields wide:
 # big enough that most frames fall wholly inside a few tiles, small enough that a
@@ -27,6 +27,8 @@ _DEFAULT_GRID_SIZE_FACTOR = 1.5
 _DEFAULT_OVERLAP = 0.10
 _DEFAULT_CHUNK_MB = 512.0
 _MAX_OVERLAP = 0.9
+#: What runs the tiles of a run with several workers (``GridConfig.worker_kind``).
+WORKER_KINDS = ("process", "thread")
 
 # Keys a ZeMosaic config may use for the stacking options, mapped to StackConfig fields.
 _STACK_KEYS = {
@@ -152,8 +154,15 @@ class GridConfig:
         Normalisation, weighting, rejection and combine of each tile's frames
         (default :func:`grid_stack_config`).
     workers : int or None
-        Tile worker processes; 0 = auto (max(1, cpu_count − 2), capped by RAM),
+        Tiles made at once; 0 = auto (max(1, cpu_count − 2), capped by RAM),
         1 = in-process, None = not set (the library's safe default, 1).
+    worker_kind : {"process", "thread"}
+        What runs the tiles when ``workers`` > 1. "process" (default): spawned worker
+        processes; a tile that kills its process (OOM killer, a native crash) is
+        survived. "thread": threads of the calling process, which start at once and
+        share its imports and frame cache — faster where the worker start-up weighs
+        (small machines and surveys; see ``docs/grid.md``), but a crashing tile takes
+        the whole process down. Results are identical.
     use_gpu : bool or None
         Stack tiles on a GPU backend; None = not set (CPU).
     stack_chunk_budget_mb : float
@@ -176,6 +185,7 @@ class GridConfig:
     overlap_fraction: float = _DEFAULT_OVERLAP
     stack: StackConfig = field(default_factory=grid_stack_config)
     workers: int | None = None
+    worker_kind: str = "process"
     use_gpu: bool | None = None
     stack_chunk_budget_mb: float = _DEFAULT_CHUNK_MB
     match_photometry: bool = True
@@ -206,6 +216,9 @@ class GridConfig:
                                          or self.workers < 0):
             msg = f"`workers` must be an integer >= 0 (0 = auto) or None, got {self.workers!r}"
             raise ValueError(msg)
+        if self.worker_kind not in WORKER_KINDS:
+            msg = f"`worker_kind` must be one of {', '.join(WORKER_KINDS)}, got {self.worker_kind!r}"
+            raise ValueError(msg)
         if self.feather_px is not None and (not isinstance(self.feather_px, int) or self.feather_px < 0):
             msg = f"`feather_px` must be an integer >= 0 or None, got {self.feather_px!r}"
             raise ValueError(msg)
@@ -224,6 +237,7 @@ class GridConfig:
         Reads ``grid_size_factor``, ``batch_overlap_pct`` (percent; or
         ``grid_overlap_fraction``), ``grid_workers``, ``use_gpu_grid`` (inheriting
         ``use_gpu_phase5`` / ``stack_use_gpu`` / ``use_gpu_stack`` when unset),
+        ``grid_worker_kind`` (``process`` / ``thread``),
         ``stack_chunk_budget_mb`` / ``grid_chunk_ram_mb`` / ``grid_chunk_ram_gb``, the
         ``stacking_*`` methods, ``apply_radial_weight`` and ``radial_*``,
         ``enable_resource_telemetry``, ``resource_telemetry_interval_sec``,
@@ -250,6 +264,8 @@ class GridConfig:
             kw["overlap_fraction"] = min(_MAX_OVERLAP, max(0.0, float(config["batch_overlap_pct"]) / 100.0))
         if config.get("grid_workers") not in (None, ""):
             kw["workers"] = int(config["grid_workers"])
+        if config.get("grid_worker_kind") not in (None, ""):
+            kw["worker_kind"] = str(config["grid_worker_kind"]).strip().lower()
         kw["use_gpu"] = resolve_use_gpu(config)
         budget = _chunk_budget_mb(config)
         if budget is not None:

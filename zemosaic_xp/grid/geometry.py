@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import logging
 import math
 import os
@@ -234,15 +235,21 @@ def _optimal_wcs(frames: Sequence[tuple[tuple[int, int], WCS]], scale_deg: float
     from reproject.mosaicking import find_optimal_celestial_wcs
 
     inputs = [(shape, wcs.celestial) for shape, wcs in frames]
+    # reproject imports shapely only after computing everything else: look first, so that
+    # without shapely the optimiser runs once, not twice.
+    has_shapely = importlib.util.find_spec("shapely") is not None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            wcs, _ = find_optimal_celestial_wcs(inputs, resolution=scale_deg * u.deg,
-                                                auto_rotate=True, projection="TAN")
-            return wcs
-        except ImportError:  # shapely missing: rotate ourselves
-            wcs, _ = find_optimal_celestial_wcs(inputs, resolution=scale_deg * u.deg,
-                                                auto_rotate=False, projection="TAN")
+            if has_shapely:
+                wcs, _ = find_optimal_celestial_wcs(inputs, resolution=scale_deg * u.deg,
+                                                    auto_rotate=True, projection="TAN")
+                return wcs
+        except ImportError:
+            pass
+        # shapely missing: rotate ourselves
+        wcs, _ = find_optimal_celestial_wcs(inputs, resolution=scale_deg * u.deg,
+                                            auto_rotate=False, projection="TAN")
     xs, ys = [], []
     for shape, fw in frames:
         ox, oy = _project_outline(fw, shape, wcs)
@@ -269,11 +276,15 @@ def _canvas(wcs: WCS, outlines: list[tuple[np.ndarray, np.ndarray]]) -> tuple[WC
 
 
 def _load_frames(entries: Sequence[PlanEntry]) -> list[tuple[PlanEntry, FitsFrameSource, WCS]]:
+    from .framecache import FRAMES
+
     loaded = []
     for entry in entries:
         try:
-            source = FitsFrameSource(entry.path)
-            wcs = frame_wcs(source.header, source.path)
+            # Through the process's frame cache: the normalisation and the tiles made in
+            # this process find the parsed header and WCS there.
+            cached = FRAMES.entry(entry.path)
+            source, wcs = cached.source, cached.wcs
         except (ValueError, OSError) as exc:
             logger.warning("[GRID] frame skipped: %s", exc)
             continue

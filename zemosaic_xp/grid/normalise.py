@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import warnings
+from functools import partial
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -94,30 +96,44 @@ def _positions_in(footprint: tuple[float, float, float, float], width: int, heig
     return flat[flat % step == 0]
 
 
-def sample_frame(path: str, canvas_header: str, positions: np.ndarray, width: int) -> np.ndarray:
+_CANVAS = threading.local()
+
+
+def _canvas_wcs(header: str) -> WCS:
+    """The canvas WCS of a header string, parsed once per thread (WCS objects are not shared)."""
+    cache = getattr(_CANVAS, "wcs", None)
+    if cache is None or cache[0] != header:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cache = _CANVAS.wcs = (header, WCS(fits.Header.fromstring(header)))
+    return cache[1]
+
+
+def sample_frame(path: str, canvas_header: str, positions: np.ndarray, width: int, keep: bool = False) -> np.ndarray:
     """Bilinear values of one frame at flat canvas ``positions``: ``(C, M)``, NaN where invalid.
 
-    Runs anywhere (worker processes too): reads the frame and its WCS itself.
+    Runs anywhere (worker processes too): reads the frame and its WCS itself, through
+    the process's frame cache (:mod:`.framecache`); ``keep`` leaves the pixels there
+    for the tiles that this process makes next.
     """
     from scipy.ndimage import map_coordinates
 
-    from ..io.fits import read_frame
-    from .geometry import frame_wcs
+    from .framecache import FRAMES
 
-    frame = read_frame(path)
+    entry, planes = FRAMES.planes(path, keep=keep)
+    channels = entry.source.channels
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        canvas = WCS(fits.Header.fromstring(canvas_header))
-        fw = frame_wcs(frame.header, path)
+        canvas = _canvas_wcs(canvas_header)
         ys, xs = np.divmod(positions, width)
-        fx, fy = fw.world_to_pixel_values(*canvas.pixel_to_world_values(xs.astype(np.float64),
-                                                                        ys.astype(np.float64)))
+        fx, fy = entry.wcs.world_to_pixel_values(*canvas.pixel_to_world_values(xs.astype(np.float64),
+                                                                              ys.astype(np.float64)))
     coords = np.vstack([np.asarray(fy), np.asarray(fx)])
-    out = np.empty((frame.data.shape[2], positions.size), dtype=np.float32)
-    for c in range(frame.data.shape[2]):
-        out[c] = map_coordinates(frame.data[..., c], coords, order=1, mode="constant", cval=np.nan)
-    if frame.alpha is not None:
-        alpha = map_coordinates(frame.alpha, coords, order=1, mode="constant", cval=0.0)
+    out = np.empty((channels, positions.size), dtype=np.float32)
+    for c in range(channels):
+        out[c] = map_coordinates(planes[c], coords, order=1, mode="constant", cval=np.nan)
+    if entry.source.has_alpha:
+        alpha = map_coordinates(planes[channels], coords, order=1, mode="constant", cval=0.0)
         out[:, ~(alpha > 0)] = np.nan
     return out
 
@@ -292,7 +308,7 @@ def _solve(n: int, channels: int, pairs: list[tuple[int, int]], maps: dict, coun
 
 
 def normalise_frames(grid: GlobalGrid, config: StackConfig, *, xp: Any,
-                     mapper: Callable[..., Any] = map) -> FrameNormalisation:
+                     mapper: Callable[..., Any] = map, keep_planes: bool = False) -> FrameNormalisation:
     """Gain and offset of every frame of ``grid`` onto one reference, from their overlaps.
 
     Parameters
@@ -306,6 +322,9 @@ def normalise_frames(grid: GlobalGrid, config: StackConfig, *, xp: Any,
     mapper : callable
         ``map``-like, used to sample the frames (an executor's ``map`` runs it in
         parallel).
+    keep_planes : bool
+        Leave the frames' pixels in the process's frame cache (:mod:`.framecache`)
+        for tiles made next in this process.
 
     Returns
     -------
@@ -322,7 +341,8 @@ def normalise_frames(grid: GlobalGrid, config: StackConfig, *, xp: Any,
     height, width = grid.shape
     positions = [_positions_in(f.footprint, width, height, step) for f in grid.frames]
     header = grid.header_string()
-    values = list(mapper(sample_frame, [f.path for f in grid.frames], [header] * n, positions, [width] * n))
+    sampler = partial(sample_frame, keep=keep_planes) if keep_planes else sample_frame
+    values = list(mapper(sampler, [f.path for f in grid.frames], [header] * n, positions, [width] * n))
     samples = list(zip(positions, values))
     counts = _overlap_counts(samples, step)
     maps, common = {}, {}

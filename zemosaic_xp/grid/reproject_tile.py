@@ -1,38 +1,143 @@
 """Reproject one frame onto the part of a tile it touches.
 
-All channels and the ALPHA plane go through a single ``reproject_interp`` call
-(reproject broadcasts the leading axis), so the costly celestial coordinate
-transforms run once per output pixel instead of once per channel, and only over the
-frame's patch box, not the whole tile.
+All channels and the ALPHA plane share one coordinate transform per output pixel
+(the costly part), and only the frame's patch box is reprojected, not the whole tile.
+
+The arithmetic is exactly that of ``reproject.reproject_interp(order="bilinear",
+roundtrip_coords=False, parallel=False)`` (reproject 0.21, ``_reproject_full``): output
+pixel → sky → frame pixel with astropy's WCS (distortions included), coordinates in
+the outer half of the border pixels clipped onto the border pixel centres, then
+``scipy.ndimage.map_coordinates(order=1, mode="constant", cval=NaN)`` per plane. It is
+done here directly, so that
+
+- worker processes do not import reproject (which pulls in dask: ~0.3 s of CPU at
+  every worker start-up);
+- the sky coordinates skip astropy's ``SkyCoord`` round trip of ``pixel_to_pixel``
+  (~15 % of the transform) when both WCS are ICRS and the longitudes are
+  already in [0, 360): the round trip then returns the same floats.
+  Other cases go through ``astropy.wcs.utils.pixel_to_pixel`` as reproject does;
+- the clipped coordinates are computed once per patch rather than once per plane.
+
+``tests/grid/test_reproject_tile.py`` checks the result bit for bit against
+``reproject_interp``.
 """
 
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 from astropy.wcs import WCS
 
 from .geometry import tile_wcs
 
-__all__ = ["reproject_patch"]
+__all__ = ["reproject_patch", "reproject_planes", "frame_planes"]
 
 # The round-trip check (world -> input pixel -> world) of reproject guards all-sky
 # projections where two pixels share one sky position. Frames and tiles here are
 # TAN-like fields a few degrees wide, where it cannot trigger, and it doubles the
-# cost of the coordinate transforms, so it is off.
+# cost of the coordinate transforms, so it is off (reproject's roundtrip_coords=False).
 _ROUNDTRIP_COORDS = False
 
 
-def reproject_patch(data: np.ndarray, alpha: np.ndarray | None, frame_wcs: WCS, grid_wcs: WCS,
-                    tile_y0: int, tile_x0: int,
-                    box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+def frame_planes(data: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """A frame as contiguous float32 planes ``(C [+ 1], H, W)``: its channels, then ALPHA if any."""
+    planes = np.moveaxis(data, -1, 0)
+    if alpha is not None:
+        planes = np.concatenate([planes, alpha[None, ...]], axis=0)
+    return np.ascontiguousarray(planes, dtype=np.float32)
+
+
+def _both_icrs(wcs_a: WCS, wcs_b: WCS) -> bool:
+    """True when both WCS are celestial ICRS: astropy then converts nothing between them."""
+    from astropy.coordinates import ICRS
+    from astropy.wcs.utils import wcs_to_celestial_frame
+
+    try:
+        return all(type(wcs_to_celestial_frame(w)) is ICRS for w in (wcs_a, wcs_b))
+    except Exception:  # noqa: BLE001 - anything unusual takes astropy's general path
+        return False
+
+
+def _pixel_to_pixel(wcs_out: WCS, wcs_in: WCS, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel (x, y) of ``wcs_out`` → pixel of ``wcs_in``, as ``astropy.wcs.utils.pixel_to_pixel``.
+
+    The fast path uses the world values directly; ``pixel_to_pixel`` would wrap them in
+    a ``SkyCoord`` (longitudes wrapped to [0, 360), latitudes checked) and take them
+    out again, which leaves them unchanged when they are already in range and both WCS
+    are ICRS (no frame transformation).
+    """
+    if _both_icrs(wcs_out, wcs_in):
+        lon, lat = wcs_out.pixel_to_world_values(x, y)
+        lon, lat = np.asarray(lon), np.asarray(lat)
+        in_range = not (np.any(lon < 0.0) or np.any(lon >= 360.0) or np.any(np.abs(lat) > 90.0))
+        if in_range:
+            fx, fy = wcs_in.world_to_pixel_values(lon, lat)
+            return np.asarray(fx), np.asarray(fy)
+    from astropy.wcs.utils import pixel_to_pixel
+
+    fx, fy = pixel_to_pixel(wcs_out, wcs_in, x, y)
+    return np.asarray(fx), np.asarray(fy)
+
+
+def _clip_coords(coords: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Coordinates in the outer half of the border pixels moved onto the border pixel centres."""
+    coords = coords.copy()
+    for i in range(coords.shape[0]):
+        coords[i][(coords[i] < 0) & (coords[i] >= -0.5)] = 0
+        coords[i][(coords[i] < shape[i] - 0.5) & (coords[i] >= shape[i] - 1)] = shape[i] - 1
+    return coords
+
+
+def reproject_planes(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tuple[int, int],
+                     out: np.ndarray | None = None) -> np.ndarray:
+    """Bilinear samples of ``planes`` ``(P, H, W)`` on the pixels of ``target`` ``(h, w)``.
+
+    Parameters
+    ----------
+    planes : ndarray, shape (P, H, W), float32, C-contiguous
+    frame_wcs : WCS
+        The WCS of ``planes``.
+    target : WCS
+        The output pixel grid.
+    shape : (h, w)
+    out : ndarray, shape (P, h, w), float32, optional
+        Written in place.
+
+    Returns
+    -------
+    ndarray, shape (P, h, w), float32
+        NaN outside the frame (exactly ``reproject_interp(..., roundtrip_coords=False)``).
+    """
+    from scipy.ndimage import map_coordinates
+
+    h, w = shape
+    n_planes = planes.shape[0]
+    if out is None:
+        out = np.empty((n_planes, h, w), dtype=np.float32)
+    # reproject_interp: meshgrid of float pixel indices, raveled, (x, y) to the transform.
+    ys, xs = np.meshgrid(np.arange(h, dtype=float), np.arange(w, dtype=float), indexing="ij", sparse=False,
+                         copy=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # distorted-inverse convergence warnings at far pixels
+        fx, fy = _pixel_to_pixel(target, frame_wcs, xs.ravel(), ys.ravel())
+    coords = _clip_coords(np.array([fy, fx]), planes.shape[1:])
+    flat = out.reshape(n_planes, h * w)
+    for i in range(n_planes):
+        map_coordinates(planes[i], coords, output=flat[i], order=1, cval=np.nan, mode="constant")
+    return out
+
+
+def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs: WCS, grid_wcs: WCS,
+                    tile_y0: int, tile_x0: int, box: tuple[int, int, int, int], *,
+                    planes: np.ndarray | None = None, target: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Reproject a frame onto a patch box of a tile.
 
     Parameters
     ----------
-    data : ndarray, shape (H, W, C), float32
-        The frame; NaN = no data.
+    data : ndarray, shape (H, W, C), float32, or None
+        The frame; NaN = no data (None when ``planes`` is given).
     alpha : ndarray, shape (H, W), float32 in [0, 1], or None
         The frame's ALPHA weights (None = 1 everywhere).
     frame_wcs : WCS
@@ -43,6 +148,11 @@ def reproject_patch(data: np.ndarray, alpha: np.ndarray | None, frame_wcs: WCS, 
         Canvas position of the tile.
     box : (py0, py1, px0, px1)
         The patch box in tile pixels.
+    planes : ndarray, shape (C [+ 1], H, W), optional
+        :func:`frame_planes` of ``data`` and ``alpha``, when already made (a frame
+        reprojected onto several tiles); its last plane is ALPHA when ``alpha`` is given.
+    target : WCS, optional
+        ``tile_wcs(grid_wcs, tile_y0 + py0, tile_x0 + px0, (h, w))`` when already made.
 
     Returns
     -------
@@ -51,25 +161,16 @@ def reproject_patch(data: np.ndarray, alpha: np.ndarray | None, frame_wcs: WCS, 
     weight : ndarray, shape (py1 - py0, px1 - px0), float32
         Reprojection footprint × ALPHA, in [0, 1]; 0 where ``patch`` is all NaN.
     """
-    from reproject import reproject_interp
-
     py0, py1, px0, px1 = box
     h, w = py1 - py0, px1 - px0
-    channels = data.shape[2]
-    planes = np.moveaxis(data, -1, 0)
-    if alpha is not None:
-        planes = np.concatenate([planes, alpha[None, ...]], axis=0)
-    planes = np.ascontiguousarray(planes, dtype=np.float32)
-    n_planes = planes.shape[0]
-    out = np.empty((n_planes, h, w), dtype=np.float32)
-    footprint = np.empty((n_planes, h, w), dtype=np.float32)
-    target = tile_wcs(grid_wcs, tile_y0 + py0, tile_x0 + px0, (h, w))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # distorted-inverse convergence warnings at far pixels
-        reproject_interp((planes, frame_wcs), target, shape_out=(n_planes, h, w), output_array=out,
-                         output_footprint=footprint, roundtrip_coords=_ROUNDTRIP_COORDS, parallel=False)
+    if planes is None:
+        planes = frame_planes(data, alpha)
+    channels = planes.shape[0] - (1 if alpha is not None else 0)
+    if target is None:
+        target = tile_wcs(grid_wcs, tile_y0 + py0, tile_x0 + px0, (h, w))
+    out = reproject_planes(planes, frame_wcs, target, (h, w))
     # A pixel counts where any channel interpolated (a NaN in one channel stays NaN there).
-    weight = np.max(footprint[:channels], axis=0)
+    weight = np.any(~np.isnan(out[:channels]), axis=0).astype(np.float32)
     if alpha is not None:
         a = np.where(np.isfinite(out[channels]), out[channels], 0.0)
         weight = weight * np.clip(a, 0.0, 1.0)

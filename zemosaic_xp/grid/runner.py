@@ -33,7 +33,9 @@ from .config import GridConfig
 from .geometry import GlobalGrid, build_global_grid
 from .gpu import release_breaker, resolve_gpu_backend
 from .manifest import TileManifest, config_hash, tile_inputs_hash
+from .framecache import FRAMES
 from .normalise import FrameNormalisation, normalise_frames
+from .pipeline import BackgroundNormalisation
 from .plan import load_stack_plan, split_by_mount
 from .progress import GridProgress
 from .scheduler import TileScheduler
@@ -81,6 +83,8 @@ class GridResult:
         ``MosaicResult.info`` of the assembly.
     timings : dict
         Wall seconds of ``setup_sec``, ``normalise_sec``, ``tiles_sec``, ``assembly_sec``.
+        With several workers the normalisation runs while the tiles reproject
+        (:mod:`.pipeline`): ``normalise_sec`` is then its own time, inside ``tiles_sec``.
     groups : dict of str to GridResult
         Per-mount results of a split run (``"EQ"``, ``"ALTZ"``); empty otherwise.
     """
@@ -190,10 +194,10 @@ def _setup(input_folder: Path, out: Path, cfg: GridConfig, progress: GridProgres
     return groups
 
 
-def _frame_ref(group: _Group, index: int) -> FrameRef:
+def _frame_ref(group: _Group, index: int, *, maps: bool = True) -> FrameRef:
     frame = group.grid.frames[index]
     norm = group.norm
-    if norm is None:
+    if norm is None or not maps:
         return FrameRef(index, frame.path, frame.exposure)
     return FrameRef(index, frame.path, frame.exposure, tuple(float(v) for v in norm.gains[index]),
                     tuple(float(v) for v in norm.offsets[index]))
@@ -207,6 +211,13 @@ def _tile_maps(group: _Group, tile: Any) -> list:
             for i in tile.frames]
 
 
+def _normalised_message(group: _Group, cfg: GridConfig, progress: GridProgress, seconds: float,
+                        overlapped: bool = False) -> None:
+    if cfg.stack.normalize != "none":
+        progress.message("[GRID] frames normalised (%s, %d pairs) in %.1f s%s", cfg.stack.normalize,
+                         group.norm.info["pairs"], seconds, " while the tiles reprojected" if overlapped else "")
+
+
 def _normalise_groups(groups: list[_Group], cfg: GridConfig, scheduler: TileScheduler,
                       progress: GridProgress) -> None:
     xp = select_backend("numpy").xp
@@ -214,29 +225,51 @@ def _normalise_groups(groups: list[_Group], cfg: GridConfig, scheduler: TileSche
         t0 = time.perf_counter()
         # Small surveys are sampled here while the workers start up; large ones on the workers.
         mapper = scheduler.map if len(group.grid.frames) > _PARALLEL_SAMPLING_FRAMES else map
-        group.norm = normalise_frames(group.grid, cfg.stack, xp=xp, mapper=mapper)
-        if cfg.stack.normalize != "none":
-            progress.message("[GRID] frames normalised (%s, %d pairs) in %.1f s", cfg.stack.normalize,
-                             group.norm.info["pairs"], time.perf_counter() - t0)
+        # Tiles made in this process find the frames read for the samples in its frame cache.
+        group.norm = normalise_frames(group.grid, cfg.stack, xp=xp, mapper=mapper,
+                                      keep_planes=scheduler.in_process)
+        _normalised_message(group, cfg, progress, time.perf_counter() - t0)
+
+
+def _pipelined(groups: list[_Group], cfg: GridConfig, scheduler: TileScheduler, resume: bool) -> bool:
+    """Whether tiles start before the normalisation is solved (see :mod:`.pipeline`).
+
+    With an executor, unless a resume may skip tiles: which ones depends on the
+    normalisation (it is part of each tile's inputs hash). Tiles finished with other
+    settings cannot be skipped, so they do not count.
+    """
+    if not scheduler.uses_pool:
+        return False
+    if not resume:
+        return True
+    cfg_hash = config_hash(cfg)
+    return not any(entry.get("config_hash") == cfg_hash
+                   for g in groups for entry in TileManifest(g.out_dir / "tiles").entries.values())
 
 
 def _tasks(group: _Group, cfg: GridConfig, manifest: TileManifest, cfg_hash: str, run_id: str, use_gpu: bool,
-           progress: GridProgress) -> tuple[list[TileTask], dict[int, str]]:
+           progress: GridProgress, maps_file: str | None = None) -> tuple[list[TileTask], dict[int, str]]:
+    """The group's tile tasks, largest first, and the tiles' inputs hashes.
+
+    With ``maps_file`` (pipelined) the normalisation is not known yet: the tasks carry
+    no maps, no tile is skipped and the hashes are left for :func:`_inputs_hashes`.
+    """
     grid = group.grid
     header = grid.header_string()
     tasks, hashes = [], {}
     level = logging.getLogger("zemosaic_xp").getEffectiveLevel()
     for tile in grid.tiles:
-        inputs = tile_inputs_hash(grid, tile, _tile_maps(group, tile))
-        hashes[tile.tile_id] = inputs
-        if manifest.is_done(tile.tile_id, inputs, cfg_hash):
-            group.result.tiles_skipped += 1
-            progress.tile_finished(measured=False)
-            continue
+        if maps_file is None:
+            inputs = tile_inputs_hash(grid, tile, _tile_maps(group, tile))
+            hashes[tile.tile_id] = inputs
+            if manifest.is_done(tile.tile_id, inputs, cfg_hash):
+                group.result.tiles_skipped += 1
+                progress.tile_finished(measured=False)
+                continue
         manifest.forget(tile.tile_id)
-        frames = tuple(_frame_ref(group, i) for i in tile.frames)
+        frames = tuple(_frame_ref(group, i, maps=maps_file is None) for i in tile.frames)
         tasks.append(TileTask(tile, header, frames, grid.channels, cfg, str(group.out_dir / "tiles"), run_id,
-                              use_gpu, 1, os.getpid(), level))
+                              use_gpu, 1, os.getpid(), level, maps_file))
     if group.result.tiles_skipped:
         progress.message("[GRID] resume: %d of %d tile(s) already done, skipped", group.result.tiles_skipped,
                          len(grid.tiles))
@@ -247,16 +280,27 @@ def _tasks(group: _Group, cfg: GridConfig, manifest: TileManifest, cfg_hash: str
 
 
 def _stack_tiles(group: _Group, cfg: GridConfig, *, resume: bool, run_id: str, use_gpu: bool,
-                 scheduler: TileScheduler, progress: GridProgress) -> None:
+                 scheduler: TileScheduler, progress: GridProgress,
+                 normaliser: BackgroundNormalisation | None = None) -> None:
     tiles_dir = group.out_dir / "tiles"
     tiles_dir.mkdir(parents=True, exist_ok=True)
     _remove_scratch(tiles_dir)
     manifest = TileManifest(tiles_dir, fresh=not resume)
     cfg_hash = config_hash(cfg)
-    tasks, hashes = _tasks(group, cfg, manifest, cfg_hash, run_id, use_gpu, progress)
+    maps_file = normaliser.maps_file(group) if normaliser is not None else None
+    tasks, hashes = _tasks(group, cfg, manifest, cfg_hash, run_id, use_gpu, progress, maps_file)
+
+    def await_normalisation() -> None:
+        # Pipelined: the hashes (and the report) need the normalisation; a finished tile
+        # implies it was published, so this does not block then.
+        if normaliser is not None and not hashes:
+            normaliser.wait(group)
+            _normalised_message(group, cfg, progress, normaliser.seconds.get(id(group), 0.0), overlapped=True)
+            hashes.update({t.tile_id: tile_inputs_hash(group.grid, t, _tile_maps(group, t)) for t in group.grid.tiles})
 
     def on_done(outcome: TileOutcome) -> None:
         if outcome.ok:
+            await_normalisation()
             manifest.record(outcome.tile_id, hashes[outcome.tile_id], cfg_hash, outcome.file,
                             n_frames=outcome.stats.get("n_frames"))
             group.result.tiles_processed += 1
@@ -269,6 +313,7 @@ def _stack_tiles(group: _Group, cfg: GridConfig, *, resume: bool, run_id: str, u
     manifest.save()
     before = (dict(scheduler.report.failed), list(scheduler.report.retried), scheduler.report.crashes)
     report = scheduler.run(tasks, on_done)
+    await_normalisation()  # raises the normalisation's error, if any
     _remove_scratch(tiles_dir)  # what a killed worker left behind
     group.result.failed_tiles.update({k: v for k, v in report.failed.items() if k not in before[0]})
     group.result.retried_tiles.extend(t for t in report.retried if t not in before[1])
@@ -300,7 +345,7 @@ def _mosaic_header(group: _Group, cfg: GridConfig) -> fits.Header:
     return header
 
 
-def _assemble(group: _Group, cfg: GridConfig, progress: GridProgress) -> None:
+def _assemble(group: _Group, cfg: GridConfig, progress: GridProgress, threads: int = 1) -> None:
     from .assemble import TileImage, assemble_mosaic, write_mosaic_outputs
 
     manifest = TileManifest(group.out_dir / "tiles")
@@ -319,9 +364,9 @@ def _assemble(group: _Group, cfg: GridConfig, progress: GridProgress) -> None:
         raise RuntimeError(msg)
     relay = progress.sub_progress("GRID: photometry & blending", progress.units_done, len(group.grid.tiles))
     mosaic = assemble_mosaic(tiles, group.grid.shape, match_photometry=cfg.match_photometry,
-                             feather_px=cfg.feather_px, progress_callback=relay)
+                             feather_px=cfg.feather_px, progress_callback=relay, threads=threads)
     del tiles
-    paths = write_mosaic_outputs(mosaic, group.out_dir, header=_mosaic_header(group, cfg))
+    paths = write_mosaic_outputs(mosaic, group.out_dir, header=_mosaic_header(group, cfg), threads=threads)
     result = group.result
     result.mosaic_path, result.coverage_path = paths.get("mosaic"), paths.get("coverage")
     result.preview_path = paths.get("preview")
@@ -419,17 +464,25 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
     progress = GridProgress(progress_callback, telemetry)
     run_id = uuid.uuid4().hex
     timings: dict[str, float] = {}
+    normaliser: BackgroundNormalisation | None = None
     try:
         progress.set_phase(0)
         progress.message("[GRID] grid mode: input '%s', output '%s'", input_folder, out)
         use_gpu = _gpu_decision(grid_use_gpu, cfg, progress)
         workers, how = _workers(grid_workers, cfg, use_gpu, executor, progress)
-        with TileScheduler(workers=workers, executor=executor, cancel=cancel, emit=progress.message) as scheduler:
-            scheduler.start()  # worker start-up overlaps the setup below
+        with TileScheduler(workers=workers, executor=executor, cancel=cancel, emit=progress.message,
+                           kind=cfg.worker_kind) as scheduler:
+            scheduler.start(cfg.stack)  # worker start-up overlaps the setup below
             groups = _setup(Path(input_folder), out, cfg, progress)
             timings["setup_sec"] = time.perf_counter() - t0
-            _normalise_groups(groups, cfg, scheduler, progress)
-            timings["normalise_sec"] = time.perf_counter() - t0 - timings["setup_sec"]
+            if _pipelined(groups, cfg, scheduler, resume):
+                # Tiles are submitted now and wait for the maps only to stack (pipeline.py).
+                normaliser = BackgroundNormalisation(groups, cfg.stack, run_id,
+                                                     keep_planes=scheduler.in_process).start()
+                timings["normalise_sec"] = 0.0
+            else:
+                _normalise_groups(groups, cfg, scheduler, progress)
+                timings["normalise_sec"] = time.perf_counter() - t0 - timings["setup_sec"]
             progress.set_totals(sum(len(g.grid.tiles) for g in groups))
             progress.advance(1, stage="GRID: setup", force=True)
             progress.set_phase(1)
@@ -439,11 +492,13 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
             t_tiles = time.perf_counter()
             for group in groups:
                 _stack_tiles(group, cfg, resume=resume, run_id=run_id, use_gpu=use_gpu, scheduler=scheduler,
-                             progress=progress)
+                             progress=progress, normaliser=normaliser)
                 group.result.workers, group.result.use_gpu = workers, use_gpu
                 if group.result.cancelled:
                     break
         timings["tiles_sec"] = time.perf_counter() - t_tiles
+        if normaliser is not None:  # overlapped with the tiles: its own time, within tiles_sec
+            timings["normalise_sec"] = sum(normaliser.seconds.values())
         result = _merge(out, groups)
         result.workers, result.use_gpu = workers, use_gpu
         result.timings = timings
@@ -455,10 +510,12 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
         progress.set_phase(3)
         t_assembly = time.perf_counter()
         for group in groups:
-            _assemble(group, cfg, progress)
+            # The worker processes are done: their cores go to the assembly's threads.
+            _assemble(group, cfg, progress, threads=workers)
         timings["assembly_sec"] = time.perf_counter() - t_assembly
-        progress.message("[GRID] timings: setup %.1f s, frame normalisation %.1f s, tiles %.1f s, assembly %.1f s",
-                         timings["setup_sec"], timings["normalise_sec"], timings["tiles_sec"],
+        progress.message("[GRID] timings: setup %.1f s, frame normalisation %.1f s%s, tiles %.1f s, assembly %.1f s",
+                         timings["setup_sec"], timings["normalise_sec"],
+                         " (during the tiles)" if normaliser is not None else "", timings["tiles_sec"],
                          timings["assembly_sec"])
         if result.failed_tiles:
             progress.message("[GRID] finished with %d failed tile(s): %s", len(result.failed_tiles),
@@ -467,6 +524,11 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
         progress.finish()
         return _finalise(result, out, cfg, t0)
     finally:
+        if normaliser is not None:
+            normaliser.stop()
+            normaliser.join()
+            normaliser.cleanup()
+        FRAMES.clear()  # frames cached by tiles made in this process
         telemetry.close()
         release_breaker(run_id)
 
@@ -480,6 +542,8 @@ def _workers(grid_workers: int | None, cfg: GridConfig, use_gpu: bool, executor:
         progress.message("[GRID] GPU tiles run in this process, one at a time (one CUDA context per "
                          "device); %d worker(s) requested", workers)
         return 1, "GPU in this process"
+    if workers > 1 and cfg.worker_kind == "thread":
+        return workers, f"{how}, threads"
     return workers, how
 
 

@@ -24,6 +24,7 @@ from concurrent.futures import (
     Executor,
     Future,
     ProcessPoolExecutor,
+    ThreadPoolExecutor,
     wait,
 )
 from concurrent.futures.process import BrokenProcessPool
@@ -89,6 +90,9 @@ class TileScheduler:
         1 runs tiles in this process (no executor); more starts a spawn-context
         ``ProcessPoolExecutor`` of that size (unless ``executor`` is given), kept
         across :meth:`run` calls until :meth:`close`.
+    kind : {"process", "thread"}
+        "thread" makes the own pool a ``ThreadPoolExecutor`` of this process instead
+        (no start-up, no crash isolation).
     executor : concurrent.futures.Executor, optional
         Used instead of the own pool (never shut down here; not rebuildable: if it
         breaks, the remaining tiles run in this process).
@@ -98,8 +102,9 @@ class TileScheduler:
     """
 
     def __init__(self, *, workers: int, executor: Executor | None = None, cancel: Any = None,
-                 emit: Emit | None = None) -> None:
+                 emit: Emit | None = None, kind: str = "process") -> None:
         self.workers = max(1, int(workers))
+        self.kind = kind
         self.executor = executor
         self.cancel = cancel
         self.emit = emit or _log_emit
@@ -111,19 +116,27 @@ class TileScheduler:
 
     @property
     def uses_pool(self) -> bool:
+        """Tiles go to an executor (own pool or external), not run one by one here."""
         return self.executor is not None or self.workers > 1
 
-    def start(self) -> None:
+    @property
+    def in_process(self) -> bool:
+        """Tiles run in this process (one by one, or on the own worker threads)."""
+        return self.executor is None and (self.workers == 1 or self.kind == "thread")
+
+    def start(self, stack_config: Any = None) -> None:
         """Start the own worker pool now, so worker start-up overlaps the caller's setup.
 
-        Every worker is spawned at once and imports the grid stack (reproject, astropy)
-        in a warm-up task while the parent reads the plan and builds the grid.
+        Every worker is spawned at once and loads what tiles need (astropy, scipy, the
+        core and its kernels for ``stack_config``; see :func:`~.worker.warm_up`) in a
+        warm-up task while the parent reads the plan and builds the grid.
         """
         if self.executor is not None or self.workers == 1 or self._pool is not None:
             return
         self._pool = self._new_pool()
-        for _ in range(self.workers):
-            self._pool.submit(warm_up)
+        if self.kind == "process":
+            for _ in range(self.workers):
+                self._pool.submit(warm_up, stack_config)
 
     def map(self, fn: Callable[..., Any], *iterables: Any) -> list[Any]:
         """``list(map(fn, *iterables))`` on the workers when there are any, else here.
@@ -218,6 +231,8 @@ class TileScheduler:
 
     # ------------------------------------------------------------------ pool
     def _new_pool(self) -> Executor:
+        if self.kind == "thread":
+            return ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="zemosaic-grid-tile")
         ctx = multiprocessing.get_context("spawn")  # CUDA and threads forbid fork; same on 3.11-3.14
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=init_worker)
 

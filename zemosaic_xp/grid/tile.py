@@ -18,14 +18,11 @@
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import time
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from astropy.io import fits
@@ -33,10 +30,11 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from ..backends import Backend, select_backend
 from ..core.stack import StackResult, assemble
-from ..io.fits import FitsFrameSource, write_fits
+from ..io.fits import write_fits
 from .cells import stack_cells
 from .config import GridConfig
-from .geometry import TileSpec, frame_wcs, tile_wcs
+from .framecache import FRAMES
+from .geometry import TileSpec, tile_wcs
 from .gpu import BandStacker, GpuBreaker
 from .reproject_tile import reproject_patch
 from .store import PatchStore
@@ -47,7 +45,6 @@ __all__ = ["FrameRef", "TileProduct", "stack_tile", "write_tile", "read_tile", "
 logger = logging.getLogger(__name__)
 
 _MB = 1024 * 1024
-_FRAME_CACHE_SIZE = 64
 # Noise σ per frame and channel from at most this many neighbour differences (σ to ~0.6 %).
 _NOISE_SAMPLES = 16384
 
@@ -103,49 +100,20 @@ def _cpu_xp() -> Any:
     return select_backend("numpy").xp
 
 
-class _FrameCache:
-    """Per-process cache of what a frame costs to parse: header source, WCS, noise samples.
+def _patch_targets(grid_wcs: WCS, tile: TileSpec) -> Any:
+    """``tile_wcs`` of each patch box, made from one copy of the canvas WCS per tile.
 
-    A frame touches several neighbouring tiles; a worker that makes two of them parses
-    its header and measures its noise once. Keyed by path, size and modification time;
-    pixel data are not cached (read again, straight from disk, for each tile).
+    Same CRPIX arithmetic as :func:`~.geometry.tile_wcs` (canvas CRPIX − patch origin),
+    so the transforms are those of a fresh copy; the copy is re-set for each patch and
+    must be used before the next one is asked for.
     """
-
-    def __init__(self, size: int = _FRAME_CACHE_SIZE) -> None:
-        self.size = size
-        self._entries: OrderedDict[tuple, tuple] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, path: str, max_samples: int) -> tuple[FitsFrameSource, WCS, np.ndarray | None]:
-        st = os.stat(path)
-        key = (path, st.st_size, st.st_mtime_ns, max_samples)
-        with self._lock:
-            hit = self._entries.get(key)
-            if hit is not None:
-                self._entries.move_to_end(key)
-                return hit
-        source = FitsFrameSource(path)
-        entry = (source, frame_wcs(source.header, path), None)
-        self._put(key, entry)
-        return entry
-
-    def _put(self, key: tuple, entry: tuple) -> None:
-        with self._lock:
-            self._entries[key] = entry
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-
-    def set_noise(self, path: str, max_samples: int, noise: np.ndarray) -> None:
-        st = os.stat(path)
-        key = (path, st.st_size, st.st_mtime_ns, max_samples)
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries[key] = (entry[0], entry[1], noise)
-
-
-_FRAMES = _FrameCache()
+    target = tile_wcs(grid_wcs, tile.y0, tile.x0, tile.shape)
+    crpix = grid_wcs.wcs.crpix
+    for py0, py1, px0, px1 in tile.patch_boxes:
+        target.wcs.crpix = [crpix[0] - (tile.x0 + px0), crpix[1] - (tile.y0 + py0)]
+        target.wcs.set()
+        target.pixel_shape = (px1 - px0, py1 - py0)
+        yield target
 
 
 def _reproject_into(store: PatchStore, tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef],
@@ -153,24 +121,27 @@ def _reproject_into(store: PatchStore, tile: TileSpec, grid_wcs: WCS, frames: Se
     """Reproject every frame into the store; return the slots that got data and their noise samples."""
     active, noise = [], []
     noise_samples = min(max_samples, _NOISE_SAMPLES) if max_samples > 0 else _NOISE_SAMPLES
-    for k, ref in enumerate(frames):
-        source, fw, frame_noise = _FRAMES.get(ref.path, noise_samples)
-        data = source.read_rows(0, source.height)
-        patch, weight = reproject_patch(data, source.read_alpha(), fw, grid_wcs, tile.y0, tile.x0,
-                                        store.boxes[k])
+    for k, (ref, target) in enumerate(zip(frames, _patch_targets(grid_wcs, tile))):
+        entry, planes = FRAMES.planes(ref.path)
+        alpha = planes[-1] if entry.source.has_alpha else None
+        patch, weight = reproject_patch(None, alpha, entry.wcs, grid_wcs, tile.y0, tile.x0, store.boxes[k],
+                                        planes=planes, target=target)
         store.put(k, patch, weight)
         if store.has_data(k):
             active.append(k)
+            frame_noise = entry.noise.get(noise_samples)
             if frame_noise is None:
-                frame_noise = frame_noise_samples(data, noise_samples)
-                _FRAMES.set_noise(ref.path, noise_samples, frame_noise)
+                channels = planes.shape[0] - (alpha is not None)
+                frame_noise = frame_noise_samples(np.moveaxis(planes[:channels], 0, -1), noise_samples)
+                entry.noise[noise_samples] = frame_noise
             noise.append(frame_noise)
     return active, noise
 
 
 def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config: GridConfig, *,
                scratch_dir: str | Path, channels: int, gpu: Backend | None = None,
-               breaker: GpuBreaker | None = None) -> TileProduct:
+               breaker: GpuBreaker | None = None,
+               resolve_frames: Callable[[Sequence[FrameRef]], Sequence[FrameRef]] | None = None) -> TileProduct:
     """Reproject and stack the frames of one tile.
 
     Parameters
@@ -189,6 +160,11 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
         GPU backend for the band stacks (None = CPU).
     breaker : GpuBreaker, optional
         The run's GPU circuit breaker.
+    resolve_frames : callable, optional
+        Called with ``frames`` once they are reprojected, before anything uses their
+        gains and offsets; returns them with the survey normalisation filled in (a tile
+        submitted while the normalisation is still being solved waits here, see
+        :mod:`.framemaps`).
 
     Returns
     -------
@@ -199,7 +175,7 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
     ValueError
         No frame has data on the tile.
     """
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     height, width = tile.shape
     budget = int(config.stack_chunk_budget_mb * _MB)
     with PatchStore(tile.patch_boxes, tile.shape, channels, budget_bytes=budget, scratch_dir=scratch_dir) as store:
@@ -209,6 +185,10 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
         if not active:
             msg = f"no frame has data on tile {tile.tile_id} (its {len(frames)} frame(s) reproject to nothing)"
             raise ValueError(msg)
+        t_wait = time.perf_counter()
+        if resolve_frames is not None:
+            frames = resolve_frames(frames)
+        t_wait = time.perf_counter() - t_wait
         xp = _cpu_xp()
         exposures = np.asarray([frames[k].exposure for k in active], dtype=np.float32)
         maps = [frames[k].maps(channels) for k in active]
@@ -223,7 +203,8 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
     extra = {"n_frames": len(active), "band_rows": band_rows, "patch_store_mb": round(store_mb, 3),
              "spilled": spilled, "gpu_bands": stacker.gpu_bands, "cpu_bands": stacker.cpu_bands,
              "gpu_fallbacks": stacker.fallbacks, "time_reproject_sec": t_reproject,
-             "time_total_sec": time.perf_counter() - t0}
+             "time_wait_maps_sec": t_wait,
+             "time_total_sec": time.perf_counter() - t0, "cpu_sec": time.process_time() - cpu0}
     result = assemble(bands, mono=False, config=config.stack, plan=plan, xp=xp, extra_stats=extra)
     return _product(result)
 

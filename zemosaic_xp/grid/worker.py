@@ -68,6 +68,10 @@ class TileTask:
         The runner's process; a task running elsewhere collects its log records.
     log_level : int
         Level of the runner's ``zemosaic_xp`` logger, applied in other processes.
+    maps_file : str, optional
+        Set when the task is submitted before the survey normalisation is known: the
+        ``frames`` then carry no gains/offsets, and the tile waits for them in this
+        file once its frames are reprojected (:mod:`.framemaps`).
     """
 
     tile: TileSpec
@@ -81,6 +85,7 @@ class TileTask:
     attempt: int = 1
     parent_pid: int = 0
     log_level: int = logging.INFO
+    maps_file: str | None = None
 
     @property
     def tile_id(self) -> int:
@@ -137,11 +142,48 @@ def init_worker() -> None:
     threadpool_limits(1)
 
 
-def warm_up() -> int:
-    """First task of a fresh worker: import what tiles need (reproject pulls in dask)."""
-    import reproject.interpolation  # noqa: F401
+def warm_up(stack_config: Any = None) -> int:
+    """First task of a fresh worker: load what tiles need while the runner sets up.
 
+    That is this module's imports (astropy, the core), scipy.ndimage for the
+    interpolation and the core's numba kernels when numba is installed — not reproject
+    (:mod:`.reproject_tile` does without it) nor the runner, the assembly or
+    scipy.sparse, which only the runner uses. With ``stack_config``, a few pixels of
+    five frames also go through the tile's plan and stack, so that the kernels that
+    configuration uses (and the ~70 numba modules their cache needs) are loaded now
+    rather than inside the first tile, after the survey normalisation is known.
+    Never raises: a failed warm-up only leaves the loading to the first tile.
+    """
+    import scipy.ndimage  # noqa: F401
+
+    from ..fastpaths import numba_kernels
+
+    numba_kernels()
+    if stack_config is not None:
+        try:
+            _warm_stack(stack_config)
+        except Exception as exc:  # noqa: BLE001 - warm-up is an optimisation only
+            logger.debug("[GRID] worker warm-up stack failed: %s", exc)
     return os.getpid()
+
+
+def _warm_stack(stack_config: Any) -> None:
+    import numpy as np
+
+    from ..backends import select_backend
+    from .gpu import BandStacker
+    from .tile_plan import plan_tile_frames
+
+    xp = select_backend("numpy").xp
+    n, channels = 5, 1
+    rng = np.random.default_rng(0)
+    noise = [rng.standard_normal((channels, 64)).astype(np.float32) for _ in range(n)]
+    plan = plan_tile_frames(np.ones((n, channels)), np.zeros((n, channels)), noise, np.ones(n, np.float32),
+                            stack_config, xp=xp)
+    values = (100.0 + rng.standard_normal((2, 8, channels, n))).astype(np.float32)
+    values[0, 0, 0, 0] = np.nan
+    weights = np.ones((2, 8, 1, n), dtype=np.float32)
+    BandStacker(stack_config, plan, cpu_xp=xp).stack(values, weights, tuple(range(n)))
 
 
 def _ids(env_name: str) -> set[int]:
@@ -215,8 +257,15 @@ def _make_tile(task: TileTask) -> tuple[str, dict]:
         grid_wcs = WCS(fits.Header.fromstring(task.grid_header))
     gpu, breaker = _gpu_for(task)
     tiles_dir = Path(task.tiles_dir)
+    resolve = None
+    if task.maps_file is not None:
+        from .framemaps import await_frame_maps
+
+        def resolve(frames: Any) -> Any:
+            return await_frame_maps(task.maps_file, frames, parent_pid=task.parent_pid)
+
     product = stack_tile(task.tile, grid_wcs, task.frames, task.config, scratch_dir=tiles_dir,
-                         channels=task.channels, gpu=gpu, breaker=breaker)
+                         channels=task.channels, gpu=gpu, breaker=breaker, resolve_frames=resolve)
     name = tile_filename(task.tile_id)
     write_tile(tiles_dir / name, task.tile, grid_wcs, product, task.config)
     return name, product.stats
@@ -225,7 +274,7 @@ def _make_tile(task: TileTask) -> tuple[str, dict]:
 def _summary(stats: dict) -> dict:
     keys = ("n_frames", "rejected_pct", "rejected_low_fraction", "rejected_high_fraction", "valid_samples",
             "iterations", "n_bands", "band_rows", "spilled", "patch_store_mb", "gpu_bands", "cpu_bands",
-            "gpu_fallbacks", "time_reproject_sec", "time_total_sec")
+            "gpu_fallbacks", "time_reproject_sec", "time_wait_maps_sec", "time_total_sec", "cpu_sec")
     return {k: stats[k] for k in keys if k in stats}
 
 

@@ -142,7 +142,7 @@ def wsc_pixinsight_fit(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_h
     need = xp.minimum(n, xp.full_like(n, int(min_survivors)))
     clip = _Clip(float(kappa_low), float(kappa_high), int(max_iters))
     lo = xp.zeros_like(n)
-    active = n > need
+    active = (n > need) & (clip.max_iters > 0)
     if ops.compact:
         lo, hi, iterations = _outer_compact(data, lo, n, need, active, 0, clip, xp, ops)
     else:
@@ -191,9 +191,9 @@ def _winsor_step(data: _Rows, lo: Array, hi: Array, m: Array, sigma: Array, gues
     s1 = n_low * lc + _range_sum(data.f1, a, b, xp) + n_high * hc
     s2 = n_low * (lc * lc) + _range_sum(data.f2, a, b, xp) + n_high * (hc * hc)
     count = hi - lo
-    k = xp.astype(xp.where(count > 0, count, xp.ones_like(count)), f64)
-    mc = s1 / k
-    var = s2 / k - mc * mc
+    inv_k = 1.0 / xp.astype(xp.where(count > 0, count, xp.ones_like(count)), f64)
+    mc = s1 * inv_k
+    var = s2 * inv_k - mc * mc
     sigma_new = WINSOR_CORRECTION * xp.sqrt(xp.maximum(var, xp.zeros_like(var)))
     m_new = c + mc
     tol = TOLERANCE * sigma

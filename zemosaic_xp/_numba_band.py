@@ -14,8 +14,9 @@ the band's pixels to combine and count, and a concatenation of the bands. Here
    pixel's median and centred sums, vectorised over the 32 pixels. Larger stacks
    are sorted afterwards by NumPy's SIMD sort, in place, and counted by
    :func:`count_sorted`;
-2. the rejection kernels of :mod:`zemosaic_xp._numba_kernels` and
-   :mod:`zemosaic_xp._numba_wsc` on the sorted rows;
+2. the rejection kernels of :mod:`zemosaic_xp._numba_kernels`,
+   :mod:`zemosaic_xp._numba_pixinsight` (the default WSC) and :mod:`zemosaic_xp._numba_wsc`
+   (``wsc_impl="zemosaic"``) on the sorted rows;
 3. :func:`combine_ranges` writes each pixel's image value, weight sum, coverage and
    rejection counts straight into the band's rows of the results.
 
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ._numba_kernels import LANES, NO_SUMS, inline, jit, kappa_sigma_rows, median_range, network
+from ._numba_pixinsight import wsc_pixinsight_rows
 from ._numba_wsc import wsc_rows
 
 __all__ = ["gather_sorted", "count_sorted", "count_valid", "combine_ranges", "supports", "stack_band",
@@ -346,8 +348,9 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
         kappa_sigma_rows(s, n_valid, np.float32(config.kappa_low), np.float32(config.kappa_high),
                          config.sigma_ddof, max_iters, config.min_survivors, *fit, sums)
     elif reject == 2:
-        wsc_rows(s, n_valid, float(config.kappa_low), float(config.kappa_high), max_iters,
-                 config.min_survivors, *fit, sums)
+        wsc = wsc_pixinsight_rows if config.wsc_impl == "pixinsight" else wsc_rows
+        wsc(s, n_valid, float(config.kappa_low), float(config.kappa_high), max_iters,
+            config.min_survivors, *fit, sums)
     if not all(a.flags.c_contiguous for a in out):
         msg = "the band's result arrays must be C-contiguous (rows of C-ordered results)"
         raise ValueError(msg)

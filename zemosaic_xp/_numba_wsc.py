@@ -1,6 +1,6 @@
-"""Numba kernels of the winsorised sigma clip (PixInsight / Huber WSC) on sorted rows.
+"""Numba kernels of ZeMosaic's winsorised sigma clip (``wsc_impl="zemosaic"``) on sorted rows.
 
-The maths of :func:`zemosaic_xp.core.reject_wsc.reject_winsorized_sigma_clip`, one
+The maths of :func:`zemosaic_xp.core.reject_wsc.reject_wsc_zemosaic`, one
 pixel at a time: :func:`wsc_rows` for unweighted samples (the sort-once range
 formulation) and :func:`wsc_weighted_rows` for weighted ones (the direct formulation
 over the samples in their original order). Same contract as
@@ -15,9 +15,9 @@ import numpy as np
 
 from ._numba_kernels import (centred_sums, first_above, first_at_least, inline, jit, median_range)
 
-__all__ = ["wsc_rows", "wsc_weighted_rows"]
+__all__ = ["wsc_rows", "wsc_weighted_rows", "kth_deviation"]
 
-# PixInsight/Huber WSC constants, as in core/reject_wsc.py (upstream_spec §2.6.1).
+# ZeMosaic's Huber WSC constants, as in core/reject_wsc.py (upstream_spec §2.6.1).
 _MAD_TO_SIGMA = 1.482602218505602
 _SIGMA_FLOOR = 1e-10
 _TOLERANCE = 5e-4
@@ -49,8 +49,8 @@ def _outside_sums(s, r, m0, lo, hi, n):
 
 
 @inline
-def _kth_deviation(s, r, n, centre, k):
-    """The ``k``-th smallest (0-based) of ``|s[r, :n] − centre|`` (float32), ``k < n``.
+def kth_deviation(s, r, lo, n, centre, k):
+    """The ``k``-th smallest (0-based) of ``|s[r, lo:lo+n] − centre|`` (float32), ``k < n``.
 
     Along a sorted row the deviations fall to the centre and rise after it, so the
     ``k + 1`` smallest are a window of ``k + 1`` neighbours, whose largest deviation
@@ -58,7 +58,7 @@ def _kth_deviation(s, r, n, centre, k):
     No branches (a merge of the two runs mispredicts about every other step).
     """
     best = np.float32(np.inf)
-    for w in range(n - k):
+    for w in range(lo, lo + n - k):
         a = abs(np.float32(s[r, w] - centre))
         b = abs(np.float32(s[r, w + k] - centre))
         v = a if a > b else b
@@ -72,10 +72,10 @@ def _mad(s, r, n, centre):
     if n == 0:
         return np.float32(np.nan)
     k = (n - 1) // 2
-    a = _kth_deviation(s, r, n, centre, k)
+    a = kth_deviation(s, r, 0, n, centre, k)
     if n % 2 == 1:
         return a
-    b = _kth_deviation(s, r, n, centre, k + 1)
+    b = kth_deviation(s, r, 0, n, centre, k + 1)
     if a == b:
         return a
     return np.float32(a + np.float32(np.float32(0.5) * np.float32(b - a)))
@@ -84,7 +84,7 @@ def _mad(s, r, n, centre):
 @jit
 def wsc_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors,
              out_lo, out_hi, out_it, out_c, out_sum, sums):
-    """PixInsight/Huber winsorised sigma clip of every sorted row (unweighted).
+    """ZeMosaic's Huber winsorised sigma clip of every sorted row (unweighted).
 
     Parameters
     ----------
@@ -99,7 +99,7 @@ def wsc_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors,
 
     Notes
     -----
-    The maths of :func:`zemosaic_xp.core.reject_wsc.reject_winsorized_sigma_clip`:
+    The maths of :func:`zemosaic_xp.core.reject_wsc.reject_wsc_zemosaic`:
     m = median, σ = 1.4826·MAD (1e-10 if 0); each iteration clamps to
     ``[m − κl·σ, m + κh·σ]``, m ← mean of the clamped values, σ ← Huber scale; a row
     stops when its clamp bounds repeat or m and σ move by less than 5e-4·max(1, ·).

@@ -18,9 +18,10 @@ What each backend gains (measured on 2 CPU cores, 32 × 512² float32; see
   ``ZEMOSAIC_XP_NUMBA=0``): unweighted stacks with κ-σ, the winsorised sigma clip or
   no rejection go band by band through compiled kernels, from the frames straight
   into the results (:meth:`NumpyOps.band_stacker`, :mod:`zemosaic_xp._numba_band`);
-  elsewhere κ-σ and the WSC still run as one compiled loop per pixel over the
-  sorted rows (:mod:`zemosaic_xp._numba_kernels`) instead of ~40 vector passes per
-  iteration, and short rows are sorted by a sorting network.
+  elsewhere κ-σ and both WSC flavours still run as one compiled loop per pixel over
+  the sorted rows (:mod:`zemosaic_xp._numba_kernels`, :mod:`~zemosaic_xp._numba_pixinsight`,
+  :mod:`~zemosaic_xp._numba_wsc`) instead of ~40 vector passes per iteration, and short
+  rows are sorted by a sorting network.
 - torch CPU: ``stack_frames`` hands whole stacks to the NumPy ops on the same memory
   (zero-copy ``Tensor.numpy()``): torch's CPU sort, ``isnan`` and ``isinf`` are ~10x
   slower than NumPy's in the builds we measured.
@@ -136,6 +137,19 @@ def _numba_wsc(s: np.ndarray, n_valid: np.ndarray, kappa_low: float, kappa_high:
     return out
 
 
+def _numba_wsc_pixinsight(s: np.ndarray, n_valid: np.ndarray, kappa_low: float, kappa_high: float,
+                          max_iters: int, min_survivors: int) -> tuple[np.ndarray, ...] | None:
+    kernels = numba_kernels()
+    if kernels is None or s.dtype != np.float32:
+        return None
+    s = np.ascontiguousarray(s)
+    out = _range_outputs(s.shape[0])
+    _numba_module("_numba_pixinsight").wsc_pixinsight_rows(
+        s, np.ascontiguousarray(n_valid, dtype=np.int64).reshape(-1), float(kappa_low),
+        float(kappa_high), max_iters, min_survivors, *out, kernels.NO_SUMS)
+    return out
+
+
 def _numba_wsc_weighted(x: np.ndarray, w: np.ndarray, s: np.ndarray, n_valid: np.ndarray,
                         kappa_low: float, kappa_high: float, max_iters: int,
                         min_survivors: int) -> tuple[np.ndarray, ...] | None:
@@ -246,7 +260,7 @@ class NumpyOps(ArrayOps):
 
     With numba installed (and ``ZEMOSAIC_XP_NUMBA`` not ``0``): whole bands through
     compiled kernels where the configuration allows (:meth:`band_stacker`), κ-σ and
-    the winsorised sigma clip as compiled per-pixel loops elsewhere, and a sorting
+    the winsorised sigma clips as compiled per-pixel loops elsewhere, and a sorting
     network for rows of up to 48 samples (:func:`numba_kernels`); ``name`` is then
     ``"numpy+numba"``.
     """
@@ -271,6 +285,11 @@ class NumpyOps(ArrayOps):
     def kappa_sigma_fit(self, s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,
                         max_iters: int, ddof: int, min_survivors: int) -> tuple[Array, ...] | None:
         return _numba_kappa_sigma(s, n_valid, kappa_low, kappa_high, max_iters, ddof, min_survivors)
+
+    def wsc_pixinsight_fit(self, s: Array, n_valid: Array, /, *, kappa_low: float,
+                           kappa_high: float, max_iters: int,
+                           min_survivors: int) -> tuple[Array, ...] | None:
+        return _numba_wsc_pixinsight(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors)
 
     def wsc_fit(self, s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,
                 max_iters: int, min_survivors: int) -> tuple[Array, ...] | None:
@@ -387,6 +406,15 @@ class TorchCpuOps(ArrayOps):
             return None
         out = _numba_kappa_sigma(_np(s.contiguous()), _np(n_valid), kappa_low, kappa_high, max_iters,
                                  ddof, min_survivors)
+        return None if out is None else _tensors(out)
+
+    def wsc_pixinsight_fit(self, s: Array, n_valid: Array, /, *, kappa_low: float,
+                           kappa_high: float, max_iters: int,
+                           min_survivors: int) -> tuple[Array, ...] | None:
+        if s.dtype != _torch_float32():
+            return None
+        out = _numba_wsc_pixinsight(_np(s.contiguous()), _np(n_valid), kappa_low, kappa_high,
+                                    max_iters, min_survivors)
         return None if out is None else _tensors(out)
 
     def wsc_fit(self, s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,

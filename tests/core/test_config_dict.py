@@ -75,15 +75,35 @@ def test_bad_winsor_limits(value, match):
     ("wsc_impl", "pixinsight", "winsorized_sigma_clip", "winsorized_sigma_clip"),
     ("wsc_impl", "legacy_quantile", "kappa_sigma", "kappa_sigma"),  # only WSC has two impls
     ("wsc_impl", "", "winsorized_sigma_clip", "winsorized_sigma_clip"),
+    ("wsc_impl", "zemosaic", "winsorized_sigma_clip", "winsorized_sigma_clip"),
 ])
 def test_wsc_impl(impl_key, impl, algorithm, expected):
     data = {"stacking_rejection_algorithm": algorithm, impl_key: impl}
     assert StackConfig.from_dict(data).reject == expected
 
 
+@pytest.mark.parametrize(("data", "impl", "reject"), [
+    # ZeMosaic's "pixinsight" is read as PixInsight's algorithm, our default.
+    ({"wsc_impl": "pixinsight"}, "pixinsight", "winsorized_sigma_clip"),
+    ({"wsc_impl": "ZeMosaic"}, "zemosaic", "winsorized_sigma_clip"),
+    ({"winsor_impl": "zemosaic", "reject": "kappa_sigma"}, "zemosaic", "kappa_sigma"),
+    # The first key set decides legacy_quantile (ZeMosaic's order); the field is kept.
+    ({"wsc_impl": "legacy_quantile", "winsor_impl": "zemosaic", "reject": "wsc"}, "zemosaic",
+     "winsorized_quantile"),
+    ({"wsc_impl": "pixinsight", "winsor_impl": "legacy_quantile"}, "pixinsight",
+     "winsorized_sigma_clip"),
+])
+def test_wsc_impl_field(data, impl, reject):
+    config = StackConfig.from_dict(data)
+    assert (config.wsc_impl, config.reject) == (impl, reject)
+
+
 def test_bad_wsc_impl_lists_the_valid_ones():
-    with pytest.raises(ValueError, match=r"`wsc_impl` must be one of \{'pixinsight', 'legacy_quantile'\}"):
+    with pytest.raises(ValueError,
+                       match=r"`wsc_impl` must be one of \{'pixinsight', 'zemosaic', 'legacy_quantile'\}"):
         StackConfig.from_dict({"wsc_impl": "huber"})
+    with pytest.raises(ValueError, match=r"`wsc_impl` must be one of \{'pixinsight', 'zemosaic'\}, got 'huber'"):
+        StackConfig(wsc_impl="huber")
 
 
 @pytest.mark.parametrize(("key", "value", "field", "expected"), [
@@ -144,6 +164,8 @@ CONFIGS = [
                 gesd_outlier_fraction=0.2, radial_weight=True, radial_floor=0.0, rgb_equalize=True,
                 rgb_equalize_gain_clip=(0.9, 1.2), reference_frame=2, max_iters=7),
     StackConfig(reject="minmax", minmax_low=0, minmax_high=2, combine="max", percentile_low=0.5),
+    StackConfig(wsc_impl="zemosaic"),
+    StackConfig(reject="winsorized_quantile", wsc_impl="zemosaic"),
 ]
 
 
@@ -163,6 +185,7 @@ def test_zemosaic_form_uses_zemosaic_keys():
     assert d["poststack_equalize_rgb"] is False and d["poststack_rgb_equalize_gain_clip"] == [0.95, 1.05]
     assert d["min_survivors"] == 3  # fields ZeMosaic lacks keep their own names
     assert StackConfig().to_dict(zemosaic=True)["wsc_impl"] == "pixinsight"
+    assert StackConfig(wsc_impl="zemosaic").to_dict(zemosaic=True)["wsc_impl"] == "zemosaic"
     plain = StackConfig().to_dict()
     assert set(plain) == set(StackConfig.field_names()) and plain["winsor_limits"] == [0.05, 0.05]
 

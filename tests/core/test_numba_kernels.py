@@ -1,7 +1,8 @@
 """The numba accelerator of the NumPy backend against the portable reference.
 
-``zemosaic_xp._numba_kernels`` (sorts, κ-σ on sorted rows), ``zemosaic_xp._numba_wsc``
-(the winsorised sigma clip, unweighted and weighted) and ``zemosaic_xp._numba_band``
+``zemosaic_xp._numba_kernels`` (sorts, κ-σ on sorted rows), ``zemosaic_xp._numba_pixinsight``
+(the default winsorised sigma clip), ``zemosaic_xp._numba_wsc`` (ZeMosaic's WSC,
+unweighted and weighted) and ``zemosaic_xp._numba_band``
 (whole bands from the frames) must give what the portable
 core gives on the same data: identical ranges, iteration counts, coverage and
 rejection maps, images equal to float32 rounding. Each data row of ``_DATA`` names
@@ -19,7 +20,8 @@ import pytest
 from zemosaic_xp import StackConfig, fastpaths, stack
 from zemosaic_xp.core.ops import ArrayOps, portable_only
 from zemosaic_xp.core.reject_sigma import kappa_sigma_fit
-from zemosaic_xp.core.reject_wsc import reject_winsorized_sigma_clip
+from zemosaic_xp.core.reject_pixinsight import wsc_pixinsight_fit
+from zemosaic_xp.core.reject_wsc import reject_wsc_zemosaic
 from zemosaic_xp.core.samples import Samples
 from zemosaic_xp.core.stack import stack_frames
 from zemosaic_xp.fastpaths import NUMBA_ENV, NumpyOps, numba_kernels
@@ -142,16 +144,64 @@ def test_kappa_sigma_kernel_declines_float64():
 
 
 # ---------------------------------------------------------------------------- WSC
+_WSC_CASES = [
+    # kappa_low, kappa_high, max_iters, min_survivors
+    (3.0, 3.0, 10, 3),  # the defaults
+    (2.0, 3.5, 10, 1),  # asymmetric κ, a guard of 1 (ranges down to one sample)
+    (2.5, 2.5, 1, 5),  # a single pass, a guard that stops many pixels
+    (1.5, 1.5, 3, 2),  # aggressive: several passes per pixel
+]
+
+
+def _compact_reference():
+    ops = ArrayOps(XP)
+    ops.compact = True
+    return ops
+
+
+@pytest.mark.parametrize("kind", sorted(_DATA))
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 32, 64])
+@pytest.mark.parametrize(("kl", "kh", "max_iters", "need"), _WSC_CASES)
+def test_pixinsight_wsc_kernel_equals_portable(kind, n, kl, kh, max_iters, need):
+    # The kernel repeats the core's float64 operations in their order: everything,
+    # the kept sums included, is identical to the bit, with both core strategies.
+    s, count = _sorted(_rows(kind, n, rows=3000, seed=n + 3))
+    kwargs = dict(kappa_low=kl, kappa_high=kh, max_iters=max_iters, min_survivors=need, xp=XP)
+    got = wsc_pixinsight_fit(s, count, ops=NumpyOps(XP), **kwargs)
+    for reference in (_compact_reference(), ArrayOps(XP)):
+        want = wsc_pixinsight_fit(s, count, ops=reference, **kwargs)
+        for name in ("lo", "hi", "iterations", "centre", "kept_sum"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    if kind == "outliers" and n >= 32 and max_iters > 1:
+        assert got.iterations.max() >= 3  # the data really needs several passes
+
+
+def test_pixinsight_wsc_kernel_declines_float64():
+    s, count = _sorted(_rows("astro", 8).astype(np.float64))
+    assert NumpyOps(XP).wsc_pixinsight_fit(s, count[:, 0], kappa_low=3.0, kappa_high=3.0,
+                                           max_iters=10, min_survivors=3) is None
+
+
+def test_pixinsight_kernel_constants_are_the_core_s():
+    from zemosaic_xp import _numba_pixinsight as native
+    from zemosaic_xp.core import reject_pixinsight as core
+    from zemosaic_xp.core.nanstats import MAD_TO_SIGMA
+
+    for name in ("HUBER_C", "WINSOR_CORRECTION", "TOLERANCE", "INNER_MAX_ITERS"):
+        assert getattr(native, name) == getattr(core, name), name
+    assert native.MAD_TO_SIGMA == MAD_TO_SIGMA
+
+
 @pytest.mark.parametrize("kind", sorted(_DATA))
 @pytest.mark.parametrize("n", [2, 5, 8, 32])
 @pytest.mark.parametrize(("kl", "kh", "max_iters", "need"),
                          [(3.0, 3.0, None, 3), (2.0, 3.5, 10, 1), (2.5, 2.5, 1, 5), (1.5, 1.5, 3, 2)])
-def test_wsc_kernel_equals_portable(kind, n, kl, kh, max_iters, need):
+def test_zemosaic_wsc_kernel_equals_portable(kind, n, kl, kh, max_iters, need):
     x = _rows(kind, n, rows=3000, seed=n + 1)
-    config = StackConfig.plain(reject="winsorized_sigma_clip", kappa_low=kl, kappa_high=kh,
-                               max_iters=max_iters, min_survivors=need)
-    got = reject_winsorized_sigma_clip(Samples(x, None, xp=XP, ops=NumpyOps(XP)), config)
-    want = reject_winsorized_sigma_clip(Samples(x, None, xp=XP, ops=ArrayOps(XP)), config)
+    config = StackConfig.plain(reject="winsorized_sigma_clip", wsc_impl="zemosaic", kappa_low=kl,
+                               kappa_high=kh, max_iters=max_iters, min_survivors=need)
+    got = reject_wsc_zemosaic(Samples(x, None, xp=XP, ops=NumpyOps(XP)), config)
+    want = reject_wsc_zemosaic(Samples(x, None, xp=XP, ops=ArrayOps(XP)), config)
     for name in ("lo", "hi", "iterations", "centre", "n_low", "n_high"):
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
     np.testing.assert_allclose(got.kept_sum, want.kept_sum, rtol=1e-12, atol=1e-9)
@@ -161,17 +211,17 @@ def test_wsc_kernel_equals_portable(kind, n, kl, kh, max_iters, need):
 @pytest.mark.parametrize("n", [2, 5, 8, 32, 150])
 @pytest.mark.parametrize(("kl", "kh", "max_iters", "need"), [(3.0, 3.0, None, 3), (2.0, 3.5, 10, 1),
                                                              (1.5, 1.5, 3, 2)])
-def test_weighted_wsc_kernel_equals_portable(kind, n, kl, kh, max_iters, need):
+def test_zemosaic_weighted_wsc_kernel_equals_portable(kind, n, kl, kh, max_iters, need):
     # Noise-variance-like weights (not exact in float64 products): the kernel's
     # float64 sums must be NumPy's pairwise sums, 150 frames included (> 128: split).
     rng = np.random.default_rng(n)
     x = _rows(kind, n, rows=1500, seed=n + 2)
     weights = rng.uniform(1e-3, 2e-3, x.shape).astype(np.float32)
     weights[rng.random(x.shape) < 0.03] = 0.0  # zero weight = no data
-    config = StackConfig.plain(reject="winsorized_sigma_clip", kappa_low=kl, kappa_high=kh,
-                               max_iters=max_iters, min_survivors=need)
-    got = reject_winsorized_sigma_clip(Samples(x, weights, xp=XP, ops=NumpyOps(XP)), config)
-    want = reject_winsorized_sigma_clip(Samples(x, weights, xp=XP, ops=ArrayOps(XP)), config)
+    config = StackConfig.plain(reject="winsorized_sigma_clip", wsc_impl="zemosaic", kappa_low=kl,
+                               kappa_high=kh, max_iters=max_iters, min_survivors=need)
+    got = reject_wsc_zemosaic(Samples(x, weights, xp=XP, ops=NumpyOps(XP)), config)
+    want = reject_wsc_zemosaic(Samples(x, weights, xp=XP, ops=ArrayOps(XP)), config)
     for name in ("keep", "n_low", "n_high", "iterations"):
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
 
@@ -224,6 +274,17 @@ def test_stack_with_kernels_equals_portable(reject, combine, normalize, n_frames
     s = make_stack(n_frames=n_frames, shape=(23, 37), seed=n_frames, cosmic_rays_per_frame=15)
     config = StackConfig(normalize=normalize, weighting="none", reject=reject, combine=combine,
                          kappa_low=2.5, kappa_high=2.5)
+    _compare(*_both(s.frames, config))
+    assert band_calls and all(band_calls)
+
+
+@pytest.mark.parametrize("combine", ["mean", "median"])
+@pytest.mark.parametrize("n_frames", [5, 60])
+def test_zemosaic_wsc_stack_with_kernels_equals_portable(combine, n_frames, band_calls):
+    # wsc_impl="zemosaic" takes the same band path with ZeMosaic's kernel.
+    s = make_stack(n_frames=n_frames, shape=(23, 37), seed=n_frames, cosmic_rays_per_frame=15)
+    config = StackConfig(normalize="multiplicative", weighting="none", reject="winsorized_sigma_clip",
+                         wsc_impl="zemosaic", combine=combine)
     _compare(*_both(s.frames, config))
     assert band_calls and all(band_calls)
 

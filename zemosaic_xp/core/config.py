@@ -17,6 +17,7 @@ __all__ = [
     "WEIGHTING_METHODS",
     "REJECT_METHODS",
     "COMBINE_METHODS",
+    "WSC_IMPLEMENTATIONS",
 ]
 
 #: Frame normalisation methods.
@@ -29,6 +30,8 @@ REJECT_METHODS = ("none", "kappa_sigma", "winsorized_sigma_clip", "winsorized_qu
                   "linear_fit_clip", "percentile", "mad", "gesd", "minmax")
 #: Final combine operators.
 COMBINE_METHODS = ("mean", "median", "sum", "min", "max")
+#: Implementations of ``winsorized_sigma_clip`` (``wsc_impl``); docs/algorithms.md compares them.
+WSC_IMPLEMENTATIONS = ("pixinsight", "zemosaic")
 
 # Iteration caps when ``max_iters`` is None (astropy's sigma_clip default; PixInsight's WSC).
 DEFAULT_MAX_ITERS = {"kappa_sigma": 5, "winsorized_sigma_clip": 10}
@@ -142,6 +145,11 @@ class StackConfig:
         Fewest background pixels for the equalisation to apply; 5000.
     rgb_equalize_min_coverage : float
         Smallest background / valid pixel fraction for it to apply, in [0, 1]; 0.01.
+    wsc_impl : {"pixinsight", "zemosaic"}
+        ``winsorized_sigma_clip`` flavour: ``"pixinsight"`` [default], PixInsight/Siril's
+        winsorised robust (m, σ) then κ-σ rejection, repeated until the kept set stops
+        changing; ``"zemosaic"``, ZeMosaic's Huber variant (upstream_spec §2.6.1), which
+        can fail to reject a single outlier below ~10 frames (see docs/algorithms.md).
     """
 
     normalize: str = "linear_fit"
@@ -172,12 +180,14 @@ class StackConfig:
     rgb_equalize_bg_percentile: tuple[float, float] = (5.0, 85.0)
     rgb_equalize_min_samples: int = 5000
     rgb_equalize_min_coverage: float = 0.01
+    wsc_impl: str = "pixinsight"
 
     def __post_init__(self) -> None:
         _check_choice("normalize", self.normalize, NORMALIZE_METHODS)
         _check_choice("weighting", self.weighting, WEIGHTING_METHODS)
         _check_choice("reject", self.reject, REJECT_METHODS)
         _check_choice("combine", self.combine, COMBINE_METHODS)
+        _check_choice("wsc_impl", self.wsc_impl, WSC_IMPLEMENTATIONS)
         object.__setattr__(self, "kappa_low", _check_positive("kappa_low", self.kappa_low))
         object.__setattr__(self, "kappa_high", _check_positive("kappa_high", self.kappa_high))
         if self.max_iters is not None:

@@ -9,8 +9,9 @@ ZeMosaic key                      field                        value format
 stacking_normalize_method         normalize                    method name or alias
 stacking_weighting_method         weighting                    method name or alias
 stacking_rejection_algorithm      reject                       method name or alias
-wsc_impl (winsor_impl,            reject                       "pixinsight" (default) or
-stack_winsor_impl)                                             "legacy_quantile"
+wsc_impl (winsor_impl,            wsc_impl, or reject          "pixinsight" (default),
+stack_winsor_impl)                                             "zemosaic" or
+                                                               "legacy_quantile"
 stacking_kappa_low / _high        kappa_low / kappa_high       number
 stacking_winsor_limits            winsor_limits                "0.05,0.05" or [0.05, 0.05]
 stacking_final_combine_method     combine                      method name or alias
@@ -26,9 +27,12 @@ Rules: keys that are neither a field nor in this table are ignored (a ZeMosaic c
 carries hundreds of GUI and GPU settings); ``None`` values mean "not set"; a field name
 wins over the ZeMosaic key for the same field; method names are matched case-
 insensitively with ``-``, ``+`` and spaces read as ``_``; an unknown method name is a
-``ValueError`` listing the valid names and aliases. ``wsc_impl="legacy_quantile"``
-turns ``winsorized_sigma_clip`` into ``winsorized_quantile`` (other algorithms ignore
-it). ZeMosaic's ``noise_fwhm`` weighting needs star detection, which the core does not
+``ValueError`` listing the valid names and aliases. ``wsc_impl`` is both a ZeMosaic key
+and a field: ``"pixinsight"`` (ZeMosaic's default, which we read as PixInsight's own
+algorithm) and ``"zemosaic"`` (ZeMosaic's Huber variant) set the field, while
+``"legacy_quantile"`` turns ``winsorized_sigma_clip`` into ``winsorized_quantile``
+(other algorithms ignore it); as in ZeMosaic, the first of ``wsc_impl``,
+``winsor_impl``, ``stack_winsor_impl`` that is set decides. ZeMosaic's ``noise_fwhm`` weighting needs star detection, which the core does not
 have: it falls back to ``noise_variance``, as ZeMosaic itself does without photutils.
 """
 
@@ -39,7 +43,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .config import (COMBINE_METHODS, NORMALIZE_METHODS, REJECT_METHODS, WEIGHTING_METHODS,
-                     StackConfig)
+                     WSC_IMPLEMENTATIONS, StackConfig)
 
 __all__ = ["config_from_dict", "config_to_dict", "ZEMOSAIC_KEYS", "METHOD_ALIASES"]
 
@@ -71,7 +75,8 @@ ZEMOSAIC_KEYS: dict[str, str] = {
 
 # ZeMosaic resolves the WSC implementation from these keys, first one set wins.
 _WSC_IMPL_KEYS = ("wsc_impl", "winsor_impl", "stack_winsor_impl")
-_WSC_IMPLS = ("pixinsight", "legacy_quantile")
+_LEGACY = "legacy_quantile"
+_WSC_IMPLS = WSC_IMPLEMENTATIONS + (_LEGACY,)
 
 #: Accepted spellings of each method, per field (after lower-casing and ``-+ `` → ``_``).
 METHOD_ALIASES: dict[str, dict[str, str]] = {
@@ -172,7 +177,11 @@ def _convert(field: str, value: Any, key: str) -> Any:
     return value
 
 
-def _wsc_impl(data: Mapping[str, Any]) -> str | None:
+def _wsc_impl(data: Mapping[str, Any]) -> tuple[bool, str | None]:
+    """``(legacy, field)`` from the WSC keys: the first key set decides ``legacy``, as in
+    ZeMosaic; ``field`` is the first ``"pixinsight"`` / ``"zemosaic"`` among them."""
+    legacy: bool | None = None
+    field = None
     for key in _WSC_IMPL_KEYS:
         value = data.get(key)
         if value is None or (isinstance(value, str) and not value.strip()):
@@ -181,8 +190,10 @@ def _wsc_impl(data: Mapping[str, Any]) -> str | None:
         if impl not in _WSC_IMPLS:
             msg = f"`{key}` must be one of {{{', '.join(repr(v) for v in _WSC_IMPLS)}}}, got {value!r}"
             raise ValueError(msg)
-        return impl
-    return None
+        legacy = impl == _LEGACY if legacy is None else legacy
+        if field is None and impl != _LEGACY:
+            field = impl
+    return bool(legacy), field
 
 
 def config_from_dict(cls: type[StackConfig], data: Any) -> StackConfig:
@@ -195,10 +206,13 @@ def config_from_dict(cls: type[StackConfig], data: Any) -> StackConfig:
     for key, field in ZEMOSAIC_KEYS.items():
         if data.get(key) is not None and field not in values:
             values[field] = _convert(field, data[key], key)
-    for key in names:
+    for key in names - {"wsc_impl"}:
         if data.get(key) is not None:
             values[key] = _convert(key, data[key], key)
-    if _wsc_impl(data) == "legacy_quantile" and values.get("reject") == "winsorized_sigma_clip":
+    legacy, impl = _wsc_impl(data)
+    if impl is not None:
+        values["wsc_impl"] = impl
+    if legacy and values.get("reject") == "winsorized_sigma_clip":
         values["reject"] = "winsorized_quantile"
     return cls(**values)
 
@@ -218,7 +232,11 @@ def config_to_dict(config: StackConfig, *, zemosaic: bool = False) -> dict[str, 
     result = {key: out.pop(field) for key, field in written.items()}
     legacy = config.reject == "winsorized_quantile"
     result["stacking_rejection_algorithm"] = "winsorized_sigma_clip" if legacy else config.reject
-    result["wsc_impl"] = "legacy_quantile" if legacy else "pixinsight"
+    impl = out.pop("wsc_impl")
+    result["wsc_impl"] = _LEGACY if legacy else impl
+    if legacy and impl != WSC_IMPLEMENTATIONS[0]:
+        # ZeMosaic reads only the first key set (wsc_impl); ours keeps the field exact.
+        result["winsor_impl"] = impl
     # ZeMosaic stores the limits as a string of fractions; repr keeps every digit.
     result["stacking_winsor_limits"] = ",".join(repr(v) for v in config.winsor_limits)
     result.update(out)

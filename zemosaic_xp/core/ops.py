@@ -15,8 +15,9 @@ than different maths. This module is the hook between the two worlds:
   the portable :class:`ArrayOps`.
 
 Some members are whole steps rather than primitives — a κ-σ or WSC clip of sorted
-rows (:meth:`ArrayOps.kappa_sigma_fit`, :meth:`~ArrayOps.wsc_fit`,
-:meth:`~ArrayOps.wsc_weighted_fit`) or a whole band (:meth:`ArrayOps.band_stacker`):
+rows (:meth:`ArrayOps.kappa_sigma_fit`, :meth:`~ArrayOps.wsc_pixinsight_fit`,
+:meth:`~ArrayOps.wsc_fit`, :meth:`~ArrayOps.wsc_weighted_fit`) or a whole band
+(:meth:`ArrayOps.band_stacker`):
 their portable versions return None, which means "run the core's own code", so a
 backend implements only what it can do faster (NumPy with numba).
 
@@ -223,13 +224,25 @@ class ArrayOps:
         """
         return None
 
+    def wsc_pixinsight_fit(self, s: Array, n_valid: Array, /, *, kappa_low: float,
+                           kappa_high: float, max_iters: int,
+                           min_survivors: int) -> tuple[Array, ...] | None:
+        """A native PixInsight/Siril winsorised sigma clip of sorted rows, or None (portable).
+
+        Same contract as :meth:`kappa_sigma_fit` (no ``ddof``), for
+        :func:`~zemosaic_xp.core.reject_pixinsight.wsc_pixinsight_fit`, the default
+        ``winsorized_sigma_clip``: identical ranges, iteration counts and centres, and
+        ``Σ (x − centre)`` over the kept range as the core's anchored sums give it.
+        """
+        return None
+
     def wsc_fit(self, s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,
                 max_iters: int, min_survivors: int) -> tuple[Array, ...] | None:
-        """A native unweighted winsorised sigma clip of sorted rows, or None (portable).
+        """A native unweighted ZeMosaic-style WSC of sorted rows, or None (portable).
 
         Same contract as :meth:`kappa_sigma_fit`, for the range path of
-        :func:`~zemosaic_xp.core.reject_wsc.reject_winsorized_sigma_clip` (PixInsight /
-        Huber WSC). Returns ``(lo, hi, iterations, centre, kept_sum)``, each ``(R,)``:
+        :func:`~zemosaic_xp.core.reject_wsc.reject_wsc_zemosaic` (``wsc_impl="zemosaic"``,
+        the Huber WSC of upstream_spec §2.6.1). Returns ``(lo, hi, iterations, centre, kept_sum)``, each ``(R,)``:
         the kept range after the final bounds and the survivor guard, the iterations
         run, the row's float32 median and ``Σ (x − median)`` over the range in float64.
         """
@@ -238,7 +251,7 @@ class ArrayOps:
     def wsc_weighted_fit(self, x: Array, weights: Array, s: Array, n_valid: Array, /, *,
                          kappa_low: float, kappa_high: float, max_iters: int,
                          min_survivors: int) -> tuple[Array, ...] | None:
-        """A native weighted winsorised sigma clip, or None (portable).
+        """A native weighted ZeMosaic-style WSC (``wsc_impl="zemosaic"``), or None (portable).
 
         Parameters
         ----------
@@ -254,7 +267,7 @@ class ArrayOps:
         (keep, n_low, n_high, iterations) or None
             ``keep`` shape (R, N) bool in the order of ``x``; the others shape (R,),
             int64. As the direct formulation in
-            :func:`~zemosaic_xp.core.reject_wsc.reject_winsorized_sigma_clip`.
+            :func:`~zemosaic_xp.core.reject_wsc.reject_wsc_zemosaic`.
         """
         return None
 

@@ -8,7 +8,10 @@ pixel's sorted samples, so after one sort an iteration needs only:
 - sums over a range: :func:`centred_prefix_sums` once, then :func:`range_sum`, two
   gathers per range;
 - the median absolute deviation without a second sort: :func:`mad_sorted` selects the
-  middle of ``|s − m|``, which is two sorted runs, by a binary search.
+  middle of ``|s − m|``, which is two sorted runs, by a binary search;
+- range sums that never touch the samples outside the range on the far side of the
+  median: :func:`anchored_sums` accumulates outwards from each row's middle, so a
+  range sum is ``F[b] − F[a]`` without a huge outlier's square cancelling in it.
 
 All rows are shape ``(R, N)`` sorted ascending with the invalid samples last (as
 ``+inf``); per-row vectors are ``(R,)``. Results stay on the input's device.
@@ -23,7 +26,8 @@ from array_api_compat import device as _device
 from .nanstats import take_rows
 from .ops import ArrayOps
 
-__all__ = ["search_rows", "search_near", "centred_prefix_sums", "range_sum", "mad_sorted"]
+__all__ = ["search_rows", "search_near", "centred_prefix_sums", "range_sum", "mad_sorted",
+           "anchored_sums"]
 
 Array = Any
 
@@ -114,7 +118,46 @@ def range_sum(p: Array, lo: Array, hi: Array, /, *, xp: Any) -> Array:
     return xp.where(hi > lo, at_hi - at_lo, zero)
 
 
-def mad_sorted(s: Array, n_valid: Array, centre: Array, /, *, xp: Any) -> Array:
+def anchored_sums(s: Array, centre: Array, n_valid: Array, /, *, xp: Any,
+                  ops: ArrayOps) -> tuple[Array, Array]:
+    """Sums of ``d`` and ``d²`` (``d = f64(s) − f64(centre)``) accumulated from each row's middle.
+
+    ``F[:, j]`` for ``j = 0 … N`` is ``Σ d[mid:j]`` for ``j >= mid`` and ``−Σ d[j:mid]`` below,
+    ``mid = n_valid // 2``, so that ``Σ d[a:b] = F[b] − F[a]`` for any ``a <= b``. Unlike
+    plain prefix sums, that difference only ever involves samples between the range and
+    the middle of the row: an extreme outlier on the other side cannot cancel the range's
+    digits away. Each side is a sequential cumulative sum (``ops.prefix_sums``) running
+    outwards from ``mid``; a compiled kernel reproduces it to the last bit.
+
+    Parameters
+    ----------
+    s : array, shape (R, N), float32, sorted, invalid last
+    centre : array, shape (R,), float32
+    n_valid : array, shape (R,), int64
+
+    Returns
+    -------
+    f1, f2 : array, shape (R, N + 1), float64
+        For ``d`` and ``d²``; constant past ``n_valid``.
+    """
+    f64 = xp.float64
+    dev = _device(s)
+    rows = int(s.shape[0])
+    j = xp.arange(int(s.shape[-1]), device=dev)[None, :]
+    zero = xp.zeros((), dtype=f64, device=dev)
+    d = xp.astype(s, f64) - xp.astype(centre, f64)[:, None]
+    d = xp.where(j < n_valid[:, None], d, zero)
+    upper = j >= (n_valid // 2)[:, None]
+    edge = xp.zeros((rows, 1), dtype=f64, device=dev)
+    out = []
+    for v in (d, d * d):
+        up = ops.prefix_sums(xp.where(upper, v, zero))
+        down = xp.flip(ops.prefix_sums(xp.flip(xp.where(upper, zero, v), axis=-1)), axis=-1)
+        out.append(xp.concat([edge, up], axis=-1) - xp.concat([down, edge], axis=-1))
+    return out[0], out[1]
+
+
+def mad_sorted(s: Array, n_valid: Array, centre: Array, /, *, xp: Any, lo: Array | None = None) -> Array:
     """Median of ``|s − centre|`` over each row's valid samples, without sorting again.
 
     ``|s − centre|`` (float32 arithmetic, as a sort of the deviations would see it) is
@@ -127,18 +170,22 @@ def mad_sorted(s: Array, n_valid: Array, centre: Array, /, *, xp: Any) -> Array:
     ----------
     s : array, shape (R, N), sorted, invalid last
     n_valid : array, shape (R,), int64
+        Valid samples per row, or the length of the sub-range starting at ``lo``.
     centre : array, shape (R,), float32 (typically the median)
+    lo : array, shape (R,), int64, optional
+        Start of the sub-range ``[lo, lo + n_valid)`` of each row; default 0.
 
     Returns
     -------
     array, shape (R,), float32
-        NaN, without a warning, where a row has no valid sample.
+        NaN, without a warning, where a row (range) has no sample.
     """
     dev = _device(s)
     n_cols = int(s.shape[-1])
     zero_i = xp.zeros_like(n_valid)
-    split = search_rows(s, centre, zero_i, n_valid, xp=xp)
-    n_left, n_right = split, n_valid - split
+    start = zero_i if lo is None else lo
+    split = search_rows(s, centre, start, start + n_valid, xp=xp)
+    n_left, n_right = split - start, start + n_valid - split
     top = xp.full_like(n_valid, max(n_cols - 1, 0))
 
     def left(i: Array) -> Array:  # i-th smallest deviation below the centre, 0 <= i < n_left

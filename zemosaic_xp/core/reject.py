@@ -21,12 +21,15 @@ from .config import StackConfig
 from .reject_common import zeros_per_pixel
 from .reject_fit import reject_linear_fit_clip
 from .reject_order import reject_gesd, reject_minmax, reject_percentile
+from .reject_pixinsight import reject_wsc_pixinsight
 from .reject_robust import reject_mad
-from .reject_sigma import kappa_sigma_ranges, reject_kappa_sigma, reject_winsorized_sigma_clip
+from .reject_sigma import kappa_sigma_ranges, reject_kappa_sigma
 from .reject_winsor import reject_winsorized_quantile
+from .reject_wsc import reject_wsc_zemosaic
 from .samples import Rejection, Samples
 
-__all__ = ["reject", "kappa_sigma_ranges", "REJECTORS"]
+__all__ = ["reject", "reject_winsorized_sigma_clip", "kappa_sigma_ranges", "REJECTORS",
+           "WSC_REJECTORS"]
 
 
 def _reject_none(samples: Samples, config: StackConfig) -> Rejection:
@@ -36,8 +39,21 @@ def _reject_none(samples: Samples, config: StackConfig) -> Rejection:
                      lo=samples.xp.zeros_like(samples.n_valid), hi=samples.n_valid)
 
 
-#: Rejection algorithms by public name; one module per family (reject_sigma, reject_order,
-#: reject_robust, reject_fit, reject_winsor); docs/algorithms.md describes each.
+#: The two flavours of ``winsorized_sigma_clip`` by ``config.wsc_impl``.
+WSC_REJECTORS: dict[str, Callable[[Samples, StackConfig], Rejection]] = {
+    "pixinsight": reject_wsc_pixinsight,
+    "zemosaic": reject_wsc_zemosaic,
+}
+
+
+def reject_winsorized_sigma_clip(samples: Samples, config: StackConfig) -> Rejection:
+    """Winsorised sigma clipping, PixInsight's (default) or ZeMosaic's (``config.wsc_impl``)."""
+    return WSC_REJECTORS[config.wsc_impl](samples, config)
+
+
+#: Rejection algorithms by public name; one module per family (reject_sigma, reject_pixinsight,
+#: reject_wsc, reject_order, reject_robust, reject_fit, reject_winsor); docs/algorithms.md
+#: describes each.
 REJECTORS: dict[str, Callable[[Samples, StackConfig], Rejection]] = {
     "none": _reject_none,
     "kappa_sigma": reject_kappa_sigma,

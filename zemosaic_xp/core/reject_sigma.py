@@ -1,7 +1,7 @@
-"""Sigma-based rejections: iterative κ-σ (median centre) and PixInsight/Huber WSC.
+"""Iterative κ-σ rejection (median centre) on sorted rows, converging per pixel.
 
-Both converge per pixel. See :mod:`.reject` for the shared contract. The winsorised
-clip lives in :mod:`.reject_wsc` and is re-exported here.
+See :mod:`.reject` for the shared contract. The winsorised sigma clips live in
+:mod:`.reject_pixinsight` (the default) and :mod:`.reject_wsc` (ZeMosaic's variant).
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ from .nanstats import median_sorted, take_rows
 from .ops import ArrayOps, ops_for
 from .ranges import centred_prefix_sums, range_sum, search_rows
 from .reject_common import range_rejection
-from .reject_wsc import reject_winsorized_sigma_clip
 from .samples import Rejection, Samples
 
-__all__ = ["kappa_sigma_ranges", "kappa_sigma_fit", "RangeFit", "reject_kappa_sigma",
-           "reject_winsorized_sigma_clip"]
+__all__ = ["kappa_sigma_ranges", "kappa_sigma_fit", "RangeFit", "reject_kappa_sigma"]
 
 Array = Any
 

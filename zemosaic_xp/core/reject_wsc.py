@@ -1,4 +1,10 @@
-"""PixInsight / Huber winsorised sigma clipping (WSC), converging per pixel.
+"""ZeMosaic's winsorised sigma clip (``wsc_impl="zemosaic"``, upstream_spec §2.6.1), per pixel.
+
+Kept as ZeMosaic computes it, for comparison and compatibility: clamp to the
+rejection bounds ``m ± κσ`` themselves and take the Huber scale with c = max(κ). Below
+~10 frames a clamped outlier inflates that scale faster than the clamp tames it, so
+a single hit can survive (docs/algorithms.md); the default ``wsc_impl="pixinsight"``
+is :mod:`.reject_pixinsight`.
 
 Unweighted samples take the sort-once path: clamping to ``[lo_b, hi_b]`` leaves the
 sorted order intact, so every sum an iteration needs — the winsorised mean and the
@@ -28,7 +34,7 @@ from .ranges import search_near, search_rows
 from .reject_common import min_keep, range_rejection
 from .samples import Rejection, Samples
 
-__all__ = ["reject_winsorized_sigma_clip"]
+__all__ = ["reject_wsc_zemosaic"]
 
 Array = Any
 
@@ -85,8 +91,8 @@ class _State:
         return _State(*(xp.take(getattr(self, k), idx) for k in self.names))
 
 
-def reject_winsorized_sigma_clip(samples: Samples, config: StackConfig) -> Rejection:
-    """PixInsight / Huber winsorised sigma clipping, converging per pixel.
+def reject_wsc_zemosaic(samples: Samples, config: StackConfig) -> Rejection:
+    """ZeMosaic's Huber winsorised sigma clipping, converging per pixel.
 
     Start from m = median, σ = 1.4826·MAD. Each iteration clamps the samples to
     ``[m − κl·σ, m + κh·σ]``, sets m to the (weighted) mean of the clamped values and σ

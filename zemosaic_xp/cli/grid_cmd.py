@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,10 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="worker processes; 0 = auto (cpu count - 2, capped by RAM; the default), "
                              "1 = in this process")
+    parser.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                        help="run the tiles on an existing dask cluster: its scheduler address "
+                             "(tcp://host:8786) or scheduler file; frames and OUTPUT must be on a path "
+                             "the workers share (needs zemosaic-xp[dask]; --workers is then ignored)")
     parser.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None,
                         help="stack tiles on the GPU (default: use_gpu_grid of the config, else off)")
     parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
@@ -105,13 +110,32 @@ def run_from_args(args: argparse.Namespace, input_folder: Path, output_folder: P
     if quiet_logs:
         grid_logger.setLevel(logging.WARNING)
     try:
-        return run_grid_mode(input_folder, output_folder, bar, config=keys, grid_use_gpu=args.gpu,
-                             grid_workers=workers, resume=args.resume, cancel=cancel)
+        with ExitStack() as stack:
+            executor = _cluster_executor(stack, getattr(args, "scheduler", None), args.workers)
+            return run_grid_mode(input_folder, output_folder, bar, config=keys, grid_use_gpu=args.gpu,
+                                 grid_workers=workers, executor=executor, resume=args.resume, cancel=cancel)
     finally:
         bar.close()
         grid_logger.setLevel(saved_level)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, previous)
+
+
+def _cluster_executor(stack: ExitStack, address: str | None, workers: int | None) -> Any:
+    """The executor of the dask cluster at ``address`` (None: run locally), closed by ``stack``."""
+    from zemosaic_xp.cli import CliError
+    from zemosaic_xp.grid.cluster import connect_cluster
+
+    if address is None:
+        return None
+    try:
+        client = stack.enter_context(connect_cluster(address))
+    except (ImportError, FileNotFoundError, ConnectionError) as exc:
+        raise CliError(f"--scheduler: {exc}") from exc
+    if workers is not None:
+        print("zemosaic-xp: --workers is ignored with --scheduler (the cluster's workers run the tiles)",
+              file=sys.stderr)
+    return client.get_executor()
 
 
 def print_summary(result: Any) -> None:

@@ -11,12 +11,13 @@ import importlib
 from typing import Any
 
 __all__ = ["run_grid_mode", "GridConfig", "GridResult", "load_stack_plan", "TileImage", "MosaicResult",
-           "assemble_mosaic", "write_mosaic_outputs", "write_preview_png", "seam_steps"]
+           "assemble_mosaic", "write_mosaic_outputs", "write_preview_png", "seam_steps", "connect_cluster"]
 
 _LAZY = {
     "run_grid_mode": ".runner", "GridResult": ".runner", "GridConfig": ".config", "load_stack_plan": ".plan",
     "TileImage": ".assemble", "MosaicResult": ".assemble", "assemble_mosaic": ".assemble",
     "write_mosaic_outputs": ".assemble", "write_preview_png": ".assemble", "seam_steps": ".assemble",
+    "connect_cluster": ".cluster",
 }
 
 

@@ -29,6 +29,7 @@ from .._version import __version__
 from ..backends import select_backend
 from ..telemetry import ResourceTelemetryController
 from ..telemetry.csvlog import DEFAULT_CSV_NAME
+from .cluster import describe_executor, executor_slots, release_worker_caches
 from .config import GridConfig
 from .geometry import GlobalGrid, build_global_grid
 from .gpu import release_breaker, resolve_gpu_backend
@@ -430,8 +431,10 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
         Overrides ``config`` (``grid_workers``): 0 = auto, 1 = in this process, N =
         N worker processes (spawn). Neither given → 1.
     executor : concurrent.futures.Executor, optional
-        Run tile tasks there instead (e.g. ``distributed.Client(...).get_executor()``);
-        the frames must be readable from where tasks run.
+        Run tile tasks there instead, e.g. ``distributed.Client(...).get_executor()``
+        (:func:`~.cluster.connect_cluster`); as many tiles are kept in flight as the
+        cluster has worker threads. The frames and ``output_folder`` must be reachable
+        from where tasks run (a shared path); the assembly runs here.
     resume : bool
         Skip tiles finished by an earlier run with the same inputs and settings.
     cancel : object with ``is_set()``, optional
@@ -529,6 +532,7 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
             normaliser.join()
             normaliser.cleanup()
         FRAMES.clear()  # frames cached by tiles made in this process
+        release_worker_caches(executor)  # and by a cluster's workers, which outlive the run
         telemetry.close()
         release_breaker(run_id)
 
@@ -537,7 +541,7 @@ def _workers(grid_workers: int | None, cfg: GridConfig, use_gpu: bool, executor:
              progress: GridProgress) -> tuple[int, str]:
     workers, how = resolve_workers(grid_workers, cfg)
     if executor is not None:
-        return int(getattr(executor, "_max_workers", workers) or workers), f"external {type(executor).__name__}"
+        return executor_slots(executor, workers), describe_executor(executor)
     if use_gpu and workers > 1:
         progress.message("[GRID] GPU tiles run in this process, one at a time (one CUDA context per "
                          "device); %d worker(s) requested", workers)

@@ -158,6 +158,22 @@ def test_grid_config_object_and_explicit_arguments_win(survey, tmp_path, caplog)
     assert result.workers == 1 and "[GRID] using 1 workers (requested)" in caplog.text
 
 
+def test_config_file_path(survey, reference, tmp_path):
+    import json
+
+    path = tmp_path / "zemosaic_config.json"
+    path.write_text(json.dumps({**SMALL_CONFIG, "unrelated_gui_key": 1}), encoding="utf-8")
+    result = run_grid_mode(survey.folder, tmp_path / "out", config=path)
+    assert result.mosaic_path.read_bytes() == reference[0].mosaic_path.read_bytes()
+    with pytest.raises(FileNotFoundError, match="config file '.*missing.json' does not exist"):
+        run_grid_mode(survey.folder, tmp_path / "out2", config=str(tmp_path / "missing.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match="config file '.*bad.json' is not valid JSON"):
+        run_grid_mode(survey.folder, tmp_path / "out3", config=bad)
+    assert not (tmp_path / "out3" / "mosaic_grid.fits").exists()
+
+
 def test_mixed_mounts_are_stacked_apart(survey, tmp_path):
     text = survey.plan_csv.read_text().splitlines()
     header, rows = text[0], text[1:]

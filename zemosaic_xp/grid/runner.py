@@ -13,6 +13,7 @@ lock, and one circuit breaker for the run (:mod:`.gpu`).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -162,11 +163,24 @@ def resolve_workers(requested: int | None, config: GridConfig) -> tuple[int, str
     return workers, "auto"
 
 
-def _as_config(config: GridConfig | Mapping[str, Any] | None) -> GridConfig:
+def _as_config(config: GridConfig | Mapping[str, Any] | str | os.PathLike | None) -> GridConfig:
     if config is None:
         return GridConfig()
     if isinstance(config, GridConfig):
         return config
+    if isinstance(config, (str, os.PathLike)):
+        path = Path(config)
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            msg = f"config file '{path}' does not exist"
+            raise FileNotFoundError(msg) from None
+        except ValueError as exc:
+            msg = f"config file '{path}' is not valid JSON ({exc})"
+            raise ValueError(msg) from exc
+        if not isinstance(config, dict):
+            msg = f"config file '{path}' must hold a JSON object of ZeMosaic keys"
+            raise ValueError(msg)
     return GridConfig.from_dict(config)
 
 
@@ -409,7 +423,8 @@ def _gpu_decision(grid_use_gpu: bool | None, cfg: GridConfig, progress: GridProg
 
 def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathLike,
                   progress_callback: Callable[..., Any] | None = None, *,
-                  config: GridConfig | Mapping[str, Any] | None = None, grid_use_gpu: bool | None = None,
+                  config: GridConfig | Mapping[str, Any] | str | os.PathLike | None = None,
+                  grid_use_gpu: bool | None = None,
                   grid_workers: int | None = None, executor: Executor | None = None, resume: bool = True,
                   cancel: Any = None) -> GridResult:
     """Build a mosaic from the plate-solved frames listed in ``<input_folder>/stack_plan.csv``.
@@ -424,7 +439,7 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
         ``resource_telemetry.csv`` (split runs: ``grid_EQ/``, ``grid_ALTZ/``).
     progress_callback : callable, optional
         ZeMosaic protocol ``cb(key, progress, level, **kw)``; see :mod:`.progress`.
-    config : GridConfig or dict of ZeMosaic keys, optional
+    config : GridConfig, dict of ZeMosaic keys, or path of a ``zemosaic_config.json``, optional
     grid_use_gpu : bool, optional
         Overrides ``config`` (``use_gpu_grid``); default CPU.
     grid_workers : int, optional

@@ -67,3 +67,52 @@ def test_frames_without_overlap_keep_the_identity(tmp_path):
     grid = _grid(tmp_path)
     norm = normalise_frames(grid, StackConfig(), xp=XP)
     assert sorted(norm.info["unlinked"]) == [0, 1] and np.all(norm.gains == 1) and np.all(norm.offsets == 0)
+
+
+def _pairs_reference(counts: dict, n: int, partners: int) -> list:
+    """The pair selection spelled out: each frame's best partners, then Kruskal (largest first)."""
+    chosen = set()
+    for k in range(n):
+        mine = sorted((p for p in counts if k in p), key=lambda p: (-counts[p], p))
+        chosen.update(mine[:partners])
+    parent = list(range(n))
+
+    def root(a):
+        while parent[a] != a:
+            a = parent[a]
+        return a
+
+    for p in sorted(counts, key=lambda p: (-counts[p], p)):
+        ra, rb = root(p[0]), root(p[1])
+        if ra != rb:
+            parent[ra] = rb
+            chosen.add(p)
+    return sorted(chosen)
+
+
+def test_pair_selection_matches_its_definition_with_ties():
+    import scipy.sparse as sp
+
+    from zemosaic_xp.grid import normalise
+
+    rng = np.random.default_rng(4)
+    for _ in range(60):
+        n = int(rng.integers(2, 30))
+        all_pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+        pick = rng.random(len(all_pairs)) < rng.random()
+        pairs = [p for p, keep in zip(all_pairs, pick) if keep]
+        counts = {p: int(c) for p, c in zip(pairs, rng.integers(64, 68, len(pairs)))}  # many ties
+        i = np.array([p[0] for p in pairs], dtype=np.int64)
+        j = np.array([p[1] for p in pairs], dtype=np.int64)
+        c = np.array([counts[p] for p in pairs], dtype=np.float32)
+        own = np.full(n, 1000.0, dtype=np.float32)  # the diagonal: each frame's own count
+        weak = [p for p, keep in zip(all_pairs, pick) if not keep][::2]  # overlaps under MIN_PAIR_SAMPLES
+        bi = np.array([p[0] for p in weak], dtype=np.int64)
+        bj = np.array([p[1] for p in weak], dtype=np.int64)
+        below = np.full(len(weak), 10.0, dtype=np.float32)
+        matrix = sp.coo_matrix((np.concatenate([c, c, own, below, below]),
+                                (np.concatenate([i, j, np.arange(n), bi, bj]),
+                                 np.concatenate([j, i, np.arange(n), bj, bi]))), shape=(n, n)).tocsr()
+        got = normalise._select_pairs(matrix, n)
+        assert list(got) == _pairs_reference(counts, n, normalise._MAX_PARTNERS)
+        assert all(got[p] == counts[p] for p in got)

@@ -7,8 +7,9 @@ keeps, per frame file (keyed by path, size and modification time):
 - the parsed header source and its WCS (small, always kept, least recently used
   beyond ``max_entries``);
 - the pixels as contiguous float32 planes ``(C [+ ALPHA], H, W)``, the layout the
-  reprojection reads, within a byte budget (``FRAME_CACHE_MB``; least recently used
-  planes are dropped first, and a frame larger than the budget is never kept);
+  reprojection reads, within a byte budget (a quarter of ``stack_chunk_budget_mb``, at
+  most ``FRAME_CACHE_MB``: :meth:`FrameCache.fit_budget`; least recently used planes
+  are dropped first, and a frame larger than the budget is never kept);
 - the frame's noise samples, per sample count.
 
 Everything cached is exactly what a fresh read gives, so hits never change a result.
@@ -28,7 +29,8 @@ __all__ = ["FrameEntry", "FrameCache", "FRAMES", "FRAME_CACHE_MB"]
 
 #: Pixel planes kept per process (MB). The demo survey (40 RGB frames of 384²) takes 71 MB.
 FRAME_CACHE_MB = 256
-_MAX_ENTRIES = 4096
+#: Headers and WCS kept (~60 KB each with SIP).
+_MAX_ENTRIES = 1024
 
 
 @dataclass
@@ -120,6 +122,18 @@ class FrameCache:
                     _, old = self._planes.popitem(last=False)
                     self._plane_bytes -= old.nbytes
         return entry, planes
+
+    def fit_budget(self, chunk_budget_bytes: int) -> None:
+        """Hold at most a quarter of a tile's ``stack_chunk_budget_mb`` (and ``FRAME_CACHE_MB``).
+
+        Keeps the cache inside the memory a user granted: patches, one band and the
+        cache together stay near the budget. Drops planes beyond the new limit.
+        """
+        with self._lock:
+            self.budget_bytes = int(min(FRAME_CACHE_MB * 2**20, max(0, chunk_budget_bytes) // 4))
+            while self._plane_bytes > self.budget_bytes and self._planes:
+                _, old = self._planes.popitem(last=False)
+                self._plane_bytes -= old.nbytes
 
     def clear(self) -> None:
         """Forget everything (tests; a process that is done with a survey)."""

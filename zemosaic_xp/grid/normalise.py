@@ -56,7 +56,7 @@ _HUBER_K = 1.345
 # Positions per frame: enough for percentiles to ~1e-3 of the span; the parent holds
 # them all (C + 2 numbers each), so very large surveys get fewer per frame.
 _SAMPLES_PER_FRAME = 16384
-_SAMPLE_MEMORY_BYTES = 256 * 2**20
+_SAMPLE_MEMORY_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -161,28 +161,30 @@ def _pair_map(vi: np.ndarray, vj: np.ndarray, config: StackConfig, xp: Any) -> t
     return gain, offset
 
 
-def _overlap_counts(samples: list[tuple[np.ndarray, np.ndarray]], step: int) -> dict[tuple[int, int], int]:
-    """Common valid positions of every pair of frames sharing at least ``MIN_PAIR_SAMPLES``.
+def _overlap_counts(samples: list[tuple[np.ndarray, np.ndarray]], step: int) -> Any:
+    """Common valid positions of every pair of frames, as a symmetric sparse ``(n, n)`` matrix.
 
     One sparse product ``V·Vᵀ`` of the frames × positions validity matrix, instead of a
-    set intersection per pair of overlapping footprints.
+    set intersection per pair of overlapping footprints. CSR, float32 counts; the
+    diagonal holds each frame's own count.
     """
     import scipy.sparse as sp
 
-    rows, cols = [], []
-    for i, (pos, vals) in enumerate(samples):
-        ok = np.all(np.isfinite(vals), axis=0)
-        cols.append(pos[ok] // step)
-        rows.append(np.full(int(ok.sum()), i, dtype=np.int64))
-    col = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
-    row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
     n = len(samples)
-    width = int(col.max()) + 1 if col.size else 1
-    valid = sp.csr_matrix((np.ones(col.size, dtype=np.float32), (row, col)), shape=(n, width))
-    product = sp.triu(valid @ valid.T, k=1).tocoo()
-    keep = product.data >= MIN_PAIR_SAMPLES
-    return {(int(i), int(j)): int(round(c)) for i, j, c in
-            zip(product.row[keep], product.col[keep], product.data[keep])}
+    width = max((int(pos[-1]) // step + 1 for pos, _ in samples if pos.size), default=1)  # sorted positions
+    total = sum(int(pos.size) for pos, _ in samples)
+    index = np.int32 if width < 2**31 and total < 2**31 else np.int64
+    cols, indptr = [], [0]
+    for pos, vals in samples:
+        ok = np.all(np.isfinite(vals), axis=0)
+        cols.append((pos[ok] // step).astype(index))
+        indptr.append(indptr[-1] + cols[-1].size)
+    col = np.concatenate(cols) if cols else np.zeros(0, dtype=index)
+    del cols
+    # CSR straight from the per-frame columns (sorted, unique): no COO triplets in memory.
+    valid = sp.csr_matrix((np.ones(col.size, dtype=np.float32), col, np.asarray(indptr, dtype=index)),
+                          shape=(n, width))
+    return (valid @ valid.T).tocsr()
 
 
 def _common(samples: list[tuple[np.ndarray, np.ndarray]], i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
@@ -193,29 +195,51 @@ def _common(samples: list[tuple[np.ndarray, np.ndarray]], i: int, j: int) -> tup
     return a[:, ok], b[:, ok]
 
 
-def _select_pairs(counts: dict[tuple[int, int], int], n: int) -> list[tuple[int, int]]:
-    """Each frame's ``_MAX_PARTNERS`` largest overlaps, plus a maximum spanning forest."""
-    chosen: set[tuple[int, int]] = set()
-    partners: dict[int, list[tuple[int, tuple[int, int]]]] = {k: [] for k in range(n)}
-    for pair, cnt in counts.items():
-        partners[pair[0]].append((cnt, pair))
-        partners[pair[1]].append((cnt, pair))
+def _partners(overlaps: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frames sharing at least ``MIN_PAIR_SAMPLES`` with frame ``k``, and the counts (int64)."""
+    lo, hi = overlaps.indptr[k], overlaps.indptr[k + 1]
+    other = overlaps.indices[lo:hi].astype(np.int64)
+    count = np.rint(overlaps.data[lo:hi]).astype(np.int64)
+    keep = (count >= MIN_PAIR_SAMPLES) & (other != k)
+    return other[keep], count[keep]
+
+
+def _select_pairs(overlaps: Any, n: int) -> dict[tuple[int, int], int]:
+    """Each frame's ``_MAX_PARTNERS`` largest overlaps, plus a maximum spanning forest.
+
+    Edges are ordered by count, ties to the smaller ``(i, j)``; that order is total, so
+    the maximum spanning forest is unique, and Prim's algorithm finds it one frame's
+    row at a time: O(n) memory on top of ``overlaps`` (a deep survey has millions of
+    overlapping pairs, which Kruskal would have to sort). Returns the chosen pairs
+    ``i < j``, sorted, with their counts.
+    """
+    chosen: dict[tuple[int, int], int] = {}
     for k in range(n):
-        chosen.update(p for _, p in sorted(partners[k], key=lambda t: (-t[0], t[1]))[:_MAX_PARTNERS])
-    parent = list(range(n))
-
-    def root(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for pair, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):  # Kruskal, largest first
-        ra, rb = root(pair[0]), root(pair[1])
-        if ra != rb:
-            parent[ra] = rb
-            chosen.add(pair)
-    return sorted(chosen)
+        other, count = _partners(overlaps, k)
+        lo, hi = np.minimum(other, k), np.maximum(other, k)
+        for e in np.lexsort((hi, lo, -count))[:_MAX_PARTNERS].tolist():
+            chosen[(int(lo[e]), int(hi[e]))] = int(count[e])
+    # Prim on the unique edge key: count first, then the smaller (i, j) first.
+    span = n * n
+    best = np.full(n, -1, dtype=np.int64)        # best key joining each frame to the tree
+    via = np.zeros(n, dtype=np.int64)            # ... and the tree frame at its other end
+    done = np.zeros(n, dtype=bool)
+    for _ in range(n):
+        cand = np.where(done, -2, best)
+        v = int(np.argmax(cand))
+        if cand[v] == -1:  # no edge to the tree: start the next tree at the first frame left
+            v = int(np.argmin(done))
+        elif cand[v] >= 0:
+            a, b = sorted((v, int(via[v])))
+            chosen[(a, b)] = int(cand[v] // span)
+        done[v] = True
+        other, count = _partners(overlaps, v)
+        lo, hi = np.minimum(other, v), np.maximum(other, v)
+        key = count * span + (span - 1 - (lo * n + hi))
+        better = ~done[other] & (key > best[other])
+        best[other[better]] = key[better]
+        via[other[better]] = v
+    return dict(sorted(chosen.items()))
 
 
 def _irls(design: Any, rhs: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -276,7 +300,7 @@ def _clipped_mean(d: np.ndarray) -> float:
 
 
 def _solve(n: int, channels: int, pairs: list[tuple[int, int]], maps: dict, counts: dict,
-           refs: dict[int, int], labels: np.ndarray, common: dict) -> tuple[np.ndarray, np.ndarray]:
+           refs: dict[int, int], labels: np.ndarray, samples: list) -> tuple[np.ndarray, np.ndarray]:
     """Gains and offsets of all frames; each connected group's reference is fixed.
 
     Gains: ``log g_j − log g_i = log g_ij`` from the pairwise fits of the core's method.
@@ -285,6 +309,9 @@ def _solve(n: int, channels: int, pairs: list[tuple[int, int]], maps: dict, coun
     positions. Differencing position by position cancels the sky, so the offsets are
     known to the noise / √M — what the background of a mosaic needs — whereas the
     pair's own offset ``o_ij`` also carries its gain error times the sky level.
+    The common samples of a pair are taken again from ``samples`` (cheap) rather than
+    kept from the pair fits: held for every pair, they would take several times the
+    samples' own memory.
     """
     gain = np.ones((n, channels))
     offset = np.zeros((n, channels))
@@ -299,7 +326,7 @@ def _solve(n: int, channels: int, pairs: list[tuple[int, int]], maps: dict, coun
         return gain, offset
     diffs = np.zeros((len(pairs), channels))
     for r, (i, j) in enumerate(pairs):
-        a, b = common[(i, j)]
+        a, b = _common(samples, i, j)
         for ch in range(channels):
             diffs[r, ch] = _clipped_mean(gain[i, ch] * a[ch].astype(np.float64) - gain[j, ch] * b[ch])
     for ch in range(channels):
@@ -308,7 +335,8 @@ def _solve(n: int, channels: int, pairs: list[tuple[int, int]], maps: dict, coun
 
 
 def normalise_frames(grid: GlobalGrid, config: StackConfig, *, xp: Any,
-                     mapper: Callable[..., Any] = map, keep_planes: bool = False) -> FrameNormalisation:
+                     mapper: Callable[..., Any] = map, keep_planes: bool = False,
+                     memory_bytes: int = _SAMPLE_MEMORY_BYTES) -> FrameNormalisation:
     """Gain and offset of every frame of ``grid`` onto one reference, from their overlaps.
 
     Parameters
@@ -325,6 +353,10 @@ def normalise_frames(grid: GlobalGrid, config: StackConfig, *, xp: Any,
     keep_planes : bool
         Leave the frames' pixels in the process's frame cache (:mod:`.framecache`)
         for tiles made next in this process.
+    memory_bytes : int
+        Bytes the samples of all frames may take (values and positions); fewer
+        samples per frame in large surveys, never fewer than 2048. Default 64 MB,
+        whatever ``stack_chunk_budget_mb``: the maps do not depend on the budget.
 
     Returns
     -------
@@ -336,19 +368,19 @@ def normalise_frames(grid: GlobalGrid, config: StackConfig, *, xp: Any,
     if config.normalize == "none" or n == 1:
         return identity
     per_frame = min(config.frame_stats_samples or _SAMPLES_PER_FRAME, _SAMPLES_PER_FRAME,
-                    max(2048, _SAMPLE_MEMORY_BYTES // (n * (channels + 2) * 4)))
+                    max(2048, int(memory_bytes) // (n * (channels + 2) * 4)))
     step = _sample_step(grid, per_frame)
     height, width = grid.shape
-    positions = [_positions_in(f.footprint, width, height, step) for f in grid.frames]
+    flat_index = np.int32 if height * width < 2**31 else np.int64  # halves the positions' memory
+    positions = [_positions_in(f.footprint, width, height, step).astype(flat_index) for f in grid.frames]
     header = grid.header_string()
     sampler = partial(sample_frame, keep=keep_planes) if keep_planes else sample_frame
     values = list(mapper(sampler, [f.path for f in grid.frames], [header] * n, positions, [width] * n))
     samples = list(zip(positions, values))
-    counts = _overlap_counts(samples, step)
-    maps, common = {}, {}
-    for pair in _select_pairs(counts, n):
-        common[pair] = _common(samples, *pair)
-        maps[pair] = _pair_map(*common[pair], config, xp)
+    counts = _select_pairs(_overlap_counts(samples, step), n)  # chosen pairs -> common samples
+    maps = {}
+    for pair in counts:
+        maps[pair] = _pair_map(*_common(samples, *pair), config, xp)
     pairs = [p for p in maps if np.all(maps[p][0] > 0)]  # a degenerate fit carries no gain
     labels = _components(n, pairs)
     shared = np.zeros(n)
@@ -359,7 +391,7 @@ def normalise_frames(grid: GlobalGrid, config: StackConfig, *, xp: Any,
     for label in np.unique(labels):
         members = np.nonzero(labels == label)[0]
         refs[int(label)] = int(members[np.argmax(shared[members])])
-    gains, offsets = _solve(n, channels, pairs, maps, counts, refs, labels, common)
+    gains, offsets = _solve(n, channels, pairs, maps, counts, refs, labels, samples)
     reference = max(refs.values(), key=lambda k: (shared[k], -k))
     unlinked = [int(k) for k in range(n) if np.sum(labels == labels[k]) == 1]
     info = {"method": config.normalize, "pairs": len(pairs), "components": len(refs), "unlinked": unlinked,

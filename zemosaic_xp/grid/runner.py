@@ -41,7 +41,7 @@ from .pipeline import BackgroundNormalisation
 from .plan import load_stack_plan, split_by_mount
 from .progress import GridProgress
 from .scheduler import TileScheduler
-from .tile import FrameRef, read_tile
+from .tile import FrameRef, noise_sample_count, read_tile
 from .worker import RUNNING_DIR, TileOutcome, TileTask
 
 __all__ = ["run_grid_mode", "GridResult", "resolve_workers"]
@@ -273,6 +273,9 @@ def _tasks(group: _Group, cfg: GridConfig, manifest: TileManifest, cfg_hash: str
     header = grid.header_string()
     tasks, hashes = [], {}
     level = logging.getLogger("zemosaic_xp").getEffectiveLevel()
+    # One noise sample count for the survey: a frame gets the same weight in every tile.
+    noise_samples = noise_sample_count(cfg.stack.frame_stats_samples,
+                                       max((len(t.frames) for t in grid.tiles), default=1), grid.channels)
     for tile in grid.tiles:
         if maps_file is None:
             inputs = tile_inputs_hash(grid, tile, _tile_maps(group, tile))
@@ -284,7 +287,7 @@ def _tasks(group: _Group, cfg: GridConfig, manifest: TileManifest, cfg_hash: str
         manifest.forget(tile.tile_id)
         frames = tuple(_frame_ref(group, i, maps=maps_file is None) for i in tile.frames)
         tasks.append(TileTask(tile, header, frames, grid.channels, cfg, str(group.out_dir / "tiles"), run_id,
-                              use_gpu, 1, os.getpid(), level, maps_file))
+                              use_gpu, 1, os.getpid(), level, maps_file, noise_samples))
     if group.result.tiles_skipped:
         progress.message("[GRID] resume: %d of %d tile(s) already done, skipped", group.result.tiles_skipped,
                          len(grid.tiles))
@@ -476,6 +479,7 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
     """
     t0 = time.perf_counter()
     cfg = _as_config(config)
+    FRAMES.fit_budget(int(cfg.stack_chunk_budget_mb * 2**20))
     out = Path(output_folder)
     out.mkdir(parents=True, exist_ok=True)
     telemetry = _telemetry(cfg, out, progress_callback)

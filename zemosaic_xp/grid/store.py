@@ -3,8 +3,14 @@
 Each frame of a tile is reprojected once onto its patch box and kept here; row bands
 ``(h, W, C, N)`` of the whole tile are then assembled from the patches, so every
 band sees *every* frame of the tile and rejection works on the full stack, whatever
-the band size. Patches stay in RAM up to the budget and otherwise go to one
-memory-mapped scratch file in the output folder, removed when the tile is done.
+the band size. Patches stay in RAM up to the budget and otherwise go to one scratch
+file in the output folder, removed when the tile is done.
+
+The scratch file is written and read with plain positioned reads and writes (a band
+reads only its rows of each patch), not memory-mapped: pages of a mapped file count in the
+process's resident memory as long as they are mapped, so a 1 GB spill would show as
+1 GB more RSS; read and written through the page cache, it costs the process
+nothing beyond one band.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -58,9 +64,11 @@ class PatchStore:
         self.nbytes = patch_store_bytes(self.boxes, self.channels)
         self.spilled = self.nbytes > budget_bytes
         self._dir: Path | None = None
-        self._file: np.memmap | None = None
+        self._fh: Any = None  # the scratch file, opened "w+b"
         self._patches: list[np.ndarray | None] = [None] * len(self.boxes)
         self._weights: list[np.ndarray | None] = [None] * len(self.boxes)
+        self._stored = [False] * len(self.boxes)
+        self._has_data = [False] * len(self.boxes)
         self._offsets: list[int] = []
         if self.spilled:
             self._open_scratch(scratch_dir)
@@ -72,7 +80,7 @@ class PatchStore:
         for box in self.boxes:
             self._offsets.append(offset)
             offset += (box[1] - box[0]) * (box[3] - box[2]) * (self.channels + 1)
-        self._file = np.memmap(self._dir / "patches.f32", dtype=np.float32, mode="w+", shape=(max(offset, 1),))
+        self._fh = open(self._dir / "patches.f32", "w+b")  # noqa: SIM115 - closed in close()
         logger.debug("[GRID] patches spill to %s (%.1f MB)", self._dir, self.nbytes / 2**20)
 
     def __enter__(self) -> PatchStore:
@@ -85,9 +93,10 @@ class PatchStore:
         """Drop the patches and delete the scratch file; idempotent."""
         self._patches = [None] * len(self.boxes)
         self._weights = [None] * len(self.boxes)
-        # Dropping the last references unmaps the file (CPython refcounting), which
-        # Windows needs before the file can be deleted.
-        self._file = None
+        self._stored = [False] * len(self.boxes)
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            fh.close()  # before the removal (Windows)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
@@ -100,24 +109,35 @@ class PatchStore:
             msg = (f"patch {k} has shape {patch.shape} / weight {weight.shape}; expected "
                    f"{(h, w, self.channels)} / {(h, w)}")
             raise ValueError(msg)
-        if self._file is None:
-            self._patches[k] = np.ascontiguousarray(patch, dtype=np.float32)
-            self._weights[k] = np.ascontiguousarray(weight, dtype=np.float32)
+        patch = np.ascontiguousarray(patch, dtype=np.float32)
+        weight = np.ascontiguousarray(weight, dtype=np.float32)
+        self._has_data[k] = bool(np.any(weight > 0))
+        self._stored[k] = True
+        if self._fh is None:
+            self._patches[k], self._weights[k] = patch, weight
             return
-        start = self._offsets[k]
-        n = h * w * self.channels
-        self._file[start:start + n] = patch.reshape(-1)
-        self._file[start + n:start + n + h * w] = weight.reshape(-1)
-        self._patches[k] = self._file[start:start + n].reshape(h, w, self.channels)
-        self._weights[k] = self._file[start + n:start + n + h * w].reshape(h, w)
+        self._fh.seek(self._offsets[k] * 4)
+        self._fh.write(memoryview(patch).cast("B"))
+        self._fh.write(memoryview(weight).cast("B"))
 
-    def get(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Frame ``k``'s patch and weight (views into the scratch file when spilled)."""
-        patch, weight = self._patches[k], self._weights[k]
-        if patch is None or weight is None:
+    def _read(self, k: int, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``[a, b)`` (patch-relative) of frame ``k``'s patch and weight."""
+        if not self._stored[k]:
             msg = f"patch {k} was never stored"
             raise KeyError(msg)
+        if self._fh is None:
+            return self._patches[k][a:b], self._weights[k][a:b]  # type: ignore[index]
+        py0, py1, px0, px1 = self.boxes[k]
+        w, c = px1 - px0, self.channels
+        base = self._offsets[k] * 4
+        patch = self._read_f32(base + a * w * c * 4, (b - a) * w * c).reshape(b - a, w, c)
+        weight = self._read_f32(base + (py1 - py0) * w * c * 4 + a * w * 4, (b - a) * w).reshape(b - a, w)
         return patch, weight
+
+    def get(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Frame ``k``'s patch ``(h, w, C)`` and weight ``(h, w)`` (read back when spilled)."""
+        py0, py1 = self.boxes[k][:2]
+        return self._read(k, 0, py1 - py0)
 
     def band(self, r0: int, r1: int, frames: Sequence[int], c0: int = 0,
              c1: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -140,12 +160,23 @@ class PatchStore:
             x0, x1 = max(c0, px0), min(c1, px1)
             if a >= b or x0 >= x1:
                 continue
-            patch, weight = self.get(k)
-            values[a - r0:b - r0, x0 - c0:x1 - c0, :, j] = patch[a - py0:b - py0, x0 - px0:x1 - px0]
-            weights[a - r0:b - r0, x0 - c0:x1 - c0, 0, j] = weight[a - py0:b - py0, x0 - px0:x1 - px0]
+            patch, weight = self._read(k, a - py0, b - py0)
+            values[a - r0:b - r0, x0 - c0:x1 - c0, :, j] = patch[:, x0 - px0:x1 - px0]
+            weights[a - r0:b - r0, x0 - c0:x1 - c0, 0, j] = weight[:, x0 - px0:x1 - px0]
         return values, weights
 
     def has_data(self, k: int) -> bool:
         """True when frame ``k`` contributes at least one pixel with weight > 0."""
-        _, weight = self.get(k)
-        return bool(np.any(weight > 0))
+        if not self._stored[k]:
+            msg = f"patch {k} was never stored"
+            raise KeyError(msg)
+        return self._has_data[k]
+
+    def _read_f32(self, offset: int, count: int) -> np.ndarray:
+        out = np.empty(count, dtype=np.float32)
+        self._fh.seek(offset)
+        if self._fh.readinto(memoryview(out).cast("B")) != out.nbytes:
+            msg = "patch scratch file is shorter than expected (disk full or file removed?)"
+            raise OSError(msg)
+        return out
+

@@ -40,13 +40,18 @@ from .reproject_tile import reproject_patch
 from .store import PatchStore
 from .tile_plan import frame_noise_samples, plan_tile_frames
 
-__all__ = ["FrameRef", "TileProduct", "stack_tile", "write_tile", "read_tile", "tile_filename"]
+__all__ = ["noise_sample_count", "FrameRef", "TileProduct", "stack_tile", "write_tile", "read_tile", "tile_filename"]
 
 logger = logging.getLogger(__name__)
 
 _MB = 1024 * 1024
 # Noise σ per frame and channel from at most this many neighbour differences (σ to ~0.6 %).
 _NOISE_SAMPLES = 16384
+# ... fewer (at least 1024: σ to ~2 %) when a tile has so many frames that their samples
+# would take more than 16 MB (the weights' temporaries take ~9x that). Not tied to
+# stack_chunk_budget_mb: a tile is the same for any budget.
+_MIN_NOISE_SAMPLES = 1024
+_NOISE_MEMORY_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -116,11 +121,17 @@ def _patch_targets(grid_wcs: WCS, tile: TileSpec) -> Any:
         yield target
 
 
+def noise_sample_count(max_samples: int, n_frames: int, channels: int) -> int:
+    """Noise samples per frame and channel for a tile of ``n_frames`` (16384 up to 256 frame-channels)."""
+    count = min(max_samples, _NOISE_SAMPLES) if max_samples > 0 else _NOISE_SAMPLES
+    fit = _NOISE_MEMORY_BYTES // (4 * max(1, channels) * max(1, n_frames))
+    return int(min(count, max(_MIN_NOISE_SAMPLES, fit)))
+
+
 def _reproject_into(store: PatchStore, tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef],
-                    max_samples: int) -> tuple[list[int], list[np.ndarray]]:
+                    noise_samples: int) -> tuple[list[int], list[np.ndarray]]:
     """Reproject every frame into the store; return the slots that got data and their noise samples."""
     active, noise = [], []
-    noise_samples = min(max_samples, _NOISE_SAMPLES) if max_samples > 0 else _NOISE_SAMPLES
     for k, (ref, target) in enumerate(zip(frames, _patch_targets(grid_wcs, tile))):
         entry, planes = FRAMES.planes(ref.path)
         alpha = planes[-1] if entry.source.has_alpha else None
@@ -141,7 +152,8 @@ def _reproject_into(store: PatchStore, tile: TileSpec, grid_wcs: WCS, frames: Se
 def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config: GridConfig, *,
                scratch_dir: str | Path, channels: int, gpu: Backend | None = None,
                breaker: GpuBreaker | None = None,
-               resolve_frames: Callable[[Sequence[FrameRef]], Sequence[FrameRef]] | None = None) -> TileProduct:
+               resolve_frames: Callable[[Sequence[FrameRef]], Sequence[FrameRef]] | None = None,
+               noise_samples: int | None = None) -> TileProduct:
     """Reproject and stack the frames of one tile.
 
     Parameters
@@ -165,6 +177,10 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
         gains and offsets; returns them with the survey normalisation filled in (a tile
         submitted while the normalisation is still being solved waits here, see
         :mod:`.framemaps`).
+    noise_samples : int, optional
+        Noise samples per frame and channel for the weights; the runner passes one
+        count for the whole survey (:func:`noise_sample_count` of its largest tile),
+        so that a frame gets the same weight in every tile. Default: from this tile.
 
     Returns
     -------
@@ -179,8 +195,9 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
     height, width = tile.shape
     budget = int(config.stack_chunk_budget_mb * _MB)
     with PatchStore(tile.patch_boxes, tile.shape, channels, budget_bytes=budget, scratch_dir=scratch_dir) as store:
-        max_samples = config.stack.frame_stats_samples
-        active, noise = _reproject_into(store, tile, grid_wcs, frames, max_samples)
+        if noise_samples is None:
+            noise_samples = noise_sample_count(config.stack.frame_stats_samples, len(frames), channels)
+        active, noise = _reproject_into(store, tile, grid_wcs, frames, noise_samples)
         t_reproject = time.perf_counter() - t0
         if not active:
             msg = f"no frame has data on tile {tile.tile_id} (its {len(frames)} frame(s) reproject to nothing)"

@@ -30,6 +30,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from .config import GridConfig
+from .framecache import FRAMES
 from .geometry import TileSpec
 from .tile import FrameRef, stack_tile, tile_filename, write_tile
 
@@ -72,6 +73,8 @@ class TileTask:
         Set when the task is submitted before the survey normalisation is known: the
         ``frames`` then carry no gains/offsets, and the tile waits for them in this
         file once its frames are reprojected (:mod:`.framemaps`).
+    noise_samples : int, optional
+        Noise samples per frame for the weights, the same for every tile of a run.
     """
 
     tile: TileSpec
@@ -86,6 +89,7 @@ class TileTask:
     parent_pid: int = 0
     log_level: int = logging.INFO
     maps_file: str | None = None
+    noise_samples: int | None = None
 
     @property
     def tile_id(self) -> int:
@@ -265,7 +269,8 @@ def _make_tile(task: TileTask) -> tuple[str, dict]:
             return await_frame_maps(task.maps_file, frames, parent_pid=task.parent_pid)
 
     product = stack_tile(task.tile, grid_wcs, task.frames, task.config, scratch_dir=tiles_dir,
-                         channels=task.channels, gpu=gpu, breaker=breaker, resolve_frames=resolve)
+                         channels=task.channels, gpu=gpu, breaker=breaker, resolve_frames=resolve,
+                         noise_samples=task.noise_samples)
     name = tile_filename(task.tile_id)
     write_tile(tiles_dir / name, task.tile, grid_wcs, product, task.config)
     return name, product.stats
@@ -293,6 +298,7 @@ def run_tile_task(task: TileTask) -> TileOutcome:
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text(f"{pid} {task.attempt}", encoding="utf-8")
             _test_hooks(task)
+            FRAMES.fit_budget(int(task.config.stack_chunk_budget_mb * 2**20))
             name, stats = _make_tile(task)
             outcome = TileOutcome(task.tile_id, True, name, pid, task.attempt, time.perf_counter() - t0,
                                   _summary(stats))

@@ -48,10 +48,10 @@ _MB = 1024 * 1024
 # Noise σ per frame and channel from at most this many neighbour differences (σ to ~0.6 %).
 _NOISE_SAMPLES = 16384
 # ... fewer (at least 1024: σ to ~2 %) when a tile has so many frames that their samples
-# would take more than 16 MB (the weights' temporaries take ~9x that). Not tied to
+# would take more than 8 MB (the weights' temporaries take ~9x that). Not tied to
 # stack_chunk_budget_mb: a tile is the same for any budget.
 _MIN_NOISE_SAMPLES = 1024
-_NOISE_MEMORY_BYTES = 16 * 2**20
+_NOISE_MEMORY_BYTES = 8 * 2**20
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def _patch_targets(grid_wcs: WCS, tile: TileSpec) -> Any:
 
 
 def noise_sample_count(max_samples: int, n_frames: int, channels: int) -> int:
-    """Noise samples per frame and channel for a tile of ``n_frames`` (16384 up to 256 frame-channels)."""
+    """Noise samples per frame and channel for a tile of ``n_frames`` (16384 up to 128 frame-channels)."""
     count = min(max_samples, _NOISE_SAMPLES) if max_samples > 0 else _NOISE_SAMPLES
     fit = _NOISE_MEMORY_BYTES // (4 * max(1, channels) * max(1, n_frames))
     return int(min(count, max(_MIN_NOISE_SAMPLES, fit)))

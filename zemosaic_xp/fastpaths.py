@@ -124,30 +124,30 @@ def _numba_kappa_sigma(s: np.ndarray, n_valid: np.ndarray, kappa_low: float, kap
     return out
 
 
-def _numba_wsc(s: np.ndarray, n_valid: np.ndarray, kappa_low: float, kappa_high: float,
-               max_iters: int, min_survivors: int) -> tuple[np.ndarray, ...] | None:
+def _numba_float64_clip(module: str, kernel: str, s: np.ndarray, n_valid: np.ndarray, kappa_low: float,
+                        kappa_high: float, max_iters: int, min_survivors: int) -> tuple[np.ndarray, ...] | None:
+    """Run a winsorised-clip kernel (float64 κ) of ``module`` on float32 sorted rows; None if unavailable."""
     kernels = numba_kernels()
     if kernels is None or s.dtype != np.float32:
         return None
     s = np.ascontiguousarray(s)
     out = _range_outputs(s.shape[0])
-    _numba_module("_numba_wsc").wsc_rows(
+    getattr(_numba_module(module), kernel)(
         s, np.ascontiguousarray(n_valid, dtype=np.int64).reshape(-1), float(kappa_low),
         float(kappa_high), max_iters, min_survivors, *out, kernels.NO_SUMS)
     return out
+
+
+def _numba_wsc(s: np.ndarray, n_valid: np.ndarray, kappa_low: float, kappa_high: float,
+               max_iters: int, min_survivors: int) -> tuple[np.ndarray, ...] | None:
+    return _numba_float64_clip("_numba_wsc", "wsc_rows", s, n_valid, kappa_low, kappa_high, max_iters,
+                               min_survivors)
 
 
 def _numba_wsc_pixinsight(s: np.ndarray, n_valid: np.ndarray, kappa_low: float, kappa_high: float,
                           max_iters: int, min_survivors: int) -> tuple[np.ndarray, ...] | None:
-    kernels = numba_kernels()
-    if kernels is None or s.dtype != np.float32:
-        return None
-    s = np.ascontiguousarray(s)
-    out = _range_outputs(s.shape[0])
-    _numba_module("_numba_pixinsight").wsc_pixinsight_rows(
-        s, np.ascontiguousarray(n_valid, dtype=np.int64).reshape(-1), float(kappa_low),
-        float(kappa_high), max_iters, min_survivors, *out, kernels.NO_SUMS)
-    return out
+    return _numba_float64_clip("_numba_pixinsight", "wsc_pixinsight_rows", s, n_valid, kappa_low, kappa_high,
+                               max_iters, min_survivors)
 
 
 def _numba_wsc_weighted(x: np.ndarray, w: np.ndarray, s: np.ndarray, n_valid: np.ndarray,

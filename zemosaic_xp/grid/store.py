@@ -134,11 +134,6 @@ class PatchStore:
         weight = self._read_f32(base + (py1 - py0) * w * c * 4 + a * w * 4, (b - a) * w).reshape(b - a, w)
         return patch, weight
 
-    def get(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Frame ``k``'s patch ``(h, w, C)`` and weight ``(h, w)`` (read back when spilled)."""
-        py0, py1 = self.boxes[k][:2]
-        return self._read(k, 0, py1 - py0)
-
     def band(self, r0: int, r1: int, frames: Sequence[int], c0: int = 0,
              c1: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``[r0, r1)`` and columns ``[c0, c1)`` of the tile for ``frames``, frames last.

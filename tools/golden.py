@@ -24,6 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+# Import the checkout this script lives in, not whatever is installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 REJECTS = ("none", "kappa_sigma", "winsorized_sigma_clip", "winsorized_quantile", "linear_fit_clip",
            "percentile", "mad", "gesd", "minmax")
 COMBINES = ("mean", "median", "sum", "min", "max")

@@ -2,15 +2,18 @@
 
 The stack core is written once against the Python array API standard; ``stack``
 runs it on any backend. See ``StackConfig`` for the algorithms.
+
+Public names are imported on first use (PEP 562), so ``import zemosaic_xp`` loads
+neither astropy nor torch nor CuPy: stacking an in-memory NumPy array never pays for
+the FITS, WCS or GPU machinery.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from ._version import __version__
-from .core.config import StackConfig
-from .core.stack import StackResult
-from .stacking import stack
-from .classic import GpuPolicy, MasterTileResult, stack_master_tile, write_master_tile
-from .telemetry import ResourceTelemetryController
-from . import synthetic
 
 __all__ = [
     "stack",
@@ -27,14 +30,32 @@ __all__ = [
     "__version__",
 ]
 
-# Grid mode pulls in astropy.wcs and reproject: loaded on first use, not on `import zemosaic_xp`.
-_LAZY = {"run_grid_mode": "zemosaic_xp.grid.runner", "GridConfig": "zemosaic_xp.grid.config"}
+#: Public name -> module that defines it.
+_LAZY = {
+    "stack": "zemosaic_xp.api",
+    "StackConfig": "zemosaic_xp.core.config",
+    "StackResult": "zemosaic_xp.core.pipeline",
+    "stack_master_tile": "zemosaic_xp.classic.master_tile",
+    "MasterTileResult": "zemosaic_xp.classic.master_tile",
+    "write_master_tile": "zemosaic_xp.classic.master_tile",
+    "GpuPolicy": "zemosaic_xp.gpu.policy",
+    "run_grid_mode": "zemosaic_xp.grid.runner",
+    "GridConfig": "zemosaic_xp.grid.config",
+    "ResourceTelemetryController": "zemosaic_xp.telemetry.controller",
+}
+_SUBMODULES = ("synthetic", "backends", "core", "classic", "grid", "gpu", "io", "telemetry", "cli")
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     msg = f"module 'zemosaic_xp' has no attribute {name!r}"
     raise AttributeError(msg)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -2,7 +2,7 @@
 
 For the common stacks — no weights, the identity or a gain/offset normalisation,
 κ-σ, the winsorised sigma clip or no rejection, any of the range combines — the
-general pipeline of ``core/stack.py`` costs more around the rejection than in it: a
+general pipeline of ``core/pipeline.py`` costs more around the rejection than in it: a
 transposing band copy, a NaN pass, a copy for the sort, some 25 vector passes over
 the band's pixels to combine and count, and a concatenation of the bands. Here
 (``NumpyOps.band_stacker``) a band goes through three compiled steps instead:
@@ -20,7 +20,7 @@ the band's pixels to combine and count, and a concatenation of the bands. Here
 3. :func:`combine_ranges` writes each pixel's image value, weight sum, coverage and
    rejection counts straight into the band's rows of the results.
 
-:func:`supports` says which configurations this covers; ``core.stack.stack_frames``
+:func:`supports` says which configurations this covers; ``core.in_memory.stack_frames``
 runs its general pipeline for the others. Every step computes what the core
 computes, in the same float32/float64 arithmetic (``tests/core/test_numba_kernels.py``
 compares whole stacks with the portable path).
@@ -296,7 +296,7 @@ def supports(config: Any, plan: Any) -> bool:
 
 def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any, plan: Any,
                out: tuple[np.ndarray, ...]) -> tuple[int, int, int, int]:
-    """Stack rows ``[r0, r1)`` into ``out``, as ``core.stack.stack_band`` would.
+    """Stack rows ``[r0, r1)`` into ``out``, as ``core.pipeline.stack_band`` would.
 
     Parameters
     ----------

@@ -35,6 +35,8 @@ __all__ = [
     "free_device_memory",
     "backend_of",
     "synchronize",
+    "check_health",
+    "default_memory_budget",
 ]
 
 logger = logging.getLogger(__name__)
@@ -441,3 +443,29 @@ def synchronize(backend: Backend | str | None = None) -> None:
         import torch
 
         torch.cuda.synchronize(backend.device)
+
+
+def check_health(backend: Backend) -> tuple[bool, str]:
+    """Run a tiny kernel on ``backend``: ``(True, "")`` when it computes, else ``(False, reason)``."""
+    try:
+        xp = backend.xp
+        probe = xp.arange(16, dtype=xp.float32, device=backend.device)
+        value = float(xp.sum(probe * 2.0))
+    except Exception as exc:  # noqa: BLE001 - any device error means "unusable"
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return False, f"{backend.name} health check failed ({type(exc).__name__}: {text})"
+    if value != 240.0:
+        return False, f"{backend.name} health check returned {value}, expected 240.0"
+    return True, ""
+
+
+_BUDGET_FRACTION = 0.25
+_CPU_BUDGET_CAP = 256 * 1024**2
+_GPU_BUDGET_CAP = 4 * 1024**3
+
+
+def default_memory_budget(backend: Backend) -> int:
+    """Bytes one band may use on ``backend``: 25 % of free memory, capped (256 MiB CPU, 4 GiB GPU)."""
+    free, _ = device_memory_info(backend)
+    cap = _GPU_BUDGET_CAP if backend.is_gpu else _CPU_BUDGET_CAP
+    return int(max(16 * 1024**2, min(cap, free * _BUDGET_FRACTION)))

@@ -13,7 +13,7 @@ from zemosaic_xp.classic.scan import ChunkedFrameSamples, plan_scan, scan_frames
 from zemosaic_xp.classic.sources import open_sources
 from zemosaic_xp.core.frames import FrameStack
 from zemosaic_xp.core.framestats import FrameSamples
-from zemosaic_xp.core.stack import plan_frames
+from zemosaic_xp.core.pipeline import plan_frames
 from zemosaic_xp.synthetic import make_stack
 
 from .helpers import write_frames

@@ -83,7 +83,7 @@ def test_backend_parity(backend, combine_name):
 
 @pytest.mark.parametrize("combine_name", ["sum", "min", "max"])
 def test_band_size_invariance(backend, combine_name):
-    from zemosaic_xp.core.stack import stack_frames
+    from zemosaic_xp.core.in_memory import stack_frames
 
     s = make_stack(n_frames=7, shape=(15, 11), seed=3, rgb=True)
     config = StackConfig(reject="gesd", combine=combine_name)

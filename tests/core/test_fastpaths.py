@@ -17,7 +17,7 @@ from zemosaic_xp import StackConfig, stack
 from zemosaic_xp.core import ops as core_ops
 from zemosaic_xp.core.ops import ArrayOps, ops_for, portable_only
 from zemosaic_xp.core.reject_sigma import kappa_sigma_fit
-from zemosaic_xp.core.stack import stack_frames
+from zemosaic_xp.core.in_memory import stack_frames
 from zemosaic_xp.fastpaths import GpuOps, NumpyOps, TorchCpuOps
 from zemosaic_xp.synthetic import make_stack
 from tests.conftest import get_backend, host, on

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from zemosaic_xp import StackConfig, stack
-from zemosaic_xp.core.stack import stack_frames
+from zemosaic_xp.core.in_memory import stack_frames
 from zemosaic_xp.synthetic import make_stack
 from tests.conftest import host, on
 

@@ -23,7 +23,7 @@ from zemosaic_xp.core.reject_sigma import kappa_sigma_fit
 from zemosaic_xp.core.reject_pixinsight import wsc_pixinsight_fit
 from zemosaic_xp.core.reject_wsc import reject_wsc_zemosaic
 from zemosaic_xp.core.samples import Samples
-from zemosaic_xp.core.stack import stack_frames
+from zemosaic_xp.core.in_memory import stack_frames
 from zemosaic_xp.fastpaths import NUMBA_ENV, NumpyOps, numba_kernels
 from zemosaic_xp.synthetic import make_stack
 from tests.conftest import get_backend, host
@@ -393,7 +393,7 @@ def test_band_kernel_equals_stack_band_with_gains_that_overflow(reject):
     # A normalised sample may overflow to ±inf: the core keeps it as a valid sample,
     # so the band kernel must count it (its slow path) and sort it like the core.
     from zemosaic_xp import _numba_band
-    from zemosaic_xp.core.stack import FramePlan, stack_band
+    from zemosaic_xp.core.pipeline import FramePlan, stack_band
 
     rng = np.random.default_rng(6)
     n, h, w, c = 9, 5, 7, 2

@@ -19,7 +19,7 @@ from zemosaic_xp.core.nanstats import sort_valid
 from zemosaic_xp.core.reject import reject
 from zemosaic_xp.core.reject_robust import mad_sorted
 from zemosaic_xp.core.samples import Samples
-from zemosaic_xp.core.stack import stack_frames
+from zemosaic_xp.core.in_memory import stack_frames
 from zemosaic_xp.synthetic import make_stack
 from tests.conftest import assert_on, host, on
 

@@ -9,7 +9,7 @@ import pytest
 
 from zemosaic_xp import StackConfig, stack
 from zemosaic_xp.core.rgb import equalize_rgb
-from zemosaic_xp.core.stack import stack_frames
+from zemosaic_xp.core.in_memory import stack_frames
 from zemosaic_xp.synthetic import make_stack
 from tests.conftest import assert_on, host, on
 

@@ -7,7 +7,7 @@ import pytest
 
 import zemosaic_xp as zx
 from zemosaic_xp import StackConfig, stack
-from zemosaic_xp.core.stack import stack_frames
+from zemosaic_xp.core.in_memory import stack_frames
 from zemosaic_xp.synthetic import make_stack
 from tests.conftest import assert_on, get_backend, host, on
 

@@ -9,7 +9,7 @@ import pytest
 from array_api_compat import numpy as np_xp
 
 from zemosaic_xp import StackConfig, stack
-from zemosaic_xp.core.stack import stack_frames
+from zemosaic_xp.core.in_memory import stack_frames
 from zemosaic_xp.core.weights import radial_weight_map
 from tests.conftest import assert_on, host, on
 

@@ -1,12 +1,11 @@
 """Classic master tiles: stack a group of aligned frames from FITS files or arrays.
 
 Row bands stream from memory-light FITS readers through the array-API core, on the
-GPU when a :class:`GpuPolicy` allows it (ZeMosaic's Phase 3 "auto mode C": try the
+GPU when a :class:`~zemosaic_xp.gpu.GpuPolicy` allows it (ZeMosaic's Phase 3 "auto mode C": try the
 GPU, retry once after halving the bands on an out-of-memory error, then disable the
 GPU for the rest of the run and finish on the CPU). See ``docs/classic.md``.
 """
 
-from .gpu_policy import GPU_MODES, GpuPolicy, GpuResultError
 from .master_tile import MasterTileResult, provenance_header, stack_master_tile, write_master_tile
 
 __all__ = [
@@ -14,7 +13,4 @@ __all__ = [
     "MasterTileResult",
     "write_master_tile",
     "provenance_header",
-    "GpuPolicy",
-    "GpuResultError",
-    "GPU_MODES",
 ]

@@ -1,16 +1,16 @@
 """Master tiles: stack a group of aligned frames, streaming row bands, GPU mode C.
 
 :func:`stack_master_tile` is the classic pipeline's Phase 3 on top of the array-API
-core (:mod:`zemosaic_xp.core.stack`):
+core (:mod:`zemosaic_xp.core.pipeline`):
 
 1. open every input (FITS path or array) and check shapes (:mod:`.sources`);
 2. pass 1 reads each frame once: all-NaN frames are skipped, statistics sub-samples
    are taken exactly as ``stack()`` takes them, and the frame plan (gains, offsets,
    quality weights) is computed on the host (:mod:`.scan`);
-3. pass 2 streams row bands ``(h, W, C, N)`` from the files through
-   ``core.stack_band`` on the backend chosen by the run's :class:`GpuPolicy`
-   (mode C: GPU, retry once, CPU fallback), downloading each band's image and
-   coverage into host arrays.
+3. pass 2 streams row bands ``(h, W, C, N)`` from the files through the core's band
+   driver (:func:`~zemosaic_xp.core.pipeline.stack_bands`) on the backend chosen by
+   the run's :class:`~zemosaic_xp.gpu.GpuPolicy` (mode C: GPU, retry once, CPU
+   fallback), downloading each band's image and coverage into host arrays.
 
 Peak memory is about the band budget plus the output image, whatever N is. Because
 every step is per pixel and the plan comes from the same sub-samples, the image
@@ -20,7 +20,6 @@ equals ``stack()`` of the same frames in memory (bit for bit on NumPy).
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import os
 import time
 from collections.abc import Callable
@@ -33,12 +32,11 @@ import numpy as np
 from astropy.io import fits
 
 from .._version import __version__
-from ..backends import Backend
+from ..backends import Backend, default_memory_budget
 from ..core.config import StackConfig
-from ..core.stack import BandResult, FramePlan, assemble, rows_per_band, stack_band
+from ..core.pipeline import Block, FramePlan, band_blocks, finish_stack, rows_per_band, stack_bands
+from ..gpu.policy import DeviceSession, GpuPolicy, GpuResultError, garbage_reason
 from ..io.fits import FitsReadError, write_fits
-from ..stacking import default_memory_budget
-from .gpu_policy import DeviceSession, GpuPolicy, GpuResultError
 from .scan import FrameScan, plan_scan, scan_frames
 from .sources import BandReader, open_sources
 
@@ -81,8 +79,20 @@ class MasterTileResult:
     coverage: np.ndarray | None = field(default=None, repr=False)
 
 
+class _TimedReader:
+    """The FITS band reader as a :class:`~zemosaic_xp.core.pipeline.BandSource`, timing its reads."""
+
+    def __init__(self, reader: BandReader, session: DeviceSession, shape: tuple[int, int, int]) -> None:
+        self.reader, self.session = reader, session
+        self.height, self.width, self.channels = shape
+
+    def read(self, block: Block) -> tuple[np.ndarray, np.ndarray | None]:
+        with self.session.timed("read"):
+            return self.reader.band(block.r0, block.r1)
+
+
 class _Tile:
-    """Pass 2 of one tile: everything the band loop needs, for any device session."""
+    """Pass 2 of one tile: everything the band driver needs, for any device session."""
 
     def __init__(self, scan: FrameScan, plan: FramePlan, config: StackConfig,
                  progress_callback: ProgressCallback, *, read_bytes: int) -> None:
@@ -102,50 +112,25 @@ class _Tile:
             session.rows = rows_per_band(self.n, self.w, self.c, budget, self.config, height=self.h)
         return session.rows
 
-    def stack_on(self, session: DeviceSession) -> tuple[np.ndarray, np.ndarray, dict]:
-        """Stream every band through ``session.backend``; image, coverage and stats on the host."""
-        xp = session.backend.xp
-        rows = self.band_rows(session)
-        plan = FramePlan(session.upload(self.plan.gain), session.upload(self.plan.offset),
-                         session.upload(self.plan.weights), self.plan.stats)
-        image = np.empty((self.h, self.w, self.c), dtype=np.float32)
-        coverage = np.empty((self.h, self.w, self.c), dtype=np.int32)
-        n_bands = math.ceil(self.h / rows)
-        iterations = n_valid = n_low = n_high = 0
+    def stack_on(self, session: DeviceSession) -> tuple[dict[str, np.ndarray], dict]:
+        """Stream every band through ``session``'s backend; image, coverage and stats on the host."""
+        t0 = time.perf_counter()
         reader = BandReader(self.scan.sources, alpha=self.scan.has_alpha, block_bytes=self.read_bytes)
-        for i in range(n_bands):
-            r0, r1 = i * rows, min(self.h, (i + 1) * rows)
-            with session.timed("read"):
-                host_band, host_weights = reader.band(r0, r1)
-            band, weights = session.upload(host_band), session.upload(host_weights)
-            del host_band, host_weights
-            with session.timed("compute"):  # stack_band ends with a host sync (its counters)
-                res = stack_band(band, config=self.config, plan=plan, pixel_weights=weights, xp=xp)
-            del band, weights
-            image[r0:r1] = session.download(res.image)
-            coverage[r0:r1] = session.download(res.coverage)
-            iterations = max(iterations, res.iterations)
-            n_valid, n_low, n_high = n_valid + res.n_valid, n_low + res.n_low, n_high + res.n_high
-            del res
-            self.cb("STAGE_PROGRESS", "stack", i + 1, total=n_bands)
-        # The core's stats from the summed counters; zero-row arrays keep this free.
-        empty = np.empty((0, self.w, self.c), dtype=np.float32)
-        summary = BandResult(empty, empty, empty, empty, empty, iterations, n_valid, n_low, n_high)
-        stats = assemble([summary], mono=False, config=self.config, plan=self.plan, xp=np_xp).stats
-        stats["n_bands"] = n_bands
+        source = _TimedReader(reader, session, (self.h, self.w, self.c))
+        outputs, stats = stack_bands(source, band_blocks(self.h, self.band_rows(session)), config=self.config,
+                                     plan=self.plan, device=session, out_xp=np_xp, out_device="cpu",
+                                     outputs=("image", "coverage"), progress_callback=self.cb)
+        moved = sum(v for k, v in session.seconds.items() if k != "compute")
+        session.seconds["compute"] = max(0.0, time.perf_counter() - t0 - moved)
         stats["read_blocks"] = reader.reads
-        return image, coverage, stats
+        return outputs, stats
 
-    def check(self, value: tuple[np.ndarray, np.ndarray, dict]) -> None:
+    def check(self, value: tuple[dict[str, np.ndarray], dict]) -> None:
         """Reject garbage GPU output: all-NaN or all-zero where the inputs have data."""
-        image = value[0]
-        finite = np.isfinite(image)
-        if self.scan.has_data and not finite.any():
-            msg = "GPU result is all-NaN although the inputs have data"
-            raise GpuResultError(msg)
-        if self.scan.has_nonzero and not np.any(finite & (image != 0)):
-            msg = "GPU result is all zero although the inputs have non-zero data"
-            raise GpuResultError(msg)
+        reason = garbage_reason(value[0]["image"], has_data=self.scan.has_data,
+                                has_nonzero=self.scan.has_nonzero)
+        if reason is not None:
+            raise GpuResultError(reason)
 
 
 def _check_args(config: Any, memory_budget_bytes: Any, backend: Any, gpu_policy: Any) -> tuple:
@@ -239,12 +224,13 @@ def stack_master_tile(inputs: Any, config: StackConfig | None = None, *,
         # A quarter of the host budget reads several rows per frame at once (thin bands
         # at large N would otherwise pay one open/seek/convert per frame per band).
         tile = _Tile(scan, plan, config, cb, read_bytes=cpu_budget // 4)
-        run = policy.run(tile.stack_on, check=tile.check, label=tile_id,
+        label = f"tile {tile_id if tile_id is not None else policy.units_gpu + policy.units_cpu + 1}"
+        run = policy.run(tile.stack_on, check=tile.check, label=label,
                          budget_bytes=lambda b: memory_budget_bytes or default_memory_budget(b),
                          fatal=(FitsReadError, FileNotFoundError, PermissionError))
     finally:
         scan.close()
-    image, coverage, stats = run.value
+    outputs, stats = run.value
     session = run.session
     summary = {
         "tile_id": tile_id, "used_gpu": run.used_gpu, "backend": session.backend.name,
@@ -262,10 +248,9 @@ def stack_master_tile(inputs: Any, config: StackConfig | None = None, *,
         "time_total_sec": time.perf_counter() - t0, "tile_id": tile_id, "config": config.as_dict(),
     })
     cb("phase3_gpu_chunk_summary", None, "INFO_DETAIL", **summary)
-    alpha = np.where(np.any(coverage > 0, axis=-1), np.uint8(255), np.uint8(0))
-    if tile.mono:
-        image, coverage = image[..., 0], coverage[..., 0]
-    return MasterTileResult(image, alpha, stats, run.used_gpu, coverage)
+    alpha = np.where(np.any(outputs["coverage"] > 0, axis=-1), np.uint8(255), np.uint8(0))
+    result = finish_stack(outputs, stats, config=config, mono=tile.mono)
+    return MasterTileResult(result.image, alpha, result.stats, run.used_gpu, result.coverage)
 
 
 def _card_key(key: str) -> str:

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..core.frames import FrameStack
 from ..core.framestats import FrameSamples
-from ..core.stack import FramePlan, plan_frames
+from ..core.pipeline import FramePlan, plan_frames
 from .sources import ArraySource, FitsSource
 
 __all__ = ["FrameScan", "scan_frames", "plan_scan", "ChunkedFrameSamples", "STATS_MEMORY_FACTOR"]

@@ -6,6 +6,7 @@ out-of-memory errors and touching files belong to the adapters.
 """
 
 from .config import StackConfig
-from .stack import StackResult, stack_frames
+from .in_memory import stack_frames
+from .pipeline import StackResult
 
 __all__ = ["StackConfig", "StackResult", "stack_frames"]

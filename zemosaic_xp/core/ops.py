@@ -57,7 +57,7 @@ class ArrayOps:
         the host). 1 = check after every iteration; 0 = never, run ``max_iters``.
         Per-pixel convergence makes the result independent of this choice.
     band_workers : int
-        Bands stacked concurrently by :func:`~zemosaic_xp.core.stack.stack_frames`
+        Bands stacked concurrently by :func:`~zemosaic_xp.core.in_memory.stack_frames`
         (threads; useful when the library releases the GIL).
     band_bytes : int or None
         Preferred float32 bytes of one band (cache-sized on CPUs); None = as large as
@@ -178,7 +178,7 @@ class ArrayOps:
     def band_stacker(self, config: Any, plan: Any) -> Callable[..., tuple[int, int, int, int]] | None:
         """A native whole-band stacker for this configuration, or None (the core's pipeline).
 
-        Asked once per stack by :func:`~zemosaic_xp.core.stack.stack_frames` when no
+        Asked once per stack by :func:`~zemosaic_xp.core.in_memory.stack_frames` when no
         per-pixel weights are given. The stacker is called as
         ``stacker(frames, r0, r1, out)`` for every band, concurrently from the band
         threads:
@@ -191,7 +191,7 @@ class ArrayOps:
           (r1 − r0, W, C): the stacker writes them;
         - returns ``(iterations, n_valid, n_low, n_high)`` of the band, as ints.
 
-        It must write what :func:`~zemosaic_xp.core.stack.stack_band` returns for the
+        It must write what :func:`~zemosaic_xp.core.pipeline.stack_band` returns for the
         same rows (same coverage and rejection maps, images equal to float32
         rounding), and may not decline a band once offered.
         """

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..core.config import StackConfig
 from ..core.framestats import FrameSamples
-from ..core.stack import FramePlan
+from ..core.pipeline import FramePlan
 from ..core.weights import quality_weights
 
 __all__ = ["plan_tile_frames", "frame_noise_samples"]

@@ -1,29 +1,36 @@
-"""GPU use of one run of master tiles: ZeMosaic's Phase 3 "auto mode C", without globals.
+"""The one GPU policy: ZeMosaic's "auto mode C" with a circuit breaker, state owned by the run.
 
-A :class:`GpuPolicy` is created once per run and passed to every
-:func:`~zemosaic_xp.classic.stack_master_tile` call of that run; all GPU state
-(health, failures, hard-disable) lives in it, so two runs in one process never see
-each other's state (ZeMosaic kept it in a module global, ``upstream_spec`` §4.2).
+A :class:`GpuPolicy` is created once per run (a series of master tiles, a grid
+mosaic) and every unit of GPU work of that run goes through :meth:`GpuPolicy.run`:
+a whole master tile (classic) or one block of a grid tile. All state — health,
+failures, hard-disable, the OOM budget scale, the device lock — lives in the object,
+so two runs in one process never see each other's state (ZeMosaic kept it in module
+globals, ``upstream_spec`` §4.2).
 
-Mode C, for each tile, when the GPU is a candidate (mode ``auto`` or ``gpu``, health
-check passed, not hard-disabled):
+For each unit, when the GPU is a candidate (mode ``auto`` or ``gpu``, health check
+passed, not hard-disabled):
 
-1. attempt 1 on the GPU;
-2. on any failure, log ``[P3][GPU] ... retrying once``; if it was an out-of-memory
-   error, free the device memory and halve the band rows and the byte budget first;
-3. attempt 2 on the GPU;
-4. if it fails too, log ``[P3][GPU] GPU disabled for remaining Phase 3 tiles after
-   repeated failures.``, hard-disable the GPU for the rest of the run, and stack this
-   tile on the CPU.
+1. up to ``attempts`` tries on the GPU (2 for master tiles, ZeMosaic's mode C; 1 for
+   grid blocks, whose failures are cheap to redo);
+2. after a failed try: if it was an out-of-memory error, free the device memory and
+   halve the byte budget (and the band rows) for the next try and the rest of the
+   run; then retry, logging ``... retrying once``;
+3. when the tries are used up, the unit runs on the CPU. The GPU is hard-disabled
+   for the rest of the run when a unit used up its tries (``max_failures=None``,
+   mode C: ``[P3][GPU] GPU disabled for remaining Phase 3 tiles after repeated
+   failures.``) or when the run counted ``max_failures`` failures (the breaker; grid's
+   default 3).
 
-A GPU result that the caller's ``check`` rejects (all-NaN or all-zero where the
-inputs have data) counts as a failure. The health check (a real kernel on the
-device) runs once per policy.
+A GPU result that the caller's ``check`` rejects (see :func:`garbage_reason`) counts
+as a failure. The health check (:func:`~zemosaic_xp.backends.check_health`) runs once
+per policy. GPU work is serialised by the policy's device lock, so threads sharing a
+run never run two stacks on one GPU at once.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -36,14 +43,17 @@ from ..backends import (
     BACKEND_NAMES,
     Backend,
     BackendUnavailable,
+    check_health,
     free_device_memory,
     is_oom_error,
     select_backend,
     to_backend,
     to_host,
 )
+from ..core.pipeline import BandDevice
 
-__all__ = ["GpuPolicy", "DeviceSession", "TileRun", "GpuResultError", "GPU_MODES", "DISABLED_MESSAGE"]
+__all__ = ["GpuPolicy", "DeviceSession", "UnitRun", "GpuResultError", "GPU_MODES", "DISABLED_MESSAGE",
+           "garbage_reason"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +63,7 @@ GPU_MODES = ("auto", "gpu", "cpu")
 
 _GPU_NAMES = ("cupy", "torch:cuda")
 _MIB = 1024**2
-# Once an OOM halved the budget, later tiles of the run start from the halved budget
+# Once an OOM halved the budget, later units of the run start from the halved budget
 # too (ZeMosaic keeps a run-wide row cap after OOMs); never below 1/64 of it.
 _MIN_BUDGET_SCALE = 1.0 / 64.0
 
@@ -65,14 +75,34 @@ class GpuResultError(RuntimeError):
     """A GPU attempt returned garbage (all-NaN or all-zero where inputs have data)."""
 
 
-class DeviceSession:
-    """One attempt to stack a tile on one backend: its budget and transfer timings.
+def garbage_reason(image: np.ndarray, *, has_data: bool, has_nonzero: bool = False) -> str | None:
+    """Why a GPU image is garbage, or None when it is plausible.
+
+    Parameters
+    ----------
+    image : ndarray
+        The GPU result on the host; NaN = no data.
+    has_data : bool
+        The inputs had at least one valid sample here: an all-NaN image is garbage.
+    has_nonzero : bool
+        The inputs had a non-zero valid sample: an image of only zeros and NaN is garbage.
+    """
+    finite = np.isfinite(image)
+    if has_data and not finite.any():
+        return "GPU result is all-NaN although the inputs have data"
+    if has_nonzero and not np.any(finite & (image != 0)):
+        return "GPU result is all zero although the inputs have non-zero data"
+    return None
+
+
+class DeviceSession(BandDevice):
+    """One attempt to stack a unit on one backend: its budget, transfers and timings.
 
     Attributes
     ----------
     backend : Backend
     attempt : int
-        Run-wide GPU attempt number (1, 2, ...), or 0 for a CPU run.
+        Run-wide GPU attempt number (1, 2, ...), or 0 for a CPU session.
     budget_bytes : int
         Working memory of one band on the device.
     rows : int or None
@@ -84,6 +114,7 @@ class DeviceSession:
 
     def __init__(self, backend: Backend, *, attempt: int, budget_bytes: int, rows: int | None,
                  faults: Any = None) -> None:
+        super().__init__(backend.xp, device=backend.device)
         self.backend = backend
         self.attempt = attempt
         self.budget_bytes = int(budget_bytes)
@@ -108,7 +139,7 @@ class DeviceSession:
             return to_backend(host, self.backend)
 
     def download(self, array: Any) -> np.ndarray:
-        """Copy a device array to the host."""
+        """Copy a device array to the host (a fault injector may corrupt it)."""
         with self.timed("download"):
             host = np.asarray(to_host(array))
         if self._faults is not None and self.attempt > 0:
@@ -121,8 +152,8 @@ class DeviceSession:
 
 
 @dataclass
-class TileRun:
-    """Outcome of :meth:`GpuPolicy.run` for one tile.
+class UnitRun:
+    """Outcome of :meth:`GpuPolicy.run` for one unit (a tile or a block).
 
     Attributes
     ----------
@@ -141,6 +172,11 @@ class TileRun:
     session: DeviceSession
     attempts: list[dict] = field(default_factory=list)
 
+    @property
+    def fallbacks(self) -> int:
+        """Failed GPU tries of this unit."""
+        return sum(1 for a in self.attempts if not a["ok"])
+
 
 def _error_text(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -148,38 +184,48 @@ def _error_text(exc: BaseException) -> str:
 
 
 class GpuPolicy:
-    """GPU decisions and state of one run of master tiles (mode C).
+    """GPU decisions and state of one run (mode C, breaker, device lock).
 
     Parameters
     ----------
     mode : {"auto", "gpu", "cpu"}
         ``auto``: use the GPU when one passes the health check, else the CPU (one
         INFO line says which). ``gpu``: a GPU is required; an unusable one raises
-        :class:`~zemosaic_xp.backends.BackendUnavailable` at the first tile.
+        :class:`~zemosaic_xp.backends.BackendUnavailable` at the first unit.
         ``cpu``: never use the GPU. In ``auto`` and ``gpu`` runtime failures follow
-        mode C (see the module docstring).
+        the module docstring.
     backend : {"cupy", "torch:cuda"} or Backend, optional
         The GPU to use; default: CuPy, then torch CUDA, whichever is usable. A
         :class:`~zemosaic_xp.backends.Backend` with ``is_gpu=True`` is used as is (tests
-        inject a fake GPU this way, see :mod:`zemosaic_xp.classic.testing`).
+        inject a fake GPU this way, see :mod:`zemosaic_xp.gpu.testing`).
     cpu_backend : str or Backend
-        Backend of CPU tiles and of the fallback (default ``"numpy"``).
+        Backend of CPU units and of the fallback (default ``"numpy"``).
     fault_injector : FaultInjector, optional
-        Test seam (:class:`zemosaic_xp.classic.testing.FaultInjector`): told when each
-        GPU attempt starts and may corrupt downloads. None in production.
+        Test seam (:class:`zemosaic_xp.gpu.testing.FaultInjector`): told when each GPU
+        attempt starts and may corrupt downloads. None in production.
+    attempts : int
+        GPU tries per unit before it runs on the CPU (2 = mode C).
+    max_failures : int, optional
+        Failures in the run after which the GPU is disabled (the breaker). None: the
+        GPU is disabled when one unit used up all its tries (mode C).
+    tag : str
+        Log prefix (``"[P3][GPU]"`` for master tiles, ``"[GRID]"`` for grid mode).
 
     Attributes
     ----------
     hard_disabled : bool
-        True after a tile failed both GPU attempts; every later tile runs on the CPU.
+        True once the GPU is disabled for the rest of the run.
     attempts, failures, oom_events : int
         GPU attempts started, failed, and failed with out-of-memory, over the run.
-    tiles_gpu, tiles_cpu : int
-        Tiles stacked on each side.
+    units_gpu, units_cpu : int
+        Units stacked on each side.
+    budget_scale : float
+        Factor (≤ 1) on the byte budget of later GPU units, halved at each OOM.
     """
 
     def __init__(self, mode: str = "auto", backend: str | Backend | None = None, *,
-                 cpu_backend: str | Backend = "numpy", fault_injector: Any = None) -> None:
+                 cpu_backend: str | Backend = "numpy", fault_injector: Any = None, attempts: int = 2,
+                 max_failures: int | None = None, tag: str = "[P3][GPU]") -> None:
         if mode not in GPU_MODES:
             msg = f"`mode` must be one of {{{', '.join(repr(m) for m in GPU_MODES)}}}, got {mode!r}"
             raise ValueError(msg)
@@ -190,19 +236,31 @@ class GpuPolicy:
         if isinstance(backend, str) and backend not in _GPU_NAMES:
             msg = f"`backend` of GpuPolicy must be one of {_GPU_NAMES} or None, got {backend!r}"
             raise ValueError(msg)
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            msg = f"`attempts` must be an integer >= 1, got {attempts!r}"
+            raise ValueError(msg)
+        if max_failures is not None and (isinstance(max_failures, bool) or not isinstance(max_failures, int)
+                                         or max_failures < 1):
+            msg = f"`max_failures` must be None or an integer >= 1, got {max_failures!r}"
+            raise ValueError(msg)
         self.mode = mode
+        self.max_attempts = attempts
+        self.max_failures = max_failures
+        self.tag = tag
         self._requested = backend
         self._cpu_requested = cpu_backend
         self.fault_injector = fault_injector
         self.hard_disabled = False
         self.attempts = self.failures = self.oom_events = 0
-        self.tiles_gpu = self.tiles_cpu = 0
+        self.units_gpu = self.units_cpu = 0
         self.budget_scale = 1.0
         self.last_error: str | None = None
         self._gpu: Backend | None = None
         self._health: bool | None = None
         self._health_reason = ""
         self._cpu: Backend | None = None
+        self._lock = threading.RLock()  # the device lock: one GPU unit at a time
+        self._state_lock = threading.Lock()
 
     @classmethod
     def for_backend(cls, backend: str | Backend | None) -> GpuPolicy:
@@ -221,7 +279,25 @@ class GpuPolicy:
         name = backend.strip().lower()
         return cls("gpu", name) if name in _GPU_NAMES else cls("cpu", cpu_backend=name)
 
+    @classmethod
+    def for_grid(cls, mode: str = "auto", backend: str | Backend | None = None, **kwargs: Any) -> GpuPolicy:
+        """Grid mode's settings: one GPU try per block, the breaker opens after 3 failures."""
+        kwargs.setdefault("attempts", 1)
+        kwargs.setdefault("max_failures", 3)
+        kwargs.setdefault("tag", "[GRID]")
+        return cls(mode, backend, **kwargs)
+
     # ------------------------------------------------------------------ state
+    @property
+    def tiles_gpu(self) -> int:
+        """Units stacked on the GPU (the name master-tile runs use)."""
+        return self.units_gpu
+
+    @property
+    def tiles_cpu(self) -> int:
+        """Units stacked on the CPU."""
+        return self.units_cpu
+
     def state(self) -> dict[str, Any]:
         """JSON-able snapshot of the policy (goes into every tile's ``stats``)."""
         return {
@@ -232,8 +308,8 @@ class GpuPolicy:
             "attempts": self.attempts,
             "failures": self.failures,
             "oom_events": self.oom_events,
-            "tiles_gpu": self.tiles_gpu,
-            "tiles_cpu": self.tiles_cpu,
+            "tiles_gpu": self.units_gpu,
+            "tiles_cpu": self.units_cpu,
             "budget_scale": self.budget_scale,
             "last_error": self.last_error,
         }
@@ -244,8 +320,12 @@ class GpuPolicy:
             self._cpu = select_backend(self._cpu_requested)
         return self._cpu
 
+    def describe(self) -> str:
+        """Why the GPU is or is not used: its name, or the health check's reason."""
+        return self._gpu.name if self._health else (self._health_reason or "GPU off")
+
     def gpu_backend(self) -> Backend | None:
-        """The GPU to try for the next tile, or None (CPU). Runs the health check once.
+        """The GPU to try for the next unit, or None (CPU). Runs the health check once.
 
         Raises
         ------
@@ -257,11 +337,11 @@ class GpuPolicy:
         if self._health is None:
             self._health = self._check_health()
             if self._health:
-                logger.info("[P3][GPU] Phase 3 GPU auto mode enabled (mode=C, policy=%s, backend=%s)",
-                            self.mode, self._gpu.name)
+                logger.info("%s GPU auto mode enabled (mode=C, policy=%s, backend=%s)", self.tag, self.mode,
+                            self._gpu.name)
             elif self.mode == "auto":
-                logger.info("[P3][GPU] no usable GPU (%s); Phase 3 tiles run on the CPU (%s)",
-                            self._health_reason, self.cpu_backend().name)
+                logger.info("%s no usable GPU (%s); running on the CPU (%s)", self.tag, self._health_reason,
+                            self.cpu_backend().name)
         if not self._health:
             if self.mode == "gpu":
                 msg = (f"GPU mode requested but no usable GPU: {self._health_reason}. Use "
@@ -291,54 +371,53 @@ class GpuPolicy:
         if self.fault_injector is not None:
             self.fault_injector.begin_attempt(0)
         try:
-            xp = gpu.xp
-            probe = xp.arange(16, dtype=xp.float32, device=gpu.device)
-            value = float(xp.sum(probe * 2.0))
-            if value != 240.0:
-                self._health_reason = f"{gpu.name} health check returned {value}, expected 240.0"
-                return False
-        except Exception as exc:  # noqa: BLE001 - any device error means "unusable"
-            self._health_reason = f"{gpu.name} health check failed ({_error_text(exc)})"
-            return False
+            ok, reason = check_health(gpu)
         finally:
             if self.fault_injector is not None:
                 self.fault_injector.end_attempt()
+        if not ok:
+            self._health_reason = reason
+            return False
         self._gpu = gpu
         return True
 
     # ------------------------------------------------------------------ mode C
-    def run(self, work: Callable[[DeviceSession], Any], *, budget_bytes: Callable[[Backend], int],
+    def run(self, work: Callable[[DeviceSession], Any], *, budget_bytes: Callable[[Backend], int] | None = None,
             check: Callable[[Any], None] | None = None, label: Any = None,
-            fatal: tuple[type[BaseException], ...] = ()) -> TileRun:
-        """Stack one tile with mode C; see the module docstring.
+            fatal: tuple[type[BaseException], ...] = ()) -> UnitRun:
+        """Run one unit of work with mode C; see the module docstring.
 
         Parameters
         ----------
         work : callable(DeviceSession) -> object
-            Stacks the whole tile on ``session.backend`` (bands sized from
+            Stacks the whole unit on ``session.backend`` (bands sized from
             ``session.budget_bytes``, or ``session.rows`` when set) and returns the
             result on the host.
-        budget_bytes : callable(Backend) -> int
-            Band budget of a backend before any OOM halving.
+        budget_bytes : callable(Backend) -> int, optional
+            Band budget of a backend before any OOM halving (default 0: the unit
+            sizes itself and reads :attr:`budget_scale`).
         check : callable(object), optional
             Raises (e.g. :class:`GpuResultError`) when a GPU result is garbage.
         label : object
-            Tile name used in log lines.
+            Name of the unit in log lines (default: its number in the run).
         fatal : tuple of exception types
             Errors that are not the device's fault (unreadable inputs): re-raised at
             once, never retried.
 
         Returns
         -------
-        TileRun
+        UnitRun
         """
-        tile = label if label is not None else self.tiles_gpu + self.tiles_cpu + 1
+        label = label if label is not None else f"tile {self.units_gpu + self.units_cpu + 1}"
+        budget_of = budget_bytes if budget_bytes is not None else (lambda b: 0)
         history: list[dict] = []
         gpu = self.gpu_backend()
         if gpu is not None:
-            budget = max(1, int(budget_bytes(gpu) * self.budget_scale))
+            budget = max(1, int(budget_of(gpu) * self.budget_scale))
             rows: int | None = None
-            for attempt in (1, 2):
+            for attempt in range(1, self.max_attempts + 1):
+                if self.hard_disabled:
+                    break
                 session = DeviceSession(gpu, attempt=self.attempts + 1, budget_bytes=budget, rows=rows,
                                         faults=self.fault_injector)
                 failure = None
@@ -348,64 +427,89 @@ class GpuPolicy:
                     raise
                 except Exception as exc:  # noqa: BLE001 - mode C: any GPU failure is retried/fallen back
                     failure = (_error_text(exc), is_oom_error(exc))
-                    logger.debug("[P3][GPU] tile %s: attempt %d traceback", tile, attempt, exc_info=True)
+                    logger.debug("%s %s: attempt %d traceback", self.tag, label, attempt, exc_info=True)
                 if failure is None:
                     history.append(self._record(session, ok=True))
-                    self.tiles_gpu += 1
-                    return TileRun(value, True, session, history)
+                    self.units_gpu += 1
+                    return UnitRun(value, True, session, history)
                 # Outside the except block, so the traceback no longer pins device arrays
                 # when the memory is freed.
-                self.last_error, oom = failure
-                self.failures += 1
-                self.oom_events += int(oom)
+                oom = self._count_failure(failure)
                 history.append(self._record(session, ok=False, error=self.last_error, oom=oom))
-                if attempt == 1:
-                    budget, rows = self._before_retry(session, oom, tile)
+                if oom:
+                    budget, rows = self._shrink(session, gpu)
+                last = attempt == self.max_attempts
+                if self._breaker_open() or (last and self.max_failures is None):
+                    self._disable(gpu, label, attempt)
+                elif not last:
+                    self._log_retry(label, attempt, oom, session, budget, rows)
                 else:
-                    self._disable(gpu, tile)
+                    logger.warning("%s GPU stack failed, falling back to CPU (%s, %s)", self.tag, label,
+                                   self.last_error)
         cpu = self.cpu_backend()
-        session = DeviceSession(cpu, attempt=0, budget_bytes=budget_bytes(cpu), rows=None)
+        session = DeviceSession(cpu, attempt=0, budget_bytes=budget_of(cpu), rows=None)
         value = work(session)
         history.append(self._record(session, ok=True))
-        self.tiles_cpu += 1
-        return TileRun(value, False, session, history)
+        self.units_cpu += 1
+        return UnitRun(value, False, session, history)
 
     def _attempt(self, work: Callable[[DeviceSession], Any], session: DeviceSession,
                  check: Callable[[Any], None] | None) -> Any:
-        self.attempts += 1
-        if self.fault_injector is not None:
-            self.fault_injector.begin_attempt(session.attempt)
-        try:
-            value = work(session)
-        finally:
+        with self._lock:
+            with self._state_lock:
+                self.attempts += 1
             if self.fault_injector is not None:
-                self.fault_injector.end_attempt()
+                self.fault_injector.begin_attempt(session.attempt)
+            try:
+                value = work(session)
+            finally:
+                if self.fault_injector is not None:
+                    self.fault_injector.end_attempt()
         if check is not None:
             check(value)
         return value
+
+    def _count_failure(self, failure: tuple[str, bool]) -> bool:
+        with self._state_lock:
+            self.last_error, oom = failure
+            self.failures += 1
+            self.oom_events += int(oom)
+        return oom
+
+    def _breaker_open(self) -> bool:
+        return self.max_failures is not None and self.failures >= self.max_failures
 
     @staticmethod
     def _record(session: DeviceSession, *, ok: bool, error: str | None = None, oom: bool = False) -> dict:
         return {"attempt": session.attempt, "backend": session.backend.name, "rows": session.rows,
                 "budget_bytes": session.budget_bytes, "ok": ok, "error": error, "oom": oom}
 
-    def _before_retry(self, session: DeviceSession, oom: bool, tile: Any) -> tuple[int, int | None]:
-        if not oom:
-            logger.warning("[P3][GPU] tile %s: GPU attempt 1 failed (%s); retrying once",
-                           tile, self.last_error)
-            return session.budget_bytes, session.rows
-        free_device_memory(session.backend)
+    def _shrink(self, session: DeviceSession, gpu: Backend) -> tuple[int, int | None]:
+        """After an OOM: free the device memory, halve this unit's budget and the run's scale."""
+        free_device_memory(gpu)
+        with self._state_lock:
+            self.budget_scale = max(_MIN_BUDGET_SCALE, self.budget_scale * 0.5)
         budget = max(1, session.budget_bytes // 2)
         rows = max(1, session.rows // 2) if session.rows else None
-        self.budget_scale = max(_MIN_BUDGET_SCALE, self.budget_scale * 0.5)
-        logger.warning("[P3][GPU] tile %s: GPU attempt 1 ran out of memory (%s); freed device memory, "
-                       "band rows %s -> %s, budget %.1f -> %.1f MiB; retrying once",
-                       tile, self.last_error, session.rows, rows, session.budget_bytes / _MIB, budget / _MIB)
         return budget, rows
 
-    def _disable(self, gpu: Backend, tile: Any) -> None:
-        logger.warning("[P3][GPU] tile %s: GPU attempt 2 failed (%s)", tile, self.last_error)
-        logger.warning(DISABLED_MESSAGE)
+    def _log_retry(self, label: Any, attempt: int, oom: bool, session: DeviceSession, budget: int,
+                   rows: int | None) -> None:
+        if not oom:
+            logger.warning("%s %s: GPU attempt %d failed (%s); retrying once", self.tag, label, attempt,
+                           self.last_error)
+            return
+        logger.warning("%s %s: GPU attempt %d ran out of memory (%s); freed device memory, band rows %s -> %s, "
+                       "budget %.1f -> %.1f MiB; retrying once", self.tag, label, attempt, self.last_error,
+                       session.rows, rows, session.budget_bytes / _MIB, budget / _MIB)
+
+    def _disable(self, gpu: Backend, label: Any, attempt: int) -> None:
+        if self.max_failures is None:
+            logger.warning("%s %s: GPU attempt %d failed (%s)", self.tag, label, attempt, self.last_error)
+            logger.warning(DISABLED_MESSAGE)
+        else:
+            logger.warning("%s GPU stack failed, falling back to CPU (%s, %s)", self.tag, label, self.last_error)
+            logger.warning("%s GPU disabled for the rest of the run after %d failures", self.tag, self.failures)
         self.hard_disabled = True
         free_device_memory(gpu)
-        logger.info("[P3][GPU] tile %s: stacking on the CPU (%s)", tile, self.cpu_backend().name)
+        logger.info("%s %s: stacking on the CPU (%s)", self.tag, label, self.cpu_backend().name)

@@ -1,8 +1,10 @@
-"""Fault injection for GPU mode C — for tests, usable on CPU-only machines.
+"""The one GPU fault injector — for tests and rehearsals, usable on CPU-only machines.
 
 :class:`FaultInjector` builds a backend that *behaves like a GPU backend*
 (``is_gpu=True``) on top of a real one (NumPy by default, or a real CuPy / torch CUDA
-backend on a GPU machine), and schedules what happens on each GPU attempt of a run:
+backend on a GPU machine), and schedules what happens on each GPU attempt of a run
+(a master tile in classic mode, a block in grid mode; attempts are counted by the
+:class:`~zemosaic_xp.gpu.policy.GpuPolicy` across the run):
 
 ======== ===================================================================
 fault    effect on that attempt
@@ -17,15 +19,18 @@ fault    effect on that attempt
 ======== ===================================================================
 
 Errors are raised from *inside* the core's computation (the namespace wraps every
-function of the backend's ``xp``), so the real error path of
-:func:`~zemosaic_xp.classic.stack_master_tile` is exercised. ``health="error"``
-makes the policy's health check fail.
+function of the backend's ``xp``), so the real error paths of
+:func:`~zemosaic_xp.classic.stack_master_tile` and of grid tiles are exercised.
+``health="error"`` makes the policy's health check fail. On top of NumPy the fake GPU
+takes NumPy's code paths, so its successful results are bit-identical to a CPU run.
 
 Examples
 --------
 >>> injector = FaultInjector(["oom", "ok"])
 >>> policy = injector.policy("auto")          # GpuPolicy on the fake GPU
 >>> # stack_master_tile(paths, config, gpu_policy=policy) -> attempt 1 OOM, attempt 2 ok
+>>> grid_policy = FaultInjector(then="error").policy(grid=True)   # every GPU block fails
+>>> # run_grid_mode(folder, out, gpu_policy=grid_policy) -> 3 CPU fallbacks, then GPU off
 
 Not for production use: nothing in the library creates an injector.
 """
@@ -39,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from ..backends import Backend, select_backend
-from .gpu_policy import GpuPolicy
+from .policy import GpuPolicy
 
 __all__ = ["FaultInjector", "InjectedOutOfMemoryError", "InjectedGpuError", "FAULTS"]
 
@@ -82,9 +87,12 @@ class FaultInjector:
     Parameters
     ----------
     faults : sequence of str or BaseException
-        Fault of GPU attempt 1, 2, ... of the run (counted across tiles, as
+        Fault of GPU attempt 1, 2, ... of the run (counted across units, as
         :attr:`GpuPolicy.attempts` counts them). An exception instance is raised
-        as is. Attempts beyond the sequence are ``"ok"``.
+        as is.
+    then : str
+        Fault of every attempt beyond ``faults`` (default ``"ok"``; ``"error"`` = a GPU
+        that always fails).
     health : {"ok", "error"}
         Outcome of the policy's health check.
     at_call : int
@@ -102,9 +110,9 @@ class FaultInjector:
         Attempts seen, with the fault each received (0 = health check).
     """
 
-    def __init__(self, faults: Sequence[str | BaseException] = (), *, health: str = "ok",
+    def __init__(self, faults: Sequence[str | BaseException] = (), *, then: str = "ok", health: str = "ok",
                  at_call: int = 1, base: str | Backend = "numpy") -> None:
-        for fault in faults:
+        for fault in (*faults, then):
             if not isinstance(fault, BaseException) and fault not in FAULTS:
                 msg = f"fault must be one of {FAULTS} or an exception, got {fault!r}"
                 raise ValueError(msg)
@@ -115,6 +123,7 @@ class FaultInjector:
             msg = f"`at_call` must be an integer >= 1, got {at_call!r}"
             raise ValueError(msg)
         self.faults = list(faults)
+        self.then = then
         self.health = health
         self.at_call = at_call
         real = select_backend(base)
@@ -124,15 +133,24 @@ class FaultInjector:
         self._fault: Any = None
         self._calls = 0
 
-    def policy(self, mode: str = "auto", **kwargs: Any) -> GpuPolicy:
-        """A :class:`GpuPolicy` on this injector's backend, wired to it."""
-        return GpuPolicy(mode, self.backend, fault_injector=self, **kwargs)
+    def policy(self, mode: str = "auto", *, grid: bool = False, **kwargs: Any) -> GpuPolicy:
+        """A :class:`GpuPolicy` on this injector's backend, wired to it.
+
+        ``grid=True`` gives grid mode's settings (:meth:`GpuPolicy.for_grid`).
+        """
+        make = GpuPolicy.for_grid if grid else GpuPolicy
+        return make(mode, self.backend, fault_injector=self, **kwargs)
+
+    @property
+    def gpu_attempts(self) -> list[tuple[int, Any]]:
+        """The GPU attempts seen (health check excluded), with their faults."""
+        return [(a, f) for a, f in self.log if a > 0]
 
     def fault_for(self, attempt: int) -> Any:
         """The fault scheduled for GPU attempt ``attempt`` (0 = health check)."""
         if attempt == 0:
             return "ok" if self.health == "ok" else "error"
-        return self.faults[attempt - 1] if attempt <= len(self.faults) else "ok"
+        return self.faults[attempt - 1] if attempt <= len(self.faults) else self.then
 
     # -- hooks called by GpuPolicy / DeviceSession --------------------------
     def begin_attempt(self, attempt: int) -> None:

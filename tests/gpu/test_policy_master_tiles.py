@@ -16,14 +16,14 @@ import pytest
 
 from zemosaic_xp import GpuPolicy, stack_master_tile
 from zemosaic_xp.backends import Backend, BackendUnavailable
-from zemosaic_xp.classic import gpu_policy as gpu_policy_module
-from zemosaic_xp.classic.gpu_policy import DISABLED_MESSAGE
-from zemosaic_xp.classic.testing import FaultInjector, InjectedGpuError
+from zemosaic_xp.gpu import policy as gpu_policy_module
+from zemosaic_xp.gpu.policy import DISABLED_MESSAGE
+from zemosaic_xp.gpu.testing import FaultInjector, InjectedGpuError
 from zemosaic_xp.synthetic import make_stack
 
 from ..conftest import GPU_BACKENDS, get_backend
 
-LOGGER = "zemosaic_xp.classic.gpu_policy"
+LOGGER = "zemosaic_xp.gpu.policy"
 BUDGET = 250_000  # bytes per band: 8 rows of these frames (4 bands)
 GPU_BASES = ("fake",) + GPU_BACKENDS
 
@@ -167,7 +167,7 @@ def test_garbage_gpu_output_counts_as_a_failure(frames, cpu_result, base, garbag
 
 
 def test_all_nan_gpu_output_is_fine_when_the_inputs_have_no_usable_data(tmp_path):
-    from .helpers import write_frames
+    from ..classic.helpers import write_frames
 
     frames = np.ones((3, 6, 5), np.float32)
     paths = write_frames(tmp_path, frames, alpha=np.zeros((6, 5), np.uint8))
@@ -224,7 +224,7 @@ def test_input_errors_are_not_gpu_failures(tmp_path, frames, monkeypatch):
 
     from zemosaic_xp.classic import sources
 
-    from .helpers import write_frames
+    from ..classic.helpers import write_frames
 
     paths = write_frames(tmp_path, frames)
     real = sources.read_band

@@ -33,6 +33,17 @@ def get_backend(name: str) -> Backend:
         pytest.skip(f"{name}: {exc}")
 
 
+def gpu_present() -> bool:
+    """True when a real GPU backend (CuPy or torch CUDA) passes its health check here."""
+    for name in ("cupy", "torch:cuda"):
+        try:
+            select_backend(name)
+        except BackendUnavailable:
+            continue
+        return True
+    return False
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> Backend:
     """One :class:`Backend` per supported backend; skipped where it cannot run."""

@@ -7,8 +7,9 @@ tiles (:mod:`.scheduler`, one task per tile; finished tiles are recorded in
 (:mod:`.assemble`). Progress and telemetry follow :mod:`.progress`.
 
 GPU: when the GPU is on and no ``executor`` is given, tiles run in this process, one
-at a time: one CUDA context per device, the band stacks serialised by the device
-lock, and one circuit breaker for the run (:mod:`.gpu`).
+at a time, all through the run's one :class:`~zemosaic_xp.gpu.GpuPolicy` (one CUDA
+context per device, blocks serialised by its device lock, its circuit breaker). On an
+``executor`` (a dask cluster) each GPU tile gets a policy of its own.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ..telemetry.csvlog import DEFAULT_CSV_NAME
 from .cluster import describe_executor, executor_slots, release_worker_caches
 from .config import GridConfig
 from .geometry import GlobalGrid, build_global_grid
-from .gpu import release_breaker, resolve_gpu_backend
+from ..gpu.policy import GpuPolicy
 from .manifest import TileManifest, config_hash, tile_inputs_hash
 from .framecache import FRAMES
 from .normalise import FrameNormalisation, normalise_frames
@@ -413,15 +414,18 @@ def _merge(out: Path, groups: list[_Group]) -> GridResult:
     return top
 
 
-def _gpu_decision(grid_use_gpu: bool | None, cfg: GridConfig, progress: GridProgress) -> bool:
-    requested = grid_use_gpu if grid_use_gpu is not None else bool(cfg.use_gpu)
+def _gpu_decision(grid_use_gpu: bool | None, cfg: GridConfig, progress: GridProgress,
+                  policy: GpuPolicy | None) -> GpuPolicy | None:
+    """The run's GPU policy, or None when the run stays on the CPU."""
+    requested = grid_use_gpu if grid_use_gpu is not None else bool(cfg.use_gpu or policy is not None)
     progress.message("[GRID] GPU requested = %s", requested)
     if not requested:
         progress.message("[GRID] GPU=OFF")
-        return False
-    backend, reason = resolve_gpu_backend()
-    progress.message("[GRID] GPU=%s (%s)", "ON" if backend is not None else "OFF", reason)
-    return backend is not None
+        return None
+    policy = policy if policy is not None else GpuPolicy.for_grid("auto")
+    gpu = policy.gpu_backend()
+    progress.message("[GRID] GPU=%s (%s)", "ON" if gpu is not None else "OFF", policy.describe())
+    return policy if gpu is not None else None
 
 
 def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathLike,
@@ -429,7 +433,7 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
                   config: GridConfig | Mapping[str, Any] | str | os.PathLike | None = None,
                   grid_use_gpu: bool | None = None,
                   grid_workers: int | None = None, executor: Executor | None = None, resume: bool = True,
-                  cancel: Any = None) -> GridResult:
+                  cancel: Any = None, gpu_policy: GpuPolicy | None = None) -> GridResult:
     """Build a mosaic from the plate-solved frames listed in ``<input_folder>/stack_plan.csv``.
 
     Parameters
@@ -458,6 +462,10 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
     cancel : object with ``is_set()``, optional
         E.g. a ``threading.Event``: no new tile starts once set; the run returns with
         ``cancelled=True`` (finished tiles are kept for a resume).
+    gpu_policy : GpuPolicy, optional
+        The run's GPU policy (default :meth:`GpuPolicy.for_grid`: one GPU try per
+        block, CPU redo on failure, GPU off after 3 failures). Passing one turns the
+        GPU on unless ``grid_use_gpu=False``; GPU tiles run in this process.
 
     Returns
     -------
@@ -490,10 +498,11 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
     try:
         progress.set_phase(0)
         progress.message("[GRID] grid mode: input '%s', output '%s'", input_folder, out)
-        use_gpu = _gpu_decision(grid_use_gpu, cfg, progress)
+        policy = _gpu_decision(grid_use_gpu, cfg, progress, gpu_policy)
+        use_gpu = policy is not None
         workers, how = _workers(grid_workers, cfg, use_gpu, executor, progress)
         with TileScheduler(workers=workers, executor=executor, cancel=cancel, emit=progress.message,
-                           kind=cfg.worker_kind) as scheduler:
+                           kind=cfg.worker_kind, gpu_policy=policy) as scheduler:
             scheduler.start(cfg.stack)  # worker start-up overlaps the setup below
             groups = _setup(Path(input_folder), out, cfg, progress)
             timings["setup_sec"] = time.perf_counter() - t0
@@ -553,7 +562,6 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
         FRAMES.clear()  # frames cached by tiles made in this process
         release_worker_caches(executor)  # and by a cluster's workers, which outlive the run
         telemetry.close()
-        release_breaker(run_id)
 
 
 def _workers(grid_workers: int | None, cfg: GridConfig, use_gpu: bool, executor: Executor | None,

@@ -99,16 +99,19 @@ class TileScheduler:
     cancel : object with ``is_set()``, optional
     emit : callable, optional
         ``emit(message, *args, level=...)`` for ``[GRID]`` messages (default: log only).
+    gpu_policy : GpuPolicy, optional
+        The run's GPU policy, given to the tiles that run in this process.
     """
 
     def __init__(self, *, workers: int, executor: Executor | None = None, cancel: Any = None,
-                 emit: Emit | None = None, kind: str = "process") -> None:
+                 emit: Emit | None = None, kind: str = "process", gpu_policy: Any = None) -> None:
         self.workers = max(1, int(workers))
         self.kind = kind
         self.executor = executor
         self.cancel = cancel
         self.emit = emit or _log_emit
         self.report = ScheduleReport()
+        self.gpu_policy = gpu_policy
         self.on_done: Callable[[TileOutcome], None] = lambda outcome: None
         self._cancel_seen = False
         self._max_rebuilds = 3
@@ -227,7 +230,7 @@ class TileScheduler:
             if self._cancelled():
                 return
             task = queue.popleft()
-            self._handle(run_tile_task(task), task, queue.appendleft)
+            self._handle(run_tile_task(task, self.gpu_policy), task, queue.appendleft)
 
     # ------------------------------------------------------------------ pool
     def _new_pool(self) -> Executor:

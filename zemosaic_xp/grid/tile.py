@@ -5,10 +5,12 @@
    (RAM, or a memory-mapped scratch file past ``stack_chunk_budget_mb``).
 2. The frame plan (:func:`~.tile_plan.plan_tile_frames`): the survey's normalisation
    of each frame (:mod:`.normalise`), quality weights from the frames' noise, exposures.
-3. The tile goes through :func:`~zemosaic_xp.core.stack.stack_band` (GPU or CPU, see
-   :mod:`.gpu`) cell by cell (:mod:`.cells`), each cell with every frame that reaches it,
-   and :func:`~zemosaic_xp.core.stack.assemble`. Rejection therefore always sees every
-   frame of a pixel, and the tile is bit-identical for any band size or budget
+3. The tile goes through the core's band driver
+   (:func:`~zemosaic_xp.core.pipeline.stack_bands`) cell by cell (:mod:`.cells`), each
+   cell with every frame that reaches it, on the GPU when the run's
+   :class:`~zemosaic_xp.gpu.GpuPolicy` allows it (a failed block is redone on the CPU).
+   Rejection therefore always sees every frame of a pixel, and the tile is
+   bit-identical for any band size, budget or device
    (upstream stacked frame chunks separately and averaged them, which changed the
    result with the chunk size and left NaN holes on its GPU path).
 4. ``tiles/tile_NNNN.fits`` is written atomically: float32 image (CHW, NaN = no
@@ -28,14 +30,14 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
-from ..backends import Backend, select_backend
-from ..core.stack import StackResult, assemble
+from ..backends import select_backend
+from ..core.pipeline import BandDevice, BandResult, StackResult, finish_stack, stack_bands
+from ..gpu.policy import GpuPolicy, GpuResultError, garbage_reason
 from ..io.fits import write_fits
-from .cells import stack_cells
+from .cells import PatchSource, cell_blocks
 from .config import GridConfig
 from .framecache import FRAMES
 from .geometry import TileSpec, tile_wcs
-from .gpu import BandStacker, GpuBreaker
 from .reproject_tile import reproject_patch
 from .store import PatchStore
 from .tile_plan import frame_noise_samples, plan_tile_frames
@@ -149,9 +151,33 @@ def _reproject_into(store: PatchStore, tile: TileSpec, grid_wcs: WCS, frames: Se
     return active, noise
 
 
+class _BlockRunner:
+    """Run each block of a tile through the run's GPU policy, counting where it ran."""
+
+    def __init__(self, policy: GpuPolicy, tile_id: int) -> None:
+        self.policy, self.label = policy, f"tile {tile_id}"
+        self.gpu_blocks = self.cpu_blocks = self.fallbacks = 0
+
+    @staticmethod
+    def _check(result: BandResult) -> None:
+        # A GPU block that lost all its data where there was some is a failure
+        # (upstream's all-NaN GPU outputs), not a result.
+        reason = garbage_reason(result.image, has_data=result.n_valid > 0)
+        if reason is not None:
+            raise GpuResultError(reason)
+
+    def run(self, work: Any) -> BandResult:
+        unit = self.policy.run(work, check=self._check, label=self.label)
+        self.fallbacks += unit.fallbacks
+        if unit.used_gpu:
+            self.gpu_blocks += 1
+        else:
+            self.cpu_blocks += 1
+        return unit.value
+
+
 def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config: GridConfig, *,
-               scratch_dir: str | Path, channels: int, gpu: Backend | None = None,
-               breaker: GpuBreaker | None = None,
+               scratch_dir: str | Path, channels: int, gpu_policy: GpuPolicy | None = None,
                resolve_frames: Callable[[Sequence[FrameRef]], Sequence[FrameRef]] | None = None,
                noise_samples: int | None = None) -> TileProduct:
     """Reproject and stack the frames of one tile.
@@ -168,10 +194,9 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
         Where patches spill when they exceed ``config.stack_chunk_budget_mb``.
     channels : int
         Channels of every frame.
-    gpu : Backend, optional
-        GPU backend for the band stacks (None = CPU).
-    breaker : GpuBreaker, optional
-        The run's GPU circuit breaker.
+    gpu_policy : GpuPolicy, optional
+        The run's GPU policy (:meth:`GpuPolicy.for_grid`): blocks go to its GPU while it
+        allows, a failed block is redone on the CPU. None = CPU only.
     resolve_frames : callable, optional
         Called with ``frames`` once they are reprojected, before anything uses their
         gains and offsets; returns them with the survey normalisation filled in (a tile
@@ -212,17 +237,19 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
         plan = plan_tile_frames(np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps]), noise, exposures,
                                 config.stack, xp=xp)
         del noise
-        stacker = BandStacker(config.stack, plan, cpu_xp=xp, gpu=gpu, breaker=breaker, tile_id=tile.tile_id)
-        bands, band_rows = stack_cells(store, active, stacker, budget=budget, config=config.stack, height=height,
-                                       width=width, channels=channels,
-                                       gpu=gpu is not None and not (breaker is not None and breaker.disabled))
+        runner = _BlockRunner(gpu_policy, tile.tile_id) if gpu_policy is not None else None
+        gpu = runner is not None and gpu_policy.gpu_backend() is not None
+        blocks = cell_blocks(store, active, budget=budget, config=config.stack, height=height, width=width,
+                             channels=channels, gpu=gpu, policy=gpu_policy)
+        outputs, stats = stack_bands(PatchSource(store, active, channels), blocks, config=config.stack, plan=plan,
+                                     device=BandDevice(xp), run_block=runner.run if runner is not None else None)
         spilled, store_mb = store.spilled, store.nbytes / _MB
-    extra = {"n_frames": len(active), "band_rows": band_rows, "patch_store_mb": round(store_mb, 3),
-             "spilled": spilled, "gpu_bands": stacker.gpu_bands, "cpu_bands": stacker.cpu_bands,
-             "gpu_fallbacks": stacker.fallbacks, "time_reproject_sec": t_reproject,
-             "time_wait_maps_sec": t_wait,
-             "time_total_sec": time.perf_counter() - t0, "cpu_sec": time.process_time() - cpu0}
-    result = assemble(bands, mono=False, config=config.stack, plan=plan, xp=xp, extra_stats=extra)
+    stats.update({"n_frames": len(active), "patch_store_mb": round(store_mb, 3), "spilled": spilled,
+                  "gpu_bands": runner.gpu_blocks if runner else 0, "cpu_bands": runner.cpu_blocks if runner else 0,
+                  "gpu_fallbacks": runner.fallbacks if runner else 0, "time_reproject_sec": t_reproject,
+                  "time_wait_maps_sec": t_wait, "time_total_sec": time.perf_counter() - t0,
+                  "cpu_sec": time.process_time() - cpu0})
+    result = finish_stack(outputs, stats, config=config.stack, mono=False)
     return _product(result)
 
 

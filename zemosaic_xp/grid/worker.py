@@ -61,8 +61,10 @@ class TileTask:
     config : GridConfig
     tiles_dir : str
     run_id : str
-        Identifies the run's GPU breaker in the executing process.
+        Identifies the run (scratch files, logs).
     use_gpu : bool
+        Stack on the GPU: with the runner's :class:`~zemosaic_xp.gpu.GpuPolicy` when the
+        task runs in its process, else with a policy of the task's own.
     attempt : int
         1 for the first try, 2 for the retry.
     parent_pid : int
@@ -175,7 +177,7 @@ def _warm_stack(stack_config: Any) -> None:
     import numpy as np
 
     from ..backends import select_backend
-    from .gpu import BandStacker
+    from ..core.pipeline import BandDevice, band_blocks, stack_bands
     from .tile_plan import plan_tile_frames
 
     xp = select_backend("numpy").xp
@@ -187,7 +189,16 @@ def _warm_stack(stack_config: Any) -> None:
     values = (100.0 + rng.standard_normal((2, 8, channels, n))).astype(np.float32)
     values[0, 0, 0, 0] = np.nan
     weights = np.ones((2, 8, 1, n), dtype=np.float32)
-    BandStacker(stack_config, plan, cpu_xp=xp).stack(values, weights, tuple(range(n)))
+
+    class _Warm:
+        height, width = values.shape[:2]
+        channels = values.shape[2]
+
+        @staticmethod
+        def read(block: Any) -> tuple[Any, Any]:
+            return values, weights
+
+    stack_bands(_Warm(), band_blocks(2, 2), config=stack_config, plan=plan, device=BandDevice(xp))
 
 
 def _ids(env_name: str) -> set[int]:
@@ -246,20 +257,21 @@ class _CollectLogs:
             root.propagate = self._saved[1]
 
 
-def _gpu_for(task: TileTask) -> tuple[Any, Any]:
+def _gpu_policy(task: TileTask, policy: Any) -> Any:
+    """The run's policy when the task runs in the runner's process; else one of its own."""
     if not task.use_gpu:
-        return None, None
-    from .gpu import gpu_breaker, resolve_gpu_backend
+        return None
+    if policy is not None:
+        return policy
+    from ..gpu.policy import GpuPolicy
 
-    backend, _ = resolve_gpu_backend()
-    return backend, gpu_breaker(task.run_id)
+    return GpuPolicy.for_grid("auto")
 
 
-def _make_tile(task: TileTask) -> tuple[str, dict]:
+def _make_tile(task: TileTask, gpu_policy: Any = None) -> tuple[str, dict]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # FITSFixedWarning on header round trips
         grid_wcs = WCS(fits.Header.fromstring(task.grid_header))
-    gpu, breaker = _gpu_for(task)
     tiles_dir = Path(task.tiles_dir)
     resolve = None
     if task.maps_file is not None:
@@ -269,7 +281,7 @@ def _make_tile(task: TileTask) -> tuple[str, dict]:
             return await_frame_maps(task.maps_file, frames, parent_pid=task.parent_pid)
 
     product = stack_tile(task.tile, grid_wcs, task.frames, task.config, scratch_dir=tiles_dir,
-                         channels=task.channels, gpu=gpu, breaker=breaker, resolve_frames=resolve,
+                         channels=task.channels, gpu_policy=_gpu_policy(task, gpu_policy), resolve_frames=resolve,
                          noise_samples=task.noise_samples)
     name = tile_filename(task.tile_id)
     write_tile(tiles_dir / name, task.tile, grid_wcs, product, task.config)
@@ -283,10 +295,11 @@ def _summary(stats: dict) -> dict:
     return {k: stats[k] for k in keys if k in stats}
 
 
-def run_tile_task(task: TileTask) -> TileOutcome:
+def run_tile_task(task: TileTask, gpu_policy: Any = None) -> TileOutcome:
     """Make one tile and write it; errors are reported in the outcome, not raised.
 
-    Runs in a worker process (spawned) or in the runner's process. A running-marker
+    Runs in a worker process (spawned) or in the runner's process, where the run's
+    ``gpu_policy`` (a :class:`~zemosaic_xp.gpu.GpuPolicy`) is passed for GPU tasks. A running-marker
     file ``tiles/.running/tile_NNNN`` exists while the task runs, so that after a
     worker crash the runner knows which tiles were in progress.
     """
@@ -299,7 +312,7 @@ def run_tile_task(task: TileTask) -> TileOutcome:
             marker.write_text(f"{pid} {task.attempt}", encoding="utf-8")
             _test_hooks(task)
             FRAMES.fit_budget(int(task.config.stack_chunk_budget_mb * 2**20))
-            name, stats = _make_tile(task)
+            name, stats = _make_tile(task, gpu_policy)
             outcome = TileOutcome(task.tile_id, True, name, pid, task.attempt, time.perf_counter() - t0,
                                   _summary(stats))
         except Exception as exc:  # noqa: BLE001 - a tile error must not stop the run

@@ -10,7 +10,7 @@ import pytest
 
 from zemosaic_xp import StackConfig
 from zemosaic_xp.classic.scan import ChunkedFrameSamples, plan_scan, scan_frames
-from zemosaic_xp.classic.sources import open_sources
+from zemosaic_xp.io.bands import open_sources
 from zemosaic_xp.core.frames import FrameStack
 from zemosaic_xp.core.framestats import FrameSamples
 from zemosaic_xp.core.pipeline import plan_frames

@@ -222,7 +222,7 @@ def test_input_errors_are_not_gpu_failures(tmp_path, frames, monkeypatch):
     # once, not be retried on the GPU and count towards disabling it.
     import os
 
-    from zemosaic_xp.classic import sources
+    from zemosaic_xp.io import bands as sources
 
     from ..classic.helpers import write_frames
 

@@ -11,7 +11,7 @@ import pytest
 
 from zemosaic_xp import GridConfig, StackConfig, run_grid_mode
 from zemosaic_xp.grid import assemble_mosaic, write_mosaic_outputs
-from zemosaic_xp.grid.framecache import FrameCache
+from zemosaic_xp.io.framecache import FrameCache
 from zemosaic_xp.grid.framemaps import await_frame_maps, maps_path, publish_failure, publish_frame_maps
 from zemosaic_xp.grid.reproject_tile import frame_planes
 from zemosaic_xp.grid.tile import FrameRef, read_tile

@@ -38,7 +38,7 @@ from ..core.pipeline import Block, FramePlan, band_blocks, finish_stack, rows_pe
 from ..gpu.policy import DeviceSession, GpuPolicy, GpuResultError, garbage_reason
 from ..io.fits import FitsReadError, write_fits
 from .scan import FrameScan, plan_scan, scan_frames
-from .sources import BandReader, open_sources
+from ..io.bands import BandReader, open_sources
 
 __all__ = ["MasterTileResult", "stack_master_tile", "write_master_tile", "provenance_header"]
 

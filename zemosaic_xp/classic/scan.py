@@ -36,7 +36,7 @@ import numpy as np
 from ..core.frames import FrameStack
 from ..core.framestats import FrameSamples
 from ..core.pipeline import FramePlan, plan_frames
-from .sources import ArraySource, FitsSource
+from ..io.bands import ArraySource, FitsSource
 
 __all__ = ["FrameScan", "scan_frames", "plan_scan", "ChunkedFrameSamples", "STATS_MEMORY_FACTOR"]
 

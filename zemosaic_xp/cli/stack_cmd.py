@@ -123,7 +123,7 @@ def _wcs_of(header: Any) -> Any:
 
 def _run(args: argparse.Namespace) -> int:
     from zemosaic_xp import stack_master_tile, write_master_tile
-    from zemosaic_xp.classic.sources import FitsSource
+    from zemosaic_xp.io.bands import FitsSource
     from zemosaic_xp.cli.progress import ProgressBar
 
     config, backend = _build_config(args)

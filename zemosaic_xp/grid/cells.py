@@ -10,20 +10,19 @@ memory budget only changes how many rows of a cell go through the core at once, 
 the core works per pixel. So the result stays bit-identical for any budget or block
 size, and every frame that has data at a pixel is in that pixel's stack.
 :func:`cell_blocks` yields the blocks lazily to the core's band driver
-(:func:`~zemosaic_xp.core.pipeline.stack_bands`); :class:`PatchSource` reads them.
+(:func:`~zemosaic_xp.core.pipeline.stack_bands`), which reads them through
+:class:`~zemosaic_xp.io.bands.PatchSource`.
 """
 
 from __future__ import annotations
 
 from typing import Any, Iterator, Sequence
 
-import numpy as np
-
 from ..core.config import StackConfig
 from ..core.pipeline import Block, rows_per_band
-from .store import PatchStore
+from ..io.patch_store import PatchStore
 
-__all__ = ["CELL_ROWS", "CELL_COLS", "cell_blocks", "PatchSource"]
+__all__ = ["CELL_ROWS", "CELL_COLS", "cell_blocks"]
 
 #: Cell size in tile pixels (rows, columns). About 1 MB of samples at 3 channels and
 #: 16 frames: cache-sized for the CPU passes of a rejection.
@@ -52,23 +51,6 @@ def _rows(frame_lists: list[tuple[int, ...]], widths: list[int], channels: int, 
         if not gpu:
             rows = min(rows, max(1, _CPU_BAND_BYTES // (n * width * channels * 4)))
     return max(1, rows)
-
-
-class PatchSource:
-    """A tile's :class:`~.store.PatchStore` as the core's band source.
-
-    ``active`` are the store slots of the frames with data, in plan order; a block's
-    ``frames`` are positions in it.
-    """
-
-    def __init__(self, store: PatchStore, active: Sequence[int], channels: int) -> None:
-        self.store, self.active = store, list(active)
-        self.height, self.width = store.tile_shape
-        self.channels = channels
-
-    def read(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
-        frames = range(len(self.active)) if block.frames is None else block.frames
-        return self.store.band(block.r0, block.r1, [self.active[j] for j in frames], block.c0, block.c1)
 
 
 def cell_blocks(store: PatchStore, active: Sequence[int], *, budget: int, config: StackConfig, height: int,

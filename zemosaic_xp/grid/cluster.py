@@ -83,7 +83,7 @@ def describe_executor(executor: Executor) -> str:
 
 
 def _clear_frame_cache() -> int:
-    from .framecache import FRAMES
+    from ..io.framecache import FRAMES
 
     FRAMES.clear()
     return os.getpid()

@@ -24,11 +24,10 @@ from typing import Sequence
 
 import numpy as np
 from astropy import units as u
-from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-from ..io.fits import FitsFrameSource
+from ..io.fits import FitsFrameSource, frame_wcs
 from .plan import PlanEntry
 
 __all__ = ["FrameInfo", "TileSpec", "GlobalGrid", "build_global_grid", "frame_wcs", "tile_wcs",
@@ -137,31 +136,6 @@ class GlobalGrid:
     def header_string(self) -> str:
         """The canvas WCS as a FITS header string."""
         return self.wcs.to_header_string(relax=True)
-
-
-def frame_wcs(header: fits.Header, path: str) -> WCS:
-    """The celestial WCS of a frame header, distortions (SIP, lookup tables) included.
-
-    Raises
-    ------
-    ValueError
-        The header has no usable celestial WCS (the message names the file).
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        try:
-            wcs = WCS(header, naxis=2, relax=True)
-        except Exception as exc:  # noqa: BLE001 - astropy raises many kinds on bad headers
-            msg = f"'{path}' has an unreadable WCS ({exc}); plate-solve the frame first"
-            raise ValueError(msg) from exc
-    if not wcs.has_celestial:
-        msg = f"'{path}' has no celestial WCS; grid mode needs plate-solved frames"
-        raise ValueError(msg)
-    scales = proj_plane_pixel_scales(wcs.celestial)
-    if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
-        msg = f"'{path}' has a WCS with an invalid pixel scale {scales.tolist()}"
-        raise ValueError(msg)
-    return wcs
 
 
 def _outline(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -276,7 +250,7 @@ def _canvas(wcs: WCS, outlines: list[tuple[np.ndarray, np.ndarray]]) -> tuple[WC
 
 
 def _load_frames(entries: Sequence[PlanEntry]) -> list[tuple[PlanEntry, FitsFrameSource, WCS]]:
-    from .framecache import FRAMES
+    from ..io.framecache import FRAMES
 
     loaded = []
     for entry in entries:

@@ -118,7 +118,7 @@ def sample_frame(path: str, canvas_header: str, positions: np.ndarray, width: in
     """
     from scipy.ndimage import map_coordinates
 
-    from .framecache import FRAMES
+    from ..io.framecache import FRAMES
 
     entry, planes = FRAMES.planes(path, keep=keep)
     channels = entry.source.channels

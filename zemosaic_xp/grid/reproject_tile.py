@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from astropy.wcs import WCS
 
+from ..io.framecache import frame_planes
 from .geometry import tile_wcs
 
 __all__ = ["reproject_patch", "reproject_planes", "frame_planes"]
@@ -39,14 +40,6 @@ __all__ = ["reproject_patch", "reproject_planes", "frame_planes"]
 # TAN-like fields a few degrees wide, where it cannot trigger, and it doubles the
 # cost of the coordinate transforms, so it is off (reproject's roundtrip_coords=False).
 _ROUNDTRIP_COORDS = False
-
-
-def frame_planes(data: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
-    """A frame as contiguous float32 planes ``(C [+ 1], H, W)``: its channels, then ALPHA if any."""
-    planes = np.moveaxis(data, -1, 0)
-    if alpha is not None:
-        planes = np.concatenate([planes, alpha[None, ...]], axis=0)
-    return np.ascontiguousarray(planes, dtype=np.float32)
 
 
 def _both_icrs(wcs_a: WCS, wcs_b: WCS) -> bool:

@@ -36,7 +36,7 @@ from .config import GridConfig
 from .geometry import GlobalGrid, build_global_grid
 from ..gpu.policy import GpuPolicy
 from .manifest import TileManifest, config_hash, tile_inputs_hash
-from .framecache import FRAMES
+from ..io.framecache import FRAMES
 from .normalise import FrameNormalisation, normalise_frames
 from .pipeline import BackgroundNormalisation
 from .plan import load_stack_plan, split_by_mount

@@ -34,12 +34,13 @@ from ..backends import select_backend
 from ..core.pipeline import BandDevice, BandResult, StackResult, finish_stack, stack_bands
 from ..gpu.policy import GpuPolicy, GpuResultError, garbage_reason
 from ..io.fits import write_fits
-from .cells import PatchSource, cell_blocks
+from ..io.bands import PatchSource
+from .cells import cell_blocks
 from .config import GridConfig
-from .framecache import FRAMES
+from ..io.framecache import FRAMES
 from .geometry import TileSpec, tile_wcs
 from .reproject_tile import reproject_patch
-from .store import PatchStore
+from ..io.patch_store import PatchStore
 from .tile_plan import frame_noise_samples, plan_tile_frames
 
 __all__ = ["noise_sample_count", "FrameRef", "TileProduct", "stack_tile", "write_tile", "read_tile", "tile_filename"]

@@ -30,7 +30,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from .config import GridConfig
-from .framecache import FRAMES
+from ..io.framecache import FRAMES
 from .geometry import TileSpec
 from .tile import FrameRef, stack_tile, tile_filename, write_tile
 

@@ -23,10 +23,12 @@ from typing import Any, Iterable
 
 import numpy as np
 from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs.utils import proj_plane_pixel_scales
 
 from .atomic import atomic_path
 
-__all__ = ["FitsFrame", "FitsFrameSource", "read_frame", "write_fits", "FitsReadError"]
+__all__ = ["FitsFrame", "FitsFrameSource", "read_frame", "write_fits", "FitsReadError", "frame_wcs"]
 
 # HDU names that hold the science image when HDU 0 has no data (ZeMosaic's loader).
 _SCIENCE_NAMES = ("SCI", "IMAGE", "PRIMARY")
@@ -363,3 +365,28 @@ def write_fits(path: str | os.PathLike, image: np.ndarray, *, header: fits.Heade
     with atomic_path(path) as tmp:
         fits.HDUList(hdus).writeto(tmp, overwrite=True, output_verify="silentfix")
     return path
+
+
+def frame_wcs(header: fits.Header, path: str) -> WCS:
+    """The celestial WCS of a frame header, distortions (SIP, lookup tables) included.
+
+    Raises
+    ------
+    ValueError
+        The header has no usable celestial WCS (the message names the file).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        try:
+            wcs = WCS(header, naxis=2, relax=True)
+        except Exception as exc:  # noqa: BLE001 - astropy raises many kinds on bad headers
+            msg = f"'{path}' has an unreadable WCS ({exc}); plate-solve the frame first"
+            raise ValueError(msg) from exc
+    if not wcs.has_celestial:
+        msg = f"'{path}' has no celestial WCS; grid mode needs plate-solved frames"
+        raise ValueError(msg)
+    scales = proj_plane_pixel_scales(wcs.celestial)
+    if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
+        msg = f"'{path}' has a WCS with an invalid pixel scale {scales.tolist()}"
+        raise ValueError(msg)
+    return wcs

@@ -1,4 +1,9 @@
-"""Frame sources of a master tile: FITS files or arrays, read by row bands on the host.
+"""Band sources on the host: FITS files, arrays, and a grid tile's spilled patches.
+
+The core's band driver (:func:`~zemosaic_xp.core.pipeline.stack_bands`) reads blocks
+from a source; the host-side ones live here. :class:`BandReader` serves a master
+tile's frames, :class:`PatchSource` a grid tile's :class:`~.patch_store.PatchStore`.
+
 
 A master tile is stacked from ``inputs``: FITS paths and/or in-memory arrays. Each
 input becomes a source with one interface:
@@ -27,9 +32,11 @@ from typing import Any
 import numpy as np
 
 from ..backends import to_host
-from ..io.fits import FitsFrameSource
+from ..core.pipeline import Block
+from .fits import FitsFrameSource
+from .patch_store import PatchStore
 
-__all__ = ["FitsSource", "ArraySource", "open_sources", "read_band", "BandReader"]
+__all__ = ["FitsSource", "ArraySource", "open_sources", "read_band", "BandReader", "PatchSource"]
 
 Array = Any
 
@@ -263,3 +270,20 @@ class BandReader:
             self.reads += 1
         a, b = r0 - self._r0, r1 - self._r0
         return self._band[a:b], (self._weights[a:b] if self._weights is not None else None)
+
+
+class PatchSource:
+    """A tile's :class:`~.store.PatchStore` as the core's band source.
+
+    ``active`` are the store slots of the frames with data, in plan order; a block's
+    ``frames`` are positions in it.
+    """
+
+    def __init__(self, store: PatchStore, active: Sequence[int], channels: int) -> None:
+        self.store, self.active = store, list(active)
+        self.height, self.width = store.tile_shape
+        self.channels = channels
+
+    def read(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
+        frames = range(len(self.active)) if block.frames is None else block.frames
+        return self.store.band(block.r0, block.r1, [self.active[j] for j in frames], block.c0, block.c1)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from zemosaic_xp.classic.sources import ArraySource, BandReader, FitsSource, open_sources, read_band
+from zemosaic_xp.io.bands import ArraySource, BandReader, FitsSource, open_sources, read_band
 from zemosaic_xp.io import FitsFrameSource, FitsReadError
 
-from .helpers import write_frame
+from ..classic.helpers import write_frame
 
 
 @pytest.fixture

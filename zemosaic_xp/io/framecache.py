@@ -25,12 +25,21 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FrameEntry", "FrameCache", "FRAMES", "FRAME_CACHE_MB"]
+__all__ = ["FrameEntry", "FrameCache", "FRAMES", "FRAME_CACHE_MB", "frame_planes"]
 
 #: Pixel planes kept per process (MB). The demo survey (40 RGB frames of 384²) takes 71 MB.
 FRAME_CACHE_MB = 256
 #: Headers and WCS kept (~60 KB each with SIP).
 _MAX_ENTRIES = 1024
+
+
+def frame_planes(data: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """A frame as contiguous float32 planes ``(C [+ 1], H, W)``: its channels, then ALPHA if any."""
+    planes = np.moveaxis(data, -1, 0)
+    if alpha is not None:
+        planes = np.concatenate([planes, alpha[None, ...]], axis=0)
+    return np.ascontiguousarray(planes, dtype=np.float32)
+
 
 
 @dataclass
@@ -41,7 +50,7 @@ class FrameEntry:
     ----------
     source : FitsFrameSource
     wcs : astropy.wcs.WCS
-        Celestial WCS with distortions (:func:`~.geometry.frame_wcs`).
+        Celestial WCS with distortions (:func:`~.fits.frame_wcs`).
     noise : dict of int to ndarray
         Noise samples ``(C, M)`` by requested sample count.
     """
@@ -77,8 +86,7 @@ class FrameCache:
 
     def entry(self, path: str) -> FrameEntry:
         """Header source and WCS of ``path`` (parsed on the first call)."""
-        from ..io.fits import FitsFrameSource
-        from .geometry import frame_wcs
+        from .fits import FitsFrameSource, frame_wcs
 
         key = self._key(path)
         with self._lock:
@@ -101,8 +109,6 @@ class FrameCache:
         The planes are read-only (shared between tiles). ``keep=False`` reads them
         without adding them to the cache (a cached copy is still used).
         """
-        from .reproject_tile import frame_planes
-
         entry = self.entry(path)
         key = self._key(path)
         with self._lock:

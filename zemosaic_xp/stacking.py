@@ -6,26 +6,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Callable
 
-from .backends import Backend, backend_of, device_memory_info, select_backend, to_backend
+from .backends import Backend, backend_of, default_memory_budget, select_backend, to_backend
 from .core.config import StackConfig
 from .core.stack import StackResult, stack_frames
 
 __all__ = ["stack", "default_memory_budget"]
 
 logger = logging.getLogger(__name__)
-
-# Default band budget: a quarter of free memory, capped so that CPU bands stay small
-# enough to be cache-friendly and GPU bands leave room for the sort's temporaries.
-_BUDGET_FRACTION = 0.25
-_CPU_BUDGET_CAP = 256 * 1024**2
-_GPU_BUDGET_CAP = 4 * 1024**3
-
-
-def default_memory_budget(backend: Backend) -> int:
-    """Bytes one band may use on ``backend``: 25 % of free memory, capped (256 MiB CPU, 4 GiB GPU)."""
-    free, _ = device_memory_info(backend)
-    cap = _GPU_BUDGET_CAP if backend.is_gpu else _CPU_BUDGET_CAP
-    return int(max(16 * 1024**2, min(cap, free * _BUDGET_FRACTION)))
 
 
 def _first(frames: Any) -> Any:

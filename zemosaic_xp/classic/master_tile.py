@@ -33,11 +33,10 @@ import numpy as np
 from astropy.io import fits
 
 from .._version import __version__
-from ..backends import Backend
+from ..backends import Backend, default_memory_budget
 from ..core.config import StackConfig
 from ..core.stack import BandResult, FramePlan, assemble, rows_per_band, stack_band
 from ..io.fits import FitsReadError, write_fits
-from ..stacking import default_memory_budget
 from .gpu_policy import DeviceSession, GpuPolicy, GpuResultError
 from .scan import FrameScan, plan_scan, scan_frames
 from .sources import BandReader, open_sources

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from zemosaic_xp import StackConfig, stack
+from zemosaic_xp.backends.ops_gpu import GpuOps
 from zemosaic_xp.core.ops import ArrayOps
 from zemosaic_xp.core.reject_pixinsight import wsc_pixinsight_fit
 from zemosaic_xp.core.in_memory import stack_frames
-from zemosaic_xp.fastpaths import GpuOps
 from tests.conftest import get_backend, host, on
 from tests.core.reference import wsc_pixel
 

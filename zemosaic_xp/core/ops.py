@@ -9,10 +9,11 @@ than different maths. This module is the hook between the two worlds:
 - :class:`ArrayOps` is the portable reference: every method is plain array-API code
   and every flag has its safe default. Core functions take an ``ops`` object and
   call its methods; they never test which library they run on.
-- Code outside the core (``zemosaic_xp.backends`` / ``zemosaic_xp.fastpaths``, the
-  only modules that know NumPy, CuPy and torch exist) registers a factory with
-  :func:`register_ops`; :func:`ops_for` asks each factory in turn and falls back to
-  the portable :class:`ArrayOps`.
+- :func:`ops_for` asks the backends package for native ops explicitly, at the call:
+  it imports :mod:`zemosaic_xp.backends.native` (the only place that knows NumPy,
+  CuPy and torch exist) when it first needs ops for a namespace, and falls back to
+  the portable :class:`ArrayOps` when that has none. Nothing registers itself, so
+  the core gets its fast paths whatever was imported before.
 
 Some members are whole steps rather than primitives — a κ-σ or WSC clip of sorted
 rows (:meth:`ArrayOps.kappa_sigma_fit`, :meth:`~ArrayOps.wsc_pixinsight_fit`,
@@ -22,27 +23,35 @@ their portable versions return None, which means "run the core's own code", so a
 backend implements only what it can do faster (NumPy with numba).
 
 Every native method must return what the portable one returns on the same data (tests
-in ``tests/core/test_fastpaths.py`` and ``tests/core/test_numba_kernels.py`` check
-each), so the portable path stays the reference. :func:`portable_only` disables every registered fast path, for
-those tests and for debugging.
+in ``tests/backends/test_ops_parity.py`` and ``tests/backends/test_numba_kernels.py``
+check each), so the portable path stays the reference. :func:`portable_only` disables
+every native fast path, for those tests and for debugging.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import threading
 from typing import Any, Callable, Iterator
 
 from array_api_compat import device as _device
 
-__all__ = ["ArrayOps", "register_ops", "ops_for", "portable_only"]
+__all__ = ["ArrayOps", "ops_for", "portable_only"]
 
 Array = Any
-OpsFactory = Callable[[Any, Any], "ArrayOps | None"]
+
+#: The module whose ``native_ops(xp, device)`` chooses native ops (imported lazily).
+_NATIVE_OPS_MODULE = "zemosaic_xp.backends.native"
 
 
 class ArrayOps:
     """Portable primitives and strategy flags of the stack core (the reference).
+
+    Parameters
+    ----------
+    xp : module
+        The array-API namespace of the arrays these ops receive.
 
     Attributes
     ----------
@@ -76,20 +85,30 @@ class ArrayOps:
     def host_delegate(self) -> tuple[ArrayOps, Callable[[Array], Array], Callable[[Array], Array]] | None:
         """Another namespace that shares this one's memory and stacks faster, or None.
 
-        Returns ``(ops, to, back)``: the other namespace's ops, and zero-copy
-        conversions of an array into it and back. ``stack_frames`` then runs a whole
-        stack there (torch CPU tensors are stacked by NumPy's kernels on the same
-        buffers). ``stack_band`` never delegates, so the portable path stays reachable.
+        Returns
+        -------
+        tuple of (ArrayOps, callable, callable) or None
+            ``(ops, to, back)``: the other namespace's ops, and zero-copy conversions of
+            an array into it and back. ``stack_frames`` then runs a whole stack there
+            (torch CPU tensors are stacked by NumPy's kernels on the same buffers) and
+            names the ops ``"<ops.name> (delegated)"`` in ``stats["ops"]``.
+            ``stack_band`` never delegates, so the portable path stays reachable.
         """
         return None
 
     # ------------------------------------------------------------------ layout
     def band_copy(self, view: Array) -> Array:
-        """A C-contiguous float32 copy of ``view`` (typically a transposed band).
+        """Copy ``view`` (typically a transposed band) into C-contiguous float32.
 
         Parameters
         ----------
         view : array, any shape and strides, real
+            The values to copy.
+
+        Returns
+        -------
+        array, same shape, float32
+            A new C-ordered array on the device of ``view``.
         """
         xp = self.xp
         shape = tuple(int(v) for v in view.shape)
@@ -100,7 +119,18 @@ class ArrayOps:
         return xp.reshape(flat, shape)
 
     def nan_nonfinite(self, x: Array) -> Array:
-        """``x`` (float32) with ±inf replaced by NaN; may reuse ``x``'s buffer."""
+        """Replace ±inf by NaN ("no data").
+
+        Parameters
+        ----------
+        x : array, float32
+            Samples; native ops may write into its buffer.
+
+        Returns
+        -------
+        array, same shape and dtype
+            ``x`` with every ±inf as NaN (``x`` itself or a new array).
+        """
         xp = self.xp
         nan = xp.asarray(xp.nan, dtype=x.dtype, device=_device(x))
         return xp.where(xp.isfinite(x), x, nan)
@@ -117,7 +147,9 @@ class ArrayOps:
         Returns
         -------
         sorted : array, shape (..., N), same dtype
+            Each row ascending, its invalid samples last as ``+inf``.
         n_valid : array, shape (..., 1), int64
+            Valid (non-NaN) samples per row.
         """
         xp = self.xp
         nan = xp.isnan(x)
@@ -127,10 +159,26 @@ class ArrayOps:
         return s, n_valid
 
     def mad(self, s: Array, n_valid: Array, centre: Array) -> Array:
-        """Median of ``|s − centre|`` over each sorted row's valid samples (float32).
+        """Median of ``|s − centre|`` over each sorted row's valid samples.
 
+        Parameters
+        ----------
+        s : array, shape (R, N), float32
+            Rows sorted ascending, invalid samples last as ``+inf``.
+        n_valid : array, shape (R,), int64
+            Valid samples per row.
+        centre : array, shape (R,), float32
+            The centre of each row (its median, usually).
+
+        Returns
+        -------
+        array, shape (R,), float32
+            NaN for a row without valid samples.
+
+        Notes
+        -----
         Portable: a selection in the two sorted runs of deviations, no second sort
-        (:func:`~zemosaic_xp.core.ranges.mad_sorted`). Shapes ``(R, N)``, ``(R,)``, ``(R,)``.
+        (:func:`~zemosaic_xp.core.ranges.mad_sorted`).
         """
         from .ranges import mad_sorted
 
@@ -146,15 +194,19 @@ class ArrayOps:
         s : array, shape (R, N), float32
             Rows, any values outside the range (``+inf`` padding included).
         centre : array, shape (R,), float32
+            The value each row's differences are taken from.
         lo, hi : array, shape (R,), int64
+            The range ``[lo, hi)`` of each row to sum.
         whole : bool
             A promise that ``[lo, hi)`` is each row's whole valid range ``[0, n_valid)``
             of a :meth:`sort_valid` output, so only ``+inf`` padding lies outside it.
 
         Returns
         -------
-        s1, s2 : array, shape (R,), float64
-            0 for empty ranges.
+        s1 : array, shape (R,), float64
+            Σd, 0 for an empty range.
+        s2 : array, shape (R,), float64
+            Σd², 0 for an empty range.
 
         Notes
         -----
@@ -171,13 +223,38 @@ class ArrayOps:
 
 
     def prefix_sums(self, d: Array) -> Array:
-        """Inclusive prefix sums along the last axis (``cumulative_sum``)."""
+        """Inclusive prefix sums along the last axis (``cumulative_sum``).
+
+        Parameters
+        ----------
+        d : array, shape (R, N)
+            Values to accumulate.
+
+        Returns
+        -------
+        array, shape (R, N), same dtype
+            ``out[:, j] = d[:, 0] + … + d[:, j]``.
+        """
         return self.xp.cumulative_sum(d, axis=-1)
 
     # ------------------------------------------------------------------ whole bands
     def band_stacker(self, config: Any, plan: Any) -> Callable[..., tuple[int, int, int, int]] | None:
         """A native whole-band stacker for this configuration, or None (the core's pipeline).
 
+        Parameters
+        ----------
+        config : StackConfig
+            The stack's methods and parameters.
+        plan : FramePlan
+            Its normalisation gains and offsets and weights.
+
+        Returns
+        -------
+        callable or None
+            The stacker, or None: the core runs its own pipeline.
+
+        Notes
+        -----
         Asked once per stack by :func:`~zemosaic_xp.core.in_memory.stack_frames` when no
         per-pixel weights are given. The stacker is called as
         ``stacker(frames, r0, r1, out)`` for every band, concurrently from the band
@@ -212,12 +289,16 @@ class ArrayOps:
         s : array, shape (R, N), float32
             Rows sorted ascending, invalid samples last as ``+inf`` (:meth:`sort_valid`).
         n_valid : array, shape (R,), int64
-        kappa_low, kappa_high, max_iters, ddof, min_survivors
+            Valid samples per row.
+        kappa_low, kappa_high : float
+            Rejection thresholds below and above the centre, in σ.
+        max_iters, ddof, min_survivors : int
             As :func:`~zemosaic_xp.core.reject_sigma.kappa_sigma_fit`.
 
         Returns
         -------
-        (lo, hi, iterations, centre, kept_sum) or None
+        tuple of arrays or None
+            ``(lo, hi, iterations, centre, kept_sum)``, or None to run the portable code.
             The fields of :class:`~zemosaic_xp.core.reject_sigma.RangeFit`, each shape
             ``(R,)``: int64 ``[lo, hi)`` and iterations, float32 median (0 for rows
             without valid samples), float64 ``Σ (x − centre)`` over the kept range.
@@ -229,6 +310,22 @@ class ArrayOps:
                            min_survivors: int) -> tuple[Array, ...] | None:
         """A native PixInsight/Siril winsorised sigma clip of sorted rows, or None (portable).
 
+        Parameters
+        ----------
+        s, n_valid : array, shape (R, N) and (R,)
+            Sorted rows and valid counts, as :meth:`kappa_sigma_fit`.
+        kappa_low, kappa_high : float
+            Rejection thresholds, in σ.
+        max_iters, min_survivors : int
+            As :func:`~zemosaic_xp.core.reject_pixinsight.wsc_pixinsight_fit`.
+
+        Returns
+        -------
+        tuple of arrays or None
+            ``(lo, hi, iterations, centre, kept_sum)`` as :meth:`kappa_sigma_fit`, or None.
+
+        Notes
+        -----
         Same contract as :meth:`kappa_sigma_fit` (no ``ddof``), for
         :func:`~zemosaic_xp.core.reject_pixinsight.wsc_pixinsight_fit`, the default
         ``winsorized_sigma_clip``: identical ranges, iteration counts and centres, and
@@ -240,11 +337,27 @@ class ArrayOps:
                 max_iters: int, min_survivors: int) -> tuple[Array, ...] | None:
         """A native unweighted ZeMosaic-style WSC of sorted rows, or None (portable).
 
+        Parameters
+        ----------
+        s, n_valid : array, shape (R, N) and (R,)
+            Sorted rows and valid counts, as :meth:`kappa_sigma_fit`.
+        kappa_low, kappa_high : float
+            Clamp and rejection thresholds, in σ.
+        max_iters, min_survivors : int
+            As :func:`~zemosaic_xp.core.reject_wsc.reject_wsc_zemosaic`.
+
+        Returns
+        -------
+        tuple of arrays or None
+            ``(lo, hi, iterations, centre, kept_sum)``, each ``(R,)``: the kept range
+            after the final bounds and the survivor guard, the iterations run, the row's
+            float32 median and ``Σ (x − median)`` over the range in float64; or None.
+
+        Notes
+        -----
         Same contract as :meth:`kappa_sigma_fit`, for the range path of
         :func:`~zemosaic_xp.core.reject_wsc.reject_wsc_zemosaic` (``wsc_impl="zemosaic"``,
-        the Huber WSC of upstream_spec §2.6.1). Returns ``(lo, hi, iterations, centre, kept_sum)``, each ``(R,)``:
-        the kept range after the final bounds and the survivor guard, the iterations
-        run, the row's float32 median and ``Σ (x − median)`` over the range in float64.
+        the Huber WSC of upstream_spec §2.6.1).
         """
         return None
 
@@ -261,12 +374,14 @@ class ArrayOps:
             Weights, 0 on invalid samples (``Samples.full_weights()``).
         s, n_valid : array, shape (R, N) and (R,)
             ``x`` sorted (invalid last as ``+inf``) and the valid counts.
+        kappa_low, kappa_high, max_iters, min_survivors : float, float, int, int
+            As :meth:`wsc_fit`.
 
         Returns
         -------
-        (keep, n_low, n_high, iterations) or None
-            ``keep`` shape (R, N) bool in the order of ``x``; the others shape (R,),
-            int64. As the direct formulation in
+        tuple of arrays or None
+            ``(keep, n_low, n_high, iterations)``: ``keep`` shape (R, N) bool in the
+            order of ``x``; the others shape (R,), int64. As the direct formulation in
             :func:`~zemosaic_xp.core.reject_wsc.reject_wsc_zemosaic`.
         """
         return None
@@ -284,7 +399,8 @@ class ArrayOps:
 
         Returns
         -------
-        list of arrays, shape (R,): ``fill`` with ``values`` scattered into ``mask``.
+        list of arrays, shape (R,)
+            For each pair, ``fill`` with ``values`` scattered into ``mask``.
         """
         xp = self.xp
         count = int(pairs[0][0].shape[0]) if pairs else 0
@@ -293,37 +409,48 @@ class ArrayOps:
         return [xp.where(mask, xp.take(values, pos), fill) for values, fill in pairs]
 
 
-_FACTORIES: list[OpsFactory] = []
+# Ops per (namespace, device): building them reads the CPU affinity and numba's
+# state, and ops_for is called for every sort.
 _CACHE: dict[tuple[int, str], ArrayOps] = {}
 _STATE = threading.local()
 
 
-def register_ops(factory: OpsFactory) -> None:
-    """Register ``factory(xp, device) -> ArrayOps | None`` (None = not mine).
-
-    Factories are asked in registration order; the first non-None answer wins.
-    """
-    if factory not in _FACTORIES:
-        _FACTORIES.append(factory)
-        _CACHE.clear()
-
-
 def ops_for(xp: Any, device: Any = None) -> ArrayOps:
-    """The fastest registered :class:`ArrayOps` for arrays of ``xp`` on ``device``."""
+    """The fastest :class:`ArrayOps` for arrays of ``xp`` on ``device``.
+
+    Parameters
+    ----------
+    xp : module
+        The arrays' array-API namespace.
+    device : object, optional
+        The arrays' device.
+
+    Returns
+    -------
+    ArrayOps
+        The native ops that :func:`zemosaic_xp.backends.native.native_ops` chooses, or
+        the portable reference when it has none (array-api-strict, ...) and inside
+        :func:`portable_only`.
+    """
     if getattr(_STATE, "portable", False):
         return ArrayOps(xp)
     key = (id(xp), str(device))
     hit = _CACHE.get(key)
     if hit is None:
-        hit = next((ops for ops in (f(xp, device) for f in _FACTORIES) if ops is not None), None)
-        hit = ArrayOps(xp) if hit is None else hit
+        native = importlib.import_module(_NATIVE_OPS_MODULE).native_ops(xp, device)
+        hit = ArrayOps(xp) if native is None else native
         _CACHE[key] = hit
     return hit
 
 
 @contextlib.contextmanager
 def portable_only() -> Iterator[None]:
-    """Within this block (this thread), :func:`ops_for` returns the portable reference."""
+    """Within this block (this thread), :func:`ops_for` returns the portable reference.
+
+    Yields
+    ------
+    None
+    """
     previous = getattr(_STATE, "portable", False)
     _STATE.portable = True
     try:

@@ -162,7 +162,7 @@ def warm_up(stack_config: Any = None) -> int:
     """
     import scipy.ndimage  # noqa: F401
 
-    from ..fastpaths import numba_kernels
+    from ..backends.numba import numba_kernels
 
     numba_kernels()
     if stack_config is not None:

@@ -3,27 +3,24 @@
 The maths of :func:`zemosaic_xp.core.reject_pixinsight.wsc_pixinsight_fit` (the default
 ``winsorized_sigma_clip``), one pixel at a time, in the same float32/float64
 arithmetic and the same order of operations, so that ranges, iteration counts and
-kept sums are the core's to the last bit. Same contract as
-:mod:`zemosaic_xp._numba_kernels`: ``nogil``, no ``parallel``, rows sorted ascending
-with the invalid samples last as ``+inf``.
+kept sums are the core's to the last bit. It follows the row-kernel contract of
+:mod:`zemosaic_xp.backends.numba`.
 
 Per row the kernel builds the anchored sums of ``d = x − median`` once (as
 :func:`~zemosaic_xp.core.ranges.anchored_sums`), after which an inner iteration is
 two searches and a dozen float64 operations, whatever N.
 
-Why it is shaped as it is (kernel alone, one thread, 2 busy Xeon vCPUs, per pixel:
-8 frames 390 → 130 ns, 32 frames 455 → 210 ns, 128 frames 810 → 600 ns; a full
-``stack()`` of 32 × 1024² went from 115 to ~200 M frame-px/s, 5.7x astropy):
+Why it is shaped as it is (the measurements behind it are in docs/performance.md,
+"Kernel measurements"):
 
 - no reference counting in the loops. Numba increments and decrements an array's
   reference count (an atomic operation, a full memory barrier) wherever its
   refcount pruning gives up, e.g. around an inlined helper that takes arrays and
-  has several exits. That was ~40 atomics per row taken and 6 per MAD, more than
-  half the kernel's time, and the barriers stopped the lanes below from
-  overlapping. So the row hand-over is written once, inline, in the main loop,
-  and the helpers that take arrays have one exit (check the optimised IR for
-  ``NRT_incref`` outside the entry block after any change: a stray branch in a
-  helper brings them back);
+  has several exits; that cost more than half the kernel's time, and the barriers
+  stopped the lanes below from overlapping. So the row hand-over is written once,
+  inline, in the main loop, and the helpers that take arrays have one exit (check
+  the optimised IR for ``NRT_incref`` outside the entry block after any change: a
+  stray branch in a helper brings them back);
 - an inner iteration is one long chain of dependent operations (the clamp
   positions, a square root, the bounds of the next iteration), so :data:`LANES`
   rows are iterated side by side: a step counts every lane's clamp positions (one
@@ -31,28 +28,30 @@ Why it is shaped as it is (kernel alone, one thread, 2 busy Xeon vCPUs, per pixe
   once), then runs the float64 arithmetic of every lane in one branch-free loop,
   and only then handles the lanes whose pass ended. A lane whose row is done takes
   the next one before the next step (no lane waits for the slowest).
-
-What remains (32 frames, ~8 inner iterations and ~1.2 passes per pixel): the
-counts (~55 ns), the anchored sums (~35 ns, two float64 add chains whose order is
-the core's), the median and MAD of each pass (~45 ns, scalar: float min/max
-reductions do not vectorise), the arithmetic and the ends of passes.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._numba_kernels import inline, jit, median_range
+from .common import (
+    HUBER_C,
+    INNER_MAX_ITERS,
+    MAD_TO_SIGMA,
+    TOLERANCE,
+    WINSOR_CORRECTION,
+    first_above,
+    first_at_least,
+    inline,
+    jit,
+    mad_range,
+    median_range,
+    nonneg,
+)
 
 __all__ = ["wsc_pixinsight_rows", "LANES"]
 
-# The constants of core/reject_pixinsight.py (tests check that they agree).
-MAD_TO_SIGMA = 1.482602218505602
-HUBER_C = 1.5
-WINSOR_CORRECTION = 1.134
-TOLERANCE = 5e-4
-INNER_MAX_ITERS = 50
-#: Rows iterated side by side (4 to 16 measured the same; the steps are throughput-bound).
+#: Rows iterated side by side (fewer or more measured the same: the steps are throughput-bound).
 LANES = 8
 
 
@@ -83,72 +82,14 @@ def _anchored(s, r, n, centre, f1, f2, lane):
 
 
 @inline
-def _first_at_least(s, r, t, lo, hi, j):
-    """``lo + count(s[r, lo:hi] < t)``, walking from the guess ``j`` (as ``search_rows``)."""
-    j = min(max(j, lo), hi)
-    while j < hi and s[r, j] < t:
-        j += 1
-    while j > lo and not s[r, j - 1] < t:
-        j -= 1
-    return j
-
-
-@inline
-def _first_above(s, r, t, lo, hi, j):
-    """``lo + count(s[r, lo:hi] <= t)``, walking from the guess ``j`` (a NaN ``t`` gives ``lo``)."""
-    j = min(max(j, lo), hi)
-    while j < hi and s[r, j] <= t:
-        j += 1
-    while j > lo and not s[r, j - 1] <= t:
-        j -= 1
-    return j
-
-
-@inline
-def _mad(s, r, lo, count, centre, dev):
-    """Median of ``|s[r, lo:lo+count] − centre|`` in float32 (NaN for an empty range).
-
-    Along a sorted row the deviations fall to the centre and rise after it, so the
-    ``k + 1`` smallest are a window of ``k + 1`` neighbours whose largest deviation
-    is at one of its ends: the k-th smallest is the least such end over the windows.
-    ``dev`` is scratch for the deviations (no branch on the data).
-    """
-    # One exit (no early return): several would make numba count references to the
-    # arrays at every call, an atomic operation per array (measured 2x slower kernel).
-    for j in range(count):
-        dev[j] = abs(np.float32(s[r, lo + j] - centre))
-    k = (count - 1) // 2 if count > 0 else 0
-    lower = np.float32(np.inf)
-    for w in range(count - k):
-        v = dev[w] if dev[w] > dev[w + k] else dev[w + k]
-        lower = v if v < lower else lower
-    upper = lower
-    if count % 2 == 0:
-        upper = np.float32(np.inf)
-        for w in range(count - k - 1):
-            v = dev[w] if dev[w] > dev[w + k + 1] else dev[w + k + 1]
-            upper = v if v < upper else upper
-    mad = lower
-    if lower != upper:
-        mad = np.float32(lower + np.float32(np.float32(0.5) * np.float32(upper - lower)))
-    return mad if count > 0 else np.float32(np.nan)
-
-
-@inline
-def _nonneg(v):
-    """``maximum(v, 0)`` with NaN kept, as ``xp.maximum``."""
-    return 0.0 if v < 0.0 else v
-
-
-@inline
 def _start(s, r, lo, hi, med, f1, f2, lane, dev):
     """Start of a pass on ``[lo, hi)``: (m, σ) = (median, 1.4826·MAD or the std)."""
     count = hi - lo
-    mad = np.float64(_mad(s, r, lo, count, med, dev))
+    mad = np.float64(mad_range(s, r, lo, count, med, dev))
     k = np.float64(count if count > 0 else 1)
     mc = (f1[lane, hi] - f1[lane, lo]) / k
     var = (f2[lane, hi] - f2[lane, lo]) / k - mc * mc
-    sigma = MAD_TO_SIGMA * mad if mad > 0 else np.sqrt(_nonneg(var))
+    sigma = MAD_TO_SIGMA * mad if mad > 0 else np.sqrt(nonneg(var))
     return np.float64(med), sigma
 
 
@@ -261,7 +202,7 @@ def _rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors, out_lo, o
             inv_k = inv_k_l[lane]
             mc = s1 * inv_k
             var = s2 * inv_k - mc * mc
-            sigma_new = WINSOR_CORRECTION * np.sqrt(_nonneg(var))
+            sigma_new = WINSOR_CORRECTION * np.sqrt(nonneg(var))
             m_new = c + mc
             tol = TOLERANCE * sigma
             # Bitwise &, |: the core's vector test, with its NaN behaviour.
@@ -281,8 +222,8 @@ def _rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors, out_lo, o
             m = m_l[lane]
             sigma = sigma_l[lane]
             passes = passes_l[lane] + 1
-            new_lo = _first_at_least(s, r, m - kappa_low * sigma, lo, hi, lo)
-            new_hi = _first_above(s, r, m + kappa_high * sigma, new_lo, hi, hi)
+            new_lo = first_at_least(s, r, m - kappa_low * sigma, lo, hi)
+            new_hi = first_above(s, r, m + kappa_high * sigma, new_lo, hi)
             if sigma > 0 and (new_lo != lo or new_hi != hi) and new_hi - new_lo >= need_l[lane]:
                 lo = new_lo
                 hi = new_hi
@@ -306,27 +247,23 @@ def _rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors, out_lo, o
 
 
 @jit
-def wsc_pixinsight_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors,
-                        out_lo, out_hi, out_it, out_c, out_sum, sums):
+def wsc_pixinsight_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors, out_lo, out_hi, out_it,
+                        out_c, out_sum, sums):
     """PixInsight/Siril winsorised sigma clip of every sorted row.
 
     Parameters
     ----------
-    s : ndarray, shape (R, N), float32, C-contiguous
-        Rows sorted ascending, invalid samples last as ``+inf``.
-    n_valid : ndarray, shape (R,), int64
+    s, n_valid : ndarray
+        Sorted rows and their valid counts (the row-kernel contract of
+        :mod:`zemosaic_xp.backends.numba`).
     kappa_low, kappa_high : float
-        float64 rejection thresholds.
+        Rejection thresholds in σ, float64.
     max_iters, min_survivors : int
-    out_lo, out_hi, out_it : ndarray, shape (R,), int64 (outputs)
-        Kept range ``[lo, hi)`` and rejection passes run.
-    out_c : ndarray, shape (R,), float32
-        Each row's median (0 without valid samples): written here, or read when
-        ``sums`` has rows (the band gather computed it).
-    out_sum : ndarray, shape (R,), float64 (output)
-        ``Σ (x − median)`` over the kept range, from the anchored sums.
-    sums : ndarray, shape (R, 2) or (0, 2), float64
-        Only its length is used: non-empty means ``out_c`` holds the medians.
+        Passes at most, and the fewest samples a pass may leave.
+    out_lo, out_hi, out_it, out_c, out_sum, sums : ndarray
+        Outputs as the contract says: ``out_it`` counts rejection passes, ``out_sum``
+        comes from the anchored sums; only the length of ``sums`` is used (non-empty:
+        ``out_c`` already holds the medians).
 
     Notes
     -----

@@ -14,15 +14,14 @@ the band's pixels to combine and count, and a concatenation of the bands. Here
    pixel's median and centred sums, vectorised over the 32 pixels. Larger stacks
    are sorted afterwards by NumPy's SIMD sort, in place, and counted by
    :func:`count_sorted`;
-2. the rejection kernels of :mod:`zemosaic_xp._numba_kernels`,
-   :mod:`zemosaic_xp._numba_pixinsight` (the default WSC) and :mod:`zemosaic_xp._numba_wsc`
-   (``wsc_impl="zemosaic"``) on the sorted rows;
+2. the rejection kernels of :mod:`.kappa_sigma`, :mod:`.wsc_pixinsight` (the default
+   WSC) and :mod:`.wsc_zemosaic` (``wsc_impl="zemosaic"``) on the sorted rows;
 3. :func:`combine_ranges` writes each pixel's image value, weight sum, coverage and
    rejection counts straight into the band's rows of the results.
 
 :func:`supports` says which configurations this covers; ``core.in_memory.stack_frames``
 runs its general pipeline for the others. Every step computes what the core
-computes, in the same float32/float64 arithmetic (``tests/core/test_numba_kernels.py``
+computes, in the same float32/float64 arithmetic (``tests/backends/test_numba_kernels.py``
 compares whole stacks with the portable path).
 """
 
@@ -32,9 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from ._numba_kernels import LANES, NO_SUMS, inline, jit, kappa_sigma_rows, median_range, network
-from ._numba_pixinsight import wsc_pixinsight_rows
-from ._numba_wsc import wsc_rows
+from .common import NO_SUMS, inline, jit, median_range, midpoint
+from .kappa_sigma import kappa_sigma_rows
+from .sorting import NETWORK_LANES as LANES
+from .sorting import network
+from .wsc_pixinsight import wsc_pixinsight_rows
+from .wsc_zemosaic import wsc_rows
 
 __all__ = ["gather_sorted", "count_sorted", "count_valid", "combine_ranges", "supports", "stack_band",
            "COMBINE_CODES", "REJECT_CODES"]
@@ -59,8 +61,9 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centr
         Normalisation ``x' = x·gain + offset`` per frame and position (the per-channel
         values repeated along the row); read only when ``normalise``.
     normalise : bool
+        Whether to apply ``gain`` and ``offset`` (False: the identity normalisation).
     pairs : ndarray, shape (P, 2), int64
-        Sorting network of N (:func:`~zemosaic_xp._numba_kernels.merge_network`), or
+        Sorting network of N (:func:`~zemosaic_xp.backends.numba.sorting.merge_network`), or
         shape (0, 2) to leave the rows unsorted (the caller sorts them).
     s : ndarray, shape ((r1 − r0)·Q, N), float32 (output)
         Row ``(i − r0)·Q + q`` holds position ``q`` of row ``i``: the order of the
@@ -143,7 +146,15 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centr
 
 @jit
 def count_sorted(s, n_valid):
-    """Valid samples of sorted rows: those before the trailing ``+inf`` (see gather_sorted)."""
+    """Count the valid samples of sorted rows: those before the trailing ``+inf``.
+
+    Parameters
+    ----------
+    s : ndarray, shape (P, N), float32
+        Rows sorted ascending, invalid samples last as ``+inf``.
+    n_valid : ndarray, shape (P,), int64
+        Output.
+    """
     inf = np.float32(np.inf)
     for p in range(s.shape[0]):
         j = s.shape[1]
@@ -170,7 +181,7 @@ def _median_sums(block, count, centre, sums, base, m, med32, med, acc1, acc2):
     for lane in range(LANES):
         a = lower[lane]
         b = upper[lane]
-        med32[lane] = a if a == b else np.float32(a + np.float32(np.float32(0.5) * np.float32(b - a)))
+        med32[lane] = midpoint(a, b)
     for lane in range(LANES):
         c = count[lane]
         if c < n:
@@ -178,7 +189,7 @@ def _median_sums(block, count, centre, sums, base, m, med32, med, acc1, acc2):
             if c > 0:
                 a = block[(c - 1) // 2, lane]
                 b = block[c // 2, lane]
-                value = a if a == b else np.float32(a + np.float32(np.float32(0.5) * np.float32(b - a)))
+                value = midpoint(a, b)
             med32[lane] = value
             for k in range(c, n):
                 block[k, lane] = value
@@ -200,7 +211,22 @@ def _median_sums(block, count, centre, sums, base, m, med32, med, acc1, acc2):
 
 @jit
 def count_valid(src, r0, r1, gain, offset, normalise, n_valid):
-    """Valid samples per position, from the frames (the rule of :func:`gather_sorted`)."""
+    """Count the valid samples per position from the frames, by the rule of :func:`gather_sorted`.
+
+    Parameters
+    ----------
+    src : ndarray, shape (N, H, Q), float32, C-contiguous
+        The frames, as :func:`gather_sorted` reads them.
+    r0, r1 : int
+        Rows of ``src`` to count.
+    gain, offset : ndarray, shape (N, Q), float32
+        Normalisation, read only when ``normalise``.
+    normalise : bool
+        Whether to apply ``gain`` and ``offset``.
+    n_valid : ndarray, shape ((r1 − r0)·Q,), int64
+        Output: the raw sample is finite and its normalised value is not NaN (a value
+        that overflowed to ±inf counts as valid, as in the core).
+    """
     n, _, q = src.shape
     for i in range(r0, r1):
         for j in range(q):
@@ -222,6 +248,7 @@ def combine_ranges(s, n_valid, reject, combine, lo, hi, iterations, centre, kept
     s : ndarray, shape (P, N), float32
         Sorted rows, invalid last as ``+inf``.
     n_valid : ndarray, shape (P,), int64
+        Valid samples per row.
     reject, combine : int
         :data:`REJECT_CODES` and :data:`COMBINE_CODES`. With ``reject == 0`` (none)
         every valid sample is kept and ``lo … kept_sum`` are not read.
@@ -230,6 +257,7 @@ def combine_ranges(s, n_valid, reject, combine, lo, hi, iterations, centre, kept
     image, weight_sum : ndarray, shape (P,), float32 (outputs)
         NaN / 0 where no sample survived.
     coverage, n_low, n_high : ndarray, shape (P,), int32 (outputs)
+        Samples kept, rejected below and rejected above.
     counters : ndarray, shape (4,), int64 (output)
         Max iterations, Σ n_valid, Σ n_low, Σ n_high over the band.
 
@@ -289,7 +317,22 @@ def combine_ranges(s, n_valid, reject, combine, lo, hi, iterations, centre, kept
 
 
 def supports(config: Any, plan: Any) -> bool:
-    """Whether :func:`stack_band` handles this configuration (else the core's pipeline)."""
+    """Tell whether :func:`stack_band` handles this configuration.
+
+    Parameters
+    ----------
+    config : StackConfig
+        The stack's methods.
+    plan : FramePlan
+        Its normalisation and weights.
+
+    Returns
+    -------
+    bool
+        True for unweighted stacks (no per-pixel, quality or radial weights) with
+        ``none``, ``kappa_sigma`` or ``winsorized_sigma_clip`` and a range combine;
+        False: the core's pipeline runs.
+    """
     return (config.reject in REJECT_CODES and config.combine in COMBINE_CODES
             and plan.weights is None and not config.radial_weight)
 
@@ -306,16 +349,16 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
         The band's rows in ``src``.
     pairs : ndarray, shape (P, 2), int64
         Sorting network of N, or shape (0, 2) to sort with NumPy.
-    config : StackConfig
-    plan : FramePlan
+    config, plan : StackConfig, FramePlan
         A configuration that :func:`supports` accepts.
-    out : tuple of ndarray, each shape (r1 − r0, W, C), C-contiguous (outputs)
-        image, weight_sum (float32), coverage, rejected_low, rejected_high (int32).
+    out : tuple of ndarray, each shape (r1 − r0, W, C), C-contiguous
+        Outputs: image, weight_sum (float32), coverage, rejected_low, rejected_high (int32).
 
     Returns
     -------
-    (iterations, n_valid, n_low, n_high) : ints
-        Max iterations over the band and its totals.
+    tuple of int
+        ``(iterations, n_valid, n_low, n_high)``: the max iterations over the band and
+        its totals.
     """
     n, height, w, c = src.shape
     q = w * c

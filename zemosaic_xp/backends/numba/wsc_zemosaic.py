@@ -3,8 +3,8 @@
 The maths of :func:`zemosaic_xp.core.reject_wsc.reject_wsc_zemosaic`, one
 pixel at a time: :func:`wsc_rows` for unweighted samples (the sort-once range
 formulation) and :func:`wsc_weighted_rows` for weighted ones (the direct formulation
-over the samples in their original order). Same contract as
-:mod:`zemosaic_xp._numba_kernels`, whose helpers they use: identical ranges, keep
+over the samples in their original order). :func:`wsc_rows` follows the row-kernel
+contract of :mod:`zemosaic_xp.backends.numba`; both give identical ranges, keep
 masks and iteration counts as the core on the same rows, ``nogil`` and no
 ``parallel``.
 """
@@ -13,16 +13,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._numba_kernels import (centred_sums, first_above, first_at_least, inline, jit, median_range)
+from .common import (
+    MAD_TO_SIGMA,
+    SIGMA_FLOOR,
+    TOLERANCE,
+    centred_sums,
+    first_above,
+    first_at_least,
+    inline,
+    jit,
+    mad_range,
+    median_range,
+)
 
-__all__ = ["wsc_rows", "wsc_weighted_rows", "kth_deviation"]
+__all__ = ["wsc_rows", "wsc_weighted_rows"]
 
-# ZeMosaic's Huber WSC constants, as in core/reject_wsc.py (upstream_spec §2.6.1).
-_MAD_TO_SIGMA = 1.482602218505602
-_SIGMA_FLOOR = 1e-10
-_TOLERANCE = 5e-4
 # Rows iterated together (see wsc_rows).
-_WSC_LANES = 16
+_LANES = 16
 
 
 @inline
@@ -48,39 +55,6 @@ def _outside_sums(s, r, m0, lo, hi, n):
     return o1, o2
 
 
-@inline
-def kth_deviation(s, r, lo, n, centre, k):
-    """The ``k``-th smallest (0-based) of ``|s[r, lo:lo+n] − centre|`` (float32), ``k < n``.
-
-    Along a sorted row the deviations fall to the centre and rise after it, so the
-    ``k + 1`` smallest are a window of ``k + 1`` neighbours, whose largest deviation
-    is at one of its ends: the answer is the smallest such end over all windows.
-    No branches (a merge of the two runs mispredicts about every other step).
-    """
-    best = np.float32(np.inf)
-    for w in range(lo, lo + n - k):
-        a = abs(np.float32(s[r, w] - centre))
-        b = abs(np.float32(s[r, w + k] - centre))
-        v = a if a > b else b
-        best = v if v < best else best
-    return best
-
-
-@inline
-def _mad(s, r, n, centre):
-    """Median of ``|s[r, :n] − centre|`` (float32), as sorting the deviations would give."""
-    if n == 0:
-        return np.float32(np.nan)
-    k = (n - 1) // 2
-    a = kth_deviation(s, r, 0, n, centre, k)
-    if n % 2 == 1:
-        return a
-    b = kth_deviation(s, r, 0, n, centre, k + 1)
-    if a == b:
-        return a
-    return np.float32(a + np.float32(np.float32(0.5) * np.float32(b - a)))
-
-
 @jit
 def wsc_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors,
              out_lo, out_hi, out_it, out_c, out_sum, sums):
@@ -88,14 +62,16 @@ def wsc_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors,
 
     Parameters
     ----------
-    s : ndarray, shape (R, N), float32, C-contiguous
-        Rows sorted ascending, invalid samples last as ``+inf``.
-    n_valid : ndarray, shape (R,), int64
+    s, n_valid : ndarray
+        Sorted rows and their valid counts, as the row-kernel contract of
+        :mod:`zemosaic_xp.backends.numba` says.
     kappa_low, kappa_high : float
-        float64 (the WSC iterates in float64); the Huber constant is their maximum.
+        Clamp and rejection thresholds in σ, float64 (the WSC iterates in float64);
+        the Huber constant is their maximum.
     max_iters, min_survivors : int
-    out_lo, out_hi, out_it, out_c, out_sum, sums
-        As :func:`kappa_sigma_rows`.
+        Iterations at most, and the fewest samples the final range may keep.
+    out_lo, out_hi, out_it, out_c, out_sum, sums : ndarray
+        Outputs and optional whole-row sums; ``out_it`` counts iterations.
 
     Notes
     -----
@@ -108,21 +84,19 @@ def wsc_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors,
     keep every valid sample.
     """
     huber_c = max(kappa_low, kappa_high)
-    # Per-lane state of _WSC_LANES rows iterated together: one row's iteration is a
+    # Per-lane state of _LANES rows iterated together: one row's iteration is a
     # long chain of dependent divisions and searches, and interleaving independent
-    # rows lets the CPU overlap them (measured 10-25 % faster than row after row).
-    m_l = np.empty(_WSC_LANES)
-    sigma_l = np.empty(_WSC_LANES)
-    m0_l = np.empty(_WSC_LANES)
-    t1_l = np.empty(_WSC_LANES)
-    t2_l = np.empty(_WSC_LANES)
-    prev_lo_l = np.empty(_WSC_LANES)
-    prev_hi_l = np.empty(_WSC_LANES)
-    done_l = np.empty(_WSC_LANES, np.bool_)
-    it_l = np.empty(_WSC_LANES, np.int64)
+    # rows lets the CPU overlap them (docs/performance.md, "Kernel measurements").
+    # float64 per lane: m, σ, the median m0, the whole-row sums Σd and Σd², the last bounds.
+    lane_f64 = np.empty((7, _LANES))
+    m_l, sigma_l, m0_l, t1_l = lane_f64[0], lane_f64[1], lane_f64[2], lane_f64[3]
+    t2_l, prev_lo_l, prev_hi_l = lane_f64[4], lane_f64[5], lane_f64[6]
+    done_l = np.empty(_LANES, np.bool_)
+    it_l = np.empty(_LANES, np.int64)
+    dev = np.empty(s.shape[1], np.float32)
     rows = s.shape[0]
-    for r0 in range(0, rows, _WSC_LANES):
-        lanes = min(_WSC_LANES, rows - r0)
+    for r0 in range(0, rows, _LANES):
+        lanes = min(_LANES, rows - r0)
         for lane in range(lanes):
             r = r0 + lane
             n = n_valid[r]
@@ -138,10 +112,10 @@ def wsc_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors,
                 out_c[r] = m0f
                 t1_l[lane], t2_l[lane] = centred_sums(s, r, m0f, 0, n)
             m0 = np.float64(m0f)
-            mad = np.float64(_mad(s, r, n, m0f))
+            mad = np.float64(mad_range(s, r, 0, n, m0f, dev))
             m0_l[lane] = m0
             m_l[lane] = m0
-            sigma_l[lane] = _MAD_TO_SIGMA * mad if mad > 0.0 else _SIGMA_FLOOR
+            sigma_l[lane] = MAD_TO_SIGMA * mad if mad > 0.0 else SIGMA_FLOOR
             prev_lo_l[lane] = np.nan
             prev_hi_l[lane] = np.nan
             done_l[lane] = n < 2
@@ -207,10 +181,10 @@ def wsc_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors,
                 den = den + cs * inv_r
                 sigma_new = np.sqrt(num / (den if den > 0.0 else 1.0))
                 if not sigma_new > 0.0:
-                    sigma_new = _SIGMA_FLOOR
+                    sigma_new = SIGMA_FLOOR
                 # Bitwise & and |, not `and`: unpredictable branches otherwise.
-                stop = ((abs(m_new - m) <= _TOLERANCE * max(abs(m), 1.0))
-                        & (abs(sigma_new - sigma) <= _TOLERANCE * max(sigma, 1.0)))
+                stop = ((abs(m_new - m) <= TOLERANCE * max(abs(m), 1.0))
+                        & (abs(sigma_new - sigma) <= TOLERANCE * max(sigma, 1.0)))
                 stop |= (k > 0) & (lo_b == prev_lo_l[lane]) & (hi_b == prev_hi_l[lane])
                 prev_lo_l[lane] = lo_b
                 prev_hi_l[lane] = hi_b
@@ -333,11 +307,15 @@ def wsc_weighted_rows(x, w, s, n_valid, kappa_low, kappa_high, max_iters, min_su
     s : ndarray, shape (R, N), float32
         ``x`` sorted, invalid last as ``+inf`` (for the median and the MAD).
     n_valid : ndarray, shape (R,), int64
+        Valid samples per row.
     kappa_low, kappa_high : float
+        Clamp and rejection thresholds in σ; the Huber constant is their maximum.
     max_iters, min_survivors : int
-    keep : ndarray, shape (R, N), bool (output)
-        True = the sample survives (always a subset of the valid samples).
-    n_low, n_high, iterations : ndarray, shape (R,), int64 (outputs)
+        Iterations at most, and the fewest samples a row may keep.
+    keep : ndarray, shape (R, N), bool
+        Output: True = the sample survives (always a subset of the valid samples).
+    n_low, n_high, iterations : ndarray, shape (R,), int64
+        Outputs: samples rejected below and above, iterations run.
 
     Notes
     -----
@@ -348,11 +326,10 @@ def wsc_weighted_rows(x, w, s, n_valid, kappa_low, kappa_high, max_iters, min_su
     """
     n_cols = x.shape[1]
     huber_c = max(kappa_low, kappa_high)
-    xv = np.empty(n_cols)
-    wv = np.empty(n_cols)
-    clamped = np.empty(n_cols)
-    hw = np.empty(n_cols)
-    prod = np.empty(n_cols)
+    # Float64 scratch per sample: values, weights, clamped values, Huber weights, products.
+    work = np.empty((5, n_cols))
+    xv, wv, clamped, hw, prod = work[0], work[1], work[2], work[3], work[4]
+    dev = np.empty(n_cols, np.float32)
     frames = np.empty((64, 3), np.int64)
     values = np.empty(64)
     for r in range(x.shape[0]):
@@ -361,8 +338,8 @@ def wsc_weighted_rows(x, w, s, n_valid, kappa_low, kappa_high, max_iters, min_su
         if m32 != m32:
             m32 = np.float32(0.0)
         m = np.float64(m32)
-        mad = np.float64(_mad(s, r, n, m32))
-        sigma = _MAD_TO_SIGMA * mad if mad > 0.0 else _SIGMA_FLOOR
+        mad = np.float64(mad_range(s, r, 0, n, m32, dev))
+        sigma = MAD_TO_SIGMA * mad if mad > 0.0 else SIGMA_FLOOR
         for j in range(n_cols):
             v = x[r, j]
             xv[j] = np.float64(v) if v == v else 0.0
@@ -396,9 +373,9 @@ def wsc_weighted_rows(x, w, s, n_valid, kappa_low, kappa_high, max_iters, min_su
             den = _pairwise(hw, n_cols, frames, values)
             sigma_new = np.sqrt(_pairwise(prod, n_cols, frames, values) / (den if den > 0.0 else 1.0))
             if not sigma_new > 0.0:
-                sigma_new = _SIGMA_FLOOR
-            stop = ((abs(m_new - m) <= _TOLERANCE * max(abs(m), 1.0))
-                    & (abs(sigma_new - sigma) <= _TOLERANCE * max(sigma, 1.0)))
+                sigma_new = SIGMA_FLOOR
+            stop = ((abs(m_new - m) <= TOLERANCE * max(abs(m), 1.0))
+                    & (abs(sigma_new - sigma) <= TOLERANCE * max(sigma, 1.0)))
             stop |= (k > 0) & (lo_b == prev_lo) & (hi_b == prev_hi)
             prev_lo = lo_b
             prev_hi = hi_b

@@ -1,9 +1,8 @@
-"""The numba accelerator of the NumPy backend against the portable reference.
+"""The numba kernels of the NumPy backend (backends/numba/) against the portable reference.
 
-``zemosaic_xp._numba_kernels`` (sorts, κ-σ on sorted rows), ``zemosaic_xp._numba_pixinsight``
-(the default winsorised sigma clip), ``zemosaic_xp._numba_wsc`` (ZeMosaic's WSC,
-unweighted and weighted) and ``zemosaic_xp._numba_band``
-(whole bands from the frames) must give what the portable
+``sorting`` (sorts), ``kappa_sigma`` (κ-σ on sorted rows), ``wsc_pixinsight`` (the
+default winsorised sigma clip), ``wsc_zemosaic`` (ZeMosaic's WSC, unweighted and
+weighted) and ``band`` (whole bands from the frames) must give what the portable
 core gives on the same data: identical ranges, iteration counts, coverage and
 rejection maps, images equal to float32 rounding. Each data row of ``_DATA`` names
 the edge case it covers. Every test here runs with the kernels on, whatever
@@ -17,20 +16,24 @@ import warnings
 import numpy as np
 import pytest
 
-from zemosaic_xp import StackConfig, fastpaths, stack
+from tests.conftest import get_backend, host
+from zemosaic_xp import StackConfig, stack
+from zemosaic_xp.backends.numba import NUMBA_ENV, numba_enabled, numba_kernels
+from zemosaic_xp.backends.ops_numpy import NumpyOps
+from zemosaic_xp.backends.ops_torch import TorchCpuOps
 from zemosaic_xp.core.ops import ArrayOps, portable_only
-from zemosaic_xp.core.reject_sigma import kappa_sigma_fit
 from zemosaic_xp.core.reject_pixinsight import wsc_pixinsight_fit
+from zemosaic_xp.core.reject_sigma import kappa_sigma_fit
 from zemosaic_xp.core.reject_wsc import reject_wsc_zemosaic
 from zemosaic_xp.core.samples import Samples
 from zemosaic_xp.core.in_memory import stack_frames
-from zemosaic_xp.fastpaths import NUMBA_ENV, NumpyOps, numba_kernels
 from zemosaic_xp.synthetic import make_stack
-from tests.conftest import get_backend, host
 
 # The kernels module imports numba at its top: without numba the whole file skips.
-kernels = pytest.importorskip("zemosaic_xp._numba_kernels",
+kernels = pytest.importorskip("zemosaic_xp.backends.numba.kernels",
                               reason="the kernels need the optional `numba` (pip install zemosaic-xp[fast])")
+from zemosaic_xp.backends.numba import band as band_kernels  # noqa: E402 - numba is importable here
+from zemosaic_xp.backends.numba import common  # noqa: E402
 
 XP = get_backend("numpy").xp
 
@@ -182,14 +185,15 @@ def test_pixinsight_wsc_kernel_declines_float64():
                                            max_iters=10, min_survivors=3) is None
 
 
-def test_pixinsight_kernel_constants_are_the_core_s():
-    from zemosaic_xp import _numba_pixinsight as native
-    from zemosaic_xp.core import reject_pixinsight as core
+def test_kernel_constants_are_the_core_s():
+    from zemosaic_xp.core import reject_pixinsight, reject_wsc
     from zemosaic_xp.core.nanstats import MAD_TO_SIGMA
 
     for name in ("HUBER_C", "WINSOR_CORRECTION", "TOLERANCE", "INNER_MAX_ITERS"):
-        assert getattr(native, name) == getattr(core, name), name
-    assert native.MAD_TO_SIGMA == MAD_TO_SIGMA
+        assert getattr(common, name) == getattr(reject_pixinsight, name), name
+    assert common.TOLERANCE == reject_wsc._WSC_TOLERANCE
+    assert common.SIGMA_FLOOR == reject_wsc._WSC_SIGMA_FLOOR
+    assert common.MAD_TO_SIGMA is MAD_TO_SIGMA
 
 
 @pytest.mark.parametrize("kind", sorted(_DATA))
@@ -244,17 +248,15 @@ def _compare(fast, ref):
 @pytest.fixture
 def band_calls(monkeypatch):
     """Bands the whole-band kernel stacked (it declines what it does not implement)."""
-    from zemosaic_xp import _numba_band
-
     calls = []
-    original = _numba_band.stack_band
+    original = kernels.stack_band
 
     def spy(*args, **kwargs):
         result = original(*args, **kwargs)
         calls.append(len(result) == 4)
         return result
 
-    monkeypatch.setattr(_numba_band, "stack_band", spy)
+    monkeypatch.setattr(kernels, "stack_band", spy)
     return calls
 
 
@@ -341,19 +343,22 @@ def test_band_size_and_threads_never_change_the_result(reject):
 
 
 def test_torch_cpu_bands_use_the_kernels():
+    # Bands of torch tensors given to the core directly: the kernels through NumPy
+    # views, against the portable torch code on the same rows.
     torch_backend = get_backend("torch:cpu")
     torch = torch_backend.xp
     s, count = _sorted(_rows("outliers", 16))
-    ops = fastpaths.TorchCpuOps(torch)
-    got = ops.kappa_sigma_fit(torch.from_numpy(s), torch.from_numpy(count[:, 0]), kappa_low=2.0,
-                              kappa_high=2.0, max_iters=5, ddof=0, min_survivors=2)
-    want = NumpyOps(XP).kappa_sigma_fit(s, count[:, 0], kappa_low=2.0, kappa_high=2.0, max_iters=5,
-                                        ddof=0, min_survivors=2)
-    for a, b in zip(got, want):
-        np.testing.assert_array_equal(a.numpy(), b)
+    s_t, count_t = torch.from_numpy(s), torch.from_numpy(count[:, 0])
+    kwargs = dict(kappa_low=2.0, kappa_high=2.0, max_iters=5, ddof=0, min_survivors=2)
+    got = TorchCpuOps(torch).kappa_sigma_fit(s_t, count_t, **kwargs)
+    assert got is not None and all(isinstance(a, torch.Tensor) for a in got)
+    want = kappa_sigma_fit(s_t, count_t, ops=ArrayOps(torch), xp=torch, **kwargs)
+    for a, name in zip(got[:4], ("lo", "hi", "iterations", "centre"), strict=True):
+        np.testing.assert_array_equal(a.numpy(), getattr(want, name).numpy(), err_msg=name)
+    np.testing.assert_allclose(got[4].numpy(), want.kept_sum.numpy(), rtol=1e-12, atol=1e-9)
     frames = torch.from_numpy(make_stack(n_frames=6, shape=(12, 14), seed=2).frames)
-    _compare_torch = _both(frames, StackConfig.plain(reject="winsorized_sigma_clip"))
-    np.testing.assert_allclose(host(_compare_torch[0].image), host(_compare_torch[1].image), rtol=1e-6)
+    fast, ref = _both(frames, StackConfig.plain(reject="winsorized_sigma_clip"))
+    np.testing.assert_allclose(host(fast.image), host(ref.image), rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------- switches
@@ -363,7 +368,7 @@ def test_environment_variable_disables_the_kernels(monkeypatch):
     fast = stack(s.frames, config=config)
     for value in ("0", "off", "False"):
         monkeypatch.setenv(NUMBA_ENV, value)
-        assert numba_kernels() is None
+        assert numba_kernels() is None and not numba_enabled()
         sorted_rows, count = _sorted(_rows("astro", 8))
         assert NumpyOps(XP).kappa_sigma_fit(sorted_rows, count[:, 0], kappa_low=3.0, kappa_high=3.0,
                                             max_iters=5, ddof=0, min_survivors=1) is None
@@ -372,7 +377,7 @@ def test_environment_variable_disables_the_kernels(monkeypatch):
         np.testing.assert_array_equal(off.coverage, fast.coverage)
         np.testing.assert_allclose(off.image, fast.image, rtol=1e-6)
     monkeypatch.setenv(NUMBA_ENV, "1")
-    assert numba_kernels() is kernels
+    assert numba_kernels() is kernels and numba_enabled()
 
 
 def test_kernels_compile_without_a_cache_directory_and_without_warnings(monkeypatch):
@@ -380,19 +385,18 @@ def test_kernels_compile_without_a_cache_directory_and_without_warnings(monkeypa
     # a read-only install without a writable home: jit() must fall back, silently.
     namespace: dict = {}
     exec(compile("def twice(x):\n    return 2 * x\n", "<no file>", "exec"), namespace)
-    monkeypatch.setattr(kernels, "cache_enabled", True)
+    monkeypatch.setattr(common, "cache_enabled", True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        twice = kernels.jit(namespace["twice"])
+        twice = common.jit(namespace["twice"])
         assert twice(21) == 42
-    assert kernels.cache_enabled is False
+    assert common.cache_enabled is False
 
 
 @pytest.mark.parametrize("reject", ["none", "kappa_sigma", "winsorized_sigma_clip"])
 def test_band_kernel_equals_stack_band_with_gains_that_overflow(reject):
     # A normalised sample may overflow to ±inf: the core keeps it as a valid sample,
     # so the band kernel must count it (its slow path) and sort it like the core.
-    from zemosaic_xp import _numba_band
     from zemosaic_xp.core.pipeline import FramePlan, stack_band
 
     rng = np.random.default_rng(6)
@@ -410,7 +414,7 @@ def test_band_kernel_equals_stack_band_with_gains_that_overflow(reject):
     shape = (4, w, c)
     out = (np.empty(shape, np.float32), np.empty(shape, np.float32),
            *(np.empty(shape, np.int32) for _ in range(3)))
-    got = (*out, *_numba_band.stack_band(frames, 1, 5, pairs, config, plan, out))
+    got = (*out, *band_kernels.stack_band(frames, 1, 5, pairs, config, plan, out))
     band = np.ascontiguousarray(np.moveaxis(frames[:, 1:5], 0, -1))
     band[~np.isfinite(band)] = np.nan
     # The reference is the core's CPU (compact) strategy: with valid infinities its
@@ -420,7 +424,7 @@ def test_band_kernel_equals_stack_band_with_gains_that_overflow(reject):
     with np.errstate(over="ignore", invalid="ignore"):  # the core's overflow, on purpose
         want = stack_band(band, config=config, plan=plan, xp=XP, ops=reference)
     names = ("image", "weight_sum", "coverage", "rejected_low", "rejected_high")
-    for name, value in zip(names, got[:5]):
+    for name, value in zip(names, got[:5], strict=True):
         expected = getattr(want, name)
         with np.errstate(invalid="ignore"):
             np.testing.assert_allclose(value, expected, rtol=1e-6, equal_nan=True, err_msg=name)

@@ -1,0 +1,276 @@
+"""What every numba kernel shares: the decorators, the constants, the inline row helpers.
+
+Each helper here is written once and compiled into its callers (``inline="always"``).
+They work on one row ``r`` of a 2-D array ``s`` of sorted float32 samples (see the
+row-kernel contract in :mod:`zemosaic_xp.backends.numba`) and repeat the core's
+arithmetic exactly: float32 where the core computes in float32, float64 sums of exact
+float32 differences, the core's NaN behaviour in comparisons.
+
+Compiled code is cached on disk (``cache=True``) next to the modules or, where that
+directory is read-only, in numba's user-wide cache directory; where neither can be
+written the kernels are compiled in every process rather than warn.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ...core.nanstats import MAD_TO_SIGMA
+
+__all__ = ["jit", "inline", "cache_enabled", "NO_SUMS", "MAD_TO_SIGMA", "HUBER_C", "WINSOR_CORRECTION",
+           "TOLERANCE", "INNER_MAX_ITERS", "SIGMA_FLOOR", "midpoint", "nonneg", "median_range",
+           "centred_sums", "first_at_least", "first_above", "mad_range"]
+
+#: The ``sums`` argument of the row kernels when they compute the sums themselves.
+NO_SUMS = np.zeros((0, 2), np.float64)
+
+# The constants of the winsorised sigma clips, as in the core (tests check that they
+# agree): PixInsight/Siril's Huber winsorisation (core/reject_pixinsight.py) ...
+HUBER_C = 1.5
+WINSOR_CORRECTION = 1.134
+INNER_MAX_ITERS = 50
+# ... and both flavours' convergence tolerance; ZeMosaic's σ floor (core/reject_wsc.py).
+TOLERANCE = 5e-4
+SIGMA_FLOOR = 1e-10
+
+#: False once numba could not write a cache anywhere: compile in every process.
+cache_enabled = True
+
+
+def jit(fn=None, **options):
+    """``numba.njit(nogil=True)`` with an on-disk cache when numba finds a writable place.
+
+    Parameters
+    ----------
+    fn : callable, optional
+        The function to compile; omitted for ``@jit(option=...)``.
+    **options
+        Extra numba options (``fastmath=...``).
+
+    Returns
+    -------
+    callable
+        The compiled function (a numba dispatcher), or a decorator when ``fn`` is omitted.
+    """
+    if fn is None:
+        return lambda f: jit(f, **options)
+    global cache_enabled
+    options = {"nogil": True, "error_model": "numpy", **options}
+    if cache_enabled:
+        try:
+            return numba.njit(cache=True, **options)(fn)
+        except RuntimeError:
+            # Load-bearing: numba raises here when neither this package's __pycache__
+            # nor its user-wide cache directory can be written (read-only install, no
+            # home); we compile in every process instead.
+            cache_enabled = False
+    return numba.njit(**options)(fn)
+
+
+def inline(fn):
+    """Compile ``fn`` into its callers (``inline="always"``).
+
+    Parameters
+    ----------
+    fn : callable
+        A small helper called once per row: a call and an array view per row cost
+        more than the row's work at small N.
+
+    Returns
+    -------
+    callable
+        The numba dispatcher, compiled into each caller at its first compilation.
+    """
+    return numba.njit(nogil=True, inline="always", error_model="numpy")(fn)
+
+
+# ---------------------------------------------------------------------------- scalars
+@inline
+def midpoint(a, b):
+    """Return ``a + 0.5·(b − a)`` in float32, as NumPy evaluates it on float32 arrays.
+
+    Parameters
+    ----------
+    a, b : float32
+        The two middle values of a sorted range, ``a <= b``.
+
+    Returns
+    -------
+    float32
+        ``a`` itself when ``a == b`` (also for two equal infinities).
+    """
+    if a == b:
+        return a
+    return np.float32(a + np.float32(np.float32(0.5) * np.float32(b - a)))
+
+
+@inline
+def nonneg(v):
+    """Return ``maximum(v, 0)`` with NaN kept, as ``xp.maximum``.
+
+    Parameters
+    ----------
+    v : float
+        A variance that rounding may have made slightly negative.
+
+    Returns
+    -------
+    float
+        ``v``, or 0.0 when ``v < 0``.
+    """
+    return 0.0 if v < 0.0 else v
+
+
+# ---------------------------------------------------------------------------- rows
+@inline
+def median_range(s, r, lo, count):
+    """Return the median of ``s[r, lo:lo+count]`` in float32, as ``median_sorted``.
+
+    Parameters
+    ----------
+    s, r, lo, count : ndarray, int, int, int
+        The range of ``count`` samples from index ``lo`` of the sorted row ``s[r]``.
+
+    Returns
+    -------
+    float32
+        The middle value, or the midpoint of the two middle values (:func:`midpoint`);
+        NaN for an empty range.
+    """
+    if count <= 0:
+        return np.float32(np.nan)
+    return midpoint(s[r, lo + (count - 1) // 2], s[r, lo + count // 2])
+
+
+@inline
+def centred_sums(s, r, centre, lo, hi):
+    """Sum ``d`` and ``d²`` over ``s[r, lo:hi]``, ``d = f64(x) − f64(centre)``.
+
+    Parameters
+    ----------
+    s, r : ndarray, int
+        A sorted row, ``s[r]``.
+    centre : float32
+        The value the differences are taken from.
+    lo, hi : int
+        The range ``[lo, hi)``.
+
+    Returns
+    -------
+    s1, s2 : float
+        ``Σd`` and ``Σd²`` in float64, 0.0 for an empty range.
+    """
+    c = np.float64(centre)
+    # Four accumulators: one float64 add chain per sample would be latency-bound.
+    a0 = a1 = a2 = a3 = 0.0
+    q0 = q1 = q2 = q3 = 0.0
+    j = lo
+    while j + 4 <= hi:
+        d0 = np.float64(s[r, j]) - c
+        d1 = np.float64(s[r, j + 1]) - c
+        d2 = np.float64(s[r, j + 2]) - c
+        d3 = np.float64(s[r, j + 3]) - c
+        a0 += d0
+        a1 += d1
+        a2 += d2
+        a3 += d3
+        q0 += d0 * d0
+        q1 += d1 * d1
+        q2 += d2 * d2
+        q3 += d3 * d3
+        j += 4
+    while j < hi:
+        d0 = np.float64(s[r, j]) - c
+        a0 += d0
+        q0 += d0 * d0
+        j += 1
+    return (a0 + a1) + (a2 + a3), (q0 + q1) + (q2 + q3)
+
+
+@inline
+def first_at_least(s, r, threshold, lo, hi):
+    """Return ``lo + count(s[r, lo:hi] < threshold)``, scanning up from ``lo``.
+
+    Parameters
+    ----------
+    s, r, threshold, lo, hi : ndarray, int, float, int, int
+        The sorted row ``s[r]``, the lower bound (NaN counts nothing) and the range
+        ``[lo, hi)`` to search.
+
+    Returns
+    -------
+    int
+        The first ``j`` in ``[lo, hi]`` with ``s[r, j] >= threshold``.
+    """
+    j = lo
+    while j < hi and s[r, j] < threshold:
+        j += 1
+    return j
+
+
+@inline
+def first_above(s, r, threshold, lo, hi):
+    """Return ``lo + count(s[r, lo:hi] <= threshold)``, scanning down from ``hi``.
+
+    Parameters
+    ----------
+    s, r, threshold : ndarray, int, float
+        The sorted row ``s[r]`` and the upper bound. A NaN bound counts nothing, as in
+        the core's searches: the test is written ``not <=`` rather than ``>``.
+    lo, hi : int
+        The range ``[lo, hi)`` to search.
+
+    Returns
+    -------
+    int
+        One past the last ``j`` in ``[lo, hi)`` with ``s[r, j] <= threshold``.
+    """
+    j = hi
+    while j > lo and not s[r, j - 1] <= threshold:
+        j -= 1
+    return j
+
+
+@inline
+def mad_range(s, r, lo, count, centre, dev):
+    """Return the median of ``|s[r, lo:lo+count] − centre|`` in float32.
+
+    Parameters
+    ----------
+    s, r, lo, count : ndarray, int, int, int
+        The range, as :func:`median_range`.
+    centre : float32
+        Its median.
+    dev : ndarray, shape (>= count,), float32
+        Scratch for the deviations (no branch on the data).
+
+    Returns
+    -------
+    float32
+        The MAD; NaN for an empty range.
+
+    Notes
+    -----
+    Along a sorted row the deviations fall to the centre and rise after it, so the
+    ``k + 1`` smallest are a window of ``k + 1`` neighbours whose largest deviation
+    is at one of its ends: the k-th smallest is the least such end over the windows
+    (no branchy merge of the two runs).
+    """
+    # One exit (no early return): several would make numba count references to the
+    # arrays at every call, an atomic operation per array.
+    for j in range(count):
+        dev[j] = abs(np.float32(s[r, lo + j] - centre))
+    k = (count - 1) // 2 if count > 0 else 0
+    lower = np.float32(np.inf)
+    for w in range(count - k):
+        v = dev[w] if dev[w] > dev[w + k] else dev[w + k]
+        lower = v if v < lower else lower
+    upper = lower
+    if count % 2 == 0:
+        upper = np.float32(np.inf)
+        for w in range(count - k - 1):
+            v = dev[w] if dev[w] > dev[w + k + 1] else dev[w + k + 1]
+            upper = v if v < upper else upper
+    mad = midpoint(lower, upper)
+    return mad if count > 0 else np.float32(np.nan)

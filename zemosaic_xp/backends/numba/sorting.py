@@ -1,0 +1,139 @@
+"""Rows ready for the rejections: NaN → ``+inf`` with valid counts, sorting networks.
+
+NumPy's SIMD sort along the contiguous axis is the fastest sort of long rows; these
+kernels prepare its input in one pass, and sort short rows (N ≤ 48) themselves with
+a sorting network, :data:`NETWORK_LANES` rows at a time with vector min/max, where
+NumPy's per-row cost dominates (docs/performance.md, "Kernel measurements").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .common import jit
+
+__all__ = ["NETWORK_LANES", "nan_to_inf_rows", "merge_network", "network", "sort_network_rows"]
+
+#: Rows sorted together by the network: one compare-exchange = 2 vector operations.
+NETWORK_LANES = 32
+
+
+@jit
+def nan_to_inf_rows(x, s, n_valid):
+    """``s = x`` with NaN as ``+inf``, and the valid (non-NaN) count of each row.
+
+    Parameters
+    ----------
+    x : ndarray, shape (R, N), float32, C-contiguous
+        Samples, NaN where invalid.
+    s : ndarray, shape (R, N), float32
+        Output; sorted afterwards by NumPy in place.
+    n_valid : ndarray, shape (R,), int64
+        Output.
+
+    Notes
+    -----
+    One pass instead of NumPy's ``isnan`` + ``where`` + a count of the NaN rows.
+    """
+    inf = np.float32(np.inf)
+    for r in range(x.shape[0]):
+        xr = x[r]
+        sr = s[r]
+        count = 0
+        for k in range(x.shape[1]):
+            v = xr[k]
+            valid = v == v
+            sr[k] = v if valid else inf
+            count += valid
+        n_valid[r] = count
+
+
+def merge_network(n: int) -> np.ndarray:
+    """Build Batcher's odd-even merge sorting network of ``n`` inputs.
+
+    Parameters
+    ----------
+    n : int
+        Inputs; any ``n``, not only powers of two.
+
+    Returns
+    -------
+    ndarray, shape (pairs, 2), int64
+        Compare-exchanges ``(i, j)``, ``i < j``, in the order to apply them: 19 pairs
+        for 8 inputs, 63 for 16.
+    """
+    pairs = []
+    p = 1
+    while p < n:
+        k = p
+        while k >= 1:
+            for j in range(k % p, n - k, 2 * k):
+                for i in range(min(k, n - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+@jit
+def network(block, pairs):
+    """Apply the compare-exchanges ``pairs`` to the rows of ``block``, lane-wise.
+
+    Parameters
+    ----------
+    block : ndarray, shape (N, NETWORK_LANES), float32
+        Sorted in place along axis 0. It holds no NaN (invalid samples are ``+inf``),
+        so the selects below are exact min / max, and over a row of
+        :data:`NETWORK_LANES` they compile to vector instructions.
+    pairs : ndarray, shape (P, 2), int64
+        :func:`merge_network` of N.
+    """
+    for t in range(pairs.shape[0]):
+        a = block[pairs[t, 0]]
+        b = block[pairs[t, 1]]
+        for lane in range(NETWORK_LANES):
+            u = a[lane]
+            v = b[lane]
+            a[lane] = u if u < v else v
+            b[lane] = v if u < v else u
+
+
+@jit
+def sort_network_rows(x, pairs, s, n_valid):
+    """:func:`nan_to_inf_rows` and an ascending sort of each row, by a sorting network.
+
+    Parameters
+    ----------
+    x : ndarray, shape (R, N), float32, C-contiguous
+        Samples, NaN where invalid.
+    pairs : ndarray, shape (P, 2), int64
+        :func:`merge_network` of N.
+    s : ndarray, shape (R, N), float32
+        Output: rows sorted ascending, NaN last as ``+inf`` (what NumPy's sort of the
+        ``+inf`` copy gives).
+    n_valid : ndarray, shape (R,), int64
+        Output.
+    """
+    rows, n = x.shape
+    inf = np.float32(np.inf)
+    block = np.empty((n, NETWORK_LANES), np.float32)
+    for r0 in range(0, rows, NETWORK_LANES):
+        m = min(NETWORK_LANES, rows - r0)
+        for lane in range(m):
+            xr = x[r0 + lane]
+            count = 0
+            for k in range(n):
+                v = xr[k]
+                valid = v == v
+                block[k, lane] = v if valid else inf
+                count += valid
+            n_valid[r0 + lane] = count
+        for lane in range(m, NETWORK_LANES):
+            for k in range(n):
+                block[k, lane] = inf
+        network(block, pairs)
+        for lane in range(m):
+            sr = s[r0 + lane]
+            for k in range(n):
+                sr[k] = block[k, lane]

@@ -1,0 +1,275 @@
+"""Stack-core ops for NumPy: SIMD sorts, einsum sums, cache-sized threaded bands, numba.
+
+Each method returns what the portable method of
+:class:`~zemosaic_xp.core.ops.ArrayOps` returns on the same data
+(``tests/backends/test_ops_parity.py`` and ``tests/backends/test_numba_kernels.py``
+compare them). What NumPy gains (figures and how they were taken in
+``docs/performance.md``):
+
+- NumPy alone: its SIMD quicksort in place on the NaN → +inf copy, NaN counted only
+  in rows that end in +inf, ``einsum`` row sums (faster than ``sum`` along a short
+  contiguous axis), the MAD by sorting the deviations, bands transposed with
+  ``copyto`` into a fresh buffer, compaction of the still-active pixels, and one band
+  thread per core (NumPy releases the GIL);
+- with numba (optional, ``pip install zemosaic-xp[fast]``; off with
+  ``ZEMOSAIC_XP_NUMBA=0``): unweighted stacks with κ-σ, the winsorised sigma clip or
+  no rejection go band by band through compiled kernels, from the frames straight
+  into the results (:meth:`NumpyOps.band_stacker`); elsewhere κ-σ and both WSC
+  flavours run as one compiled loop per pixel over the sorted rows instead of dozens
+  of vector passes per iteration, and short rows are sorted by a sorting network
+  (:mod:`zemosaic_xp.backends.numba`).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import numpy as np
+
+from ..core.nanstats import median_sorted
+from ..core.ops import ArrayOps
+from .numba import numba_enabled, numba_kernels
+
+__all__ = ["NumpyOps", "CpuOps", "cpu_workers", "CPU_BAND_BYTES"]
+
+Array = Any
+
+#: Float32 bytes of one CPU band: small enough to stay in the L2/L3 caches through
+#: the dozen passes of a rejection (docs/performance.md).
+CPU_BAND_BYTES = 2 * 1024**2
+_MAX_BAND_WORKERS = 8
+
+# Up to this many samples per pixel a sorting network (32 rows at a time, vector
+# min/max) beats NumPy's sort, whose cost per row hardly depends on its length
+# (docs/performance.md, "Kernel measurements").
+_NETWORK_MAX_N = 48
+_NO_PAIRS = np.zeros((0, 2), dtype=np.int64)
+
+
+def cpu_workers() -> int:
+    """CPU cores this process may use (affinity-aware), capped at 8.
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    return max(1, min(_MAX_BAND_WORKERS, count))
+
+
+# ---------------------------------------------------------------------------- NumPy primitives
+def _sort_valid_numpy(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy twin of ``ArrayOps.sort_valid`` (see its docstring): SIMD sort, or numba."""
+    n = x.shape[-1]
+    kernels = numba_kernels() if x.dtype == np.float32 and n > 0 else None
+    if kernels is not None:
+        return _numba_sort_valid(kernels, x)
+    nan = np.isnan(x)
+    # The where() copy is the buffer we sort in place with NumPy's unstable SIMD sort.
+    s = np.where(nan, np.float32(np.inf) if x.dtype == np.float32 else np.inf, x)
+    s.sort(axis=-1)
+    flat = s.reshape(-1, n)
+    n_valid = np.full((flat.shape[0], 1), n, dtype=np.int64)
+    # Only rows that end in +inf can hold NaN: count those rows alone.
+    rows = np.flatnonzero(flat[:, -1] == np.inf)
+    if rows.size:
+        n_valid[rows, 0] = n - np.count_nonzero(nan.reshape(-1, n)[rows], axis=-1)
+    return s, n_valid.reshape(x.shape[:-1] + (1,))
+
+
+def _centred_sums_numpy(s: np.ndarray, centre: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                        whole: bool) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy twin of ``ArrayOps.centred_sums`` (see its docstring): float64 einsum row sums."""
+    n = s.shape[-1]
+    d = s.astype(np.float64)
+    d -= centre.astype(np.float64)[:, None]
+    if whole:
+        # The whole valid range: outside it there is only the +inf padding, and an
+        # isinf pass on float32 is cheaper than comparing indices per row.
+        if (hi != n).any():
+            np.copyto(d, 0.0, where=np.isinf(s))
+    elif lo.any() or (hi != n).any():
+        j = np.arange(n)
+        np.copyto(d, 0.0, where=(j < lo[:, None]) | (j >= hi[:, None]))
+    # einsum reduces a short contiguous axis faster than ndarray.sum.
+    return np.einsum("ij->i", d), np.einsum("ij,ij->i", d, d)
+
+
+# ---------------------------------------------------------------------------- numba calls
+@functools.lru_cache(maxsize=None)
+def _network_pairs(n: int) -> np.ndarray:
+    pairs = numba_kernels().merge_network(n)
+    pairs.flags.writeable = False
+    return pairs
+
+
+def _numba_sort_valid(kernels: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_sort_valid_numpy` with the NaN → +inf copy and the counts in one numba pass."""
+    n = x.shape[-1]
+    flat = np.ascontiguousarray(x).reshape(-1, n)
+    s = np.empty_like(flat)
+    n_valid = np.empty(flat.shape[0], dtype=np.int64)
+    if n <= _NETWORK_MAX_N:
+        kernels.sort_network_rows(flat, _network_pairs(n), s, n_valid)
+    else:
+        kernels.nan_to_inf_rows(flat, s, n_valid)
+        s.sort(axis=-1)
+    return s.reshape(x.shape), n_valid.reshape(x.shape[:-1] + (1,))
+
+
+def _range_outputs(rows: int) -> tuple[np.ndarray, ...]:
+    """Empty ``lo, hi, iterations, centre, kept_sum`` for a range kernel."""
+    return (np.empty(rows, np.int64), np.empty(rows, np.int64), np.empty(rows, np.int64),
+            np.empty(rows, np.float32), np.empty(rows, np.float64))
+
+
+def _counts(n_valid: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(n_valid, dtype=np.int64).reshape(-1)
+
+
+def _range_kernel(kernel: str, s: np.ndarray, n_valid: np.ndarray, *args: Any) -> tuple[np.ndarray, ...] | None:
+    """Run the range kernel ``kernel`` on float32 sorted rows; None without numba or float32."""
+    kernels = numba_kernels()
+    if kernels is None or s.dtype != np.float32:
+        return None
+    out = _range_outputs(s.shape[0])
+    getattr(kernels, kernel)(np.ascontiguousarray(s), _counts(n_valid), *args, *out, kernels.NO_SUMS)
+    return out
+
+
+def _numba_stack_band(frames: Array, r0: int, r1: int, out: tuple, *, config: Any,
+                      plan: Any) -> tuple[int, int, int, int]:
+    """One band through the numba band kernels (:meth:`NumpyOps.band_stacker`)."""
+    src = np.asarray(frames)
+    if src.dtype != np.float32 or not src.flags.c_contiguous:
+        # The kernels read C-ordered float32 (one compiled version): convert just
+        # this band, as band_copy would.
+        src = np.ascontiguousarray(src[:, r0:r1], dtype=np.float32)
+        r0, r1 = 0, r1 - r0
+    n = int(src.shape[0])
+    pairs = _network_pairs(n) if n <= _NETWORK_MAX_N else _NO_PAIRS
+    return numba_kernels().stack_band(src, r0, r1, pairs, config, plan, out)
+
+
+# ---------------------------------------------------------------------------- the ops
+class CpuOps(ArrayOps):
+    """The CPU strategy: compaction, a convergence check per iteration, cache-sized bands.
+
+    Compacting the still-active pixels and testing convergence cost a CPU nothing
+    worth avoiding, and small bands stay in its caches; one band thread per core.
+
+    Parameters
+    ----------
+    xp : module
+        The array-API namespace.
+    """
+
+    compact = True
+    check_every = 1
+    band_bytes = CPU_BAND_BYTES
+
+    def __init__(self, xp: Any) -> None:
+        super().__init__(xp)
+        self.band_workers = cpu_workers()
+
+
+class NumpyOps(CpuOps):
+    """NumPy: in-place SIMD sort, einsum row sums, compaction, cache-sized threaded bands.
+
+    With numba installed (and ``ZEMOSAIC_XP_NUMBA`` not ``0``): whole bands through
+    compiled kernels where the configuration allows (:meth:`band_stacker`), κ-σ and
+    the winsorised sigma clips as compiled per-pixel loops elsewhere, and a sorting
+    network for rows of up to 48 samples; ``name`` is then ``"numpy+numba"``.
+
+    Parameters
+    ----------
+    xp : module
+        The NumPy array-API namespace.
+    """
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return "numpy+numba" if numba_enabled() else "numpy"
+
+    def band_stacker(self, config: Any, plan: Any) -> Any:
+        kernels = numba_kernels()
+        if kernels is None or not kernels.supports(config, plan):
+            return None
+        return functools.partial(_numba_stack_band, config=config, plan=plan)
+
+    def kappa_sigma_fit(self, s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,
+                        max_iters: int, ddof: int, min_survivors: int) -> tuple[Array, ...] | None:
+        # κ as float32: the core forms the bounds c ± κ·σ in float32 (NumPy's weak scalars).
+        return _range_kernel("kappa_sigma_rows", s, n_valid, np.float32(kappa_low), np.float32(kappa_high),
+                             ddof, max_iters, min_survivors)
+
+    def wsc_pixinsight_fit(self, s: Array, n_valid: Array, /, *, kappa_low: float,
+                           kappa_high: float, max_iters: int,
+                           min_survivors: int) -> tuple[Array, ...] | None:
+        return _range_kernel("wsc_pixinsight_rows", s, n_valid, float(kappa_low), float(kappa_high),
+                             max_iters, min_survivors)
+
+    def wsc_fit(self, s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,
+                max_iters: int, min_survivors: int) -> tuple[Array, ...] | None:
+        return _range_kernel("wsc_rows", s, n_valid, float(kappa_low), float(kappa_high), max_iters,
+                             min_survivors)
+
+    def wsc_weighted_fit(self, x: Array, weights: Array, s: Array, n_valid: Array, /, *,
+                         kappa_low: float, kappa_high: float, max_iters: int,
+                         min_survivors: int) -> tuple[Array, ...] | None:
+        kernels = numba_kernels()
+        if kernels is None or x.dtype != np.float32 or s.dtype != np.float32:
+            return None
+        x = np.ascontiguousarray(x)
+        rows = x.shape[0]
+        keep = np.empty(x.shape, dtype=bool)
+        counts = [np.empty(rows, np.int64) for _ in range(3)]
+        kernels.wsc_weighted_rows(
+            x, np.ascontiguousarray(np.broadcast_to(weights, x.shape), dtype=np.float32),
+            np.ascontiguousarray(s), _counts(n_valid), float(kappa_low), float(kappa_high), max_iters,
+            min_survivors, keep, *counts)
+        return (keep, *counts)
+
+    def band_copy(self, view: Array) -> Array:
+        out = np.empty(view.shape, dtype=np.float32)
+        np.copyto(out, view, casting="unsafe")
+        return out
+
+    def nan_nonfinite(self, x: Array) -> Array:
+        # Infinite values are rare: one isinf pass, and a write only when there are some.
+        inf = np.isinf(x)
+        if inf.any():
+            x[inf] = np.nan
+        return x
+
+    def sort_valid(self, x: Array) -> tuple[Array, Array]:
+        return _sort_valid_numpy(np.asarray(x))
+
+    def centred_sums(self, s: Array, centre: Array, lo: Array, hi: Array, *,
+                     whole: bool = False) -> tuple[Array, Array]:
+        return _centred_sums_numpy(s, centre, lo, hi, whole)
+
+    def prefix_sums(self, d: Array) -> Array:
+        return np.cumsum(d, axis=-1)
+
+    def mad(self, s: Array, n_valid: Array, centre: Array) -> Array:
+        # NumPy's SIMD sort of the deviations beats a vectorised selection; the +inf
+        # padding stays +inf, so the valid deviations come first, sorted.
+        d = np.subtract(s, centre[:, None])
+        np.abs(d, out=d)
+        d.sort(axis=-1)
+        return median_sorted(d, n_valid[:, None], xp=self.xp)
+
+    def expand(self, mask: Array, pairs: list[tuple[Array, Array]]) -> list[Array]:
+        out = []
+        for values, fill in pairs:
+            full = fill.copy()
+            full[mask] = values
+            out.append(full)
+        return out

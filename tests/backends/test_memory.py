@@ -74,9 +74,3 @@ def test_default_memory_budget(monkeypatch, free, is_gpu, expected):
     monkeypatch.setattr(memory, "device_memory_info", lambda backend: (free, 2 * free))
     backend = Backend("fake-gpu" if is_gpu else "numpy", select_backend("numpy").xp, "cpu", is_gpu)
     assert default_memory_budget(backend) == expected
-
-
-def test_default_memory_budget_is_still_importable_from_stacking():
-    from zemosaic_xp.stacking import default_memory_budget as from_stacking
-
-    assert from_stacking is default_memory_budget

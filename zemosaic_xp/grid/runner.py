@@ -13,7 +13,6 @@ lock, and one circuit breaker for the run (:mod:`.gpu`).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -28,6 +27,7 @@ from astropy.io import fits
 
 from .._version import __version__
 from ..backends import select_backend
+from ..compat.zemosaic import load_config_file
 from ..telemetry import ResourceTelemetryController
 from ..telemetry.csvlog import DEFAULT_CSV_NAME
 from .cluster import describe_executor, executor_slots, release_worker_caches
@@ -169,18 +169,7 @@ def _as_config(config: GridConfig | Mapping[str, Any] | str | os.PathLike | None
     if isinstance(config, GridConfig):
         return config
     if isinstance(config, (str, os.PathLike)):
-        path = Path(config)
-        try:
-            config = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            msg = f"config file '{path}' does not exist"
-            raise FileNotFoundError(msg) from None
-        except ValueError as exc:
-            msg = f"config file '{path}' is not valid JSON ({exc})"
-            raise ValueError(msg) from exc
-        if not isinstance(config, dict):
-            msg = f"config file '{path}' must hold a JSON object of ZeMosaic keys"
-            raise ValueError(msg)
+        config = load_config_file(config)
     return GridConfig.from_dict(config)
 
 

@@ -4,7 +4,7 @@ Order of work: read the plan (split by mount when it mixes EQ and Alt-Az frames,
 each group into ``grid_EQ`` / ``grid_ALTZ``), build every group's grid, stack the
 tiles (:mod:`.scheduler`, one task per tile; finished tiles are recorded in
 ``tiles/manifest.json`` so a rerun resumes), then assemble each group
-(:mod:`.assemble`). Progress and telemetry follow :mod:`.progress`.
+(:mod:`zemosaic_xp.mosaic`). Progress and telemetry follow :mod:`.progress`.
 
 GPU: when the GPU is on and no ``executor`` is given, tiles run in this process, one
 at a time: one CUDA context per device, the band stacks serialised by the device
@@ -353,7 +353,7 @@ def _mosaic_header(group: _Group, cfg: GridConfig) -> fits.Header:
 
 
 def _assemble(group: _Group, cfg: GridConfig, progress: GridProgress, threads: int = 1) -> None:
-    from .assemble import TileImage, assemble_mosaic, write_mosaic_outputs
+    from ..mosaic.assemble import TileImage, assemble_mosaic, write_mosaic_outputs
 
     manifest = TileManifest(group.out_dir / "tiles")
     tiles, rej_sum, rej_weight = [], 0.0, 0.0

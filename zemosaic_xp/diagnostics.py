@@ -1,4 +1,8 @@
-"""Seam metric: the background step of a mosaic across every tile boundary.
+"""Diagnostics of a mosaic: the seam metric, the background step across every tile boundary.
+
+Used by the ``demo`` command (its "seam max / sigma" line) and by the tests of grid
+mode and of the assembly; any object with ``tile_id``, ``y0``, ``x0``, ``image`` and
+``weight`` (a :class:`zemosaic_xp.mosaic.TileImage`, a frame footprint) can be measured.
 
 Definition (what :func:`seam_steps` returns). A *boundary segment* is one side
 (``x-``, ``x+``, ``y-``, ``y+``: facing decreasing/increasing column/row) of one tile's

@@ -2,9 +2,10 @@
 
 An adapter of its own, used by grid mode and usable by anyone holding tiles on a
 common canvas: :mod:`.photometry` matches the tiles (gain and offset per tile and
-channel, one robust solve on the overlap graph, :mod:`.graph`), :mod:`.blend` feathers
-them together, :mod:`.assemble` drives both and writes the FITS outputs, and
-:mod:`.preview` the PNG. ``grid`` imports this package, never the reverse.
+channel), :mod:`.blend` feathers them together, :mod:`.assemble` drives both and writes
+the FITS outputs, and :mod:`.preview` the PNG. :mod:`.robust` holds the clipped mean
+and the robust graph solver that the tile photometry and grid's frame normalisation
+share. ``grid`` imports this package, never the reverse.
 
 The public names are loaded on first use (they pull in SciPy and astropy).
 """

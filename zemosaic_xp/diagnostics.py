@@ -103,6 +103,17 @@ def seam_segments(mosaic: np.ndarray, tiles: Sequence[Any], *, band_px: int = 4,
                   min_lines: int = 32) -> list[dict[str, Any]]:
     """Every boundary segment with its signed per-channel step; see the module docstring.
 
+    Parameters
+    ----------
+    mosaic : ndarray, shape (H, W) or (H, W, C), float
+        NaN = no data.
+    tiles : sequence of TileImage
+        As in :func:`seam_steps`.
+    band_px : int
+        Sets the profile half-length ``K = 4·band_px`` pixels on each side of the edge.
+    min_lines : int
+        Segments with fewer lines are skipped.
+
     Returns
     -------
     list of dict

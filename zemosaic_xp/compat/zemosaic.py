@@ -155,7 +155,7 @@ _UNSET_FLAGS = ("auto", "none", "null")
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """The settings of a ZeMosaic config file (``zemosaic_config.json``) as a dict.
+    """Read a ZeMosaic config file (``zemosaic_config.json``) into a dict.
 
     Parameters
     ----------
@@ -207,12 +207,35 @@ def _json_kind(value: Any) -> str:
 
 
 def is_set(value: Any) -> bool:
-    """Whether a config value counts as set: not None and not a blank string."""
+    """Tell whether a config value counts as set: not None and not a blank string.
+
+    Parameters
+    ----------
+    value : object
+        A value of a config dict.
+
+    Returns
+    -------
+    bool
+        False for None, ``""`` and whitespace-only strings (ZeMosaic's empty entries).
+    """
     return value is not None and not (isinstance(value, str) and not value.strip())
 
 
 def parse_bool(value: Any, key: str) -> bool:
-    """A boolean: True/False, 1/0, or "true"/"yes"/"on"/"1" and their opposites (any case).
+    """Read a boolean: True/False, 1/0, or "true"/"yes"/"on"/"1" and their opposites (any case).
+
+    Parameters
+    ----------
+    value : object
+        The config value.
+    key : str
+        Its key, to name in the error.
+
+    Returns
+    -------
+    bool
+        The flag.
 
     Raises
     ------
@@ -230,7 +253,19 @@ def parse_bool(value: Any, key: str) -> bool:
 
 
 def parse_optional_bool(value: Any, key: str) -> bool | None:
-    """A switch that may be left unset: None for None, blank, "auto", "none" or "null".
+    """Read a switch that may be left unset: None for None, blank, "auto", "none" or "null".
+
+    Parameters
+    ----------
+    value : object
+        The config value.
+    key : str
+        Its key, to name in the error.
+
+    Returns
+    -------
+    bool or None
+        None when unset or "auto" (the caller's default applies).
 
     Raises
     ------
@@ -247,7 +282,19 @@ def parse_optional_bool(value: Any, key: str) -> bool | None:
 
 
 def parse_pair(value: Any, key: str) -> tuple[float, float]:
-    """Two numbers from ``"0.05,0.05"`` (ZeMosaic's string form, ``;`` also accepted) or a sequence.
+    """Read two numbers from ``"0.05,0.05"`` (ZeMosaic's string form, ``;`` also accepted) or a sequence.
+
+    Parameters
+    ----------
+    value : str or sequence
+        The config value.
+    key : str
+        Its key, to name in the error.
+
+    Returns
+    -------
+    (float, float)
+        The pair, as floats (not range-checked: StackConfig validates).
 
     Raises
     ------
@@ -276,9 +323,23 @@ def _spelling(value: str) -> str:
 
 
 def parse_method(field: str, value: Any, key: str) -> str:
-    """The public method name of ``field`` ("normalize", "weighting", "reject", "combine").
+    """Read a method name: the public name of a ``field``'s method.
 
     Case, ``-``, ``+`` and spaces are forgiven and :data:`METHOD_ALIASES` applied.
+
+    Parameters
+    ----------
+    field : {"normalize", "weighting", "reject", "combine"}
+        The StackConfig field.
+    value : object
+        The config value.
+    key : str
+        Its key, to name in the error.
+
+    Returns
+    -------
+    str
+        One of the field's public method names.
 
     Raises
     ------
@@ -300,10 +361,21 @@ def parse_method(field: str, value: Any, key: str) -> str:
 
 
 def gpu_flag(config: Mapping[str, Any], keys: tuple[str, ...] = STACK_GPU_KEYS) -> bool | None:
-    """The first of ZeMosaic's GPU switches ``keys`` that is set to true or false.
+    """Resolve ZeMosaic's GPU switches: the first of ``keys`` that is set to true or false.
 
-    A key that is unset or "auto" passes the decision to the next one; None when no key
-    decides (the caller's default applies).
+    Parameters
+    ----------
+    config : mapping
+        ZeMosaic keys.
+    keys : tuple of str
+        The switches in the order they decide; default :data:`STACK_GPU_KEYS` (the
+        classic stack); grid mode passes :data:`GRID_GPU_KEYS`.
+
+    Returns
+    -------
+    bool or None
+        A key that is unset or "auto" passes the decision to the next one; None when no
+        key decides (the caller's default applies).
 
     Raises
     ------
@@ -347,7 +419,7 @@ def _wsc_impl(data: Mapping[str, Any]) -> tuple[bool, str | None]:
 
 
 def stack_config_from_dict(data: Mapping[str, Any], /, *, base: StackConfig | None = None) -> StackConfig:
-    """A StackConfig from ZeMosaic keys and/or field names, on top of ``base``.
+    """Build a StackConfig from ZeMosaic keys and/or field names, on top of ``base``.
 
     Parameters
     ----------
@@ -360,6 +432,7 @@ def stack_config_from_dict(data: Mapping[str, Any], /, *, base: StackConfig | No
     Returns
     -------
     StackConfig
+        ``base`` with the fields that ``data`` sets (validated).
 
     Raises
     ------
@@ -389,10 +462,19 @@ def stack_config_from_dict(data: Mapping[str, Any], /, *, base: StackConfig | No
 
 
 def stack_config_to_zemosaic(config: StackConfig, /) -> dict[str, Any]:
-    """``config`` as a JSON-able dict under ZeMosaic's keys where ZeMosaic has one.
+    """Write ``config`` as a JSON-able dict under ZeMosaic's keys where ZeMosaic has one.
 
-    Fields ZeMosaic lacks keep their field names; :func:`stack_config_from_dict` of the
-    result gives ``config`` back exactly.
+    Parameters
+    ----------
+    config : StackConfig
+        The config to write.
+
+    Returns
+    -------
+    dict
+        ZeMosaic keys (``stacking_*``, ``wsc_impl``, ...) and, for the fields ZeMosaic
+        lacks, field names; :func:`stack_config_from_dict` of it gives ``config`` back
+        exactly.
     """
     out = config.to_dict()
     written: dict[str, str] = {}
@@ -457,7 +539,7 @@ GRID_KEYS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
 
 
 def grid_settings_from_dict(config: Mapping[str, Any], /, *, max_overlap_fraction: float) -> dict[str, Any]:
-    """The GridConfig fields (all but ``stack``) that a ZeMosaic config sets.
+    """Read the GridConfig fields (all but ``stack``) that a ZeMosaic config sets.
 
     Parameters
     ----------

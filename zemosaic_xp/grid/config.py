@@ -36,6 +36,18 @@ WORKER_KINDS = ("process", "thread")
 def grid_stack_config(**overrides: Any) -> StackConfig:
     """The stacking defaults of grid mode, with ``overrides`` applied.
 
+    Parameters
+    ----------
+    **overrides
+        StackConfig fields to change.
+
+    Returns
+    -------
+    StackConfig
+        Validated.
+
+    Notes
+    -----
     ``linear_fit`` normalisation (gain *and* offset: survey frames differ in both,
     and a multiplicative ``median`` scaling leaves the offsets as steps), ``noise_variance``
     weights, ``gesd`` rejection, ``mean`` combine, κ = 3/3.
@@ -44,9 +56,7 @@ def grid_stack_config(**overrides: Any) -> StackConfig:
     a survey is shallow at its rim and wherever few frames overlap, and κ-σ with the
     standard deviation of all samples cannot reject a lone outlier in fewer than 9
     frames (N/√(N−1) must exceed κ = 3), so satellite trails and cosmic rays survive
-    there. Measured on the demo survey (40 RGB frames): pixels above 6σ where 4+
-    frames overlap: κ-σ 2453, ``gesd`` 76, ``mad`` 140; samples rejected: 0.1 %, 1.3 %,
-    5.2 % (``mad`` over-clips small stacks); wall time: 10.5 s, 10.8 s, 14.2 s.
+    there; docs/grid.md ("Notes on the defaults") compares the three on the demo survey.
     """
     base = {"normalize": "linear_fit", "weighting": "noise_variance", "reject": "gesd",
             "combine": "mean"}
@@ -87,8 +97,12 @@ class GridConfig:
         Fit per-tile gain/offset on the overlaps before blending.
     feather_px : int or None
         Blend ramp width at tile edges; None = the assembly's default.
-    telemetry_enabled, telemetry_interval_sec, telemetry_log_to_csv
-        Resource telemetry (``STATS_UPDATE``) and its CSV in the output folder.
+    telemetry_enabled : bool
+        Emit resource telemetry (``STATS_UPDATE``).
+    telemetry_interval_sec : float
+        Seconds between telemetry samples.
+    telemetry_log_to_csv : bool
+        Also log the telemetry to a CSV in the output folder.
     target_ram_fraction : float
         Fraction of available RAM the auto worker count may plan for.
     max_cpu_workers : int

@@ -42,9 +42,10 @@ _FEATHER_RANGE_PX = (4, 256)
 class TileImage:
     """One stacked tile placed on the mosaic canvas.
 
-    Attributes
+    Parameters
     ----------
     tile_id : int
+        Identifier (unique in one assembly).
     y0, x0 : int
         Mosaic pixel of the tile's pixel (0, 0).
     image : ndarray, shape (h, w, C), float32
@@ -67,7 +68,7 @@ class TileImage:
 class MosaicResult:
     """The assembled mosaic.
 
-    Attributes
+    Parameters
     ----------
     image : ndarray, shape (H, W, C), float32
         NaN where no tile covers.
@@ -288,6 +289,7 @@ def write_mosaic_outputs(result: MosaicResult, out_dir: str | os.PathLike, *,
     Parameters
     ----------
     result : MosaicResult
+        The assembled mosaic.
     out_dir : path
         Created if missing.
     header : Header, optional

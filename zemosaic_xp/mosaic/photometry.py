@@ -60,9 +60,18 @@ _LOG_GAIN_FLOOR = 2e-3
 
 @dataclass
 class Overlap:
-    """The common bounding box of tiles ``a`` and ``b`` (indices into the tile list).
+    """The common bounding box of two tiles.
 
-    ``slice_a``/``slice_b`` cut the box out of each tile; ``minor_px`` is its short side.
+    Parameters
+    ----------
+    a, b : int
+        Indices of the two tiles in the tile list, ``a < b``.
+    slice_a, slice_b : (slice, slice)
+        The box in each tile's own pixels.
+    minor_px : int
+        The box's short side.
+    n_samples : ndarray, shape (C,), int64
+        Samples used per channel, filled in by :func:`solve_photometry`.
     """
 
     a: int
@@ -75,7 +84,17 @@ class Overlap:
 
 @dataclass
 class PhotometrySolution:
-    """Per-tile gains and offsets, shape (T, C), and a JSON-able report."""
+    """Per-tile gains and offsets and a JSON-able report.
+
+    Parameters
+    ----------
+    gains, offsets : ndarray, shape (T, C), float64
+        ``x' = gain·x + offset`` per tile and channel.
+    reference : int
+        Index of the tile held at gain 1, offset 0.
+    info : dict
+        The report (see :func:`solve_photometry`).
+    """
 
     gains: np.ndarray
     offsets: np.ndarray
@@ -84,7 +103,18 @@ class PhotometrySolution:
 
 
 def find_overlaps(boxes: Sequence[tuple[int, int, int, int]]) -> list[Overlap]:
-    """Pairs of tiles whose boxes ``(y0, x0, h, w)`` intersect, ``a < b`` (one vectorised pass per tile)."""
+    """Find the pairs of tiles whose boxes intersect (one vectorised pass per tile).
+
+    Parameters
+    ----------
+    boxes : sequence of (y0, x0, h, w)
+        Each tile's box on the canvas, in pixels.
+
+    Returns
+    -------
+    list of Overlap
+        One per intersecting pair, ``a < b``, ordered by ``a`` then ``b``.
+    """
     arr = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
     y0, x0 = arr[:, 0], arr[:, 1]
     y1, x1 = y0 + arr[:, 2], x0 + arr[:, 3]
@@ -178,6 +208,8 @@ def solve_photometry(images: Sequence[np.ndarray], valid: Sequence[np.ndarray], 
         Index of the reference tile; None picks the tile sharing the most overlap samples.
     tile_ids : sequence of int
         Only used to name tiles in ``info``.
+    min_samples : int
+        Fewest overlap samples for a pair to be fitted in a channel.
     progress : callable
         Called once per overlap fitted.
 

@@ -37,7 +37,7 @@ _RIDGE = 1e-12
 
 def clipped_mean(values: np.ndarray, /, *, kappa: float = 3.0,
                  max_iters: int = _MAX_CLIP_ITERS) -> tuple[float, float, int]:
-    """κσ-clipped mean of ``values``: median centre, MAD scale, mean of the kept values.
+    """Mean of ``values`` after κσ clipping about the median (MAD scale).
 
     Parameters
     ----------
@@ -57,6 +57,7 @@ def clipped_mean(values: np.ndarray, /, *, kappa: float = 3.0,
     std : float
         Their standard deviation; 0.0 for fewer than two.
     n_kept : int
+        How many values were kept (>= 1).
 
     Notes
     -----
@@ -104,6 +105,7 @@ def solve_graph(edges: np.ndarray, values: np.ndarray, weights: np.ndarray, /, *
     weights : ndarray, shape (E,), float
         Inverse variance of each measurement, >= 0 (0: the edge carries nothing).
     n_nodes : int
+        Number of nodes.
     fixed : collection of int
         Nodes held at 0 (the references; one per connected group of nodes).
     huber_c : float

@@ -64,9 +64,41 @@ def test_registries_match_public_names():
     assert set(config.WEIGHTING_METHODS) == set(weights.WEIGHTERS)
 
 
-def test_as_dict_is_json_able():
+def test_to_dict_is_json_able():
     import json
 
-    d = StackConfig().as_dict()
+    d = StackConfig().to_dict()
     assert json.loads(json.dumps(d))["winsor_limits"] == [0.05, 0.05]
     assert set(d) == set(StackConfig.field_names())
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("percentile_low", 0, r"`percentile_low` must be finite and > 0"),
+    ("percentile_high", "x", r"`percentile_high` must be a number"),
+    ("minmax_low", -1, r"`minmax_low` must be an integer >= 0"),
+    ("minmax_high", 1.5, r"`minmax_high` must be an integer >= 0"),
+    ("gesd_outlier_fraction", 1.0, r"`gesd_outlier_fraction` must be in \(0, 1\)"),
+    ("gesd_alpha", 0.5, r"`gesd_alpha` must be in \(0, 0.5\)"),
+    ("gesd_alpha", 0, r"`gesd_alpha` must be finite and > 0"),
+    ("radial_floor", 1.5, r"`radial_floor` must be in \[0, 1\]"),
+    ("rgb_equalize_gain_clip", (1.1, 1.2), r"`rgb_equalize_gain_clip` must satisfy 0 < low <= 1 <= high"),
+    ("rgb_equalize_gain_clip", "0.9,1.1", r"`rgb_equalize_gain_clip` must be a pair"),
+    ("rgb_equalize_bg_percentile", (85, 5), r"`rgb_equalize_bg_percentile` must satisfy 0 <= low < high <= 100"),
+    ("rgb_equalize_min_samples", -5, r"`rgb_equalize_min_samples` must be an integer >= 0"),
+    ("rgb_equalize_min_coverage", 2.0, r"`rgb_equalize_min_coverage` must be in \[0, 1\]"),
+    ("winsor_rewinsor", "yes", r"`winsor_rewinsor` must be True or False"),
+])
+def test_new_fields_are_validated(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        StackConfig(**{field: value})
+
+
+def test_new_defaults():
+    c = StackConfig()
+    assert (c.percentile_low, c.percentile_high, c.minmax_low, c.minmax_high) == (0.2, 0.1, 1, 1)
+    assert (c.gesd_outlier_fraction, c.gesd_alpha, c.winsor_rewinsor, c.radial_floor) == (0.3, 0.05, False, 0.05)
+    assert (c.rgb_equalize_gain_clip, c.rgb_equalize_bg_percentile) == ((0.95, 1.05), (5.0, 85.0))
+    assert (c.rgb_equalize_min_samples, c.rgb_equalize_min_coverage) == (5000, 0.01)
+    iters = {r: StackConfig(reject=r).effective_max_iters() for r in ("mad", "linear_fit_clip", "winsorized_quantile",
+                                                                      "percentile", "minmax")}
+    assert iters == {"mad": 5, "linear_fit_clip": 10, "winsorized_quantile": 5, "percentile": 1, "minmax": 1}

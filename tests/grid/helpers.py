@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from zemosaic_xp.grid.assemble import TileImage
+from zemosaic_xp.mosaic import TileImage
 from zemosaic_xp.io.fits import read_frame
 from zemosaic_xp.synthetic import SyntheticSurvey
 

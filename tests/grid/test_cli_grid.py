@@ -41,7 +41,7 @@ def test_grid_command_errors_are_one_line(survey, tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("{nope")
     assert main(["grid", str(survey.folder), str(tmp_path / "out"), "--config", str(bad)]) == 2
-    assert "is not readable JSON" in capsys.readouterr().err
+    assert "is not valid JSON" in capsys.readouterr().err
 
 
 def test_demo_command(tmp_path, capsys):

@@ -25,8 +25,9 @@ from astropy.wcs import WCS
 from scipy.ndimage import maximum_filter, median_filter
 
 from zemosaic_xp import run_grid_mode
-from zemosaic_xp.grid import TileImage, seam_steps
+from zemosaic_xp.diagnostics import seam_steps
 from zemosaic_xp.grid.tile import read_tile
+from zemosaic_xp.mosaic import TileImage
 from zemosaic_xp.synthetic import make_survey
 
 from .helpers import fit_linear, footprint_tiles, reproject_coadd_reference, truth_on

@@ -149,3 +149,27 @@ def test_frames_without_celestial_wcs_are_skipped(tmp_path, caplog):
     (tmp_path / "stack_plan.csv").write_text("file_path\nframe_000.fits\nnowcs.fits\nframe_001.fits\n")
     grid = _grid(tmp_path, grid_size_factor=1.0, overlap_fraction=0.2)
     assert len(grid.frames) == 2 and "nowcs.fits" in caplog.text
+
+
+def _rectangle(width, height, angle, n_side=9):
+    """Points along the outline of a ``width`` × ``height`` rectangle turned by ``angle`` (radians)."""
+    t = np.linspace(0.0, 1.0, n_side)
+    x = np.concatenate([t * width, np.full(n_side, width), (1 - t) * width, np.zeros(n_side)])
+    y = np.concatenate([np.zeros(n_side), t * height, np.full(n_side, height), (1 - t) * height])
+    c, s = np.cos(angle), np.sin(angle)
+    return np.column_stack([c * x - s * y + 10.0, s * x + c * y - 3.0])
+
+
+@pytest.mark.parametrize("angle", [0.3, 0.3 + np.pi / 2, 1.2, -0.2])
+def test_min_area_angle_is_the_rectangles_rotation(angle):
+    # shapely's minimum rotated rectangle of a turned rectangle is that rectangle: its
+    # rotation comes back exactly as the direction of a side, in [0, π/2).
+    got = geometry._min_area_angle(_rectangle(100.0, 40.0, angle))
+    assert got == pytest.approx(angle % (np.pi / 2), abs=1e-12) and 0.0 <= got < np.pi / 2
+
+
+def test_unrotated_and_degenerate_outlines_are_not_rotated():
+    assert geometry._min_area_angle(_rectangle(100.0, 40.0, 0.0)) == 0.0
+    assert geometry._min_area_angle(_rectangle(100.0, 40.0, np.pi / 2)) == 0.0  # the same box
+    line = np.column_stack([np.arange(5.0), 2.0 * np.arange(5.0)])
+    assert geometry._min_area_angle(line) == 0.0  # collinear: shapely gives a line, no rectangle

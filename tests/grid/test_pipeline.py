@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from zemosaic_xp import GridConfig, StackConfig, run_grid_mode
-from zemosaic_xp.grid import assemble_mosaic, write_mosaic_outputs
 from zemosaic_xp.io.framecache import FrameCache
+from zemosaic_xp.mosaic import assemble_mosaic, write_mosaic_outputs
 from zemosaic_xp.grid.framemaps import await_frame_maps, maps_path, publish_failure, publish_frame_maps
 from zemosaic_xp.grid.reproject_tile import frame_planes
 from zemosaic_xp.grid.tile import FrameRef, read_tile
@@ -133,7 +133,7 @@ def test_worker_warm_up_never_fails(reject):
 
 
 def test_threaded_assembly_is_bit_identical(one_worker, tmp_path):
-    from zemosaic_xp.grid.assemble import TileImage
+    from zemosaic_xp.mosaic import TileImage
 
     result = one_worker[0]
     tiles = []

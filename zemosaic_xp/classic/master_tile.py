@@ -245,7 +245,7 @@ def stack_master_tile(inputs: Any, config: StackConfig | None = None, *,
         "frame_stats_spilled": scan.spilled, "exposure_total_sec": scan.exposure_total_sec,
         "gpu_attempts": run.attempts, "gpu_policy": policy.state(),
         "phase3_gpu_chunk_summary": summary, "time_scan_sec": t_scan,
-        "time_total_sec": time.perf_counter() - t0, "tile_id": tile_id, "config": config.as_dict(),
+        "time_total_sec": time.perf_counter() - t0, "tile_id": tile_id, "config": config.to_dict(),
     })
     cb("phase3_gpu_chunk_summary", None, "INFO_DETAIL", **summary)
     alpha = np.where(np.any(outputs["coverage"] > 0, axis=-1), np.uint8(255), np.uint8(0))

@@ -42,8 +42,9 @@ def seam_report(result: Any, noise_sigma: float) -> float | None:
     import numpy as np
     from astropy.io import fits
 
-    from zemosaic_xp.grid import TileImage, seam_steps
+    from zemosaic_xp.diagnostics import seam_steps
     from zemosaic_xp.grid.tile import read_tile
+    from zemosaic_xp.mosaic import TileImage
 
     if result.mosaic_path is None:
         return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
@@ -12,7 +11,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register", "load_config_file", "print_summary"]
+__all__ = ["register", "print_summary"]
 
 #: Exit code when the mosaic was written but some tiles failed.
 EXIT_PARTIAL = 3
@@ -54,23 +53,6 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                              "(default: enable_resource_telemetry of the config)")
 
 
-def load_config_file(path: str | None) -> dict[str, Any]:
-    """The JSON object of a ZeMosaic config file ({} when ``path`` is None)."""
-    from zemosaic_xp.cli import CliError
-
-    if path is None:
-        return {}
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CliError(f"config file '{path}' does not exist") from None
-    except (OSError, ValueError) as exc:
-        raise CliError(f"config file '{path}' is not readable JSON ({exc}); fix or omit --config") from exc
-    if not isinstance(data, dict):
-        raise CliError(f"config file '{path}' must hold a JSON object of ZeMosaic keys")
-    return data
-
-
 def _cancel_on_sigint() -> tuple[threading.Event, Any]:
     """First Ctrl-C sets the cancel event (stop between tiles); the second interrupts."""
     cancel = threading.Event()
@@ -91,9 +73,10 @@ def run_from_args(args: argparse.Namespace, input_folder: Path, output_folder: P
                   config: dict[str, Any] | None = None) -> Any:
     """Run grid mode with the CLI's defaults (auto workers) and a progress bar."""
     from zemosaic_xp.cli.progress import ProgressBar
+    from zemosaic_xp.compat.zemosaic import load_config_file
     from zemosaic_xp.grid import run_grid_mode
 
-    keys = dict(load_config_file(args.config))
+    keys = load_config_file(args.config) if args.config else {}
     keys.update(config or {})
     if args.telemetry is not None:
         keys["enable_resource_telemetry"] = args.telemetry

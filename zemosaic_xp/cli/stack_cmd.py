@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import warnings
@@ -15,8 +14,6 @@ __all__ = ["register", "parse_bytes"]
 _BACKENDS = ("auto", "numpy", "torch", "torch:cpu", "cupy", "torch:cuda")
 _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
           "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
-
-_GPU_FLAGS = ("use_gpu_phase5", "stack_use_gpu", "use_gpu_stack")
 
 
 def parse_bytes(text: str) -> int:
@@ -68,41 +65,19 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=_run)
 
 
-def _load_json(path: str) -> dict[str, Any]:
-    from zemosaic_xp.cli import CliError
-
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError as exc:
-        raise CliError(f"config file '{path}' does not exist") from exc
-    except (OSError, ValueError) as exc:
-        raise CliError(f"config file '{path}' is not readable JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise CliError(f"config file '{path}' must hold a JSON object, got {type(data).__name__}")
-    return data
-
-
-def _gpu_allowed(data: dict[str, Any]) -> bool:
-    """ZeMosaic's canonical GPU flag (``use_gpu_phase5``, then its aliases); default True."""
-    for key in _GPU_FLAGS:
-        value = data.get(key)
-        if value is not None and value != "" and value != "auto":
-            return str(value).strip().lower() not in ("0", "false", "no", "off")
-    return True
-
-
 def _build_config(args: argparse.Namespace) -> tuple[Any, str]:
     from zemosaic_xp import StackConfig
+    from zemosaic_xp.compat.zemosaic import gpu_flag, load_config_file
 
-    data = _load_json(args.config) if args.config else {}
+    data = load_config_file(args.config) if args.config else {}
     config = StackConfig.from_dict(data)
     changes = {name: getattr(args, name) for name in
                ("normalize", "weighting", "reject", "combine", "kappa_low", "kappa_high")
                if getattr(args, name) is not None}
     if changes:
         config = config.replace(**changes)
-    backend = args.backend or ("auto" if _gpu_allowed(data) else "numpy")
+    # ZeMosaic's stacking GPU switch (use_gpu_phase5, then its aliases); unset or "auto": allowed.
+    backend = args.backend or ("numpy" if gpu_flag(data) is False else "auto")
     return config, backend
 
 

@@ -8,7 +8,7 @@ tuples below and those maps agree.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 __all__ = [
@@ -258,29 +258,36 @@ class StackConfig:
         Accepts a whole ``zemosaic_config.json`` dict: ZeMosaic keys
         (``stacking_rejection_algorithm``, ``stacking_winsor_limits`` = "0.05,0.05",
         ``wsc_impl``, ``apply_radial_weight``, ...) and method aliases are translated,
-        unrelated keys are ignored, field names win over ZeMosaic keys. See
-        :mod:`.config_dict` for the full table.
+        unrelated keys are ignored, field names win over ZeMosaic keys. The table and
+        the rules are in :mod:`zemosaic_xp.compat.zemosaic`.
 
         Raises
         ------
+        TypeError
+            ``data`` is not a mapping.
         ValueError
             A known key holds an unknown method name (the message lists the valid
             ones) or an invalid value.
         """
-        from .config_dict import config_from_dict
+        # The one reference from core to an upper layer, resolved at call time: ZeMosaic's
+        # key tables live in compat (one home), and from_dict reading them is public API.
+        from ..compat.zemosaic import stack_config_from_dict
 
-        return config_from_dict(cls, data)
+        return stack_config_from_dict(data, base=cls())
 
     def to_dict(self, *, zemosaic: bool = False) -> dict[str, Any]:
         """The config as a JSON-able dict; ``from_dict`` of it gives the config back.
 
-        With ``zemosaic=True`` the fields ZeMosaic knows are written under its keys
-        (``stacking_*``, ``wsc_impl``, ``apply_radial_weight``, ...), the rest under
-        their field names.
+        Field names as keys (pairs as lists); with ``zemosaic=True`` the fields ZeMosaic
+        knows are written under its keys (``stacking_*``, ``wsc_impl``,
+        ``apply_radial_weight``, ...), the rest under their field names.
         """
-        from .config_dict import config_to_dict
+        if zemosaic:
+            from ..compat.zemosaic import stack_config_to_zemosaic
 
-        return config_to_dict(self, zemosaic=zemosaic)
+            return stack_config_to_zemosaic(self)
+        values = {name: getattr(self, name) for name in self.field_names()}
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
 
     @classmethod
     def plain(cls, **overrides: Any) -> StackConfig:
@@ -298,12 +305,6 @@ class StackConfig:
     def replace(self, **changes: Any) -> StackConfig:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The fields as a JSON-able dict (field names as keys)."""
-        out = asdict(self)
-        out["winsor_limits"] = list(self.winsor_limits)
-        return out
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

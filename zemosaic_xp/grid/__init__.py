@@ -1,5 +1,8 @@
 """Grid mode: ``stack_plan.csv`` → global WCS → tiles stacked in parallel → seamless mosaic.
 
+The assembly of the tiles is :mod:`zemosaic_xp.mosaic` (grid depends on it, never the
+reverse); seam metrics are in :mod:`zemosaic_xp.diagnostics`.
+
 The public names are loaded on first use, so that a worker process, which imports
 only :mod:`.worker` and what a tile needs, does not pay for the runner, the assembly
 and their imports (scipy.sparse, the photometry) at start-up.
@@ -10,13 +13,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["run_grid_mode", "GridConfig", "GridResult", "load_stack_plan", "TileImage", "MosaicResult",
-           "assemble_mosaic", "write_mosaic_outputs", "write_preview_png", "seam_steps", "connect_cluster"]
+__all__ = ["run_grid_mode", "GridConfig", "GridResult", "load_stack_plan", "connect_cluster"]
 
 _LAZY = {
     "run_grid_mode": ".runner", "GridResult": ".runner", "GridConfig": ".config", "load_stack_plan": ".plan",
-    "TileImage": ".assemble", "MosaicResult": ".assemble", "assemble_mosaic": ".assemble",
-    "write_mosaic_outputs": ".assemble", "write_preview_png": ".assemble", "seam_steps": ".assemble",
     "connect_cluster": ".cluster",
 }
 

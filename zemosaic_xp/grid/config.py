@@ -1,9 +1,10 @@
 """Grid-mode settings: :class:`GridConfig`, built directly or from ZeMosaic config keys.
 
 A ZeMosaic ``zemosaic_config.json`` drives a grid run unchanged through
-:meth:`GridConfig.from_dict`; the keys it reads are listed there. Stacking options
-are a :class:`~zemosaic_xp.core.config.StackConfig`, the same object the classic
-adapter uses, so both modes reject and combine with the same core.
+:meth:`GridConfig.from_dict`; the keys it reads, and how their values are parsed, are
+in :mod:`zemosaic_xp.compat.zemosaic`. Stacking options are a
+:class:`~zemosaic_xp.core.config.StackConfig`, the same object the classic adapter
+uses, so both modes reject and combine with the same core.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
+from ..compat import zemosaic
 from ..core.config import StackConfig
 
-__all__ = ["GridConfig", "grid_stack_config", "resolve_use_gpu", "WORKER_KINDS"]
+__all__ = ["GridConfig", "grid_stack_config", "WORKER_KINDS"]
 
 # Defaults (see docs/grid.md "Defaults"). A tile is 1.5 median frame fields wide:
 # big enough that most frames fall wholly inside a few tiles, small enough that a
@@ -30,26 +32,22 @@ _MAX_OVERLAP = 0.9
 #: What runs the tiles of a run with several workers (``GridConfig.worker_kind``).
 WORKER_KINDS = ("process", "thread")
 
-# Keys a ZeMosaic config may use for the stacking options, mapped to StackConfig fields.
-_STACK_KEYS = {
-    "stacking_normalize_method": "normalize",
-    "stacking_weighting_method": "weighting",
-    "stacking_rejection_algorithm": "reject",
-    "stacking_kappa_low": "kappa_low",
-    "stacking_kappa_high": "kappa_high",
-    "stacking_final_combine_method": "combine",
-    "stacking_winsor_limits": "winsor_limits",
-    "apply_radial_weight": "radial_weight",
-    "radial_feather_fraction": "radial_feather_fraction",
-    "radial_shape_power": "radial_shape_power",
-}
-# ZeMosaic GPU flags, in the order `use_gpu_grid` inherits from them when unset.
-_GPU_FALLBACK_KEYS = ("use_gpu_phase5", "stack_use_gpu", "use_gpu_stack")
-
 
 def grid_stack_config(**overrides: Any) -> StackConfig:
     """The stacking defaults of grid mode, with ``overrides`` applied.
 
+    Parameters
+    ----------
+    **overrides
+        StackConfig fields to change.
+
+    Returns
+    -------
+    StackConfig
+        Validated.
+
+    Notes
+    -----
     ``linear_fit`` normalisation (gain *and* offset: survey frames differ in both,
     and a multiplicative ``median`` scaling leaves the offsets as steps), ``noise_variance``
     weights, ``gesd`` rejection, ``mean`` combine, κ = 3/3.
@@ -58,86 +56,12 @@ def grid_stack_config(**overrides: Any) -> StackConfig:
     a survey is shallow at its rim and wherever few frames overlap, and κ-σ with the
     standard deviation of all samples cannot reject a lone outlier in fewer than 9
     frames (N/√(N−1) must exceed κ = 3), so satellite trails and cosmic rays survive
-    there. Measured on the demo survey (40 RGB frames): pixels above 6σ where 4+
-    frames overlap: κ-σ 2453, ``gesd`` 76, ``mad`` 140; samples rejected: 0.1 %, 1.3 %,
-    5.2 % (``mad`` over-clips small stacks); wall time: 10.5 s, 10.8 s, 14.2 s.
+    there; docs/grid.md ("Notes on the defaults") compares the three on the demo survey.
     """
     base = {"normalize": "linear_fit", "weighting": "noise_variance", "reject": "gesd",
             "combine": "mean"}
     base.update(overrides)
     return StackConfig(**base)
-
-
-def _truthy(value: Any) -> bool | None:
-    """A ZeMosaic boolean flag: None for unset / empty / "auto", else its truth value."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in ("", "auto", "none", "null"):
-            return None
-        if text in ("1", "true", "yes", "on"):
-            return True
-        if text in ("0", "false", "no", "off"):
-            return False
-        msg = f"GPU flag must be true/false/auto, got {value!r}"
-        raise ValueError(msg)
-    return bool(value)
-
-
-def resolve_use_gpu(config: Mapping[str, Any]) -> bool | None:
-    """``use_gpu_grid`` of a ZeMosaic config, inheriting the stacking GPU flags when unset.
-
-    Returns None when no GPU key is set at all (the caller's default applies).
-    """
-    own = _truthy(config.get("use_gpu_grid"))
-    if own is not None:
-        return own
-    for key in _GPU_FALLBACK_KEYS:
-        inherited = _truthy(config.get(key))
-        if inherited is not None:
-            return inherited
-    return None
-
-
-def _chunk_budget_mb(config: Mapping[str, Any]) -> float | None:
-    for key in ("stack_chunk_budget_mb", "grid_chunk_ram_mb", "grid_chunk_ram"):
-        if config.get(key) not in (None, ""):
-            return float(config[key])
-    if config.get("grid_chunk_ram_gb") not in (None, ""):
-        return float(config["grid_chunk_ram_gb"]) * 1024.0
-    return None
-
-
-def _parse_winsor(value: Any) -> Any:
-    if isinstance(value, str):  # ZeMosaic stores "0.05,0.05" (fractions)
-        parts = [p for p in value.replace(";", ",").split(",") if p.strip()]
-        return tuple(float(p) for p in parts)
-    return value
-
-
-def _stack_config_from_dict(config: Mapping[str, Any]) -> StackConfig:
-    """StackConfig from ZeMosaic ``stacking_*`` keys, on top of the grid defaults.
-
-    Uses ``StackConfig.from_dict`` when the core provides it (it knows every key of
-    the catalogue), with the grid defaults filled in for the method keys left unset.
-    """
-    if hasattr(StackConfig, "from_dict"):
-        defaults = grid_stack_config()
-        merged = {"stacking_normalize_method": defaults.normalize,
-                  "stacking_weighting_method": defaults.weighting,
-                  "stacking_rejection_algorithm": defaults.reject,
-                  "stacking_final_combine_method": defaults.combine}
-        merged.update({k: v for k, v in config.items() if v not in (None, "")})
-        return StackConfig.from_dict(merged)
-    changes = {}
-    for key, name in _STACK_KEYS.items():
-        if config.get(key) not in (None, ""):
-            value = config[key]
-            changes[name] = _parse_winsor(value) if name == "winsor_limits" else value
-    if "combine" in changes and isinstance(changes["combine"], str):
-        changes["combine"] = changes["combine"].strip().lower()
-    return grid_stack_config(**changes)
 
 
 @dataclass(frozen=True)
@@ -173,8 +97,12 @@ class GridConfig:
         Fit per-tile gain/offset on the overlaps before blending.
     feather_px : int or None
         Blend ramp width at tile edges; None = the assembly's default.
-    telemetry_enabled, telemetry_interval_sec, telemetry_log_to_csv
-        Resource telemetry (``STATS_UPDATE``) and its CSV in the output folder.
+    telemetry_enabled : bool
+        Emit resource telemetry (``STATS_UPDATE``).
+    telemetry_interval_sec : float
+        Seconds between telemetry samples.
+    telemetry_log_to_csv : bool
+        Also log the telemetry to a CSV in the output folder.
     target_ram_fraction : float
         Fraction of available RAM the auto worker count may plan for.
     max_cpu_workers : int
@@ -234,15 +162,18 @@ class GridConfig:
     def from_dict(cls, config: Mapping[str, Any]) -> GridConfig:
         """Build from ZeMosaic config keys (unknown keys are ignored).
 
-        Reads ``grid_size_factor``, ``batch_overlap_pct`` (percent; or
-        ``grid_overlap_fraction``), ``grid_workers``, ``use_gpu_grid`` (inheriting
-        ``use_gpu_phase5`` / ``stack_use_gpu`` / ``use_gpu_stack`` when unset),
-        ``grid_worker_kind`` (``process`` / ``thread``),
+        Reads ``grid_size_factor``, ``batch_overlap_pct`` (percent, clipped to
+        [0, 0.9]; or ``grid_overlap_fraction``), ``grid_workers``, ``use_gpu_grid``
+        (inheriting ``use_gpu_phase5`` / ``stack_use_gpu`` / ``use_gpu_stack`` when unset
+        or "auto"), ``grid_worker_kind`` (``process`` / ``thread``),
         ``stack_chunk_budget_mb`` / ``grid_chunk_ram_mb`` / ``grid_chunk_ram_gb``, the
         ``stacking_*`` methods, ``apply_radial_weight`` and ``radial_*``,
         ``enable_resource_telemetry``, ``resource_telemetry_interval_sec``,
-        ``resource_telemetry_log_to_csv``, ``parallel_target_ram_fraction`` and
-        ``parallel_max_cpu_workers``.
+        ``resource_telemetry_log_to_csv``, ``parallel_target_ram_fraction``,
+        ``parallel_max_cpu_workers`` and ``grid_match_photometry``; the tables and
+        parsers are :data:`zemosaic_xp.compat.zemosaic.GRID_KEYS` and
+        :func:`zemosaic_xp.compat.zemosaic.stack_config_from_dict` (stacking methods
+        left unset keep the grid defaults of :func:`grid_stack_config`).
 
         Raises
         ------
@@ -255,43 +186,22 @@ class GridConfig:
         if not isinstance(config, Mapping):
             msg = f"`config` must be a GridConfig or a dict of ZeMosaic keys, got {type(config).__name__}"
             raise TypeError(msg)
-        kw: dict[str, Any] = {"stack": _stack_config_from_dict(config)}
-        if config.get("grid_size_factor") not in (None, ""):
-            kw["grid_size_factor"] = float(config["grid_size_factor"])
-        if config.get("grid_overlap_fraction") not in (None, ""):
-            kw["overlap_fraction"] = float(config["grid_overlap_fraction"])
-        elif config.get("batch_overlap_pct") not in (None, ""):
-            kw["overlap_fraction"] = min(_MAX_OVERLAP, max(0.0, float(config["batch_overlap_pct"]) / 100.0))
-        if config.get("grid_workers") not in (None, ""):
-            kw["workers"] = int(config["grid_workers"])
-        if config.get("grid_worker_kind") not in (None, ""):
-            kw["worker_kind"] = str(config["grid_worker_kind"]).strip().lower()
-        kw["use_gpu"] = resolve_use_gpu(config)
-        budget = _chunk_budget_mb(config)
-        if budget is not None:
-            kw["stack_chunk_budget_mb"] = budget if budget > 0 else _DEFAULT_CHUNK_MB
-        for key, name in (("enable_resource_telemetry", "telemetry_enabled"),
-                          ("resource_telemetry_log_to_csv", "telemetry_log_to_csv")):
-            if config.get(key) not in (None, ""):
-                kw[name] = bool(_truthy(config[key]))
-        if config.get("resource_telemetry_interval_sec") not in (None, ""):
-            kw["telemetry_interval_sec"] = float(config["resource_telemetry_interval_sec"])
-        if config.get("parallel_target_ram_fraction") not in (None, ""):
-            kw["target_ram_fraction"] = float(config["parallel_target_ram_fraction"])
-        if config.get("parallel_max_cpu_workers") not in (None, ""):
-            kw["max_cpu_workers"] = int(config["parallel_max_cpu_workers"])
-        if config.get("grid_match_photometry") not in (None, ""):
-            kw["match_photometry"] = bool(_truthy(config["grid_match_photometry"]))
+        kw = zemosaic.grid_settings_from_dict(config, max_overlap_fraction=_MAX_OVERLAP)
+        kw["stack"] = zemosaic.stack_config_from_dict(config, base=grid_stack_config())
         return cls(**kw)
 
     def replace(self, **changes: Any) -> GridConfig:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
 
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able dict of the fields (``stack`` as its own dict)."""
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict of the fields under their field names (``stack`` as its own dict).
+
+        Field names, not ZeMosaic keys: a record of the run (the manifest, a report), not
+        input for :meth:`from_dict`.
+        """
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "stack"}
-        out["stack"] = self.stack.as_dict()
+        out["stack"] = self.stack.to_dict()
         return out
 
     def tile_hash_dict(self) -> dict[str, Any]:
@@ -301,7 +211,7 @@ class GridConfig:
         any of those.
         """
         return {"grid_size_factor": self.grid_size_factor, "overlap_fraction": self.overlap_fraction,
-                "stack": self.stack.as_dict()}
+                "stack": self.stack.to_dict()}
 
 
 def _number(name: str, value: Any) -> float:

@@ -3,8 +3,10 @@
 ``build_global_grid`` reads only FITS headers: each frame's celestial WCS (SIP and
 other distortions included, they are honoured when its footprint is projected),
 then a distortion-free TAN WCS for the whole survey from
-``reproject.mosaicking.find_optimal_celestial_wcs`` at the median pixel scale with
-auto-rotation, cut into square tiles of ``grid_size_factor`` × the median frame
+``reproject.mosaicking.find_optimal_celestial_wcs`` at the median pixel scale, rotated
+so that the canvas is smallest (shapely's minimum rotated rectangle of the projected
+frame outlines, as reproject's ``auto_rotate`` does with the frame corners), cut into
+square tiles of ``grid_size_factor`` × the median frame
 field of view, overlapping by ``overlap_fraction``, numbered row-major from 1.
 A frame joins a tile when its projected footprint touches it; the part of the
 tile it touches (its *patch box*) is all that gets reprojected.
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib.util
 import logging
 import math
 import os
@@ -40,6 +41,10 @@ MAX_TILES = 50000
 _MIN_TILE_PX = 32
 _EDGE_POINTS = 9  # points per frame edge when projecting footprints (distortion bends edges)
 _PATCH_PAD_PX = 2  # margin around a projected footprint so interpolation edges are kept
+# The canvas is rotated only when that shrinks it by more than this fraction.
+_ROTATION_GAIN = 1e-9
+# Hull edges whose directions differ by less than this are parallel (rounding only).
+_PARALLEL_RAD = 1e-9
 
 
 @dataclass(frozen=True)
@@ -169,34 +174,47 @@ def _plain_tan(reference: WCS) -> WCS:
     return out
 
 
+def _min_area_angle(points: np.ndarray) -> float:
+    """Rotation (radians, in [0, π/2)) of the smallest rectangle holding ``points`` (M, 2).
+
+    shapely's minimum rotated rectangle (``oriented_envelope``: GEOS, rotating calipers
+    on the convex hull) finds it. One of its sides lies on a hull edge, whose direction
+    gives the angle exactly (the rectangle's corners carry rounding); of hull edges
+    parallel up to rounding, the one with the smallest angle. 0 when the rectangle is
+    no smaller than the axis-aligned box, so that an unrotated survey stays unrotated.
+    """
+    import shapely
+
+    cloud = shapely.MultiPoint(points)
+    rect = shapely.oriented_envelope(cloud)
+    box_area = float(np.ptp(points[:, 0]) * np.ptp(points[:, 1]))
+    if rect.geom_type != "Polygon" or not rect.area < box_area * (1.0 - _ROTATION_GAIN):
+        return 0.0
+    corners = np.asarray(rect.exterior.coords)
+    side = corners[1] - corners[0]
+    target = math.atan2(side[1], side[0]) % (math.pi / 2)
+    edges = np.diff(np.asarray(cloud.convex_hull.exterior.coords), axis=0)
+    angles = np.unique(np.mod(np.arctan2(edges[:, 1], edges[:, 0]), np.pi / 2))  # sorted
+    gap = np.abs(angles - target)
+    parallel = angles[np.minimum(gap, np.pi / 2 - gap) <= _PARALLEL_RAD]
+    return float(parallel[0]) if parallel.size else target
+
+
 def _rotate_to_min_area(wcs: WCS, points: tuple[np.ndarray, np.ndarray]) -> WCS:
     """Rotate ``wcs`` about its reference pixel so the points' bounding box is smallest.
 
-    Stands in for ``find_optimal_celestial_wcs(auto_rotate=True)`` when shapely (which
-    reproject needs for it) is not installed: the minimum-area rectangle of a convex
-    hull has one side on a hull edge, so only the hull-edge angles are tried.
+    What ``find_optimal_celestial_wcs(auto_rotate=True)`` does, with shapely too, but on
+    the projected outlines of :func:`_project_outline` (SIP distortion included) rather
+    than the four corners, and as a rotation of the CD matrix rather than a PC matrix
+    folded into ±45°: reproject's own rotation gives other canvases (a tile column less
+    on the golden survey of ``tools/golden.py``). The angle is :func:`_min_area_angle`'s.
     """
-    from scipy.spatial import ConvexHull, QhullError
-
     xy = np.column_stack(points)
     xy = xy[np.all(np.isfinite(xy), axis=1)]
-    try:
-        hull = xy[ConvexHull(xy).vertices]
-    except (QhullError, ValueError):
+    theta = _min_area_angle(xy) if len(xy) >= 3 else 0.0
+    if theta == 0.0:  # load-bearing: keeps the WCS of an unrotated survey as reproject made it
         return wcs
-    edges = np.diff(np.vstack([hull, hull[:1]]), axis=0)
-    angles = np.unique(np.mod(np.arctan2(edges[:, 1], edges[:, 0]), np.pi / 2))
-    best, best_area = 0.0, math.inf
-    for theta in np.concatenate([[0.0], angles]):
-        c, s = math.cos(theta), math.sin(theta)
-        rx = c * hull[:, 0] + s * hull[:, 1]
-        ry = -s * hull[:, 0] + c * hull[:, 1]
-        area = np.ptp(rx) * np.ptp(ry)
-        if area < best_area * (1 - 1e-9):
-            best, best_area = float(theta), float(area)
-    if best == 0.0:
-        return wcs
-    c, s = math.cos(best), math.sin(best)
+    c, s = math.cos(theta), math.sin(theta)
     # new pixel axes = old axes rotated by theta: p_old = R^T p_new, so CD_new = CD_old R^T.
     rot = np.array([[c, -s], [s, c]])
     out = wcs.deepcopy()
@@ -206,24 +224,14 @@ def _rotate_to_min_area(wcs: WCS, points: tuple[np.ndarray, np.ndarray]) -> WCS:
 
 
 def _optimal_wcs(frames: Sequence[tuple[tuple[int, int], WCS]], scale_deg: float) -> WCS:
+    """The survey's TAN WCS: reproject's optimal centre and scale, rotated to the smallest canvas."""
     from reproject.mosaicking import find_optimal_celestial_wcs
 
     inputs = [(shape, wcs.celestial) for shape, wcs in frames]
-    # reproject imports shapely only after computing everything else: look first, so that
-    # without shapely the optimiser runs once, not twice.
-    has_shapely = importlib.util.find_spec("shapely") is not None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            if has_shapely:
-                wcs, _ = find_optimal_celestial_wcs(inputs, resolution=scale_deg * u.deg,
-                                                    auto_rotate=True, projection="TAN")
-                return wcs
-        except ImportError:
-            pass
-        # shapely missing: rotate ourselves
-        wcs, _ = find_optimal_celestial_wcs(inputs, resolution=scale_deg * u.deg,
-                                            auto_rotate=False, projection="TAN")
+        wcs, _ = find_optimal_celestial_wcs(inputs, resolution=scale_deg * u.deg, auto_rotate=False,
+                                            projection="TAN")
     xs, ys = [], []
     for shape, fw in frames:
         ox, oy = _project_outline(fw, shape, wcs)
@@ -374,6 +382,8 @@ def build_global_grid(entries: Sequence[PlanEntry], *, grid_size_factor: float,
         if fallback:
             logger.warning("[GRID] optimal WCS is degenerate (%dx%d px); using the fallback WCS",
                            shape[1], shape[0])
+    except ImportError:
+        raise  # reproject or shapely missing: an installation to fix, not a survey to work around
     except Exception as exc:  # noqa: BLE001 - any failure of the optimiser means "use the fallback"
         logger.warning("[GRID] optimal WCS failed (%s); using the fallback WCS", exc)
         fallback = True

@@ -16,7 +16,8 @@ applies the same maps.
    matching percentiles of *different* sky would bias every gain where the sky is not
    uniform.
 3. **Global solve.** The pairwise gains are solved together (robust, Huber-reweighted
-   least squares on log-gains) onto the frame with the most overlap, so the error of one
+   least squares on log-gains, :func:`zemosaic_xp.mosaic.robust.solve_graph`, the solver
+   of the tile photometry) onto the frame with the most overlap, so the error of one
    pair is averaged with all the others; then, when the method has an additive part, the
    offsets from the paired differences of the gain-corrected samples (see :func:`_solve`).
 
@@ -39,6 +40,7 @@ from astropy.wcs import WCS
 
 from ..core.config import StackConfig
 from ..core.framestats import FrameSamples
+from ..core.nanstats import MAD_TO_SIGMA
 from ..core.normalize import normalization
 from .geometry import GlobalGrid
 
@@ -51,8 +53,10 @@ MIN_PAIR_SAMPLES = 64
 _MAX_PARTNERS = 4
 _PAIR_CLIP_ROUNDS = 2
 _PAIR_CLIP_SIGMA = 5.0
-_IRLS_ITERATIONS = 4
-_HUBER_K = 1.345
+# The frame graph's robust solve: Huber threshold 1.345 (95 % efficiency on Gaussian
+# residuals) on residuals of one common scale (the weights only count common
+# positions), four re-weighted solves.
+_SOLVE = {"huber_c": 1.345, "standardize": False, "max_iters": 4}
 # Positions per frame: enough for percentiles to ~1e-3 of the span; the parent holds
 # them all (C + 2 numbers each), so very large surveys get fewer per frame.
 _SAMPLES_PER_FRAME = 16384
@@ -153,7 +157,7 @@ def _pair_map(vi: np.ndarray, vj: np.ndarray, config: StackConfig, xp: Any) -> t
         gain, offset = np.asarray(g)[1].astype(np.float64), np.asarray(o)[1].astype(np.float64)
         resid = vi - (gain[:, None] * vj + offset[:, None])
         centre = np.median(resid[:, keep], axis=1, keepdims=True)
-        scale = 1.4826 * np.median(np.abs(resid[:, keep] - centre), axis=1, keepdims=True) + 1e-12
+        scale = MAD_TO_SIGMA * np.median(np.abs(resid[:, keep] - centre), axis=1, keepdims=True) + 1e-12
         new = np.all(np.abs(resid - centre) <= _PAIR_CLIP_SIGMA * scale, axis=0)
         if np.array_equal(new, keep) or new.sum() < MIN_PAIR_SAMPLES:
             break
@@ -242,23 +246,6 @@ def _select_pairs(overlaps: Any, n: int) -> dict[tuple[int, int], int]:
     return dict(sorted(chosen.items()))
 
 
-def _irls(design: Any, rhs: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Sparse weighted least squares with Huber re-weighting (bad pairs do not pull the fit)."""
-    import scipy.sparse as sp
-    from scipy.sparse.linalg import lsqr
-
-    w = weight.copy()
-    sol = np.zeros(design.shape[1])
-    for _ in range(_IRLS_ITERATIONS):
-        sw = np.sqrt(w)
-        sol = lsqr(sp.diags(sw) @ design, rhs * sw, atol=1e-12, btol=1e-12, iter_lim=20000)[0]
-        resid = rhs - design @ sol
-        scale = 1.4826 * float(np.median(np.abs(resid))) + 1e-12
-        r = np.abs(resid) / (_HUBER_K * scale)
-        w = weight * np.where(r <= 1.0, 1.0, 1.0 / np.maximum(r, 1e-12))
-    return sol
-
-
 def _components(n: int, pairs: Sequence[tuple[int, int]]) -> np.ndarray:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -269,38 +256,8 @@ def _components(n: int, pairs: Sequence[tuple[int, int]]) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
-def _design(n: int, pairs: list[tuple[int, int]], refs: dict[int, int], labels: np.ndarray) -> tuple[Any, list]:
-    """Sparse incidence rows ``+1`` at j, ``−1`` at i, over the frames that are not references."""
-    import scipy.sparse as sp
-
-    fixed = set(refs.values())
-    unknown = [k for k in range(n) if k not in fixed and labels[k] in refs]
-    col = {k: c for c, k in enumerate(unknown)}
-    rows, cols, vals = [], [], []
-    for r, (i, j) in enumerate(pairs):
-        for k, sign in ((j, 1.0), (i, -1.0)):
-            if k in col:
-                rows.append(r)
-                cols.append(col[k])
-                vals.append(sign)
-    return sp.csr_matrix((vals, (rows, cols)), shape=(len(pairs), len(unknown))), unknown
-
-
-def _clipped_mean(d: np.ndarray) -> float:
-    """3σ-clipped mean (median start, MAD scale) of paired differences: stars and hits drop out."""
-    keep = np.ones(d.size, dtype=bool)
-    for _ in range(5):
-        centre = float(np.median(d[keep]))
-        scale = 1.4826 * float(np.median(np.abs(d[keep] - centre))) + 1e-12
-        new = np.abs(d - centre) <= 3.0 * scale
-        if np.array_equal(new, keep):
-            break
-        keep = new
-    return float(np.mean(d[keep]))
-
-
 def _solve(n: int, channels: int, pairs: list[tuple[int, int]], maps: dict, counts: dict,
-           refs: dict[int, int], labels: np.ndarray, samples: list) -> tuple[np.ndarray, np.ndarray]:
+           refs: dict[int, int], samples: list) -> tuple[np.ndarray, np.ndarray]:
     """Gains and offsets of all frames; each connected group's reference is fixed.
 
     Gains: ``log g_j − log g_i = log g_ij`` from the pairwise fits of the core's method.
@@ -309,28 +266,33 @@ def _solve(n: int, channels: int, pairs: list[tuple[int, int]], maps: dict, coun
     positions. Differencing position by position cancels the sky, so the offsets are
     known to the noise / √M — what the background of a mosaic needs — whereas the
     pair's own offset ``o_ij`` also carries its gain error times the sky level.
+    Both are solved by :func:`~zemosaic_xp.mosaic.robust.solve_graph` (the solver of the
+    tile photometry), each pair weighted by its common positions.
     The common samples of a pair are taken again from ``samples`` (cheap) rather than
     kept from the pair fits: held for every pair, they would take several times the
     samples' own memory.
     """
+    from ..mosaic.robust import clipped_mean, solve_graph  # scipy.sparse: not in the workers
+
     gain = np.ones((n, channels))
     offset = np.zeros((n, channels))
-    design, unknown = _design(n, pairs, refs, labels)
-    if not unknown or not pairs:
+    if not pairs:
         return gain, offset
+    edges = np.asarray([(j, i) for i, j in pairs], dtype=np.int64)  # edge (j, i): x_j − x_i
     weight = np.asarray([float(counts[p]) for p in pairs])
+    fixed = sorted(set(refs.values()))
     for ch in range(channels):
         log_g = np.log(np.asarray([maps[p][0][ch] for p in pairs]))
-        gain[unknown, ch] = np.exp(_irls(design, log_g, weight))
+        gain[:, ch] = np.exp(solve_graph(edges, log_g, weight, n_nodes=n, fixed=fixed, **_SOLVE)[0])
     if all(np.all(maps[p][1] == 0) for p in pairs):  # a purely multiplicative method: no offsets
         return gain, offset
     diffs = np.zeros((len(pairs), channels))
     for r, (i, j) in enumerate(pairs):
         a, b = _common(samples, i, j)
         for ch in range(channels):
-            diffs[r, ch] = _clipped_mean(gain[i, ch] * a[ch].astype(np.float64) - gain[j, ch] * b[ch])
+            diffs[r, ch] = clipped_mean(gain[i, ch] * a[ch].astype(np.float64) - gain[j, ch] * b[ch])[0]
     for ch in range(channels):
-        offset[unknown, ch] = _irls(design, diffs[:, ch], weight)
+        offset[:, ch] = solve_graph(edges, diffs[:, ch], weight, n_nodes=n, fixed=fixed, **_SOLVE)[0]
     return gain, offset
 
 
@@ -391,7 +353,7 @@ def normalise_frames(grid: GlobalGrid, config: StackConfig, *, xp: Any,
     for label in np.unique(labels):
         members = np.nonzero(labels == label)[0]
         refs[int(label)] = int(members[np.argmax(shared[members])])
-    gains, offsets = _solve(n, channels, pairs, maps, counts, refs, labels, samples)
+    gains, offsets = _solve(n, channels, pairs, maps, counts, refs, samples)
     reference = max(refs.values(), key=lambda k: (shared[k], -k))
     unlinked = [int(k) for k in range(n) if np.sum(labels == labels[k]) == 1]
     info = {"method": config.normalize, "pairs": len(pairs), "components": len(refs), "unlinked": unlinked,

@@ -18,6 +18,11 @@ done here directly, so that
   Other cases go through ``astropy.wcs.utils.pixel_to_pixel`` as reproject does;
 - the clipped coordinates are computed once per patch rather than once per plane.
 
+reproject's round-trip check (world → input pixel → world, ``roundtrip_coords``) is not
+done: it guards all-sky projections where two pixels share one sky position, which
+cannot happen for the TAN-like fields of a few degrees that frames and tiles are here,
+and it would double the cost of the coordinate transforms.
+
 ``tests/grid/test_reproject_tile.py`` checks the result bit for bit against
 ``reproject_interp``.
 """
@@ -35,11 +40,6 @@ from .geometry import tile_wcs
 
 __all__ = ["reproject_patch", "reproject_planes", "frame_planes"]
 
-# The round-trip check (world -> input pixel -> world) of reproject guards all-sky
-# projections where two pixels share one sky position. Frames and tiles here are
-# TAN-like fields a few degrees wide, where it cannot trigger, and it doubles the
-# cost of the coordinate transforms, so it is off (reproject's roundtrip_coords=False).
-_ROUNDTRIP_COORDS = False
 
 
 def _both_icrs(wcs_a: WCS, wcs_b: WCS) -> bool:

@@ -4,7 +4,7 @@ Order of work: read the plan (split by mount when it mixes EQ and Alt-Az frames,
 each group into ``grid_EQ`` / ``grid_ALTZ``), build every group's grid, stack the
 tiles (:mod:`.scheduler`, one task per tile; finished tiles are recorded in
 ``tiles/manifest.json`` so a rerun resumes), then assemble each group
-(:mod:`.assemble`). Progress and telemetry follow :mod:`.progress`.
+(:mod:`zemosaic_xp.mosaic`). Progress and telemetry follow :mod:`.progress`.
 
 GPU: when the GPU is on and no ``executor`` is given, tiles run in this process, one
 at a time, all through the run's one :class:`~zemosaic_xp.gpu.GpuPolicy` (one CUDA
@@ -14,7 +14,6 @@ context per device, blocks serialised by its device lock, its circuit breaker). 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -29,6 +28,7 @@ from astropy.io import fits
 
 from .._version import __version__
 from ..backends import select_backend
+from ..compat.zemosaic import load_config_file
 from ..telemetry import ResourceTelemetryController
 from ..telemetry.csvlog import DEFAULT_CSV_NAME
 from .cluster import describe_executor, executor_slots, release_worker_caches
@@ -170,18 +170,7 @@ def _as_config(config: GridConfig | Mapping[str, Any] | str | os.PathLike | None
     if isinstance(config, GridConfig):
         return config
     if isinstance(config, (str, os.PathLike)):
-        path = Path(config)
-        try:
-            config = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            msg = f"config file '{path}' does not exist"
-            raise FileNotFoundError(msg) from None
-        except ValueError as exc:
-            msg = f"config file '{path}' is not valid JSON ({exc})"
-            raise ValueError(msg) from exc
-        if not isinstance(config, dict):
-            msg = f"config file '{path}' must hold a JSON object of ZeMosaic keys"
-            raise ValueError(msg)
+        config = load_config_file(config)
     return GridConfig.from_dict(config)
 
 
@@ -365,7 +354,7 @@ def _mosaic_header(group: _Group, cfg: GridConfig) -> fits.Header:
 
 
 def _assemble(group: _Group, cfg: GridConfig, progress: GridProgress, threads: int = 1) -> None:
-    from .assemble import TileImage, assemble_mosaic, write_mosaic_outputs
+    from ..mosaic.assemble import TileImage, assemble_mosaic, write_mosaic_outputs
 
     manifest = TileManifest(group.out_dir / "tiles")
     tiles, rej_sum, rej_weight = [], 0.0, 0.0

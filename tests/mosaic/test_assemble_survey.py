@@ -15,10 +15,11 @@ import pytest
 from scipy.ndimage import maximum_filter, median_filter
 
 from zemosaic_xp import StackConfig
-from zemosaic_xp.grid import assemble_mosaic, seam_steps
+from zemosaic_xp.diagnostics import seam_steps
+from zemosaic_xp.mosaic import assemble_mosaic
 from zemosaic_xp.synthetic import make_survey
 
-from .helpers import fit_linear, footprint_tiles, reproject_coadd_reference, simple_grid_tiles, truth_on
+from ..grid.helpers import fit_linear, footprint_tiles, reproject_coadd_reference, simple_grid_tiles, truth_on
 
 
 @pytest.fixture(scope="module")

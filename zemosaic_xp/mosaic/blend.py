@@ -33,6 +33,7 @@ def edge_distance(valid: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     valid : ndarray, shape (h, w), bool
+        The tile's valid pixels.
 
     Returns
     -------
@@ -56,6 +57,7 @@ def feather_ramp(dist: np.ndarray, feather_px: float) -> np.ndarray:
     Returns
     -------
     ndarray, shape (h, w), float32
+        The ramp, in [0, 1]; 0 where ``dist`` is 0 (invalid pixels).
     """
     if feather_px <= 0:
         return (dist > 0).astype(np.float32)
@@ -127,6 +129,7 @@ def blend_tiles(boxes: Sequence[tuple[int, int, int, int]], images: Sequence[np.
     ramps : sequence of ndarray, shape (h, w), float32
         From :func:`feather_ramp`.
     mosaic_shape : (H, W)
+        The canvas size.
     progress : callable
         Called once per tile (in the calling thread).
     threads : int

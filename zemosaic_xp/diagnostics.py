@@ -1,4 +1,8 @@
-"""Seam metric: the background step of a mosaic across every tile boundary.
+"""Diagnostics of a mosaic: the seam metric, the background step across every tile boundary.
+
+Used by the ``demo`` command (its "seam max / sigma" line) and by the tests of grid
+mode and of the assembly; any object with ``tile_id``, ``y0``, ``x0``, ``image`` and
+``weight`` (a :class:`zemosaic_xp.mosaic.TileImage`, a frame footprint) can be measured.
 
 Definition (what :func:`seam_steps` returns). A *boundary segment* is one side
 (``x-``, ``x+``, ``y-``, ``y+``: facing decreasing/increasing column/row) of one tile's
@@ -14,8 +18,9 @@ profile (weights piecewise linear in ``p``, largest next to the edge); with whit
 difference of the two ``band_px`` bands touching the edge, which the trend would bias.
 Lines whose profile holds a source (a pixel more than 5σ from the segment's median
 profile, σ from the MAD) are dropped with the 3 rows either side. The segment's value,
-per channel, is the 3σ-clipped mean of ``step`` over the remaining lines (median start,
-MAD scale: faint stars or a left-over outlier on a few lines do not move it).
+per channel, is the 3σ-clipped mean of ``step`` over the remaining lines
+(:func:`zemosaic_xp.mosaic.robust.clipped_mean`: median centre, MAD scale; faint stars
+or a left-over outlier on a few lines do not move it).
 Segments with fewer than ``min_lines`` lines are skipped. The result is ``|value|``,
 the maximum over channels unless ``per_channel``.
 
@@ -28,6 +33,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+
+from .core.nanstats import MAD_TO_SIGMA
+from .mosaic.robust import clipped_mean
 
 __all__ = ["seam_steps", "seam_segments"]
 
@@ -83,7 +91,7 @@ def _source_free(rows: np.ndarray, profiles: np.ndarray) -> np.ndarray:
     the ``_SOURCE_GROW`` rows either side of them are dropped (the star's wings).
     """
     resid = profiles - np.median(profiles, axis=0)
-    scale = 1.4826 * np.median(np.abs(resid), axis=(0, 1))
+    scale = MAD_TO_SIGMA * np.median(np.abs(resid), axis=(0, 1))
     hot = (np.abs(resid) > _SOURCE_KSIGMA * np.maximum(scale, 1e-30)).any(axis=(1, 2))
     if not hot.any():
         return np.ones(rows.size, dtype=bool)
@@ -91,24 +99,20 @@ def _source_free(rows: np.ndarray, profiles: np.ndarray) -> np.ndarray:
     return ~near
 
 
-def _clipped_mean(values: np.ndarray, kappa: float = 3.0, max_iters: int = 10) -> float:
-    """3σ-clipped mean (median start, MAD scale): robust to stars on a few lines, ~95 % efficient."""
-    centre = float(np.median(values))
-    for _ in range(max_iters):
-        scale = 1.4826 * float(np.median(np.abs(values - centre)))
-        keep = np.abs(values - centre) <= kappa * scale
-        if scale == 0 or not keep.any():
-            break
-        new = float(values[keep].mean())
-        if new == centre:
-            break
-        centre = new
-    return centre
-
-
 def seam_segments(mosaic: np.ndarray, tiles: Sequence[Any], *, band_px: int = 4,
                   min_lines: int = 32) -> list[dict[str, Any]]:
     """Every boundary segment with its signed per-channel step; see the module docstring.
+
+    Parameters
+    ----------
+    mosaic : ndarray, shape (H, W) or (H, W, C), float
+        NaN = no data.
+    tiles : sequence of TileImage
+        As in :func:`seam_steps`.
+    band_px : int
+        Sets the profile half-length ``K = 4·band_px`` pixels on each side of the edge.
+    min_lines : int
+        Segments with fewer lines are skipped.
 
     Returns
     -------
@@ -151,7 +155,7 @@ def seam_segments(mosaic: np.ndarray, tiles: Sequence[Any], *, band_px: int = 4,
             if steps.shape[0] < min_lines:
                 continue
             out.append({"tile_id": int(tile.tile_id), "side": side, "n_lines": int(steps.shape[0]),
-                        "step": [_clipped_mean(steps[:, c]) for c in range(steps.shape[1])]})
+                        "step": [clipped_mean(steps[:, c])[0] for c in range(steps.shape[1])]})
     return out
 
 

@@ -1,11 +1,12 @@
 """Mosaic assembly: photometric matching between stacked tiles, feathered blending, outputs.
 
-:func:`assemble_mosaic` takes the stacked tiles of a grid run (in memory, on the host)
-and returns the seamless mosaic: per-channel gains and offsets fitted robustly on the
-overlaps and solved globally (:mod:`.photometry`), then a feathered, weight-aware blend
-(:mod:`.blend`). :func:`write_mosaic_outputs` writes ``mosaic_grid.fits``,
-``mosaic_grid_coverage.fits`` and ``mosaic_grid_preview.png`` atomically, and
-:func:`seam_steps` (:mod:`.seams`) measures what is left of the seams.
+:func:`assemble_mosaic` takes stacked tiles (in memory, on the host; a grid run's, or
+any tiles placed on one canvas) and returns the seamless mosaic: per-channel gains and
+offsets fitted robustly on the overlaps and solved globally (:mod:`.photometry`), then
+a feathered, weight-aware blend (:mod:`.blend`). :func:`write_mosaic_outputs` writes
+``mosaic_grid.fits``, ``mosaic_grid_coverage.fits`` and ``mosaic_grid_preview.png``
+(:mod:`.preview`) atomically; :func:`zemosaic_xp.diagnostics.seam_steps` measures what
+is left of the seams.
 
 Departures from upstream ZeMosaic on purpose (``upstream_spec.md`` §3.7–3.8): gain *and*
 offset are solved (not multiplicative median scaling), NaN is the only no-data marker
@@ -25,13 +26,11 @@ import numpy as np
 from astropy.io import fits
 
 from ..io.fits import write_fits
-from ..io.png import write_png
 from .blend import blend_tiles, edge_distance, feather_ramp
 from .photometry import find_overlaps, solve_photometry
-from .seams import seam_steps
+from .preview import write_preview_png
 
-__all__ = ["TileImage", "MosaicResult", "assemble_mosaic", "write_mosaic_outputs", "write_preview_png",
-           "seam_steps"]
+__all__ = ["TileImage", "MosaicResult", "assemble_mosaic", "write_mosaic_outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +42,10 @@ _FEATHER_RANGE_PX = (4, 256)
 class TileImage:
     """One stacked tile placed on the mosaic canvas.
 
-    Attributes
+    Parameters
     ----------
     tile_id : int
+        Identifier (unique in one assembly).
     y0, x0 : int
         Mosaic pixel of the tile's pixel (0, 0).
     image : ndarray, shape (h, w, C), float32
@@ -68,7 +68,7 @@ class TileImage:
 class MosaicResult:
     """The assembled mosaic.
 
-    Attributes
+    Parameters
     ----------
     image : ndarray, shape (H, W, C), float32
         NaN where no tile covers.
@@ -289,6 +289,7 @@ def write_mosaic_outputs(result: MosaicResult, out_dir: str | os.PathLike, *,
     Parameters
     ----------
     result : MosaicResult
+        The assembled mosaic.
     out_dir : path
         Created if missing.
     header : Header, optional
@@ -326,63 +327,3 @@ def write_mosaic_outputs(result: MosaicResult, out_dir: str | os.PathLike, *,
             "preview": lambda: write_preview_png(result.image, out / "mosaic_grid_preview.png")}
     names = list(jobs)
     return dict(zip(names, _map(threads, lambda name: jobs[name](), names)))
-
-
-def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
-    """NaN-aware ``factor × factor`` block mean of (H, W, C); NaN where a block is empty."""
-    if factor <= 1:
-        return image
-    h, w, c = image.shape
-    hp, wp = -(-h // factor) * factor, -(-w // factor) * factor
-    padded = np.full((hp, wp, c), np.nan, dtype=np.float32)
-    padded[:h, :w] = image
-    blocks = padded.reshape(hp // factor, factor, wp // factor, factor, c)
-    finite = np.isfinite(blocks)
-    count = finite.sum(axis=(1, 3))
-    total = np.where(finite, blocks, 0.0).sum(axis=(1, 3), dtype=np.float64)
-    out = np.full(count.shape, np.nan, dtype=np.float32)
-    out[count > 0] = (total[count > 0] / count[count > 0]).astype(np.float32)
-    return out
-
-
-def _stretch(image: np.ndarray, *, low_pct: float = 0.5, high_pct: float = 99.8, asinh_a: float = 10.0) -> np.ndarray:
-    """Per-channel percentile black/white points, then ``asinh(a·x)/asinh(a)``; NaN → 0."""
-    out = np.zeros(image.shape, dtype=np.float32)
-    for c in range(image.shape[2]):
-        chan = image[..., c]
-        vals = chan[np.isfinite(chan)]
-        if vals.size == 0:
-            continue
-        if vals.size > 1_000_000:
-            vals = vals[:: vals.size // 1_000_000]
-        lo, hi = np.percentile(vals, [low_pct, high_pct])
-        scale = hi - lo if hi > lo else 1.0
-        x = np.clip((np.nan_to_num(chan, nan=lo) - lo) / scale, 0.0, 1.0)
-        out[..., c] = np.arcsinh(asinh_a * x) / np.arcsinh(asinh_a)
-        out[..., c][~np.isfinite(chan)] = 0.0
-    return out
-
-
-def write_preview_png(image: np.ndarray, path: str | os.PathLike, *, max_size_px: int = 2048) -> Path:
-    """Write an asinh-stretched 8-bit PNG preview of a mosaic, atomically.
-
-    Parameters
-    ----------
-    image : ndarray, shape (H, W) or (H, W, C), float
-        C = 1 gives a grey image, C = 3 RGB; NaN = no data (black).
-    path : path
-    max_size_px : int
-        Larger images are block-averaged (NaN-aware) down to at most this long side.
-
-    Returns
-    -------
-    Path of the written file. Row 0 of ``image`` is the bottom row of the PNG (FITS
-    convention, as in ``imshow(origin="lower")``).
-    """
-    img = _as_hwc(image, "image")
-    factor = max(1, -(-max(img.shape[:2]) // max_size_px))
-    rgb = _stretch(_block_mean(img, factor))
-    rgb = np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb[..., :3]
-    pixels = np.round(rgb[::-1] * 255.0).astype(np.uint8)
-    path = write_png(path, pixels)
-    return path

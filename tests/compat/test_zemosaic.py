@@ -1,4 +1,5 @@
-"""StackConfig.from_dict / to_dict with ZeMosaic's keys, and the catalogue's new fields."""
+"""ZeMosaic compatibility: config files, StackConfig.from_dict / to_dict with ZeMosaic's keys,
+GPU switches and grid keys."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import pytest
 
 from zemosaic_xp import StackConfig
+from zemosaic_xp.compat import zemosaic
+from zemosaic_xp.compat.zemosaic import gpu_flag, grid_settings_from_dict, load_config_file
 
 # A ZeMosaic config as zemosaic_config.json holds it (upstream_spec §7): the stacking keys
 # among GPU, grid, telemetry and GUI settings that the core must ignore.
@@ -190,33 +193,96 @@ def test_zemosaic_form_uses_zemosaic_keys():
     assert set(plain) == set(StackConfig.field_names()) and plain["winsor_limits"] == [0.05, 0.05]
 
 
-@pytest.mark.parametrize(("field", "value", "match"), [
-    ("percentile_low", 0, r"`percentile_low` must be finite and > 0"),
-    ("percentile_high", "x", r"`percentile_high` must be a number"),
-    ("minmax_low", -1, r"`minmax_low` must be an integer >= 0"),
-    ("minmax_high", 1.5, r"`minmax_high` must be an integer >= 0"),
-    ("gesd_outlier_fraction", 1.0, r"`gesd_outlier_fraction` must be in \(0, 1\)"),
-    ("gesd_alpha", 0.5, r"`gesd_alpha` must be in \(0, 0.5\)"),
-    ("gesd_alpha", 0, r"`gesd_alpha` must be finite and > 0"),
-    ("radial_floor", 1.5, r"`radial_floor` must be in \[0, 1\]"),
-    ("rgb_equalize_gain_clip", (1.1, 1.2), r"`rgb_equalize_gain_clip` must satisfy 0 < low <= 1 <= high"),
-    ("rgb_equalize_gain_clip", "0.9,1.1", r"`rgb_equalize_gain_clip` must be a pair"),
-    ("rgb_equalize_bg_percentile", (85, 5), r"`rgb_equalize_bg_percentile` must satisfy 0 <= low < high <= 100"),
-    ("rgb_equalize_min_samples", -5, r"`rgb_equalize_min_samples` must be an integer >= 0"),
-    ("rgb_equalize_min_coverage", 2.0, r"`rgb_equalize_min_coverage` must be in \[0, 1\]"),
-    ("winsor_rewinsor", "yes", r"`winsor_rewinsor` must be True or False"),
+class TestLoadConfigFile:
+    def test_a_zemosaic_config_file_loads_as_it_is(self, tmp_path):
+        path = tmp_path / "zemosaic_config.json"
+        path.write_text(json.dumps(ZEMOSAIC_JSON), encoding="utf-8")
+        assert load_config_file(path) == ZEMOSAIC_JSON
+        assert load_config_file(str(path)) == ZEMOSAIC_JSON
+
+    def test_byte_order_mark_of_windows_editors_is_accepted(self, tmp_path):
+        path = tmp_path / "bom.json"
+        path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"grid_workers": 2}).encode())
+        assert load_config_file(path) == {"grid_workers": 2}
+
+    def test_missing_file_is_named(self, tmp_path):
+        with pytest.raises(FileNotFoundError, match=r"config file '.*missing\.json' does not exist"):
+            load_config_file(tmp_path / "missing.json")
+
+    @pytest.mark.parametrize("text", ["{not json", "", "{\"a\": 1,}"], ids=["broken", "empty", "trailing-comma"])
+    def test_invalid_json_is_named_with_the_parser_message(self, tmp_path, text):
+        path = tmp_path / "bad.json"
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(ValueError, match=r"config file '.*bad\.json' is not valid JSON \(.*line 1"):
+            load_config_file(path)
+
+    def test_binary_file_is_not_json(self, tmp_path):
+        path = tmp_path / "image.json"
+        path.write_bytes(b"\x89PNG\xff\xfe")
+        with pytest.raises(ValueError, match=r"config file '.*image\.json' is not valid JSON \(not UTF-8"):
+            load_config_file(path)
+
+    @pytest.mark.parametrize(("value", "kind"), [([1, 2], "array"), ("x", "string"), (3, "number"),
+                                                 (True, "boolean"), (None, "null")])
+    def test_not_an_object_says_what_it_holds(self, tmp_path, value, kind):
+        path = tmp_path / "list.json"
+        path.write_text(json.dumps(value), encoding="utf-8")
+        with pytest.raises(ValueError, match=rf"config file '.*list\.json' holds a JSON {kind}; expected an object"):
+            load_config_file(path)
+
+    def test_a_folder_is_not_readable(self, tmp_path):
+        with pytest.raises(OSError, match=r"config file '.*' cannot be read"):
+            load_config_file(tmp_path)
+
+
+def test_blank_strings_are_unset():
+    # ZeMosaic's GUI stores an empty entry as "".
+    assert StackConfig.from_dict({"stacking_kappa_low": "", "stacking_rejection_algorithm": "  "}) == StackConfig()
+
+
+def test_from_dict_applies_onto_a_base():
+    base = StackConfig(reject="gesd", kappa_low=2.0)
+    got = zemosaic.stack_config_from_dict({"stacking_kappa_high": 4.0}, base=base)
+    assert got == base.replace(kappa_high=4.0)
+
+
+@pytest.mark.parametrize(("keys", "expected"), [
+    ({}, None),
+    ({"use_gpu_phase5": False}, False),
+    ({"use_gpu_phase5": "auto", "stack_use_gpu": "yes"}, True),   # "auto" passes the decision on
+    ({"use_gpu_phase5": "", "use_gpu_stack": 0}, False),
+    ({"use_gpu_phase5": True, "stack_use_gpu": False}, True),     # the first switch set wins
+    ({"use_gpu_grid": False}, None),                              # not a stacking switch
+], ids=["unset", "phase5", "auto-then-stack", "blank-then-alias", "first-wins", "grid-key-ignored"])
+def test_stacking_gpu_switches(keys, expected):
+    assert gpu_flag(keys) is expected
+
+
+def test_gpu_switch_that_is_not_a_boolean_is_named():
+    with pytest.raises(ValueError, match=r"`stack_use_gpu` must be true, false or auto, got 'maybe'"):
+        gpu_flag({"stack_use_gpu": "maybe"})
+
+
+def test_grid_settings_read_units_and_precedence():
+    got = grid_settings_from_dict({"batch_overlap_pct": 40, "grid_chunk_ram_gb": 0.5, "grid_workers": "3",
+                                   "enable_resource_telemetry": "on", "unrelated": object()},
+                                  max_overlap_fraction=0.9)
+    assert got == {"overlap_fraction": 40 / 100.0, "stack_chunk_budget_mb": 512.0, "workers": 3,
+                   "telemetry_enabled": True, "use_gpu": None}
+    # an explicit fraction wins over the percentage, and is not clipped (GridConfig validates it)
+    assert grid_settings_from_dict({"grid_overlap_fraction": 0.95, "batch_overlap_pct": 20},
+                                   max_overlap_fraction=0.9)["overlap_fraction"] == 0.95
+    assert grid_settings_from_dict({"batch_overlap_pct": -5}, max_overlap_fraction=0.9)["overlap_fraction"] == 0.0
+    # a budget of 0 is ZeMosaic's "auto": the first budget key set decides, and leaves it unset
+    assert "stack_chunk_budget_mb" not in grid_settings_from_dict(
+        {"stack_chunk_budget_mb": 0, "grid_chunk_ram_mb": 64}, max_overlap_fraction=0.9)
+
+
+@pytest.mark.parametrize(("key", "value", "match"), [
+    ("grid_size_factor", "large", r"`grid_size_factor` must be a number, got 'large'"),
+    ("grid_workers", [2], r"`grid_workers` must be a number"),
+    ("grid_match_photometry", "sometimes", r"`grid_match_photometry` must be true or false"),
 ])
-def test_new_fields_are_validated(field, value, match):
+def test_bad_grid_values_name_the_key(key, value, match):
     with pytest.raises(ValueError, match=match):
-        StackConfig(**{field: value})
-
-
-def test_new_defaults():
-    c = StackConfig()
-    assert (c.percentile_low, c.percentile_high, c.minmax_low, c.minmax_high) == (0.2, 0.1, 1, 1)
-    assert (c.gesd_outlier_fraction, c.gesd_alpha, c.winsor_rewinsor, c.radial_floor) == (0.3, 0.05, False, 0.05)
-    assert (c.rgb_equalize_gain_clip, c.rgb_equalize_bg_percentile) == ((0.95, 1.05), (5.0, 85.0))
-    assert (c.rgb_equalize_min_samples, c.rgb_equalize_min_coverage) == (5000, 0.01)
-    iters = {r: StackConfig(reject=r).effective_max_iters() for r in ("mad", "linear_fit_clip", "winsorized_quantile",
-                                                                      "percentile", "minmax")}
-    assert iters == {"mad": 5, "linear_fit_clip": 10, "winsorized_quantile": 5, "percentile": 1, "minmax": 1}
+        grid_settings_from_dict({key: value}, max_overlap_fraction=0.9)

@@ -17,12 +17,13 @@ solved by iteratively reweighted least squares on the tile graph:
    inverse variance of ``log s``, ``r`` = correlation of the kept samples), so an
    overlap with little dynamic range barely constrains gains.
 2. **Offsets.** With the gains fixed, ``d = loc(g_a·x_a − g_b·x_b)`` over the same
-   samples, ``loc`` a 3σ-clipped mean (median start, MAD scale); the constraint
+   samples, ``loc`` the 3σ-clipped mean of :func:`.robust.clipped_mean`; the constraint
    ``o_b − o_a = d`` gets the weight ``n / var(d)``. Matching offsets *after* the
    gains is what removes seams: ``d`` is dominated by the background.
 
-Each solve fixes the reference, adds a tiny ridge pull to 0 (log-gain 0, offset 0)
-so a tile joined only by gain-less edges stays at identity, and downweights
+Each solve is :func:`.robust.solve_graph` (the same solver as the survey's frame
+normalisation): it fixes the reference, adds a tiny ridge pull to 0 (log-gain 0,
+offset 0) so a tile joined only by gain-less edges stays at identity, and downweights
 inconsistent pairs with Huber weights (c = 2 on residuals standardised by a MAD
 scale, residuals below a floor never downweighted). Gains are clipped to
 ``GAIN_RANGE``. Tiles not connected to the reference through overlaps keep the
@@ -38,7 +39,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
-from scipy.sparse.linalg import spsolve
+
+from ..core.nanstats import MAD_TO_SIGMA
+from .robust import clipped_mean, solve_graph
 
 __all__ = ["GAIN_RANGE", "Overlap", "PhotometrySolution", "find_overlaps", "solve_photometry"]
 
@@ -47,7 +50,6 @@ logger = logging.getLogger(__name__)
 GAIN_RANGE = (0.2, 5.0)
 _KAPPA = 3.0
 _MAX_FIT_ITERS = 10
-_MAX_SOLVE_ITERS = 20
 _HUBER_C = 2.0
 _MAX_SAMPLES = 65536
 _EDGE_MARGIN_PX = 2.0
@@ -58,9 +60,18 @@ _LOG_GAIN_FLOOR = 2e-3
 
 @dataclass
 class Overlap:
-    """The common bounding box of tiles ``a`` and ``b`` (indices into the tile list).
+    """The common bounding box of two tiles.
 
-    ``slice_a``/``slice_b`` cut the box out of each tile; ``minor_px`` is its short side.
+    Parameters
+    ----------
+    a, b : int
+        Indices of the two tiles in the tile list, ``a < b``.
+    slice_a, slice_b : (slice, slice)
+        The box in each tile's own pixels.
+    minor_px : int
+        The box's short side.
+    n_samples : ndarray, shape (C,), int64
+        Samples used per channel, filled in by :func:`solve_photometry`.
     """
 
     a: int
@@ -73,7 +84,17 @@ class Overlap:
 
 @dataclass
 class PhotometrySolution:
-    """Per-tile gains and offsets, shape (T, C), and a JSON-able report."""
+    """Per-tile gains and offsets and a JSON-able report.
+
+    Parameters
+    ----------
+    gains, offsets : ndarray, shape (T, C), float64
+        ``x' = gain·x + offset`` per tile and channel.
+    reference : int
+        Index of the tile held at gain 1, offset 0.
+    info : dict
+        The report (see :func:`solve_photometry`).
+    """
 
     gains: np.ndarray
     offsets: np.ndarray
@@ -82,7 +103,18 @@ class PhotometrySolution:
 
 
 def find_overlaps(boxes: Sequence[tuple[int, int, int, int]]) -> list[Overlap]:
-    """Pairs of tiles whose boxes ``(y0, x0, h, w)`` intersect, ``a < b`` (one vectorised pass per tile)."""
+    """Find the pairs of tiles whose boxes intersect (one vectorised pass per tile).
+
+    Parameters
+    ----------
+    boxes : sequence of (y0, x0, h, w)
+        Each tile's box on the canvas, in pixels.
+
+    Returns
+    -------
+    list of Overlap
+        One per intersecting pair, ``a < b``, ordered by ``a`` then ``b``.
+    """
     arr = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
     y0, x0 = arr[:, 0], arr[:, 1]
     y1, x1 = y0 + arr[:, 2], x0 + arr[:, 3]
@@ -132,7 +164,7 @@ def _robust_line(xa: np.ndarray, xb: np.ndarray) -> tuple[float, float, int]:
         resid = xb - slope * xa - icpt
         centre = np.median(resid)
         dev = np.abs(resid - centre)
-        scale = 1.4826 * np.median(dev)
+        scale = MAD_TO_SIGMA * np.median(dev)
         new_keep = dev <= _KAPPA * scale if scale > 0 else dev <= np.max(dev)
         if it > 0 and np.array_equal(new_keep, keep):
             break
@@ -146,59 +178,6 @@ def _robust_line(xa: np.ndarray, xb: np.ndarray) -> tuple[float, float, int]:
         icpt = float(kb.mean() - slope * ka.mean())
         corr = sab / np.sqrt(saa * sbb)
     return float(slope), float(corr), int(keep.sum())
-
-
-def _clipped_location(d: np.ndarray) -> tuple[float, float, int]:
-    """3σ-clipped mean of ``d`` (median start, MAD scale): (location, std of kept, n kept)."""
-    centre = float(np.median(d))
-    keep = np.ones(d.size, dtype=bool)
-    for _ in range(_MAX_FIT_ITERS):
-        scale = 1.4826 * np.median(np.abs(d - centre))
-        new_keep = np.abs(d - centre) <= _KAPPA * scale if scale > 0 else np.abs(d - centre) <= 0
-        if not new_keep.any():
-            break
-        centre = float(d[new_keep].mean())
-        if np.array_equal(new_keep, keep):
-            break
-        keep = new_keep
-    kept = d[keep]
-    return centre, float(kept.std()) if kept.size > 1 else 0.0, int(keep.sum())
-
-
-def _solve_graph(n_nodes: int, ref: int, edges: np.ndarray, values: np.ndarray, weights: np.ndarray,
-                 floor: float) -> tuple[np.ndarray, int, np.ndarray]:
-    """IRLS for ``x_a − x_b ≈ v`` (edges (E, 2)), x_ref = 0, ridge pull to 0; returns (x, iters, huber)."""
-    huber = np.ones(len(values))
-    x = np.zeros(n_nodes)
-    if len(values) == 0 or n_nodes < 2:
-        return x, 0, huber
-    free = np.array([i for i in range(n_nodes) if i != ref])
-    col = np.full(n_nodes, -1)
-    col[free] = np.arange(free.size)
-    rows = np.repeat(np.arange(len(values)), 2)
-    signs = np.tile([1.0, -1.0], len(values))
-    cols = col[edges.ravel()]
-    use = cols >= 0
-    inc = sp.csr_matrix((signs[use], (rows[use], cols[use])), shape=(len(values), free.size))
-    ridge = 1e-12 * max(float(weights.max()), 1e-30) + 1e-30
-    iters = 0
-    for iters in range(1, _MAX_SOLVE_ITERS + 1):
-        w = weights * huber
-        normal = (inc.T @ sp.diags(w) @ inc + ridge * sp.identity(free.size)).tocsc()
-        sol = np.atleast_1d(spsolve(normal, inc.T @ (w * values)))
-        new_x = np.zeros(n_nodes)
-        new_x[free] = sol
-        resid = new_x[edges[:, 0]] - new_x[edges[:, 1]] - values
-        z = resid * np.sqrt(weights)
-        scale = 1.4826 * np.median(np.abs(z)) if len(values) > free.size else np.inf
-        new_huber = np.ones(len(values))
-        big = (np.abs(z) > _HUBER_C * scale) & (np.abs(resid) > floor)
-        new_huber[big] = _HUBER_C * scale / np.abs(z[big])
-        delta = np.max(np.abs(new_x - x))
-        x, huber = new_x, new_huber
-        if delta <= 1e-9 * (1.0 + np.max(np.abs(x))) and iters > 1:
-            break
-    return x, iters, huber
 
 
 def _reference(n_tiles: int, overlaps: Sequence[Overlap], n_valid: Sequence[int]) -> int:
@@ -229,6 +208,8 @@ def solve_photometry(images: Sequence[np.ndarray], valid: Sequence[np.ndarray], 
         Index of the reference tile; None picks the tile sharing the most overlap samples.
     tile_ids : sequence of int
         Only used to name tiles in ``info``.
+    min_samples : int
+        Fewest overlap samples for a pair to be fitted in a channel.
     progress : callable
         Called once per overlap fitted.
 
@@ -289,7 +270,8 @@ def _solve_channel(c: int, fits_ab: list, overlaps: Sequence[Overlap], ref: int,
             w_gain[i] = n_kept * min(corr * corr / max(1.0 - corr * corr, 1e-12), 1e6)
         pair_rows[k]["gain_weight"].append(float(w_gain[i]))
     # edge (a, b) says log g_a − log g_b = log s
-    log_g, it_g, hub_g = _solve_graph(n_tiles, ref, edges, log_s, w_gain, _LOG_GAIN_FLOOR)
+    log_g, it_g, hub_g = solve_graph(edges, log_s, w_gain, n_nodes=n_tiles, fixed=(ref,), huber_c=_HUBER_C,
+                                     floor=_LOG_GAIN_FLOOR)
     g = np.where(member, np.exp(log_g), 1.0)
     clipped = [int(t) for t in np.flatnonzero((g < GAIN_RANGE[0]) | (g > GAIN_RANGE[1]))]
     g = np.clip(g, *GAIN_RANGE)
@@ -298,11 +280,11 @@ def _solve_channel(c: int, fits_ab: list, overlaps: Sequence[Overlap], ref: int,
     for i, k in enumerate(used):
         xa, xb = fits_ab[k][c]
         a, b = edges[i]
-        d[i], sd[i], n_kept = _clipped_location(g[a] * xa - g[b] * xb)
+        d[i], sd[i], n_kept = clipped_mean(g[a] * xa - g[b] * xb)
         w_off[i] = n_kept / max(sd[i] ** 2, 1e-12 * (1.0 + d[i] ** 2))
     floor = 0.1 * float(np.median(sd)) if len(sd) else 0.0
     # o_b − o_a = d  ⇔  o_a − o_b = −d
-    o, it_o, hub_o = _solve_graph(n_tiles, ref, edges, -d, w_off, floor)
+    o, it_o, hub_o = solve_graph(edges, -d, w_off, n_nodes=n_tiles, fixed=(ref,), huber_c=_HUBER_C, floor=floor)
     o = np.where(member, o, 0.0)
     gains[:, c], offsets[:, c] = g, o
     for k in range(len(overlaps)):

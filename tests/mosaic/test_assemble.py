@@ -1,4 +1,4 @@
-"""Mosaic assembly: photometric matching, feathered blending, outputs (grid/assemble.py)."""
+"""Mosaic assembly: photometric matching, feathered blending, outputs (mosaic/assemble.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from zemosaic_xp.grid import TileImage, assemble_mosaic, seam_steps, write_mosaic_outputs, write_preview_png
+from zemosaic_xp.diagnostics import seam_steps
+from zemosaic_xp.mosaic import TileImage, assemble_mosaic, write_mosaic_outputs
 from zemosaic_xp.synthetic import render_sky
 
 SHAPE = (300, 420)
@@ -279,85 +280,9 @@ class TestOutputs:
         assert paths["preview"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths.values())
 
-    def test_preview_png(self, tmp_path):
-        from matplotlib.image import imread
-
-        image = np.full((50, 80, 3), np.nan, np.float32)
-        image[10:40, 10:70] = np.random.default_rng(0).normal(100, 5, (30, 60, 3))
-        path = write_preview_png(image, tmp_path / "p.png", max_size_px=40)
-        pixels = imread(path)
-        assert pixels.shape[:2] == (25, 40)
-        assert (pixels[-1, 0, :3] == 0).all()  # NaN → black (row 0 is the bottom row)
-        mono = write_preview_png(image[..., 0], tmp_path / "m.png")
-        assert imread(mono).shape[:2] == (50, 80)
-
-    def test_preview_write_is_atomic(self, tmp_path, monkeypatch):
-        from pathlib import Path as _Path
-
-        def boom(*_a, **_k):
-            raise OSError("disk full")
-
-        monkeypatch.setattr(_Path, "write_bytes", boom)
-        with pytest.raises(OSError, match="disk full"):
-            write_preview_png(np.ones((4, 4)), tmp_path / "p.png")
-        assert list(tmp_path.iterdir()) == []
-
 
 def test_paths_are_pathlib(tmp_path):
     img = np.ones((8, 8, 1), np.float32)
     result = assemble_mosaic([TileImage(1, 0, 0, img, img, np.ones((8, 8), np.float32))], (8, 8))
     paths = write_mosaic_outputs(result, str(tmp_path / "out"))
     assert all(isinstance(p, Path) and p.exists() for p in paths.values())
-
-
-class TestSeamSteps:
-    def _two_tiles(self, step: float, gradient: float = 0.0):
-        # Tile 1 covers columns [0, 60), tile 2 columns [40, 100); the mosaic jumps by `step`
-        # at column 60, the edge of tile 1 seen from tile 2's side, on top of a gradient.
-        yy, xx = np.mgrid[0:50, 0:100].astype(np.float64)
-        mosaic = 100.0 + gradient * xx + 0.5 * yy
-        mosaic[:, :60] += step
-        ones = np.ones((50, 60, 1), np.float32)
-        tiles = [TileImage(1, 0, 0, ones, ones, ones[..., 0]), TileImage(2, 0, 40, ones, ones, ones[..., 0])]
-        return mosaic, tiles
-
-    def test_known_step_with_gradient(self):
-        from zemosaic_xp.grid.seams import seam_segments
-
-        mosaic, tiles = self._two_tiles(7.0, gradient=2.0)
-        segments = seam_segments(mosaic, tiles)
-        assert [(s["tile_id"], s["side"]) for s in segments] == [(1, "x+"), (2, "x-")]
-        assert segments[0]["step"][0] == pytest.approx(7.0)   # inside tile 1 is 7 higher
-        assert segments[1]["step"][0] == pytest.approx(0.0, abs=1e-9)  # tile 2's edge at 40: none
-        np.testing.assert_allclose(seam_steps(mosaic, tiles), [7.0, 0.0], atol=1e-9)
-
-    def test_gradient_alone_is_not_a_seam(self):
-        mosaic, tiles = self._two_tiles(0.0, gradient=5.0)
-        np.testing.assert_allclose(seam_steps(mosaic, tiles), 0.0, atol=1e-9)
-
-    def test_star_on_the_edge_is_ignored(self):
-        mosaic, tiles = self._two_tiles(0.0)
-        mosaic += np.random.default_rng(0).normal(0, 1.0, mosaic.shape)
-        yy, xx = np.mgrid[0:50, 0:100]
-        mosaic += 5000 * np.exp(-((yy - 25) ** 2 + (xx - 62) ** 2) / (2 * 1.3**2))
-        assert seam_steps(mosaic, tiles).max() < 0.5
-
-    def test_per_channel_and_no_boundary(self):
-        mosaic, tiles = self._two_tiles(3.0)
-        rgb = np.stack([mosaic, mosaic * 2, mosaic], axis=-1)
-        assert seam_steps(rgb, tiles, per_channel=True).shape == (2, 3)
-        assert seam_steps(rgb, tiles).tolist() == pytest.approx([6.0, 0.0], abs=1e-6)
-        assert seam_steps(mosaic, tiles[:1]).size == 0
-
-
-def test_reduced_major_axis_slope_is_unbiased():
-    # Errors in both variables: ordinary least squares would shrink the slope towards 0
-    # (here by ~50 %); the clipped reduced-major-axis fit recovers the gain ratio.
-    from zemosaic_xp.grid.photometry import _robust_line
-
-    rng = np.random.default_rng(0)
-    signal = rng.normal(1000.0, 10.0, 20000)
-    xa = signal + rng.normal(0, 10.0, signal.size)
-    xb = 1.05 * (signal + rng.normal(0, 10.0, signal.size)) + 30.0
-    slope, corr, n_kept = _robust_line(xa, xb)
-    assert slope == pytest.approx(1.05, rel=0.02) and 0.3 < corr < 0.7 and n_kept > 19000

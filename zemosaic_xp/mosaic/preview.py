@@ -1,0 +1,102 @@
+"""The PNG preview of a mosaic: a NaN-aware block mean, then a per-channel asinh stretch.
+
+Both steps are astropy's: :func:`astropy.nddata.block_reduce` (with ``numpy.nanmean``)
+shrinks the image to at most ``max_size_px`` on its long side, and
+:mod:`astropy.visualization` maps each channel from its 0.5–99.8 percentile interval
+through an asinh stretch. The preview is for looking at, not for measuring: it is
+written beside the FITS outputs and nothing reads it back.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..io.png import write_png
+
+__all__ = ["write_preview_png"]
+
+# Black and white points: percentiles of each channel's finite pixels.
+_PERCENTILES = (0.5, 99.8)
+# astropy's AsinhStretch(a): linear below ~a of the interval, logarithmic above;
+# 0.1 lifts faint nebulosity without burning the stars.
+_ASINH_A = 0.1
+
+
+def _hwc(image: np.ndarray) -> np.ndarray:
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.ndim != 3:
+        msg = f"image has shape {img.shape}; expected (H, W) or (H, W, C)"
+        raise ValueError(msg)
+    return img
+
+
+def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    """NaN-aware ``factor × factor`` block mean of (H, W, C); NaN where a block is empty.
+
+    The image is padded with NaN to a multiple of ``factor`` first (``block_reduce``
+    alone would trim the last partial blocks): the preview keeps every edge pixel.
+    """
+    from astropy.nddata import block_reduce
+
+    if factor <= 1:
+        return image
+    h, w, _ = image.shape
+    pad = ((0, -h % factor), (0, -w % factor), (0, 0))
+    padded = np.pad(image, pad, constant_values=np.nan)
+    with warnings.catch_warnings():
+        # An all-NaN block (sky no tile covers) is routine; nanmean gives it NaN.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return block_reduce(padded, (factor, factor, 1), func=np.nanmean).astype(np.float32)
+
+
+def _stretch(image: np.ndarray) -> np.ndarray:
+    """Each channel through its percentile interval and the asinh stretch, into [0, 1]; NaN → 0."""
+    from astropy.visualization import AsinhStretch, AsymmetricPercentileInterval
+
+    interval = AsymmetricPercentileInterval(*_PERCENTILES)
+    stretch = AsinhStretch(a=_ASINH_A)
+    out = np.zeros(image.shape, dtype=np.float32)
+    for c in range(image.shape[2]):
+        chan = image[..., c]
+        finite = np.isfinite(chan)
+        if finite.any():
+            out[..., c] = np.where(finite, stretch(interval(chan)), 0.0)
+    return out
+
+
+def write_preview_png(image: np.ndarray, path: str | os.PathLike, *, max_size_px: int = 2048) -> Path:
+    """Write an asinh-stretched 8-bit PNG preview of a mosaic, atomically.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W) or (H, W, C), float
+        C = 1 gives a grey image, C = 3 RGB; NaN = no data (black).
+    path : str or path-like
+        The PNG to write.
+    max_size_px : int
+        Larger images are block-averaged (NaN-aware) down to at most this long side:
+        ``ceil(H / f) × ceil(W / f)`` pixels with ``f = ceil(max(H, W) / max_size_px)``.
+
+    Returns
+    -------
+    Path
+        The written file. Row 0 of ``image`` is the bottom row of the PNG (FITS
+        convention, as in ``imshow(origin="lower")``).
+
+    Raises
+    ------
+    ValueError
+        ``image`` is not 2-D or 3-D.
+    """
+    img = _hwc(image)
+    factor = max(1, -(-max(img.shape[:2]) // max_size_px))
+    rgb = _stretch(_block_mean(img, factor))
+    rgb = np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb[..., :3]
+    pixels = np.round(rgb[::-1] * 255.0).astype(np.uint8)
+    return write_png(path, pixels)

@@ -39,7 +39,15 @@ def to_host(array: Any) -> np.ndarray:
         return array.get()
     if is_torch_array(array):
         return array.detach().to("cpu").numpy()
+    device = getattr(array, "device", None)
+    if type(device).__module__.startswith("array_api_strict") and str(device) != str(_strict_cpu(device)):
+        # array-api-strict refuses to export arrays of its other devices to NumPy.
+        array = array.to_device(_strict_cpu(device))
     return np.asarray(array)
+
+
+def _strict_cpu(device: Any) -> Any:
+    return type(device)("CPU_DEVICE")
 
 
 def _native_float32(host: np.ndarray) -> np.ndarray:
@@ -72,7 +80,8 @@ def to_backend(array: Any, backend: Backend | str, *, dtype_float32: bool = True
     """
     backend = select_backend(backend)
     try:
-        same = backend_of(array).name == backend.name
+        current = backend_of(array)
+        same = current.name == backend.name and (backend.device is None or current.device == backend.device)
     except TypeError:
         same = False
     native = not isinstance(array, np.ndarray) or array.dtype.isnative
@@ -97,6 +106,6 @@ def to_backend(array: Any, backend: Backend | str, *, dtype_float32: bool = True
 
         return torch.from_numpy(np.ascontiguousarray(host)).to(backend.device)
     if lib == "array_api_strict":
-        return backend.xp.asarray(host)
+        return backend.xp.asarray(host, device=backend.device)
     msg = f"cannot move arrays to backend {backend.name!r}"
     raise ValueError(msg)

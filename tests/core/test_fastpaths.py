@@ -16,7 +16,7 @@ import pytest
 from zemosaic_xp import StackConfig, stack
 from zemosaic_xp.core import ops as core_ops
 from zemosaic_xp.core.ops import ArrayOps, ops_for, portable_only
-from zemosaic_xp.core.reject_sigma import kappa_sigma_fit
+from zemosaic_xp.core.reject.kappa_sigma import kappa_sigma_fit
 from zemosaic_xp.core.stack import stack_frames
 from zemosaic_xp.fastpaths import GpuOps, NumpyOps, TorchCpuOps
 from zemosaic_xp.synthetic import make_stack
@@ -250,7 +250,7 @@ def test_core_never_imports_array_libraries():
 @pytest.mark.parametrize("inclusive", [False, True])
 def test_range_searches_match_searchsorted(backend, inclusive):
     # search_rows (binary search) and search_near (guess first) on a sub-range [lo, hi).
-    from zemosaic_xp.core.ranges import search_near, search_rows
+    from zemosaic_xp.core.sorted_rows import search_near, search_rows
 
     xp = backend.xp
     rng = np.random.default_rng(4)
@@ -271,13 +271,14 @@ def test_range_searches_match_searchsorted(backend, inclusive):
 
 
 def test_range_sum_from_prefix_sums(backend):
-    from zemosaic_xp.core.ranges import range_sum
+    from zemosaic_xp.core.sorted_rows import range_sum
 
     xp = backend.xp
     d = np.random.default_rng(6).normal(size=(30, 9))
     lo = np.arange(30) % 10
     hi = np.minimum(lo + np.arange(30) % 4, 9)
-    got = range_sum(xp.cumulative_sum(on(backend, d), axis=-1), xp.astype(on(backend, lo), xp.int64),
+    got = range_sum(xp.cumulative_sum(on(backend, d), axis=-1, include_initial=True),
+                    xp.astype(on(backend, lo), xp.int64),
                     xp.astype(on(backend, hi), xp.int64), xp=xp)
     want = [d[i, lo[i]:hi[i]].sum() for i in range(30)]
     np.testing.assert_allclose(host(got), want, rtol=1e-5, atol=1e-5)

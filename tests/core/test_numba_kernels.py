@@ -19,9 +19,9 @@ import pytest
 
 from zemosaic_xp import StackConfig, fastpaths, stack
 from zemosaic_xp.core.ops import ArrayOps, portable_only
-from zemosaic_xp.core.reject_sigma import kappa_sigma_fit
-from zemosaic_xp.core.reject_pixinsight import wsc_pixinsight_fit
-from zemosaic_xp.core.reject_wsc import reject_wsc_zemosaic
+from zemosaic_xp.core.reject.kappa_sigma import kappa_sigma_fit
+from zemosaic_xp.core.reject.winsorized_sigma_clip import wsc_pixinsight_fit
+from zemosaic_xp.core.reject.winsorized_sigma_clip_zemosaic import _reject_wsc_zemosaic as reject_wsc_zemosaic
 from zemosaic_xp.core.samples import Samples
 from zemosaic_xp.core.stack import stack_frames
 from zemosaic_xp.fastpaths import NUMBA_ENV, NumpyOps, numba_kernels
@@ -184,7 +184,7 @@ def test_pixinsight_wsc_kernel_declines_float64():
 
 def test_pixinsight_kernel_constants_are_the_core_s():
     from zemosaic_xp import _numba_pixinsight as native
-    from zemosaic_xp.core import reject_pixinsight as core
+    from zemosaic_xp.core.reject import winsorized_sigma_clip as core
     from zemosaic_xp.core.nanstats import MAD_TO_SIGMA
 
     for name in ("HUBER_C", "WINSOR_CORRECTION", "TOLERANCE", "INNER_MAX_ITERS"):

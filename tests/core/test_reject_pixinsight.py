@@ -12,7 +12,7 @@ import pytest
 
 from zemosaic_xp import StackConfig, stack
 from zemosaic_xp.core.ops import ArrayOps
-from zemosaic_xp.core.reject_pixinsight import wsc_pixinsight_fit
+from zemosaic_xp.core.reject.winsorized_sigma_clip import wsc_pixinsight_fit
 from zemosaic_xp.core.stack import stack_frames
 from zemosaic_xp.fastpaths import GpuOps
 from tests.conftest import get_backend, host, on

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from zemosaic_xp import StackConfig
-from zemosaic_xp.core.reject_wsc import _wsc_weighted, reject_wsc_zemosaic
+from zemosaic_xp.core.reject.winsorized_sigma_clip_zemosaic import _reject_wsc_zemosaic as reject_wsc_zemosaic
+from zemosaic_xp.core.reject.winsorized_sigma_clip_zemosaic import _wsc_weighted
 from zemosaic_xp.core.samples import Samples
 from tests.conftest import host, on
 

@@ -130,9 +130,9 @@ class ArrayOps:
         """Median of ``|s − centre|`` over each sorted row's valid samples (float32).
 
         Portable: a selection in the two sorted runs of deviations, no second sort
-        (:func:`~zemosaic_xp.core.ranges.mad_sorted`). Shapes ``(R, N)``, ``(R,)``, ``(R,)``.
+        (:func:`~zemosaic_xp.core.sorted_rows.mad_sorted`). Shapes ``(R, N)``, ``(R,)``, ``(R,)``.
         """
-        from .ranges import mad_sorted
+        from .sorted_rows import mad_sorted
 
         return mad_sorted(s, n_valid, centre, xp=self.xp)
 
@@ -202,7 +202,7 @@ class ArrayOps:
                         max_iters: int, ddof: int, min_survivors: int) -> tuple[Array, ...] | None:
         """A native median-centred κ-σ clip of sorted rows, or None to run the portable one.
 
-        The portable reference is :func:`~zemosaic_xp.core.reject_sigma.kappa_sigma_fit`
+        The portable reference is :func:`~zemosaic_xp.core.reject.kappa_sigma.kappa_sigma_fit`
         itself (this default returns None); a native version must give identical
         ranges, iteration counts and centres, and the same kept sums up to float64
         rounding.
@@ -213,12 +213,12 @@ class ArrayOps:
             Rows sorted ascending, invalid samples last as ``+inf`` (:meth:`sort_valid`).
         n_valid : array, shape (R,), int64
         kappa_low, kappa_high, max_iters, ddof, min_survivors
-            As :func:`~zemosaic_xp.core.reject_sigma.kappa_sigma_fit`.
+            As :func:`~zemosaic_xp.core.reject.kappa_sigma.kappa_sigma_fit`.
 
         Returns
         -------
         (lo, hi, iterations, centre, kept_sum) or None
-            The fields of :class:`~zemosaic_xp.core.reject_sigma.RangeFit`, each shape
+            The fields of :class:`~zemosaic_xp.core.reject._common.RangeFit`, each shape
             ``(R,)``: int64 ``[lo, hi)`` and iterations, float32 median (0 for rows
             without valid samples), float64 ``Σ (x − centre)`` over the kept range.
         """
@@ -230,7 +230,7 @@ class ArrayOps:
         """A native PixInsight/Siril winsorised sigma clip of sorted rows, or None (portable).
 
         Same contract as :meth:`kappa_sigma_fit` (no ``ddof``), for
-        :func:`~zemosaic_xp.core.reject_pixinsight.wsc_pixinsight_fit`, the default
+        :func:`~zemosaic_xp.core.reject.winsorized_sigma_clip.wsc_pixinsight_fit`, the default
         ``winsorized_sigma_clip``: identical ranges, iteration counts and centres, and
         ``Σ (x − centre)`` over the kept range as the core's anchored sums give it.
         """
@@ -241,7 +241,7 @@ class ArrayOps:
         """A native unweighted ZeMosaic-style WSC of sorted rows, or None (portable).
 
         Same contract as :meth:`kappa_sigma_fit`, for the range path of
-        :func:`~zemosaic_xp.core.reject_wsc.reject_wsc_zemosaic` (``wsc_impl="zemosaic"``,
+        :mod:`~zemosaic_xp.core.reject.winsorized_sigma_clip_zemosaic` (``wsc_impl="zemosaic"``,
         the Huber WSC of upstream_spec §2.6.1). Returns ``(lo, hi, iterations, centre, kept_sum)``, each ``(R,)``:
         the kept range after the final bounds and the survivor guard, the iterations
         run, the row's float32 median and ``Σ (x − median)`` over the range in float64.
@@ -267,7 +267,7 @@ class ArrayOps:
         (keep, n_low, n_high, iterations) or None
             ``keep`` shape (R, N) bool in the order of ``x``; the others shape (R,),
             int64. As the direct formulation in
-            :func:`~zemosaic_xp.core.reject_wsc.reject_wsc_zemosaic`.
+            :mod:`~zemosaic_xp.core.reject.winsorized_sigma_clip_zemosaic`.
         """
         return None
 

@@ -1,7 +1,10 @@
-"""Iterative κ-σ rejection (median centre) on sorted rows, converging per pixel.
+"""``kappa_sigma``: iterative median-centred κ-σ rejection on sorted rows, converging per pixel.
 
-See :mod:`.reject` for the shared contract. The winsorised sigma clips live in
-:mod:`.reject_pixinsight` (the default) and :mod:`.reject_wsc` (ZeMosaic's variant).
+Per pixel: c = median and σ = std (``ddof``) of the kept samples, keep
+``c − κl·σ <= x <= c + κh·σ`` among them, and repeat until the kept set stops
+changing or ``max_iters`` (astropy's ``sigma_clip``). See :mod:`zemosaic_xp.core.reject`
+for the contract every rejection shares. :func:`kappa_sigma_ranges` also serves the
+frame statistics (the 3σ-clipped noise of :mod:`zemosaic_xp.core.framestats`).
 """
 
 from __future__ import annotations
@@ -11,14 +14,14 @@ from typing import Any
 
 from array_api_compat import device as _device
 
-from .config import StackConfig
-from .nanstats import median_sorted, take_rows
-from .ops import ArrayOps, ops_for
-from .ranges import centred_prefix_sums, range_sum, search_rows
-from .reject_common import range_rejection
-from .samples import Rejection, Samples
+from ..config import StackConfig
+from ..nanstats import median_sorted
+from ..ops import ArrayOps, ops_for
+from ..samples import Rejection, Samples
+from ..sorted_rows import centred_prefix_sums, range_sum, search_rows, take_rows
+from ._common import RangeFit, range_rejection
 
-__all__ = ["kappa_sigma_ranges", "kappa_sigma_fit", "RangeFit", "reject_kappa_sigma"]
+__all__ = ["kappa_sigma_ranges", "kappa_sigma_fit"]
 
 Array = Any
 
@@ -29,28 +32,6 @@ class _Clip:
     kappa_high: float
     ddof: int
     max_iters: int
-
-
-@dataclass
-class RangeFit:
-    """Kept range of each sorted row after a range-based clip, with its sums.
-
-    Attributes
-    ----------
-    lo, hi : array, shape (R,), int64
-        Kept range ``[lo, hi)`` of each sorted row.
-    iterations : array, shape (R,), int64
-    centre : array, shape (R,), float32
-        The row's median (0 for empty rows): the centre of ``kept_sum``.
-    kept_sum : array, shape (R,), float64
-        ``Σ (x − centre)`` over the kept range, computed in float64.
-    """
-
-    lo: Array
-    hi: Array
-    iterations: Array
-    centre: Array
-    kept_sum: Array
 
 
 def kappa_sigma_ranges(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,
@@ -222,7 +203,7 @@ def _dense_fit(s: Array, n: Array, m0: Array, need: Array, clip: _Clip, xp: Any,
     return lo, hi, iterations, range_sum(p1, lo, hi, xp=xp)
 
 
-def reject_kappa_sigma(samples: Samples, config: StackConfig) -> Rejection:
+def _reject_kappa_sigma(samples: Samples, config: StackConfig) -> Rejection:
     """Median-centred iterative κ-σ clipping (astropy ``sigma_clip`` semantics).
 
     Centre = median, scale = std (``config.sigma_ddof``, default 0 like astropy) of the
@@ -234,5 +215,5 @@ def reject_kappa_sigma(samples: Samples, config: StackConfig) -> Rejection:
         kappa_high=config.kappa_high, max_iters=config.effective_max_iters(),
         ddof=config.sigma_ddof, min_survivors=config.min_survivors, xp=samples.xp,
         ops=samples.ops)
-    return range_rejection(samples, fit.lo[:, None], fit.hi[:, None], fit.iterations,
-                           centre=fit.centre, kept_sum=fit.kept_sum)
+    return range_rejection(samples, fit.lo, fit.hi, fit.iterations, centre=fit.centre,
+                           kept_sum=fit.kept_sum)

@@ -1,0 +1,119 @@
+"""What the rejection modules share: the survivor floor and the kept set as a sorted range.
+
+Every value-threshold rejection keeps a contiguous index range ``[lo, hi)`` of each
+pixel's sorted samples (``Samples.sorted``). :func:`range_rejection` turns such a range
+into a :class:`~zemosaic_xp.core.samples.Rejection` through value bounds, which is exact
+when the range came from value thresholds. Ranges that come from *counting* samples
+(drop the k highest, remove one extreme per ESD step) can split a run of equal values;
+:func:`exact_range_rejection` then falls back to the rank of every sample, so the kept
+multiset is exactly ``sorted[lo:hi]`` and the rejection maps count exactly the samples
+dropped. The array helpers on sorted rows themselves live in :mod:`zemosaic_xp.core.sorted_rows`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from array_api_compat import device as _device
+
+from ..config import StackConfig
+from ..samples import Rejection, Samples
+from ..sorted_rows import take_rows
+
+__all__ = ["RangeFit", "min_keep", "range_rejection", "exact_range_rejection", "keep_from_sorted"]
+
+Array = Any
+
+
+@dataclass
+class RangeFit:
+    """Kept range of each sorted row after a range-based clip, with its sums.
+
+    Attributes
+    ----------
+    lo, hi : array, shape (R,), int64
+        Kept range ``[lo, hi)`` of each sorted row.
+    iterations : array, shape (R,), int64
+    centre : array, shape (R,), float32
+        The row's median (0 for empty rows): the centre of ``kept_sum``.
+    kept_sum : array, shape (R,), float64
+        ``Σ (x − centre)`` over the kept range, computed in float64.
+    """
+
+    lo: Array
+    hi: Array
+    iterations: Array
+    centre: Array
+    kept_sum: Array
+
+
+def min_keep(n_valid: Array, config: StackConfig, xp: Any) -> Array:
+    """``min(config.min_survivors, n_valid)``: the fewest samples a pixel may keep (any shape)."""
+    return xp.minimum(n_valid, xp.full_like(n_valid, config.min_survivors))
+
+
+def range_rejection(samples: Samples, lo: Array, hi: Array, iterations: Array, *,
+                    centre: Array | None = None, kept_sum: Array | None = None) -> Rejection:
+    """Turn a sorted-index range ``[lo, hi)`` (each ``(P,)``, int64) into a :class:`Rejection`.
+
+    The keep mask in the original sample order is built only if a combine asks for
+    it: value bounds ``s[lo] <= x <= s[hi-1]`` select exactly the range, ties
+    included, because every range bound comes from a count of values below / above
+    a threshold. ``centre`` / ``kept_sum`` (``(P,)``, see :class:`Rejection`) let an
+    unweighted mean skip the samples entirely.
+    """
+    xp = samples.xp
+    n = samples.n_valid[:, 0]
+
+    def keep() -> Array:
+        s = samples.sorted
+        has = hi > lo
+        zero = xp.zeros_like(lo)
+        first = take_rows(s, xp.where(has, lo, zero), xp=xp)[:, None]
+        last = take_rows(s, xp.where(has, hi - 1, zero), xp=xp)[:, None]
+        return samples.valid & has[:, None] & (samples.x >= first) & (samples.x <= last)
+
+    return Rejection(None, lo, n - hi, iterations, lo=lo[:, None], hi=hi[:, None], keep_factory=keep,
+                     centre=centre, kept_sum=kept_sum)
+
+
+def _sorted_ranks(samples: Samples) -> Array:
+    """Position of every sample in ``samples.sorted``, shape ``(P, N)``, int64.
+
+    Equal values are ranked by frame index (a stable argsort), so every backend drops
+    the same frame of a tie; invalid samples rank last. Costs two argsorts.
+    """
+    xp = samples.xp
+    inf = xp.asarray(xp.inf, dtype=samples.x.dtype, device=_device(samples.x))
+    order = xp.argsort(xp.where(samples.valid, samples.x, inf), axis=-1, stable=True)
+    # The inverse of a permutation: no ties, so stability does not matter here.
+    return xp.argsort(order, axis=-1, stable=False)
+
+
+def keep_from_sorted(samples: Samples, keep_sorted: Array) -> Array:
+    """A keep mask given per sorted position ``(P, N)`` → per sample, original order."""
+    xp = samples.xp
+    return xp.take_along_axis(keep_sorted, _sorted_ranks(samples), axis=-1) & samples.valid
+
+
+def exact_range_rejection(samples: Samples, lo: Array, hi: Array, iterations: Array) -> Rejection:
+    """Like :func:`range_rejection`, exact even when ``[lo, hi)`` splits a run of ties.
+
+    When no pixel of the band has a tie across ``lo`` or ``hi`` the value bounds are
+    exact and cheap; otherwise samples are kept by their rank in the sorted order.
+    """
+    xp = samples.xp
+    s, n = samples.sorted, samples.n_valid[:, 0]
+    has = hi > lo
+
+    def at(idx: Array) -> Array:
+        return take_rows(s, idx, xp=xp, clip=True)
+
+    left_tie = has & (lo > 0) & (at(lo - 1) == at(lo))
+    right_tie = has & (hi < n) & (at(hi - 1) == at(hi))
+    if not bool(xp.any(left_tie | right_tie)):
+        return range_rejection(samples, lo, hi, iterations)
+    ranks = _sorted_ranks(samples)
+    keep = samples.valid & (ranks >= lo[:, None]) & (ranks < hi[:, None])
+    return Rejection(keep, lo, n - hi, iterations, lo=lo[:, None], hi=hi[:, None])

@@ -41,10 +41,13 @@ def take_rows(s: Array, idx: Array, /, *, xp: Any, rows: Array | None = None,
     Parameters
     ----------
     s : array, shape (..., N)
-    idx : array, integer
+        Rows to read (any dtype).
+    idx : array, int
         One column per row, shape ``s.shape[:-1]``; or, with ``rows``, shape (K,).
         Columns lie in ``[0, N)`` unless ``clip``.
-    rows : array, shape (K,), integer in [0, R), optional
+    xp : namespace
+        The array namespace of ``s``.
+    rows : array, shape (K,), int in [0, R), optional
         For 2-D ``s`` only: gather ``s[rows[i], idx[i]]`` (a subset of the rows, without
         copying them).
     clip : bool
@@ -53,7 +56,8 @@ def take_rows(s: Array, idx: Array, /, *, xp: Any, rows: Array | None = None,
 
     Returns
     -------
-    array, shape of ``idx``, dtype of ``s``, on the device of ``s``
+    array, shape of ``idx``, dtype of ``s``
+        The gathered values, on the device of ``s``.
 
     Notes
     -----
@@ -80,17 +84,23 @@ def search_rows(s: Array, threshold: Array, lo: Array, hi: Array, /, *, inclusiv
 
     Parameters
     ----------
-    s : array, shape (R, N), sorted ascending along the last axis
-    threshold : array, shape (K,), float32 or float64 (compared exactly)
-    lo, hi : array, shape (K,), int64 with ``lo <= hi``
+    s : array, shape (R, N)
+        Rows sorted ascending along the last axis.
+    threshold : array, shape (K,), float32 or float64
+        One threshold per searched row (compared exactly, without rounding).
+    lo, hi : array, shape (K,), int64
+        The range ``[lo, hi)`` searched in each row, ``lo <= hi``.
     inclusive : bool
         Count the samples equal to ``threshold`` as below it (default False).
+    xp : namespace
+        The array namespace of ``s``.
     rows : array, shape (K,), int64, optional
         Search rows ``rows`` of ``s`` (default: every row, K = R).
 
     Returns
     -------
-    array, shape (K,), int64 in ``[lo, hi]``
+    array, shape (K,), int64
+        The index in ``[lo, hi]``, on the device of ``s``.
     """
     n = int(s.shape[-1])
     left, right = lo, hi
@@ -115,10 +125,18 @@ def search_near(s: Array, threshold: Array, lo: Array, hi: Array, guess: Array, 
 
     Parameters
     ----------
-    s, threshold, lo, hi, inclusive
+    s : array, shape (R, N)
+        Rows sorted ascending along the last axis.
+    threshold : array, shape (R,), float32 or float64
+        As :func:`search_rows`.
+    lo, hi : array, shape (R,), int64
         As :func:`search_rows`.
     guess : array, shape (R,), int64
         The expected answer (any value: it is checked).
+    inclusive : bool
+        As :func:`search_rows` (default False).
+    xp : namespace
+        The array namespace of ``s``.
     ops : ArrayOps
         Its ``compact`` flag picks the strategy.
 
@@ -163,20 +181,24 @@ def centred_prefix_sums(s: Array, centre: Array, n_valid: Array, /, *, xp: Any,
 
     Parameters
     ----------
-    s : array, shape (R, N), float32, sorted, invalid last
+    s : array, shape (R, N), float32
+        Rows sorted ascending, invalid samples last.
     centre : array, shape (R,), float32
         Usually the row's median, so the float64 sums keep every digit of a variance
         even on a large pedestal.
     n_valid : array, shape (R,), int64
         Samples past it add 0.
+    xp : namespace
+        The array namespace of ``s``.
     ops : ArrayOps
         Its ``prefix_sums`` runs the sequential cumulative sums.
 
     Returns
     -------
-    f1, f2 : array, shape (R, N + 1), float64
-        ``F[:, j] = Σ_{i < j} d[:, i]`` (resp. ``d²``), so ``Σ d[a:b] = F[b] − F[a]``
-        (:func:`range_sum`).
+    f1 : array, shape (R, N + 1), float64
+        ``f1[:, j] = Σ_{i < j} d[:, i]``, so ``Σ d[a:b] = f1[b] − f1[a]`` (:func:`range_sum`).
+    f2 : array, shape (R, N + 1), float64
+        The same for ``d²``.
     """
     d = _centred(s, centre, n_valid, xp)
     edge = xp.zeros((int(s.shape[0]), 1), dtype=d.dtype, device=_device(d))
@@ -186,7 +208,7 @@ def centred_prefix_sums(s: Array, centre: Array, n_valid: Array, /, *, xp: Any,
 
 def anchored_sums(s: Array, centre: Array, n_valid: Array, /, *, xp: Any,
                   ops: ArrayOps) -> tuple[Array, Array]:
-    """Sums of ``d`` and ``d²`` (``d = f64(s) − f64(centre)``) accumulated from each row's middle.
+    """Accumulate ``d`` and ``d²`` (``d = f64(s) − f64(centre)``) outwards from each row's middle.
 
     ``F[:, j]`` for ``j = 0 … N`` is ``Σ d[mid:j]`` for ``j >= mid`` and ``−Σ d[j:mid]`` below,
     ``mid = n_valid // 2``, so that ``Σ d[a:b] = F[b] − F[a]`` for any ``a <= b``, as for
@@ -198,10 +220,8 @@ def anchored_sums(s: Array, centre: Array, n_valid: Array, /, *, xp: Any,
 
     Parameters
     ----------
-    s : array, shape (R, N), float32, sorted, invalid last
-    centre : array, shape (R,), float32
-    n_valid : array, shape (R,), int64
-    ops : ArrayOps
+    s, centre, n_valid, xp, ops
+        As :func:`centred_prefix_sums`.
 
     Returns
     -------
@@ -228,7 +248,11 @@ def range_sum(f: Array, lo: Array, hi: Array, /, *, xp: Any) -> Array:
     Parameters
     ----------
     f : array, shape (R, N + 1), float64
-    lo, hi : array, shape (R,), int64 with ``0 <= lo <= hi <= N``
+        Sums from :func:`centred_prefix_sums` or :func:`anchored_sums`.
+    lo, hi : array, shape (R,), int64
+        The range of each row, ``0 <= lo <= hi <= N``.
+    xp : namespace
+        The array namespace of ``f``.
 
     Returns
     -------
@@ -250,11 +274,14 @@ def mad_sorted(s: Array, n_valid: Array, centre: Array, /, *, xp: Any, lo: Array
 
     Parameters
     ----------
-    s : array, shape (R, N), sorted, invalid last
+    s : array, shape (R, N)
+        Rows sorted ascending, invalid samples last.
     n_valid : array, shape (R,), int64
         Valid samples per row, or the length of the sub-range starting at ``lo``.
     centre : array, shape (R,), dtype of ``s``
         Any finite value (typically the median of the range).
+    xp : namespace
+        The array namespace of ``s``.
     lo : array, shape (R,), int64, optional
         Start of the sub-range ``[lo, lo + n_valid)`` of each row; default 0.
 

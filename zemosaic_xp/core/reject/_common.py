@@ -30,11 +30,15 @@ Array = Any
 class RangeFit:
     """Kept range of each sorted row after a range-based clip, with its sums.
 
-    Attributes
+    Returned by :func:`~.kappa_sigma.kappa_sigma_fit` and
+    :func:`~.winsorized_sigma_clip.wsc_pixinsight_fit`.
+
+    Parameters
     ----------
     lo, hi : array, shape (R,), int64
         Kept range ``[lo, hi)`` of each sorted row.
     iterations : array, shape (R,), int64
+        Iterations each row ran (0 where no rejection was possible).
     centre : array, shape (R,), float32
         The row's median (0 for empty rows): the centre of ``kept_sum``.
     kept_sum : array, shape (R,), float64
@@ -49,19 +53,51 @@ class RangeFit:
 
 
 def min_keep(n_valid: Array, config: StackConfig, xp: Any) -> Array:
-    """``min(config.min_survivors, n_valid)``: the fewest samples a pixel may keep (any shape)."""
+    """The fewest samples a pixel may keep, ``min(config.min_survivors, n_valid)``.
+
+    Parameters
+    ----------
+    n_valid : array, int64, any shape
+        Valid samples per pixel.
+    config : StackConfig
+        Its ``min_survivors``.
+    xp : namespace
+        The array namespace of ``n_valid``.
+
+    Returns
+    -------
+    array, shape and dtype of ``n_valid``
+        The floor per pixel.
+    """
     return xp.minimum(n_valid, xp.full_like(n_valid, config.min_survivors))
 
 
 def range_rejection(samples: Samples, lo: Array, hi: Array, iterations: Array, *,
                     centre: Array | None = None, kept_sum: Array | None = None) -> Rejection:
-    """Turn a sorted-index range ``[lo, hi)`` (each ``(P,)``, int64) into a :class:`Rejection`.
+    """Turn a sorted-index range ``[lo, hi)`` into a :class:`Rejection`.
 
     The keep mask in the original sample order is built only if a combine asks for
     it: value bounds ``s[lo] <= x <= s[hi-1]`` select exactly the range, ties
     included, because every range bound comes from a count of values below / above
-    a threshold. ``centre`` / ``kept_sum`` (``(P,)``, see :class:`Rejection`) let an
-    unweighted mean skip the samples entirely.
+    a threshold.
+
+    Parameters
+    ----------
+    samples : Samples
+        The band; ``samples.sorted`` is the order ``lo`` and ``hi`` index.
+    lo, hi : array, shape (P,), int64
+        Kept range of each pixel's sorted samples.
+    iterations : array, shape (P,), int64
+        Iterations each pixel ran.
+    centre, kept_sum : array, shape (P,), optional
+        A float32 centre and the float64 ``Σ (x − centre)`` over the range (see
+        :class:`Rejection`): an unweighted mean then skips the samples entirely.
+
+    Returns
+    -------
+    Rejection
+        ``n_low = lo``, ``n_high = n_valid − hi``, the range as ``(P, 1)`` columns and
+        a lazily built keep mask.
     """
     xp = samples.xp
     n = samples.n_valid[:, 0]
@@ -92,7 +128,20 @@ def _sorted_ranks(samples: Samples) -> Array:
 
 
 def keep_from_sorted(samples: Samples, keep_sorted: Array) -> Array:
-    """A keep mask given per sorted position ``(P, N)`` → per sample, original order."""
+    """Map a keep mask given per sorted position back to the samples' original order.
+
+    Parameters
+    ----------
+    samples : Samples
+        The band whose ``sorted`` order ``keep_sorted`` follows.
+    keep_sorted : array, shape (P, N), bool
+        True at the sorted positions to keep.
+
+    Returns
+    -------
+    array, shape (P, N), bool
+        The keep mask in the order of ``samples.x`` (False on invalid samples).
+    """
     xp = samples.xp
     return xp.take_along_axis(keep_sorted, _sorted_ranks(samples), axis=-1) & samples.valid
 
@@ -102,6 +151,16 @@ def exact_range_rejection(samples: Samples, lo: Array, hi: Array, iterations: Ar
 
     When no pixel of the band has a tie across ``lo`` or ``hi`` the value bounds are
     exact and cheap; otherwise samples are kept by their rank in the sorted order.
+
+    Parameters
+    ----------
+    samples, lo, hi, iterations
+        As :func:`range_rejection`.
+
+    Returns
+    -------
+    Rejection
+        Exactly the samples ``sorted[lo:hi]`` kept (ties broken by frame index).
     """
     xp = samples.xp
     s, n = samples.sorted, samples.n_valid[:, 0]

@@ -39,25 +39,13 @@ def kappa_sigma_ranges(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_h
                        xp: Any, ops: ArrayOps | None = None) -> tuple[Array, Array, Array]:
     """Iterative median-centred κ-σ clipping on rows that are already sorted.
 
-    Each iteration takes centre c = median and scale σ = std (``ddof``) of the kept
-    samples, then keeps ``c − κl·σ <= x <= c + κh·σ`` among them (the kept set only
-    shrinks, as in astropy's ``sigma_clip``), until it stops changing or ``max_iters``.
-    Survivors of a value clip are a contiguous range of the sorted row, so no
-    iteration ever re-sorts; see :func:`kappa_sigma_fit` for the two strategies.
+    :func:`kappa_sigma_fit` with the kept range as ``(R, 1)`` columns, for callers
+    that work on such columns (the frame statistics).
 
     Parameters
     ----------
-    s : array, shape (R, N)
-        Rows sorted ascending, invalid samples last (see ``nanstats.sort_valid``).
-    n_valid : array, shape (R, 1), int64
-    kappa_low, kappa_high : float
-    max_iters : int
-    ddof : int
-        0 = population std (astropy ``stdfunc="std"``), 1 = sample std.
-    min_survivors : int
-        A row never goes below ``min(min_survivors, n_valid)`` kept samples.
-    ops : ArrayOps, optional
-        Fast paths and strategy (default: the registered ops of ``xp``).
+    s, n_valid, kappa_low, kappa_high, max_iters, ddof, min_survivors, xp, ops
+        As :func:`kappa_sigma_fit`.
 
     Returns
     -------
@@ -75,7 +63,39 @@ def kappa_sigma_ranges(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_h
 def kappa_sigma_fit(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,
                     max_iters: int, ddof: int = 0, min_survivors: int = 1, xp: Any,
                     ops: ArrayOps | None = None) -> RangeFit:
-    """:func:`kappa_sigma_ranges` returning a :class:`RangeFit` (ranges and kept sums).
+    """Iterative median-centred κ-σ clipping on rows that are already sorted.
+
+    Each iteration takes centre c = median and scale σ = std (``ddof``) of the kept
+    samples, then keeps ``c − κl·σ <= x <= c + κh·σ`` among them (the kept set only
+    shrinks, as in astropy's ``sigma_clip``), until it stops changing or ``max_iters``.
+    Survivors of a value clip are a contiguous range of the sorted row, so no
+    iteration ever re-sorts.
+
+    Parameters
+    ----------
+    s : array, shape (R, N), float32
+        Rows sorted ascending, invalid samples last (see ``nanstats.sort_valid``).
+    n_valid : array, shape (R, 1) or (R,), int64
+        Valid samples per row.
+    kappa_low, kappa_high : float
+        Clip thresholds in units of σ below / above the median.
+    max_iters : int
+        Iteration cap (0 = no clip).
+    ddof : int
+        0 = population std (astropy ``stdfunc="std"``), 1 = sample std.
+    min_survivors : int
+        A row never goes below ``min(min_survivors, n_valid)`` kept samples.
+    xp : namespace
+        The array namespace of ``s``.
+    ops : ArrayOps, optional
+        Fast paths and strategy (default: the registered ops of ``xp``).
+
+    Returns
+    -------
+    RangeFit
+        Kept range ``[lo, hi)``, iterations run per row (0 for rows that cannot
+        reject), the row's median (0 for empty rows) and ``Σ (x − median)`` over the
+        kept range in float64, each ``(R,)`` on the device of ``s``.
 
     Notes
     -----

@@ -9,8 +9,6 @@ costs O(log N) gathers per pixel, like the dense κ-σ clipping of :mod:`.kappa_
 
 from __future__ import annotations
 
-from typing import Any
-
 from array_api_compat import device as _device
 
 from ..config import StackConfig
@@ -20,8 +18,6 @@ from ..sorted_rows import mad_sorted, search_rows
 from ._common import min_keep, range_rejection
 
 __all__: list[str] = []
-
-Array = Any
 
 
 def _reject_mad(samples: Samples, config: StackConfig) -> Rejection:

@@ -109,6 +109,7 @@ def wsc_pixinsight_fit(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_h
     s : array, shape (R, N), float32
         Rows sorted ascending, invalid samples last as ``+inf`` (``ops.sort_valid``).
     n_valid : array, shape (R, 1) or (R,), int64
+        Valid samples per row.
     kappa_low, kappa_high : float
         Rejection thresholds in units of the winsorised σ.
     max_iters : int
@@ -116,6 +117,8 @@ def wsc_pixinsight_fit(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_h
         convergence.
     min_survivors : int
         Fewest samples a row may keep (all of them when fewer are valid).
+    xp : namespace
+        The array namespace of ``s``.
     ops : ArrayOps, optional
         Native fast path and CPU / GPU strategy; default ``ops_for(xp, device)``.
 

@@ -68,6 +68,8 @@ def take_rows(s: Array, idx: Array, /, *, xp: Any, rows: Array | None = None,
     if clip:
         idx = xp.minimum(xp.maximum(idx, xp.zeros_like(idx)), xp.full_like(idx, max(n - 1, 0)))
     flat = xp.reshape(s, (-1,))
+    if rows is None and idx.ndim == 1:  # (R, N) rows: the hot case of every iterative clip
+        rows = xp.arange(int(s.shape[0]), dtype=idx.dtype, device=_device(s))
     if rows is not None:
         return xp.take(flat, rows * n + idx)
     shape = tuple(int(v) for v in idx.shape)

@@ -9,12 +9,11 @@ import pathlib
 import re
 
 import numpy as np
-import pytest
 
-from tests.conftest import get_backend, host, on
+from tests.conftest import get_backend
 from zemosaic_xp import StackConfig
 from zemosaic_xp.core import ops as core_ops
-from zemosaic_xp.core.ops import ArrayOps, ops_for
+from zemosaic_xp.core.ops import ArrayOps
 
 
 def _dense(xp):
@@ -59,39 +58,3 @@ def test_core_never_imports_array_libraries():
     pattern = re.compile(r"^\s*(import|from)\s+(numpy|cupy|torch|numba)\b", re.MULTILINE)
     offenders = [str(p.relative_to(core)) for p in core.rglob("*.py") if pattern.search(p.read_text())]
     assert offenders == []
-
-
-@pytest.mark.parametrize("inclusive", [False, True])
-def test_range_searches_match_searchsorted(backend, inclusive):
-    # search_rows (binary search) and search_near (guess first) on a sub-range [lo, hi).
-    from zemosaic_xp.core.ranges import search_near, search_rows
-
-    xp = backend.xp
-    rng = np.random.default_rng(4)
-    rows = np.sort(rng.integers(0, 12, (60, 17)).astype(np.float32), axis=1)
-    t = rng.uniform(-1, 13, 60)
-    lo = rng.integers(0, 9, 60)
-    hi = np.maximum(lo, rng.integers(8, 18, 60))
-    side = "right" if inclusive else "left"
-    want = [min(max(np.searchsorted(rows[i], t[i], side=side), lo[i]), hi[i]) for i in range(60)]
-    args = (on(backend, rows), xp.astype(on(backend, t), xp.float64),
-            xp.astype(on(backend, lo), xp.int64), xp.astype(on(backend, hi), xp.int64))
-    np.testing.assert_array_equal(host(search_rows(*args, inclusive=inclusive, xp=xp)), want)
-    for ops in (ops_for(xp, backend.device), _dense(xp)):
-        for guess in (np.array(want), rng.integers(0, 18, 60)):  # right and wrong guesses
-            got = search_near(*args, xp.astype(on(backend, guess), xp.int64), inclusive=inclusive,
-                              xp=xp, ops=ops)
-            np.testing.assert_array_equal(host(got), want)
-
-
-def test_range_sum_from_prefix_sums(backend):
-    from zemosaic_xp.core.ranges import range_sum
-
-    xp = backend.xp
-    d = np.random.default_rng(6).normal(size=(30, 9))
-    lo = np.arange(30) % 10
-    hi = np.minimum(lo + np.arange(30) % 4, 9)
-    got = range_sum(xp.cumulative_sum(on(backend, d), axis=-1), xp.astype(on(backend, lo), xp.int64),
-                    xp.astype(on(backend, hi), xp.int64), xp=xp)
-    want = [d[i, lo[i]:hi[i]].sum() for i in range(30)]
-    np.testing.assert_allclose(host(got), want, rtol=1e-5, atol=1e-5)

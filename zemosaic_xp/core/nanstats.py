@@ -4,8 +4,8 @@ The array API standard has no median, quantile or ``nan*`` reductions, and leave
 the sort position of NaN unspecified. Every function here therefore replaces NaN by
 ``+inf``, sorts once with ``stable=False``, counts the valid samples per slice and
 gathers the wanted order statistics (the recipe of SciPy's ``stats.quantile`` and
-ccdproc's ``_nanfuncs``). Gathers index the flattened array (``take_rows``): one
-1-D ``take`` is several times cheaper than ``take_along_axis`` on NumPy and CuPy.
+ccdproc's ``_nanfuncs``). Gathers go through :func:`.sorted_rows.take_rows`, one
+flat ``take`` (several times cheaper than ``take_along_axis`` on NumPy and CuPy).
 Sorting goes through the namespace's :class:`~zemosaic_xp.core.ops.ArrayOps`, so a
 backend's native sort (NumPy's in-place SIMD sort) is used where one is registered.
 
@@ -25,6 +25,7 @@ from typing import Any
 from array_api_compat import array_namespace, device as _device
 
 from .ops import ops_for
+from .sorted_rows import take_rows
 
 __all__ = [
     "nanmedian",
@@ -35,8 +36,6 @@ __all__ = [
     "sort_valid",
     "quantile_sorted",
     "median_sorted",
-    "count_less",
-    "take_rows",
 ]
 
 Array = Any
@@ -80,37 +79,6 @@ def sort_valid(x: Array, /, *, xp: Any = None) -> tuple[Array, Array]:
     return ops_for(xp, _device(x)).sort_valid(x)
 
 
-def take_rows(s: Array, idx: Array, /, *, xp: Any, rows: Array | None = None) -> Array:
-    """``s[r, idx[r]]`` for every row ``r`` of a 2-D array, as one flat gather.
-
-    Parameters
-    ----------
-    s : array, shape (R, N)
-    idx : array, shape (K,), integer in [0, N)
-        One column per row (K = R), or per entry of ``rows``.
-    rows : array, shape (K,), integer in [0, R), optional
-        Gather ``s[rows[i], idx[i]]`` instead (a subset of the rows, no copy of them).
-
-    Returns
-    -------
-    array, shape (K,), dtype of ``s``
-    """
-    n = int(s.shape[-1])
-    if rows is None:
-        rows = xp.arange(int(s.shape[0]), dtype=idx.dtype, device=_device(s))
-    return xp.take(xp.reshape(s, (-1,)), rows * n + idx)
-
-
-def _take(s: Array, idx: Array, xp: Any) -> Array:
-    """``take_along_axis(s, idx, axis=-1)`` for ``idx`` of shape (..., 1), via a flat gather."""
-    lead = tuple(int(v) for v in s.shape[:-1])
-    rows = 1
-    for v in lead:
-        rows *= v
-    flat = take_rows(xp.reshape(s, (rows, int(s.shape[-1]))), xp.reshape(idx, (rows,)), xp=xp)
-    return xp.reshape(flat, lead + (1,))
-
-
 def quantile_sorted(s: Array, n_valid: Array, q: float, /, *, xp: Any = None,
                     lo: Array | None = None) -> Array:
     """Quantile ``q`` (linear interpolation, NumPy's default) of sorted samples.
@@ -143,8 +111,8 @@ def quantile_sorted(s: Array, n_valid: Array, q: float, /, *, xp: Any = None,
     if lo is not None:
         below = below + lo
         above = above + lo
-    v_below = _take(s, below, xp)
-    v_above = _take(s, above, xp)
+    v_below = take_rows(s, below[..., 0], xp=xp)[..., None]
+    v_above = take_rows(s, above[..., 0], xp=xp)[..., None]
     # Interpolate a + f·(b − a) only between distinct values; equal ends (+inf padding
     # included) are zeroed first so that inf − inf is never evaluated (no warning).
     same = (frac == 0) | (v_above == v_below)
@@ -165,8 +133,8 @@ def median_sorted(s: Array, n_valid: Array, /, *, xp: Any = None, lo: Array | No
     empty = n_valid == 0
     n_safe = xp.where(empty, xp.ones_like(n_valid), n_valid)
     start = xp.zeros_like(n_valid) if lo is None else lo
-    a = _take(s, start + (n_safe - 1) // 2, xp)
-    b = _take(s, start + n_safe // 2, xp)
+    a = take_rows(s, (start + (n_safe - 1) // 2)[..., 0], xp=xp)[..., None]
+    b = take_rows(s, (start + n_safe // 2)[..., 0], xp=xp)[..., None]
     # a == b (odd count, or the +inf padding of an empty slice) must not evaluate
     # inf − inf: zero both operands there first (no NaN, no warning).
     same = a == b
@@ -176,38 +144,6 @@ def median_sorted(s: Array, n_valid: Array, /, *, xp: Any = None, lo: Array | No
     value = xp.where(same, a, a_safe + 0.5 * (b_safe - a_safe))
     nan = xp.asarray(xp.nan, dtype=s.dtype, device=_device(s))
     return xp.where(empty, nan, value)[..., 0]
-
-
-def count_less(s: Array, threshold: Array, lo: Array, hi: Array, /, *, inclusive: bool = False,
-               xp: Any = None) -> Array:
-    """Per-slice binary search: index of the first sample ``>= threshold`` in ``[lo, hi)``.
-
-    With ``inclusive=True`` the first sample ``> threshold``. Equivalent to
-    ``lo + count(s[lo:hi] < threshold)`` for ascending ``s``, in ``ceil(log2(N)) + 1``
-    gathers instead of a pass over all N samples.
-
-    Parameters
-    ----------
-    s : array, shape (..., N), ascending along the last axis
-    threshold : array, shape (..., 1)
-    lo, hi : array, shape (..., 1), int64
-        Search range; ``lo <= hi``.
-
-    Returns
-    -------
-    array, shape (..., 1), int64, in ``[lo, hi]``
-    """
-    xp = array_namespace(s) if xp is None else xp
-    n = s.shape[-1]
-    left, right = lo, hi
-    for _ in range(max(1, int(n).bit_length()) + 1):
-        mid = (left + right) // 2
-        value = _take(s, xp.minimum(mid, n - 1), xp)
-        go_right = (value <= threshold) if inclusive else (value < threshold)
-        go_right = go_right & (mid < right)
-        left = xp.where(go_right, mid + 1, left)
-        right = xp.where(go_right, right, mid)
-    return left
 
 
 def nanmedian(x: Array, /, *, axis: int = 0) -> Array:

@@ -178,9 +178,9 @@ class ArrayOps:
         Notes
         -----
         Portable: a selection in the two sorted runs of deviations, no second sort
-        (:func:`~zemosaic_xp.core.ranges.mad_sorted`).
+        (:func:`~zemosaic_xp.core.sorted_rows.mad_sorted`).
         """
-        from .ranges import mad_sorted
+        from .sorted_rows import mad_sorted
 
         return mad_sorted(s, n_valid, centre, xp=self.xp)
 
@@ -279,7 +279,7 @@ class ArrayOps:
                         max_iters: int, ddof: int, min_survivors: int) -> tuple[Array, ...] | None:
         """A native median-centred κ-σ clip of sorted rows, or None to run the portable one.
 
-        The portable reference is :func:`~zemosaic_xp.core.reject_sigma.kappa_sigma_fit`
+        The portable reference is :func:`~zemosaic_xp.core.reject.kappa_sigma.kappa_sigma_fit`
         itself (this default returns None); a native version must give identical
         ranges, iteration counts and centres, and the same kept sums up to float64
         rounding.
@@ -293,13 +293,13 @@ class ArrayOps:
         kappa_low, kappa_high : float
             Rejection thresholds below and above the centre, in σ.
         max_iters, ddof, min_survivors : int
-            As :func:`~zemosaic_xp.core.reject_sigma.kappa_sigma_fit`.
+            As :func:`~zemosaic_xp.core.reject.kappa_sigma.kappa_sigma_fit`.
 
         Returns
         -------
         tuple of arrays or None
             ``(lo, hi, iterations, centre, kept_sum)``, or None to run the portable code.
-            The fields of :class:`~zemosaic_xp.core.reject_sigma.RangeFit`, each shape
+            The fields of :class:`~zemosaic_xp.core.reject._common.RangeFit`, each shape
             ``(R,)``: int64 ``[lo, hi)`` and iterations, float32 median (0 for rows
             without valid samples), float64 ``Σ (x − centre)`` over the kept range.
         """
@@ -317,7 +317,7 @@ class ArrayOps:
         kappa_low, kappa_high : float
             Rejection thresholds, in σ.
         max_iters, min_survivors : int
-            As :func:`~zemosaic_xp.core.reject_pixinsight.wsc_pixinsight_fit`.
+            As :func:`~zemosaic_xp.core.reject.winsorized_sigma_clip.wsc_pixinsight_fit`.
 
         Returns
         -------
@@ -327,7 +327,7 @@ class ArrayOps:
         Notes
         -----
         Same contract as :meth:`kappa_sigma_fit` (no ``ddof``), for
-        :func:`~zemosaic_xp.core.reject_pixinsight.wsc_pixinsight_fit`, the default
+        :func:`~zemosaic_xp.core.reject.winsorized_sigma_clip.wsc_pixinsight_fit`, the default
         ``winsorized_sigma_clip``: identical ranges, iteration counts and centres, and
         ``Σ (x − centre)`` over the kept range as the core's anchored sums give it.
         """
@@ -344,7 +344,7 @@ class ArrayOps:
         kappa_low, kappa_high : float
             Clamp and rejection thresholds, in σ.
         max_iters, min_survivors : int
-            As :func:`~zemosaic_xp.core.reject_wsc.reject_wsc_zemosaic`.
+            As :mod:`~zemosaic_xp.core.reject.winsorized_sigma_clip_zemosaic`.
 
         Returns
         -------
@@ -356,7 +356,7 @@ class ArrayOps:
         Notes
         -----
         Same contract as :meth:`kappa_sigma_fit`, for the range path of
-        :func:`~zemosaic_xp.core.reject_wsc.reject_wsc_zemosaic` (``wsc_impl="zemosaic"``,
+        :mod:`~zemosaic_xp.core.reject.winsorized_sigma_clip_zemosaic` (``wsc_impl="zemosaic"``,
         the Huber WSC of upstream_spec §2.6.1).
         """
         return None
@@ -382,7 +382,7 @@ class ArrayOps:
         tuple of arrays or None
             ``(keep, n_low, n_high, iterations)``: ``keep`` shape (R, N) bool in the
             order of ``x``; the others shape (R,), int64. As the direct formulation in
-            :func:`~zemosaic_xp.core.reject_wsc.reject_wsc_zemosaic`.
+            :mod:`~zemosaic_xp.core.reject.winsorized_sigma_clip_zemosaic`.
         """
         return None
 

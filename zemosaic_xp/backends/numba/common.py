@@ -26,11 +26,11 @@ __all__ = ["jit", "inline", "cache_enabled", "NO_SUMS", "MAD_TO_SIGMA", "HUBER_C
 NO_SUMS = np.zeros((0, 2), np.float64)
 
 # The constants of the winsorised sigma clips, as in the core (tests check that they
-# agree): PixInsight/Siril's Huber winsorisation (core/reject_pixinsight.py) ...
+# agree): PixInsight/Siril's Huber winsorisation (core/reject/winsorized_sigma_clip.py) ...
 HUBER_C = 1.5
 WINSOR_CORRECTION = 1.134
 INNER_MAX_ITERS = 50
-# ... and both flavours' convergence tolerance; ZeMosaic's σ floor (core/reject_wsc.py).
+# ... and both flavours' convergence tolerance; ZeMosaic's σ floor (core/reject/winsorized_sigma_clip_zemosaic.py).
 TOLERANCE = 5e-4
 SIGMA_FLOOR = 1e-10
 

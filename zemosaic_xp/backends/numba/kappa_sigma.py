@@ -27,7 +27,7 @@ def kappa_sigma_rows(s, n_valid, kappa_low, kappa_high, ddof, max_iters, min_sur
     kappa_low, kappa_high : float32
         Already rounded to float32: the core multiplies them with a float32 σ.
     ddof, max_iters, min_survivors : int
-        As :func:`zemosaic_xp.core.reject_sigma.kappa_sigma_fit`.
+        As :func:`zemosaic_xp.core.reject.kappa_sigma.kappa_sigma_fit`.
     out_lo, out_hi, out_it, out_c, out_sum, sums : ndarray
         Outputs and optional whole-row sums, as the contract says; ``out_it`` counts
         iterations (0 for rows that cannot reject).

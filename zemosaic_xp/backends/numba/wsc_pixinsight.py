@@ -1,13 +1,13 @@
 """Numba kernel of the PixInsight/Siril winsorised sigma clip on sorted rows.
 
-The maths of :func:`zemosaic_xp.core.reject_pixinsight.wsc_pixinsight_fit` (the default
+The maths of :func:`zemosaic_xp.core.reject.winsorized_sigma_clip.wsc_pixinsight_fit` (the default
 ``winsorized_sigma_clip``), one pixel at a time, in the same float32/float64
 arithmetic and the same order of operations, so that ranges, iteration counts and
 kept sums are the core's to the last bit. It follows the row-kernel contract of
 :mod:`zemosaic_xp.backends.numba`.
 
 Per row the kernel builds the anchored sums of ``d = x − median`` once (as
-:func:`~zemosaic_xp.core.ranges.anchored_sums`), after which an inner iteration is
+:func:`~zemosaic_xp.core.sorted_rows.anchored_sums`), after which an inner iteration is
 two searches and a dozen float64 operations, whatever N.
 
 Why it is shaped as it is (the measurements behind it are in docs/performance.md,
@@ -57,7 +57,7 @@ LANES = 8
 
 @inline
 def _anchored(s, r, n, centre, f1, f2, lane):
-    """:func:`~zemosaic_xp.core.ranges.anchored_sums` of row ``r`` into ``f1[lane, :n+1]``, ``f2``."""
+    """:func:`~zemosaic_xp.core.sorted_rows.anchored_sums` of row ``r`` into ``f1[lane, :n+1]``, ``f2``."""
     c = np.float64(centre)
     mid = n // 2
     f1[lane, mid] = 0.0
@@ -268,7 +268,7 @@ def wsc_pixinsight_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_surviv
     Notes
     -----
     Rows with ``n_valid <= min(min_survivors, n_valid)`` are not iterated
-    (``out_it = 0``); see :mod:`zemosaic_xp.core.reject_pixinsight` for the maths. Rows
+    (``out_it = 0``); see :mod:`zemosaic_xp.core.reject.winsorized_sigma_clip` for the maths. Rows
     are handed to :data:`LANES` lanes in turn and finish in any order; lane state
     lives in small arrays indexed by lane (a per-lane view would cost reference
     counting in the hottest loop).

@@ -1,6 +1,6 @@
 """Numba kernels of ZeMosaic's winsorised sigma clip (``wsc_impl="zemosaic"``) on sorted rows.
 
-The maths of :func:`zemosaic_xp.core.reject_wsc.reject_wsc_zemosaic`, one
+The maths of :mod:`zemosaic_xp.core.reject.winsorized_sigma_clip_zemosaic`, one
 pixel at a time: :func:`wsc_rows` for unweighted samples (the sort-once range
 formulation) and :func:`wsc_weighted_rows` for weighted ones (the direct formulation
 over the samples in their original order). :func:`wsc_rows` follows the row-kernel
@@ -75,7 +75,7 @@ def wsc_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors,
 
     Notes
     -----
-    The maths of :func:`zemosaic_xp.core.reject_wsc.reject_wsc_zemosaic`:
+    The maths of :mod:`zemosaic_xp.core.reject.winsorized_sigma_clip_zemosaic`:
     m = median, σ = 1.4826·MAD (1e-10 if 0); each iteration clamps to
     ``[m − κl·σ, m + κh·σ]``, m ← mean of the clamped values, σ ← Huber scale; a row
     stops when its clamp bounds repeat or m and σ move by less than 5e-4·max(1, ·).
@@ -319,7 +319,7 @@ def wsc_weighted_rows(x, w, s, n_valid, kappa_low, kappa_high, max_iters, min_su
 
     Notes
     -----
-    The direct formulation of ``core.reject_wsc`` (``_wsc_weighted``): clamp every
+    The direct formulation of ``core.reject.winsorized_sigma_clip_zemosaic`` (``_wsc_weighted``): clamp every
     sample to ``[m − κl·σ, m + κh·σ]``, m ← Σ w·x̃ / Σ w, σ ← Huber scale with the
     weights. Its float64 sums over the samples are NumPy's pairwise sums, reproduced
     here in the same order, so that m, σ and the stop tests are the same numbers.

@@ -1,7 +1,10 @@
-"""Iterative κ-σ rejection (median centre) on sorted rows, converging per pixel.
+"""``kappa_sigma``: iterative median-centred κ-σ rejection on sorted rows, converging per pixel.
 
-See :mod:`.reject` for the shared contract. The winsorised sigma clips live in
-:mod:`.reject_pixinsight` (the default) and :mod:`.reject_wsc` (ZeMosaic's variant).
+Per pixel: c = median and σ = std (``ddof``) of the kept samples, keep
+``c − κl·σ <= x <= c + κh·σ`` among them, and repeat until the kept set stops
+changing or ``max_iters`` (astropy's ``sigma_clip``). See :mod:`zemosaic_xp.core.reject`
+for the contract every rejection shares. :func:`kappa_sigma_ranges` also serves the
+frame statistics (the 3σ-clipped noise of :mod:`zemosaic_xp.core.framestats`).
 """
 
 from __future__ import annotations
@@ -11,14 +14,14 @@ from typing import Any
 
 from array_api_compat import device as _device
 
-from .config import StackConfig
-from .nanstats import median_sorted, take_rows
-from .ops import ArrayOps, ops_for
-from .ranges import centred_prefix_sums, range_sum, search_rows
-from .reject_common import range_rejection
-from .samples import Rejection, Samples
+from ..config import StackConfig
+from ..nanstats import median_sorted
+from ..ops import ArrayOps, ops_for
+from ..samples import Rejection, Samples
+from ..sorted_rows import centred_prefix_sums, range_sum, search_rows, take_rows
+from ._common import RangeFit, range_rejection
 
-__all__ = ["kappa_sigma_ranges", "kappa_sigma_fit", "RangeFit", "reject_kappa_sigma"]
+__all__ = ["kappa_sigma_ranges", "kappa_sigma_fit"]
 
 Array = Any
 
@@ -31,52 +34,18 @@ class _Clip:
     max_iters: int
 
 
-@dataclass
-class RangeFit:
-    """Kept range of each sorted row after a range-based clip, with its sums.
-
-    Attributes
-    ----------
-    lo, hi : array, shape (R,), int64
-        Kept range ``[lo, hi)`` of each sorted row.
-    iterations : array, shape (R,), int64
-    centre : array, shape (R,), float32
-        The row's median (0 for empty rows): the centre of ``kept_sum``.
-    kept_sum : array, shape (R,), float64
-        ``Σ (x − centre)`` over the kept range, computed in float64.
-    """
-
-    lo: Array
-    hi: Array
-    iterations: Array
-    centre: Array
-    kept_sum: Array
-
-
 def kappa_sigma_ranges(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,
                        max_iters: int, ddof: int = 0, min_survivors: int = 1,
                        xp: Any, ops: ArrayOps | None = None) -> tuple[Array, Array, Array]:
     """Iterative median-centred κ-σ clipping on rows that are already sorted.
 
-    Each iteration takes centre c = median and scale σ = std (``ddof``) of the kept
-    samples, then keeps ``c − κl·σ <= x <= c + κh·σ`` among them (the kept set only
-    shrinks, as in astropy's ``sigma_clip``), until it stops changing or ``max_iters``.
-    Survivors of a value clip are a contiguous range of the sorted row, so no
-    iteration ever re-sorts; see :func:`kappa_sigma_fit` for the two strategies.
+    :func:`kappa_sigma_fit` with the kept range as ``(R, 1)`` columns, for callers
+    that work on such columns (the frame statistics).
 
     Parameters
     ----------
-    s : array, shape (R, N)
-        Rows sorted ascending, invalid samples last (see ``nanstats.sort_valid``).
-    n_valid : array, shape (R, 1), int64
-    kappa_low, kappa_high : float
-    max_iters : int
-    ddof : int
-        0 = population std (astropy ``stdfunc="std"``), 1 = sample std.
-    min_survivors : int
-        A row never goes below ``min(min_survivors, n_valid)`` kept samples.
-    ops : ArrayOps, optional
-        Fast paths and strategy (default: the registered ops of ``xp``).
+    s, n_valid, kappa_low, kappa_high, max_iters, ddof, min_survivors, xp, ops
+        As :func:`kappa_sigma_fit`.
 
     Returns
     -------
@@ -94,7 +63,39 @@ def kappa_sigma_ranges(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_h
 def kappa_sigma_fit(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,
                     max_iters: int, ddof: int = 0, min_survivors: int = 1, xp: Any,
                     ops: ArrayOps | None = None) -> RangeFit:
-    """:func:`kappa_sigma_ranges` returning a :class:`RangeFit` (ranges and kept sums).
+    """Iterative median-centred κ-σ clipping on rows that are already sorted.
+
+    Each iteration takes centre c = median and scale σ = std (``ddof``) of the kept
+    samples, then keeps ``c − κl·σ <= x <= c + κh·σ`` among them (the kept set only
+    shrinks, as in astropy's ``sigma_clip``), until it stops changing or ``max_iters``.
+    Survivors of a value clip are a contiguous range of the sorted row, so no
+    iteration ever re-sorts.
+
+    Parameters
+    ----------
+    s : array, shape (R, N), float32
+        Rows sorted ascending, invalid samples last (see ``nanstats.sort_valid``).
+    n_valid : array, shape (R, 1) or (R,), int64
+        Valid samples per row.
+    kappa_low, kappa_high : float
+        Clip thresholds in units of σ below / above the median.
+    max_iters : int
+        Iteration cap (0 = no clip).
+    ddof : int
+        0 = population std (astropy ``stdfunc="std"``), 1 = sample std.
+    min_survivors : int
+        A row never goes below ``min(min_survivors, n_valid)`` kept samples.
+    xp : namespace
+        The array namespace of ``s``.
+    ops : ArrayOps, optional
+        Fast paths and strategy (default: the registered ops of ``xp``).
+
+    Returns
+    -------
+    RangeFit
+        Kept range ``[lo, hi)``, iterations run per row (0 for rows that cannot
+        reject), the row's median (0 for empty rows) and ``Σ (x − median)`` over the
+        kept range in float64, each ``(R,)`` on the device of ``s``.
 
     Notes
     -----
@@ -222,7 +223,7 @@ def _dense_fit(s: Array, n: Array, m0: Array, need: Array, clip: _Clip, xp: Any,
     return lo, hi, iterations, range_sum(p1, lo, hi, xp=xp)
 
 
-def reject_kappa_sigma(samples: Samples, config: StackConfig) -> Rejection:
+def _reject_kappa_sigma(samples: Samples, config: StackConfig) -> Rejection:
     """Median-centred iterative κ-σ clipping (astropy ``sigma_clip`` semantics).
 
     Centre = median, scale = std (``config.sigma_ddof``, default 0 like astropy) of the
@@ -234,5 +235,5 @@ def reject_kappa_sigma(samples: Samples, config: StackConfig) -> Rejection:
         kappa_high=config.kappa_high, max_iters=config.effective_max_iters(),
         ddof=config.sigma_ddof, min_survivors=config.min_survivors, xp=samples.xp,
         ops=samples.ops)
-    return range_rejection(samples, fit.lo[:, None], fit.hi[:, None], fit.iterations,
-                           centre=fit.centre, kept_sum=fit.kept_sum)
+    return range_rejection(samples, fit.lo, fit.hi, fit.iterations, centre=fit.centre,
+                           kept_sum=fit.kept_sum)

@@ -1,10 +1,10 @@
-"""ZeMosaic's winsorised sigma clip (``wsc_impl="zemosaic"``, upstream_spec §2.6.1), per pixel.
+"""``winsorized_sigma_clip``, ``wsc_impl="zemosaic"``: ZeMosaic's Huber variant (upstream_spec §2.6.1).
 
 Kept as ZeMosaic computes it, for comparison and compatibility: clamp to the
-rejection bounds ``m ± κσ`` themselves and take the Huber scale with c = max(κ). Below
-~10 frames a clamped outlier inflates that scale faster than the clamp tames it, so
-a single hit can survive (docs/algorithms.md); the default ``wsc_impl="pixinsight"``
-is :mod:`.reject_pixinsight`.
+rejection bounds ``m ± κσ`` themselves and take the Huber scale with c = max(κ). At
+small N a clamped outlier inflates that scale faster than the clamp tames it, so a
+single hit can survive (docs/algorithms.md measures how often); the default
+``wsc_impl="pixinsight"`` is :mod:`.winsorized_sigma_clip`.
 
 Unweighted samples take the sort-once path: clamping to ``[lo_b, hi_b]`` leaves the
 sorted order intact, so every sum an iteration needs — the winsorised mean and the
@@ -27,14 +27,14 @@ from typing import Any
 
 from array_api_compat import device as _device
 
-from .config import StackConfig
-from .nanstats import MAD_TO_SIGMA, median_sorted, sort_valid, take_rows
-from .ops import ArrayOps
-from .ranges import search_near, search_rows
-from .reject_common import min_keep, range_rejection
-from .samples import Rejection, Samples
+from ..config import StackConfig
+from ..nanstats import MAD_TO_SIGMA, median_sorted, sort_valid
+from ..ops import ArrayOps
+from ..samples import Rejection, Samples
+from ..sorted_rows import search_near, search_rows, take_rows
+from ._common import min_keep, range_rejection
 
-__all__ = ["reject_wsc_zemosaic"]
+__all__: list[str] = []
 
 Array = Any
 
@@ -91,7 +91,7 @@ class _State:
         return _State(*(xp.take(getattr(self, k), idx) for k in self.names))
 
 
-def reject_wsc_zemosaic(samples: Samples, config: StackConfig) -> Rejection:
+def _reject_wsc_zemosaic(samples: Samples, config: StackConfig) -> Rejection:
     """ZeMosaic's Huber winsorised sigma clipping, converging per pixel.
 
     Start from m = median, σ = 1.4826·MAD. Each iteration clamps the samples to
@@ -116,8 +116,7 @@ def reject_wsc_zemosaic(samples: Samples, config: StackConfig) -> Rejection:
                          max_iters=config.effective_max_iters(), min_survivors=config.min_survivors)
     if native is not None:
         lo, hi, iterations, centre, kept = native
-        return range_rejection(samples, lo[:, None], hi[:, None], iterations, centre=centre,
-                               kept_sum=kept)
+        return range_rejection(samples, lo, hi, iterations, centre=centre, kept_sum=kept)
     m0 = median_sorted(s, n[:, None], xp=xp)
     m0 = xp.where(xp.isnan(m0), xp.zeros_like(m0), m0)
     zero = xp.zeros_like(n)
@@ -142,8 +141,7 @@ def reject_wsc_zemosaic(samples: Samples, config: StackConfig) -> Rejection:
     lo = xp.where(fallback, zero, lo)
     hi = xp.where(fallback, n, hi)
     kept = _sums_in(rows, lo, hi, xp, ops)[0]
-    return range_rejection(samples, lo[:, None], hi[:, None], state.iterations, centre=m0,
-                           kept_sum=kept)
+    return range_rejection(samples, lo, hi, state.iterations, centre=m0, kept_sum=kept)
 
 
 def _iterate(rows: _Rows, state: _State, k: int, params: _Params, xp: Any,

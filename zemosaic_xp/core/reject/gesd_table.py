@@ -55,7 +55,20 @@ def _betainc(a: float, b: float, x: float) -> float:
 
 
 def student_t_sf(t: float, df: float) -> float:
-    """P(T > t) for Student's t with ``df`` degrees of freedom."""
+    """Survival function P(T > t) of Student's t distribution.
+
+    Parameters
+    ----------
+    t : float
+        The point.
+    df : float
+        Degrees of freedom, > 0.
+
+    Returns
+    -------
+    float
+        P(T > t).
+    """
     tail = 0.5 * _betainc(0.5 * df, 0.5, df / (df + t * t))
     return tail if t >= 0 else 1.0 - tail
 
@@ -66,7 +79,23 @@ def _student_t_logpdf(t: float, df: float) -> float:
 
 
 def normal_isf(q: float) -> float:
-    """z with P(Z > z) = q for the standard normal, 0 < q < 1 (Newton on ``erfc``)."""
+    """Inverse survival function of the standard normal: z with P(Z > z) = q.
+
+    Parameters
+    ----------
+    q : float
+        Tail probability, 0 < q < 1.
+
+    Returns
+    -------
+    float
+        The quantile z (Newton's method on ``erfc``, to ~1e-15 relative).
+
+    Raises
+    ------
+    ValueError
+        If ``q`` is outside (0, 1).
+    """
     if not 0.0 < q < 1.0:
         msg = f"`q` must be in (0, 1), got {q!r}"
         raise ValueError(msg)
@@ -84,9 +113,26 @@ def normal_isf(q: float) -> float:
 
 
 def student_t_isf(q: float, df: float) -> float:
-    """t with P(T > t) = q for Student's t, 0 < q <= 0.5, ``df`` >= 1.
+    """Inverse survival function of Student's t: t with P(T > t) = q.
 
     Safeguarded Newton on log P(T > t), bracketed, from the Cornish–Fisher start.
+
+    Parameters
+    ----------
+    q : float
+        Tail probability, 0 < q <= 0.5.
+    df : float
+        Degrees of freedom, >= 1.
+
+    Returns
+    -------
+    float
+        The quantile t >= 0.
+
+    Raises
+    ------
+    ValueError
+        If ``q`` or ``df`` is out of range.
     """
     if not 0.0 < q <= 0.5:
         msg = f"`q` must be in (0, 0.5], got {q!r}"
@@ -131,8 +177,19 @@ def gesd_critical_values(n_max: int, alpha: float) -> tuple[float, ...]:
 
     λ_n = (n − 1)·t / sqrt(n·(n − 2 + t²)) with t the Student-t quantile of
     probability 1 − α/(2n) and n − 2 degrees of freedom: the threshold for the
-    largest studentized deviation among n samples. Entries for n < 3 (no test
-    possible) are +inf.
+    largest studentized deviation among n samples.
+
+    Parameters
+    ----------
+    n_max : int
+        Largest sample count (the stack size).
+    alpha : float
+        Significance level of the test, in (0, 1).
+
+    Returns
+    -------
+    tuple of float, length ``n_max + 1``
+        λ_n at index n; +inf for n < 3 (no test possible). Cached per (n_max, alpha).
     """
     values = [math.inf] * (n_max + 1)
     for n in range(3, n_max + 1):

@@ -1,5 +1,5 @@
-"""ZeMosaic's winsorised sigma clip (``wsc_impl="zemosaic"``): the sort-once range path equals
-the direct formulation."""
+"""``winsorized_sigma_clip`` with ``wsc_impl="zemosaic"`` (ZeMosaic's Huber variant): the
+sort-once range path equals the direct formulation."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from zemosaic_xp import StackConfig
-from zemosaic_xp.core.reject_wsc import _wsc_weighted, reject_wsc_zemosaic
+from zemosaic_xp.core.reject.winsorized_sigma_clip_zemosaic import _reject_wsc_zemosaic, _wsc_weighted
 from zemosaic_xp.core.samples import Samples
 from tests.conftest import host, on
 
@@ -27,7 +27,7 @@ def test_range_path_equals_direct_path(backend, n_frames, sky, noise):
     config = StackConfig.plain(reject="winsorized_sigma_clip", wsc_impl="zemosaic")
     xp = backend.xp
     data = on(backend, x)
-    fast = reject_wsc_zemosaic(Samples(data, None, xp=xp), config)
+    fast = _reject_wsc_zemosaic(Samples(data, None, xp=xp), config)
     direct = _wsc_weighted(Samples(data, xp.ones_like(data), xp=xp), config)
     np.testing.assert_array_equal(host(fast.keep), host(direct.keep))
     np.testing.assert_array_equal(host(fast.iterations), host(direct.iterations))

@@ -1,4 +1,6 @@
-"""ZeMosaic's legacy winsorized sigma clip (``wsc_impl="legacy_quantile"``, upstream_spec §2.6.2).
+"""``winsorized_quantile``: ZeMosaic's legacy winsorized sigma clip (upstream_spec §2.6.2).
+
+ZeMosaic selects it with ``wsc_impl="legacy_quantile"``.
 
 Per pixel:
 
@@ -27,13 +29,14 @@ from typing import Any
 
 from array_api_compat import device as _device
 
-from .config import StackConfig
-from .nanstats import count_less, median_sorted, quantile_sorted
-from .reject_sigma import kappa_sigma_ranges
-from .reject_common import min_keep, range_rejection
-from .samples import Rejection, Samples
+from ..config import StackConfig
+from ..nanstats import median_sorted, quantile_sorted
+from ..samples import Rejection, Samples
+from ..sorted_rows import search_rows
+from ._common import min_keep, range_rejection
+from .kappa_sigma import kappa_sigma_ranges
 
-__all__ = ["reject_winsorized_quantile"]
+__all__: list[str] = []
 
 Array = Any
 
@@ -64,7 +67,7 @@ def _clipped_median_std(sw: Array, n_valid: Array, xp: Any) -> tuple[Array, Arra
     return med, xp.astype(std, sw.dtype), iterations
 
 
-def reject_winsorized_quantile(samples: Samples, config: StackConfig) -> Rejection:
+def _reject_winsorized_quantile(samples: Samples, config: StackConfig) -> Rejection:
     """Quantile winsorisation + sigma clip (ZeMosaic legacy); see the module docstring.
 
     Pixels with fewer than 3 valid samples, or whose bounds would keep fewer than
@@ -89,13 +92,14 @@ def reject_winsorized_quantile(samples: Samples, config: StackConfig) -> Rejecti
     sw = xp.where(inside, xp.clip(s, q_lo, q_hi), inf)
     med, std, iterations = _clipped_median_std(sw, n, xp)
     del sw
-    zero = xp.zeros_like(n)
-    lo = count_less(s, med - config.kappa_low * std, zero, n, xp=xp)
-    hi = count_less(s, med + config.kappa_high * std, lo, n, inclusive=True, xp=xp)
-    ok = ((hi - lo) >= min_keep(n, config, xp)) & (n >= _MIN_FRAMES)
+    n_valid = n[:, 0]
+    zero = xp.zeros_like(n_valid)
+    lo = search_rows(s, (med - config.kappa_low * std)[:, 0], zero, n_valid, xp=xp)
+    hi = search_rows(s, (med + config.kappa_high * std)[:, 0], lo, n_valid, inclusive=True, xp=xp)
+    ok = ((hi - lo) >= min_keep(n_valid, config, xp)) & (n_valid >= _MIN_FRAMES)
     lo = xp.where(ok, lo, zero)
-    hi = xp.where(ok, hi, n)
-    iterations = xp.where(ok[:, 0], iterations, xp.zeros_like(iterations))
+    hi = xp.where(ok, hi, n_valid)
+    iterations = xp.where(ok, iterations, xp.zeros_like(iterations))
     rej = range_rejection(samples, lo, hi, iterations)
     if not config.winsor_rewinsor:
         return rej

@@ -1,4 +1,4 @@
-"""Linear fit clipping (Conejero / PixInsight 1.6.1, Siril): a line through the sorted stack.
+"""``linear_fit_clip``: a line through the sorted stack (Conejero / PixInsight 1.6.1, Siril).
 
 Per pixel, the kept samples sorted ascending, y_0 <= … <= y_{n−1}, are fitted by
 ordinary least squares against their rank, y ≈ a + b·i. The dispersion is the mean
@@ -11,9 +11,8 @@ line, so the samples at its ends are explained by the line instead of being trea
 as outliers of a median-centred distribution. The price is on clean data: σ is a
 mean absolute residual (0.8 σ for Gaussian noise) and the sorted values of Gaussian
 noise curve away from a line at both ends, so every iteration trims a little more of
-both tails. At κ = 3 and the default 10 iterations it drops about 2 / 5 / 9 % of clean
-samples at N = 12 / 24 / 48 (Siril, which has no iteration cap, trims at least as
-much); raise κ for large clean stacks (docs/algorithms.md).
+both tails, more so the larger N (docs/algorithms.md measures it; Siril, which has no
+iteration cap, trims at least as much): raise κ for large clean stacks.
 """
 
 from __future__ import annotations
@@ -22,12 +21,12 @@ from typing import Any
 
 from array_api_compat import device as _device
 
-from .config import StackConfig
-from .reject_common import min_keep
-from .reject_tools import exact_range_rejection, keep_from_sorted, take
-from .samples import Rejection, Samples
+from ..config import StackConfig
+from ..samples import Rejection, Samples
+from ..sorted_rows import take_rows
+from ._common import exact_range_rejection, keep_from_sorted, min_keep
 
-__all__ = ["reject_linear_fit_clip"]
+__all__: list[str] = []
 
 Array = Any
 
@@ -58,7 +57,7 @@ def _fit_step(yc: Array, keep: Array, xp: Any) -> tuple[Array, Array, Array]:
     return residual, sigma, n
 
 
-def reject_linear_fit_clip(samples: Samples, config: StackConfig) -> Rejection:
+def _reject_linear_fit_clip(samples: Samples, config: StackConfig) -> Rejection:
     """Linear fit clipping; see the module docstring for the definition.
 
     Per-pixel convergence; at least ``min(min_survivors, n_valid)`` samples stay (a
@@ -75,8 +74,8 @@ def reject_linear_fit_clip(samples: Samples, config: StackConfig) -> Rejection:
     idx = xp.arange(n_samples, device=dev)[None, :]
     keep = idx < n_valid
     zero64 = xp.zeros((), dtype=xp.float64, device=dev)
-    first = xp.astype(take(s, xp.zeros_like(n_valid), xp), xp.float64)
-    last = xp.astype(take(s, n_valid - 1, xp), xp.float64)
+    first = xp.astype(take_rows(s, xp.zeros_like(n_valid[:, 0]), xp=xp)[:, None], xp.float64)
+    last = xp.astype(take_rows(s, n_valid[:, 0] - 1, xp=xp, clip=True)[:, None], xp.float64)
     has = n_valid > 0
     first = xp.where(has, first, zero64)
     last = xp.where(has, last, zero64)
@@ -119,7 +118,5 @@ def _to_rejection(samples: Samples, keep: Array, low: Array, high: Array,
     gap_high = high[:, :-1] & ~high[:, 1:] & inside[:, 1:]
     if not bool(xp.any(gap_low | gap_high)):
         # Lows are a prefix and highs a suffix of the valid samples: a range.
-        lo = n_low[:, None]
-        hi = samples.n_valid - n_high[:, None]
-        return exact_range_rejection(samples, lo, hi, iterations)
+        return exact_range_rejection(samples, n_low, samples.n_valid[:, 0] - n_high, iterations)
     return Rejection(keep_from_sorted(samples, keep), n_low, n_high, iterations)

@@ -1,6 +1,9 @@
-"""PixInsight / Siril winsorised sigma clipping, the default ``winsorized_sigma_clip``.
+"""``winsorized_sigma_clip``, the default rejection: PixInsight/Siril winsorised sigma clipping.
 
-Per pixel, with K the kept samples (at first every valid one):
+``config.wsc_impl`` picks the implementation: ``"pixinsight"`` (the default, this
+module) or ``"zemosaic"`` (ZeMosaic's Huber variant, in
+:mod:`.winsorized_sigma_clip_zemosaic`). PixInsight's, per pixel, with K the kept
+samples (at first every valid one):
 
 1. *robust estimate* of K (the inner loop): m = median, σ = 1.4826·MAD (the population
    std of K when the MAD is 0); then repeat: winsorise K to ``[m − 1.5σ, m + 1.5σ]``
@@ -15,7 +18,7 @@ Everything runs on the sorted rows (``Samples.sorted``) without sorting again. K
 contiguous index range ``[lo, hi)``, and winsorising keeps the order, so the
 winsorised sums split into ranges: ``(a − lo)`` samples clamped low (one value, a
 count), the unclamped range ``[a, b)`` and ``(hi − b)`` clamped high. ``a`` and ``b``
-are binary searches, and the range's Σd, Σd² come from :func:`~.ranges.anchored_sums`
+are binary searches, and the range's Σd, Σd² come from :func:`~zemosaic_xp.core.sorted_rows.anchored_sums`
 (``d = x − median``, float64): no iteration touches the samples.
 
 Frame weights are deliberately *not* used in the estimate (PixInsight and Siril reject
@@ -31,16 +34,15 @@ from typing import Any
 
 from array_api_compat import device as _device
 
-from .config import StackConfig
-from .nanstats import MAD_TO_SIGMA, median_sorted, take_rows
-from .ops import ArrayOps, ops_for
-from .ranges import anchored_sums, mad_sorted, search_near, search_rows
-from .reject_common import range_rejection
-from .reject_sigma import RangeFit
-from .samples import Rejection, Samples
+from ..config import StackConfig
+from ..nanstats import MAD_TO_SIGMA, median_sorted
+from ..ops import ArrayOps, ops_for
+from ..samples import Rejection, Samples
+from ..sorted_rows import anchored_sums, mad_sorted, range_sum, search_near, search_rows
+from ._common import RangeFit, range_rejection
+from .winsorized_sigma_clip_zemosaic import _reject_wsc_zemosaic
 
-__all__ = ["reject_wsc_pixinsight", "wsc_pixinsight_fit", "HUBER_C", "WINSOR_CORRECTION",
-           "TOLERANCE", "INNER_MAX_ITERS"]
+__all__ = ["wsc_pixinsight_fit", "HUBER_C", "WINSOR_CORRECTION", "TOLERANCE", "INNER_MAX_ITERS"]
 
 Array = Any
 
@@ -50,9 +52,9 @@ HUBER_C = 1.5
 WINSOR_CORRECTION = 1.134
 #: Relative tolerance of the inner loop, on σ and on m, in units of σ.
 TOLERANCE = 5e-4
-#: Inner-loop cap. The loop contracts by ~0.4 per iteration on Gaussian data (5-10
-#: iterations); it is slow only near breakdown (≥ 20 % contamination) or when most
-#: samples are equal (σ then shrinks geometrically towards 0), where the cap decides.
+#: Inner-loop cap. The loop converges geometrically on clean data; it is slow only
+#: near breakdown or when most samples are equal (σ then shrinks geometrically
+#: towards 0), where the cap decides (docs/algorithms.md gives measured counts).
 INNER_MAX_ITERS = 50
 # CPU strategy: gather the unconverged rows once they are fewer than this fraction.
 _COMPACT_BELOW = 0.5
@@ -79,7 +81,12 @@ class _Clip:
     max_iters: int
 
 
-def reject_wsc_pixinsight(samples: Samples, config: StackConfig) -> Rejection:
+def _reject_winsorized_sigma_clip(samples: Samples, config: StackConfig) -> Rejection:
+    """Winsorised sigma clipping by ``config.wsc_impl`` (PixInsight's or ZeMosaic's)."""
+    return _IMPLEMENTATIONS[config.wsc_impl](samples, config)
+
+
+def _reject_wsc_pixinsight(samples: Samples, config: StackConfig) -> Rejection:
     """``winsorized_sigma_clip`` with ``wsc_impl="pixinsight"``; see the module docstring.
 
     The kept set is a range of the sorted samples, so an unweighted mean needs no
@@ -88,8 +95,8 @@ def reject_wsc_pixinsight(samples: Samples, config: StackConfig) -> Rejection:
     fit = wsc_pixinsight_fit(samples.sorted, samples.n_valid, kappa_low=config.kappa_low,
                              kappa_high=config.kappa_high, max_iters=config.effective_max_iters(),
                              min_survivors=config.min_survivors, xp=samples.xp, ops=samples.ops)
-    return range_rejection(samples, fit.lo[:, None], fit.hi[:, None], fit.iterations,
-                           centre=fit.centre, kept_sum=fit.kept_sum)
+    return range_rejection(samples, fit.lo, fit.hi, fit.iterations, centre=fit.centre,
+                           kept_sum=fit.kept_sum)
 
 
 def wsc_pixinsight_fit(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,
@@ -102,15 +109,18 @@ def wsc_pixinsight_fit(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_h
     s : array, shape (R, N), float32
         Rows sorted ascending, invalid samples last as ``+inf`` (``ops.sort_valid``).
     n_valid : array, shape (R, 1) or (R,), int64
+        Valid samples per row.
     kappa_low, kappa_high : float
         Rejection thresholds in units of the winsorised σ.
     max_iters : int
         Cap of the outer (rejection) passes; each pass runs the inner loop to
         convergence.
     min_survivors : int
-        A row never goes below ``min(min_survivors, n_valid)`` kept samples.
+        Fewest samples a row may keep (all of them when fewer are valid).
+    xp : namespace
+        The array namespace of ``s``.
     ops : ArrayOps, optional
-        Fast paths and strategy (default: the registered ops of ``xp``).
+        Native fast path and CPU / GPU strategy; default ``ops_for(xp, device)``.
 
     Returns
     -------
@@ -147,12 +157,7 @@ def wsc_pixinsight_fit(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_h
         lo, hi, iterations = _outer_compact(data, lo, n, need, active, 0, clip, xp, ops)
     else:
         lo, hi, iterations = _outer_dense(data, lo, n, need, active, clip, xp, ops)
-    return RangeFit(lo, hi, iterations, c, _range_sum(f1, lo, hi, xp))
-
-
-def _range_sum(f: Array, a: Array, b: Array, xp: Any) -> Array:
-    """``Σ d[a:b]`` of each row from anchored sums (exactly 0 when ``a == b``)."""
-    return take_rows(f, b, xp=xp) - take_rows(f, a, xp=xp)
+    return RangeFit(lo, hi, iterations, c, range_sum(f1, lo, hi, xp=xp))
 
 
 def _start(data: _Rows, lo: Array, hi: Array, first: bool, xp: Any,
@@ -167,8 +172,8 @@ def _start(data: _Rows, lo: Array, hi: Array, first: bool, xp: Any,
         med = median_sorted(data.s, count[:, None], xp=xp, lo=lo[:, None])
         mad = mad_sorted(data.s, count, med, xp=xp, lo=lo)
     k = xp.astype(xp.where(count > 0, count, xp.ones_like(count)), f64)
-    mc = _range_sum(data.f1, lo, hi, xp) / k
-    var = _range_sum(data.f2, lo, hi, xp) / k - mc * mc
+    mc = range_sum(data.f1, lo, hi, xp=xp) / k
+    var = range_sum(data.f2, lo, hi, xp=xp) / k - mc * mc
     std = xp.sqrt(xp.maximum(var, xp.zeros_like(var)))
     mad = xp.astype(mad, f64)
     return xp.astype(med, f64), xp.where(mad > 0, MAD_TO_SIGMA * mad, std)
@@ -188,8 +193,8 @@ def _winsor_step(data: _Rows, lo: Array, hi: Array, m: Array, sigma: Array, gues
     c = xp.astype(data.c, f64)
     n_low, n_high = xp.astype(a - lo, f64), xp.astype(hi - b, f64)
     lc, hc = low - c, high - c
-    s1 = n_low * lc + _range_sum(data.f1, a, b, xp) + n_high * hc
-    s2 = n_low * (lc * lc) + _range_sum(data.f2, a, b, xp) + n_high * (hc * hc)
+    s1 = n_low * lc + range_sum(data.f1, a, b, xp=xp) + n_high * hc
+    s2 = n_low * (lc * lc) + range_sum(data.f2, a, b, xp=xp) + n_high * (hc * hc)
     count = hi - lo
     inv_k = 1.0 / xp.astype(xp.where(count > 0, count, xp.ones_like(count)), f64)
     mc = s1 * inv_k
@@ -283,3 +288,7 @@ def _outer_compact(data: _Rows, lo: Array, hi: Array, need: Array, active: Array
                                                 xp.ones_like(sub_lo, dtype=xp.bool), k + 1, clip, xp,
                                                 ops)
     return tuple(ops.expand(changed, [(sub_lo, lo), (sub_hi, hi), (sub_it + 1, iterations)]))
+
+
+#: Implementations of ``winsorized_sigma_clip`` by ``config.wsc_impl`` (config.WSC_IMPLEMENTATIONS).
+_IMPLEMENTATIONS = {"pixinsight": _reject_wsc_pixinsight, "zemosaic": _reject_wsc_zemosaic}

@@ -1,8 +1,8 @@
-"""PixInsight/Siril winsorised sigma clip, the default ``winsorized_sigma_clip``.
+"""``winsorized_sigma_clip``, the default: PixInsight/Siril winsorised sigma clip.
 
 Known answers first (the small-N failures of ZeMosaic's variant among them), then the
-per-pixel oracle ``tests.core.reference.wsc_pixel`` on random data, the two core
-strategies, weights, and the behaviour on clean Gaussian data.
+per-pixel oracles ``oracles.wsc_pixel`` and ``oracles.wsc_zemosaic_pixel`` on random
+data, the two core strategies, weights, and the behaviour on clean Gaussian data.
 """
 
 from __future__ import annotations
@@ -13,22 +13,13 @@ import pytest
 from zemosaic_xp import StackConfig, stack
 from zemosaic_xp.backends.ops_gpu import GpuOps
 from zemosaic_xp.core.ops import ArrayOps
-from zemosaic_xp.core.reject_pixinsight import wsc_pixinsight_fit
 from zemosaic_xp.core.in_memory import stack_frames
+from zemosaic_xp.core.reject.winsorized_sigma_clip import wsc_pixinsight_fit
 from tests.conftest import get_backend, host, on
-from tests.core.reference import wsc_pixel
+from tests.core.reject.oracles import wsc_pixel, wsc_zemosaic_pixel
+from tests.core.reject.stacks import column, pixels
 
 WSC = StackConfig.plain(reject="winsorized_sigma_clip")
-
-
-def _column(values):
-    return np.asarray(values, dtype=np.float32).reshape(-1, 1, 1)
-
-
-def _pixels(rows):
-    """(P, N) samples as a stack of N frames of P × 1 pixels."""
-    rows = np.asarray(rows, dtype=np.float32)
-    return np.ascontiguousarray(rows.T).reshape(rows.shape[1], rows.shape[0], 1)
 
 
 # ---------------------------------------------------------------------------- known answers
@@ -38,7 +29,7 @@ def test_known_answer_by_hand(backend):
     # nine: median 0, MAD 1 → σ0 = 1.4826; nothing lies beyond ±1.5σ, so m = 0 and
     # σ = 1.134·sqrt(8/9) = 1.069 at once and again: converged. Bounds ±3.2 keep all.
     values = [-1.0, 1.0] * 4 + [0.0, 50.0]
-    result = stack(on(backend, _column(values)), config=WSC)
+    result = stack(on(backend, column(values)), config=WSC)
     assert float(host(result.image)[0, 0]) == 0.0
     assert int(host(result.rejected_high)[0, 0]) == 1
     assert int(host(result.rejected_low)[0, 0]) == 0
@@ -53,7 +44,7 @@ def test_single_hit_at_n8_the_zemosaic_failure(backend):
         v = rng.normal(1000, 10, 8).astype(np.float32)
         v[3] = 1150
         rows.append(v)
-    frames = on(backend, _pixels(rows))
+    frames = on(backend, pixels(rows))
     np.testing.assert_array_equal(host(stack(frames, config=WSC).rejected_high)[:, 0], 1)
     legacy = stack(frames, config=WSC.replace(wsc_impl="zemosaic"))
     np.testing.assert_array_equal(host(legacy.rejected_high)[:, 0], [1, 1, 1, 0, 0])
@@ -61,10 +52,10 @@ def test_single_hit_at_n8_the_zemosaic_failure(backend):
 
 def test_two_coincident_hits_in_eight_frames(backend):
     values = [987, 964, 971, 2987, 984, 972, 6125, 988]
-    result = stack(on(backend, _column(values)), config=WSC)
+    result = stack(on(backend, column(values)), config=WSC)
     assert int(host(result.rejected_high)[0, 0]) == 2
     assert float(host(result.image)[0, 0]) == pytest.approx(np.mean([987, 964, 971, 984, 972, 988]))
-    legacy = stack(on(backend, _column(values)), config=WSC.replace(wsc_impl="zemosaic"))
+    legacy = stack(on(backend, column(values)), config=WSC.replace(wsc_impl="zemosaic"))
     assert int(host(legacy.rejected_high)[0, 0]) == 1  # 2987 survives ZeMosaic's variant
 
 
@@ -79,10 +70,10 @@ def test_one_15_sigma_hit_is_rejected_at_small_n(n, weighted):
     hit = rng.integers(0, n, 400)
     rows[np.arange(400), hit] = 1150
     weights = rng.uniform(0.3, 1.0, n).astype(np.float32) if weighted else None
-    result = stack(_pixels(rows), config=WSC, weights=weights)
+    result = stack(pixels(rows), config=WSC, weights=weights)
     assert int((result.rejected_high[:, 0] == 0).sum()) == 0
     if n <= 8:
-        legacy = stack(_pixels(rows), config=WSC.replace(wsc_impl="zemosaic"), weights=weights)
+        legacy = stack(pixels(rows), config=WSC.replace(wsc_impl="zemosaic"), weights=weights)
         assert int((legacy.rejected_high[:, 0] == 0).sum()) > 100
 
 
@@ -97,7 +88,7 @@ def test_a_quarter_of_the_samples_hit(levels, missed_at_most):
     rng = np.random.default_rng(21)
     rows = rng.normal(1000, 10, (2000, 16)).astype(np.float32)
     rows[:, :4] += np.float32(10) * np.array(levels, dtype=np.float32)
-    result = stack(_pixels(rows), config=WSC)
+    result = stack(pixels(rows), config=WSC)
     assert int((result.rejected_high[:, 0] < 4).sum()) <= missed_at_most
     # The price: after the hits, 12 samples, of which ~1 % are rejected too.
     extra = np.maximum(result.rejected_high[:, 0] - 4, 0).sum() + result.rejected_low[:, 0].sum()
@@ -122,7 +113,7 @@ def test_constant_and_tiny_pixels(backend):
 
 
 def test_min_survivors_guard(backend):
-    data = on(backend, _column([10.0, 10.2, 10.1, 9.9, 10.05, 500.0]))
+    data = on(backend, column([10.0, 10.2, 10.1, 9.9, 10.05, 500.0]))
     default = stack(data, config=WSC)
     assert (int(host(default.coverage)[0, 0]), default.stats["iterations"]) == (5, 2)
     # No rejection is possible when n_valid <= min_survivors: no pass runs.
@@ -139,11 +130,11 @@ def test_min_survivors_guard(backend):
 
 def test_asymmetric_kappa(backend):
     values = [99.0, 101.0] * 8 + [80.0, 125.0]  # a dark sample 20σ low, a bright one 25σ high
-    loose_low = stack(on(backend, _column(values)), config=WSC.replace(kappa_low=100.0))
+    loose_low = stack(on(backend, column(values)), config=WSC.replace(kappa_low=100.0))
     assert (int(host(loose_low.rejected_low)[0, 0]), int(host(loose_low.rejected_high)[0, 0])) == (0, 1)
-    loose_high = stack(on(backend, _column(values)), config=WSC.replace(kappa_high=100.0))
+    loose_high = stack(on(backend, column(values)), config=WSC.replace(kappa_high=100.0))
     assert (int(host(loose_high.rejected_low)[0, 0]), int(host(loose_high.rejected_high)[0, 0])) == (1, 0)
-    both = stack(on(backend, _column(values)), config=WSC)
+    both = stack(on(backend, column(values)), config=WSC)
     assert float(host(both.image)[0, 0]) == 100.0
 
 
@@ -164,6 +155,18 @@ def test_weights_change_the_combine_not_the_rejection(backend):
     w = weights[:, None, None] * keep
     expected = (w * data).sum(axis=0, dtype=np.float64) / w.sum(axis=0)
     np.testing.assert_allclose(host(weighted.image), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["pixinsight", "zemosaic"])
+def test_wsc_single_large_outlier_follows_the_median(backend, impl):
+    # Upstream oracle: N = 12, one 10^4 hit on ~100 ADU -> result near the median, not the mean.
+    rng = np.random.default_rng(13)
+    values = rng.normal(100, 2, 12).astype(np.float32)
+    values[4] = 1e4
+    config = StackConfig.plain(reject="winsorized_sigma_clip", wsc_impl=impl)
+    result = stack(on(backend, column(values)), config=config)
+    assert abs(float(host(result.image)[0, 0]) - np.median(values)) < 2.0
+    assert int(host(result.rejected_high)[0, 0]) == 1
 
 
 # ---------------------------------------------------------------------------- oracle parity
@@ -197,6 +200,27 @@ def test_matches_the_per_pixel_oracle(backend, n, kappa_low, kappa_high, survivo
                 assert high[y, x] == (values[np.isfinite(values)] > values[keep].max()).sum(), (y, x)
                 np.testing.assert_allclose(image[y, x], values[keep].astype(np.float64).mean(), rtol=1e-6)
     assert result.stats["iterations"] == passes
+
+
+@pytest.mark.parametrize("impl", ["pixinsight", "zemosaic"])
+def test_wsc_matches_per_pixel_oracle(backend, impl):
+    rng = np.random.default_rng(5)
+    data = rng.normal(1000, 10, (12, 6, 7)).astype(np.float32)
+    data[3, 2, 2] = 5e4
+    data[rng.random(data.shape) < 0.03] = np.nan
+    data[:, 0, 0] = np.nan
+    data[1:, 0, 1] = np.nan
+    config = StackConfig.plain(reject="winsorized_sigma_clip", wsc_impl=impl)
+    result = stack(on(backend, data), config=config)
+    image = host(result.image)
+    for y in range(6):
+        for x in range(7):
+            if impl == "pixinsight":
+                keep = wsc_pixel(data[:, y, x])[0]
+            else:
+                keep = wsc_zemosaic_pixel(data[:, y, x])
+            expected = data[keep, y, x].astype(np.float64).mean() if keep.any() else np.nan
+            np.testing.assert_allclose(image[y, x], expected, rtol=1e-5, err_msg=f"pixel {(y, x)}")
 
 
 @pytest.mark.parametrize("strategy", ["dense_sync_free", "dense_checked", "compact"])

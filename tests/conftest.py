@@ -77,6 +77,12 @@ def gpu_backend(request) -> Backend:
     return get_backend(request.param)
 
 
+def data_dependent_shapes_allowed(backend: Backend) -> bool:
+    """False while the strict device runs with ``data_dependent_shapes=False``."""
+    flags = getattr(backend.xp, "get_array_api_strict_flags", None)
+    return flags is None or bool(flags()["data_dependent_shapes"])
+
+
 def on(backend: Backend, array):
     """A NumPy array (or nested sequence) moved to ``backend`` as float32."""
     return to_backend(np.asarray(array, dtype=np.float32), backend)

@@ -18,7 +18,7 @@ import pytest
 import zemosaic_xp.core.reject as reject_package
 from zemosaic_xp import StackConfig, stack
 from zemosaic_xp.core import config as core_config
-from zemosaic_xp.core.stack import stack_frames
+from zemosaic_xp.core.in_memory import stack_frames
 from zemosaic_xp.synthetic import make_stack
 from tests.conftest import assert_on, host, on
 from tests.core.reject import oracles as ref

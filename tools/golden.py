@@ -98,8 +98,9 @@ def stack_cases() -> dict[str, str]:
 
 
 def master_tile_cases(tmp: Path) -> dict[str, str]:
-    import zemosaic_xp as zx
     from astropy.io import fits
+
+    import zemosaic_xp as zx
 
     out: dict[str, str] = {}
     frames = _frames(True, 11, n=10)
@@ -118,8 +119,9 @@ def master_tile_cases(tmp: Path) -> dict[str, str]:
 
 
 def grid_cases(tmp: Path) -> dict[str, str]:
-    import zemosaic_xp as zx
     from astropy.io import fits
+
+    import zemosaic_xp as zx
     from zemosaic_xp.synthetic import make_survey
 
     out: dict[str, str] = {}

@@ -21,12 +21,12 @@ from zemosaic_xp import StackConfig, stack
 from zemosaic_xp.backends.numba import NUMBA_ENV, numba_enabled, numba_kernels
 from zemosaic_xp.backends.ops_numpy import NumpyOps
 from zemosaic_xp.backends.ops_torch import TorchCpuOps
+from zemosaic_xp.core.in_memory import stack_frames
 from zemosaic_xp.core.ops import ArrayOps, portable_only
 from zemosaic_xp.core.reject.kappa_sigma import kappa_sigma_fit
 from zemosaic_xp.core.reject.winsorized_sigma_clip import wsc_pixinsight_fit
 from zemosaic_xp.core.reject.winsorized_sigma_clip_zemosaic import _reject_wsc_zemosaic as reject_wsc_zemosaic
 from zemosaic_xp.core.samples import Samples
-from zemosaic_xp.core.in_memory import stack_frames
 from zemosaic_xp.synthetic import make_stack
 
 # The kernels module imports numba at its top: without numba the whole file skips.
@@ -186,9 +186,9 @@ def test_pixinsight_wsc_kernel_declines_float64():
 
 
 def test_kernel_constants_are_the_core_s():
+    from zemosaic_xp.core.nanstats import MAD_TO_SIGMA
     from zemosaic_xp.core.reject import winsorized_sigma_clip as reject_pixinsight
     from zemosaic_xp.core.reject import winsorized_sigma_clip_zemosaic as reject_wsc
-    from zemosaic_xp.core.nanstats import MAD_TO_SIGMA
 
     for name in ("HUBER_C", "WINSOR_CORRECTION", "TOLERANCE", "INNER_MAX_ITERS"):
         assert getattr(common, name) == getattr(reject_pixinsight, name), name

@@ -16,9 +16,9 @@ from tests.conftest import get_backend, host, on
 from zemosaic_xp import StackConfig, stack
 from zemosaic_xp.backends.ops_gpu import GpuOps
 from zemosaic_xp.backends.ops_numpy import NumpyOps
+from zemosaic_xp.core.in_memory import stack_frames
 from zemosaic_xp.core.ops import ArrayOps, ops_for, portable_only
 from zemosaic_xp.core.reject.kappa_sigma import kappa_sigma_fit
-from zemosaic_xp.core.in_memory import stack_frames
 from zemosaic_xp.synthetic import make_stack
 
 ALL_METHODS = [(r, c) for r in ("none", "kappa_sigma", "winsorized_sigma_clip") for c in ("mean", "median")]

@@ -10,10 +10,10 @@ import pytest
 
 from zemosaic_xp import StackConfig
 from zemosaic_xp.classic.scan import ChunkedFrameSamples, plan_scan, scan_frames
-from zemosaic_xp.io.bands import open_sources
 from zemosaic_xp.core.frames import FrameStack
 from zemosaic_xp.core.framestats import FrameSamples
 from zemosaic_xp.core.pipeline import plan_frames
+from zemosaic_xp.io.bands import open_sources
 from zemosaic_xp.synthetic import make_stack
 
 from .helpers import write_frames
@@ -112,7 +112,8 @@ def test_plan_of_a_spilled_scan_takes_one_pass_and_equals_in_memory(rgb_frames, 
     assert plan_scan(spilled, config).stats == plan_frames(whole.stats, config).stats
     assert len(passes) == 1  # every statistic of the plan in a single pass over the chunks
     expected = {"linear_fit+noise": {"quantile", "clipped_std"}, "sky_mean": {"luminance_quantile"}}
-    assert {key[0] for key in passes[0]} == expected["sky_mean" if config.normalize == "sky_mean" else "linear_fit+noise"]
+    kind = "sky_mean" if config.normalize == "sky_mean" else "linear_fit+noise"
+    assert {key[0] for key in passes[0]} == expected[kind]
     whole.close()
     spilled.close()
 

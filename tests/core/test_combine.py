@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from array_api_compat import numpy as np_xp
 
+from tests.conftest import assert_on, host, on
 from zemosaic_xp import StackConfig, stack
 from zemosaic_xp.core.combine import combine
 from zemosaic_xp.core.reject import reject
 from zemosaic_xp.core.samples import Rejection, Samples
 from zemosaic_xp.synthetic import make_stack
-from tests.conftest import assert_on, host, on
 
 # Pixel 0: 1, 2, 3, 100 and a NaN. Pixel 1: nothing valid. Pixel 2: a single 5.
 FRAMES = np.array([[1.0, np.nan, np.nan], [2.0, np.nan, 5.0], [3.0, np.nan, np.nan],

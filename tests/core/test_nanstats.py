@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from zemosaic_xp.core import nanstats
 from tests.conftest import assert_on, host, on
+from zemosaic_xp.core import nanstats
 
 
 class TestKnownAnswers:

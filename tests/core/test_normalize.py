@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.conftest import host, on
 from zemosaic_xp import StackConfig, stack
 from zemosaic_xp.core.in_memory import stack_frames
 from zemosaic_xp.synthetic import make_stack
-from tests.conftest import host, on
 
 ROBUST = ["median", "additive", "multiplicative", "additive_scaling", "multiplicative_scaling"]
 

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from zemosaic_xp import StackConfig, stack
-from zemosaic_xp.core.rgb import equalize_rgb
-from zemosaic_xp.core.in_memory import stack_frames
-from zemosaic_xp.synthetic import make_stack
 from tests.conftest import assert_on, host, on
+from zemosaic_xp import StackConfig, stack
+from zemosaic_xp.core.in_memory import stack_frames
+from zemosaic_xp.core.rgb import equalize_rgb
+from zemosaic_xp.synthetic import make_stack
 
 
 def upstream_equalize(img, gain_clip=(0.95, 1.05), bg_percentile=(5, 85)):

@@ -9,11 +9,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.conftest import assert_on, data_dependent_shapes_allowed, host, on
 from zemosaic_xp.core.nanstats import sort_valid
 from zemosaic_xp.core.ops import ArrayOps, ops_for
-from zemosaic_xp.core.sorted_rows import (anchored_sums, centred_prefix_sums, mad_sorted, range_sum,
-                                          search_near, search_rows, take_rows)
-from tests.conftest import assert_on, data_dependent_shapes_allowed, host, on
+from zemosaic_xp.core.sorted_rows import (
+    anchored_sums,
+    centred_prefix_sums,
+    mad_sorted,
+    range_sum,
+    search_near,
+    search_rows,
+    take_rows,
+)
 
 
 def _int64(backend, values):

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 import zemosaic_xp as zx
+from tests.conftest import assert_on, get_backend, host, on
 from zemosaic_xp import StackConfig, stack
 from zemosaic_xp.core.in_memory import stack_frames
 from zemosaic_xp.core.ops import portable_only
 from zemosaic_xp.synthetic import make_stack
-from tests.conftest import assert_on, get_backend, host, on
 
 METHODS = [
     ("none", "mean"), ("none", "median"), ("kappa_sigma", "mean"), ("kappa_sigma", "median"),

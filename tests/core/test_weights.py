@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from array_api_compat import numpy as np_xp
 
+from tests.conftest import assert_on, host, on
 from zemosaic_xp import StackConfig, stack
 from zemosaic_xp.core.in_memory import stack_frames
 from zemosaic_xp.core.weights import radial_weight_map
-from tests.conftest import assert_on, host, on
 
 
 def _radial(y, x, h, w, feather=0.8, power=2.0, floor=0.05):

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from zemosaic_xp.mosaic import TileImage
 from zemosaic_xp.io.fits import read_frame
+from zemosaic_xp.mosaic import TileImage
 from zemosaic_xp.synthetic import SyntheticSurvey
 
 __all__ = ["reproject_coadd_reference", "footprint_tiles", "simple_grid_tiles", "fit_linear", "truth_on"]

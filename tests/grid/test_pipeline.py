@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from zemosaic_xp import GridConfig, StackConfig, run_grid_mode
-from zemosaic_xp.io.framecache import FrameCache
-from zemosaic_xp.mosaic import assemble_mosaic, write_mosaic_outputs
 from zemosaic_xp.grid.framemaps import await_frame_maps, maps_path, publish_failure, publish_frame_maps
 from zemosaic_xp.grid.reproject_tile import frame_planes
 from zemosaic_xp.grid.tile import FrameRef, read_tile
 from zemosaic_xp.grid.worker import warm_up
 from zemosaic_xp.io.fits import read_frame
+from zemosaic_xp.io.framecache import FrameCache
+from zemosaic_xp.mosaic import assemble_mosaic, write_mosaic_outputs
 
 from .frames_util import write_frames
 from .survey_cases import SMALL_CONFIG, mosaic_data, small_survey

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from zemosaic_xp.io.bands import ArraySource, BandReader, FitsSource, open_sources, read_band
 from zemosaic_xp.io import FitsFrameSource, FitsReadError
+from zemosaic_xp.io.bands import ArraySource, BandReader, FitsSource, open_sources, read_band
 
 from ..classic.helpers import write_frame
 
@@ -34,7 +34,8 @@ def test_corrupt_file_is_named(tmp_path, rgb):
 def test_shape_mismatch_names_both_files_and_shapes(tmp_path, rgb):
     a = write_frame(tmp_path / "a.fits", rgb)
     b = write_frame(tmp_path / "b.fits", rgb[:10])
-    with pytest.raises(ValueError, match=r"'.*b\.fits' has frame shape \(10, 7, 3\); expected \(13, 7, 3\) like '.*a\.fits'"):
+    expected = r"'.*b\.fits' has frame shape \(10, 7, 3\); expected \(13, 7, 3\) like '.*a\.fits'"
+    with pytest.raises(ValueError, match=expected):
         open_sources([a, b])
     mono = write_frame(tmp_path / "m.fits", rgb[..., 0])
     with pytest.raises(ValueError, match=r"m\.fits' has frame shape \(13, 7\)"):

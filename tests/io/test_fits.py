@@ -94,7 +94,8 @@ def test_errors_name_the_file(tmp_path):
     with pytest.raises(FitsReadError, match="corrupt.fits"):
         read_frame(bad)
     table = tmp_path / "table.fits"
-    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column("a", "E", array=[1.0])])]).writeto(table)
+    columns = fits.BinTableHDU.from_columns([fits.Column("a", "E", array=[1.0])])
+    fits.HDUList([fits.PrimaryHDU(), columns]).writeto(table)
     with pytest.raises(FitsReadError, match="table.fits.*no 2-D or 3-D image"):
         read_frame(table)
     good = _write(tmp_path / "trunc.fits", np.zeros((64, 64), np.float32))

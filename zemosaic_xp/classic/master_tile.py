@@ -36,9 +36,9 @@ from ..backends import Backend, default_memory_budget
 from ..core.config import StackConfig
 from ..core.pipeline import Block, FramePlan, band_blocks, finish_stack, rows_per_band, stack_bands
 from ..gpu.policy import DeviceSession, GpuPolicy, GpuResultError, garbage_reason
+from ..io.bands import BandReader, open_sources
 from ..io.fits import FitsReadError, write_fits
 from .scan import FrameScan, plan_scan, scan_frames
-from ..io.bands import BandReader, open_sources
 
 __all__ = ["MasterTileResult", "stack_master_tile", "write_master_tile", "provenance_header"]
 

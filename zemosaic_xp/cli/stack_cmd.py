@@ -98,8 +98,8 @@ def _wcs_of(header: Any) -> Any:
 
 def _run(args: argparse.Namespace) -> int:
     from zemosaic_xp import stack_master_tile, write_master_tile
-    from zemosaic_xp.io.bands import FitsSource
     from zemosaic_xp.cli.progress import ProgressBar
+    from zemosaic_xp.io.bands import FitsSource
 
     config, backend = _build_config(args)
     budget = parse_bytes(args.memory_budget) if args.memory_budget else None

@@ -55,8 +55,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..core.config import (COMBINE_METHODS, NORMALIZE_METHODS, REJECT_METHODS, WEIGHTING_METHODS,
-                           WSC_IMPLEMENTATIONS, StackConfig)
+from ..core.config import (
+    COMBINE_METHODS,
+    NORMALIZE_METHODS,
+    REJECT_METHODS,
+    WEIGHTING_METHODS,
+    WSC_IMPLEMENTATIONS,
+    StackConfig,
+)
 
 __all__ = [
     "STACK_KEYS",

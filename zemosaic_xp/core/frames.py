@@ -24,7 +24,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from array_api_compat import array_namespace, device as _device
+from array_api_compat import array_namespace
+from array_api_compat import device as _device
 
 from .ops import ArrayOps, ops_for
 

@@ -16,8 +16,17 @@ from .config import StackConfig
 from .frames import FrameStack
 from .framestats import FrameSamples
 from .ops import ArrayOps, ops_for
-from .pipeline import (BandDevice, Block, StackResult, band_blocks, finish_stack, memory_factor, plan_frames,
-                       rows_per_band, stack_bands)
+from .pipeline import (
+    BandDevice,
+    Block,
+    StackResult,
+    band_blocks,
+    finish_stack,
+    memory_factor,
+    plan_frames,
+    rows_per_band,
+    stack_bands,
+)
 from .weights import user_weight_kind
 
 __all__ = ["ArrayBandSource", "stack_frames"]

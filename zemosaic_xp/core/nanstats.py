@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from array_api_compat import array_namespace, device as _device
+from array_api_compat import array_namespace
+from array_api_compat import device as _device
 
 from .ops import ops_for
 from .sorted_rows import take_rows

@@ -24,7 +24,8 @@ import math
 import statistics
 from typing import Any
 
-from array_api_compat import array_namespace, device as _device
+from array_api_compat import array_namespace
+from array_api_compat import device as _device
 
 from .config import StackConfig
 from .nanstats import median_sorted, quantile_sorted, sort_valid

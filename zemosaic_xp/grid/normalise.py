@@ -30,8 +30,8 @@ import logging
 import math
 import threading
 import warnings
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import numpy as np

@@ -29,14 +29,14 @@ from astropy.io import fits
 from .._version import __version__
 from ..backends import select_backend
 from ..compat.zemosaic import load_config_file
+from ..gpu.policy import GpuPolicy
+from ..io.framecache import FRAMES
 from ..telemetry import ResourceTelemetryController
 from ..telemetry.csvlog import DEFAULT_CSV_NAME
 from .cluster import describe_executor, executor_slots, release_worker_caches
 from .config import GridConfig
 from .geometry import GlobalGrid, build_global_grid
-from ..gpu.policy import GpuPolicy
 from .manifest import TileManifest, config_hash, tile_inputs_hash
-from ..io.framecache import FRAMES
 from .normalise import FrameNormalisation, normalise_frames
 from .pipeline import BackgroundNormalisation
 from .plan import load_stack_plan, split_by_mount

@@ -33,14 +33,14 @@ from astropy.wcs import WCS, FITSFixedWarning
 from ..backends import select_backend
 from ..core.pipeline import BandDevice, BandResult, StackResult, finish_stack, stack_bands
 from ..gpu.policy import GpuPolicy, GpuResultError, garbage_reason
-from ..io.fits import write_fits
 from ..io.bands import PatchSource
+from ..io.fits import write_fits
+from ..io.framecache import FRAMES
+from ..io.patch_store import PatchStore
 from .cells import cell_blocks
 from .config import GridConfig
-from ..io.framecache import FRAMES
 from .geometry import TileSpec, tile_wcs
 from .reproject_tile import reproject_patch
-from ..io.patch_store import PatchStore
 from .tile_plan import frame_noise_samples, plan_tile_frames
 
 __all__ = ["noise_sample_count", "FrameRef", "TileProduct", "stack_tile", "write_tile", "read_tile", "tile_filename"]

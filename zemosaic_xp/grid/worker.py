@@ -29,8 +29,8 @@ from typing import Any
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from .config import GridConfig
 from ..io.framecache import FRAMES
+from .config import GridConfig
 from .geometry import TileSpec
 from .tile import FrameRef, stack_tile, tile_filename, write_tile
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from zemosaic_xp import StackConfig, stack
 from tests.conftest import assert_on, host, on
+from zemosaic_xp import StackConfig, stack
 
 
 def column(values):

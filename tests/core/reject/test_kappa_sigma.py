@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from zemosaic_xp import StackConfig, stack
 from tests.conftest import host, on
 from tests.core.reject.oracles import kappa_sigma_pixel
 from tests.core.reject.stacks import column
+from zemosaic_xp import StackConfig, stack
 
 
 def test_kappa_sigma_known_answer_by_hand(backend):

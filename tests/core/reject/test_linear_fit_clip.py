@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from array_api_compat import numpy as np_xp
 
+from tests.core.reject.stacks import stack_column
 from zemosaic_xp import StackConfig
 from zemosaic_xp.core.reject import reject
 from zemosaic_xp.core.samples import Samples
-from tests.core.reject.stacks import stack_column
 
 
 def test_linear_fit_clip(backend):

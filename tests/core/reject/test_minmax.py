@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from zemosaic_xp import StackConfig, stack
 from tests.conftest import host, on
 from tests.core.reject.stacks import column, stack_column
+from zemosaic_xp import StackConfig, stack
 
 
 def test_minmax(backend):

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 import zemosaic_xp.core.reject as reject_package
+from tests.conftest import assert_on, host, on
+from tests.core.reject import oracles as ref
+from tests.core.reject.stacks import column, random_stack, stack_column
 from zemosaic_xp import StackConfig, stack
 from zemosaic_xp.core import config as core_config
 from zemosaic_xp.core.in_memory import stack_frames
 from zemosaic_xp.synthetic import make_stack
-from tests.conftest import assert_on, host, on
-from tests.core.reject import oracles as ref
-from tests.core.reject.stacks import column, random_stack, stack_column
 
 REJECTS = ["kappa_sigma", "winsorized_sigma_clip"]
 CATALOGUE = ["winsorized_quantile", "linear_fit_clip", "percentile", "mad", "gesd", "minmax"]

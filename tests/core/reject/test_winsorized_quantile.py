@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from zemosaic_xp import StackConfig, stack
 from tests.core.reject import oracles as ref
 from tests.core.reject.stacks import random_stack, stack_column
+from zemosaic_xp import StackConfig, stack
 
 
 def test_winsorized_quantile_and_its_small_n_weakness(backend):

@@ -10,14 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from zemosaic_xp import StackConfig, stack
-from zemosaic_xp.backends.ops_gpu import GpuOps
-from zemosaic_xp.core.ops import ArrayOps
-from zemosaic_xp.core.in_memory import stack_frames
-from zemosaic_xp.core.reject.winsorized_sigma_clip import wsc_pixinsight_fit
 from tests.conftest import get_backend, host, on
 from tests.core.reject.oracles import wsc_pixel, wsc_zemosaic_pixel
 from tests.core.reject.stacks import column, pixels
+from zemosaic_xp import StackConfig, stack
+from zemosaic_xp.backends.ops_gpu import GpuOps
+from zemosaic_xp.core.in_memory import stack_frames
+from zemosaic_xp.core.ops import ArrayOps
+from zemosaic_xp.core.reject.winsorized_sigma_clip import wsc_pixinsight_fit
 
 WSC = StackConfig.plain(reject="winsorized_sigma_clip")
 

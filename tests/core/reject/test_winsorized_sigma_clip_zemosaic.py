@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.conftest import host, on
 from zemosaic_xp import StackConfig
 from zemosaic_xp.core.reject.winsorized_sigma_clip_zemosaic import _reject_wsc_zemosaic, _wsc_weighted
 from zemosaic_xp.core.samples import Samples
-from tests.conftest import host, on
 
 
 @pytest.mark.parametrize("n_frames", [2, 5, 32])

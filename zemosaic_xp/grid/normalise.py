@@ -28,15 +28,12 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from astropy.io import fits
-from astropy.wcs import WCS
 
 from ..core.config import StackConfig
 from ..core.framestats import FrameSamples
@@ -100,19 +97,6 @@ def _positions_in(footprint: tuple[float, float, float, float], width: int, heig
     return flat[flat % step == 0]
 
 
-_CANVAS = threading.local()
-
-
-def _canvas_wcs(header: str) -> WCS:
-    """The canvas WCS of a header string, parsed once per thread (WCS objects are not shared)."""
-    cache = getattr(_CANVAS, "wcs", None)
-    if cache is None or cache[0] != header:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            cache = _CANVAS.wcs = (header, WCS(fits.Header.fromstring(header)))
-    return cache[1]
-
-
 def sample_frame(path: str, canvas_header: str, positions: np.ndarray, width: int, keep: bool = False) -> np.ndarray:
     """Bilinear values of one frame at flat canvas ``positions``: ``(C, M)``, NaN where invalid.
 
@@ -128,7 +112,7 @@ def sample_frame(path: str, canvas_header: str, positions: np.ndarray, width: in
     channels = entry.source.channels
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        canvas = _canvas_wcs(canvas_header)
+        canvas = FRAMES.canvas_wcs(canvas_header)
         ys, xs = np.divmod(positions, width)
         fx, fy = entry.wcs.world_to_pixel_values(*canvas.pixel_to_world_values(xs.astype(np.float64),
                                                                               ys.astype(np.float64)))

@@ -78,6 +78,7 @@ class FrameCache:
         self._planes: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._plane_bytes = 0
         self._lock = threading.Lock()
+        self._local = threading.local()  # WCS objects are not shared between threads
 
     @staticmethod
     def _key(path: str) -> tuple:
@@ -128,6 +129,31 @@ class FrameCache:
                     _, old = self._planes.popitem(last=False)
                     self._plane_bytes -= old.nbytes
         return entry, planes
+
+    def canvas_wcs(self, header: str) -> Any:
+        """The WCS of a header string (the mosaic canvas), parsed once per thread.
+
+        Parameters
+        ----------
+        header : str
+            ``WCS.to_header_string()`` of the canvas.
+
+        Returns
+        -------
+        astropy.wcs.WCS
+            This thread's copy; the last header asked for is kept.
+        """
+        import warnings
+
+        from astropy.io import fits
+        from astropy.wcs import WCS
+
+        cache = getattr(self._local, "canvas", None)
+        if cache is None or cache[0] != header:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cache = self._local.canvas = (header, WCS(fits.Header.fromstring(header)))
+        return cache[1]
 
     def fit_budget(self, chunk_budget_bytes: int) -> None:
         """Hold at most a quarter of a tile's ``stack_chunk_budget_mb`` (and ``FRAME_CACHE_MB``).

@@ -77,6 +77,23 @@ def gpu_backend(request) -> Backend:
     return get_backend(request.param)
 
 
+def stack_other_implementation(backend: Backend, frames, config):
+    """``frames`` stacked on ``backend`` by code other than NumPy's native path.
+
+    Parity tests compare this with ``stack(frames)`` on NumPy (its native kernels): on
+    NumPy and torch CPU the other side is the portable array-API code (torch CPU would
+    otherwise delegate to NumPy's kernels), elsewhere the backend's own ops.
+    """
+    from zemosaic_xp import stack
+    from zemosaic_xp.core.ops import portable_only
+
+    x = to_backend(np.asarray(frames, dtype=np.float32), backend)
+    if backend.name in ("numpy", "torch:cpu"):
+        with portable_only():
+            return stack(x, config=config)
+    return stack(x, config=config)
+
+
 def data_dependent_shapes_allowed(backend: Backend) -> bool:
     """False while the strict device runs with ``data_dependent_shapes=False``."""
     flags = getattr(backend.xp, "get_array_api_strict_flags", None)

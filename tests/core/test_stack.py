@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 import zemosaic_xp as zx
-from tests.conftest import assert_on, get_backend, host, on
+from tests.conftest import assert_on, get_backend, host, on, stack_other_implementation
 from zemosaic_xp import StackConfig, stack
 from zemosaic_xp.core.in_memory import stack_frames
-from zemosaic_xp.core.ops import portable_only
 from zemosaic_xp.synthetic import make_stack
 
 METHODS = [
@@ -24,25 +23,12 @@ def rgb_stack():
     return make_stack(n_frames=9, shape=(24, 20), seed=4, rgb=True, cosmic_rays_per_frame=6)
 
 
-def _other_implementation(backend, frames, config):
-    """``frames`` stacked on ``backend`` by code other than NumPy's native path.
-
-    On NumPy and torch CPU that is the portable array-API code (torch CPU would
-    otherwise delegate to NumPy's kernels); elsewhere the backend's own ops.
-    """
-    x = on(backend, frames)
-    if backend.name in ("numpy", "torch:cpu"):
-        with portable_only():
-            return stack(x, config=config)
-    return stack(x, config=config)
-
-
 @pytest.mark.parametrize(("reject", "combine"), METHODS)
 @pytest.mark.parametrize("normalize", NORMALIZE)
 def test_backend_parity(backend, rgb_stack, reject, combine, normalize):
     config = StackConfig(reject=reject, combine=combine, normalize=normalize, weighting="noise_variance")
     ref = stack(rgb_stack.frames, config=config)
-    got = _other_implementation(backend, rgb_stack.frames, config)
+    got = stack_other_implementation(backend, rgb_stack.frames, config)
     assert got.stats["ops"] != ref.stats["ops"]  # two implementations, never NumPy with itself
     for name in ("image", "weight_sum"):
         assert_on(getattr(got, name), backend)

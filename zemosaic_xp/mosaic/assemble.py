@@ -30,7 +30,7 @@ from .blend import blend_tiles, edge_distance, feather_ramp
 from .photometry import find_overlaps, solve_photometry
 from .preview import write_preview_png
 
-__all__ = ["TileImage", "MosaicResult", "assemble_mosaic", "write_mosaic_outputs"]
+__all__ = ["TileImage", "MosaicResult", "assemble_mosaic", "write_mosaic_outputs", "as_hwc"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,24 @@ def _noop(*_args: Any, **_kwargs: Any) -> None:
     return None
 
 
-def _as_hwc(array: Any, name: str) -> np.ndarray:
+def as_hwc(array: Any, name: str) -> np.ndarray:
+    """``array`` as float32 ``(h, w, C)``; a 2-D array gets C = 1.
+
+    Parameters
+    ----------
+    array : array-like, shape (h, w) or (h, w, C)
+    name : str
+        What it is, for the error message.
+
+    Returns
+    -------
+    ndarray, shape (h, w, C), float32
+
+    Raises
+    ------
+    ValueError
+        Neither 2-D nor 3-D.
+    """
     arr = np.asarray(array, dtype=np.float32)
     if arr.ndim == 2:
         arr = arr[..., None]
@@ -127,8 +144,8 @@ def _validate(tiles: Sequence[TileImage], mosaic_shape: tuple[int, int], referen
         raise ValueError(msg)
     images, weights, covs = [], [], []
     for t in tiles:
-        img = _as_hwc(t.image, f"tile {t.tile_id} image")
-        wt = _as_hwc(t.weight, f"tile {t.tile_id} weight")
+        img = as_hwc(t.image, f"tile {t.tile_id} image")
+        wt = as_hwc(t.weight, f"tile {t.tile_id} weight")
         cov = np.asarray(t.coverage, dtype=np.float32)
         if wt.shape != img.shape or cov.shape != img.shape[:2]:
             msg = (f"tile {t.tile_id}: image {img.shape}, weight {wt.shape}, coverage {cov.shape}; "

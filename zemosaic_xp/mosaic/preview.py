@@ -26,16 +26,6 @@ _PERCENTILES = (0.5, 99.8)
 _ASINH_A = 0.1
 
 
-def _hwc(image: np.ndarray) -> np.ndarray:
-    img = np.asarray(image, dtype=np.float32)
-    if img.ndim == 2:
-        img = img[..., None]
-    if img.ndim != 3:
-        msg = f"image has shape {img.shape}; expected (H, W) or (H, W, C)"
-        raise ValueError(msg)
-    return img
-
-
 def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
     """NaN-aware ``factor × factor`` block mean of (H, W, C); NaN where a block is empty.
 
@@ -94,7 +84,9 @@ def write_preview_png(image: np.ndarray, path: str | os.PathLike, *, max_size_px
     ValueError
         ``image`` is not 2-D or 3-D.
     """
-    img = _hwc(image)
+    from .assemble import as_hwc  # assemble imports this module
+
+    img = as_hwc(image, "image")
     factor = max(1, -(-max(img.shape[:2]) // max_size_px))
     rgb = _stretch(_block_mean(img, factor))
     rgb = np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb[..., :3]

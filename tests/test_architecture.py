@@ -107,3 +107,13 @@ def test_no_numeric_mad_literal_outside_nanstats():
         if path.name != "nanstats.py" and any(n.startswith("1.4826") for n in numbers):
             offenders.append(path.relative_to(ROOT).as_posix())
     assert offenders == []
+
+
+def test_importing_the_package_loads_no_astropy_torch_or_cupy():
+    import subprocess
+    import sys
+
+    code = ("import sys, zemosaic_xp as zx; zx.stack; zx.StackConfig; "
+            "print(sorted(m for m in ('astropy', 'torch', 'cupy', 'numba') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

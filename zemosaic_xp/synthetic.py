@@ -37,7 +37,11 @@ class SyntheticStack:
     noise_sigma : ndarray, shape (N,), float32
         Background noise σ of each frame in its own ADU (at the sky level).
     nan_frame : int or None
-        Index of the frame that has a NaN rectangle (``nan_box`` = y0, y1, x0, x1).
+        Index of the frame that has a NaN rectangle, or None.
+    nan_box : (y0, y1, x0, x1) or None
+        Rows ``[y0, y1)`` and columns ``[x0, x1)`` of that rectangle.
+    seed : int
+        The seed everything was drawn from.
     """
 
     frames: np.ndarray
@@ -54,11 +58,34 @@ class SyntheticStack:
 def render_sky(shape: tuple[int, int], *, rng: np.random.Generator, sky_level: float = 1000.0,
                gradient: float = 200.0, n_stars: int = 40, star_peak: tuple[float, float] = (500.0, 20000.0),
                star_fwhm_px: float = 3.0, rgb: bool = False) -> np.ndarray:
-    """A noiseless sky: linear background gradient plus Gaussian stars.
+    """Render a noiseless sky: linear background gradient plus Gaussian stars.
+
+    Parameters
+    ----------
+    shape : (H, W)
+        Size of the image in pixels.
+    rng : numpy.random.Generator
+        Source of the gradient's direction and the stars' positions, peaks and
+        colours.
+    sky_level : float
+        Mean background, ADU.
+    gradient : float
+        Peak-to-peak amplitude of the linear background gradient (random direction),
+        ADU.
+    n_stars : int
+        Number of stars, placed uniformly at random.
+    star_peak : (float, float)
+        Range of the star peaks, ADU; drawn log-uniform.
+    star_fwhm_px : float
+        FWHM of the Gaussian stars, pixels.
+    rgb : bool
+        Three channels: the background tinted (1, 0.9, 0.75), the stars by a random
+        colour.
 
     Returns
     -------
-    ndarray, shape (H, W) or (H, W, 3), float32, ADU.
+    ndarray, shape (H, W) or (H, W, 3), float32
+        The sky in ADU, on the host; finite everywhere.
     """
     h, w = shape
     # Pixel coordinates as a column and a row, broadcast: the same values per pixel as
@@ -113,6 +140,7 @@ def make_stack(n_frames: int = 16, shape: tuple[int, int] = (128, 128), *, seed:
     n_frames : int
         N, at least 1.
     shape : (H, W)
+        Frame size in pixels.
     seed : int
         Everything is drawn from ``numpy.random.default_rng(seed)``.
     rgb : bool
@@ -120,6 +148,7 @@ def make_stack(n_frames: int = 16, shape: tuple[int, int] = (128, 128), *, seed:
     sky_level, gradient : float
         Background level and its peak-to-peak linear gradient, ADU.
     n_stars : int
+        Number of stars in the sky.
     read_noise : float
         Gaussian read noise σ, ADU.
     photon_scale : float
@@ -129,14 +158,25 @@ def make_stack(n_frames: int = 16, shape: tuple[int, int] = (128, 128), *, seed:
         Frame 0 always has gain 1 and offset 0 (the normalisation reference).
     cosmic_rays_per_frame : int
         Single-pixel hits per frame, amplitude log-uniform in ``cosmic_ray_adu``.
+    cosmic_ray_adu : (float, float)
+        Amplitude range of the cosmic rays, ADU.
     trails : int
         Number of frames crossed by a satellite trail of ``trail_adu``.
+    trail_adu : float
+        Amplitude of a trail (about 3 px wide), ADU.
     nan_region : bool
-        Blank a rectangle (a quarter of the frame) with NaN in the last frame.
+        Blank a rectangle (a quarter of the frame) with NaN in the last frame
+        (when N > 1).
 
     Returns
     -------
     SyntheticStack
+        Frames, truth and outlier positions as host NumPy arrays.
+
+    Raises
+    ------
+    ValueError
+        ``n_frames`` < 1.
     """
     if n_frames < 1:
         msg = f"`n_frames` must be >= 1, got {n_frames}"
@@ -190,6 +230,7 @@ class SyntheticSurvey:
     Attributes
     ----------
     folder : Path
+        The survey folder.
     plan_csv : Path
         ``stack_plan.csv`` (``file_path,exposure[,batch_id,order,filter]``, paths
         relative to ``folder``).
@@ -209,14 +250,17 @@ class SyntheticSurvey:
     frame_wcs : list of astropy.wcs.WCS
         Celestial WCS of each frame.
     frame_shape : (h, w)
+        Size of every frame in pixels.
     exposure : ndarray, shape (N,), float32
         EXPTIME of each frame, seconds (also the plan's ``exposure`` column).
-    rotation_deg : ndarray, shape (N,)
-        Rotation of each frame relative to the truth grid.
+    rotation_deg : ndarray, shape (N,), float64
+        Rotation of each frame relative to the truth grid, degrees.
     coverage : ndarray, shape (H, W), int16
         Number of frames covering each truth pixel.
     sky_level : float
+        Mean background of the truth, ADU.
     seed : int
+        The seed everything was drawn from.
     """
 
     folder: Path
@@ -240,14 +284,28 @@ class SyntheticSurvey:
 
     @property
     def n_frames(self) -> int:
+        """Number of frames of the survey.
+
+        Returns
+        -------
+        int
+            N, the length of :attr:`frame_paths`.
+        """
         return len(self.frame_paths)
 
     def frame_model(self, index: int) -> np.ndarray:
-        """Frame ``index`` without noise and outliers, in its own ADU: ``gain·sky + offset``.
+        """Render frame ``index`` without noise and outliers, in its own ADU.
+
+        Parameters
+        ----------
+        index : int
+            Frame number, ``0 <= index < N``.
 
         Returns
         -------
         ndarray, shape (h, w) or (h, w, 3), float32
+            ``gains[index]·sky + offsets[index]``, the fine truth sampled at the
+            frame's pixel centres as when the survey was written; on the host.
         """
         sky = _sample_fine(self._fine_coeffs, self._fine_wcs, self.frame_wcs[index], self.frame_shape)
         return (self.gains[index] * sky + self.offsets[index]).astype(np.float32)
@@ -403,14 +461,16 @@ def make_survey(folder: str | os.PathLike, *, n_frames: int = 24, frame_shape: t
 
     Parameters
     ----------
-    folder : path
+    folder : str or os.PathLike
         Created if missing; frames ``survey_NNN.fits`` and ``stack_plan.csv`` go there.
     n_frames : int
         N ≥ 1.
     frame_shape : (h, w)
+        Size of every frame in pixels, at least 16 each.
     grid : (rows, cols)
         Pointing pattern; the mosaic is about ``(1 + (cols − 1)·step_fraction)`` frames wide.
     pixel_scale_arcsec : float
+        Pixel scale of the frames and of the truth grid, arcseconds.
     rotation_deg_max : float
         Frame rotations are uniform in ±this.
     rgb : bool
@@ -426,6 +486,9 @@ def make_survey(folder: str | os.PathLike, *, n_frames: int = 24, frame_shape: t
     plan_extra_columns : bool
         Add ``batch_id,order,filter`` to the plan after ``file_path,exposure``.
     center_deg : (RA, Dec)
+        Centre of the survey, degrees (ICRS).
+    step_fraction : float
+        Distance between neighbouring pointings, as a fraction of the frame size.
     dither_px : float, optional
         Default 5 % of the frame's short side.
     sky_level, gradient, star_density, read_noise, photon_scale : float
@@ -433,10 +496,20 @@ def make_survey(folder: str | os.PathLike, *, n_frames: int = 24, frame_shape: t
         and the noise model.
     exposure_sec : float
         EXPTIME of every frame.
+    cosmic_ray_adu : (float, float)
+        Amplitude range of the cosmic rays, ADU.
+    trail_adu : float
+        Amplitude of a trail (about 3 px wide), ADU.
 
     Returns
     -------
     SyntheticSurvey
+        Paths, truth and per-frame parameters; arrays are host NumPy arrays.
+
+    Raises
+    ------
+    ValueError
+        ``n_frames`` < 1, a frame side < 16 px, or a ``grid`` side < 1.
     """
     if n_frames < 1 or min(frame_shape) < 16 or min(grid) < 1:
         msg = (f"`n_frames` must be >= 1, `frame_shape` at least 16 px and `grid` at least (1, 1); "

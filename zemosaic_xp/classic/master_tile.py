@@ -3,7 +3,7 @@
 :func:`stack_master_tile` is the classic pipeline's Phase 3 on top of the array-API
 core (:mod:`zemosaic_xp.core.pipeline`):
 
-1. open every input (FITS path or array) and check shapes (:mod:`.sources`);
+1. open every input (FITS path or array) and check shapes (:mod:`zemosaic_xp.io.bands`);
 2. pass 1 reads each frame once: all-NaN frames are skipped, statistics sub-samples
    are taken exactly as ``stack()`` takes them, and the frame plan (gains, offsets,
    quality weights) is computed on the host (:mod:`.scan`);
@@ -261,13 +261,23 @@ def _card_key(key: str) -> str:
 
 
 def provenance_header(result: MasterTileResult) -> fits.Header:
-    """ZeMosaic's master-tile provenance cards for ``result``.
+    """Build ZeMosaic's master-tile provenance cards for a stacked tile.
 
-    ``ZMT_TYPE``, ``NCOMBINE``, ``ZMT_NSKP``, ``ZMT_NORM``, ``ZMT_WGHT``, ``ZMT_REJ``,
-    ``ZMT_COMB``, ``ZMT_KAPLO`` / ``ZMT_KAPHI`` and ``ZMT_WINLO`` / ``ZMT_WINHI``
-    (HIERARCH cards, read back as ``header["ZMT_KAPLO"]``), ``ZMT_REJP`` (rejected %),
-    ``ZMT_BACK`` (backend), ``ZMT_GPU`` (used_gpu), ``ZMT_VERS`` / ``CREATOR``
-    (software version), ``ALPHAEXT``, ``EXPTOTAL`` (when known), ``DATE``.
+    Parameters
+    ----------
+    result : MasterTileResult
+        The tile; its ``stats`` and ``used_gpu`` fill the cards.
+
+    Returns
+    -------
+    astropy.io.fits.Header
+        ``ZMT_TYPE``, ``ZMT_ID`` (when the tile has an id), ``NCOMBINE``,
+        ``ZMT_NSKP``, ``ZMT_NORM``, ``ZMT_WGHT``, ``ZMT_REJ``, ``ZMT_COMB``,
+        ``ZMT_KAPLO`` / ``ZMT_KAPHI`` and ``ZMT_WINLO`` / ``ZMT_WINHI`` (HIERARCH
+        cards, read back as ``header["ZMT_KAPLO"]``), ``ZMT_REJP`` (rejected %),
+        ``ZMT_BACK`` (backend), ``ZMT_GPU`` (used_gpu), ``ZMT_VERS`` / ``CREATOR``
+        (software version), ``ALPHAEXT``, ``EXPTOTAL`` (seconds, when known) and
+        ``DATE`` (UTC).
     """
     s = result.stats
     hdr = fits.Header()
@@ -305,7 +315,8 @@ def write_master_tile(result: MasterTileResult, path: str | os.PathLike, wcs: An
     Parameters
     ----------
     result : MasterTileResult
-    path : path
+        The tile from :func:`stack_master_tile`.
+    path : str or os.PathLike
         Written to a temporary name in the same folder, then renamed.
     wcs : astropy.wcs.WCS, optional
         Its ``to_header(relax=True)`` cards are added.
@@ -315,8 +326,9 @@ def write_master_tile(result: MasterTileResult, path: str | os.PathLike, wcs: An
 
     Returns
     -------
-    Path of the written file. NaN pixels are written as NaN (no data); ALPHA marks
-    coverage.
+    pathlib.Path
+        The written file. NaN pixels are written as NaN (no data); ALPHA marks
+        coverage.
     """
     hdr = fits.Header()
     if header is not None:

@@ -108,7 +108,18 @@ class ChunkedFrameSamples:
     Parameters
     ----------
     store : _SampleStore
+        The per-frame sub-samples ``(C, M)`` float32 of every frame, usually spilled
+        to a temporary file; read one chunk at a time.
     frames_per_chunk : int
+        Frames per chunk (at least 1), sized so that one chunk's statistics fit the
+        budget.
+
+    Attributes
+    ----------
+    n_frames, channels, size : int
+        N, C and M of the sub-samples.
+    samples : ndarray, shape (N, C, M), float32
+        Read-only NaN placeholder (a broadcast scalar, no memory).
     """
 
     def __init__(self, store: _SampleStore, *, frames_per_chunk: int) -> None:
@@ -137,7 +148,7 @@ class ChunkedFrameSamples:
 
         return per_frame
 
-    def record(self, run: Callable[[], Any]) -> None:
+    def _record(self, run: Callable[[], Any]) -> None:
         """Run ``run()`` once to learn which statistics it asks for, then compute them all.
 
         During the dry run every statistic returns a NaN placeholder of its real shape
@@ -262,7 +273,9 @@ def scan_frames(sources: Sequence[FitsSource | ArraySource], *, stats_samples: i
 
     Parameters
     ----------
-    sources : sequence of sources of one shape
+    sources : sequence of FitsSource or ArraySource
+        The tile's frames, all of one shape (see
+        :func:`~zemosaic_xp.io.bands.open_sources`).
     stats_samples : int
         ``StackConfig.frame_stats_samples``.
     budget_bytes : int
@@ -271,6 +284,12 @@ def scan_frames(sources: Sequence[FitsSource | ArraySource], *, stats_samples: i
         is read in blocks of rows.
     progress_callback : callable
         Receives ``("STAGE_PROGRESS", "scan", done, total=N)``.
+
+    Returns
+    -------
+    FrameScan
+        The kept frames and their sub-samples, on the host. Call its
+        :meth:`~FrameScan.close` when done (it may hold a temporary file).
 
     Raises
     ------
@@ -316,7 +335,23 @@ def scan_frames(sources: Sequence[FitsSource | ArraySource], *, stats_samples: i
 
 
 def plan_scan(scan: FrameScan, config: Any) -> FramePlan:
-    """``plan_frames`` on the scanned sub-samples (host NumPy), one pass when spilled."""
+    """Plan normalisation and weights from the scanned sub-samples.
+
+    Runs :func:`~zemosaic_xp.core.pipeline.plan_frames` on ``scan.stats``; spilled
+    sub-samples are read in one pass over their chunks.
+
+    Parameters
+    ----------
+    scan : FrameScan
+        Result of :func:`scan_frames`.
+    config : StackConfig
+        Methods and parameters of the stack.
+
+    Returns
+    -------
+    FramePlan
+        Gains, offsets and weights of the kept frames, as host NumPy arrays.
+    """
     if isinstance(scan.stats, ChunkedFrameSamples):
-        scan.stats.record(lambda: plan_frames(scan.stats, config))
+        scan.stats._record(lambda: plan_frames(scan.stats, config))
     return plan_frames(scan.stats, config)

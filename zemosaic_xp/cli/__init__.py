@@ -45,7 +45,20 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``zemosaic-xp`` script; returns the process exit code."""
+    """Run the ``zemosaic-xp`` command line.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments after the program name; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        Process exit code: the sub-command's (0 on success), 2 for a usage or input
+        error (:class:`CliError`, ``ValueError``, ``OSError``) or a missing
+        sub-command, 1 for any other error, 130 when interrupted.
+    """
     parser = _build_parser()
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.debug else (logging.WARNING if args.quiet else logging.INFO)

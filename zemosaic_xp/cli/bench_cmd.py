@@ -59,7 +59,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``bench`` sub-command."""
+    """Add the ``bench`` sub-command.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The ``zemosaic-xp`` parser's sub-command group.
+    """
     parser = subparsers.add_parser(
         "bench", help="run the benchmark suite and print the markdown table",
         description=(__doc__ or "").splitlines()[0])

@@ -9,7 +9,7 @@ from typing import Any
 
 from .grid_cmd import add_run_options, print_summary, run_from_args
 
-__all__ = ["register", "seam_report"]
+__all__ = ["register"]
 
 # About 15 s on two cores (writing the survey ~6 s, the mosaic ~6-9 s with the default gesd
 # rejection): 40 RGB frames of 384x384 px on a 3x5 pointing pattern (6 tiles with the
@@ -18,7 +18,13 @@ _DEMO = {"n_frames": 40, "frame_shape": (384, 384), "grid": (3, 5), "rgb": True}
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``demo`` sub-command to `subparsers`."""
+    """Add the ``demo`` sub-command to `subparsers`.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The ``zemosaic-xp`` parser's sub-command group.
+    """
     parser = subparsers.add_parser(
         "demo",
         help="write a synthetic survey and build its mosaic with grid mode",
@@ -37,7 +43,7 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=_run, resume=False)
 
 
-def seam_report(result: Any, noise_sigma: float) -> float | None:
+def _seam_report(result: Any, noise_sigma: float) -> float | None:
     """Largest background step across tile boundaries, in units of ``noise_sigma``."""
     import numpy as np
     from astropy.io import fits
@@ -75,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
         print("cancelled")
         return 130
     print_summary(result)
-    seam = seam_report(result, survey.noise_sigma)
+    seam = _seam_report(result, survey.noise_sigma)
     seam_text = f"{seam:.3f}" if seam is not None else "n/a"
     rejected = f"{result.rejected_pct:.2f}" if result.rejected_pct is not None else "n/a"
     print(f"quality: {result.tiles_total} tiles, {result.n_frames} frames, {rejected} % rejected, "

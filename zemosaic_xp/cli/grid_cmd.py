@@ -18,7 +18,13 @@ EXIT_PARTIAL = 3
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``grid`` sub-command to `subparsers`."""
+    """Add the ``grid`` sub-command to `subparsers`.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The ``zemosaic-xp`` parser's sub-command group.
+    """
     parser = subparsers.add_parser(
         "grid",
         help="mosaic the plate-solved frames listed in INPUT/stack_plan.csv",
@@ -34,7 +40,16 @@ def register(subparsers: Any) -> None:
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``grid`` and ``demo``."""
+    """Add the options shared by ``grid`` and ``demo`` to a parser.
+
+    ``--config``, ``--workers``, ``--scheduler``, ``--gpu``, ``--resume`` and
+    ``--telemetry``; :func:`run_from_args` reads them.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The sub-command's parser.
+    """
     parser.add_argument("--config", metavar="JSON", default=None,
                         help="a ZeMosaic zemosaic_config.json (grid_*, stacking_*, telemetry keys)")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
@@ -71,7 +86,27 @@ def _cancel_on_sigint() -> tuple[threading.Event, Any]:
 
 def run_from_args(args: argparse.Namespace, input_folder: Path, output_folder: Path, *,
                   config: dict[str, Any] | None = None) -> Any:
-    """Run grid mode with the CLI's defaults (auto workers) and a progress bar."""
+    """Run grid mode with the CLI's defaults (auto workers) and a progress bar.
+
+    The first Ctrl-C stops after the running tiles, the second interrupts. Unless
+    ``--debug``, the grid's INFO lines are hidden while the bar is drawn.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed options of :func:`add_run_options` (plus ``quiet`` and ``debug``).
+    input_folder : pathlib.Path
+        Folder holding ``stack_plan.csv``.
+    output_folder : pathlib.Path
+        Where the tiles and the mosaic go.
+    config : dict, optional
+        ZeMosaic config keys that override those of ``--config``.
+
+    Returns
+    -------
+    GridResult
+        What :func:`zemosaic_xp.grid.run_grid_mode` returns.
+    """
     from zemosaic_xp.cli.progress import ProgressBar
     from zemosaic_xp.compat.zemosaic import load_config_file
     from zemosaic_xp.grid import run_grid_mode
@@ -122,7 +157,14 @@ def _cluster_executor(stack: ExitStack, address: str | None, workers: int | None
 
 
 def print_summary(result: Any) -> None:
-    """Paths and counters of a :class:`GridResult`, one item a line."""
+    """Print the paths and counters of a grid run on stdout, one item a line.
+
+    Parameters
+    ----------
+    result : GridResult
+        What :func:`zemosaic_xp.grid.run_grid_mode` returned; each group of a
+        grouped run gets its own paths.
+    """
     results = result.groups or {None: result}
     for label, res in results.items():
         prefix = f"[{label}] " if label else ""

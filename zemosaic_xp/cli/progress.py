@@ -23,6 +23,8 @@ class ProgressBar:
         Where to draw (default ``sys.stderr``).
     enabled : bool
         False makes every call a no-op (``--quiet``).
+    width : int
+        Characters of the bar itself.
     min_interval_sec : float
         Redraws are throttled to this interval, except the final one.
     """

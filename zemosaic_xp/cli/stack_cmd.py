@@ -17,7 +17,18 @@ _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb":
 
 
 def parse_bytes(text: str) -> int:
-    """``"512MB"``, ``"64 MiB"``, ``"1.5G"``, ``"1048576"`` -> bytes (K/M/G are powers of 1024).
+    """Parse a memory size such as ``"512MB"``, ``"64 MiB"``, ``"1.5G"`` or ``"1048576"``.
+
+    Parameters
+    ----------
+    text : str
+        A number with an optional unit: B, K, KB, KiB, M, MB, MiB, G, GB, GiB (any
+        case; K, M and G are powers of 1024).
+
+    Returns
+    -------
+    int
+        The size in bytes, rounded down.
 
     Raises
     ------
@@ -37,7 +48,13 @@ def parse_bytes(text: str) -> int:
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``stack`` sub-command to `subparsers`."""
+    """Add the ``stack`` sub-command to `subparsers`.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The ``zemosaic-xp`` parser's sub-command group.
+    """
     parser = subparsers.add_parser(
         "stack",
         help="stack aligned FITS frames into a master tile (streamed, GPU auto mode C)",

@@ -9,7 +9,13 @@ __all__ = ["register"]
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``telemetry-plot`` sub-command to `subparsers`."""
+    """Add the ``telemetry-plot`` sub-command to `subparsers`.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The ``zemosaic-xp`` parser's sub-command group.
+    """
     parser = subparsers.add_parser(
         "telemetry-plot",
         help="summarise a resource_telemetry.csv and plot CPU / RAM / VRAM over time",

@@ -76,16 +76,21 @@ class GpuResultError(RuntimeError):
 
 
 def garbage_reason(image: np.ndarray, *, has_data: bool, has_nonzero: bool = False) -> str | None:
-    """Why a GPU image is garbage, or None when it is plausible.
+    """Say why a GPU image is garbage, or return None when it is plausible.
 
     Parameters
     ----------
-    image : ndarray
-        The GPU result on the host; NaN = no data.
+    image : ndarray, float
+        The GPU result on the host, any shape; NaN = no data.
     has_data : bool
         The inputs had at least one valid sample here: an all-NaN image is garbage.
     has_nonzero : bool
         The inputs had a non-zero valid sample: an image of only zeros and NaN is garbage.
+
+    Returns
+    -------
+    str or None
+        One line naming the problem (raise it as :class:`GpuResultError`), or None.
     """
     finite = np.isfinite(image)
     if has_data and not finite.any():
@@ -98,18 +103,28 @@ def garbage_reason(image: np.ndarray, *, has_data: bool, has_nonzero: bool = Fal
 class DeviceSession(BandDevice):
     """One attempt to stack a unit on one backend: its budget, transfers and timings.
 
-    Attributes
+    :meth:`GpuPolicy.run` creates the sessions; ``backend``, ``attempt``,
+    ``budget_bytes`` and ``rows`` are kept as attributes of the same names.
+
+    Parameters
     ----------
     backend : Backend
+        Where this attempt computes.
     attempt : int
         Run-wide GPU attempt number (1, 2, ...), or 0 for a CPU session.
     budget_bytes : int
         Working memory of one band on the device.
     rows : int or None
         Band rows imposed by the policy (after an OOM); None lets the caller size
-        bands from ``budget_bytes`` and store its choice here.
-    seconds : dict
-        Wall time of ``read`` (host I/O), ``upload``, ``compute`` and ``download``.
+        bands from ``budget_bytes`` and store its choice in :attr:`rows`.
+    faults : FaultInjector, optional
+        Test seam that may corrupt downloads of GPU attempts; None in production.
+
+    Attributes
+    ----------
+    seconds : dict of str to float
+        Wall time of ``read`` (host I/O), ``upload``, ``compute`` and ``download``, in
+        seconds.
     """
 
     def __init__(self, backend: Backend, *, attempt: int, budget_bytes: int, rows: int | None,
@@ -124,7 +139,19 @@ class DeviceSession(BandDevice):
 
     @contextmanager
     def timed(self, key: str) -> Iterator[None]:
-        """Add the wall time of the ``with`` block to ``seconds[key]``."""
+        """Add the wall time of the ``with`` block to ``seconds[key]``.
+
+        Parameters
+        ----------
+        key : str
+            Entry of :attr:`seconds` (``"read"``, ``"upload"``, ...); created at 0 if
+            new.
+
+        Yields
+        ------
+        None
+            Control to the timed block; the time is added even when it raises.
+        """
         t0 = time.perf_counter()
         try:
             yield
@@ -132,14 +159,37 @@ class DeviceSession(BandDevice):
             self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t0
 
     def upload(self, host: np.ndarray | None) -> Any:
-        """Move a host array to the device as native float32 (None passes through)."""
+        """Move a host array to this session's device as native float32.
+
+        Parameters
+        ----------
+        host : ndarray or None
+            Host array (timed as ``upload``).
+
+        Returns
+        -------
+        array or None
+            On the session's backend and device; None when ``host`` is None.
+        """
         if host is None:
             return None
         with self.timed("upload"):
             return to_backend(host, self.backend)
 
     def download(self, array: Any) -> np.ndarray:
-        """Copy a device array to the host (a fault injector may corrupt it)."""
+        """Copy a device array to the host.
+
+        Parameters
+        ----------
+        array : array
+            Result on the session's backend (timed as ``download``).
+
+        Returns
+        -------
+        ndarray
+            Host copy. On GPU attempts a fault injector may replace it with all-NaN or
+            all-zero values (tests).
+        """
         with self.timed("download"):
             host = np.asarray(to_host(array))
         if self._faults is not None and self.attempt > 0:
@@ -147,7 +197,14 @@ class DeviceSession(BandDevice):
         return host
 
     def timings_ms(self) -> dict[str, float]:
-        """``{read_ms, upload_ms, compute_ms, download_ms}`` rounded to 0.1 ms."""
+        """Report :attr:`seconds` in milliseconds.
+
+        Returns
+        -------
+        dict of str to float
+            ``read_ms``, ``upload_ms``, ``compute_ms``, ``download_ms`` (and any other
+            timed key with ``_ms``), rounded to 0.1 ms.
+        """
         return {f"{k}_ms": round(v * 1e3, 1) for k, v in self.seconds.items()}
 
 
@@ -160,6 +217,7 @@ class UnitRun:
     value : object
         What the work function returned on the successful session.
     used_gpu : bool
+        The successful session was a GPU attempt.
     session : DeviceSession
         The successful session (backend, rows, budget, timings).
     attempts : list of dict
@@ -174,7 +232,13 @@ class UnitRun:
 
     @property
     def fallbacks(self) -> int:
-        """Failed GPU tries of this unit."""
+        """Number of failed GPU tries of this unit.
+
+        Returns
+        -------
+        int
+            Entries of :attr:`attempts` with ``ok`` False.
+        """
         return sum(1 for a in self.attempts if not a["ok"])
 
 
@@ -264,10 +328,23 @@ class GpuPolicy:
 
     @classmethod
     def for_backend(cls, backend: str | Backend | None) -> GpuPolicy:
-        """The policy that ``stack_master_tile(backend=...)`` implies.
+        """Build the policy that ``stack_master_tile(backend=...)`` implies.
 
-        ``"auto"``/None → mode ``auto``; a GPU name or GPU Backend → mode ``gpu`` on it;
-        any CPU backend → mode ``cpu`` with it as ``cpu_backend``.
+        Parameters
+        ----------
+        backend : str or Backend or None
+            ``"auto"``/None → mode ``auto``; a GPU name or GPU Backend → mode ``gpu``
+            on it; any CPU backend → mode ``cpu`` with it as ``cpu_backend``.
+
+        Returns
+        -------
+        GpuPolicy
+            A new policy with master-tile settings (2 tries, mode C).
+
+        Raises
+        ------
+        ValueError
+            ``backend`` is not a known backend name or a Backend.
         """
         if backend is None or (isinstance(backend, str) and backend.strip().lower() == "auto"):
             return cls("auto")
@@ -281,7 +358,26 @@ class GpuPolicy:
 
     @classmethod
     def for_grid(cls, mode: str = "auto", backend: str | Backend | None = None, **kwargs: Any) -> GpuPolicy:
-        """Grid mode's settings: one GPU try per block, the breaker opens after 3 failures."""
+        """Build a policy with grid mode's settings.
+
+        One GPU try per block, and the breaker opens after 3 failures; log tag
+        ``[GRID]``.
+
+        Parameters
+        ----------
+        mode : {"auto", "gpu", "cpu"}
+            As for :class:`GpuPolicy`.
+        backend : {"cupy", "torch:cuda"} or Backend, optional
+            As for :class:`GpuPolicy`.
+        **kwargs
+            Other :class:`GpuPolicy` keywords; they override the grid defaults
+            (``attempts=1``, ``max_failures=3``, ``tag="[GRID]"``).
+
+        Returns
+        -------
+        GpuPolicy
+            A new policy.
+        """
         kwargs.setdefault("attempts", 1)
         kwargs.setdefault("max_failures", 3)
         kwargs.setdefault("tag", "[GRID]")
@@ -290,16 +386,36 @@ class GpuPolicy:
     # ------------------------------------------------------------------ state
     @property
     def tiles_gpu(self) -> int:
-        """Units stacked on the GPU (the name master-tile runs use)."""
+        """Number of units stacked on the GPU (the name master-tile runs use).
+
+        Returns
+        -------
+        int
+            Same as :attr:`units_gpu`.
+        """
         return self.units_gpu
 
     @property
     def tiles_cpu(self) -> int:
-        """Units stacked on the CPU."""
+        """Number of units stacked on the CPU (the name master-tile runs use).
+
+        Returns
+        -------
+        int
+            Same as :attr:`units_cpu`.
+        """
         return self.units_cpu
 
     def state(self) -> dict[str, Any]:
-        """JSON-able snapshot of the policy (goes into every tile's ``stats``)."""
+        """Snapshot the policy's state (goes into every tile's ``stats``).
+
+        Returns
+        -------
+        dict
+            JSON-able: ``mode``, ``gpu_backend``, ``healthy``, ``hard_disabled``,
+            ``attempts``, ``failures``, ``oom_events``, ``tiles_gpu``, ``tiles_cpu``,
+            ``budget_scale`` and ``last_error``.
+        """
         return {
             "mode": self.mode,
             "gpu_backend": self._gpu.name if self._gpu is not None else None,
@@ -315,17 +431,36 @@ class GpuPolicy:
         }
 
     def cpu_backend(self) -> Backend:
-        """The CPU backend of this run."""
+        """Return the CPU backend of this run, selecting it on the first call.
+
+        Returns
+        -------
+        Backend
+            The backend of CPU units and of the fallback.
+        """
         if self._cpu is None:
             self._cpu = select_backend(self._cpu_requested)
         return self._cpu
 
     def describe(self) -> str:
-        """Why the GPU is or is not used: its name, or the health check's reason."""
+        """Say why the GPU is or is not used.
+
+        Returns
+        -------
+        str
+            The GPU backend's name when healthy, else the health check's reason
+            (``"GPU off"`` before it ran or in mode ``cpu``).
+        """
         return self._gpu.name if self._health else (self._health_reason or "GPU off")
 
     def gpu_backend(self) -> Backend | None:
-        """The GPU to try for the next unit, or None (CPU). Runs the health check once.
+        """Return the GPU to try for the next unit; run the health check once.
+
+        Returns
+        -------
+        Backend or None
+            The healthy GPU backend; None in mode ``cpu``, once hard-disabled, or
+            (mode ``auto``) when no GPU passed the health check.
 
         Raises
         ------
@@ -407,6 +542,14 @@ class GpuPolicy:
         Returns
         -------
         UnitRun
+            The value of the successful session, where it ran, and every attempt.
+
+        Raises
+        ------
+        BackendUnavailable
+            Mode ``gpu`` and no usable GPU.
+        Exception
+            Any ``fatal`` error of a GPU attempt, and any error of the CPU session.
         """
         label = label if label is not None else f"tile {self.units_gpu + self.units_cpu + 1}"
         budget_of = budget_bytes if budget_bytes is not None else (lambda b: 0)

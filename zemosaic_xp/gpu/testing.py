@@ -134,34 +134,91 @@ class FaultInjector:
         self._calls = 0
 
     def policy(self, mode: str = "auto", *, grid: bool = False, **kwargs: Any) -> GpuPolicy:
-        """A :class:`GpuPolicy` on this injector's backend, wired to it.
+        """Build a :class:`GpuPolicy` on this injector's fake GPU, wired to the injector.
 
-        ``grid=True`` gives grid mode's settings (:meth:`GpuPolicy.for_grid`).
+        Parameters
+        ----------
+        mode : {"auto", "gpu", "cpu"}
+            The policy's mode.
+        grid : bool
+            Use grid mode's settings (:meth:`GpuPolicy.for_grid`) instead of the
+            master-tile ones.
+        **kwargs
+            Other :class:`GpuPolicy` keywords (``cpu_backend``, ``attempts``, ...).
+
+        Returns
+        -------
+        GpuPolicy
+            A new policy whose GPU is :attr:`backend`.
         """
         make = GpuPolicy.for_grid if grid else GpuPolicy
         return make(mode, self.backend, fault_injector=self, **kwargs)
 
     @property
     def gpu_attempts(self) -> list[tuple[int, Any]]:
-        """The GPU attempts seen (health check excluded), with their faults."""
+        """GPU attempts seen so far (health check excluded), with their faults.
+
+        Returns
+        -------
+        list of (int, str or BaseException)
+            ``(attempt, fault)`` pairs of :attr:`log` with ``attempt > 0``.
+        """
         return [(a, f) for a, f in self.log if a > 0]
 
     def fault_for(self, attempt: int) -> Any:
-        """The fault scheduled for GPU attempt ``attempt`` (0 = health check)."""
+        """Look up the fault scheduled for one attempt.
+
+        Parameters
+        ----------
+        attempt : int
+            Run-wide GPU attempt number (1 = the first); 0 = the health check.
+
+        Returns
+        -------
+        str or BaseException
+            A name of :data:`FAULTS` (``"ok"`` or ``"error"`` for the health check),
+            or the exception to raise.
+        """
         if attempt == 0:
             return "ok" if self.health == "ok" else "error"
         return self.faults[attempt - 1] if attempt <= len(self.faults) else self.then
 
     # -- hooks called by GpuPolicy / DeviceSession --------------------------
     def begin_attempt(self, attempt: int) -> None:
+        """Arm the fault of ``attempt`` and log it (called by the policy).
+
+        Parameters
+        ----------
+        attempt : int
+            Run-wide GPU attempt number; 0 = the health check.
+        """
         self._fault = self.fault_for(attempt)
         self._calls = 0
         self.log.append((attempt, self._fault))
 
     def end_attempt(self) -> None:
+        """Disarm the current fault (called by the policy after each attempt)."""
         self._fault = None
 
     def before_call(self, name: str) -> None:
+        """Count a call into the namespace and raise the armed fault at ``at_call``.
+
+        Parameters
+        ----------
+        name : str
+            Name of the namespace function being called (quoted in the message).
+
+        Raises
+        ------
+        InjectedOutOfMemoryError
+            Fault ``"oom"``.
+        RuntimeError
+            Fault ``"oom_rt"`` (``"CUDA error: out of memory"``).
+        InjectedGpuError
+            Fault ``"error"``.
+        BaseException
+            The scheduled exception instance, as is.
+        """
         fault = self._fault
         if fault is None or fault in ("ok", "nan", "zero"):
             return
@@ -180,7 +237,19 @@ class FaultInjector:
         raise InjectedGpuError(msg)
 
     def filter_download(self, host: np.ndarray) -> np.ndarray:
-        """Corrupt floating-point downloads on ``"nan"`` / ``"zero"`` attempts."""
+        """Corrupt floating-point downloads on ``"nan"`` / ``"zero"`` attempts.
+
+        Parameters
+        ----------
+        host : ndarray
+            A download of the current attempt.
+
+        Returns
+        -------
+        ndarray
+            ``host`` itself, or a new array of its shape and dtype filled with NaN or
+            0 when the attempt's fault says so and ``host`` is floating point.
+        """
         if self._fault in ("nan", "zero") and host.dtype.kind == "f":
             return np.full_like(host, np.nan if self._fault == "nan" else 0.0)
         return host

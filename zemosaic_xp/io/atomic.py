@@ -22,6 +22,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     The directory is created if needed. On an exception the temporary file is removed
     and the exception propagates. The new file gets the permissions a plain ``open``
     would give it (``0o666`` minus the umask), not ``mkstemp``'s 0600.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Final name of the file. An existing file there is replaced only when the
+        ``with`` block completes without an exception.
+
+    Yields
+    ------
+    pathlib.Path
+        An empty temporary file beside ``path`` (hidden name
+        ``.<name>.<random>.tmp``) for the caller to write.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

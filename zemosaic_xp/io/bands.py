@@ -4,7 +4,6 @@ The core's band driver (:func:`~zemosaic_xp.core.pipeline.stack_bands`) reads bl
 from a source; the host-side ones live here. :class:`BandReader` serves a master
 tile's frames, :class:`PatchSource` a grid tile's :class:`~.patch_store.PatchStore`.
 
-
 A master tile is stacked from ``inputs``: FITS paths and/or in-memory arrays. Each
 input becomes a source with one interface:
 
@@ -46,7 +45,23 @@ class FitsSource:
 
     Parameters
     ----------
-    path : str or PathLike
+    path : str or os.PathLike
+        The FITS file; its header is parsed here, its pixels only by
+        :meth:`read_rows`.
+
+    Attributes
+    ----------
+    name : str
+        The path, as given (used in messages).
+    height, width, channels : int
+        Frame size; ``channels`` is 1 for a 2-D file.
+    mono : bool
+        The file holds one plane: stacks of it are ``(H, W)``, not ``(H, W, 1)``.
+    has_alpha : bool
+        The file has an ``ALPHA`` extension.
+    exposure_sec : float or None
+        ``EXPTIME`` (else ``EXPOSURE``) of the header, seconds; None when missing or
+        not a number.
 
     Raises
     ------
@@ -72,19 +87,56 @@ class FitsSource:
 
     @property
     def header(self) -> Any:
-        """The image HDU's header (astropy ``Header``)."""
+        """The image HDU's header.
+
+        Returns
+        -------
+        astropy.io.fits.Header
+            A copy taken when the file was opened.
+        """
         return self._fits.header
 
     @property
     def frame_shape(self) -> tuple[int, ...]:
+        """Shape of one frame as the core sees it.
+
+        Returns
+        -------
+        tuple of int
+            ``(H, W)`` for a mono file, ``(H, W, C)`` otherwise.
+        """
         return (self.height, self.width) if self.mono else (self.height, self.width, self.channels)
 
     def read_rows(self, r0: int, r1: int) -> np.ndarray:
-        """Rows ``[r0, r1)``, float32 ``(h, W, C)``, native byte order, NaN = no data."""
+        """Read rows ``[r0, r1)`` of every channel from disk.
+
+        Parameters
+        ----------
+        r0, r1 : int
+            Row range, ``0 <= r0 <= r1 <= H``.
+
+        Returns
+        -------
+        ndarray, shape (r1 - r0, W, C), float32
+            Native byte order, on the host; NaN where the file has NaN or ±inf (no
+            data).
+        """
         return self._fits.read_rows(r0, r1)
 
     def read_alpha_rows(self, r0: int, r1: int) -> np.ndarray | None:
-        """ALPHA rows as float32 ``(h, W)`` weights in [0, 1], or None."""
+        """Read rows ``[r0, r1)`` of the ``ALPHA`` extension as weights.
+
+        Parameters
+        ----------
+        r0, r1 : int
+            Row range, ``0 <= r0 <= r1 <= H``.
+
+        Returns
+        -------
+        ndarray, shape (r1 - r0, W), float32, or None
+            ALPHA / 255 in [0, 1] on the host (a per-channel ALPHA gives its maximum
+            over the channels); None when the file has no ``ALPHA`` extension.
+        """
         return self._fits.read_alpha_rows(r0, r1) if self.has_alpha else None
 
 
@@ -93,6 +145,14 @@ class ArraySource:
 
     Rows are sliced and copied to the host as float32 band by band; integer data are
     converted exactly as :func:`zemosaic_xp.stack` converts them.
+
+    Parameters
+    ----------
+    array : array, shape (H, W) or (H, W, C), real float or int dtype
+        The frame, on any device; it is referenced, not copied. NaN and ±inf mean
+        "no data".
+    name : str
+        Name of the frame in messages (``"inputs[3]"``).
 
     Raises
     ------
@@ -127,14 +187,32 @@ class ArraySource:
         self.frame_shape = tuple(int(v) for v in shape)
 
     def read_rows(self, r0: int, r1: int) -> np.ndarray:
-        """Rows ``[r0, r1)``, float32 ``(h, W, C)``, NaN where not finite."""
+        """Copy rows ``[r0, r1)`` to the host as float32.
+
+        Parameters
+        ----------
+        r0, r1 : int
+            Row range, ``0 <= r0 <= r1 <= H``.
+
+        Returns
+        -------
+        ndarray, shape (r1 - r0, W, C), float32
+            On the host (C = 1 for a mono frame); NaN where the frame is not finite
+            (no data).
+        """
         rows = np.asarray(to_host(self._array[r0:r1, ...]))
         rows = rows.astype(np.float32) if rows.dtype != np.float32 or not rows.dtype.isnative else rows
         rows = np.where(np.isfinite(rows), rows, np.float32(np.nan))
         return rows[..., None] if self.mono else rows
 
     def read_alpha_rows(self, r0: int, r1: int) -> None:
-        """Arrays carry no ALPHA: always None."""
+        """Return None: an in-memory frame has no ``ALPHA`` weights.
+
+        Parameters
+        ----------
+        r0, r1 : int
+            Row range (ignored; kept for the source interface).
+        """
         return None
 
 
@@ -169,7 +247,8 @@ def open_sources(inputs: Any) -> list[FitsSource | ArraySource]:
 
     Returns
     -------
-    list of sources, in input order.
+    list of FitsSource or ArraySource
+        One source per input, in input order; no pixel has been read yet.
 
     Raises
     ------
@@ -201,11 +280,12 @@ def open_sources(inputs: Any) -> list[FitsSource | ArraySource]:
 
 def read_band(sources: Sequence[FitsSource | ArraySource], r0: int, r1: int, *,
               alpha: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Rows ``[r0, r1)`` of every source as the core's band layout.
+    """Read rows ``[r0, r1)`` of every source into the core's band layout.
 
     Parameters
     ----------
-    sources : sequence of N sources of one shape
+    sources : sequence of FitsSource or ArraySource
+        N sources of one shape (see :func:`open_sources`).
     r0, r1 : int
         Row range, ``0 <= r0 < r1 <= H``.
     alpha : bool
@@ -214,9 +294,9 @@ def read_band(sources: Sequence[FitsSource | ArraySource], r0: int, r1: int, *,
 
     Returns
     -------
-    band : ndarray, shape (h, W, C, N), float32
-        NaN = no data.
-    weights : ndarray, shape (h, W, 1, N), float32, or None
+    band : ndarray, shape (r1 - r0, W, C, N), float32
+        On the host, frames on the last axis; NaN = no data.
+    weights : ndarray, shape (r1 - r0, W, 1, N), float32, or None
         ALPHA weights in [0, 1] (NaN replaced by 0), None when ``alpha`` is False.
     """
     first = sources[0]
@@ -241,12 +321,20 @@ class BandReader:
 
     Parameters
     ----------
-    sources : sequence of N sources of one shape
+    sources : sequence of FitsSource or ArraySource
+        N sources of one shape (see :func:`open_sources`).
     alpha : bool
         Also read ALPHA weights (see :func:`read_band`).
     block_bytes : int
         Host memory for one block (band layout, plus its weights); a block is never
         smaller than the band asked for.
+
+    Attributes
+    ----------
+    block_rows : int
+        Rows of each read-ahead block (at least 1, at most H).
+    reads : int
+        Blocks read so far.
     """
 
     def __init__(self, sources: Sequence[FitsSource | ArraySource], *, alpha: bool,
@@ -262,7 +350,21 @@ class BandReader:
         self._weights: np.ndarray | None = None
 
     def band(self, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Rows ``[r0, r1)``: ``(h, W, C, N)`` float32 and ``(h, W, 1, N)`` weights or None."""
+        """Return rows ``[r0, r1)`` of all frames, reading the next block when needed.
+
+        Parameters
+        ----------
+        r0, r1 : int
+            Row range. A range inside the current block is served from it;
+            any other starts a new block at ``r0``.
+
+        Returns
+        -------
+        band : ndarray, shape (r1 - r0, W, C, N), float32
+            A view of the current block, on the host; NaN = no data.
+        weights : ndarray, shape (r1 - r0, W, 1, N), float32, or None
+            ALPHA weights in [0, 1] (a view of the block); None unless ``alpha``.
+        """
         if not (self._r0 <= r0 and r1 <= self._r1):
             self._band = self._weights = None  # drop the old block before reading the next
             self._r0, self._r1 = r0, min(self.height, max(r1, r0 + self.block_rows))
@@ -273,10 +375,17 @@ class BandReader:
 
 
 class PatchSource:
-    """A tile's :class:`~.store.PatchStore` as the core's band source.
+    """A tile's :class:`~.patch_store.PatchStore` as the core's band source.
 
-    ``active`` are the store slots of the frames with data, in plan order; a block's
-    ``frames`` are positions in it.
+    Parameters
+    ----------
+    store : PatchStore
+        The tile's reprojected patches.
+    active : sequence of int
+        Store slots of the frames with data, in plan order; a block's ``frames`` are
+        positions in this list.
+    channels : int
+        C of the patches.
     """
 
     def __init__(self, store: PatchStore, active: Sequence[int], channels: int) -> None:
@@ -285,5 +394,20 @@ class PatchSource:
         self.channels = channels
 
     def read(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
+        """Assemble one block of the tile from the stored patches.
+
+        Parameters
+        ----------
+        block : Block
+            Rows ``[r0, r1)``, columns ``[c0, c1)`` and the frames (positions in
+            ``active``; None = all) to read.
+
+        Returns
+        -------
+        values : ndarray, shape (h, w, C, n), float32
+            On the host, frames last; NaN where a frame has no data.
+        weights : ndarray, shape (h, w, 1, n), float32
+            Footprint × ALPHA weights; 0 where a frame has no data.
+        """
         frames = range(len(self.active)) if block.frames is None else block.frames
         return self.store.band(block.r0, block.r1, [self.active[j] for j in frames], block.c0, block.c1)

@@ -52,6 +52,7 @@ class FitsFrame:
     alpha : ndarray, shape (H, W), float32 in [0, 1], or None
         The ``ALPHA`` extension divided by 255, if present.
     path : str
+        The file read.
     """
 
     data: np.ndarray
@@ -119,6 +120,18 @@ def _open(path: str | os.PathLike, **kwargs: Any) -> fits.HDUList:
 def read_frame(path: str | os.PathLike) -> FitsFrame:
     """Read a whole frame as float32 ``(H, W, C)``; see the module docstring.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        FITS file: 2-D mono, 3-D CHW or HWC, any BITPIX, optional ``ALPHA``
+        extension.
+
+    Returns
+    -------
+    FitsFrame
+        The pixels (float32 on the host, NaN = no data), the image header and the
+        ALPHA weights.
+
     Raises
     ------
     FileNotFoundError
@@ -136,12 +149,31 @@ class FitsFrameSource:
     The header is parsed once; :meth:`read_rows` then reads rows ``[r0, r1)`` of every
     channel directly from the file (one ``seek`` + ``readinto`` per channel plane).
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The FITS file. The image is HDU 0 when it is 2-D or 3-D, else the first such
+        ``SCI``, ``IMAGE`` or ``PRIMARY`` HDU, else the first other such image HDU
+        (never ``ALPHA``).
+
     Attributes
     ----------
     path : str
+        The file, as a string.
     height, width, channels : int
+        Frame size in memory; ``channels`` is 1 for a 2-D file.
     header : astropy.io.fits.Header
-    has_alpha : bool
+        A copy of the image HDU's header.
+    layout : {"HW", "CHW", "HWC"}
+        Axis order of the image on disk (NumPy order).
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    FitsReadError
+        Corrupt, truncated or compressed file, no image HDU, an unsupported BITPIX or
+        shape (the message names the file).
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -192,11 +224,24 @@ class FitsFrameSource:
 
     @property
     def has_alpha(self) -> bool:
+        """Whether the file has an ``ALPHA`` image extension.
+
+        Returns
+        -------
+        bool
+            True when :meth:`read_alpha` returns weights rather than None.
+        """
         return self._alpha_index is not None
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        """(H, W, C) of the frame in memory."""
+        """Shape of the frame in memory, channels last.
+
+        Returns
+        -------
+        tuple of int
+            ``(H, W, C)``, C = 1 for a 2-D file.
+        """
         return (self.height, self.width, self.channels)
 
     def _read_block(self, fh: Any, start: int, count: int) -> np.ndarray:
@@ -209,7 +254,26 @@ class FitsFrameSource:
         return buf
 
     def read_rows(self, r0: int, r1: int) -> np.ndarray:
-        """Rows ``[r0, r1)`` as float32 ``(r1 - r0, W, C)``, native order, NaN = no data."""
+        """Read rows ``[r0, r1)`` of every channel straight from disk.
+
+        Parameters
+        ----------
+        r0, r1 : int
+            Row range, ``0 <= r0 <= r1 <= H``.
+
+        Returns
+        -------
+        ndarray, shape (r1 - r0, W, C), float32
+            On the host, native byte order, BZERO/BSCALE applied; NaN where the file
+            has NaN or ±inf (no data).
+
+        Raises
+        ------
+        ValueError
+            The row range is outside the frame.
+        FitsReadError
+            The file ended early.
+        """
         if not 0 <= r0 <= r1 <= self.height:
             msg = f"rows [{r0}, {r1}) are outside '{self.path}' (height {self.height})"
             raise ValueError(msg)
@@ -226,11 +290,29 @@ class FitsFrameSource:
         return _to_float32(raw, self._bscale, self._bzero)
 
     def read_alpha_rows(self, r0: int, r1: int) -> np.ndarray | None:
-        """Rows ``[r0, r1)`` of the ``ALPHA`` extension as float32 ``(r1 - r0, W)`` in [0, 1].
+        """Read rows ``[r0, r1)`` of the ``ALPHA`` extension as weights in [0, 1].
 
         Equal to ``read_alpha()[r0:r1]`` but read straight from disk like
         :meth:`read_rows` (the extension's layout is parsed on the first call and
-        kept). None when the file has no ``ALPHA`` extension.
+        kept).
+
+        Parameters
+        ----------
+        r0, r1 : int
+            Row range, ``0 <= r0 <= r1 <= H``.
+
+        Returns
+        -------
+        ndarray, shape (r1 - r0, W), float32, or None
+            ALPHA / 255 clipped to [0, 1] on the host (the maximum over the planes of
+            a per-channel ALPHA); None when the file has no ``ALPHA`` extension.
+
+        Raises
+        ------
+        ValueError
+            The row range is outside the frame.
+        FitsReadError
+            The extension cannot be read by rows, has the wrong shape, or ends early.
         """
         if self._alpha_index is None:
             return None
@@ -295,7 +377,19 @@ class FitsFrameSource:
         return int(info["datLoc"]), np.dtype(dtypes[bitpix]), kind, planes, bscale, bzero
 
     def read_alpha(self) -> np.ndarray | None:
-        """The ``ALPHA`` extension as float32 ``(H, W)`` in [0, 1], or None."""
+        """Read the whole ``ALPHA`` extension as weights in [0, 1].
+
+        Returns
+        -------
+        ndarray, shape (H, W), float32, or None
+            ALPHA / 255 clipped to [0, 1] on the host (the maximum over the planes of
+            a per-channel ALPHA); None when the file has no ``ALPHA`` extension.
+
+        Raises
+        ------
+        FitsReadError
+            The extension's shape does not match the frame.
+        """
         if self._alpha_index is None:
             return None
         with _open(self.path, memmap=False) as hdul:
@@ -327,11 +421,11 @@ def write_fits(path: str | os.PathLike, image: np.ndarray, *, header: fits.Heade
 
     Parameters
     ----------
-    path : path
+    path : str or os.PathLike
         Final file name; the data are written to a temporary file in the same
         directory and renamed over it at the end.
     image : ndarray, shape (H, W) or (H, W, C)
-        NaN is written as NaN ("no data").
+        Host array, converted to float32; NaN is written as NaN ("no data").
     header : Header, optional
         Cards for the primary HDU (WCS, provenance); structural keys are replaced.
     alpha : ndarray, shape (H, W), optional
@@ -343,7 +437,15 @@ def write_fits(path: str | os.PathLike, image: np.ndarray, *, header: fits.Heade
 
     Returns
     -------
-    Path of the written file.
+    pathlib.Path
+        The written file.
+
+    Raises
+    ------
+    FileExistsError
+        The file exists and ``overwrite`` is False.
+    ValueError
+        ``image`` is neither (H, W) nor (H, W, C).
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -368,7 +470,19 @@ def write_fits(path: str | os.PathLike, image: np.ndarray, *, header: fits.Heade
 
 
 def frame_wcs(header: fits.Header, path: str) -> WCS:
-    """The celestial WCS of a frame header, distortions (SIP, lookup tables) included.
+    """Build the celestial WCS of a frame header, distortions (SIP, lookup tables) included.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Header of the frame's image HDU.
+    path : str
+        The frame's file, named in error messages.
+
+    Returns
+    -------
+    astropy.wcs.WCS
+        Two-axis celestial WCS (``relax=True``) with a finite, positive pixel scale.
 
     Raises
     ------

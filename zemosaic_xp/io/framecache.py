@@ -34,7 +34,20 @@ _MAX_ENTRIES = 1024
 
 
 def frame_planes(data: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
-    """A frame as contiguous float32 planes ``(C [+ 1], H, W)``: its channels, then ALPHA if any."""
+    """Lay a frame out as contiguous float32 planes: its channels, then ALPHA if any.
+
+    Parameters
+    ----------
+    data : ndarray, shape (H, W, C), float32
+        The frame on the host; NaN = no data.
+    alpha : ndarray, shape (H, W), float32, or None
+        ALPHA weights in [0, 1].
+
+    Returns
+    -------
+    ndarray, shape (C, H, W) or (C + 1, H, W), float32
+        A new C-contiguous host array, the layout the reprojection reads.
+    """
     planes = np.moveaxis(data, -1, 0)
     if alpha is not None:
         planes = np.concatenate([planes, alpha[None, ...]], axis=0)
@@ -49,6 +62,7 @@ class FrameEntry:
     Attributes
     ----------
     source : FitsFrameSource
+        The frame's parsed header; reads its pixels on demand.
     wcs : astropy.wcs.WCS
         Celestial WCS with distortions (:func:`~.fits.frame_wcs`).
     noise : dict of int to ndarray
@@ -61,7 +75,10 @@ class FrameEntry:
 
 
 class FrameCache:
-    """See the module docstring.
+    """Headers, WCS and pixel planes of frame files, least recently used dropped first.
+
+    See the module docstring. Thread-safe; the planes returned are shared and
+    read-only.
 
     Parameters
     ----------
@@ -86,7 +103,25 @@ class FrameCache:
         return (os.fspath(path), st.st_size, st.st_mtime_ns)
 
     def entry(self, path: str) -> FrameEntry:
-        """Header source and WCS of ``path`` (parsed on the first call)."""
+        """Return the header source and WCS of a frame file, parsing them on the first call.
+
+        Parameters
+        ----------
+        path : str
+            The frame file; a changed size or modification time makes a new entry.
+
+        Returns
+        -------
+        FrameEntry
+            The cached entry, shared with other callers.
+
+        Raises
+        ------
+        FileNotFoundError, FitsReadError
+            The file is missing or unreadable.
+        ValueError
+            The header has no usable celestial WCS.
+        """
         from .fits import FitsFrameSource, frame_wcs
 
         key = self._key(path)
@@ -105,10 +140,22 @@ class FrameCache:
         return entry
 
     def planes(self, path: str, *, keep: bool = True) -> tuple[FrameEntry, np.ndarray]:
-        """The entry of ``path`` and its pixels as float32 planes ``(C [+ 1], H, W)``, ALPHA last.
+        """Return the entry of a frame file and its pixels as float32 planes, ALPHA last.
 
-        The planes are read-only (shared between tiles). ``keep=False`` reads them
-        without adding them to the cache (a cached copy is still used).
+        Parameters
+        ----------
+        path : str
+            The frame file.
+        keep : bool
+            Add the planes to the cache (when they fit the budget). False reads them
+            without caching them; a cached copy is still used.
+
+        Returns
+        -------
+        entry : FrameEntry
+            As :meth:`entry` returns it.
+        planes : ndarray, shape (C, H, W) or (C + 1, H, W), float32
+            Read-only host array (shared between tiles); NaN = no data.
         """
         entry = self.entry(path)
         key = self._key(path)
@@ -160,6 +207,12 @@ class FrameCache:
 
         Keeps the cache inside the memory a user granted: patches, one band and the
         cache together stay near the budget. Drops planes beyond the new limit.
+
+        Parameters
+        ----------
+        chunk_budget_bytes : int
+            The tile's stacking budget in bytes; the new plane budget is a quarter of
+            it, at most ``FRAME_CACHE_MB`` MiB.
         """
         with self._lock:
             self.budget_bytes = int(min(FRAME_CACHE_MB * 2**20, max(0, chunk_budget_bytes) // 4))

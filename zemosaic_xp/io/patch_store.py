@@ -24,31 +24,42 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["PatchStore", "patch_store_bytes"]
+__all__ = ["PatchStore"]
 
 logger = logging.getLogger(__name__)
 
 Box = tuple[int, int, int, int]
 
 
-def patch_store_bytes(boxes: Sequence[Box], channels: int) -> int:
+def _patch_store_bytes(boxes: Sequence[Box], channels: int) -> int:
     """Bytes the patches of ``boxes`` take: C float32 values + 1 float32 weight per pixel."""
     return sum((b[1] - b[0]) * (b[3] - b[2]) for b in boxes) * (channels + 1) * 4
 
 
 class PatchStore:
-    """Reprojected patches of one tile, in RAM or in a memory-mapped scratch file.
+    """Reprojected patches of one tile, in RAM or in a scratch file.
 
     Parameters
     ----------
     boxes : sequence of (py0, py1, px0, px1)
-        Patch box of each frame, in tile pixels.
+        Patch box of each frame, in tile pixels: rows ``[py0, py1)``, columns
+        ``[px0, px1)``.
     tile_shape : (H, W)
+        Size of the tile in pixels.
     channels : int
+        C of every patch.
     budget_bytes : int
-        Past this many bytes of patches, they spill to disk.
-    scratch_dir : path
+        Past this many bytes of patches (C float32 values and one float32 weight
+        per pixel), they spill to disk.
+    scratch_dir : str or os.PathLike
         Where the scratch file goes (a private sub-directory is made and removed).
+
+    Attributes
+    ----------
+    nbytes : int
+        Bytes of all patches and weights.
+    spilled : bool
+        The patches live in the scratch file rather than in RAM.
 
     Notes
     -----
@@ -61,7 +72,7 @@ class PatchStore:
         self.boxes = [tuple(int(v) for v in b) for b in boxes]
         self.tile_shape = tuple(int(v) for v in tile_shape)
         self.channels = int(channels)
-        self.nbytes = patch_store_bytes(self.boxes, self.channels)
+        self.nbytes = _patch_store_bytes(self.boxes, self.channels)
         self.spilled = self.nbytes > budget_bytes
         self._dir: Path | None = None
         self._fh: Any = None  # the scratch file, opened "w+b"
@@ -102,7 +113,23 @@ class PatchStore:
             self._dir = None
 
     def put(self, k: int, patch: np.ndarray, weight: np.ndarray) -> None:
-        """Keep frame ``k``'s patch ``(h, w, C)`` and weight ``(h, w)`` (shapes of its box)."""
+        """Store frame ``k``'s reprojected patch and its weight.
+
+        Parameters
+        ----------
+        k : int
+            Index of the frame in ``boxes``.
+        patch : ndarray, shape (h, w, C), float
+            Values on the host, ``(h, w)`` the size of box ``k``; NaN = no data.
+            Stored as float32.
+        weight : ndarray, shape (h, w), float
+            Footprint × ALPHA weights, 0 where the frame has no data.
+
+        Raises
+        ------
+        ValueError
+            A shape does not match box ``k``.
+        """
         py0, py1, px0, px1 = self.boxes[k]
         h, w = py1 - py0, px1 - px0
         if patch.shape != (h, w, self.channels) or weight.shape != (h, w):
@@ -136,7 +163,18 @@ class PatchStore:
 
     def band(self, r0: int, r1: int, frames: Sequence[int], c0: int = 0,
              c1: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Rows ``[r0, r1)`` and columns ``[c0, c1)`` of the tile for ``frames``, frames last.
+        """Assemble rows ``[r0, r1)`` and columns ``[c0, c1)`` of the tile for ``frames``.
+
+        Parameters
+        ----------
+        r0, r1 : int
+            Row range in tile pixels.
+        frames : sequence of int
+            Indices in ``boxes`` of the N frames to read, in output order.
+        c0 : int
+            First column.
+        c1 : int, optional
+            End column (exclusive); default the tile width.
 
         Returns
         -------
@@ -144,6 +182,11 @@ class PatchStore:
             NaN where a frame has no data.
         weights : ndarray, shape (r1 - r0, c1 - c0, 1, N), float32
             Footprint × ALPHA; 0 where a frame has no data.
+
+        Raises
+        ------
+        KeyError
+            A frame whose patch overlaps the block was never stored.
         """
         c1 = self.tile_shape[1] if c1 is None else c1
         n = len(frames)
@@ -161,7 +204,23 @@ class PatchStore:
         return values, weights
 
     def has_data(self, k: int) -> bool:
-        """True when frame ``k`` contributes at least one pixel with weight > 0."""
+        """Tell whether frame ``k`` contributes at least one pixel with weight > 0.
+
+        Parameters
+        ----------
+        k : int
+            Index of the frame in ``boxes``.
+
+        Returns
+        -------
+        bool
+            True when the stored weight is positive somewhere.
+
+        Raises
+        ------
+        KeyError
+            Frame ``k`` was never stored.
+        """
         if not self._stored[k]:
             msg = f"patch {k} was never stored"
             raise KeyError(msg)

@@ -25,13 +25,20 @@ def write_png(path: str | os.PathLike, pixels: np.ndarray) -> Path:
 
     Parameters
     ----------
-    path : path
+    path : str or os.PathLike
+        File to write; it is replaced only once the whole PNG is on disk.
     pixels : ndarray, shape (H, W) or (H, W, 3), uint8
-        Row 0 is the top row of the picture.
+        Grey or RGB values on the host; row 0 is the top row of the picture.
 
     Returns
     -------
-    Path of the written file.
+    pathlib.Path
+        The written file.
+
+    Raises
+    ------
+    ValueError
+        ``pixels`` is not uint8 of shape (H, W) or (H, W, 3).
     """
     pixels = np.asarray(pixels)
     if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] != 3):

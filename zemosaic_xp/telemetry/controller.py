@@ -107,12 +107,24 @@ class ResourceTelemetryController:
 
     @property
     def active(self) -> bool:
-        """True while emissions can happen: enabled, a callback, not closed."""
+        """Whether emissions can happen.
+
+        Returns
+        -------
+        bool
+            True when enabled, with a callback, and not closed.
+        """
         return self.enabled and self.callback is not None and not self._closed
 
     @property
     def closed(self) -> bool:
-        """True once :meth:`close` ran."""
+        """Whether :meth:`close` ran.
+
+        Returns
+        -------
+        bool
+            True once closed; emissions are then no-ops.
+        """
         return self._closed
 
     def maybe_emit_stats(self, context: Mapping[str, Any] | None = None) -> bool:

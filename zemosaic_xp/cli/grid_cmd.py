@@ -11,7 +11,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register", "print_summary"]
+__all__ = ["register", "add_run_options", "run_from_args", "print_summary"]
 
 #: Exit code when the mosaic was written but some tiles failed.
 EXIT_PARTIAL = 3

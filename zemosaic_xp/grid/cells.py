@@ -55,7 +55,7 @@ def _rows(frame_lists: list[tuple[int, ...]], widths: list[int], channels: int, 
 
 def cell_blocks(store: PatchStore, active: Sequence[int], *, budget: int, config: StackConfig, height: int,
                 width: int, channels: int, gpu: bool, policy: Any = None) -> Iterator[Block]:
-    """The blocks of a tile, cell row by cell row, each with the frames that reach it.
+    """Yield the blocks of a tile, cell row by cell row, each with the frames that reach it.
 
     Parameters
     ----------
@@ -65,13 +65,27 @@ def cell_blocks(store: PatchStore, active: Sequence[int], *, budget: int, config
         Store slots of the frames with data, in plan order.
     budget : int
         Bytes one block may use.
+    config : StackConfig
+        The stack settings; their memory factor sizes the rows of a block.
+    height, width : int
+        Tile size in pixels.
+    channels : int
+        Channels of every frame.
     gpu : bool
         Whether blocks start on the GPU (no ~2 MiB cap per block then).
     policy : GpuPolicy, optional
         The run's GPU policy: each halving of its ``budget_scale`` (an out-of-memory
         error) halves the rows of the following blocks.
+
+    Yields
+    ------
+    Block
+        Rows ``[r0, r1)`` × columns ``[c0, c1)`` of one cell, inside one cell row
+        (at most ``CELL_ROWS`` × ``CELL_COLS`` px), with ``frames`` the positions in
+        ``active`` of the frames whose patch box reaches the cell (``()``: none, the
+        block is written as no data). The blocks cover the tile exactly once.
     """
-    def scale() -> float:
+    def _scale() -> float:
         return 1.0 if policy is None else policy.budget_scale
 
     for cy0 in range(0, height, CELL_ROWS):
@@ -84,7 +98,7 @@ def cell_blocks(store: PatchStore, active: Sequence[int], *, budget: int, config
             # Read the scale for every block row: an out-of-memory error on the GPU halves
             # it, and the following blocks shrink with it (the failed block was redone on
             # the CPU; results are per pixel, so nothing changes).
-            r1 = min(cy1, r0 + max(1, int(rows_full * scale())))
+            r1 = min(cy1, r0 + max(1, int(rows_full * _scale())))
             for (c0, c1), frames in zip(cols, frame_lists):
                 yield Block(r0, r1, c0, c1, frames)
             r0 = r1

@@ -48,7 +48,7 @@ def _client_of(executor: Executor | None) -> Any:
 
 
 def executor_slots(executor: Executor, default: int) -> int:
-    """Tiles to keep in flight on ``executor`` (at least 1).
+    """Count the tiles to keep in flight on ``executor``.
 
     Parameters
     ----------
@@ -56,7 +56,13 @@ def executor_slots(executor: Executor, default: int) -> int:
         A dask ``ClientExecutor`` counts the threads of the cluster's workers now;
         a ``ThreadPoolExecutor`` / ``ProcessPoolExecutor`` its ``max_workers``.
     default : int
-        Used when the executor does not tell (any other kind).
+        Used when the executor does not tell (any other kind), or when a dask
+        cluster cannot be asked (logged as a warning).
+
+    Returns
+    -------
+    int
+        At least 1.
     """
     client = _client_of(executor)
     if client is not None:
@@ -70,7 +76,19 @@ def executor_slots(executor: Executor, default: int) -> int:
 
 
 def describe_executor(executor: Executor) -> str:
-    """``"dask cluster tcp://…, 2 workers"`` or ``"external ThreadPoolExecutor"``, for the logs."""
+    """Describe ``executor`` in a few words, for the logs.
+
+    Parameters
+    ----------
+    executor : concurrent.futures.Executor
+        The executor the tiles run on.
+
+    Returns
+    -------
+    str
+        ``"dask cluster tcp://…, 2 worker(s)"`` for a dask executor (``"dask cluster"``
+        when the scheduler does not answer), else ``"external <class name>"``.
+    """
     client = _client_of(executor)
     if client is None:
         return f"external {type(executor).__name__}"
@@ -94,6 +112,12 @@ def release_worker_caches(executor: Executor | None) -> None:
 
     The cache is per process (up to 256 MB): harmless in the run's own pool, which
     ends with the run, but a cluster's workers stay up for other work.
+
+    Parameters
+    ----------
+    executor : concurrent.futures.Executor or None
+        The run's executor; anything but a dask ``ClientExecutor`` (None included)
+        is left alone. A failure is logged as a warning, never raised.
     """
     client = _client_of(executor)
     if client is None:
@@ -106,14 +130,14 @@ def release_worker_caches(executor: Executor | None) -> None:
 
 @contextmanager
 def connect_cluster(address: str | os.PathLike, *, timeout: float = 10.0) -> Iterator[Any]:
-    """A ``distributed.Client`` connected to an existing cluster, closed on exit.
+    """Connect a ``distributed.Client`` to an existing cluster; close it on exit.
 
     Parameters
     ----------
     address : str or path
         ``tcp://host:port`` (any dask address: ``tls://``, ``inproc://``, ...) or the
         path of a scheduler file (``dask scheduler --scheduler-file FILE``).
-    timeout : float
+    timeout : float, default 10.0
         Seconds to wait for the scheduler before giving up.
 
     Yields

@@ -68,12 +68,16 @@ def grid_stack_config(**overrides: Any) -> StackConfig:
 class GridConfig:
     """Settings of one grid-mode run.
 
-    Parameters
+    The fields are the constructor's keywords; every value is validated on
+    construction (``ValueError`` or ``TypeError`` naming the field).
+
+    Attributes
     ----------
     grid_size_factor : float
-        Tile side in units of the median frame field of view (> 0).
+        Tile side in units of the median frame field of view (> 0). Default 1.5.
     overlap_fraction : float
         Overlap between neighbouring tiles as a fraction of the tile side, [0, 0.9].
+        Default 0.1.
     stack : StackConfig
         Normalisation, weighting, rejection and combine of each tile's frames
         (default :func:`grid_stack_config`).
@@ -92,21 +96,23 @@ class GridConfig:
     stack_chunk_budget_mb : float
         Memory of one tile's reprojected patches held in RAM (past it they spill to a
         memory-mapped file) and of one row band of the stack (> 0). The result does not
-        depend on it.
+        depend on it. Default 512.
     match_photometry : bool
-        Fit per-tile gain/offset on the overlaps before blending.
+        Fit per-tile gain/offset on the overlaps before blending. Default True.
     feather_px : int or None
-        Blend ramp width at tile edges; None = the assembly's default.
+        Blend ramp width at tile edges, in px (>= 0); None (default) = the assembly's
+        default.
     telemetry_enabled : bool
-        Emit resource telemetry (``STATS_UPDATE``).
+        Emit resource telemetry (``STATS_UPDATE``). Default False.
     telemetry_interval_sec : float
-        Seconds between telemetry samples.
+        Seconds between telemetry samples. Default 1.5.
     telemetry_log_to_csv : bool
-        Also log the telemetry to a CSV in the output folder.
+        Also log the telemetry to a CSV in the output folder. Default True.
     target_ram_fraction : float
-        Fraction of available RAM the auto worker count may plan for.
+        Fraction of available RAM the auto worker count may plan for; clipped to
+        [0.1, 0.98]. Default 0.9.
     max_cpu_workers : int
-        Upper bound of the auto worker count (0 = none).
+        Upper bound of the auto worker count (0 = none, the default).
     """
 
     grid_size_factor: float = _DEFAULT_GRID_SIZE_FACTOR
@@ -160,8 +166,28 @@ class GridConfig:
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> GridConfig:
-        """Build from ZeMosaic config keys (unknown keys are ignored).
+        """Build a GridConfig from ZeMosaic config keys (unknown keys are ignored).
 
+        Parameters
+        ----------
+        config : mapping of str to object, or GridConfig
+            A parsed ``zemosaic_config.json``; a GridConfig is returned as is.
+
+        Returns
+        -------
+        GridConfig
+            Validated; fields whose keys are absent keep their defaults.
+
+        Raises
+        ------
+        TypeError
+            ``config`` is neither a mapping nor a GridConfig.
+        ValueError
+            A value out of range or an unknown method name (the message lists the
+            valid ones).
+
+        Notes
+        -----
         Reads ``grid_size_factor``, ``batch_overlap_pct`` (percent, clipped to
         [0, 0.9]; or ``grid_overlap_fraction``), ``grid_workers``, ``use_gpu_grid``
         (inheriting ``use_gpu_phase5`` / ``stack_use_gpu`` / ``use_gpu_stack`` when unset
@@ -174,12 +200,6 @@ class GridConfig:
         parsers are :data:`zemosaic_xp.compat.zemosaic.GRID_KEYS` and
         :func:`zemosaic_xp.compat.zemosaic.stack_config_from_dict` (stacking methods
         left unset keep the grid defaults of :func:`grid_stack_config`).
-
-        Raises
-        ------
-        ValueError
-            A value out of range or an unknown method name (the message lists the
-            valid ones).
         """
         if isinstance(config, GridConfig):
             return config
@@ -191,24 +211,46 @@ class GridConfig:
         return cls(**kw)
 
     def replace(self, **changes: Any) -> GridConfig:
-        """A copy with some fields changed (validated again)."""
+        """Return a copy with some fields changed.
+
+        Parameters
+        ----------
+        **changes
+            New values of fields, by field name.
+
+        Returns
+        -------
+        GridConfig
+            The copy, validated again.
+        """
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of the fields under their field names (``stack`` as its own dict).
+        """Return the fields as a JSON-able dict.
 
         Field names, not ZeMosaic keys: a record of the run (the manifest, a report), not
         input for :meth:`from_dict`.
+
+        Returns
+        -------
+        dict of str to object
+            One entry per field, under its field name; ``stack`` as
+            ``StackConfig.to_dict()``.
         """
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "stack"}
         out["stack"] = self.stack.to_dict()
         return out
 
     def tile_hash_dict(self) -> dict[str, Any]:
-        """The settings a tile's pixels depend on (resume compares their hash).
+        """Return the settings a tile's pixels depend on (resume compares their hash).
 
         Excludes workers, GPU, memory budget and telemetry: tiles are identical for
         any of those.
+
+        Returns
+        -------
+        dict of str to object
+            JSON-able: ``grid_size_factor``, ``overlap_fraction`` and ``stack`` (as a dict).
         """
         return {"grid_size_factor": self.grid_size_factor, "overlap_fraction": self.overlap_fraction,
                 "stack": self.stack.to_dict()}

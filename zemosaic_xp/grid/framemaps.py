@@ -35,7 +35,23 @@ _POLL_MAX_SEC = 0.05
 
 
 def maps_path(tiles_dir: str | os.PathLike, run_id: str, group: str | None) -> Path:
-    """Where the maps of one run and plan group are published."""
+    """Return the file where the maps of one run and plan group are published.
+
+    Parameters
+    ----------
+    tiles_dir : str or path-like
+        The group's ``tiles/`` folder.
+    run_id : str
+        Identifier of the run (a stale file of another run is never read).
+    group : str or None
+        Mount group label (``"EQ"``, ``"ALTZ"``); None for an unsplit run.
+
+    Returns
+    -------
+    Path
+        ``<tiles_dir>/.maps_<run_id>_<group or "all">.npz``; the failure marker is
+        the same path with the suffix ``.failed``.
+    """
     return Path(tiles_dir) / f".maps_{run_id}_{group or 'all'}.npz"
 
 
@@ -44,7 +60,18 @@ def _failed_path(path: Path) -> Path:
 
 
 def publish_frame_maps(path: str | os.PathLike, gains: np.ndarray, offsets: np.ndarray) -> None:
-    """Write the gains and offsets ``(N, C)`` of every frame atomically (float64, exact)."""
+    """Write the gains and offsets of every frame atomically.
+
+    Parameters
+    ----------
+    path : str or path-like
+        :func:`maps_path` of the run and group. A temporary file beside it is
+        renamed over it, so a reader sees the whole file or none.
+    gains, offsets : ndarray, shape (N, C)
+        The survey normalisation ``x' = gain·x + offset`` of every frame and channel,
+        row = frame index; stored as float64, so the tiles read exactly the values
+        the runner holds.
+    """
     path = Path(path)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     with open(tmp, "wb") as fh:
@@ -53,7 +80,21 @@ def publish_frame_maps(path: str | os.PathLike, gains: np.ndarray, offsets: np.n
 
 
 def publish_failure(path: str | os.PathLike, error: BaseException) -> None:
-    """Tell waiting tiles that the normalisation failed (best effort)."""
+    """Tell waiting tiles that the normalisation failed (best effort).
+
+    Parameters
+    ----------
+    path : str or path-like
+        :func:`maps_path` of the run and group; ``<path>.failed`` is written with
+        ``"<Type>: <message>"`` of ``error``.
+    error : BaseException
+        What the normalisation raised; waiting tiles fail with its text.
+
+    Notes
+    -----
+    A file that cannot be written is logged as a warning, not raised: the tiles then
+    wait until ``MAPS_TIMEOUT_SEC`` or until they see the runner is gone.
+    """
     failed = _failed_path(Path(path))
     try:
         failed.write_text(f"{type(error).__name__}: {error}", encoding="utf-8")
@@ -67,7 +108,7 @@ def _parent_gone(parent_pid: int, watch: bool) -> bool:
 
 def await_frame_maps(path: str | os.PathLike, frames: Sequence, *, parent_pid: int = 0,
                      timeout: float = MAPS_TIMEOUT_SEC) -> list:
-    """The tile's ``FrameRef`` s with the survey's gains and offsets, once published.
+    """Wait for the survey's gains and offsets and return the tile's frames with them.
 
     Parameters
     ----------
@@ -77,9 +118,9 @@ def await_frame_maps(path: str | os.PathLike, frames: Sequence, *, parent_pid: i
         The tile's frames; ``index`` is the frame's row in the maps.
     parent_pid : int
         The runner's process: when it is this process's parent (a worker of the
-        runner's own pool), the wait ends if the runner dies.
+        runner's own pool), the wait ends if the runner dies. 0 (default): not watched.
     timeout : float
-        Seconds.
+        Seconds to wait at most (default ``MAPS_TIMEOUT_SEC``, 6 h).
 
     Returns
     -------

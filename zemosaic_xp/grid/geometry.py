@@ -56,10 +56,15 @@ class FrameInfo:
     index : int
         Position in the plan (frames are stacked in this order).
     path : str
+        The FITS file.
     exposure : float
+        Exposure in seconds (the plan's; 1.0 when absent).
     shape : (H, W)
+        Frame size in px.
     channels : int
+        Colour channels (an ALPHA plane not counted).
     pixel_scale_deg : float
+        Mean pixel scale of the frame's celestial WCS, deg/px.
     footprint : (xmin, xmax, ymin, ymax)
         Bounding box of the frame's outline in global canvas pixel coordinates.
     wcs_key : str
@@ -106,6 +111,13 @@ class TileSpec:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """Return the tile size.
+
+        Returns
+        -------
+        (h, w)
+            ``(y1 - y0, x1 - x0)`` in px.
+        """
         return (self.y1 - self.y0, self.x1 - self.x0)
 
 
@@ -118,12 +130,18 @@ class GlobalGrid:
     wcs : astropy.wcs.WCS
         Distortion-free TAN WCS of the canvas (pixel (0, 0) = canvas corner).
     shape : (H, W)
+        Canvas size in px.
     frames : list of FrameInfo
+        The frames with a usable WCS, in plan order (``FrameInfo.index`` = position).
     tiles : list of TileSpec
         Tiles touched by at least one frame, in id order.
     tile_size_px, step_px : int
+        Tile side and distance between neighbouring tile origins, in px
+        (``tile_size_px - step_px`` is the overlap).
     pixel_scale_deg : float
+        Canvas pixel scale, deg/px (the median of the frames').
     channels : int
+        Channels of every frame.
     fallback : bool
         True when the optimal WCS was degenerate or failed and the fallback was used.
     """
@@ -139,7 +157,14 @@ class GlobalGrid:
     fallback: bool = False
 
     def header_string(self) -> str:
-        """The canvas WCS as a FITS header string."""
+        """Return the canvas WCS as a FITS header string.
+
+        Returns
+        -------
+        str
+            ``WCS.to_header_string(relax=True)``: what tile tasks carry across process
+            boundaries, and part of each tile's resume hash.
+        """
         return self.wcs.to_header_string(relax=True)
 
 
@@ -362,11 +387,17 @@ def build_global_grid(entries: Sequence[PlanEntry], *, grid_size_factor: float,
     Returns
     -------
     GlobalGrid
+        The canvas WCS and shape, the frames with a usable WCS and the tiles that at
+        least one of them touches. ``fallback`` is True when reproject's optimal WCS
+        failed or was degenerate and a TAN WCS on the first frame was used instead
+        (logged as a warning).
 
     Raises
     ------
     ValueError
         No usable frame, mixed channel layouts, or more than ``MAX_TILES`` tiles.
+    ImportError
+        reproject or shapely is not installed.
     """
     loaded = _load_frames(entries)
     shapes = [(s.height, s.width) for _, s, _ in loaded]
@@ -404,7 +435,23 @@ def build_global_grid(entries: Sequence[PlanEntry], *, grid_size_factor: float,
 
 
 def tile_wcs(grid_wcs: WCS, y0: int, x0: int, shape: tuple[int, int]) -> WCS:
-    """The canvas WCS shifted to a box starting at canvas pixel (y0, x0), of ``shape`` (h, w)."""
+    """Return the canvas WCS shifted to a box of the canvas.
+
+    Parameters
+    ----------
+    grid_wcs : astropy.wcs.WCS
+        The canvas WCS (:attr:`GlobalGrid.wcs`); not modified.
+    y0, x0 : int
+        Canvas pixel of the box's pixel (0, 0).
+    shape : (h, w)
+        Box size in px.
+
+    Returns
+    -------
+    astropy.wcs.WCS
+        A copy of ``grid_wcs`` with CRPIX moved by ``(-x0, -y0)`` and ``pixel_shape``
+        ``(w, h)``: pixel (0, 0) of the box is canvas pixel (y0, x0).
+    """
     out = copy.deepcopy(grid_wcs)
     out.wcs.crpix = [grid_wcs.wcs.crpix[0] - x0, grid_wcs.wcs.crpix[1] - y0]
     out.wcs.set()

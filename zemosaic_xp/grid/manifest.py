@@ -34,8 +34,25 @@ def _digest(obj: Any) -> str:
 
 
 def tile_inputs_hash(grid: GlobalGrid, tile: TileSpec, maps: Any = ()) -> str:
-    """Digest of what a tile is made from: its box on the canvas WCS, its frames
-    (path, size, modification time, WCS, exposure, patch box) and their normalisation ``maps``."""
+    """Hash what a tile is made from.
+
+    Parameters
+    ----------
+    grid : GlobalGrid
+        The run's grid (canvas WCS and frames).
+    tile : TileSpec
+        The tile.
+    maps : sequence, optional
+        The survey normalisation of the tile's frames, JSON-able (the runner passes
+        ``[gain, offset]`` per frame, lists of float32 values); empty when there is none.
+
+    Returns
+    -------
+    str
+        SHA-256 hex digest of the canvas WCS header, the tile's box, each frame's
+        path, size, modification time, WCS digest, exposure and patch box, and ``maps``.
+        A tile is reused on resume only when this digest is unchanged.
+    """
     frames = []
     for index, box in zip(tile.frames, tile.patch_boxes):
         f = grid.frames[index]
@@ -45,7 +62,19 @@ def tile_inputs_hash(grid: GlobalGrid, tile: TileSpec, maps: Any = ()) -> str:
 
 
 def config_hash(config: GridConfig) -> str:
-    """Digest of the settings a tile's pixels depend on, and of the library version."""
+    """Hash the settings a tile's pixels depend on, and the library version.
+
+    Parameters
+    ----------
+    config : GridConfig
+        The run's settings; only :meth:`GridConfig.tile_hash_dict` counts.
+
+    Returns
+    -------
+    str
+        SHA-256 hex digest; a new zemosaic_xp version changes it, so tiles are
+        remade after an upgrade.
+    """
     return _digest({"config": config.tile_hash_dict(), "version": __version__})
 
 
@@ -54,9 +83,22 @@ class TileManifest:
 
     Parameters
     ----------
-    tiles_dir : path
+    tiles_dir : str or path-like
+        The ``tiles/`` folder; the manifest is ``<tiles_dir>/manifest.json``. An
+        unreadable manifest is logged and treated as empty, as is (silently) one of
+        another format version.
     fresh : bool
         Start empty (``resume=False``) instead of reading the existing manifest.
+
+    Attributes
+    ----------
+    tiles_dir : Path
+        The folder.
+    path : Path
+        The manifest file.
+    entries : dict of str to dict
+        Per tile id (as a string): ``inputs_hash``, ``config_hash``, ``file`` (name in
+        ``tiles_dir``) and any extra fields recorded.
     """
 
     def __init__(self, tiles_dir: str | os.PathLike, *, fresh: bool = False) -> None:
@@ -76,24 +118,77 @@ class TileManifest:
             return {}
 
     def is_done(self, tile_id: int, inputs_hash: str, cfg_hash: str) -> bool:
-        """True when the tile was finished from the same inputs and settings and its file exists."""
+        """Tell whether a tile can be reused.
+
+        Parameters
+        ----------
+        tile_id : int
+            The tile.
+        inputs_hash : str
+            :func:`tile_inputs_hash` of the tile now.
+        cfg_hash : str
+            :func:`config_hash` of the run's settings now.
+
+        Returns
+        -------
+        bool
+            True when the tile was finished from the same inputs and settings and its
+            file exists.
+        """
         entry = self.entries.get(str(tile_id))
         if not entry or entry.get("inputs_hash") != inputs_hash or entry.get("config_hash") != cfg_hash:
             return False
         return (self.tiles_dir / str(entry.get("file", ""))).is_file()
 
     def file_of(self, tile_id: int) -> Path:
+        """Return the file of a recorded tile.
+
+        Parameters
+        ----------
+        tile_id : int
+            A tile present in :attr:`entries`.
+
+        Returns
+        -------
+        Path
+            ``tiles_dir / file`` (not checked for existence).
+
+        Raises
+        ------
+        KeyError
+            The tile is not recorded.
+        """
         return self.tiles_dir / str(self.entries[str(tile_id)]["file"])
 
     def record(self, tile_id: int, inputs_hash: str, cfg_hash: str, file: str, **extra: Any) -> None:
-        """Add a finished tile and rewrite the manifest atomically."""
+        """Add a finished tile and rewrite the manifest atomically.
+
+        Parameters
+        ----------
+        tile_id : int
+            The tile; an earlier entry for it is replaced.
+        inputs_hash : str
+            :func:`tile_inputs_hash` of the tile.
+        cfg_hash : str
+            :func:`config_hash` of the run's settings.
+        file : str
+            File name of the tile inside ``tiles_dir``.
+        **extra
+            JSON-able fields stored with the entry (the runner records ``n_frames``).
+        """
         entry = {"inputs_hash": inputs_hash, "config_hash": cfg_hash, "file": file}
         entry.update(extra)
         self.entries[str(tile_id)] = entry
         self.save()
 
     def forget(self, tile_id: int) -> None:
-        """Drop a tile (it is being reprocessed); not saved until the next record/save."""
+        """Drop a tile (it is being reprocessed); not saved until the next record/save.
+
+        Parameters
+        ----------
+        tile_id : int
+            The tile; nothing happens when it is not recorded.
+        """
         self.entries.pop(str(tile_id), None)
 
     def save(self) -> None:

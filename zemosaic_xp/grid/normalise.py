@@ -67,6 +67,7 @@ class FrameNormalisation:
     Attributes
     ----------
     gains, offsets : ndarray, shape (N, C), float64
+        Per frame (row = ``FrameInfo.index``) and channel, in ADU for the offsets.
     reference : int
         Frame index with gain 1 and offset 0.
     info : dict
@@ -98,11 +99,31 @@ def _positions_in(footprint: tuple[float, float, float, float], width: int, heig
 
 
 def sample_frame(path: str, canvas_header: str, positions: np.ndarray, width: int, keep: bool = False) -> np.ndarray:
-    """Bilinear values of one frame at flat canvas ``positions``: ``(C, M)``, NaN where invalid.
+    """Sample one frame bilinearly at canvas positions.
 
     Runs anywhere (worker processes too): reads the frame and its WCS itself, through
-    the process's frame cache (:mod:`.framecache`); ``keep`` leaves the pixels there
-    for the tiles that this process makes next.
+    the process's frame cache (:mod:`~zemosaic_xp.io.framecache`).
+
+    Parameters
+    ----------
+    path : str
+        The frame's FITS file.
+    canvas_header : str
+        The canvas WCS as a header string (:meth:`GlobalGrid.header_string`).
+    positions : ndarray, shape (M,), int32 or int64
+        Flat canvas indices ``y·width + x`` to sample.
+    width : int
+        Canvas width in px.
+    keep : bool
+        Add the frame's pixels to the frame cache for the tiles this process makes
+        next (within its budget). Default False: read without caching them.
+
+    Returns
+    -------
+    ndarray, shape (C, M), float32, on the host
+        The frame's values in ADU, interpolated as the reprojection does; NaN where the
+        position falls outside the frame, where a pixel the interpolation uses is NaN,
+        or where the interpolated ALPHA is 0.
     """
     from scipy.ndimage import map_coordinates
 
@@ -288,6 +309,7 @@ def normalise_frames(grid: GlobalGrid, config: StackConfig, *, xp: Any,
     Parameters
     ----------
     grid : GlobalGrid
+        The survey's canvas and frames; only the frames' footprints and files are used.
     config : StackConfig
         ``normalize`` names the core method fitted on each overlapping pair; "none"
         gives the identity without reading any frame.
@@ -307,6 +329,11 @@ def normalise_frames(grid: GlobalGrid, config: StackConfig, *, xp: Any,
     Returns
     -------
     FrameNormalisation
+        ``gains``/``offsets`` ``(N, C)`` float64 on the host, the reference frame (the
+        group reference sharing the most samples with its partners) and ``info``: method, pairs fitted, groups
+        (``components``), ``unlinked`` frames, samples per frame and sample step. Each
+        group of frames linked by overlaps is solved onto its own reference; a frame
+        without a usable overlap keeps gain 1, offset 0.
     """
     n, channels = len(grid.frames), grid.channels
     identity = FrameNormalisation(np.ones((n, channels)), np.zeros((n, channels)), 0,

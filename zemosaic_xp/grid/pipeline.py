@@ -37,7 +37,9 @@ class BackgroundNormalisation:
         The runner's groups (``grid``, ``out_dir``, ``label``, ``norm``); ``norm`` is
         set here.
     stack_config : StackConfig
+        The run's stack settings; ``normalize`` names the method fitted on each pair.
     run_id : str
+        Identifier of the run, part of the published file names (:func:`.framemaps.maps_path`).
     keep_planes : bool
         Leave the frames read for the samples in this process's frame cache (tiles
         run in this process too: worker threads).
@@ -60,14 +62,31 @@ class BackgroundNormalisation:
         self._thread = threading.Thread(target=self._run, name="zemosaic-grid-normalise", daemon=True)
 
     def start(self) -> BackgroundNormalisation:
-        """Start the thread; returns self."""
+        """Start the thread (creating each group's ``tiles/`` folder first).
+
+        Returns
+        -------
+        BackgroundNormalisation
+            This object, so that construction and start read as one expression.
+        """
         for group in self.groups:
             (Path(group.out_dir) / "tiles").mkdir(parents=True, exist_ok=True)
         self._thread.start()
         return self
 
     def maps_file(self, group: Any) -> str:
-        """Where ``group``'s maps appear."""
+        """Return the file where ``group``'s maps appear.
+
+        Parameters
+        ----------
+        group : object
+            One of the groups given to the constructor.
+
+        Returns
+        -------
+        str
+            :func:`.framemaps.maps_path` of the run and the group's label, for the tile tasks.
+        """
         return str(self.files[id(group)])
 
     def _run(self) -> None:
@@ -93,12 +112,22 @@ class BackgroundNormalisation:
                 self._done[id(group)].set()
 
     def wait(self, group: Any) -> Any:
-        """Block until ``group`` is normalised; return its ``FrameNormalisation``.
+        """Block until ``group`` is normalised; return its normalisation.
+
+        Parameters
+        ----------
+        group : object
+            One of the groups given to the constructor.
+
+        Returns
+        -------
+        FrameNormalisation
+            The group's maps (also set as ``group.norm``).
 
         Raises
         ------
         BaseException
-            Whatever the normalisation raised.
+            The error of the normalisation, whichever group raised it.
         """
         self._done[id(group)].wait()
         if self.error is not None:
@@ -106,7 +135,18 @@ class BackgroundNormalisation:
         return group.norm
 
     def is_done(self, group: Any) -> bool:
-        """True once ``group``'s outcome is published."""
+        """Tell whether ``group``'s outcome is published.
+
+        Parameters
+        ----------
+        group : object
+            One of the groups given to the constructor.
+
+        Returns
+        -------
+        bool
+            True once its maps or its failure are published.
+        """
         return self._done[id(group)].is_set()
 
     def stop(self) -> None:

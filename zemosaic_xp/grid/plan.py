@@ -53,6 +53,8 @@ class PlanEntry:
     exposure : float
         Exposure in seconds (1.0 when absent); the frame's weight factor.
     mount : {"EQ", "ALTZ"} or None
+        The ``mount`` column, normalised (``GEM``, ``ALT-AZ``, ... are recognised);
+        None when absent or not recognised.
     filter, batch_id, bortle : str or None
         Carried for the record; grid mode does not use them.
     order : int
@@ -246,10 +248,19 @@ def load_stack_plan(folder: str | os.PathLike, *, filename: str = PLAN_FILENAME)
 
 
 def split_by_mount(plan: StackPlan) -> dict[str | None, list[PlanEntry]]:
-    """Group entries by mount when every entry has one and both kinds occur.
+    """Group the entries of a plan by mount when every entry has one and both kinds occur.
 
-    Returns ``{"EQ": [...], "ALTZ": [...]}`` in that case (ZeMosaic stacks the two
-    apart, into ``grid_EQ`` / ``grid_ALTZ``), else ``{None: all entries}``.
+    Parameters
+    ----------
+    plan : StackPlan
+        The parsed plan.
+
+    Returns
+    -------
+    dict of {"EQ", "ALTZ", None} to list of PlanEntry
+        ``{"EQ": [...], "ALTZ": [...]}`` when the plan mixes the two (ZeMosaic stacks
+        them apart, into ``grid_EQ`` / ``grid_ALTZ``), else ``{None: all entries}``;
+        entries keep their plan order.
     """
     mounts = {entry.mount for entry in plan.entries}
     if None in mounts or len(mounts) < 2:

@@ -36,7 +36,18 @@ _EMA_ALPHA = 0.25
 
 
 def format_eta(seconds: float) -> str:
-    """``HH:MM:SS`` of a non-negative number of seconds."""
+    """Format a duration as ``HH:MM:SS``.
+
+    Parameters
+    ----------
+    seconds : float
+        The duration; rounded to whole seconds, negative values count as 0.
+
+    Returns
+    -------
+    str
+        ``HH:MM:SS``; the hours grow past two digits when needed.
+    """
     seconds = max(0, int(round(seconds)))
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
@@ -47,8 +58,10 @@ class GridProgress:
     Parameters
     ----------
     callback : callable or None
-        ``progress_callback(key, progress, level, **kwargs)``.
+        ``progress_callback(key, progress, level, **kwargs)``. An exception it raises
+        is logged once and ignored.
     telemetry : ResourceTelemetryController
+        Emits the run's ``STATS_UPDATE`` (throttled between phase boundaries).
     """
 
     def __init__(self, callback: Callable[..., Any] | None, telemetry: ResourceTelemetryController) -> None:
@@ -78,26 +91,53 @@ class GridProgress:
                 self._callback_failed = True
 
     def message(self, message: str, *args: Any, level: int = logging.INFO) -> None:
-        """Log a ``[GRID]`` message and send it to the callback."""
+        """Log a ``[GRID]`` message and send it to the callback.
+
+        Parameters
+        ----------
+        message : str
+            %-style format, starting with ``[GRID]``.
+        *args : object
+            Its arguments (the callback gets the formatted text).
+        level : int
+            ``logging`` level; the callback gets its name as ``level``. Default INFO.
+        """
         logger.log(level, message, *args)
         text = message % args if args else message
         self._call(text, None, logging.getLevelName(level))
 
     # ------------------------------------------------------------------ phases
     def set_totals(self, tiles_total: int) -> None:
-        """Fix the run's tile count (units = 1 + 2·tiles + 1)."""
+        """Fix the run's tile count (units = 1 + 2·tiles + 1).
+
+        Parameters
+        ----------
+        tiles_total : int
+            Tiles of the run, over every mount group.
+        """
         self.tiles_total = int(tiles_total)
         self.units_total = 2 + 2 * self.tiles_total
 
     def set_phase(self, index: int, *, extra: dict[str, Any] | None = None, eta_seconds: float | None = None) -> None:
-        """Enter telemetry phase ``index`` (forced emission)."""
+        """Enter telemetry phase ``index`` (forced emission).
+
+        Parameters
+        ----------
+        index : int
+            A key of ``PHASES``.
+        extra : dict, optional
+            Fields merged into the telemetry context of this and later emissions.
+        eta_seconds : float, optional
+            ETA to report; default the EMA estimate for the tiles left (none until a
+            timed tile has finished).
+        """
         self.phase = (index, PHASES[index])
         if extra:
             self.extra.update(extra)
         self._telemetry(force=True, eta_seconds=eta_seconds)
 
     def _telemetry(self, *, force: bool, eta_seconds: float | None = None) -> None:
-        eta = self.eta_seconds() if eta_seconds is None else eta_seconds
+        eta = self._eta_seconds() if eta_seconds is None else eta_seconds
         try:
             ctx = grid_telemetry_context(self.phase[0], self.phase[1], self.tiles_done, self.tiles_total,
                                          eta_seconds=eta, extra=self.extra)
@@ -111,14 +151,36 @@ class GridProgress:
 
     # ------------------------------------------------------------------ units
     def advance(self, units: int = 1, *, stage: str | None = None, force: bool = False) -> None:
-        """Mark ``units`` more work done (optionally entering ``stage``)."""
+        """Mark ``units`` more work done and report it (throttled).
+
+        Parameters
+        ----------
+        units : int
+            Units of work done since the last call; the total never exceeds
+            ``units_total``.
+        stage : str, optional
+            New stage name for ``STAGE_PROGRESS``; default the current one.
+        force : bool
+            Send ``STAGE_PROGRESS`` and the ETA even within the throttle interval
+            (0.3 s).
+        """
         if stage is not None:
             self.stage = stage
         self.units_done = min(self.units_total, self.units_done + units)
         self._send(force=force)
 
     def tile_finished(self, *, measured: bool = True) -> None:
-        """One more tile of the run is done (stacked, failed or skipped by resume)."""
+        """Count one more tile of the run as done (stacked, failed or skipped by resume).
+
+        Sends ``MASTER_TILE_COUNT_UPDATE`` and advances one unit; the last tile forces
+        the report.
+
+        Parameters
+        ----------
+        measured : bool
+            Whether the time since the previous tile counts towards the ETA (False for
+            a tile skipped by resume).
+        """
         self.tiles_done = min(self.tiles_total, self.tiles_done + 1)
         now = time.monotonic()
         if measured and self._last_tick is not None:
@@ -134,7 +196,7 @@ class GridProgress:
         """Start timing tile completions (the first tile's time counts from here)."""
         self._last_tick = time.monotonic()
 
-    def eta_seconds(self) -> float | None:
+    def _eta_seconds(self) -> float | None:
         if self._sec_per_tile is None or self.tiles_total == 0:
             return None
         left = self.tiles_total - self.tiles_done
@@ -148,14 +210,32 @@ class GridProgress:
             return
         self._last_sent = now
         self._call("STAGE_PROGRESS", self.stage, self.units_done, total=self.units_total)
-        eta = self.eta_seconds()
+        eta = self._eta_seconds()
         if eta is not None:
             self._call(f"ETA_UPDATE:{format_eta(eta)}", None, "ETA_LEVEL")
         self._telemetry(force=False)
 
     def sub_progress(self, stage: str, start_units: int, span_units: int) -> Callable[..., None]:
-        """A callback for a sub-step (the assembly) mapping its STAGE_PROGRESS onto ``span_units``."""
-        def relay(key: Any, progress: Any = None, level: Any = None, **kw: Any) -> None:
+        """Make a progress callback for a sub-step (the assembly) that reports as part of the run.
+
+        Parameters
+        ----------
+        stage : str
+            Stage name reported while the sub-step runs.
+        start_units : int
+            Units done when the sub-step starts.
+        span_units : int
+            Units the whole sub-step is worth.
+
+        Returns
+        -------
+        callable
+            ``cb(key, progress, level, **kw)`` in ZeMosaic's protocol: its
+            ``STAGE_PROGRESS`` (``level`` done out of ``total=``) advances this run to
+            ``start_units + fraction · span_units``; ``[...]`` messages are passed on to
+            the run's callback; other keys are dropped.
+        """
+        def _relay(key: Any, progress: Any = None, level: Any = None, **kw: Any) -> None:
             if key == "STAGE_PROGRESS":
                 try:
                     frac = float(level) / float(kw.get("total") or 1)
@@ -166,7 +246,7 @@ class GridProgress:
                     self.advance(target - self.units_done, stage=stage)
             elif isinstance(key, str) and key.startswith("["):
                 self._call(key, progress, level, **kw)
-        return relay
+        return _relay
 
     def finish(self) -> None:
         """Normal completion: 100 %, ETA 0, telemetry with every tile done and eta 0."""

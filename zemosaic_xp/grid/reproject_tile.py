@@ -90,11 +90,13 @@ def reproject_planes(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tup
     Parameters
     ----------
     planes : ndarray, shape (P, H, W), float32, C-contiguous
+        The frame's planes: channels in ADU (NaN = no data), then ALPHA when present.
     frame_wcs : WCS
         The WCS of ``planes``.
     target : WCS
         The output pixel grid.
     shape : (h, w)
+        Output size in px, the pixel grid of ``target``.
     out : ndarray, shape (P, h, w), float32, optional
         Written in place.
 

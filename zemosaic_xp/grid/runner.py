@@ -61,27 +61,36 @@ class GridResult:
     Attributes
     ----------
     output_folder : Path
+        Where the run wrote its outputs.
     mosaic_path, coverage_path, preview_path : Path or None
         ``mosaic_grid.fits``, ``mosaic_grid_coverage.fits``, ``mosaic_grid_preview.png``
         (None when cancelled, or for a run split by mount: see ``groups``).
     telemetry_csv : Path or None
+        ``resource_telemetry.csv`` when telemetry was logged to CSV, else None.
     tiles_total, tiles_processed, tiles_skipped : int
         Tiles of the run; stacked now; reused from a previous run (resume).
     failed_tiles : dict of int to str
         Tiles that failed on every attempt, with their error.
     retried_tiles : list of int
+        Tiles that ran a second time (after an error or a worker crash).
     worker_crashes : int
         Worker processes that died (each time the pool was rebuilt).
     n_frames : int
+        Frames of the plan with a usable WCS.
     workers : int
+        Tiles run at once (worker processes, threads or executor slots).
     use_gpu : bool
+        Whether the tiles were stacked with a GPU policy.
     gpu_fallbacks : int
         Bands that fell back from the GPU to the CPU.
     cancelled : bool
+        The run was cancelled; finished tiles are kept for a resume.
     elapsed_sec : float
+        Wall time of the whole run, in seconds.
     rejected_pct : float or None
         Rejected samples over all tiles, percent.
     mosaic_shape : (H, W) or None
+        Canvas size in px (None when not assembled, or for a run split by mount).
     assembly : dict
         ``MosaicResult.info`` of the assembly.
     timings : dict
@@ -133,12 +142,32 @@ def _cpu_count() -> int:
 
 
 def resolve_workers(requested: int | None, config: GridConfig) -> tuple[int, str]:
-    """Worker count and how it was chosen.
+    """Choose the number of workers of a run.
 
-    ``requested`` (the argument) wins over ``config.workers``; neither → 1 (the safe
-    library default). 0 = auto: max(1, cpu_count − 2), capped by the RAM a worker may
-    need (``512 MB + 2 × stack_chunk_budget_mb``: patches + one band) within
-    ``target_ram_fraction`` of the available RAM, and by ``max_cpu_workers``.
+    Parameters
+    ----------
+    requested : int or None
+        The ``grid_workers`` argument of :func:`run_grid_mode`; wins over
+        ``config.workers``. Neither set → 1 (the safe library default).
+        0 = auto: max(1, cpu_count − 2), capped by the RAM a worker may need
+        (``512 MB + 2 × stack_chunk_budget_mb``: patches + one band) within
+        ``target_ram_fraction`` of the available RAM (when psutil is installed), and
+        by ``max_cpu_workers``.
+    config : GridConfig
+        The run's settings (``workers``, ``stack_chunk_budget_mb``,
+        ``target_ram_fraction``, ``max_cpu_workers``).
+
+    Returns
+    -------
+    workers : int
+        At least 1.
+    how : {"default", "requested", "auto"}
+        How the count was chosen, for the log.
+
+    Raises
+    ------
+    ValueError
+        The count is not an integer >= 0.
     """
     value = requested if requested is not None else config.workers
     if value is None:
@@ -436,6 +465,8 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
     progress_callback : callable, optional
         ZeMosaic protocol ``cb(key, progress, level, **kw)``; see :mod:`.progress`.
     config : GridConfig, dict of ZeMosaic keys, or path of a ``zemosaic_config.json``, optional
+        The run's settings (:meth:`GridConfig.from_dict` for keys and files); default
+        ``GridConfig()``.
     grid_use_gpu : bool, optional
         Overrides ``config`` (``use_gpu_grid``); default CPU.
     grid_workers : int, optional
@@ -459,6 +490,10 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
     Returns
     -------
     GridResult
+        Output paths, tile counts (processed, skipped by resume, failed, retried),
+        timings and the assembly report; per-mount results in ``groups`` for a run
+        split by mount. A cancelled run returns early with ``cancelled=True`` and no
+        mosaic. Tiles that fail twice are listed in ``failed_tiles``, not raised.
 
     Raises
     ------

@@ -63,6 +63,7 @@ class ScheduleReport:
     crashes : int
         Times a worker process died (pool rebuilt each time).
     cancelled : bool
+        A cancel was seen: tiles not started were not run.
     """
 
     failed: dict[int, str] = field(default_factory=dict)
@@ -90,15 +91,17 @@ class TileScheduler:
         1 runs tiles in this process (no executor); more starts a spawn-context
         ``ProcessPoolExecutor`` of that size (unless ``executor`` is given), kept
         across :meth:`run` calls until :meth:`close`.
-    kind : {"process", "thread"}
-        "thread" makes the own pool a ``ThreadPoolExecutor`` of this process instead
-        (no start-up, no crash isolation).
     executor : concurrent.futures.Executor, optional
         Used instead of the own pool (never shut down here; not rebuildable: if it
         breaks, the remaining tiles run in this process).
     cancel : object with ``is_set()``, optional
+        E.g. a ``threading.Event``: once set, no new tile is submitted; running tiles
+        finish and ``report.cancelled`` becomes True.
     emit : callable, optional
         ``emit(message, *args, level=...)`` for ``[GRID]`` messages (default: log only).
+    kind : {"process", "thread"}
+        "thread" makes the own pool a ``ThreadPoolExecutor`` of this process instead
+        (no start-up, no crash isolation). Default "process".
     gpu_policy : GpuPolicy, optional
         The run's GPU policy, given to the tiles that run in this process.
     """
@@ -119,12 +122,24 @@ class TileScheduler:
 
     @property
     def uses_pool(self) -> bool:
-        """Tiles go to an executor (own pool or external), not run one by one here."""
+        """Whether tiles go to an executor (own pool or external).
+
+        Returns
+        -------
+        bool
+            False when they run one by one in this process.
+        """
         return self.executor is not None or self.workers > 1
 
     @property
     def in_process(self) -> bool:
-        """Tiles run in this process (one by one, or on the own worker threads)."""
+        """Whether tiles run in this process (one by one, or on the own worker threads).
+
+        Returns
+        -------
+        bool
+            True when they share this process's frame cache.
+        """
         return self.executor is None and (self.workers == 1 or self.kind == "thread")
 
     def start(self, stack_config: Any = None) -> None:
@@ -132,7 +147,13 @@ class TileScheduler:
 
         Every worker is spawned at once and loads what tiles need (astropy, scipy, the
         core and its kernels for ``stack_config``; see :func:`~.worker.warm_up`) in a
-        warm-up task while the parent reads the plan and builds the grid.
+        warm-up task while the parent reads the plan and builds the grid. Nothing
+        happens with an external executor, with one worker, or when the pool exists.
+
+        Parameters
+        ----------
+        stack_config : StackConfig, optional
+            The run's stack settings, for the warm-up of process workers.
         """
         if self.executor is not None or self.workers == 1 or self._pool is not None:
             return
@@ -142,10 +163,22 @@ class TileScheduler:
                 self._pool.submit(warm_up, stack_config)
 
     def map(self, fn: Callable[..., Any], *iterables: Any) -> list[Any]:
-        """``list(map(fn, *iterables))`` on the workers when there are any, else here.
+        """Run ``list(map(fn, *iterables))`` on the workers when there are any, else here.
 
         For small per-frame jobs before the tiles (the survey normalisation); a broken
-        pool falls back to this process.
+        pool falls back to this process (logged as a warning).
+
+        Parameters
+        ----------
+        fn : callable
+            Picklable when the workers are processes.
+        *iterables : iterable
+            Arguments of ``fn``, one iterable per positional argument.
+
+        Returns
+        -------
+        list
+            ``fn``'s results, in the order of the arguments.
         """
         pool = self.executor if self.executor is not None else self._pool
         if pool is None:
@@ -209,9 +242,20 @@ class TileScheduler:
 
     # ------------------------------------------------------------------ entry
     def run(self, tasks: list[TileTask], on_done: Callable[[TileOutcome], None]) -> ScheduleReport:
-        """Run ``tasks`` (in order of submission); ``on_done`` gets each final outcome.
+        """Run tile tasks with the failure policy of the module docstring.
 
-        Returns the report, accumulated over every call of this scheduler.
+        Parameters
+        ----------
+        tasks : list of TileTask
+            In order of submission.
+        on_done : callable
+            Called in this thread with each tile's final :class:`~.worker.TileOutcome`
+            (success, or failure after the retry); not for an attempt that is retried.
+
+        Returns
+        -------
+        ScheduleReport
+            Accumulated over every call of this scheduler.
         """
         self.on_done = on_done
         if not tasks:

@@ -61,7 +61,16 @@ _NOISE_MEMORY_BYTES = 8 * 2**20
 class FrameRef:
     """What a worker needs to read one frame itself, and the survey's normalisation of it.
 
-    ``gain`` / ``offset`` hold one value per channel (empty = identity).
+    Attributes
+    ----------
+    index : int
+        The frame's position in the plan (``FrameInfo.index``, its row in the maps).
+    path : str
+        The FITS file, read by the worker.
+    exposure : float
+        Exposure in seconds, a factor of the frame's weight. Default 1.0.
+    gain, offset : tuple of float
+        ``x' = gain·x + offset``, one value per channel; empty (the default) = identity.
     """
 
     index: int
@@ -71,7 +80,20 @@ class FrameRef:
     offset: tuple[float, ...] = ()
 
     def maps(self, channels: int) -> tuple[np.ndarray, np.ndarray]:
-        """(gain, offset) as ``(C,)`` arrays."""
+        """Return the frame's normalisation as arrays.
+
+        Parameters
+        ----------
+        channels : int
+            Channels of the frame; sizes the identity when ``gain`` / ``offset`` are empty.
+
+        Returns
+        -------
+        gain : ndarray, shape (C,), float64
+            1 in every channel when none was set.
+        offset : ndarray, shape (C,), float64
+            In ADU; 0 in every channel when none was set.
+        """
         gain = np.asarray(self.gain or (1.0,) * channels, dtype=np.float64)
         offset = np.asarray(self.offset or (0.0,) * channels, dtype=np.float64)
         return gain, offset
@@ -100,7 +122,18 @@ class TileProduct:
 
 
 def tile_filename(tile_id: int) -> str:
-    """``tile_NNNN.fits``."""
+    """Return the file name of a tile.
+
+    Parameters
+    ----------
+    tile_id : int
+        The tile.
+
+    Returns
+    -------
+    str
+        ``tile_NNNN.fits`` (zero-padded to four digits).
+    """
     return f"tile_{tile_id:04d}.fits"
 
 
@@ -125,7 +158,23 @@ def _patch_targets(grid_wcs: WCS, tile: TileSpec) -> Any:
 
 
 def noise_sample_count(max_samples: int, n_frames: int, channels: int) -> int:
-    """Noise samples per frame and channel for a tile of ``n_frames`` (16384 up to 128 frame-channels)."""
+    """Choose the number of noise samples per frame and channel for a tile.
+
+    Parameters
+    ----------
+    max_samples : int
+        ``StackConfig.frame_stats_samples``: an upper bound when > 0.
+    n_frames : int
+        Frames of the tile (the runner passes its largest tile's count).
+    channels : int
+        Channels of every frame.
+
+    Returns
+    -------
+    int
+        ``min(max_samples, 16384)`` (16384 when ``max_samples`` <= 0), lowered, but
+        not below 1024, so that the samples of all frames and channels fit in 8 MB.
+    """
     count = min(max_samples, _NOISE_SAMPLES) if max_samples > 0 else _NOISE_SAMPLES
     fit = _NOISE_MEMORY_BYTES // (4 * max(1, channels) * max(1, n_frames))
     return int(min(count, max(_MIN_NOISE_SAMPLES, fit)))
@@ -186,11 +235,14 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
     Parameters
     ----------
     tile : TileSpec
+        The tile: its box on the canvas and each frame's patch box.
     grid_wcs : WCS
         The canvas WCS.
     frames : sequence of FrameRef
         The tile's frames, in the order of ``tile.frames`` / ``tile.patch_boxes``.
     config : GridConfig
+        The run's settings: ``stack`` (normalisation is the survey's, from ``frames``;
+        weighting, rejection, combine) and ``stack_chunk_budget_mb``.
     scratch_dir : path
         Where patches spill when they exceed ``config.stack_chunk_budget_mb``.
     channels : int
@@ -211,6 +263,10 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
     Returns
     -------
     TileProduct
+        Host NumPy arrays of the tile's shape: image ``(h, w, C)`` float32 with NaN
+        (without a warning) where no frame has a valid sample, the weight sums, the
+        frame coverage and the stack statistics (including where each block ran and
+        timings). Identical for any budget, band size or device.
 
     Raises
     ------
@@ -286,7 +342,29 @@ def _tile_header(tile: TileSpec, grid_wcs: WCS, product: TileProduct, config: Gr
 
 def write_tile(path: str | Path, tile: TileSpec, grid_wcs: WCS, product: TileProduct,
                config: GridConfig) -> Path:
-    """Write a tile FITS atomically: image, ALPHA, WEIGHT (CHW) and COVERAGE HDUs."""
+    """Write a tile FITS atomically: image, ALPHA, WEIGHT (CHW) and COVERAGE HDUs.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file to write (``tiles/`` + :func:`tile_filename`).
+    tile : TileSpec
+        The tile; its id and canvas origin go into the header.
+    grid_wcs : WCS
+        The canvas WCS; the header gets :func:`~.geometry.tile_wcs` of the tile.
+    product : TileProduct
+        The stacked tile.
+    config : GridConfig
+        Its stack methods and κ are recorded in the header.
+
+    Returns
+    -------
+    Path
+        The written file: primary HDU float32 CHW image (2-D for one channel), NaN =
+        no data; ``ALPHA`` uint8 (255 where any channel has weight, else 0);
+        ``WEIGHT`` in the image's axis order; ``COVERAGE`` (frames per pixel,
+        ``BUNIT = count``).
+    """
     alpha = np.any(product.weight > 0, axis=-1)
     weight = product.weight
     weight_chw = weight[..., 0] if weight.shape[-1] == 1 else np.moveaxis(weight, -1, 0)
@@ -303,7 +381,21 @@ def _hwc(data: np.ndarray) -> np.ndarray:
 
 
 def read_tile(path: str | Path) -> tuple[TileProduct, fits.Header]:
-    """Read a tile written by :func:`write_tile` back as a :class:`TileProduct` (HWC)."""
+    """Read a tile written by :func:`write_tile` back.
+
+    Parameters
+    ----------
+    path : str or Path
+        The tile FITS.
+
+    Returns
+    -------
+    product : TileProduct
+        Image and weight as float32 ``(h, w, C)``, coverage ``(h, w)``; ``stats``
+        holds only ``n_frames`` and ``rejected_pct`` (from the header).
+    header : astropy.io.fits.Header
+        A copy of the primary header (tile WCS and provenance cards).
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         with fits.open(path, memmap=False) as hdul:

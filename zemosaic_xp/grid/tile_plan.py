@@ -28,11 +28,22 @@ __all__ = ["plan_tile_frames", "frame_noise_samples"]
 
 
 def frame_noise_samples(data: np.ndarray, max_samples: int) -> np.ndarray:
-    """Noise samples of one frame: horizontal neighbour differences / √2, ``(C, M)``, float32.
+    """Take noise samples of one frame: horizontal neighbour differences / √2.
 
     For white noise of σ they have σ; a smooth gradient cancels out and stars are
-    rare outliers that the clipped σ of the weights drops. A regular stride keeps at
-    most ``max_samples`` per channel (all when 0). NaN where a pixel has no data.
+    rare outliers that the clipped σ of the weights drops.
+
+    Parameters
+    ----------
+    data : ndarray, shape (H, W, C), float32
+        The original frame (not reprojected), in ADU; NaN = no data.
+    max_samples : int
+        A regular stride keeps at most this many samples per channel (all when <= 0).
+
+    Returns
+    -------
+    ndarray, shape (C, M), float32, on the host
+        In ADU; NaN where either pixel of a pair has no data.
     """
     diff = (data[:, 1:, :] - data[:, :-1, :]) * np.float32(1.0 / np.sqrt(2.0))
     flat = diff.reshape(-1, data.shape[2])

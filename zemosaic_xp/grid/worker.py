@@ -53,13 +53,17 @@ class TileTask:
     Attributes
     ----------
     tile : TileSpec
+        The tile's box and its frames' patch boxes.
     grid_header : str
         The canvas WCS (``WCS.to_header_string``).
     frames : tuple of FrameRef
         In the order of ``tile.frames``.
     channels : int
+        Channels of every frame.
     config : GridConfig
+        The run's settings.
     tiles_dir : str
+        The ``tiles/`` folder: the tile file, its running-marker and patch spills go there.
     run_id : str
         Identifies the run (scratch files, logs).
     use_gpu : bool
@@ -95,6 +99,13 @@ class TileTask:
 
     @property
     def tile_id(self) -> int:
+        """Return the id of the task's tile.
+
+        Returns
+        -------
+        int
+            ``tile.tile_id``.
+        """
         return self.tile.tile_id
 
 
@@ -105,17 +116,23 @@ class TileOutcome:
     Attributes
     ----------
     tile_id : int
+        The tile.
     ok : bool
+        The tile was made and written.
     file : str or None
         File name of the tile inside ``tiles/`` when ``ok``.
     pid : int
         Process that ran it.
     attempt : int
+        1 for the first try, 2 for the retry.
     elapsed_sec : float
+        Wall time of the task, in seconds.
     stats : dict
         Stack statistics of the tile (JSON-able).
     error : str or None
         ``"<Type>: <message>"`` when not ``ok``.
+    details : str or None
+        The traceback when not ``ok`` (logged at DEBUG level by the scheduler).
     log_records : list of logging.LogRecord
         Records logged while the task ran in another process.
     """
@@ -159,6 +176,16 @@ def warm_up(stack_config: Any = None) -> int:
     configuration uses (and the ~70 numba modules their cache needs) are loaded now
     rather than inside the first tile, after the survey normalisation is known.
     Never raises: a failed warm-up only leaves the loading to the first tile.
+
+    Parameters
+    ----------
+    stack_config : StackConfig, optional
+        The run's stack settings; None loads the imports and kernels only.
+
+    Returns
+    -------
+    int
+        The worker's process id.
     """
     import scipy.ndimage  # noqa: F401
 
@@ -302,6 +329,21 @@ def run_tile_task(task: TileTask, gpu_policy: Any = None) -> TileOutcome:
     ``gpu_policy`` (a :class:`~zemosaic_xp.gpu.GpuPolicy`) is passed for GPU tasks. A running-marker
     file ``tiles/.running/tile_NNNN`` exists while the task runs, so that after a
     worker crash the runner knows which tiles were in progress.
+
+    Parameters
+    ----------
+    task : TileTask
+        The tile to make.
+    gpu_policy : GpuPolicy, optional
+        The run's GPU policy, used when ``task.use_gpu`` and the task runs in the
+        runner's process; without it a GPU task makes a policy of its own.
+
+    Returns
+    -------
+    TileOutcome
+        ``ok`` with the file name and the tile's stack statistics, or the error and
+        its traceback; with the log records of the task when it ran in another
+        process than the runner.
     """
     t0 = time.perf_counter()
     pid = os.getpid()

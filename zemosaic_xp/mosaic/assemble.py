@@ -42,7 +42,7 @@ _FEATHER_RANGE_PX = (4, 256)
 class TileImage:
     """One stacked tile placed on the mosaic canvas.
 
-    Parameters
+    Attributes
     ----------
     tile_id : int
         Identifier (unique in one assembly).
@@ -68,7 +68,7 @@ class TileImage:
 class MosaicResult:
     """The assembled mosaic.
 
-    Parameters
+    Attributes
     ----------
     image : ndarray, shape (H, W, C), float32
         NaN where no tile covers.
@@ -98,17 +98,19 @@ def _noop(*_args: Any, **_kwargs: Any) -> None:
 
 
 def as_hwc(array: Any, name: str) -> np.ndarray:
-    """``array`` as float32 ``(h, w, C)``; a 2-D array gets C = 1.
+    """Return ``array`` as float32 ``(h, w, C)``; a 2-D array gets C = 1.
 
     Parameters
     ----------
     array : array-like, shape (h, w) or (h, w, C)
+        An image or weight map on the host; NaN is kept.
     name : str
         What it is, for the error message.
 
     Returns
     -------
     ndarray, shape (h, w, C), float32
+        A view of ``array`` when it already is float32, else a copy.
 
     Raises
     ------
@@ -240,7 +242,7 @@ def assemble_mosaic(tiles: Sequence[TileImage], mosaic_shape: tuple[int, int], *
     total = (len(overlaps) if match_photometry else 0) + len(tiles)
     done = 0
 
-    def step() -> None:
+    def _step() -> None:
         nonlocal done
         done += 1
         callback("STAGE_PROGRESS", _STAGE, done, total=total)
@@ -252,7 +254,7 @@ def assemble_mosaic(tiles: Sequence[TileImage], mosaic_shape: tuple[int, int], *
     info: dict[str, Any] = {"match_photometry": bool(match_photometry), "n_tiles": len(tiles),
                             "n_overlaps": len(overlaps)}
     if match_photometry:
-        sol = solve_photometry(images, valid, dists, overlaps, reference=ref_index, tile_ids=ids, progress=step)
+        sol = solve_photometry(images, valid, dists, overlaps, reference=ref_index, tile_ids=ids, progress=_step)
         gains, offsets = sol.gains, sol.offsets
         info.update(sol.info)
         logger.info("[GRID] Assembly: reference tile %d, %d/%d overlaps used, max pair residual %.3g, "
@@ -263,14 +265,14 @@ def assemble_mosaic(tiles: Sequence[TileImage], mosaic_shape: tuple[int, int], *
     feather = _auto_feather_px(overlaps) if feather_px is None else int(feather_px)
     info["feather_px"] = feather
 
-    def correct(i: int) -> np.ndarray:
+    def _correct(i: int) -> np.ndarray:
         return np.where(valid[i], images[i] * gains[i].astype(np.float32) + offsets[i].astype(np.float32),
                         np.nan).astype(np.float32)
 
-    corrected = _map(threads, correct, range(len(images)))
+    corrected = _map(threads, _correct, range(len(images)))
     ramps = _map(threads, lambda d: feather_ramp(d, feather), dists)
     image, weight, coverage = blend_tiles(boxes, corrected, weights, covs, valid, ramps, tuple(mosaic_shape),
-                                          progress=step, threads=threads)
+                                          progress=_step, threads=threads)
     info["covered_fraction"] = float(np.isfinite(image).any(axis=2).mean())
     return MosaicResult(image, weight, coverage,
                         {i: [float(v) for v in gains[k]] for k, i in enumerate(ids)},
@@ -330,7 +332,7 @@ def write_mosaic_outputs(result: MosaicResult, out_dir: str | os.PathLike, *,
     cov_hdr["EXTNAME"] = "COVERAGE"
     cov_hdr["BUNIT"] = ("count", "frames contributing (not summed over channels)")
 
-    def mosaic() -> Path:
+    def _mosaic() -> Path:
         weight_hdu = fits.ImageHDU(data=_chw(result.weight), name="WEIGHT")
         weight_hdu.header["WGHTDSC"] = ("feather-averaged tile weight sum", "WEIGHT meaning")
         alpha = np.isfinite(result.image).any(axis=2).astype(np.uint8) * np.uint8(255)
@@ -339,7 +341,7 @@ def write_mosaic_outputs(result: MosaicResult, out_dir: str | os.PathLike, *,
         image = result.image.copy() if threads > 1 else result.image
         return write_fits(out / "mosaic_grid.fits", image, header=hdr, alpha=alpha, extra_hdus=[weight_hdu])
 
-    jobs = {"mosaic": mosaic,
+    jobs = {"mosaic": _mosaic,
             "coverage": lambda: write_fits(out / "mosaic_grid_coverage.fits", result.coverage, header=cov_hdr),
             "preview": lambda: write_preview_png(result.image, out / "mosaic_grid_preview.png")}
     names = list(jobs)

@@ -62,7 +62,7 @@ _LOG_GAIN_FLOOR = 2e-3
 class Overlap:
     """The common bounding box of two tiles.
 
-    Parameters
+    Attributes
     ----------
     a, b : int
         Indices of the two tiles in the tile list, ``a < b``.
@@ -86,7 +86,7 @@ class Overlap:
 class PhotometrySolution:
     """Per-tile gains and offsets and a JSON-able report.
 
-    Parameters
+    Attributes
     ----------
     gains, offsets : ndarray, shape (T, C), float64
         ``x' = gain·x + offset`` per tile and channel.

@@ -1,4 +1,4 @@
-"""zemosaic_xp: astrophotography stacking on NumPy, CuPy and PyTorch.
+"""Astrophotography stacking on NumPy, CuPy and PyTorch (``zemosaic_xp``).
 
 The stack core is written once against the Python array API standard; ``stack``
 runs it on any backend. See ``StackConfig`` for the algorithms.

@@ -37,7 +37,7 @@ GPU_PROBE_SOURCES = ("nvml", "cupy", "torch")
 class GpuMemoryReading:
     """One reading of a GPU's memory.
 
-    Parameters
+    Attributes
     ----------
     source : str
         ``"nvml"``, ``"cupy"`` or ``"torch"``.
@@ -60,7 +60,13 @@ class GpuMemoryReading:
 
     @property
     def free_bytes(self) -> int:
-        """``total_bytes − used_bytes``."""
+        """Free device memory at the time of the reading.
+
+        Returns
+        -------
+        int
+            ``total_bytes − used_bytes``, in bytes.
+        """
         return self.total_bytes - self.used_bytes
 
 

@@ -187,17 +187,40 @@ class NumpyOps(CpuOps):
     the winsorised sigma clips as compiled per-pixel loops elsewhere, and a sorting
     network for rows of up to 48 samples; ``name`` is then ``"numpy+numba"``.
 
-    Parameters
-    ----------
-    xp : module
-        The NumPy array-API namespace.
+    Built as ``NumpyOps(xp)`` with the NumPy array-API namespace (:class:`CpuOps`).
+    Every method takes and returns NumPy arrays (host memory).
     """
 
     @property
     def name(self) -> str:  # type: ignore[override]
+        """Name shown in ``StackResult.stats["ops"]``.
+
+        Returns
+        -------
+        str
+            ``"numpy+numba"`` when the numba kernels are enabled, else ``"numpy"``.
+        """
         return "numpy+numba" if numba_enabled() else "numpy"
 
     def band_stacker(self, config: Any, plan: Any) -> Any:
+        """Return the numba whole-band stacker for this configuration, or None.
+
+        Parameters
+        ----------
+        config : StackConfig
+            The stack's methods and parameters.
+        plan : FramePlan
+            Its normalisation gains and offsets and weights.
+
+        Returns
+        -------
+        callable or None
+            ``stacker(frames, r0, r1, out)`` as :meth:`ArrayOps.band_stacker`
+            specifies, running the numba band kernels; None without numba or for a
+            configuration they do not implement
+            (:func:`zemosaic_xp.backends.numba.band.supports`): the core's pipeline
+            runs.
+        """
         kernels = numba_kernels()
         if kernels is None or not kernels.supports(config, plan):
             return None
@@ -205,6 +228,26 @@ class NumpyOps(CpuOps):
 
     def kappa_sigma_fit(self, s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,
                         max_iters: int, ddof: int, min_survivors: int) -> tuple[Array, ...] | None:
+        """Run the median-centred κ-σ clip of sorted rows as one numba loop per row.
+
+        Parameters
+        ----------
+        s : ndarray, shape (R, N), float32
+            Rows sorted ascending, invalid samples last as ``+inf``.
+        n_valid : ndarray, shape (R,), int64
+            Valid samples per row.
+        kappa_low, kappa_high : float
+            Rejection thresholds below and above the median, in σ.
+        max_iters, ddof, min_survivors : int
+            As :func:`~zemosaic_xp.core.reject.kappa_sigma.kappa_sigma_fit`.
+
+        Returns
+        -------
+        tuple of ndarray or None
+            ``(lo, hi, iterations, centre, kept_sum)`` as :meth:`ArrayOps.kappa_sigma_fit`
+            specifies; None without numba or for rows that are not float32 (the
+            portable code runs).
+        """
         # κ as float32: the core forms the bounds c ± κ·σ in float32 (NumPy's weak scalars).
         return _range_kernel("kappa_sigma_rows", s, n_valid, np.float32(kappa_low), np.float32(kappa_high),
                              ddof, max_iters, min_survivors)
@@ -212,17 +255,80 @@ class NumpyOps(CpuOps):
     def wsc_pixinsight_fit(self, s: Array, n_valid: Array, /, *, kappa_low: float,
                            kappa_high: float, max_iters: int,
                            min_survivors: int) -> tuple[Array, ...] | None:
+        """Run the PixInsight/Siril winsorised sigma clip of sorted rows as a numba loop per row.
+
+        Parameters
+        ----------
+        s : ndarray, shape (R, N), float32
+            Rows sorted ascending, invalid samples last as ``+inf``.
+        n_valid : ndarray, shape (R,), int64
+            Valid samples per row.
+        kappa_low, kappa_high : float
+            Rejection thresholds, in σ.
+        max_iters, min_survivors : int
+            As :func:`~zemosaic_xp.core.reject.winsorized_sigma_clip.wsc_pixinsight_fit`.
+
+        Returns
+        -------
+        tuple of ndarray or None
+            ``(lo, hi, iterations, centre, kept_sum)`` as
+            :meth:`ArrayOps.wsc_pixinsight_fit` specifies; None without numba or for
+            rows that are not float32.
+        """
         return _range_kernel("wsc_pixinsight_rows", s, n_valid, float(kappa_low), float(kappa_high),
                              max_iters, min_survivors)
 
     def wsc_fit(self, s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,
                 max_iters: int, min_survivors: int) -> tuple[Array, ...] | None:
+        """Run ZeMosaic's unweighted Huber WSC of sorted rows as a numba loop per row.
+
+        Parameters
+        ----------
+        s : ndarray, shape (R, N), float32
+            Rows sorted ascending, invalid samples last as ``+inf``.
+        n_valid : ndarray, shape (R,), int64
+            Valid samples per row.
+        kappa_low, kappa_high : float
+            Clamp and rejection thresholds, in σ.
+        max_iters, min_survivors : int
+            As :mod:`~zemosaic_xp.core.reject.winsorized_sigma_clip_zemosaic`.
+
+        Returns
+        -------
+        tuple of ndarray or None
+            ``(lo, hi, iterations, centre, kept_sum)`` as :meth:`ArrayOps.wsc_fit`
+            specifies; None without numba or for rows that are not float32.
+        """
         return _range_kernel("wsc_rows", s, n_valid, float(kappa_low), float(kappa_high), max_iters,
                              min_survivors)
 
     def wsc_weighted_fit(self, x: Array, weights: Array, s: Array, n_valid: Array, /, *,
                          kappa_low: float, kappa_high: float, max_iters: int,
                          min_survivors: int) -> tuple[Array, ...] | None:
+        """Run ZeMosaic's weighted Huber WSC as a numba loop per row.
+
+        Parameters
+        ----------
+        x : ndarray, shape (R, N), float32
+            Samples in their original order, NaN where invalid.
+        weights : ndarray, broadcastable to (R, N), float32
+            Weights, 0 on invalid samples.
+        s : ndarray, shape (R, N), float32
+            ``x`` sorted, invalid samples last as ``+inf``.
+        n_valid : ndarray, shape (R,), int64
+            Valid samples per row.
+        kappa_low, kappa_high : float
+            Clamp and rejection thresholds, in σ.
+        max_iters, min_survivors : int
+            As :meth:`wsc_fit`.
+
+        Returns
+        -------
+        tuple of ndarray or None
+            ``(keep, n_low, n_high, iterations)`` as :meth:`ArrayOps.wsc_weighted_fit`
+            specifies: ``keep`` (R, N) bool in the order of ``x``, the others (R,)
+            int64; None without numba or for data that is not float32.
+        """
         kernels = numba_kernels()
         if kernels is None or x.dtype != np.float32 or s.dtype != np.float32:
             return None
@@ -237,11 +343,35 @@ class NumpyOps(CpuOps):
         return (keep, *counts)
 
     def band_copy(self, view: Array) -> Array:
+        """Copy ``view`` into a new C-contiguous float32 array with one ``copyto``.
+
+        Parameters
+        ----------
+        view : ndarray, any shape and strides, real
+            The values to copy (typically a transposed band).
+
+        Returns
+        -------
+        ndarray, same shape, float32
+            A new C-ordered array; other dtypes are converted on the way.
+        """
         out = np.empty(view.shape, dtype=np.float32)
         np.copyto(out, view, casting="unsafe")
         return out
 
     def nan_nonfinite(self, x: Array) -> Array:
+        """Replace ±inf by NaN ("no data") in place.
+
+        Parameters
+        ----------
+        x : ndarray, float32
+            Samples, modified in place.
+
+        Returns
+        -------
+        ndarray
+            ``x`` itself.
+        """
         # Infinite values are rare: one isinf pass, and a write only when there are some.
         inf = np.isinf(x)
         if inf.any():
@@ -249,16 +379,83 @@ class NumpyOps(CpuOps):
         return x
 
     def sort_valid(self, x: Array) -> tuple[Array, Array]:
+        """Sort rows ascending with NaN last as ``+inf``; count the valid samples.
+
+        NumPy's in-place SIMD sort of the NaN → +inf copy, counting NaN only in rows
+        that end in +inf; with numba, float32 rows are copied and counted in one pass,
+        and rows of up to 48 samples are sorted by a sorting network.
+
+        Parameters
+        ----------
+        x : ndarray, shape (..., N), float
+            NaN = no data.
+
+        Returns
+        -------
+        sorted : ndarray, shape (..., N), same dtype
+            Each row ascending, its invalid samples last as ``+inf``.
+        n_valid : ndarray, shape (..., 1), int64
+            Valid (non-NaN) samples per row.
+        """
         return _sort_valid_numpy(np.asarray(x))
 
     def centred_sums(self, s: Array, centre: Array, lo: Array, hi: Array, *,
                      whole: bool = False) -> tuple[Array, Array]:
+        """Sum ``d`` and ``d²`` over ``s[p, lo[p]:hi[p]]`` with float64 ``einsum`` row sums.
+
+        Parameters
+        ----------
+        s : ndarray, shape (R, N), float32
+            Rows; values outside the ranges (``+inf`` padding included) are ignored.
+        centre : ndarray, shape (R,), float32
+            The value each row's differences ``d = f64(s) − f64(centre)`` are taken from.
+        lo, hi : ndarray, shape (R,), int64
+            The range ``[lo, hi)`` of each row.
+        whole : bool
+            ``[lo, hi)`` is each row's whole valid range, as :meth:`ArrayOps.centred_sums`
+            defines it: the mask is then one ``isinf`` pass.
+
+        Returns
+        -------
+        s1 : ndarray, shape (R,), float64
+            Σd, 0 for an empty range.
+        s2 : ndarray, shape (R,), float64
+            Σd², 0 for an empty range.
+        """
         return _centred_sums_numpy(s, centre, lo, hi, whole)
 
     def prefix_sums(self, d: Array) -> Array:
+        """Compute inclusive prefix sums along the last axis (``numpy.cumsum``).
+
+        Parameters
+        ----------
+        d : ndarray, shape (R, N)
+            Values to accumulate.
+
+        Returns
+        -------
+        ndarray, shape (R, N), same dtype
+            ``out[:, j] = d[:, 0] + … + d[:, j]``, added sequentially.
+        """
         return np.cumsum(d, axis=-1)
 
     def mad(self, s: Array, n_valid: Array, centre: Array) -> Array:
+        """Compute the median of ``|s − centre|`` over each sorted row's valid samples.
+
+        Parameters
+        ----------
+        s : ndarray, shape (R, N), float32
+            Rows sorted ascending, invalid samples last as ``+inf``.
+        n_valid : ndarray, shape (R,), int64
+            Valid samples per row.
+        centre : ndarray, shape (R,), float32
+            The centre of each row (its median, usually).
+
+        Returns
+        -------
+        ndarray, shape (R,), float32
+            The raw MAD; NaN, without a warning, for a row without valid samples.
+        """
         # NumPy's SIMD sort of the deviations beats a vectorised selection; the +inf
         # padding stays +inf, so the valid deviations come first, sorted.
         d = np.subtract(s, centre[:, None])
@@ -267,6 +464,20 @@ class NumpyOps(CpuOps):
         return median_sorted(d, n_valid[:, None], xp=self.xp)
 
     def expand(self, mask: Array, pairs: list[tuple[Array, Array]]) -> list[Array]:
+        """Undo a compaction by boolean-mask assignment into a copy of each ``fill``.
+
+        Parameters
+        ----------
+        mask : ndarray, shape (R,), bool
+            With ``A`` True entries.
+        pairs : list of (values, fill)
+            ``values`` shape (A,), one per True of ``mask`` in order; ``fill`` shape (R,).
+
+        Returns
+        -------
+        list of ndarray, shape (R,)
+            For each pair, a copy of ``fill`` with ``values`` where ``mask`` is True.
+        """
         out = []
         for values, fill in pairs:
             full = fill.copy()

@@ -36,7 +36,7 @@ class BackendUnavailable(RuntimeError):
 class Backend:
     """An array backend ready for use by the core.
 
-    Parameters
+    Attributes
     ----------
     name : str
         Canonical name: ``"numpy"``, ``"cupy"``, ``"torch:cpu"``, ``"torch:cuda"`` or
@@ -56,7 +56,14 @@ class Backend:
 
     @property
     def library(self) -> str:
-        """The underlying library name (``"numpy"``, ``"cupy"``, ``"torch"``, ...)."""
+        """Name of the underlying library.
+
+        Returns
+        -------
+        str
+            ``name`` without its device suffix: ``"numpy"``, ``"cupy"``, ``"torch"``
+            or ``"array_api_strict"``.
+        """
         return self.name.split(":", 1)[0]
 
 

@@ -107,14 +107,29 @@ COMBINERS: dict[str, Callable[[Samples, Rejection, StackConfig], Array]] = {
 def combine(samples: Samples, rej: Rejection, config: StackConfig) -> tuple[Array, Array, Array]:
     """Combine one band's survivors with ``config.combine``.
 
+    Parameters
+    ----------
+    samples : Samples
+        The band's ``(P, N)`` values and weights.
+    rej : Rejection
+        Which samples survived (:func:`~.reject.reject` on the same ``samples``).
+    config : StackConfig
+        Its ``combine`` names the operator (``mean``, ``median``, ``sum``, ``min``,
+        ``max``); only ``mean`` and ``sum`` use the weights.
+
     Returns
     -------
     image : array, shape (P,), float32
-        NaN where no sample survived.
+        Combined value in the samples' units; NaN, without a warning, where no sample
+        survived.
     weight_sum : array, shape (P,), float32
         Σ weights of the survivors (their count when unweighted); 0 where none.
     coverage : array, shape (P,), int32
         Number of survivors.
+
+    Notes
+    -----
+    All three are on the device of ``samples``. Weighted sums accumulate in float64.
     """
     xp = samples.xp
     if _unweighted_range(samples, rej):

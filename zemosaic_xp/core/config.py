@@ -81,9 +81,11 @@ class StackConfig:
     """How frames are normalised, weighted, rejected and combined.
 
     Defaults are ZeMosaic's (linear_fit / noise_variance / winsorized_sigma_clip /
-    mean, κ = 3/3). :meth:`plain` gives an unweighted, unnormalised mean.
+    mean, κ = 3/3). :meth:`plain` gives an unweighted, unnormalised mean. Every
+    attribute is also a keyword argument of the constructor; the config is frozen
+    and validated when it is built.
 
-    Parameters
+    Attributes
     ----------
     normalize : {"none", "linear_fit", "sky_mean", "median", "additive", "multiplicative", \
 "additive_scaling", "multiplicative_scaling"}
@@ -150,6 +152,12 @@ class StackConfig:
         winsorised robust (m, σ) then κ-σ rejection, repeated until the kept set stops
         changing; ``"zemosaic"``, ZeMosaic's Huber variant (upstream_spec §2.6.1), which
         can fail to reject a single outlier below ~10 frames (see docs/algorithms.md).
+
+    Raises
+    ------
+    ValueError
+        A field holds an unknown method name (the message lists the valid ones) or a
+        value outside its range (the message names the field and the range).
     """
 
     normalize: str = "linear_fit"
@@ -255,11 +263,20 @@ class StackConfig:
     def from_dict(cls, data: Any, /) -> StackConfig:
         """Build a config from field names and/or ZeMosaic's config keys.
 
-        Accepts a whole ``zemosaic_config.json`` dict: ZeMosaic keys
-        (``stacking_rejection_algorithm``, ``stacking_winsor_limits`` = "0.05,0.05",
-        ``wsc_impl``, ``apply_radial_weight``, ...) and method aliases are translated,
-        unrelated keys are ignored, field names win over ZeMosaic keys. The table and
-        the rules are in :mod:`zemosaic_xp.compat.zemosaic`.
+        Parameters
+        ----------
+        data : mapping
+            Field names and/or ZeMosaic keys. A whole ``zemosaic_config.json`` dict is
+            accepted: ZeMosaic keys (``stacking_rejection_algorithm``,
+            ``stacking_winsor_limits`` = "0.05,0.05", ``wsc_impl``,
+            ``apply_radial_weight``, ...) and method aliases are translated, unrelated
+            keys are ignored, field names win over ZeMosaic keys. The table and the
+            rules are in :mod:`zemosaic_xp.compat.zemosaic`.
+
+        Returns
+        -------
+        StackConfig
+            The defaults, overridden by what ``data`` sets.
 
         Raises
         ------
@@ -276,11 +293,19 @@ class StackConfig:
         return stack_config_from_dict(data, base=cls())
 
     def to_dict(self, *, zemosaic: bool = False) -> dict[str, Any]:
-        """The config as a JSON-able dict; ``from_dict`` of it gives the config back.
+        """Return the config as a JSON-able dict; ``from_dict`` of it gives the config back.
 
-        Field names as keys (pairs as lists); with ``zemosaic=True`` the fields ZeMosaic
-        knows are written under its keys (``stacking_*``, ``wsc_impl``,
-        ``apply_radial_weight``, ...), the rest under their field names.
+        Parameters
+        ----------
+        zemosaic : bool
+            False (default): every field under its own name. True: the fields
+            ZeMosaic knows under its keys (``stacking_*``, ``wsc_impl``,
+            ``apply_radial_weight``, ...), the rest under their field names.
+
+        Returns
+        -------
+        dict of str to object
+            One entry per field; pairs are written as lists.
         """
         if zemosaic:
             from ..compat.zemosaic import stack_config_to_zemosaic
@@ -291,22 +316,65 @@ class StackConfig:
 
     @classmethod
     def plain(cls, **overrides: Any) -> StackConfig:
-        """An unnormalised, unweighted, unrejected mean (``none/none/none/mean``)."""
+        """Build an unnormalised, unweighted, unrejected mean (``none/none/none/mean``).
+
+        Parameters
+        ----------
+        **overrides : object
+            Fields to set on top of it, by name (e.g. ``reject="kappa_sigma"``).
+
+        Returns
+        -------
+        StackConfig
+            The validated config.
+        """
         base = {"normalize": "none", "weighting": "none", "reject": "none", "combine": "mean"}
         base.update(overrides)
         return cls(**base)
 
     def effective_max_iters(self) -> int:
-        """``max_iters``, or the rejection algorithm's default when it is None."""
+        """Return the iteration cap the rejection runs with.
+
+        Returns
+        -------
+        int
+            ``max_iters``, or the default of the ``reject`` algorithm when it is None
+            (``DEFAULT_MAX_ITERS``: 5 for kappa_sigma, 10 for winsorized_sigma_clip,
+            1 for the one-pass percentile and minmax; 5 for algorithms not listed).
+        """
         if self.max_iters is not None:
             return self.max_iters
         return DEFAULT_MAX_ITERS.get(self.reject, 5)
 
     def replace(self, **changes: Any) -> StackConfig:
-        """A copy with some fields changed (validated again)."""
+        """Return a copy with some fields changed.
+
+        Parameters
+        ----------
+        **changes : object
+            New values, by field name.
+
+        Returns
+        -------
+        StackConfig
+            A new config, validated again.
+
+        Raises
+        ------
+        TypeError
+            A name that is not a field.
+        ValueError
+            An invalid value, as the constructor reports it.
+        """
         return replace(self, **changes)
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
-        """Names of all configuration fields."""
+        """List the names of all configuration fields.
+
+        Returns
+        -------
+        tuple of str
+            In declaration order, as ``to_dict`` writes them.
+        """
         return tuple(f.name for f in fields(cls))

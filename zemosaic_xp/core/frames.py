@@ -35,7 +35,20 @@ Array = Any
 
 
 def finite_or_nan(x: Array, xp: Any) -> Array:
-    """Return ``x`` as float32 with every non-finite value replaced by NaN."""
+    """Return ``x`` as float32 with every non-finite value replaced by NaN.
+
+    Parameters
+    ----------
+    x : array, any shape, real
+        Samples; integers and other float dtypes are converted.
+    xp : namespace
+        The array namespace of ``x``.
+
+    Returns
+    -------
+    array, shape of ``x``, float32
+        A new array on the device of ``x``: NaN ("no data") where ``x`` is NaN or ±inf.
+    """
     if not (xp.isdtype(x.dtype, "real floating") and x.dtype == xp.float32):
         x = xp.astype(x, xp.float32)
     nan = xp.asarray(xp.nan, dtype=xp.float32, device=_device(x))
@@ -61,8 +74,14 @@ class FrameStack:
 
     Attributes
     ----------
-    xp, device, n_frames, height, width, channels, mono
-        ``mono`` is True when frames carry no channel axis (results are ``(H, W)``).
+    xp : namespace
+        The frames' array namespace.
+    device : object
+        The frames' device.
+    n_frames, height, width, channels : int
+        ``N``, ``H``, ``W`` and ``C`` (1 for mono frames).
+    mono : bool
+        True when frames carry no channel axis (results are ``(H, W)``).
 
     Raises
     ------
@@ -144,11 +163,29 @@ class FrameStack:
     # ------------------------------------------------------------------ access
     @property
     def frame_shape(self) -> tuple[int, ...]:
-        """Shape of one frame / of the result image: (H, W) or (H, W, C)."""
+        """Shape of one frame, and of the result image.
+
+        Returns
+        -------
+        tuple of int
+            ``(H, W)`` for mono frames, else ``(H, W, C)``.
+        """
         return (self.height, self.width) if self.mono else (self.height, self.width, self.channels)
 
     def frame(self, i: int) -> Array:
-        """Frame ``i`` as stored, ``(H, W[, C])``."""
+        """Return one frame as stored.
+
+        Parameters
+        ----------
+        i : int
+            Frame index, ``0 <= i < N``.
+
+        Returns
+        -------
+        array, shape (H, W[, C])
+            The frame itself (or a view of the stack), its dtype and non-finite values
+            untouched, on the stack's device.
+        """
         return self._list[i] if self._list is not None else self._array[i, ...]
 
     def _frame_hwc(self, i: int) -> Array:
@@ -156,11 +193,23 @@ class FrameStack:
         return f[..., None] if self.mono else f
 
     def band_source(self, r0: int, r1: int) -> tuple[Array, int, int]:
-        """The frames-first array ``(N, ·, W, C)`` that holds rows ``[r0, r1)``, and where.
+        """Find the frames-first array that holds rows ``[r0, r1)``, and where in it.
 
-        Returns ``(frames, a, b)``: the whole stack as stored (a view, rows ``r0, r1``)
-        when it is one array, else a stacked copy of those rows (rows ``0, r1 − r0``).
-        Dtype and non-finite values are untouched.
+        Parameters
+        ----------
+        r0, r1 : int
+            The band's rows, ``0 <= r0 < r1 <= H``.
+
+        Returns
+        -------
+        frames : array, shape (N, ·, W, C)
+            The whole stack as stored (mono frames get a channel axis of 1) when it is
+            one array, else a stacked copy of the band's rows; dtype and non-finite
+            values untouched, on the stack's device.
+        a : int
+            First row of the band in ``frames``: ``r0``, or 0 for a copy.
+        b : int
+            End of the band's rows in ``frames``: ``r1``, or ``r1 − r0`` for a copy.
         """
         xp = self.xp
         if self._array is not None:
@@ -171,20 +220,43 @@ class FrameStack:
         return (xp.expand_dims(src, axis=-1) if self.mono else src), a, b
 
     def band(self, r0: int, r1: int, *, ops: ArrayOps | None = None) -> Array:
-        """Rows ``[r0, r1)`` of every frame, shape ``(r1 - r0, W, C, N)``, float32, NaN = no data.
+        """Copy rows ``[r0, r1)`` of every frame into the samples-last layout.
 
         One transposing copy (``ops.band_copy``; NumPy writes it with ``copyto``),
         then non-finite values become NaN in that fresh buffer.
+
+        Parameters
+        ----------
+        r0, r1 : int
+            The band's rows, ``0 <= r0 < r1 <= H``.
+        ops : ArrayOps, optional
+            Fast paths for the copy (default: :func:`~.ops.ops_for` of the stack).
+
+        Returns
+        -------
+        array, shape (r1 − r0, W, C, N), float32
+            A new C-contiguous array on the stack's device; NaN = no data.
         """
         ops = ops_for(self.xp, self.device) if ops is None else ops
         src, a, b = self.band_source(r0, r1)
         return ops.nan_nonfinite(ops.band_copy(self.xp.permute_dims(src[:, a:b, ...], (1, 2, 3, 0))))
 
     def samples(self, max_samples: int, *, ops: ArrayOps | None = None) -> Array:
-        """A regular sub-sample of every frame and channel, shape ``(N, C, M)``, float32.
+        """Take a regular sub-sample of every frame and channel.
 
-        ``M = ceil(H·W / step)`` with the stride ``step = ceil(H·W / max_samples)``
-        (every pixel when ``max_samples`` is 0). NaN = no data.
+        Parameters
+        ----------
+        max_samples : int
+            Most pixels per frame and channel; 0 (or less) takes every pixel.
+        ops : ArrayOps, optional
+            Fast paths for the copies (default: :func:`~.ops.ops_for` of the stack).
+
+        Returns
+        -------
+        array, shape (N, C, M), float32
+            Every ``step``-th pixel in row-major order, ``step = ceil(H·W /
+            max_samples)`` and ``M = ceil(H·W / step)``, on the stack's device;
+            NaN = no data.
         """
         xp = self.xp
         ops = ops_for(xp, self.device) if ops is None else ops

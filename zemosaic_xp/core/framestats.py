@@ -26,8 +26,11 @@ class FrameSamples:
     Parameters
     ----------
     samples : array, shape (N, C, M), float32
-        NaN = no data.
+        ``M`` samples of each of ``N`` frames and ``C`` channels
+        (:meth:`~.frames.FrameStack.samples`); NaN = no data.
     xp : namespace
+        The array namespace of ``samples``; every statistic is returned in it, on the
+        device of ``samples``.
     """
 
     def __init__(self, samples: Array, *, xp: Any) -> None:
@@ -52,15 +55,39 @@ class FrameSamples:
         return self._sorted_rows
 
     def quantile(self, q: float) -> Array:
-        """Quantile ``q`` of each frame and channel, shape ``(N, C)``; NaN if empty."""
+        """Return the quantile ``q`` of each frame and channel.
+
+        Parameters
+        ----------
+        q : float
+            Probability in [0, 1]; linear interpolation between order statistics.
+
+        Returns
+        -------
+        array, shape (N, C), float32
+            NaN, without a warning, for a frame channel without valid samples.
+        """
         value = quantile_sorted(self._sorted, self._n_valid, q, xp=self.xp)
         return self.xp.reshape(value, (self.n_frames, self.channels))
 
     def clipped_std(self, *, kappa: float = 3.0, max_iters: int = 5) -> Array:
-        """σ of each frame and channel after median-centred κ-σ clipping, shape ``(N, C)``.
+        """Return the noise σ of each frame and channel after median-centred κ-σ clipping.
 
         The same clipping as ``astropy.stats.sigma_clipped_stats(sigma=kappa,
-        maxiters=max_iters)`` (population std of the survivors). NaN if empty.
+        maxiters=max_iters)``.
+
+        Parameters
+        ----------
+        kappa : float
+            Clip threshold below and above the median, in σ.
+        max_iters : int
+            Clipping iterations at most.
+
+        Returns
+        -------
+        array, shape (N, C), float32
+            Population std of the survivors, in the samples' units; NaN, without a
+            warning, for a frame channel without valid samples.
         """
         xp = self.xp
         s, n = self._sorted, self._n_valid
@@ -80,10 +107,21 @@ class FrameSamples:
         return xp.reshape(xp.astype(std, xp.float32), (self.n_frames, self.channels))
 
     def luminance_quantile(self, q: float) -> Array:
-        """Quantile ``q`` of the luminance of each frame, shape ``(N,)``.
+        """Return the quantile ``q`` of the luminance of each frame.
 
         Luminance is 0.299 R + 0.587 G + 0.114 B for 3 channels, the plane itself for
-        one channel, and the channel mean otherwise. NaN if empty.
+        one channel, and the channel mean otherwise.
+
+        Parameters
+        ----------
+        q : float
+            Probability in [0, 1]; linear interpolation between order statistics.
+
+        Returns
+        -------
+        array, shape (N,), float32
+            NaN, without a warning, for a frame without a pixel valid in every
+            channel.
         """
         xp = self.xp
         x = self.samples
@@ -98,13 +136,23 @@ class FrameSamples:
 
     # --- robust location / scale (Siril-style normalisations) -------------------
     def median(self) -> Array:
-        """Median of each frame and channel, shape ``(N, C)``; NaN if empty."""
+        """Return the median of each frame and channel.
+
+        Returns
+        -------
+        array, shape (N, C), float32
+            NaN, without a warning, for a frame channel without valid samples.
+        """
         return self.quantile(0.5)
 
     def mad(self) -> Array:
-        """Median absolute deviation from the median, per frame and channel, ``(N, C)``.
+        """Return the median absolute deviation from the median, per frame and channel.
 
-        Raw MAD (not scaled by 1.4826); NaN if a frame channel has no valid pixel.
+        Returns
+        -------
+        array, shape (N, C), float32
+            Raw MAD (not scaled by 1.4826); NaN, without a warning, for a frame
+            channel without valid samples.
         """
         xp = self.xp
         med = self.median()
@@ -114,7 +162,13 @@ class FrameSamples:
         return xp.reshape(median_sorted(s, n, xp=xp), (self.n_frames, self.channels))
 
     def pooled_median(self) -> Array:
-        """Median of each frame over all its channels pooled, shape ``(N,)``; NaN if empty."""
+        """Return the median of each frame over all its channels pooled.
+
+        Returns
+        -------
+        array, shape (N,), float32
+            NaN, without a warning, for a frame without valid samples.
+        """
         xp = self.xp
         flat = xp.reshape(self.samples, (self.n_frames, self.channels * self.size))
         s, n = sort_valid(flat, xp=xp)

@@ -58,7 +58,21 @@ class ArrayBandSource:
         self.height, self.width, self.channels = stack.height, stack.width, stack.channels
 
     def read(self, block: Block) -> tuple[Array, Array | None]:
-        """Rows of every frame ``(h, W, C, N)`` float32 (NaN = no data), and their weights."""
+        """Read the rows of one block from every frame, with their per-pixel weights.
+
+        Parameters
+        ----------
+        block : Block
+            A full-width band; its ``r0`` and ``r1`` are used (every frame).
+
+        Returns
+        -------
+        values : array, shape (h, W, C, N), float32
+            A new array on the stack's device; NaN = no data.
+        weights : array, shape (h, W, C, N) or (h, W, 1, N), float32, or None
+            The per-pixel weights of those rows, NaN replaced by 0; None without
+            ``pixel_weights``.
+        """
         values = self.stack.band(block.r0, block.r1, ops=self.ops)
         weights = None
         if self.pixel_weights is not None:
@@ -126,11 +140,20 @@ def stack_frames(frames: Array | Sequence[Array], /, *, config: StackConfig | No
 
     Parameters
     ----------
-    frames : array (N, H, W[, C]) or sequence of (H, W[, C]) arrays
+    frames : array, shape (N, H, W[, C]); or sequence of (H, W[, C]) arrays
+        Aligned frames of one library and device, float or integer (converted to
+        float32 band by band); NaN and ±inf mean "no data".
     config : StackConfig, optional
+        Methods and parameters; default ``StackConfig()`` (ZeMosaic's).
     weights : array, shape (N,), (N, C), (N, H, W) or (N, H, W, C), optional
+        User weights per frame, frame and channel, or pixel, on the frames' device;
+        multiplied with the quality weights. A weight of 0 (or NaN, per pixel)
+        excludes the sample.
     band_rows : int, optional
-        Rows per band; default from ``memory_budget_bytes`` (default 256 MiB).
+        Rows per band; default from ``memory_budget_bytes``.
+    memory_budget_bytes : int, optional
+        Working memory of the bands in flight together (default 256 MiB); ignored
+        when ``band_rows`` is given. The result does not depend on it.
     progress_callback : callable, optional
         Receives ``("STAGE_PROGRESS", "stack", bands_done, total=n_bands)``.
     ops : ArrayOps, optional
@@ -141,7 +164,18 @@ def stack_frames(frames: Array | Sequence[Array], /, *, config: StackConfig | No
 
     Returns
     -------
-    StackResult, on the device of ``frames``.
+    StackResult
+        Arrays of shape (H, W) or (H, W, C) in the namespace and on the device of
+        ``frames`` (image NaN where no sample survived), and the stack's ``stats``.
+
+    Raises
+    ------
+    TypeError
+        ``config`` is not a :class:`StackConfig`, or the frames are not numeric arrays
+        of one library.
+    ValueError
+        Empty input, mismatched frame shapes, bad weights or ``band_rows``, or an
+        invalid ``reference_frame``.
     """
     config = StackConfig() if config is None else config
     if not isinstance(config, StackConfig):

@@ -67,6 +67,8 @@ def sort_valid(x: Array, /, *, xp: Any = None) -> tuple[Array, Array]:
     ----------
     x : array, shape (..., N), real floating
         Samples; NaN means "no data".
+    xp : namespace, optional
+        The array namespace of ``x`` (default: found from ``x``).
 
     Returns
     -------
@@ -75,6 +77,12 @@ def sort_valid(x: Array, /, *, xp: Any = None) -> tuple[Array, Array]:
         a genuine ``+inf``).
     n_valid : array, shape (..., 1), int64
         Number of non-NaN samples per slice.
+
+    Notes
+    -----
+    Both arrays are on the device of ``x``. The sort is the namespace's
+    :meth:`~zemosaic_xp.core.ops.ArrayOps.sort_valid` (NumPy's in-place SIMD sort
+    where available).
     """
     xp = array_namespace(x) if xp is None else xp
     return ops_for(xp, _device(x)).sort_valid(x)
@@ -86,18 +94,26 @@ def quantile_sorted(s: Array, n_valid: Array, q: float, /, *, xp: Any = None,
 
     Parameters
     ----------
-    s : array, shape (..., N)
+    s : array, shape (..., N), real floating
         Output of :func:`sort_valid` (or any ascending data with invalid samples last).
-    n_valid : array, shape (..., 1), integer
+    n_valid : array, shape (..., 1), int
         Number of valid samples per slice (or the size of the sub-range).
-    q : float in [0, 1]
-    lo : array, shape (..., 1), integer, optional
+    q : float
+        Probability in [0, 1].
+    xp : namespace, optional
+        The array namespace of ``s`` (default: found from ``s``).
+    lo : array, shape (..., 1), int, optional
         Start of the sub-range ``[lo, lo + n_valid)`` to use; default 0.
 
     Returns
     -------
-    array, shape (...,)
-        NaN where ``n_valid == 0``.
+    array, shape (...,), dtype of ``s``
+        On the device of ``s``; NaN, without a warning, where ``n_valid == 0``.
+
+    Raises
+    ------
+    ValueError
+        ``q`` is outside [0, 1].
     """
     xp = array_namespace(s) if xp is None else xp
     if not 0.0 <= q <= 1.0:
@@ -126,9 +142,23 @@ def quantile_sorted(s: Array, n_valid: Array, q: float, /, *, xp: Any = None,
 
 
 def median_sorted(s: Array, n_valid: Array, /, *, xp: Any = None, lo: Array | None = None) -> Array:
-    """Median of sorted samples: the mean of the two middle values for an even count.
+    """Return the median of sorted samples: the mean of the two middle values for an even count.
 
-    Shapes as :func:`quantile_sorted`; NaN where ``n_valid == 0``.
+    Parameters
+    ----------
+    s : array, shape (..., N), real floating
+        Output of :func:`sort_valid` (or any ascending data with invalid samples last).
+    n_valid : array, shape (..., 1), int
+        Number of valid samples per slice (or the size of the sub-range).
+    xp : namespace, optional
+        The array namespace of ``s`` (default: found from ``s``).
+    lo : array, shape (..., 1), int, optional
+        Start of the sub-range ``[lo, lo + n_valid)`` to use; default 0.
+
+    Returns
+    -------
+    array, shape (...,), dtype of ``s``
+        On the device of ``s``; NaN, without a warning, where ``n_valid == 0``.
     """
     xp = array_namespace(s) if xp is None else xp
     empty = n_valid == 0
@@ -173,10 +203,28 @@ def nanmedian(x: Array, /, *, axis: int = 0) -> Array:
 
 
 def nanquantile(x: Array, q: float, /, *, axis: int = 0) -> Array:
-    """Quantile ``q`` in [0, 1] along ``axis`` ignoring NaN, linear interpolation.
+    """Compute the quantile ``q`` along ``axis`` ignoring NaN, with linear interpolation.
 
-    Matches ``numpy.nanquantile(x, q, axis)`` (method ``"linear"``). NaN, without a
-    warning, where a slice has no valid sample.
+    Matches ``numpy.nanquantile(x, q, axis)`` (method ``"linear"``).
+
+    Parameters
+    ----------
+    x : array, shape (..., N, ...), real
+        Integers are promoted to float32.
+    q : float
+        Probability in [0, 1].
+    axis : int
+        Reduced axis (default 0, the frame axis).
+
+    Returns
+    -------
+    array, the input shape without ``axis``, on the input's device
+        NaN, without a warning, where a slice has no valid sample.
+
+    Raises
+    ------
+    ValueError
+        ``q`` is outside [0, 1], or ``axis`` is out of range.
     """
     xp = array_namespace(x)
     s, n = sort_valid(_last(_as_float(x, xp), axis, xp), xp=xp)
@@ -184,7 +232,20 @@ def nanquantile(x: Array, q: float, /, *, axis: int = 0) -> Array:
 
 
 def nanmean(x: Array, /, *, axis: int = 0) -> Array:
-    """Mean along ``axis`` ignoring NaN; NaN, without a warning, for empty slices."""
+    """Compute the mean along ``axis`` ignoring NaN.
+
+    Parameters
+    ----------
+    x : array, shape (..., N, ...), real
+        Integers are promoted to float32.
+    axis : int
+        Reduced axis (default 0, the frame axis).
+
+    Returns
+    -------
+    array, the input shape without ``axis``, on the input's device
+        NaN, without a warning, where a slice has no valid sample.
+    """
     xp = array_namespace(x)
     x = _as_float(x, xp)
     valid = ~xp.isnan(x)
@@ -195,18 +256,27 @@ def nanmean(x: Array, /, *, axis: int = 0) -> Array:
 
 
 def nanstd(x: Array, /, *, axis: int = 0, correction: int = 0) -> Array:
-    """Standard deviation along ``axis`` ignoring NaN (two-pass).
+    """Compute the standard deviation along ``axis`` ignoring NaN (two-pass).
 
     Parameters
     ----------
+    x : array, shape (..., N, ...), real
+        Integers are promoted to float32.
+    axis : int
+        Reduced axis (default 0, the frame axis).
     correction : int
         Delta degrees of freedom (0 = population, 1 = sample std). An integer, since
         torch accepts no other.
 
     Returns
     -------
-    array
+    array, the input shape without ``axis``, on the input's device
         NaN, without a warning, where fewer than ``correction + 1`` samples are valid.
+
+    Raises
+    ------
+    ValueError
+        ``correction`` is not a non-negative integer.
 
     Notes
     -----
@@ -231,17 +301,30 @@ def nanstd(x: Array, /, *, axis: int = 0, correction: int = 0) -> Array:
 
 
 def nanmad(x: Array, /, *, axis: int = 0, scale: float = 1.0) -> Array:
-    """Median absolute deviation from the median along ``axis``, ignoring NaN.
+    """Compute the median absolute deviation from the median along ``axis``, ignoring NaN.
 
     Parameters
     ----------
+    x : array, shape (..., N, ...), real
+        Integers are promoted to float32.
+    axis : int
+        Reduced axis (default 0, the frame axis).
     scale : float
         Multiplier; pass :data:`MAD_TO_SIGMA` (1.4826) for a Gaussian-consistent sigma.
 
     Returns
     -------
-    array
+    array, the input shape without ``axis``, on the input's device
         NaN, without a warning, where a slice has no valid sample.
+
+    Raises
+    ------
+    ValueError
+        ``axis`` is out of range.
+
+    Notes
+    -----
+    Two sorts per slice: the samples, then their absolute deviations.
     """
     xp = array_namespace(x)
     xl = _last(_as_float(x, xp), axis, xp)

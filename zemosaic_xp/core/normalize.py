@@ -206,7 +206,28 @@ NORMALIZERS: dict[str, Callable[[FrameSamples, StackConfig], tuple[Array, Array]
 
 
 def normalization(stats: FrameSamples, config: StackConfig) -> tuple[Array, Array]:
-    """Gains and offsets of ``config.normalize``, each shape ``(N, C)``, float32."""
+    """Compute the gains and offsets of the normalisation ``config.normalize``.
+
+    Parameters
+    ----------
+    stats : FrameSamples
+        Sub-samples of all N frames.
+    config : StackConfig
+        Its ``normalize`` names the method, ``reference_frame`` the frame the others
+        are matched to.
+
+    Returns
+    -------
+    gain : array, shape (N, C), float32
+        Multiplier of each frame and channel, ``x' = gain·x + offset``; 1 for the
+        reference frame and for frames the method cannot fit.
+    offset : array, shape (N, C), float32
+        Additive term, in the samples' units (e.g. ADU); 0 for the reference frame.
+
+    Notes
+    -----
+    Both are in the namespace and on the device of ``stats``.
+    """
     gain, offset = NORMALIZERS[config.normalize](stats, config)
     xp = stats.xp
     return xp.astype(gain, xp.float32), xp.astype(offset, xp.float32)

@@ -100,6 +100,9 @@ class FramePlan:
         Normalisation ``x' = gain·x + offset``.
     weights : array, shape (N, C), float32, or None
         Quality weights × user frame weights; None = all equal.
+    stats : dict
+        JSON-able record of the plan (methods, gains, offsets, weights), merged into
+        ``StackResult.stats``.
     identity : bool
         Every gain is 1 and every offset 0: bands skip the normalisation pass.
     """
@@ -111,7 +114,23 @@ class FramePlan:
     identity: bool = False
 
     def take(self, frames: Sequence[int] | None, xp: Any) -> FramePlan:
-        """The plan of ``frames`` (positions in this plan) only; None = all, unchanged."""
+        """Restrict the plan to some of its frames.
+
+        Parameters
+        ----------
+        frames : sequence of int or None
+            Positions of the frames to keep, in this plan's frame order; None keeps
+            every frame.
+        xp : namespace
+            The array namespace of this plan's arrays.
+
+        Returns
+        -------
+        FramePlan
+            ``self`` when ``frames`` is None; else a plan whose ``gain``, ``offset``
+            and ``weights`` have one row per entry of ``frames``, on the device of
+            ``gain``, sharing ``stats`` and ``identity``.
+        """
         if frames is None:
             return self
         idx = xp.asarray(list(frames), dtype=xp.int64, device=_device(self.gain))
@@ -122,7 +141,19 @@ class FramePlan:
 
 @dataclass
 class BandResult:
-    """Outputs of one band, each ``(h, W, C)``, plus its counters."""
+    """Outputs of one band (as in :class:`StackResult`), plus its counters.
+
+    Attributes
+    ----------
+    image, weight_sum : array, shape (h, W, C), float32
+        Combined value (NaN where no sample survived) and Σ weights of the survivors.
+    coverage, rejected_low, rejected_high : array, shape (h, W, C), integer
+        Survivors, and samples rejected below / above, per pixel.
+    iterations : int
+        Most rejection iterations any pixel of the band ran.
+    n_valid, n_low, n_high : int
+        Valid samples, and samples rejected low / high, summed over the band.
+    """
 
     image: Array
     weight_sum: Array
@@ -136,15 +167,42 @@ class BandResult:
 
 
 def memory_factor(config: StackConfig) -> float:
-    """Peak working memory of a band in multiples of its float32 bytes."""
+    """Estimate the peak working memory of one band, in multiples of its float32 bytes.
+
+    Parameters
+    ----------
+    config : StackConfig
+        Its ``reject`` sets the factor (sorted copies, masks, rank arrays and float64
+        temporaries differ between algorithms).
+
+    Returns
+    -------
+    float
+        Bytes of working memory per byte of the band's ``N·h·W·C`` float32 samples.
+    """
     return _MEMORY_FACTOR.get(config.reject, _DEFAULT_MEMORY_FACTOR)
 
 
 def rows_per_band(n_frames: int, width: int, channels: int, budget_bytes: int,
                   config: StackConfig, height: int | None = None) -> int:
-    """Rows per band so that one band's working memory fits ``budget_bytes``.
+    """Choose the rows per band so that one band's working memory fits ``budget_bytes``.
 
-    At least 1 row; at most ``height`` when given.
+    Parameters
+    ----------
+    n_frames, width, channels : int
+        Frames in the stack, and the width and channel count of each frame.
+    budget_bytes : int
+        Working memory one band may use, in bytes.
+    config : StackConfig
+        Its rejection sets the working memory per sample (:func:`memory_factor`).
+    height : int, optional
+        Frame height, the most rows a band can have.
+
+    Returns
+    -------
+    int
+        At least 1, even when one row alone is over budget; at most ``height`` when
+        given.
     """
     row_bytes = max(1, n_frames * width * channels * 4) * memory_factor(config)
     rows = max(1, int(budget_bytes // row_bytes))
@@ -157,16 +215,24 @@ def _to_list(x: Array, xp: Any) -> list:
 
 def plan_frames(stats: FrameSamples, config: StackConfig, *,
                 frame_weights: Array | None = None) -> FramePlan:
-    """Gains, offsets and weights of every frame from its sub-sample.
+    """Compute the gains, offsets and weights of every frame from its sub-sample.
 
     Parameters
     ----------
     stats : FrameSamples
         Sub-samples of all N frames, ``(N, C, M)``.
     config : StackConfig
-    frame_weights : array, shape (N,) or (N, C), optional
+        Its ``normalize``, ``weighting`` and ``reference_frame``.
+    frame_weights : array, shape (N,) or (N, C), float, optional
         User weights per frame (or frame and channel), multiplied into the quality
         weights.
+
+    Returns
+    -------
+    FramePlan
+        ``(N, C)`` float32 gains, offsets and weights (None when every weight is
+        equal) in the namespace and on the device of ``stats``, and their JSON-able
+        record in ``stats``.
 
     Raises
     ------
@@ -209,10 +275,13 @@ def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
     band : array, shape (h, W, C, N), float32
         Rows of every frame, frames on the last axis; NaN = no data.
     config : StackConfig
+        Rejection, combine and radial-weight settings.
     plan : FramePlan
         From :func:`plan_frames` on the same N frames.
     pixel_weights : array, shape (h, W, C, N) or (h, W, 1, N), optional
         Per-pixel weights of these rows (e.g. reprojection footprint × ALPHA).
+    xp : namespace
+        The array namespace of ``band``, ``plan`` and ``pixel_weights``.
     row_start, full_height : int
         Where these rows sit in the frame (``full_height`` defaults to h); the radial
         weight map (``config.radial_weight``) is computed from the global row index.
@@ -222,7 +291,8 @@ def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
     Returns
     -------
     BandResult
-        Arrays of shape ``(h, W, C)`` on the band's device.
+        Arrays of shape ``(h, W, C)`` on the band's device (image NaN where no
+        sample survived), and the band's counters as Python ints.
     """
     h, w, c, n = (int(v) for v in band.shape)
     if plan.identity:
@@ -266,11 +336,24 @@ RESULT_NAMES = ("image", "weight_sum", "coverage", "rejected_low", "rejected_hig
 
 def summary_stats(counters: Sequence[tuple[int, int, int, int]], *, config: StackConfig,
                   plan: FramePlan) -> dict[str, Any]:
-    """Statistics of a stack from its blocks' ``(iterations, n_valid, n_low, n_high)``.
+    """Summarise a stack from its blocks' counters.
 
-    Returns the JSON-able dict of ``StackResult.stats``: methods, κ, iterations used,
-    valid and rejected sample counts and fractions (``rejected_pct``), plus the plan's
-    own stats (gains, offsets, weights).
+    Parameters
+    ----------
+    counters : sequence of (int, int, int, int)
+        ``(iterations, n_valid, n_low, n_high)`` of every block.
+    config : StackConfig
+        The stack's configuration; its methods and κ are recorded.
+    plan : FramePlan
+        Its ``stats`` (gains, offsets, weights) are merged in.
+
+    Returns
+    -------
+    dict
+        The JSON-able ``StackResult.stats``: methods, κ, iterations used (the most
+        of any block) and allowed, valid and rejected sample counts and fractions
+        (``rejected_pct``), plus the plan's own stats. Fractions are 0 when no
+        sample was valid.
     """
     n_valid = sum(c[1] for c in counters)
     n_low = sum(c[2] for c in counters)
@@ -298,8 +381,17 @@ def summary_stats(counters: Sequence[tuple[int, int, int, int]], *, config: Stac
 class Block:
     """One unit of work of :func:`stack_bands`: rows ``[r0, r1)`` × columns ``[c0, c1)``.
 
-    ``frames`` are the positions (in the plan) of the frames that reach the block;
-    None = every frame, ``()`` = none (the block is written as "no data").
+    Attributes
+    ----------
+    r0, r1 : int
+        Rows ``[r0, r1)`` of the output image.
+    c0 : int
+        First column (default 0).
+    c1 : int or None
+        End of the columns, exclusive; None = the image width.
+    frames : tuple of int or None
+        Positions (in the plan) of the frames that reach the block; None = every
+        frame, ``()`` = none (the block is written as "no data").
     """
 
     r0: int
@@ -310,24 +402,53 @@ class Block:
 
 
 def band_blocks(height: int, band_rows: int) -> list[Block]:
-    """Full-width bands of ``band_rows`` rows covering ``height`` rows, every frame."""
+    """Cut ``height`` rows into full-width bands of ``band_rows`` rows, every frame.
+
+    Parameters
+    ----------
+    height : int
+        Rows of the image.
+    band_rows : int
+        Rows per band, >= 1; the last band may be shorter.
+
+    Returns
+    -------
+    list of Block
+        ``ceil(height / band_rows)`` blocks, top to bottom.
+    """
     return [Block(r0, min(height, r0 + band_rows)) for r0 in range(0, height, band_rows)]
 
 
 class BandSource(Protocol):
     """Where :func:`stack_bands` reads blocks from (in-memory frames, FITS files, a tile's patches).
 
-    ``height``, ``width``, ``channels`` give the output shape ``(H, W, C)``.
-    ``read(block)`` returns ``(values, weights)``: values ``(h, w, C, n)`` float32 with
-    NaN = no data, frames last (``n`` = frames of the block); weights ``(h, w, C, n)`` or
-    ``(h, w, 1, n)`` float32 per-pixel weights, or None.
+    Attributes
+    ----------
+    height, width, channels : int
+        The output shape ``(H, W, C)``.
     """
 
     height: int
     width: int
     channels: int
 
-    def read(self, block: Block) -> tuple[Array, Array | None]: ...
+    def read(self, block: Block) -> tuple[Array, Array | None]:
+        """Read the samples of one block.
+
+        Parameters
+        ----------
+        block : Block
+            The rows, columns and frames to read.
+
+        Returns
+        -------
+        values : array, shape (h, w, C, n), float32
+            Samples with the frames last (``n`` = the block's frames, ``h`` and ``w``
+            its rows and columns); NaN = no data. In the source's namespace:
+            :meth:`BandDevice.upload` moves it.
+        weights : array, shape (h, w, C, n) or (h, w, 1, n), float32, or None
+            Per-pixel weights of the samples; None = all equal.
+        """
 
 
 class BandDevice:
@@ -356,21 +477,69 @@ class BandDevice:
 
     @property
     def ops(self) -> ArrayOps:
-        """The fast paths used on this device."""
+        """Fast paths used on this device, looked up on first use.
+
+        Returns
+        -------
+        ArrayOps
+            The ``ops`` given to the constructor, else :func:`~.ops.ops_for` of
+            ``xp`` and ``device``.
+        """
         if self._ops is None:
             self._ops = ops_for(self.xp, self.device)
         return self._ops
 
     def upload(self, array: Array | None) -> Array | None:
-        """Bring a source array (or None) to this device; identity here."""
+        """Bring a source array (or None) to this device; identity here.
+
+        Parameters
+        ----------
+        array : array or None
+            Samples, weights or plan arrays, where the source or the plan holds them.
+
+        Returns
+        -------
+        array or None
+            ``array`` itself; a subclass returns it in ``xp`` on ``device``. None
+            stays None.
+        """
         return array
 
     def download(self, array: Array) -> Array:
-        """Bring a result array to where the outputs live; identity here."""
+        """Bring a result array to where the outputs live; identity here.
+
+        Parameters
+        ----------
+        array : array
+            One array of a block's :class:`BandResult`, on this device.
+
+        Returns
+        -------
+        array
+            ``array`` itself; a subclass returns it in the outputs' namespace (the
+            host, for a GPU session).
+        """
         return array
 
     def plan(self, plan: FramePlan, frames: tuple[int, ...] | None, source_xp: Any) -> FramePlan:
-        """``plan`` restricted to ``frames``, on this device (cached per frame list)."""
+        """Restrict ``plan`` to ``frames`` and bring it to this device.
+
+        Parameters
+        ----------
+        plan : FramePlan
+            Plan of all the source's frames, in ``source_xp``.
+        frames : tuple of int or None
+            Positions of a block's frames in ``plan`` (``Block.frames``); None = all.
+        source_xp : namespace
+            The array namespace of ``plan``.
+
+        Returns
+        -------
+        FramePlan
+            The restricted plan, its arrays uploaded to this device. Cached by
+            ``frames`` alone (one device serves one plan): later calls with the same
+            frames return the same object.
+        """
         hit = self._plans.get(frames)
         if hit is None:
             sub = plan.take(frames, source_xp)
@@ -396,7 +565,7 @@ def stack_bands(source: BandSource, blocks: Iterable[Block], *, config: StackCon
                 native: Callable[[Block, tuple[Array, ...]], tuple[int, int, int, int]] | None = None,
                 workers: int = 1, total: int | None = None,
                 progress_callback: ProgressCallback | None = None) -> tuple[dict[str, Array], dict[str, Any]]:
-    """THE band driver: stack every block of ``source`` into whole-image results.
+    """Stack every block of ``source`` into whole-image results (the one band driver).
 
     Parameters
     ----------
@@ -406,12 +575,16 @@ def stack_bands(source: BandSource, blocks: Iterable[Block], *, config: StackCon
         Disjoint blocks covering the image, consumed lazily (a caller may size the
         next block from what happened to the previous ones).
     config : StackConfig
+        Methods and parameters of the stack.
     plan : FramePlan
         Plan of all the source's frames, in the source's namespace.
     device : BandDevice
         Where blocks are stacked (and how their arrays travel).
-    out_xp, out_device : optional
-        Namespace and device of the outputs (default: ``device.xp``, ``device.device``).
+    out_xp : namespace, optional
+        Namespace of the outputs (default: ``device.xp``).
+    out_device : object, optional
+        Device of the outputs (default: ``device.device`` when ``out_xp`` is
+        ``device.xp``, else the namespace's default device).
     outputs : sequence of str
         Which of :data:`RESULT_NAMES` to keep (others are neither downloaded nor stored).
     run_block : callable, optional
@@ -432,8 +605,9 @@ def stack_bands(source: BandSource, blocks: Iterable[Block], *, config: StackCon
     Returns
     -------
     outputs : dict of str to array, each ``(H, W, C)``
-        image and weight_sum float32 (NaN image where no sample survived), coverage,
-        rejected_low and rejected_high int32.
+        Image and weight_sum float32 (image NaN, weight_sum 0 where no sample
+        survived), coverage, rejected_low and rejected_high int32; in ``out_xp`` on
+        ``out_device``. With ``native``, all five.
     stats : dict
         :func:`summary_stats` plus ``n_bands`` (distinct row ranges) and
         ``band_rows`` (the tallest block).
@@ -450,17 +624,17 @@ def stack_bands(source: BandSource, blocks: Iterable[Block], *, config: StackCon
            for i, name in enumerate(RESULT_NAMES) if name in outputs}
     runner = _run_here(device) if run_block is None else run_block
 
-    def work_for(block: Block) -> BlockWork:
-        def work(dev: BandDevice) -> BandResult:
+    def _work_for(block: Block) -> BlockWork:
+        def _work(dev: BandDevice) -> BandResult:
             values, weights = source.read(block)
             res = stack_band(dev.upload(values), config=config, plan=dev.plan(plan, block.frames, xp), xp=dev.xp,
                              pixel_weights=dev.upload(weights), row_start=block.r0,
                              full_height=source.height, ops=dev.ops)
             arrays = [dev.download(getattr(res, n)) if n in out else None for n in RESULT_NAMES]
             return BandResult(*arrays, res.iterations, res.n_valid, res.n_low, res.n_high)
-        return work
+        return _work
 
-    def run(block: Block) -> tuple[int, int, int, int]:
+    def _run(block: Block) -> tuple[int, int, int, int]:
         c1 = source.width if block.c1 is None else block.c1
         views = {n: a[block.r0:block.r1, block.c0:c1, ...] for n, a in out.items()}
         if block.frames == ():
@@ -469,7 +643,7 @@ def stack_bands(source: BandSource, blocks: Iterable[Block], *, config: StackCon
             return 0, 0, 0, 0
         if native is not None:
             return native(block, tuple(views[n] for n in RESULT_NAMES))
-        res = runner(work_for(block))
+        res = runner(_work_for(block))
         for n, view in views.items():
             value = getattr(res, n)
             # Counts may arrive as the default integer (a sum of int32 is int64): store int32.
@@ -478,7 +652,7 @@ def stack_bands(source: BandSource, blocks: Iterable[Block], *, config: StackCon
 
     counters, rows, tallest = [], set(), 0
 
-    def record(block: Block, counts: tuple[int, int, int, int]) -> None:
+    def _record(block: Block, counts: tuple[int, int, int, int]) -> None:
         nonlocal tallest
         counters.append(counts)
         rows.add(block.r0)
@@ -491,11 +665,11 @@ def stack_bands(source: BandSource, blocks: Iterable[Block], *, config: StackCon
         # Threads, not processes: NumPy releases the GIL in sorts and ufunc loops. map()
         # yields in order, and a block's memory exists only while a worker runs it.
         with ThreadPoolExecutor(min(workers, max(1, len(blocks)))) as pool:
-            for block, counts in zip(blocks, pool.map(run, blocks)):
-                record(block, counts)
+            for block, counts in zip(blocks, pool.map(_run, blocks)):
+                _record(block, counts)
     else:
         for block in blocks:  # lazily: the next block may depend on this one
-            record(block, run(block))
+            _record(block, _run(block))
     stats = summary_stats(counters, config=config, plan=plan)
     stats.update({"n_bands": len(rows), "band_rows": tallest})
     return out, stats
@@ -505,13 +679,31 @@ def finish_stack(outputs: dict[str, Array], stats: dict[str, Any], *, config: St
                  mono: bool) -> StackResult:
     """Package :func:`stack_bands` outputs as a :class:`StackResult`.
 
-    Applies the optional post-stack RGB equalisation (``config.rgb_equalize``; its
-    decision goes to ``stats["rgb_equalization"]``) and drops the channel axis of
-    mono stacks. Outputs that were not kept are None.
+    Applies the optional post-stack RGB equalisation (``config.rgb_equalize``) and
+    drops the channel axis of mono stacks.
+
+    Parameters
+    ----------
+    outputs : dict of str to array
+        The ``(H, W, C)`` arrays of :func:`stack_bands`, by name.
+    stats : dict
+        Its statistics; ``stats["rgb_equalization"]`` receives the equalisation's
+        decision and gains (the dict is updated in place).
+    config : StackConfig
+        Its ``rgb_equalize*`` fields.
+    mono : bool
+        The frames had no channel axis (C is 1): results become ``(H, W)``.
+
+    Returns
+    -------
+    StackResult
+        The arrays in the namespace and on the device of ``outputs``; None for
+        outputs that were not kept.
     """
-    def get(name: str) -> Array | None:
+    def _get(name: str) -> Array | None:
         out = outputs.get(name)
         return out[..., 0] if (out is not None and mono) else out
 
-    image, stats["rgb_equalization"] = poststack_rgb_equalization(get("image"), config, mono=mono)
-    return StackResult(image, get("weight_sum"), get("coverage"), get("rejected_low"), get("rejected_high"), stats)
+    image, stats["rgb_equalization"] = poststack_rgb_equalization(_get("image"), config, mono=mono)
+    return StackResult(image, _get("weight_sum"), _get("coverage"), _get("rejected_low"), _get("rejected_high"),
+                       stats)

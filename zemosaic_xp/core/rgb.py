@@ -58,12 +58,13 @@ def equalize_rgb(image: Array, /, *, gain_clip: tuple[float, float] = (0.95, 1.0
     image : array, shape (H, W, 3), float32
         Stacked image; NaN = no data (such pixels are left as they are).
     gain_clip : (float, float)
-        Range of the gains.
+        Range ``(low, high)`` the gains are clipped to.
     bg_percentile : (float, float)
         Luminance percentiles (0–100) bounding the background mask.
     min_samples : int
+        Fewest background-mask pixels for the equalisation to apply.
     min_coverage : float
-        Fewest mask pixels, and smallest mask / valid fraction, to apply.
+        Smallest mask / valid-pixel fraction for it to apply, in [0, 1].
 
     Returns
     -------
@@ -119,9 +120,24 @@ def equalize_rgb(image: Array, /, *, gain_clip: tuple[float, float] = (0.95, 1.0
 def poststack_rgb_equalization(image: Array, config: StackConfig, *, mono: bool) -> tuple[Array, dict[str, Any]]:
     """Apply :func:`equalize_rgb` when ``config.rgb_equalize`` asks for it.
 
-    Returns the (possibly new) image and the info dict recorded in
-    ``StackResult.stats["rgb_equalization"]``: decision ``disabled`` when off,
-    ``non_rgb`` for mono or non-3-channel stacks.
+    Parameters
+    ----------
+    image : array, shape (H, W, C), float32, or None
+        The stacked image; NaN = no data. Left alone when the equalisation is off or
+        ``mono``.
+    config : StackConfig
+        ``rgb_equalize`` switches it on; ``rgb_equalize_*`` are its parameters.
+    mono : bool
+        The stack has no channel axis: nothing to equalise.
+
+    Returns
+    -------
+    image : array or None
+        A new equalised image on the device of ``image``, or ``image`` itself.
+    info : dict
+        Recorded in ``StackResult.stats["rgb_equalization"]``: decision ``disabled``
+        when off, ``non_rgb`` for mono or non-3-channel stacks, else as
+        :func:`equalize_rgb`.
     """
     if not config.rgb_equalize:
         info = _info("disabled")

@@ -36,12 +36,21 @@ class Samples:
     x : array, shape (P, N), float32
         Sample values; NaN = no data.
     weights : array broadcastable to (P, N), float32, or None
-        Non-negative weights. Samples whose weight is not > 0 (or not finite) are
-        treated as invalid: a zero weight means "no data", as a reprojection
-        footprint of 0 does.
+        Non-negative weights; None = all equal. Samples whose weight is not > 0 (or
+        not finite) are treated as invalid: a zero weight means "no data", as a
+        reprojection footprint of 0 does.
     xp : namespace
+        The array namespace of ``x`` and ``weights``; every derived array stays in it,
+        on the device of ``x``.
     ops : ArrayOps, optional
         Native fast paths (:func:`~zemosaic_xp.core.ops.ops_for` by default).
+
+    Attributes
+    ----------
+    x : array, shape (P, N), float32
+        The values, NaN also where the weight is not > 0.
+    weights : array broadcastable to (P, N), float32, or None
+        The weights, 0 where they were not > 0 or not finite.
     """
 
     def __init__(self, x: Array, weights: Array | None, *, xp: Any, ops: ArrayOps | None = None) -> None:
@@ -64,22 +73,48 @@ class Samples:
 
     @property
     def n_pixels(self) -> int:
+        """Pixel rows of the band.
+
+        Returns
+        -------
+        int
+            ``P = h·W·C``.
+        """
         return int(self.x.shape[0])
 
     @property
     def n_frames(self) -> int:
+        """Number of samples per pixel.
+
+        Returns
+        -------
+        int
+            ``N``, the frames of the band.
+        """
         return int(self.x.shape[-1])
 
     @property
     def valid(self) -> Array:
-        """``(P, N)`` bool, True where a sample holds data (cached)."""
+        """Validity mask of the samples, computed once.
+
+        Returns
+        -------
+        array, shape (P, N), bool
+            True where a sample holds data (non-NaN value, weight > 0).
+        """
         if self._valid is None:
             self._valid = ~self.xp.isnan(self.x)
         return self._valid
 
     @property
     def n_valid(self) -> Array:
-        """``(P, 1)`` int64, valid samples per pixel (cached; free once sorted)."""
+        """Valid samples per pixel, computed once (free once :attr:`sorted` ran).
+
+        Returns
+        -------
+        array, shape (P, 1), int64
+            0 for a pixel without data.
+        """
         if self._n_valid is None:
             xp = self.xp
             self._n_valid = xp.sum(xp.astype(self.valid, xp.int64), axis=-1, keepdims=True)
@@ -87,7 +122,14 @@ class Samples:
 
     @property
     def sorted(self) -> Array:
-        """``x`` sorted along the sample axis, invalid samples last as ``+inf`` (cached)."""
+        """Sorted copy of the samples along the sample axis, computed once.
+
+        Returns
+        -------
+        array, shape (P, N), float32
+            Each row of ``x`` ascending, its invalid samples last as ``+inf``
+            (``ops.sort_valid``).
+        """
         if self._sorted is None:
             self._sorted, n_valid = self.ops.sort_valid(self.x)
             if self._n_valid is None:
@@ -95,7 +137,14 @@ class Samples:
         return self._sorted
 
     def full_weights(self) -> Array:
-        """Weights broadcast to ``(P, N)``, 0 on invalid samples (1 on valid ones if None)."""
+        """Return the weight of every sample.
+
+        Returns
+        -------
+        array, shape (P, N), float32
+            ``weights`` broadcast to ``(P, N)`` (1 everywhere when None), 0 on invalid
+            samples; a new array on the device of ``x``.
+        """
         xp = self.xp
         one = xp.ones((), dtype=self.x.dtype, device=_device(self.x))
         zero = xp.zeros((), dtype=self.x.dtype, device=_device(self.x))
@@ -106,22 +155,36 @@ class Samples:
 class Rejection:
     """Outcome of a rejection on one band.
 
-    Attributes
+    Parameters
     ----------
-    keep : array, shape (P, N), bool
-        True = the sample is used by the combine (always a subset of ``valid``).
-        Range-based rejections build it only when a combine asks for it.
+    keep : array, shape (P, N), bool, or None
+        True = the sample is used by the combine (always a subset of
+        ``Samples.valid``); None to build it with ``keep_factory``.
     n_low, n_high : array, shape (P,), int64
         Samples rejected below / above the pixel's bounds.
     iterations : array, shape (P,), int64
         Iterations each pixel ran before its kept set stopped changing.
-    lo, hi : array, shape (P, 1), int64, or None
+    lo, hi : array, shape (P, 1), int64, optional
         When the kept set is a contiguous range ``[lo, hi)`` of ``Samples.sorted``
         (true of every value-threshold rejection), its bounds; lets the median combine
         skip a second sort.
-    centre, kept_sum : array, shape (P,), or None
+    keep_factory : callable, optional
+        ``keep_factory()`` returns the keep mask; called on the first read of
+        :attr:`keep`, so range-based rejections build the mask only when a combine
+        asks for it. Required when ``keep`` is None.
+    centre, kept_sum : array, shape (P,), optional
         When known: a float32 centre ``m`` and the float64 sum ``Σ (x − m)`` over the
         kept samples, so that an unweighted mean costs no pass over the samples.
+
+    Attributes
+    ----------
+    n_low, n_high, iterations, lo, hi, centre, kept_sum
+        The parameters of the same names (None where not given).
+
+    Raises
+    ------
+    ValueError
+        Neither ``keep`` nor ``keep_factory`` is given.
     """
 
     def __init__(self, keep: Array | None, n_low: Array, n_high: Array, iterations: Array,
@@ -143,6 +206,13 @@ class Rejection:
 
     @property
     def keep(self) -> Array:
+        """Keep mask of the samples, built on first read when a factory was given.
+
+        Returns
+        -------
+        array, shape (P, N), bool
+            True where the combine uses the sample, in the samples' original order.
+        """
         if self._keep is None:
             self._keep = self._keep_factory()
             self._keep_factory = None
@@ -150,5 +220,12 @@ class Rejection:
 
     @keep.setter
     def keep(self, value: Array) -> None:
+        """Replace the keep mask; a pending ``keep_factory`` is dropped.
+
+        Parameters
+        ----------
+        value : array, shape (P, N), bool
+            The new mask.
+        """
         self._keep = value
         self._keep_factory = None

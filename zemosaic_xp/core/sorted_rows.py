@@ -222,13 +222,24 @@ def anchored_sums(s: Array, centre: Array, n_valid: Array, /, *, xp: Any,
 
     Parameters
     ----------
-    s, centre, n_valid, xp, ops
-        As :func:`centred_prefix_sums`.
+    s : array, shape (R, N), float32
+        Rows sorted ascending, invalid samples last.
+    centre : array, shape (R,), float32
+        Usually the row's median.
+    n_valid : array, shape (R,), int64
+        Valid samples per row; samples past it add 0, and ``mid = n_valid // 2``.
+    xp : namespace
+        The array namespace of ``s``.
+    ops : ArrayOps
+        Its ``prefix_sums`` runs the sequential cumulative sums.
 
     Returns
     -------
-    f1, f2 : array, shape (R, N + 1), float64
-        For ``d`` and ``d²``; constant past ``n_valid``.
+    f1 : array, shape (R, N + 1), float64
+        The anchored sums of ``d``, 0 at ``mid`` and constant past ``n_valid``, on the
+        device of ``s``.
+    f2 : array, shape (R, N + 1), float64
+        The same for ``d²``.
     """
     d = _centred(s, centre, n_valid, xp)
     dev = _device(d)
@@ -300,30 +311,30 @@ def mad_sorted(s: Array, n_valid: Array, centre: Array, /, *, xp: Any, lo: Array
     n_left, n_right = split - start, start + n_valid - split
     top = xp.full_like(n_valid, max(n_cols - 1, 0))
 
-    def left(i: Array) -> Array:  # i-th smallest deviation below the centre, 0 <= i < n_left
+    def _left(i: Array) -> Array:  # i-th smallest deviation below the centre, 0 <= i < n_left
         return centre - take_rows(s, xp.minimum(xp.maximum(split - 1 - i, zero_i), top), xp=xp)
 
-    def right(j: Array) -> Array:  # j-th smallest deviation at or above the centre
+    def _right(j: Array) -> Array:  # j-th smallest deviation at or above the centre
         return take_rows(s, xp.minimum(xp.maximum(split + j, zero_i), top), xp=xp) - centre
 
     empty = n_valid == 0
     k = xp.where(empty, zero_i, (n_valid - 1) // 2)
     # How many of the k + 1 smallest deviations come from the left run: the first i in
-    # [max(0, k + 1 − n_right), min(k + 1, n_left)] with left(i) >= right(k − i).
+    # [max(0, k + 1 − n_right), min(k + 1, n_left)] with _left(i) >= _right(k − i).
     i_lo = xp.maximum(k + 1 - n_right, zero_i)
     i_hi = xp.minimum(k + 1, n_left)
     for _ in range(max(1, n_cols.bit_length()) + 1):
         mid = (i_lo + i_hi) // 2
         active = i_lo < i_hi
-        go = active & (left(mid) < right(k - mid))
+        go = active & (_left(mid) < _right(k - mid))
         i_lo, i_hi = xp.where(go, mid + 1, i_lo), xp.where(active & ~go, mid, i_hi)
     i = i_lo
     ninf = xp.asarray(-xp.inf, dtype=s.dtype, device=dev)
     pinf = xp.asarray(xp.inf, dtype=s.dtype, device=dev)
-    kth = xp.maximum(xp.where(i > 0, left(i - 1), ninf), xp.where(k - i >= 0, right(k - i), ninf))
+    kth = xp.maximum(xp.where(i > 0, _left(i - 1), ninf), xp.where(k - i >= 0, _right(k - i), ninf))
     # The (k+1)-th smallest (the upper middle of an even count) follows in the merge.
-    after = xp.minimum(xp.where(i < n_left, left(i), pinf),
-                       xp.where(k + 1 - i < n_right, right(k + 1 - i), pinf))
+    after = xp.minimum(xp.where(i < n_left, _left(i), pinf),
+                       xp.where(k + 1 - i < n_right, _right(k + 1 - i), pinf))
     upper = xp.where(n_valid % 2 == 0, after, kth)
     zero = xp.zeros_like(kth)
     # Empty rows gathered only padding (±inf): zero them so that no inf − inf is evaluated.

@@ -56,13 +56,45 @@ WEIGHTERS: dict[str, Callable[[FrameSamples, Array, StackConfig], Array | None]]
 
 
 def quality_weights(stats: FrameSamples, gain: Array, config: StackConfig) -> Array | None:
-    """Quality weights of ``config.weighting``: shape ``(N, C)`` float32, or None (equal)."""
+    """Compute the quality weights of ``config.weighting`` for every frame and channel.
+
+    Parameters
+    ----------
+    stats : FrameSamples
+        Sub-samples of all N frames, before normalisation.
+    gain : array, shape (N, C), float32
+        Normalisation gains (:func:`~.normalize.normalization`): noise is weighed as
+        it will be after normalisation.
+    config : StackConfig
+        Its ``weighting`` names the method.
+
+    Returns
+    -------
+    array, shape (N, C), float32, or None
+        Weights in the namespace and on the device of ``stats`` (the best frame
+        channel gets 1 with ``noise_variance``); None when every weight is equal.
+    """
     return WEIGHTERS[config.weighting](stats, gain, config)
 
 
 def user_weight_kind(weights: Any, n_frames: int, height: int, width: int, channels: int,
                      mono: bool) -> str:
-    """Classify user weights by shape: ``"frame"`` (N,), ``"channel"`` (N, C), ``"pixel"``.
+    """Classify user weights by their shape.
+
+    Parameters
+    ----------
+    weights : array
+        User weights; only their shape is read.
+    n_frames, height, width, channels : int
+        The stack's ``N``, ``H``, ``W`` and ``C``.
+    mono : bool
+        The frames have no channel axis (then ``(N, H, W, 1)`` is also accepted).
+
+    Returns
+    -------
+    {"frame", "channel", "pixel"}
+        ``"frame"`` for (N,), ``"channel"`` for (N, C) (colour stacks only),
+        ``"pixel"`` for (N, H, W) or (N, H, W, C).
 
     Raises
     ------
@@ -93,13 +125,32 @@ _MIN_FEATHER = 0.1
 def radial_weight_map(rows: int, width: int, /, *, row_start: int = 0, full_height: int | None = None,
                       feather_fraction: float = 0.8, shape_power: float = 2.0, floor: float = 0.05,
                       xp: Any, device: Any = None) -> Array:
-    """Rows ``[row_start, row_start + rows)`` of ZeMosaic's radial weight map.
+    """Compute rows ``[row_start, row_start + rows)`` of ZeMosaic's radial weight map.
 
     ``w = max(cos(π/2 · clip(r / feather, 0, 1))^power, floor)`` where r is the distance
     from the frame centre ((H − 1)/2, (W − 1)/2) divided by half the frame diagonal,
     0.5·hypot(H, W), and H = ``full_height`` (default ``rows``: the band is the whole
     frame). Using the global row index makes the map independent of the band size.
-    The feather fraction is clamped to [0.1, 1] as ZeMosaic does.
+
+    Parameters
+    ----------
+    rows, width : int
+        Shape of the band.
+    row_start : int
+        Frame row of the band's first row.
+    full_height : int, optional
+        Frame height H (default ``rows``).
+    feather_fraction : float
+        Radius, as a fraction of the half diagonal, where the map reaches ``floor``;
+        clamped to [0.1, 1] as ZeMosaic does.
+    shape_power : float
+        Exponent of the cosine.
+    floor : float
+        Smallest weight, in [0, 1].
+    xp : namespace
+        The array namespace to build the map in.
+    device : object, optional
+        Device of the map (default: the namespace's default device).
 
     Returns
     -------

@@ -158,8 +158,10 @@ def centred_sums(s, r, centre, lo, hi):
 
     Returns
     -------
-    s1, s2 : float
-        ``Σd`` and ``Σd²`` in float64, 0.0 for an empty range.
+    s1 : float
+        ``Σd`` in float64, 0.0 for an empty range.
+    s2 : float
+        ``Σd²`` in float64, 0.0 for an empty range.
     """
     c = np.float64(centre)
     # Four accumulators: one float64 add chain per sample would be latency-bound.

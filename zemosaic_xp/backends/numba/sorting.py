@@ -20,7 +20,7 @@ NETWORK_LANES = 32
 
 @jit
 def nan_to_inf_rows(x, s, n_valid):
-    """``s = x`` with NaN as ``+inf``, and the valid (non-NaN) count of each row.
+    """Copy ``x`` into ``s`` with NaN as ``+inf``, and count each row's valid (non-NaN) samples.
 
     Parameters
     ----------
@@ -29,7 +29,7 @@ def nan_to_inf_rows(x, s, n_valid):
     s : ndarray, shape (R, N), float32
         Output; sorted afterwards by NumPy in place.
     n_valid : ndarray, shape (R,), int64
-        Output.
+        Output: the valid samples of each row.
 
     Notes
     -----

@@ -58,7 +58,7 @@ def _outside_sums(s, r, m0, lo, hi, n):
 @jit
 def wsc_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors,
              out_lo, out_hi, out_it, out_c, out_sum, sums):
-    """ZeMosaic's Huber winsorised sigma clip of every sorted row (unweighted).
+    """Run ZeMosaic's Huber winsorised sigma clip on every sorted row (unweighted).
 
     Parameters
     ----------

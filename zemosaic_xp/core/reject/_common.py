@@ -31,9 +31,10 @@ class RangeFit:
     """Kept range of each sorted row after a range-based clip, with its sums.
 
     Returned by :func:`~.kappa_sigma.kappa_sigma_fit` and
-    :func:`~.winsorized_sigma_clip.wsc_pixinsight_fit`.
+    :func:`~.winsorized_sigma_clip.wsc_pixinsight_fit`. All arrays are on the device
+    of the rows that were clipped.
 
-    Parameters
+    Attributes
     ----------
     lo, hi : array, shape (R,), int64
         Kept range ``[lo, hi)`` of each sorted row.
@@ -102,7 +103,7 @@ def range_rejection(samples: Samples, lo: Array, hi: Array, iterations: Array, *
     xp = samples.xp
     n = samples.n_valid[:, 0]
 
-    def keep() -> Array:
+    def _keep() -> Array:
         s = samples.sorted
         has = hi > lo
         zero = xp.zeros_like(lo)
@@ -110,7 +111,7 @@ def range_rejection(samples: Samples, lo: Array, hi: Array, iterations: Array, *
         last = take_rows(s, xp.where(has, hi - 1, zero), xp=xp)[:, None]
         return samples.valid & has[:, None] & (samples.x >= first) & (samples.x <= last)
 
-    return Rejection(None, lo, n - hi, iterations, lo=lo[:, None], hi=hi[:, None], keep_factory=keep,
+    return Rejection(None, lo, n - hi, iterations, lo=lo[:, None], hi=hi[:, None], keep_factory=_keep,
                      centre=centre, kept_sum=kept_sum)
 
 
@@ -154,23 +155,34 @@ def exact_range_rejection(samples: Samples, lo: Array, hi: Array, iterations: Ar
 
     Parameters
     ----------
-    samples, lo, hi, iterations
-        As :func:`range_rejection`.
+    samples : Samples
+        The band; ``samples.sorted`` is the order ``lo`` and ``hi`` index.
+    lo, hi : array, shape (P,), int64
+        Kept range of each pixel's sorted samples.
+    iterations : array, shape (P,), int64
+        Iterations each pixel ran.
 
     Returns
     -------
     Rejection
-        Exactly the samples ``sorted[lo:hi]`` kept (ties broken by frame index).
+        Exactly the samples ``sorted[lo:hi]`` kept (ties broken by frame index):
+        ``n_low = lo``, ``n_high = n_valid − hi``, the range as ``(P, 1)`` columns, on
+        the device of ``samples``.
+
+    Notes
+    -----
+    The rank fallback costs two argsorts of the band; it runs only for bands with
+    a tie across a range bound.
     """
     xp = samples.xp
     s, n = samples.sorted, samples.n_valid[:, 0]
     has = hi > lo
 
-    def at(idx: Array) -> Array:
+    def _at(idx: Array) -> Array:
         return take_rows(s, idx, xp=xp, clip=True)
 
-    left_tie = has & (lo > 0) & (at(lo - 1) == at(lo))
-    right_tie = has & (hi < n) & (at(hi - 1) == at(hi))
+    left_tie = has & (lo > 0) & (_at(lo - 1) == _at(lo))
+    right_tie = has & (hi < n) & (_at(hi - 1) == _at(hi))
     if not bool(xp.any(left_tie | right_tie)):
         return range_rejection(samples, lo, hi, iterations)
     ranks = _sorted_ranks(samples)

@@ -173,7 +173,7 @@ def student_t_isf(q: float, df: float) -> float:
 
 @lru_cache(maxsize=64)
 def gesd_critical_values(n_max: int, alpha: float) -> tuple[float, ...]:
-    """Rosner's λ_n for every sample count n = 0 … ``n_max`` at significance ``alpha``.
+    """Compute Rosner's critical value λ_n for every sample count n = 0 … ``n_max``.
 
     λ_n = (n − 1)·t / sqrt(n·(n − 2 + t²)) with t the Student-t quantile of
     probability 1 − α/(2n) and n − 2 degrees of freedom: the threshold for the
@@ -189,7 +189,8 @@ def gesd_critical_values(n_max: int, alpha: float) -> tuple[float, ...]:
     Returns
     -------
     tuple of float, length ``n_max + 1``
-        λ_n at index n; +inf for n < 3 (no test possible). Cached per (n_max, alpha).
+        Element n is λ_n at significance ``alpha``; +inf for n < 3 (no test
+        possible). Cached per (n_max, alpha).
     """
     values = [math.inf] * (n_max + 1)
     for n in range(3, n_max + 1):

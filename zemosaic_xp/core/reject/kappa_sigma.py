@@ -44,15 +44,35 @@ def kappa_sigma_ranges(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_h
 
     Parameters
     ----------
-    s, n_valid, kappa_low, kappa_high, max_iters, ddof, min_survivors, xp, ops
-        As :func:`kappa_sigma_fit`.
+    s : array, shape (R, N), float32
+        Rows sorted ascending, invalid samples last (see ``nanstats.sort_valid``).
+    n_valid : array, shape (R, 1) or (R,), int64
+        Valid samples per row.
+    kappa_low, kappa_high : float
+        Clip thresholds in units of σ below / above the median.
+    max_iters : int
+        Iteration cap (0 = no clip).
+    ddof : int
+        0 = population std (astropy ``stdfunc="std"``), 1 = sample std.
+    min_survivors : int
+        A row never goes below ``min(min_survivors, n_valid)`` kept samples.
+    xp : namespace
+        The array namespace of ``s``.
+    ops : ArrayOps, optional
+        Fast paths and strategy (default: the registered ops of ``xp``).
 
     Returns
     -------
-    lo, hi : array, shape (R, 1), int64
-        Kept range ``[lo, hi)`` of each sorted row.
+    lo : array, shape (R, 1), int64
+        Start of the kept range ``[lo, hi)`` of each sorted row.
+    hi : array, shape (R, 1), int64
+        End of the kept range, exclusive.
     iterations : array, shape (R,), int64
         Iterations run per row (0 for rows that cannot reject).
+
+    Notes
+    -----
+    Every array is on the device of ``s``.
     """
     fit = kappa_sigma_fit(s, n_valid, kappa_low=kappa_low, kappa_high=kappa_high,
                           max_iters=max_iters, ddof=ddof, min_survivors=min_survivors, xp=xp,

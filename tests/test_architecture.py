@@ -84,7 +84,7 @@ def test_only_backends_import_gpu_and_jit_libraries():
     (r"^class GpuPolicy\b", "gpu/policy.py"),
     (r"^def check_health\b", "backends/health.py"),
     (r"^class FaultInjector\b", "gpu/testing.py"),
-    (r"^def stack_bands\b", "core/pipeline.py"),
+    (r"^def stack_bands\b", "core/band_driver.py"),
     (r"^def mad_sorted\b", "core/sorted_rows.py"),
     (r"^def centred_prefix_sums\b", "core/sorted_rows.py"),
     (r"^def load_config_file\b", "compat/zemosaic.py"),

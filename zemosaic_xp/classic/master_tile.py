@@ -8,7 +8,7 @@ core (:mod:`zemosaic_xp.core.pipeline`):
    are taken exactly as ``stack()`` takes them, and the frame plan (gains, offsets,
    quality weights) is computed on the host (:mod:`.scan`);
 3. pass 2 streams row bands ``(h, W, C, N)`` from the files through the core's band
-   driver (:func:`~zemosaic_xp.core.pipeline.stack_bands`) on the backend chosen by
+   driver (:func:`~zemosaic_xp.core.band_driver.stack_bands`) on the backend chosen by
    the run's :class:`~zemosaic_xp.gpu.GpuPolicy` (mode C: GPU, retry once, CPU
    fallback), downloading each band's image and coverage into host arrays.
 
@@ -33,9 +33,11 @@ from astropy.io import fits
 
 from .._version import __version__
 from ..backends import Backend, default_memory_budget
+from ..core.band_driver import Block, band_blocks, stack_bands
 from ..core.config import StackConfig
-from ..core.pipeline import Block, FramePlan, band_blocks, finish_stack, rows_per_band, stack_bands
-from ..gpu.policy import DeviceSession, GpuPolicy, GpuResultError, garbage_reason
+from ..core.pipeline import FramePlan, finish_stack, rows_per_band
+from ..gpu.policy import GpuPolicy
+from ..gpu.session import DeviceSession, GpuResultError, garbage_reason
 from ..io.bands import BandReader, open_sources
 from ..io.fits import FitsReadError, write_fits
 from .scan import FrameScan, plan_scan, scan_frames
@@ -80,7 +82,7 @@ class MasterTileResult:
 
 
 class _TimedReader:
-    """The FITS band reader as a :class:`~zemosaic_xp.core.pipeline.BandSource`, timing its reads."""
+    """The FITS band reader as a :class:`~zemosaic_xp.core.band_driver.BandSource`, timing its reads."""
 
     def __init__(self, reader: BandReader, session: DeviceSession, shape: tuple[int, int, int]) -> None:
         self.reader, self.session = reader, session

@@ -3,7 +3,7 @@
 :func:`stack_frames` is what ``zemosaic_xp.stack`` runs once the frames are on the
 chosen backend: it plans the frames from sub-samples (:func:`~.pipeline.plan_frames`),
 sizes row bands from the memory budget, and streams them through
-:func:`~.pipeline.stack_bands` from an :class:`ArrayBandSource`.
+:func:`~.band_driver.stack_bands` from an :class:`ArrayBandSource`.
 """
 
 from __future__ import annotations
@@ -12,21 +12,12 @@ import math
 import time
 from typing import Any, Callable, Sequence
 
+from .band_driver import BandDevice, Block, band_blocks, stack_bands
 from .config import StackConfig
 from .frames import FrameStack
 from .framestats import FrameSamples
 from .ops import ArrayOps, ops_for
-from .pipeline import (
-    BandDevice,
-    Block,
-    StackResult,
-    band_blocks,
-    finish_stack,
-    memory_factor,
-    plan_frames,
-    rows_per_band,
-    stack_bands,
-)
+from .pipeline import StackResult, finish_stack, memory_factor, plan_frames, rows_per_band
 from .weights import user_weight_kind
 
 __all__ = ["ArrayBandSource", "stack_frames"]
@@ -40,7 +31,7 @@ _DEFAULT_BUDGET_BYTES = 256 * 1024**2
 
 
 class ArrayBandSource:
-    """A :class:`~.pipeline.BandSource` over in-memory frames (and per-pixel weights).
+    """A :class:`~.band_driver.BandSource` over in-memory frames (and per-pixel weights).
 
     Parameters
     ----------

@@ -16,7 +16,7 @@ from typing import Any
 __all__ = ["run_grid_mode", "GridConfig", "GridResult", "load_stack_plan", "connect_cluster"]
 
 _LAZY = {
-    "run_grid_mode": ".runner", "GridResult": ".runner", "GridConfig": ".config", "load_stack_plan": ".plan",
+    "run_grid_mode": ".runner", "GridResult": ".result", "GridConfig": ".config", "load_stack_plan": ".plan",
     "connect_cluster": ".cluster",
 }
 

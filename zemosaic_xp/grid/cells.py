@@ -10,7 +10,7 @@ memory budget only changes how many rows of a cell go through the core at once, 
 the core works per pixel. So the result stays bit-identical for any budget or block
 size, and every frame that has data at a pixel is in that pixel's stack.
 :func:`cell_blocks` yields the blocks lazily to the core's band driver
-(:func:`~zemosaic_xp.core.pipeline.stack_bands`), which reads them through
+(:func:`~zemosaic_xp.core.band_driver.stack_bands`), which reads them through
 :class:`~zemosaic_xp.io.bands.PatchSource`.
 """
 
@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Sequence
 
+from ..core.band_driver import Block
 from ..core.config import StackConfig
-from ..core.pipeline import Block, rows_per_band
+from ..core.pipeline import rows_per_band
 from ..io.patch_store import PatchStore
 
 __all__ = ["CELL_ROWS", "CELL_COLS", "cell_blocks"]

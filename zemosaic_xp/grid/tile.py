@@ -6,7 +6,7 @@
 2. The frame plan (:func:`~.tile_plan.plan_tile_frames`): the survey's normalisation
    of each frame (:mod:`.normalise`), quality weights from the frames' noise, exposures.
 3. The tile goes through the core's band driver
-   (:func:`~zemosaic_xp.core.pipeline.stack_bands`) cell by cell (:mod:`.cells`), each
+   (:func:`~zemosaic_xp.core.band_driver.stack_bands`) cell by cell (:mod:`.cells`), each
    cell with every frame that reaches it, on the GPU when the run's
    :class:`~zemosaic_xp.gpu.GpuPolicy` allows it (a failed block is redone on the CPU).
    Rejection therefore always sees every frame of a pixel, and the tile is
@@ -31,8 +31,10 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from ..backends import select_backend
-from ..core.pipeline import BandDevice, BandResult, StackResult, finish_stack, stack_bands
-from ..gpu.policy import GpuPolicy, GpuResultError, garbage_reason
+from ..core.band_driver import BandDevice, stack_bands
+from ..core.pipeline import BandResult, StackResult, finish_stack
+from ..gpu.policy import GpuPolicy
+from ..gpu.session import GpuResultError, garbage_reason
 from ..io.bands import PatchSource
 from ..io.fits import write_fits
 from ..io.framecache import FRAMES

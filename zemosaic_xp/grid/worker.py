@@ -204,7 +204,7 @@ def _warm_stack(stack_config: Any) -> None:
     import numpy as np
 
     from ..backends import select_backend
-    from ..core.pipeline import BandDevice, band_blocks, stack_bands
+    from ..core.band_driver import BandDevice, band_blocks, stack_bands
     from .tile_plan import plan_tile_frames
 
     xp = select_backend("numpy").xp

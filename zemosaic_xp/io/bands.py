@@ -1,6 +1,6 @@
 """Band sources on the host: FITS files, arrays, and a grid tile's spilled patches.
 
-The core's band driver (:func:`~zemosaic_xp.core.pipeline.stack_bands`) reads blocks
+The core's band driver (:func:`~zemosaic_xp.core.band_driver.stack_bands`) reads blocks
 from a source; the host-side ones live here. :class:`BandReader` serves a master
 tile's frames, :class:`PatchSource` a grid tile's :class:`~.patch_store.PatchStore`.
 
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..backends import to_host
-from ..core.pipeline import Block
+from ..core.band_driver import Block
 from .fits import FitsFrameSource
 from .patch_store import PatchStore
 

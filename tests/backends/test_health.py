@@ -66,6 +66,7 @@ def test_select_backend_uses_the_health_check(monkeypatch):
     from zemosaic_xp import backends
     from zemosaic_xp.backends import BackendUnavailable, selection
 
+    monkeypatch.setenv("ZEMOSAIC_XP_GPU_PROBE", "0")  # a fake CuPy, whatever the machine's driver
     cp = types.ModuleType("cupy")
     cp.cuda = types.SimpleNamespace(is_available=lambda: True, Device=lambda: "cuda:0")
     monkeypatch.setitem(sys.modules, "cupy", cp)
@@ -79,3 +80,44 @@ def test_select_backend_uses_the_health_check(monkeypatch):
     finally:
         backends.clear_backend_cache()
     assert seen == ["cupy"]
+
+
+# --------------------------------------------------------------------- driver probe
+@pytest.mark.parametrize(("platform", "files", "expected"), [
+    ("linux", {"/proc/driver/nvidia/version"}, True),
+    ("linux", {"/dev/nvidia0"}, True),
+    ("linux", {"/dev/kfd"}, True),                      # ROCm: torch's "cuda" device
+    ("linux", {"/usr/lib/wsl/lib/libcuda.so"}, True),   # WSL2
+    ("linux", set(), False),
+    ("darwin", {"/proc/driver/nvidia/version"}, False),
+], ids=["nvidia-module", "nvidia-node", "rocm", "wsl2", "none", "macos"])
+def test_gpu_driver_probe(monkeypatch, platform, files, expected):
+    from zemosaic_xp.backends import health
+
+    monkeypatch.delenv(health.GPU_PROBE_ENV, raising=False)
+    monkeypatch.setattr(health.sys, "platform", platform)
+    monkeypatch.setattr(health.os.path, "exists", lambda p: p in files)
+    monkeypatch.setattr(health.glob, "glob", lambda pattern: sorted(f for f in files if f.startswith("/dev/nvidia")))
+    present, reason = health.gpu_driver_present()
+    assert present is expected and reason
+
+
+def test_gpu_driver_probe_can_be_switched_off(monkeypatch):
+    from zemosaic_xp.backends import health
+
+    monkeypatch.setenv(health.GPU_PROBE_ENV, "0")
+    monkeypatch.setattr(health.sys, "platform", "darwin")
+    assert health.gpu_driver_present()[0] is True
+
+
+def test_auto_without_a_driver_imports_no_gpu_library():
+    # issue 13: `auto` must not import torch or CuPy on a machine without a GPU driver.
+    import subprocess
+    import sys
+
+    code = ("import sys; import zemosaic_xp.backends.selection as s; "
+            "s.gpu_driver_present = lambda: (False, 'no driver here'); "
+            "b = s.select_backend('auto'); print(b.name, 'torch' in sys.modules, 'cupy' in sys.modules)\n"
+            "try:\n    s.select_backend('torch:cuda')\nexcept s.BackendUnavailable as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["numpy False False", "torch CUDA not tried: no driver here"]

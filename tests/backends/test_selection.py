@@ -20,6 +20,13 @@ def fresh_cache():
     backends.clear_backend_cache()
 
 
+
+@pytest.fixture(autouse=True)
+def _no_driver_probe(monkeypatch):
+    """These tests fake CuPy / torch modules: import them whatever the machine's driver."""
+    monkeypatch.setenv("ZEMOSAIC_XP_GPU_PROBE", "0")
+
+
 def _real_torch_cuda() -> bool:
     """Whether this machine really has a torch CUDA device (the fallback auto may pick)."""
     try:

@@ -17,7 +17,7 @@ imported when a backend or a kernel that needs it is first used.
 """
 
 from .gpu_probe import GpuMemoryReading, GpuProbe, open_gpu_probe
-from .health import check_health
+from .health import check_health, gpu_driver_present
 from .memory import default_memory_budget, device_memory_info, free_device_memory, is_oom_error, synchronize
 from .selection import (
     BACKEND_NAMES,
@@ -37,6 +37,7 @@ __all__ = [
     "backend_of",
     "clear_backend_cache",
     "check_health",
+    "gpu_driver_present",
     "to_backend",
     "to_host",
     "device_memory_info",

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .health import check_health
+from .health import check_health, gpu_driver_present
 
 __all__ = ["Backend", "BackendUnavailable", "BACKEND_NAMES", "select_backend", "backend_of",
            "clear_backend_cache"]
@@ -116,7 +116,16 @@ def _strict_backend() -> Backend:
     return Backend("array_api_strict", xps, xps.Device("CPU_DEVICE") if hasattr(xps, "Device") else None, False)
 
 
+def _require_gpu_driver(library: str) -> None:
+    """Fail fast, before importing ``library``, on a machine with no GPU driver."""
+    present, reason = gpu_driver_present()
+    if not present:
+        msg = f"{library} not tried: {reason}"
+        raise BackendUnavailable(msg)
+
+
 def _cupy_backend() -> Backend:
+    _require_gpu_driver("cupy")
     cp = _import_optional("cupy", "gpu")
 
     def start() -> Backend:
@@ -129,6 +138,8 @@ def _cupy_backend() -> Backend:
 
 
 def _torch_backend(device_type: str) -> Backend:
+    if device_type == "cuda":
+        _require_gpu_driver("torch CUDA")
     torch = _import_optional("torch", "torch")
     import array_api_compat.torch as xp_torch
 

@@ -43,7 +43,8 @@ from ..backends import (
     is_oom_error,
     select_backend,
 )
-from .session import DeviceSession, UnitRun, error_text
+from ..backends.health import error_text
+from .session import DeviceSession, UnitRun
 
 __all__ = ["GpuPolicy", "GPU_MODES", "DISABLED_MESSAGE"]
 

@@ -19,7 +19,7 @@ import numpy as np
 from ..backends import Backend, to_backend, to_host
 from ..core.band_driver import BandDevice
 
-__all__ = ["DeviceSession", "UnitRun", "GpuResultError", "garbage_reason", "error_text"]
+__all__ = ["DeviceSession", "UnitRun", "GpuResultError", "garbage_reason"]
 
 
 class GpuResultError(RuntimeError):
@@ -191,20 +191,3 @@ class UnitRun:
             Entries of :attr:`attempts` with ``ok`` False.
         """
         return sum(1 for a in self.attempts if not a["ok"])
-
-
-def error_text(exc: BaseException) -> str:
-    """``"Type: first line of the message"`` of an exception, for logs and stats.
-
-    Parameters
-    ----------
-    exc : BaseException
-        The error.
-
-    Returns
-    -------
-    str
-        Its type name, with the first line of its message when it has one.
-    """
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

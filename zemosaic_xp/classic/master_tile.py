@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from ..core.config import StackConfig
 from ..core.pipeline import FramePlan, finish_stack, rows_per_band
 from ..gpu.policy import GpuPolicy
 from ..gpu.session import DeviceSession, GpuResultError, garbage_reason
-from ..io.bands import BandReader, open_sources
+from ..io.bands import BandReader, open_sources, read_frames_first
 from ..io.fits import FitsReadError, write_fits
 from .scan import FrameScan, plan_scan, scan_frames
 
@@ -93,6 +94,16 @@ class _TimedReader:
             return self.reader.band(block.r0, block.r1)
 
 
+class _Shape:
+    """The output shape of a native stack (its blocks are read by the native callable)."""
+
+    def __init__(self, height: int, width: int, channels: int) -> None:
+        self.height, self.width, self.channels = height, width, channels
+
+    def read(self, block: Block) -> tuple[np.ndarray, None]:  # pragma: no cover - never called
+        raise NotImplementedError
+
+
 class _Tile:
     """Pass 2 of one tile: everything the band driver needs, for any device session."""
 
@@ -115,16 +126,76 @@ class _Tile:
         return session.rows
 
     def stack_on(self, session: DeviceSession) -> tuple[dict[str, np.ndarray], dict]:
-        """Stream every band through ``session``'s backend; image, coverage and stats on the host."""
+        """Stream every band through ``session``'s backend; image, coverage and stats on the host.
+
+        Parameters
+        ----------
+        session : DeviceSession
+            The attempt's backend, band budget (or imposed rows) and timers.
+
+        Returns
+        -------
+        outputs : dict of str to ndarray
+            ``image`` (float32) and ``coverage`` (int32), each ``(H, W, C)`` on the host.
+        stats : dict
+            The core's stack statistics plus ``read_blocks`` / ``native_bands``.
+        """
         t0 = time.perf_counter()
-        reader = BandReader(self.scan.sources, alpha=self.scan.has_alpha, block_bytes=self.read_bytes)
-        source = _TimedReader(reader, session, (self.h, self.w, self.c))
-        outputs, stats = stack_bands(source, band_blocks(self.h, self.band_rows(session)), config=self.config,
-                                     plan=self.plan, device=session, out_xp=np_xp, out_device="cpu",
-                                     outputs=("image", "coverage"), progress_callback=self.cb)
+        native = self._native(session)
+        if native is not None:
+            outputs, stats = self._stack_native(session, native)
+        else:
+            reader = BandReader(self.scan.sources, alpha=self.scan.has_alpha, block_bytes=self.read_bytes)
+            source = _TimedReader(reader, session, (self.h, self.w, self.c))
+            outputs, stats = stack_bands(source, band_blocks(self.h, self.band_rows(session)), config=self.config,
+                                         plan=self.plan, device=session, out_xp=np_xp, out_device="cpu",
+                                         outputs=("image", "coverage"), progress_callback=self.cb)
+            stats["read_blocks"] = reader.reads
         moved = sum(v for k, v in session.seconds.items() if k != "compute")
         session.seconds["compute"] = max(0.0, time.perf_counter() - t0 - moved)
-        stats["read_blocks"] = reader.reads
+        return outputs, stats
+
+    def _native(self, session: DeviceSession) -> Any:
+        """The backend's whole-band stacker for this tile, or None (the core's band path)."""
+        if session.backend.library != "numpy" or self.scan.has_alpha or session.rows is not None:
+            return None
+        return session.ops.band_stacker(self.config, self.plan)
+
+    def _stack_native(self, session: DeviceSession, stacker: Any) -> tuple[dict[str, np.ndarray], dict]:
+        """Frames-first blocks read straight from the files into a native band stacker.
+
+        Each block of rows is converted from the FITS bytes into a frames-first buffer
+        (no transposing copy, one pass for integer data) and stacked by the backend's
+        kernel in cache-sized sub-bands (``ops.band_bytes``). Blocks run on
+        ``ops.band_workers`` threads, so one thread reads while another stacks; the
+        blocks in flight share the memory budget.
+        """
+        ops = session.ops
+        row_bytes = self.n * self.w * self.c * 4
+        workers = max(1, int(ops.band_workers))
+        # A block buffer per worker plus the kernel's per-sub-band copies: half the budget each.
+        block_rows = int(max(1, min(self.h, session.budget_bytes // (2 * workers * row_bytes))))
+        sub_rows = max(1, int(ops.band_bytes) // row_bytes) if ops.band_bytes else block_rows
+        session.rows = block_rows
+        lock = threading.Lock()
+
+        def native(block: Block, views: tuple) -> tuple[int, int, int, int]:
+            t_read = time.perf_counter()
+            band = read_frames_first(self.scan.sources, block.r0, block.r1)
+            with lock:
+                session.seconds["read"] += time.perf_counter() - t_read
+            totals = [0, 0, 0, 0]
+            for a in range(0, block.r1 - block.r0, sub_rows):
+                b = min(block.r1 - block.r0, a + sub_rows)
+                counts = stacker(band, a, b, tuple(v[a:b] for v in views))
+                totals = [max(totals[0], counts[0])] + [t + c for t, c in zip(totals[1:], counts[1:])]
+            return tuple(totals)
+
+        blocks = band_blocks(self.h, block_rows)
+        outputs, stats = stack_bands(_Shape(self.h, self.w, self.c), blocks, config=self.config, plan=self.plan,
+                                     device=session, out_xp=np_xp, out_device="cpu", outputs=("image", "coverage"),
+                                     native=native, workers=min(workers, len(blocks)), progress_callback=self.cb)
+        stats["native_bands"] = True
         return outputs, stats
 
     def check(self, value: tuple[dict[str, np.ndarray], dict]) -> None:
@@ -218,8 +289,10 @@ def stack_master_tile(inputs: Any, config: StackConfig | None = None, *,
     cb = progress_callback if progress_callback is not None else _noop
     sources = open_sources(inputs)
     cpu_budget = memory_budget_bytes or default_memory_budget(policy.cpu_backend())
-    scan = scan_frames(sources, stats_samples=config.frame_stats_samples, budget_bytes=cpu_budget,
-                       progress_callback=cb)
+    # The identity normalisation and equal weights read no statistic (as stack() does).
+    need_samples = not (config.normalize == "none" and config.weighting == "none")
+    scan = scan_frames(sources, stats_samples=config.frame_stats_samples if need_samples else 1,
+                       budget_bytes=cpu_budget, progress_callback=cb, need_samples=need_samples)
     try:
         plan = plan_scan(scan, config)
         t_scan = time.perf_counter() - t0

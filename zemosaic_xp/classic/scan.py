@@ -267,8 +267,14 @@ def _read_frame_once(source: FitsSource | ArraySource, *, stats_samples: int,
     return np.ascontiguousarray(np.concatenate(picks).T), *flags, has_alpha
 
 
+def _needs_no_read(source: FitsSource | ArraySource, need_samples: bool) -> bool:
+    """An integer FITS frame without ALPHA is finite everywhere: nothing to learn by reading it."""
+    return not need_samples and not source.has_alpha and bool(getattr(source, "is_integer", False))
+
+
 def scan_frames(sources: Sequence[FitsSource | ArraySource], *, stats_samples: int,
-                budget_bytes: int, progress_callback: Callable[..., Any]) -> FrameScan:
+                budget_bytes: int, progress_callback: Callable[..., Any],
+                need_samples: bool = True) -> FrameScan:
     """Pass 1: validate, sub-sample and flag every frame; see the module docstring.
 
     Parameters
@@ -284,6 +290,11 @@ def scan_frames(sources: Sequence[FitsSource | ArraySource], *, stats_samples: i
         is read in blocks of rows.
     progress_callback : callable
         Receives ``("STAGE_PROGRESS", "scan", done, total=N)``.
+    need_samples : bool
+        False when the plan reads no statistic (``normalize="none"`` and
+        ``weighting="none"``): integer FITS frames without ALPHA are then not read at
+        all (they cannot be all-NaN), and ``has_nonzero`` stays unknown (False) for
+        them.
 
     Returns
     -------
@@ -302,8 +313,12 @@ def scan_frames(sources: Sequence[FitsSource | ArraySource], *, stats_samples: i
     exposures: list[float | None] = []
     try:
         for i, source in enumerate(sources):
-            samples, finite, data, nonzero, alpha = _read_frame_once(
-                source, stats_samples=stats_samples, block_bytes=budget_bytes // 4)
+            if _needs_no_read(source, need_samples):
+                samples = np.zeros((source.channels, 1), dtype=np.float32)  # never read: the plan is the identity
+                finite, data, nonzero, alpha = True, True, False, False
+            else:
+                samples, finite, data, nonzero, alpha = _read_frame_once(
+                    source, stats_samples=stats_samples, block_bytes=budget_bytes // 4)
             if not finite:
                 logger.warning("[P3] skipping '%s': no finite pixel (all NaN/inf), nothing to stack",
                                source.name)

@@ -241,8 +241,9 @@ def stack_bands(source: BandSource, blocks: Iterable[Block], *, config: StackCon
         device per block and fall back on failure. Default: ``work(device)``.
     native : callable, optional
         ``native(block, views)`` stacks a block natively straight into ``views`` (the
-        block's slices of the five outputs, all kept) and returns its counters; must
-        equal :func:`stack_band` (``ArrayOps.band_stacker``).
+        block's slices of the five outputs, C-contiguous; scratch rows for the ones not
+        kept) and returns its counters; must equal :func:`stack_band`
+        (``ArrayOps.band_stacker``).
     workers : int
         Blocks stacked concurrently (threads; NumPy releases the GIL in its loops).
     total : int, optional
@@ -263,8 +264,6 @@ def stack_bands(source: BandSource, blocks: Iterable[Block], *, config: StackCon
     xp = device.xp
     out_xp = xp if out_xp is None else out_xp
     out_device = device.device if out_xp is xp and out_device is None else out_device
-    if native is not None:
-        outputs = RESULT_NAMES
     if total is None and hasattr(blocks, "__len__"):
         total = len(blocks)  # type: ignore[arg-type]
     shape = (source.height, source.width, source.channels)
@@ -290,7 +289,11 @@ def stack_bands(source: BandSource, blocks: Iterable[Block], *, config: StackCon
                 view[...] = float("nan") if n == "image" else 0
             return 0, 0, 0, 0
         if native is not None:
-            return native(block, tuple(views[n] for n in RESULT_NAMES))
+            # Results that are not kept still need rows to be written into: scratch.
+            scratch = {n: out_xp.empty((block.r1 - block.r0, c1 - block.c0, source.channels),
+                                       dtype=out_xp.float32 if i < 2 else out_xp.int32, device=out_device)
+                       for i, n in enumerate(RESULT_NAMES) if n not in views}
+            return native(block, tuple(views[n] if n in views else scratch[n] for n in RESULT_NAMES))
         res = runner(_work_for(block))
         for n, view in views.items():
             value = getattr(res, n)

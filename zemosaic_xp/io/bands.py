@@ -35,7 +35,8 @@ from ..core.band_driver import Block
 from .fits import FitsFrameSource
 from .patch_store import PatchStore
 
-__all__ = ["FitsSource", "ArraySource", "open_sources", "read_band", "BandReader", "PatchSource"]
+__all__ = ["FitsSource", "ArraySource", "open_sources", "read_band", "read_frames_first", "BandReader",
+           "PatchSource"]
 
 Array = Any
 
@@ -107,21 +108,34 @@ class FitsSource:
         """
         return (self.height, self.width) if self.mono else (self.height, self.width, self.channels)
 
-    def read_rows(self, r0: int, r1: int) -> np.ndarray:
+    @property
+    def is_integer(self) -> bool:
+        """Whether the file stores integers (every pixel finite).
+
+        Returns
+        -------
+        bool
+            True for a positive BITPIX.
+        """
+        return self._fits.is_integer
+
+    def read_rows(self, r0: int, r1: int, out: np.ndarray | None = None) -> np.ndarray:
         """Read rows ``[r0, r1)`` of every channel from disk.
 
         Parameters
         ----------
         r0, r1 : int
             Row range, ``0 <= r0 <= r1 <= H``.
+        out : ndarray, shape (r1 - r0, W, C), float32, optional
+            Where to write them (converted while copied).
 
         Returns
         -------
         ndarray, shape (r1 - r0, W, C), float32
-            Native byte order, on the host; NaN where the file has NaN or ±inf (no
-            data).
+            ``out`` when given. Native byte order, on the host; NaN where the file has
+            NaN or ±inf (no data).
         """
-        return self._fits.read_rows(r0, r1)
+        return self._fits.read_rows(r0, r1, out)
 
     def read_alpha_rows(self, r0: int, r1: int) -> np.ndarray | None:
         """Read rows ``[r0, r1)`` of the ``ALPHA`` extension as weights.
@@ -186,24 +200,32 @@ class ArraySource:
         self.channels = 1 if self.mono else int(shape[2])
         self.frame_shape = tuple(int(v) for v in shape)
 
-    def read_rows(self, r0: int, r1: int) -> np.ndarray:
+    is_integer = False  # checked per read instead: NaN/inf are possible in float data
+
+    def read_rows(self, r0: int, r1: int, out: np.ndarray | None = None) -> np.ndarray:
         """Copy rows ``[r0, r1)`` to the host as float32.
 
         Parameters
         ----------
         r0, r1 : int
             Row range, ``0 <= r0 <= r1 <= H``.
+        out : ndarray, shape (r1 - r0, W, C), float32, optional
+            Where to write them.
 
         Returns
         -------
         ndarray, shape (r1 - r0, W, C), float32
-            On the host (C = 1 for a mono frame); NaN where the frame is not finite
-            (no data).
+            ``out`` when given. On the host (C = 1 for a mono frame); NaN where the
+            frame is not finite (no data).
         """
         rows = np.asarray(to_host(self._array[r0:r1, ...]))
         rows = rows.astype(np.float32) if rows.dtype != np.float32 or not rows.dtype.isnative else rows
         rows = np.where(np.isfinite(rows), rows, np.float32(np.nan))
-        return rows[..., None] if self.mono else rows
+        rows = rows[..., None] if self.mono else rows
+        if out is None:
+            return rows
+        out[...] = rows
+        return out
 
     def read_alpha_rows(self, r0: int, r1: int) -> None:
         """Return None: an in-memory frame has no ``ALPHA`` weights.
@@ -310,6 +332,36 @@ def read_band(sources: Sequence[FitsSource | ArraySource], r0: int, r1: int, *,
             if rows is not None:
                 weights[:, :, 0, i] = np.where(np.isnan(rows), np.float32(0.0), rows)
     return band, weights
+
+
+def read_frames_first(sources: Sequence[FitsSource | ArraySource], r0: int, r1: int, *,
+                      out: np.ndarray | None = None) -> np.ndarray:
+    """Rows ``[r0, r1)`` of every source, frames first, as native band stackers read them.
+
+    Each frame's rows are converted from the file straight into their slot of the
+    band (no transposing copy): the layout of
+    :meth:`zemosaic_xp.core.frames.FrameStack.band_source`.
+
+    Parameters
+    ----------
+    sources : sequence of N sources of one shape
+        The frames.
+    r0, r1 : int
+        Row range, ``0 <= r0 < r1 <= H``.
+    out : ndarray, shape (N, r1 - r0, W, C), float32, C-contiguous, optional
+        A buffer to reuse.
+
+    Returns
+    -------
+    ndarray, shape (N, r1 - r0, W, C), float32
+        NaN = no data; ``out`` when given.
+    """
+    first = sources[0]
+    shape = (len(sources), r1 - r0, first.width, first.channels)
+    band = np.empty(shape, dtype=np.float32) if out is None else out
+    for i, source in enumerate(sources):
+        source.read_rows(r0, r1, band[i])
+    return band
 
 
 class BandReader:

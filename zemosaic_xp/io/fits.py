@@ -23,8 +23,6 @@ from typing import Any, Iterable
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning
-from astropy.wcs.utils import proj_plane_pixel_scales
 
 from .atomic import atomic_path
 
@@ -253,24 +251,40 @@ class FitsFrameSource:
             raise FitsReadError(msg)
         return buf
 
-    def read_rows(self, r0: int, r1: int) -> np.ndarray:
+    @property
+    def is_integer(self) -> bool:
+        """Whether the pixels are stored as integers (BITPIX > 0).
+
+        Returns
+        -------
+        bool
+            True for BITPIX 8, 16, 32 or 64: every pixel is finite (no NaN, no ±inf).
+        """
+        return self._dtype.kind in "iu"
+
+    def read_rows(self, r0: int, r1: int, out: np.ndarray | None = None) -> np.ndarray:
         """Read rows ``[r0, r1)`` of every channel straight from disk.
 
         Parameters
         ----------
         r0, r1 : int
             Row range, ``0 <= r0 <= r1 <= H``.
+        out : ndarray, shape (r1 - r0, W, C), float32, optional
+            Where to write them (e.g. one frame's slot of a band buffer): the stored
+            values are converted while being copied there, in one pass for integer
+            data.
 
         Returns
         -------
         ndarray, shape (r1 - r0, W, C), float32
-            On the host, native byte order, BZERO/BSCALE applied; NaN where the file
-            has NaN or ±inf (no data).
+            ``out`` when given. On the host, native byte order, BZERO/BSCALE applied
+            (in float32: ``x·BSCALE`` then ``+ BZERO``); NaN where the file has NaN or
+            ±inf (no data).
 
         Raises
         ------
         ValueError
-            The row range is outside the frame.
+            The row range is outside the frame, or ``out`` has the wrong shape.
         FitsReadError
             The file ended early.
         """
@@ -278,16 +292,36 @@ class FitsFrameSource:
             msg = f"rows [{r0}, {r1}) are outside '{self.path}' (height {self.height})"
             raise ValueError(msg)
         h, w, c = r1 - r0, self.width, self.channels
+        if out is None:
+            out = np.empty((h, w, c), dtype=np.float32)
+        elif out.shape != (h, w, c) or out.dtype != np.float32:
+            msg = f"`out` must be float32 of shape {(h, w, c)}, got {out.dtype} {out.shape}"
+            raise ValueError(msg)
         with open(self.path, "rb") as fh:
             if self.layout == "HW":
-                raw = self._read_block(fh, r0 * w, h * w).reshape(h, w, 1)
+                self._convert(self._read_block(fh, r0 * w, h * w).reshape(h, w), out[..., 0])
             elif self.layout == "HWC":
-                raw = self._read_block(fh, r0 * w * c, h * w * c).reshape(h, w, c)
+                self._convert(self._read_block(fh, r0 * w * c, h * w * c).reshape(h, w, c), out)
             else:
-                planes = [self._read_block(fh, ch * self.height * w + r0 * w, h * w).reshape(h, w)
-                          for ch in range(c)]
-                raw = np.stack(planes, axis=-1)
-        return _to_float32(raw, self._bscale, self._bzero)
+                for ch in range(c):
+                    raw = self._read_block(fh, ch * self.height * w + r0 * w, h * w).reshape(h, w)
+                    self._convert(raw, out[..., ch])
+        return out
+
+    def _convert(self, raw: np.ndarray, out: np.ndarray) -> None:
+        """``raw`` (stored dtype, any byte order) → float32 ``out``, as :func:`_to_float32`."""
+        # The same float32 operations in the same order as _to_float32 (exact cast, then
+        # ·BSCALE, then +BZERO), fused where NumPy can: results are identical.
+        if self._bscale != 1.0:
+            np.multiply(raw, np.float32(self._bscale), out=out, dtype=np.float32, casting="unsafe")
+            if self._bzero != 0.0:
+                np.add(out, np.float32(self._bzero), out=out)
+        elif self._bzero != 0.0:
+            np.add(raw, np.float32(self._bzero), out=out, dtype=np.float32, casting="unsafe")
+        else:
+            np.copyto(out, raw, casting="unsafe")
+        if not self.is_integer:
+            out[~np.isfinite(out)] = np.nan
 
     def read_alpha_rows(self, r0: int, r1: int) -> np.ndarray | None:
         """Read rows ``[r0, r1)`` of the ``ALPHA`` extension as weights in [0, 1].
@@ -469,7 +503,7 @@ def write_fits(path: str | os.PathLike, image: np.ndarray, *, header: fits.Heade
     return path
 
 
-def frame_wcs(header: fits.Header, path: str) -> WCS:
+def frame_wcs(header: fits.Header, path: str) -> Any:
     """Build the celestial WCS of a frame header, distortions (SIP, lookup tables) included.
 
     Parameters
@@ -489,6 +523,9 @@ def frame_wcs(header: fits.Header, path: str) -> WCS:
     ValueError
         The header has no usable celestial WCS (the message names the file).
     """
+    from astropy.wcs import WCS, FITSFixedWarning  # astropy.wcs pulls in coordinates: only when needed
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         try:

@@ -1,0 +1,83 @@
+"""Master tiles through the native read path (issue 13): FITS bytes → frames-first bands → kernel.
+
+The native path must give exactly what the core's band path gives (and what ``stack()``
+gives in memory), for every configuration it takes, whatever the budget; frames that
+need no statistic are not read by the scan.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from zemosaic_xp import StackConfig, stack, stack_master_tile
+from zemosaic_xp.backends.numba import numba_kernels
+from zemosaic_xp.classic import scan as scan_module
+from zemosaic_xp.core.ops import portable_only
+from zemosaic_xp.synthetic import make_stack
+
+from .helpers import write_frames
+
+pytestmark = pytest.mark.skipif(numba_kernels() is None, reason="the native band kernels need numba")
+
+CONFIGS = [
+    StackConfig(normalize="none", weighting="none", reject="kappa_sigma"),
+    StackConfig(normalize="none", weighting="none", reject="winsorized_sigma_clip", combine="median"),
+    StackConfig(normalize="none", weighting="none", reject="none", combine="max"),
+    StackConfig(normalize="linear_fit", weighting="none", reject="kappa_sigma"),
+]
+
+
+@pytest.fixture(scope="module")
+def uint16_paths(tmp_path_factory):
+    # Camera frames: BITPIX 16 with BZERO 32768 (astropy writes uint16 that way).
+    frames = make_stack(n_frames=9, shape=(37, 29), seed=5, rgb=True, nan_region=False).frames
+    frames = np.clip(np.rint(frames), 0, 65535).astype(np.uint16)
+    folder = tmp_path_factory.mktemp("u16")
+    return frames, write_frames(folder, frames, dtype="uint16", layout="CHW")
+
+
+@pytest.fixture(scope="module")
+def float_paths(tmp_path_factory):
+    frames = make_stack(n_frames=7, shape=(33, 21), seed=6).frames  # with a NaN region
+    return frames, write_frames(tmp_path_factory.mktemp("f32"), frames)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.normalize}-{c.reject}-{c.combine}")
+@pytest.mark.parametrize("data", ["uint16_paths", "float_paths"])
+def test_native_path_equals_the_core_path_and_stack(request, data, config):
+    frames, paths = request.getfixturevalue(data)
+    native = stack_master_tile(paths, config, backend="numpy", memory_budget_bytes=20_000)
+    with portable_only():
+        core = stack_master_tile(paths, config, backend="numpy", memory_budget_bytes=20_000)
+    assert native.stats.get("native_bands") is True and "native_bands" not in core.stats
+    assert native.stats["n_bands"] > 1  # several blocks, several sub-bands
+    np.testing.assert_array_equal(native.image, core.image)
+    np.testing.assert_array_equal(native.coverage, core.coverage)
+    assert native.stats["rejected_pct"] == core.stats["rejected_pct"]
+    in_memory = stack(frames.astype(np.float32), config=config)
+    np.testing.assert_array_equal(native.image, in_memory.image)
+
+
+def test_native_path_does_not_depend_on_the_budget(uint16_paths):
+    _, paths = uint16_paths
+    config = CONFIGS[0]
+    small = stack_master_tile(paths, config, backend="numpy", memory_budget_bytes=40_000)
+    large = stack_master_tile(paths, config, backend="numpy", memory_budget_bytes=1 << 30)
+    assert small.stats["n_bands"] > large.stats["n_bands"] == 1
+    np.testing.assert_array_equal(small.image, large.image)
+    np.testing.assert_array_equal(small.coverage, large.coverage)
+
+
+def test_frames_that_need_no_statistic_are_not_read_by_the_scan(uint16_paths, monkeypatch):
+    _, paths = uint16_paths
+    expected = stack_master_tile(paths, CONFIGS[1], backend="numpy")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the scan read a frame although the plan needs no statistic")
+
+    monkeypatch.setattr(scan_module, "_read_frame_once", refuse)
+    got = stack_master_tile(paths, CONFIGS[1], backend="numpy")
+    np.testing.assert_array_equal(got.image, expected.image)
+    with pytest.raises(AssertionError, match="the scan read a frame"):
+        stack_master_tile(paths, CONFIGS[3], backend="numpy")  # linear_fit needs sub-samples

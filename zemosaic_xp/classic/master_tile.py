@@ -47,6 +47,9 @@ __all__ = ["MasterTileResult", "stack_master_tile", "write_master_tile", "proven
 
 ProgressCallback = Callable[..., Any]
 
+# Frames-first read buffer of one block of the native path (per worker thread).
+_READ_BLOCK_BYTES = 16 * 1024**2
+
 
 def _noop(*args: Any, **kwargs: Any) -> None:
     return None
@@ -173,8 +176,11 @@ class _Tile:
         ops = session.ops
         row_bytes = self.n * self.w * self.c * 4
         workers = max(1, int(ops.band_workers))
-        # A block buffer per worker plus the kernel's per-sub-band copies: half the budget each.
-        block_rows = int(max(1, min(self.h, session.budget_bytes // (2 * workers * row_bytes))))
+        # A block buffer per worker plus the kernel's per-sub-band copies: half the budget
+        # each, and at most _READ_BLOCK_BYTES per buffer (bigger blocks only add memory:
+        # a read's fixed cost is already small beside its bytes there).
+        block_bytes = min(_READ_BLOCK_BYTES, session.budget_bytes // (2 * workers))
+        block_rows = int(max(1, min(self.h, block_bytes // row_bytes)))
         sub_rows = max(1, int(ops.band_bytes) // row_bytes) if ops.band_bytes else block_rows
         session.rows = block_rows
         lock = threading.Lock()

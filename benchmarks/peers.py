@@ -41,6 +41,7 @@ from peers_data import NOISE_SIGMA_ADU, CaseData, parse_case, prepare_case  # no
 from peers_quality import quality, read_stack  # noqa: E402
 from peers_tools import (  # noqa: E402
     REJECTIONS,
+    ProcessRun,
     Tool,
     drop_page_cache,
     find_ours,
@@ -104,13 +105,18 @@ def _tools(args: argparse.Namespace, siril_env: dict) -> tuple[Tool, Tool | None
     return ours, Tool("siril", (siril_path,), tool_version((siril_path,), env=siril_env))
 
 
+def _output(tool: Tool, case: CaseData, rejection: str) -> Path:
+    """Where ``tool`` writes its stack of ``rejection``."""
+    return case.folder / f"{tool.name}_{rejection}.fits"
+
+
 def _run_once(tool: Tool, case: CaseData, rejection: str, attempt: int, args: argparse.Namespace,
-              siril_env: dict) -> tuple:
-    """One timed run of ``tool``; returns (ProcessRun, output path)."""
+              siril_env: dict) -> ProcessRun:
+    """One timed run of ``tool`` (its output deleted first)."""
     logs = case.folder / "logs"
     logs.mkdir(exist_ok=True)
     log = logs / f"{tool.name}_{rejection}_{attempt}.log"
-    out = case.folder / f"{tool.name}_{rejection}.fits"
+    out = _output(tool, case, rejection)
     out.unlink(missing_ok=True)
     if tool.name == "ours":
         config = write_ours_config(case.folder / f"ours_{rejection}.json", rejection)
@@ -122,24 +128,35 @@ def _run_once(tool: Tool, case: CaseData, rejection: str, attempt: int, args: ar
         argv, env = [*tool.command, "-d", str(case.folder), "-s", str(script)], siril_env
     if args.cold:
         drop_page_cache()
-    return run_process(argv, log, env=env, cwd=case.folder), out
+    return run_process(argv, log, env=env, cwd=case.folder)
 
 
-def _summarise(tool: Tool, runs: list, out: Path, case: CaseData, truth: tuple) -> dict:
+def _failure(runs: list[ProcessRun], out: Path) -> str | None:
+    """What went wrong with a tool's runs (exit status and last log line), or None."""
+    failed = [run for run in runs if run.returncode != 0]
+    if not failed and out.is_file():
+        return None
+    run = failed[0] if failed else runs[-1]
+    tail = run.log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+    what = f"exit {run.returncode}" if failed else f"exit 0 but no {out.name}"
+    return f"{what}: {tail[0][:200]} (log: {run.log})"
+
+
+def _summarise(tool: Tool, runs: list[ProcessRun], case: CaseData, rejection: str, truth: tuple) -> dict:
     """Best time, peak RSS, rejected % and quality of one tool on one rejection."""
-    failed = [run for run, _ in runs if run.returncode != 0 or not out.is_file()]
-    if failed:
-        tail = failed[0].log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
-        return {"error": f"exit {failed[0].returncode}: {tail[0][:200]} (log: {failed[0].log})"}
+    out = _output(tool, case, rejection)
+    error = _failure(runs, out)
+    if error:
+        return {"error": error}
     image, scale, cards = read_stack(out)
-    row = {"times_sec": [run.wall_sec for run, _ in runs], "best_sec": min(run.wall_sec for run, _ in runs),
-           "peak_rss_mib": max(run.peak_rss_kib for run, _ in runs) / 1024, "output_scale": scale,
-           "output": str(out), "log": str(runs[-1][0].log)}
+    row = {"times_sec": [run.wall_sec for run in runs], "best_sec": min(run.wall_sec for run in runs),
+           "peak_rss_mib": max(run.peak_rss_kib for run in runs) / 1024, "output_scale": scale,
+           "output": str(out), "log": str(runs[-1].log)}
     if tool.name == "ours":
         row["rejected_pct"] = float(cards["ZMT_REJP"]) if "ZMT_REJP" in cards else None
         row["backend"] = cards.get("ZMT_BACK")
     else:
-        low_high = siril_rejected_pct(runs[-1][0].log.read_text(errors="replace"))
+        low_high = siril_rejected_pct(runs[-1].log.read_text(errors="replace"))
         row["rejected_pct"] = None if low_high is None else sum(low_high)
         row["rejected_low_high_pct"] = low_high
     row.update(quality(image, *truth, sigma_adu=NOISE_SIGMA_ADU, n_frames=case.n_frames))
@@ -170,15 +187,13 @@ def measure(case: CaseData, rejection: str, tools: list[Tool], args: argparse.Na
     dict
         ``rejection``, one entry per tool name, and ``ratio`` (Siril's best time over ours).
     """
-    runs: dict[str, list] = {tool.name: [] for tool in tools}
-    outs: dict[str, Path] = {}
+    runs: dict[str, list[ProcessRun]] = {tool.name: [] for tool in tools}
     for attempt in range(args.repeat):
-        for tool in tools:
-            run, outs[tool.name] = _run_once(tool, case, rejection, attempt, args, siril_env)
-            runs[tool.name].append((run, outs[tool.name]))
+        for tool in tools:  # interleaved: a slow spell of the machine hits both tools alike
+            runs[tool.name].append(_run_once(tool, case, rejection, attempt, args, siril_env))
     row: dict = {"rejection": rejection, "ours": None, "siril": None}
     for tool in tools:
-        row[tool.name] = _summarise(tool, runs[tool.name], outs[tool.name], case, truth)
+        row[tool.name] = _summarise(tool, runs[tool.name], case, rejection, truth)
     ours, siril = row["ours"], row["siril"]
     both = siril is not None and "best_sec" in ours and "best_sec" in siril
     row["ratio"] = siril["best_sec"] / ours["best_sec"] if both else None

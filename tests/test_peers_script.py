@@ -148,3 +148,18 @@ def test_siril_log_and_scale(peers, tmp_path):
     fits.PrimaryHDU(np.full((4, 4), 1000 / 65535, dtype=np.float32)).writeto(tmp_path / "unit.fits")
     image, scale, _ = read_stack(tmp_path / "unit.fits")
     assert scale == 65535.0 and np.allclose(image, 1000.0, rtol=1e-6)
+
+
+def test_failed_tool_is_reported(peers, tiny_run, tmp_path, capsys):
+    # A "siril-cli" that fails: the row says so with the log, ours still measured, exit 2.
+    fake = tmp_path / "siril-cli"
+    fake.write_text("#!/bin/sh\necho 'boom: no such sequence'\nexit 3\n")
+    fake.chmod(0o755)
+    out = tmp_path / "fail.json"
+    code = peers.main(["--cases", CASE, "--rejections", "median", "--repeat", "1", "--workdir", str(tiny_run[4]),
+                       "--backend", "numpy", "--siril", str(fake), "--json", str(out)])
+    assert code == 2
+    assert "Failed runs:" in capsys.readouterr().out
+    row = json.loads(out.read_text())["cases"][0]["rows"][0]
+    assert row["siril"]["error"].startswith("exit 3: boom: no such sequence (log: ")
+    assert "error" not in row["ours"] and row["ratio"] is None

@@ -3,6 +3,8 @@
 The suite lives in ``benchmarks/`` of a source checkout (it is not installed with
 the package); this command runs it with pytest-benchmark and renders the JSON with
 ``benchmarks/report.py``, exactly as ``docs/performance.md`` describes.
+``zemosaic-xp bench --peers [OPTIONS]`` runs ``benchmarks/peers.py`` instead (the
+whole-process comparison with Siril) with the options that follow ``--peers``.
 """
 
 from __future__ import annotations
@@ -31,10 +33,41 @@ def _find_benchmarks(explicit: str | None) -> Path:
     raise CliError(msg)
 
 
+def _load_script(suite: Path, name: str):
+    """Import ``suite/name`` (a script of the suite, not a package module) and return it."""
+    spec = importlib.util.spec_from_file_location(f"_zemosaic_bench_{Path(name).stem}", suite / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _peers_argv(args: argparse.Namespace) -> list[str]:
+    """The options for ``peers.py``: those after ``--peers``, plus --cases/--json/-o given before it."""
+    from . import CliError
+
+    if args.full:
+        msg = "`--full` is an option of the pytest suite, not of `--peers`; use --peers --cases ... instead"
+        raise CliError(msg)
+    before = [item for flag, value in (("--cases", args.cases), ("--json", args.json), ("--output", args.output))
+              if value for item in (flag, value)]
+    return before + list(args.peers)
+
+
 def _run(args: argparse.Namespace) -> int:
+    suite = _find_benchmarks(args.suite)
+    if args.peers is not None:
+        if not (suite / "peers.py").is_file():
+            from . import CliError
+
+            msg = f"no peers.py in {suite}; run from a source checkout of zemosaic_xp or pass --suite PATH"
+            raise CliError(msg)
+        return int(_load_script(suite, "peers.py").main(_peers_argv(args)))
+    return _run_suite(args, suite)
+
+
+def _run_suite(args: argparse.Namespace, suite: Path) -> int:
     import pytest
 
-    suite = _find_benchmarks(args.suite)
     env_before = {k: os.environ.get(k) for k in ("ZEMOSAIC_BENCH_FULL", "ZEMOSAIC_BENCH_CASES")}
     os.environ["ZEMOSAIC_BENCH_FULL"] = "1" if args.full else ""
     if args.cases:
@@ -51,9 +84,7 @@ def _run(args: argparse.Namespace) -> int:
                 os.environ[key] = value
     if code != 0 or not json_path.is_file():
         return int(code) or 1
-    spec = importlib.util.spec_from_file_location("_zemosaic_bench_report", suite / "report.py")
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = _load_script(suite, "report.py")
     out = ["--output", args.output] if args.output else []
     return report.main([str(json_path), *out])
 
@@ -76,8 +107,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", help="keep the pytest-benchmark JSON here")
     parser.add_argument("-o", "--output", help="write the markdown table here (default stdout)")
     parser.add_argument("--suite", help="path of the benchmarks/ directory (default: found from cwd)")
+    parser.add_argument("--peers", nargs=argparse.REMAINDER, default=None, metavar="OPTIONS",
+                        help="run the whole-process comparison with Siril (benchmarks/peers.py) instead; "
+                             "every option after --peers goes to it (--cases 32x1024 --repeat 3 ..., "
+                             "see `python benchmarks/peers.py --help`)")
     parser.set_defaults(func=_run)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(_run(argparse.Namespace(full=False, cases=None, json=None, output=None, suite=None)))
+    sys.exit(_run(argparse.Namespace(full=False, cases=None, json=None, output=None, suite=None, peers=None)))

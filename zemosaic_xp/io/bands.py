@@ -79,8 +79,7 @@ class FitsSource:
         # A 2-D file (or one plane) is mono: the result is (H, W), like stack() on (N, H, W).
         self.mono = self.channels == 1
         self.has_alpha = self._fits.has_alpha
-        header = self._fits.header
-        exposure = header.get("EXPTIME", header.get("EXPOSURE"))
+        exposure = self._fits.card("EXPTIME", self._fits.card("EXPOSURE"))
         try:
             self.exposure_sec = float(exposure) if exposure is not None else None
         except (TypeError, ValueError):
@@ -336,7 +335,7 @@ def read_band(sources: Sequence[FitsSource | ArraySource], r0: int, r1: int, *,
 
 def read_frames_first(sources: Sequence[FitsSource | ArraySource], r0: int, r1: int, *,
                       out: np.ndarray | None = None) -> np.ndarray:
-    """Rows ``[r0, r1)`` of every source, frames first, as native band stackers read them.
+    """Read rows ``[r0, r1)`` of every source, frames first, as native band stackers read them.
 
     Each frame's rows are converted from the file straight into their slot of the
     band (no transposing copy): the layout of

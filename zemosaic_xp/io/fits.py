@@ -25,6 +25,7 @@ import numpy as np
 from astropy.io import fits
 
 from .atomic import atomic_path
+from .fits_header import HduInfo, scan_hdus
 
 __all__ = ["FitsFrame", "FitsFrameSource", "read_frame", "write_fits", "FitsReadError", "frame_wcs"]
 
@@ -71,6 +72,22 @@ def _image_hdu_index(hdul: fits.HDUList, path: str) -> int:
             return i
     msg = f"'{path}' has no 2-D or 3-D image HDU"
     raise FitsReadError(msg)
+
+
+def _fast_image_index(hdus: list[HduInfo]) -> int | None:
+    """:func:`_image_hdu_index` on scanned HDUs; None when there is no image (astropy decides)."""
+    def ndim(h: HduInfo) -> int:
+        return int(h.cards.get("NAXIS", 0))
+
+    if ndim(hdus[0]) >= 2:
+        return 0
+    for i, h in enumerate(hdus):
+        if h.is_image and h.name in _SCIENCE_NAMES and ndim(h) >= 2:
+            return i
+    for i, h in enumerate(hdus):
+        if h.is_image and ndim(h) >= 2 and h.name != _ALPHA_NAME:
+            return i
+    return None
 
 
 def _layout(shape: tuple[int, ...], path: str) -> str:
@@ -160,8 +177,6 @@ class FitsFrameSource:
         The file, as a string.
     height, width, channels : int
         Frame size in memory; ``channels`` is 1 for a 2-D file.
-    header : astropy.io.fits.Header
-        A copy of the image HDU's header.
     layout : {"HW", "CHW", "HWC"}
         Axis order of the image on disk (NumPy order).
 
@@ -176,6 +191,58 @@ class FitsFrameSource:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = os.fspath(path)
+        if not os.path.exists(self.path):
+            msg = f"frame '{self.path}' does not exist"
+            raise FileNotFoundError(msg)
+        self._header: fits.Header | None = None
+        self._raw_header: bytes | None = None
+        self._alpha_index = None
+        fast = self._open_fast()
+        header = self._cards if fast else self._open_astropy()
+        bitpix = int(header["BITPIX"])
+        naxis = int(header["NAXIS"])
+        shape = tuple(int(header[f"NAXIS{naxis - i}"]) for i in range(naxis))
+        dtypes = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+        if bitpix not in dtypes:
+            msg = f"'{self.path}' has unsupported BITPIX {bitpix}"
+            raise FitsReadError(msg)
+        self._dtype = np.dtype(dtypes[bitpix])
+        self._bscale = float(header.get("BSCALE", 1.0))
+        self._bzero = float(header.get("BZERO", 0.0))
+        self._shape = shape
+        self.layout = _layout(shape, self.path)
+        if self.layout == "HW":
+            self.height, self.width, self.channels = shape[0], shape[1], 1
+        elif self.layout == "CHW":
+            self.channels, self.height, self.width = shape
+        else:
+            self.height, self.width, self.channels = shape
+        expected = self._offset + int(np.prod(shape)) * self._dtype.itemsize
+        size = os.path.getsize(self.path)
+        if size < expected:
+            msg = f"'{self.path}' is truncated: {size} bytes, the header needs {expected}"
+            raise FitsReadError(msg)
+
+    def _open_fast(self) -> bool:
+        """Locate the image with :func:`~.fits_header.scan_hdus`; False to use astropy instead.
+
+        The fast reader takes the common files (a primary image, or an image extension
+        after an empty primary) and leaves everything else (ALPHA extensions, unusual
+        or broken headers) to astropy, which also gives the diagnosis of bad files.
+        """
+        hdus = scan_hdus(self.path)
+        if hdus is None or any(h.name == _ALPHA_NAME for h in hdus):
+            return False
+        index = _fast_image_index(hdus)
+        if index is None:
+            return False
+        self._cards = hdus[index].cards
+        self._raw_header = hdus[index].raw_header
+        self._offset = hdus[index].data_offset
+        return True
+
+    def _open_astropy(self) -> fits.Header:
+        """Locate the image with astropy (any FITS file it can open); return its header."""
         with _open(self.path, memmap=False, lazy_load_hdus=True, do_not_scale_image_data=True) as hdul, \
                 warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -190,35 +257,46 @@ class FitsFrameSource:
             if info is None or header.get("ZIMAGE") or isinstance(hdu, fits.CompImageHDU):
                 msg = f"'{self.path}' holds a compressed or unsupported image HDU; decompress it first"
                 raise FitsReadError(msg)
-            self.header = header.copy()
-            bitpix = int(header["BITPIX"])
-            naxis = int(header["NAXIS"])
-            shape = tuple(int(header[f"NAXIS{naxis - i}"]) for i in range(naxis))
+            self._header = header.copy()
             self._offset = int(info["datLoc"])
-            self._alpha_index = None
             for i, other in enumerate(hdul):
                 if other.name.upper() == _ALPHA_NAME and i != index:
                     self._alpha_index = i
-        dtypes = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
-        if bitpix not in dtypes:
-            msg = f"'{self.path}' has unsupported BITPIX {bitpix}"
-            raise FitsReadError(msg)
-        self._dtype = np.dtype(dtypes[bitpix])
-        self._bscale = float(self.header.get("BSCALE", 1.0))
-        self._bzero = float(self.header.get("BZERO", 0.0))
-        self._shape = shape
-        self.layout = _layout(shape, self.path)
-        if self.layout == "HW":
-            self.height, self.width, self.channels = shape[0], shape[1], 1
-        elif self.layout == "CHW":
-            self.channels, self.height, self.width = shape
-        else:
-            self.height, self.width, self.channels = shape
-        expected = self._offset + int(np.prod(shape)) * self._dtype.itemsize
-        size = os.path.getsize(self.path)
-        if size < expected:
-            msg = f"'{self.path}' is truncated: {size} bytes, the header needs {expected}"
-            raise FitsReadError(msg)
+        return self._header
+
+    @property
+    def header(self) -> fits.Header:
+        """A copy of the image HDU's header (parsed on first use).
+
+        Returns
+        -------
+        astropy.io.fits.Header
+            Every card of the image HDU.
+        """
+        if self._header is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._header = fits.Header.fromstring(self._raw_header.decode("ascii"))
+        return self._header
+
+    def card(self, key: str, default: Any = None) -> Any:
+        """One header value without parsing the whole header.
+
+        Parameters
+        ----------
+        key : str
+            A FITS keyword (``"EXPTIME"``).
+        default : object
+            Returned when the card is missing.
+
+        Returns
+        -------
+        object
+            The card's value (str, int, float or bool), or ``default``.
+        """
+        if self._header is None and self._raw_header is not None:
+            return self._cards.get(key, default)
+        return self.header.get(key, default)
 
     @property
     def has_alpha(self) -> bool:

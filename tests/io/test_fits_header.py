@@ -62,3 +62,17 @@ def test_frame_source_reads_the_same_with_either_reader(tmp_path, monkeypatch):
     np.testing.assert_array_equal(fast.read_rows(2, 7), slow.read_rows(2, 7))
     assert fast.header["BZERO"] == slow.header["BZERO"] == 32768
     assert fast.card("NAXIS1") == slow.card("NAXIS1") == 8
+
+
+def test_files_kept_open_read_the_same_and_are_closed(tmp_path):
+    from zemosaic_xp.io.bands import files_kept_open, open_sources, read_frames_first
+
+    rng = np.random.default_rng(2)
+    paths = [str(_write(tmp_path / f"k{i}.fits", [fits.PrimaryHDU(rng.integers(0, 900, (6, 5)).astype(np.int16))]))
+             for i in range(4)]
+    sources = open_sources(paths)
+    expected = read_frames_first(sources, 1, 5)
+    with files_kept_open(sources) as held:
+        assert held and all(s._fits._fd is not None for s in sources)  # noqa: SLF001
+        np.testing.assert_array_equal(read_frames_first(sources, 1, 5), expected)
+    assert all(s._fits._fd is None for s in sources)  # noqa: SLF001

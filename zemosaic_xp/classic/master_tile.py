@@ -39,7 +39,7 @@ from ..core.config import StackConfig
 from ..core.pipeline import FramePlan, finish_stack, rows_per_band
 from ..gpu.policy import GpuPolicy
 from ..gpu.session import DeviceSession, GpuResultError, garbage_reason
-from ..io.bands import BandReader, open_sources, read_frames_first
+from ..io.bands import BandReader, files_kept_open, open_sources, read_frames_first
 from ..io.fits import FitsReadError, write_fits
 from .scan import FrameScan, plan_scan, scan_frames
 
@@ -145,15 +145,17 @@ class _Tile:
         """
         t0 = time.perf_counter()
         native = self._native(session)
-        if native is not None:
-            outputs, stats = self._stack_native(session, native)
-        else:
-            reader = BandReader(self.scan.sources, alpha=self.scan.has_alpha, block_bytes=self.read_bytes)
-            source = _TimedReader(reader, session, (self.h, self.w, self.c))
-            outputs, stats = stack_bands(source, band_blocks(self.h, self.band_rows(session)), config=self.config,
-                                         plan=self.plan, device=session, out_xp=np_xp, out_device="cpu",
-                                         outputs=("image", "coverage"), progress_callback=self.cb)
-            stats["read_blocks"] = reader.reads
+        with files_kept_open(self.scan.sources):  # every file is read once per band
+            if native is not None:
+                outputs, stats = self._stack_native(session, native)
+            else:
+                reader = BandReader(self.scan.sources, alpha=self.scan.has_alpha, block_bytes=self.read_bytes)
+                source = _TimedReader(reader, session, (self.h, self.w, self.c))
+                outputs, stats = stack_bands(source, band_blocks(self.h, self.band_rows(session)),
+                                             config=self.config, plan=self.plan, device=session, out_xp=np_xp,
+                                             out_device="cpu", outputs=("image", "coverage"),
+                                             progress_callback=self.cb)
+                stats["read_blocks"] = reader.reads
         moved = sum(v for k, v in session.seconds.items() if k != "compute")
         session.seconds["compute"] = max(0.0, time.perf_counter() - t0 - moved)
         return outputs, stats

@@ -24,9 +24,10 @@ paid once per block rather than once per band when bands are thin (large N).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -35,8 +36,8 @@ from ..core.band_driver import Block
 from .fits import FitsFrameSource
 from .patch_store import PatchStore
 
-__all__ = ["FitsSource", "ArraySource", "open_sources", "read_band", "read_frames_first", "BandReader",
-           "PatchSource"]
+__all__ = ["FitsSource", "ArraySource", "open_sources", "read_band", "read_frames_first", "files_kept_open",
+           "BandReader", "PatchSource"]
 
 Array = Any
 
@@ -135,6 +136,14 @@ class FitsSource:
             NaN or ±inf (no data).
         """
         return self._fits.read_rows(r0, r1, out)
+
+    def keep_open(self) -> None:
+        """Hold the file open for the reads that follow (see :meth:`close`)."""
+        self._fits.keep_open()
+
+    def close(self) -> None:
+        """Release the file held by :meth:`keep_open`."""
+        self._fits.close()
 
     def read_alpha_rows(self, r0: int, r1: int) -> np.ndarray | None:
         """Read rows ``[r0, r1)`` of the ``ALPHA`` extension as weights.
@@ -331,6 +340,44 @@ def read_band(sources: Sequence[FitsSource | ArraySource], r0: int, r1: int, *,
             if rows is not None:
                 weights[:, :, 0, i] = np.where(np.isnan(rows), np.float32(0.0), rows)
     return band, weights
+
+
+@contextlib.contextmanager
+def files_kept_open(sources: Sequence[FitsSource | ArraySource]) -> Iterator[bool]:
+    """Hold every FITS source's file open inside the block, when the process may.
+
+    Parameters
+    ----------
+    sources : sequence of FitsSource or ArraySource
+        The frames of a stack.
+
+    Yields
+    ------
+    bool
+        Whether the files are held (not when they would take more than half of the
+        process's file-descriptor limit: then each read opens its file).
+    """
+    files = [s for s in sources if hasattr(s, "keep_open")]
+    held = bool(files) and len(files) <= _fd_allowance()
+    try:
+        if held:
+            for source in files:
+                source.keep_open()
+        yield held
+    finally:
+        if held:
+            for source in files:
+                source.close()
+
+
+def _fd_allowance() -> int:
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return 256
+    return max(0, (soft if soft > 0 else 1024) // 2 - 16)
 
 
 def read_frames_first(sources: Sequence[FitsSource | ArraySource], r0: int, r1: int, *,

@@ -15,6 +15,7 @@ renames it: a crash never leaves a half-written file under the final name.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -196,6 +197,7 @@ class FitsFrameSource:
             raise FileNotFoundError(msg)
         self._header: fits.Header | None = None
         self._raw_header: bytes | None = None
+        self._fd: int | None = None
         self._alpha_index = None
         fast = self._open_fast()
         header = self._cards if fast else self._open_astropy()
@@ -320,10 +322,34 @@ class FitsFrameSource:
         """
         return (self.height, self.width, self.channels)
 
+    def keep_open(self) -> None:
+        """Hold the file open until :meth:`close`: reads then skip the ``open`` call.
+
+        For the band loops of a stack, where every frame is read once per band: with
+        many frames and thin bands the ``open``/``close`` pairs cost more than the
+        bytes. Reads use ``pread`` at explicit offsets, so threads may share the file.
+        """
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+
+    def close(self) -> None:
+        """Close the file held by :meth:`keep_open` (a no-op otherwise)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def _handle(self) -> Any:
+        """A context giving what :meth:`_read_block` reads from: the held fd, or a new file."""
+        return contextlib.nullcontext(self._fd) if self._fd is not None else open(self.path, "rb")  # noqa: SIM115
+
     def _read_block(self, fh: Any, start: int, count: int) -> np.ndarray:
         buf = np.empty(count, dtype=self._dtype)
-        fh.seek(self._offset + start * self._dtype.itemsize)
-        got = fh.readinto(memoryview(buf).cast("B"))
+        offset = self._offset + start * self._dtype.itemsize
+        if isinstance(fh, int):
+            got = os.preadv(fh, [memoryview(buf).cast("B")], offset)
+        else:
+            fh.seek(offset)
+            got = fh.readinto(memoryview(buf).cast("B"))
         if got != buf.nbytes:
             msg = f"'{self.path}' ended early while reading rows (got {got} of {buf.nbytes} bytes)"
             raise FitsReadError(msg)
@@ -375,7 +401,7 @@ class FitsFrameSource:
         elif out.shape != (h, w, c) or out.dtype != np.float32:
             msg = f"`out` must be float32 of shape {(h, w, c)}, got {out.dtype} {out.shape}"
             raise ValueError(msg)
-        with open(self.path, "rb") as fh:
+        with self._handle() as fh:
             if self.layout == "HW":
                 self._convert(self._read_block(fh, r0 * w, h * w).reshape(h, w), out[..., 0])
             elif self.layout == "HWC":

@@ -49,6 +49,9 @@ ProgressCallback = Callable[..., Any]
 
 # Frames-first read buffer of one block of the native path (per worker thread).
 _READ_BLOCK_BYTES = 16 * 1024**2
+# ... but at least this many rows when the budget allows: with thousands of frames a row
+# of all of them is already megabytes, and each block reads every file once.
+_MIN_BLOCK_ROWS = 8
 
 
 def _noop(*args: Any, **kwargs: Any) -> None:
@@ -181,7 +184,7 @@ class _Tile:
         # A block buffer per worker plus the kernel's per-sub-band copies: half the budget
         # each, and at most _READ_BLOCK_BYTES per buffer (bigger blocks only add memory:
         # a read's fixed cost is already small beside its bytes there).
-        block_bytes = min(_READ_BLOCK_BYTES, session.budget_bytes // (2 * workers))
+        block_bytes = min(max(_READ_BLOCK_BYTES, _MIN_BLOCK_ROWS * row_bytes), session.budget_bytes // (2 * workers))
         block_rows = int(max(1, min(self.h, block_bytes // row_bytes)))
         sub_rows = max(1, int(ops.band_bytes) // row_bytes) if ops.band_bytes else block_rows
         session.rows = block_rows

@@ -354,11 +354,11 @@ def files_kept_open(sources: Sequence[FitsSource | ArraySource]) -> Iterator[boo
     Yields
     ------
     bool
-        Whether the files are held (not when they would take more than half of the
-        process's file-descriptor limit: then each read opens its file).
+        Whether the files are held: the soft file-descriptor limit is raised towards
+        the hard one when needed; beyond half of it each read opens its file.
     """
     files = [s for s in sources if hasattr(s, "keep_open")]
-    held = bool(files) and len(files) <= _fd_allowance()
+    held = bool(files) and len(files) <= _fd_allowance(len(files))
     try:
         if held:
             for source in files:
@@ -370,11 +370,16 @@ def files_kept_open(sources: Sequence[FitsSource | ArraySource]) -> Iterator[boo
                 source.close()
 
 
-def _fd_allowance() -> int:
+def _fd_allowance(needed: int) -> int:
+    """File descriptors this process may hold for a stack (raising its soft limit if needed)."""
     try:
         import resource
 
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 2 * needed + 64
+        if 0 < soft < want and (hard == resource.RLIM_INFINITY or hard >= want):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
     except (ImportError, OSError, ValueError):
         return 256
     return max(0, (soft if soft > 0 else 1024) // 2 - 16)

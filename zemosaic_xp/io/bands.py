@@ -336,7 +336,7 @@ def read_band(sources: Sequence[FitsSource | ArraySource], r0: int, r1: int, *,
 
 def read_frames_first(sources: Sequence[FitsSource | ArraySource], r0: int, r1: int, *,
                       out: np.ndarray | None = None) -> np.ndarray:
-    """Rows ``[r0, r1)`` of every source, frames first, as native band stackers read them.
+    """Read rows ``[r0, r1)`` of every source, frames first, as native band stackers read them.
 
     Each frame's rows are converted from the file straight into their slot of the
     band (no transposing copy): the layout of

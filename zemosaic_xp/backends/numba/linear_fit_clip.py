@@ -68,22 +68,20 @@ def linear_fit_clip_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survi
         for j in range(n_cols):
             kept[j] = j < n
             yc[j] = np.float64(s[r, j]) - centre if j < n else 0.0
+            rank[j] = np.float64(j if j < n else n)  # cumulative_sum(kf) − kf: the kept samples before j
             low[j] = False
             high[j] = False
+        count = np.float64(n)
         iterations = 0
         active = n > 2 and n > need_int
         for _ in range(max_iters):
             if not active:
                 break
             # The line through (rank, yc) of the kept samples, with the core's sums.
-            total = 0.0
             for j in range(n_cols):
                 kf = 1.0 if kept[j] else 0.0
-                rank[j] = total  # cumulative_sum(kf) − kf: the kept samples before j
-                total += kf
                 prod1[j] = kf * yc[j]
                 prod2[j] = kf * rank[j] * yc[j]
-            count = total
             sy = pairwise_sum(prod1, n_cols, frames, values)
             sry = pairwise_sum(prod2, n_cols, frames, values)
             sr = count * (count - 1.0) / 2.0
@@ -104,6 +102,8 @@ def linear_fit_clip_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survi
             iterations += 1
             active = n_out > 0 and count - np.float64(n_out) >= need
             if active:
+                # The rank among the kept samples is updated here, far from its next reads.
+                before = 0
                 for j in range(n_cols):
                     if kept[j]:
                         is_low = -residual[j] > bound_low
@@ -111,6 +111,9 @@ def linear_fit_clip_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survi
                         low[j] = low[j] or is_low
                         high[j] = high[j] or is_high
                         kept[j] = not (is_low or is_high)
+                    rank[j] = np.float64(before)
+                    before += kept[j]
+                count = np.float64(before)
         n_low = 0
         n_high = 0
         gap = False

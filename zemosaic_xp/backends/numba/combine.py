@@ -21,8 +21,13 @@ value is a multiple of the ulp of the smallest nonzero ``|x|``, so when
 NumPy's bit for bit. Rows that fail the test (values spanning more than 2**29 ulps,
 infinities) are summed again from the frames, in frame order, with NumPy's pairwise
 tree (:func:`frame_order_total`). Medians, minima, maxima and counts are exact in
-any case, so every result is the core's to the bit (up to the sign of a zero median,
-minimum or maximum: sorts order ``−0`` and ``+0`` as they come).
+any case, so every result is the core's to the bit, with two corners: the sign of a
+zero median, minimum or maximum follows the sort's order of ``−0`` and ``+0``; and a
+normalised sample that overflowed to ``+inf`` (still a valid sample) in a pixel
+without a tie across its bounds is kept here by value, while the core ranks it among
+the invalid samples (also ``+inf``) whenever *another* pixel of its band has such a
+tie, and may then drop it from the mean but not from the coverage: the core's result
+depends on its band layout there, the kernel's does not.
 """
 
 from __future__ import annotations

@@ -2,11 +2,12 @@
 
 ``sorting`` (sorts), ``kappa_sigma`` (κ-σ on sorted rows), ``wsc_pixinsight`` (the
 default winsorised sigma clip), ``wsc_zemosaic`` (ZeMosaic's WSC, unweighted and
-weighted) and ``band`` (whole bands from the frames) must give what the portable
-core gives on the same data: identical ranges, iteration counts, coverage and
+weighted), ``band`` (whole bands from the frames), ``combine`` and the shared helpers
+of ``common`` must give what the portable core gives on the same data: identical ranges, iteration counts, coverage and
 rejection maps, images equal to float32 rounding. Each data row of ``_DATA`` names
 the edge case it covers. Every test here runs with the kernels on, whatever
-``ZEMOSAIC_XP_NUMBA`` says for the rest of the suite.
+``ZEMOSAIC_XP_NUMBA`` says for the rest of the suite. The band kernels of the other
+rejections have a test file each (``test_numba_<algorithm>.py``).
 """
 
 from __future__ import annotations
@@ -246,21 +247,6 @@ def _compare(fast, ref):
         assert fast.stats[name] == ref.stats[name], name
 
 
-@pytest.fixture
-def band_calls(monkeypatch):
-    """Bands the whole-band kernel stacked (it declines what it does not implement)."""
-    calls = []
-    original = kernels.stack_band
-
-    def spy(*args, **kwargs):
-        result = original(*args, **kwargs)
-        calls.append(len(result) == 4)
-        return result
-
-    monkeypatch.setattr(kernels, "stack_band", spy)
-    return calls
-
-
 def _both(frames, config, **kwargs):
     fast = stack(frames, config=config, **kwargs)
     with portable_only():
@@ -362,6 +348,90 @@ def test_torch_cpu_bands_use_the_kernels():
     np.testing.assert_allclose(host(fast.image), host(ref.image), rtol=1e-6)
 
 
+# ---------------------------------------------------------------------------- shared helpers, the combine
+@pytest.mark.parametrize("n", [1, 5, 7, 8, 9, 31, 128, 129, 150, 300, 1000])
+def test_pairwise_sum_is_numpy_sum(n):
+    # Values spanning 16 decades (every order rounds differently), zeros and all −0.
+    rng = np.random.default_rng(n)
+    x = (rng.normal(0, 1, (6, n)) * 10.0 ** rng.integers(-8, 8, (6, n))).astype(np.float32)
+    x[1, rng.random(n) < 0.5] = 0.0
+    x[2] = -0.0
+    frames, values = np.empty((64, 3), np.int64), np.empty(64)
+    want = np.sum(x, axis=-1, dtype=np.float64)
+    got = np.array([common.pairwise_sum(row.astype(np.float64), n, frames, values) for row in x])
+    assert got.tobytes() == want.tobytes()
+
+
+def test_np_maximum_and_lower_bound():
+    values = np.array([-np.inf, -1.0, -0.0, 0.0, 1.0, np.inf, np.nan])
+    a, b = (v.ravel() for v in np.meshgrid(values, values, indexing="ij"))
+    got = np.array([common.np_maximum(x, y) for x, y in zip(a, b)])
+    assert got.tobytes() == np.maximum(a, b).tobytes()
+    row = np.sort(np.random.default_rng(2).integers(0, 6, 40)).astype(np.float32)[None, :]
+    for v in range(-1, 8):
+        assert common.lower_bound(row, 0, np.float32(v), 0, 40) == np.searchsorted(row[0], v)
+
+
+def _cancelling(rng, rows, n):
+    # Small integers (ties) and ±1e20, ±1e25 that cancel: a float64 sum of these depends
+    # on the order of the additions by whole units, not in its last bit.
+    x = rng.integers(1, 5, (rows, n)).astype(np.float32)
+    for value in (1e20, -1e20, 1e25, -1e25):
+        x[rng.random(x.shape) < 0.15] = np.float32(value)
+    x[rng.random(x.shape) < 0.1] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("case", ["range", "split", "rewinsor"])
+@pytest.mark.parametrize("n", [5, 12, 60, 150])
+def test_frame_order_total_is_the_core_s_sum(case, n):
+    # The combine's fallback sum against the core's own keep mask and float64 sum.
+    from zemosaic_xp.backends.numba.combine import frame_order_total
+    from zemosaic_xp.core.reject._common import exact_range_rejection, keep_from_sorted, range_rejection
+
+    rng = np.random.default_rng(n)
+    x = _cancelling(rng, 400, n)
+    samples = Samples(x, None, xp=XP, ops=ArrayOps(XP))
+    s, count = samples.sorted, samples.n_valid[:, 0]
+    lo = (rng.random(400) * (count + 1)).astype(np.int64)
+    hi = lo + (rng.random(400) * (count - lo + 1)).astype(np.int64)
+    keep_sorted = (rng.random(s.shape) < 0.7) & (np.arange(n)[None, :] < count[:, None])
+    q = np.sort(rng.normal(2, 1, (400, 2)).astype(np.float32), axis=1)
+    values = x
+    if case == "range":
+        keep = exact_range_rejection(samples, lo, hi, np.zeros_like(lo)).keep
+    elif case == "split":
+        keep = keep_from_sorted(samples, keep_sorted)
+    else:
+        keep = samples.valid
+        inside = range_rejection(samples, lo, hi, np.zeros_like(lo)).keep
+        values = np.where(samples.valid & ~inside, np.clip(x, q[:, :1], q[:, 1:]), x)
+    want = np.sum(np.where(keep, values, 0), axis=-1, dtype=np.float64)
+    src = np.ascontiguousarray(np.where(np.isnan(x), np.inf, x).T.reshape(n, 1, 400))  # frames first
+    empty = np.zeros((n, 0), np.float32)
+    scratch = (np.empty(n), np.empty(n, np.int64), np.empty((64, 3), np.int64), np.empty(64))
+    got = np.array([frame_order_total(s, p, lo[p], hi[p], count[p], case == "split", keep_sorted,
+                                      case == "rewinsor", q[p, 0], q[p, 1], src, 0, empty, empty, False, *scratch)
+                    for p in range(400)])
+    assert got.tobytes() == want.tobytes()
+    if case == "range" and n <= 60:  # (at 150 frames the ±1e25 dominate every range)
+        sorted_sums = np.array([np.sum(s[p, lo[p]:hi[p]], dtype=np.float64) for p in range(400)])
+        assert (sorted_sums != want).any()  # the data tells the orders apart
+
+
+@pytest.mark.parametrize("reject", ["none", "minmax"])
+@pytest.mark.parametrize("n_frames", [9, 60])
+def test_mean_of_sums_that_are_not_exact_is_summed_in_frame_order(reject, n_frames, band_calls):
+    # Such sums are added as the core adds them (pairwise, in frame order, zeros for the
+    # rejected frames), not along the sorted row; minmax's ties across its bounds too.
+    frames = _cancelling(np.random.default_rng(n_frames), 9 * 11, n_frames).T.reshape(n_frames, 9, 11)
+    for combine in ("mean", "sum"):
+        fast, ref = _both(np.ascontiguousarray(frames), StackConfig.plain(reject=reject, combine=combine))
+        for name in ("image", "coverage", "rejected_low", "rejected_high"):
+            assert getattr(fast, name).tobytes() == getattr(ref, name).tobytes(), name
+    assert band_calls and all(band_calls)
+
+
 # ---------------------------------------------------------------------------- switches
 def test_environment_variable_disables_the_kernels(monkeypatch):
     s = make_stack(n_frames=6, shape=(15, 18), seed=4)
@@ -394,7 +464,7 @@ def test_kernels_compile_without_a_cache_directory_and_without_warnings(monkeypa
     assert common.cache_enabled is False
 
 
-@pytest.mark.parametrize("reject", ["none", "kappa_sigma", "winsorized_sigma_clip"])
+@pytest.mark.parametrize("reject", sorted(band_kernels.REJECT_CODES))
 def test_band_kernel_equals_stack_band_with_gains_that_overflow(reject):
     # A normalised sample may overflow to ±inf: the core keeps it as a valid sample,
     # so the band kernel must count it (its slow path) and sort it like the core.
@@ -429,5 +499,7 @@ def test_band_kernel_equals_stack_band_with_gains_that_overflow(reject):
         expected = getattr(want, name)
         with np.errstate(invalid="ignore"):
             np.testing.assert_allclose(value, expected, rtol=1e-6, equal_nan=True, err_msg=name)
+        if reject not in ("kappa_sigma", "winsorized_sigma_clip"):  # no float64 sums of their own order
+            assert value.tobytes() == np.asarray(expected, value.dtype).tobytes(), name
     assert got[5:] == (want.iterations, want.n_valid, want.n_low, want.n_high)
     assert np.isinf(got[0]).any() or reject != "none"  # the overflow reached the mean

@@ -25,6 +25,12 @@ CONFIGS = [
     StackConfig(normalize="none", weighting="none", reject="winsorized_sigma_clip", combine="median"),
     StackConfig(normalize="none", weighting="none", reject="none", combine="max"),
     StackConfig(normalize="linear_fit", weighting="none", reject="kappa_sigma"),
+    StackConfig(normalize="none", weighting="none", reject="percentile", combine="sum"),
+    StackConfig(normalize="none", weighting="none", reject="mad", combine="min"),
+    StackConfig(normalize="none", weighting="none", reject="minmax", combine="median"),
+    StackConfig(normalize="none", weighting="none", reject="gesd"),
+    StackConfig(normalize="linear_fit", weighting="none", reject="linear_fit_clip"),
+    StackConfig(normalize="none", weighting="none", reject="winsorized_quantile", winsor_rewinsor=True),
 ]
 
 

@@ -12,9 +12,9 @@ compare them). What NumPy gains (figures and how they were taken in
   ``copyto`` into a fresh buffer, compaction of the still-active pixels, and one band
   thread per core (NumPy releases the GIL);
 - with numba (optional, ``pip install zemosaic-xp[fast]``; off with
-  ``ZEMOSAIC_XP_NUMBA=0``): unweighted stacks with κ-σ, the winsorised sigma clip or
-  no rejection go band by band through compiled kernels, from the frames straight
-  into the results (:meth:`NumpyOps.band_stacker`); elsewhere κ-σ and both WSC
+  ``ZEMOSAIC_XP_NUMBA=0``): unweighted stacks, whatever their rejection and combine,
+  go band by band through compiled kernels, from the frames straight into the
+  results (:meth:`NumpyOps.band_stacker`); elsewhere κ-σ and both WSC
   flavours run as one compiled loop per pixel over the sorted rows instead of dozens
   of vector passes per iteration, and short rows are sorted by a sorting network
   (:mod:`zemosaic_xp.backends.numba`).

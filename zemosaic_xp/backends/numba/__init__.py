@@ -13,14 +13,21 @@ Modules, by topic:
   winsorised clips and the inline row helpers (median, sums, searches, MAD) that
   every kernel shares;
 - :mod:`.sorting`: NaN → ``+inf`` copies with valid counts, sorting networks;
-- :mod:`.kappa_sigma`, :mod:`.wsc_pixinsight`, :mod:`.wsc_zemosaic`: the rejections
-  on sorted rows;
+- :mod:`.kappa_sigma`, :mod:`.wsc_pixinsight`, :mod:`.wsc_zemosaic`, :mod:`.percentile`,
+  :mod:`.mad`, :mod:`.minmax`, :mod:`.gesd`, :mod:`.linear_fit_clip`,
+  :mod:`.winsorized_quantile`: the rejections on sorted rows, one module per algorithm;
+- :mod:`.combine`: the combine of the band path, each pixel's kept samples into the
+  results;
 - :mod:`.band`: whole bands, from the frames straight into the results;
-- :mod:`.kernels`: all of the above in one namespace, what :func:`numba_kernels`
+- :mod:`.kernels`: what the NumPy ops call (the band stacker, the row kernels of
+  κ-σ and the WSC flavours, the sorts) in one namespace, what :func:`numba_kernels`
   returns.
 
 The row-kernel contract (``kappa_sigma_rows``, ``wsc_pixinsight_rows``,
-``wsc_rows``), checked by ``tests/backends/test_numba_kernels.py``:
+``wsc_rows``), checked by ``tests/backends/test_numba_kernels.py``; the kernels of the
+other rejections take the same ``s`` and ``n_valid`` and give ``out_lo``, ``out_hi``,
+``out_it`` (and what their module describes), checked against the portable core by
+``tests/backends/test_numba_<algorithm>.py``:
 
 - inputs ``s``, shape ``(R, N)``, float32, C-contiguous, each row sorted ascending
   with the invalid samples last as ``+inf``, and ``n_valid``, shape ``(R,)``, int64;

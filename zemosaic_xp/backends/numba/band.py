@@ -1,11 +1,11 @@
 """Whole bands on the NumPy backend with numba: frames in, results out.
 
-For the common stacks — no weights, the identity or a gain/offset normalisation,
-κ-σ, the winsorised sigma clip or no rejection, any of the range combines — the
-general pipeline of ``core/pipeline.py`` costs more around the rejection than in it: a
-transposing band copy, a NaN pass, a copy for the sort, some 25 vector passes over
-the band's pixels to combine and count, and a concatenation of the bands. Here
-(``NumpyOps.band_stacker``) a band goes through three compiled steps instead:
+For unweighted stacks — the identity or a gain/offset normalisation, any rejection,
+any of the combines — the general pipeline of ``core/pipeline.py`` costs more around
+the rejection than in it: a transposing band copy, a NaN pass, a copy for the sort,
+some 25 vector passes over the band's pixels to combine and count, and a
+concatenation of the bands. Here (``NumpyOps.band_stacker``) a band goes through
+three compiled steps instead:
 
 1. :func:`gather_sorted` reads 32 positions of every frame at a time straight from
    the frames ``(N, H, W·C)`` (vector loads along a frame row), normalises them,
@@ -14,36 +14,80 @@ the band's pixels to combine and count, and a concatenation of the bands. Here
    pixel's median and centred sums, vectorised over the 32 pixels. Larger stacks
    are sorted afterwards by NumPy's SIMD sort, in place, and counted by
    :func:`count_sorted`;
-2. the rejection kernels of :mod:`.kappa_sigma`, :mod:`.wsc_pixinsight` (the default
-   WSC) and :mod:`.wsc_zemosaic` (``wsc_impl="zemosaic"``) on the sorted rows;
-3. :func:`combine_ranges` writes each pixel's image value, weight sum, coverage and
-   rejection counts straight into the band's rows of the results.
+2. a rejection kernel on the sorted rows, one module per algorithm (:data:`REJECTIONS`):
+   :mod:`.kappa_sigma`, :mod:`.wsc_pixinsight` (the default WSC), :mod:`.wsc_zemosaic`
+   (``wsc_impl="zemosaic"``), :mod:`.percentile`, :mod:`.mad`, :mod:`.minmax`,
+   :mod:`.gesd`, :mod:`.linear_fit_clip` and :mod:`.winsorized_quantile`;
+3. :func:`~.combine.combine_ranges` writes each pixel's image value, weight sum,
+   coverage and rejection counts straight into the band's rows of the results.
 
 :func:`supports` says which configurations this covers; ``core.in_memory.stack_frames``
 runs its general pipeline for the others. Every step computes what the core
-computes, in the same float32/float64 arithmetic (``tests/backends/test_numba_kernels.py``
-compares whole stacks with the portable path).
+computes, in the same float32/float64 arithmetic and order, so that the results are
+the core's bit for bit (``tests/backends/test_numba_kernels.py`` and
+``test_numba_rejections.py`` compare whole stacks with the portable path).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from .common import NO_SUMS, inline, jit, median_range, midpoint
+from ...core.reject.gesd_table import gesd_critical_values
+from .combine import COMBINE_CODES, combine_ranges
+from .common import NO_SUMS, inline, jit, midpoint
+from .gesd import FLOOR_SLACK, gesd_rows
 from .kappa_sigma import kappa_sigma_rows
+from .linear_fit_clip import linear_fit_clip_rows
+from .mad import mad_rows
+from .minmax import minmax_rows
+from .percentile import percentile_rows
 from .sorting import NETWORK_LANES as LANES
 from .sorting import network
+from .winsorized_quantile import winsorized_quantile_rows
 from .wsc_pixinsight import wsc_pixinsight_rows
 from .wsc_zemosaic import wsc_rows
 
 __all__ = ["gather_sorted", "count_sorted", "count_valid", "combine_ranges", "supports", "stack_band",
-           "COMBINE_CODES", "REJECT_CODES"]
+           "COMBINE_CODES", "REJECT_CODES", "REJECTIONS", "Kept"]
 
-#: Codes of the supported algorithms inside the kernels.
-REJECT_CODES = {"none": 0, "kappa_sigma": 1, "winsorized_sigma_clip": 2}
-COMBINE_CODES = {"mean": 0, "median": 1, "sum": 2, "min": 3, "max": 4}
+
+_NO_F32 = np.zeros(0, np.float32)
+_NO_F64 = np.zeros(0, np.float64)
+_NO_SPLIT = np.zeros(0, np.bool_)
+_NO_KEEP = np.zeros((0, 0), np.bool_)
+_NO_WINSOR = np.zeros((0, 2), np.float32)
+
+
+class Kept(NamedTuple):
+    """What a rejection kernel found, in the arguments of :func:`~.combine.combine_ranges`.
+
+    Attributes
+    ----------
+    lo, hi, iterations : ndarray, shape (P,), int64
+        The kept range ``[lo, hi)`` of each sorted row (on a split row: samples
+        rejected low, and ``n_valid`` − samples rejected high) and the iterations run.
+    centre, kept_sum : ndarray, shape (P,) or (0,)
+        The row's median and ``Σ (x − median)`` over the kept range, for rejections
+        that carry them (κ-σ, the WSC flavours); empty otherwise.
+    split, keep : ndarray
+        Rows whose kept set is not a range and their kept sorted positions
+        (``linear_fit_clip``); empty otherwise.
+    winsor : ndarray, shape (P, 2) or (0, 2), float32
+        Clamp bounds of rejected samples that stay in the combine
+        (``winsorized_quantile`` with ``winsor_rewinsor``); empty otherwise.
+    """
+
+    lo: np.ndarray
+    hi: np.ndarray
+    iterations: np.ndarray
+    centre: np.ndarray = _NO_F32
+    kept_sum: np.ndarray = _NO_F64
+    split: np.ndarray = _NO_SPLIT
+    keep: np.ndarray = _NO_KEEP
+    winsor: np.ndarray = _NO_WINSOR
 
 
 @jit
@@ -238,82 +282,101 @@ def count_valid(src, r0, r1, gain, offset, normalise, n_valid):
             n_valid[(i - r0) * q + j] = count
 
 
-@jit
-def combine_ranges(s, n_valid, reject, combine, lo, hi, iterations, centre, kept_sum,
-                   image, weight_sum, coverage, n_low, n_high, counters):
-    """Combine each pixel's kept range ``[lo, hi)`` of its sorted row, as ``core.combine``.
+def _ranges(rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.empty(rows, np.int64), np.empty(rows, np.int64), np.empty(rows, np.int64)
 
-    Parameters
-    ----------
-    s : ndarray, shape (P, N), float32
-        Sorted rows, invalid last as ``+inf``.
-    n_valid : ndarray, shape (P,), int64
-        Valid samples per row.
-    reject, combine : int
-        :data:`REJECT_CODES` and :data:`COMBINE_CODES`. With ``reject == 0`` (none)
-        every valid sample is kept and ``lo … kept_sum`` are not read.
-    lo, hi, iterations, centre, kept_sum : ndarray, shape (P,)
-        A rejection kernel's outputs (int64, int64, int64, float32, float64).
-    image, weight_sum : ndarray, shape (P,), float32 (outputs)
-        NaN / 0 where no sample survived.
-    coverage, n_low, n_high : ndarray, shape (P,), int32 (outputs)
-        Samples kept, rejected below and rejected above.
-    counters : ndarray, shape (4,), int64 (output)
-        Max iterations, Σ n_valid, Σ n_low, Σ n_high over the band.
 
-    Notes
-    -----
-    mean = ``f32(f64(centre) + kept_sum / count)`` after a rejection and
-    ``f32(Σ f64(x) / count)`` without one; median of the range (mean of the two
-    middle values); sum = ``f32(count) · mean``; min / max = the range's first /
-    last sample.
-    """
-    n_cols = s.shape[1]
-    nan = np.float32(np.nan)
-    max_it = 0
-    total_valid = 0
-    total_low = 0
-    total_high = 0
-    for p in range(s.shape[0]):
-        n = n_valid[p]
-        if reject == 0:
-            a = 0
-            b = n
-        else:
-            a = lo[p]
-            b = hi[p]
-            if iterations[p] > max_it:
-                max_it = iterations[p]
-        count = b - a
-        value = nan
-        if count > 0:
-            if combine == 1:
-                value = median_range(s, p, a, count)
-            elif combine == 3:
-                value = s[p, min(max(a, 0), n_cols - 1)]
-            elif combine == 4:
-                value = s[p, min(max(b - 1, 0), n_cols - 1)]
-            else:
-                if reject == 0:
-                    total = 0.0
-                    for j in range(a, b):
-                        total += np.float64(s[p, j])
-                    mean = np.float32(total / np.float64(count))
-                else:
-                    mean = np.float32(np.float64(centre[p]) + kept_sum[p] / np.float64(count))
-                value = mean if combine == 0 else np.float32(np.float32(count) * mean)
-        image[p] = value
-        coverage[p] = count
-        weight_sum[p] = np.float32(count)
-        n_low[p] = a
-        n_high[p] = n - b
-        total_valid += n
-        total_low += a
-        total_high += n - b
-    counters[0] = max_it
-    counters[1] = total_valid
-    counters[2] = total_low
-    counters[3] = total_high
+# One wrapper per rejection: ``(s, n_valid, config, centre, sums) -> Kept``. ``centre`` and
+# ``sums`` are the gather's medians and centred sums (``sums`` empty when it took none).
+def _reject_none(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray, sums: np.ndarray) -> Kept:
+    zeros = np.zeros_like(n_valid)
+    return Kept(zeros, n_valid, zeros)
+
+
+def _reject_kappa_sigma(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray,
+                        sums: np.ndarray) -> Kept:
+    lo, hi, it = _ranges(n_valid.shape[0])
+    kept_sum = np.empty(n_valid.shape[0], np.float64)
+    # κ as float32: the core forms the bounds c ± κ·σ in float32 (NumPy's weak scalars).
+    kappa_sigma_rows(s, n_valid, np.float32(config.kappa_low), np.float32(config.kappa_high), config.sigma_ddof,
+                     config.effective_max_iters(), config.min_survivors, lo, hi, it, centre, kept_sum, sums)
+    return Kept(lo, hi, it, centre, kept_sum)
+
+
+def _reject_wsc(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray, sums: np.ndarray) -> Kept:
+    lo, hi, it = _ranges(n_valid.shape[0])
+    kept_sum = np.empty(n_valid.shape[0], np.float64)
+    wsc = wsc_pixinsight_rows if config.wsc_impl == "pixinsight" else wsc_rows
+    wsc(s, n_valid, float(config.kappa_low), float(config.kappa_high), config.effective_max_iters(),
+        config.min_survivors, lo, hi, it, centre, kept_sum, sums)
+    return Kept(lo, hi, it, centre, kept_sum)
+
+
+def _reject_percentile(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray,
+                       sums: np.ndarray) -> Kept:
+    lo, hi, it = _ranges(n_valid.shape[0])
+    percentile_rows(s, n_valid, np.float32(config.percentile_low), np.float32(config.percentile_high),
+                    config.min_survivors, lo, hi, it)
+    return Kept(lo, hi, it)
+
+
+def _reject_mad(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray, sums: np.ndarray) -> Kept:
+    lo, hi, it = _ranges(n_valid.shape[0])
+    mad_rows(s, n_valid, np.float32(config.kappa_low), np.float32(config.kappa_high), config.effective_max_iters(),
+             config.min_survivors, lo, hi, it)
+    return Kept(lo, hi, it)
+
+
+def _reject_minmax(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray, sums: np.ndarray) -> Kept:
+    lo, hi, it = _ranges(n_valid.shape[0])
+    minmax_rows(n_valid, int(config.minmax_low), int(config.minmax_high), config.min_survivors, lo, hi, it)
+    return Kept(lo, hi, it)
+
+
+def _reject_gesd(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray, sums: np.ndarray) -> Kept:
+    lo, hi, it = _ranges(n_valid.shape[0])
+    n_frames = s.shape[1]
+    fraction = float(config.gesd_outlier_fraction)
+    lam = np.asarray(gesd_critical_values(n_frames, float(config.gesd_alpha)), np.float64)
+    max_steps = min(int(math.floor(fraction * n_frames + FLOOR_SLACK)), max(n_frames - 2, 0))
+    gesd_rows(s, n_valid, fraction, lam, max_steps, config.min_survivors, lo, hi, it)
+    return Kept(lo, hi, it)
+
+
+def _reject_linear_fit_clip(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray,
+                            sums: np.ndarray) -> Kept:
+    lo, hi, it = _ranges(n_valid.shape[0])
+    split = np.empty(n_valid.shape[0], np.bool_)
+    keep = np.empty(s.shape, np.bool_)  # written on split rows only
+    linear_fit_clip_rows(s, n_valid, float(config.kappa_low), float(config.kappa_high), config.effective_max_iters(),
+                         config.min_survivors, lo, hi, it, split, keep)
+    return Kept(lo, hi, it, split=split, keep=keep)
+
+
+def _reject_winsorized_quantile(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray,
+                                sums: np.ndarray) -> Kept:
+    lo, hi, it = _ranges(n_valid.shape[0])
+    winsor = np.empty((n_valid.shape[0], 2), np.float32)
+    low, high = config.winsor_limits
+    winsorized_quantile_rows(s, n_valid, float(low), float(high), np.float32(config.kappa_low),
+                             np.float32(config.kappa_high), config.min_survivors, lo, hi, it, winsor)
+    return Kept(lo, hi, it, winsor=winsor if config.winsor_rewinsor else _NO_WINSOR)
+
+
+#: The rejection of each algorithm name: a wrapper that runs its kernel on a band's sorted rows.
+REJECTIONS = {
+    "none": _reject_none,
+    "kappa_sigma": _reject_kappa_sigma,
+    "winsorized_sigma_clip": _reject_wsc,
+    "percentile": _reject_percentile,
+    "mad": _reject_mad,
+    "minmax": _reject_minmax,
+    "gesd": _reject_gesd,
+    "linear_fit_clip": _reject_linear_fit_clip,
+    "winsorized_quantile": _reject_winsorized_quantile,
+}
+#: Codes of the supported algorithms (``none`` is 0).
+REJECT_CODES = {name: code for code, name in enumerate(REJECTIONS)}
 
 
 def supports(config: Any, plan: Any) -> bool:
@@ -329,8 +392,8 @@ def supports(config: Any, plan: Any) -> bool:
     Returns
     -------
     bool
-        True for unweighted stacks (no per-pixel, quality or radial weights) with
-        ``none``, ``kappa_sigma`` or ``winsorized_sigma_clip`` and a range combine;
+        True for unweighted stacks (no per-pixel, quality or radial weights) with any
+        rejection of :data:`REJECT_CODES` and any combine of :data:`COMBINE_CODES`;
         False: the core's pipeline runs.
     """
     return (config.reject in REJECT_CODES and config.combine in COMBINE_CODES
@@ -359,7 +422,15 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     tuple of int
         ``(iterations, n_valid, n_low, n_high)``: the max iterations over the band and
         its totals.
+
+    Raises
+    ------
+    ValueError
+        The result arrays are not C-contiguous.
     """
+    if not all(a.flags.c_contiguous for a in out):
+        msg = "the band's result arrays must be C-contiguous (rows of C-ordered results)"
+        raise ValueError(msg)
     n, height, w, c = src.shape
     q = w * c
     flat = src.reshape(n, height, q)
@@ -373,10 +444,9 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
         offset = np.ascontiguousarray(np.tile(np.asarray(plan.offset, np.float32), (1, w)))
     else:
         gain = offset = np.zeros((n, q), np.float32)[:, :0]
-    fit = [np.empty(rows, np.int64), np.empty(rows, np.int64), np.empty(rows, np.int64),
-           np.empty(rows, np.float32), np.empty(rows, np.float64)]
+    centre = np.empty(rows, np.float32)
     sums = np.empty((rows, 2), np.float64)
-    overflow = gather_sorted(flat, r0, r1, gain, offset, normalise, pairs, s, n_valid, fit[3], sums)
+    overflow = gather_sorted(flat, r0, r1, gain, offset, normalise, pairs, s, n_valid, centre, sums)
     if pairs.shape[0] == 0:
         sums = NO_SUMS  # the rows were not sorted in the gather: the kernels sum them
         s.sort(axis=-1)  # NumPy's SIMD sort, in place; +inf (invalid) sorts last
@@ -385,19 +455,9 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
         # A valid +inf was counted invalid: recount, and let the kernels redo the sums.
         count_valid(flat, r0, r1, gain, offset, normalise, n_valid)
         sums = NO_SUMS
-    reject = REJECT_CODES[config.reject]
-    max_iters = config.effective_max_iters()
-    if reject == 1:
-        kappa_sigma_rows(s, n_valid, np.float32(config.kappa_low), np.float32(config.kappa_high),
-                         config.sigma_ddof, max_iters, config.min_survivors, *fit, sums)
-    elif reject == 2:
-        wsc = wsc_pixinsight_rows if config.wsc_impl == "pixinsight" else wsc_rows
-        wsc(s, n_valid, float(config.kappa_low), float(config.kappa_high), max_iters,
-            config.min_survivors, *fit, sums)
-    if not all(a.flags.c_contiguous for a in out):
-        msg = "the band's result arrays must be C-contiguous (rows of C-ordered results)"
-        raise ValueError(msg)
+    kept = REJECTIONS[config.reject](s, n_valid, config, centre, sums)
     views = [a.reshape(rows) for a in out]  # views: the kernel writes the results in place
     counters = np.zeros(4, np.int64)
-    combine_ranges(s, n_valid, reject, COMBINE_CODES[config.combine], *fit, *views, counters)
+    combine_ranges(s, n_valid, COMBINE_CODES[config.combine], *kept, flat, r0, gain, offset, normalise, *views,
+                   counters)
     return tuple(int(v) for v in counters)

@@ -19,8 +19,8 @@ import numpy as np
 from ...core.nanstats import MAD_TO_SIGMA
 
 __all__ = ["jit", "inline", "cache_enabled", "NO_SUMS", "MAD_TO_SIGMA", "HUBER_C", "WINSOR_CORRECTION",
-           "TOLERANCE", "INNER_MAX_ITERS", "SIGMA_FLOOR", "midpoint", "nonneg", "median_range",
-           "centred_sums", "first_at_least", "first_above", "mad_range"]
+           "TOLERANCE", "INNER_MAX_ITERS", "SIGMA_FLOOR", "midpoint", "nonneg", "np_maximum", "median_range",
+           "centred_sums", "first_at_least", "first_above", "lower_bound", "mad_range", "pairwise_sum"]
 
 #: The ``sums`` argument of the row kernels when they compute the sums themselves.
 NO_SUMS = np.zeros((0, 2), np.float64)
@@ -120,6 +120,24 @@ def nonneg(v):
         ``v``, or 0.0 when ``v < 0``.
     """
     return 0.0 if v < 0.0 else v
+
+
+@inline
+def np_maximum(a, b):
+    """Return ``numpy.maximum(a, b)`` of two scalars: NaN propagates, ``b`` on ties.
+
+    Parameters
+    ----------
+    a, b : float
+        The two values.
+
+    Returns
+    -------
+    float
+        ``a`` when ``a > b`` or ``a`` is NaN, else ``b`` (NumPy's choice for ``±0``
+        too).
+    """
+    return a if (a > b or a != a) else b
 
 
 # ---------------------------------------------------------------------------- rows
@@ -235,6 +253,33 @@ def first_above(s, r, threshold, lo, hi):
 
 
 @inline
+def lower_bound(s, r, value, lo, hi):
+    """Return the first ``j`` in ``[lo, hi]`` with ``s[r, j] >= value``, by binary search.
+
+    Parameters
+    ----------
+    s, r : ndarray, int
+        The sorted row ``s[r]``, without NaN.
+    value : float
+        The value searched (not NaN).
+    lo, hi : int
+        The range ``[lo, hi)`` to search.
+
+    Returns
+    -------
+    int
+        :func:`first_at_least` of the same arguments, in ``log2(hi − lo)`` steps.
+    """
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if s[r, mid] < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@inline
 def mad_range(s, r, lo, count, centre, dev):
     """Return the median of ``|s[r, lo:lo+count] − centre|`` in float32.
 
@@ -276,3 +321,105 @@ def mad_range(s, r, lo, count, centre, dev):
             upper = v if v < upper else upper
     mad = midpoint(lower, upper)
     return mad if count > 0 else np.float32(np.nan)
+
+
+# ---------------------------------------------------------------------------- NumPy's sums
+@inline
+def _pairwise_block(buf, start, n):
+    """NumPy's pairwise sum of ``buf[start:start + n]`` for ``n <= 128`` (its base case)."""
+    # One exit (see mad_range): several would bring back reference counting.
+    res = 0.0
+    i = 0
+    if n >= 8:
+        r0 = buf[start]
+        r1 = buf[start + 1]
+        r2 = buf[start + 2]
+        r3 = buf[start + 3]
+        r4 = buf[start + 4]
+        r5 = buf[start + 5]
+        r6 = buf[start + 6]
+        r7 = buf[start + 7]
+        i = 8
+        while i < n - n % 8:
+            j = start + i
+            r0 += buf[j]
+            r1 += buf[j + 1]
+            r2 += buf[j + 2]
+            r3 += buf[j + 3]
+            r4 += buf[j + 4]
+            r5 += buf[j + 5]
+            r6 += buf[j + 6]
+            r7 += buf[j + 7]
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += buf[start + i]
+        i += 1
+    return res
+
+
+@inline
+def pairwise_sum(buf, n, frames, values):
+    """Return ``numpy.sum(buf[:n])`` to the last bit (NumPy's pairwise summation).
+
+    Parameters
+    ----------
+    buf : ndarray, shape (>= n,), float64
+        The values, in the order NumPy would add them (a row of the core's array).
+    n : int
+        How many to add.
+    frames : ndarray, shape (64, 3), int64
+        Scratch: the stack of the halving tree.
+    values : ndarray, shape (64,), float64
+        Scratch: the stack of partial sums.
+
+    Returns
+    -------
+    float
+        The float64 sum, as ``numpy.sum`` (or ``sum(..., axis=-1)`` of a row, and of
+        float32 data with ``dtype=float64``) computes it, ``+0`` for a zero sum.
+
+    Notes
+    -----
+    Eight accumulators over blocks of up to 128 values; above 128 values NumPy halves
+    the range (cut at a multiple of 8) recursively. The same tree is walked here with
+    an explicit stack, since numba cannot load a cached recursive function.
+    """
+    total = 0.0
+    if n <= 128:
+        total = _pairwise_block(buf, 0, n)
+    else:
+        top = 0  # frames[i] = (start, count, stage); stage 0: left next, 1: right next, 2: add
+        depth = 0  # values on the value stack
+        frames[0, 0] = 0
+        frames[0, 1] = n
+        frames[0, 2] = 0
+        while top >= 0:
+            start = frames[top, 0]
+            count = frames[top, 1]
+            if count <= 128:
+                values[depth] = _pairwise_block(buf, start, count)
+                depth += 1
+                top -= 1
+                continue
+            half = count // 2
+            half -= half % 8
+            stage = frames[top, 2]
+            frames[top, 2] = stage + 1
+            if stage == 0:
+                top += 1
+                frames[top, 0] = start
+                frames[top, 1] = half
+                frames[top, 2] = 0
+            elif stage == 1:
+                top += 1
+                frames[top, 0] = start + half
+                frames[top, 1] = count - half
+                frames[top, 2] = 0
+            else:
+                depth -= 1
+                values[depth - 1] = values[depth - 1] + values[depth]
+                top -= 1
+        total = values[0]
+    # NumPy adds the tree to the reduction's initial +0: a sum of zeros is never −0.
+    return 0.0 + total

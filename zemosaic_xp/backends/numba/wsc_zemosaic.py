@@ -24,6 +24,7 @@ from .common import (
     jit,
     mad_range,
     median_range,
+    pairwise_sum,
 )
 
 __all__ = ["wsc_rows", "wsc_weighted_rows"]
@@ -213,86 +214,6 @@ def wsc_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors,
 
 
 # ---------------------------------------------------------------------------- weighted
-@inline
-def _pairwise_block(buf, start, n):
-    """NumPy's pairwise sum of ``buf[start:start + n]`` for ``n <= 128`` (its base case)."""
-    if n < 8:
-        res = 0.0
-        for i in range(n):
-            res += buf[start + i]
-        return res
-    r0 = buf[start]
-    r1 = buf[start + 1]
-    r2 = buf[start + 2]
-    r3 = buf[start + 3]
-    r4 = buf[start + 4]
-    r5 = buf[start + 5]
-    r6 = buf[start + 6]
-    r7 = buf[start + 7]
-    i = 8
-    while i < n - n % 8:
-        j = start + i
-        r0 += buf[j]
-        r1 += buf[j + 1]
-        r2 += buf[j + 2]
-        r3 += buf[j + 3]
-        r4 += buf[j + 4]
-        r5 += buf[j + 5]
-        r6 += buf[j + 6]
-        r7 += buf[j + 7]
-        i += 8
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < n:
-        res += buf[start + i]
-        i += 1
-    return res
-
-
-@inline
-def _pairwise(buf, n, frames, values):
-    """``numpy.sum(buf[:n])`` to the last bit: the float64 sums of the core's direct WSC.
-
-    Above 128 values NumPy halves the range (cut at a multiple of 8) recursively; the
-    same tree is walked here with an explicit stack (``frames``: (64, 3) int64,
-    ``values``: (64,) float64 scratch), since numba cannot load a cached recursive
-    function.
-    """
-    if n <= 128:
-        return _pairwise_block(buf, 0, n)
-    top = 0  # frames[i] = (start, count, stage); stage 0: left next, 1: right next, 2: add
-    depth = 0  # values on the value stack
-    frames[0, 0] = 0
-    frames[0, 1] = n
-    frames[0, 2] = 0
-    while top >= 0:
-        start = frames[top, 0]
-        count = frames[top, 1]
-        if count <= 128:
-            values[depth] = _pairwise_block(buf, start, count)
-            depth += 1
-            top -= 1
-            continue
-        half = count // 2
-        half -= half % 8
-        stage = frames[top, 2]
-        frames[top, 2] = stage + 1
-        if stage == 0:
-            top += 1
-            frames[top, 0] = start
-            frames[top, 1] = half
-            frames[top, 2] = 0
-        elif stage == 1:
-            top += 1
-            frames[top, 0] = start + half
-            frames[top, 1] = count - half
-            frames[top, 2] = 0
-        else:
-            depth -= 1
-            values[depth - 1] = values[depth - 1] + values[depth]
-            top -= 1
-    return values[0]
-
-
 @jit
 def wsc_weighted_rows(x, w, s, n_valid, kappa_low, kappa_high, max_iters, min_survivors,
                       keep, n_low, n_high, iterations):
@@ -344,7 +265,7 @@ def wsc_weighted_rows(x, w, s, n_valid, kappa_low, kappa_high, max_iters, min_su
             v = x[r, j]
             xv[j] = np.float64(v) if v == v else 0.0
             wv[j] = np.float64(w[r, j])
-        sw = _pairwise(wv, n_cols, frames, values)
+        sw = pairwise_sum(wv, n_cols, frames, values)
         sw = sw if sw > 0.0 else 1.0
         done = n < 2
         count = 0
@@ -361,7 +282,7 @@ def wsc_weighted_rows(x, w, s, n_valid, kappa_low, kappa_high, max_iters, min_su
                 c = c if c < hi_b else hi_b
                 clamped[j] = c
                 prod[j] = wv[j] * c
-            m_new = _pairwise(prod, n_cols, frames, values) / sw
+            m_new = pairwise_sum(prod, n_cols, frames, values) / sw
             for j in range(n_cols):
                 rr = clamped[j] - m_new if x[r, j] == x[r, j] else 0.0
                 u = abs(rr) / sigma
@@ -370,8 +291,8 @@ def wsc_weighted_rows(x, w, s, n_valid, kappa_low, kappa_high, max_iters, min_su
                 h = 1.0 if u <= huber_c else huber_c / (u if u > 0.0 else 1.0)
                 hw[j] = h * wv[j]
                 prod[j] = hw[j] * rr * rr
-            den = _pairwise(hw, n_cols, frames, values)
-            sigma_new = np.sqrt(_pairwise(prod, n_cols, frames, values) / (den if den > 0.0 else 1.0))
+            den = pairwise_sum(hw, n_cols, frames, values)
+            sigma_new = np.sqrt(pairwise_sum(prod, n_cols, frames, values) / (den if den > 0.0 else 1.0))
             if not sigma_new > 0.0:
                 sigma_new = SIGMA_FLOOR
             stop = ((abs(m_new - m) <= TOLERANCE * max(abs(m), 1.0))

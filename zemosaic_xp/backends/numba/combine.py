@@ -1,0 +1,303 @@
+"""The combine of the band path: each pixel's kept samples into the five results.
+
+:func:`combine_ranges` takes what a rejection kernel of :mod:`.band` found for each
+sorted row and writes the image value, weight sum, coverage and rejection counts as
+``core.combine`` computes them from the core's :class:`~zemosaic_xp.core.samples.Rejection`:
+
+- a kept range ``[lo, hi)`` of the sorted row (every rejection but the two below);
+- a kept set that is not a range (``linear_fit_clip``: rows flagged in ``split``, the
+  kept sorted positions in ``keep``);
+- every valid sample, the rejected ones replaced by their clamped value
+  (``winsorized_quantile`` with ``winsor_rewinsor``: each row's clamp bounds in
+  ``winsor``).
+
+The mean of a rejection that carries ``kept_sum`` (κ-σ, the WSC flavours) is the
+core's ``f32(f64(centre) + kept_sum / count)``. Any other mean is the core's
+``f32(Σ f64(x) / count)`` over the kept samples, a float64 pairwise sum in frame
+order with zeros for the other frames (``core.combine._combine_mean``). That sum is
+first taken along the sorted row, together with a test that it is exact: every kept
+value is a multiple of the ulp of the smallest nonzero ``|x|``, so when
+``count·max|x| <= 2**29·min|x|`` every partial sum in any order is exact and equals
+NumPy's bit for bit. Rows that fail the test (values spanning more than 2**29 ulps,
+infinities) are summed again from the frames, in frame order, with NumPy's pairwise
+tree (:func:`frame_order_total`). Medians, minima, maxima and counts are exact in
+any case, so every result is the core's to the bit, with two corners: the sign of a
+zero median, minimum or maximum follows the sort's order of ``−0`` and ``+0``; and a
+normalised sample that overflowed to ``+inf`` (still a valid sample) in a pixel
+without a tie across its bounds is kept here by value, while the core ranks it among
+the invalid samples (also ``+inf``) whenever *another* pixel of its band has such a
+tie, and may then drop it from the mean but not from the coverage: the core's result
+depends on its band layout there, the kernel's does not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .common import inline, jit, lower_bound, median_range, pairwise_sum
+from .winsorized_quantile import clamp
+
+__all__ = ["combine_ranges", "frame_order_total", "COMBINE_CODES"]
+
+COMBINE_CODES = {"mean": 0, "median": 1, "sum": 2, "min": 3, "max": 4}
+
+# Σ|x| <= 2**53·ulp(min|x|) makes a float64 sum of float32 values exact in any order;
+# ulp(min|x|) > 2**-24·min|x| for float32, hence this bound.
+_EXACT_SPAN = 2.0**29
+
+
+@inline
+def _range_total(t, r, a, b):
+    """Σ f64(t[r, a:b]) of a sorted range with ``b > a``, and whether any order gives it."""
+    first = t[r, a]
+    last = t[r, b - 1]
+    top = np.float64(abs(first) if abs(first) > abs(last) else abs(last))
+    if first > 0:
+        least = np.float64(first)
+    elif last < 0:
+        least = -np.float64(last)
+    else:
+        least = np.inf
+        for j in range(a, b):
+            v = abs(np.float64(t[r, j]))
+            if v != 0.0 and v < least:
+                least = v
+    # Four accumulators: the order does not matter when the sum is exact.
+    s0 = s1 = s2 = s3 = 0.0
+    j = a
+    while j + 4 <= b:
+        s0 += np.float64(t[r, j])
+        s1 += np.float64(t[r, j + 1])
+        s2 += np.float64(t[r, j + 2])
+        s3 += np.float64(t[r, j + 3])
+        j += 4
+    while j < b:
+        s0 += np.float64(t[r, j])
+        j += 1
+    total = (s0 + s1) + (s2 + s3)  # +0 for a zero sum, as NumPy's (it adds to +0)
+    exact = top < np.inf and np.float64(b - a) * top <= _EXACT_SPAN * least
+    return total, exact
+
+
+@jit
+def frame_order_total(s, p, a, b, n, split_row, keep, rewinsor, q_lo, q_hi, src, r0, gain, offset, normalise,
+                      buf, used, frames, values):
+    """The core's float64 sum of one pixel's kept samples, in frame order.
+
+    Parameters
+    ----------
+    s : ndarray, shape (P, N), float32
+        Sorted rows, invalid last as ``+inf``.
+    p, a, b, n : int
+        The row, its kept range ``[a, b)`` (or its counts, on a split row) and its valid
+        samples.
+    split_row : bool
+        The kept set is ``keep[p]`` (sorted positions), not a range.
+    keep : ndarray, shape (P, N), bool
+        Kept sorted positions of split rows.
+    rewinsor : bool
+        Every valid sample counts; those outside the values of ``[a, b)`` are clamped
+        to ``[q_lo, q_hi]``.
+    q_lo, q_hi : float32
+        The clamp bounds (read only with ``rewinsor``).
+    src : ndarray, shape (N, H, Q), float32
+        The frames, as :func:`~.band.gather_sorted` read them: row ``p`` of ``s`` is
+        position ``p % Q`` of frame row ``r0 + p // Q``.
+    r0 : int
+        The first row of the band in ``src``.
+    gain, offset : ndarray, shape (N, Q) or (N, 0), float32
+        The normalisation, read only when ``normalise``.
+    normalise : bool
+        Whether the samples are ``f32(f32(x·gain) + offset)``.
+    buf : ndarray, shape (N,), float64
+        Scratch for the values.
+    used : ndarray, shape (N,), int64
+        Scratch for the ranks.
+    frames, values : ndarray
+        Scratch of :func:`~.common.pairwise_sum`.
+
+    Returns
+    -------
+    float
+        ``numpy.sum(where(keep, x, 0), dtype=float64)`` of the core's samples in frame
+        order: the kept set by value bounds, or by rank (ties broken by frame index,
+        as the core's ``exact_range_rejection`` and ``keep_from_sorted``) where a tie
+        crosses a bound of the range or the set is not a range.
+    """
+    n_frames = src.shape[0]
+    q = src.shape[2]
+    i = r0 + p // q
+    j = p % q
+    inf = np.float32(np.inf)
+    lo_v = s[p, a] if b > a else inf
+    hi_v = s[p, b - 1] if b > a else -inf
+    tie = b > a and ((a > 0 and s[p, a - 1] == lo_v) or (b < n and s[p, b] == hi_v))
+    ranks = (split_row or tie) and not rewinsor
+    for k in range(n_frames):
+        used[k] = 0
+    for k in range(n_frames):
+        v = src[k, i, j]
+        if normalise:
+            y = np.float32(np.float32(v * gain[k, j]) + offset[k, j])
+            valid = ((v - v) == 0) & (y == y)
+        else:
+            y = v
+            valid = (v - v) == 0
+        inside = valid and lo_v <= y <= hi_v
+        kept = inside
+        if ranks:
+            # Rank in the stable sort of where(valid, x, inf): first position of the value + ties before.
+            first = lower_bound(s, p, y if valid else inf, 0, n_frames)
+            rank = first + used[first]
+            used[first] += 1
+            kept = valid and (keep[p, rank] if split_row else a <= rank < b)
+        value = np.float64(y) if kept else 0.0
+        if rewinsor and valid and not inside:
+            value = np.float64(clamp(y, q_lo, q_hi))
+        buf[k] = value
+    return pairwise_sum(buf, n_frames, frames, values)
+
+
+@inline
+def _merge_clamped(s, p, a, b, n, q_lo, q_hi, t):
+    """Write the sorted values of row ``p`` with ``[0, a)`` and ``[b, n)`` clamped into ``t[0, :n]``.
+
+    The clamped samples stay sorted among themselves, the low ones below the high
+    ones (the clamp is monotone), so one merge with the kept range sorts the row.
+    """
+    i = a
+    j = 0
+    v = np.float32(0.0)
+    outside = n - (b - a)
+    for out in range(n):
+        take_kept = j >= outside
+        if not take_kept:
+            v = clamp(s[p, j if j < a else j + (b - a)], q_lo, q_hi)
+            take_kept = i < b and s[p, i] <= v
+        if take_kept:
+            t[0, out] = s[p, i]
+            i += 1
+        else:
+            t[0, out] = v
+            j += 1
+
+
+@jit
+def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, split, keep, winsor,
+                   src, r0, gain, offset, normalise, image, weight_sum, coverage, n_low, n_high, counters):
+    """Combine each pixel's kept samples of its sorted row, as ``core.combine``.
+
+    Parameters
+    ----------
+    s : ndarray, shape (P, N), float32
+        Sorted rows, invalid last as ``+inf``.
+    n_valid : ndarray, shape (P,), int64
+        Valid samples per row.
+    combine : int
+        :data:`COMBINE_CODES`.
+    lo, hi, iterations : ndarray, shape (P,), int64
+        The rejection's kept range ``[lo, hi)`` (on a split row: samples rejected low,
+        and ``n_valid`` − samples rejected high) and iterations.
+    centre, kept_sum : ndarray, shape (P,) or (0,), float32 and float64
+        The rejection's median and ``Σ (x − median)`` over the kept range, for the mean;
+        empty for rejections without them (the mean is then summed).
+    split : ndarray, shape (P,) or (0,), bool
+        Rows whose kept set is ``keep[p]`` rather than a range; empty: none.
+    keep : ndarray, shape (P, N) or (0, 0), bool
+        Kept sorted positions of the split rows.
+    winsor : ndarray, shape (P, 2) or (0, 2), float32
+        Non-empty: every valid sample is combined, those outside the values of the
+        range clamped to ``[winsor[p, 0], winsor[p, 1]]`` (``winsor_rewinsor``).
+    src : ndarray, shape (N, H, Q), float32
+        The frames, for :func:`frame_order_total`.
+    r0 : int
+        The first row of the band in ``src``.
+    gain, offset : ndarray, shape (N, Q) or (N, 0), float32
+        The normalisation of :func:`~.band.gather_sorted`.
+    normalise : bool
+        Whether to apply it.
+    image, weight_sum : ndarray, shape (P,), float32 (outputs)
+        NaN / 0 where no sample survived.
+    coverage, n_low, n_high : ndarray, shape (P,), int32 (outputs)
+        Samples combined, rejected below and rejected above.
+    counters : ndarray, shape (4,), int64 (output)
+        Max iterations, Σ n_valid, Σ n_low, Σ n_high over the band.
+
+    Notes
+    -----
+    median: mean of the two middle kept values; sum: ``f32(count)·mean``; min / max:
+    the smallest / largest kept value.
+    """
+    rows, n_cols = s.shape
+    nan = np.float32(np.nan)
+    has_sum = kept_sum.shape[0] > 0
+    has_split = split.shape[0] > 0
+    rewinsor = winsor.shape[0] > 0
+    t = np.empty((1, n_cols), np.float32)
+    buf = np.empty(n_cols)
+    used = np.empty(n_cols, np.int64)
+    frames = np.empty((64, 3), np.int64)
+    values = np.empty(64)
+    max_it = 0
+    total_valid = 0
+    total_low = 0
+    total_high = 0
+    for p in range(rows):
+        n = n_valid[p]
+        a = lo[p]
+        b = hi[p]
+        if iterations[p] > max_it:
+            max_it = iterations[p]
+        split_row = has_split and split[p]
+        q_lo = np.float32(0.0)
+        q_hi = np.float32(0.0)
+        count = b - a
+        # The kept values, sorted: a range of s, or a copy in t.
+        arr = s
+        row = p
+        start = a
+        if rewinsor:
+            q_lo = winsor[p, 0]
+            q_hi = winsor[p, 1]
+            count = n
+            _merge_clamped(s, p, a, b, n, q_lo, q_hi, t)
+        elif split_row:
+            c = 0
+            for j in range(n):
+                if keep[p, j]:
+                    t[0, c] = s[p, j]
+                    c += 1
+        if rewinsor or split_row:
+            arr = t
+            row = 0
+            start = 0
+        value = nan
+        if count > 0:
+            if combine == 1:
+                value = median_range(arr, row, start, count)
+            elif combine == 3:
+                value = arr[row, start]
+            elif combine == 4:
+                value = arr[row, start + count - 1]
+            else:
+                if has_sum:
+                    mean = np.float32(np.float64(centre[p]) + kept_sum[p] / np.float64(count))
+                else:
+                    total, exact = _range_total(arr, row, start, start + count)
+                    if not exact:
+                        total = frame_order_total(s, p, a, b, n, split_row, keep, rewinsor, q_lo, q_hi, src, r0,
+                                                  gain, offset, normalise, buf, used, frames, values)
+                    mean = np.float32(total / np.float64(count))
+                value = mean if combine == 0 else np.float32(np.float32(count) * mean)
+        image[p] = value
+        coverage[p] = count
+        weight_sum[p] = np.float32(count)
+        n_low[p] = a
+        n_high[p] = n - b
+        total_valid += n
+        total_low += a
+        total_high += n - b
+    counters[0] = max_it
+    counters[1] = total_valid
+    counters[2] = total_low
+    counters[3] = total_high

@@ -218,25 +218,27 @@ def test_auto_without_any_gpu_falls_back_to_numpy(frames, cpu_result, monkeypatc
 
 
 def test_input_errors_are_not_gpu_failures(tmp_path, frames, monkeypatch):
-    # A file that disappears between bands is the input's fault: it must propagate at
-    # once, not be retried on the GPU and count towards disabling it.
+    # A file that is cut short between bands is the input's fault: it must propagate at
+    # once, not be retried on the GPU and count towards disabling it. (A deleted file would
+    # not do: the stack holds its frames' files open, so their data stay readable.)
     import os
 
     from zemosaic_xp.io import bands as sources
+    from zemosaic_xp.io.fits import FitsReadError
 
     from ..classic.helpers import write_frames
 
     paths = write_frames(tmp_path, frames)
     real = sources.read_band
 
-    def vanishing(sources, r0, r1, *, alpha):
-        if r0 > 0 and os.path.exists(paths[1]):
-            os.remove(paths[1])
+    def truncating(sources, r0, r1, *, alpha):
+        if r0 > 0 and os.path.getsize(paths[1]) > 2880:
+            os.truncate(paths[1], 2880)  # the header block only
         return real(sources, r0, r1, alpha=alpha)
 
-    monkeypatch.setattr(sources, "read_band", vanishing)
+    monkeypatch.setattr(sources, "read_band", truncating)
     policy = FaultInjector([]).policy("auto")
-    with pytest.raises(FileNotFoundError, match="f0001.fits"):
+    with pytest.raises(FitsReadError, match="f0001.fits"):
         stack_master_tile(paths, gpu_policy=policy, memory_budget_bytes=20_000)  # 3-row read blocks
     assert policy.failures == 0 and policy.attempts == 1 and not policy.hard_disabled
 

@@ -87,3 +87,15 @@ def test_frames_that_need_no_statistic_are_not_read_by_the_scan(uint16_paths, mo
     np.testing.assert_array_equal(got.image, expected.image)
     with pytest.raises(AssertionError, match="the scan read a frame"):
         stack_master_tile(paths, CONFIGS[3], backend="numpy")  # linear_fit needs sub-samples
+
+
+@pytest.mark.parametrize("budget", [20_000, 200_000, 1 << 30])
+def test_radial_weights_come_from_the_whole_frame_in_every_band(tmp_path, budget):
+    # issue 16: the band driver passes each band's first row and the frame height, so the
+    # radial map of a streamed master tile is the frame's, whatever the band size.
+    frames = make_stack(n_frames=7, shape=(37, 29), seed=5, rgb=True).frames
+    paths = write_frames(tmp_path, frames)
+    config = StackConfig(radial_weight=True)
+    expected = stack(frames, config=config)
+    got = stack_master_tile(paths, config, backend="numpy", memory_budget_bytes=budget)
+    np.testing.assert_array_equal(got.image, expected.image)

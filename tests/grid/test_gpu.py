@@ -47,9 +47,15 @@ def test_gpu_run_matches_the_cpu_run(survey, cpu_mosaic, tmp_path):
 def test_gpu_errors_fall_back_to_cpu_and_open_the_breaker(survey, cpu_mosaic, tmp_path, caplog):
     injector = FaultInjector(then="error")
     policy = injector.policy(grid=True)
+    rec = Recorder()
     with caplog.at_level(logging.WARNING, logger="zemosaic_xp.gpu"):
-        result = run_grid_mode(survey.folder, tmp_path, config=SMALL_CONFIG, gpu_policy=policy)
+        result = run_grid_mode(survey.folder, tmp_path, rec, config=SMALL_CONFIG, gpu_policy=policy)
     assert caplog.text.count("[GRID] GPU stack failed, falling back to CPU") == MAX_GPU_FAILURES
+    # ... and the GUI gets them too, at ZeMosaic's "WARN" level (its worker forwards no "WARNING").
+    fallbacks = [c for c in rec.calls if str(c[0]).startswith("[GRID] GPU stack failed, falling back to CPU")]
+    assert len(fallbacks) == MAX_GPU_FAILURES and {c[2] for c in fallbacks} == {"WARN"}
+    assert any(str(c[0]).startswith("[GRID] GPU disabled for the rest of the run") and c[2] == "WARN"
+               for c in rec.calls)
     assert "[GRID] GPU disabled for the rest of the run after 3 failures" in caplog.text
     assert len(injector.gpu_attempts) == MAX_GPU_FAILURES and result.gpu_fallbacks == MAX_GPU_FAILURES
     assert policy.hard_disabled and result.failed_tiles == {}

@@ -102,6 +102,9 @@ class GpuPolicy:
         Units stacked on each side.
     budget_scale : float
         Factor (≤ 1) on the byte budget of later GPU units, halved at each OOM.
+    notify : callable or None
+        ``notify(text, logging_level)`` also receives every warning (retry, fallback,
+        GPU disabled): grid mode sets it to send them to ZeMosaic's callback.
     """
 
     def __init__(self, mode: str = "auto", backend: str | Backend | None = None, *,
@@ -140,6 +143,7 @@ class GpuPolicy:
         self._health: bool | None = None
         self._health_reason = ""
         self._cpu: Backend | None = None
+        self.notify: Callable[[str, int], None] | None = None
         self._lock = threading.RLock()  # the device lock: one GPU unit at a time
         self._state_lock = threading.Lock()
 
@@ -404,7 +408,7 @@ class GpuPolicy:
                 elif not last:
                     self._log_retry(label, attempt, oom, session, budget, rows)
                 else:
-                    logger.warning("%s GPU stack failed, falling back to CPU (%s, %s)", self.tag, label,
+                    self._warn("%s GPU stack failed, falling back to CPU (%s, %s)", self.tag, label,
                                    self.last_error)
         cpu = self.cpu_backend()
         session = DeviceSession(cpu, attempt=0, budget_bytes=budget_of(cpu), rows=None)
@@ -412,6 +416,12 @@ class GpuPolicy:
         history.append(self._record(session, ok=True))
         self.units_cpu += 1
         return UnitRun(value, False, session, history)
+
+    def _warn(self, message: str, *args: Any) -> None:
+        """Log a warning and hand it to :attr:`notify` (a GUI callback) when one is set."""
+        logger.warning(message, *args)
+        if self.notify is not None:
+            self.notify(message % args if args else message, logging.WARNING)
 
     def _attempt(self, work: Callable[[DeviceSession], Any], session: DeviceSession,
                  check: Callable[[Any], None] | None) -> Any:
@@ -456,20 +466,20 @@ class GpuPolicy:
     def _log_retry(self, label: Any, attempt: int, oom: bool, session: DeviceSession, budget: int,
                    rows: int | None) -> None:
         if not oom:
-            logger.warning("%s %s: GPU attempt %d failed (%s); retrying once", self.tag, label, attempt,
+            self._warn("%s %s: GPU attempt %d failed (%s); retrying once", self.tag, label, attempt,
                            self.last_error)
             return
-        logger.warning("%s %s: GPU attempt %d ran out of memory (%s); freed device memory, band rows %s -> %s, "
+        self._warn("%s %s: GPU attempt %d ran out of memory (%s); freed device memory, band rows %s -> %s, "
                        "budget %.1f -> %.1f MiB; retrying once", self.tag, label, attempt, self.last_error,
                        session.rows, rows, session.budget_bytes / _MIB, budget / _MIB)
 
     def _disable(self, gpu: Backend, label: Any, attempt: int) -> None:
         if self.max_failures is None:
-            logger.warning("%s %s: GPU attempt %d failed (%s)", self.tag, label, attempt, self.last_error)
-            logger.warning(DISABLED_MESSAGE)
+            self._warn("%s %s: GPU attempt %d failed (%s)", self.tag, label, attempt, self.last_error)
+            self._warn(DISABLED_MESSAGE)
         else:
-            logger.warning("%s GPU stack failed, falling back to CPU (%s, %s)", self.tag, label, self.last_error)
-            logger.warning("%s GPU disabled for the rest of the run after %d failures", self.tag, self.failures)
+            self._warn("%s GPU stack failed, falling back to CPU (%s, %s)", self.tag, label, self.last_error)
+            self._warn("%s GPU disabled for the rest of the run after %d failures", self.tag, self.failures)
         self.hard_disabled = True
         free_device_memory(gpu)
         logger.info("%s %s: stacking on the CPU (%s)", self.tag, label, self.cpu_backend().name)

@@ -22,6 +22,7 @@ import math
 import time
 from typing import Any, Callable
 
+from ..compat.gui_events import callback_level
 from ..telemetry import ResourceTelemetryController, grid_telemetry_context
 
 __all__ = ["GridProgress", "format_eta", "PHASES"]
@@ -100,11 +101,25 @@ class GridProgress:
         *args : object
             Its arguments (the callback gets the formatted text).
         level : int
-            ``logging`` level; the callback gets its name as ``level``. Default INFO.
+            ``logging`` level; the callback gets ZeMosaic's name for it
+            (:func:`~zemosaic_xp.compat.gui_events.callback_level`: ``"WARN"`` for a
+            warning). Default INFO.
         """
         logger.log(level, message, *args)
         text = message % args if args else message
-        self._call(text, None, logging.getLevelName(level))
+        self._call(text, None, callback_level(level))
+
+    def notify(self, text: str, level: int = logging.WARNING) -> None:
+        """Send an already-logged message to the callback only.
+
+        Parameters
+        ----------
+        text : str
+            The message (``[GRID] ...``).
+        level : int
+            Its :mod:`logging` level.
+        """
+        self._call(text, None, callback_level(level))
 
     # ------------------------------------------------------------------ phases
     def set_totals(self, tiles_total: int) -> None:

@@ -371,6 +371,7 @@ def _gpu_decision(grid_use_gpu: bool | None, cfg: GridConfig, progress: GridProg
         progress.message("[GRID] GPU=OFF")
         return None
     policy = policy if policy is not None else GpuPolicy.for_grid("auto")
+    policy.notify = progress.notify  # fallbacks and the breaker reach the GUI as WARN
     gpu = policy.gpu_backend()
     progress.message("[GRID] GPU=%s (%s)", "ON" if gpu is not None else "OFF", policy.describe())
     return policy if gpu is not None else None

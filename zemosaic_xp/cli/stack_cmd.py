@@ -84,17 +84,19 @@ def register(subparsers: Any) -> None:
 
 def _build_config(args: argparse.Namespace) -> tuple[Any, str]:
     from zemosaic_xp import StackConfig
-    from zemosaic_xp.compat.zemosaic import gpu_flag, load_config_file
+    from zemosaic_xp.compat.zemosaic import gpu_flag, load_config_file, naming_keys
 
     data = load_config_file(args.config) if args.config else {}
-    config = StackConfig.from_dict(data)
+    config = StackConfig.from_dict(data)  # names the key and the file in its errors
+    with naming_keys(data):
+        use_gpu = gpu_flag(data)
     changes = {name: getattr(args, name) for name in
                ("normalize", "weighting", "reject", "combine", "kappa_low", "kappa_high")
                if getattr(args, name) is not None}
     if changes:
         config = config.replace(**changes)
     # ZeMosaic's stacking GPU switch (use_gpu_phase5, then its aliases); unset or "auto": allowed.
-    backend = args.backend or ("numpy" if gpu_flag(data) is False else "auto")
+    backend = args.backend or ("numpy" if use_gpu is False else "auto")
     return config, backend
 
 

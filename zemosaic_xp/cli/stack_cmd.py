@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import warnings
@@ -115,11 +116,26 @@ def _wcs_of(header: Any) -> Any:
         return None
 
 
+def _check_output(output: str, files: list[str]) -> None:
+    """Refuse an output that is one of the inputs (the same file after resolving links)."""
+    from zemosaic_xp.cli import CliError
+
+    target = os.path.normcase(os.path.realpath(output))
+    for name in files:
+        same = os.path.normcase(os.path.realpath(name)) == target
+        if not same and os.path.exists(output) and os.path.exists(name):
+            same = os.path.samefile(name, output)  # a hard link
+        if same:
+            raise CliError(f"-o/--output '{output}' is the input frame '{name}': writing the master tile "
+                           f"would overwrite it; choose another output name")
+
+
 def _run(args: argparse.Namespace) -> int:
     from zemosaic_xp import stack_master_tile, write_master_tile
     from zemosaic_xp.cli.progress import ProgressBar
     from zemosaic_xp.io.bands import FitsSource
 
+    _check_output(args.output, args.files)  # before any work: nothing is read, nothing lost
     config, backend = _build_config(args)
     budget = parse_bytes(args.memory_budget) if args.memory_budget else None
     bar = ProgressBar(enabled=not getattr(args, "quiet", False))

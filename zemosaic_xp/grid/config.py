@@ -57,7 +57,7 @@ def grid_stack_config(**overrides: Any) -> StackConfig:
 
     ``gesd`` (Rosner's generalized ESD test) rather than upstream grid's ``kappa_sigma``:
     a survey is shallow at its rim and wherever few frames overlap, and κ-σ with the
-    standard deviation of all samples cannot reject a lone outlier in fewer than 9
+    standard deviation of all samples cannot reject a lone outlier in fewer than 8
     frames (N/√(N−1) must exceed κ = 3), so satellite trails and cosmic rays survive
     there; docs/grid.md ("Notes on the defaults") compares the three on the demo survey.
     """

@@ -57,3 +57,44 @@ def test_readme_code_blocks_run_as_pasted(tmp_path):
     assert ran >= 6
     assert (tmp_path / "mosaic" / "mosaic_grid.fits").exists()
     assert (tmp_path / "master_tile_001.fits").exists() and (tmp_path / "master.fits").exists()
+
+
+# -- issue 15, case 18: install lines that work from a checkout; the cosmic-ray claim says where it holds
+
+def test_install_lines_work_from_a_checkout():
+    text = README.read_text(encoding="utf-8")
+    # The package is not on an index: `pip install "zemosaic-xp[dask]"` fails; extras go on the checkout.
+    assert not re.search(r"pip install \"?zemosaic-xp", text)
+    assert 'python -m pip install ".[dask]"' in text
+
+
+def test_the_cosmic_ray_claim_is_qualified():
+    intro = README.read_text(encoding="utf-8").split("## Set-up")[0]
+    assert "touches nothing else" not in intro
+    assert "wherever enough frames overlap" in intro and "covered by 1–3 frames keeps its" in intro
+    assert "docs/algorithms.md#rejection-needs-depth" in intro
+
+
+# From how many frames each rejection removes a lone hit (docs/algorithms.md, "Rejection needs depth").
+DEPTH = {"winsorized_sigma_clip": 4, "gesd": 4, "mad": 4, "percentile": 4, "minmax": 5,
+         "winsorized_quantile": 5, "kappa_sigma": 8, "linear_fit_clip": 9}
+
+
+@pytest.mark.parametrize("reject", sorted(DEPTH))
+def test_rejection_needs_the_depth_the_docs_state(reject):
+    import numpy as np
+
+    import zemosaic_xp as zx
+
+    doc = (README.parent / "docs" / "algorithms.md").read_text(encoding="utf-8")
+    row = next(line for line in doc.splitlines() if line.startswith("| ") and f"`{reject}`" in line
+               and "frames |" in line)
+    assert row.endswith(f"| {DEPTH[reject]} frames |")
+    hits = (slice(None, None, 16), slice(None, None, 16))   # 16 lone hits, 0.4 % of the last frame
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, DEPTH[reject] - 1, DEPTH[reject]):
+        frames = rng.normal(100.0, 3.0, (n, 64, 64)).astype(np.float32)
+        frames[(-1, *hits)] += 5000.0
+        result = zx.stack(frames, config=zx.StackConfig(reject=reject))
+        removed = result.rejected_high[hits] > 0
+        assert removed.all() if n >= DEPTH[reject] else not removed.any(), (reject, n)

@@ -115,3 +115,41 @@ def test_parse_bytes(text, expected):
 def test_parse_bytes_rejects(text):
     with pytest.raises(ValueError, match="--memory-budget"):
         parse_bytes(text)
+
+
+# -- issue 15: the output is one of the inputs (case 2), repeated inputs (case 10)
+
+@pytest.mark.parametrize("spelling", ["same", "relative", "symlink", "hardlink"])
+def test_output_that_is_an_input_is_refused_and_left_untouched(tmp_path, paths, capsys, monkeypatch, spelling):
+    monkeypatch.chdir(tmp_path)
+    target = paths[1]
+    output = {"same": target, "relative": f"./lights/../lights/{tmp_path.joinpath(target).name}"}.get(spelling)
+    if spelling == "symlink":
+        output = str(tmp_path / "link.fits")
+        (tmp_path / "link.fits").symlink_to(target)
+    elif spelling == "hardlink":
+        output = str(tmp_path / "hard.fits")
+        (tmp_path / "hard.fits").hardlink_to(target)
+    before = (tmp_path / target).read_bytes()
+    code = main(["--quiet", "stack", *paths, "-o", output, "--backend", "numpy"])
+    assert code == 2
+    assert _one_error_line(capsys) == (f"zemosaic-xp: error: -o/--output '{output}' is the input frame '{target}': "
+                                       f"writing the master tile would overwrite it; choose another output name")
+    assert (tmp_path / target).read_bytes() == before
+
+
+def test_repeated_inputs_are_stacked_once(tmp_path, paths, caplog, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    once, twice = tmp_path / "once.fits", tmp_path / "twice.fits"
+    assert main(["--quiet", "stack", *paths, "-o", str(once), "--backend", "numpy"]) == 0
+    relative = str(tmp_path.joinpath(paths[0]).relative_to(tmp_path))
+    with caplog.at_level("WARNING", logger="zemosaic_xp.io"):
+        assert main(["--quiet", "stack", *paths, f"./{relative}", paths[2], "-o", str(twice),
+                     "--backend", "numpy"]) == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        f"[P3] the inputs list 2 frame(s) more than once; each is stacked once: '{paths[0]}' (inputs 0, 6: "
+        f"'{paths[0]}', './{relative}'); '{paths[2]}' (inputs 2, 7)"]
+    with fits.open(once) as a, fits.open(twice) as b:
+        assert b[0].header["NCOMBINE"] == a[0].header["NCOMBINE"] == 6
+        np.testing.assert_array_equal(a[0].data, b[0].data)
+        np.testing.assert_array_equal(a["ALPHA"].data, b["ALPHA"].data)

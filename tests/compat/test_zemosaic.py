@@ -64,7 +64,7 @@ def test_winsor_limits_forms(value, expected):
 @pytest.mark.parametrize(("value", "match"), [
     ("0.05", r"`stacking_winsor_limits` must be two numbers like \"0.05,0.05\""),
     ("a,b", "must be two numbers"), ([0.1, 0.2, 0.3], "must be two numbers"),
-    ("0.6,0.1", r"`winsor_limits` fractions must each be in \[0, 0.5\)"),
+    ("0.6,0.1", r"`stacking_winsor_limits` fractions must each be in \[0, 0.5\)"),  # the key, not the field
 ])
 def test_bad_winsor_limits(value, match):
     with pytest.raises(ValueError, match=match):
@@ -136,7 +136,8 @@ def test_method_aliases(key, value, field, expected):
     ("stacking_final_combine_method", 3, r"`stacking_final_combine_method` must be one of .*got 3"),
     ("combine", "weighted", r"`combine` must be one of"),
     ("apply_radial_weight", "maybe", r"`apply_radial_weight` must be true or false"),
-    ("stacking_kappa_low", -1, r"`kappa_low` must be finite and > 0"),
+    ("stacking_kappa_low", -1, r"`stacking_kappa_low` must be finite and > 0"),  # the key as written
+    ("kappa_low", -1, r"`kappa_low` must be finite and > 0"),
 ])
 def test_bad_values_of_known_keys(key, value, match):
     with pytest.raises(ValueError, match=match):
@@ -272,7 +273,6 @@ def test_grid_settings_read_units_and_precedence():
     # an explicit fraction wins over the percentage, and is not clipped (GridConfig validates it)
     assert grid_settings_from_dict({"grid_overlap_fraction": 0.95, "batch_overlap_pct": 20},
                                    max_overlap_fraction=0.9)["overlap_fraction"] == 0.95
-    assert grid_settings_from_dict({"batch_overlap_pct": -5}, max_overlap_fraction=0.9)["overlap_fraction"] == 0.0
     # a budget of 0 is ZeMosaic's "auto": the first budget key set decides, and leaves it unset
     assert "stack_chunk_budget_mb" not in grid_settings_from_dict(
         {"stack_chunk_budget_mb": 0, "grid_chunk_ram_mb": 64}, max_overlap_fraction=0.9)
@@ -280,7 +280,7 @@ def test_grid_settings_read_units_and_precedence():
 
 @pytest.mark.parametrize(("key", "value", "match"), [
     ("grid_size_factor", "large", r"`grid_size_factor` must be a number, got 'large'"),
-    ("grid_workers", [2], r"`grid_workers` must be a number"),
+    ("grid_workers", [2], r"`grid_workers` must be a whole number"),
     ("grid_match_photometry", "sometimes", r"`grid_match_photometry` must be true or false"),
 ])
 def test_bad_grid_values_name_the_key(key, value, match):

@@ -54,3 +54,42 @@ def test_demo_command(tmp_path, capsys):
     assert (tmp_path / "demo" / "survey" / "stack_plan.csv").is_file()
     quality = next(line for line in out.splitlines() if line.startswith("quality:"))
     assert "8 frames" in quality and "seam max / sigma" in quality
+
+
+@pytest.mark.parametrize("switch", [["--gpu"], ["--config", "use_gpu_grid"]], ids=["flag", "config"])
+def test_unusable_gpu_is_explained_without_debug(survey, tmp_path, capsys, monkeypatch, switch):
+    # issue 15, case 15: the reason was only in the logs; now one line, even with --quiet.
+    # The fault injector's health check fails, whether or not this machine has a GPU.
+    from zemosaic_xp.gpu import GpuPolicy
+    from zemosaic_xp.gpu.testing import FaultInjector
+
+    policies = []
+    grid_policy = GpuPolicy.for_grid
+
+    def failing_health(cls, mode="auto", *args, **kwargs):
+        injector = FaultInjector(health="error")
+        policies.append(grid_policy(mode, injector.backend, fault_injector=injector))
+        return policies[-1]
+
+    monkeypatch.setattr(GpuPolicy, "for_grid", classmethod(failing_health))
+    if switch[0] == "--config":
+        config = tmp_path / "zemosaic_config.json"
+        config.write_text(json.dumps({"use_gpu_grid": True}))
+        switch = ["--config", str(config)]
+    asked = "--gpu" if switch == ["--gpu"] else "the config's GPU switch"
+    code = main(["--quiet", "grid", str(survey.folder), str(tmp_path / "out"), "--workers", "1", *switch])
+    captured = capsys.readouterr()
+    assert code == 0 and "GPU off" in captured.out  # the run goes on on the CPU, as before
+    lines = [line for line in captured.err.splitlines() if "GPU" in line]
+    assert lines == [f"zemosaic-xp: GPU requested ({asked}) but not usable: numpy:fake-gpu health check failed "
+                     f"(InjectedGpuError: CUDA error: an illegal memory access was encountered in arange() "
+                     f"(injected)); the tiles are stacked on the CPU"]
+    assert len(policies) == 1  # one health check: the run used the CLI's policy
+
+
+def test_no_gpu_line_when_the_gpu_is_not_requested(survey, tmp_path, capsys, monkeypatch):
+    from zemosaic_xp.gpu import GpuPolicy
+
+    monkeypatch.setattr(GpuPolicy, "for_grid", classmethod(lambda cls, *a, **k: pytest.fail("GPU probed")))
+    assert main(["--quiet", "grid", str(survey.folder), str(tmp_path / "out"), "--workers", "1"]) == 0
+    assert "GPU" not in capsys.readouterr().err

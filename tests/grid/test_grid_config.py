@@ -35,7 +35,7 @@ def test_from_zemosaic_keys():
     assert cfg.telemetry_enabled and not cfg.telemetry_log_to_csv and cfg.telemetry_interval_sec == 0.2
     assert cfg.max_cpu_workers == 3
     assert GridConfig.from_dict({"grid_chunk_ram_mb": 64, "grid_chunk_ram_gb": 9}).stack_chunk_budget_mb == 64.0
-    assert GridConfig.from_dict({"batch_overlap_pct": 150}).overlap_fraction == 0.9
+    assert GridConfig.from_dict({"batch_overlap_pct": 90}).overlap_fraction == 0.9
 
 
 @pytest.mark.parametrize(("changes", "match"), [

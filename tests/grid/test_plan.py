@@ -100,3 +100,62 @@ def test_mount_split_needs_every_row_and_two_kinds(folder):
     assert list(split_by_mount(load_stack_plan(folder))) == [None]
     _write(folder, "file_path,eqmode\na.fits,EQ\nb.fits,equatorial\n")
     assert list(split_by_mount(load_stack_plan(folder))) == [None]
+
+
+# -- issue 15: unrecognised path column (case 9), repeated frames (case 10), encodings (case 11)
+
+@pytest.mark.parametrize("text", [
+    "image,exposure\na.fits,30\n",          # a known column, but none of the path names
+    "Image;Exp_Time\na.fits;30\nb.fits;60\n",  # no known name: a header, since the next row names a frame
+], ids=["known-columns", "unknown-columns"])
+def test_header_without_a_path_column_names_it_and_the_accepted_names(folder, text):
+    _write(folder, text)
+    columns = r"'image', 'exposure'" if text.startswith("image") else r"'Image', 'Exp_Time'"
+    with pytest.raises(ValueError, match=rf"stack_plan.csv' has no column of frame paths: its header is {columns}; "
+                                         r"name that column one of file_path, filepath, file, path, filename, "
+                                         r"fits, raw \(or drop the header row"):
+        load_stack_plan(folder)
+
+
+def test_repeated_frames_are_stacked_once_with_one_warning(folder, caplog):
+    _write(folder, f"file_path,exposure\na.fits,30\nb.fits,30\n./a.fits,30\n{folder / 'a.fits'},30\n"
+                   "night1/d.fits,30\nnight1/../b.fits,30\n")
+    with caplog.at_level(logging.WARNING, logger="zemosaic_xp.grid"):
+        plan = load_stack_plan(folder)
+    assert [e.path.name for e in plan.entries] == ["a.fits", "b.fits", "d.fits"]
+    assert plan.duplicates == ["./a.fits", str(folder / "a.fits"), "night1/../b.fits"]
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        f"[GRID] stack_plan.csv lists 2 frame(s) more than once; each is stacked once: 'a.fits' (rows 1, 3, 4: "
+        f"'a.fits', './a.fits', '{folder / 'a.fits'}'); 'b.fits' (rows 2, 6: 'b.fits', 'night1/../b.fits')")
+
+
+def test_identical_repeated_rows_are_listed_once(folder, caplog):
+    _write(folder, "a.fits\na.fits\n")
+    with caplog.at_level(logging.WARNING, logger="zemosaic_xp.grid"):
+        plan = load_stack_plan(folder)
+    assert len(plan) == 1 and plan.duplicates == ["a.fits"]
+    assert "'a.fits' (rows 1, 2)" in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16"], ids=["utf8", "utf8-bom", "utf16-bom"])
+def test_utf8_and_utf16_with_a_bom_read_non_ascii_paths(folder, encoding):
+    (folder / "Nébuleuse_001.fits").write_bytes(b"x")
+    (folder / "stack_plan.csv").write_bytes("file_path,exposure\nNébuleuse_001.fits,30\na.fits,30\n".encode(encoding))
+    plan = load_stack_plan(folder)
+    assert [e.path.name for e in plan.entries] == ["Nébuleuse_001.fits", "a.fits"] and not plan.missing
+
+
+def test_latin1_plan_names_the_file_and_the_byte_offset(folder):
+    (folder / "stack_plan.csv").write_bytes("file_path\na.fits\nNébuleuse_001.fits\n".encode("latin-1"))
+    # Upstream drops the byte and reports 'Nbuleuse_001.fits' as not found.
+    with pytest.raises(ValueError, match=r"stack_plan.csv' is not UTF-8 text: byte 0xe9 at offset 18 \(line 3\) "
+                                         r"does not decode \(latin-1 / Windows-1252\?\); save the plan as UTF-8"):
+        load_stack_plan(folder)
+
+
+def test_utf16_without_a_bom_is_not_read_as_mangled_paths(folder):
+    (folder / "stack_plan.csv").write_bytes("file_path\na.fits\n".encode("utf-16-le"))
+    with pytest.raises(ValueError, match=r"stack_plan.csv' is not UTF-8 text: NUL byte at offset 1 \(UTF-16 "
+                                         r"without a byte-order mark"):
+        load_stack_plan(folder)

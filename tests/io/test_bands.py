@@ -53,6 +53,28 @@ def test_empty_and_wrong_inputs():
         open_sources([np.zeros(4)])
 
 
+def test_a_path_listed_again_is_opened_once(tmp_path, rgb, caplog, monkeypatch):
+    # issue 15, case 10: a repeated frame counted twice in coverage, weights and rejection
+    monkeypatch.chdir(tmp_path)
+    a = write_frame(tmp_path / "a.fits", rgb)
+    b = write_frame(tmp_path / "b.fits", rgb + 1)
+    (tmp_path / "link.fits").symlink_to(a)
+    with caplog.at_level("WARNING", logger="zemosaic_xp.io"):
+        sources = open_sources([a, "./b.fits", "a.fits", rgb, b, "link.fits", rgb])
+    assert [s.name for s in sources] == [str(a), "./b.fits", "inputs[3]", "inputs[6]"]  # arrays are never merged
+    (record,) = caplog.records
+    assert record.getMessage() == (f"[P3] the inputs list 2 frame(s) more than once; each is stacked once: "
+                                   f"'{a}' (inputs 0, 2, 5: '{a}', 'a.fits', 'link.fits'); "
+                                   f"'./b.fits' (inputs 1, 4: './b.fits', '{b}')")
+
+
+def test_distinct_inputs_raise_no_warning(tmp_path, rgb, caplog):
+    paths = [write_frame(tmp_path / f"{i}.fits", rgb) for i in range(3)]
+    with caplog.at_level("WARNING"):
+        assert len(open_sources(paths)) == 3
+    assert caplog.records == []
+
+
 @pytest.mark.parametrize("dtype", [">f4", "<f4", ">f8", ">i2", "uint16"])
 @pytest.mark.parametrize("layout", ["CHW", "HWC"])
 def test_byte_orders_integer_types_and_layouts_are_read_as_native_float32(tmp_path, rgb, dtype, layout):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -158,3 +159,30 @@ class TestCommand:
         assert telemetry_cli(["telemetry-plot", str(csv_path)]) == 0
         assert csv_path.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC
         assert "Grid: Completed" in capsys.readouterr().out
+
+
+class TestForeignFiles:
+    """issue 15, case 14: a binary or non-CSV file is one line naming it, not a decode error."""
+
+    @pytest.mark.parametrize(("content", "match"), [
+        (PNG_MAGIC + b"\x00\x00\x00\rIHDR", r"it holds binary data \(NUL byte at offset 8\)"),
+        (b"\xff\xd8\xff\xe0JFIF", r"its header \['ÿØÿàJFIF'\] has no 'timestamp_iso' column"),
+        (b"SIMPLE  =                    T" + b" " * 2850, r"its header \['SIMPLE  = +T +\.\.\. has no 'timestamp_iso'"),
+    ], ids=["png", "not-utf8", "fits-header"])
+    def test_one_line_naming_the_file(self, telemetry_cli, tmp_path, capsys, content, match):
+        path = tmp_path / "not_telemetry.bin"
+        path.write_bytes(content)
+        assert telemetry_cli(["telemetry-plot", str(path), "--no-plot"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and len(err) < 300
+        assert re.match(rf"zemosaic-xp: error: '{re.escape(str(path))}' is not a telemetry CSV: {match}", err)
+
+    def test_upstreams_cp1252_text_is_read(self, tmp_path):
+        path = tmp_path / "resource_telemetry.csv"
+        path.write_bytes("timestamp_iso,phase_name,cpu_percent\n2026-01-01T00:00:00Z,Réduction,5\n".encode("cp1252"))
+        assert [p["phase_name"] for p in summarize_telemetry_csv(path)["phases"]] == ["Réduction"]
+
+    def test_a_bom_written_by_a_spreadsheet_is_read(self, run_csv, tmp_path):
+        path = tmp_path / "excel.csv"
+        path.write_bytes(b"\xef\xbb\xbf" + run_csv.read_bytes())
+        assert summarize_telemetry_csv(path)["rows"] == summarize_telemetry_csv(run_csv)["rows"]

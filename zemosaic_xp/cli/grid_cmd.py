@@ -130,13 +130,48 @@ def run_from_args(args: argparse.Namespace, input_folder: Path, output_folder: P
     try:
         with ExitStack() as stack:
             executor = _cluster_executor(stack, getattr(args, "scheduler", None), args.workers)
+            policy = _gpu_policy(args.gpu, keys, bar, debug=getattr(args, "debug", False))
             return run_grid_mode(input_folder, output_folder, bar, config=keys, grid_use_gpu=args.gpu,
-                                 grid_workers=workers, executor=executor, resume=args.resume, cancel=cancel)
+                                 grid_workers=workers, executor=executor, resume=args.resume, cancel=cancel,
+                                 gpu_policy=policy)
     finally:
         bar.close()
         grid_logger.setLevel(saved_level)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, previous)
+
+
+def _gpu_policy(flag: bool | None, keys: dict[str, Any], bar: Any, *, debug: bool) -> Any:
+    """The run's GPU policy when ``--gpu`` (or the config) asks for the GPU, else None.
+
+    Its health check runs here, and an unusable GPU is said at once in one line, with
+    the reason, whatever the log level (the run goes on on the CPU, as it always did);
+    the policy's own INFO line saying the same is left to ``--debug``.
+    """
+    from zemosaic_xp.compat.zemosaic import GRID_GPU_KEYS, gpu_flag, naming_keys
+    from zemosaic_xp.gpu import GpuPolicy
+
+    asked = "--gpu"
+    if flag is None:
+        with naming_keys(keys):
+            flag = gpu_flag(keys, GRID_GPU_KEYS)
+        asked = "the config's GPU switch"
+    if not flag:
+        return None
+    policy = GpuPolicy.for_grid("auto")
+    gpu_logger = logging.getLogger("zemosaic_xp.gpu")
+    saved_level = gpu_logger.level
+    if not debug:
+        gpu_logger.setLevel(logging.WARNING)
+    try:
+        usable = policy.gpu_backend() is not None
+    finally:
+        gpu_logger.setLevel(saved_level)
+    if not usable:
+        reason = " ".join(policy.describe().split())
+        bar.print_above(f"zemosaic-xp: GPU requested ({asked}) but not usable: {reason}; the tiles are "
+                        f"stacked on the CPU")
+    return policy
 
 
 def _cluster_executor(stack: ExitStack, address: str | None, workers: int | None) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import warnings
@@ -84,17 +85,19 @@ def register(subparsers: Any) -> None:
 
 def _build_config(args: argparse.Namespace) -> tuple[Any, str]:
     from zemosaic_xp import StackConfig
-    from zemosaic_xp.compat.zemosaic import gpu_flag, load_config_file
+    from zemosaic_xp.compat.zemosaic import gpu_flag, load_config_file, naming_keys
 
     data = load_config_file(args.config) if args.config else {}
-    config = StackConfig.from_dict(data)
+    config = StackConfig.from_dict(data)  # names the key and the file in its errors
+    with naming_keys(data):
+        use_gpu = gpu_flag(data)
     changes = {name: getattr(args, name) for name in
                ("normalize", "weighting", "reject", "combine", "kappa_low", "kappa_high")
                if getattr(args, name) is not None}
     if changes:
         config = config.replace(**changes)
     # ZeMosaic's stacking GPU switch (use_gpu_phase5, then its aliases); unset or "auto": allowed.
-    backend = args.backend or ("numpy" if gpu_flag(data) is False else "auto")
+    backend = args.backend or ("numpy" if use_gpu is False else "auto")
     return config, backend
 
 
@@ -113,11 +116,26 @@ def _wcs_of(header: Any) -> Any:
         return None
 
 
+def _check_output(output: str, files: list[str]) -> None:
+    """Refuse an output that is one of the inputs (the same file after resolving links)."""
+    from zemosaic_xp.cli import CliError
+
+    target = os.path.normcase(os.path.realpath(output))
+    for name in files:
+        same = os.path.normcase(os.path.realpath(name)) == target
+        if not same and os.path.exists(output) and os.path.exists(name):
+            same = os.path.samefile(name, output)  # a hard link
+        if same:
+            raise CliError(f"-o/--output '{output}' is the input frame '{name}': writing the master tile "
+                           f"would overwrite it; choose another output name")
+
+
 def _run(args: argparse.Namespace) -> int:
     from zemosaic_xp import stack_master_tile, write_master_tile
     from zemosaic_xp.cli.progress import ProgressBar
     from zemosaic_xp.io.bands import FitsSource
 
+    _check_output(args.output, args.files)  # before any work: nothing is read, nothing lost
     config, backend = _build_config(args)
     budget = parse_bytes(args.memory_budget) if args.memory_budget else None
     bar = ProgressBar(enabled=not getattr(args, "quiet", False))

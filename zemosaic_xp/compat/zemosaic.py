@@ -28,8 +28,14 @@ poststack_rgb_equalize_gain_clip  rgb_equalize_gain_clip       [low, high]
 poststack_rgb_equalize_*          rgb_equalize_* (bg_percentile, min_samples, min_coverage)
 ================================  ===========================  ==========================
 
-Rules: keys that are neither a field nor in this table are ignored (a ZeMosaic config
-carries hundreds of GUI and GPU settings); ``None`` and blank strings mean "not set"
+Rules: every value is read by type (:mod:`.values`) and range-checked by
+``StackConfig`` / ``GridConfig``; a bad value is a ``ValueError`` naming the key as
+written (``stacking_kappa_low``, not the field) and the config file when the dict came
+from :func:`load_config_file`. Nothing is clamped, rounded or replaced in silence. Keys
+that we neither read nor list in :data:`IGNORED_KEYS` / :data:`IGNORED_PREFIXES`
+(ZeMosaic's GUI and pipeline settings that grid and classic knowingly ignore) are listed
+once, in one ``[CONFIG]`` warning, with the nearest known key (a typo such as
+``grid_workerz`` is caught). ``None`` and blank strings mean "not set"
 (ZeMosaic's GUI stores an empty entry as ``""``); a field name wins over the ZeMosaic key
 for the same field; method names are matched case-insensitively with ``-``, ``+`` and
 spaces read as ``_``; an unknown method name is a ``ValueError`` listing the valid names
@@ -48,20 +54,26 @@ Grid keys and GPU switches are listed in :data:`GRID_KEYS`, :data:`STACK_GPU_KEY
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..core.config import (
-    COMBINE_METHODS,
-    NORMALIZE_METHODS,
-    REJECT_METHODS,
-    WEIGHTING_METHODS,
-    WSC_IMPLEMENTATIONS,
-    StackConfig,
+from ..core.config import WSC_IMPLEMENTATIONS, StackConfig
+from .values import (
+    METHOD_ALIASES,
+    is_set,
+    parse_bool,
+    parse_int,
+    parse_method,
+    parse_number,
+    parse_optional_bool,
+    parse_pair,
+    spelling,
 )
 
 __all__ = [
@@ -70,10 +82,18 @@ __all__ = [
     "GRID_KEYS",
     "STACK_GPU_KEYS",
     "GRID_GPU_KEYS",
+    "IGNORED_KEYS",
+    "IGNORED_PREFIXES",
+    "ConfigFile",
     "load_config_file",
+    "unknown_keys",
+    "warn_unknown_keys",
+    "naming_keys",
     "is_set",
     "parse_bool",
     "parse_optional_bool",
+    "parse_number",
+    "parse_int",
     "parse_pair",
     "parse_method",
     "gpu_flag",
@@ -118,49 +138,60 @@ _WSC_IMPL_KEYS = ("wsc_impl", "winsor_impl", "stack_winsor_impl")
 _LEGACY = "legacy_quantile"
 _WSC_IMPLS = WSC_IMPLEMENTATIONS + (_LEGACY,)
 
-#: Accepted spellings of each method, per field (after lower-casing and ``-+ `` → ``_``).
-METHOD_ALIASES: dict[str, dict[str, str]] = {
-    "normalize": {
-        "no": "none", "off": "none", "linear": "linear_fit", "sky": "sky_mean",
-        "median_ratio": "median", "additive_with_scaling": "additive_scaling",
-        "multiplicative_with_scaling": "multiplicative_scaling",
-    },
-    "weighting": {
-        "no": "none", "off": "none", "unit": "none", "unity": "none", "uniform": "none",
-        "noise": "noise_variance", "variance": "noise_variance",
-        # Star-based weights need a detector the core does not have; ZeMosaic falls
-        # back to noise_variance without photutils, and so do we.
-        "noise_fwhm": "noise_variance", "noise_plus_fwhm": "noise_variance",
-    },
-    "reject": {
-        "no": "none", "off": "none",
-        "kappa": "kappa_sigma", "kappa_sigma_clip": "kappa_sigma", "sigma_clip": "kappa_sigma",
-        "sigma_clipping": "kappa_sigma",
-        "winsor": "winsorized_sigma_clip", "winsorized": "winsorized_sigma_clip",
-        "wsc": "winsorized_sigma_clip", "winsorized_sigma_clipping": "winsorized_sigma_clip",
-        "legacy_quantile": "winsorized_quantile",
-        "linear_fit": "linear_fit_clip", "linear_fit_clipping": "linear_fit_clip",
-        "linear": "linear_fit_clip",
-        "percentile_clip": "percentile", "percentile_clipping": "percentile",
-        "mad_clip": "mad", "mad_clipping": "mad", "median_mad": "mad",
-        "esd": "gesd", "gesdt": "gesd", "generalized_esd": "gesd",
-        "min_max": "minmax", "minmax_clip": "minmax", "clip_extrema": "minmax",
-    },
-    "combine": {
-        "average": "mean", "avg": "mean", "med": "median", "summation": "sum", "add": "sum",
-        "minimum": "min", "maximum": "max",
-    },
-}
-_VALID = {"normalize": NORMALIZE_METHODS, "weighting": WEIGHTING_METHODS,
-          "reject": REJECT_METHODS, "combine": COMBINE_METHODS}
+_STACK_DEFAULTS = StackConfig()
 _BOOL_FIELDS = ("radial_weight", "rgb_equalize", "winsor_rewinsor")
 _PAIR_FIELDS = ("winsor_limits", "rgb_equalize_gain_clip", "rgb_equalize_bg_percentile")
-_TRUE = ("true", "yes", "on", "1")
-_FALSE = ("false", "no", "off", "0")
-_UNSET_FLAGS = ("auto", "none", "null")
+
+#: ZeMosaic keys that grid and classic knowingly ignore (no "unknown key" warning): its
+#: GUI's and classic pipeline's settings named in upstream_spec §3.9, §4, §5 and §7 —
+#: GPU device choice, WSC memory knobs, the frame pre-filter, the parallel planner and
+#: Phase 3 memory controller (we size bands from ``memory_budget_bytes`` instead), and the
+#: final-mosaic steps grid does not implement (RGB equalisation, DBE, uint16 viewer copy).
+IGNORED_KEYS = frozenset({
+    "use_gpu", "gpu_id_phase5", "gpu_selector", "gpu_hybrid_vram_guard",
+    "winsor_worker_limit", "winsor_max_frames_per_pass", "winsor_auto_fallback_on_memory_error",
+    "winsor_min_frames_per_pass", "winsor_memmap_fallback", "winsor_split_strategy",
+    "stack_stat_min_finite_frac", "stack_stat_min_nonzero_frac", "stack_stat_min_finite_px_per_channel",
+    "parallel_autotune_enabled", "parallel_target_cpu_load", "parallel_gpu_vram_fraction",
+    "chunk_profile_mode", "phase3_ram_high_pct", "phase3_ram_critical_pct", "phase3_chunk_scale_high",
+    "phase3_chunk_scale_critical", "phase3_internal_chunk_threshold", "phase3_internal_chunk_size",
+    "extreme_group_threshold", "extreme_group_winsor_cap", "center_out_normalization_p3",
+    "inter_master_merge_enable", "grid_rgb_equalize", "final_mosaic_dbe_enabled",
+    "final_mosaic_dbe_strength", "save_final_as_uint16", "legacy_rgb_cube",
+})
+#: Families of ZeMosaic keys ignored likewise (upstream_spec §4.4, §4.5, §7): the quality
+#: crop and gate, the Alt-Az clean-up and the Phase 3 memory orchestrator overrides.
+IGNORED_PREFIXES = ("quality_crop_", "quality_gate_", "altaz_", "phase3_mem_orch_")
+_LISTED_UNKNOWN = 8  # names in the warning before "and N more"
+
+class ConfigFile(dict):
+    """The dict of a config file, which remembers the file's path.
+
+    A plain ``dict`` in every other way (JSON-able, picklable); the readers of this
+    module name :attr:`path` in their errors and warnings.
+
+    Parameters
+    ----------
+    data : mapping
+        The keys and values.
+    path : path-like
+        The file they were read from.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The file.
+    """
+
+    def __init__(self, data: Mapping[str, Any], path: str | os.PathLike) -> None:
+        super().__init__(data)
+        self.path = Path(path)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ConfigFile, (dict(self), self.path))
 
 
-def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+def load_config_file(path: str | os.PathLike) -> ConfigFile:
     """Read a ZeMosaic config file (``zemosaic_config.json``) into a dict.
 
     Parameters
@@ -171,8 +202,9 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
 
     Returns
     -------
-    dict
-        The JSON object as it is; the adapters pick the keys they know and ignore the rest.
+    ConfigFile
+        The JSON object as it is, a dict that remembers ``path``; the adapters read the
+        keys they know (naming the file in their errors) and warn about the rest.
 
     Raises
     ------
@@ -204,7 +236,7 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
         msg = (f"config file '{path}' holds a JSON {_json_kind(data)}; expected an object of ZeMosaic "
                f"keys such as {{\"stacking_rejection_algorithm\": \"kappa_sigma\"}}")
         raise ValueError(msg)
-    return data
+    return ConfigFile(data, path)
 
 
 def _json_kind(value: Any) -> str:
@@ -212,159 +244,116 @@ def _json_kind(value: Any) -> str:
     return next((name for kind, name in kinds if isinstance(value, kind)), "null")
 
 
-def is_set(value: Any) -> bool:
-    """Tell whether a config value counts as set: not None and not a blank string.
+def _known_keys() -> frozenset[str]:
+    return frozenset(STACK_KEYS) | frozenset(StackConfig.field_names()) | frozenset(_WSC_IMPL_KEYS) \
+        | frozenset(GRID_KEYS) | frozenset(GRID_GPU_KEYS)
+
+
+def unknown_keys(data: Mapping[str, Any], /) -> list[str]:
+    """List the keys of a config that nothing reads and that are not knowingly ignored.
 
     Parameters
     ----------
-    value : object
-        A value of a config dict.
+    data : mapping
+        ZeMosaic keys and/or StackConfig field names.
 
     Returns
     -------
-    bool
-        False for None, ``""`` and whitespace-only strings (ZeMosaic's empty entries).
+    list of str
+        In the dict's order: keys that are neither read (stacking, grid, GPU keys,
+        StackConfig fields) nor on :data:`IGNORED_KEYS` / :data:`IGNORED_PREFIXES`.
     """
-    return value is not None and not (isinstance(value, str) and not value.strip())
+    known = _known_keys() | IGNORED_KEYS
+    return [str(key) for key in data
+            if str(key) not in known and not str(key).startswith(IGNORED_PREFIXES)]
 
 
-def parse_bool(value: Any, key: str) -> bool:
-    """Read a boolean: True/False, 1/0, or "true"/"yes"/"on"/"1" and their opposites (any case).
+def warn_unknown_keys(data: Mapping[str, Any], /) -> list[str]:
+    """Log one ``[CONFIG]`` warning listing the :func:`unknown_keys` of a config, if any.
 
     Parameters
     ----------
-    value : object
-        The config value.
-    key : str
-        Its key, to name in the error.
+    data : mapping
+        The config; a :class:`ConfigFile` is named in the warning.
 
     Returns
     -------
-    bool
-        The flag.
+    list of str
+        The unknown keys (empty: nothing logged). Each is listed with the nearest
+        known key, if one is close (a typo).
+    """
+    unknown = unknown_keys(data)
+    if not unknown:
+        return unknown
+    known = sorted(_known_keys())
+    names = []
+    for key in unknown[:_LISTED_UNKNOWN]:
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        names.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    more = len(unknown) - _LISTED_UNKNOWN
+    listing = ", ".join(names) + (f" and {more} more" if more > 0 else "")
+    logger.warning("[CONFIG] %s%d unknown key%s ignored: %s", _where(data), len(unknown),
+                   "" if len(unknown) == 1 else "s", listing)
+    return unknown
+
+
+def _where(data: Any) -> str:
+    path = getattr(data, "path", None)
+    return f"config file '{path}': " if path is not None else ""
+
+
+def _key_sources(data: Mapping[str, Any]) -> dict[str, str]:
+    """Field -> the key that set it (the first set, as the readers take them)."""
+    sources: dict[str, str] = {}
+    for key, field in STACK_KEYS.items():
+        if is_set(data.get(key)):
+            sources.setdefault(field, key)
+    for key, (field, _) in GRID_KEYS.items():
+        if is_set(data.get(key)):
+            sources.setdefault(field, key)
+    for key in StackConfig.field_names():
+        if is_set(data.get(key)):
+            sources[key] = key  # a field name wins over the ZeMosaic key
+    return sources
+
+
+class _ConfigValueError(ValueError):
+    """A config error whose message already names the key and the file."""
+
+
+@contextmanager
+def naming_keys(data: Mapping[str, Any], /) -> Iterator[None]:
+    """Name the config key and file in the ``ValueError`` raised inside the block.
+
+    Validation messages name a field (`` `kappa_low` must be ...``); inside this
+    block they are rewritten to name the key that set it (`` `stacking_kappa_low` ...``)
+    and prefixed with ``config file '<path>': `` when ``data`` is a :class:`ConfigFile`.
+
+    Parameters
+    ----------
+    data : mapping
+        The config the block reads.
+
+    Yields
+    ------
+    None
+        Nothing; the block runs as is.
 
     Raises
     ------
     ValueError
-        Anything else; the message names ``key``.
+        The block's, reworded (nested blocks reword once).
     """
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-        return value.strip().lower() in _TRUE
-    msg = f"`{key}` must be true or false, got {value!r}"
-    raise ValueError(msg)
-
-
-def parse_optional_bool(value: Any, key: str) -> bool | None:
-    """Read a switch that may be left unset: None for None, blank, "auto", "none" or "null".
-
-    Parameters
-    ----------
-    value : object
-        The config value.
-    key : str
-        Its key, to name in the error.
-
-    Returns
-    -------
-    bool or None
-        None when unset or "auto" (the caller's default applies).
-
-    Raises
-    ------
-    ValueError
-        Not a boolean nor one of the unset spellings; the message names ``key``.
-    """
-    if not is_set(value) or (isinstance(value, str) and value.strip().lower() in _UNSET_FLAGS):
-        return None
     try:
-        return parse_bool(value, key)
-    except ValueError:
-        msg = f"`{key}` must be true, false or auto, got {value!r}"
-        raise ValueError(msg) from None
-
-
-def parse_pair(value: Any, key: str) -> tuple[float, float]:
-    """Read two numbers from ``"0.05,0.05"`` (ZeMosaic's string form, ``;`` also accepted) or a sequence.
-
-    Parameters
-    ----------
-    value : str or sequence
-        The config value.
-    key : str
-        Its key, to name in the error.
-
-    Returns
-    -------
-    (float, float)
-        The pair, as floats (not range-checked: StackConfig validates).
-
-    Raises
-    ------
-    ValueError
-        Not exactly two numbers; the message names ``key``.
-    """
-    parts: Any = value
-    if isinstance(value, str):
-        parts = value.replace(";", ",").split(",")
-    try:
-        if isinstance(parts, (str, bytes)) or len(parts) != 2:
-            raise ValueError
-        return float(parts[0]), float(parts[1])
-    except (TypeError, ValueError):
-        msg = f"`{key}` must be two numbers like \"0.05,0.05\" or [0.05, 0.05], got {value!r}"
-        raise ValueError(msg) from None
-
-
-def _spelling(value: str) -> str:
-    out = value.strip().lower()
-    for ch in "-+ ":
-        out = out.replace(ch, "_")
-    while "__" in out:
-        out = out.replace("__", "_")
-    return out.strip("_")
-
-
-def parse_method(field: str, value: Any, key: str) -> str:
-    """Read a method name: the public name of a ``field``'s method.
-
-    Case, ``-``, ``+`` and spaces are forgiven and :data:`METHOD_ALIASES` applied.
-
-    Parameters
-    ----------
-    field : {"normalize", "weighting", "reject", "combine"}
-        The StackConfig field.
-    value : object
-        The config value.
-    key : str
-        Its key, to name in the error.
-
-    Returns
-    -------
-    str
-        One of the field's public method names.
-
-    Raises
-    ------
-    ValueError
-        An unknown name; the message names ``key`` and lists the valid names and aliases.
-    """
-    valid = _VALID[field]
-    if isinstance(value, str):
-        name = _spelling(value)
-        name = METHOD_ALIASES[field].get(name, name)
-        if name in valid:
-            if name != _spelling(value):
-                logger.debug("config `%s` = %r read as %r", key, value, name)
-            return name
-    aliases = ", ".join(sorted(METHOD_ALIASES[field]))
-    msg = (f"`{key}` must be one of {{{', '.join(repr(v) for v in valid)}}} "
-           f"(aliases: {aliases}), got {value!r}")
-    raise ValueError(msg)
-
+        yield
+    except _ConfigValueError:
+        raise
+    except ValueError as exc:
+        msg = str(exc)
+        for field, key in _key_sources(data).items():
+            if key != field:
+                msg = msg.replace(f"`{field}`", f"`{key}`").replace(f"`{field}[", f"`{key}[")
+        raise _ConfigValueError(_where(data) + msg) from exc
 
 def gpu_flag(config: Mapping[str, Any], keys: tuple[str, ...] = STACK_GPU_KEYS) -> bool | None:
     """Resolve ZeMosaic's GPU switches: the first of ``keys`` that is set to true or false.
@@ -396,13 +385,19 @@ def gpu_flag(config: Mapping[str, Any], keys: tuple[str, ...] = STACK_GPU_KEYS) 
 
 
 def _stack_value(field: str, value: Any, key: str) -> Any:
-    if field in _VALID:
+    """The value of ``field`` read by type; ranges are StackConfig's to check."""
+    if field in METHOD_ALIASES:  # the method fields
         return parse_method(field, value, key)
     if field in _BOOL_FIELDS:
         return parse_bool(value, key)
     if field in _PAIR_FIELDS:
         return parse_pair(value, key)
-    return value
+    default = getattr(_STACK_DEFAULTS, field)
+    if field == "max_iters" or isinstance(default, int):  # bools are handled above
+        return parse_int(value, key)
+    if isinstance(default, float):
+        return parse_number(value, key)
+    return value  # wsc_impl: StackConfig checks the choice
 
 
 def _wsc_impl(data: Mapping[str, Any]) -> tuple[bool, str | None]:
@@ -414,7 +409,7 @@ def _wsc_impl(data: Mapping[str, Any]) -> tuple[bool, str | None]:
         value = data.get(key)
         if not is_set(value):
             continue
-        impl = _spelling(value) if isinstance(value, str) else value
+        impl = spelling(value) if isinstance(value, str) else value
         if impl not in _WSC_IMPLS:
             msg = f"`{key}` must be one of {{{', '.join(repr(v) for v in _WSC_IMPLS)}}}, got {value!r}"
             raise ValueError(msg)
@@ -424,16 +419,20 @@ def _wsc_impl(data: Mapping[str, Any]) -> tuple[bool, str | None]:
     return bool(legacy), field
 
 
-def stack_config_from_dict(data: Mapping[str, Any], /, *, base: StackConfig | None = None) -> StackConfig:
+def stack_config_from_dict(data: Mapping[str, Any], /, *, base: StackConfig | None = None,
+                           warn_unknown: bool = True) -> StackConfig:
     """Build a StackConfig from ZeMosaic keys and/or field names, on top of ``base``.
 
     Parameters
     ----------
     data : mapping
         A whole ``zemosaic_config.json`` dict, field names, or both (see the module
-        docstring for the table and the rules).
+        docstring for the table and the rules); a :class:`ConfigFile` is named in errors.
     base : StackConfig, optional
         The values of the fields ``data`` leaves unset; default ``StackConfig()``.
+    warn_unknown : bool
+        Log the keys nothing reads (:func:`warn_unknown_keys`); default True. A caller
+        that reads more keys of the same dict warns once itself.
 
     Returns
     -------
@@ -445,26 +444,30 @@ def stack_config_from_dict(data: Mapping[str, Any], /, *, base: StackConfig | No
     TypeError
         ``data`` is not a mapping.
     ValueError
-        A known key holds an unknown method name (the message lists the valid ones)
-        or an invalid value.
+        A known key holds a value of the wrong type (``"x"`` for a number, ``1.7`` for
+        an integer), out of range, or an unknown method name (the message lists the
+        valid ones); it names the key as written and the file.
     """
     if not isinstance(data, Mapping):
         msg = f"`data` must be a mapping of config keys, got {type(data).__name__}"
         raise TypeError(msg)
+    if warn_unknown:
+        warn_unknown_keys(data)
     base = StackConfig() if base is None else base
-    values: dict[str, Any] = {}
-    for key, field in STACK_KEYS.items():
-        if is_set(data.get(key)) and field not in values:
-            values[field] = _stack_value(field, data[key], key)
-    for key in StackConfig.field_names():
-        if key != "wsc_impl" and is_set(data.get(key)):
-            values[key] = _stack_value(key, data[key], key)
-    legacy, impl = _wsc_impl(data)
-    if impl is not None:
-        values["wsc_impl"] = impl
-    if legacy and values.get("reject") == "winsorized_sigma_clip":
-        values["reject"] = "winsorized_quantile"
-    return base.replace(**values)
+    with naming_keys(data):
+        values: dict[str, Any] = {}
+        for key, field in STACK_KEYS.items():
+            if is_set(data.get(key)) and field not in values:
+                values[field] = _stack_value(field, data[key], key)
+        for key in StackConfig.field_names():
+            if key != "wsc_impl" and is_set(data.get(key)):
+                values[key] = _stack_value(key, data[key], key)
+        legacy, impl = _wsc_impl(data)
+        if impl is not None:
+            values["wsc_impl"] = impl
+        if legacy and values.get("reject") == "winsorized_sigma_clip":
+            values["reject"] = "winsorized_quantile"
+        return base.replace(**values)
 
 
 def stack_config_to_zemosaic(config: StackConfig, /) -> dict[str, Any]:
@@ -501,45 +504,38 @@ def stack_config_to_zemosaic(config: StackConfig, /) -> dict[str, Any]:
     return result
 
 
-def _number(kind: Callable[[Any], Any]) -> Callable[[Any, str], Any]:
-    def read(value: Any, key: str) -> Any:
-        try:
-            return kind(value)
-        except (TypeError, ValueError):
-            msg = f"`{key}` must be a number, got {value!r}"
-            raise ValueError(msg) from None
-    return read
-
-
 def _percent(value: Any, key: str) -> float:
-    return _number(float)(value, key) / 100.0
+    return parse_number(value, key) / 100.0
 
 
 def _gigabytes(value: Any, key: str) -> float:
-    return _number(float)(value, key) * 1024.0
+    return parse_number(value, key) * 1024.0
 
 
 def _text(value: Any, key: str) -> str:
-    return str(value).strip().lower()
+    if not isinstance(value, str):
+        msg = f"`{key}` must be a string, got {value!r}"
+        raise ValueError(msg)
+    return value.strip().lower()
 
 
 #: ZeMosaic key -> (GridConfig field, reader), in the order each field reads them: the
 #: first key set wins. ``batch_overlap_pct`` is ZeMosaic's batch overlap in percent.
 GRID_KEYS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
-    "grid_size_factor": ("grid_size_factor", _number(float)),
-    "grid_overlap_fraction": ("overlap_fraction", _number(float)),
+    "grid_size_factor": ("grid_size_factor", parse_number),
+    "grid_overlap_fraction": ("overlap_fraction", parse_number),
     "batch_overlap_pct": ("overlap_fraction", _percent),
-    "grid_workers": ("workers", _number(int)),
+    "grid_workers": ("workers", parse_int),
     "grid_worker_kind": ("worker_kind", _text),
-    "stack_chunk_budget_mb": ("stack_chunk_budget_mb", _number(float)),
-    "grid_chunk_ram_mb": ("stack_chunk_budget_mb", _number(float)),
-    "grid_chunk_ram": ("stack_chunk_budget_mb", _number(float)),
+    "stack_chunk_budget_mb": ("stack_chunk_budget_mb", parse_number),
+    "grid_chunk_ram_mb": ("stack_chunk_budget_mb", parse_number),
+    "grid_chunk_ram": ("stack_chunk_budget_mb", parse_number),
     "grid_chunk_ram_gb": ("stack_chunk_budget_mb", _gigabytes),
     "enable_resource_telemetry": ("telemetry_enabled", parse_bool),
     "resource_telemetry_log_to_csv": ("telemetry_log_to_csv", parse_bool),
-    "resource_telemetry_interval_sec": ("telemetry_interval_sec", _number(float)),
-    "parallel_target_ram_fraction": ("target_ram_fraction", _number(float)),
-    "parallel_max_cpu_workers": ("max_cpu_workers", _number(int)),
+    "resource_telemetry_interval_sec": ("telemetry_interval_sec", parse_number),
+    "parallel_target_ram_fraction": ("target_ram_fraction", parse_number),
+    "parallel_max_cpu_workers": ("max_cpu_workers", parse_int),
     "grid_match_photometry": ("match_photometry", parse_bool),
 }
 
@@ -552,21 +548,23 @@ def grid_settings_from_dict(config: Mapping[str, Any], /, *, max_overlap_fractio
     config : mapping
         ZeMosaic keys (:data:`GRID_KEYS`, :data:`GRID_GPU_KEYS`); other keys are ignored.
     max_overlap_fraction : float
-        The largest tile overlap a grid accepts: ``batch_overlap_pct``, a percentage that
-        ZeMosaic lets run to 100, is clipped into [0, this]. An explicit
-        ``grid_overlap_fraction`` is not clipped (GridConfig validates it).
+        The largest tile overlap a grid accepts: ``batch_overlap_pct`` (a percentage)
+        must lie in [0, 100 × this]. An explicit ``grid_overlap_fraction`` is checked by
+        GridConfig.
 
     Returns
     -------
     dict
         Field name -> value, for the fields set; ``use_gpu`` always (None when no GPU
-        switch decides). A memory budget of 0 or less (ZeMosaic's "auto") is left unset.
+        switch decides). A memory budget of 0 (ZeMosaic's "auto") is left unset, so the
+        default applies.
 
     Raises
     ------
     ValueError
-        A value that is not a number or boolean where one is expected (the message names
-        the key).
+        A value of the wrong type (``"two"`` or ``1.7`` for ``grid_workers``), a
+        ``batch_overlap_pct`` out of range or a negative memory budget; the message
+        names the key. Nothing is clipped or replaced.
     """
     out: dict[str, Any] = {}
     source: dict[str, str] = {}
@@ -574,9 +572,17 @@ def grid_settings_from_dict(config: Mapping[str, Any], /, *, max_overlap_fractio
         if field not in out and is_set(config.get(key)):
             out[field] = read(config[key], key)
             source[field] = key
-    if source.get("overlap_fraction") == "batch_overlap_pct":
-        out["overlap_fraction"] = min(max_overlap_fraction, max(0.0, out["overlap_fraction"]))
-    if out.get("stack_chunk_budget_mb", 1.0) <= 0:
+    if source.get("overlap_fraction") == "batch_overlap_pct" \
+            and not 0.0 <= out["overlap_fraction"] <= max_overlap_fraction:
+        msg = (f"`batch_overlap_pct` must be in [0, {max_overlap_fraction * 100:g}] (percent of the tile "
+               f"side), got {config['batch_overlap_pct']!r}")
+        raise ValueError(msg)
+    budget = out.get("stack_chunk_budget_mb")
+    if budget is not None and budget < 0:
+        key = source["stack_chunk_budget_mb"]
+        msg = f"`{key}` must be >= 0 (0 = auto, the default budget), got {config[key]!r}"
+        raise ValueError(msg)
+    if budget == 0:
         del out["stack_chunk_budget_mb"]
     out["use_gpu"] = gpu_flag(config, GRID_GPU_KEYS)
     return out

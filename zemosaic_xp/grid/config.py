@@ -29,6 +29,9 @@ _DEFAULT_GRID_SIZE_FACTOR = 1.5
 _DEFAULT_OVERLAP = 0.10
 _DEFAULT_CHUNK_MB = 512.0
 _MAX_OVERLAP = 0.9
+# The RAM fraction the auto worker count may plan for: below 10 % no worker fits, above
+# 98 % the OS has nothing left (upstream clips into this range; we refuse instead).
+_RAM_FRACTION = (0.1, 0.98)
 #: What runs the tiles of a run with several workers (``GridConfig.worker_kind``).
 WORKER_KINDS = ("process", "thread")
 
@@ -54,7 +57,7 @@ def grid_stack_config(**overrides: Any) -> StackConfig:
 
     ``gesd`` (Rosner's generalized ESD test) rather than upstream grid's ``kappa_sigma``:
     a survey is shallow at its rim and wherever few frames overlap, and κ-σ with the
-    standard deviation of all samples cannot reject a lone outlier in fewer than 9
+    standard deviation of all samples cannot reject a lone outlier in fewer than 8
     frames (N/√(N−1) must exceed κ = 3), so satellite trails and cosmic rays survive
     there; docs/grid.md ("Notes on the defaults") compares the three on the demo survey.
     """
@@ -109,10 +112,10 @@ class GridConfig:
     telemetry_log_to_csv : bool
         Also log the telemetry to a CSV in the output folder. Default True.
     target_ram_fraction : float
-        Fraction of available RAM the auto worker count may plan for; clipped to
-        [0.1, 0.98]. Default 0.9.
+        Fraction of available RAM the auto worker count may plan for, in
+        [0.1, 0.98] (outside it: ``ValueError``, not clipped). Default 0.9.
     max_cpu_workers : int
-        Upper bound of the auto worker count (0 = none, the default).
+        Upper bound of the auto worker count, >= 0 (0 = none, the default).
     """
 
     grid_size_factor: float = _DEFAULT_GRID_SIZE_FACTOR
@@ -157,7 +160,14 @@ class GridConfig:
             msg = f"`feather_px` must be an integer >= 0 or None, got {self.feather_px!r}"
             raise ValueError(msg)
         frac = _number("target_ram_fraction", self.target_ram_fraction)
-        object.__setattr__(self, "target_ram_fraction", min(0.98, max(0.1, frac)))
+        if not _RAM_FRACTION[0] <= frac <= _RAM_FRACTION[1]:
+            msg = f"`target_ram_fraction` must be in [{_RAM_FRACTION[0]}, {_RAM_FRACTION[1]}], got {frac!r}"
+            raise ValueError(msg)
+        if isinstance(self.max_cpu_workers, bool) or not isinstance(self.max_cpu_workers, int) \
+                or self.max_cpu_workers < 0:
+            msg = f"`max_cpu_workers` must be an integer >= 0 (0 = no limit), got {self.max_cpu_workers!r}"
+            raise ValueError(msg)
+        object.__setattr__(self, "target_ram_fraction", frac)
         object.__setattr__(self, "grid_size_factor", factor)
         object.__setattr__(self, "overlap_fraction", overlap)
         object.__setattr__(self, "stack_chunk_budget_mb", budget)
@@ -166,7 +176,7 @@ class GridConfig:
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> GridConfig:
-        """Build a GridConfig from ZeMosaic config keys (unknown keys are ignored).
+        """Build a GridConfig from ZeMosaic config keys (unknown keys: one warning).
 
         Parameters
         ----------
@@ -183,13 +193,18 @@ class GridConfig:
         TypeError
             ``config`` is neither a mapping nor a GridConfig.
         ValueError
-            A value out of range or an unknown method name (the message lists the
-            valid ones).
+            A value of the wrong type, out of range, or an unknown method name (the
+            message lists the valid ones); it names the key as written, and the file
+            for a :class:`~zemosaic_xp.compat.zemosaic.ConfigFile`. Nothing is clipped
+            or replaced.
 
         Notes
         -----
-        Reads ``grid_size_factor``, ``batch_overlap_pct`` (percent, clipped to
-        [0, 0.9]; or ``grid_overlap_fraction``), ``grid_workers``, ``use_gpu_grid``
+        Keys that nothing reads are listed once in a ``[CONFIG]`` warning, except
+        ZeMosaic's settings we knowingly ignore
+        (:data:`~zemosaic_xp.compat.zemosaic.IGNORED_KEYS`).
+        Reads ``grid_size_factor``, ``batch_overlap_pct`` (percent, in [0, 90]; or
+        ``grid_overlap_fraction``), ``grid_workers``, ``use_gpu_grid``
         (inheriting ``use_gpu_phase5`` / ``stack_use_gpu`` / ``use_gpu_stack`` when unset
         or "auto"), ``grid_worker_kind`` (``process`` / ``thread``),
         ``stack_chunk_budget_mb`` / ``grid_chunk_ram_mb`` / ``grid_chunk_ram_gb``, the
@@ -206,9 +221,11 @@ class GridConfig:
         if not isinstance(config, Mapping):
             msg = f"`config` must be a GridConfig or a dict of ZeMosaic keys, got {type(config).__name__}"
             raise TypeError(msg)
-        kw = zemosaic.grid_settings_from_dict(config, max_overlap_fraction=_MAX_OVERLAP)
-        kw["stack"] = zemosaic.stack_config_from_dict(config, base=grid_stack_config())
-        return cls(**kw)
+        zemosaic.warn_unknown_keys(config)
+        with zemosaic.naming_keys(config):
+            kw = zemosaic.grid_settings_from_dict(config, max_overlap_fraction=_MAX_OVERLAP)
+            kw["stack"] = zemosaic.stack_config_from_dict(config, base=grid_stack_config(), warn_unknown=False)
+            return cls(**kw)
 
     def replace(self, **changes: Any) -> GridConfig:
         """Return a copy with some fields changed.

@@ -1,15 +1,23 @@
 """``stack_plan.csv``: the list of plate-solved frames a grid run stacks.
 
-The format is ZeMosaic's (``reference/upstream_spec.md`` §3.2): UTF-8, the delimiter
+The format is ZeMosaic's (``reference/upstream_spec.md`` §3.2): the delimiter
 sniffed among ``, ; | TAB space``, a header row whose columns are matched through
 aliases (first non-empty alias wins), or no header at all (the first non-empty
 value of a row is then the path). Paths written on another machine are found in
 the input folder: absolute, relative to the folder, a Windows drive or UNC path
 with its tail looked up under the folder, then the bare file name.
+
+Where upstream reads UTF-8 ignoring errors (a latin-1 ``é`` vanishes from a path, which
+is then "not found"), the encoding is detected: UTF-8 with or without a byte-order mark,
+UTF-16 with one; anything else is an error naming the file and the byte offset. A header
+without a path column is an error naming its columns and the accepted names. A frame
+listed twice (the same file after resolving, ``./x.fits`` and ``x.fits``) is stacked once,
+with a ``[GRID]`` warning naming the repeats.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import logging
@@ -82,11 +90,15 @@ class StackPlan:
         Paths as written in the CSV for rows whose file was not found (skipped).
     source : Path
         The CSV read.
+    duplicates : list of str
+        Paths as written in the CSV for rows that repeat a frame of an earlier row
+        (skipped: each frame is stacked once).
     """
 
     entries: list[PlanEntry]
     source: Path
     missing: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -111,10 +123,18 @@ def _normalise_mount(value: str | None) -> str | None:
     return None
 
 
-def _looks_like_header(row: list[str]) -> bool:
-    names = {cell.strip().lower() for cell in row}
+def _names_a_frame(row: list[str]) -> bool:
+    return any(cell.strip().lower().endswith(_FITS_SUFFIXES) for cell in row)
+
+
+def _looks_like_header(rows: list[list[str]]) -> bool:
+    """A first row that names no frame, and has a known column name or is followed by a frame."""
+    first = rows[0]
+    if _names_a_frame(first):
+        return False
+    names = {cell.strip().lower() for cell in first}
     known = {alias for aliases in _ALIASES.values() for alias in aliases}
-    return bool(names & known) and not any(cell.strip().lower().endswith(_FITS_SUFFIXES) for cell in row)
+    return bool(names & known) or (len(rows) > 1 and _names_a_frame(rows[1]))
 
 
 def _candidates(raw: str, base: Path) -> list[Path]:
@@ -175,21 +195,60 @@ def _order(value: str | None, default: int) -> int:
         return default
 
 
-def _rows(text: str) -> tuple[list[dict[str, str]], bool]:
+def _decode(data: bytes, source: Path) -> str:
+    """The plan's text: UTF-8 (byte-order mark or not) or UTF-16 with a byte-order mark."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding, skip = "utf-16", 0
+    else:
+        encoding, skip = "utf-8", len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+        if b"\x00" in data:  # valid UTF-8 for ASCII, but every other byte is a NUL
+            offset = data.index(b"\x00")
+            msg = (f"'{source}' is not UTF-8 text: NUL byte at offset {offset} (UTF-16 without a byte-order "
+                   f"mark, or not a text file); save the plan as UTF-8")
+            raise ValueError(msg)
+    try:
+        return data[skip:].decode(encoding)
+    except UnicodeDecodeError as exc:
+        offset = exc.start + skip
+        line = data.count(b"\n", 0, offset) + 1
+        kind = "UTF-16" if encoding == "utf-16" else "UTF-8"
+        msg = (f"'{source}' is not {kind} text: byte 0x{data[offset]:02x} at offset {offset} (line {line}) "
+               f"does not decode (latin-1 / Windows-1252?); save the plan as UTF-8")
+        raise ValueError(msg) from None
+
+
+def _rows(text: str, source: Path) -> list[dict[str, str]]:
     """Rows as dicts keyed by lower-case column name; ``path`` only when there is no header."""
     delimiter = _sniff_delimiter(text)
     reader = csv.reader(io.StringIO(text), delimiter=delimiter, skipinitialspace=delimiter == " ")
     raw_rows = [r for r in reader if any(cell.strip() for cell in r)]
     if not raw_rows:
-        return [], False
-    if _looks_like_header(raw_rows[0]):
+        return []
+    if _looks_like_header(raw_rows):
         header = [cell.strip().lower() for cell in raw_rows[0]]
-        return [dict(zip(header, r)) for r in raw_rows[1:]], True
+        if not set(header) & set(_ALIASES["path"]):
+            msg = (f"'{source}' has no column of frame paths: its header is "
+                   f"{', '.join(repr(c) for c in raw_rows[0])}; name that column one of "
+                   f"{', '.join(_ALIASES['path'])} (or drop the header row: the first value of "
+                   f"each row is then the path)")
+            raise ValueError(msg)
+        return [dict(zip(header, r)) for r in raw_rows[1:]]
     rows = []
     for r in raw_rows:
         first = next(cell for cell in r if cell.strip())
         rows.append({"path": first})
-    return rows, False
+    return rows
+
+
+def _warn_duplicates(source: Path, repeats: dict[Path, list[tuple[int, str]]]) -> None:
+    listed = []
+    for rows in repeats.values():
+        numbers = ", ".join(str(row) for row, _ in rows)
+        spellings = list(dict.fromkeys(raw for _, raw in rows))
+        also = f": {', '.join(repr(raw) for raw in spellings)}" if len(spellings) > 1 else ""
+        listed.append(f"{spellings[0]!r} (rows {numbers}{also})")
+    logger.warning("[GRID] %s lists %d frame(s) more than once; each is stacked once: %s",
+                   source.name, len(repeats), "; ".join(listed))
 
 
 def load_stack_plan(folder: str | os.PathLike, *, filename: str = PLAN_FILENAME) -> StackPlan:
@@ -206,14 +265,18 @@ def load_stack_plan(folder: str | os.PathLike, *, filename: str = PLAN_FILENAME)
     -------
     StackPlan
         Rows whose file exists; missing files are skipped with a warning and listed
-        in ``missing``. Column names are matched case-insensitively.
+        in ``missing``, rows repeating a frame (same file after resolving) are skipped
+        with one warning and listed in ``duplicates``. Column names are matched
+        case-insensitively.
 
     Raises
     ------
     FileNotFoundError
         No plan file in ``folder``.
     ValueError
-        The plan has no row with a path.
+        The plan has no row with a path, a header without a path column (the message
+        names its columns and the accepted names), or is neither UTF-8 nor UTF-16 with
+        a byte-order mark (the message names the byte offset).
     """
     base = Path(folder)
     source = base / filename
@@ -221,10 +284,10 @@ def load_stack_plan(folder: str | os.PathLike, *, filename: str = PLAN_FILENAME)
         msg = (f"no {filename} in '{base}': grid mode needs a plan listing the plate-solved frames "
                f"(one path per row, optional columns exposure, mount, ...)")
         raise FileNotFoundError(msg)
-    text = source.read_bytes().decode("utf-8", errors="ignore").lstrip("\ufeff")
-    rows, _ = _rows(text)
+    rows = _rows(_decode(source.read_bytes(), source), source)
     entries: list[PlanEntry] = []
     missing: list[str] = []
+    seen: dict[Path, list[tuple[int, str]]] = {}
     for index, row in enumerate(rows):
         raw = _first(row, "path")
         if raw is None:
@@ -236,6 +299,9 @@ def load_stack_plan(folder: str | os.PathLike, *, filename: str = PLAN_FILENAME)
                            "name); row skipped", where, raw, base)
             missing.append(raw)
             continue
+        seen.setdefault(path, []).append((index + 1, raw))
+        if len(seen[path]) > 1:
+            continue
         entries.append(PlanEntry(
             path=path, exposure=_exposure(_first(row, "exposure"), where),
             mount=_normalise_mount(_first(row, "mount")), filter=_first(row, "filter"),
@@ -244,7 +310,11 @@ def load_stack_plan(folder: str | os.PathLike, *, filename: str = PLAN_FILENAME)
     if not entries and not missing:
         msg = f"'{source}' lists no frame: expected one FITS path per row"
         raise ValueError(msg)
-    return StackPlan(entries, source, missing)
+    repeats = {path: rows for path, rows in seen.items() if len(rows) > 1}
+    if repeats:
+        _warn_duplicates(source, repeats)
+    duplicates = [raw for rows in repeats.values() for _, raw in rows[1:]]
+    return StackPlan(entries, source, missing, duplicates)
 
 
 def split_by_mount(plan: StackPlan) -> dict[str | None, list[PlanEntry]]:

@@ -25,6 +25,7 @@ paid once per block rather than once per band when bands are thin (large N).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any, Iterator
@@ -35,6 +36,8 @@ from ..backends import to_host
 from ..core.band_driver import Block
 from .fits import FitsFrameSource
 from .patch_store import PatchStore
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["FitsSource", "ArraySource", "open_sources", "read_band", "read_frames_first", "files_kept_open",
            "BandReader", "PatchSource"]
@@ -278,7 +281,10 @@ def open_sources(inputs: Any) -> list[FitsSource | ArraySource]:
     Returns
     -------
     list of FitsSource or ArraySource
-        One source per input, in input order; no pixel has been read yet.
+        One source per input, in input order; no pixel has been read yet. A FITS path
+        listed again (the same file after resolving links, ``./a.fits`` and ``a.fits``)
+        is opened once, with one ``[P3]`` warning naming the repeats: each frame is
+        stacked once.
 
     Raises
     ------
@@ -293,7 +299,7 @@ def open_sources(inputs: Any) -> list[FitsSource | ArraySource]:
         msg = "`inputs` is empty: a master tile needs at least one frame"
         raise ValueError(msg)
     sources: list[FitsSource | ArraySource] = []
-    for i, item in enumerate(items):
+    for i, item in _without_repeats(items):
         if isinstance(item, (str, os.PathLike)):
             source: FitsSource | ArraySource = FitsSource(item)
         else:
@@ -306,6 +312,29 @@ def open_sources(inputs: Any) -> list[FitsSource | ArraySource]:
             raise ValueError(msg)
         sources.append(source)
     return sources
+
+
+def _without_repeats(items: list[Any]) -> list[tuple[int, Any]]:
+    """``(index, item)`` of the inputs, FITS paths repeating an earlier one left out (warned)."""
+    seen: dict[str, list[tuple[int, str]]] = {}
+    kept = []
+    for i, item in enumerate(items):
+        if isinstance(item, (str, os.PathLike)):
+            key = os.path.normcase(os.path.realpath(item))
+            seen.setdefault(key, []).append((i, os.fspath(item)))
+            if len(seen[key]) > 1:
+                continue
+        kept.append((i, item))
+    repeats = [rows for rows in seen.values() if len(rows) > 1]
+    if repeats:
+        listed = []
+        for rows in repeats:
+            spellings = list(dict.fromkeys(name for _, name in rows))
+            also = f": {', '.join(repr(name) for name in spellings)}" if len(spellings) > 1 else ""
+            listed.append(f"{spellings[0]!r} (inputs {', '.join(str(i) for i, _ in rows)}{also})")
+        logger.warning("[P3] the inputs list %d frame(s) more than once; each is stacked once: %s",
+                       len(repeats), "; ".join(listed))
+    return kept
 
 
 def read_band(sources: Sequence[FitsSource | ArraySource], r0: int, r1: int, *,

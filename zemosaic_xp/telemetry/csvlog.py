@@ -17,6 +17,8 @@ from typing import IO, Any, Mapping
 
 __all__ = ["CSV_FIXED_COLUMNS", "DEFAULT_CSV_NAME", "TelemetryCsvWriter", "read_telemetry_csv"]
 
+_SHOWN_HEADER = 120  # characters of a foreign header quoted in the error (a FITS card runs to 2880)
+
 logger = logging.getLogger(__name__)
 
 #: File name upstream ZeMosaic writes in the output folder.
@@ -144,22 +146,35 @@ def read_telemetry_csv(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     FileNotFoundError
         If `path` does not exist.
     ValueError
-        If the file has no header or no ``timestamp_iso`` column.
+        If the file is binary (holds a NUL byte), or has no header or no
+        ``timestamp_iso`` column; the message names the file (one line). Text that
+        is not UTF-8 (upstream's cp1252 on Windows) is read as latin-1.
     """
     path = Path(path)
     if not path.is_file():
         msg = f"telemetry CSV {str(path)!r} does not exist; pass the resource_telemetry.csv of a run"
         raise FileNotFoundError(msg)
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if not header or "timestamp_iso" not in header:
-            msg = (f"{str(path)!r} is not a telemetry CSV: its header {header!r} has no "
-                   "'timestamp_iso' column")
-            raise ValueError(msg)
-        rows = [dict(zip(header, (_parse(c) for c in cells)))
-                for cells in reader if len(cells) == len(header)]
-    return rows
+    data = path.read_bytes()
+    nul = data.find(b"\x00")
+    if nul >= 0:  # a binary file (an image, a FITS): csv would stop on the NUL byte
+        msg = (f"{str(path)!r} is not a telemetry CSV: it holds binary data (NUL byte at offset {nul}); "
+               f"pass the resource_telemetry.csv of a run")
+        raise ValueError(msg)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        # Upstream writes the CSV in the platform's encoding (cp1252 on Windows): its text
+        # reads as latin-1, whose every byte decodes; a foreign file then fails on its header.
+        logger.debug("[TELEMETRY] %s is not UTF-8 (%s at byte %d); read as latin-1", path, exc.reason, exc.start)
+        text = data.decode("latin-1")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if not header or "timestamp_iso" not in header:
+        shown = repr(header) if header is None or len(repr(header)) <= _SHOWN_HEADER else \
+            repr(header)[:_SHOWN_HEADER] + "..."
+        msg = f"{str(path)!r} is not a telemetry CSV: its header {shown} has no 'timestamp_iso' column"
+        raise ValueError(msg)
+    return [dict(zip(header, (_parse(c) for c in cells))) for cells in reader if len(cells) == len(header)]
 
 
 def _parse(text: str) -> Any:

@@ -113,6 +113,11 @@ class GridConfig:
         [0.1, 0.98]. Default 0.9.
     max_cpu_workers : int
         Upper bound of the auto worker count (0 = none, the default).
+    max_canvas_gb : float or None
+        Largest memory, in GiB, that the assembly of the mosaic may need (estimated
+        from the canvas before any tile is stacked; :mod:`.canvas`). None (default) =
+        90 % of the least of the available RAM and the process's own limits
+        (``RLIMIT_AS``, ``RLIMIT_DATA``, its cgroup); 0 = no limit.
     """
 
     grid_size_factor: float = _DEFAULT_GRID_SIZE_FACTOR
@@ -129,6 +134,7 @@ class GridConfig:
     telemetry_log_to_csv: bool = True
     target_ram_fraction: float = 0.9
     max_cpu_workers: int = 0
+    max_canvas_gb: float | None = None
 
     def __post_init__(self) -> None:
         factor = _number("grid_size_factor", self.grid_size_factor)
@@ -156,6 +162,12 @@ class GridConfig:
         if self.feather_px is not None and (not isinstance(self.feather_px, int) or self.feather_px < 0):
             msg = f"`feather_px` must be an integer >= 0 or None, got {self.feather_px!r}"
             raise ValueError(msg)
+        if self.max_canvas_gb is not None:
+            canvas_gb = _number("max_canvas_gb", self.max_canvas_gb)
+            if canvas_gb < 0:
+                msg = f"`max_canvas_gb` must be >= 0 (0 = no limit) or None (auto), got {self.max_canvas_gb!r}"
+                raise ValueError(msg)
+            object.__setattr__(self, "max_canvas_gb", canvas_gb)
         frac = _number("target_ram_fraction", self.target_ram_fraction)
         object.__setattr__(self, "target_ram_fraction", min(0.98, max(0.1, frac)))
         object.__setattr__(self, "grid_size_factor", factor)
@@ -196,7 +208,8 @@ class GridConfig:
         ``stacking_*`` methods, ``apply_radial_weight`` and ``radial_*``,
         ``enable_resource_telemetry``, ``resource_telemetry_interval_sec``,
         ``resource_telemetry_log_to_csv``, ``parallel_target_ram_fraction``,
-        ``parallel_max_cpu_workers`` and ``grid_match_photometry``; the tables and
+        ``parallel_max_cpu_workers``, ``grid_max_canvas_gb`` and
+        ``grid_match_photometry``; the tables and
         parsers are :data:`zemosaic_xp.compat.zemosaic.GRID_KEYS` and
         :func:`zemosaic_xp.compat.zemosaic.stack_config_from_dict` (stacking methods
         left unset keep the grid defaults of :func:`grid_stack_config`).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -142,3 +143,32 @@ def test_without_file_locks_an_exclusive_file_stands_in(tmp_path, monkeypatch, a
         if live is not None:
             live.kill()
             live.wait()
+
+
+def test_a_lock_kept_by_a_forked_child_of_a_dead_holder_says_so(tmp_path):
+    # The holder forks (the child inherits the locked file), then dies: the lock stays held.
+    child = textwrap.dedent("""
+        import os, sys, time
+        from zemosaic_xp.io.runlock import FolderLock
+        FolderLock(sys.argv[1], what="grid run").acquire()
+        forked = os.fork()
+        if forked == 0:  # keeps the lock, lets go of the test's pipes
+            for fd in (0, 1, 2):
+                os.close(fd)
+            time.sleep(60)
+            os._exit(0)
+        print(os.getpid(), forked, flush=True)
+        os._exit(0)
+    """)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", child, str(out)], capture_output=True, text=True, check=True)
+    dead, forked = (int(v) for v in proc.stdout.split())
+    try:
+        with pytest.raises(FolderLockedError, match=rf"pid {dead} .*; that process is gone but one it started "
+                                                    r"still holds the lock: stop it, or delete"):
+            FolderLock(out, what="grid run").acquire()
+    finally:
+        (out / LOCK_NAME).unlink()  # the advice works: the next run locks a new file
+        with FolderLock(out, what="grid run") as lock:
+            assert lock.held
+        os.kill(forked, signal.SIGKILL)

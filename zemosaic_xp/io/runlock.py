@@ -380,6 +380,10 @@ class FolderLock:
     def _locked_error(self, holder: LockHolder) -> FolderLockedError:
         if holder.host not in (socket.gethostname(), "?"):
             fix = f"if that run is over, delete '{self.path}'"
+        elif holder.pid > 0 and _gone(holder):
+            # The named process died, but one it forked still holds the lock (it inherited the file).
+            fix = (f"that process is gone but one it started still holds the lock: stop it, or delete "
+                   f"'{self.path}'")
         else:
             fix = "wait for it to finish or write to another folder"
         msg = f"output folder '{self.folder}' is in use by another run ({holder.describe()}); {fix}"

@@ -39,13 +39,18 @@ from ..core.config import StackConfig
 from ..core.pipeline import FramePlan, finish_stack, rows_per_band
 from ..gpu.policy import GpuPolicy
 from ..gpu.session import DeviceSession, GpuResultError, garbage_reason
+from ..io.atomic import remove_temp_files
 from ..io.bands import BandReader, files_kept_open, open_sources, read_frames_first
 from ..io.fits import FitsReadError, write_fits
+from ..io.runlock import write_lock
 from .scan import FrameScan, plan_scan, scan_frames
 
 __all__ = ["MasterTileResult", "stack_master_tile", "write_master_tile", "provenance_header"]
 
 ProgressCallback = Callable[..., Any]
+
+# How :func:`write_master_tile` names itself in the output folder's lock file.
+_WRITE_LOCK_WHAT = "master tile write"
 
 # Frames-first read buffer of one block of the native path (per worker thread).
 _READ_BLOCK_BYTES = 16 * 1024**2
@@ -398,6 +403,12 @@ def write_master_tile(result: MasterTileResult, path: str | os.PathLike, wcs: An
                       header: Any = None) -> Path:
     """Write a master tile atomically: float32 CHW, ``ALPHA`` uint8, provenance keys.
 
+    The write holds the folder's run lock (:func:`zemosaic_xp.io.runlock.write_lock`):
+    it waits for another process's master-tile write into the folder, passes when
+    this process already holds the lock (``zemosaic-xp stack``), and stops at once
+    when another run (a grid run, another ``zemosaic-xp stack``) holds it. Under the
+    lock, the temporary files of this name that a killed writer left are removed.
+
     Parameters
     ----------
     result : MasterTileResult
@@ -415,6 +426,14 @@ def write_master_tile(result: MasterTileResult, path: str | os.PathLike, wcs: An
     pathlib.Path
         The written file. NaN pixels are written as NaN (no data); ALPHA marks
         coverage.
+
+    Raises
+    ------
+    zemosaic_xp.io.runlock.FolderLockedError
+        Another run holds the folder (the message names it: pid, host, start).
+    zemosaic_xp.io.atomic.FileWriteError
+        The file could not be written for lack of room (disk full, quota, file-size
+        limit); the message names it and the cause, and nothing is left under its name.
     """
     hdr = fits.Header()
     if header is not None:
@@ -425,4 +444,7 @@ def write_master_tile(result: MasterTileResult, path: str | os.PathLike, wcs: An
     if wcs is not None:
         hdr.update(wcs.to_header(relax=True))
     hdr.update(provenance_header(result))
-    return write_fits(path, result.image, header=hdr, alpha=result.alpha)
+    path = Path(path)
+    with write_lock(path.parent, what=_WRITE_LOCK_WHAT):
+        remove_temp_files(path.parent, path.name)  # left by a killed writer of this file
+        return write_fits(path, result.image, header=hdr, alpha=result.alpha)

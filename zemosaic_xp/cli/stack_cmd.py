@@ -80,7 +80,7 @@ def register(subparsers: Any) -> None:
                         help="working memory of one band, e.g. 512MB (default: 25%% of free memory)")
     parser.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="no progress bar")
-    parser.set_defaults(func=_run)
+    parser.set_defaults(func=_run_locked)
 
 
 def _build_config(args: argparse.Namespace) -> tuple[Any, str]:
@@ -153,3 +153,11 @@ def _run(args: argparse.Namespace) -> int:
           f"used_gpu {result.used_gpu} | {s['time_total_sec']:.1f} s")
     sys.stdout.flush()
     return 0
+
+
+def _run_locked(args: argparse.Namespace) -> int:
+    """:func:`_run` while holding the output folder's run lock: a second run into it stops at once."""
+    from zemosaic_xp.io.runlock import FolderLock
+
+    with FolderLock(Path(args.output).absolute().parent, what="zemosaic-xp stack", tag="[P3]"):
+        return _run(args)

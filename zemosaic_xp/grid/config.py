@@ -116,6 +116,11 @@ class GridConfig:
         [0.1, 0.98] (outside it: ``ValueError``, not clipped). Default 0.9.
     max_cpu_workers : int
         Upper bound of the auto worker count, >= 0 (0 = none, the default).
+    max_canvas_gb : float or None
+        Largest memory, in GiB, that the assembly of the mosaic may need (estimated
+        from the canvas before any tile is stacked; :mod:`.canvas`). None (default) =
+        90 % of the least of the available RAM and the process's own limits
+        (``RLIMIT_AS``, ``RLIMIT_DATA``, its cgroup); 0 = no limit.
     """
 
     grid_size_factor: float = _DEFAULT_GRID_SIZE_FACTOR
@@ -132,6 +137,7 @@ class GridConfig:
     telemetry_log_to_csv: bool = True
     target_ram_fraction: float = 0.9
     max_cpu_workers: int = 0
+    max_canvas_gb: float | None = None
 
     def __post_init__(self) -> None:
         factor = _number("grid_size_factor", self.grid_size_factor)
@@ -159,6 +165,12 @@ class GridConfig:
         if self.feather_px is not None and (not isinstance(self.feather_px, int) or self.feather_px < 0):
             msg = f"`feather_px` must be an integer >= 0 or None, got {self.feather_px!r}"
             raise ValueError(msg)
+        if self.max_canvas_gb is not None:
+            canvas_gb = _number("max_canvas_gb", self.max_canvas_gb)
+            if canvas_gb < 0:
+                msg = f"`max_canvas_gb` must be >= 0 (0 = no limit) or None (auto), got {self.max_canvas_gb!r}"
+                raise ValueError(msg)
+            object.__setattr__(self, "max_canvas_gb", canvas_gb)
         frac = _number("target_ram_fraction", self.target_ram_fraction)
         if not _RAM_FRACTION[0] <= frac <= _RAM_FRACTION[1]:
             msg = f"`target_ram_fraction` must be in [{_RAM_FRACTION[0]}, {_RAM_FRACTION[1]}], got {frac!r}"
@@ -211,7 +223,8 @@ class GridConfig:
         ``stacking_*`` methods, ``apply_radial_weight`` and ``radial_*``,
         ``enable_resource_telemetry``, ``resource_telemetry_interval_sec``,
         ``resource_telemetry_log_to_csv``, ``parallel_target_ram_fraction``,
-        ``parallel_max_cpu_workers`` and ``grid_match_photometry``; the tables and
+        ``parallel_max_cpu_workers``, ``grid_max_canvas_gb`` and
+        ``grid_match_photometry``; the tables and
         parsers are :data:`zemosaic_xp.compat.zemosaic.GRID_KEYS` and
         :func:`zemosaic_xp.compat.zemosaic.stack_config_from_dict` (stacking methods
         left unset keep the grid defaults of :func:`grid_stack_config`).

@@ -1,9 +1,15 @@
 """``tiles/manifest.json``: which tiles are finished, from which inputs and settings.
 
 After each finished tile the runner records ``{tile_id: {inputs_hash, config_hash,
-file}}`` and rewrites the manifest atomically (temporary file + rename), so a run
-killed at any moment leaves a manifest that lists exactly the tiles on disk. A rerun
-with ``resume=True`` skips a tile whose hashes match and whose file exists.
+file, size, blake2b}}`` and rewrites the manifest atomically (temporary file +
+rename), so a run killed at any moment leaves a manifest that lists exactly the tiles
+on disk. Each save reads the manifest again and applies this run's changes to it
+(read-modify-write); the runner does it while it holds the output folder's run lock
+(:mod:`zemosaic_xp.io.runlock`), so no other run writes the manifest meanwhile.
+
+A rerun with ``resume=True`` skips a tile whose hashes match and whose file still has
+the recorded size and BLAKE2b digest (:meth:`TileManifest.verify`): a tile truncated
+or overwritten since is recomputed.
 """
 
 from __future__ import annotations
@@ -20,12 +26,44 @@ from ..io.atomic import atomic_path
 from .config import GridConfig
 from .geometry import GlobalGrid, TileSpec
 
-__all__ = ["TileManifest", "tile_inputs_hash", "config_hash", "MANIFEST_NAME"]
+__all__ = ["TileManifest", "tile_inputs_hash", "config_hash", "file_digest", "MANIFEST_NAME"]
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
-_FORMAT = 1
+# 2: entries carry the tile file's size and BLAKE2b digest. Manifests of format 1 are
+# read as empty: their tiles are recomputed once.
+_FORMAT = 2
+_CHUNK_BYTES = 1 << 20
+
+
+def file_digest(path: str | os.PathLike) -> tuple[int, str]:
+    """Size and BLAKE2b digest of a file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+
+    Returns
+    -------
+    size : int
+        Bytes read.
+    digest : str
+        BLAKE2b (32-byte digest) in hex.
+
+    Raises
+    ------
+    OSError
+        The file cannot be read.
+    """
+    h = hashlib.blake2b(digest_size=32)
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK_BYTES):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
 
 
 def _digest(obj: Any) -> str:
@@ -88,7 +126,8 @@ class TileManifest:
         unreadable manifest is logged and treated as empty, as is (silently) one of
         another format version.
     fresh : bool
-        Start empty (``resume=False``) instead of reading the existing manifest.
+        Start empty (``resume=False``) instead of reading the existing manifest; the
+        first :meth:`save` then drops the entries on disk.
 
     Attributes
     ----------
@@ -98,13 +137,18 @@ class TileManifest:
         The manifest file.
     entries : dict of str to dict
         Per tile id (as a string): ``inputs_hash``, ``config_hash``, ``file`` (name in
-        ``tiles_dir``) and any extra fields recorded.
+        ``tiles_dir``), ``size`` and ``blake2b`` of the file, and any extra fields
+        recorded.
     """
 
     def __init__(self, tiles_dir: str | os.PathLike, *, fresh: bool = False) -> None:
         self.tiles_dir = Path(tiles_dir)
         self.path = self.tiles_dir / MANIFEST_NAME
         self.entries: dict[str, dict[str, Any]] = {} if fresh else self._load()
+        # This object's changes, applied again to the manifest on disk at each save.
+        self._clear = fresh
+        self._set: dict[str, dict[str, Any]] = {}
+        self._dropped: set[str] = set()
 
     def _load(self) -> dict[str, dict[str, Any]]:
         if not self.path.is_file():
@@ -116,6 +160,54 @@ class TileManifest:
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             logger.warning("[GRID] %s is unreadable (%s); every tile will be processed", self.path, exc)
             return {}
+
+    def matches(self, tile_id: int, inputs_hash: str, cfg_hash: str) -> bool:
+        """Tell whether a tile was recorded with these inputs and settings (its file unchecked).
+
+        Parameters
+        ----------
+        tile_id : int
+            The tile.
+        inputs_hash : str
+            :func:`tile_inputs_hash` of the tile now.
+        cfg_hash : str
+            :func:`config_hash` of the run's settings now.
+
+        Returns
+        -------
+        bool
+            True when both hashes are the recorded ones.
+        """
+        entry = self.entries.get(str(tile_id))
+        return bool(entry) and entry.get("inputs_hash") == inputs_hash and entry.get("config_hash") == cfg_hash
+
+    def verify(self, tile_id: int) -> str | None:
+        """Check a recorded tile's file against its recorded size and digest.
+
+        Parameters
+        ----------
+        tile_id : int
+            A tile present in :attr:`entries`.
+
+        Returns
+        -------
+        str or None
+            None when the file is the one recorded; else what is wrong, in words
+            (missing, unreadable, another size, another digest), naming the file.
+        """
+        entry = self.entries[str(tile_id)]
+        path = self.tiles_dir / str(entry.get("file", ""))
+        if not path.is_file():
+            return f"'{path}' is missing"
+        try:
+            size, digest = file_digest(path)
+        except OSError as exc:
+            return f"'{path}' cannot be read ({exc})"
+        if size != entry.get("size"):
+            return f"'{path}' has {size} bytes, {entry.get('size')} were written"
+        if digest != entry.get("blake2b"):
+            return f"'{path}' is not the file that was written (its BLAKE2b digest differs)"
+        return None
 
     def is_done(self, tile_id: int, inputs_hash: str, cfg_hash: str) -> bool:
         """Tell whether a tile can be reused.
@@ -133,12 +225,9 @@ class TileManifest:
         -------
         bool
             True when the tile was finished from the same inputs and settings and its
-            file exists.
+            file is the one written then (:meth:`verify`).
         """
-        entry = self.entries.get(str(tile_id))
-        if not entry or entry.get("inputs_hash") != inputs_hash or entry.get("config_hash") != cfg_hash:
-            return False
-        return (self.tiles_dir / str(entry.get("file", ""))).is_file()
+        return self.matches(tile_id, inputs_hash, cfg_hash) and self.verify(tile_id) is None
 
     def file_of(self, tile_id: int) -> Path:
         """Return the file of a recorded tile.
@@ -161,7 +250,7 @@ class TileManifest:
         return self.tiles_dir / str(self.entries[str(tile_id)]["file"])
 
     def record(self, tile_id: int, inputs_hash: str, cfg_hash: str, file: str, **extra: Any) -> None:
-        """Add a finished tile and rewrite the manifest atomically.
+        """Add a finished tile, with its file's size and digest, and save the manifest.
 
         Parameters
         ----------
@@ -172,13 +261,23 @@ class TileManifest:
         cfg_hash : str
             :func:`config_hash` of the run's settings.
         file : str
-            File name of the tile inside ``tiles_dir``.
+            File name of the tile inside ``tiles_dir``; it is read once for its
+            digest.
         **extra
             JSON-able fields stored with the entry (the runner records ``n_frames``).
+
+        Raises
+        ------
+        OSError
+            The tile file cannot be read.
         """
-        entry = {"inputs_hash": inputs_hash, "config_hash": cfg_hash, "file": file}
+        size, digest = file_digest(self.tiles_dir / file)
+        entry = {"inputs_hash": inputs_hash, "config_hash": cfg_hash, "file": file, "size": size,
+                 "blake2b": digest}
         entry.update(extra)
         self.entries[str(tile_id)] = entry
+        self._set[str(tile_id)] = entry
+        self._dropped.discard(str(tile_id))
         self.save()
 
     def forget(self, tile_id: int) -> None:
@@ -190,11 +289,23 @@ class TileManifest:
             The tile; nothing happens when it is not recorded.
         """
         self.entries.pop(str(tile_id), None)
+        self._set.pop(str(tile_id), None)
+        self._dropped.add(str(tile_id))
 
     def save(self) -> None:
-        """Write the manifest to a temporary file, then rename it over the old one."""
+        """Read the manifest again, apply this object's changes, write it atomically.
+
+        Read-modify-write: entries another writer added since this object read the
+        manifest are kept. :attr:`entries` becomes what was written.
+        """
         self.tiles_dir.mkdir(parents=True, exist_ok=True)
-        ordered = dict(sorted(self.entries.items(), key=lambda kv: int(kv[0])))
+        merged = {} if self._clear else self._load()
+        for key in self._dropped:
+            merged.pop(key, None)
+        merged.update(self._set)
+        self.entries = merged
+        ordered = dict(sorted(merged.items(), key=lambda kv: int(kv[0])))
         text = json.dumps({"format": _FORMAT, "tiles": ordered}, indent=1, sort_keys=True)
         with atomic_path(self.path) as tmp:
             tmp.write_text(text, encoding="utf-8")
+        self._clear = False

@@ -6,6 +6,13 @@ tiles (:mod:`.scheduler`, one task per tile; finished tiles are recorded in
 ``tiles/manifest.json`` so a rerun resumes), then assemble each group
 (:mod:`zemosaic_xp.mosaic`). Progress and telemetry follow :mod:`.progress`.
 
+Run safety: the run holds the output folder's lock (:mod:`zemosaic_xp.io.runlock`)
+from start to end, so a second run into it stops at once, and it removes what a
+killed run left there (temporary files, spill folders, running-markers). The canvas
+guard (:mod:`.canvas`) refuses a mosaic that could not be assembled before any tile is
+stacked, and a resume recomputes a finished tile whose file no longer matches the
+manifest.
+
 GPU: when the GPU is on and no ``executor`` is given, tiles run in this process, one
 at a time, all through the run's one :class:`~zemosaic_xp.gpu.GpuPolicy` (one CUDA
 context per device, blocks serialised by its device lock, its circuit breaker). On an
@@ -33,18 +40,20 @@ from ..gpu.policy import GpuPolicy
 from ..io.framecache import FRAMES
 from ..telemetry import ResourceTelemetryController
 from ..telemetry.csvlog import DEFAULT_CSV_NAME
+from .canvas import check_canvas
 from .cluster import describe_executor, executor_slots, release_worker_caches
 from .config import GridConfig
 from .geometry import GlobalGrid, build_global_grid
 from .manifest import TileManifest, config_hash, tile_inputs_hash
 from .normalise import FrameNormalisation, normalise_frames
+from .outdir import lock_output_folder, remove_leftovers, remove_scratch
 from .pipeline import BackgroundNormalisation
 from .plan import load_stack_plan, split_by_mount
 from .progress import GridProgress
 from .result import GridResult
 from .scheduler import TileScheduler
 from .tile import FrameRef, noise_sample_count, read_tile
-from .worker import RUNNING_DIR, TileOutcome, TileTask
+from .worker import TileOutcome, TileTask
 
 __all__ = ["run_grid_mode", "resolve_workers"]
 
@@ -153,6 +162,7 @@ def _setup(input_folder: Path, out: Path, cfg: GridConfig, progress: GridProgres
         group_out.mkdir(parents=True, exist_ok=True)
         grid = build_global_grid(entries, grid_size_factor=cfg.grid_size_factor,
                                  overlap_fraction=cfg.overlap_fraction)
+        check_canvas(grid, cfg, label=label)  # before any tile: the assembly must fit
         groups.append(_Group(label, group_out, grid, GridResult(group_out, tiles_total=len(grid.tiles),
                                                                 n_frames=len(grid.frames))))
     return groups
@@ -229,10 +239,14 @@ def _tasks(group: _Group, cfg: GridConfig, manifest: TileManifest, cfg_hash: str
         if maps_file is None:
             inputs = tile_inputs_hash(grid, tile, _tile_maps(group, tile))
             hashes[tile.tile_id] = inputs
-            if manifest.is_done(tile.tile_id, inputs, cfg_hash):
-                group.result.tiles_skipped += 1
-                progress.tile_finished(measured=False)
-                continue
+            if manifest.matches(tile.tile_id, inputs, cfg_hash):
+                problem = manifest.verify(tile.tile_id)
+                if problem is None:
+                    group.result.tiles_skipped += 1
+                    progress.tile_finished(measured=False)
+                    continue
+                progress.message("[GRID] resume: tile %d does not match the manifest (%s); recomputing it",
+                                 tile.tile_id, problem, level=logging.WARNING)
         manifest.forget(tile.tile_id)
         frames = tuple(_frame_ref(group, i, maps=maps_file is None) for i in tile.frames)
         tasks.append(TileTask(tile, header, frames, grid.channels, cfg, str(group.out_dir / "tiles"), run_id,
@@ -251,7 +265,7 @@ def _stack_tiles(group: _Group, cfg: GridConfig, *, resume: bool, run_id: str, u
                  normaliser: BackgroundNormalisation | None = None) -> None:
     tiles_dir = group.out_dir / "tiles"
     tiles_dir.mkdir(parents=True, exist_ok=True)
-    _remove_scratch(tiles_dir)
+    remove_scratch(tiles_dir)
     manifest = TileManifest(tiles_dir, fresh=not resume)
     cfg_hash = config_hash(cfg)
     maps_file = normaliser.maps_file(group) if normaliser is not None else None
@@ -281,21 +295,11 @@ def _stack_tiles(group: _Group, cfg: GridConfig, *, resume: bool, run_id: str, u
     before = (dict(scheduler.report.failed), list(scheduler.report.retried), scheduler.report.crashes)
     report = scheduler.run(tasks, on_done)
     await_normalisation()  # raises the normalisation's error, if any
-    _remove_scratch(tiles_dir)  # what a killed worker left behind
+    remove_scratch(tiles_dir)  # what a killed worker left behind
     group.result.failed_tiles.update({k: v for k, v in report.failed.items() if k not in before[0]})
     group.result.retried_tiles.extend(t for t in report.retried if t not in before[1])
     group.result.worker_crashes += report.crashes - before[2]
     group.result.cancelled = report.cancelled
-
-
-def _remove_scratch(tiles_dir: Path) -> None:
-    """Delete patch spill folders and running-markers (one run per output folder at a time)."""
-    import shutil
-
-    for path in tiles_dir.glob(".patches_*"):
-        shutil.rmtree(path, ignore_errors=True)
-    for path in (tiles_dir / RUNNING_DIR).glob("tile_*"):
-        path.unlink(missing_ok=True)
 
 
 def _mosaic_header(group: _Group, cfg: GridConfig) -> fits.Header:
@@ -320,7 +324,7 @@ def _assemble(group: _Group, cfg: GridConfig, progress: GridProgress, threads: i
     for spec in group.grid.tiles:
         if str(spec.tile_id) not in manifest.entries:
             continue
-        product, _ = read_tile(manifest.file_of(spec.tile_id))
+        product = _read_finished_tile(manifest, spec)
         samples = float(product.coverage.sum())
         rej_sum += product.stats["rejected_pct"] * samples
         rej_weight += samples
@@ -342,6 +346,27 @@ def _assemble(group: _Group, cfg: GridConfig, progress: GridProgress, threads: i
     result.assembly = mosaic.info
     progress.message("[GRID] mosaic written: %s (%dx%d px, %d tiles)", result.mosaic_path,
                      group.grid.shape[1], group.grid.shape[0], len(group.grid.tiles) - len(result.failed_tiles))
+
+
+def _read_finished_tile(manifest: TileManifest, spec: Any) -> Any:
+    """Read a finished tile for the assembly, checked against the manifest; raise naming a damaged one."""
+    path = manifest.file_of(spec.tile_id)
+    problem = manifest.verify(spec.tile_id)
+    product = None
+    if problem is None:
+        try:
+            product, _ = read_tile(path)
+        except Exception as exc:  # noqa: BLE001 - astropy and NumPy raise many kinds on damaged files
+            problem = f"'{path}' cannot be read ({type(exc).__name__}: {' '.join(str(exc).split())})"
+    shape = (spec.y1 - spec.y0, spec.x1 - spec.x0)
+    if product is not None and product.image.shape[:2] != shape:
+        problem = (f"'{path}' holds a {product.image.shape[1]} x {product.image.shape[0]} px image, the grid's "
+                   f"tile is {shape[1]} x {shape[0]} px")
+    if problem is not None:
+        msg = (f"tile {spec.tile_id}: {problem}; the file changed after the tile was stacked: run again to "
+               f"recompute it (resume checks every tile)")
+        raise ValueError(msg)
+    return product
 
 
 def _merge(out: Path, groups: list[_Group]) -> GridResult:
@@ -428,10 +453,18 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
 
     Raises
     ------
+    zemosaic_xp.io.runlock.FolderLockedError
+        Another run holds ``output_folder`` (the message names it: pid, host, start).
     FileNotFoundError
         No ``stack_plan.csv``, or none of its frames exists.
     ValueError
-        Bad settings, no frame with a celestial WCS, mixed channel layouts.
+        Bad settings, no frame with a celestial WCS, mixed channel layouts; a canvas
+        whose assembly would not fit in memory
+        (:class:`~zemosaic_xp.grid.canvas.CanvasTooLargeError`, raised before any tile
+        is stacked); a finished tile whose file is damaged (the message names it).
+    zemosaic_xp.io.atomic.FileWriteError
+        A file could not be written for lack of room (disk full, quota, file-size
+        limit); the message names the file and the cause.
     RuntimeError
         Every tile of a group failed.
 
@@ -445,13 +478,16 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
     FRAMES.fit_budget(int(cfg.stack_chunk_budget_mb * 2**20))
     out = Path(output_folder)
     out.mkdir(parents=True, exist_ok=True)
-    telemetry = _telemetry(cfg, out, progress_callback)
-    progress = GridProgress(progress_callback, telemetry)
+    lock = lock_output_folder(out)  # held until the end: one run per output folder
+    telemetry: ResourceTelemetryController | None = None
     run_id = uuid.uuid4().hex
     timings: dict[str, float] = {}
     normaliser: BackgroundNormalisation | None = None
     try:
+        telemetry = _telemetry(cfg, out, progress_callback)
+        progress = GridProgress(progress_callback, telemetry)
         progress.set_phase(0)
+        remove_leftovers(out, progress.message)
         progress.message("[GRID] grid mode: input '%s', output '%s'", input_folder, out)
         policy = _gpu_decision(grid_use_gpu, cfg, progress, gpu_policy)
         use_gpu = policy is not None
@@ -516,7 +552,9 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
             normaliser.cleanup()
         FRAMES.clear()  # frames cached by tiles made in this process
         release_worker_caches(executor)  # and by a cluster's workers, which outlive the run
-        telemetry.close()
+        if telemetry is not None:
+            telemetry.close()
+        lock.release()
 
 
 def _workers(grid_workers: int | None, cfg: GridConfig, use_gpu: bool, executor: Executor | None,

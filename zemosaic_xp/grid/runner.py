@@ -40,6 +40,7 @@ from .manifest import TileManifest, config_hash, tile_inputs_hash
 from .normalise import FrameNormalisation, normalise_frames
 from .pipeline import BackgroundNormalisation
 from .plan import load_stack_plan, split_by_mount
+from .processes import exit_if_bootstrapping
 from .progress import GridProgress
 from .result import GridResult
 from .scheduler import TileScheduler
@@ -432,13 +433,18 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
     ValueError
         Bad settings, no frame with a celestial WCS, mixed channel layouts.
     RuntimeError
-        Every tile of a group failed.
+        Every tile of a group failed; or the worker processes cannot start because
+        they re-run the calling script, which has no ``if __name__ == "__main__":``
+        guard (the message shows the fix).
 
     Notes
     -----
     With worker processes, a script calling this must guard its entry point with
-    ``if __name__ == "__main__":`` (spawned workers import the main module).
+    ``if __name__ == "__main__":`` (spawned workers import the main module). Worker
+    processes ignore SIGINT (Ctrl-C is the caller's: set ``cancel``) and exit when
+    this process dies (:mod:`.processes`).
     """
+    exit_if_bootstrapping()  # a spawned worker importing an unguarded script: stop it here
     t0 = time.perf_counter()
     cfg = _as_config(config)
     FRAMES.fit_budget(int(cfg.stack_chunk_budget_mb * 2**20))

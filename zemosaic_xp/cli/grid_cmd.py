@@ -12,7 +12,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register", "add_run_options", "run_from_args", "print_summary"]
+__all__ = ["register", "add_run_options", "run_from_args", "print_summary", "report_cancelled"]
 
 #: Exit code when the mosaic was written but some tiles failed.
 EXIT_PARTIAL = 3
@@ -209,12 +209,30 @@ def print_summary(result: Any) -> None:
         print(f"failed tile {tile_id}: {error}")
 
 
+def report_cancelled(result: Any, output_folder: Path) -> int:
+    """Say on stderr how many tiles a cancelled run kept, and return its exit code.
+
+    Parameters
+    ----------
+    result : GridResult
+        A run that returned with ``cancelled=True``.
+    output_folder : pathlib.Path
+        Where its tiles are (the OUTPUT of the command).
+
+    Returns
+    -------
+    int
+        :data:`EXIT_CANCELLED` (130).
+    """
+    done = result.tiles_processed + result.tiles_skipped
+    print(f"zemosaic-xp: cancelled: {done} of {result.tiles_total} tile(s) done and kept in {output_folder}; "
+          f"run the same command again to resume", file=sys.stderr)
+    return EXIT_CANCELLED
+
+
 def _run(args: argparse.Namespace) -> int:
     result = run_from_args(args, Path(args.input), Path(args.output))
     if result.cancelled:
-        done = result.tiles_processed + result.tiles_skipped
-        print(f"zemosaic-xp: cancelled: {done} of {result.tiles_total} tile(s) done and kept in "
-              f"{Path(args.output)}; run the same command again to resume", file=sys.stderr)
-        return EXIT_CANCELLED
+        return report_cancelled(result, Path(args.output))
     print_summary(result)
     return EXIT_PARTIAL if result.failed_tiles else 0

@@ -1,13 +1,11 @@
-"""GridConfig: defaults, ZeMosaic keys, validation, worker count resolution."""
+"""GridConfig: defaults, ZeMosaic keys, validation (the worker count: test_worker_count.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from zemosaic_xp import GridConfig, StackConfig
-from zemosaic_xp.grid import runner
 from zemosaic_xp.grid.config import grid_stack_config
-from zemosaic_xp.grid.runner import resolve_workers
 
 
 def test_defaults():
@@ -53,31 +51,3 @@ def test_validation(changes, match):
 def test_unknown_method_lists_the_valid_ones():
     with pytest.raises(ValueError, match="reject"):
         GridConfig.from_dict({"stacking_rejection_algorithm": "nonsense"})
-
-
-def test_worker_resolution(monkeypatch):
-    cfg = GridConfig()
-    assert resolve_workers(None, cfg) == (1, "default")  # the library's safe default
-    assert resolve_workers(3, cfg) == (3, "requested")
-    assert resolve_workers(None, cfg.replace(workers=2)) == (2, "requested")
-    assert resolve_workers(1, cfg.replace(workers=4)) == (1, "requested")  # the argument wins
-    monkeypatch.setattr(runner, "_cpu_count", lambda: 8)
-    assert resolve_workers(0, cfg)[0] == 6  # cpu_count - 2 (RAM is plentiful here)
-    assert resolve_workers(0, cfg.replace(max_cpu_workers=2))[0] == 2
-    monkeypatch.setattr(runner, "_cpu_count", lambda: 2)
-    assert resolve_workers(0, cfg)[0] == 1
-    with pytest.raises(ValueError, match="grid_workers"):
-        resolve_workers(-1, cfg)
-
-
-def test_ram_caps_the_auto_worker_count(monkeypatch):
-    import psutil
-
-    class _VM:
-        available = 3 * 2**30
-
-    monkeypatch.setattr(runner, "_cpu_count", lambda: 16)
-    monkeypatch.setattr(psutil, "virtual_memory", lambda: _VM)
-    # per worker 512 MB + 2 x 512 MB budget = 1.5 GB; 0.9 x 3 GB holds one
-    assert resolve_workers(0, GridConfig())[0] == 1
-    assert resolve_workers(0, GridConfig(stack_chunk_budget_mb=64))[0] == 4

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .grid_cmd import add_run_options, print_summary, run_from_args
+from .grid_cmd import add_run_options, print_summary, report_cancelled, run_from_args
 
 __all__ = ["register"]
 
@@ -78,8 +78,7 @@ def _run(args: argparse.Namespace) -> int:
     t_survey = time.perf_counter() - t0
     result = run_from_args(args, survey.folder, out / "mosaic", config={"enable_resource_telemetry": True})
     if result.cancelled:
-        print("cancelled")
-        return 130
+        return report_cancelled(result, out / "mosaic")
     print_summary(result)
     seam = _seam_report(result, survey.noise_sigma)
     seam_text = f"{seam:.3f}" if seam is not None else "n/a"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -11,10 +12,20 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register", "add_run_options", "run_from_args", "print_summary"]
+__all__ = ["register", "add_run_options", "run_from_args", "print_summary", "report_cancelled"]
 
 #: Exit code when the mosaic was written but some tiles failed.
 EXIT_PARTIAL = 3
+#: Exit code after a Ctrl-C (128 + SIGINT, as a shell reports it): stopped after the
+#: running tiles, which are kept for a resume; or aborted by a second Ctrl-C.
+EXIT_CANCELLED = 130
+
+_EXIT_CODES = """exit codes:
+  0    the mosaic was written
+  3    the mosaic was written, but some tiles failed (listed on stdout)
+  130  Ctrl-C: the first one stops after the running tiles, which are kept with every
+       finished tile (run the same command again to resume); a second one aborts at once
+  2    bad input or settings, 1 any other error (one line on stderr; --debug for the traceback)"""
 
 
 def register(subparsers: Any) -> None:
@@ -32,6 +43,8 @@ def register(subparsers: Any) -> None:
                      "grid of tiles, each tile is stacked (normalise, weight, reject, combine) in "
                      "parallel, and the tiles are matched and blended into OUTPUT/mosaic_grid.fits. "
                      "Ctrl-C once stops after the running tiles (rerun to resume), twice aborts."),
+        epilog=_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("input", metavar="INPUT", help="folder holding stack_plan.csv")
     parser.add_argument("output", metavar="OUTPUT", help="output folder (created if missing)")
@@ -53,8 +66,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="JSON", default=None,
                         help="a ZeMosaic zemosaic_config.json (grid_*, stacking_*, telemetry keys)")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="worker processes; 0 = auto (cpu count - 2, capped by RAM; the default), "
-                             "1 = in this process")
+                        help="worker processes; 0 = auto (cpu count - 2; the default), 1 = in this "
+                             "process; auto and N are capped by the tiles, the CPU cores and the RAM "
+                             "(a warning says when N was)")
     parser.add_argument("--scheduler", metavar="ADDRESS", default=None,
                         help="run the tiles on an existing dask cluster: its scheduler address "
                              "(tcp://host:8786) or scheduler file; frames and OUTPUT must be on a path "
@@ -68,8 +82,20 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                              "(default: enable_resource_telemetry of the config)")
 
 
+def _notice(text: str) -> None:
+    """Write to stderr from a signal handler: unbuffered, so never a reentrant buffer write."""
+    try:
+        os.write(sys.stderr.fileno(), text.encode())
+    except (OSError, ValueError, AttributeError):  # no file descriptor (captured stderr)
+        print(text, end="", file=sys.stderr)
+
+
 def _cancel_on_sigint() -> tuple[threading.Event, Any]:
-    """First Ctrl-C sets the cancel event (stop between tiles); the second interrupts."""
+    """First Ctrl-C sets the cancel event (stop after the running tiles); the second aborts.
+
+    A terminal sends SIGINT to the whole process group; the worker processes ignore it
+    (``zemosaic_xp.grid.processes``), so the running tiles finish and are kept.
+    """
     cancel = threading.Event()
     previous = signal.getsignal(signal.SIGINT)
 
@@ -77,7 +103,7 @@ def _cancel_on_sigint() -> tuple[threading.Event, Any]:
         if cancel.is_set():
             raise KeyboardInterrupt
         cancel.set()
-        print("\nzemosaic-xp: stopping after the running tile(s); Ctrl-C again to abort", file=sys.stderr)
+        _notice("\nzemosaic-xp: Ctrl-C: stopping after the running tile(s); Ctrl-C again to abort\n")
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, handler)
@@ -218,11 +244,30 @@ def print_summary(result: Any) -> None:
         print(f"failed tile {tile_id}: {error}")
 
 
+def report_cancelled(result: Any, output_folder: Path) -> int:
+    """Say on stderr how many tiles a cancelled run kept, and return its exit code.
+
+    Parameters
+    ----------
+    result : GridResult
+        A run that returned with ``cancelled=True``.
+    output_folder : pathlib.Path
+        Where its tiles are (the OUTPUT of the command).
+
+    Returns
+    -------
+    int
+        :data:`EXIT_CANCELLED` (130).
+    """
+    done = result.tiles_processed + result.tiles_skipped
+    print(f"zemosaic-xp: cancelled: {done} of {result.tiles_total} tile(s) done and kept in {output_folder}; "
+          f"run the same command again to resume", file=sys.stderr)
+    return EXIT_CANCELLED
+
+
 def _run(args: argparse.Namespace) -> int:
     result = run_from_args(args, Path(args.input), Path(args.output))
     if result.cancelled:
-        print(f"cancelled: {result.tiles_processed} tile(s) kept in {Path(args.output) / 'tiles'}; "
-              f"rerun the same command to resume", file=sys.stderr)
-        return 130
+        return report_cancelled(result, Path(args.output))
     print_summary(result)
     return EXIT_PARTIAL if result.failed_tiles else 0

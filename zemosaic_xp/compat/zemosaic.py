@@ -537,7 +537,7 @@ GRID_KEYS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "parallel_target_ram_fraction": ("target_ram_fraction", parse_number),
     "parallel_max_cpu_workers": ("max_cpu_workers", parse_int),
     "grid_match_photometry": ("match_photometry", parse_bool),
-    "grid_max_canvas_gb": ("max_canvas_gb", _number(float)),
+    "grid_max_canvas_gb": ("max_canvas_gb", parse_number),
 }
 
 

@@ -49,17 +49,18 @@ from .normalise import FrameNormalisation, normalise_frames
 from .outdir import lock_output_folder, remove_leftovers, remove_scratch
 from .pipeline import BackgroundNormalisation
 from .plan import load_stack_plan, split_by_mount
+from .processes import exit_if_bootstrapping
 from .progress import GridProgress
 from .result import GridResult
 from .scheduler import TileScheduler
 from .tile import FrameRef, noise_sample_count, read_tile
 from .worker import TileOutcome, TileTask
+from .worker_count import resolve_workers
 
 __all__ = ["run_grid_mode", "resolve_workers"]
 
 logger = logging.getLogger(__name__)
 
-_BASE_WORKER_MB = 512.0  # interpreter, libraries and one frame, per worker process
 # Above this many frames the normalisation samples them on the workers (about 15 ms a frame).
 _PARALLEL_SAMPLING_FRAMES = 200
 
@@ -71,65 +72,6 @@ class _Group:
     grid: GlobalGrid
     result: GridResult
     norm: FrameNormalisation | None = None
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def resolve_workers(requested: int | None, config: GridConfig) -> tuple[int, str]:
-    """Choose the number of workers of a run.
-
-    Parameters
-    ----------
-    requested : int or None
-        The ``grid_workers`` argument of :func:`run_grid_mode`; wins over
-        ``config.workers``. Neither set → 1 (the safe library default).
-        0 = auto: max(1, cpu_count − 2), capped by the RAM a worker may need
-        (``512 MB + 2 × stack_chunk_budget_mb``: patches + one band) within
-        ``target_ram_fraction`` of the available RAM (when psutil is installed), and
-        by ``max_cpu_workers``.
-    config : GridConfig
-        The run's settings (``workers``, ``stack_chunk_budget_mb``,
-        ``target_ram_fraction``, ``max_cpu_workers``).
-
-    Returns
-    -------
-    workers : int
-        At least 1.
-    how : {"default", "requested", "auto"}
-        How the count was chosen, for the log.
-
-    Raises
-    ------
-    ValueError
-        The count is not an integer >= 0.
-    """
-    value = requested if requested is not None else config.workers
-    if value is None:
-        return 1, "default"
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        msg = f"`grid_workers` must be an integer >= 0 (0 = auto), got {value!r}"
-        raise ValueError(msg)
-    if value > 0:
-        return value, "requested"
-    base = max(1, _cpu_count() - 2)
-    per_worker_mb = _BASE_WORKER_MB + 2.0 * config.stack_chunk_budget_mb
-    try:
-        import psutil
-
-        available_mb = psutil.virtual_memory().available / 2**20
-        cap_ram = max(1, int(available_mb * config.target_ram_fraction // per_worker_mb))
-    except Exception:  # noqa: BLE001 - no psutil: no RAM cap
-        cap_ram = base
-    cap_cfg = config.max_cpu_workers if config.max_cpu_workers > 0 else base
-    workers = max(1, min(base, cap_ram, cap_cfg))
-    logger.info("[GRID] auto workers: cpu=%d base=%d cap_ram=%d cap_cfg=%d -> %d", _cpu_count(), base,
-                cap_ram, cap_cfg, workers)
-    return workers, "auto"
 
 
 def _as_config(config: GridConfig | Mapping[str, Any] | str | os.PathLike | None) -> GridConfig:
@@ -427,7 +369,9 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
         Overrides ``config`` (``use_gpu_grid``); default CPU.
     grid_workers : int, optional
         Overrides ``config`` (``grid_workers``): 0 = auto, 1 = in this process, N =
-        N worker processes (spawn). Neither given → 1.
+        N worker processes (spawn). Neither given → 1. Auto and N are capped by the
+        tiles, the CPU cores and the RAM (:func:`~.worker_count.resolve_workers`; a
+        ``[GRID]`` warning says when N was).
     executor : concurrent.futures.Executor, optional
         Run tile tasks there instead, e.g. ``distributed.Client(...).get_executor()``
         (:func:`~.cluster.connect_cluster`); as many tiles are kept in flight as the
@@ -466,13 +410,18 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
         A file could not be written for lack of room (disk full, quota, file-size
         limit); the message names the file and the cause.
     RuntimeError
-        Every tile of a group failed.
+        Every tile of a group failed; or the worker processes cannot start because
+        they re-run the calling script, which has no ``if __name__ == "__main__":``
+        guard (the message shows the fix).
 
     Notes
     -----
     With worker processes, a script calling this must guard its entry point with
-    ``if __name__ == "__main__":`` (spawned workers import the main module).
+    ``if __name__ == "__main__":`` (spawned workers import the main module). Worker
+    processes ignore SIGINT (Ctrl-C is the caller's: set ``cancel``) and exit when
+    this process dies (:mod:`.processes`).
     """
+    exit_if_bootstrapping()  # a spawned worker importing an unguarded script: stop it here
     t0 = time.perf_counter()
     cfg = _as_config(config)
     FRAMES.fit_budget(int(cfg.stack_chunk_budget_mb * 2**20))
@@ -491,11 +440,13 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
         progress.message("[GRID] grid mode: input '%s', output '%s'", input_folder, out)
         policy = _gpu_decision(grid_use_gpu, cfg, progress, gpu_policy)
         use_gpu = policy is not None
-        workers, how = _workers(grid_workers, cfg, use_gpu, executor, progress)
+        groups = _setup(Path(input_folder), out, cfg, progress)
+        # The tile count caps the workers, so the pool starts once the grid is known.
+        workers, how = _workers(grid_workers, cfg, use_gpu, executor, progress,
+                                sum(len(g.grid.tiles) for g in groups))
         with TileScheduler(workers=workers, executor=executor, cancel=cancel, emit=progress.message,
                            kind=cfg.worker_kind, gpu_policy=policy) as scheduler:
-            scheduler.start(cfg.stack)  # worker start-up overlaps the setup below
-            groups = _setup(Path(input_folder), out, cfg, progress)
+            scheduler.start(cfg.stack)  # worker start-up overlaps the normalisation below
             timings["setup_sec"] = time.perf_counter() - t0
             if _pipelined(groups, cfg, scheduler, resume):
                 # Tiles are submitted now and wait for the maps only to stack (pipeline.py).
@@ -527,7 +478,7 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
         if result.cancelled or (cancel is not None and cancel.is_set()):
             result.cancelled = True
             progress.message("[GRID] cancelled: %d tile(s) finished and kept for a resume",
-                             result.tiles_processed, level=logging.WARNING)
+                             result.tiles_processed)
             return _finalise(result, out, cfg, t0)
         progress.set_phase(3)
         t_assembly = time.perf_counter()
@@ -558,8 +509,10 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
 
 
 def _workers(grid_workers: int | None, cfg: GridConfig, use_gpu: bool, executor: Executor | None,
-             progress: GridProgress) -> tuple[int, str]:
-    workers, how = resolve_workers(grid_workers, cfg)
+             progress: GridProgress, n_tiles: int) -> tuple[int, str]:
+    local = executor is None and not use_gpu  # else the count is not that of a local pool
+    workers, how = resolve_workers(grid_workers, cfg, n_tiles=n_tiles,
+                                   emit=progress.message if local else lambda *a, **k: None)
     if executor is not None:
         return executor_slots(executor, workers), describe_executor(executor)
     if use_gpu and workers > 1:

@@ -3,19 +3,31 @@
 - A tile whose task reports an error is logged (``[GRID] Tile X failed with error:
   ...``) and retried once; if the retry fails too it is listed as failed and the run
   goes on.
-- A worker killed by the OS breaks a ``ProcessPoolExecutor`` and fails every pending
-  future. The scheduler then rebuilds the pool and resubmits: tiles that had not
-  started go back to the queue unchanged; tiles that were running (their marker is
-  in ``tiles/.running``) are retried once, *one at a time*, so that a tile that
-  kills its worker again is identified and failed without taking others with it.
+- A worker that dies (a signal such as the OOM killer's SIGKILL, or an exit) breaks a
+  ``ProcessPoolExecutor`` and fails every pending future. The scheduler then rebuilds
+  the pool and resubmits: tiles that had not started go back to the queue unchanged;
+  tiles that were running (their marker is in ``tiles/.running``) are retried once,
+  *one at a time*, so that a tile that kills its worker again is identified and failed
+  without taking others with it. Messages say how the worker ended (the signal or the
+  exit code: :func:`~.processes.exit_reason`).
+- Workers that cannot start are not retried: when they re-run a main script without
+  ``if __name__ == "__main__":`` the run raises :class:`RuntimeError` with the fix;
+  when they exit before any task for another reason, the remaining tiles run in this
+  process (logged as an error).
 - ``cancel`` (anything with ``is_set()``) stops submitting; tiles already running
-  finish and are kept, so a rerun resumes from them.
+  finish and are kept, so a rerun resumes from them. An exception that is not an
+  ``Exception`` (a second Ctrl-C's ``KeyboardInterrupt``) ends the worker processes at
+  once when it leaves the ``with`` block.
+
+Worker processes ignore SIGINT and exit with their parent (:mod:`.processes`).
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import signal
 from collections import deque
 from concurrent.futures import (
     FIRST_COMPLETED,
@@ -32,14 +44,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from .worker import (
-    RUNNING_DIR,
-    TileOutcome,
-    TileTask,
-    init_worker,
-    run_tile_task,
-    warm_up,
-)
+from .processes import UNGUARDED_MAIN_EXIT, exit_reason, init_worker, sigint_blocked, unguarded_main_message
+from .worker import RUNNING_DIR, TileOutcome, TileTask, run_tile_task, warm_up
 
 __all__ = ["TileScheduler", "ScheduleReport"]
 
@@ -62,6 +68,8 @@ class ScheduleReport:
         Tiles that ran a second time (after an error or a worker crash).
     crashes : int
         Times a worker process died (pool rebuilt each time).
+    start_failed : bool
+        Worker processes exited before running any task; the tiles ran in this process.
     cancelled : bool
         A cancel was seen: tiles not started were not run.
     """
@@ -69,6 +77,7 @@ class ScheduleReport:
     failed: dict[int, str] = field(default_factory=dict)
     retried: list[int] = field(default_factory=list)
     crashes: int = 0
+    start_failed: bool = False
     cancelled: bool = False
 
 
@@ -119,6 +128,8 @@ class TileScheduler:
         self._cancel_seen = False
         self._max_rebuilds = 3
         self._pool: Executor | None = None
+        self._watch: tuple[Any, Any] | None = None  # (read end given to the workers, write end kept here)
+        self._answered: set[int] = set()  # pids of the workers that returned a result
 
     @property
     def uses_pool(self) -> bool:
@@ -160,7 +171,7 @@ class TileScheduler:
         self._pool = self._new_pool()
         if self.kind == "process":
             for _ in range(self.workers):
-                self._pool.submit(warm_up, stack_config)
+                self._submit(self._pool, warm_up, stack_config).add_done_callback(self._note_warm)
 
     def map(self, fn: Callable[..., Any], *iterables: Any) -> list[Any]:
         """Run ``list(map(fn, *iterables))`` on the workers when there are any, else here.
@@ -185,25 +196,39 @@ class TileScheduler:
             return list(map(fn, *iterables))
         items = [tuple(args) for args in zip(*iterables)]
         try:
-            return list(pool.map(fn, *zip(*items))) if items else []
+            futures = [self._submit(pool, fn, *args) for args in items]
+            return [fut.result() for fut in futures]
         except (BrokenExecutor, RuntimeError) as exc:
+            if self.executor is None:
+                pool, self._pool = self._pool, None
+                codes = self._retire(pool)
+                if isinstance(exc, BrokenExecutor):
+                    self._check_start(codes, running=False)
             logger.warning("[GRID] workers unavailable for %s (%s); running it here", fn.__name__,
                            type(exc).__name__)
-            if self.executor is None:
-                self.close()
             return [fn(*args) for args in items]
 
-    def close(self) -> None:
-        """Shut the own pool down (idempotent)."""
+    def close(self, *, abort: bool = False) -> None:
+        """Shut the own pool down (idempotent).
+
+        Parameters
+        ----------
+        abort : bool
+            End the worker processes now instead of letting the running tiles finish.
+        """
         pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            if abort:
+                self._end_workers(pool)
+            self._retire(pool)
 
     def __enter__(self) -> TileScheduler:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        # An Exception lets the running tiles finish (they are kept); KeyboardInterrupt
+        # (a second Ctrl-C) or SystemExit must not wait for workers that ignore SIGINT.
+        self.close(abort=exc_type is not None and not issubclass(exc_type, Exception))
 
     # ------------------------------------------------------------------ common
     def _cancelled(self) -> bool:
@@ -211,7 +236,7 @@ class TileScheduler:
             if not self._cancel_seen:
                 self._cancel_seen = True
                 self.report.cancelled = True
-                self.emit("[GRID] cancel requested: no new tile is started", level=logging.WARNING)
+                self.emit("[GRID] cancel requested: no new tile is started; the running tiles finish")
             return True
         return False
 
@@ -263,7 +288,7 @@ class TileScheduler:
         # A pool that cannot stay alive falls back to this process; each bad tile costs at
         # most two crashes, so this bound is never reached by tile faults alone.
         self._max_rebuilds = 3 + 2 * len(tasks)
-        if self.executor is None and self.workers == 1:
+        if (self.executor is None and self.workers == 1) or self.report.start_failed:
             self._run_inline(deque(tasks))
         else:
             self._run_pool(deque(tasks))
@@ -281,7 +306,40 @@ class TileScheduler:
         if self.kind == "thread":
             return ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="zemosaic-grid-tile")
         ctx = multiprocessing.get_context("spawn")  # CUDA and threads forbid fork; same on 3.11-3.14
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=init_worker)
+        # Only this process holds the write end: its EOF tells the workers that we are gone.
+        self._watch = ctx.Pipe(duplex=False)
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=init_worker,
+                                   initargs=(os.getpid(), self._watch[0]))
+
+    @staticmethod
+    def _submit(pool: Executor, fn: Callable[..., Any], *args: Any) -> Future:
+        # A submit may spawn a worker: it starts with SIGINT blocked (see processes.py).
+        with sigint_blocked():
+            return pool.submit(fn, *args)
+
+    def _note_warm(self, fut: Future) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self._answered.add(fut.result())
+
+    def _retire(self, pool: Executor) -> dict[int, int | None]:
+        """Shut a pool down and return how its worker processes ended (pid -> exit code)."""
+        processes = dict(getattr(pool, "_processes", None) or {})  # private; empty for other executors
+        pool.shutdown(wait=True, cancel_futures=True)
+        if isinstance(pool, ProcessPoolExecutor) and self._watch is not None:
+            for end in self._watch:
+                end.close()
+            self._watch = None
+        return {pid: proc.exitcode for pid, proc in processes.items()}
+
+    def _end_workers(self, pool: Executor) -> None:
+        """End the worker processes of an own pool now (abort); threads cannot be ended."""
+        if isinstance(pool, ProcessPoolExecutor) and self._watch is not None:
+            self._watch[1].close()  # each worker's watchdog sees EOF and exits
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            try:
+                proc.terminate()
+            except (OSError, ValueError, AttributeError):
+                pass  # already gone
 
     def _run_pool(self, queue: deque[TileTask]) -> None:
         own = self.executor is None
@@ -308,8 +366,18 @@ class TileScheduler:
                 # The pool is dead: every other pending future fails too; collect them all.
                 rest, _ = wait(list(inflight))
                 broken += self._collect(rest, inflight, queue)
-                self._recover([b for b in broken if b[0] is not None], queue, careful)
-                pool = self._replace_pool(pool, own, queue, careful)
+                broken = [b for b in broken if b[0] is not None]
+                codes = self._retire(pool) if own else {}
+                if own:
+                    self._pool = None
+                running = {task.tile_id: _marker_pid(task) for task, _ in broken if _marker(task).exists()}
+                if self._check_start(codes, running=bool(running)):
+                    # No task ever ran: every tile goes back unchanged, to run here.
+                    queue.extendleft(sorted((task for task, _ in broken), key=lambda t: -t.tile_id))
+                    self._run_inline(deque(list(careful) + list(queue)))
+                    return
+                self._recover(broken, queue, careful, codes, running)
+                pool = self._replace_pool(own, queue, careful)
                 if own:
                     self._pool = pool
                 if pool is None:
@@ -322,14 +390,14 @@ class TileScheduler:
             if careful:
                 if not inflight:
                     task = careful.popleft()
-                    inflight[pool.submit(run_tile_task, task)] = (task, True)
+                    inflight[self._submit(pool, run_tile_task, task)] = (task, True)
                 return True
             if any(is_careful for _, is_careful in inflight.values()):
                 return True
             while queue and len(inflight) < self.workers:
                 task = queue.popleft()
                 try:
-                    inflight[pool.submit(run_tile_task, task)] = (task, False)
+                    inflight[self._submit(pool, run_tile_task, task)] = (task, False)
                 except BaseException:
                     queue.appendleft(task)
                     raise
@@ -353,13 +421,32 @@ class TileScheduler:
             except Exception as exc:  # noqa: BLE001 - e.g. a remote executor's transport error
                 outcome = TileOutcome(task.tile_id, False, None, 0, task.attempt, 0.0,
                                       error=f"{type(exc).__name__}: {exc}")
+            self._answered.add(outcome.pid)
             self._handle(outcome, task, queue.append)
         return broken
 
-    def _recover(self, broken: list[tuple[TileTask, bool]], queue: deque, careful: deque) -> None:
+    def _check_start(self, codes: dict[int, int | None], *, running: bool) -> bool:
+        """Raise when the workers re-run an unguarded main script; True when they cannot start.
+
+        ``codes`` are the exit codes of a broken pool's workers. Workers that exited by
+        themselves (not by a signal) before any of them returned a result or started a
+        tile failed at start-up: a new pool would fail again, so the tiles run here.
+        """
+        if UNGUARDED_MAIN_EXIT in codes.values():
+            raise RuntimeError(unguarded_main_message())
+        own = _own_deaths(codes)
+        if running or not own or self._answered & set(codes) or any(c is None or c < 0 for c in own.values()):
+            return False
+        self.report.start_failed = True
+        self.emit("[GRID] worker processes cannot start: %s before running any task (their error is "
+                  "above, on stderr); the tiles run in this process", _describe_deaths(own), level=logging.ERROR)
+        return True
+
+    def _recover(self, broken: list[tuple[TileTask, bool]], queue: deque, careful: deque,
+                 codes: dict[int, int | None], running: dict[int, int | None]) -> None:
         """Sort the tasks of a broken pool into resubmitted, retried-alone and failed."""
         self.report.crashes += 1
-        running = {task.tile_id for task, _ in broken if _marker(task).exists()}
+        own = _own_deaths(codes)
         culprits_known = any(is_careful for _, is_careful in broken) or bool(running)
         requeue = []
         for task, is_careful in sorted(broken, key=lambda b: b[0].tile_id):
@@ -368,17 +455,18 @@ class TileScheduler:
             if not suspect:
                 requeue.append(task)
             elif task.attempt >= _MAX_ATTEMPTS:
-                self._fail(task, "worker process died while making this tile (killed by the OS?)")
+                pid = running.get(task.tile_id)
+                code = codes[pid] if pid in codes else (next(iter(own.values())) if len(own) == 1 else None)
+                self._fail(task, f"worker process {exit_reason(code)} while making this tile")
             else:
                 self._note_retry(task.tile_id)
                 careful.append(replace(task, attempt=task.attempt + 1))
         queue.extendleft(reversed(requeue))
-        self.emit("[GRID] a worker process died; pool rebuilt, %d tile(s) resubmitted, %d retried alone",
+        self.emit("[GRID] %s; pool rebuilt, %d tile(s) resubmitted, %d retried alone", _describe_deaths(own),
                   len(requeue), len(careful), level=logging.WARNING)
 
-    def _replace_pool(self, pool: Executor, own: bool, queue: deque, careful: deque) -> Executor | None:
+    def _replace_pool(self, own: bool, queue: deque, careful: deque) -> Executor | None:
         if own and self.report.crashes > self._max_rebuilds:
-            pool.shutdown(wait=False, cancel_futures=True)
             self.emit("[GRID] worker processes keep dying (%d times); the remaining %d tile(s) run in "
                       "this process", self.report.crashes, len(queue) + len(careful), level=logging.ERROR)
             return None
@@ -386,9 +474,34 @@ class TileScheduler:
             self.emit("[GRID] the executor is broken and cannot be rebuilt; the remaining %d tile(s) "
                       "run in this process", len(queue) + len(careful), level=logging.ERROR)
             return None
-        pool.shutdown(wait=False, cancel_futures=True)
         return self._new_pool()
 
 
 def _marker(task: TileTask) -> Path:
     return Path(task.tiles_dir) / RUNNING_DIR / f"tile_{task.tile_id:04d}"
+
+
+def _marker_pid(task: TileTask) -> int | None:
+    """The pid written in a running-marker (``"<pid> <attempt>"``), if readable."""
+    try:
+        return int(_marker(task).read_text(encoding="utf-8").split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _own_deaths(codes: dict[int, int | None]) -> dict[int, int | None]:
+    """The workers of a broken pool that ended by themselves: the pool SIGTERMs the others.
+
+    Code 0 counts: a worker whose initializer raised returns from its loop.
+    """
+    sigterm = -int(getattr(signal, "SIGTERM", 15))
+    return {pid: code for pid, code in codes.items() if code != sigterm}
+
+
+def _describe_deaths(own: dict[int, int | None]) -> str:
+    if not own:
+        return "a worker process died"
+    reasons = sorted({exit_reason(code) for code in own.values()})
+    pids = ", ".join(str(pid) for pid in sorted(own))
+    noun = "a worker process" if len(own) == 1 else f"{len(own)} worker processes"
+    return f"{noun} (pid {pids}) {' / '.join(reasons)}"

@@ -12,6 +12,11 @@ worker so that they reach spawned processes:
 - ``ZEMOSAIC_XP_TEST_FAIL_TILE=<id>[,<id>...]``: the tile raises ``RuntimeError``.
 - ``ZEMOSAIC_XP_TEST_KILL_TILE=<id>[,<id>...]``: on its first attempt the tile's
   process kills itself with SIGKILL (a marker file in the tiles folder remembers it).
+- ``ZEMOSAIC_XP_TEST_HOLD_TILE=<id>[,<id>...]``: the tile, once started (its running
+  marker written), waits until ``tiles/.test_release`` exists (at most 120 s), so
+  that a test can signal a run while its tiles are surely running.
+
+The worker processes themselves (SIGINT, parent death, start-up) are :mod:`.processes`.
 """
 
 from __future__ import annotations
@@ -34,14 +39,17 @@ from .config import GridConfig
 from .geometry import TileSpec
 from .tile import FrameRef, stack_tile, tile_filename, write_tile
 
-__all__ = ["TileTask", "TileOutcome", "run_tile_task", "init_worker", "warm_up", "RUNNING_DIR",
-           "TEST_FAIL_ENV", "TEST_KILL_ENV"]
+__all__ = ["TileTask", "TileOutcome", "run_tile_task", "warm_up", "RUNNING_DIR", "TEST_FAIL_ENV",
+           "TEST_KILL_ENV", "TEST_HOLD_ENV", "TEST_RELEASE_FILE"]
 
 TEST_FAIL_ENV = "ZEMOSAIC_XP_TEST_FAIL_TILE"
 TEST_KILL_ENV = "ZEMOSAIC_XP_TEST_KILL_TILE"
+TEST_HOLD_ENV = "ZEMOSAIC_XP_TEST_HOLD_TILE"
+#: The file in ``tiles/`` that releases the tiles held by :data:`TEST_HOLD_ENV`.
+TEST_RELEASE_FILE = ".test_release"
 #: Sub-folder of ``tiles/`` where each running task leaves a marker (crash forensics).
 RUNNING_DIR = ".running"
-_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+_HOLD_MAX_SEC = 120.0
 
 logger = logging.getLogger(__name__)
 
@@ -149,22 +157,6 @@ class TileOutcome:
     log_records: list = field(default_factory=list)
 
 
-def init_worker() -> None:
-    """Process-pool initializer: one compute thread per worker process.
-
-    Environment variables cover libraries imported later; ``threadpoolctl`` (when
-    installed) also limits a BLAS that is already loaded. The grid's hot paths
-    (coordinate transforms, interpolation, sorting) do not use BLAS threads.
-    """
-    for name in _THREAD_ENV:
-        os.environ[name] = "1"
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
-    threadpool_limits(1)
-
-
 def warm_up(stack_config: Any = None) -> int:
     """First task of a fresh worker: load what tiles need while the runner sets up.
 
@@ -234,6 +226,11 @@ def _ids(env_name: str) -> set[int]:
 
 
 def _test_hooks(task: TileTask) -> None:
+    if task.tile_id in _ids(TEST_HOLD_ENV):
+        release = Path(task.tiles_dir) / TEST_RELEASE_FILE
+        deadline = time.monotonic() + _HOLD_MAX_SEC
+        while not release.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
     if task.tile_id in _ids(TEST_KILL_ENV):
         marker = Path(task.tiles_dir) / f".test_killed_{task.tile_id:04d}"
         if not marker.exists():

@@ -18,7 +18,7 @@ from zemosaic_xp.io.atomic import FileWriteError, atomic_path, remove_temp_files
 _FSIZE_CHILD = textwrap.dedent("""
     import resource, signal, sys
     import numpy as np
-    from zemosaic_xp.io.fits import write_fits
+    from zemosaic_xp.io.fits_write import write_fits
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (20000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
     try:

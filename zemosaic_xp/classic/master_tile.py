@@ -41,7 +41,8 @@ from ..gpu.policy import GpuPolicy
 from ..gpu.session import DeviceSession, GpuResultError, garbage_reason
 from ..io.atomic import remove_temp_files
 from ..io.bands import BandReader, files_kept_open, open_sources, read_frames_first
-from ..io.fits import FitsReadError, write_fits
+from ..io.fits import FitsReadError
+from ..io.fits_write import write_fits
 from ..io.runlock import write_lock
 from .scan import FrameScan, plan_scan, scan_frames
 

@@ -36,7 +36,7 @@ from ..core.pipeline import BandResult, StackResult, finish_stack
 from ..gpu.policy import GpuPolicy
 from ..gpu.session import GpuResultError, garbage_reason
 from ..io.bands import PatchSource
-from ..io.fits import write_fits
+from ..io.fits_write import write_fits
 from ..io.framecache import FRAMES
 from ..io.patch_store import PatchStore
 from .cells import cell_blocks

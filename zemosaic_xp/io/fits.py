@@ -1,4 +1,4 @@
-"""FITS frames in and out: native-endian float32, channels last in memory.
+"""FITS frames in: native-endian float32, channels last in memory.
 
 Reading: :func:`read_frame` loads a whole frame; :class:`FitsFrameSource` parses a
 file's header once and then reads **row bands** straight from disk (``seek`` +
@@ -8,9 +8,7 @@ BZERO/BSCALE, convert big-endian data to native float32 on the host (before any
 GPU upload), accept 2-D mono and 3-D CHW or HWC data, and turn non-finite values
 into NaN. An ``ALPHA`` image extension (uint8 0–255) is read as weights in [0, 1].
 
-Writing: :func:`write_fits` writes float32 CHW (2-D for one channel) with optional
-``ALPHA`` and extra image HDUs to a temporary name in the target directory, then
-renames it: a crash never leaves a half-written file under the final name.
+Writing is :func:`zemosaic_xp.io.fits_write.write_fits`.
 """
 
 from __future__ import annotations
@@ -19,16 +17,14 @@ import contextlib
 import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
 
-from .atomic import atomic_path
 from .fits_header import HduInfo, scan_hdus
 
-__all__ = ["FitsFrame", "FitsFrameSource", "read_frame", "write_fits", "FitsReadError", "frame_wcs"]
+__all__ = ["FitsFrame", "FitsFrameSource", "read_frame", "FitsReadError", "frame_wcs"]
 
 # HDU names that hold the science image when HDU 0 has no data (ZeMosaic's loader).
 _SCIENCE_NAMES = ("SCI", "IMAGE", "PRIMARY")
@@ -538,73 +534,6 @@ class FitsFrameSource:
             msg = f"'{self.path}' ALPHA has shape {alpha.shape}; expected {(self.height, self.width)}"
             raise FitsReadError(msg)
         return np.clip(alpha / 255.0, 0.0, 1.0).astype(np.float32)
-
-
-def _chw(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image, dtype=np.float32)
-    if image.ndim == 3:
-        if image.shape[2] == 1:
-            return image[..., 0]
-        return np.ascontiguousarray(np.moveaxis(image, -1, 0))
-    if image.ndim == 2:
-        return image
-    msg = f"image has shape {image.shape}; expected (H, W) or (H, W, C)"
-    raise ValueError(msg)
-
-
-def write_fits(path: str | os.PathLike, image: np.ndarray, *, header: fits.Header | None = None,
-               alpha: np.ndarray | None = None, extra_hdus: Iterable[fits.ImageHDU] = (),
-               overwrite: bool = True) -> Path:
-    """Write ``image`` atomically as float32 FITS (CHW, or 2-D for one channel).
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Final file name; the data are written to a temporary file in the same
-        directory and renamed over it at the end.
-    image : ndarray, shape (H, W) or (H, W, C)
-        Host array, converted to float32; NaN is written as NaN ("no data").
-    header : Header, optional
-        Cards for the primary HDU (WCS, provenance); structural keys are replaced.
-    alpha : ndarray, shape (H, W), optional
-        Coverage in [0, 1] (float) or 0–255 (uint8); written as a uint8 ``ALPHA`` HDU.
-    extra_hdus : iterable of ImageHDU
-        Appended after ALPHA (e.g. a ``WEIGHT`` map).
-    overwrite : bool
-        False refuses to replace an existing file.
-
-    Returns
-    -------
-    pathlib.Path
-        The written file.
-
-    Raises
-    ------
-    FileExistsError
-        The file exists and ``overwrite`` is False.
-    ValueError
-        ``image`` is neither (H, W) nor (H, W, C).
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        msg = f"'{path}' exists; pass overwrite=True to replace it"
-        raise FileExistsError(msg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    hdr = fits.Header() if header is None else header.copy()
-    for key in ("BSCALE", "BZERO", "BITPIX", "DATAMIN", "DATAMAX"):
-        hdr.remove(key, ignore_missing=True, remove_all=True)
-    hdus = [fits.PrimaryHDU(data=_chw(image), header=hdr)]
-    if alpha is not None:
-        a = np.asarray(alpha)
-        if a.dtype != np.uint8:
-            a = np.clip(np.round(np.nan_to_num(a.astype(np.float64)) * 255.0), 0, 255).astype(np.uint8)
-        alpha_hdu = fits.ImageHDU(data=a, name=_ALPHA_NAME)
-        alpha_hdu.header["ALPHADSC"] = ("0=no data, 255=full coverage", "ALPHA meaning")
-        hdus.append(alpha_hdu)
-    hdus.extend(extra_hdus)
-    with atomic_path(path) as tmp:
-        fits.HDUList(hdus).writeto(tmp, overwrite=True, output_verify="silentfix")
-    return path
 
 
 def frame_wcs(header: fits.Header, path: str) -> Any:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from astropy.io import fits
 
-from ..io.fits import write_fits
+from ..io.fits_write import write_fits
 from .blend import blend_tiles, edge_distance, feather_ramp
 from .photometry import find_overlaps, solve_photometry
 from .preview import write_preview_png

@@ -311,7 +311,7 @@ def make_survey(folder: str | os.PathLike, *, n_frames: int = 24, frame_shape: t
         raise ValueError(msg)
     from scipy.ndimage import spline_filter
 
-    from ..io.fits import write_fits
+    from ..io.fits_write import write_fits
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,6 @@ import os
 import platform
 import re
 import sys
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -60,18 +59,17 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:  # the sibling scripts peers_*.py and outofcore.py, however this one is started
     sys.path.insert(0, _HERE)
 
+from gpu_bench_measure import host_result, parity, time_call  # noqa: E402
+from gpu_bench_report import add_ratios, report  # noqa: E402
 from peers_data import NOISE_SIGMA_ADU, SKY_LEVEL_ADU, _cosmic_rays, _quantise  # noqa: E402
 from peers_tools import REJECTIONS  # noqa: E402
 
 DEFAULT_BACKENDS = "numpy,cupy,torch:cuda"
 DEFAULT_SHAPE = "32x1024x1024"
 MODES = ("host", "device", "fits")
-MODE_LABELS = {"host": "in memory, host input", "device": "in memory, device input", "fits": "FITS files"}
 MiB = 2**20
 _DATA_VERSION = 1  # bump when the frame recipe changes: cached FITS sets are then rebuilt
 
-COLUMNS = ("backend", "mode", "rejection", "best s", "M frame-px/s", "× NumPy", "peak dev MiB",
-           "max abs Δ / σ", "coverage", "rejection maps", "note")
 
 
 # ------------------------------------------------------------------------------------------
@@ -321,177 +319,6 @@ def _described(read_name: Callable[[], Any], fallback: str) -> str:
     return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
 
 
-class PeakMemory:
-    """The most device memory one call holds, read through the backend's own allocator.
-
-    Parameters
-    ----------
-    backend : Backend
-        The backend of the call; CPU backends report None.
-
-    Notes
-    -----
-    CuPy: the default memory pool is emptied of its free blocks before the call; the pool
-    only grows until ``free_all_blocks()`` (which the library calls only after a device
-    out-of-memory error), so its size after the call is the most it held (in-use blocks
-    rounded up, so an upper bound of the bytes in use). torch:
-    ``max_memory_allocated()`` after ``reset_peak_memory_stats()``.
-    """
-
-    def __init__(self, backend: Any) -> None:
-        self.backend = backend
-        self.what = {"cupy": "cupy default pool size (high-water)",
-                     "torch:cuda": "torch.cuda.max_memory_allocated"}.get(backend.name)
-
-    def start(self) -> None:
-        """Reset the high-water mark (waits for the device first)."""
-        from zemosaic_xp.backends import synchronize
-
-        synchronize(self.backend)
-        if self.backend.name == "cupy":
-            import cupy
-
-            cupy.get_default_memory_pool().free_all_blocks()
-        elif self.backend.name == "torch:cuda":
-            import torch
-
-            torch.cuda.reset_peak_memory_stats(self.backend.device)
-
-    def peak(self) -> int | None:
-        """Return the high-water mark since :meth:`start`.
-
-        Returns
-        -------
-        int or None
-            Bytes, or None on a CPU backend.
-        """
-        from zemosaic_xp.backends import synchronize
-
-        synchronize(self.backend)
-        if self.backend.name == "cupy":
-            import cupy
-
-            return int(cupy.get_default_memory_pool().total_bytes())
-        if self.backend.name == "torch:cuda":
-            import torch
-
-            return int(torch.cuda.max_memory_allocated(self.backend.device))
-        return None
-
-
-# ------------------------------------------------------------------------------------------
-# measuring
-# ------------------------------------------------------------------------------------------
-
-def host_result(result: Any) -> dict:
-    """The arrays of a ``StackResult`` or ``MasterTileResult`` as NumPy, for the parity check.
-
-    Parameters
-    ----------
-    result : StackResult or MasterTileResult
-        A stack on any backend.
-
-    Returns
-    -------
-    dict
-        ``image``, ``coverage`` (or None), ``rejected_low`` / ``rejected_high`` (None for a
-        master tile), ``used_gpu`` (None for ``stack``) and ``gpu_attempts``.
-    """
-    from zemosaic_xp.backends import to_host
-
-    def on_host(name: str) -> np.ndarray | None:
-        """Return the attribute ``name`` of the result on the host.
-
-        Parameters
-        ----------
-        name : str
-            An array attribute.
-
-        Returns
-        -------
-        ndarray or None
-            None when the result has no such array.
-        """
-        value = getattr(result, name, None)
-        return None if value is None else np.asarray(to_host(value))
-
-    return {"image": on_host("image"), "coverage": on_host("coverage"),
-            "rejected_low": on_host("rejected_low"), "rejected_high": on_host("rejected_high"),
-            "used_gpu": getattr(result, "used_gpu", None),
-            "gpu_attempts": result.stats.get("gpu_attempts") if isinstance(result.stats, dict) else None}
-
-
-def time_call(call: Callable[[], Any], backend: Any, repeat: int, budget_sec: float = float("inf")) -> dict:
-    """One warm-up (peak memory read there), then up to ``repeat`` timed, synchronised calls.
-
-    Parameters
-    ----------
-    call : callable
-        Runs one stack and returns its result.
-    backend : Backend
-        Where it computes (synchronised before each clock stop).
-    repeat : int
-        Timed calls at most.
-    budget_sec : float
-        No further timed call once the timed calls took this long together (a slow case,
-        such as a CPU path without a native kernel, is then timed fewer times).
-
-    Returns
-    -------
-    dict
-        ``times_sec``, ``best_sec``, ``peak_device_bytes`` and ``result`` (the last timed
-        call's, on the host).
-    """
-    from zemosaic_xp.backends import synchronize
-
-    memory = PeakMemory(backend)
-    memory.start()
-    result = call()
-    synchronize(backend)
-    peak = memory.peak()
-    del result
-    times = []
-    while len(times) < repeat and (not times or sum(times) < budget_sec):
-        t0 = time.perf_counter()
-        result = call()
-        synchronize(backend)
-        times.append(time.perf_counter() - t0)
-    return {"times_sec": times, "best_sec": min(times), "peak_device_bytes": peak,
-            "peak_device_what": memory.what, "result": host_result(result)}
-
-
-def parity(result: dict, reference: dict, sigma: float) -> dict:
-    """Compare a result with the NumPy reference.
-
-    Parameters
-    ----------
-    result, reference : dict
-        From :func:`host_result`.
-    sigma : float
-        The frames' noise (ADU) that scales the image difference.
-
-    Returns
-    -------
-    dict
-        ``max_abs_diff_over_sigma`` (over pixels finite in both), ``nonfinite_mismatch_px``,
-        ``coverage_diff_px`` and ``rejection_maps_diff_px`` (None where not available).
-    """
-    a, b = result["image"], reference["image"]
-    finite_a, finite_b = np.isfinite(a), np.isfinite(b)
-    both = finite_a & finite_b
-    diff = np.abs(a.astype(np.float64) - b.astype(np.float64))[both]
-    out = {"max_abs_diff_over_sigma": float(diff.max()) / sigma if diff.size else 0.0,
-           "nonfinite_mismatch_px": int(np.count_nonzero(finite_a != finite_b)),
-           "coverage_diff_px": None, "rejection_maps_diff_px": None}
-    if result["coverage"] is not None and reference["coverage"] is not None:
-        out["coverage_diff_px"] = int(np.count_nonzero(result["coverage"] != reference["coverage"]))
-    if result["rejected_low"] is not None and reference["rejected_low"] is not None:
-        differ = ((result["rejected_low"] != reference["rejected_low"])
-                  | (result["rejected_high"] != reference["rejected_high"]))
-        out["rejection_maps_diff_px"] = int(np.count_nonzero(differ))
-    return out
-
-
 def _progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -573,113 +400,6 @@ def run_backend(name: str, backend: Any, args: argparse.Namespace, host_frames: 
         call = device_frames = None  # let the device frames go before the next mode
         free_device_memory(backend)
     return rows
-
-
-def add_ratios(rows: list[dict]) -> None:
-    """Set ``ratio_numpy`` of each row: its speed over NumPy's in the same mode and rejection.
-
-    Parameters
-    ----------
-    rows : list of dict
-        All measured rows (NumPy's among them, or no ratio).
-    """
-    numpy_best = {(r["mode"], r["rejection"]): r["best_sec"] for r in rows
-                  if r["backend"] == "numpy" and "best_sec" in r}
-    for row in rows:
-        base = numpy_best.get((row["mode"], row["rejection"]))
-        row["ratio_numpy"] = base / row["best_sec"] if base and "best_sec" in row else None
-
-
-# ------------------------------------------------------------------------------------------
-# report
-# ------------------------------------------------------------------------------------------
-
-def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _count_cell(value: int | None, missing: str) -> str:
-    if value is None:
-        return missing
-    return "identical" if value == 0 else f"{value} px differ"
-
-
-def table(rows: list[dict], backends: dict) -> str:
-    """The markdown table: one row per measured case, one per skipped backend.
-
-    Parameters
-    ----------
-    rows : list of dict
-        Measured rows (:func:`run_backend`, :func:`add_ratios`).
-    backends : dict
-        Backend name -> :func:`open_backend` info.
-
-    Returns
-    -------
-    str
-        The table.
-    """
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" if i < 3 or i > 7 else "---:"
-                                                              for i in range(len(COLUMNS))) + "|"]
-    for name, info in backends.items():
-        if not info["available"]:
-            cells = [name, "—", "—", "skipped", "", "", "", "", "", "", f"skipped: {info['reason']}"]
-            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-            continue
-        for row in (r for r in rows if r["backend"] == name):
-            if "best_sec" not in row:
-                cells = [name, row["mode"], row["rejection"], "failed", "", "", "", "", "", "", row["error"]]
-                lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-                continue
-            par = row["parity"]
-            delta = f"{par['max_abs_diff_over_sigma']:.2g}"
-            if par["nonfinite_mismatch_px"]:
-                delta += f" (NaN differs at {par['nonfinite_mismatch_px']} px)"
-            peak = row["peak_device_bytes"]
-            cells = [name, row["mode"], row["rejection"], f"{row['best_sec']:.3g}", f"{row['mfps']:.4g}",
-                     "—" if row["ratio_numpy"] is None else f"{row['ratio_numpy']:.3g}×",
-                     "—" if peak is None else f"{peak / MiB:.0f}", delta,
-                     _count_cell(par["coverage_diff_px"], "n/a"),
-                     _count_cell(par["rejection_maps_diff_px"], "n/a (FITS path)"), row.get("error", "")]
-            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    return "\n".join(lines)
-
-
-def report(machine: dict, rows: list[dict], backends: dict) -> str:
-    """The whole markdown report: heading, machine, backends, table, how to read it.
-
-    Parameters
-    ----------
-    machine : dict
-        From :func:`machine_info`.
-    rows : list of dict
-        Measured rows.
-    backends : dict
-        Backend name -> :func:`open_backend` info.
-
-    Returns
-    -------
-    str
-        The report.
-    """
-    n, h, w = machine["shape"]
-    lines = [f"### GPU check: {n} × {h} × {w} (uint16, σ = {NOISE_SIGMA_ADU:g} ADU), "
-             f"best of up to {machine['repeat']} runs after one warm-up", "",
-             f"Machine: {machine['platform']}, {machine['cpu_count']} CPUs, Python {machine['python']}, "
-             f"NumPy {machine['numpy']}, zemosaic-xp {machine['zemosaic_xp']}."]
-    for name, info in backends.items():
-        if info["available"]:
-            lines.append(f"- `{name}`: {info['device']} (library {info['version']})")
-        else:
-            lines.append(f"- `{name}`: skipped: {info['reason']}")
-    lines += ["", table(rows, backends), "",
-              "Modes: " + "; ".join(f"`{m}` = {MODE_LABELS[m]}" for m in machine["modes"]) + ". "
-              f"Timed runs stop once a case's took {machine['case_budget_sec']:g} s. "
-              "× NumPy: the NumPy backend's best time in the same mode over this one's. Peak dev MiB: "
-              "CuPy pool high-water / torch max_memory_allocated, input on the device included. "
-              "Parity against `zx.stack` on NumPy of the same frames: max abs Δ / σ over pixels finite in "
-              "both; coverage and rejection maps: pixels that differ."]
-    return "\n".join(lines)
 
 
 def machine_info(args: argparse.Namespace) -> dict:

@@ -20,6 +20,7 @@ stack_winsor_impl)                                             "zemosaic" or
 stacking_kappa_low / _high        kappa_low / kappa_high       number
 stacking_winsor_limits            winsor_limits                "0.05,0.05" or [0.05, 0.05]
 stacking_final_combine_method     combine                      method name or alias
+stacking_final_combine_percentile combine_percentile           number, percent (0-100)
 apply_radial_weight               radial_weight                bool
 radial_feather_fraction           radial_feather_fraction      number
 radial_shape_power                radial_shape_power           number
@@ -113,6 +114,7 @@ STACK_KEYS: dict[str, str] = {
     "stacking_kappa_high": "kappa_high",
     "stacking_winsor_limits": "winsor_limits",
     "stacking_final_combine_method": "combine",
+    "stacking_final_combine_percentile": "combine_percentile",
     "apply_radial_weight": "radial_weight",
     "radial_feather_fraction": "radial_feather_fraction",
     "radial_shape_power": "radial_shape_power",

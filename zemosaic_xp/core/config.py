@@ -29,7 +29,7 @@ WEIGHTING_METHODS = ("none", "noise_variance")
 REJECT_METHODS = ("none", "kappa_sigma", "winsorized_sigma_clip", "winsorized_quantile",
                   "linear_fit_clip", "percentile", "mad", "gesd", "minmax")
 #: Final combine operators.
-COMBINE_METHODS = ("mean", "median", "sum", "min", "max")
+COMBINE_METHODS = ("mean", "median", "percentile", "sum", "min", "max")
 #: Implementations of ``winsorized_sigma_clip`` (``wsc_impl``); docs/algorithms.md compares them.
 WSC_IMPLEMENTATIONS = ("pixinsight", "zemosaic")
 
@@ -95,8 +95,12 @@ class StackConfig:
     reject : {"none", "kappa_sigma", "winsorized_sigma_clip", "winsorized_quantile", \
 "linear_fit_clip", "percentile", "mad", "gesd", "minmax"}
         Pixel rejection along the frame axis.
-    combine : {"mean", "median", "sum", "min", "max"}
-        Final combine of the surviving samples (only ``mean`` and ``sum`` use weights).
+    combine : {"mean", "median", "percentile", "sum", "min", "max"}
+        Final combine of the surviving samples (only ``mean`` and ``sum`` use weights;
+        ``percentile`` is the unweighted quantile ``combine_percentile``).
+    combine_percentile : float
+        Quantile of the ``percentile`` combine, in percent, [0, 100] (linear
+        interpolation between order statistics); 50 (the median).
     kappa_low, kappa_high : float
         Rejection thresholds in units of the robust scale, > 0.
     max_iters : int or None
@@ -164,6 +168,7 @@ class StackConfig:
     weighting: str = "noise_variance"
     reject: str = "winsorized_sigma_clip"
     combine: str = "mean"
+    combine_percentile: float = 50.0
     kappa_low: float = 3.0
     kappa_high: float = 3.0
     max_iters: int | None = None
@@ -230,6 +235,11 @@ class StackConfig:
         """Validate the parameters of the catalogue algorithms (docs/algorithms.md)."""
         for name in ("percentile_low", "percentile_high"):
             object.__setattr__(self, name, _check_positive(name, getattr(self, name)))
+        q = _check_positive("combine_percentile", self.combine_percentile, allow_zero=True)
+        if q > 100.0:
+            msg = f"`combine_percentile` must be in [0, 100] (percent), got {self.combine_percentile!r}"
+            raise ValueError(msg)
+        object.__setattr__(self, "combine_percentile", q)
         for name in ("minmax_low", "minmax_high", "rgb_equalize_min_samples"):
             _check_int(name, getattr(self, name), minimum=0)
         for name, high in (("gesd_outlier_fraction", 1.0), ("gesd_alpha", 0.5)):

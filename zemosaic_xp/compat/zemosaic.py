@@ -159,7 +159,7 @@ IGNORED_KEYS = frozenset({
     "phase3_chunk_scale_critical", "phase3_internal_chunk_threshold", "phase3_internal_chunk_size",
     "extreme_group_threshold", "extreme_group_winsor_cap", "center_out_normalization_p3",
     "inter_master_merge_enable", "grid_rgb_equalize", "final_mosaic_dbe_enabled",
-    "final_mosaic_dbe_strength", "save_final_as_uint16", "legacy_rgb_cube",
+    "final_mosaic_dbe_strength", "save_final_as_uint16", "legacy_rgb_cube", "final_mosaic_rgb_equalize_enabled",
 })
 #: Families of ZeMosaic keys ignored likewise (upstream_spec §4.4, §4.5, §7): the quality
 #: crop and gate, the Alt-Az clean-up and the Phase 3 memory orchestrator overrides.
@@ -589,3 +589,12 @@ def grid_settings_from_dict(config: Mapping[str, Any], /, *, max_overlap_fractio
         del out["stack_chunk_budget_mb"]
     out["use_gpu"] = gpu_flag(config, GRID_GPU_KEYS)
     return out
+
+
+def __getattr__(name: str) -> Any:
+    """ZeMosaic's worker entries (:mod:`.grid_entry`, :mod:`.phase3`), imported on first use."""
+    if name in ("run_grid_mode", "stack_master_tile_auto", "start_phase3"):
+        from . import grid_entry, phase3
+        return getattr(grid_entry if name == "run_grid_mode" else phase3, name)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -6,7 +6,9 @@ Keys sent (``reference/upstream_spec.md`` §3.11, DESIGN §8):
 - ``STAGE_PROGRESS`` with progress = stage name, level = units done, ``total=`` units
   (1 setup + 1 per tile stacked + 1 per tile assembled + 1 final save, the last unit
   sent by :meth:`GridProgress.finish` once the outputs are written);
-- ``ETA_UPDATE:HH:MM:SS`` (EMA of the time between tile completions, α = 0.25);
+- ``ETA_UPDATE:HH:MM:SS``: the units left (tiles, the assembly's units, the final save)
+  times an EMA (α = 0.25) of the seconds per unit, measured on tiles and on the
+  assembly alike; at least 1 s until :meth:`GridProgress.finish` sends 00:00:00;
 - ``MASTER_TILE_COUNT_UPDATE:done/total``;
 - ``STATS_UPDATE`` through the :class:`~zemosaic_xp.telemetry.ResourceTelemetryController`,
   at every progress update (throttled) and forced at phase boundaries, with the run's
@@ -34,6 +36,8 @@ PHASES = {0: "Grid: Init", 1: "Grid: Setup", 2: "Grid: tile stacking", 3: "Grid:
           4: "Grid: Completed"}
 _THROTTLE_SEC = 0.3
 _EMA_ALPHA = 0.25
+# The ETA sent while work is left never rounds to 00:00:00.
+_MIN_ETA_SEC = 1.0
 
 
 def format_eta(seconds: float) -> str:
@@ -76,7 +80,7 @@ class GridProgress:
         self.stage = "GRID: setup"
         self.extra: dict[str, Any] = {}
         self._last_tick: float | None = None
-        self._sec_per_tile: float | None = None
+        self._sec_per_unit: float | None = None
         self._last_sent = -math.inf
         self._callback_failed = False
 
@@ -165,7 +169,8 @@ class GridProgress:
             self.telemetry.maybe_emit_stats(ctx)
 
     # ------------------------------------------------------------------ units
-    def advance(self, units: int = 1, *, stage: str | None = None, force: bool = False) -> None:
+    def advance(self, units: int = 1, *, stage: str | None = None, force: bool = False,
+                measured: bool = True) -> None:
         """Mark ``units`` more work done and report it (throttled).
 
         Parameters
@@ -178,9 +183,14 @@ class GridProgress:
         force : bool
             Send ``STAGE_PROGRESS`` and the ETA even within the throttle interval
             (0.3 s).
+        measured : bool
+            Whether the time since the previous measured unit counts towards the ETA's
+            rate (once the clock runs: :meth:`start_clock`).
         """
         if stage is not None:
             self.stage = stage
+        if measured and self._last_tick is not None:
+            self._measure(units)
         self.units_done = min(self.units_total, self.units_done + units)
         self._send(force=force)
 
@@ -193,30 +203,37 @@ class GridProgress:
         Parameters
         ----------
         measured : bool
-            Whether the time since the previous tile counts towards the ETA (False for
+            Whether the time since the previous unit counts towards the ETA (False for
             a tile skipped by resume).
         """
         self.tiles_done = min(self.tiles_total, self.tiles_done + 1)
-        now = time.monotonic()
-        if measured and self._last_tick is not None:
-            dt = now - self._last_tick
-            self._sec_per_tile = dt if self._sec_per_tile is None else \
-                _EMA_ALPHA * dt + (1 - _EMA_ALPHA) * self._sec_per_tile
-        if measured:
-            self._last_tick = now
         self._call(f"MASTER_TILE_COUNT_UPDATE:{self.tiles_done}/{self.tiles_total}", None, "INFO")
-        self.advance(1, stage="GRID: tile stacking", force=self.tiles_done == self.tiles_total)
+        self.advance(1, stage="GRID: tile stacking", force=self.tiles_done == self.tiles_total,
+                     measured=measured)
 
     def start_clock(self) -> None:
-        """Start timing tile completions (the first tile's time counts from here)."""
+        """Start timing units of work (the first tile's time counts from here)."""
         self._last_tick = time.monotonic()
 
+    def _measure(self, units: int) -> None:
+        """Fold the time since the last measured unit into the EMA of seconds per unit."""
+        now = time.monotonic()
+        if self._last_tick is not None and units > 0:
+            dt = (now - self._last_tick) / units
+            self._sec_per_unit = dt if self._sec_per_unit is None else \
+                _EMA_ALPHA * dt + (1 - _EMA_ALPHA) * self._sec_per_unit
+        self._last_tick = now
+
     def _eta_seconds(self) -> float | None:
-        if self._sec_per_tile is None or self.tiles_total == 0:
+        """Seconds left: the units left (tiles, assembly, final save) at the EMA rate.
+
+        None until a measured unit has finished; at least 1 s while work is left, so
+        the GUI never reads 00:00:00 before :meth:`finish`.
+        """
+        if self._sec_per_unit is None or self.tiles_total == 0:
             return None
-        left = self.tiles_total - self.tiles_done
-        # assembly costs about as much per tile as the wait between tile completions
-        return max(0.0, left * self._sec_per_tile)
+        left = self.units_total - self.units_done
+        return max(_MIN_ETA_SEC, left * self._sec_per_unit) if left > 0 else 0.0
 
     def _send(self, *, force: bool) -> None:
         now = time.monotonic()

@@ -163,8 +163,7 @@ class MasterTileRun:
             self._next_slot += 1
             self._tile_units[slot] = 0
 
-        def relay(key: Any, progress: Any = None, level: Any = None, **kw: Any) -> None:
-            """Report a tile's event as part of the run (see :meth:`tile_callback`)."""
+        def _relay(key: Any, progress: Any = None, level: Any = None, **kw: Any) -> None:
             if key == "STAGE_PROGRESS" and progress in ("scan", "stack"):
                 try:
                     frac = min(max(float(level) / float(kw.get("total") or 1), 0.0), 1.0)
@@ -180,8 +179,8 @@ class MasterTileRun:
             else:
                 self._call(key, progress, level, **kw)
 
-        relay.slot = slot  # type: ignore[attr-defined]
-        return relay
+        _relay.slot = slot  # type: ignore[attr-defined]
+        return _relay
 
     def tile_finished(self, callback: Callable[..., None] | None = None) -> None:
         """Count a tile as done (stacked or failed): ``MASTER_TILE_COUNT_UPDATE`` and its full share.

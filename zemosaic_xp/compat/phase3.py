@@ -128,7 +128,7 @@ def _policy(use_gpu: bool | None) -> Any:
 
 
 def start_phase3(tiles_total: int, progress_callback: Callable[..., Any] | None = None, zconfig: Any = None, *,
-                 output_folder: str | os.PathLike | None = None) -> Any:
+                 output_folder: str | os.PathLike | None = None, gpu_policy: Any = None) -> Any:
     """Start a Phase 3 run: one GPU policy, one progress bar and telemetry for its tiles.
 
     Parameters
@@ -145,6 +145,9 @@ def start_phase3(tiles_total: int, progress_callback: Callable[..., Any] | None 
         (True).
     output_folder : path, optional
         Where ``resource_telemetry.csv`` goes (no CSV without it).
+    gpu_policy : GpuPolicy, optional
+        The run's policy instead of one from the GPU switches (tests inject faults
+        with :class:`zemosaic_xp.gpu.testing.FaultInjector`).
 
     Returns
     -------
@@ -168,7 +171,8 @@ def start_phase3(tiles_total: int, progress_callback: Callable[..., Any] | None 
         to_csv = True if not is_set(to_csv) else parse_bool(to_csv, "resource_telemetry_log_to_csv")
         csv = os.path.join(os.fspath(output_folder), DEFAULT_CSV_NAME) if to_csv and output_folder else None
         telemetry = ResourceTelemetryController(True, interval, progress_callback, csv_path=csv)
-    return MasterTileRun(tiles_total, progress_callback, telemetry=telemetry, gpu_policy=_policy(use_gpu))
+    policy = gpu_policy if gpu_policy is not None else _policy(use_gpu)
+    return MasterTileRun(tiles_total, progress_callback, telemetry=telemetry, gpu_policy=policy)
 
 
 def _inputs(images: Any) -> list[Any]:

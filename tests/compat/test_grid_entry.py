@@ -6,11 +6,16 @@ import inspect
 import logging
 import types
 
+import numpy as np
 import pytest
+from astropy.io import fits
 
+from tests.grid.survey_cases import small_survey
 from zemosaic_xp.compat import grid_entry
 from zemosaic_xp.compat.zemosaic import run_grid_mode as lazy_run_grid_mode
 from zemosaic_xp.grid import runner
+from zemosaic_xp.io.fits import read_frame
+from zemosaic_xp.io.viewer import to_uint16
 
 #: The keywords of ZeMosaic's worker call (upstream_spec §3.1), in its order.
 WORKER_KEYWORDS = ["input_folder", "output_folder", "progress_callback", "stack_norm_method",
@@ -96,12 +101,12 @@ def test_unknown_keywords_and_ignored_options_are_one_warning_each(captured, cap
         events.append((key, level))
 
     with caplog.at_level(logging.WARNING, logger="zemosaic_xp"):
-        grid_entry.run_grid_mode(**_worker_call(progress_callback=cb, save_final_as_uint16=True, legacy_rgb_cube=True,
+        grid_entry.run_grid_mode(**_worker_call(progress_callback=cb, legacy_rgb_cube=True,
                                                 progress_reporter=object(), some_flag=1))
     warns = [k for k, level in events if level == "WARN"]
     assert len(warns) == 2
     assert "progress_reporter" in warns[0] and "some_flag" in warns[0] and warns[0].startswith("[CONFIG]")
-    assert "save_final_as_uint16" in warns[1] and "legacy_rgb_cube" in warns[1] and "final_mosaic_dbe" in warns[1]
+    assert "legacy_rgb_cube" in warns[1] and "final_mosaic_dbe" in warns[1] and "uint16" not in warns[1]
     assert sum(r.levelno == logging.WARNING for r in caplog.records) == 2
 
 
@@ -117,3 +122,20 @@ def test_bad_value_names_the_key(captured):
         grid_entry.run_grid_mode(**_worker_call(stack_kappa_low="three"))
     with pytest.raises(ValueError, match="legacy_rgb_cube"):
         grid_entry.run_grid_mode(**_worker_call(legacy_rgb_cube="maybe"))
+
+
+def test_save_final_as_uint16_writes_the_viewer_copy(tmp_path):
+    survey = small_survey(tmp_path / "survey", n_frames=6)
+    zconfig = {"grid_size_factor": 2.0, "batch_overlap_pct": 10, "use_gpu_phase5": False, "grid_workers": 1,
+               "final_mosaic_dbe_enabled": False}
+    out = tmp_path / "out"
+    result = grid_entry.run_grid_mode(survey.folder, out, save_final_as_uint16=True, zconfig=zconfig)
+    viewer = out / "mosaic_grid_viewer.fits"
+    assert viewer.is_file() and result.mosaic_path.is_file()
+    mosaic = read_frame(result.mosaic_path).data
+    with fits.open(viewer) as hdul:
+        data = hdul[0].data
+        assert data.dtype == np.uint16 and hdul[0].header["CTYPE1"].startswith("RA")
+        np.testing.assert_array_equal(data, to_uint16(mosaic[..., 0]))
+    off = grid_entry.run_grid_mode(survey.folder, tmp_path / "off", save_final_as_uint16=False, zconfig=zconfig)
+    assert off.mosaic_path.is_file() and not (tmp_path / "off" / "mosaic_grid_viewer.fits").exists()

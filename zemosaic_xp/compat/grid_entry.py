@@ -14,9 +14,10 @@ own API does not change):
    auto workers), not ours;
 3. the explicit keywords win over both (the worker passes them from the same config).
 
-``grid_rgb_equalize`` equalises each RGB tile's channels with the core's RGB equalisation
-(``StackConfig.rgb_equalize``). ZeMosaic features we do not implement are listed in one
-``[GRID]`` warning
+``save_final_as_uint16`` writes ``mosaic_grid_viewer.fits`` beside the mosaic
+(:mod:`zemosaic_xp.io.viewer`); ``grid_rgb_equalize`` equalises each RGB tile's
+channels with the core's RGB equalisation (``StackConfig.rgb_equalize``). ZeMosaic
+features we do not implement are listed in one ``[GRID]`` warning
 (:func:`ignored_features`), sent to the callback as ``WARN`` too; unknown extra keywords
 likewise, in one ``[CONFIG]`` warning.
 """
@@ -89,7 +90,6 @@ WORKER_ARGUMENT_KEYS: dict[str, str] = {
 GRID_FEATURE_KEYS: dict[str, str] = {
     "final_mosaic_rgb_equalize_enabled": "RGB equalisation of the final mosaic",
     "final_mosaic_dbe_enabled": "background extraction (DBE) of the final mosaic",
-    "save_final_as_uint16": "uint16 viewer copy mosaic_grid_viewer.fits",
     "legacy_rgb_cube": "mono mosaic written as a 3-plane cube",
 }
 
@@ -106,6 +106,7 @@ def _known_keys() -> tuple[str, ...]:
                                "final_mosaic_dbe_strength")))
     keys.update(dict.fromkeys(GRID_FEATURE_KEYS))
     keys["grid_rgb_equalize"] = None
+    keys["save_final_as_uint16"] = None
     return tuple(keys)
 
 
@@ -250,9 +251,12 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
         ``apply_radial_weight``.
     radial_feather_fraction, radial_shape_power : float, optional
         ``radial_feather_fraction``, ``radial_shape_power``.
-    save_final_as_uint16, legacy_rgb_cube : bool, optional
-        ZeMosaic's output options; not implemented: named in the run's warning when on
-        (:func:`ignored_features`).
+    save_final_as_uint16 : bool, optional
+        Also write ``mosaic_grid_viewer.fits``, a uint16 copy of the mosaic for viewers
+        (:func:`zemosaic_xp.io.viewer.write_uint16_viewer`), beside each mosaic.
+    legacy_rgb_cube : bool, optional
+        Not implemented (a mono mosaic is written 2-D): named in the run's warning when
+        on (:func:`ignored_features`).
     grid_rgb_equalize : bool, optional
         RGB equalisation of each RGB tile (the core's, on every tile's stack); unset:
         ``poststack_equalize_rgb``, else True (ZeMosaic's default).
@@ -300,4 +304,23 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
         _warn(progress_callback, "[GRID] ZeMosaic option%s not implemented by zemosaic_xp, ignored: %s",
               "" if len(features) == 1 else "s", "; ".join(features))
     config = GridConfig.from_dict(settings)
-    return native_run(input_folder, output_folder, progress_callback, config=config, **native)
+    result = native_run(input_folder, output_folder, progress_callback, config=config, **native)
+    if parse_bool(settings["save_final_as_uint16"], "save_final_as_uint16"):
+        _write_viewers(result, parse_bool(settings["legacy_rgb_cube"], "legacy_rgb_cube"), progress_callback)
+    return result
+
+
+def _write_viewers(result: Any, legacy_rgb_cube: bool, callback: Callable[..., Any] | None) -> None:
+    """Write ``mosaic_grid_viewer.fits`` beside each mosaic of a finished run."""
+    from ..io.fits import read_frame
+    from ..io.viewer import VIEWER_NAME, write_uint16_viewer
+
+    for sub in (result.groups.values() if result.groups else [result]):
+        if sub.mosaic_path is None:
+            continue
+        frame = read_frame(sub.mosaic_path)
+        path = write_uint16_viewer(sub.mosaic_path.parent / VIEWER_NAME, frame.data, header=frame.header,
+                                   legacy_rgb_cube=legacy_rgb_cube)
+        logger.info("[GRID] uint16 viewer copy written: %s", path)
+        if callback is not None:
+            callback(f"[GRID] uint16 viewer copy written: {path}", None, "INFO")

@@ -139,3 +139,18 @@ def test_save_final_as_uint16_writes_the_viewer_copy(tmp_path):
         np.testing.assert_array_equal(data, to_uint16(mosaic[..., 0]))
     off = grid_entry.run_grid_mode(survey.folder, tmp_path / "off", save_final_as_uint16=False, zconfig=zconfig)
     assert off.mosaic_path.is_file() and not (tmp_path / "off" / "mosaic_grid_viewer.fits").exists()
+
+
+def test_grid_rgb_equalize_equalises_the_tiles(tmp_path):
+    survey = small_survey(tmp_path / "survey", n_frames=6, frame_shape=(96, 96), rgb=True)
+    zconfig = {"grid_size_factor": 1.5, "batch_overlap_pct": 10, "use_gpu_phase5": False, "grid_workers": 1,
+               "final_mosaic_dbe_enabled": False}
+    medians = {}
+    for flag in (True, False):
+        result = grid_entry.run_grid_mode(survey.folder, tmp_path / str(flag), grid_rgb_equalize=flag, zconfig=zconfig)
+        medians[flag] = np.nanmedian(read_frame(result.mosaic_path).data, axis=(0, 1))
+    spread = {flag: float(np.ptp(m)) for flag, m in medians.items()}
+    # gains toward the median of the channel medians, each within [0.95, 1.05]
+    assert spread[True] < spread[False]
+    ratio = medians[True] / medians[False]
+    assert np.all((ratio > 0.94) & (ratio < 1.06)) and not np.allclose(ratio, 1.0)

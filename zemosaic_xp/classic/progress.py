@@ -20,7 +20,8 @@ stages into units of the whole run, and sends, in ZeMosaic's protocol:
 - ``STATS_UPDATE`` through a :class:`~zemosaic_xp.telemetry.ResourceTelemetryController`
   when one is given (throttled by it, forced at the start and the end), with
   ``phase_index`` 3, ``phase_name`` ``"Phase 3: master tiles"``, ``tiles_done``,
-  ``tiles_total`` and ``eta_seconds``.
+  ``tiles_total``, ``eta_seconds`` and ``use_gpu`` (a tile was stacked on the GPU and the
+  GPU is still enabled).
 
 Other keys of the tiles (``phase3_gpu_chunk_summary``, messages) are passed on as
 they are. A callback that raises is logged once and never stops the run.
@@ -267,11 +268,15 @@ class MasterTileRun:
             return
         eta = self._eta_seconds() if eta_seconds is None else eta_seconds
         ctx = grid_telemetry_context(PHASE[0], PHASE[1], self.tiles_done, self.tiles_total, eta_seconds=eta,
-                                     extra={"use_gpu": not self.policy.hard_disabled and self.policy.mode != "cpu"})
+                                     extra={"use_gpu": self._gpu_in_use()})
         if force:
             self.telemetry.emit_stats(ctx, force=True)
         else:
             self.telemetry.maybe_emit_stats(ctx)
+
+    def _gpu_in_use(self) -> bool:
+        # From the policy's counters: asking it for its GPU would run the health check.
+        return self.policy.units_gpu > 0 and not self.policy.hard_disabled
 
     def finish(self) -> None:
         """End of the run: 100 %, ETA 00:00:00, telemetry with every tile done and eta 0."""

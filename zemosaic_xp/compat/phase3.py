@@ -25,7 +25,7 @@ from typing import Any
 
 from . import zemosaic as _keys
 from .gui_events import callback_level
-from .values import is_set, parse_bool, parse_int, parse_number
+from .values import is_set, parse_bool, parse_number
 
 __all__ = ["stack_master_tile_auto", "start_phase3", "stacking_config", "STACKING_PARAM_KEYS",
            "IGNORED_STACKING_PARAMS"]
@@ -109,16 +109,17 @@ def _plan_hints(parallel_plan: Any) -> tuple[bool | None, int | None]:
     """``(use_gpu, memory budget bytes)`` from ZeMosaic's plan (a dataclass or a dict)."""
     flag = _get(parallel_plan, "use_gpu")
     use_gpu = None if not is_set(flag) else parse_bool(flag, "parallel_plan.use_gpu")
-    budget = None
-    for key in ("gpu_max_chunk_bytes", "max_chunk_bytes") if use_gpu is not False else ("max_chunk_bytes",):
+    # The scheduler's plain-dict plan carries max_chunk_mb (upstream_spec §4.2).
+    keys = (("gpu_max_chunk_bytes", 1), ("max_chunk_bytes", 1), ("max_chunk_mb", 2**20))
+    for key, unit in keys:
+        if key == "gpu_max_chunk_bytes" and use_gpu is False:
+            continue
         value = _get(parallel_plan, key)
-        if is_set(value) and parse_number(value, f"parallel_plan.{key}") > 0:
-            budget = parse_int(int(parse_number(value, f"parallel_plan.{key}")), f"parallel_plan.{key}")
-            break
-    mb = _get(parallel_plan, "max_chunk_mb")  # the scheduler's plain-dict plan
-    if budget is None and is_set(mb) and parse_number(mb, "parallel_plan.max_chunk_mb") > 0:
-        budget = int(parse_number(mb, "parallel_plan.max_chunk_mb") * 2**20)
-    return use_gpu, budget
+        if is_set(value):
+            budget = int(parse_number(value, f"parallel_plan.{key}") * unit)
+            if budget > 0:
+                return use_gpu, budget
+    return use_gpu, None
 
 
 def _policy(use_gpu: bool | None) -> Any:

@@ -95,7 +95,7 @@ class GridProgress:
                 logger.warning("[GRID] progress_callback raised %s: %s (ignored)", type(exc).__name__, exc)
                 self._callback_failed = True
 
-    def message(self, message: str, *args: Any, level: int = logging.INFO) -> None:
+    def message(self, message: str, *args: Any, level: int = logging.INFO, gui_level: int | None = None) -> None:
         """Log a ``[GRID]`` message and send it to the callback.
 
         Parameters
@@ -108,10 +108,13 @@ class GridProgress:
             ``logging`` level; the callback gets ZeMosaic's name for it
             (:func:`~zemosaic_xp.compat.gui_events.callback_level`: ``"WARN"`` for a
             warning). Default INFO.
+        gui_level : int, optional
+            Another :mod:`logging` level for the callback only: a cancel is logged at
+            INFO (the command line reports it itself) and reaches the GUI as ``"WARN"``.
         """
         logger.log(level, message, *args)
         text = message % args if args else message
-        self._call(text, None, callback_level(level))
+        self._call(text, None, callback_level(level if gui_level is None else gui_level))
 
     def notify(self, text: str, level: int = logging.WARNING) -> None:
         """Send an already-logged message to the callback only.

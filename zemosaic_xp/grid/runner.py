@@ -487,7 +487,7 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
         if result.cancelled or (cancel is not None and cancel.is_set()):
             result.cancelled = True
             progress.message("[GRID] cancelled: %d tile(s) finished and kept for a resume",
-                             result.tiles_processed, level=logging.WARNING)
+                             result.tiles_processed, gui_level=logging.WARNING)
             return _finalise(result, out, cfg, t0)
         progress.set_phase(3)
         t_assembly = time.perf_counter()

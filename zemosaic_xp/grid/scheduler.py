@@ -81,7 +81,7 @@ class ScheduleReport:
     cancelled: bool = False
 
 
-def _log_emit(message: str, *args: Any, level: int = logging.INFO) -> None:
+def _log_emit(message: str, *args: Any, level: int = logging.INFO, gui_level: int | None = None) -> None:
     logger.log(level, message, *args)
 
 
@@ -110,7 +110,8 @@ class TileScheduler:
         E.g. a ``threading.Event``: once set, no new tile is submitted; running tiles
         finish and ``report.cancelled`` becomes True.
     emit : callable, optional
-        ``emit(message, *args, level=...)`` for ``[GRID]`` messages (default: log only).
+        ``emit(message, *args, level=..., gui_level=...)`` for ``[GRID]`` messages
+        (default: log only; ``gui_level``: the level a GUI callback gets instead).
     kind : {"process", "thread"}
         "thread" makes the own pool a ``ThreadPoolExecutor`` of this process instead
         (no start-up, no crash isolation). Default "process".
@@ -246,7 +247,7 @@ class TileScheduler:
                 self._cancel_seen = True
                 self.report.cancelled = True
                 self.emit("[GRID] cancel requested: no new tile is started; the running tiles finish",
-                          level=logging.WARNING)
+                          gui_level=logging.WARNING)
             return True
         return False
 

@@ -16,7 +16,8 @@ stages into units of the whole run, and sends, in ZeMosaic's protocol:
 - ``ETA_UPDATE:HH:MM:SS``: the units left at the run's mean rate so far, at least
   1 s until :meth:`MasterTileRun.finish` sends 00:00:00;
 - warnings of the run's :class:`~zemosaic_xp.gpu.GpuPolicy` (retry, CPU fallback,
-  GPU disabled) as level ``"WARN"``;
+  GPU disabled) and those logged while :meth:`MasterTileRun.stack` stacks a tile
+  (skipped frames, repeated inputs) as level ``"WARN"``;
 - ``STATS_UPDATE`` through a :class:`~zemosaic_xp.telemetry.ResourceTelemetryController`
   when one is given (throttled by it, forced at the start and the end), with
   ``phase_index`` 3, ``phase_name`` ``"Phase 3: master tiles"``, ``tiles_done``,
@@ -51,11 +52,28 @@ STAGE = "Phase 3: master tiles"
 PHASE = (3, "Phase 3: master tiles")
 _THROTTLE_SEC = 0.2
 _MIN_ETA_SEC = 1.0
+_POLICY_LOGGER = "zemosaic_xp.gpu.policy"
 
 
 def _eta_text(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class _ThreadWarnings(logging.Handler):
+    """Hand the warnings this thread logs (skipped frames, repeated inputs) to the GUI.
+
+    The policy's own warnings reach it through ``GpuPolicy.notify`` and are left out.
+    """
+
+    def __init__(self, notify: Callable[[str, int], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.notify = notify
+        self.thread = threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread and record.name != _POLICY_LOGGER:
+            self.notify(record.getMessage(), record.levelno)
 
 
 class MasterTileRun:
@@ -227,17 +245,30 @@ class MasterTileRun:
         Exception
             The tile's error, after a ``[P3]`` error message to the callback; the
             tile counts as done.
+
+        Notes
+        -----
+        Warnings logged while the tile is stacked, in this thread (frames skipped
+        for having no finite pixel, inputs listed twice), are also sent to the
+        callback as ``"WARN"``.
         """
         from .master_tile import stack_master_tile
 
         relay = self.tile_callback()
         label = kwargs.get("tile_id", relay.slot + 1)  # type: ignore[attr-defined]
+        error = None
+        capture = _ThreadWarnings(self._notify)
+        package = logging.getLogger("zemosaic_xp")
+        package.addHandler(capture)
         try:
             return stack_master_tile(inputs, config, gpu_policy=self.policy, progress_callback=relay, **kwargs)
         except Exception as exc:
-            self.message(f"[P3] master tile {label} failed: {type(exc).__name__}: {exc}", logging.ERROR)
+            error = exc
             raise
         finally:
+            package.removeHandler(capture)
+            if error is not None:
+                self.message(f"[P3] master tile {label} failed: {type(error).__name__}: {error}", logging.ERROR)
             self.tile_finished(relay)
 
     # ------------------------------------------------------------------ reports

@@ -225,3 +225,15 @@ def test_classic_phase3_run(tmp_path, caplog):
     assert gui.tile_counts == [(i, 4) for i in range(1, 5)]
     assert gui.stats[0]["tiles_done"] == 0 and gui.stats[-1]["tiles_done"] == 4
     assert (tmp_path / "resource_telemetry.csv").is_file()
+
+
+def test_grid_run_reports_frames_it_skips(tmp_path):
+    survey = small_survey(tmp_path / "survey", n_frames=6)
+    plan = survey.folder / "stack_plan.csv"
+    plan.write_text(plan.read_text() + "gone_1.fits,60,night1,98,RGB\ngone_2.fits,60,night1,99,RGB\n")
+    gui = QtGuiModel()
+    result = _grid_call(survey, tmp_path / "out", WorkerQueueProxy(gui))
+    assert result.mosaic_path.is_file()
+    warns = [text for level, text in gui.log if level == "WARN"]
+    assert any("2 frame(s)" in w and "gone_1.fits" in w and "gone_2.fits" in w for w in warns)
+    _check_the_bar_and_the_eta(gui)

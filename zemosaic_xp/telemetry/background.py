@@ -38,8 +38,9 @@ class BackgroundSampler:
     controller : ResourceTelemetryController
         Whose throttle, callback and CSV the samples go through.
     context : callable, optional
-        Called (in the sampler's thread) for the context of each background sample;
-        it must be cheap and thread-safe. Returns a mapping (see
+        Called (in the sampler's thread, under the controller's lock:
+        :meth:`~.controller.ResourceTelemetryController.emit_due`) for the context of
+        each background sample; it must be cheap and thread-safe. Returns a mapping (see
         :meth:`~.controller.ResourceTelemetryController.emit_stats`) or None. Default,
         or when it returns None or raises: the context of the controller's latest
         emission request (throttled or not).
@@ -116,18 +117,7 @@ class BackgroundSampler:
             if wait > 0:
                 self._stop.wait(wait)
                 continue
-            if self.controller.maybe_emit_stats(self._context()):
+            if self.controller.emit_due(self.context):
                 self.emitted += 1
             else:
                 self._stop.wait(_RETRY_SEC)
-
-    def _context(self) -> Mapping[str, Any] | None:
-        if self.context is not None:
-            try:
-                ctx = self.context()
-            except Exception as exc:  # noqa: BLE001 - a context bug must not stop telemetry
-                logger.debug("[TELEMETRY] background context failed: %s", exc)
-                ctx = None
-            if ctx is not None:
-                return ctx
-        return self.controller.last_context

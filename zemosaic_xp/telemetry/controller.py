@@ -76,11 +76,13 @@ class ResourceTelemetryController:
     Thread-safe: one lock serialises emissions and :meth:`close`; an emission after
     :meth:`close` is a no-op. Unforced emissions, including those of the background
     sampler (:meth:`start_background`), are never closer than ``interval_sec``;
-    forced ones (phase boundaries, the final state) are sent at once, as upstream. The callback runs under that lock, so it must not wait
-    on another thread that emits. Errors never reach the caller: a callback that raises
-    is logged (WARNING once, then DEBUG) and called again next time; a CSV error is
-    logged once and stops the CSV only. The controller is also a context manager, and
-    garbage collection closes it.
+    forced ones (phase boundaries, the final state) are sent at once, as upstream.
+    The callback runs under that lock (in the sampler's thread for background
+    samples), so it must accept calls from any thread and must not wait on another
+    thread that emits. Errors never reach the caller: a callback that raises is logged
+    (WARNING once, then DEBUG) and called again next time; a CSV error is logged once
+    and stops the CSV only. The controller is also a context manager; :meth:`close`
+    (or garbage collection, once no background sampler holds it) closes it.
 
     Examples
     --------
@@ -240,14 +242,56 @@ class ResourceTelemetryController:
                 return False
             if isinstance(context, Mapping):
                 self._last_context = dict(context)
-            now = time.monotonic()
-            if not force and self._last_emit is not None and now - self._last_emit < self.interval_sec:
+            if not self._take_turn(force):
                 return False
-            self._last_emit = now
-            payload = self._build_payload(context)
-            self._write_csv(payload)
-            self._call_back(payload)
+            self._send(context)
             return True
+
+    def emit_due(self, context: Callable[[], Mapping[str, Any] | None] | None = None) -> bool:
+        """Emit if ``interval_sec`` has passed since the last emission, with a context made now.
+
+        What the background sampler calls. ``context`` is called under the
+        controller's lock, after the throttle let the emission through, so the
+        context and the order of emissions agree (a sample made before a phase change
+        cannot arrive after it).
+
+        Parameters
+        ----------
+        context : callable, optional
+            Returns the context mapping (or None). Default, or when it returns None
+            or raises: :attr:`last_context`.
+
+        Returns
+        -------
+        bool
+            True if a payload was emitted; False when inactive, closed or not due.
+        """
+        if not self.active:
+            return False
+        with self._lock:
+            if self._closed or not self._take_turn(False):
+                return False
+            ctx = None
+            if context is not None:
+                try:
+                    ctx = context()
+                except Exception as exc:  # noqa: BLE001 - a context bug must not stop telemetry
+                    logger.debug("[TELEMETRY] background context failed: %s", exc)
+            self._send(self._last_context if ctx is None else ctx)
+            return True
+
+    def _take_turn(self, force: bool) -> bool:
+        """Throttle (under the lock): True, and the clock restarts, if this emission may go."""
+        now = time.monotonic()
+        if not force and self._last_emit is not None and now - self._last_emit < self.interval_sec:
+            return False
+        self._last_emit = now
+        return True
+
+    def _send(self, context: Mapping[str, Any] | None) -> None:
+        payload = self._build_payload(context)
+        self._write_csv(payload)
+        self._call_back(payload)
 
     def close(self) -> None:
         """Stop the background sampler, close the CSV and stop emitting; idempotent, any thread."""

@@ -172,7 +172,7 @@ def radial_weight_map(rows: int, width: int, /, *, row_start: int = 0, full_heig
 
 def radial_weight_at(y: Array, x: Array, /, *, height: int, width: int, feather_fraction: float = 0.8,
                      shape_power: float = 2.0, floor: float = 0.05, xp: Any) -> Array:
-    """ZeMosaic's radial weight of an ``height × width`` frame at frame pixel positions.
+    """Evaluate ZeMosaic's radial weight of a ``height × width`` frame at frame pixel positions.
 
     The one home of the formula (:func:`radial_weight_map` evaluates it on a pixel
     grid; grid mode at the frame positions its reprojected patch samples).

@@ -154,7 +154,7 @@ class ResourceTelemetryController:
         return None if ctx is None else dict(ctx)
 
     def seconds_until_due(self) -> float | None:
-        """Seconds until an unforced emission would pass the throttle.
+        """Return the seconds until an unforced emission would pass the throttle.
 
         Returns
         -------

@@ -276,7 +276,8 @@ def stack_bands(source: BandSource, blocks: Iterable[Block], *, config: StackCon
             values, weights = source.read(block)
             res = stack_band(dev.upload(values), config=config, plan=dev.plan(plan, block.frames, xp), xp=dev.xp,
                              pixel_weights=dev.upload(weights), row_start=block.r0,
-                             full_height=source.height, ops=dev.ops)
+                             full_height=source.height, col_start=block.c0, full_width=source.width,
+                             ops=dev.ops)
             arrays = [dev.download(getattr(res, n)) if n in out else None for n in RESULT_NAMES]
             return BandResult(*arrays, res.iterations, res.n_valid, res.n_low, res.n_high)
         return _work

@@ -261,7 +261,8 @@ def plan_frames(stats: FrameSamples, config: StackConfig, *,
 
 def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
                pixel_weights: Array | None = None, xp: Any, row_start: int = 0,
-               full_height: int | None = None, ops: ArrayOps | None = None) -> BandResult:
+               full_height: int | None = None, col_start: int = 0, full_width: int | None = None,
+               ops: ArrayOps | None = None) -> BandResult:
     """Stack one band of rows.
 
     Parameters
@@ -277,8 +278,11 @@ def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
     xp : namespace
         The array namespace of ``band``, ``plan`` and ``pixel_weights``.
     row_start, full_height : int
-        Where these rows sit in the frame (``full_height`` defaults to h); the radial
-        weight map (``config.radial_weight``) is computed from the global row index.
+        Where these rows sit in the frame (``full_height`` defaults to h).
+    col_start, full_width : int
+        Where these columns sit in the frame (``full_width`` defaults to W). The radial
+        weight map (``config.radial_weight``) is computed from the frame's row and
+        column indices, so it does not depend on how the frame is cut into blocks.
     ops : ArrayOps, optional
         Native fast paths (default: those registered for the band's namespace).
 
@@ -299,8 +303,8 @@ def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
     if pixel_weights is not None:
         weights = pixel_weights if weights is None else weights * pixel_weights
     if config.radial_weight:
-        radial = radial_weight_map(h, w, row_start=row_start, full_height=full_height,
-                                   feather_fraction=config.radial_feather_fraction,
+        radial = radial_weight_map(h, w, row_start=row_start, full_height=full_height, col_start=col_start,
+                                   full_width=full_width, feather_fraction=config.radial_feather_fraction,
                                    shape_power=config.radial_shape_power, floor=config.radial_floor,
                                    xp=xp, device=_device(band))[:, :, None, None]
         weights = radial if weights is None else weights * radial

@@ -11,8 +11,9 @@ Keys sent (``reference/upstream_spec.md`` §3.11, DESIGN §8):
   assembly alike; at least 1 s until :meth:`GridProgress.finish` sends 00:00:00;
 - ``MASTER_TILE_COUNT_UPDATE:done/total``;
 - ``STATS_UPDATE`` through the :class:`~zemosaic_xp.telemetry.ResourceTelemetryController`,
-  at every progress update (throttled) and forced at phase boundaries, with the run's
-  global, monotonic ``tiles_done`` out of ``tiles_total``.
+  at every progress update (throttled), from its background sampler between them
+  (:meth:`GridProgress.telemetry_context`), and forced at phase boundaries, with the
+  run's global, monotonic ``tiles_done`` out of ``tiles_total``.
 
 A callback that raises is logged once and never stops the run.
 """
@@ -83,6 +84,7 @@ class GridProgress:
         self._sec_per_unit: float | None = None
         self._last_sent = -math.inf
         self._callback_failed = False
+        self._final_eta: float | None = None
 
     # ------------------------------------------------------------------ callback
     def _call(self, key: str, progress: Any = None, level: Any = "INFO", **kw: Any) -> None:
@@ -155,16 +157,44 @@ class GridProgress:
         """
         self.phase = (index, PHASES[index])
         if extra:
-            self.extra.update(extra)
+            # Rebound, not updated in place: the background sampler reads it from its thread.
+            self.extra = {**self.extra, **extra}
+        self._final_eta = eta_seconds
         self._telemetry(force=True, eta_seconds=eta_seconds)
 
-    def _telemetry(self, *, force: bool, eta_seconds: float | None = None) -> None:
+    def telemetry_context(self, eta_seconds: float | None = None) -> dict[str, Any] | None:
+        """The run's telemetry context now (phase, tile counter, ETA, extras).
+
+        Also what the background sampler sends between progress updates
+        (:meth:`~zemosaic_xp.telemetry.ResourceTelemetryController.start_background`),
+        so it only reads attributes that are replaced whole.
+
+        Parameters
+        ----------
+        eta_seconds : float, optional
+            ETA to report; default the one given to the last :meth:`set_phase`, else
+            the EMA estimate for the tiles left.
+
+        Returns
+        -------
+        dict or None
+            :func:`~zemosaic_xp.telemetry.grid_telemetry_context`; None if it refused
+            the values (logged at DEBUG).
+        """
+        if eta_seconds is None:
+            eta_seconds = self._final_eta
         eta = self._eta_seconds() if eta_seconds is None else eta_seconds
+        phase = self.phase
         try:
-            ctx = grid_telemetry_context(self.phase[0], self.phase[1], self.tiles_done, self.tiles_total,
-                                         eta_seconds=eta, extra=self.extra)
+            return grid_telemetry_context(phase[0], phase[1], self.tiles_done, self.tiles_total,
+                                          eta_seconds=eta, extra=self.extra)
         except ValueError as exc:
             logger.debug("[GRID] telemetry context refused: %s", exc)
+            return None
+
+    def _telemetry(self, *, force: bool, eta_seconds: float | None = None) -> None:
+        ctx = self.telemetry_context(eta_seconds)
+        if ctx is None:
             return
         if force:
             self.telemetry.emit_stats(ctx, force=True)

@@ -25,6 +25,12 @@ and it would double the cost of the coordinate transforms.
 
 ``tests/grid/test_reproject_tile.py`` checks the result bit for bit against
 ``reproject_interp``.
+
+The radial weight (``apply_radial_weight``) belongs to the frame, not to the tile: it
+down-weights the frame's own edges (vignetting, field curvature), so it is the frame's
+map (its centre, its half diagonal) evaluated at the frame position each patch pixel
+samples, and it travels with the patch in its weight. A tile's result therefore does not
+depend on the tile's size or position, on its cells, or on the memory budget.
 """
 
 from __future__ import annotations
@@ -35,10 +41,12 @@ from typing import Any
 import numpy as np
 from astropy.wcs import WCS
 
+from ..core.config import StackConfig
+from ..core.weights import radial_weight_at
 from ..io.framecache import frame_planes
 from .geometry import tile_wcs
 
-__all__ = ["reproject_patch", "reproject_planes", "frame_planes"]
+__all__ = ["reproject_patch", "reproject_planes", "frame_planes", "radial_at_patch"]
 
 
 
@@ -105,28 +113,69 @@ def reproject_planes(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tup
     ndarray, shape (P, h, w), float32
         NaN outside the frame (exactly ``reproject_interp(..., roundtrip_coords=False)``).
     """
-    from scipy.ndimage import map_coordinates
+    return _sample(planes, _frame_coords(frame_wcs, target, shape, planes.shape[1:]), shape, out)
 
+
+def _frame_coords(frame_wcs: WCS, target: WCS, shape: tuple[int, int], frame_shape: tuple[int, ...]) -> np.ndarray:
+    """Frame pixel coordinates (row, column), shape (2, h·w), of the pixels of ``target``, clipped as reproject."""
     h, w = shape
-    n_planes = planes.shape[0]
-    if out is None:
-        out = np.empty((n_planes, h, w), dtype=np.float32)
     # reproject_interp: meshgrid of float pixel indices, raveled, (x, y) to the transform.
     ys, xs = np.meshgrid(np.arange(h, dtype=float), np.arange(w, dtype=float), indexing="ij", sparse=False,
                          copy=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # distorted-inverse convergence warnings at far pixels
         fx, fy = _pixel_to_pixel(target, frame_wcs, xs.ravel(), ys.ravel())
-    coords = _clip_coords(np.array([fy, fx]), planes.shape[1:])
+    return _clip_coords(np.array([fy, fx]), frame_shape)
+
+
+def _sample(planes: np.ndarray, coords: np.ndarray, shape: tuple[int, int], out: np.ndarray | None) -> np.ndarray:
+    """Bilinear samples of every plane at ``coords`` (:func:`_frame_coords`), shape (P, h, w)."""
+    from scipy.ndimage import map_coordinates
+
+    h, w = shape
+    n_planes = planes.shape[0]
+    if out is None:
+        out = np.empty((n_planes, h, w), dtype=np.float32)
     flat = out.reshape(n_planes, h * w)
     for i in range(n_planes):
         map_coordinates(planes[i], coords, output=flat[i], order=1, cval=np.nan, mode="constant")
     return out
 
 
+def radial_at_patch(coords: np.ndarray, frame_shape: tuple[int, ...], shape: tuple[int, int],
+                    config: StackConfig) -> np.ndarray:
+    """The frame's radial weight map carried onto a patch: the map at the frame position of each patch pixel.
+
+    Parameters
+    ----------
+    coords : ndarray, shape (2, h·w), float64
+        Frame pixel coordinates (row, column) of the patch pixels (:func:`_frame_coords`).
+    frame_shape : (H, W)
+        The frame's full size: its centre and half diagonal define the map.
+    shape : (h, w)
+        The patch size.
+    config : StackConfig
+        ``radial_feather_fraction``, ``radial_shape_power``, ``radial_floor``.
+
+    Returns
+    -------
+    ndarray, shape (h, w), float32
+        :func:`~zemosaic_xp.core.weights.radial_weight_at` of the frame; NaN where a
+        coordinate is NaN (no sky position).
+    """
+    from array_api_compat import numpy as np_xp
+
+    height, width = (int(v) for v in frame_shape[:2])
+    radial = radial_weight_at(coords[0], coords[1], height=height, width=width,
+                              feather_fraction=config.radial_feather_fraction,
+                              shape_power=config.radial_shape_power, floor=config.radial_floor, xp=np_xp)
+    return np.asarray(radial).reshape(shape)
+
+
 def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs: WCS, grid_wcs: WCS,
                     tile_y0: int, tile_x0: int, box: tuple[int, int, int, int], *,
-                    planes: np.ndarray | None = None, target: Any = None) -> tuple[np.ndarray, np.ndarray]:
+                    planes: np.ndarray | None = None, target: Any = None,
+                    radial: StackConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Reproject a frame onto a patch box of a tile.
 
     Parameters
@@ -148,13 +197,19 @@ def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs
         reprojected onto several tiles); its last plane is ALPHA when ``alpha`` is given.
     target : WCS, optional
         ``tile_wcs(grid_wcs, tile_y0 + py0, tile_x0 + px0, (h, w))`` when already made.
+    radial : StackConfig, optional
+        When given with ``radial_weight`` True, the weight also carries the frame's
+        radial map (:func:`radial_at_patch`): computed in the frame's own pixel
+        coordinates (its centre, its half diagonal), at the position each patch pixel
+        samples. Default: no radial factor.
 
     Returns
     -------
     patch : ndarray, shape (py1 - py0, px1 - px0, C), float32
         Bilinear samples of the frame; NaN where it has no data.
     weight : ndarray, shape (py1 - py0, px1 - px0), float32
-        Reprojection footprint × ALPHA, in [0, 1]; 0 where ``patch`` is all NaN.
+        Reprojection footprint × ALPHA (× the radial map), in [0, 1]; 0 where
+        ``patch`` is all NaN.
     """
     py0, py1, px0, px1 = box
     h, w = py1 - py0, px1 - px0
@@ -163,12 +218,15 @@ def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs
     channels = planes.shape[0] - (1 if alpha is not None else 0)
     if target is None:
         target = tile_wcs(grid_wcs, tile_y0 + py0, tile_x0 + px0, (h, w))
-    out = reproject_planes(planes, frame_wcs, target, (h, w))
+    coords = _frame_coords(frame_wcs, target, (h, w), planes.shape[1:])
+    out = _sample(planes, coords, (h, w), None)
     # A pixel counts where any channel interpolated (a NaN in one channel stays NaN there).
     weight = np.any(~np.isnan(out[:channels]), axis=0).astype(np.float32)
     if alpha is not None:
         a = np.where(np.isfinite(out[channels]), out[channels], 0.0)
         weight = weight * np.clip(a, 0.0, 1.0)
+    if radial is not None and radial.radial_weight:
+        weight = weight * radial_at_patch(coords, planes.shape[1:], (h, w), radial)
     weight = np.where(np.isfinite(weight) & (weight > 0), weight, 0.0).astype(np.float32)
     patch = np.moveaxis(out[:channels], 0, -1)
     patch = np.where(weight[..., None] > 0, patch, np.float32(np.nan))

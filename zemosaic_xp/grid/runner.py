@@ -445,6 +445,7 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
         telemetry = _telemetry(cfg, out, progress_callback)
         progress = GridProgress(progress_callback, telemetry)
         progress.set_phase(0)
+        telemetry.start_background(progress.telemetry_context)  # samples during long phases too
         remove_leftovers(out, progress.message)
         progress.message("[GRID] grid mode: input '%s', output '%s'", input_folder, out)
         policy = _gpu_decision(grid_use_gpu, cfg, progress, gpu_policy)

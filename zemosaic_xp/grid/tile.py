@@ -2,7 +2,9 @@
 
 1. Each frame touching the tile is read, reprojected onto its patch box
    (:func:`~.reproject_tile.reproject_patch`) and kept in a :class:`~.store.PatchStore`
-   (RAM, or a memory-mapped scratch file past ``stack_chunk_budget_mb``).
+   (RAM, or a memory-mapped scratch file past ``stack_chunk_budget_mb``). With
+   ``radial_weight``, a patch's weight carries its frame's radial map, computed in the
+   frame's pixel coordinates (:mod:`.reproject_tile`), not the tile's or a cell's.
 2. The frame plan (:func:`~.tile_plan.plan_tile_frames`): the survey's normalisation
    of each frame (:mod:`.normalise`), quality weights from the frames' noise, exposures.
 3. The tile goes through the core's band driver
@@ -32,6 +34,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from ..backends import select_backend
 from ..core.band_driver import BandDevice, stack_bands
+from ..core.config import StackConfig
 from ..core.pipeline import BandResult, StackResult, finish_stack
 from ..gpu.policy import GpuPolicy
 from ..gpu.session import GpuResultError, garbage_reason
@@ -183,14 +186,18 @@ def noise_sample_count(max_samples: int, n_frames: int, channels: int) -> int:
 
 
 def _reproject_into(store: PatchStore, tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef],
-                    noise_samples: int) -> tuple[list[int], list[np.ndarray]]:
-    """Reproject every frame into the store; return the slots that got data and their noise samples."""
+                    noise_samples: int, stack_config: StackConfig) -> tuple[list[int], list[np.ndarray]]:
+    """Reproject every frame into the store; return the slots that got data and their noise samples.
+
+    With ``stack_config.radial_weight``, each patch's weight carries its frame's radial map.
+    """
     active, noise = [], []
+    radial = stack_config if stack_config.radial_weight else None
     for k, (ref, target) in enumerate(zip(frames, _patch_targets(grid_wcs, tile))):
         entry, planes = FRAMES.planes(ref.path)
         alpha = planes[-1] if entry.source.has_alpha else None
         patch, weight = reproject_patch(None, alpha, entry.wcs, grid_wcs, tile.y0, tile.x0, store.boxes[k],
-                                        planes=planes, target=target)
+                                        planes=planes, target=target, radial=radial)
         store.put(k, patch, weight)
         if store.has_data(k):
             active.append(k)
@@ -281,7 +288,7 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
     with PatchStore(tile.patch_boxes, tile.shape, channels, budget_bytes=budget, scratch_dir=scratch_dir) as store:
         if noise_samples is None:
             noise_samples = noise_sample_count(config.stack.frame_stats_samples, len(frames), channels)
-        active, noise = _reproject_into(store, tile, grid_wcs, frames, noise_samples)
+        active, noise = _reproject_into(store, tile, grid_wcs, frames, noise_samples, config.stack)
         t_reproject = time.perf_counter() - t0
         if not active:
             msg = f"no frame has data on tile {tile.tile_id} (its {len(frames)} frame(s) reproject to nothing)"
@@ -298,9 +305,12 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
         del noise
         runner = _BlockRunner(gpu_policy, tile.tile_id) if gpu_policy is not None else None
         gpu = runner is not None and gpu_policy.gpu_backend() is not None
-        blocks = cell_blocks(store, active, budget=budget, config=config.stack, height=height, width=width,
+        # The radial map is already in the patch weights (the frame's map, _reproject_into): the
+        # core must not add the tile's own on top of it.
+        stack_config = config.stack.replace(radial_weight=False)
+        blocks = cell_blocks(store, active, budget=budget, config=stack_config, height=height, width=width,
                              channels=channels, gpu=gpu, policy=gpu_policy)
-        outputs, stats = stack_bands(PatchSource(store, active, channels), blocks, config=config.stack, plan=plan,
+        outputs, stats = stack_bands(PatchSource(store, active, channels), blocks, config=stack_config, plan=plan,
                                      device=BandDevice(xp), run_block=runner.run if runner is not None else None)
         spilled, store_mb = store.spilled, store.nbytes / _MB
     stats.update({"n_frames": len(active), "patch_store_mb": round(store_mb, 3), "spilled": spilled,

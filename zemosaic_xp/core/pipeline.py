@@ -30,6 +30,7 @@ from .ops import ArrayOps
 from .reject import reject
 from .rgb import poststack_rgb_equalization
 from .samples import Samples
+from .uncertainty import standard_error
 from .weights import quality_weights, radial_weight_map
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "FramePlan",
     "BandResult",
     "RESULT_NAMES",
+    "FLOAT_RESULTS",
     "plan_frames",
     "stack_band",
     "summary_stats",
@@ -74,6 +76,10 @@ class StackResult:
     stats : dict
         JSON-able: method names, iterations, rejected fractions, normalisation gains and
         offsets, weights, backend, band rows, timings.
+    uncertainty : array, same shape, float32, or None
+        Standard error (1σ) of each combined pixel, in the image's units, from the
+        weights and the surviving samples (:mod:`~zemosaic_xp.core.uncertainty`); NaN
+        where fewer than two samples survived. None when it was not computed.
     """
 
     image: Array
@@ -82,6 +88,7 @@ class StackResult:
     rejected_low: Array
     rejected_high: Array
     stats: dict = field(default_factory=dict)
+    uncertainty: Array | None = None
 
 
 @dataclass
@@ -147,6 +154,9 @@ class BandResult:
         Most rejection iterations any pixel of the band ran.
     n_valid, n_low, n_high : int
         Valid samples, and samples rejected low / high, summed over the band.
+    uncertainty : array, shape (h, W, C), float32, or None
+        Standard error of the combined value (NaN where fewer than two survived);
+        None when not asked for.
     """
 
     image: Array
@@ -158,6 +168,7 @@ class BandResult:
     n_valid: int
     n_low: int
     n_high: int
+    uncertainty: Array | None = None
 
 
 def memory_factor(config: StackConfig) -> float:
@@ -261,7 +272,8 @@ def plan_frames(stats: FrameSamples, config: StackConfig, *,
 
 def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
                pixel_weights: Array | None = None, xp: Any, row_start: int = 0,
-               full_height: int | None = None, ops: ArrayOps | None = None) -> BandResult:
+               full_height: int | None = None, ops: ArrayOps | None = None,
+               uncertainty: bool = True) -> BandResult:
     """Stack one band of rows.
 
     Parameters
@@ -281,6 +293,9 @@ def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
         weight map (``config.radial_weight``) is computed from the global row index.
     ops : ArrayOps, optional
         Native fast paths (default: those registered for the band's namespace).
+    uncertainty : bool
+        Compute the standard error map (:func:`~.uncertainty.standard_error`);
+        False leaves ``BandResult.uncertainty`` None.
 
     Returns
     -------
@@ -311,6 +326,7 @@ def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
     samples = Samples(x, weights, xp=xp, ops=ops)
     rej = reject(samples, config)
     image, weight_sum, coverage = combine(samples, rej, config)
+    se = xp.reshape(standard_error(samples, rej, config), (h, w, c)) if uncertainty else None
     n_low = xp.astype(rej.n_low, xp.int32)
     n_high = xp.astype(rej.n_high, xp.int32)
     counters = xp.stack([xp.max(rej.iterations) if p else xp.asarray(0, device=_device(x)),
@@ -319,13 +335,13 @@ def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
     shape = (h, w, c)
     return BandResult(xp.reshape(image, shape), xp.reshape(weight_sum, shape),
                       xp.reshape(coverage, shape), xp.reshape(n_low, shape),
-                      xp.reshape(n_high, shape), iterations, n_valid, low_total, high_total)
+                      xp.reshape(n_high, shape), iterations, n_valid, low_total, high_total, se)
 
 
-
-
-#: Names of the five per-pixel results, in :class:`StackResult` / :class:`BandResult` order.
-RESULT_NAMES = ("image", "weight_sum", "coverage", "rejected_low", "rejected_high")
+#: Names of the six per-pixel results (the order of the native stackers' ``out``).
+RESULT_NAMES = ("image", "weight_sum", "coverage", "rejected_low", "rejected_high", "uncertainty")
+#: The float32 ones among them (the others are int32 counts).
+FLOAT_RESULTS = ("image", "weight_sum", "uncertainty")
 
 
 def summary_stats(counters: Sequence[tuple[int, int, int, int]], *, config: StackConfig,
@@ -402,4 +418,4 @@ def finish_stack(outputs: dict[str, Array], stats: dict[str, Any], *, config: St
 
     image, stats["rgb_equalization"] = poststack_rgb_equalization(_get("image"), config, mono=mono)
     return StackResult(image, _get("weight_sum"), _get("coverage"), _get("rejected_low"), _get("rejected_high"),
-                       stats)
+                       stats, _get("uncertainty"))

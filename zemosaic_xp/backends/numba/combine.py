@@ -37,7 +37,7 @@ import numpy as np
 from .common import inline, jit, lower_bound, median_range, pairwise_sum
 from .winsorized_quantile import clamp
 
-__all__ = ["combine_ranges", "frame_order_total", "COMBINE_CODES"]
+__all__ = ["combine_ranges", "frame_order_total", "COMBINE_CODES", "UNCERTAINTY_CODES"]
 
 COMBINE_CODES = {"mean": 0, "median": 1, "sum": 2, "min": 3, "max": 4}
 
@@ -182,9 +182,37 @@ def _merge_clamped(s, p, a, b, n, q_lo, q_hi, t):
             j += 1
 
 
+#: How :func:`combine_ranges` turns the survivors' spread into a standard error, by combine.
+UNCERTAINTY_CODES = {"mean": 1, "sum": 2, "median": 3}
+
+
+@inline
+def _standard_error(arr, row, start, count, mode, factor):
+    """The core's ``standard_error`` of ``count >= 2`` sorted survivors ``arr[row, start:start+count]``."""
+    total = 0.0
+    for j in range(start, start + count):
+        total += np.float64(arr[row, j])
+    mu = np.float32(total / np.float64(count))
+    ss = 0.0
+    for j in range(start, start + count):
+        d = arr[row, j] - mu
+        ss += np.float64(d * d)
+    n = np.float64(count)
+    var = ss / (n * (n - 1.0))
+    if mode == 3:
+        c = 0.43 if count % 2 == 1 else 1.39
+        var = n * var * (0.5 if count == 2 else (np.pi / 2.0) / (n + c))
+    else:
+        var *= factor
+        if mode == 2:
+            var *= n * n
+    return np.float32(np.sqrt(var))
+
+
 @jit
 def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, split, keep, winsor,
-                   src, r0, gain, offset, normalise, image, weight_sum, coverage, n_low, n_high, counters):
+                   src, r0, gain, offset, normalise, image, weight_sum, coverage, n_low, n_high, counters,
+                   uncertainty, se_mode, se_factor):
     """Combine each pixel's kept samples of its sorted row, as ``core.combine``.
 
     Parameters
@@ -222,6 +250,13 @@ def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, sp
         Samples combined, rejected below and rejected above.
     counters : ndarray, shape (4,), int64 (output)
         Max iterations, Σ n_valid, Σ n_low, Σ n_high over the band.
+    uncertainty : ndarray, shape (P,) or (0,), float32 (output)
+        Standard error of each pixel (``core.uncertainty.standard_error``): NaN
+        below two survivors or without an estimator; empty: not computed.
+    se_mode : int
+        :data:`UNCERTAINTY_CODES` of the combine, 0 for none (NaN).
+    se_factor : float
+        Variance factor of the mean's estimator (the clip correction, 1 without).
 
     Notes
     -----
@@ -233,6 +268,7 @@ def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, sp
     has_sum = kept_sum.shape[0] > 0
     has_split = split.shape[0] > 0
     rewinsor = winsor.shape[0] > 0
+    has_se = uncertainty.shape[0] > 0
     t = np.empty((1, n_cols), np.float32)
     buf = np.empty(n_cols)
     used = np.empty(n_cols, np.int64)
@@ -290,6 +326,11 @@ def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, sp
                     mean = np.float32(total / np.float64(count))
                 value = mean if combine == 0 else np.float32(np.float32(count) * mean)
         image[p] = value
+        if has_se:
+            se = nan
+            if count >= 2 and se_mode > 0:
+                se = _standard_error(arr, row, start, count, se_mode, se_factor)
+            uncertainty[p] = se
         coverage[p] = count
         weight_sum[p] = np.float32(count)
         n_low[p] = a

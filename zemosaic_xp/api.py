@@ -27,7 +27,7 @@ def _first(frames: Any) -> Any:
 def stack(frames: Any | Sequence[Any], /, *, config: StackConfig | None = None,
           weights: Any | None = None, backend: str | Backend | None = None,
           memory_budget_bytes: int | None = None,
-          progress_callback: Callable[..., Any] | None = None) -> StackResult:
+          progress_callback: Callable[..., Any] | None = None, uncertainty: bool = True) -> StackResult:
     """Stack aligned frames: normalise, weight, reject outliers, combine.
 
     Parameters
@@ -49,12 +49,16 @@ def stack(frames: Any | Sequence[Any], /, *, config: StackConfig | None = None,
         (at most 256 MiB on CPU, 4 GiB on GPU). The result does not depend on it.
     progress_callback : callable, optional
         ZeMosaic protocol ``cb(key, progress, level, **kw)``; receives ``STAGE_PROGRESS``.
+    uncertainty : bool
+        Compute ``StackResult.uncertainty``, the standard error of each combined pixel
+        (default True; docs/algorithms.md "Uncertainty map").
 
     Returns
     -------
     StackResult
         ``image``, ``weight_sum``, ``coverage``, ``rejected_low``, ``rejected_high``
-        of shape (H, W) or (H, W, C) on the chosen backend, and ``stats``.
+        and ``uncertainty`` of shape (H, W) or (H, W, C) on the chosen backend, and
+        ``stats``.
 
     Raises
     ------
@@ -84,7 +88,7 @@ def stack(frames: Any | Sequence[Any], /, *, config: StackConfig | None = None,
         raise ValueError(msg)
     result = stack_frames(frames, config=config, weights=weights,
                           memory_budget_bytes=memory_budget_bytes,
-                          progress_callback=progress_callback)
+                          progress_callback=progress_callback, uncertainty=uncertainty)
     result.stats["backend"] = target.name
     result.stats["memory_budget_bytes"] = int(memory_budget_bytes)
     return result

@@ -326,7 +326,7 @@ def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
     samples = Samples(x, weights, xp=xp, ops=ops)
     rej = reject(samples, config)
     image, weight_sum, coverage = combine(samples, rej, config)
-    se = xp.reshape(standard_error(samples, rej, config), (h, w, c)) if uncertainty else None
+    se = xp.reshape(standard_error(samples, rej, config, image, coverage), (h, w, c)) if uncertainty else None
     n_low = xp.astype(rej.n_low, xp.int32)
     n_high = xp.astype(rej.n_high, xp.int32)
     counters = xp.stack([xp.max(rej.iterations) if p else xp.asarray(0, device=_device(x)),

@@ -138,7 +138,8 @@ def mean_variance_factor(config: StackConfig) -> float:
     return clip_variance_factor(float(config.kappa_low), float(config.kappa_high), sigma_updates=updates)
 
 
-def standard_error(samples: Samples, rej: Rejection, config: StackConfig) -> Array:
+def standard_error(samples: Samples, rej: Rejection, config: StackConfig, image: Array,
+                   coverage: Array) -> Array:
     """Standard error of each pixel's combined value, from its surviving samples.
 
     Parameters
@@ -150,6 +151,11 @@ def standard_error(samples: Samples, rej: Rejection, config: StackConfig) -> Arr
         The survivors (:func:`~.reject.reject` on the same ``samples``).
     config : StackConfig
         Its ``combine`` picks the estimator, its ``reject`` and κ the clip correction.
+    image : array, shape (P,), float32
+        The combined values (:func:`~.combine.combine`): the shift of the float64
+        sums (any value near the survivors would do; NaN counts as 0).
+    coverage : array, shape (P,), integer
+        Survivors per pixel, from the same combine.
 
     Returns
     -------
@@ -157,15 +163,21 @@ def standard_error(samples: Samples, rej: Rejection, config: StackConfig) -> Arr
         Standard error in the samples' units (1σ); NaN where fewer than two samples
         survived, where the weights leave no degree of freedom, and for the ``min``
         and ``max`` combines. On the device of ``samples``.
+
+    Notes
+    -----
+    Sums are float64 over ``d = x − c`` (``c`` the shift): ``Σ(x − μ)² = Σd² − (Σd)²/n``
+    unweighted; weighted, ``d`` is first re-centred on the weighted mean. About four
+    passes over the band's samples (six weighted).
     """
     xp = samples.xp
     dev = _device(samples.x)
     p = samples.n_pixels
-    nan64 = xp.asarray(xp.nan, dtype=xp.float64, device=dev)
     if config.combine not in ("mean", "sum", "median"):
         return xp.full((p,), xp.nan, dtype=samples.x.dtype, device=dev)
-    zero = xp.zeros((), dtype=samples.x.dtype, device=dev)
-    weighted = samples.weights is not None and config.combine != "median"
+    shift = xp.where(xp.isfinite(image), image, xp.zeros_like(image))
+    if config.combine == "sum":  # the sum is n times the mean: shift by the mean
+        shift = shift / xp.astype(xp.where(coverage > 0, coverage, xp.ones_like(coverage)), shift.dtype)
     if samples.weights is None and rej.lo is not None and rej.hi is not None:
         # Unweighted range rejection: the survivors are [lo, hi) of the sorted rows.
         vals = samples.sorted
@@ -174,20 +186,23 @@ def standard_error(samples: Samples, rej: Rejection, config: StackConfig) -> Arr
     else:
         vals = samples.x
         mask = rej.keep
-    xk = xp.where(mask, vals, zero)
-    n = xp.sum(xp.astype(mask, xp.float64), axis=-1)
-    if weighted:
-        w = xp.where(mask, samples.full_weights(), zero)
-        big_w = xp.sum(w, axis=-1, dtype=xp.float64)
-        w_sq = xp.sum(w * w, axis=-1, dtype=xp.float64)
-        mu = xp.sum(w * xk, axis=-1, dtype=xp.float64) / xp.where(big_w > 0, big_w, xp.ones_like(big_w))
+    # Excluded samples become the shift itself: exact zeros once shifted.
+    c64 = xp.astype(shift, xp.float64)[:, None]
+    d = xp.astype(xp.where(mask, vals, shift[:, None]), xp.float64) - c64
+    n = xp.astype(coverage, xp.float64)
+    if samples.weights is not None and config.combine != "median":
+        zero = xp.zeros((), dtype=samples.x.dtype, device=dev)
+        w = xp.astype(xp.where(mask, samples.full_weights(), zero), xp.float64)
+        big_w = xp.sum(w, axis=-1)
+        w_sq = xp.vecdot(w, w)
+        # Re-centre on the weighted mean μ = c + Σ w·d / W (excluded samples stay 0: w = 0).
+        d = w * (d - (xp.vecdot(w, d) / xp.where(big_w > 0, big_w, xp.ones_like(big_w)))[:, None])
+        ss = xp.vecdot(d, d)
     else:
         big_w, w_sq = n, n
-        mu = xp.sum(xk, axis=-1, dtype=xp.float64) / xp.where(n > 0, n, xp.ones_like(n))
-    d = xp.where(mask, vals - xp.astype(mu, samples.x.dtype)[:, None], zero)
-    if weighted:
-        d = w * d
-    ss = xp.sum(d * d, axis=-1, dtype=xp.float64)
+        s1 = xp.sum(d, axis=-1)
+        ss = xp.vecdot(d, d) - s1 * s1 / xp.where(n > 0, n, xp.ones_like(n))
+        ss = xp.where(ss > 0, ss, xp.zeros_like(ss))
     dof = big_w * big_w - w_sq
     ok = (n >= 2.0) & (dof > 0)
     var = ss / xp.where(ok, dof, xp.ones_like(dof))  # the mean's variance
@@ -198,5 +213,5 @@ def standard_error(samples: Samples, rej: Rejection, config: StackConfig) -> Arr
         var = var * mean_variance_factor(config)
     if config.combine == "sum":
         var = var * n * n
-    se = xp.where(ok, xp.sqrt(var), nan64)
+    se = xp.where(ok, xp.sqrt(var), xp.asarray(xp.nan, dtype=xp.float64, device=dev))
     return xp.astype(se, samples.x.dtype)

@@ -462,6 +462,9 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     uncertainty = out[5].reshape(rows) if len(out) > 5 and out[5].size else _NO_F32
     counters = np.zeros(4, np.int64)
     se_factor = mean_variance_factor(config)
+    # Sums of the survivors the band path already has: the gather's (every valid sample
+    # survives "none"), or κ-σ's kept range (its kernel leaves them in `sums`).
+    se_sums = sums if config.reject in ("none", "kappa_sigma") else NO_SUMS
     combine_ranges(s, n_valid, COMBINE_CODES[config.combine], *kept, flat, r0, gain, offset, normalise, *views,
-                   counters, uncertainty, UNCERTAINTY_CODES.get(config.combine, 0), se_factor)
+                   counters, uncertainty, UNCERTAINTY_CODES.get(config.combine, 0), se_factor, se_sums)
     return tuple(int(v) for v in counters)

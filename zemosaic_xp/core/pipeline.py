@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
 from .combine import combine
@@ -417,5 +418,13 @@ def finish_stack(outputs: dict[str, Array], stats: dict[str, Any], *, config: St
         return out[..., 0] if (out is not None and mono) else out
 
     image, stats["rgb_equalization"] = poststack_rgb_equalization(_get("image"), config, mono=mono)
+    uncertainty = _get("uncertainty")
+    eq = stats["rgb_equalization"]
+    if uncertainty is not None and eq.get("applied"):
+        # The equalisation scales each channel: so does its standard error.
+        xp = array_namespace(uncertainty)
+        gains = xp.asarray([eq["gain_r"], eq["gain_g"], eq["gain_b"]], dtype=uncertainty.dtype,
+                           device=_device(uncertainty))
+        uncertainty = uncertainty * gains
     return StackResult(image, _get("weight_sum"), _get("coverage"), _get("rejected_low"), _get("rejected_high"),
-                       stats, _get("uncertainty"))
+                       stats, uncertainty)

@@ -24,12 +24,13 @@ ALLOWED = {
     "io": {"core", "backends"},
     "gpu": {"core", "backends"},
     "telemetry": {"backends"},
-    "classic": {"core", "backends", "gpu", "io", "_version"},
+    "classic": {"core", "backends", "gpu", "io", "nddata", "_version"},
     "mosaic": {"core", "io"},
     "grid": {"core", "backends", "gpu", "io", "mosaic", "compat", "telemetry", "_version"},
     "diagnostics": {"core", "mosaic"},
     "synthetic": {"io"},
-    "api": {"core", "backends"},
+    "api": {"core", "backends", "nddata"},
+    "nddata": {"core", "backends"},
     "cli": None,  # the top: anything
     "__init__": {"_version"},  # the rest is imported lazily, by name
     "_version": set(),

@@ -17,6 +17,7 @@ layout or the device a block ran on.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -81,6 +82,9 @@ class StackResult:
         Standard error (1σ) of each combined pixel, in the image's units, from the
         weights and the surviving samples (:mod:`~zemosaic_xp.core.uncertainty`); NaN
         where fewer than two samples survived. None when it was not computed.
+    unit : object or None
+        The unit the input frames shared (astropy ``NDData`` / ``CCDData`` inputs);
+        None for plain arrays.
     """
 
     image: Array
@@ -90,6 +94,24 @@ class StackResult:
     rejected_high: Array
     stats: dict = field(default_factory=dict)
     uncertainty: Array | None = None
+    unit: Any = None
+
+    def to_ccddata(self, *, unit: Any = None) -> Any:
+        """Return the stack as an astropy ``CCDData`` (``zemosaic_xp.nddata.to_ccddata``).
+
+        Parameters
+        ----------
+        unit : str or astropy.units.UnitBase, optional
+            The data's unit; default :attr:`unit`.
+
+        Returns
+        -------
+        astropy.nddata.CCDData
+            The image, a ``StdDevUncertainty`` of :attr:`uncertainty` and a mask that
+            is True where no sample survived.
+        """
+        # By module name, on call: the core imports nothing above it (docs/architecture.md).
+        return importlib.import_module("zemosaic_xp.nddata").to_ccddata(self, unit=unit)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["is_nddata", "frames_from_nddata", "inverse_variance", "to_ccddata"]
+__all__ = ["is_nddata", "frames_from_nddata", "inverse_variance", "to_ccddata", "master_tile_inputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -172,3 +172,78 @@ def to_ccddata(result: Any, *, unit: Any = None) -> Any:
     return CCDData(image, unit=unit, mask=~np.isfinite(image), uncertainty=unc,
                    meta={"ZMX_REJ": str(result.stats.get("reject", "")),
                          "ZMX_COMB": str(result.stats.get("combine", ""))})
+
+
+def _masked_array(data: Any, mask: Any) -> np.ndarray:
+    arr = np.array(data, dtype=np.float32)
+    if mask is not None:
+        arr[np.broadcast_to(np.asarray(mask, dtype=bool), arr.shape)] = np.nan
+    return arr
+
+
+def _fits_frame(path: Any) -> tuple[Any, Any]:
+    """A FITS path as it is (streamed), or in memory with its MASK applied; and its BUNIT."""
+    import os
+
+    from astropy.io import fits
+
+    with fits.open(os.fspath(path), memmap=False) as hdul:
+        unit = hdul[0].header.get("BUNIT")
+        if "MASK" not in hdul:
+            return path, unit
+        data = hdul[0].data
+        mask = hdul["MASK"].data
+        arr = _masked_array(data, mask)
+        if arr.ndim == 3:  # CHW as written, (H, W, C) for the stack
+            arr = np.ascontiguousarray(np.moveaxis(arr, 0, -1))
+        return arr, unit
+
+
+def master_tile_inputs(inputs: Any) -> tuple[Any, Any]:
+    """``stack_master_tile`` inputs with ``NDData`` frames and ``MASK`` extensions applied.
+
+    Parameters
+    ----------
+    inputs : sequence of (str | PathLike | array | NDData), or one array
+        The master tile's frames.
+
+    Returns
+    -------
+    inputs : list or the input itself
+        NDData frames as float32 arrays with masked pixels NaN; FITS files with a
+        ``MASK`` extension (``CCDData.write``) read into such arrays (3-D data from CHW
+        to HWC); other paths and arrays unchanged (still streamed). One array of
+        frames is returned as is.
+    unit : str or None
+        The unit every frame shares (NDData ``unit``, FITS ``BUNIT``); None when none
+        has one.
+
+    Raises
+    ------
+    ValueError
+        Frames of different units (a frame without a unit among frames with one
+        counts as different); the message names the first frame that differs.
+    """
+    if not isinstance(inputs, (list, tuple)):
+        return inputs, None
+    out, units = [], []
+    for item in inputs:
+        if is_nddata(item):
+            out.append(_masked_array(item.data, item.mask))
+            units.append(None if item.unit is None else item.unit.to_string())
+        elif isinstance(item, (str, bytes)) or hasattr(item, "__fspath__"):
+            frame, unit = _fits_frame(item)
+            out.append(frame)
+            units.append(None if unit is None else str(unit).strip())
+        else:
+            out.append(item)
+            units.append(None)
+    unit = units[0] if units else None
+    for i, other in enumerate(units):
+        if other != unit:
+            name = inputs[i] if isinstance(inputs[i], (str, bytes)) or hasattr(inputs[i], "__fspath__") \
+                else f"inputs[{i}]"
+            msg = (f"'{name}' has unit {other} but the first frame has {unit}: every frame of a master tile "
+                   f"must share one unit (BUNIT / CCDData.unit)")
+            raise ValueError(msg)
+    return out, unit

@@ -44,6 +44,7 @@ from ..io.bands import BandReader, files_kept_open, open_sources, read_frames_fi
 from ..io.fits import FitsReadError
 from ..io.fits_write import uncertainty_hdu, write_fits
 from ..io.runlock import write_lock
+from ..nddata import master_tile_inputs
 from .scan import FrameScan, plan_scan, scan_frames
 
 __all__ = ["MasterTileResult", "stack_master_tile", "write_master_tile", "provenance_header"]
@@ -90,6 +91,9 @@ class MasterTileResult:
     uncertainty : ndarray, same shape as ``image``, float32
         Standard error of each pixel (``StackResult.uncertainty``); NaN where fewer
         than two samples survived.
+    unit : str or None
+        The unit the frames shared (``CCDData.unit``, FITS ``BUNIT``); written as
+        ``BUNIT``.
     """
 
     image: np.ndarray
@@ -98,6 +102,7 @@ class MasterTileResult:
     used_gpu: bool
     coverage: np.ndarray | None = field(default=None, repr=False)
     uncertainty: np.ndarray | None = field(default=None, repr=False)
+    unit: str | None = None
 
 
 class _TimedReader:
@@ -261,11 +266,13 @@ def stack_master_tile(inputs: Any, config: StackConfig | None = None, *,
 
     Parameters
     ----------
-    inputs : sequence of (str | PathLike | array), or one (N, H, W[, C]) array
+    inputs : sequence of (str | PathLike | array | NDData), or one (N, H, W[, C]) array
         FITS paths (2-D mono, 3-D CHW or HWC; any BITPIX, BZERO/BSCALE applied,
-        big-endian handled; an ``ALPHA`` extension weights its frame's pixels) and/or
-        ``(H, W[, C])`` arrays. NaN and ±inf mean "no data". All frames must share
-        one shape.
+        big-endian handled; an ``ALPHA`` extension weights its frame's pixels; a
+        ``MASK`` extension, as ``CCDData.write`` makes, marks "no data" and loads that
+        file into memory) and/or ``(H, W[, C])`` arrays and/or astropy ``NDData`` /
+        ``CCDData`` (mask = no data). NaN and ±inf mean "no data". All frames must
+        share one shape and one unit (``BUNIT`` / ``unit``; the tile keeps it).
     config : StackConfig, optional
         Methods and parameters (default: ZeMosaic's).
     backend : {"auto", "numpy", "torch", "torch:cpu", "cupy", "torch:cuda"} or Backend
@@ -311,6 +318,11 @@ def stack_master_tile(inputs: Any, config: StackConfig | None = None, *,
     t0 = time.perf_counter()
     config, policy = _check_args(config, memory_budget_bytes, backend, gpu_policy)
     cb = progress_callback if progress_callback is not None else _noop
+    if config.weighting == "uncertainty":
+        msg = ("weighting='uncertainty' is supported by zemosaic_xp.stack() only; master tiles weight "
+               "by 'none' or 'noise_variance'")
+        raise ValueError(msg)
+    inputs, unit = master_tile_inputs(inputs)
     sources = open_sources(inputs)
     cpu_budget = memory_budget_bytes or default_memory_budget(policy.cpu_backend())
     # The identity normalisation and equal weights read no statistic (as stack() does).
@@ -349,7 +361,8 @@ def stack_master_tile(inputs: Any, config: StackConfig | None = None, *,
     cb("phase3_gpu_chunk_summary", None, "INFO_DETAIL", **summary)
     alpha = np.where(np.any(outputs["coverage"] > 0, axis=-1), np.uint8(255), np.uint8(0))
     result = finish_stack(outputs, stats, config=config, mono=tile.mono)
-    return MasterTileResult(result.image, alpha, result.stats, run.used_gpu, result.coverage, result.uncertainty)
+    return MasterTileResult(result.image, alpha, result.stats, run.used_gpu, result.coverage, result.uncertainty,
+                            unit)
 
 
 def _card_key(key: str) -> str:
@@ -454,6 +467,8 @@ def write_master_tile(result: MasterTileResult, path: str | os.PathLike, wcs: An
     if wcs is not None:
         hdr.update(wcs.to_header(relax=True))
     hdr.update(provenance_header(result))
+    if result.unit is not None:
+        hdr["BUNIT"] = (str(result.unit), "unit of the frames")
     path = Path(path)
     with write_lock(path.parent, what=_WRITE_LOCK_WHAT):
         remove_temp_files(path.parent, path.name)  # left by a killed writer of this file

@@ -145,7 +145,7 @@ def combine(img_list: Any, output_file: str | os.PathLike | None = None, method:
     sigma_clip_func : None, "median" or a median function
         The centre; anything else (ccdproc's default mean) is refused.
     sigma_clip_dev_func : None, "std", "mad_std" or a std function
-        σ: the standard deviation (ddof 0, astropy's) or 1.4826·MAD.
+        The σ of the clip: the standard deviation (ddof 0, astropy's) or 1.4826·MAD.
     dtype : dtype, optional
         Data type of the result (default float32).
     overwrite_output : bool

@@ -1,4 +1,4 @@
-"""astropy ``NDData`` / ``CCDData`` in and out: masks, units and uncertainties.
+"""Astropy ``NDData`` / ``CCDData`` in and out: masks, units and uncertainties.
 
 :func:`frames_from_nddata` turns a sequence of ``NDData`` frames into what the core
 stacks (float32 frames with masked pixels as NaN, one shared unit, and per-pixel

@@ -154,7 +154,7 @@ def standard_error(samples: Samples, rej: Rejection, config: StackConfig, image:
     image : array, shape (P,), float32
         The combined values (:func:`~.combine.combine`): the shift of the float64
         sums (any value near the survivors would do; NaN counts as 0).
-    coverage : array, shape (P,), integer
+    coverage : array, shape (P,), int
         Survivors per pixel, from the same combine.
 
     Returns

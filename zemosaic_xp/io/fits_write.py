@@ -49,7 +49,7 @@ def uncertainty_hdu(uncertainty: np.ndarray, *, unit: str | None = None) -> fits
     Returns
     -------
     astropy.io.fits.ImageHDU
-        float32 in the image's axis order (CHW, 2-D for one channel), ``EXTNAME =
+        The map as float32 in the image's axis order (CHW, 2-D for one channel), ``EXTNAME =
         UNCERT`` and ``UTYPE = StdDevUncertainty``: ``CCDData.read`` returns it as a
         ``StdDevUncertainty``.
     """

@@ -384,8 +384,9 @@ def write_mosaic_outputs(result: MosaicResult, out_dir: str | os.PathLike, *,
         ``"mosaic"``: ``mosaic_grid.fits``, float32 CHW (2-D for mono), NaN = no data, an
         ``ALPHA`` HDU (255 where any channel has data), a ``WEIGHT`` HDU in the same
         axis order as the image and, when the mosaic has one, its standard error map
-        as an ``UNCERT`` HDU (``UTYPE = StdDevUncertainty``, read by ``CCDData.read``); ``"coverage"``: ``mosaic_grid_coverage.fits``, float32
-        (H, W) frame count, ``EXTNAME = COVERAGE``, ``BUNIT = count``; ``"preview"``:
+        as an ``UNCERT`` HDU (``UTYPE = StdDevUncertainty``, read by ``CCDData.read``);
+        ``"coverage"``: ``mosaic_grid_coverage.fits``, float32 (H, W) frame count,
+        ``EXTNAME = COVERAGE``, ``BUNIT = count``; ``"preview"``:
         ``mosaic_grid_preview.png``.
 
     Raises

@@ -27,7 +27,7 @@ def _first(frames: Any) -> Any:
 
 def _from_nddata(frames: Any, config: StackConfig | None, weights: Any) -> tuple[Any, Any, Any]:
     """NDData frames as an array with NaN for masked pixels, their unit, and 1/σ² weights if asked."""
-    uncertainty_weights = config is not None and config.weighting == "uncertainty"
+    uncertainty_weights = getattr(config, "weighting", None) == "uncertainty"
     if isinstance(frames, (list, tuple)) and frames and all(is_nddata(f) for f in frames):
         data, unit, ivar = frames_from_nddata(frames, weights=uncertainty_weights)
         if ivar is not None:

@@ -119,3 +119,16 @@ def test_calibration(n, name, reject_name, combine_name, weighted):
     config = StackConfig.plain(reject=reject_name, combine=combine_name)
     ratio = _calibration_ratio(n, config=config, weighted=weighted, seed=n)
     assert abs(ratio - 1.0) < 0.05, (name, n, ratio)
+
+
+def test_rgb_equalisation_scales_the_map():
+    rng = np.random.default_rng(6)
+    frames = (100 + rng.standard_normal((5, 100, 100, 3))) * np.array([1.0, 1.03, 0.98])
+    frames = frames.astype(np.float32)
+    plain = stack(frames, config=StackConfig.plain())
+    eq = stack(frames, config=StackConfig.plain(rgb_equalize=True))
+    info = eq.stats["rgb_equalization"]
+    assert info["applied"]
+    gains = np.array([info["gain_r"], info["gain_g"], info["gain_b"]], np.float32)
+    assert np.ptp(gains) > 0.01
+    np.testing.assert_allclose(eq.uncertainty, plain.uncertainty * gains, rtol=1e-6)

@@ -62,9 +62,13 @@ def test_uncertainty_can_be_skipped():
 @pytest.mark.parametrize(("reject_name", "combine_name"), [
     ("none", "mean"), ("none", "median"), ("kappa_sigma", "mean"), ("winsorized_sigma_clip", "mean"),
     ("linear_fit_clip", "sum"), ("winsorized_quantile", "mean"), ("minmax", "median"), ("none", "min")])
-def test_backend_parity(backend, reject_name, combine_name):
+@pytest.mark.parametrize("weighting", ["none", "noise_variance"])
+def test_backend_parity(backend, reject_name, combine_name, weighting):
+    # Unweighted, NumPy's side is the numba band path (when numba is there); weighted, the
+    # core's weighted estimator on every side.
     s = make_stack(n_frames=11, shape=(16, 14), seed=3, rgb=True)
-    config = StackConfig(reject=reject_name, combine=combine_name, winsor_rewinsor=True)
+    config = StackConfig(normalize="multiplicative", weighting=weighting, reject=reject_name,
+                         combine=combine_name, winsor_rewinsor=True)
     expected = stack(s.frames, config=config)  # NumPy: the numba band path where it applies
     got = stack_other_implementation(backend, s.frames, config)
     assert got.stats["ops"] != expected.stats["ops"]

@@ -24,12 +24,14 @@ ALLOWED = {
     "io": {"core", "backends"},
     "gpu": {"core", "backends"},
     "telemetry": {"backends"},
-    "classic": {"core", "backends", "gpu", "io", "compat", "telemetry", "_version"},
+    "classic": {"core", "backends", "gpu", "io", "compat", "telemetry", "nddata", "_version"},
     "mosaic": {"core", "io"},
     "grid": {"core", "backends", "gpu", "io", "mosaic", "compat", "telemetry", "_version"},
     "diagnostics": {"core", "mosaic"},
     "synthetic": {"io"},
-    "api": {"core", "backends"},
+    "api": {"core", "backends", "nddata"},
+    "nddata": {"core", "backends"},
+    "ccd_combine": {"api", "core", "io", "nddata"},
     "cli": None,  # the top: anything
     "__init__": {"_version"},  # the rest is imported lazily, by name
     "_version": set(),

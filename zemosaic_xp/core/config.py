@@ -24,7 +24,7 @@ __all__ = [
 NORMALIZE_METHODS = ("none", "linear_fit", "sky_mean", "median", "additive", "multiplicative",
                      "additive_scaling", "multiplicative_scaling")
 #: Quality-weighting methods (user weights are passed to ``stack`` directly).
-WEIGHTING_METHODS = ("none", "noise_variance")
+WEIGHTING_METHODS = ("none", "noise_variance", "uncertainty")
 #: Pixel rejection algorithms.
 REJECT_METHODS = ("none", "kappa_sigma", "winsorized_sigma_clip", "winsorized_quantile",
                   "linear_fit_clip", "percentile", "mad", "gesd", "minmax")
@@ -90,8 +90,10 @@ class StackConfig:
     normalize : {"none", "linear_fit", "sky_mean", "median", "additive", "multiplicative", \
 "additive_scaling", "multiplicative_scaling"}
         Per-frame normalisation against ``reference_frame`` (see docs/algorithms.md).
-    weighting : {"none", "noise_variance"}
+    weighting : {"none", "noise_variance", "uncertainty"}
         Quality weights; user weights passed to ``stack`` are multiplied in.
+        ``uncertainty``: ``1/σ²`` per pixel from astropy ``NDData`` frames' own
+        uncertainties (``stack`` only; no frame-level weight).
     reject : {"none", "kappa_sigma", "winsorized_sigma_clip", "winsorized_quantile", \
 "linear_fit_clip", "percentile", "mad", "gesd", "minmax"}
         Pixel rejection along the frame axis.

@@ -52,6 +52,9 @@ def _weights_noise_variance(stats: FrameSamples, gain: Array, config: StackConfi
 WEIGHTERS: dict[str, Callable[[FrameSamples, Array, StackConfig], Array | None]] = {
     "none": _weights_none,
     "noise_variance": _weights_noise_variance,
+    # Per-pixel 1/σ² from the frames' own uncertainties (NDData input, zemosaic_xp.api):
+    # no frame-level weight.
+    "uncertainty": _weights_none,
 }
 
 

@@ -279,7 +279,8 @@ def _assemble(group: _Group, cfg: GridConfig, progress: GridProgress, threads: i
         samples = float(product.coverage.sum())
         rej_sum += product.stats["rejected_pct"] * samples
         rej_weight += samples
-        tiles.append(TileImage(spec.tile_id, spec.y0, spec.x0, product.image, product.weight, product.coverage))
+        tiles.append(TileImage(spec.tile_id, spec.y0, spec.x0, product.image, product.weight, product.coverage,
+                               product.uncertainty))
     if not tiles:
         first = next(iter(group.result.failed_tiles.values()), "no tile")
         msg = f"grid mode: every tile failed ({len(group.grid.tiles)} tile(s)); first error: {first}"

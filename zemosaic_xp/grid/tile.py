@@ -39,7 +39,7 @@ from ..core.pipeline import BandResult, StackResult, finish_stack
 from ..gpu.policy import GpuPolicy
 from ..gpu.session import GpuResultError, garbage_reason
 from ..io.bands import PatchSource
-from ..io.fits_write import write_fits
+from ..io.fits_write import UNCERT_NAME, uncertainty_hdu, write_fits
 from ..io.framecache import FRAMES
 from ..io.patch_store import PatchStore
 from .cells import cell_blocks
@@ -118,12 +118,15 @@ class TileProduct:
         Number of frames with data at each pixel.
     stats : dict
         JSON-able stack statistics (rejection, plan, bands, spill, devices).
+    uncertainty : ndarray, shape (h, w, C), float32, or None
+        Standard error of each pixel (``StackResult.uncertainty``).
     """
 
     image: np.ndarray
     weight: np.ndarray
     coverage: np.ndarray
     stats: dict = field(default_factory=dict)
+    uncertainty: np.ndarray | None = None
 
 
 def tile_filename(tile_id: int) -> str:
@@ -327,7 +330,8 @@ def _product(result: StackResult) -> TileProduct:
     weight = np.asarray(result.weight_sum, dtype=np.float32)
     valid = (np.asarray(result.coverage) + np.asarray(result.rejected_low) + np.asarray(result.rejected_high))
     coverage = valid.max(axis=-1).astype(np.float32)
-    return TileProduct(image, weight, coverage, result.stats)
+    uncertainty = None if result.uncertainty is None else np.asarray(result.uncertainty, dtype=np.float32)
+    return TileProduct(image, weight, coverage, result.stats, uncertainty)
 
 
 def _tile_header(tile: TileSpec, grid_wcs: WCS, product: TileProduct, config: GridConfig) -> fits.Header:
@@ -375,7 +379,8 @@ def write_tile(path: str | Path, tile: TileSpec, grid_wcs: WCS, product: TilePro
         The written file: primary HDU float32 CHW image (2-D for one channel), NaN =
         no data; ``ALPHA`` uint8 (255 where any channel has weight, else 0);
         ``WEIGHT`` in the image's axis order; ``COVERAGE`` (frames per pixel,
-        ``BUNIT = count``).
+        ``BUNIT = count``); ``UNCERT`` (standard error, the image's axis order) when
+        the product has one.
     """
     alpha = np.any(product.weight > 0, axis=-1)
     weight = product.weight
@@ -383,6 +388,8 @@ def write_tile(path: str | Path, tile: TileSpec, grid_wcs: WCS, product: TilePro
     extra = [fits.ImageHDU(np.ascontiguousarray(weight_chw, dtype=np.float32), name="WEIGHT"),
              fits.ImageHDU(np.ascontiguousarray(product.coverage, dtype=np.float32), name="COVERAGE")]
     extra[1].header["BUNIT"] = ("count", "frames with data per pixel")
+    if product.uncertainty is not None:
+        extra.append(uncertainty_hdu(product.uncertainty))
     header = _tile_header(tile, grid_wcs, product, config)
     return write_fits(path, product.image, header=header, alpha=alpha.astype(np.float32), extra_hdus=extra)
 
@@ -403,8 +410,9 @@ def read_tile(path: str | Path) -> tuple[TileProduct, fits.Header]:
     Returns
     -------
     product : TileProduct
-        Image and weight as float32 ``(h, w, C)``, coverage ``(h, w)``; ``stats``
-        holds only ``n_frames`` and ``rejected_pct`` (from the header).
+        Image, weight (and uncertainty, when the file has an ``UNCERT`` HDU) as
+        float32 ``(h, w, C)``, coverage ``(h, w)``; ``stats`` holds only ``n_frames``
+        and ``rejected_pct`` (from the header).
     header : astropy.io.fits.Header
         A copy of the primary header (tile WCS and provenance cards).
     """
@@ -415,6 +423,7 @@ def read_tile(path: str | Path) -> tuple[TileProduct, fits.Header]:
             image = _hwc(hdul[0].data)
             weight = _hwc(hdul["WEIGHT"].data)
             coverage = np.asarray(hdul["COVERAGE"].data, dtype=np.float32)
+            uncertainty = _hwc(hdul[UNCERT_NAME].data) if UNCERT_NAME in hdul else None
     stats = {"n_frames": int(header.get("NFRAMES", 0)), "rejected_pct": float(header.get("REJPCT", 0.0))}
-    return TileProduct(image, weight, coverage, stats), header
+    return TileProduct(image, weight, coverage, stats, uncertainty), header
 

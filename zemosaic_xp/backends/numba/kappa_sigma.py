@@ -30,7 +30,9 @@ def kappa_sigma_rows(s, n_valid, kappa_low, kappa_high, ddof, max_iters, min_sur
         As :func:`zemosaic_xp.core.reject.kappa_sigma.kappa_sigma_fit`.
     out_lo, out_hi, out_it, out_c, out_sum, sums : ndarray
         Outputs and optional whole-row sums, as the contract says; ``out_it`` counts
-        iterations (0 for rows that cannot reject).
+        iterations (0 for rows that cannot reject). Non-empty ``sums`` are then
+        overwritten with the kept range's ``Σd``, ``Σd²`` (about ``out_c``), which the
+        band path's standard error reads.
 
     Notes
     -----
@@ -90,3 +92,6 @@ def kappa_sigma_rows(s, n_valid, kappa_low, kappa_high, ddof, max_iters, min_sur
         out_hi[r] = hi
         out_it[r] = iterations
         out_sum[r] = s1
+        if sums.shape[0]:
+            sums[r, 0] = s1
+            sums[r, 1] = s2

@@ -18,6 +18,8 @@ __all__ = [
     "REJECT_METHODS",
     "COMBINE_METHODS",
     "WSC_IMPLEMENTATIONS",
+    "COSMIC_MODES",
+    "COSMIC_METHODS",
 ]
 
 #: Frame normalisation methods.
@@ -32,6 +34,10 @@ REJECT_METHODS = ("none", "kappa_sigma", "winsorized_sigma_clip", "winsorized_qu
 COMBINE_METHODS = ("mean", "median", "sum", "min", "max")
 #: Implementations of ``winsorized_sigma_clip`` (``wsc_impl``); docs/algorithms.md compares them.
 WSC_IMPLEMENTATIONS = ("pixinsight", "zemosaic")
+#: Per-frame cosmic-ray masking before the stack (``cosmic``; docs/algorithms.md, "Cosmic rays").
+COSMIC_MODES = ("off", "auto", "always")
+#: Cosmic-ray detectors (``cosmic_method``): our own, or L.A.Cosmic through astroscrappy.
+COSMIC_METHODS = ("sharp", "lacosmic")
 
 # Iteration caps when ``max_iters`` is None (astropy's sigma_clip default; PixInsight's WSC).
 DEFAULT_MAX_ITERS = {"kappa_sigma": 5, "winsorized_sigma_clip": 10}
@@ -152,6 +158,19 @@ class StackConfig:
         winsorised robust (m, σ) then κ-σ rejection, repeated until the kept set stops
         changing; ``"zemosaic"``, ZeMosaic's Huber variant (upstream_spec §2.6.1), which
         can fail to reject a single outlier below ~10 frames (see docs/algorithms.md).
+    cosmic : {"off", "auto", "always"}
+        Per-frame cosmic-ray masks, made on the host before the stack (and, in grid
+        mode, before the reprojection): hit pixels become NaN (no data). ``"auto"``
+        masks only where fewer than ``cosmic_min_depth`` frames cover a pixel (deeper
+        pixels are left to ``reject``); ``"always"`` everywhere; ``"off"`` [default]
+        never. The core itself ignores this field: the adapters apply it
+        (``zemosaic_xp.io.cosmic``).
+    cosmic_min_depth : int
+        Depth (valid frames of a pixel) from which ``cosmic="auto"`` leaves a pixel to
+        the rejection, >= 1; 5.
+    cosmic_method : {"sharp", "lacosmic"}
+        The detector: ``"sharp"`` [default], ours; ``"lacosmic"``, L.A.Cosmic through
+        astroscrappy (extra ``[cosmic]``).
 
     Raises
     ------
@@ -189,6 +208,9 @@ class StackConfig:
     rgb_equalize_min_samples: int = 5000
     rgb_equalize_min_coverage: float = 0.01
     wsc_impl: str = "pixinsight"
+    cosmic: str = "off"
+    cosmic_min_depth: int = 5
+    cosmic_method: str = "sharp"
 
     def __post_init__(self) -> None:
         _check_choice("normalize", self.normalize, NORMALIZE_METHODS)
@@ -196,6 +218,9 @@ class StackConfig:
         _check_choice("reject", self.reject, REJECT_METHODS)
         _check_choice("combine", self.combine, COMBINE_METHODS)
         _check_choice("wsc_impl", self.wsc_impl, WSC_IMPLEMENTATIONS)
+        _check_choice("cosmic", self.cosmic, COSMIC_MODES)
+        _check_choice("cosmic_method", self.cosmic_method, COSMIC_METHODS)
+        _check_int("cosmic_min_depth", self.cosmic_min_depth, minimum=1)
         object.__setattr__(self, "kappa_low", _check_positive("kappa_low", self.kappa_low))
         object.__setattr__(self, "kappa_high", _check_positive("kappa_high", self.kappa_high))
         if self.max_iters is not None:

@@ -126,7 +126,8 @@ def reproject_planes(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tup
 
 def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs: WCS, grid_wcs: WCS,
                     tile_y0: int, tile_x0: int, box: tuple[int, int, int, int], *,
-                    planes: np.ndarray | None = None, target: Any = None) -> tuple[np.ndarray, np.ndarray]:
+                    planes: np.ndarray | None = None, target: Any = None,
+                   hit_plane: bool = False) -> tuple[np.ndarray, ...]:
     """Reproject a frame onto a patch box of a tile.
 
     Parameters
@@ -148,6 +149,11 @@ def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs
         reprojected onto several tiles); its last plane is ALPHA when ``alpha`` is given.
     target : WCS, optional
         ``tile_wcs(grid_wcs, tile_y0 + py0, tile_x0 + px0, (h, w))`` when already made.
+    hit_plane : bool
+        The last plane of ``planes`` is the frame's cosmic-ray map (1 on a hit, 0
+        elsewhere: :meth:`~zemosaic_xp.io.framecache.FrameCache.planes` with
+        ``cosmic``); it is reprojected with the same coordinates and returned as
+        ``hits``, and takes no part in ``patch`` or ``weight``.
 
     Returns
     -------
@@ -155,12 +161,15 @@ def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs
         Bilinear samples of the frame; NaN where it has no data.
     weight : ndarray, shape (py1 - py0, px1 - px0), float32
         Reprojection footprint × ALPHA, in [0, 1]; 0 where ``patch`` is all NaN.
+    hits : ndarray, shape (py1 - py0, px1 - px0), bool
+        Only with ``hit_plane``: the output pixels whose bilinear stencil touches a
+        hit (where masking the hit in the frame would have made them NaN).
     """
     py0, py1, px0, px1 = box
     h, w = py1 - py0, px1 - px0
     if planes is None:
         planes = frame_planes(data, alpha)
-    channels = planes.shape[0] - (1 if alpha is not None else 0)
+    channels = planes.shape[0] - (1 if alpha is not None else 0) - (1 if hit_plane else 0)
     if target is None:
         target = tile_wcs(grid_wcs, tile_y0 + py0, tile_x0 + px0, (h, w))
     out = reproject_planes(planes, frame_wcs, target, (h, w))
@@ -172,4 +181,7 @@ def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs
     weight = np.where(np.isfinite(weight) & (weight > 0), weight, 0.0).astype(np.float32)
     patch = np.moveaxis(out[:channels], 0, -1)
     patch = np.where(weight[..., None] > 0, patch, np.float32(np.nan))
-    return np.ascontiguousarray(patch, dtype=np.float32), weight
+    patch = np.ascontiguousarray(patch, dtype=np.float32)
+    if hit_plane:
+        return patch, weight, (out[-1] > 0) & (weight > 0)  # NaN (outside the frame) compares False
+    return patch, weight

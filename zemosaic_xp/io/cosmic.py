@@ -42,7 +42,7 @@ import numpy as np
 
 from ..core.nanstats import MAD_TO_SIGMA
 
-__all__ = ["cosmic_mask", "mask_cosmics", "COSMIC_DEFAULTS"]
+__all__ = ["cosmic_mask", "mask_cosmics", "masked_sources", "MaskedSource", "COSMIC_DEFAULTS"]
 
 logger = logging.getLogger(__name__)
 
@@ -308,3 +308,93 @@ def mask_cosmics(frames: Any, /, *, mode: str = "auto", min_depth: int = 5, meth
             info["cosmic_masked_px"] += n_hits
     info["time_cosmic_sec"] = time.perf_counter() - t0
     return (frames if out is None else out), info
+
+
+class MaskedSource:
+    """A frame source whose cosmic-ray pixels read as NaN (classic master tiles).
+
+    The frame is read whole once, here, to find its hits; afterwards the source
+    behaves as the one it wraps (every attribute is the wrapped source's), except that
+    :meth:`read_rows` blanks the hits of the rows it returns.
+
+    Parameters
+    ----------
+    source : FitsSource or ArraySource
+        The frame (:func:`~.bands.open_sources`).
+    method : {"sharp", "lacosmic"}
+        The detector (:func:`cosmic_mask`).
+
+    Attributes
+    ----------
+    hits : int
+        Pixels masked in this frame.
+    """
+
+    def __init__(self, source: Any, *, method: str = "sharp") -> None:
+        self._source = source
+        frame = source.read_rows(0, source.height)
+        ys, xs = np.nonzero(cosmic_mask(frame, method=method))  # row-major: ys ascending
+        self._ys, self._xs = ys, xs
+        self.hits = int(ys.size)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_source":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self._source, name)
+
+    def read_rows(self, r0: int, r1: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Read rows ``[r0, r1)`` of the frame, its hits NaN.
+
+        Parameters
+        ----------
+        r0, r1 : int
+            Row range, ``0 <= r0 <= r1 <= H``.
+        out : ndarray, shape (r1 - r0, W, C), float32, optional
+            Where to write them.
+
+        Returns
+        -------
+        ndarray, shape (r1 - r0, W, C), float32
+            As the wrapped source's ``read_rows``, with NaN in every channel of a hit.
+        """
+        rows = self._source.read_rows(r0, r1, out)
+        a, b = np.searchsorted(self._ys, [r0, r1])
+        if b > a:
+            rows[self._ys[a:b] - r0, self._xs[a:b]] = np.nan
+        return rows
+
+
+def masked_sources(sources: list, *, mode: str, min_depth: int, method: str = "sharp") -> tuple[list, dict]:
+    """Wrap a master tile's sources in :class:`MaskedSource` when ``mode`` asks for it.
+
+    Parameters
+    ----------
+    sources : list of FitsSource or ArraySource
+        The frames of one stack, aligned (every frame covers the tile).
+    mode : {"off", "auto", "always"}
+        ``"auto"`` masks when the stack has fewer than ``min_depth`` frames (the depth
+        of every pixel, NaN areas aside); ``"always"`` masks; ``"off"`` does nothing.
+    min_depth : int
+        ``StackConfig.cosmic_min_depth``.
+    method : {"sharp", "lacosmic"}
+        The detector.
+
+    Returns
+    -------
+    sources : list
+        ``sources`` itself, or its frames wrapped.
+    info : dict
+        ``cosmic``, ``cosmic_masked_px``, ``cosmic_frames_searched``, ``time_cosmic_sec``.
+    """
+    import time
+
+    info = {"cosmic": mode, "cosmic_masked_px": 0, "cosmic_frames_searched": 0, "time_cosmic_sec": 0.0}
+    if mode == "off" or (mode == "auto" and len(sources) >= min_depth):
+        return sources, info
+    t0 = time.perf_counter()
+    wrapped = [MaskedSource(s, method=method) for s in sources]
+    info.update(cosmic_masked_px=sum(s.hits for s in wrapped), cosmic_frames_searched=len(wrapped),
+                time_cosmic_sec=time.perf_counter() - t0)
+    logger.info("[P3] cosmic=%s: %d px masked in %d frame(s) (%.2f s)", mode, info["cosmic_masked_px"],
+                len(wrapped), info["time_cosmic_sec"])
+    return wrapped, info

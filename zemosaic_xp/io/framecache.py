@@ -139,7 +139,7 @@ class FrameCache:
                 self._entries.popitem(last=False)
         return entry
 
-    def planes(self, path: str, *, keep: bool = True) -> tuple[FrameEntry, np.ndarray]:
+    def planes(self, path: str, *, keep: bool = True, cosmic: str | None = None) -> tuple[FrameEntry, np.ndarray]:
         """Return the entry of a frame file and its pixels as float32 planes, ALPHA last.
 
         Parameters
@@ -149,23 +149,35 @@ class FrameCache:
         keep : bool
             Add the planes to the cache (when they fit the budget). False reads them
             without caching them; a cached copy is still used.
+        cosmic : {None, "sharp", "lacosmic"}
+            Also find the frame's cosmic rays with this detector
+            (:func:`~.cosmic.cosmic_mask`) and append them as a last plane, 1 on a hit
+            and 0 elsewhere (cached apart from the plain planes).
 
         Returns
         -------
         entry : FrameEntry
             As :meth:`entry` returns it.
-        planes : ndarray, shape (C, H, W) or (C + 1, H, W), float32
-            Read-only host array (shared between tiles); NaN = no data.
+        planes : ndarray, shape (C [+ 1] [+ 1], H, W), float32
+            Read-only host array (shared between tiles): the channels in ADU (NaN =
+            no data), then ALPHA when the file has one, then the hit map with
+            ``cosmic``.
         """
         entry = self.entry(path)
-        key = self._key(path)
+        key = self._key(path) + ((cosmic,) if cosmic else ())
         with self._lock:
             hit = self._planes.get(key)
             if hit is not None:
                 self._planes.move_to_end(key)
                 return entry, hit
         source = entry.source
-        planes = frame_planes(source.read_rows(0, source.height), source.read_alpha())
+        data = source.read_rows(0, source.height)
+        planes = frame_planes(data, source.read_alpha())
+        if cosmic:
+            from .cosmic import cosmic_mask
+
+            hits = cosmic_mask(data, method=cosmic).astype(np.float32)
+            planes = np.concatenate([planes, hits[None]], axis=0)
         planes.flags.writeable = False
         if keep and planes.nbytes <= self.budget_bytes:
             with self._lock:

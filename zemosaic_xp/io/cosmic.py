@@ -12,10 +12,14 @@ Two detectors (``StackConfig.cosmic_method``):
 ``"sharp"`` [default], our own
     A pixel is a hit when it stands ``cosmic_sigma`` [5] background σ above the local
     sky **and** its excess is more than ``cosmic_contrast`` [4] times the excess of its
-    neighbourhood (the 4th largest of its 8 neighbours, i.e. their upper median).
-    A star, even undersampled (FWHM ≥ 1.5 px) or saturated (a flat top), has at
-    least four bright neighbours and never passes; a single-pixel hit, a 2-pixel
-    streak or a 2×2 blob has at most three. The mask then grows once onto
+    neighbourhood predicts (below).
+    "What the neighbours predict" is, along each of the 4 lines through the pixel (row,
+    column, two diagonals), the mean of the two opposite neighbours, and the test
+    takes the second largest of the four: on a star's core or slope (FWHM ≥ 2 px,
+    saturated flat tops included) at least two lines predict most of the pixel, on
+    a single-pixel hit or a 2-pixel one (straight or diagonal) at most one does. A
+    2×2 blob or an L-shaped hit looks like a small star and is left to the
+    rejection. The mask then grows once onto
     8-neighbours that stand 2.5σ above the sky and are themselves sharp against
     their neighbours (contrast 3, the hit replaced by what its own neighbours predict), which catches the ends of longer streaks.
     The sky and its σ come from medians of 32 × 32 px blocks, interpolated. Only
@@ -212,8 +216,9 @@ def cosmic_mask(frame: np.ndarray, /, *, method: str = "sharp", sigma: float = 5
     sigma : float
         ``"sharp"``: a hit stands this many background σ above the local sky.
     contrast : float
-        ``"sharp"``: a hit's excess is more than this times the upper median of its 8
-        neighbours' excess (stars have ≤ ~3 even when undersampled).
+        ``"sharp"``: a hit's excess is more than this times what its neighbours predict
+        (the second largest of the 4 line means; 2 for a star of FWHM 2 px, less
+        for wider ones).
     grow_sigma, grow_contrast : float
         ``"sharp"``: the same two tests for the neighbours of a hit.
 

@@ -549,10 +549,11 @@ class PatchSource:
         frames = range(len(self.active)) if block.frames is None else block.frames
         slots = [self.active[j] for j in frames]
         values, weights = self.store.band(block.r0, block.r1, slots, block.c0, block.c1)
+        c1 = self.width if block.c1 is None else block.c1
         for j, k in enumerate(slots):
             if k in self.holes:
                 ys, xs = self.holes[k]
-                inside = (ys >= block.r0) & (ys < block.r1) & (xs >= block.c0) & (xs < block.c1)
+                inside = (ys >= block.r0) & (ys < block.r1) & (xs >= block.c0) & (xs < c1)
                 if inside.any():
                     values[ys[inside] - block.r0, xs[inside] - block.c0, :, j] = np.nan
                     weights[ys[inside] - block.r0, xs[inside] - block.c0, :, j] = 0.0

@@ -59,8 +59,8 @@ def measure(frames: int = 36, size: int = 192, workers: int = 1, seed: int = 5, 
     """Run the survey once per entry of ``runs`` and count the outliers left by depth."""
     from scipy.ndimage import maximum_filter, median_filter
 
-    from zemosaic_xp.synthetic import make_survey
     from tests.grid.helpers import fit_linear, truth_on
+    from zemosaic_xp.synthetic import make_survey
 
     runs = runs or (("off", {}), ("auto", {"cosmic": "auto"}), ("always", {"cosmic": "always"}))
     rows = []

@@ -336,7 +336,8 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
                   "gpu_bands": runner.gpu_blocks if runner else 0, "cpu_bands": runner.cpu_blocks if runner else 0,
                   "gpu_fallbacks": runner.fallbacks if runner else 0, "time_reproject_sec": t_reproject,
                   "time_wait_maps_sec": t_wait, "cosmic": config.stack.cosmic,
-                  "cosmic_masked_px": int(sum(v.size for v in holes.values())), "time_total_sec": time.perf_counter() - t0,
+                  "cosmic_masked_px": int(sum(v.size for v in holes.values())),
+                  "time_total_sec": time.perf_counter() - t0,
                   "cpu_sec": time.process_time() - cpu0})
     result = finish_stack(outputs, stats, config=config.stack, mono=False)
     return _product(result)

@@ -10,7 +10,7 @@ one frame; depth = the frames covering the pixel (the coverage map of the run wi
 masks). An injected hit counts as left when an outlier lies within 1 px of where it
 falls on the mosaic. Run::
 
-    python -m benchmarks.cosmic_survey [--frames 36] [--size 192] [--workers 1]
+    python -m benchmarks.cosmic_survey [--frames 36] [--size 192] [--workers 1] [--trails 1] [--demo]
 
 It prints one Markdown table (docs/algorithms.md, "Cosmic rays").
 """
@@ -40,7 +40,7 @@ def _mosaic(survey, out: Path, config: dict, workers: int):
         image = np.asarray(hdul[0].data, dtype=np.float32)
         wcs = WCS(hdul[0].header, naxis=2)
     coverage = np.asarray(fits.getdata(result.coverage_path), dtype=np.float32)
-    return image[..., 0] if image.ndim == 3 else image, wcs, coverage, seconds
+    return image[0] if image.ndim == 3 else image, wcs, coverage, seconds  # colour: CHW, channel 0
 
 
 def _hit_positions(survey, wcs) -> np.ndarray:
@@ -55,8 +55,11 @@ def _hit_positions(survey, wcs) -> np.ndarray:
 
 
 def measure(frames: int = 36, size: int = 192, workers: int = 1, seed: int = 5, step: float = 0.8,
-            trails: int = 1, runs: tuple = ()) -> list[dict]:
-    """Run the survey once per entry of ``runs`` and count the outliers left by depth."""
+            trails: int = 1, runs: tuple = (), demo: bool = False) -> list[dict]:
+    """Run the survey once per entry of ``runs`` and count the outliers left by depth.
+
+    ``demo``: the survey of ``zemosaic-xp demo`` instead (its defaults, RGB, seed 0).
+    """
     from scipy.ndimage import maximum_filter, median_filter
 
     from tests.grid.helpers import fit_linear, truth_on
@@ -66,9 +69,15 @@ def measure(frames: int = 36, size: int = 192, workers: int = 1, seed: int = 5, 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        survey = make_survey(tmp / "survey", n_frames=frames, frame_shape=(size, size), grid=(3, 3),
-                             step_fraction=step, cosmic_rays_per_frame=max(1, round(0.0008 * size * size)),
-                             trails=trails, seed=seed)
+        if demo:
+            from zemosaic_xp.cli.demo_cmd import _DEMO
+
+            survey = make_survey(tmp / "survey", n_frames=_DEMO["n_frames"], frame_shape=_DEMO["frame_shape"],
+                                 grid=_DEMO["grid"], rgb=True, seed=0)
+        else:
+            survey = make_survey(tmp / "survey", n_frames=frames, frame_shape=(size, size), grid=(3, 3),
+                                 step_fraction=step, cosmic_rays_per_frame=max(1, round(0.0008 * size * size)),
+                                 trails=trails, seed=seed)
         depth = None
         for k, (name, config) in enumerate(runs):
             image, wcs, coverage, seconds = _mosaic(survey, tmp / f"out{k}", config, workers)
@@ -120,8 +129,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--step", type=float, default=0.8)
     parser.add_argument("--trails", type=int, default=1, help="frames crossed by a satellite trail")
+    parser.add_argument("--demo", action="store_true", help="the survey of `zemosaic-xp demo` (RGB) instead")
     args = parser.parse_args()
-    print(table(measure(args.frames, args.size, args.workers, args.seed, args.step, args.trails)))
+    print(table(measure(args.frames, args.size, args.workers, args.seed, args.step, args.trails, demo=args.demo)))
 
 
 if __name__ == "__main__":

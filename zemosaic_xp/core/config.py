@@ -111,9 +111,11 @@ class StackConfig:
     winsor_limits : (float, float)
         Low / high winsorisation fractions, each in [0, 0.5).
     min_survivors : int
-        A rejection never leaves fewer samples than this (nor fewer than the valid
-        ones when there are fewer): a pixel whose next rejection would go below it
-        keeps its current set.
+        A rejection never leaves fewer samples than this, except that one sample of
+        three or more may always go (the floor is ``min(min_survivors, n_valid − 1)``
+        from 3 valid samples, ``min(min_survivors, n_valid)`` below): a pixel whose
+        next rejection would go below the floor keeps its current set. So order
+        statistics (``percentile``, ``mad``) reject a hit at N = 3 and keep 2.
     sigma_ddof : int
         Delta degrees of freedom of the standard deviation in ``kappa_sigma``
         (0 = population std, as NumPy and astropy's ``stdfunc="std"``).

@@ -269,8 +269,10 @@ def mask_cosmics(frames: Any, /, *, mode: str = "auto", min_depth: int = 5, meth
         ``"off"``: ``frames`` is returned as given.
     min_depth : int
         Depth (valid samples of a pixel) from which ``"auto"`` leaves a pixel alone.
-    method, sigma, contrast
-        As :func:`cosmic_mask`.
+    method : {"sharp", "lacosmic"}
+        The detector, as :func:`cosmic_mask`.
+    sigma, contrast : float
+        ``"sharp"``'s thresholds, as :func:`cosmic_mask`.
 
     Returns
     -------

@@ -29,7 +29,7 @@ NORMALIZE_METHODS = ("none", "linear_fit", "sky_mean", "median", "additive", "mu
 WEIGHTING_METHODS = ("none", "noise_variance")
 #: Pixel rejection algorithms.
 REJECT_METHODS = ("none", "kappa_sigma", "winsorized_sigma_clip", "winsorized_quantile",
-                  "linear_fit_clip", "percentile", "mad", "gesd", "minmax")
+                  "linear_fit_clip", "percentile", "mad", "gesd", "minmax", "auto")
 #: Final combine operators.
 COMBINE_METHODS = ("mean", "median", "sum", "min", "max")
 #: Implementations of ``winsorized_sigma_clip`` (``wsc_impl``); docs/algorithms.md compares them.
@@ -99,8 +99,9 @@ class StackConfig:
     weighting : {"none", "noise_variance"}
         Quality weights; user weights passed to ``stack`` are multiplied in.
     reject : {"none", "kappa_sigma", "winsorized_sigma_clip", "winsorized_quantile", \
-"linear_fit_clip", "percentile", "mad", "gesd", "minmax"}
-        Pixel rejection along the frame axis.
+"linear_fit_clip", "percentile", "mad", "gesd", "minmax", "auto"}
+        Pixel rejection along the frame axis; ``"auto"`` chooses per pixel by its
+        number of valid samples (``mad`` at 3, ``gesd`` from 4; docs/algorithms.md).
     combine : {"mean", "median", "sum", "min", "max"}
         Final combine of the surviving samples (only ``mean`` and ``sum`` use weights).
     kappa_low, kappa_high : float

@@ -84,7 +84,7 @@ def _clip_coords(coords: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def reproject_planes(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tuple[int, int],
-                     out: np.ndarray | None = None) -> np.ndarray:
+                     out: np.ndarray | None = None, extra: tuple[np.ndarray, ...] = ()) -> np.ndarray:
     """Bilinear samples of ``planes`` ``(P, H, W)`` on the pixels of ``target`` ``(h, w)``.
 
     Parameters
@@ -97,18 +97,21 @@ def reproject_planes(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tup
         The output pixel grid.
     shape : (h, w)
         Output size in px, the pixel grid of ``target``.
-    out : ndarray, shape (P, h, w), float32, optional
+    out : ndarray, shape (P + len(extra), h, w), float32, optional
         Written in place.
+    extra : tuple of ndarray, shape (H, W), float32
+        More planes of the same frame (a cosmic-ray hit map), sampled with the same
+        coordinates after ``planes``.
 
     Returns
     -------
-    ndarray, shape (P, h, w), float32
+    ndarray, shape (P + len(extra), h, w), float32
         NaN outside the frame (exactly ``reproject_interp(..., roundtrip_coords=False)``).
     """
     from scipy.ndimage import map_coordinates
 
     h, w = shape
-    n_planes = planes.shape[0]
+    n_planes = planes.shape[0] + len(extra)
     if out is None:
         out = np.empty((n_planes, h, w), dtype=np.float32)
     # reproject_interp: meshgrid of float pixel indices, raveled, (x, y) to the transform.
@@ -120,14 +123,15 @@ def reproject_planes(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tup
     coords = _clip_coords(np.array([fy, fx]), planes.shape[1:])
     flat = out.reshape(n_planes, h * w)
     for i in range(n_planes):
-        map_coordinates(planes[i], coords, output=flat[i], order=1, cval=np.nan, mode="constant")
+        plane = planes[i] if i < planes.shape[0] else extra[i - planes.shape[0]]
+        map_coordinates(plane, coords, output=flat[i], order=1, cval=np.nan, mode="constant")
     return out
 
 
 def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs: WCS, grid_wcs: WCS,
                     tile_y0: int, tile_x0: int, box: tuple[int, int, int, int], *,
                     planes: np.ndarray | None = None, target: Any = None,
-                   hit_plane: bool = False) -> tuple[np.ndarray, ...]:
+                   hits: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """Reproject a frame onto a patch box of a tile.
 
     Parameters
@@ -149,11 +153,11 @@ def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs
         reprojected onto several tiles); its last plane is ALPHA when ``alpha`` is given.
     target : WCS, optional
         ``tile_wcs(grid_wcs, tile_y0 + py0, tile_x0 + px0, (h, w))`` when already made.
-    hit_plane : bool
-        The last plane of ``planes`` is the frame's cosmic-ray map (1 on a hit, 0
-        elsewhere: :meth:`~zemosaic_xp.io.framecache.FrameCache.planes` with
-        ``cosmic``); it is reprojected with the same coordinates and returned as
-        ``hits``, and takes no part in ``patch`` or ``weight``.
+    hits : ndarray, shape (K,), int64, optional
+        The frame's cosmic-ray hits as flat indices ``y·W + x``
+        (:meth:`~zemosaic_xp.io.framecache.FrameCache.hits`): their map is
+        reprojected with the same coordinates and returned as ``hit_px``; they take
+        no part in ``patch`` or ``weight``.
 
     Returns
     -------
@@ -161,18 +165,23 @@ def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs
         Bilinear samples of the frame; NaN where it has no data.
     weight : ndarray, shape (py1 - py0, px1 - px0), float32
         Reprojection footprint × ALPHA, in [0, 1]; 0 where ``patch`` is all NaN.
-    hits : ndarray, shape (py1 - py0, px1 - px0), bool
-        Only with ``hit_plane``: the output pixels whose bilinear stencil touches a
-        hit (where masking the hit in the frame would have made them NaN).
+    hit_px : ndarray, shape (py1 - py0, px1 - px0), bool
+        Only when ``hits`` is given: the output pixels whose bilinear stencil touches
+        a hit (where masking the hit in the frame would have made them NaN).
     """
     py0, py1, px0, px1 = box
     h, w = py1 - py0, px1 - px0
     if planes is None:
         planes = frame_planes(data, alpha)
-    channels = planes.shape[0] - (1 if alpha is not None else 0) - (1 if hit_plane else 0)
+    channels = planes.shape[0] - (1 if alpha is not None else 0)
     if target is None:
         target = tile_wcs(grid_wcs, tile_y0 + py0, tile_x0 + px0, (h, w))
-    out = reproject_planes(planes, frame_wcs, target, (h, w))
+    extra = ()
+    if hits is not None:
+        hit_map = np.zeros(planes.shape[1:], dtype=np.float32)
+        hit_map.ravel()[hits] = 1.0
+        extra = (hit_map,)
+    out = reproject_planes(planes, frame_wcs, target, (h, w), extra=extra)
     # A pixel counts where any channel interpolated (a NaN in one channel stays NaN there).
     weight = np.any(~np.isnan(out[:channels]), axis=0).astype(np.float32)
     if alpha is not None:
@@ -182,6 +191,6 @@ def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs
     patch = np.moveaxis(out[:channels], 0, -1)
     patch = np.where(weight[..., None] > 0, patch, np.float32(np.nan))
     patch = np.ascontiguousarray(patch, dtype=np.float32)
-    if hit_plane:
+    if hits is not None:
         return patch, weight, (out[-1] > 0) & (weight > 0)  # NaN (outside the frame) compares False
     return patch, weight

@@ -196,16 +196,21 @@ def _reproject_into(store: PatchStore, tile: TileSpec, grid_wcs: WCS, frames: Se
     depth = np.zeros(tile.shape, dtype=np.int32) if cosmic else None
     width = tile.shape[1]
     for k, (ref, target) in enumerate(zip(frames, _patch_targets(grid_wcs, tile))):
-        entry, planes = FRAMES.planes(ref.path, cosmic=cosmic)
+        if cosmic:
+            entry, planes, frame_hits = FRAMES.hits(ref.path, cosmic)
+        else:
+            (entry, planes), frame_hits = FRAMES.planes(ref.path), None
         channels = entry.source.channels
         alpha = planes[channels] if entry.source.has_alpha else None
         out = reproject_patch(None, alpha, entry.wcs, grid_wcs, tile.y0, tile.x0, store.boxes[k],
-                              planes=planes, target=target, hit_plane=bool(cosmic))
+                              planes=planes, target=target,
+                              hits=frame_hits if frame_hits is not None and frame_hits.size else None)
         patch, weight = out[0], out[1]
         store.put(k, patch, weight)
         if cosmic:
             py0, py1, px0, px1 = store.boxes[k]
             depth[py0:py1, px0:px1] += weight > 0
+        if len(out) == 3:
             ys, xs = np.nonzero(out[2])
             if ys.size:
                 hits[k] = (ys + py0) * width + (xs + px0)

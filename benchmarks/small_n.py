@@ -24,7 +24,7 @@ import argparse
 import numpy as np
 
 METHODS = ("winsorized_sigma_clip", "gesd", "mad", "percentile", "minmax", "winsorized_quantile",
-           "kappa_sigma", "linear_fit_clip")
+           "kappa_sigma", "linear_fit_clip", "auto")
 SIGMA, LEVEL = 10.0, 1000.0
 
 

@@ -78,7 +78,7 @@ def test_the_cosmic_ray_claim_is_qualified():
 
 # From how many frames each rejection removes a lone hit (docs/algorithms.md, "Rejection needs depth").
 DEPTH = {"winsorized_sigma_clip": 4, "gesd": 4, "mad": 3, "percentile": 3, "minmax": 5,
-         "winsorized_quantile": 5, "kappa_sigma": 8, "linear_fit_clip": 9}
+         "winsorized_quantile": 5, "kappa_sigma": 8, "linear_fit_clip": 9, "auto": 3}
 # Depths at which a method removes some of the hits but not all (docs: "some from 3").
 PARTIAL = {"winsorized_sigma_clip": 3}
 

@@ -105,7 +105,7 @@ def stack(frames: Any | Sequence[Any], /, *, config: StackConfig | None = None,
         msg = f"`memory_budget_bytes` must be a positive integer, got {memory_budget_bytes!r}"
         raise ValueError(msg)
     cosmic_info: dict = {}
-    if config is not None and config.cosmic != "off":
+    if getattr(config, "cosmic", "off") != "off":  # a bad `config` is reported by stack_frames
         frames, cosmic_info = _mask_cosmics(frames, config, target)
     result = stack_frames(frames, config=config, weights=weights,
                           memory_budget_bytes=memory_budget_bytes,

@@ -101,3 +101,9 @@ def test_patch_source_blanks_its_holes(tmp_path):
     assert np.isfinite(values).sum() == 2 * 24 - 1
     values, _ = source.read(Block(0, 2))  # a block without the hole
     assert np.isfinite(values).all()
+
+
+def test_mosaic_does_not_depend_on_the_worker_count(survey, runs, tmp_path):
+    _, (image_auto, _, _) = runs
+    two, _, _ = _run(survey, tmp_path, stacking_cosmic_mode="auto", grid_workers=2)
+    np.testing.assert_array_equal(two, image_auto)

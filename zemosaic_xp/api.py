@@ -52,6 +52,26 @@ def _per_pixel(weights: Any, ivar: Any) -> Any:
     return w
 
 
+def _mask_cosmics(frames: Any, config: StackConfig, target: Backend) -> tuple[Any, dict]:
+    """The ``cosmic`` pre-pass: frames to the host, hits to NaN, back to ``target``."""
+    import numpy as np
+
+    from .backends import to_host
+    from .io.cosmic import mask_cosmics
+
+    host = [np.asarray(to_host(f)) for f in frames] if isinstance(frames, (list, tuple)) else None
+    if host is not None and len({f.shape for f in host}) > 1:
+        return frames, {}  # stack_frames reports the mismatched shapes
+    host = np.stack(host) if host is not None else np.asarray(to_host(frames))
+    masked, info = mask_cosmics(host.astype(np.float32, copy=False), mode=config.cosmic,
+                                min_depth=config.cosmic_min_depth, method=config.cosmic_method)
+    if masked is not host:
+        frames = to_backend(masked, target)
+    logger.debug("[P3] cosmic=%s: %d px masked in %d frame(s) searched (%.3f s)", config.cosmic,
+                 info["cosmic_masked_px"], info["cosmic_frames_searched"], info["time_cosmic_sec"])
+    return frames, info
+
+
 def stack(frames: Any | Sequence[Any], /, *, config: StackConfig | None = None,
           weights: Any | None = None, backend: str | Backend | None = None,
           memory_budget_bytes: int | None = None,
@@ -69,7 +89,9 @@ def stack(frames: Any | Sequence[Any], /, *, config: StackConfig | None = None,
         ``InverseVariance``), as ccdproc does.
     config : StackConfig, optional
         Methods and parameters; default ZeMosaic's (linear_fit, noise_variance,
-        winsorized_sigma_clip, mean).
+        winsorized_sigma_clip, mean). With ``cosmic`` on, the frames go to the host
+        for the cosmic-ray masks (:func:`zemosaic_xp.io.cosmic.mask_cosmics`) and
+        back; ``stats`` then holds ``cosmic_masked_px`` and ``time_cosmic_sec``.
     weights : array, optional
         User weights, shape (N,), (N, C), (N, H, W) or (N, H, W, C); multiplied with
         the quality weights. A weight of 0 excludes the sample.
@@ -122,12 +144,16 @@ def stack(frames: Any | Sequence[Any], /, *, config: StackConfig | None = None,
     elif isinstance(memory_budget_bytes, bool) or not isinstance(memory_budget_bytes, int) or memory_budget_bytes <= 0:
         msg = f"`memory_budget_bytes` must be a positive integer, got {memory_budget_bytes!r}"
         raise ValueError(msg)
+    cosmic_info: dict = {}
+    if getattr(config, "cosmic", "off") != "off":  # a bad `config` is reported by stack_frames
+        frames, cosmic_info = _mask_cosmics(frames, config, target)
     result = stack_frames(frames, config=config, weights=weights,
                           memory_budget_bytes=memory_budget_bytes,
                           progress_callback=progress_callback, uncertainty=uncertainty)
     result.unit = unit
     if unit is not None:
         result.stats["unit"] = str(unit)
+    result.stats.update(cosmic_info)
     result.stats["backend"] = target.name
     result.stats["memory_budget_bytes"] = int(memory_budget_bytes)
     return result

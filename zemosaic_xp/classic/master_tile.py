@@ -41,6 +41,7 @@ from ..gpu.policy import GpuPolicy
 from ..gpu.session import DeviceSession, GpuResultError, garbage_reason
 from ..io.atomic import remove_temp_files
 from ..io.bands import BandReader, files_kept_open, open_sources, read_frames_first
+from ..io.cosmic import masked_sources
 from ..io.fits import FitsReadError
 from ..io.fits_write import uncertainty_hdu, write_fits
 from ..io.runlock import write_lock
@@ -323,7 +324,8 @@ def stack_master_tile(inputs: Any, config: StackConfig | None = None, *,
                "by 'none' or 'noise_variance'")
         raise ValueError(msg)
     inputs, unit = master_tile_inputs(inputs)
-    sources = open_sources(inputs)
+    sources, cosmic_info = masked_sources(open_sources(inputs), mode=config.cosmic,
+                                          min_depth=config.cosmic_min_depth, method=config.cosmic_method)
     cpu_budget = memory_budget_bytes or default_memory_budget(policy.cpu_backend())
     # The identity normalisation and equal weights read no statistic (as stack() does).
     need_samples = not (config.normalize == "none" and config.weighting == "none")
@@ -353,7 +355,7 @@ def stack_master_tile(inputs: Any, config: StackConfig | None = None, *,
         "backend": session.backend.name, "used_gpu": run.used_gpu, "n_frames": tile.n,
         "n_frames_input": len(sources), "skipped_frames": list(scan.skipped),
         "band_rows": session.rows, "memory_budget_bytes": session.budget_bytes,
-        "frame_stats_spilled": scan.spilled, "exposure_total_sec": scan.exposure_total_sec,
+        "frame_stats_spilled": scan.spilled, **cosmic_info, "exposure_total_sec": scan.exposure_total_sec,
         "gpu_attempts": run.attempts, "gpu_policy": policy.state(),
         "phase3_gpu_chunk_summary": summary, "time_scan_sec": t_scan,
         "time_total_sec": time.perf_counter() - t0, "tile_id": tile_id, "config": config.to_dict(),

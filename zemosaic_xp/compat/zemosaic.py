@@ -21,6 +21,9 @@ stacking_kappa_low / _high        kappa_low / kappa_high       number
 stacking_winsor_limits            winsor_limits                "0.05,0.05" or [0.05, 0.05]
 stacking_final_combine_method     combine                      method name or alias
 stacking_final_combine_percentile combine_percentile           number, percent (0-100)
+stacking_cosmic_mode              cosmic                       "off", "auto" or "always"
+stacking_cosmic_min_depth         cosmic_min_depth             whole number
+stacking_cosmic_method            cosmic_method                "sharp" or "lacosmic"
 apply_radial_weight               radial_weight                bool
 radial_feather_fraction           radial_feather_fraction      number
 radial_shape_power                radial_shape_power           number
@@ -115,6 +118,9 @@ STACK_KEYS: dict[str, str] = {
     "stacking_winsor_limits": "winsor_limits",
     "stacking_final_combine_method": "combine",
     "stacking_final_combine_percentile": "combine_percentile",
+    "stacking_cosmic_mode": "cosmic",
+    "stacking_cosmic_min_depth": "cosmic_min_depth",
+    "stacking_cosmic_method": "cosmic_method",
     "apply_radial_weight": "radial_weight",
     "radial_feather_fraction": "radial_feather_fraction",
     "radial_shape_power": "radial_shape_power",

@@ -18,6 +18,8 @@ __all__ = [
     "REJECT_METHODS",
     "COMBINE_METHODS",
     "WSC_IMPLEMENTATIONS",
+    "COSMIC_MODES",
+    "COSMIC_METHODS",
 ]
 
 #: Frame normalisation methods.
@@ -27,11 +29,15 @@ NORMALIZE_METHODS = ("none", "linear_fit", "sky_mean", "median", "additive", "mu
 WEIGHTING_METHODS = ("none", "noise_variance", "uncertainty")
 #: Pixel rejection algorithms.
 REJECT_METHODS = ("none", "kappa_sigma", "winsorized_sigma_clip", "winsorized_quantile",
-                  "linear_fit_clip", "percentile", "mad", "gesd", "minmax")
+                  "linear_fit_clip", "percentile", "mad", "gesd", "minmax", "auto")
 #: Final combine operators.
 COMBINE_METHODS = ("mean", "median", "percentile", "sum", "min", "max")
 #: Implementations of ``winsorized_sigma_clip`` (``wsc_impl``); docs/algorithms.md compares them.
 WSC_IMPLEMENTATIONS = ("pixinsight", "zemosaic")
+#: Per-frame cosmic-ray masking before the stack (``cosmic``; docs/algorithms.md, "Cosmic rays").
+COSMIC_MODES = ("off", "auto", "always")
+#: Cosmic-ray detectors (``cosmic_method``): our own, or L.A.Cosmic through astroscrappy.
+COSMIC_METHODS = ("sharp", "lacosmic")
 
 # Iteration caps when ``max_iters`` is None (astropy's sigma_clip default; PixInsight's WSC).
 DEFAULT_MAX_ITERS = {"kappa_sigma": 5, "winsorized_sigma_clip": 10}
@@ -95,8 +101,9 @@ class StackConfig:
         ``uncertainty``: ``1/σ²`` per pixel from astropy ``NDData`` frames' own
         uncertainties (``stack`` only; no frame-level weight).
     reject : {"none", "kappa_sigma", "winsorized_sigma_clip", "winsorized_quantile", \
-"linear_fit_clip", "percentile", "mad", "gesd", "minmax"}
-        Pixel rejection along the frame axis.
+"linear_fit_clip", "percentile", "mad", "gesd", "minmax", "auto"}
+        Pixel rejection along the frame axis; ``"auto"`` chooses per pixel by its
+        number of valid samples (``mad`` at 3, ``gesd`` from 4; docs/algorithms.md).
     combine : {"mean", "median", "percentile", "sum", "min", "max"}
         Final combine of the surviving samples (only ``mean`` and ``sum`` use weights;
         ``percentile`` is the unweighted quantile ``combine_percentile``).
@@ -111,9 +118,11 @@ class StackConfig:
     winsor_limits : (float, float)
         Low / high winsorisation fractions, each in [0, 0.5).
     min_survivors : int
-        A rejection never leaves fewer samples than this (nor fewer than the valid
-        ones when there are fewer): a pixel whose next rejection would go below it
-        keeps its current set.
+        A rejection never leaves fewer samples than this, except that one sample of
+        three or more may always go (the floor is ``min(min_survivors, n_valid − 1)``
+        from 3 valid samples, ``min(min_survivors, n_valid)`` below): a pixel whose
+        next rejection would go below the floor keeps its current set. So order
+        statistics (``percentile``, ``mad``) reject a hit at N = 3 and keep 2.
     sigma_ddof : int
         Delta degrees of freedom of the standard deviation in ``kappa_sigma``
         (0 = population std, as NumPy and astropy's ``stdfunc="std"``).
@@ -158,6 +167,19 @@ class StackConfig:
         winsorised robust (m, σ) then κ-σ rejection, repeated until the kept set stops
         changing; ``"zemosaic"``, ZeMosaic's Huber variant (upstream_spec §2.6.1), which
         can fail to reject a single outlier below ~10 frames (see docs/algorithms.md).
+    cosmic : {"off", "auto", "always"}
+        Per-frame cosmic-ray masks, made on the host before the stack (and, in grid
+        mode, before the reprojection): hit pixels become NaN (no data). ``"auto"``
+        masks only where fewer than ``cosmic_min_depth`` frames cover a pixel (deeper
+        pixels are left to ``reject``); ``"always"`` everywhere; ``"off"`` [default]
+        never. The core itself ignores this field: the adapters apply it
+        (``zemosaic_xp.io.cosmic``).
+    cosmic_min_depth : int
+        Depth (valid frames of a pixel) from which ``cosmic="auto"`` leaves a pixel to
+        the rejection, >= 1; 5.
+    cosmic_method : {"sharp", "lacosmic"}
+        The detector: ``"sharp"`` [default], ours; ``"lacosmic"``, L.A.Cosmic through
+        astroscrappy (extra ``[cosmic]``).
 
     Raises
     ------
@@ -196,6 +218,9 @@ class StackConfig:
     rgb_equalize_min_samples: int = 5000
     rgb_equalize_min_coverage: float = 0.01
     wsc_impl: str = "pixinsight"
+    cosmic: str = "off"
+    cosmic_min_depth: int = 5
+    cosmic_method: str = "sharp"
 
     def __post_init__(self) -> None:
         _check_choice("normalize", self.normalize, NORMALIZE_METHODS)
@@ -203,6 +228,9 @@ class StackConfig:
         _check_choice("reject", self.reject, REJECT_METHODS)
         _check_choice("combine", self.combine, COMBINE_METHODS)
         _check_choice("wsc_impl", self.wsc_impl, WSC_IMPLEMENTATIONS)
+        _check_choice("cosmic", self.cosmic, COSMIC_MODES)
+        _check_choice("cosmic_method", self.cosmic_method, COSMIC_METHODS)
+        _check_int("cosmic_min_depth", self.cosmic_min_depth, minimum=1)
         object.__setattr__(self, "kappa_low", _check_positive("kappa_low", self.kappa_low))
         object.__setattr__(self, "kappa_high", _check_positive("kappa_high", self.kappa_high))
         if self.max_iters is not None:

@@ -58,6 +58,8 @@ _MEMORY_FACTOR = {"none": 6.0, "kappa_sigma": 14.0, "winsorized_sigma_clip": 20.
 # Catalogue rejections: int64 ranks (two argsorts) and float64 prefix sums / fits.
 _MEMORY_FACTOR.update({"percentile": 8.0, "mad": 10.0, "minmax": 16.0, "gesd": 16.0,
                        "winsorized_quantile": 16.0, "linear_fit_clip": 30.0})
+# auto runs mad and gesd on the band and keeps both results until it picks per pixel.
+_MEMORY_FACTOR["auto"] = _MEMORY_FACTOR["mad"] + _MEMORY_FACTOR["gesd"]
 _DEFAULT_MEMORY_FACTOR = 16.0
 
 

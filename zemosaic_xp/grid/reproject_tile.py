@@ -92,7 +92,7 @@ def _clip_coords(coords: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def reproject_planes(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tuple[int, int],
-                     out: np.ndarray | None = None) -> np.ndarray:
+                     out: np.ndarray | None = None, extra: tuple[np.ndarray, ...] = ()) -> np.ndarray:
     """Bilinear samples of ``planes`` ``(P, H, W)`` on the pixels of ``target`` ``(h, w)``.
 
     Parameters
@@ -105,15 +105,18 @@ def reproject_planes(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tup
         The output pixel grid.
     shape : (h, w)
         Output size in px, the pixel grid of ``target``.
-    out : ndarray, shape (P, h, w), float32, optional
+    out : ndarray, shape (P + len(extra), h, w), float32, optional
         Written in place.
+    extra : tuple of ndarray, shape (H, W), float32
+        More planes of the same frame (a cosmic-ray hit map), sampled with the same
+        coordinates after ``planes``.
 
     Returns
     -------
-    ndarray, shape (P, h, w), float32
+    ndarray, shape (P + len(extra), h, w), float32
         NaN outside the frame (exactly ``reproject_interp(..., roundtrip_coords=False)``).
     """
-    return _sample(planes, _frame_coords(frame_wcs, target, shape, planes.shape[1:]), shape, out)
+    return _sample(planes, _frame_coords(frame_wcs, target, shape, planes.shape[1:]), shape, out, extra)
 
 
 def _frame_coords(frame_wcs: WCS, target: WCS, shape: tuple[int, int], frame_shape: tuple[int, ...]) -> np.ndarray:
@@ -128,17 +131,19 @@ def _frame_coords(frame_wcs: WCS, target: WCS, shape: tuple[int, int], frame_sha
     return _clip_coords(np.array([fy, fx]), frame_shape)
 
 
-def _sample(planes: np.ndarray, coords: np.ndarray, shape: tuple[int, int], out: np.ndarray | None) -> np.ndarray:
-    """Bilinear samples of every plane at ``coords`` (:func:`_frame_coords`), shape (P, h, w)."""
+def _sample(planes: np.ndarray, coords: np.ndarray, shape: tuple[int, int], out: np.ndarray | None,
+            extra: tuple[np.ndarray, ...] = ()) -> np.ndarray:
+    """Bilinear samples of every plane, then of ``extra``, at ``coords`` (:func:`_frame_coords`), shape (P, h, w)."""
     from scipy.ndimage import map_coordinates
 
     h, w = shape
-    n_planes = planes.shape[0]
+    n_planes = planes.shape[0] + len(extra)
     if out is None:
         out = np.empty((n_planes, h, w), dtype=np.float32)
     flat = out.reshape(n_planes, h * w)
     for i in range(n_planes):
-        map_coordinates(planes[i], coords, output=flat[i], order=1, cval=np.nan, mode="constant")
+        plane = planes[i] if i < planes.shape[0] else extra[i - planes.shape[0]]
+        map_coordinates(plane, coords, output=flat[i], order=1, cval=np.nan, mode="constant")
     return out
 
 
@@ -175,7 +180,7 @@ def radial_at_patch(coords: np.ndarray, frame_shape: tuple[int, ...], shape: tup
 def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs: WCS, grid_wcs: WCS,
                     tile_y0: int, tile_x0: int, box: tuple[int, int, int, int], *,
                     planes: np.ndarray | None = None, target: Any = None,
-                    radial: StackConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    radial: StackConfig | None = None, hits: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """Reproject a frame onto a patch box of a tile.
 
     Parameters
@@ -202,6 +207,11 @@ def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs
         radial map (:func:`radial_at_patch`): computed in the frame's own pixel
         coordinates (its centre, its half diagonal), at the position each patch pixel
         samples. Default: no radial factor.
+    hits : ndarray, shape (K,), int64, optional
+        The frame's cosmic-ray hits as flat indices ``y·W + x``
+        (:meth:`~zemosaic_xp.io.framecache.FrameCache.hits`): their map is
+        reprojected with the same coordinates and returned as ``hit_px``; they take
+        no part in ``patch`` or ``weight``.
 
     Returns
     -------
@@ -210,6 +220,9 @@ def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs
     weight : ndarray, shape (py1 - py0, px1 - px0), float32
         Reprojection footprint × ALPHA (× the radial map), in [0, 1]; 0 where
         ``patch`` is all NaN.
+    hit_px : ndarray, shape (py1 - py0, px1 - px0), bool
+        Only when ``hits`` is given: the output pixels whose bilinear stencil touches
+        a hit (where masking the hit in the frame would have made them NaN).
     """
     py0, py1, px0, px1 = box
     h, w = py1 - py0, px1 - px0
@@ -218,8 +231,13 @@ def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs
     channels = planes.shape[0] - (1 if alpha is not None else 0)
     if target is None:
         target = tile_wcs(grid_wcs, tile_y0 + py0, tile_x0 + px0, (h, w))
+    extra = ()
+    if hits is not None:
+        hit_map = np.zeros(planes.shape[1:], dtype=np.float32)
+        hit_map.ravel()[hits] = 1.0
+        extra = (hit_map,)
     coords = _frame_coords(frame_wcs, target, (h, w), planes.shape[1:])
-    out = _sample(planes, coords, (h, w), None)
+    out = _sample(planes, coords, (h, w), None, extra)
     # A pixel counts where any channel interpolated (a NaN in one channel stays NaN there).
     weight = np.any(~np.isnan(out[:channels]), axis=0).astype(np.float32)
     if alpha is not None:
@@ -230,4 +248,7 @@ def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs
     weight = np.where(np.isfinite(weight) & (weight > 0), weight, 0.0).astype(np.float32)
     patch = np.moveaxis(out[:channels], 0, -1)
     patch = np.where(weight[..., None] > 0, patch, np.float32(np.nan))
-    return np.ascontiguousarray(patch, dtype=np.float32), weight
+    patch = np.ascontiguousarray(patch, dtype=np.float32)
+    if hits is not None:
+        return patch, weight, (out[-1] > 0) & (weight > 0)  # NaN (outside the frame) compares False
+    return patch, weight

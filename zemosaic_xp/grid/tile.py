@@ -189,28 +189,62 @@ def noise_sample_count(max_samples: int, n_frames: int, channels: int) -> int:
 
 
 def _reproject_into(store: PatchStore, tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef],
-                    noise_samples: int, stack_config: StackConfig) -> tuple[list[int], list[np.ndarray]]:
-    """Reproject every frame into the store; return the slots that got data and their noise samples.
+                    noise_samples: int, config: StackConfig) -> tuple[list[int], list[np.ndarray], dict, float]:
+    """Reproject every frame into the store.
 
-    With ``stack_config.radial_weight``, each patch's weight carries its frame's radial map.
+    Returns the slots that got data, their noise samples, the cosmic-ray holes (slot →
+    flat tile indices to blank, :func:`_cosmic_holes`) and the seconds spent reading
+    and searching frames for hits (the frame reads included: they are cached after).
+    With ``config.radial_weight``, each patch's weight carries its frame's radial map.
     """
     active, noise = [], []
-    radial = stack_config if stack_config.radial_weight else None
+    t_cosmic = 0.0
+    radial = config if config.radial_weight else None
+    cosmic = config.cosmic_method if config.cosmic != "off" else None
+    hits: dict[int, np.ndarray] = {}
+    depth = np.zeros(tile.shape, dtype=np.int32) if cosmic else None
+    width = tile.shape[1]
     for k, (ref, target) in enumerate(zip(frames, _patch_targets(grid_wcs, tile))):
-        entry, planes = FRAMES.planes(ref.path)
-        alpha = planes[-1] if entry.source.has_alpha else None
-        patch, weight = reproject_patch(None, alpha, entry.wcs, grid_wcs, tile.y0, tile.x0, store.boxes[k],
-                                        planes=planes, target=target, radial=radial)
+        if cosmic:
+            t0 = time.perf_counter()
+            entry, planes, frame_hits = FRAMES.hits(ref.path, cosmic)  # found once per frame and process
+            t_cosmic += time.perf_counter() - t0
+        else:
+            (entry, planes), frame_hits = FRAMES.planes(ref.path), None
+        channels = entry.source.channels
+        alpha = planes[channels] if entry.source.has_alpha else None
+        out = reproject_patch(None, alpha, entry.wcs, grid_wcs, tile.y0, tile.x0, store.boxes[k],
+                              planes=planes, target=target, radial=radial,
+                              hits=frame_hits if frame_hits is not None and frame_hits.size else None)
+        patch, weight = out[0], out[1]
         store.put(k, patch, weight)
+        if cosmic:
+            py0, py1, px0, px1 = store.boxes[k]
+            depth[py0:py1, px0:px1] += weight > 0
+        if len(out) == 3:
+            ys, xs = np.nonzero(out[2])
+            if ys.size:
+                hits[k] = (ys + py0) * width + (xs + px0)
         if store.has_data(k):
             active.append(k)
             frame_noise = entry.noise.get(noise_samples)
             if frame_noise is None:
-                channels = planes.shape[0] - (alpha is not None)
                 frame_noise = frame_noise_samples(np.moveaxis(planes[:channels], 0, -1), noise_samples)
                 entry.noise[noise_samples] = frame_noise
             noise.append(frame_noise)
-    return active, noise
+    return active, noise, _cosmic_holes(hits, depth, config), t_cosmic
+
+
+def _cosmic_holes(hits: dict[int, np.ndarray], depth: np.ndarray | None, config: StackConfig) -> dict:
+    """The hit pixels to blank per slot: all of them (``"always"``) or where fewer than
+    ``cosmic_min_depth`` frames cover the tile pixel (``"auto"``)."""
+    if not hits:
+        return {}
+    if config.cosmic == "always":
+        return hits
+    shallow = depth.ravel() < config.cosmic_min_depth
+    holes = {k: flat[shallow[flat]] for k, flat in hits.items()}
+    return {k: flat for k, flat in holes.items() if flat.size}
 
 
 class _BlockRunner:
@@ -291,7 +325,8 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
     with PatchStore(tile.patch_boxes, tile.shape, channels, budget_bytes=budget, scratch_dir=scratch_dir) as store:
         if noise_samples is None:
             noise_samples = noise_sample_count(config.stack.frame_stats_samples, len(frames), channels)
-        active, noise = _reproject_into(store, tile, grid_wcs, frames, noise_samples, config.stack)
+        active, noise, holes, t_cosmic = _reproject_into(store, tile, grid_wcs, frames, noise_samples,
+                                                         config.stack)
         t_reproject = time.perf_counter() - t0
         if not active:
             msg = f"no frame has data on tile {tile.tile_id} (its {len(frames)} frame(s) reproject to nothing)"
@@ -313,13 +348,16 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
         stack_config = config.stack.replace(radial_weight=False)
         blocks = cell_blocks(store, active, budget=budget, config=stack_config, height=height, width=width,
                              channels=channels, gpu=gpu, policy=gpu_policy)
-        outputs, stats = stack_bands(PatchSource(store, active, channels), blocks, config=stack_config, plan=plan,
+        source = PatchSource(store, active, channels, holes=holes)
+        outputs, stats = stack_bands(source, blocks, config=stack_config, plan=plan,
                                      device=BandDevice(xp), run_block=runner.run if runner is not None else None)
         spilled, store_mb = store.spilled, store.nbytes / _MB
     stats.update({"n_frames": len(active), "patch_store_mb": round(store_mb, 3), "spilled": spilled,
                   "gpu_bands": runner.gpu_blocks if runner else 0, "cpu_bands": runner.cpu_blocks if runner else 0,
                   "gpu_fallbacks": runner.fallbacks if runner else 0, "time_reproject_sec": t_reproject,
-                  "time_wait_maps_sec": t_wait, "time_total_sec": time.perf_counter() - t0,
+                  "time_wait_maps_sec": t_wait, "cosmic": config.stack.cosmic,
+                  "cosmic_masked_px": int(sum(v.size for v in holes.values())), "time_cosmic_sec": t_cosmic,
+                  "time_total_sec": time.perf_counter() - t0,
                   "cpu_sec": time.process_time() - cpu0})
     result = finish_stack(outputs, stats, config=config.stack, mono=False)
     return _product(result)

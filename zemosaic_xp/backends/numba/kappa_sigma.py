@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import centred_sums, first_above, first_at_least, jit, median_range, nonneg
+from .common import centred_sums, first_above, first_at_least, jit, median_range, nonneg, survivors_floor
 
 __all__ = ["kappa_sigma_rows"]
 
@@ -44,7 +44,7 @@ def kappa_sigma_rows(s, n_valid, kappa_low, kappa_high, ddof, max_iters, min_sur
     """
     for r in range(s.shape[0]):
         n = n_valid[r]
-        need = min_survivors if min_survivors < n else n
+        need = survivors_floor(min_survivors, n)
         lo = 0
         hi = n
         if sums.shape[0]:

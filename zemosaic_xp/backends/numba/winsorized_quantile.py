@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from .common import first_above, first_at_least, inline, jit, median_range, pairwise_sum
+from .common import first_above, first_at_least, inline, jit, median_range, pairwise_sum, survivors_floor
 from .kappa_sigma import kappa_sigma_rows
 
 __all__ = ["winsorized_quantile_rows", "clamp", "INNER_SIGMA", "INNER_ITERS", "MIN_FRAMES"]
@@ -140,7 +140,7 @@ def winsorized_quantile_rows(s, n_valid, low_limit, high_limit, kappa_low, kappa
         upper = np.float32(med + np.float32(kappa_high * std))
         lo = first_at_least(s, r, lower, 0, n)
         hi = first_above(s, r, upper, lo, n)
-        need = min_survivors if min_survivors < n else n
+        need = survivors_floor(min_survivors, n)
         if hi - lo < need or n < MIN_FRAMES:
             lo = 0
             hi = n

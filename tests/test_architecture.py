@@ -30,7 +30,7 @@ ALLOWED = {
     "diagnostics": {"core", "mosaic"},
     "synthetic": {"io"},
     "api": {"core", "backends", "io", "nddata"},  # io.cosmic: the host pre-pass of `cosmic`
-    "nddata": {"core", "backends"},
+    "nddata": {"core", "backends", "io"},
     "ccd_combine": {"api", "core", "io", "nddata"},
     "cli": None,  # the top: anything
     "__init__": {"_version"},  # the rest is imported lazily, by name

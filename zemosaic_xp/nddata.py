@@ -182,21 +182,41 @@ def _masked_array(data: Any, mask: Any) -> np.ndarray:
 
 
 def _fits_frame(path: Any) -> tuple[Any, Any]:
-    """A FITS path as it is (streamed), or in memory with its MASK applied; and its BUNIT."""
+    """A FITS path as it is (streamed), or in memory with its MASK applied; and its BUNIT.
+
+    The headers are read by the fast reader (:func:`~zemosaic_xp.io.fits_header.scan_hdus`);
+    astropy opens only a file with a ``MASK`` extension or one the fast reader leaves to
+    it. A file that cannot be read is returned as it is: opening it as a frame source
+    then raises the error that names it.
+    """
     import os
 
+    from .io.fits_header import scan_hdus
+
+    name = os.fspath(path)
+    try:
+        hdus = scan_hdus(name) if os.path.isfile(name) else []
+    except (OSError, ValueError):
+        hdus = []
+    if hdus:
+        unit = hdus[0].cards.get("BUNIT")
+        if not any(h.name == "MASK" for h in hdus):
+            return path, unit
+    elif hdus is not None:  # missing or unreadable: the frame source reports it
+        return path, None
     from astropy.io import fits
 
-    with fits.open(os.fspath(path), memmap=False) as hdul:
-        unit = hdul[0].header.get("BUNIT")
-        if "MASK" not in hdul:
-            return path, unit
-        data = hdul[0].data
-        mask = hdul["MASK"].data
-        arr = _masked_array(data, mask)
-        if arr.ndim == 3:  # CHW as written, (H, W, C) for the stack
-            arr = np.ascontiguousarray(np.moveaxis(arr, 0, -1))
-        return arr, unit
+    try:
+        with fits.open(name, memmap=False) as hdul:
+            unit = hdul[0].header.get("BUNIT")
+            if "MASK" not in hdul:
+                return path, unit
+            arr = _masked_array(hdul[0].data, hdul["MASK"].data)
+    except (OSError, ValueError, TypeError, KeyError):
+        return path, None
+    if arr.ndim == 3:  # CHW as written, (H, W, C) for the stack
+        arr = np.ascontiguousarray(np.moveaxis(arr, 0, -1))
+    return arr, unit
 
 
 def master_tile_inputs(inputs: Any) -> tuple[Any, Any]:

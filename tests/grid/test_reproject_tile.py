@@ -14,7 +14,7 @@ import pytest
 from astropy.wcs import WCS
 
 from zemosaic_xp.grid.geometry import tile_wcs
-from zemosaic_xp.grid.reproject_tile import frame_planes, reproject_patch
+from zemosaic_xp.grid.reproject_tile import TileSky, frame_planes, reproject_patch
 
 from .frames_util import SCALE_DEG, tan_wcs
 
@@ -91,3 +91,35 @@ def test_patch_is_bit_identical_to_reproject_interp(case):
                             target=tile_wcs(grid_wcs, y0 + box[0], x0 + box[2], (box[1] - box[0], box[3] - box[2])))
     np.testing.assert_array_equal(again[0], expected[0])
     np.testing.assert_array_equal(again[1], expected[1])
+    # the tile's shared sky coordinates give the same again
+    sky = TileSky(grid_wcs, y0, x0, (box[1] + 4, box[3] + 3))
+    shared = reproject_patch(data, alpha, frame_wcs, grid_wcs, y0, x0, box, sky=sky)
+    np.testing.assert_array_equal(shared[0], expected[0])
+    np.testing.assert_array_equal(shared[1], expected[1])
+    assert (sky.patch(box) is not None) == (case not in ("fk5", "ra-wrap"))  # else the own transform
+
+
+def test_shared_tile_sky_is_bit_identical_for_any_patch_origin():
+    """Patches anywhere on large canvases with awkward CRPIX: the shared path or the own one, same floats."""
+    rng = np.random.default_rng(7)
+    shared_used = 0
+    for trial in range(12):
+        grid_wcs = tan_wcs(150.0, 30.0, (4000, 5000), rot_deg=float(rng.uniform(-20, 20)))
+        grid_wcs.wcs.crpix = [float(rng.uniform(-3000.0, 6000.0)) + rng.uniform(0, 1) * 2.0**-30,
+                              float(rng.uniform(-3000.0, 6000.0))]
+        grid_wcs.wcs.set()
+        y0, x0 = (int(v) for v in rng.integers(0, 3500, 2))
+        sky = TileSky(grid_wcs, y0, x0, (300, 280))
+        for _ in range(4):
+            py0, px0 = (int(v) for v in rng.integers(0, 200, 2))
+            box = (py0, py0 + int(rng.integers(1, 100)), px0, px0 + int(rng.integers(1, 80)))
+            target = tile_wcs(grid_wcs, y0 + py0, x0 + px0, (box[1] - box[0], box[3] - box[2]))
+            h, w = box[1] - box[0], box[3] - box[2]
+            ys, xs = np.meshgrid(np.arange(h, dtype=float), np.arange(w, dtype=float), indexing="ij")
+            own = target.pixel_to_world_values(xs.ravel(), ys.ravel())
+            world = sky.patch(box)
+            if world is not None:
+                shared_used += 1
+                np.testing.assert_array_equal(world[0], own[0])
+                np.testing.assert_array_equal(world[1], own[1])
+    assert shared_used >= 24  # most patches share (the check only refuses inexact CRPIX)

@@ -16,7 +16,14 @@ done here directly, so that
   (~15 % of the transform) when both WCS are ICRS and the longitudes are
   already in [0, 360): the round trip then returns the same floats.
   Other cases go through ``astropy.wcs.utils.pixel_to_pixel`` as reproject does;
-- the clipped coordinates are computed once per patch rather than once per plane.
+- the clipped coordinates are computed once per patch rather than once per plane;
+- the sky coordinates of a tile's pixels are computed once for the tile
+  (:class:`TileSky`) and shared by every frame's patch, instead of once per patch
+  (a tile of a survey N frames deep took N times the transforms). A patch's pixels
+  are then the tile's pixels ``(px0 + j, py0 + i)`` rather than ``(j, i)`` of a WCS
+  whose CRPIX is moved by ``(px0, py0)``; wcslib subtracts CRPIX from the pixel first,
+  so both give the same float when that CRPIX is the tile's minus ``(px0, py0)``
+  *exactly* — checked for each patch (else the patch is transformed on its own).
 
 reproject's round-trip check (world → input pixel → world, ``roundtrip_coords``) is not
 done: it guards all-sky projections where two pixels share one sky position, which
@@ -30,6 +37,7 @@ and it would double the cost of the coordinate transforms.
 from __future__ import annotations
 
 import warnings
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -38,17 +46,94 @@ from astropy.wcs import WCS
 from ..io.framecache import frame_planes
 from .geometry import tile_wcs
 
-__all__ = ["reproject_patch", "reproject_planes", "frame_planes"]
+__all__ = ["reproject_patch", "reproject_planes", "frame_planes", "TileSky"]
 
 
 
 def _both_icrs(wcs_a: WCS, wcs_b: WCS) -> bool:
     """True when both WCS are celestial ICRS: astropy then converts nothing between them."""
+    return _is_icrs(wcs_a) and _is_icrs(wcs_b)
+
+
+class TileSky:
+    """Sky coordinates of every pixel of a tile, computed once and shared by its patches.
+
+    Parameters
+    ----------
+    grid_wcs : WCS
+        The canvas WCS.
+    y0, x0 : int
+        Canvas position of the tile's pixel (0, 0).
+    shape : (h, w)
+        The tile's size in px.
+
+    Notes
+    -----
+    The coordinates (two float64 arrays of the tile's shape) are computed on the first
+    :meth:`patch` call that can use them: only when the canvas is ICRS and every
+    longitude is in [0, 360) (what :func:`_pixel_to_pixel`'s fast path needs).
+    """
+
+    def __init__(self, grid_wcs: WCS, y0: int, x0: int, shape: tuple[int, int]) -> None:
+        self.grid_crpix = (float(grid_wcs.wcs.crpix[0]), float(grid_wcs.wcs.crpix[1]))
+        self.y0, self.x0, self.shape = int(y0), int(x0), (int(shape[0]), int(shape[1]))
+        self.target = tile_wcs(grid_wcs, y0, x0, shape)
+        self._world: tuple[np.ndarray, np.ndarray] | None = None
+        self._usable: bool | None = None
+
+    def _compute(self) -> bool:
+        if not _is_icrs(self.target):
+            return False
+        h, w = self.shape
+        ys, xs = np.meshgrid(np.arange(h, dtype=float), np.arange(w, dtype=float), indexing="ij", copy=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lon, lat = self.target.pixel_to_world_values(xs.ravel(), ys.ravel())
+        lon, lat = np.asarray(lon), np.asarray(lat)
+        if np.any(lon < 0.0) or np.any(lon >= 360.0) or np.any(np.abs(lat) > 90.0):
+            return False
+        self._world = (lon.reshape(h, w), lat.reshape(h, w))
+        return True
+
+    def _exact(self, box: tuple[int, int, int, int]) -> bool:
+        """Whether CRPIX of the patch's own WCS is exactly the tile's minus the patch origin."""
+        py0, _, px0, _ = box
+        tile = self.target.wcs.crpix
+        for axis, (origin, offset) in enumerate(((self.x0, px0), (self.y0, py0))):
+            own = self.grid_crpix[axis] - (origin + offset)  # as _patch_targets / tile_wcs make it
+            if Fraction(float(tile[axis])) - offset != Fraction(own):
+                return False
+        return True
+
+    def patch(self, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Return the sky coordinates of a patch box's pixels, when they can be shared.
+
+        Parameters
+        ----------
+        box : (py0, py1, px0, px1)
+            The patch box in tile pixels.
+
+        Returns
+        -------
+        (lon, lat) : two ndarray, shape ((py1 - py0)·(px1 - px0),), float64, or None
+            Degrees, row-major over the box: bit for bit what the patch's own WCS
+            gives; None when they cannot be shared (the caller transforms the patch).
+        """
+        if self._usable is None:
+            self._usable = self._compute()
+        if not self._usable or not self._exact(box):
+            return None
+        py0, py1, px0, px1 = box
+        lon, lat = self._world
+        return lon[py0:py1, px0:px1].ravel(), lat[py0:py1, px0:px1].ravel()
+
+
+def _is_icrs(wcs: WCS) -> bool:
     from astropy.coordinates import ICRS
     from astropy.wcs.utils import wcs_to_celestial_frame
 
     try:
-        return all(type(wcs_to_celestial_frame(w)) is ICRS for w in (wcs_a, wcs_b))
+        return type(wcs_to_celestial_frame(wcs)) is ICRS
     except Exception:  # noqa: BLE001 - anything unusual takes astropy's general path
         return False
 
@@ -84,7 +169,8 @@ def _clip_coords(coords: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def reproject_planes(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tuple[int, int],
-                     out: np.ndarray | None = None) -> np.ndarray:
+                     out: np.ndarray | None = None,
+                     world: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Bilinear samples of ``planes`` ``(P, H, W)`` on the pixels of ``target`` ``(h, w)``.
 
     Parameters
@@ -99,6 +185,10 @@ def reproject_planes(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tup
         Output size in px, the pixel grid of ``target``.
     out : ndarray, shape (P, h, w), float32, optional
         Written in place.
+    world : (lon, lat), optional
+        The sky coordinates of ``target``'s pixels, row-major, in degrees, from
+        :meth:`TileSky.patch` (``target`` is then ICRS); used when ``frame_wcs`` is ICRS
+        too, instead of transforming the pixels again.
 
     Returns
     -------
@@ -111,12 +201,16 @@ def reproject_planes(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tup
     n_planes = planes.shape[0]
     if out is None:
         out = np.empty((n_planes, h, w), dtype=np.float32)
-    # reproject_interp: meshgrid of float pixel indices, raveled, (x, y) to the transform.
-    ys, xs = np.meshgrid(np.arange(h, dtype=float), np.arange(w, dtype=float), indexing="ij", sparse=False,
-                         copy=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # distorted-inverse convergence warnings at far pixels
-        fx, fy = _pixel_to_pixel(target, frame_wcs, xs.ravel(), ys.ravel())
+        if world is not None and _is_icrs(frame_wcs):
+            fx, fy = (np.asarray(v) for v in frame_wcs.world_to_pixel_values(*world))
+        else:
+            # reproject_interp: meshgrid of float pixel indices, raveled, (x, y) to the transform.
+            ys, xs = np.meshgrid(np.arange(h, dtype=float), np.arange(w, dtype=float), indexing="ij",
+                                 sparse=False, copy=False)
+            fx, fy = _pixel_to_pixel(target, frame_wcs, xs.ravel(), ys.ravel())
+            del xs, ys
     coords = _clip_coords(np.array([fy, fx]), planes.shape[1:])
     flat = out.reshape(n_planes, h * w)
     for i in range(n_planes):
@@ -126,7 +220,8 @@ def reproject_planes(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tup
 
 def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs: WCS, grid_wcs: WCS,
                     tile_y0: int, tile_x0: int, box: tuple[int, int, int, int], *,
-                    planes: np.ndarray | None = None, target: Any = None) -> tuple[np.ndarray, np.ndarray]:
+                    planes: np.ndarray | None = None, target: Any = None,
+                    sky: TileSky | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Reproject a frame onto a patch box of a tile.
 
     Parameters
@@ -148,6 +243,9 @@ def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs
         reprojected onto several tiles); its last plane is ALPHA when ``alpha`` is given.
     target : WCS, optional
         ``tile_wcs(grid_wcs, tile_y0 + py0, tile_x0 + px0, (h, w))`` when already made.
+    sky : TileSky, optional
+        The tile's shared sky coordinates (same ``grid_wcs``, ``tile_y0``, ``tile_x0``);
+        the result is the same with or without it.
 
     Returns
     -------
@@ -163,7 +261,8 @@ def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs
     channels = planes.shape[0] - (1 if alpha is not None else 0)
     if target is None:
         target = tile_wcs(grid_wcs, tile_y0 + py0, tile_x0 + px0, (h, w))
-    out = reproject_planes(planes, frame_wcs, target, (h, w))
+    world = sky.patch(box) if sky is not None else None
+    out = reproject_planes(planes, frame_wcs, target, (h, w), world=world)
     # A pixel counts where any channel interpolated (a NaN in one channel stays NaN there).
     weight = np.any(~np.isnan(out[:channels]), axis=0).astype(np.float32)
     if alpha is not None:

@@ -42,7 +42,7 @@ from ..io.patch_store import PatchStore
 from .cells import cell_blocks
 from .config import GridConfig
 from .geometry import TileSpec, tile_wcs
-from .reproject_tile import reproject_patch
+from .reproject_tile import TileSky, reproject_patch
 from .tile_plan import frame_noise_samples, plan_tile_frames
 
 __all__ = ["noise_sample_count", "FrameRef", "TileProduct", "stack_tile", "write_tile", "read_tile", "tile_filename"]
@@ -186,11 +186,12 @@ def _reproject_into(store: PatchStore, tile: TileSpec, grid_wcs: WCS, frames: Se
                     noise_samples: int) -> tuple[list[int], list[np.ndarray]]:
     """Reproject every frame into the store; return the slots that got data and their noise samples."""
     active, noise = [], []
+    sky = TileSky(grid_wcs, tile.y0, tile.x0, tile.shape)  # transformed once, shared by the patches
     for k, (ref, target) in enumerate(zip(frames, _patch_targets(grid_wcs, tile))):
         entry, planes = FRAMES.planes(ref.path)
         alpha = planes[-1] if entry.source.has_alpha else None
         patch, weight = reproject_patch(None, alpha, entry.wcs, grid_wcs, tile.y0, tile.x0, store.boxes[k],
-                                        planes=planes, target=target)
+                                        planes=planes, target=target, sky=sky)
         store.put(k, patch, weight)
         if store.has_data(k):
             active.append(k)

@@ -48,6 +48,8 @@ from .geometry import tile_wcs
 
 __all__ = ["reproject_patch", "reproject_planes", "frame_planes", "TileSky"]
 
+_CHUNK_PX = 262144  # output pixels reprojected at once
+
 
 
 def _both_icrs(wcs_a: WCS, wcs_b: WCS) -> bool:
@@ -115,8 +117,8 @@ class TileSky:
 
         Returns
         -------
-        (lon, lat) : two ndarray, shape ((py1 - py0)·(px1 - px0),), float64, or None
-            Degrees, row-major over the box: bit for bit what the patch's own WCS
+        (lon, lat) : two ndarray, shape (py1 - py0, px1 - px0), float64, or None
+            Degrees (views of the tile's arrays): bit for bit what the patch's own WCS
             gives; None when they cannot be shared (the caller transforms the patch).
         """
         if self._usable is None:
@@ -125,7 +127,7 @@ class TileSky:
             return None
         py0, py1, px0, px1 = box
         lon, lat = self._world
-        return lon[py0:py1, px0:px1].ravel(), lat[py0:py1, px0:px1].ravel()
+        return lon[py0:py1, px0:px1], lat[py0:py1, px0:px1]
 
 
 def _is_icrs(wcs: WCS) -> bool:
@@ -186,9 +188,9 @@ def reproject_planes(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tup
     out : ndarray, shape (P, h, w), float32, optional
         Written in place.
     world : (lon, lat), optional
-        The sky coordinates of ``target``'s pixels, row-major, in degrees, from
-        :meth:`TileSky.patch` (``target`` is then ICRS); used when ``frame_wcs`` is ICRS
-        too, instead of transforming the pixels again.
+        The sky coordinates of ``target``'s pixels, two arrays of shape ``(h, w)``, in
+        degrees, from :meth:`TileSky.patch` (``target`` is then ICRS); used when
+        ``frame_wcs`` is ICRS too, instead of transforming the pixels again.
 
     Returns
     -------
@@ -201,20 +203,30 @@ def reproject_planes(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tup
     n_planes = planes.shape[0]
     if out is None:
         out = np.empty((n_planes, h, w), dtype=np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # distorted-inverse convergence warnings at far pixels
-        if world is not None and _is_icrs(frame_wcs):
-            fx, fy = (np.asarray(v) for v in frame_wcs.world_to_pixel_values(*world))
-        else:
-            # reproject_interp: meshgrid of float pixel indices, raveled, (x, y) to the transform.
-            ys, xs = np.meshgrid(np.arange(h, dtype=float), np.arange(w, dtype=float), indexing="ij",
-                                 sparse=False, copy=False)
-            fx, fy = _pixel_to_pixel(target, frame_wcs, xs.ravel(), ys.ravel())
-            del xs, ys
-    coords = _clip_coords(np.array([fy, fx]), planes.shape[1:])
     flat = out.reshape(n_planes, h * w)
-    for i in range(n_planes):
-        map_coordinates(planes[i], coords, output=flat[i], order=1, cval=np.nan, mode="constant")
+    shared = world is not None and _is_icrs(frame_wcs)
+    # Row chunks: every pixel is transformed and interpolated on its own, so chunks change
+    # no bit, and the temporaries (~80 bytes a pixel) stay ~20 MB for any patch size.
+    step = max(1, _CHUNK_PX // max(1, w))
+    for r0 in range(0, h, step):
+        r1 = min(h, r0 + step)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # distorted-inverse convergence warnings at far pixels
+            if shared:
+                lon, lat = (np.ravel(v[r0:r1]) for v in world)
+                fx, fy = (np.asarray(v) for v in frame_wcs.world_to_pixel_values(lon, lat))
+                del lon, lat
+            else:
+                # reproject_interp: meshgrid of float pixel indices, raveled, (x, y) to the transform.
+                ys, xs = np.meshgrid(np.arange(r0, r1, dtype=float), np.arange(w, dtype=float), indexing="ij",
+                                     sparse=False, copy=False)
+                fx, fy = _pixel_to_pixel(target, frame_wcs, xs.ravel(), ys.ravel())
+                del xs, ys
+        coords = _clip_coords(np.array([fy, fx]), planes.shape[1:])
+        del fx, fy
+        for i in range(n_planes):
+            map_coordinates(planes[i], coords, output=flat[i, r0 * w:r1 * w], order=1, cval=np.nan,
+                            mode="constant")
     return out
 
 

@@ -51,7 +51,6 @@ __all__ = ["reproject_patch", "reproject_planes", "frame_planes", "TileSky"]
 _CHUNK_PX = 262144  # output pixels reprojected at once
 
 
-
 def _both_icrs(wcs_a: WCS, wcs_b: WCS) -> bool:
     """True when both WCS are celestial ICRS: astropy then converts nothing between them."""
     return _is_icrs(wcs_a) and _is_icrs(wcs_b)
@@ -117,9 +116,10 @@ class TileSky:
 
         Returns
         -------
-        (lon, lat) : two ndarray, shape (py1 - py0, px1 - px0), float64, or None
-            Degrees (views of the tile's arrays): bit for bit what the patch's own WCS
-            gives; None when they cannot be shared (the caller transforms the patch).
+        tuple of two ndarray, or None
+            ``(lon, lat)`` in degrees, each of shape ``(py1 - py0, px1 - px0)``, float64
+            (views of the tile's arrays): bit for bit what the patch's own WCS gives;
+            None when they cannot be shared (the caller transforms the patch).
         """
         if self._usable is None:
             self._usable = self._compute()

@@ -32,21 +32,30 @@ and it would double the cost of the coordinate transforms.
 
 ``tests/grid/test_reproject_tile.py`` checks the result bit for bit against
 ``reproject_interp``.
+
+The radial weight (``apply_radial_weight``) belongs to the frame, not to the tile: it
+down-weights the frame's own edges (vignetting, field curvature), so it is the frame's
+map (its centre, its half diagonal) evaluated at the frame position each patch pixel
+samples, and it travels with the patch in its weight. A tile's result therefore does not
+depend on the tile's size or position, on its cells, or on the memory budget.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 from astropy.wcs import WCS
 
+from ..core.config import StackConfig
+from ..core.weights import radial_weight_at
 from ..io.framecache import frame_planes
 from .geometry import tile_wcs
 
-__all__ = ["reproject_patch", "reproject_planes", "frame_planes", "TileSky"]
+__all__ = ["reproject_patch", "reproject_planes", "frame_planes", "radial_at_patch", "TileSky"]
 
 _CHUNK_PX = 262144  # output pixels reprojected at once
 
@@ -171,7 +180,7 @@ def _clip_coords(coords: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def reproject_planes(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tuple[int, int],
-                     out: np.ndarray | None = None,
+                     out: np.ndarray | None = None, extra: tuple[np.ndarray, ...] = (),
                      world: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Bilinear samples of ``planes`` ``(P, H, W)`` on the pixels of ``target`` ``(h, w)``.
 
@@ -185,8 +194,11 @@ def reproject_planes(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tup
         The output pixel grid.
     shape : (h, w)
         Output size in px, the pixel grid of ``target``.
-    out : ndarray, shape (P, h, w), float32, optional
+    out : ndarray, shape (P + len(extra), h, w), float32, optional
         Written in place.
+    extra : tuple of ndarray, shape (H, W), float32
+        More planes of the same frame (a cosmic-ray hit map), sampled with the same
+        coordinates after ``planes``.
     world : (lon, lat), optional
         The sky coordinates of ``target``'s pixels, two arrays of shape ``(h, w)``, in
         degrees, from :meth:`TileSky.patch` (``target`` is then ICRS); used when
@@ -194,19 +206,22 @@ def reproject_planes(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tup
 
     Returns
     -------
-    ndarray, shape (P, h, w), float32
+    ndarray, shape (P + len(extra), h, w), float32
         NaN outside the frame (exactly ``reproject_interp(..., roundtrip_coords=False)``).
     """
-    from scipy.ndimage import map_coordinates
+    return _reproject(planes, frame_wcs, target, shape, out=out, extra=extra, world=world)[0]
 
+
+def _chunk_coords(frame_wcs: WCS, target: WCS, shape: tuple[int, int], frame_shape: tuple[int, ...],
+                  world: tuple[np.ndarray, np.ndarray] | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Frame pixel coordinates of ``target``'s pixels in row chunks: ``(r0, r1, coords)``.
+
+    ``coords`` has shape (2, (r1 - r0)·w), float64: (row, column) in the frame, clipped as
+    reproject clips them. Every pixel is transformed on its own, so the chunks change no
+    bit, and the temporaries (~80 bytes a pixel) stay ~20 MB for any patch size.
+    """
     h, w = shape
-    n_planes = planes.shape[0]
-    if out is None:
-        out = np.empty((n_planes, h, w), dtype=np.float32)
-    flat = out.reshape(n_planes, h * w)
     shared = world is not None and _is_icrs(frame_wcs)
-    # Row chunks: every pixel is transformed and interpolated on its own, so chunks change
-    # no bit, and the temporaries (~80 bytes a pixel) stay ~20 MB for any patch size.
     step = max(1, _CHUNK_PX // max(1, w))
     for r0 in range(0, h, step):
         r1 = min(h, r0 + step)
@@ -222,18 +237,75 @@ def reproject_planes(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tup
                                      sparse=False, copy=False)
                 fx, fy = _pixel_to_pixel(target, frame_wcs, xs.ravel(), ys.ravel())
                 del xs, ys
-        coords = _clip_coords(np.array([fy, fx]), planes.shape[1:])
-        del fx, fy
+        yield r0, r1, _clip_coords(np.array([fy, fx]), frame_shape)
+
+
+def _frame_coords(frame_wcs: WCS, target: WCS, shape: tuple[int, int], frame_shape: tuple[int, ...]) -> np.ndarray:
+    """Frame pixel coordinates (row, column), shape (2, h·w), of the pixels of ``target``, clipped as reproject."""
+    return np.concatenate([c for _, _, c in _chunk_coords(frame_wcs, target, shape, frame_shape)], axis=1)
+
+
+def _reproject(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tuple[int, int], *,
+               out: np.ndarray | None = None, extra: tuple[np.ndarray, ...] = (),
+               world: tuple[np.ndarray, np.ndarray] | None = None,
+               radial: StackConfig | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Bilinear samples of ``planes`` then ``extra`` (P, h, w), and the frame's radial map (h, w) if asked."""
+    from scipy.ndimage import map_coordinates
+
+    h, w = shape
+    n_planes = planes.shape[0] + len(extra)
+    if out is None:
+        out = np.empty((n_planes, h, w), dtype=np.float32)
+    flat = out.reshape(n_planes, h * w)
+    radial_map = None
+    for r0, r1, coords in _chunk_coords(frame_wcs, target, shape, planes.shape[1:], world):
         for i in range(n_planes):
-            map_coordinates(planes[i], coords, output=flat[i, r0 * w:r1 * w], order=1, cval=np.nan,
-                            mode="constant")
+            plane = planes[i] if i < planes.shape[0] else extra[i - planes.shape[0]]
+            map_coordinates(plane, coords, output=flat[i, r0 * w:r1 * w], order=1, cval=np.nan, mode="constant")
+        if radial is not None:
+            part = radial_at_patch(coords, planes.shape[1:], (r1 - r0, w), radial)
+            if radial_map is None:  # the map's own dtype: the weight is multiplied exactly as unchunked
+                radial_map = np.empty((h, w), dtype=part.dtype)
+            radial_map[r0:r1] = part
+    return out, radial_map
     return out
+
+
+def radial_at_patch(coords: np.ndarray, frame_shape: tuple[int, ...], shape: tuple[int, int],
+                    config: StackConfig) -> np.ndarray:
+    """The frame's radial weight map carried onto a patch: the map at the frame position of each patch pixel.
+
+    Parameters
+    ----------
+    coords : ndarray, shape (2, h·w), float64
+        Frame pixel coordinates (row, column) of the patch pixels (:func:`_frame_coords`).
+    frame_shape : (H, W)
+        The frame's full size: its centre and half diagonal define the map.
+    shape : (h, w)
+        The patch size.
+    config : StackConfig
+        ``radial_feather_fraction``, ``radial_shape_power``, ``radial_floor``.
+
+    Returns
+    -------
+    ndarray, shape (h, w), float32
+        :func:`~zemosaic_xp.core.weights.radial_weight_at` of the frame; NaN where a
+        coordinate is NaN (no sky position).
+    """
+    from array_api_compat import numpy as np_xp
+
+    height, width = (int(v) for v in frame_shape[:2])
+    radial = radial_weight_at(coords[0], coords[1], height=height, width=width,
+                              feather_fraction=config.radial_feather_fraction,
+                              shape_power=config.radial_shape_power, floor=config.radial_floor, xp=np_xp)
+    return np.asarray(radial).reshape(shape)
 
 
 def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs: WCS, grid_wcs: WCS,
                     tile_y0: int, tile_x0: int, box: tuple[int, int, int, int], *,
                     planes: np.ndarray | None = None, target: Any = None,
-                    sky: TileSky | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    radial: StackConfig | None = None, hits: np.ndarray | None = None,
+                    sky: TileSky | None = None) -> tuple[np.ndarray, ...]:
     """Reproject a frame onto a patch box of a tile.
 
     Parameters
@@ -255,6 +327,16 @@ def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs
         reprojected onto several tiles); its last plane is ALPHA when ``alpha`` is given.
     target : WCS, optional
         ``tile_wcs(grid_wcs, tile_y0 + py0, tile_x0 + px0, (h, w))`` when already made.
+    radial : StackConfig, optional
+        When given with ``radial_weight`` True, the weight also carries the frame's
+        radial map (:func:`radial_at_patch`): computed in the frame's own pixel
+        coordinates (its centre, its half diagonal), at the position each patch pixel
+        samples. Default: no radial factor.
+    hits : ndarray, shape (K,), int64, optional
+        The frame's cosmic-ray hits as flat indices ``y·W + x``
+        (:meth:`~zemosaic_xp.io.framecache.FrameCache.hits`): their map is
+        reprojected with the same coordinates and returned as ``hit_px``; they take
+        no part in ``patch`` or ``weight``.
     sky : TileSky, optional
         The tile's shared sky coordinates (same ``grid_wcs``, ``tile_y0``, ``tile_x0``);
         the result is the same with or without it.
@@ -264,7 +346,11 @@ def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs
     patch : ndarray, shape (py1 - py0, px1 - px0, C), float32
         Bilinear samples of the frame; NaN where it has no data.
     weight : ndarray, shape (py1 - py0, px1 - px0), float32
-        Reprojection footprint × ALPHA, in [0, 1]; 0 where ``patch`` is all NaN.
+        Reprojection footprint × ALPHA (× the radial map), in [0, 1]; 0 where
+        ``patch`` is all NaN.
+    hit_px : ndarray, shape (py1 - py0, px1 - px0), bool
+        Only when ``hits`` is given: the output pixels whose bilinear stencil touches
+        a hit (where masking the hit in the frame would have made them NaN).
     """
     py0, py1, px0, px1 = box
     h, w = py1 - py0, px1 - px0
@@ -273,14 +359,25 @@ def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs
     channels = planes.shape[0] - (1 if alpha is not None else 0)
     if target is None:
         target = tile_wcs(grid_wcs, tile_y0 + py0, tile_x0 + px0, (h, w))
+    extra = ()
+    if hits is not None:
+        hit_map = np.zeros(planes.shape[1:], dtype=np.float32)
+        hit_map.ravel()[hits] = 1.0
+        extra = (hit_map,)
     world = sky.patch(box) if sky is not None else None
-    out = reproject_planes(planes, frame_wcs, target, (h, w), world=world)
+    use_radial = radial if radial is not None and radial.radial_weight else None
+    out, radial_map = _reproject(planes, frame_wcs, target, (h, w), extra=extra, world=world, radial=use_radial)
     # A pixel counts where any channel interpolated (a NaN in one channel stays NaN there).
     weight = np.any(~np.isnan(out[:channels]), axis=0).astype(np.float32)
     if alpha is not None:
         a = np.where(np.isfinite(out[channels]), out[channels], 0.0)
         weight = weight * np.clip(a, 0.0, 1.0)
+    if radial_map is not None:
+        weight = weight * radial_map
     weight = np.where(np.isfinite(weight) & (weight > 0), weight, 0.0).astype(np.float32)
     patch = np.moveaxis(out[:channels], 0, -1)
     patch = np.where(weight[..., None] > 0, patch, np.float32(np.nan))
-    return np.ascontiguousarray(patch, dtype=np.float32), weight
+    patch = np.ascontiguousarray(patch, dtype=np.float32)
+    if hits is not None:
+        return patch, weight, (out[-1] > 0) & (weight > 0)  # NaN (outside the frame) compares False
+    return patch, weight

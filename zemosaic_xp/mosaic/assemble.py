@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from astropy.io import fits
 
-from ..io.fits_write import write_fits
+from ..io.fits_write import uncertainty_hdu, write_fits
 from .blend import STRIPE_ROWS, blend_tiles, edge_distance, feather_ramp
 from .photometry import find_overlaps, solve_photometry
 from .preview import write_preview_png
@@ -57,6 +57,9 @@ class TileImage:
         Σ weights of the tile stack; 0 = no data.
     coverage : ndarray, shape (h, w), float32
         Frames that contributed (max over channels).
+    uncertainty : ndarray, shape of ``image``, float32, optional
+        Standard error of each tile pixel (``StackResult.uncertainty``); the mosaic
+        gets an uncertainty map only when every tile has one.
     """
 
     tile_id: int
@@ -65,6 +68,7 @@ class TileImage:
     image: np.ndarray
     weight: np.ndarray
     coverage: np.ndarray
+    uncertainty: np.ndarray | None = None
 
 
 @dataclass
@@ -86,6 +90,11 @@ class MosaicResult:
         ``pairs`` (per overlap: tile ids, samples, slope, residual after matching),
         ``pairs_used``, ``pairs_dropped``, ``unconnected_tiles``, ``channels``
         (iterations, clipped gains), ``max_abs_pair_residual``.
+    uncertainty : ndarray, shape (H, W, C), float32, or None
+        Standard error of each mosaic pixel: the tiles' ``|gain|·σ`` blended with the
+        image's own blend weights (the tiles' errors taken as fully correlated, an
+        upper bound; docs/algorithms.md); NaN where no tile covers or a covering
+        tile's error is unknown. None unless every tile had one.
     """
 
     image: np.ndarray
@@ -94,6 +103,7 @@ class MosaicResult:
     gains: dict[int, list[float]]
     offsets: dict[int, list[float]]
     info: dict[str, Any] = field(default_factory=dict)
+    uncertainty: np.ndarray | None = None
 
 
 def _noop(*_args: Any, **_kwargs: Any) -> None:
@@ -319,9 +329,22 @@ def assemble_mosaic(tiles: Sequence[TileImage], mosaic_shape: tuple[int, int], *
     image, weight, coverage = blend_tiles(boxes, corrected, weights, covs, valid, ramps, tuple(mosaic_shape),
                                           progress=_step, threads=threads)
     info["covered_fraction"] = float(np.isfinite(image).any(axis=2).mean())
+    uncertainty = None
+    if all(t.uncertainty is not None for t in tiles):
+        # The same blend weights on |gain|·σ: the weighted average of the tiles' errors.
+        def _scaled(i: int) -> np.ndarray:
+            sigma = as_hwc(tiles[i].uncertainty, f"tile {ids[i]} uncertainty")
+            if sigma.shape != images[i].shape:
+                msg = f"tile {ids[i]}: uncertainty {sigma.shape} differs from image {images[i].shape}"
+                raise ValueError(msg)
+            return np.where(valid[i], sigma * np.abs(gains[i]).astype(np.float32), np.nan).astype(np.float32)
+
+        scaled = _map(threads, _scaled, range(len(images)))
+        uncertainty = blend_tiles(boxes, scaled, weights, covs, valid, ramps, tuple(mosaic_shape),
+                                  threads=threads)[0]
     return MosaicResult(image, weight, coverage,
                         {i: [float(v) for v in gains[k]] for k, i in enumerate(ids)},
-                        {i: [float(v) for v in offsets[k]] for k, i in enumerate(ids)}, info)
+                        {i: [float(v) for v in offsets[k]] for k, i in enumerate(ids)}, info, uncertainty)
 
 
 def _chw(array: np.ndarray) -> np.ndarray:
@@ -365,9 +388,11 @@ def write_mosaic_outputs(result: MosaicResult, out_dir: str | os.PathLike, *,
     -------
     dict of str to Path
         ``"mosaic"``: ``mosaic_grid.fits``, float32 CHW (2-D for mono), NaN = no data, an
-        ``ALPHA`` HDU (255 where any channel has data) and a ``WEIGHT`` HDU in the same
-        axis order as the image; ``"coverage"``: ``mosaic_grid_coverage.fits``, float32
-        (H, W) frame count, ``EXTNAME = COVERAGE``, ``BUNIT = count``; ``"preview"``:
+        ``ALPHA`` HDU (255 where any channel has data), a ``WEIGHT`` HDU in the same
+        axis order as the image and, when the mosaic has one, its standard error map
+        as an ``UNCERT`` HDU (``UTYPE = StdDevUncertainty``, read by ``CCDData.read``);
+        ``"coverage"``: ``mosaic_grid_coverage.fits``, float32 (H, W) frame count,
+        ``EXTNAME = COVERAGE``, ``BUNIT = count``; ``"preview"``:
         ``mosaic_grid_preview.png``.
 
     Raises
@@ -392,7 +417,10 @@ def write_mosaic_outputs(result: MosaicResult, out_dir: str | os.PathLike, *,
         # astropy byte-swaps the data it writes in place (and back); the preview reads
         # the image meanwhile when the files are written at once, so it gets a copy.
         image = result.image.copy() if threads > 1 else result.image
-        return write_fits(out / mosaic_name, image, header=hdr, alpha=alpha, extra_hdus=[weight_hdu])
+        extra = [weight_hdu]
+        if result.uncertainty is not None:
+            extra.append(uncertainty_hdu(result.uncertainty, unit=hdr.get("BUNIT")))
+        return write_fits(out / mosaic_name, image, header=hdr, alpha=alpha, extra_hdus=extra)
 
     jobs = {"mosaic": _mosaic,
             "coverage": lambda: write_fits(out / coverage_name, result.coverage, header=cov_hdr),

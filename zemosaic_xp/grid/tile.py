@@ -45,7 +45,7 @@ from ..io.patch_store import PatchStore
 from .cells import cell_blocks
 from .config import GridConfig
 from .geometry import TileSpec, tile_wcs
-from .reproject_tile import reproject_patch
+from .reproject_tile import TileSky, reproject_patch
 from .tile_plan import frame_noise_samples, plan_tile_frames
 
 __all__ = ["noise_sample_count", "FrameRef", "TileProduct", "stack_tile", "write_tile", "read_tile", "tile_filename"]
@@ -199,6 +199,7 @@ def _reproject_into(store: PatchStore, tile: TileSpec, grid_wcs: WCS, frames: Se
     """
     active, noise = [], []
     t_cosmic = 0.0
+    sky = TileSky(grid_wcs, tile.y0, tile.x0, tile.shape)  # transformed once, shared by the patches
     radial = config if config.radial_weight else None
     cosmic = config.cosmic_method if config.cosmic != "off" else None
     hits: dict[int, np.ndarray] = {}
@@ -214,7 +215,7 @@ def _reproject_into(store: PatchStore, tile: TileSpec, grid_wcs: WCS, frames: Se
         channels = entry.source.channels
         alpha = planes[channels] if entry.source.has_alpha else None
         out = reproject_patch(None, alpha, entry.wcs, grid_wcs, tile.y0, tile.x0, store.boxes[k],
-                              planes=planes, target=target, radial=radial,
+                              planes=planes, target=target, radial=radial, sky=sky,
                               hits=frame_hits if frame_hits is not None and frame_hits.size else None)
         patch, weight = out[0], out[1]
         store.put(k, patch, weight)

@@ -111,7 +111,9 @@ def test_telemetry_keeps_its_interval_through_a_slow_phase(survey, tmp_path, mon
     real_assemble = runner._assemble
 
     def slow_assemble(*args, **kwargs):
-        time.sleep(2.5)
+        end = time.perf_counter() + 2.5
+        while time.perf_counter() < end:  # busy, not asleep: a core stays in use (the CPU check below)
+            pass
         return real_assemble(*args, **kwargs)
 
     monkeypatch.setattr(runner, "_assemble", slow_assemble)

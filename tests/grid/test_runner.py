@@ -125,7 +125,9 @@ def test_telemetry_keeps_its_interval_through_a_slow_phase(survey, tmp_path, mon
     gaps = [(b - a).total_seconds() for a, b in zip(stamps, stamps[1:])]
     assert max(gaps) <= 2 * interval, gaps
     assert sum(r["phase_index"] == 3 for r in rows) >= 4  # the slow phase itself
-    assert all(r["cpu_percent"] > 0 for r in rows)  # never psutil's false 0.0 (the run keeps a core busy)
+    # The busy phase reads as busy (the meter's own first-window logic: tests/telemetry/test_cpu.py;
+    # other phases may be truly idle for a window on a quiet machine, e.g. while the run waits).
+    assert all(r["cpu_percent"] > 0 for r in rows if r["phase_index"] == 3), rows
     assert _telemetry_threads() == []  # the sampler stopped with the run
 
 

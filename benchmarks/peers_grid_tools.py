@@ -1,0 +1,233 @@
+"""The tools of the grid peer benchmark, run as whole processes on the survey's FITS files.
+
+- **SWarp** (``SWarp @frames.list -c run.swarp``): a configuration file written from
+  :data:`SWARP_SETTINGS` (``COMBINE_TYPE CLIPPED``, ``RESAMPLING_TYPE BILINEAR``,
+  ``SUBTRACT_BACK N``, ``NTHREADS`` = the workers of the row); everything else is SWarp's
+  default (TAN, centre and size from all frames, median pixel scale). Its resampled
+  temporary files go to the run folder and are deleted by SWarp.
+- **ours** (``zemosaic-xp --quiet grid SURVEY OUT --workers N --no-resume``), started
+  through the same ``main`` as the ``zemosaic-xp`` entry point, with the
+  ``zemosaic_xp.grid`` logger at INFO so the log keeps the ``[GRID] timings`` line (the
+  per-phase split); ``OUT`` is deleted before each run.
+- **reproject** (:data:`REPROJECT_SCRIPT` in a fresh interpreter):
+  ``find_optimal_celestial_wcs`` of the frames, then ``reproject_and_coadd(...,
+  reproject_function=reproject_interp, combine_function="mean", match_background=True)``.
+
+Every run is timed from spawn to exit (:func:`run_tree`). Peak memory is measured two
+ways: ``largest`` is ``ru_maxrss`` from ``os.wait4`` (the kernel's peak of the child or
+of any of its descendants that it waited for, whichever is largest; exact, no sampling),
+``tree`` is the peak over time of the summed RSS of the child and all its live
+descendants, sampled by psutil every 20 ms (what the machine must hold at once: with N
+grid workers, the parent plus the workers).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["SWARP_SETTINGS", "REPROJECT_SCRIPT", "OURS_LAUNCHER", "TreeRun", "run_tree", "find_swarp",
+           "swarp_version", "write_swarp_config", "parse_grid_timings", "parse_grid_elapsed", "ours_argv"]
+
+#: SWarp settings of the benchmark; the rest are SWarp's defaults.
+SWARP_SETTINGS = {"COMBINE_TYPE": "CLIPPED", "RESAMPLING_TYPE": "BILINEAR", "SUBTRACT_BACK": "N",
+                  "WRITE_XML": "N", "DELETE_TMPFILES": "Y", "VERBOSE_TYPE": "NORMAL"}
+
+#: ``python -c`` launcher of ours: the CLI's ``main`` with the grid's INFO log kept.
+OURS_LAUNCHER = ("import logging, sys\n"
+                 "handler = logging.StreamHandler(sys.stderr)\n"
+                 "handler.setFormatter(logging.Formatter('%(levelname)s %(message)s'))\n"
+                 "grid_log = logging.getLogger('zemosaic_xp.grid')\n"
+                 "grid_log.setLevel(logging.INFO); grid_log.addHandler(handler); grid_log.propagate = False\n"
+                 "from zemosaic_xp.cli import main\n"
+                 "sys.exit(main())\n")
+
+#: The reproject run: ``python SCRIPT FRAMES_LIST OUT.fits``.
+REPROJECT_SCRIPT = '''\
+"""reproject_and_coadd of the frames listed in argv[1] into argv[2] (image, then footprint HDU)."""
+import sys
+
+from astropy.io import fits
+from reproject import reproject_interp
+from reproject.mosaicking import find_optimal_celestial_wcs, reproject_and_coadd
+
+paths = [line.strip() for line in open(sys.argv[1]) if line.strip()]
+hdus = [fits.open(p, memmap=False)[0] for p in paths]
+wcs_out, shape_out = find_optimal_celestial_wcs(hdus)
+image, footprint = reproject_and_coadd(hdus, wcs_out, shape_out=shape_out, reproject_function=reproject_interp,
+                                       combine_function="mean", match_background=True)
+header = wcs_out.to_header()
+fits.HDUList([fits.PrimaryHDU(image.astype("float32"), header=header),
+              fits.ImageHDU(footprint.astype("float32"), header=header, name="FOOTPRINT")]).writeto(
+    sys.argv[2], overwrite=True)
+'''
+
+_TIMINGS = re.compile(r"\[GRID\] timings: setup ([0-9.]+) s, frame normalisation ([0-9.]+) s( \(during the tiles\))?"
+                      r", tiles ([0-9.]+) s, assembly ([0-9.]+) s")
+_ELAPSED = re.compile(r"^tiles: .*; ([0-9.]+) s$", re.MULTILINE)
+_POLL_SEC = 0.02
+
+
+@dataclass(frozen=True)
+class TreeRun:
+    """One finished child process and its descendants.
+
+    Parameters
+    ----------
+    wall_sec : float
+        Spawn to exit, seconds.
+    largest_rss_kib : int
+        ``ru_maxrss`` of ``os.wait4``: the largest peak of one process of the tree, KiB.
+    tree_rss_kib : int
+        Peak of the summed RSS of the live tree, sampled every 20 ms, KiB.
+    returncode : int
+        Exit status (negative: killed by that signal).
+    log : Path
+        Its stdout and stderr.
+    """
+
+    wall_sec: float
+    largest_rss_kib: int
+    tree_rss_kib: int
+    returncode: int
+    log: Path
+
+
+def _poll_tree(pid: int, done: threading.Event, peak: list[int]) -> None:
+    """Sample the summed RSS of process ``pid`` and its descendants into ``peak[0]`` until ``done``."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+    except psutil.Error:
+        return
+    while not done.is_set():
+        total = 0
+        try:
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            break
+        for proc in procs:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:  # exited between the listing and the read
+                pass
+        peak[0] = max(peak[0], total // 1024)
+        done.wait(_POLL_SEC)
+
+
+def run_tree(argv: list[str], log: Path, *, env: dict | None = None, cwd: Path | None = None) -> TreeRun:
+    """Run ``argv`` to completion; time it and measure the memory of its process tree.
+
+    Parameters
+    ----------
+    argv : list of str
+        The command line.
+    log : Path
+        Receives the child's stdout and stderr.
+    env : dict, optional
+        The child's environment (default: ours).
+    cwd : Path, optional
+        The child's working directory.
+
+    Returns
+    -------
+    TreeRun
+        Wall time, largest process peak, tree peak and exit status.
+    """
+    peak = [0]
+    done = threading.Event()
+    t0 = time.perf_counter()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    poller = threading.Thread(target=_poll_tree, args=(proc.pid, done, peak), daemon=True)
+    poller.start()
+    _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage (with its reaped descendants)
+    wall = time.perf_counter() - t0
+    done.set()
+    poller.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return TreeRun(wall, int(usage.ru_maxrss), max(peak[0], int(usage.ru_maxrss)), proc.returncode, log)
+
+
+def find_swarp(explicit: str | None = None) -> str | None:
+    """Path of SWarp (``explicit`` if given, else ``SWarp`` or ``swarp`` from PATH), or None."""
+    if explicit:
+        return explicit if Path(explicit).is_file() else shutil.which(explicit)
+    return shutil.which("SWarp") or shutil.which("swarp")
+
+
+def swarp_version(binary: str) -> str:
+    """What ``SWarp -v`` prints (first line), or what went wrong."""
+    try:
+        proc = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unknown ({exc})"
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    return lines[0].strip() if lines else f"unknown (exit {proc.returncode})"
+
+
+def write_swarp_config(path: Path, *, threads: int, image: Path, weight: Path, resample_dir: Path) -> Path:
+    """Write a SWarp configuration file: :data:`SWARP_SETTINGS` plus the run's files and threads.
+
+    Parameters
+    ----------
+    path : Path
+        Where to write it.
+    threads : int
+        ``NTHREADS``.
+    image, weight : Path
+        ``IMAGEOUT_NAME`` and ``WEIGHTOUT_NAME``.
+    resample_dir : Path
+        ``RESAMPLE_DIR`` and ``VMEM_DIR`` (SWarp's temporary files).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    settings = dict(SWARP_SETTINGS, NTHREADS=str(threads), IMAGEOUT_NAME=str(image), WEIGHTOUT_NAME=str(weight),
+                    RESAMPLE_DIR=str(resample_dir), VMEM_DIR=str(resample_dir))
+    path.write_text("".join(f"{key:<20} {value}\n" for key, value in settings.items()))
+    return path
+
+
+def parse_grid_timings(log_text: str) -> dict | None:
+    """The ``[GRID] timings`` line of our log as a dict of seconds, or None.
+
+    Parameters
+    ----------
+    log_text : str
+        Our run's stdout and stderr.
+
+    Returns
+    -------
+    dict or None
+        ``setup_sec``, ``normalise_sec``, ``tiles_sec``, ``assembly_sec`` and
+        ``normalise_during_tiles`` (bool: the normalisation overlapped the tiles).
+    """
+    match = _TIMINGS.search(log_text)
+    if match is None:
+        return None
+    setup, norm, during, tiles, assembly = match.groups()
+    return {"setup_sec": float(setup), "normalise_sec": float(norm), "normalise_during_tiles": during is not None,
+            "tiles_sec": float(tiles), "assembly_sec": float(assembly)}
+
+
+def parse_grid_elapsed(log_text: str) -> float | None:
+    """``GridResult.elapsed_sec`` as the summary line of ``zemosaic-xp grid`` prints it, or None."""
+    match = _ELAPSED.search(log_text)
+    return float(match.group(1)) if match else None
+
+
+def ours_argv(survey_folder: Path, out: Path, workers: int) -> list[str]:
+    """The command line of one run of ours (see the module docstring)."""
+    return [sys.executable, "-c", OURS_LAUNCHER, "--quiet", "grid", str(survey_folder), str(out),
+            "--workers", str(workers), "--no-resume"]

@@ -36,8 +36,8 @@ import json
 import os
 import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:  # the sibling peers_*.py and outofcore.py, however this script is started
@@ -68,9 +68,11 @@ SWARP_MISSING = ("SWarp not found: install it with `apt-get install swarp` (Debi
 REPROJECT_MISSING = "reproject is not installed (pip install reproject): its row is left out."
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """One row of a survey's table: a tool at one worker/thread count.
+
+    A named tuple, not a dataclass: ``zemosaic-xp bench`` loads this script without
+    registering it in ``sys.modules``, which a dataclass needs.
 
     Parameters
     ----------
@@ -202,7 +204,8 @@ def _summarise(entry: Entry, runs: list[TreeRun], folder: Path, truth) -> dict:
     best = min(runs, key=lambda r: r.wall_sec)
     row.update({"times_sec": [r.wall_sec for r in runs], "best_sec": best.wall_sec,
                 "largest_rss_mib": max(r.largest_rss_kib for r in runs) / 1024,
-                "tree_rss_mib": max(r.tree_rss_kib for r in runs) / 1024, "output": str(paths["image"]),
+                "tree_rss_mib": max(r.tree_rss_kib for r in runs) / 1024,
+                "wait4_maxrss_mib": max(r.wait4_maxrss_kib for r in runs) / 1024, "output": str(paths["image"]),
                 "log": str(best.log)})
     if entry.tool == "ours":
         text = best.log.read_text(errors="replace")

@@ -16,8 +16,8 @@ there. Notation: σ = one frame's background noise (``noise_sigma`` of the surve
 - **Fit**: the mosaic ``m`` may differ from the truth ``t`` by a global gain and offset
   (SWarp without background subtraction averages the frames' gains and offsets; reproject
   matches offsets only): ``m ≈ a·t + b`` is fitted by least squares on the background
-  pixels with data, refitted once without pixels beyond 5 robust σ. The residual is
-  ``r = m − (a·t + b)``. A global gain or offset is not a seam.
+  pixels with data, refitted once without the pixels that the first fit makes hot (below).
+  The residual is ``r = m − (a·t + b)``. A global gain or offset is not a seam.
 - **Hot pixels**: background pixels with data where ``|r| > 5·σ/√n``: a cosmic ray or a
   trail left in (a rejection cannot remove it where only 1 to 3 frames overlap), or an
   artefact.
@@ -28,8 +28,8 @@ there. Notation: σ = one frame's background noise (``noise_sigma`` of the surve
   noise alone leaves a floor of about σ/√(n·225·f), f ≈ 0.5 for bilinear resampling
   (≈ 0.05 at n = 4).
 - **Outlier pixels**: hot pixels with ``n ≥ 3`` (the depth where a rejection starts to
-  have a chance). Source pixels are never hot. White
-  noise alone gives ~6·10⁻⁷ of the pixels (less: resampling averages the noise).
+  have a chance). Source pixels are never hot. White noise alone gives ~6·10⁻⁷ of the
+  pixels (less: resampling averages the noise).
 - **Coverage**: fraction of the union footprint (output pixels with ``n ≥ 1``) where the
   tool has data (finite, with weight > 0).
 """
@@ -49,7 +49,6 @@ SOURCE_GROW_PX = 2
 SEAM_BOX_PX = 15
 OUTLIER_KSIGMA = 5.0
 OUTLIER_MIN_DEPTH = 3
-_MAD_TO_SIGMA = 1.4826
 
 
 class Truth:
@@ -270,20 +269,21 @@ def mosaic_quality(image: np.ndarray, has_data: np.ndarray, sky: np.ndarray, cov
         return dict(result, seam_sigma=float("nan"), outlier_pixels=0, gain=float("nan"), offset=float("nan"),
                     seam_pixels=0)
     t, m = sky[usable], image[usable]
+    depth = np.maximum(coverage, 1).astype(np.float64)
+    limit = OUTLIER_KSIGMA * noise_sigma / np.sqrt(depth)  # the hot-pixel threshold, per pixel
     keep = np.ones(t.size, dtype=bool)
-    for _ in range(2):  # fit, then refit without the pixels beyond 5 robust σ (outliers left in)
+    for _ in range(2):  # fit, then refit without the pixels that are hot after the first fit
         if np.ptp(t[keep]) > 1e-6 * max(1.0, float(np.abs(t[keep]).max())):
             design = np.stack([t[keep], np.ones(int(keep.sum()))], axis=1)
             gain, offset = np.linalg.lstsq(design, m[keep], rcond=None)[0]
         else:  # a flat truth: the gain is undetermined, fit the offset alone
             gain, offset = 1.0, float(np.mean(m[keep] - t[keep]))
-        r = m - (gain * t + offset)
-        scale = _MAD_TO_SIGMA * np.median(np.abs(r - np.median(r)))
-        keep = np.abs(r) <= 5.0 * max(scale, 1e-12)
+        keep = np.abs(m - (gain * t + offset)) <= limit[usable]
+        if not keep.any():
+            break
     residual = np.zeros(image.shape)
     residual[usable] = image[usable] - (gain * sky[usable] + offset)
-    depth = np.maximum(coverage, 1).astype(np.float64)
-    hot = usable & (np.abs(residual) > OUTLIER_KSIGMA * noise_sigma / np.sqrt(depth))
+    hot = usable & (np.abs(residual) > limit)
     calm = usable & ~hot  # the seam is measured without the outliers (counted on their own)
     residual[hot] = 0.0
     total = uniform_filter(residual, size=SEAM_BOX_PX, mode="constant")

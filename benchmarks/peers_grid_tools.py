@@ -13,12 +13,15 @@
   ``find_optimal_celestial_wcs`` of the frames, then ``reproject_and_coadd(...,
   reproject_function=reproject_interp, combine_function="mean", match_background=True)``.
 
-Every run is timed from spawn to exit (:func:`run_tree`). Peak memory is measured two
-ways: ``largest`` is ``ru_maxrss`` from ``os.wait4`` (the kernel's peak of the child or
-of any of its descendants that it waited for, whichever is largest; exact, no sampling),
-``tree`` is the peak over time of the summed RSS of the child and all its live
-descendants, sampled by psutil every 20 ms (what the machine must hold at once: with N
-grid workers, the parent plus the workers).
+Every run is timed from spawn to exit (:func:`run_tree`). Memory is sampled every 20 ms
+on the child and all its live descendants (psutil for the tree, ``/proc/PID/status`` for
+each process): ``largest`` is the largest ``VmHWM`` (the kernel's own peak RSS of one
+process, so a spike between two samples is not missed, only one in a process's last
+20 ms), ``tree`` the peak over the samples of the summed RSS of the live processes (what
+the machine must hold at once: with N grid workers, the parent plus the workers).
+``ru_maxrss`` of ``os.wait4`` is kept in the JSON (``wait4_maxrss_kib``) but not used:
+on Linux a child inherits the benchmark process's peak RSS at its fork, so it is only an
+upper bound.
 """
 
 from __future__ import annotations
@@ -84,9 +87,11 @@ class TreeRun:
     wall_sec : float
         Spawn to exit, seconds.
     largest_rss_kib : int
-        ``ru_maxrss`` of ``os.wait4``: the largest peak of one process of the tree, KiB.
+        The largest ``VmHWM`` (peak RSS) of one process of the tree, KiB.
     tree_rss_kib : int
         Peak of the summed RSS of the live tree, sampled every 20 ms, KiB.
+    wait4_maxrss_kib : int
+        ``ru_maxrss`` of ``os.wait4`` (an upper bound: see the module docstring), KiB.
     returncode : int
         Exit status (negative: killed by that signal).
     log : Path
@@ -96,12 +101,25 @@ class TreeRun:
     wall_sec: float
     largest_rss_kib: int
     tree_rss_kib: int
+    wait4_maxrss_kib: int
     returncode: int
     log: Path
 
 
-def _poll_tree(pid: int, done: threading.Event, peak: list[int]) -> None:
-    """Sample the summed RSS of process ``pid`` and its descendants into ``peak[0]`` until ``done``."""
+def _peak_rss_kib(pid: int, fallback: int) -> int:
+    """``VmHWM`` of process ``pid`` from ``/proc`` (KiB), or ``fallback`` where unreadable."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return fallback
+
+
+def _poll_tree(pid: int, done: threading.Event, peaks: dict[str, int]) -> None:
+    """Sample the tree of process ``pid`` into ``peaks`` (``largest``, ``tree``, KiB) until ``done``."""
     import psutil
 
     try:
@@ -116,10 +134,12 @@ def _poll_tree(pid: int, done: threading.Event, peak: list[int]) -> None:
             break
         for proc in procs:
             try:
-                total += proc.memory_info().rss
+                rss = proc.memory_info().rss // 1024
             except psutil.Error:  # exited between the listing and the read
-                pass
-        peak[0] = max(peak[0], total // 1024)
+                continue
+            total += rss
+            peaks["largest"] = max(peaks["largest"], _peak_rss_kib(proc.pid, rss))
+        peaks["tree"] = max(peaks["tree"], total)
         done.wait(_POLL_SEC)
 
 
@@ -142,19 +162,20 @@ def run_tree(argv: list[str], log: Path, *, env: dict | None = None, cwd: Path |
     TreeRun
         Wall time, largest process peak, tree peak and exit status.
     """
-    peak = [0]
+    peaks = {"largest": 0, "tree": 0}
     done = threading.Event()
     t0 = time.perf_counter()
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-    poller = threading.Thread(target=_poll_tree, args=(proc.pid, done, peak), daemon=True)
+    poller = threading.Thread(target=_poll_tree, args=(proc.pid, done, peaks), daemon=True)
     poller.start()
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage (with its reaped descendants)
+    _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     done.set()
     poller.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return TreeRun(wall, int(usage.ru_maxrss), max(peak[0], int(usage.ru_maxrss)), proc.returncode, log)
+    largest = peaks["largest"]
+    return TreeRun(wall, largest, max(peaks["tree"], largest), int(usage.ru_maxrss), proc.returncode, log)
 
 
 def find_swarp(explicit: str | None = None) -> str | None:

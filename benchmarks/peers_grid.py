@@ -45,7 +45,7 @@ if _HERE not in sys.path:  # the sibling peers_*.py and outofcore.py, however th
 
 from peers import machine_info as _machine_basics  # noqa: E402
 from peers_grid_data import NAMED_SURVEYS, SurveyData, parse_survey, prepare_survey  # noqa: E402
-from peers_grid_quality import load_truth, mosaic_quality, read_mosaic, truth_on_grid  # noqa: E402
+from peers_grid_quality import frame_footprints, load_truth, mosaic_quality, read_mosaic, truth_on_grid  # noqa: E402
 from peers_grid_tools import (  # noqa: E402
     REPROJECT_SCRIPT,
     TreeRun,
@@ -194,7 +194,7 @@ def _failure(runs: list[TreeRun], out: Path) -> str | None:
     return f"{what}: {tail[0][:200]} (log: {run.log})"
 
 
-def _summarise(entry: Entry, runs: list[TreeRun], folder: Path, truth) -> dict:
+def _summarise(entry: Entry, runs: list[TreeRun], folder: Path, truth, frames: _Frames) -> dict:
     """Best time, memory, quality (and our phases) of one entry."""
     paths = _paths(folder, entry)
     error = _failure(runs, paths["image"])
@@ -215,9 +215,24 @@ def _summarise(entry: Entry, runs: list[TreeRun], folder: Path, truth) -> dict:
                "reproject": {"weight_hdu": "FOOTPRINT"}}[entry.tool]
     image, has_data, wcs = read_mosaic(paths["image"], **weights)
     sky, coverage, source = truth_on_grid(truth, wcs, image.shape)
+    key = (image.shape, wcs.to_header_string())  # SWarp's or our rows at 1 and 2 workers share a grid
+    if key not in frames.footprints:
+        frames.footprints[key] = frame_footprints(frames.wcs, frames.shape, wcs, image.shape)
     row["mosaic_shape"] = list(image.shape)
-    row.update(mosaic_quality(image, has_data, sky, coverage, source, truth.noise_sigma))
+    row.update(mosaic_quality(image, has_data, sky, coverage, source, truth.noise_sigma, frames.footprints[key]))
     return row
+
+
+class _Frames:
+    """The frames' celestial WCS and shape, and their footprints on each output grid met."""
+
+    def __init__(self, survey: SurveyData) -> None:
+        from astropy.io import fits
+        from astropy.wcs import WCS
+
+        self.wcs = [WCS(fits.getheader(path)).celestial for path in survey.frames]
+        self.shape = (survey.size, survey.size)
+        self.footprints: dict = {}
 
 
 def _ratios(rows: list[dict]) -> None:
@@ -242,8 +257,8 @@ def run_survey(spec: str, entries: list[Entry], args: argparse.Namespace, workdi
         for entry in entries:  # interleaved: a slow spell of the machine hits every tool alike
             runs[entry.label].append(_run_once(entry, survey, folder, attempt, args))
     load_after = os.getloadavg()[0]
-    truth = load_truth(survey.folder, survey.noise_sigma)
-    rows = [_summarise(e, runs[e.label], folder, truth) for e in entries]
+    truth, frames = load_truth(survey.folder, survey.noise_sigma), _Frames(survey)
+    rows = [_summarise(e, runs[e.label], folder, truth, frames) for e in entries]
     _ratios(rows)
     return {"survey": survey.name, "spec": survey.spec, "n_frames": survey.n_frames, "size": survey.size,
             "grid": list(survey.grid), "exposures": survey.exposures, "input_mib": survey.input_bytes / MiB,
@@ -262,7 +277,8 @@ def _cell(row: dict, key: str, fmt: str) -> str:
 def survey_table(survey: dict) -> str:
     """Markdown table of one survey (one row per tool and worker count)."""
     lines = ["| tool | workers | best s | speed vs SWarp | peak RSS largest / tree (MiB) | seam (σ) "
-             "| outlier px | coverage |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| frame-edge step median / max (σ) | outlier px | coverage |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     names = {"swarp": "SWarp `CLIPPED` `BILINEAR`", "ours": "`zemosaic-xp grid`",
              "reproject": "`reproject_and_coadd(match_background=True)`"}
     for r in survey["rows"]:
@@ -270,7 +286,8 @@ def survey_table(survey: dict) -> str:
         workers = "1 (one process)" if r["tool"] == "reproject" else str(r["workers"])
         lines.append(f"| {names[r['tool']]} | {workers} | {_cell(r, 'best_sec', '.2f')} | {ratio} "
                      f"| {_cell(r, 'largest_rss_mib', '.0f')} / {_cell(r, 'tree_rss_mib', '.0f')} "
-                     f"| {_cell(r, 'seam_sigma', '.3f')} | {_cell(r, 'outlier_pixels', ',d')} "
+                     f"| {_cell(r, 'seam_sigma', '.3f')} | {_cell(r, 'edge_step_median_sigma', '.3f')} / "
+                     f"{_cell(r, 'edge_step_max_sigma', '.3f')} | {_cell(r, 'outlier_pixels', ',d')} "
                      f"| {_cell(r, 'coverage', '.4f')} |")
     return "\n".join(lines)
 

@@ -32,17 +32,25 @@ there. Notation: σ = one frame's background noise (``noise_sigma`` of the surve
   pixels (less: resampling averages the noise).
 - **Coverage**: fraction of the union footprint (output pixels with ``n ≥ 1``) where the
   tool has data (finite, with weight > 0).
+- **Frame-edge steps (σ)** (:func:`frame_edge_steps`): the project's own seam metric,
+  :func:`zemosaic_xp.diagnostics.seam_steps`, with each frame's footprint on the output
+  grid standing for a tile: the background step across every frame edge that lies inside
+  the mosaic (a least-squares step on 2 × 16 px profiles across the edge, with a local
+  linear trend, lines through a source dropped, 3σ-clipped mean over the lines), measured
+  on the residual ``r`` with source and hot pixels left out; reported as the median and
+  the maximum over the edges, in σ. Where the seam above says how much large-scale error a
+  mosaic has, this says whether it sits at the frame edges.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 __all__ = ["SOURCE_KSIGMA", "SEAM_BOX_PX", "OUTLIER_KSIGMA", "Truth", "load_truth", "source_mask",
-           "truth_on_grid", "read_mosaic", "mosaic_quality"]
+           "truth_on_grid", "read_mosaic", "mosaic_quality", "Footprint", "frame_footprints", "frame_edge_steps"]
 
 SOURCE_KSIGMA = 0.05
 SOURCE_GROW_PX = 2
@@ -233,7 +241,7 @@ def read_mosaic(path: Path, *, weight_path: Path | None = None, weight_hdu: str 
 
 
 def mosaic_quality(image: np.ndarray, has_data: np.ndarray, sky: np.ndarray, coverage: np.ndarray,
-                   source: np.ndarray, noise_sigma: float) -> dict:
+                   source: np.ndarray, noise_sigma: float, footprints: list | None = None) -> dict:
     """Seam, outlier pixels and coverage of one mosaic against the truth on its grid.
 
     Parameters
@@ -250,6 +258,8 @@ def mosaic_quality(image: np.ndarray, has_data: np.ndarray, sky: np.ndarray, cov
         Truth source mask on the same grid.
     noise_sigma : float
         One frame's σ, ADU.
+    footprints : list of Footprint, optional
+        The frames' footprints on this grid: adds :func:`frame_edge_steps`'s figures.
 
     Returns
     -------
@@ -291,6 +301,117 @@ def mosaic_quality(image: np.ndarray, has_data: np.ndarray, sky: np.ndarray, cov
     enough = calm & (count >= 0.5)
     smooth = total[enough] / count[enough]
     outliers = hot & (coverage >= OUTLIER_MIN_DEPTH)
-    return dict(result, seam_sigma=float(np.sqrt(np.mean(smooth**2)) / noise_sigma) if smooth.size else float("nan"),
-                outlier_pixels=int(np.count_nonzero(outliers)), gain=float(gain), offset=float(offset),
-                seam_pixels=int(smooth.size))
+    out = dict(result, seam_sigma=float(np.sqrt(np.mean(smooth**2)) / noise_sigma) if smooth.size else float("nan"),
+               outlier_pixels=int(np.count_nonzero(outliers)), gain=float(gain), offset=float(offset),
+               seam_pixels=int(smooth.size))
+    if footprints is not None:
+        clean = np.where(calm, residual, np.nan)
+        out.update(frame_edge_steps(clean, footprints, noise_sigma))
+    return out
+
+
+class Footprint(NamedTuple):
+    """A frame's footprint on an output grid, in the shape :func:`zemosaic_xp.diagnostics.seam_steps` reads.
+
+    Parameters
+    ----------
+    tile_id : int
+        The frame's index.
+    y0, x0 : int
+        Output pixel of the footprint box's corner.
+    image : ndarray, shape (h, w)
+        Ones (a broadcast view: no memory); the footprint is ``weight``.
+    weight : ndarray, shape (h, w), bool
+        True on the output pixels whose centre falls in the frame.
+    """
+
+    tile_id: int
+    y0: int
+    x0: int
+    image: np.ndarray
+    weight: np.ndarray
+
+
+def frame_footprints(frame_wcs: list[Any], frame_shape: tuple[int, int], wcs: Any,
+                     shape: tuple[int, int]) -> list[Footprint]:
+    """Each frame's footprint on an output grid.
+
+    The frame pixel coordinates of the output pixels are computed exactly (astropy) on
+    nodes 16 px apart over the frame's box, and bilinearly interpolated in between: two
+    TAN projections a few degrees apart differ from an affine map by far less than a
+    pixel over 16 px.
+
+    Parameters
+    ----------
+    frame_wcs : list of astropy.wcs.WCS
+        Celestial WCS of each frame.
+    frame_shape : (h, w)
+        Frame size, pixels.
+    wcs : astropy.wcs.WCS
+        The output grid.
+    shape : (H, W)
+        Output grid size.
+
+    Returns
+    -------
+    list of Footprint
+        One per frame that lands on the grid.
+    """
+    from scipy.ndimage import map_coordinates
+
+    fh, fw = frame_shape
+    height, width = shape
+    ex, ey = np.linspace(-0.5, fw - 0.5, 33), np.linspace(-0.5, fh - 0.5, 33)
+    ox = np.concatenate([ex, np.full(33, fw - 0.5), ex, np.full(33, -0.5)])  # the frame's outline
+    oy = np.concatenate([np.full(33, -0.5), ey, np.full(33, fh - 0.5), ey])
+    out = []
+    for index, fwcs in enumerate(frame_wcs):
+        tx, ty = wcs.world_to_pixel_values(*fwcs.pixel_to_world_values(ox, oy))
+        if not (np.all(np.isfinite(tx)) and np.all(np.isfinite(ty))):
+            continue
+        x0, x1 = max(0, int(np.floor(tx.min())) - 1), min(width, int(np.ceil(tx.max())) + 2)
+        y0, y1 = max(0, int(np.floor(ty.min())) - 1), min(height, int(np.ceil(ty.max())) + 2)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        nx = np.unique(np.append(np.arange(x0, x1, 16), x1 - 1)).astype(np.float64)
+        ny = np.unique(np.append(np.arange(y0, y1, 16), y1 - 1)).astype(np.float64)
+        gx, gy = np.meshgrid(nx, ny)
+        fx, fy = fwcs.world_to_pixel_values(*wcs.pixel_to_world_values(gx.ravel(), gy.ravel()))
+        fx, fy = fx.reshape(gx.shape), fy.reshape(gx.shape)
+        py = np.interp(np.arange(y0, y1), ny, np.arange(ny.size))  # fractional node index of each row
+        px = np.interp(np.arange(x0, x1), nx, np.arange(nx.size))
+        coords = np.stack(np.meshgrid(py, px, indexing="ij"))
+        frame_x = map_coordinates(fx, coords, order=1)
+        frame_y = map_coordinates(fy, coords, order=1)
+        inside = (frame_x >= -0.5) & (frame_x <= fw - 0.5) & (frame_y >= -0.5) & (frame_y <= fh - 0.5)
+        if inside.any():
+            out.append(Footprint(index, y0, x0, np.broadcast_to(np.float32(1.0), inside.shape), inside))
+    return out
+
+
+def frame_edge_steps(residual: np.ndarray, footprints: list[Footprint], noise_sigma: float) -> dict:
+    """Median and maximum background step across the frame edges, in σ.
+
+    Parameters
+    ----------
+    residual : ndarray, shape (H, W), float
+        Mosaic minus the fitted truth; NaN where there is no data or a source or a hot pixel.
+    footprints : list of Footprint
+        From :func:`frame_footprints` on the same grid.
+    noise_sigma : float
+        One frame's σ, ADU.
+
+    Returns
+    -------
+    dict
+        ``edge_step_median_sigma``, ``edge_step_max_sigma`` (NaN when no frame edge lies
+        inside the mosaic) and ``edge_segments``.
+    """
+    from zemosaic_xp.diagnostics import seam_steps
+
+    steps = seam_steps(residual, footprints)
+    steps = steps[np.isfinite(steps)] / noise_sigma
+    if steps.size == 0:
+        return {"edge_step_median_sigma": float("nan"), "edge_step_max_sigma": float("nan"), "edge_segments": 0}
+    return {"edge_step_median_sigma": float(np.median(steps)), "edge_step_max_sigma": float(steps.max()),
+            "edge_segments": int(steps.size)}

@@ -143,6 +143,38 @@ def test_truth_lands_on_another_grid(peers_grid):
     assert src[53, 53] and not src[53, 20]  # the star at truth (50, 60)
 
 
+def test_frame_edge_steps_known_step(peers_grid):
+    from peers_grid_quality import Footprint, frame_edge_steps
+
+    ones = np.broadcast_to(np.float32(1.0), (200, 120))
+    a = Footprint(0, 0, 0, ones, np.ones((200, 120), dtype=bool))    # x in [0, 120)
+    b = Footprint(1, 0, 80, ones, np.ones((200, 120), dtype=bool))   # x in [80, 200)
+    residual = np.zeros((200, 200))
+    residual[:, 80:] = 0.5 * SIGMA  # a step where frame b starts; none where frame a ends
+    got = frame_edge_steps(residual, [a, b], SIGMA)
+    assert got["edge_segments"] == 2
+    assert got["edge_step_max_sigma"] == pytest.approx(0.5)
+    assert got["edge_step_median_sigma"] == pytest.approx(0.25)
+
+
+def test_frame_footprints(peers_grid):
+    from astropy.wcs import WCS
+    from peers_grid_quality import frame_footprints
+
+    out = WCS(naxis=2)
+    out.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    out.wcs.crval = [150.0, 30.0]
+    out.wcs.crpix = [100.5, 100.5]
+    out.wcs.cdelt = [-1 / 1800, 1 / 1800]
+    frame = out.deepcopy()
+    frame.wcs.crpix = [100.5 - 30, 100.5 - 50]  # frame pixel (x, y) = output pixel (x + 30, y + 50)
+    (fp,) = frame_footprints([frame], (64, 48), out, (200, 200))
+    rows, cols = np.nonzero(fp.weight)
+    assert (rows.min() + fp.y0, rows.max() + fp.y0) == (50, 113)
+    assert (cols.min() + fp.x0, cols.max() + fp.x0) == (30, 77)
+    assert fp.weight.sum() == 64 * 48 and fp.tile_id == 0
+
+
 def test_grid_log_parsing(peers_grid):
     from peers_grid_tools import parse_grid_elapsed, parse_grid_timings
 
@@ -180,13 +212,14 @@ def test_tiny_run_table_and_ours(tiny_run):
     code, data, rows, table, _ = tiny_run
     assert code == 0
     assert f"### {SURVEY}: 2×2 pointings × 3 exposures = 12 frames of 64²" in table
-    assert "| tool | workers | best s | speed vs SWarp |" in table
+    assert "| tool | workers | best s | speed vs SWarp |" in table and "frame-edge step median / max (σ)" in table
     assert data["machine"]["tools"]["ours"].startswith("zemosaic-xp ")
     survey = data["surveys"][0]
     assert survey["n_frames"] == 12 and survey["noise_sigma"] > 0
     ours = rows["ours-w1"]
     # Normalised frames, rejection and a feathered assembly: a seam at the noise floor.
     _check_mosaic(ours, seam_max=0.15, coverage_min=0.98)
+    assert ours["edge_segments"] > 10 and ours["edge_step_max_sigma"] < 0.5
     assert ours["gain"] == pytest.approx(1.0, abs=0.05)  # frame 0 (gain 1, offset 0) is the reference
     assert set(ours["phases"]) == {"setup_sec", "normalise_sec", "normalise_during_tiles", "tiles_sec",
                                    "assembly_sec"}

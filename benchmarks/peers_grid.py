@@ -203,6 +203,7 @@ def _summarise(entry: Entry, runs: list[TreeRun], folder: Path, truth, frames: _
         return dict(row, error=error)
     best = min(runs, key=lambda r: r.wall_sec)
     row.update({"times_sec": [r.wall_sec for r in runs], "best_sec": best.wall_sec,
+                "cpu_sec": [r.cpu_sec for r in runs], "best_cpu_sec": min(r.cpu_sec for r in runs),
                 "largest_rss_mib": max(r.largest_rss_kib for r in runs) / 1024,
                 "tree_rss_mib": max(r.tree_rss_kib for r in runs) / 1024,
                 "wait4_maxrss_mib": max(r.wait4_maxrss_kib for r in runs) / 1024, "output": str(paths["image"]),
@@ -276,15 +277,16 @@ def _cell(row: dict, key: str, fmt: str) -> str:
 
 def survey_table(survey: dict) -> str:
     """Markdown table of one survey (one row per tool and worker count)."""
-    lines = ["| tool | workers | best s | speed vs SWarp | peak RSS largest / tree (MiB) | seam (σ) "
+    lines = ["| tool | workers | best s | speed vs SWarp | CPU s | peak RSS largest / tree (MiB) | seam (σ) "
              "| frame-edge step median / max (σ) | outlier px | coverage |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     names = {"swarp": "SWarp `CLIPPED` `BILINEAR`", "ours": "`zemosaic-xp grid`",
              "reproject": "`reproject_and_coadd(match_background=True)`"}
     for r in survey["rows"]:
         ratio = "—" if r.get("speed_vs_swarp") is None else f"{r['speed_vs_swarp']:.2f}×"
         workers = "1 (one process)" if r["tool"] == "reproject" else str(r["workers"])
         lines.append(f"| {names[r['tool']]} | {workers} | {_cell(r, 'best_sec', '.2f')} | {ratio} "
+                     f"| {_cell(r, 'best_cpu_sec', '.1f')} "
                      f"| {_cell(r, 'largest_rss_mib', '.0f')} / {_cell(r, 'tree_rss_mib', '.0f')} "
                      f"| {_cell(r, 'seam_sigma', '.3f')} | {_cell(r, 'edge_step_median_sigma', '.3f')} / "
                      f"{_cell(r, 'edge_step_max_sigma', '.3f')} | {_cell(r, 'outlier_pixels', ',d')} "
@@ -313,7 +315,8 @@ def report(machine: dict, surveys: list[dict]) -> str:
     tools = machine["tools"]
     out = [f"Machine: {machine['cpu']}, {machine['cpu_count']} CPUs; {tools.get('ours') or 'ours not run'}; "
            f"SWarp: {tools.get('swarp') or 'not run/found'}; reproject: {tools.get('reproject') or 'not run/found'}; "
-           f"warm page cache; best of {machine['repeat']}; speed = SWarp's time / the tool's (same thread count)."]
+           f"warm page cache; best of {machine['repeat']}; speed = SWarp's time / the tool's (same thread count); "
+           f"CPU s = user + system of the whole process tree (lowest run)."]
     for s in surveys:
         out += ["", f"### {s['survey']}: {s['grid'][0]}×{s['grid'][1]} pointings × {s['exposures']} exposures = "
                     f"{s['n_frames']} frames of {s['size']}² ({s['input_mib']:.0f} MiB of float32 FITS; σ = "

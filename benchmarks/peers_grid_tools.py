@@ -13,7 +13,10 @@
   ``find_optimal_celestial_wcs`` of the frames, then ``reproject_and_coadd(...,
   reproject_function=reproject_interp, combine_function="mean", match_background=True)``.
 
-Every run is timed from spawn to exit (:func:`run_tree`). Memory is sampled every 20 ms
+Every run is timed from spawn to exit (:func:`run_tree`), and its CPU time (user +
+system, of the child and of the descendants it waited for: the grid's worker processes,
+SWarp's threads) is read from ``os.wait4``; on a machine shared with other jobs the CPU
+time moves much less than the wall time. Memory is sampled every 20 ms
 on the child and all its live descendants (psutil for the tree, ``/proc/PID/status`` for
 each process): ``largest`` is the largest ``VmHWM`` (the kernel's own peak RSS of one
 process, so a spike between two samples is not missed, only one in a process's last
@@ -92,6 +95,9 @@ class TreeRun:
         Peak of the summed RSS of the live tree, sampled every 20 ms, KiB.
     wait4_maxrss_kib : int
         ``ru_maxrss`` of ``os.wait4`` (an upper bound: see the module docstring), KiB.
+    cpu_sec : float
+        User + system CPU seconds of the child and the descendants it waited for
+        (``os.wait4``): grid workers and SWarp's threads count.
     returncode : int
         Exit status (negative: killed by that signal).
     log : Path
@@ -102,6 +108,7 @@ class TreeRun:
     largest_rss_kib: int
     tree_rss_kib: int
     wait4_maxrss_kib: int
+    cpu_sec: float
     returncode: int
     log: Path
 
@@ -175,7 +182,8 @@ def run_tree(argv: list[str], log: Path, *, env: dict | None = None, cwd: Path |
     poller.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     largest = peaks["largest"]
-    return TreeRun(wall, largest, max(peaks["tree"], largest), int(usage.ru_maxrss), proc.returncode, log)
+    return TreeRun(wall, largest, max(peaks["tree"], largest), int(usage.ru_maxrss),
+                   usage.ru_utime + usage.ru_stime, proc.returncode, log)
 
 
 def find_swarp(explicit: str | None = None) -> str | None:

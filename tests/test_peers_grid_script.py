@@ -203,6 +203,7 @@ def tiny_run(peers_grid, tmp_path_factory):
 def _check_mosaic(row: dict, *, seam_max: float, coverage_min: float) -> None:
     assert "error" not in row, row
     assert row["best_sec"] > 0 and row["largest_rss_mib"] > 1 and row["tree_rss_mib"] >= row["largest_rss_mib"]
+    assert 0 < row["best_cpu_sec"]
     assert row["seam_sigma"] < seam_max, row
     assert row["coverage"] > coverage_min, row
     assert row["background_pixels"] > 0.8 * row["footprint_pixels"] * row["coverage"]

@@ -25,8 +25,8 @@ there. Notation: σ = one frame's background noise (``noise_sigma`` of the surve
   ``n ≥ 1`` and not hot (a left-over cosmic ray would otherwise spread over 225 px and
   count as a seam), ``box15`` the 15 × 15 px sum; ``seam = RMS(S over M where box15(M) ≥ ½·225) / σ``.
   Frame-to-frame gain/offset mismatches and unmatched edges show up as patches of S; white
-  noise alone leaves a floor of about σ/√(n·225·f), f ≈ 0.5 for bilinear resampling
-  (≈ 0.05 at n = 4).
+  noise alone leaves a floor of about σ/(15·√n) (0.03 σ at n = 4: resampling correlates
+  neighbouring pixels but keeps the noise of a 15 px mean about the same).
 - **Outlier pixels**: hot pixels with ``n ≥ 3`` (the depth where a rejection starts to
   have a chance). Source pixels are never hot. White noise alone gives ~6·10⁻⁷ of the
   pixels (less: resampling averages the noise).

@@ -59,7 +59,8 @@ def _shape(row: dict) -> str:
 
 
 def _index(rows: list[dict]) -> dict:
-    by_case: dict[str, dict] = defaultdict(lambda: {"ours": {}, "reference": {}, "memory_pass": {}})
+    by_case: dict[str, dict] = defaultdict(lambda: {"ours": {}, "reference": {}, "memory_pass": {},
+                                                    "ours_no_uncertainty": {}})
     for row in rows:
         kind = row["kind"]
         if kind == "ours":
@@ -68,7 +69,26 @@ def _index(rows: list[dict]) -> dict:
             by_case[row["case"]]["reference"][row["name"]] = row
         elif kind == "memory_pass":
             by_case[row["case"]]["memory_pass"][row["backend"]] = row
+        elif kind == "ours_no_uncertainty":
+            by_case[row["case"]]["ours_no_uncertainty"][row["name"]] = row
     return by_case
+
+
+def uncertainty_table(rows: list[dict]) -> str:
+    """The cost of the uncertainty map: our NumPy stack with it over the same stack without."""
+    out = ["| case | algorithm | ops | time with / without | peak with / without |",
+           "|---|---|---|---:|---:|"]
+    found = False
+    for case, entry in _index(rows).items():
+        for name, off in sorted(entry["ours_no_uncertainty"].items()):
+            on = entry["ours"].get((name, "numpy"))
+            if on is None:
+                continue
+            found = True
+            peaks = on.get("peak_bytes"), off.get("peak_bytes")
+            out.append(f"| {case} | {name} | {on.get('ops', '?')} | {on['seconds'] / off['seconds']:.3f} | "
+                       + (f"{peaks[0] / peaks[1]:.3f} |" if all(peaks) else "– |"))
+    return "\n".join(out) if found else "No uncertainty benchmark in this run."
 
 
 def cpu_table(rows: list[dict]) -> str:
@@ -150,6 +170,10 @@ def render(rows: list[dict], machine: str = "", stat: str = "min") -> str:
         "### Our NumPy path against the references",
         "",
         cpu_table(rows),
+        "",
+        "### Cost of the uncertainty map",
+        "",
+        uncertainty_table(rows),
         "",
         "### References",
         "",

@@ -96,6 +96,19 @@ def test_ours(benchmark, case, frames, algorithm, backend_name):
     benchmark.extra_info["band_rows"] = result.stats["band_rows"]
 
 
+@pytest.mark.parametrize("algorithm", sorted(CONFIGS))
+def test_ours_without_uncertainty(benchmark, case, frames, algorithm):
+    # The same stack as test_ours on NumPy without the uncertainty map: report.py
+    # prints the cost of the map as the ratio of the two (docs/performance.md).
+    if algorithm not in case.algorithms:
+        pytest.skip(f"{algorithm} is not run on {case.name} (time budget)")
+    config = CONFIGS[algorithm]
+    result = _run(benchmark, case, lambda: stack(frames, config=config, uncertainty=False),
+                  kind="ours_no_uncertainty", name=algorithm, peak=True, backend="numpy", device_kind="cpu")
+    assert result.uncertainty is None
+    benchmark.extra_info["ops"] = result.stats["ops"]
+
+
 def _astropy_kappa_sigma(frames: np.ndarray) -> np.ndarray:
     from astropy.stats import sigma_clip
 

@@ -17,6 +17,7 @@ from ._version import __version__
 
 __all__ = [
     "stack",
+    "combine",
     "StackConfig",
     "StackResult",
     "stack_master_tile",
@@ -33,6 +34,7 @@ __all__ = [
 #: Public name -> module that defines it.
 _LAZY = {
     "stack": "zemosaic_xp.api",
+    "combine": "zemosaic_xp.ccd_combine",
     "StackConfig": "zemosaic_xp.core.config",
     "StackResult": "zemosaic_xp.core.pipeline",
     "stack_master_tile": "zemosaic_xp.classic.master_tile",
@@ -43,7 +45,7 @@ _LAZY = {
     "GridConfig": "zemosaic_xp.grid.config",
     "ResourceTelemetryController": "zemosaic_xp.telemetry.controller",
 }
-_SUBMODULES = ("synthetic", "backends", "core", "classic", "grid", "gpu", "io", "telemetry", "cli")
+_SUBMODULES = ("synthetic", "backends", "core", "classic", "grid", "gpu", "io", "telemetry", "cli", "nddata")
 
 
 def __getattr__(name: str) -> Any:

@@ -10,6 +10,7 @@ from .backends import Backend, backend_of, default_memory_budget, select_backend
 from .core.config import StackConfig
 from .core.in_memory import stack_frames
 from .core.pipeline import StackResult
+from .nddata import frames_from_nddata, is_nddata
 
 __all__ = ["stack"]
 
@@ -24,20 +25,73 @@ def _first(frames: Any) -> Any:
     return frames
 
 
+def _from_nddata(frames: Any, config: StackConfig | None, weights: Any) -> tuple[Any, Any, Any]:
+    """NDData frames as an array with NaN for masked pixels, their unit, and 1/σ² weights if asked."""
+    uncertainty_weights = getattr(config, "weighting", None) == "uncertainty"
+    if isinstance(frames, (list, tuple)) and frames and all(is_nddata(f) for f in frames):
+        data, unit, ivar = frames_from_nddata(frames, weights=uncertainty_weights)
+        if ivar is not None:
+            weights = ivar if weights is None else ivar * _per_pixel(weights, ivar)
+        return data, unit, weights
+    if uncertainty_weights:
+        msg = ("weighting='uncertainty' needs astropy NDData/CCDData frames with an uncertainty "
+               "(StdDevUncertainty, VarianceUncertainty or InverseVariance); got plain arrays")
+        raise ValueError(msg)
+    return frames, None, weights
+
+
+def _per_pixel(weights: Any, ivar: Any) -> Any:
+    """User weights (N,), (N, C) or per pixel, broadcast against per-pixel ``ivar`` (N, H, W[, C])."""
+    import numpy as np
+
+    w = np.asarray(weights, dtype=np.float32)
+    if w.ndim == 1:
+        return w.reshape((-1,) + (1,) * (ivar.ndim - 1))
+    if w.ndim == 2 and ivar.ndim == 4:
+        return w[:, None, None, :]
+    return w
+
+
+def _mask_cosmics(frames: Any, config: StackConfig, target: Backend) -> tuple[Any, dict]:
+    """The ``cosmic`` pre-pass: frames to the host, hits to NaN, back to ``target``."""
+    import numpy as np
+
+    from .backends import to_host
+    from .io.cosmic import mask_cosmics
+
+    host = [np.asarray(to_host(f)) for f in frames] if isinstance(frames, (list, tuple)) else None
+    if host is not None and len({f.shape for f in host}) > 1:
+        return frames, {}  # stack_frames reports the mismatched shapes
+    host = np.stack(host) if host is not None else np.asarray(to_host(frames))
+    masked, info = mask_cosmics(host.astype(np.float32, copy=False), mode=config.cosmic,
+                                min_depth=config.cosmic_min_depth, method=config.cosmic_method)
+    if masked is not host:
+        frames = to_backend(masked, target)
+    logger.debug("[P3] cosmic=%s: %d px masked in %d frame(s) searched (%.3f s)", config.cosmic,
+                 info["cosmic_masked_px"], info["cosmic_frames_searched"], info["time_cosmic_sec"])
+    return frames, info
+
+
 def stack(frames: Any | Sequence[Any], /, *, config: StackConfig | None = None,
           weights: Any | None = None, backend: str | Backend | None = None,
           memory_budget_bytes: int | None = None,
-          progress_callback: Callable[..., Any] | None = None) -> StackResult:
+          progress_callback: Callable[..., Any] | None = None, uncertainty: bool = True) -> StackResult:
     """Stack aligned frames: normalise, weight, reject outliers, combine.
 
     Parameters
     ----------
     frames : array, shape (N, H, W) or (N, H, W, C); or sequence of (H, W[, C]) arrays
         Aligned frames (NumPy, CuPy or torch), float or integer; NaN and ±inf mean "no
-        data".
+        data". Or a sequence of astropy ``NDData`` / ``CCDData``: masked pixels are "no
+        data", every frame must have the same unit (the result keeps it), and
+        ``config.weighting="uncertainty"`` weights each pixel by ``1/σ²`` of its
+        uncertainty (``StdDevUncertainty``, ``VarianceUncertainty``,
+        ``InverseVariance``), as ccdproc does.
     config : StackConfig, optional
         Methods and parameters; default ZeMosaic's (linear_fit, noise_variance,
-        winsorized_sigma_clip, mean).
+        winsorized_sigma_clip, mean). With ``cosmic`` on, the frames go to the host
+        for the cosmic-ray masks (:func:`zemosaic_xp.io.cosmic.mask_cosmics`) and
+        back; ``stats`` then holds ``cosmic_masked_px`` and ``time_cosmic_sec``.
     weights : array, optional
         User weights, shape (N,), (N, C), (N, H, W) or (N, H, W, C); multiplied with
         the quality weights. A weight of 0 excludes the sample.
@@ -49,18 +103,26 @@ def stack(frames: Any | Sequence[Any], /, *, config: StackConfig | None = None,
         (at most 256 MiB on CPU, 4 GiB on GPU). The result does not depend on it.
     progress_callback : callable, optional
         ZeMosaic protocol ``cb(key, progress, level, **kw)``; receives ``STAGE_PROGRESS``.
+    uncertainty : bool
+        Compute ``StackResult.uncertainty``, the standard error of each combined pixel
+        (default True; docs/algorithms.md "Uncertainty map").
 
     Returns
     -------
     StackResult
         ``image``, ``weight_sum``, ``coverage``, ``rejected_low``, ``rejected_high``
-        of shape (H, W) or (H, W, C) on the chosen backend, and ``stats``.
+        and ``uncertainty`` of shape (H, W) or (H, W, C) on the chosen backend, and
+        ``stats``.
 
     Raises
     ------
     ValueError, TypeError
-        Empty input, mismatched frame shapes, non-numeric data, bad weights or config.
+        Empty input, mismatched frame shapes, non-numeric data, bad weights or config;
+        NDData frames of different units; ``weighting="uncertainty"`` without NDData
+        uncertainties.
     """
+    _first(frames)
+    frames, unit, weights = _from_nddata(frames, config, weights)
     first = _first(frames)
     if backend is None:
         target = backend_of(first)
@@ -82,9 +144,16 @@ def stack(frames: Any | Sequence[Any], /, *, config: StackConfig | None = None,
     elif isinstance(memory_budget_bytes, bool) or not isinstance(memory_budget_bytes, int) or memory_budget_bytes <= 0:
         msg = f"`memory_budget_bytes` must be a positive integer, got {memory_budget_bytes!r}"
         raise ValueError(msg)
+    cosmic_info: dict = {}
+    if getattr(config, "cosmic", "off") != "off":  # a bad `config` is reported by stack_frames
+        frames, cosmic_info = _mask_cosmics(frames, config, target)
     result = stack_frames(frames, config=config, weights=weights,
                           memory_budget_bytes=memory_budget_bytes,
-                          progress_callback=progress_callback)
+                          progress_callback=progress_callback, uncertainty=uncertainty)
+    result.unit = unit
+    if unit is not None:
+        result.stats["unit"] = str(unit)
+    result.stats.update(cosmic_info)
     result.stats["backend"] = target.name
     result.stats["memory_budget_bytes"] = int(memory_budget_bytes)
     return result

@@ -153,3 +153,14 @@ def test_repeated_inputs_are_stacked_once(tmp_path, paths, caplog, monkeypatch):
         assert b[0].header["NCOMBINE"] == a[0].header["NCOMBINE"] == 6
         np.testing.assert_array_equal(a[0].data, b[0].data)
         np.testing.assert_array_equal(a["ALPHA"].data, b["ALPHA"].data)
+
+
+def test_cosmic_option_masks_the_hits_like_stack(tmp_path, paths, frames, capsys):
+    # Issue 17: --cosmic always sets StackConfig.cosmic; the master equals stack() with it.
+    out = tmp_path / "master.fits"
+    assert main(["--quiet", "stack", *paths[:3], "-o", str(out), "--backend", "numpy", "--cosmic", "always"]) == 0
+    ref = stack(frames[:3], config=StackConfig(cosmic="always"))
+    assert ref.stats["cosmic_masked_px"] > 0
+    np.testing.assert_array_equal(read_frame(out).data, ref.image)
+    with pytest.raises(SystemExit):  # argparse lists the choices
+        main(["stack", *paths, "-o", str(out), "--cosmic", "sometimes"])

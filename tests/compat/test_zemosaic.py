@@ -130,7 +130,7 @@ def test_method_aliases(key, value, field, expected):
 
 @pytest.mark.parametrize(("key", "value", "match"), [
     ("stacking_rejection_algorithm", "sigma_kappa_magic",
-     r"`stacking_rejection_algorithm` must be one of \{'none', 'kappa_sigma', .*'minmax'\} \(aliases: .*\), "
+     r"`stacking_rejection_algorithm` must be one of \{'none', 'kappa_sigma', .*'auto'\} \(aliases: .*\), "
      r"got 'sigma_kappa_magic'"),
     ("stacking_normalize_method", "ikss", r"`stacking_normalize_method` must be one of .*'multiplicative_scaling'"),
     ("stacking_final_combine_method", 3, r"`stacking_final_combine_method` must be one of .*got 3"),

@@ -11,7 +11,7 @@ from array_api_compat import numpy as np_xp
 from tests.conftest import assert_on, host, on
 from zemosaic_xp import StackConfig, stack
 from zemosaic_xp.core.in_memory import stack_frames
-from zemosaic_xp.core.weights import radial_weight_map
+from zemosaic_xp.core.weights import radial_weight_at, radial_weight_map
 
 
 def _radial(y, x, h, w, feather=0.8, power=2.0, floor=0.05):
@@ -46,6 +46,28 @@ class TestRadialMap:
         parts = [radial_weight_map(min(5, 23 - r0), 11, row_start=r0, full_height=23, xp=np_xp)
                  for r0 in range(0, 23, 5)]
         np.testing.assert_array_equal(np.concatenate(parts), full)
+
+    def test_cells_reassemble_the_full_map(self):
+        # Blocks of rows AND columns (grid cells) give the frame's map, not the block's own.
+        full = radial_weight_map(23, 31, xp=np_xp)
+        rows = [np.concatenate([radial_weight_map(min(5, 23 - r0), min(7, 31 - c0), row_start=r0, full_height=23,
+                                                  col_start=c0, full_width=31, xp=np_xp)
+                                for c0 in range(0, 31, 7)], axis=1) for r0 in range(0, 23, 5)]
+        np.testing.assert_array_equal(np.concatenate(rows), full)
+
+    def test_at_frame_positions(self, backend):
+        # radial_weight_at on a 5x5 frame: centre 1; (2, 0): r = 2/3.5355 = 0.5657, /0.8 -> cos²(π/2·0.7071)
+        # = 0.19715; (0, 0): r = 0.8 = feather -> floor 0.05; (2, 2.5) between pixels; NaN stays NaN.
+        xp = backend.xp
+        y = xp.asarray([2.0, 2.0, 0.0, 2.0, float("nan")], dtype=xp.float64, device=backend.device)
+        x = xp.asarray([2.0, 0.0, 0.0, 2.5, 1.0], dtype=xp.float64, device=backend.device)
+        got = radial_weight_at(y, x, height=5, width=5, xp=xp)
+        assert_on(got, backend)
+        got = host(got)
+        np.testing.assert_allclose(got[:4], [1.0, 0.197150, 0.05, _radial(2.0, 2.5, 5, 5)], rtol=1e-5)
+        assert np.isnan(got[4]) and got.dtype == np.float32
+        grid = host(radial_weight_map(5, 5, xp=xp, device=backend.device))
+        assert grid[2, 0] == got[1] and grid[0, 0] == got[2]  # the same formula, one home
 
 
 def test_radial_weight_in_the_stack(backend):
@@ -101,3 +123,37 @@ def test_noise_weights_per_channel_on_rgb(backend):
     image = np.sum(w[:, None, None, :] * frames, axis=0) / w.sum(axis=0)
     np.testing.assert_allclose(host(r.image), image, rtol=1e-5)
     np.testing.assert_allclose(host(r.weight_sum)[0, 0], w.sum(axis=0), rtol=1e-6)
+
+
+def test_radial_weight_in_cell_blocks_of_the_band_driver(backend):
+    # The band driver hands each block its place in the frame (rows AND columns): blocks of
+    # 4 x 5 px (grid cells) give the full-width result bit for bit, on every backend.
+    from zemosaic_xp.core.band_driver import BandDevice, Block, band_blocks, stack_bands
+    from zemosaic_xp.core.frames import FrameStack
+    from zemosaic_xp.core.framestats import FrameSamples
+    from zemosaic_xp.core.in_memory import ArrayBandSource
+    from zemosaic_xp.core.ops import ops_for
+    from zemosaic_xp.core.pipeline import plan_frames
+
+    rng = np.random.default_rng(11)
+    frames = FrameStack(on(backend, rng.normal(10, 1, (4, 13, 17, 2)).astype(np.float32)))
+    xp, ops = frames.xp, ops_for(frames.xp, frames.device)
+    config = StackConfig(normalize="none", weighting="none", reject="kappa_sigma", radial_weight=True)
+    plan = plan_frames(FrameSamples(frames.samples(64, ops=ops), xp=xp), config)
+    full_width = ArrayBandSource(frames, None, ops)
+
+    class Cells:
+        height, width, channels = full_width.height, full_width.width, full_width.channels
+
+        def read(self, block):
+            values, weights = full_width.read(Block(block.r0, block.r1))
+            return values[:, block.c0:block.c1, ...], weights
+
+    cells = [Block(r0, min(13, r0 + 4), c0, min(17, c0 + 5)) for r0 in range(0, 13, 4) for c0 in range(0, 17, 5)]
+    device = BandDevice(xp, ops=ops, device=frames.device)
+    whole, _ = stack_bands(full_width, band_blocks(13, 13), config=config, plan=plan, device=device)
+    cut, _ = stack_bands(Cells(), cells, config=config, plan=plan, device=device)
+    for name in ("image", "weight_sum"):
+        np.testing.assert_array_equal(host(cut[name]), host(whole[name]))
+    radial = host(radial_weight_map(13, 17, xp=np_xp))
+    np.testing.assert_allclose(host(whole["weight_sum"])[..., 0], 4 * radial, rtol=1e-6)  # no rejection here

@@ -93,3 +93,20 @@ def test_no_gpu_line_when_the_gpu_is_not_requested(survey, tmp_path, capsys, mon
     monkeypatch.setattr(GpuPolicy, "for_grid", classmethod(lambda cls, *a, **k: pytest.fail("GPU probed")))
     assert main(["--quiet", "grid", str(survey.folder), str(tmp_path / "out"), "--workers", "1"]) == 0
     assert "GPU" not in capsys.readouterr().err
+
+
+def test_cosmic_option_reaches_the_tiles(survey, tmp_path, capsys):
+    # Issue 17: --cosmic always blanks the hits before the reprojection; where one frame
+    # alone covers a hit the mosaic has no data there, unlike the run without masks.
+    import numpy as np
+
+    from .survey_cases import mosaic_data
+
+    nan = {}
+    for mode in ("off", "always"):
+        out = tmp_path / mode
+        assert main(["--quiet", "grid", str(survey.folder), str(out), "--workers", "1", "--no-gpu",
+                     "--cosmic", mode]) == 0
+        nan[mode] = int(np.isnan(mosaic_data(out / "mosaic_grid.fits")).sum())
+    capsys.readouterr()
+    assert nan["always"] > nan["off"]

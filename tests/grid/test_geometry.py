@@ -173,3 +173,39 @@ def test_unrotated_and_degenerate_outlines_are_not_rotated():
     assert geometry._min_area_angle(_rectangle(100.0, 40.0, np.pi / 2)) == 0.0  # the same box
     line = np.column_stack([np.arange(5.0), 2.0 * np.arange(5.0)])
     assert geometry._min_area_angle(line) == 0.0  # collinear: shapely gives a line, no rectangle
+
+
+@pytest.mark.parametrize("case", ["icrs", "sip", "fk5", "ra-wrap"])
+def test_survey_tan_is_reprojects_optimal_wcs_to_the_last_bit(case):
+    """``_survey_tan`` replaces ``find_optimal_celestial_wcs`` (no reproject import in set-up)."""
+    import warnings
+
+    from astropy import units as u
+    from reproject.mosaicking import find_optimal_celestial_wcs
+
+    rng = np.random.default_rng(3)
+    ra0 = 0.01 if case == "ra-wrap" else 150.0
+    frames = []
+    for k in range(7):
+        shape = (40 + 3 * k, 64 - 2 * k)
+        w = tan_wcs(ra0 + rng.uniform(-0.02, 0.02), 30.0 + rng.uniform(-0.02, 0.02), shape,
+                    rot_deg=float(rng.uniform(-3, 3)))
+        if case == "sip":
+            header = w.to_header()
+            header["CTYPE1"], header["CTYPE2"] = "RA---TAN-SIP", "DEC--TAN-SIP"
+            header["A_ORDER"] = header["B_ORDER"] = 2
+            header["A_2_0"], header["B_1_1"] = 2e-5, 1.5e-5
+            w = geometry.WCS(header)
+        if case == "fk5":
+            w.wcs.radesys, w.wcs.equinox = "FK5", 2000.0
+            w.wcs.set()
+        frames.append((shape, w.celestial))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref, _ = find_optimal_celestial_wcs(frames, resolution=SCALE_DEG * u.deg, auto_rotate=False,
+                                            projection="TAN")
+        mine = geometry._survey_tan(frames, SCALE_DEG)
+    for name in ("crval", "crpix", "cdelt", "pc"):
+        assert np.array_equal(getattr(mine.wcs, name), getattr(ref.wcs, name)), name
+    assert list(mine.wcs.ctype) == list(ref.wcs.ctype) and mine.wcs.radesys == ref.wcs.radesys
+    assert mine.to_header_string(relax=True) == ref.to_header_string(relax=True)

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from astropy.wcs import WCS
 
+from zemosaic_xp.grid import reproject_tile
 from zemosaic_xp.grid.geometry import tile_wcs
-from zemosaic_xp.grid.reproject_tile import frame_planes, reproject_patch
+from zemosaic_xp.grid.reproject_tile import TileSky, frame_planes, reproject_patch
 
 from .frames_util import SCALE_DEG, tan_wcs
 
@@ -62,7 +63,7 @@ def _sip(w: WCS) -> WCS:
 
 
 @pytest.mark.parametrize("case", ["icrs", "icrs-alpha", "sip", "fk5", "ra-wrap", "rgb-alpha-sip"])
-def test_patch_is_bit_identical_to_reproject_interp(case):
+def test_patch_is_bit_identical_to_reproject_interp(case, monkeypatch):
     rng = np.random.default_rng(1)
     shape = (60, 80)
     ra = 0.005 if case == "ra-wrap" else 150.0
@@ -91,3 +92,41 @@ def test_patch_is_bit_identical_to_reproject_interp(case):
                             target=tile_wcs(grid_wcs, y0 + box[0], x0 + box[2], (box[1] - box[0], box[3] - box[2])))
     np.testing.assert_array_equal(again[0], expected[0])
     np.testing.assert_array_equal(again[1], expected[1])
+    # the tile's shared sky coordinates give the same again
+    sky = TileSky(grid_wcs, y0, x0, (box[1] + 4, box[3] + 3))
+    shared = reproject_patch(data, alpha, frame_wcs, grid_wcs, y0, x0, box, sky=sky)
+    np.testing.assert_array_equal(shared[0], expected[0])
+    np.testing.assert_array_equal(shared[1], expected[1])
+    assert (sky.patch(box) is not None) == (case not in ("fk5", "ra-wrap"))  # else the own transform
+    # row chunks of a few pixels (the default is 262144 px) give the same again
+    monkeypatch.setattr(reproject_tile, "_CHUNK_PX", 37)
+    for kw in ({}, {"sky": sky}):
+        chunked = reproject_patch(data, alpha, frame_wcs, grid_wcs, y0, x0, box, **kw)
+        np.testing.assert_array_equal(chunked[0], expected[0])
+        np.testing.assert_array_equal(chunked[1], expected[1])
+
+
+def test_shared_tile_sky_is_bit_identical_for_any_patch_origin():
+    """Patches anywhere on large canvases with awkward CRPIX: the shared path or the own one, same floats."""
+    rng = np.random.default_rng(7)
+    shared_used = 0
+    for _trial in range(12):
+        grid_wcs = tan_wcs(150.0, 30.0, (4000, 5000), rot_deg=float(rng.uniform(-20, 20)))
+        grid_wcs.wcs.crpix = [float(rng.uniform(-3000.0, 6000.0)) + rng.uniform(0, 1) * 2.0**-30,
+                              float(rng.uniform(-3000.0, 6000.0))]
+        grid_wcs.wcs.set()
+        y0, x0 = (int(v) for v in rng.integers(0, 3500, 2))
+        sky = TileSky(grid_wcs, y0, x0, (300, 280))
+        for _ in range(4):
+            py0, px0 = (int(v) for v in rng.integers(0, 200, 2))
+            box = (py0, py0 + int(rng.integers(1, 100)), px0, px0 + int(rng.integers(1, 80)))
+            target = tile_wcs(grid_wcs, y0 + py0, x0 + px0, (box[1] - box[0], box[3] - box[2]))
+            h, w = box[1] - box[0], box[3] - box[2]
+            ys, xs = np.meshgrid(np.arange(h, dtype=float), np.arange(w, dtype=float), indexing="ij")
+            own = target.pixel_to_world_values(xs.ravel(), ys.ravel())
+            world = sky.patch(box)
+            if world is not None:
+                shared_used += 1
+                np.testing.assert_array_equal(world[0].ravel(), own[0])
+                np.testing.assert_array_equal(world[1].ravel(), own[1])
+    assert shared_used >= 24  # most patches share (the check only refuses inexact CRPIX)

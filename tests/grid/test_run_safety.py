@@ -163,7 +163,7 @@ def test_a_tile_damaged_before_the_assembly_is_named(survey, reference, tmp_path
 # --- case 4: the canvas guard ---------------------------------------------------------------------
 
 _CANVAS_MESSAGE = (r"^the frames span 8\.\d° × 8\.\d° and the mosaic would be 14\d{3} × 14\d{3} px × 1 channel\(s\), "
-                   r"needing about 1\d\.\d GiB to assemble; this run may use LIMIT \(HOW\)\. The 9 frames cover "
+                   r"needing about \d+\.\d GiB to assemble; this run may use LIMIT \(HOW\)\. The 9 frames cover "
                    r"at most 0\.0\d% of that canvas: split stack_plan\.csv into groups of neighbouring frames and "
                    r"make one mosaic of each, or, if the machine has the memory, raise the limit with "
                    r"max_canvas_gb \(ZeMosaic key grid_max_canvas_gb; 0 = no limit\)$")
@@ -199,7 +199,7 @@ def test_check_canvas_limits(spread_survey, monkeypatch):
     grid = build_global_grid(load_stack_plan(spread_survey.folder).entries, grid_size_factor=1.5,
                              overlap_fraction=0.1)
     need = check_canvas(grid, GridConfig(max_canvas_gb=0))  # 0: no limit
-    assert 10 * 2**30 < need < 20 * 2**30
+    assert 2 * 2**30 < need < 20 * 2**30  # outputs of a 14 000² px canvas, stripes of accumulators
     monkeypatch.setattr(canvas, "memory_limit", lambda: (None, "no memory figure could be read"))
     assert check_canvas(grid, GridConfig()) == need
     monkeypatch.setattr(canvas, "memory_limit", lambda: (2**30, "90% of the least of: RLIMIT_AS leaves 1.1 GiB"))

@@ -140,8 +140,10 @@ def test_tile_fits_round_trip(rgb_tile, tmp_path):
     np.testing.assert_array_equal(back.image, product.image)
     np.testing.assert_array_equal(back.weight, product.weight)
     np.testing.assert_array_equal(back.coverage, product.coverage)
+    assert product.uncertainty is not None and np.isfinite(product.uncertainty).any()
+    np.testing.assert_array_equal(back.uncertainty, product.uncertainty)
     with fits.open(path) as hdul:
-        assert hdul[0].data.shape == hdul["WEIGHT"].data.shape == (3,) + tile.shape
+        assert hdul[0].data.shape == hdul["WEIGHT"].data.shape == hdul["UNCERT"].data.shape == (3,) + tile.shape
         assert hdul["COVERAGE"].data.shape == tile.shape
         alpha = hdul["ALPHA"].data
         np.testing.assert_array_equal(alpha > 0, (product.weight > 0).any(axis=-1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import re
 import sys
 import threading
 from datetime import datetime, timezone
@@ -110,7 +111,8 @@ class TestPayload:
         (args, payload), = recorder.calls
         assert args == ("STATS_UPDATE", None, "INFO")
         assert set(payload) == set(CONTEXT_KEYS) | set(SAMPLE_KEYS) | {"timestamp_iso", "cpu_workers", "use_gpu"}
-        assert len(SAMPLE_KEYS) == 12  # upstream's 12 resource keys (sample_source for gpu_sample_source)
+        assert len(SAMPLE_KEYS) == 12  # upstream's 12 resource keys, under upstream's names
+        assert "gpu_sample_source" in payload and "sample_source" not in payload
         assert payload["tiles_done"] == 3 and payload["eta_seconds"] == 95.0 and payload["cpu_workers"] == 8
 
     def test_sample_overrides_context(self, recorder, no_gpu_libs):
@@ -132,12 +134,32 @@ class TestPayload:
         assert payload["gpu_backend"] == "nvml"
         assert format_resource_label(payload).endswith(" | GPU 37% (2.0 / 8.0 GiB)")
 
-    def test_timestamp_is_utc_iso(self, recorder, no_gpu_libs):
+    def test_timestamp_is_utc_iso_ending_in_z(self, recorder, no_gpu_libs):
+        # Upstream: datetime.utcnow().isoformat() + "Z" (we always write the microseconds).
         before = datetime.now(timezone.utc)
         ResourceTelemetryController(True, 1.0, recorder).emit_stats({})
-        stamp = datetime.fromisoformat(recorder.payloads[0]["timestamp_iso"])
-        assert stamp.utcoffset().total_seconds() == 0
+        text = recorder.payloads[0]["timestamp_iso"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", text), text
+        stamp = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
         assert abs((stamp - before).total_seconds()) < 60
+
+    def test_types_and_units(self, recorder, no_gpu_libs, monkeypatch):
+        import psutil
+
+        monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml([]))
+        ResourceTelemetryController(True, 1.0, recorder).emit_stats(
+            grid_telemetry_context(1, "Grid: Setup", 0, 6, eta_seconds=12.5))
+        p = recorder.payloads[0]
+        assert isinstance(p["phase_index"], int) and isinstance(p["phase_name"], str)
+        assert isinstance(p["tiles_done"], int) and isinstance(p["tiles_total"], int)
+        assert isinstance(p["eta_seconds"], float)  # seconds
+        assert all(isinstance(p[k], float) for k in ("cpu_percent", "ram_used_mb", "ram_total_mb",
+                                                      "ram_available_mb", "gpu_used_mb", "gpu_total_mb",
+                                                      "gpu_free_mb", "gpu_util_percent", "gpu_mem_util_percent"))
+        assert 0.0 <= p["cpu_percent"] <= 100.0
+        assert p["ram_total_mb"] == pytest.approx(psutil.virtual_memory().total / 2**20)  # MiB
+        assert (p["gpu_total_mb"], p["gpu_used_mb"], p["gpu_free_mb"]) == (8192.0, 2048.0, 6144.0)  # MiB
+        assert (p["gpu_name"], p["gpu_backend"], p["gpu_sample_source"]) == ("Fake RTX 4090", "nvml", "nvml")
 
     @pytest.mark.parametrize("eta", [None, -1.0, math.nan, math.inf, "soon"])
     def test_eta_dropped_unless_finite_non_negative(self, recorder, no_gpu_libs, eta):

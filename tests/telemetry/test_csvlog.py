@@ -12,6 +12,7 @@ from zemosaic_xp.telemetry import (
     SAMPLE_KEYS,
     ResourceTelemetryController,
     TelemetryCsvWriter,
+    grid_telemetry_context,
     read_telemetry_csv,
 )
 
@@ -30,9 +31,9 @@ def header_of(path) -> list[str]:
 
 
 class TestHeader:
-    def test_fixed_columns_are_upstreams_plus_sample_source(self):
+    def test_fixed_columns_are_upstreams_27_in_order(self):
         assert len(UPSTREAM_DEFAULT_COLUMNS) == 27
-        assert [c for c in CSV_FIXED_COLUMNS if c != "sample_source"] == UPSTREAM_DEFAULT_COLUMNS
+        assert list(CSV_FIXED_COLUMNS) == UPSTREAM_DEFAULT_COLUMNS
         assert set(SAMPLE_KEYS) <= set(CSV_FIXED_COLUMNS)
 
     def test_header_is_fixed_columns_then_sorted_extras(self, recorder, no_gpu_libs, tmp_path):
@@ -54,12 +55,16 @@ class TestHeader:
         assert [r["alpha"] for r in rows] == [1, 2]
         assert "late_key" in recorder.payloads[1]  # the callback still gets it
 
-    def test_gpu_sample_source_mirrors_sample_source(self, tmp_path):
-        writer = TelemetryCsvWriter(tmp_path / "t.csv")
-        writer.write_row({"timestamp_iso": "2026-01-01T00:00:00+00:00", "sample_source": "nvml"})
-        writer.close()
-        row, = read_telemetry_csv(tmp_path / "t.csv")
-        assert row["gpu_sample_source"] == row["sample_source"] == "nvml"
+    def test_header_of_a_run_is_upstreams_then_sorted_extras(self, recorder, no_gpu_libs, tmp_path):
+        # The header a real emission writes: upstream's 27 columns verbatim (gpu_sample_source,
+        # no column of ours among them), then the extras sorted.
+        path = tmp_path / "resource_telemetry.csv"
+        with ResourceTelemetryController(True, 1.0, recorder, path) as tel:
+            tel.emit_stats(grid_telemetry_context(2, "Grid: tile stacking", 0, 4,
+                                                  extra={"use_gpu": False, "zz_extra": 1, "cpu_workers": 2}))
+        assert header_of(path) == UPSTREAM_DEFAULT_COLUMNS + ["zz_extra"]
+        row, = read_telemetry_csv(path)
+        assert row["gpu_sample_source"] is None and row["cpu_workers"] == 2  # no GPU here
 
 
 class TestRows:

@@ -46,6 +46,17 @@ def run_csv(tmp_path):
 
 
 class TestSummary:
+    def test_upstream_z_timestamps_with_microseconds(self, tmp_path):
+        # What the controller writes now (ZeMosaic's format): "...T22:00:01.250000Z".
+        path = write_csv(tmp_path / "z.csv", [
+            {"timestamp_iso": "2026-03-01T22:00:01.250000Z", "phase_index": 0, "phase_name": "Grid: Init",
+             "cpu_percent": 10.0},
+            {"timestamp_iso": "2026-03-01T22:00:03.000000Z", "phase_index": 4, "phase_name": "Grid: Completed",
+             "cpu_percent": 30.0},
+        ])
+        s = summarize_telemetry_csv(path)
+        assert s["duration_sec"] == 1.75 and [p["phase_index"] for p in s["phases"]] == [0, 4]
+
     def test_known_answer(self, run_csv):
         s = summarize_telemetry_csv(run_csv)
         assert s["rows"] == 3 and s["duration_sec"] == 4.0

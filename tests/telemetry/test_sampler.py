@@ -44,7 +44,7 @@ class TestCpuRam:
             raise OSError("/proc is not mounted")
 
         monkeypatch.setattr(psutil, "virtual_memory", broken)
-        monkeypatch.setattr(psutil, "cpu_percent", broken)
+        monkeypatch.setattr(psutil, "cpu_times", broken)
         sample = sample_runtime_resources()
         assert sample["cpu_percent"] is None and sample["ram_total_mb"] is None
 
@@ -67,7 +67,7 @@ class TestNvml:
         calls: list[str] = []
         monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(calls))
         sample = sample_runtime_resources()
-        assert sample["gpu_backend"] == "nvml" and sample["sample_source"] == "nvml"
+        assert sample["gpu_backend"] == "nvml" and sample["gpu_sample_source"] == "nvml"
         assert sample["gpu_name"] == "Fake RTX 4090"  # bytes from old pynvml versions are decoded
         assert sample["gpu_total_mb"] == 8192.0
         assert sample["gpu_used_mb"] == 2048.0
@@ -147,7 +147,7 @@ class TestCupy:
     def test_cupy_values(self, no_gpu_libs, monkeypatch):
         monkeypatch.setitem(sys.modules, "cupy", fake_cupy([]))
         sample = sample_runtime_resources()
-        assert sample["gpu_backend"] == "cupy" and sample["sample_source"] == "cupy_meminfo"
+        assert sample["gpu_backend"] == "cupy" and sample["gpu_sample_source"] == "cupy_meminfo"
         assert (sample["gpu_total_mb"], sample["gpu_used_mb"], sample["gpu_free_mb"]) == (8192.0, 2048.0, 6144.0)
         assert sample["gpu_name"] == "Fake CuPy GPU"
         assert sample["gpu_util_percent"] is None and sample["gpu_mem_util_percent"] is None
@@ -196,7 +196,7 @@ class TestTorch:
     def test_torch_values_when_cuda_in_use(self, no_gpu_libs, monkeypatch):
         monkeypatch.setitem(sys.modules, "torch", fake_torch([]))
         sample = sample_runtime_resources()
-        assert sample["gpu_backend"] == "torch" and sample["sample_source"] == "torch_mem_get_info"
+        assert sample["gpu_backend"] == "torch" and sample["gpu_sample_source"] == "torch_mem_get_info"
         assert (sample["gpu_total_mb"], sample["gpu_used_mb"]) == (16384.0, 6144.0)
 
     def test_torch_is_never_imported_to_sample(self, monkeypatch):

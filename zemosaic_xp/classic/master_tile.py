@@ -41,9 +41,11 @@ from ..gpu.policy import GpuPolicy
 from ..gpu.session import DeviceSession, GpuResultError, garbage_reason
 from ..io.atomic import remove_temp_files
 from ..io.bands import BandReader, files_kept_open, open_sources, read_frames_first
+from ..io.cosmic import masked_sources
 from ..io.fits import FitsReadError
-from ..io.fits_write import write_fits
+from ..io.fits_write import uncertainty_hdu, write_fits
 from ..io.runlock import write_lock
+from ..nddata import master_tile_inputs
 from .scan import FrameScan, plan_scan, scan_frames
 
 __all__ = ["MasterTileResult", "stack_master_tile", "write_master_tile", "provenance_header"]
@@ -58,6 +60,8 @@ _READ_BLOCK_BYTES = 16 * 1024**2
 # ... but at least this many rows when the budget allows: with thousands of frames a row
 # of all of them is already megabytes, and each block reads every file once.
 _MIN_BLOCK_ROWS = 8
+# The band driver's results a master tile keeps.
+_OUTPUTS = ("image", "coverage", "uncertainty")
 
 
 def _noop(*args: Any, **kwargs: Any) -> None:
@@ -85,6 +89,12 @@ class MasterTileResult:
         The image came from a GPU attempt.
     coverage : ndarray, same shape as ``image``, int32
         Samples kept per pixel.
+    uncertainty : ndarray, same shape as ``image``, float32
+        Standard error of each pixel (``StackResult.uncertainty``); NaN where fewer
+        than two samples survived.
+    unit : str or None
+        The unit the frames shared (``CCDData.unit``, FITS ``BUNIT``); written as
+        ``BUNIT``.
     """
 
     image: np.ndarray
@@ -92,6 +102,8 @@ class MasterTileResult:
     stats: dict
     used_gpu: bool
     coverage: np.ndarray | None = field(default=None, repr=False)
+    uncertainty: np.ndarray | None = field(default=None, repr=False)
+    unit: str | None = None
 
 
 class _TimedReader:
@@ -148,7 +160,8 @@ class _Tile:
         Returns
         -------
         outputs : dict of str to ndarray
-            ``image`` (float32) and ``coverage`` (int32), each ``(H, W, C)`` on the host.
+            ``image``, ``uncertainty`` (float32) and ``coverage`` (int32), each
+            ``(H, W, C)`` on the host.
         stats : dict
             The core's stack statistics plus ``read_blocks`` / ``native_bands``.
         """
@@ -162,7 +175,7 @@ class _Tile:
                 source = _TimedReader(reader, session, (self.h, self.w, self.c))
                 outputs, stats = stack_bands(source, band_blocks(self.h, self.band_rows(session)),
                                              config=self.config, plan=self.plan, device=session, out_xp=np_xp,
-                                             out_device="cpu", outputs=("image", "coverage"),
+                                             out_device="cpu", outputs=_OUTPUTS,
                                              progress_callback=self.cb)
                 stats["read_blocks"] = reader.reads
         moved = sum(v for k, v in session.seconds.items() if k != "compute")
@@ -210,7 +223,7 @@ class _Tile:
 
         blocks = band_blocks(self.h, block_rows)
         outputs, stats = stack_bands(_Shape(self.h, self.w, self.c), blocks, config=self.config, plan=self.plan,
-                                     device=session, out_xp=np_xp, out_device="cpu", outputs=("image", "coverage"),
+                                     device=session, out_xp=np_xp, out_device="cpu", outputs=_OUTPUTS,
                                      native=native, workers=min(workers, len(blocks)), progress_callback=self.cb)
         stats["native_bands"] = True
         return outputs, stats
@@ -254,11 +267,13 @@ def stack_master_tile(inputs: Any, config: StackConfig | None = None, *,
 
     Parameters
     ----------
-    inputs : sequence of (str | PathLike | array), or one (N, H, W[, C]) array
+    inputs : sequence of (str | PathLike | array | NDData), or one (N, H, W[, C]) array
         FITS paths (2-D mono, 3-D CHW or HWC; any BITPIX, BZERO/BSCALE applied,
-        big-endian handled; an ``ALPHA`` extension weights its frame's pixels) and/or
-        ``(H, W[, C])`` arrays. NaN and ±inf mean "no data". All frames must share
-        one shape.
+        big-endian handled; an ``ALPHA`` extension weights its frame's pixels; a
+        ``MASK`` extension, as ``CCDData.write`` makes, marks "no data" and loads that
+        file into memory) and/or ``(H, W[, C])`` arrays and/or astropy ``NDData`` /
+        ``CCDData`` (mask = no data). NaN and ±inf mean "no data". All frames must
+        share one shape and one unit (``BUNIT`` / ``unit``; the tile keeps it).
     config : StackConfig, optional
         Methods and parameters (default: ZeMosaic's).
     backend : {"auto", "numpy", "torch", "torch:cpu", "cupy", "torch:cuda"} or Backend
@@ -304,7 +319,13 @@ def stack_master_tile(inputs: Any, config: StackConfig | None = None, *,
     t0 = time.perf_counter()
     config, policy = _check_args(config, memory_budget_bytes, backend, gpu_policy)
     cb = progress_callback if progress_callback is not None else _noop
-    sources = open_sources(inputs)
+    if config.weighting == "uncertainty":
+        msg = ("weighting='uncertainty' is supported by zemosaic_xp.stack() only; master tiles weight "
+               "by 'none' or 'noise_variance'")
+        raise ValueError(msg)
+    inputs, unit = master_tile_inputs(inputs)
+    sources, cosmic_info = masked_sources(open_sources(inputs), mode=config.cosmic,
+                                          min_depth=config.cosmic_min_depth, method=config.cosmic_method)
     cpu_budget = memory_budget_bytes or default_memory_budget(policy.cpu_backend())
     # The identity normalisation and equal weights read no statistic (as stack() does).
     need_samples = not (config.normalize == "none" and config.weighting == "none")
@@ -334,7 +355,7 @@ def stack_master_tile(inputs: Any, config: StackConfig | None = None, *,
         "backend": session.backend.name, "used_gpu": run.used_gpu, "n_frames": tile.n,
         "n_frames_input": len(sources), "skipped_frames": list(scan.skipped),
         "band_rows": session.rows, "memory_budget_bytes": session.budget_bytes,
-        "frame_stats_spilled": scan.spilled, "exposure_total_sec": scan.exposure_total_sec,
+        "frame_stats_spilled": scan.spilled, **cosmic_info, "exposure_total_sec": scan.exposure_total_sec,
         "gpu_attempts": run.attempts, "gpu_policy": policy.state(),
         "phase3_gpu_chunk_summary": summary, "time_scan_sec": t_scan,
         "time_total_sec": time.perf_counter() - t0, "tile_id": tile_id, "config": config.to_dict(),
@@ -342,7 +363,8 @@ def stack_master_tile(inputs: Any, config: StackConfig | None = None, *,
     cb("phase3_gpu_chunk_summary", None, "INFO_DETAIL", **summary)
     alpha = np.where(np.any(outputs["coverage"] > 0, axis=-1), np.uint8(255), np.uint8(0))
     result = finish_stack(outputs, stats, config=config, mono=tile.mono)
-    return MasterTileResult(result.image, alpha, result.stats, run.used_gpu, result.coverage)
+    return MasterTileResult(result.image, alpha, result.stats, run.used_gpu, result.coverage, result.uncertainty,
+                            unit)
 
 
 def _card_key(key: str) -> str:
@@ -426,7 +448,9 @@ def write_master_tile(result: MasterTileResult, path: str | os.PathLike, wcs: An
     -------
     pathlib.Path
         The written file. NaN pixels are written as NaN (no data); ALPHA marks
-        coverage.
+        coverage; an ``UNCERT`` HDU (``UTYPE = StdDevUncertainty``, the image's axis
+        order) holds ``result.uncertainty`` when it is set, so that
+        ``CCDData.read(path, unit=...)`` returns it as the uncertainty.
 
     Raises
     ------
@@ -445,7 +469,10 @@ def write_master_tile(result: MasterTileResult, path: str | os.PathLike, wcs: An
     if wcs is not None:
         hdr.update(wcs.to_header(relax=True))
     hdr.update(provenance_header(result))
+    if result.unit is not None:
+        hdr["BUNIT"] = (str(result.unit), "unit of the frames")
     path = Path(path)
     with write_lock(path.parent, what=_WRITE_LOCK_WHAT):
         remove_temp_files(path.parent, path.name)  # left by a killed writer of this file
-        return write_fits(path, result.image, header=hdr, alpha=result.alpha)
+        extra = [] if result.uncertainty is None else [uncertainty_hdu(result.uncertainty, unit=hdr.get("BUNIT"))]
+        return write_fits(path, result.image, header=hdr, alpha=result.alpha, extra_hdus=extra)

@@ -55,7 +55,7 @@ def register(subparsers: Any) -> None:
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """Add the options shared by ``grid`` and ``demo`` to a parser.
 
-    ``--config``, ``--workers``, ``--scheduler``, ``--gpu``, ``--resume`` and
+    ``--config``, ``--cosmic``, ``--workers``, ``--scheduler``, ``--gpu``, ``--resume`` and
     ``--telemetry``; :func:`run_from_args` reads them.
 
     Parameters
@@ -65,6 +65,9 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     """
     parser.add_argument("--config", metavar="JSON", default=None,
                         help="a ZeMosaic zemosaic_config.json (grid_*, stacking_*, telemetry keys)")
+    parser.add_argument("--cosmic", choices=("off", "auto", "always"), default=None,
+                        help="per-frame cosmic-ray masks before the reprojection: auto = where fewer than "
+                             "cosmic_min_depth (5) frames cover a pixel (default: the config's, else off)")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="worker processes; 0 = auto (cpu count - 2; the default), 1 = in this "
                              "process; auto and N are capped by the tiles, the CPU cores and the RAM "
@@ -139,6 +142,8 @@ def run_from_args(args: argparse.Namespace, input_folder: Path, output_folder: P
 
     keys = load_config_file(args.config) if args.config else {}
     keys.update(config or {})
+    if getattr(args, "cosmic", None) is not None:
+        keys["cosmic"] = args.cosmic  # the field name: it wins over the config's ZeMosaic key
     if args.telemetry is not None:
         keys["enable_resource_telemetry"] = args.telemetry
     workers = args.workers

@@ -74,6 +74,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--weighting", default=None, help="weighting method (e.g. noise_variance, none)")
     parser.add_argument("--reject", default=None, help="rejection algorithm (e.g. winsorized_sigma_clip)")
     parser.add_argument("--combine", default=None, help="final combine (e.g. mean, median)")
+    parser.add_argument("--cosmic", choices=("off", "auto", "always"), default=None,
+                        help="per-frame cosmic-ray masks before the stack: auto = where fewer than "
+                             "cosmic_min_depth (5) frames cover a pixel (default: the config's, else off)")
     parser.add_argument("--kappa-low", type=float, default=None, help="low rejection threshold")
     parser.add_argument("--kappa-high", type=float, default=None, help="high rejection threshold")
     parser.add_argument("--memory-budget", default=None, metavar="SIZE",
@@ -92,7 +95,7 @@ def _build_config(args: argparse.Namespace) -> tuple[Any, str]:
     with naming_keys(data):
         use_gpu = gpu_flag(data)
     changes = {name: getattr(args, name) for name in
-               ("normalize", "weighting", "reject", "combine", "kappa_low", "kappa_high")
+               ("normalize", "weighting", "reject", "combine", "kappa_low", "kappa_high", "cosmic")
                if getattr(args, name) is not None}
     if changes:
         config = config.replace(**changes)

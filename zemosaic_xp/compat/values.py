@@ -63,7 +63,7 @@ METHOD_ALIASES: dict[str, dict[str, str]] = {
     },
     "combine": {
         "average": "mean", "avg": "mean", "med": "median", "summation": "sum", "add": "sum",
-        "minimum": "min", "maximum": "max",
+        "minimum": "min", "maximum": "max", "quantile": "percentile",
     },
 }
 _VALID = {"normalize": NORMALIZE_METHODS, "weighting": WEIGHTING_METHODS,

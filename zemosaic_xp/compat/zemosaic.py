@@ -20,6 +20,10 @@ stack_winsor_impl)                                             "zemosaic" or
 stacking_kappa_low / _high        kappa_low / kappa_high       number
 stacking_winsor_limits            winsor_limits                "0.05,0.05" or [0.05, 0.05]
 stacking_final_combine_method     combine                      method name or alias
+stacking_final_combine_percentile combine_percentile           number, percent (0-100)
+stacking_cosmic_mode              cosmic                       "off", "auto" or "always"
+stacking_cosmic_min_depth         cosmic_min_depth             whole number
+stacking_cosmic_method            cosmic_method                "sharp" or "lacosmic"
 apply_radial_weight               radial_weight                bool
 radial_feather_fraction           radial_feather_fraction      number
 radial_shape_power                radial_shape_power           number
@@ -113,6 +117,10 @@ STACK_KEYS: dict[str, str] = {
     "stacking_kappa_high": "kappa_high",
     "stacking_winsor_limits": "winsor_limits",
     "stacking_final_combine_method": "combine",
+    "stacking_final_combine_percentile": "combine_percentile",
+    "stacking_cosmic_mode": "cosmic",
+    "stacking_cosmic_min_depth": "cosmic_min_depth",
+    "stacking_cosmic_method": "cosmic_method",
     "apply_radial_weight": "radial_weight",
     "radial_feather_fraction": "radial_feather_fraction",
     "radial_shape_power": "radial_shape_power",
@@ -157,7 +165,7 @@ IGNORED_KEYS = frozenset({
     "phase3_chunk_scale_critical", "phase3_internal_chunk_threshold", "phase3_internal_chunk_size",
     "extreme_group_threshold", "extreme_group_winsor_cap", "center_out_normalization_p3",
     "inter_master_merge_enable", "grid_rgb_equalize", "final_mosaic_dbe_enabled",
-    "final_mosaic_dbe_strength", "save_final_as_uint16", "legacy_rgb_cube",
+    "final_mosaic_dbe_strength", "save_final_as_uint16", "legacy_rgb_cube", "final_mosaic_rgb_equalize_enabled",
 })
 #: Families of ZeMosaic keys ignored likewise (upstream_spec §4.4, §4.5, §7): the quality
 #: crop and gate, the Alt-Az clean-up and the Phase 3 memory orchestrator overrides.
@@ -587,3 +595,12 @@ def grid_settings_from_dict(config: Mapping[str, Any], /, *, max_overlap_fractio
         del out["stack_chunk_budget_mb"]
     out["use_gpu"] = gpu_flag(config, GRID_GPU_KEYS)
     return out
+
+
+def __getattr__(name: str) -> Any:
+    """ZeMosaic's worker entries (:mod:`.grid_entry`, :mod:`.phase3`), imported on first use."""
+    if name in ("run_grid_mode", "stack_master_tile_auto", "start_phase3"):
+        from . import grid_entry, phase3
+        return getattr(grid_entry if name == "run_grid_mode" else phase3, name)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -5,7 +5,7 @@ FITS files, a grid tile's patches), how the image is cut (:class:`Block` s: full
 row bands, or grid cells with the frames that reach them) and where blocks are stacked
 (a :class:`BandDevice`: the frames' own namespace, or a GPU/CPU session of the run's
 GPU policy). The driver reads each block, stacks it with
-:func:`~.pipeline.stack_band`, writes the five per-pixel results into whole-image
+:func:`~.pipeline.stack_band`, writes the six per-pixel results into whole-image
 arrays and sums the blocks' counters (:func:`~.pipeline.summary_stats`).
 """
 
@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from .config import StackConfig
 from .ops import ArrayOps, ops_for
-from .pipeline import RESULT_NAMES, BandResult, FramePlan, stack_band, summary_stats
+from .pipeline import FLOAT_RESULTS, RESULT_NAMES, BandResult, FramePlan, stack_band, summary_stats
 
 __all__ = ["Block", "BandSource", "BandDevice", "band_blocks", "stack_bands"]
 
@@ -241,8 +241,9 @@ def stack_bands(source: BandSource, blocks: Iterable[Block], *, config: StackCon
         device per block and fall back on failure. Default: ``work(device)``.
     native : callable, optional
         ``native(block, views)`` stacks a block natively straight into ``views`` (the
-        block's slices of the five outputs, C-contiguous; scratch rows for the ones not
-        kept) and returns its counters; must equal :func:`stack_band`
+        block's slices of the six outputs, C-contiguous; scratch rows for the ones not
+        kept, and an empty ``uncertainty`` when it is not kept: the stacker skips it)
+        and returns its counters; must equal :func:`stack_band`
         (``ArrayOps.band_stacker``).
     workers : int
         Blocks stacked concurrently (threads; NumPy releases the GIL in its loops).
@@ -254,9 +255,10 @@ def stack_bands(source: BandSource, blocks: Iterable[Block], *, config: StackCon
     Returns
     -------
     outputs : dict of str to array, each ``(H, W, C)``
-        Image and weight_sum float32 (image NaN, weight_sum 0 where no sample
-        survived), coverage, rejected_low and rejected_high int32; in ``out_xp`` on
-        ``out_device``. With ``native``, all five.
+        Image, weight_sum and uncertainty float32 (image and uncertainty NaN,
+        weight_sum 0 where no sample survived), coverage, rejected_low and
+        rejected_high int32; in ``out_xp`` on ``out_device``. Only those named in
+        ``outputs``.
     stats : dict
         :func:`summary_stats` plus ``n_bands`` (distinct row ranges) and
         ``band_rows`` (the tallest block).
@@ -267,8 +269,11 @@ def stack_bands(source: BandSource, blocks: Iterable[Block], *, config: StackCon
     if total is None and hasattr(blocks, "__len__"):
         total = len(blocks)  # type: ignore[arg-type]
     shape = (source.height, source.width, source.channels)
-    out = {name: out_xp.empty(shape, dtype=out_xp.float32 if i < 2 else out_xp.int32, device=out_device)
-           for i, name in enumerate(RESULT_NAMES) if name in outputs}
+    def _dtype(name: str) -> Any:
+        return out_xp.float32 if name in FLOAT_RESULTS else out_xp.int32
+
+    out = {name: out_xp.empty(shape, dtype=_dtype(name), device=out_device)
+           for name in RESULT_NAMES if name in outputs}
     runner = _run_here(device) if run_block is None else run_block
 
     def _work_for(block: Block) -> BlockWork:
@@ -276,9 +281,11 @@ def stack_bands(source: BandSource, blocks: Iterable[Block], *, config: StackCon
             values, weights = source.read(block)
             res = stack_band(dev.upload(values), config=config, plan=dev.plan(plan, block.frames, xp), xp=dev.xp,
                              pixel_weights=dev.upload(weights), row_start=block.r0,
-                             full_height=source.height, ops=dev.ops)
-            arrays = [dev.download(getattr(res, n)) if n in out else None for n in RESULT_NAMES]
-            return BandResult(*arrays, res.iterations, res.n_valid, res.n_low, res.n_high)
+                             full_height=source.height, col_start=block.c0, full_width=source.width,
+                             ops=dev.ops, uncertainty="uncertainty" in out)
+            arrays = {n: dev.download(getattr(res, n)) if n in out else None for n in RESULT_NAMES}
+            return BandResult(**arrays, iterations=res.iterations, n_valid=res.n_valid, n_low=res.n_low,
+                              n_high=res.n_high)
         return _work
 
     def _run(block: Block) -> tuple[int, int, int, int]:
@@ -286,13 +293,13 @@ def stack_bands(source: BandSource, blocks: Iterable[Block], *, config: StackCon
         views = {n: a[block.r0:block.r1, block.c0:c1, ...] for n, a in out.items()}
         if block.frames == ():
             for n, view in views.items():
-                view[...] = float("nan") if n == "image" else 0
+                view[...] = float("nan") if n in ("image", "uncertainty") else 0
             return 0, 0, 0, 0
         if native is not None:
             # Results that are not kept still need rows to be written into: scratch.
-            scratch = {n: out_xp.empty((block.r1 - block.r0, c1 - block.c0, source.channels),
-                                       dtype=out_xp.float32 if i < 2 else out_xp.int32, device=out_device)
-                       for i, n in enumerate(RESULT_NAMES) if n not in views}
+            scratch = {n: out_xp.empty((block.r1 - block.r0 if n != "uncertainty" else 0, c1 - block.c0,
+                                        source.channels), dtype=_dtype(n), device=out_device)
+                       for n in RESULT_NAMES if n not in views}
             return native(block, tuple(views[n] if n in views else scratch[n] for n in RESULT_NAMES))
         res = runner(_work_for(block))
         for n, view in views.items():

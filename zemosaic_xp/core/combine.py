@@ -12,7 +12,7 @@ from typing import Any, Callable
 from array_api_compat import device as _device
 
 from .config import StackConfig
-from .nanstats import median_sorted, sort_valid
+from .nanstats import median_sorted, quantile_sorted, sort_valid
 from .samples import Rejection, Samples
 
 __all__ = ["combine", "COMBINERS"]
@@ -59,6 +59,22 @@ def _combine_median(samples: Samples, rej: Rejection, config: StackConfig) -> Ar
     return median_sorted(s, n, xp=xp)
 
 
+def _combine_percentile(samples: Samples, rej: Rejection, config: StackConfig) -> Array:
+    """Unweighted quantile ``combine_percentile`` / 100 of the survivors.
+
+    Linear interpolation between order statistics (NumPy's default): position
+    ``q · (n − 1)`` in the sorted survivors, so 50 is the median (the mean of the two
+    middle values for an even count), 0 the minimum and 100 the maximum.
+    """
+    xp = samples.xp
+    q = config.combine_percentile / 100.0
+    if rej.lo is not None and rej.hi is not None:
+        return quantile_sorted(samples.sorted, rej.hi - rej.lo, q, xp=xp, lo=rej.lo)
+    nan = xp.asarray(xp.nan, dtype=samples.x.dtype, device=_device(samples.x))
+    s, n = sort_valid(xp.where(rej.keep, samples.x, nan), xp=xp)
+    return quantile_sorted(s, n, q, xp=xp)
+
+
 def _combine_sum(samples: Samples, rej: Rejection, config: StackConfig) -> Array:
     """Sum of the survivors: n_kept · Σ w·x / Σ w (the weighted mean times the count).
 
@@ -98,6 +114,7 @@ def _combine_max(samples: Samples, rej: Rejection, config: StackConfig) -> Array
 COMBINERS: dict[str, Callable[[Samples, Rejection, StackConfig], Array]] = {
     "mean": _combine_mean,
     "median": _combine_median,
+    "percentile": _combine_percentile,
     "sum": _combine_sum,
     "min": _combine_min,
     "max": _combine_max,
@@ -114,8 +131,9 @@ def combine(samples: Samples, rej: Rejection, config: StackConfig) -> tuple[Arra
     rej : Rejection
         Which samples survived (:func:`~.reject.reject` on the same ``samples``).
     config : StackConfig
-        Its ``combine`` names the operator (``mean``, ``median``, ``sum``, ``min``,
-        ``max``); only ``mean`` and ``sum`` use the weights.
+        Its ``combine`` names the operator (``mean``, ``median``, ``percentile``,
+        ``sum``, ``min``, ``max``; ``percentile`` takes ``combine_percentile``); only
+        ``mean`` and ``sum`` use the weights.
 
     Returns
     -------

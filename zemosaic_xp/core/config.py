@@ -18,20 +18,26 @@ __all__ = [
     "REJECT_METHODS",
     "COMBINE_METHODS",
     "WSC_IMPLEMENTATIONS",
+    "COSMIC_MODES",
+    "COSMIC_METHODS",
 ]
 
 #: Frame normalisation methods.
 NORMALIZE_METHODS = ("none", "linear_fit", "sky_mean", "median", "additive", "multiplicative",
                      "additive_scaling", "multiplicative_scaling")
 #: Quality-weighting methods (user weights are passed to ``stack`` directly).
-WEIGHTING_METHODS = ("none", "noise_variance")
+WEIGHTING_METHODS = ("none", "noise_variance", "uncertainty")
 #: Pixel rejection algorithms.
 REJECT_METHODS = ("none", "kappa_sigma", "winsorized_sigma_clip", "winsorized_quantile",
-                  "linear_fit_clip", "percentile", "mad", "gesd", "minmax")
+                  "linear_fit_clip", "percentile", "mad", "gesd", "minmax", "auto")
 #: Final combine operators.
-COMBINE_METHODS = ("mean", "median", "sum", "min", "max")
+COMBINE_METHODS = ("mean", "median", "percentile", "sum", "min", "max")
 #: Implementations of ``winsorized_sigma_clip`` (``wsc_impl``); docs/algorithms.md compares them.
 WSC_IMPLEMENTATIONS = ("pixinsight", "zemosaic")
+#: Per-frame cosmic-ray masking before the stack (``cosmic``; docs/algorithms.md, "Cosmic rays").
+COSMIC_MODES = ("off", "auto", "always")
+#: Cosmic-ray detectors (``cosmic_method``): our own, or L.A.Cosmic through astroscrappy.
+COSMIC_METHODS = ("sharp", "lacosmic")
 
 # Iteration caps when ``max_iters`` is None (astropy's sigma_clip default; PixInsight's WSC).
 DEFAULT_MAX_ITERS = {"kappa_sigma": 5, "winsorized_sigma_clip": 10}
@@ -90,13 +96,20 @@ class StackConfig:
     normalize : {"none", "linear_fit", "sky_mean", "median", "additive", "multiplicative", \
 "additive_scaling", "multiplicative_scaling"}
         Per-frame normalisation against ``reference_frame`` (see docs/algorithms.md).
-    weighting : {"none", "noise_variance"}
+    weighting : {"none", "noise_variance", "uncertainty"}
         Quality weights; user weights passed to ``stack`` are multiplied in.
+        ``uncertainty``: ``1/σ²`` per pixel from astropy ``NDData`` frames' own
+        uncertainties (``stack`` only; no frame-level weight).
     reject : {"none", "kappa_sigma", "winsorized_sigma_clip", "winsorized_quantile", \
-"linear_fit_clip", "percentile", "mad", "gesd", "minmax"}
-        Pixel rejection along the frame axis.
-    combine : {"mean", "median", "sum", "min", "max"}
-        Final combine of the surviving samples (only ``mean`` and ``sum`` use weights).
+"linear_fit_clip", "percentile", "mad", "gesd", "minmax", "auto"}
+        Pixel rejection along the frame axis; ``"auto"`` chooses per pixel by its
+        number of valid samples (``mad`` at 3, ``gesd`` from 4; docs/algorithms.md).
+    combine : {"mean", "median", "percentile", "sum", "min", "max"}
+        Final combine of the surviving samples (only ``mean`` and ``sum`` use weights;
+        ``percentile`` is the unweighted quantile ``combine_percentile``).
+    combine_percentile : float
+        Quantile of the ``percentile`` combine, in percent, [0, 100] (linear
+        interpolation between order statistics); 50 (the median).
     kappa_low, kappa_high : float
         Rejection thresholds in units of the robust scale, > 0.
     max_iters : int or None
@@ -105,9 +118,11 @@ class StackConfig:
     winsor_limits : (float, float)
         Low / high winsorisation fractions, each in [0, 0.5).
     min_survivors : int
-        A rejection never leaves fewer samples than this (nor fewer than the valid
-        ones when there are fewer): a pixel whose next rejection would go below it
-        keeps its current set.
+        A rejection never leaves fewer samples than this, except that one sample of
+        three or more may always go (the floor is ``min(min_survivors, n_valid − 1)``
+        from 3 valid samples, ``min(min_survivors, n_valid)`` below): a pixel whose
+        next rejection would go below the floor keeps its current set. So order
+        statistics (``percentile``, ``mad``) reject a hit at N = 3 and keep 2.
     sigma_ddof : int
         Delta degrees of freedom of the standard deviation in ``kappa_sigma``
         (0 = population std, as NumPy and astropy's ``stdfunc="std"``).
@@ -152,6 +167,19 @@ class StackConfig:
         winsorised robust (m, σ) then κ-σ rejection, repeated until the kept set stops
         changing; ``"zemosaic"``, ZeMosaic's Huber variant (upstream_spec §2.6.1), which
         can fail to reject a single outlier below ~10 frames (see docs/algorithms.md).
+    cosmic : {"off", "auto", "always"}
+        Per-frame cosmic-ray masks, made on the host before the stack (and, in grid
+        mode, before the reprojection): hit pixels become NaN (no data). ``"auto"``
+        masks only where fewer than ``cosmic_min_depth`` frames cover a pixel (deeper
+        pixels are left to ``reject``); ``"always"`` everywhere; ``"off"`` [default]
+        never. The core itself ignores this field: the adapters apply it
+        (``zemosaic_xp.io.cosmic``).
+    cosmic_min_depth : int
+        Depth (valid frames of a pixel) from which ``cosmic="auto"`` leaves a pixel to
+        the rejection, >= 1; 5.
+    cosmic_method : {"sharp", "lacosmic"}
+        The detector: ``"sharp"`` [default], ours; ``"lacosmic"``, L.A.Cosmic through
+        astroscrappy (extra ``[cosmic]``).
 
     Raises
     ------
@@ -164,6 +192,7 @@ class StackConfig:
     weighting: str = "noise_variance"
     reject: str = "winsorized_sigma_clip"
     combine: str = "mean"
+    combine_percentile: float = 50.0
     kappa_low: float = 3.0
     kappa_high: float = 3.0
     max_iters: int | None = None
@@ -189,6 +218,9 @@ class StackConfig:
     rgb_equalize_min_samples: int = 5000
     rgb_equalize_min_coverage: float = 0.01
     wsc_impl: str = "pixinsight"
+    cosmic: str = "off"
+    cosmic_min_depth: int = 5
+    cosmic_method: str = "sharp"
 
     def __post_init__(self) -> None:
         _check_choice("normalize", self.normalize, NORMALIZE_METHODS)
@@ -196,6 +228,9 @@ class StackConfig:
         _check_choice("reject", self.reject, REJECT_METHODS)
         _check_choice("combine", self.combine, COMBINE_METHODS)
         _check_choice("wsc_impl", self.wsc_impl, WSC_IMPLEMENTATIONS)
+        _check_choice("cosmic", self.cosmic, COSMIC_MODES)
+        _check_choice("cosmic_method", self.cosmic_method, COSMIC_METHODS)
+        _check_int("cosmic_min_depth", self.cosmic_min_depth, minimum=1)
         object.__setattr__(self, "kappa_low", _check_positive("kappa_low", self.kappa_low))
         object.__setattr__(self, "kappa_high", _check_positive("kappa_high", self.kappa_high))
         if self.max_iters is not None:
@@ -230,6 +265,11 @@ class StackConfig:
         """Validate the parameters of the catalogue algorithms (docs/algorithms.md)."""
         for name in ("percentile_low", "percentile_high"):
             object.__setattr__(self, name, _check_positive(name, getattr(self, name)))
+        q = _check_positive("combine_percentile", self.combine_percentile, allow_zero=True)
+        if q > 100.0:
+            msg = f"`combine_percentile` must be in [0, 100] (percent), got {self.combine_percentile!r}"
+            raise ValueError(msg)
+        object.__setattr__(self, "combine_percentile", q)
         for name in ("minmax_low", "minmax_high", "rgb_equalize_min_samples"):
             _check_int(name, getattr(self, name), minimum=0)
         for name, high in (("gesd_outlier_fraction", 1.0), ("gesd_alpha", 0.5)):

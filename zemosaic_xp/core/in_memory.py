@@ -17,7 +17,7 @@ from .config import StackConfig
 from .frames import FrameStack
 from .framestats import FrameSamples
 from .ops import ArrayOps, ops_for
-from .pipeline import StackResult, finish_stack, memory_factor, plan_frames, rows_per_band
+from .pipeline import RESULT_NAMES, StackResult, finish_stack, memory_factor, plan_frames, rows_per_band
 from .weights import user_weight_kind
 
 __all__ = ["ArrayBandSource", "stack_frames"]
@@ -80,8 +80,9 @@ def _stack_delegated(frames: Any, weights: Any, delegate: tuple, **kwargs: Any) 
     if weights is not None and not isinstance(weights, (list, tuple)):
         weights = to(weights)
     result = stack_frames(frames, weights=weights, ops=ops, **kwargs)
-    for name in ("image", "weight_sum", "coverage", "rejected_low", "rejected_high"):
-        setattr(result, name, back(getattr(result, name)))
+    for name in RESULT_NAMES:
+        value = getattr(result, name)
+        setattr(result, name, None if value is None else back(value))
     result.stats["ops"] = f"{ops.name} (delegated)"
     return result
 
@@ -126,7 +127,7 @@ def stack_frames(frames: Array | Sequence[Array], /, *, config: StackConfig | No
                  weights: Array | None = None, band_rows: int | None = None,
                  memory_budget_bytes: int | None = None,
                  progress_callback: ProgressCallback | None = None,
-                 ops: ArrayOps | None = None) -> StackResult:
+                 ops: ArrayOps | None = None, uncertainty: bool = True) -> StackResult:
     """Stack in-memory frames on their own backend; see ``zemosaic_xp.stack``.
 
     Parameters
@@ -152,6 +153,9 @@ def stack_frames(frames: Array | Sequence[Array], /, *, config: StackConfig | No
         :func:`~.ops.ops_for`); bands run on ``ops.band_workers`` threads, each at
         most ``ops.band_bytes`` of float32 when that is set. Without per-pixel
         weights, ``ops.band_stacker`` may stack every band natively.
+    uncertainty : bool
+        Compute ``StackResult.uncertainty``, the standard error map (default True);
+        False leaves it None.
 
     Returns
     -------
@@ -180,7 +184,7 @@ def stack_frames(frames: Array | Sequence[Array], /, *, config: StackConfig | No
     if delegate is not None:
         return _stack_delegated(frames, weights, delegate, config=config, band_rows=band_rows,
                                 memory_budget_bytes=memory_budget_bytes,
-                                progress_callback=progress_callback)
+                                progress_callback=progress_callback, uncertainty=uncertainty)
     frame_weights, pixel_weights = _split_user_weights(weights, stack)
     # The identity normalisation and equal weights read no statistic: one sample each.
     n_stats = config.frame_stats_samples
@@ -207,6 +211,7 @@ def stack_frames(frames: Array | Sequence[Array], /, *, config: StackConfig | No
     workers = min(workers, math.ceil(stack.height / band_rows))
     outputs, stats = stack_bands(ArrayBandSource(stack, pixel_weights, ops), blocks, config=config, plan=plan,
                                  device=BandDevice(xp, ops=ops, device=stack.device), native=native,
+                                 outputs=RESULT_NAMES if uncertainty else RESULT_NAMES[:5],
                                  workers=workers, progress_callback=progress_callback)
     stats.update({
         "band_rows": band_rows,

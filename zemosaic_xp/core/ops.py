@@ -263,9 +263,10 @@ class ArrayOps:
         - ``frames`` : array, shape (N, ·, W, C), frames first, as stored (any dtype
           and strides; non-finite values mean "no data"), and ``r0, r1`` the band's
           rows in it (see ``FrameStack.band_source``);
-        - ``out`` : the band's rows of the five result arrays — image and weight_sum
-          (float32), coverage, rejected_low and rejected_high (int32) — each shape
-          (r1 − r0, W, C): the stacker writes them;
+        - ``out`` : the band's rows of the six result arrays — image and weight_sum
+          (float32), coverage, rejected_low and rejected_high (int32), uncertainty
+          (float32) — each shape (r1 − r0, W, C): the stacker writes them (an
+          uncertainty with no rows is not asked for: skip it);
         - returns ``(iterations, n_valid, n_low, n_high)`` of the band, as ints.
 
         It must write what :func:`~zemosaic_xp.core.pipeline.stack_band` returns for the

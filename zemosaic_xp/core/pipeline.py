@@ -17,9 +17,11 @@ layout or the device a block ran on.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from array_api_compat import array_namespace
 from array_api_compat import device as _device
 
 from .combine import combine
@@ -30,6 +32,7 @@ from .ops import ArrayOps
 from .reject import reject
 from .rgb import poststack_rgb_equalization
 from .samples import Samples
+from .uncertainty import standard_error
 from .weights import quality_weights, radial_weight_map
 
 __all__ = [
@@ -37,6 +40,7 @@ __all__ = [
     "FramePlan",
     "BandResult",
     "RESULT_NAMES",
+    "FLOAT_RESULTS",
     "plan_frames",
     "stack_band",
     "summary_stats",
@@ -54,6 +58,8 @@ _MEMORY_FACTOR = {"none": 6.0, "kappa_sigma": 14.0, "winsorized_sigma_clip": 20.
 # Catalogue rejections: int64 ranks (two argsorts) and float64 prefix sums / fits.
 _MEMORY_FACTOR.update({"percentile": 8.0, "mad": 10.0, "minmax": 16.0, "gesd": 16.0,
                        "winsorized_quantile": 16.0, "linear_fit_clip": 30.0})
+# auto runs mad and gesd on the band and keeps both results until it picks per pixel.
+_MEMORY_FACTOR["auto"] = _MEMORY_FACTOR["mad"] + _MEMORY_FACTOR["gesd"]
 _DEFAULT_MEMORY_FACTOR = 16.0
 
 
@@ -74,6 +80,13 @@ class StackResult:
     stats : dict
         JSON-able: method names, iterations, rejected fractions, normalisation gains and
         offsets, weights, backend, band rows, timings.
+    uncertainty : array, same shape, float32, or None
+        Standard error (1σ) of each combined pixel, in the image's units, from the
+        weights and the surviving samples (:mod:`~zemosaic_xp.core.uncertainty`); NaN
+        where fewer than two samples survived. None when it was not computed.
+    unit : object or None
+        The unit the input frames shared (astropy ``NDData`` / ``CCDData`` inputs);
+        None for plain arrays.
     """
 
     image: Array
@@ -82,6 +95,25 @@ class StackResult:
     rejected_low: Array
     rejected_high: Array
     stats: dict = field(default_factory=dict)
+    uncertainty: Array | None = None
+    unit: Any = None
+
+    def to_ccddata(self, *, unit: Any = None) -> Any:
+        """Return the stack as an astropy ``CCDData`` (``zemosaic_xp.nddata.to_ccddata``).
+
+        Parameters
+        ----------
+        unit : str or astropy.units.UnitBase, optional
+            The data's unit; default :attr:`unit`.
+
+        Returns
+        -------
+        astropy.nddata.CCDData
+            The image, a ``StdDevUncertainty`` of :attr:`uncertainty` and a mask that
+            is True where no sample survived.
+        """
+        # By module name, on call: the core imports nothing above it (docs/architecture.md).
+        return importlib.import_module("zemosaic_xp.nddata").to_ccddata(self, unit=unit)
 
 
 @dataclass
@@ -147,6 +179,9 @@ class BandResult:
         Most rejection iterations any pixel of the band ran.
     n_valid, n_low, n_high : int
         Valid samples, and samples rejected low / high, summed over the band.
+    uncertainty : array, shape (h, W, C), float32, or None
+        Standard error of the combined value (NaN where fewer than two survived);
+        None when not asked for.
     """
 
     image: Array
@@ -158,6 +193,7 @@ class BandResult:
     n_valid: int
     n_low: int
     n_high: int
+    uncertainty: Array | None = None
 
 
 def memory_factor(config: StackConfig) -> float:
@@ -261,7 +297,8 @@ def plan_frames(stats: FrameSamples, config: StackConfig, *,
 
 def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
                pixel_weights: Array | None = None, xp: Any, row_start: int = 0,
-               full_height: int | None = None, ops: ArrayOps | None = None) -> BandResult:
+               full_height: int | None = None, col_start: int = 0, full_width: int | None = None,
+               ops: ArrayOps | None = None, uncertainty: bool = True) -> BandResult:
     """Stack one band of rows.
 
     Parameters
@@ -277,10 +314,16 @@ def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
     xp : namespace
         The array namespace of ``band``, ``plan`` and ``pixel_weights``.
     row_start, full_height : int
-        Where these rows sit in the frame (``full_height`` defaults to h); the radial
-        weight map (``config.radial_weight``) is computed from the global row index.
+        Where these rows sit in the frame (``full_height`` defaults to h).
+    col_start, full_width : int
+        Where these columns sit in the frame (``full_width`` defaults to W). The radial
+        weight map (``config.radial_weight``) is computed from the frame's row and
+        column indices, so it does not depend on how the frame is cut into blocks.
     ops : ArrayOps, optional
         Native fast paths (default: those registered for the band's namespace).
+    uncertainty : bool
+        Compute the standard error map (:func:`~.uncertainty.standard_error`);
+        False leaves ``BandResult.uncertainty`` None.
 
     Returns
     -------
@@ -299,8 +342,8 @@ def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
     if pixel_weights is not None:
         weights = pixel_weights if weights is None else weights * pixel_weights
     if config.radial_weight:
-        radial = radial_weight_map(h, w, row_start=row_start, full_height=full_height,
-                                   feather_fraction=config.radial_feather_fraction,
+        radial = radial_weight_map(h, w, row_start=row_start, full_height=full_height, col_start=col_start,
+                                   full_width=full_width, feather_fraction=config.radial_feather_fraction,
                                    shape_power=config.radial_shape_power, floor=config.radial_floor,
                                    xp=xp, device=_device(band))[:, :, None, None]
         weights = radial if weights is None else weights * radial
@@ -311,6 +354,7 @@ def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
     samples = Samples(x, weights, xp=xp, ops=ops)
     rej = reject(samples, config)
     image, weight_sum, coverage = combine(samples, rej, config)
+    se = xp.reshape(standard_error(samples, rej, config, image, coverage), (h, w, c)) if uncertainty else None
     n_low = xp.astype(rej.n_low, xp.int32)
     n_high = xp.astype(rej.n_high, xp.int32)
     counters = xp.stack([xp.max(rej.iterations) if p else xp.asarray(0, device=_device(x)),
@@ -319,13 +363,13 @@ def stack_band(band: Array, *, config: StackConfig, plan: FramePlan,
     shape = (h, w, c)
     return BandResult(xp.reshape(image, shape), xp.reshape(weight_sum, shape),
                       xp.reshape(coverage, shape), xp.reshape(n_low, shape),
-                      xp.reshape(n_high, shape), iterations, n_valid, low_total, high_total)
+                      xp.reshape(n_high, shape), iterations, n_valid, low_total, high_total, se)
 
 
-
-
-#: Names of the five per-pixel results, in :class:`StackResult` / :class:`BandResult` order.
-RESULT_NAMES = ("image", "weight_sum", "coverage", "rejected_low", "rejected_high")
+#: Names of the six per-pixel results (the order of the native stackers' ``out``).
+RESULT_NAMES = ("image", "weight_sum", "coverage", "rejected_low", "rejected_high", "uncertainty")
+#: The float32 ones among them (the others are int32 counts).
+FLOAT_RESULTS = ("image", "weight_sum", "uncertainty")
 
 
 def summary_stats(counters: Sequence[tuple[int, int, int, int]], *, config: StackConfig,
@@ -401,5 +445,13 @@ def finish_stack(outputs: dict[str, Array], stats: dict[str, Any], *, config: St
         return out[..., 0] if (out is not None and mono) else out
 
     image, stats["rgb_equalization"] = poststack_rgb_equalization(_get("image"), config, mono=mono)
+    uncertainty = _get("uncertainty")
+    eq = stats["rgb_equalization"]
+    if uncertainty is not None and eq.get("applied"):
+        # The equalisation scales each channel: so does its standard error.
+        xp = array_namespace(uncertainty)
+        gains = xp.asarray([eq["gain_r"], eq["gain_g"], eq["gain_b"]], dtype=uncertainty.dtype,
+                           device=_device(uncertainty))
+        uncertainty = uncertainty * gains
     return StackResult(image, _get("weight_sum"), _get("coverage"), _get("rejected_low"), _get("rejected_high"),
-                       stats)
+                       stats, uncertainty)

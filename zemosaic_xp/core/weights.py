@@ -15,7 +15,7 @@ from array_api_compat import device as _device
 from .config import StackConfig
 from .framestats import FrameSamples
 
-__all__ = ["quality_weights", "WEIGHTERS", "user_weight_kind", "radial_weight_map"]
+__all__ = ["quality_weights", "WEIGHTERS", "user_weight_kind", "radial_weight_map", "radial_weight_at"]
 
 Array = Any
 
@@ -52,6 +52,9 @@ def _weights_noise_variance(stats: FrameSamples, gain: Array, config: StackConfi
 WEIGHTERS: dict[str, Callable[[FrameSamples, Array, StackConfig], Array | None]] = {
     "none": _weights_none,
     "noise_variance": _weights_noise_variance,
+    # Per-pixel 1/σ² from the frames' own uncertainties (NDData input, zemosaic_xp.api):
+    # no frame-level weight.
+    "uncertainty": _weights_none,
 }
 
 
@@ -123,23 +126,28 @@ _MIN_FEATHER = 0.1
 
 
 def radial_weight_map(rows: int, width: int, /, *, row_start: int = 0, full_height: int | None = None,
-                      feather_fraction: float = 0.8, shape_power: float = 2.0, floor: float = 0.05,
-                      xp: Any, device: Any = None) -> Array:
-    """Compute rows ``[row_start, row_start + rows)`` of ZeMosaic's radial weight map.
+                      col_start: int = 0, full_width: int | None = None, feather_fraction: float = 0.8,
+                      shape_power: float = 2.0, floor: float = 0.05, xp: Any, device: Any = None) -> Array:
+    """Compute the block ``[row_start, +rows) × [col_start, +width)`` of ZeMosaic's radial weight map.
 
     ``w = max(cos(π/2 · clip(r / feather, 0, 1))^power, floor)`` where r is the distance
     from the frame centre ((H − 1)/2, (W − 1)/2) divided by half the frame diagonal,
-    0.5·hypot(H, W), and H = ``full_height`` (default ``rows``: the band is the whole
-    frame). Using the global row index makes the map independent of the band size.
+    0.5·hypot(H, W), with H = ``full_height`` (default ``rows``) and W = ``full_width``
+    (default ``width``): the block is the whole frame unless told otherwise. Using the
+    frame's row and column indices makes the map independent of the block layout.
 
     Parameters
     ----------
     rows, width : int
-        Shape of the band.
+        Shape of the block.
     row_start : int
-        Frame row of the band's first row.
+        Frame row of the block's first row.
     full_height : int, optional
         Frame height H (default ``rows``).
+    col_start : int
+        Frame column of the block's first column.
+    full_width : int, optional
+        Frame width W (default ``width``).
     feather_fraction : float
         Radius, as a fraction of the half diagonal, where the map reaches ``floor``;
         clamped to [0.1, 1] as ZeMosaic does.
@@ -157,11 +165,45 @@ def radial_weight_map(rows: int, width: int, /, *, row_start: int = 0, full_heig
     array, shape (rows, width), float32, on ``device``
         1 at the centre, falling to ``floor`` at r >= feather.
     """
-    height = rows if full_height is None else int(full_height)
-    feather = min(max(float(feather_fraction), _MIN_FEATHER), 1.0)
     f64 = xp.float64
     y = xp.astype(xp.arange(row_start, row_start + rows, device=device), f64)[:, None]
-    x = xp.astype(xp.arange(width, device=device), f64)[None, :]
+    x = xp.astype(xp.arange(col_start, col_start + width, device=device), f64)[None, :]
+    return radial_weight_at(y, x, height=rows if full_height is None else int(full_height),
+                            width=width if full_width is None else int(full_width),
+                            feather_fraction=feather_fraction, shape_power=shape_power, floor=floor, xp=xp)
+
+
+def radial_weight_at(y: Array, x: Array, /, *, height: int, width: int, feather_fraction: float = 0.8,
+                     shape_power: float = 2.0, floor: float = 0.05, xp: Any) -> Array:
+    """Evaluate ZeMosaic's radial weight of a ``height × width`` frame at frame pixel positions.
+
+    The one home of the formula (:func:`radial_weight_map` evaluates it on a pixel
+    grid; grid mode at the frame positions its reprojected patch samples).
+
+    Parameters
+    ----------
+    y, x : array, float64, broadcastable
+        Frame pixel coordinates (row, column; pixel centres are integers). NaN gives NaN.
+    height, width : int
+        Frame size H, W in pixels: the centre is ((H − 1)/2, (W − 1)/2) and r is
+        divided by 0.5·hypot(H, W).
+    feather_fraction : float
+        Radius, as a fraction of the half diagonal, where the weight reaches
+        ``floor``; clamped to [0.1, 1] as ZeMosaic does.
+    shape_power : float
+        Exponent of the cosine.
+    floor : float
+        Smallest weight, in [0, 1].
+    xp : namespace
+        The array namespace of `y` and `x`.
+
+    Returns
+    -------
+    array, the broadcast shape of `y` and `x`, float32, on their device
+        ``max(cos(π/2 · clip(r / feather, 0, 1))^power, floor)``: 1 at the centre,
+        ``floor`` at r >= feather and beyond the frame; NaN where a coordinate is NaN.
+    """
+    feather = min(max(float(feather_fraction), _MIN_FEATHER), 1.0)
     dy = y - (height - 1) / 2.0
     dx = x - (width - 1) / 2.0
     r = xp.sqrt(dy * dy + dx * dx) / (0.5 * math.hypot(height, width))

@@ -2,8 +2,9 @@
 
 ``build_global_grid`` reads only FITS headers: each frame's celestial WCS (SIP and
 other distortions included, they are honoured when its footprint is projected),
-then a distortion-free TAN WCS for the whole survey from
-``reproject.mosaicking.find_optimal_celestial_wcs`` at the median pixel scale, rotated
+then a distortion-free TAN WCS for the whole survey, the one
+``reproject.mosaicking.find_optimal_celestial_wcs`` gives at the median pixel scale
+(computed here without importing reproject, :func:`_survey_tan`), rotated
 so that the canvas is smallest (shapely's minimum rotated rectangle of the projected
 frame outlines, as reproject's ``auto_rotate`` does with the frame corners), cut into
 square tiles of ``grid_size_factor`` × the median frame
@@ -248,15 +249,52 @@ def _rotate_to_min_area(wcs: WCS, points: tuple[np.ndarray, np.ndarray]) -> WCS:
     return out
 
 
+def _survey_tan(frames: Sequence[tuple[tuple[int, int], WCS]], scale_deg: float) -> WCS:
+    """TAN WCS centred on the mean of the frames' reference points, at ``scale_deg`` per px.
+
+    The optimal WCS of ``reproject.mosaicking.find_optimal_celestial_wcs`` (no rotation,
+    TAN, the given resolution), computed here with the same astropy operations so that
+    it is the same WCS to the last bit (tested against reproject), without importing
+    reproject: its import pulls in dask, about 0.5 s of every run's set-up.
+
+    The reference sky position is the vector mean of every frame's CRPIX on the sky,
+    in the first frame's celestial frame; longitude pixels count east to the left
+    (CDELT1 < 0); CRPIX puts the lowest pixel corner of all frames at (0.5, 0.5).
+    """
+    from astropy.coordinates import SkyCoord
+    from astropy.wcs.utils import celestial_frame_to_wcs, pixel_to_skycoord, skycoord_to_pixel, wcs_to_celestial_frame
+
+    frame = None
+    corners, references = [], []
+    for (ny, nx), wcs in frames:
+        if frame is None:
+            frame = wcs_to_celestial_frame(wcs)
+        xc = np.array([-0.5, nx - 0.5, nx - 0.5, -0.5])
+        yc = np.array([-0.5, -0.5, ny - 0.5, ny - 0.5])
+        corners.append(wcs.pixel_to_world(xc, yc).transform_to(frame).frame)
+        references.append(pixel_to_skycoord(*wcs.wcs.crpix, wcs, origin=1).transform_to(frame).frame)
+    corners = SkyCoord(corners)
+    references = SkyCoord(references)
+    reference = SkyCoord(references.data.mean(), frame=references.frame).transform_to(frame)
+    out = celestial_frame_to_wcs(frame, projection="TAN")
+    for axis in (0, 1):
+        if out.wcs.cunit[axis] == "":
+            out.wcs.cunit[axis] = "deg"
+    rep = reference.represent_as("unitspherical")
+    resolution = scale_deg * u.deg
+    out.wcs.crval = (rep.lon.to_value(out.wcs.cunit[0]), rep.lat.to_value(out.wcs.cunit[1]))
+    out.wcs.cdelt = (-resolution.to_value(out.wcs.cunit[0]), resolution.to_value(out.wcs.cunit[1]))
+    out.wcs.crpix = (1, 1)  # the corners' pixels relative to pixel (1, 1), then shifted
+    xs, ys = skycoord_to_pixel(corners, out, origin=1)
+    out.wcs.crpix = (1 - xs.min()) + 0.5, (1 - ys.min()) + 0.5
+    return out
+
+
 def _optimal_wcs(frames: Sequence[tuple[tuple[int, int], WCS]], scale_deg: float) -> WCS:
     """The survey's TAN WCS: reproject's optimal centre and scale, rotated to the smallest canvas."""
-    from reproject.mosaicking import find_optimal_celestial_wcs
-
-    inputs = [(shape, wcs.celestial) for shape, wcs in frames]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        wcs, _ = find_optimal_celestial_wcs(inputs, resolution=scale_deg * u.deg, auto_rotate=False,
-                                            projection="TAN")
+        wcs = _survey_tan([(shape, wcs.celestial) for shape, wcs in frames], scale_deg)
     xs, ys = [], []
     for shape, fw in frames:
         ox, oy = _project_outline(fw, shape, wcs)
@@ -388,7 +426,7 @@ def build_global_grid(entries: Sequence[PlanEntry], *, grid_size_factor: float,
     -------
     GlobalGrid
         The canvas WCS and shape, the frames with a usable WCS and the tiles that at
-        least one of them touches. ``fallback`` is True when reproject's optimal WCS
+        least one of them touches. ``fallback`` is True when the optimal WCS
         failed or was degenerate and a TAN WCS on the first frame was used instead
         (logged as a warning).
 
@@ -397,7 +435,7 @@ def build_global_grid(entries: Sequence[PlanEntry], *, grid_size_factor: float,
     ValueError
         No usable frame, mixed channel layouts, or more than ``MAX_TILES`` tiles.
     ImportError
-        reproject or shapely is not installed.
+        shapely is not installed.
     """
     loaded = _load_frames(entries)
     shapes = [(s.height, s.width) for _, s, _ in loaded]
@@ -414,7 +452,7 @@ def build_global_grid(entries: Sequence[PlanEntry], *, grid_size_factor: float,
             logger.warning("[GRID] optimal WCS is degenerate (%dx%d px); using the fallback WCS",
                            shape[1], shape[0])
     except ImportError:
-        raise  # reproject or shapely missing: an installation to fix, not a survey to work around
+        raise  # shapely missing: an installation to fix, not a survey to work around
     except Exception as exc:  # noqa: BLE001 - any failure of the optimiser means "use the fallback"
         logger.warning("[GRID] optimal WCS failed (%s); using the fallback WCS", exc)
         fallback = True

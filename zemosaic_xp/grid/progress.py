@@ -6,11 +6,14 @@ Keys sent (``reference/upstream_spec.md`` §3.11, DESIGN §8):
 - ``STAGE_PROGRESS`` with progress = stage name, level = units done, ``total=`` units
   (1 setup + 1 per tile stacked + 1 per tile assembled + 1 final save, the last unit
   sent by :meth:`GridProgress.finish` once the outputs are written);
-- ``ETA_UPDATE:HH:MM:SS`` (EMA of the time between tile completions, α = 0.25);
+- ``ETA_UPDATE:HH:MM:SS``: the units left (tiles, the assembly's units, the final save)
+  times an EMA (α = 0.25) of the seconds per unit, measured on tiles and on the
+  assembly alike; at least 1 s until :meth:`GridProgress.finish` sends 00:00:00;
 - ``MASTER_TILE_COUNT_UPDATE:done/total``;
 - ``STATS_UPDATE`` through the :class:`~zemosaic_xp.telemetry.ResourceTelemetryController`,
-  at every progress update (throttled) and forced at phase boundaries, with the run's
-  global, monotonic ``tiles_done`` out of ``tiles_total``.
+  at every progress update (throttled), from its background sampler between them
+  (:meth:`GridProgress.telemetry_context`), and forced at phase boundaries, with the
+  run's global, monotonic ``tiles_done`` out of ``tiles_total``.
 
 A callback that raises is logged once and never stops the run.
 """
@@ -34,6 +37,8 @@ PHASES = {0: "Grid: Init", 1: "Grid: Setup", 2: "Grid: tile stacking", 3: "Grid:
           4: "Grid: Completed"}
 _THROTTLE_SEC = 0.3
 _EMA_ALPHA = 0.25
+# The ETA sent while work is left never rounds to 00:00:00.
+_MIN_ETA_SEC = 1.0
 
 
 def format_eta(seconds: float) -> str:
@@ -76,9 +81,10 @@ class GridProgress:
         self.stage = "GRID: setup"
         self.extra: dict[str, Any] = {}
         self._last_tick: float | None = None
-        self._sec_per_tile: float | None = None
+        self._sec_per_unit: float | None = None
         self._last_sent = -math.inf
         self._callback_failed = False
+        self._final_eta: float | None = None
 
     # ------------------------------------------------------------------ callback
     def _call(self, key: str, progress: Any = None, level: Any = "INFO", **kw: Any) -> None:
@@ -91,7 +97,7 @@ class GridProgress:
                 logger.warning("[GRID] progress_callback raised %s: %s (ignored)", type(exc).__name__, exc)
                 self._callback_failed = True
 
-    def message(self, message: str, *args: Any, level: int = logging.INFO) -> None:
+    def message(self, message: str, *args: Any, level: int = logging.INFO, gui_level: int | None = None) -> None:
         """Log a ``[GRID]`` message and send it to the callback.
 
         Parameters
@@ -104,10 +110,13 @@ class GridProgress:
             ``logging`` level; the callback gets ZeMosaic's name for it
             (:func:`~zemosaic_xp.compat.gui_events.callback_level`: ``"WARN"`` for a
             warning). Default INFO.
+        gui_level : int, optional
+            Another :mod:`logging` level for the callback only: a cancel is logged at
+            INFO (the command line reports it itself) and reaches the GUI as ``"WARN"``.
         """
         logger.log(level, message, *args)
         text = message % args if args else message
-        self._call(text, None, callback_level(level))
+        self._call(text, None, callback_level(level if gui_level is None else gui_level))
 
     def notify(self, text: str, level: int = logging.WARNING) -> None:
         """Send an already-logged message to the callback only.
@@ -148,16 +157,44 @@ class GridProgress:
         """
         self.phase = (index, PHASES[index])
         if extra:
-            self.extra.update(extra)
+            # Rebound, not updated in place: the background sampler reads it from its thread.
+            self.extra = {**self.extra, **extra}
+        self._final_eta = eta_seconds
         self._telemetry(force=True, eta_seconds=eta_seconds)
 
-    def _telemetry(self, *, force: bool, eta_seconds: float | None = None) -> None:
+    def telemetry_context(self, eta_seconds: float | None = None) -> dict[str, Any] | None:
+        """The run's telemetry context now (phase, tile counter, ETA, extras).
+
+        Also what the background sampler sends between progress updates
+        (:meth:`~zemosaic_xp.telemetry.ResourceTelemetryController.start_background`),
+        so it only reads attributes that are replaced whole.
+
+        Parameters
+        ----------
+        eta_seconds : float, optional
+            ETA to report; default the one given to the last :meth:`set_phase`, else
+            the EMA estimate for the tiles left.
+
+        Returns
+        -------
+        dict or None
+            :func:`~zemosaic_xp.telemetry.grid_telemetry_context`; None if it refused
+            the values (logged at DEBUG).
+        """
+        if eta_seconds is None:
+            eta_seconds = self._final_eta
         eta = self._eta_seconds() if eta_seconds is None else eta_seconds
+        phase = self.phase
         try:
-            ctx = grid_telemetry_context(self.phase[0], self.phase[1], self.tiles_done, self.tiles_total,
-                                         eta_seconds=eta, extra=self.extra)
+            return grid_telemetry_context(phase[0], phase[1], self.tiles_done, self.tiles_total,
+                                          eta_seconds=eta, extra=self.extra)
         except ValueError as exc:
             logger.debug("[GRID] telemetry context refused: %s", exc)
+            return None
+
+    def _telemetry(self, *, force: bool, eta_seconds: float | None = None) -> None:
+        ctx = self.telemetry_context(eta_seconds)
+        if ctx is None:
             return
         if force:
             self.telemetry.emit_stats(ctx, force=True)
@@ -165,7 +202,8 @@ class GridProgress:
             self.telemetry.maybe_emit_stats(ctx)
 
     # ------------------------------------------------------------------ units
-    def advance(self, units: int = 1, *, stage: str | None = None, force: bool = False) -> None:
+    def advance(self, units: int = 1, *, stage: str | None = None, force: bool = False,
+                measured: bool = True) -> None:
         """Mark ``units`` more work done and report it (throttled).
 
         Parameters
@@ -178,9 +216,14 @@ class GridProgress:
         force : bool
             Send ``STAGE_PROGRESS`` and the ETA even within the throttle interval
             (0.3 s).
+        measured : bool
+            Whether the time since the previous measured unit counts towards the ETA's
+            rate (once the clock runs: :meth:`start_clock`).
         """
         if stage is not None:
             self.stage = stage
+        if measured and self._last_tick is not None:
+            self._measure(units)
         self.units_done = min(self.units_total, self.units_done + units)
         self._send(force=force)
 
@@ -193,30 +236,37 @@ class GridProgress:
         Parameters
         ----------
         measured : bool
-            Whether the time since the previous tile counts towards the ETA (False for
+            Whether the time since the previous unit counts towards the ETA (False for
             a tile skipped by resume).
         """
         self.tiles_done = min(self.tiles_total, self.tiles_done + 1)
-        now = time.monotonic()
-        if measured and self._last_tick is not None:
-            dt = now - self._last_tick
-            self._sec_per_tile = dt if self._sec_per_tile is None else \
-                _EMA_ALPHA * dt + (1 - _EMA_ALPHA) * self._sec_per_tile
-        if measured:
-            self._last_tick = now
         self._call(f"MASTER_TILE_COUNT_UPDATE:{self.tiles_done}/{self.tiles_total}", None, "INFO")
-        self.advance(1, stage="GRID: tile stacking", force=self.tiles_done == self.tiles_total)
+        self.advance(1, stage="GRID: tile stacking", force=self.tiles_done == self.tiles_total,
+                     measured=measured)
 
     def start_clock(self) -> None:
-        """Start timing tile completions (the first tile's time counts from here)."""
+        """Start timing units of work (the first tile's time counts from here)."""
         self._last_tick = time.monotonic()
 
+    def _measure(self, units: int) -> None:
+        """Fold the time since the last measured unit into the EMA of seconds per unit."""
+        now = time.monotonic()
+        if self._last_tick is not None and units > 0:
+            dt = (now - self._last_tick) / units
+            self._sec_per_unit = dt if self._sec_per_unit is None else \
+                _EMA_ALPHA * dt + (1 - _EMA_ALPHA) * self._sec_per_unit
+        self._last_tick = now
+
     def _eta_seconds(self) -> float | None:
-        if self._sec_per_tile is None or self.tiles_total == 0:
+        """Seconds left: the units left (tiles, assembly, final save) at the EMA rate.
+
+        None until a measured unit has finished; at least 1 s while work is left, so
+        the GUI never reads 00:00:00 before :meth:`finish`.
+        """
+        if self._sec_per_unit is None or self.tiles_total == 0:
             return None
-        left = self.tiles_total - self.tiles_done
-        # assembly costs about as much per tile as the wait between tile completions
-        return max(0.0, left * self._sec_per_tile)
+        left = self.units_total - self.units_done
+        return max(_MIN_ETA_SEC, left * self._sec_per_unit) if left > 0 else 0.0
 
     def _send(self, *, force: bool) -> None:
         now = time.monotonic()

@@ -94,6 +94,9 @@ def _setup(input_folder: Path, out: Path, cfg: GridConfig, progress: GridProgres
     if not plan.entries:
         msg = f"none of the {len(plan.missing)} frame(s) listed in '{plan.source}' was found"
         raise FileNotFoundError(msg)
+    if plan.missing:  # each was logged by the plan reader: the GUI gets one line
+        progress.notify(f"[GRID] {len(plan.missing)} frame(s) of '{plan.source}' not found, skipped: "
+                        + ", ".join(str(m) for m in plan.missing[:5]) + (" ..." if len(plan.missing) > 5 else ""))
     groups = []
     split = split_by_mount(plan)
     if len(split) > 1:
@@ -104,6 +107,12 @@ def _setup(input_folder: Path, out: Path, cfg: GridConfig, progress: GridProgres
         group_out.mkdir(parents=True, exist_ok=True)
         grid = build_global_grid(entries, grid_size_factor=cfg.grid_size_factor,
                                  overlap_fraction=cfg.overlap_fraction)
+        # Logged by the geometry: the GUI gets one line each.
+        if len(grid.frames) < len(entries):
+            progress.notify(f"[GRID] {len(entries) - len(grid.frames)} frame(s) without a usable celestial WCS "
+                            "skipped (named in the log)")
+        if grid.fallback:
+            progress.notify("[GRID] optimal WCS failed or degenerate; using the fallback WCS")
         check_canvas(grid, cfg, label=label)  # before any tile: the assembly must fit
         groups.append(_Group(label, group_out, grid, GridResult(group_out, tiles_total=len(grid.tiles),
                                                                 n_frames=len(grid.frames))))
@@ -270,7 +279,8 @@ def _assemble(group: _Group, cfg: GridConfig, progress: GridProgress, threads: i
         samples = float(product.coverage.sum())
         rej_sum += product.stats["rejected_pct"] * samples
         rej_weight += samples
-        tiles.append(TileImage(spec.tile_id, spec.y0, spec.x0, product.image, product.weight, product.coverage))
+        tiles.append(TileImage(spec.tile_id, spec.y0, spec.x0, product.image, product.weight, product.coverage,
+                               product.uncertainty))
     if not tiles:
         first = next(iter(group.result.failed_tiles.values()), "no tile")
         msg = f"grid mode: every tile failed ({len(group.grid.tiles)} tile(s)); first error: {first}"
@@ -436,6 +446,7 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
         telemetry = _telemetry(cfg, out, progress_callback)
         progress = GridProgress(progress_callback, telemetry)
         progress.set_phase(0)
+        telemetry.start_background(progress.telemetry_context)  # samples during long phases too
         remove_leftovers(out, progress.message)
         progress.message("[GRID] grid mode: input '%s', output '%s'", input_folder, out)
         policy = _gpu_decision(grid_use_gpu, cfg, progress, gpu_policy)
@@ -445,7 +456,7 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
         workers, how = _workers(grid_workers, cfg, use_gpu, executor, progress,
                                 sum(len(g.grid.tiles) for g in groups))
         with TileScheduler(workers=workers, executor=executor, cancel=cancel, emit=progress.message,
-                           kind=cfg.worker_kind, gpu_policy=policy) as scheduler:
+                           kind=cfg.worker_kind, gpu_policy=policy, notify=progress.notify) as scheduler:
             scheduler.start(cfg.stack)  # worker start-up overlaps the normalisation below
             timings["setup_sec"] = time.perf_counter() - t0
             if _pipelined(groups, cfg, scheduler, resume):
@@ -478,7 +489,7 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
         if result.cancelled or (cancel is not None and cancel.is_set()):
             result.cancelled = True
             progress.message("[GRID] cancelled: %d tile(s) finished and kept for a resume",
-                             result.tiles_processed)
+                             result.tiles_processed, gui_level=logging.WARNING)
             return _finalise(result, out, cfg, t0)
         progress.set_phase(3)
         t_assembly = time.perf_counter()

@@ -81,13 +81,16 @@ class ScheduleReport:
     cancelled: bool = False
 
 
-def _log_emit(message: str, *args: Any, level: int = logging.INFO) -> None:
+def _log_emit(message: str, *args: Any, level: int = logging.INFO, gui_level: int | None = None) -> None:
     logger.log(level, message, *args)
 
 
-def _replay(outcome: TileOutcome) -> None:
+def _replay(outcome: TileOutcome, notify: Callable[[str, int], None] | None = None) -> None:
+    """Log a worker's records here; hand its warnings and errors to ``notify`` (the GUI)."""
     for record in outcome.log_records:
         logging.getLogger(record.name).handle(record)
+        if notify is not None and record.levelno >= logging.WARNING:
+            notify(record.getMessage(), record.levelno)
     outcome.log_records = []
 
 
@@ -107,16 +110,22 @@ class TileScheduler:
         E.g. a ``threading.Event``: once set, no new tile is submitted; running tiles
         finish and ``report.cancelled`` becomes True.
     emit : callable, optional
-        ``emit(message, *args, level=...)`` for ``[GRID]`` messages (default: log only).
+        ``emit(message, *args, level=..., gui_level=...)`` for ``[GRID]`` messages
+        (default: log only; ``gui_level``: the level a GUI callback gets instead).
     kind : {"process", "thread"}
         "thread" makes the own pool a ``ThreadPoolExecutor`` of this process instead
         (no start-up, no crash isolation). Default "process".
     gpu_policy : GpuPolicy, optional
         The run's GPU policy, given to the tiles that run in this process.
+    notify : callable, optional
+        ``notify(text, logging_level)`` receives the warnings and errors that tiles
+        made in worker processes logged there (they are logged here too); grid mode
+        sends them to ZeMosaic's callback.
     """
 
     def __init__(self, *, workers: int, executor: Executor | None = None, cancel: Any = None,
-                 emit: Emit | None = None, kind: str = "process", gpu_policy: Any = None) -> None:
+                 emit: Emit | None = None, kind: str = "process", gpu_policy: Any = None,
+                 notify: Callable[[str, int], None] | None = None) -> None:
         self.workers = max(1, int(workers))
         self.kind = kind
         self.executor = executor
@@ -124,6 +133,7 @@ class TileScheduler:
         self.emit = emit or _log_emit
         self.report = ScheduleReport()
         self.gpu_policy = gpu_policy
+        self.notify = notify
         self.on_done: Callable[[TileOutcome], None] = lambda outcome: None
         self._cancel_seen = False
         self._max_rebuilds = 3
@@ -204,8 +214,8 @@ class TileScheduler:
                 codes = self._retire(pool)
                 if isinstance(exc, BrokenExecutor):
                     self._check_start(codes, running=False)
-            logger.warning("[GRID] workers unavailable for %s (%s); running it here", fn.__name__,
-                           type(exc).__name__)
+            self.emit("[GRID] workers unavailable for %s (%s); running it here", fn.__name__,
+                      type(exc).__name__, level=logging.WARNING)
             return [fn(*args) for args in items]
 
     def close(self, *, abort: bool = False) -> None:
@@ -236,12 +246,13 @@ class TileScheduler:
             if not self._cancel_seen:
                 self._cancel_seen = True
                 self.report.cancelled = True
-                self.emit("[GRID] cancel requested: no new tile is started; the running tiles finish")
+                self.emit("[GRID] cancel requested: no new tile is started; the running tiles finish",
+                          gui_level=logging.WARNING)
             return True
         return False
 
     def _handle(self, outcome: TileOutcome, task: TileTask, retry: Callable[[TileTask], None]) -> None:
-        _replay(outcome)
+        _replay(outcome, self.notify)
         if outcome.ok:
             self.on_done(outcome)
             return
@@ -403,7 +414,7 @@ class TileScheduler:
                     raise
         except (BrokenExecutor, RuntimeError) as exc:
             first_line = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-            logger.warning("[GRID] executor refused a tile (%s)", first_line)
+            self.emit("[GRID] executor refused a tile (%s)", first_line, level=logging.WARNING)
             return False
         return True
 

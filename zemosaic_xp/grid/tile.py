@@ -2,7 +2,9 @@
 
 1. Each frame touching the tile is read, reprojected onto its patch box
    (:func:`~.reproject_tile.reproject_patch`) and kept in a :class:`~.store.PatchStore`
-   (RAM, or a memory-mapped scratch file past ``stack_chunk_budget_mb``).
+   (RAM, or a memory-mapped scratch file past ``stack_chunk_budget_mb``). With
+   ``radial_weight``, a patch's weight carries its frame's radial map, computed in the
+   frame's pixel coordinates (:mod:`.reproject_tile`), not the tile's or a cell's.
 2. The frame plan (:func:`~.tile_plan.plan_tile_frames`): the survey's normalisation
    of each frame (:mod:`.normalise`), quality weights from the frames' noise, exposures.
 3. The tile goes through the core's band driver
@@ -32,17 +34,18 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from ..backends import select_backend
 from ..core.band_driver import BandDevice, stack_bands
+from ..core.config import StackConfig
 from ..core.pipeline import BandResult, StackResult, finish_stack
 from ..gpu.policy import GpuPolicy
 from ..gpu.session import GpuResultError, garbage_reason
 from ..io.bands import PatchSource
-from ..io.fits_write import write_fits
+from ..io.fits_write import UNCERT_NAME, uncertainty_hdu, write_fits
 from ..io.framecache import FRAMES
 from ..io.patch_store import PatchStore
 from .cells import cell_blocks
 from .config import GridConfig
 from .geometry import TileSpec, tile_wcs
-from .reproject_tile import reproject_patch
+from .reproject_tile import TileSky, reproject_patch
 from .tile_plan import frame_noise_samples, plan_tile_frames
 
 __all__ = ["noise_sample_count", "FrameRef", "TileProduct", "stack_tile", "write_tile", "read_tile", "tile_filename"]
@@ -115,12 +118,15 @@ class TileProduct:
         Number of frames with data at each pixel.
     stats : dict
         JSON-able stack statistics (rejection, plan, bands, spill, devices).
+    uncertainty : ndarray, shape (h, w, C), float32, or None
+        Standard error of each pixel (``StackResult.uncertainty``).
     """
 
     image: np.ndarray
     weight: np.ndarray
     coverage: np.ndarray
     stats: dict = field(default_factory=dict)
+    uncertainty: np.ndarray | None = None
 
 
 def tile_filename(tile_id: int) -> str:
@@ -183,24 +189,63 @@ def noise_sample_count(max_samples: int, n_frames: int, channels: int) -> int:
 
 
 def _reproject_into(store: PatchStore, tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef],
-                    noise_samples: int) -> tuple[list[int], list[np.ndarray]]:
-    """Reproject every frame into the store; return the slots that got data and their noise samples."""
+                    noise_samples: int, config: StackConfig) -> tuple[list[int], list[np.ndarray], dict, float]:
+    """Reproject every frame into the store.
+
+    Returns the slots that got data, their noise samples, the cosmic-ray holes (slot →
+    flat tile indices to blank, :func:`_cosmic_holes`) and the seconds spent reading
+    and searching frames for hits (the frame reads included: they are cached after).
+    With ``config.radial_weight``, each patch's weight carries its frame's radial map.
+    """
     active, noise = [], []
+    t_cosmic = 0.0
+    sky = TileSky(grid_wcs, tile.y0, tile.x0, tile.shape)  # transformed once, shared by the patches
+    radial = config if config.radial_weight else None
+    cosmic = config.cosmic_method if config.cosmic != "off" else None
+    hits: dict[int, np.ndarray] = {}
+    depth = np.zeros(tile.shape, dtype=np.int32) if cosmic else None
+    width = tile.shape[1]
     for k, (ref, target) in enumerate(zip(frames, _patch_targets(grid_wcs, tile))):
-        entry, planes = FRAMES.planes(ref.path)
-        alpha = planes[-1] if entry.source.has_alpha else None
-        patch, weight = reproject_patch(None, alpha, entry.wcs, grid_wcs, tile.y0, tile.x0, store.boxes[k],
-                                        planes=planes, target=target)
+        if cosmic:
+            t0 = time.perf_counter()
+            entry, planes, frame_hits = FRAMES.hits(ref.path, cosmic)  # found once per frame and process
+            t_cosmic += time.perf_counter() - t0
+        else:
+            (entry, planes), frame_hits = FRAMES.planes(ref.path), None
+        channels = entry.source.channels
+        alpha = planes[channels] if entry.source.has_alpha else None
+        out = reproject_patch(None, alpha, entry.wcs, grid_wcs, tile.y0, tile.x0, store.boxes[k],
+                              planes=planes, target=target, radial=radial, sky=sky,
+                              hits=frame_hits if frame_hits is not None and frame_hits.size else None)
+        patch, weight = out[0], out[1]
         store.put(k, patch, weight)
+        if cosmic:
+            py0, py1, px0, px1 = store.boxes[k]
+            depth[py0:py1, px0:px1] += weight > 0
+        if len(out) == 3:
+            ys, xs = np.nonzero(out[2])
+            if ys.size:
+                hits[k] = (ys + py0) * width + (xs + px0)
         if store.has_data(k):
             active.append(k)
             frame_noise = entry.noise.get(noise_samples)
             if frame_noise is None:
-                channels = planes.shape[0] - (alpha is not None)
                 frame_noise = frame_noise_samples(np.moveaxis(planes[:channels], 0, -1), noise_samples)
                 entry.noise[noise_samples] = frame_noise
             noise.append(frame_noise)
-    return active, noise
+    return active, noise, _cosmic_holes(hits, depth, config), t_cosmic
+
+
+def _cosmic_holes(hits: dict[int, np.ndarray], depth: np.ndarray | None, config: StackConfig) -> dict:
+    """The hit pixels to blank per slot: all of them (``"always"``) or where fewer than
+    ``cosmic_min_depth`` frames cover the tile pixel (``"auto"``)."""
+    if not hits:
+        return {}
+    if config.cosmic == "always":
+        return hits
+    shallow = depth.ravel() < config.cosmic_min_depth
+    holes = {k: flat[shallow[flat]] for k, flat in hits.items()}
+    return {k: flat for k, flat in holes.items() if flat.size}
 
 
 class _BlockRunner:
@@ -281,7 +326,8 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
     with PatchStore(tile.patch_boxes, tile.shape, channels, budget_bytes=budget, scratch_dir=scratch_dir) as store:
         if noise_samples is None:
             noise_samples = noise_sample_count(config.stack.frame_stats_samples, len(frames), channels)
-        active, noise = _reproject_into(store, tile, grid_wcs, frames, noise_samples)
+        active, noise, holes, t_cosmic = _reproject_into(store, tile, grid_wcs, frames, noise_samples,
+                                                         config.stack)
         t_reproject = time.perf_counter() - t0
         if not active:
             msg = f"no frame has data on tile {tile.tile_id} (its {len(frames)} frame(s) reproject to nothing)"
@@ -298,15 +344,21 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
         del noise
         runner = _BlockRunner(gpu_policy, tile.tile_id) if gpu_policy is not None else None
         gpu = runner is not None and gpu_policy.gpu_backend() is not None
-        blocks = cell_blocks(store, active, budget=budget, config=config.stack, height=height, width=width,
+        # The radial map is already in the patch weights (the frame's map, _reproject_into): the
+        # core must not add the tile's own on top of it.
+        stack_config = config.stack.replace(radial_weight=False)
+        blocks = cell_blocks(store, active, budget=budget, config=stack_config, height=height, width=width,
                              channels=channels, gpu=gpu, policy=gpu_policy)
-        outputs, stats = stack_bands(PatchSource(store, active, channels), blocks, config=config.stack, plan=plan,
+        source = PatchSource(store, active, channels, holes=holes)
+        outputs, stats = stack_bands(source, blocks, config=stack_config, plan=plan,
                                      device=BandDevice(xp), run_block=runner.run if runner is not None else None)
         spilled, store_mb = store.spilled, store.nbytes / _MB
     stats.update({"n_frames": len(active), "patch_store_mb": round(store_mb, 3), "spilled": spilled,
                   "gpu_bands": runner.gpu_blocks if runner else 0, "cpu_bands": runner.cpu_blocks if runner else 0,
                   "gpu_fallbacks": runner.fallbacks if runner else 0, "time_reproject_sec": t_reproject,
-                  "time_wait_maps_sec": t_wait, "time_total_sec": time.perf_counter() - t0,
+                  "time_wait_maps_sec": t_wait, "cosmic": config.stack.cosmic,
+                  "cosmic_masked_px": int(sum(v.size for v in holes.values())), "time_cosmic_sec": t_cosmic,
+                  "time_total_sec": time.perf_counter() - t0,
                   "cpu_sec": time.process_time() - cpu0})
     result = finish_stack(outputs, stats, config=config.stack, mono=False)
     return _product(result)
@@ -317,7 +369,8 @@ def _product(result: StackResult) -> TileProduct:
     weight = np.asarray(result.weight_sum, dtype=np.float32)
     valid = (np.asarray(result.coverage) + np.asarray(result.rejected_low) + np.asarray(result.rejected_high))
     coverage = valid.max(axis=-1).astype(np.float32)
-    return TileProduct(image, weight, coverage, result.stats)
+    uncertainty = None if result.uncertainty is None else np.asarray(result.uncertainty, dtype=np.float32)
+    return TileProduct(image, weight, coverage, result.stats, uncertainty)
 
 
 def _tile_header(tile: TileSpec, grid_wcs: WCS, product: TileProduct, config: GridConfig) -> fits.Header:
@@ -365,7 +418,8 @@ def write_tile(path: str | Path, tile: TileSpec, grid_wcs: WCS, product: TilePro
         The written file: primary HDU float32 CHW image (2-D for one channel), NaN =
         no data; ``ALPHA`` uint8 (255 where any channel has weight, else 0);
         ``WEIGHT`` in the image's axis order; ``COVERAGE`` (frames per pixel,
-        ``BUNIT = count``).
+        ``BUNIT = count``); ``UNCERT`` (standard error, the image's axis order) when
+        the product has one.
     """
     alpha = np.any(product.weight > 0, axis=-1)
     weight = product.weight
@@ -373,6 +427,8 @@ def write_tile(path: str | Path, tile: TileSpec, grid_wcs: WCS, product: TilePro
     extra = [fits.ImageHDU(np.ascontiguousarray(weight_chw, dtype=np.float32), name="WEIGHT"),
              fits.ImageHDU(np.ascontiguousarray(product.coverage, dtype=np.float32), name="COVERAGE")]
     extra[1].header["BUNIT"] = ("count", "frames with data per pixel")
+    if product.uncertainty is not None:
+        extra.append(uncertainty_hdu(product.uncertainty))
     header = _tile_header(tile, grid_wcs, product, config)
     return write_fits(path, product.image, header=header, alpha=alpha.astype(np.float32), extra_hdus=extra)
 
@@ -393,8 +449,9 @@ def read_tile(path: str | Path) -> tuple[TileProduct, fits.Header]:
     Returns
     -------
     product : TileProduct
-        Image and weight as float32 ``(h, w, C)``, coverage ``(h, w)``; ``stats``
-        holds only ``n_frames`` and ``rejected_pct`` (from the header).
+        Image, weight (and uncertainty, when the file has an ``UNCERT`` HDU) as
+        float32 ``(h, w, C)``, coverage ``(h, w)``; ``stats`` holds only ``n_frames``
+        and ``rejected_pct`` (from the header).
     header : astropy.io.fits.Header
         A copy of the primary header (tile WCS and provenance cards).
     """
@@ -405,6 +462,7 @@ def read_tile(path: str | Path) -> tuple[TileProduct, fits.Header]:
             image = _hwc(hdul[0].data)
             weight = _hwc(hdul["WEIGHT"].data)
             coverage = np.asarray(hdul["COVERAGE"].data, dtype=np.float32)
+            uncertainty = _hwc(hdul[UNCERT_NAME].data) if UNCERT_NAME in hdul else None
     stats = {"n_frames": int(header.get("NFRAMES", 0)), "rejected_pct": float(header.get("REJPCT", 0.0))}
-    return TileProduct(image, weight, coverage, stats), header
+    return TileProduct(image, weight, coverage, stats, uncertainty), header
 

@@ -518,12 +518,17 @@ class PatchSource:
         positions in this list.
     channels : int
         C of the patches.
+    holes : dict of int to ndarray, optional
+        Store slot → flat tile indices ``y·W + x`` (int) where that frame's samples are
+        no data: its cosmic-ray hits (:mod:`.cosmic`), blanked at every read.
     """
 
-    def __init__(self, store: PatchStore, active: Sequence[int], channels: int) -> None:
+    def __init__(self, store: PatchStore, active: Sequence[int], channels: int, *,
+                 holes: dict[int, np.ndarray] | None = None) -> None:
         self.store, self.active = store, list(active)
         self.height, self.width = store.tile_shape
         self.channels = channels
+        self.holes = {k: np.divmod(np.asarray(flat), self.width) for k, flat in (holes or {}).items()}
 
     def read(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
         """Assemble one block of the tile from the stored patches.
@@ -542,4 +547,14 @@ class PatchSource:
             Footprint × ALPHA weights; 0 where a frame has no data.
         """
         frames = range(len(self.active)) if block.frames is None else block.frames
-        return self.store.band(block.r0, block.r1, [self.active[j] for j in frames], block.c0, block.c1)
+        slots = [self.active[j] for j in frames]
+        values, weights = self.store.band(block.r0, block.r1, slots, block.c0, block.c1)
+        c1 = self.width if block.c1 is None else block.c1
+        for j, k in enumerate(slots):
+            if k in self.holes:
+                ys, xs = self.holes[k]
+                inside = (ys >= block.r0) & (ys < block.r1) & (xs >= block.c0) & (xs < c1)
+                if inside.any():
+                    values[ys[inside] - block.r0, xs[inside] - block.c0, :, j] = np.nan
+                    weights[ys[inside] - block.r0, xs[inside] - block.c0, :, j] = 0.0
+        return values, weights

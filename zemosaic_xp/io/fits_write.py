@@ -17,9 +17,11 @@ from astropy.io import fits
 
 from .atomic import atomic_path
 
-__all__ = ["write_fits"]
+__all__ = ["write_fits", "uncertainty_hdu", "UNCERT_NAME"]
 
 _ALPHA_NAME = "ALPHA"
+#: Extension name of a standard-error map: astropy's ``CCDData.read`` default (``hdu_uncertainty``).
+UNCERT_NAME = "UNCERT"
 
 
 def _chw(image: np.ndarray) -> np.ndarray:
@@ -32,6 +34,30 @@ def _chw(image: np.ndarray) -> np.ndarray:
         return image
     msg = f"image has shape {image.shape}; expected (H, W) or (H, W, C)"
     raise ValueError(msg)
+
+
+def uncertainty_hdu(uncertainty: np.ndarray, *, unit: str | None = None) -> fits.ImageHDU:
+    """An ``UNCERT`` image HDU of standard errors, as astropy's ``CCDData.write`` makes it.
+
+    Parameters
+    ----------
+    uncertainty : ndarray, shape (H, W) or (H, W, C)
+        Standard error (1σ) of each pixel of the image it goes with; NaN = unknown.
+    unit : str, optional
+        The image's unit, written as ``BUNIT``.
+
+    Returns
+    -------
+    astropy.io.fits.ImageHDU
+        The map as float32 in the image's axis order (CHW, 2-D for one channel), ``EXTNAME =
+        UNCERT`` and ``UTYPE = StdDevUncertainty``: ``CCDData.read`` returns it as a
+        ``StdDevUncertainty``.
+    """
+    hdu = fits.ImageHDU(data=_chw(uncertainty), name=UNCERT_NAME)
+    hdu.header["UTYPE"] = ("StdDevUncertainty", "standard error (1 sigma) of each pixel")
+    if unit is not None:
+        hdu.header["BUNIT"] = str(unit)
+    return hdu
 
 
 def write_fits(path: str | os.PathLike, image: np.ndarray, *, header: fits.Header | None = None,

@@ -10,7 +10,8 @@ keeps, per frame file (keyed by path, size and modification time):
   reprojection reads, within a byte budget (a quarter of ``stack_chunk_budget_mb``, at
   most ``FRAME_CACHE_MB``: :meth:`FrameCache.fit_budget`; least recently used planes
   are dropped first, and a frame larger than the budget is never kept);
-- the frame's noise samples, per sample count.
+- the frame's noise samples, per sample count;
+- the frame's cosmic-ray hits (flat pixel indices, per detector), when a run masks them.
 
 Everything cached is exactly what a fresh read gives, so hits never change a result.
 """
@@ -67,11 +68,15 @@ class FrameEntry:
         Celestial WCS with distortions (:func:`~.fits.frame_wcs`).
     noise : dict of int to ndarray
         Noise samples ``(C, M)`` by requested sample count.
+    hits : dict of str to ndarray
+        Cosmic-ray hits by detector name: flat indices ``y·W + x`` (int64) of the
+        frame's pixels (:meth:`FrameCache.hits`).
     """
 
     source: Any
     wcs: Any
     noise: dict = field(default_factory=dict)
+    hits: dict = field(default_factory=dict)
 
 
 class FrameCache:
@@ -176,6 +181,37 @@ class FrameCache:
                     _, old = self._planes.popitem(last=False)
                     self._plane_bytes -= old.nbytes
         return entry, planes
+
+    def hits(self, path: str, method: str, *, keep: bool = True) -> tuple[FrameEntry, np.ndarray, np.ndarray]:
+        """Return a frame's entry, its planes and its cosmic-ray hits, found on the first call.
+
+        Parameters
+        ----------
+        path : str
+            The frame file.
+        method : {"sharp", "lacosmic"}
+            The detector (:func:`~.cosmic.cosmic_mask`).
+        keep : bool
+            As :meth:`planes`.
+
+        Returns
+        -------
+        entry : FrameEntry
+            As :meth:`entry` returns it; ``entry.hits[method]`` holds the hits.
+        planes : ndarray, shape (C [+ 1], H, W), float32
+            As :meth:`planes` returns them (the hits are not blanked there).
+        hits : ndarray, shape (K,), int64
+            Flat indices ``y·W + x`` of the hit pixels, ascending; empty when none.
+        """
+        entry, planes = self.planes(path, keep=keep)
+        found = entry.hits.get(method)
+        if found is None:
+            from .cosmic import cosmic_mask
+
+            channels = entry.source.channels
+            found = np.flatnonzero(cosmic_mask(np.moveaxis(planes[:channels], 0, -1), method=method))
+            entry.hits[method] = found
+        return entry, planes, found
 
     def canvas_wcs(self, header: str) -> Any:
         """The WCS of a header string (the mosaic canvas), parsed once per thread.

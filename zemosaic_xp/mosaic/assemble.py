@@ -25,8 +25,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from astropy.io import fits
 
-from ..io.fits_write import write_fits
-from .blend import blend_tiles, edge_distance, feather_ramp
+from ..io.fits_write import uncertainty_hdu, write_fits
+from .blend import STRIPE_ROWS, blend_tiles, edge_distance, feather_ramp
 from .photometry import find_overlaps, solve_photometry
 from .preview import write_preview_png
 
@@ -57,6 +57,9 @@ class TileImage:
         Σ weights of the tile stack; 0 = no data.
     coverage : ndarray, shape (h, w), float32
         Frames that contributed (max over channels).
+    uncertainty : ndarray, shape of ``image``, float32, optional
+        Standard error of each tile pixel (``StackResult.uncertainty``); the mosaic
+        gets an uncertainty map only when every tile has one.
     """
 
     tile_id: int
@@ -65,6 +68,7 @@ class TileImage:
     image: np.ndarray
     weight: np.ndarray
     coverage: np.ndarray
+    uncertainty: np.ndarray | None = None
 
 
 @dataclass
@@ -86,6 +90,11 @@ class MosaicResult:
         ``pairs`` (per overlap: tile ids, samples, slope, residual after matching),
         ``pairs_used``, ``pairs_dropped``, ``unconnected_tiles``, ``channels``
         (iterations, clipped gains), ``max_abs_pair_residual``.
+    uncertainty : ndarray, shape (H, W, C), float32, or None
+        Standard error of each mosaic pixel: the tiles' ``|gain|·σ`` blended with the
+        image's own blend weights (the tiles' errors taken as fully correlated, an
+        upper bound; docs/algorithms.md); NaN where no tile covers or a covering
+        tile's error is unknown. None unless every tile had one.
     """
 
     image: np.ndarray
@@ -94,6 +103,7 @@ class MosaicResult:
     gains: dict[int, list[float]]
     offsets: dict[int, list[float]]
     info: dict[str, Any] = field(default_factory=dict)
+    uncertainty: np.ndarray | None = None
 
 
 def _noop(*_args: Any, **_kwargs: Any) -> None:
@@ -205,24 +215,29 @@ def assembly_memory_bytes(mosaic_shape: tuple[int, int], channels: int, tile_pix
     Returns
     -------
     int
-        Bytes: the blend's outputs ``(2·C + 1)·4`` and float64 accumulators
-        ``(3·C + 2)·8`` per canvas pixel, a validity mask (C bytes), the final divisions'
-        temporaries (``28·C`` bytes per covered pixel, the covered fraction taken as
-        ``min(1, tile_pixels / (H·W))``), and per tile pixel ``13·C + 12`` bytes (image,
-        weight, coverage, mask, distance, ramp and corrected copy).
+        Bytes: per canvas pixel the blend's outputs ``(2·C + 1)·4`` and a validity
+        mask (C bytes); per pixel of the stripes in flight (one
+        :data:`~.blend.STRIPE_ROWS`-row stripe per CPU core at most) the float64
+        accumulators ``(3·C + 2)·8`` and the final divisions' temporaries (``28·C``
+        bytes times the covered fraction, taken as ``min(1, tile_pixels / (H·W))``);
+        per tile pixel ``13·C + 12`` bytes (image, weight, coverage, mask, distance,
+        ramp and corrected copy).
 
     Notes
     -----
-    Measured with ``tracemalloc`` on 4.8 Mpx canvases (1 and 3 channels, dense and
-    sparse tiles), the estimate is 3-13 % above the peak; writing the outputs needs
-    less than assembling them.
+    An upper bound: measured with ``tracemalloc`` (which does not count the tiles
+    given) on a 4.8 Mpx canvas of nine 800² tiles, the peak is 163 MB (1 channel)
+    and 343 MB (3 channels) against estimates of 270 and 608 MB, on 2 cores; writing
+    the outputs needs less than assembling them.
     """
     height, width = (int(v) for v in mosaic_shape)
     canvas_px = height * width
     c = int(channels)
     covered = min(1.0, tile_pixels / canvas_px) if canvas_px else 0.0
-    per_canvas_px = (2 * c + 1) * 4 + (3 * c + 2) * 8 + c + 28 * c * covered
-    return int(canvas_px * per_canvas_px + int(tile_pixels) * (13 * c + 12))
+    per_canvas_px = (2 * c + 1) * 4 + c
+    stripe_px = min(height, STRIPE_ROWS * (os.cpu_count() or 1)) * width
+    per_stripe_px = (3 * c + 2) * 8 + 28 * c * covered
+    return int(canvas_px * per_canvas_px + stripe_px * per_stripe_px + int(tile_pixels) * (13 * c + 12))
 
 
 def assemble_mosaic(tiles: Sequence[TileImage], mosaic_shape: tuple[int, int], *, match_photometry: bool = True,
@@ -267,7 +282,8 @@ def assemble_mosaic(tiles: Sequence[TileImage], mosaic_shape: tuple[int, int], *
     Notes
     -----
     All tiles are held in RAM together with float64 accumulators of the canvas
-    (about ``(3·C + 2)·8`` bytes per mosaic pixel) and per-tile masks, distance maps and
+    stripes being blended (``(3·C + 2)·8`` bytes per pixel of
+    :data:`~.blend.STRIPE_ROWS` rows per thread) and per-tile masks, distance maps and
     corrected copies (:func:`assembly_memory_bytes` estimates the peak). Overlap fits
     use at most 65 536 samples per overlap and channel.
     """
@@ -313,9 +329,22 @@ def assemble_mosaic(tiles: Sequence[TileImage], mosaic_shape: tuple[int, int], *
     image, weight, coverage = blend_tiles(boxes, corrected, weights, covs, valid, ramps, tuple(mosaic_shape),
                                           progress=_step, threads=threads)
     info["covered_fraction"] = float(np.isfinite(image).any(axis=2).mean())
+    uncertainty = None
+    if all(t.uncertainty is not None for t in tiles):
+        # The same blend weights on |gain|·σ: the weighted average of the tiles' errors.
+        def _scaled(i: int) -> np.ndarray:
+            sigma = as_hwc(tiles[i].uncertainty, f"tile {ids[i]} uncertainty")
+            if sigma.shape != images[i].shape:
+                msg = f"tile {ids[i]}: uncertainty {sigma.shape} differs from image {images[i].shape}"
+                raise ValueError(msg)
+            return np.where(valid[i], sigma * np.abs(gains[i]).astype(np.float32), np.nan).astype(np.float32)
+
+        scaled = _map(threads, _scaled, range(len(images)))
+        uncertainty = blend_tiles(boxes, scaled, weights, covs, valid, ramps, tuple(mosaic_shape),
+                                  threads=threads)[0]
     return MosaicResult(image, weight, coverage,
                         {i: [float(v) for v in gains[k]] for k, i in enumerate(ids)},
-                        {i: [float(v) for v in offsets[k]] for k, i in enumerate(ids)}, info)
+                        {i: [float(v) for v in offsets[k]] for k, i in enumerate(ids)}, info, uncertainty)
 
 
 def _chw(array: np.ndarray) -> np.ndarray:
@@ -359,9 +388,11 @@ def write_mosaic_outputs(result: MosaicResult, out_dir: str | os.PathLike, *,
     -------
     dict of str to Path
         ``"mosaic"``: ``mosaic_grid.fits``, float32 CHW (2-D for mono), NaN = no data, an
-        ``ALPHA`` HDU (255 where any channel has data) and a ``WEIGHT`` HDU in the same
-        axis order as the image; ``"coverage"``: ``mosaic_grid_coverage.fits``, float32
-        (H, W) frame count, ``EXTNAME = COVERAGE``, ``BUNIT = count``; ``"preview"``:
+        ``ALPHA`` HDU (255 where any channel has data), a ``WEIGHT`` HDU in the same
+        axis order as the image and, when the mosaic has one, its standard error map
+        as an ``UNCERT`` HDU (``UTYPE = StdDevUncertainty``, read by ``CCDData.read``);
+        ``"coverage"``: ``mosaic_grid_coverage.fits``, float32 (H, W) frame count,
+        ``EXTNAME = COVERAGE``, ``BUNIT = count``; ``"preview"``:
         ``mosaic_grid_preview.png``.
 
     Raises
@@ -386,7 +417,10 @@ def write_mosaic_outputs(result: MosaicResult, out_dir: str | os.PathLike, *,
         # astropy byte-swaps the data it writes in place (and back); the preview reads
         # the image meanwhile when the files are written at once, so it gets a copy.
         image = result.image.copy() if threads > 1 else result.image
-        return write_fits(out / mosaic_name, image, header=hdr, alpha=alpha, extra_hdus=[weight_hdu])
+        extra = [weight_hdu]
+        if result.uncertainty is not None:
+            extra.append(uncertainty_hdu(result.uncertainty, unit=hdr.get("BUNIT")))
+        return write_fits(out / mosaic_name, image, header=hdr, alpha=alpha, extra_hdus=extra)
 
     jobs = {"mosaic": _mosaic,
             "coverage": lambda: write_fits(out / coverage_name, result.coverage, header=cov_hdr),

@@ -24,7 +24,11 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
-__all__ = ["edge_distance", "feather_ramp", "blend_tiles"]
+__all__ = ["edge_distance", "feather_ramp", "blend_tiles", "STRIPE_ROWS"]
+
+#: Canvas rows blended at once (per thread): the float64 accumulators exist only for
+#: the stripes in flight, not for the whole canvas.
+STRIPE_ROWS = 256
 
 
 def edge_distance(valid: np.ndarray) -> np.ndarray:
@@ -147,24 +151,25 @@ def blend_tiles(boxes: Sequence[tuple[int, int, int, int]], images: Sequence[np.
 
     Notes
     -----
-    Accumulators are float64 on the host: ``(3·C + 2) · 8`` bytes per mosaic pixel on top
-    of the tiles themselves.
+    Accumulators are float64 on the host, ``(3·C + 2) · 8`` bytes per pixel of the
+    stripes of ``STRIPE_ROWS`` canvas rows in flight (one per thread), on top of the
+    tiles themselves and the outputs.
     """
     height, width = mosaic_shape
     n_chan = images[0].shape[2]
     out = (np.full((height, width, n_chan), np.nan, dtype=np.float32),
            np.zeros((height, width, n_chan), dtype=np.float32), np.zeros((height, width), dtype=np.float32))
     args = (boxes, images, weights, coverages, valid, ramps, out)
-    threads = max(1, min(int(threads), height))
+    stripes = [(r, min(height, r + STRIPE_ROWS)) for r in range(0, height, STRIPE_ROWS)]
+    threads = max(1, min(int(threads), len(stripes)))
     if threads == 1:
-        _blend_rows((0, height), *args, progress=progress)
-        return out
-    from concurrent.futures import ThreadPoolExecutor
+        for rows in stripes:
+            _blend_rows(rows, *args, progress=lambda: None)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
 
-    edges = [round(height * k / threads) for k in range(threads + 1)]
-    with ThreadPoolExecutor(threads, thread_name_prefix="zemosaic-blend") as pool:
-        list(pool.map(lambda k: _blend_rows((edges[k], edges[k + 1]), *args, progress=lambda: None),
-                      range(threads)))
+        with ThreadPoolExecutor(threads, thread_name_prefix="zemosaic-blend") as pool:
+            list(pool.map(lambda rows: _blend_rows(rows, *args, progress=lambda: None), stripes))
     for _ in boxes:
         progress()
     return out

@@ -4,6 +4,11 @@ A long run calls :meth:`ResourceTelemetryController.maybe_emit_stats` as often a
 likes (per tile, per chunk); at most one sample per ``interval_sec`` reaches the
 ``progress_callback`` as ``callback("STATS_UPDATE", None, "INFO", **payload)``, the
 event ZeMosaic's Qt GUI turns into its resource label, and one row of the CSV.
+:meth:`ResourceTelemetryController.start_background` adds a daemon thread that
+emits through the same throttle whenever no progress did for ``interval_sec``
+(:mod:`.background`), so a long phase still gets a sample every interval.
+The payload is upstream's, key for key: ``gpu_sample_source``, and ``timestamp_iso``
+in UTC ending in ``Z`` (``2026-03-01T22:00:05.123456Z``).
 Telemetry never breaks a run: sampling, callback and CSV errors are logged and
 swallowed.
 """
@@ -18,6 +23,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
+from .background import BackgroundSampler
 from .csvlog import TelemetryCsvWriter
 from .sampler import SAMPLE_KEYS, prime_cpu_percent, sample_runtime_resources
 
@@ -36,6 +42,8 @@ CONTEXT_KEYS = ("phase_index", "phase_name", "tiles_done", "tiles_total", "eta_s
                 "files_done", "files_total")
 
 _RESERVED_KEYS = frozenset(CONTEXT_KEYS) | frozenset(SAMPLE_KEYS) | {"timestamp_iso"}
+# Upstream: datetime.utcnow().isoformat() + "Z"; we always write the microseconds.
+_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 class ResourceTelemetryController:
@@ -66,11 +74,15 @@ class ResourceTelemetryController:
     Notes
     -----
     Thread-safe: one lock serialises emissions and :meth:`close`; an emission after
-    :meth:`close` is a no-op. The callback runs under that lock, so it must not wait
-    on another thread that emits. Errors never reach the caller: a callback that raises
-    is logged (WARNING once, then DEBUG) and called again next time; a CSV error is
-    logged once and stops the CSV only. The controller is also a context manager, and
-    garbage collection closes it.
+    :meth:`close` is a no-op. Unforced emissions, including those of the background
+    sampler (:meth:`start_background`), are never closer than ``interval_sec``;
+    forced ones (phase boundaries, the final state) are sent at once, as upstream.
+    The callback runs under that lock (in the sampler's thread for background
+    samples), so it must accept calls from any thread and must not wait on another
+    thread that emits. Errors never reach the caller: a callback that raises is logged
+    (WARNING once, then DEBUG) and called again next time; a CSV error is logged once
+    and stops the CSV only. The controller is also a context manager; :meth:`close`
+    (or garbage collection, once no background sampler holds it) closes it.
 
     Examples
     --------
@@ -102,6 +114,8 @@ class ResourceTelemetryController:
         self._writer: TelemetryCsvWriter | None = None
         self._csv_failed = False
         self._callback_failures = 0
+        self._last_context: dict[str, Any] | None = None
+        self._sampler: BackgroundSampler | None = None
         if self.active:
             prime_cpu_percent()  # so the first emission measures CPU since construction, not 0.0
 
@@ -126,6 +140,66 @@ class ResourceTelemetryController:
             True once closed; emissions are then no-ops.
         """
         return self._closed
+
+    @property
+    def last_context(self) -> dict[str, Any] | None:
+        """The context of the latest emission request, throttled or not.
+
+        Returns
+        -------
+        dict or None
+            A copy; None before the first request (or when it was not a mapping).
+        """
+        ctx = self._last_context
+        return None if ctx is None else dict(ctx)
+
+    def seconds_until_due(self) -> float | None:
+        """Return the seconds until an unforced emission would pass the throttle.
+
+        Returns
+        -------
+        float or None
+            0.0 when one would pass now (or nothing was emitted yet); None when the
+            controller is inactive or closed (nothing will be emitted).
+        """
+        if not self.active:
+            return None
+        with self._lock:
+            if self._last_emit is None:
+                return 0.0
+            return max(0.0, self._last_emit + self.interval_sec - time.monotonic())
+
+    def start_background(self, context: Callable[[], Mapping[str, Any] | None] | None = None
+                         ) -> BackgroundSampler | None:
+        """Start a daemon thread that samples every ``interval_sec`` between progress emissions.
+
+        Parameters
+        ----------
+        context : callable, optional
+            Returns the context of each background sample (fresh run state: phase,
+            counters, ETA); called in the sampler's thread, so it must be
+            thread-safe. Default: the context of the latest emission request
+            (:attr:`last_context`).
+
+        Returns
+        -------
+        BackgroundSampler or None
+            The running sampler (the one already running if called twice); None when
+            the controller is inactive (disabled, no callback, closed). :meth:`close`
+            stops it.
+
+        Notes
+        -----
+        Its samples go through the same throttle as :meth:`maybe_emit_stats`: a
+        progress emission pushes the next background one back by ``interval_sec``,
+        so the two never come closer than that.
+        """
+        if not self.active:
+            return None
+        with self._lock:
+            if self._sampler is None:
+                self._sampler = BackgroundSampler(self, context).start()
+            return self._sampler
 
     def maybe_emit_stats(self, context: Mapping[str, Any] | None = None) -> bool:
         """Emit unless the previous emission is less than ``interval_sec`` old.
@@ -166,20 +240,69 @@ class ResourceTelemetryController:
         with self._lock:
             if self._closed:
                 return False
-            now = time.monotonic()
-            if not force and self._last_emit is not None and now - self._last_emit < self.interval_sec:
+            if isinstance(context, Mapping):
+                self._last_context = dict(context)
+            if not self._take_turn(force):
                 return False
-            self._last_emit = now
-            payload = self._build_payload(context)
-            self._write_csv(payload)
-            self._call_back(payload)
+            self._send(context)
             return True
 
+    def emit_due(self, context: Callable[[], Mapping[str, Any] | None] | None = None) -> bool:
+        """Emit if ``interval_sec`` has passed since the last emission, with a context made now.
+
+        What the background sampler calls. ``context`` is called under the
+        controller's lock, after the throttle let the emission through, so the
+        context and the order of emissions agree (a sample made before a phase change
+        cannot arrive after it).
+
+        Parameters
+        ----------
+        context : callable, optional
+            Returns the context mapping (or None). Default, or when it returns None
+            or raises: :attr:`last_context`.
+
+        Returns
+        -------
+        bool
+            True if a payload was emitted; False when inactive, closed or not due.
+        """
+        if not self.active:
+            return False
+        with self._lock:
+            if self._closed or not self._take_turn(False):
+                return False
+            ctx = None
+            if context is not None:
+                try:
+                    ctx = context()
+                except Exception as exc:  # noqa: BLE001 - a context bug must not stop telemetry
+                    logger.debug("[TELEMETRY] background context failed: %s", exc)
+            self._send(self._last_context if ctx is None else ctx)
+            return True
+
+    def _take_turn(self, force: bool) -> bool:
+        """Throttle (under the lock): True, and the clock restarts, if this emission may go."""
+        now = time.monotonic()
+        if not force and self._last_emit is not None and now - self._last_emit < self.interval_sec:
+            return False
+        self._last_emit = now
+        return True
+
+    def _send(self, context: Mapping[str, Any] | None) -> None:
+        payload = self._build_payload(context)
+        self._write_csv(payload)
+        self._call_back(payload)
+
     def close(self) -> None:
-        """Close the CSV and stop emitting; idempotent and safe from any thread."""
+        """Stop the background sampler, close the CSV and stop emitting; idempotent, any thread."""
         lock = getattr(self, "_lock", None)
         if lock is None:  # __init__ failed before the lock existed
             return
+        with lock:
+            sampler, self._sampler = self._sampler, None
+        if sampler is not None:
+            # Outside the lock: the sampler may be inside an emission that needs it.
+            sampler.stop()
         with lock:
             self._closed = True
             writer, self._writer = self._writer, None
@@ -221,7 +344,7 @@ class ResourceTelemetryController:
         except Exception as exc:  # noqa: BLE001 - the sampler does not raise; belt and braces
             logger.debug("[TELEMETRY] sampling failed: %s", exc)
             payload.update(dict.fromkeys(SAMPLE_KEYS))
-        payload["timestamp_iso"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        payload["timestamp_iso"] = datetime.now(timezone.utc).strftime(_TIMESTAMP_FORMAT)
         return payload
 
     def _write_csv(self, payload: dict[str, Any]) -> None:

@@ -1,8 +1,8 @@
 """Write and read ``resource_telemetry.csv``, one row per ``STATS_UPDATE`` payload.
 
 The column set is fixed when the file is opened: upstream ZeMosaic's 27 default
-columns (plus ``sample_source``, our name for its ``gpu_sample_source``), then the
-first payload's other keys, sorted. Keys that first appear in a later payload are
+columns in its order, then the first payload's other keys, sorted (what upstream's
+``csv.DictWriter`` writes). Keys that first appear in a later payload are
 dropped, so every row has the header's shape and the file stays a plain table.
 """
 
@@ -24,8 +24,8 @@ logger = logging.getLogger(__name__)
 #: File name upstream ZeMosaic writes in the output folder.
 DEFAULT_CSV_NAME = "resource_telemetry.csv"
 
-#: Columns every telemetry CSV starts with, in this order (upstream's list, §6.3, with
-#: ``sample_source`` beside its upstream name ``gpu_sample_source``; both hold the same value).
+#: Columns every telemetry CSV starts with, in this order: upstream's 27 defaults
+#: (``reference/upstream_spec.md`` §6.3).
 CSV_FIXED_COLUMNS = (
     "timestamp_iso",
     "phase_index",
@@ -42,7 +42,6 @@ CSV_FIXED_COLUMNS = (
     "gpu_name",
     "gpu_backend",
     "gpu_sample_source",
-    "sample_source",
     "files_done",
     "files_total",
     "tiles_done",
@@ -95,8 +94,6 @@ class TelemetryCsvWriter:
             msg = f"telemetry CSV {str(self.path)!r} is closed; create a new writer to log again"
             raise ValueError(msg)
         row = dict(payload)
-        if "sample_source" in row:
-            row.setdefault("gpu_sample_source", row["sample_source"])
         if self._file is None:
             extras = sorted(k for k in row if k not in CSV_FIXED_COLUMNS)
             self.columns = CSV_FIXED_COLUMNS + tuple(extras)

@@ -22,6 +22,7 @@ import threading
 from typing import Any
 
 from ..backends import BackendUnavailable, GpuMemoryReading, GpuProbe, open_gpu_probe
+from .cpu import CpuMeter
 
 __all__ = ["SAMPLE_KEYS", "GPU_KEYS", "sample_runtime_resources", "reset_resource_probes",
            "prime_cpu_percent"]
@@ -37,7 +38,7 @@ GPU_KEYS = (
     "gpu_mem_util_percent",
     "gpu_name",
     "gpu_backend",
-    "sample_source",
+    "gpu_sample_source",
 )
 
 #: Keys of :func:`sample_runtime_resources`, in CSV order.
@@ -45,7 +46,7 @@ SAMPLE_KEYS = ("cpu_percent", "ram_used_mb", "ram_total_mb", "ram_available_mb")
 
 _MIB = float(2**20)
 _SOURCE_ORDER = ("nvml", "cupy", "torch")
-# gpu_backend and sample_source of each probe source, as upstream ZeMosaic names them.
+# gpu_backend and gpu_sample_source of each probe source, as upstream ZeMosaic names them.
 _SOURCE_NAMES = {"nvml": ("nvml", "nvml"), "cupy": ("cupy", "cupy_meminfo"),
                  "torch": ("torch", "torch_mem_get_info")}
 
@@ -53,6 +54,7 @@ _lock = threading.Lock()
 _psutil_module: Any = None  # the module, False once known missing, None before the first look
 _gpu_probe: GpuProbe | None = None
 _dropped_sources: set[str] = set()  # absent or failed: never probed again in this process
+_cpu_meter = CpuMeter()  # machine-wide, shared by every thread and controller of the process
 
 
 def sample_runtime_resources() -> dict[str, Any]:
@@ -61,13 +63,14 @@ def sample_runtime_resources() -> dict[str, Any]:
     Returns
     -------
     dict
-        ``cpu_percent`` (float, % of all cores since the previous psutil call, 0.0 on
-        the very first call), ``ram_used_mb``, ``ram_total_mb``, ``ram_available_mb``
+        ``cpu_percent`` (float, % of all cores since the previous sample of this
+        process, over at least 0.1 s: :class:`~.cpu.CpuMeter`; never psutil's false
+        0.0 of a first call), ``ram_used_mb``, ``ram_total_mb``, ``ram_available_mb``
         (float, MiB = 2**20 bytes; used = total - available), ``gpu_used_mb``,
         ``gpu_total_mb``, ``gpu_free_mb`` (float, MiB, device 0 or the first device of
         ``CUDA_VISIBLE_DEVICES``), ``gpu_util_percent``, ``gpu_mem_util_percent``
         (float, %, NVML only), ``gpu_name`` (str), ``gpu_backend`` (``"nvml"``,
-        ``"cupy"`` or ``"torch"``) and ``sample_source`` (``"nvml"``,
+        ``"cupy"`` or ``"torch"``) and ``gpu_sample_source`` (``"nvml"``,
         ``"cupy_meminfo"`` or ``"torch_mem_get_info"``). Keys whose source is missing
         or failed are None: CPU/RAM without psutil, all GPU keys without a working
         GPU source.
@@ -101,21 +104,26 @@ def reset_resource_probes() -> None:
     Use it after installing a library or recovering a driver in a live process, and
     in tests. Closes the GPU probe in use (NVML is shut down if it was initialised here).
     """
-    global _psutil_module, _gpu_probe
+    global _psutil_module, _gpu_probe, _cpu_meter
     with _lock:
         if _gpu_probe is not None:
             _gpu_probe.close()
         _psutil_module = None
         _gpu_probe = None
         _dropped_sources.clear()
+        _cpu_meter = CpuMeter()
 
 
 def prime_cpu_percent() -> None:
-    """Start psutil's CPU-percent interval now (its first reading is otherwise 0.0)."""
+    """Open the CPU-percent window now, so that the first sample measures from here.
+
+    Without it, the first sample waits 0.1 s to measure a window of its own
+    (:class:`~.cpu.CpuMeter`); it never reports psutil's false 0.0.
+    """
     psutil = _psutil()
     if psutil is not None:
         try:
-            psutil.cpu_percent(interval=None)
+            _cpu_meter.prime(psutil)
         except Exception:  # noqa: BLE001 - telemetry must never break a run
             pass
 
@@ -137,8 +145,8 @@ def _sample_cpu_ram() -> dict[str, Any]:
     psutil = _psutil()
     if psutil is None:
         return {}
-    out: dict[str, Any] = {"cpu_percent": float(psutil.cpu_percent(interval=None))}
     mem = psutil.virtual_memory()
+    out: dict[str, Any] = {"cpu_percent": float(_cpu_meter.read(psutil))}
     total, available = float(mem.total), float(mem.available)
     out["ram_total_mb"] = total / _MIB
     out["ram_available_mb"] = available / _MIB
@@ -212,5 +220,5 @@ def _gpu_values(reading: GpuMemoryReading) -> dict[str, Any]:
         "gpu_mem_util_percent": None if reading.mem_util_percent is None else float(reading.mem_util_percent),
         "gpu_name": reading.name,
         "gpu_backend": backend,
-        "sample_source": source,
+        "gpu_sample_source": source,
     }

@@ -16,6 +16,12 @@ from scipy import stats
 MAD_TO_SIGMA = 1.482602218505602
 
 
+def survivors_floor(min_survivors, n):
+    """The fewest samples a pixel of ``n`` valid ones keeps (docs/algorithms.md, issue 17):
+    one sample of three or more may always go, ``min_survivors`` holds otherwise."""
+    return min(min_survivors, n - 1 if n >= 3 else n)
+
+
 def kappa_sigma_pixel(values, kappa_low=3.0, kappa_high=3.0, max_iters=5, ddof=0, min_survivors=1):
     """astropy sigma_clip semantics (median centre, std scale, set only shrinks) + guard.
 
@@ -24,7 +30,7 @@ def kappa_sigma_pixel(values, kappa_low=3.0, kappa_high=3.0, max_iters=5, ddof=0
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     kept = np.ones(v.size, bool)
-    need = min(min_survivors, v.size)
+    need = survivors_floor(min_survivors, v.size)
     for _ in range(max_iters):
         k = v[kept]
         if k.size <= need:
@@ -77,14 +83,14 @@ def wsc_pixel(values, kappa_low=3.0, kappa_high=3.0, max_iters=10, min_survivors
 
     Kept set K = the valid samples; repeat up to max_iters: (m, σ) =
     winsorized_estimate(K); drop x < m − κl·σ or x > m + κh·σ from K unless fewer than
-    min(min_survivors, n) would remain; stop when K does not change (or σ = 0).
+    survivors_floor(min_survivors, n) would remain; stop when K does not change (or σ = 0).
     Returns (keep mask in the order of ``values``, passes run).
     """
     x = np.asarray(values, dtype=np.float32)
     valid = np.isfinite(x)
     v = np.sort(x[valid]).astype(np.float64)
     kept = np.ones(v.size, bool)
-    need = min(min_survivors, v.size)
+    need = survivors_floor(min_survivors, v.size)
     passes = 0
     if v.size > need:
         for _ in range(max_iters):
@@ -134,14 +140,14 @@ def wsc_zemosaic_pixel(values, kappa_low=3.0, kappa_high=3.0, max_iters=10, min_
     lower = np.float32(m - kappa_low * sigma)
     upper = np.float32(m + kappa_high * sigma)
     keep = valid & (x.astype(np.float32) >= lower) & (x.astype(np.float32) <= upper)
-    if keep.sum() < min(min_survivors, n):
+    if keep.sum() < survivors_floor(min_survivors, n):
         return valid
     return keep
 
 
 def _guard(valid, keep, min_survivors):
     n = int(valid.sum())
-    return keep if keep.sum() >= min(min_survivors, n) else valid.copy()
+    return keep if keep.sum() >= survivors_floor(min_survivors, n) else valid.copy()
 
 
 def percentile_pixel(values, low=0.2, high=0.1, min_survivors=3):
@@ -164,7 +170,7 @@ def minmax_pixel(values, n_low=1, n_high=1, min_survivors=3):
     valid = np.isfinite(x)
     n = int(valid.sum())
     lo, hi = min(n_low, n), n - n_high
-    if hi - lo < min(min_survivors, n):
+    if hi - lo < survivors_floor(min_survivors, n):
         return valid, 0, 0
     order = np.argsort(np.where(valid, x, np.inf), kind="stable")
     keep = np.zeros_like(valid)
@@ -177,7 +183,7 @@ def mad_pixel(values, kappa_low=3.0, kappa_high=3.0, max_iters=5, min_survivors=
     x = np.asarray(values, dtype=np.float32)
     valid = np.isfinite(x)
     kept = valid.copy()
-    need = min(min_survivors, int(valid.sum()))
+    need = survivors_floor(min_survivors, int(valid.sum()))
     for _ in range(max_iters):
         k = x[kept]
         if k.size <= need:
@@ -203,7 +209,7 @@ def linear_fit_pixel(values, kappa_low=3.0, kappa_high=3.0, max_iters=10, min_su
     kept = np.ones(n, bool)
     low = np.zeros(n, bool)
     high = np.zeros(n, bool)
-    need = min(min_survivors, n)
+    need = survivors_floor(min_survivors, n)
     floor = 1e-6 * max(abs(y[0]), abs(y[-1])) if n else 0.0
     for _ in range(max_iters if n > 2 else 0):
         yk = y[kept]
@@ -229,7 +235,7 @@ def gesd_pixel(values, fraction=0.3, alpha=0.05, min_survivors=3):
     x = np.asarray(values, dtype=np.float64)
     valid = np.isfinite(x)
     n = int(valid.sum())
-    r = min(int(math.floor(fraction * n + 1e-9)), n - max(min_survivors, 2))
+    r = min(int(math.floor(fraction * n + 1e-9)), n - max(survivors_floor(min_survivors, n), 2))
     remaining = list(np.flatnonzero(valid))
     removed, significant = [], 0
     for i in range(1, max(r, 0) + 1):
@@ -270,6 +276,6 @@ def winsorized_quantile_pixel(values, limits=(0.05, 0.05), kappa_low=3.0, kappa_
     below = valid & (x < med - kappa_low * std)
     above = valid & (x > med + kappa_high * std)
     keep = valid & ~below & ~above
-    if keep.sum() < min(min_survivors, n):
+    if keep.sum() < survivors_floor(min_survivors, n):
         return valid, 0, 0, (q_lo, q_hi)
     return keep, int(below.sum()), int(above.sum()), (q_lo, q_hi)

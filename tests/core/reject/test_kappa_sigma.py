@@ -26,13 +26,18 @@ def test_kappa_sigma_known_answer_by_hand(backend):
 
 
 def test_min_survivors_guard(backend):
-    # Three samples, one far off: the default guard (3) forbids any rejection ...
+    # Three samples, one far off: one sample of three may always go (issue 17), 2 stay ...
     data = on(backend, column([10.0, 10.2, 500.0]))
-    guarded = stack(data, config=StackConfig.plain(reject="kappa_sigma", kappa_low=1.0, kappa_high=1.0))
-    assert int(host(guarded.coverage)[0, 0]) == 3
-    # ... a guard of 2 lets the outlier go but never drops below 2 survivors.
-    relaxed = stack(data, config=StackConfig.plain(reject="kappa_sigma", kappa_low=0.5, kappa_high=0.5,
-                                                   min_survivors=2))
+    three = stack(data, config=StackConfig.plain(reject="kappa_sigma", kappa_low=1.0, kappa_high=1.0))
+    assert int(host(three.coverage)[0, 0]) == 2
+    assert float(host(three.image)[0, 0]) == pytest.approx(10.1)
+    # ... four samples, two far off: 500 goes (median 205, σ 217), then 400 would leave 2
+    # of 4 and the default guard (3) refuses ...
+    data = on(backend, column([10.0, 10.2, 400.0, 500.0]))
+    config = StackConfig.plain(reject="kappa_sigma", kappa_low=1.0, kappa_high=1.0)
+    assert int(host(stack(data, config=config).coverage)[0, 0]) == 3
+    # ... a guard of 2 lets both outliers go but never drops below 2 survivors.
+    relaxed = stack(data, config=config.replace(min_survivors=2))
     assert int(host(relaxed.coverage)[0, 0]) == 2
     assert float(host(relaxed.image)[0, 0]) == pytest.approx(10.1)
 

@@ -138,7 +138,9 @@ def test_min_survivors_is_honoured(reject, min_survivors):
                                                   percentile_low=0.01, percentile_high=0.01,
                                                   minmax_low=3, minmax_high=3))
     n_valid = np.isfinite(data).sum(axis=0)
-    assert np.all(result.coverage >= np.minimum(n_valid, min_survivors))
+    # One sample of three or more may always go (issue 17): the floor is n_valid − 1 there.
+    floor = np.minimum(np.where(n_valid >= 3, n_valid - 1, n_valid), min_survivors)
+    assert np.all(result.coverage >= floor)
 
 
 @pytest.mark.parametrize("reject", ALL_REJECTS + ["none"])

@@ -116,9 +116,12 @@ def test_min_survivors_guard(backend):
     data = on(backend, column([10.0, 10.2, 10.1, 9.9, 10.05, 500.0]))
     default = stack(data, config=WSC)
     assert (int(host(default.coverage)[0, 0]), default.stats["iterations"]) == (5, 2)
-    # No rejection is possible when n_valid <= min_survivors: no pass runs.
-    none = stack(data, config=WSC.replace(min_survivors=6))
-    assert (int(host(none.coverage)[0, 0]), none.stats["iterations"]) == (6, 0)
+    # min_survivors >= n_valid still lets one sample go (issue 17: the floor is n_valid − 1) ...
+    one = stack(data, config=WSC.replace(min_survivors=6))
+    assert (int(host(one.coverage)[0, 0]), one.stats["iterations"]) == (5, 2)
+    # ... and no rejection is possible on two samples: no pass runs.
+    two = stack(on(backend, column([10.0, 500.0])), config=WSC)
+    assert (int(host(two.coverage)[0, 0]), two.stats["iterations"]) == (2, 0)
     # κ = 0.3 would keep only 2 samples: with a guard of 3 the step is refused and the
     # pixel stops with its current (full) set; a guard of 2 lets it through.
     tight = WSC.replace(kappa_low=0.3, kappa_high=0.3)

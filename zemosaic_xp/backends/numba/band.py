@@ -36,7 +36,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ...core.reject.gesd_table import gesd_critical_values
-from .combine import COMBINE_CODES, combine_ranges
+from ...core.uncertainty import mean_variance_factor
+from .combine import COMBINE_CODES, UNCERTAINTY_CODES, combine_ranges
 from .common import NO_SUMS, inline, jit, midpoint
 from .gesd import FLOOR_SLACK, gesd_rows
 from .kappa_sigma import kappa_sigma_rows
@@ -415,7 +416,8 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     config, plan : StackConfig, FramePlan
         A configuration that :func:`supports` accepts.
     out : tuple of ndarray, each shape (r1 − r0, W, C), C-contiguous
-        Outputs: image, weight_sum (float32), coverage, rejected_low, rejected_high (int32).
+        Outputs: image, weight_sum (float32), coverage, rejected_low, rejected_high (int32),
+        uncertainty (float32; an empty array: not computed).
 
     Returns
     -------
@@ -456,8 +458,13 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
         count_valid(flat, r0, r1, gain, offset, normalise, n_valid)
         sums = NO_SUMS
     kept = REJECTIONS[config.reject](s, n_valid, config, centre, sums)
-    views = [a.reshape(rows) for a in out]  # views: the kernel writes the results in place
+    views = [a.reshape(rows) for a in out[:5]]  # views: the kernel writes the results in place
+    uncertainty = out[5].reshape(rows) if len(out) > 5 and out[5].size else _NO_F32
     counters = np.zeros(4, np.int64)
+    se_factor = mean_variance_factor(config)
+    # Sums of the survivors the band path already has: the gather's (every valid sample
+    # survives "none"), or κ-σ's kept range (its kernel leaves them in `sums`).
+    se_sums = sums if config.reject in ("none", "kappa_sigma") else NO_SUMS
     combine_ranges(s, n_valid, COMBINE_CODES[config.combine], *kept, flat, r0, gain, offset, normalise, *views,
-                   counters)
+                   counters, uncertainty, UNCERTAINTY_CODES.get(config.combine, 0), se_factor, se_sums)
     return tuple(int(v) for v in counters)

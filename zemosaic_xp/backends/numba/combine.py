@@ -37,7 +37,7 @@ import numpy as np
 from .common import inline, jit, lower_bound, median_range, pairwise_sum
 from .winsorized_quantile import clamp
 
-__all__ = ["combine_ranges", "frame_order_total", "COMBINE_CODES"]
+__all__ = ["combine_ranges", "frame_order_total", "COMBINE_CODES", "UNCERTAINTY_CODES"]
 
 COMBINE_CODES = {"mean": 0, "median": 1, "sum": 2, "min": 3, "max": 4}
 
@@ -182,9 +182,71 @@ def _merge_clamped(s, p, a, b, n, q_lo, q_hi, t):
             j += 1
 
 
+#: How :func:`combine_ranges` turns the survivors' spread into a standard error, by combine.
+UNCERTAINTY_CODES = {"mean": 1, "sum": 2, "median": 3}
+
+
+@inline
+def _standard_error(arr, row, start, count, mode, factor, value):
+    """The core's ``standard_error`` of ``count >= 2`` sorted survivors ``arr[row, start:start+count]``.
+
+    One pass of float64 sums shifted by the combined value (the mean for a sum), as
+    the core: ``Σ(x − μ)² = Σd² − (Σd)²/n``.
+    """
+    c = np.float64(value)
+    if mode == 2:
+        c = c / np.float64(count)
+    if not (c - c) == 0:
+        c = 0.0
+    # Four independent accumulators: a single chain of dependent adds is latency-bound.
+    a0 = a1 = a2 = a3 = 0.0
+    b0 = b1 = b2 = b3 = 0.0
+    j = start
+    end = start + count
+    while j + 4 <= end:
+        d0 = np.float64(arr[row, j]) - c
+        d1 = np.float64(arr[row, j + 1]) - c
+        d2 = np.float64(arr[row, j + 2]) - c
+        d3 = np.float64(arr[row, j + 3]) - c
+        a0 += d0
+        a1 += d1
+        a2 += d2
+        a3 += d3
+        b0 += d0 * d0
+        b1 += d1 * d1
+        b2 += d2 * d2
+        b3 += d3 * d3
+        j += 4
+    while j < end:
+        d0 = np.float64(arr[row, j]) - c
+        a0 += d0
+        b0 += d0 * d0
+        j += 1
+    return _from_sums((a0 + a1) + (a2 + a3), (b0 + b1) + (b2 + b3), count, mode, factor)
+
+
+@inline
+def _from_sums(s1, s2, count, mode, factor):
+    """The standard error from ``Σd``, ``Σd²`` of ``count >= 2`` survivors about any centre."""
+    n = np.float64(count)
+    ss = s2 - s1 * s1 / n
+    if not ss > 0:
+        ss = 0.0
+    var = ss / (n * (n - 1.0))
+    if mode == 3:
+        c_med = 0.43 if count % 2 == 1 else 1.39
+        var = n * var * (0.5 if count == 2 else (np.pi / 2.0) / (n + c_med))
+    else:
+        var *= factor
+        if mode == 2:
+            var *= n * n
+    return np.float32(np.sqrt(var))
+
+
 @jit
 def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, split, keep, winsor,
-                   src, r0, gain, offset, normalise, image, weight_sum, coverage, n_low, n_high, counters):
+                   src, r0, gain, offset, normalise, image, weight_sum, coverage, n_low, n_high, counters,
+                   uncertainty, se_mode, se_factor, se_sums):
     """Combine each pixel's kept samples of its sorted row, as ``core.combine``.
 
     Parameters
@@ -222,6 +284,17 @@ def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, sp
         Samples combined, rejected below and rejected above.
     counters : ndarray, shape (4,), int64 (output)
         Max iterations, Σ n_valid, Σ n_low, Σ n_high over the band.
+    uncertainty : ndarray, shape (P,) or (0,), float32 (output)
+        Standard error of each pixel (``core.uncertainty.standard_error``): NaN
+        below two survivors or without an estimator; empty: not computed.
+    se_mode : int
+        :data:`UNCERTAINTY_CODES` of the combine, 0 for none (NaN).
+    se_factor : float
+        Variance factor of the mean's estimator (the clip correction, 1 without).
+    se_sums : ndarray, shape (P, 2) or (0, 2), float64
+        ``Σd``, ``Σd²`` of each row's survivors about any centre, when the band path
+        already has them (the gather's sums when every valid sample survives): the
+        standard error then costs no pass over the samples; empty: summed here.
 
     Notes
     -----
@@ -233,6 +306,7 @@ def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, sp
     has_sum = kept_sum.shape[0] > 0
     has_split = split.shape[0] > 0
     rewinsor = winsor.shape[0] > 0
+    has_se = uncertainty.shape[0] > 0
     t = np.empty((1, n_cols), np.float32)
     buf = np.empty(n_cols)
     used = np.empty(n_cols, np.int64)
@@ -290,6 +364,14 @@ def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, sp
                     mean = np.float32(total / np.float64(count))
                 value = mean if combine == 0 else np.float32(np.float32(count) * mean)
         image[p] = value
+        if has_se:
+            se = nan
+            if count >= 2 and se_mode > 0:
+                if se_sums.shape[0]:
+                    se = _from_sums(se_sums[p, 0], se_sums[p, 1], count, se_mode, se_factor)
+                else:
+                    se = _standard_error(arr, row, start, count, se_mode, se_factor, value)
+            uncertainty[p] = se
         coverage[p] = count
         weight_sum[p] = np.float32(count)
         n_low[p] = a

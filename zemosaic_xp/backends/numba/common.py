@@ -19,7 +19,8 @@ import numpy as np
 from ...core.nanstats import MAD_TO_SIGMA
 
 __all__ = ["jit", "inline", "cache_enabled", "NO_SUMS", "MAD_TO_SIGMA", "HUBER_C", "WINSOR_CORRECTION",
-           "TOLERANCE", "INNER_MAX_ITERS", "SIGMA_FLOOR", "midpoint", "nonneg", "np_maximum", "median_range",
+           "TOLERANCE", "INNER_MAX_ITERS", "SIGMA_FLOOR", "survivors_floor", "midpoint", "nonneg", "np_maximum",
+           "median_range",
            "centred_sums", "first_at_least", "first_above", "lower_bound", "mad_range", "pairwise_sum"]
 
 #: The ``sums`` argument of the row kernels when they compute the sums themselves.
@@ -86,6 +87,27 @@ def inline(fn):
 
 
 # ---------------------------------------------------------------------------- scalars
+@inline
+def survivors_floor(min_survivors, n):
+    """Return the fewest samples a row of ``n`` valid samples may keep.
+
+    Parameters
+    ----------
+    min_survivors : int
+        ``StackConfig.min_survivors``.
+    n : int
+        Valid samples of the row.
+
+    Returns
+    -------
+    int
+        ``min(min_survivors, n − 1)`` when ``n >= 3``, else ``min(min_survivors, n)``:
+        the core's ``reject._common.min_keep``.
+    """
+    cap = n - 1 if n >= 3 else n
+    return min_survivors if min_survivors < cap else cap
+
+
 @inline
 def midpoint(a, b):
     """Return ``a + 0.5·(b − a)`` in float32, as NumPy evaluates it on float32 arrays.

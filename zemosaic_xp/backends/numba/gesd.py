@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from .common import jit, median_range, np_maximum
+from .common import jit, median_range, np_maximum, survivors_floor
 
 __all__ = ["gesd_rows", "FLOOR_SLACK"]
 
@@ -57,7 +57,7 @@ def gesd_rows(s, n_valid, fraction, lam, max_steps, min_survivors, out_lo, out_h
     f2[0] = 0.0
     for r in range(s.shape[0]):
         n = n_valid[r]
-        need = min_survivors if min_survivors < n else n
+        need = survivors_floor(min_survivors, n)
         floor_keep = need if need > 2 else 2
         steps = np.int64(math.floor(fraction * np.float64(n) + FLOOR_SLACK))
         if steps > n - floor_keep:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import centred_sums, first_above, first_at_least, jit, median_range, nonneg
+from .common import centred_sums, first_above, first_at_least, jit, median_range, nonneg, survivors_floor
 
 __all__ = ["kappa_sigma_rows"]
 
@@ -30,7 +30,9 @@ def kappa_sigma_rows(s, n_valid, kappa_low, kappa_high, ddof, max_iters, min_sur
         As :func:`zemosaic_xp.core.reject.kappa_sigma.kappa_sigma_fit`.
     out_lo, out_hi, out_it, out_c, out_sum, sums : ndarray
         Outputs and optional whole-row sums, as the contract says; ``out_it`` counts
-        iterations (0 for rows that cannot reject).
+        iterations (0 for rows that cannot reject). Non-empty ``sums`` are then
+        overwritten with the kept range's ``Σd``, ``Σd²`` (about ``out_c``), which the
+        band path's standard error reads.
 
     Notes
     -----
@@ -42,7 +44,7 @@ def kappa_sigma_rows(s, n_valid, kappa_low, kappa_high, ddof, max_iters, min_sur
     """
     for r in range(s.shape[0]):
         n = n_valid[r]
-        need = min_survivors if min_survivors < n else n
+        need = survivors_floor(min_survivors, n)
         lo = 0
         hi = n
         if sums.shape[0]:
@@ -90,3 +92,6 @@ def kappa_sigma_rows(s, n_valid, kappa_low, kappa_high, ddof, max_iters, min_sur
         out_hi[r] = hi
         out_it[r] = iterations
         out_sum[r] = s1
+        if sums.shape[0]:
+            sums[r, 0] = s1
+            sums[r, 1] = s2

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import jit, np_maximum, pairwise_sum
+from .common import jit, np_maximum, pairwise_sum, survivors_floor
 
 __all__ = ["linear_fit_clip_rows", "RELATIVE_SIGMA_FLOOR"]
 
@@ -63,7 +63,7 @@ def linear_fit_clip_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survi
         last = np.float64(s[r, n - 1]) if n > 0 else 0.0
         centre = 0.5 * first + 0.5 * last
         floor = RELATIVE_SIGMA_FLOOR * np_maximum(abs(first), abs(last))
-        need_int = min_survivors if min_survivors < n else n
+        need_int = survivors_floor(min_survivors, n)
         need = np.float64(need_int)
         for j in range(n_cols):
             kept[j] = j < n

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import MAD_TO_SIGMA, first_above, first_at_least, jit, mad_range, median_range
+from .common import MAD_TO_SIGMA, first_above, first_at_least, jit, mad_range, median_range, survivors_floor
 
 __all__ = ["mad_rows"]
 
@@ -43,7 +43,7 @@ def mad_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors, out_lo
     dev = np.empty(s.shape[1], np.float32)
     for r in range(s.shape[0]):
         n = n_valid[r]
-        need = min_survivors if min_survivors < n else n
+        need = survivors_floor(min_survivors, n)
         lo = 0
         hi = n
         iterations = 0

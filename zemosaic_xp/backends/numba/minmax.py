@@ -10,7 +10,7 @@ frame order matters.
 
 from __future__ import annotations
 
-from .common import jit
+from .common import jit, survivors_floor
 
 __all__ = ["minmax_rows"]
 
@@ -35,7 +35,7 @@ def minmax_rows(n_valid, low, high, min_survivors, out_lo, out_hi, out_it):
         n = n_valid[r]
         lo = low if low < n else n
         hi = n - high
-        need = min_survivors if min_survivors < n else n
+        need = survivors_floor(min_survivors, n)
         ok = hi - lo >= need
         out_it[r] = 1 if ok and (lo > 0 or hi < n) else 0
         out_lo[r] = lo if ok else 0

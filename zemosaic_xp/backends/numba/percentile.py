@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import first_above, first_at_least, jit, median_range
+from .common import first_above, first_at_least, jit, median_range, survivors_floor
 
 __all__ = ["percentile_rows"]
 
@@ -35,7 +35,7 @@ def percentile_rows(s, n_valid, low, high, min_survivors, out_lo, out_hi, out_it
     """
     for r in range(s.shape[0]):
         n = n_valid[r]
-        need = min_survivors if min_survivors < n else n
+        need = survivors_floor(min_survivors, n)
         m = median_range(s, r, 0, n)
         if m != m:  # no valid sample: centre 0, as the core
             m = np.float32(0.0)

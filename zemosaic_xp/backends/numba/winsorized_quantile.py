@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from .common import NO_SUMS, first_above, first_at_least, inline, jit, median_range, pairwise_sum
+from .common import first_above, first_at_least, inline, jit, median_range, pairwise_sum, survivors_floor
 from .kappa_sigma import kappa_sigma_rows
 
 __all__ = ["winsorized_quantile_rows", "clamp", "INNER_SIGMA", "INNER_ITERS", "MIN_FRAMES"]
@@ -111,8 +111,10 @@ def winsorized_quantile_rows(s, n_valid, low_limit, high_limit, kappa_low, kappa
     centre = np.empty(rows, np.float32)
     kept_sum = np.empty(rows, np.float64)
     kappa = np.float32(INNER_SIGMA)
+    # An empty local array, not the global NO_SUMS: the kernel may write into its `sums`
+    # (numba types a global array as read-only).
     kappa_sigma_rows(clamped, n_valid, kappa, kappa, 0, INNER_ITERS, 1, lo_in, hi_in, out_it, centre, kept_sum,
-                     NO_SUMS)
+                     np.zeros((0, 2), np.float64))
     d = np.empty(n_cols)
     dd = np.empty(n_cols)
     frames = np.empty((64, 3), np.int64)
@@ -138,7 +140,7 @@ def winsorized_quantile_rows(s, n_valid, low_limit, high_limit, kappa_low, kappa
         upper = np.float32(med + np.float32(kappa_high * std))
         lo = first_at_least(s, r, lower, 0, n)
         hi = first_above(s, r, upper, lo, n)
-        need = min_survivors if min_survivors < n else n
+        need = survivors_floor(min_survivors, n)
         if hi - lo < need or n < MIN_FRAMES:
             lo = 0
             hi = n

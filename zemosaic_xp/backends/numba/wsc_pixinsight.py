@@ -47,6 +47,7 @@ from .common import (
     mad_range,
     median_range,
     nonneg,
+    survivors_floor,
 )
 
 __all__ = ["wsc_pixinsight_rows", "LANES"]
@@ -136,7 +137,7 @@ def _rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors, out_lo, o
                             centre = np.float32(0.0)
                         out_c[r] = centre
                     c = _anchored(s, r, n, centre, f1, f2, lane)
-                    need = min_survivors if min_survivors < n else n
+                    need = survivors_floor(min_survivors, n)
                     passes = 0
                     if n > need and max_iters > 0:
                         m, sigma = _start(s, r, 0, n, centre, f1, f2, lane, dev)

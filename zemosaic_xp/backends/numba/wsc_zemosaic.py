@@ -25,6 +25,7 @@ from .common import (
     mad_range,
     median_range,
     pairwise_sum,
+    survivors_floor,
 )
 
 __all__ = ["wsc_rows", "wsc_weighted_rows"]
@@ -198,7 +199,7 @@ def wsc_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors,
         for lane in range(lanes):
             r = r0 + lane
             n = n_valid[r]
-            need = min_survivors if min_survivors < n else n
+            need = survivors_floor(min_survivors, n)
             lower = np.float32(m_l[lane] - kappa_low * sigma_l[lane])
             upper = np.float32(m_l[lane] + kappa_high * sigma_l[lane])
             lo = first_at_least(s, r, lower, 0, n)
@@ -313,7 +314,7 @@ def wsc_weighted_rows(x, w, s, n_valid, kappa_low, kappa_high, max_iters, min_su
             v = x[r, j]
             below += v < lower
             above += v > upper
-        need = min_survivors if min_survivors < n else n
+        need = survivors_floor(min_survivors, n)
         # Guard: fewer than 2 valid samples, or too few survivors, keeps every valid sample.
         fallback = n < 2 or n - below - above < need
         for j in range(n_cols):

@@ -10,8 +10,9 @@ rejected low / high, and how many iterations each pixel needed. Convergence is p
 pixel, so results never depend on how the image is cut into bands. docs/algorithms.md
 describes each algorithm.
 
-Every algorithm keeps at least ``min(config.min_survivors, n_valid)`` samples: a pixel
-whose next rejection would leave fewer keeps its current set and stops there.
+Every algorithm keeps at least ``min(config.min_survivors, n_valid − 1)`` samples of a
+pixel with 3 or more, ``min(config.min_survivors, n_valid)`` below (``_common.min_keep``):
+a pixel whose next rejection would leave fewer keeps its current set and stops there.
 
 The algorithms are chosen by their public strings (``config.REJECT_METHODS``) through
 :data:`REJECTORS`; their functions are private to this package (callers pass a
@@ -27,6 +28,7 @@ from array_api_compat import device as _device
 
 from ..config import StackConfig
 from ..samples import Rejection, Samples
+from .auto import _reject_auto
 from .gesd import _reject_gesd
 from .kappa_sigma import _reject_kappa_sigma, kappa_sigma_ranges
 from .linear_fit_clip import _reject_linear_fit_clip
@@ -59,6 +61,7 @@ REJECTORS: dict[str, Callable[[Samples, StackConfig], Rejection]] = {
     "mad": _reject_mad,
     "gesd": _reject_gesd,
     "minmax": _reject_minmax,
+    "auto": _reject_auto,
 }
 
 

@@ -53,15 +53,21 @@ class RangeFit:
     kept_sum: Array
 
 
-def min_keep(n_valid: Array, config: StackConfig, xp: Any) -> Array:
-    """The fewest samples a pixel may keep, ``min(config.min_survivors, n_valid)``.
+def min_keep(n_valid: Array, config: StackConfig | int, xp: Any) -> Array:
+    """The fewest samples a pixel may keep (the ``min_survivors`` rule).
+
+    ``min(min_survivors, n_valid − 1)`` for a pixel of 3 or more valid samples, else
+    ``min(min_survivors, n_valid)``: a rejection may always drop one sample of three
+    or more (so order statistics act at N = 3 and keep 2) and never goes below
+    ``min_survivors`` otherwise; two samples are never split unless
+    ``min_survivors`` is 1.
 
     Parameters
     ----------
     n_valid : array, int64, any shape
         Valid samples per pixel.
-    config : StackConfig
-        Its ``min_survivors``.
+    config : StackConfig or int
+        Its ``min_survivors``, or that number.
     xp : namespace
         The array namespace of ``n_valid``.
 
@@ -70,7 +76,9 @@ def min_keep(n_valid: Array, config: StackConfig, xp: Any) -> Array:
     array, shape and dtype of ``n_valid``
         The floor per pixel.
     """
-    return xp.minimum(n_valid, xp.full_like(n_valid, config.min_survivors))
+    survivors = config if isinstance(config, int) else config.min_survivors
+    cap = xp.where(n_valid >= 3, n_valid - 1, n_valid)
+    return xp.minimum(cap, xp.full_like(n_valid, survivors))
 
 
 def range_rejection(samples: Samples, lo: Array, hi: Array, iterations: Array, *,

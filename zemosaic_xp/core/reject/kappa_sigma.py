@@ -19,7 +19,7 @@ from ..nanstats import median_sorted
 from ..ops import ArrayOps, ops_for
 from ..samples import Rejection, Samples
 from ..sorted_rows import centred_prefix_sums, range_sum, search_rows, take_rows
-from ._common import RangeFit, range_rejection
+from ._common import RangeFit, min_keep, range_rejection
 
 __all__ = ["kappa_sigma_ranges", "kappa_sigma_fit"]
 
@@ -143,7 +143,7 @@ def kappa_sigma_fit(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high
                                  min_survivors=int(min_survivors))
     if native is not None:
         return RangeFit(*native)
-    need = xp.minimum(n, xp.full_like(n, min_survivors))
+    need = min_keep(n, int(min_survivors), xp)
     m0 = median_sorted(s, n[:, None], xp=xp)
     m0 = xp.where(xp.isnan(m0), xp.zeros_like(m0), m0)
     clip = _Clip(float(kappa_low), float(kappa_high), int(ddof), int(max_iters))

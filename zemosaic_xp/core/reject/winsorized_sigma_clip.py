@@ -39,7 +39,7 @@ from ..nanstats import MAD_TO_SIGMA, median_sorted
 from ..ops import ArrayOps, ops_for
 from ..samples import Rejection, Samples
 from ..sorted_rows import anchored_sums, mad_sorted, range_sum, search_near, search_rows
-from ._common import RangeFit, range_rejection
+from ._common import RangeFit, min_keep, range_rejection
 from .winsorized_sigma_clip_zemosaic import _reject_wsc_zemosaic
 
 __all__ = ["wsc_pixinsight_fit", "HUBER_C", "WINSOR_CORRECTION", "TOLERANCE", "INNER_MAX_ITERS"]
@@ -149,7 +149,7 @@ def wsc_pixinsight_fit(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_h
     c = xp.where(xp.isnan(c), xp.zeros_like(c), c)
     f1, f2 = anchored_sums(s, c, n, xp=xp, ops=ops)
     data = _Rows(s, c, f1, f2)
-    need = xp.minimum(n, xp.full_like(n, int(min_survivors)))
+    need = min_keep(n, int(min_survivors), xp)
     clip = _Clip(float(kappa_low), float(kappa_high), int(max_iters))
     lo = xp.zeros_like(n)
     active = (n > need) & (clip.max_iters > 0)

@@ -48,16 +48,15 @@ from peers_grid_data import NAMED_SURVEYS, SurveyData, parse_survey, prepare_sur
 from peers_grid_quality import frame_footprints, load_truth, mosaic_quality, read_mosaic, truth_on_grid  # noqa: E402
 from peers_grid_tools import (  # noqa: E402
     REPROJECT_SCRIPT,
-    TreeRun,
     find_swarp,
     ours_argv,
     parse_grid_elapsed,
     parse_grid_timings,
-    run_tree,
     swarp_version,
     write_swarp_config,
 )
 from peers_tools import Tool, find_ours, tool_version, warm_read  # noqa: E402
+from proc_tree import TreeRun, run_tree  # noqa: E402
 
 DEFAULT_SURVEYS = "small,large"
 TOOLS = ("swarp", "ours", "reproject")

@@ -13,7 +13,7 @@
   ``find_optimal_celestial_wcs`` of the frames, then ``reproject_and_coadd(...,
   reproject_function=reproject_interp, combine_function="mean", match_background=True)``.
 
-Every run is timed from spawn to exit (:func:`run_tree`), and its CPU time (user +
+Every run is timed from spawn to exit (``proc_tree.run_tree``), and its CPU time (user +
 system, of the child and of the descendants it waited for: the grid's worker processes,
 SWarp's threads) is read from ``os.wait4``; on a machine shared with other jobs the CPU
 time moves much less than the wall time. Memory is sampled every 20 ms
@@ -29,17 +29,13 @@ upper bound.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 import sys
-import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SWARP_SETTINGS", "REPROJECT_SCRIPT", "OURS_LAUNCHER", "TreeRun", "run_tree", "find_swarp",
+__all__ = ["SWARP_SETTINGS", "REPROJECT_SCRIPT", "OURS_LAUNCHER", "find_swarp",
            "swarp_version", "write_swarp_config", "parse_grid_timings", "parse_grid_elapsed", "ours_argv"]
 
 #: SWarp settings of the benchmark; the rest are SWarp's defaults.
@@ -78,112 +74,6 @@ fits.HDUList([fits.PrimaryHDU(image.astype("float32"), header=header),
 _TIMINGS = re.compile(r"\[GRID\] timings: setup ([0-9.]+) s, frame normalisation ([0-9.]+) s( \(during the tiles\))?"
                       r", tiles ([0-9.]+) s, assembly ([0-9.]+) s")
 _ELAPSED = re.compile(r"^tiles: .*; ([0-9.]+) s$", re.MULTILINE)
-_POLL_SEC = 0.02
-
-
-@dataclass(frozen=True)
-class TreeRun:
-    """One finished child process and its descendants.
-
-    Parameters
-    ----------
-    wall_sec : float
-        Spawn to exit, seconds.
-    largest_rss_kib : int
-        The largest ``VmHWM`` (peak RSS) of one process of the tree, KiB.
-    tree_rss_kib : int
-        Peak of the summed RSS of the live tree, sampled every 20 ms, KiB.
-    wait4_maxrss_kib : int
-        ``ru_maxrss`` of ``os.wait4`` (an upper bound: see the module docstring), KiB.
-    cpu_sec : float
-        User + system CPU seconds of the child and the descendants it waited for
-        (``os.wait4``): grid workers and SWarp's threads count.
-    returncode : int
-        Exit status (negative: killed by that signal).
-    log : Path
-        Its stdout and stderr.
-    """
-
-    wall_sec: float
-    largest_rss_kib: int
-    tree_rss_kib: int
-    wait4_maxrss_kib: int
-    cpu_sec: float
-    returncode: int
-    log: Path
-
-
-def _peak_rss_kib(pid: int, fallback: int) -> int:
-    """``VmHWM`` of process ``pid`` from ``/proc`` (KiB), or ``fallback`` where unreadable."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return fallback
-
-
-def _poll_tree(pid: int, done: threading.Event, peaks: dict[str, int]) -> None:
-    """Sample the tree of process ``pid`` into ``peaks`` (``largest``, ``tree``, KiB) until ``done``."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-    except psutil.Error:
-        return
-    while not done.is_set():
-        total = 0
-        try:
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            break
-        for proc in procs:
-            try:
-                rss = proc.memory_info().rss // 1024
-            except psutil.Error:  # exited between the listing and the read
-                continue
-            total += rss
-            peaks["largest"] = max(peaks["largest"], _peak_rss_kib(proc.pid, rss))
-        peaks["tree"] = max(peaks["tree"], total)
-        done.wait(_POLL_SEC)
-
-
-def run_tree(argv: list[str], log: Path, *, env: dict | None = None, cwd: Path | None = None) -> TreeRun:
-    """Run ``argv`` to completion; time it and measure the memory of its process tree.
-
-    Parameters
-    ----------
-    argv : list of str
-        The command line.
-    log : Path
-        Receives the child's stdout and stderr.
-    env : dict, optional
-        The child's environment (default: ours).
-    cwd : Path, optional
-        The child's working directory.
-
-    Returns
-    -------
-    TreeRun
-        Wall time, largest process peak, tree peak and exit status.
-    """
-    peaks = {"largest": 0, "tree": 0}
-    done = threading.Event()
-    t0 = time.perf_counter()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-    poller = threading.Thread(target=_poll_tree, args=(proc.pid, done, peaks), daemon=True)
-    poller.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    done.set()
-    poller.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    largest = peaks["largest"]
-    return TreeRun(wall, largest, max(peaks["tree"], largest), int(usage.ru_maxrss),
-                   usage.ru_utime + usage.ru_stime, proc.returncode, log)
 
 
 def find_swarp(explicit: str | None = None) -> str | None:

@@ -10,8 +10,8 @@
   whatever the user configured.
 
 Each run is one child process; its wall time is measured around the spawn and the wait,
-and its peak RSS is ``ru_maxrss`` from ``os.wait4`` (the child's own, not the
-benchmark's).
+and its peak RSS is its own ``VmHWM``, sampled by ``proc_tree.run_tree`` (``ru_maxrss``
+of ``os.wait4`` is not used: a child records the benchmark's own peak RSS at its exec).
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from proc_tree import run_tree
 
 __all__ = ["REJECTIONS", "ProcessRun", "Tool", "run_process", "find_siril", "ours_command",
            "find_ours", "tool_version", "siril_script", "siril_rejected_pct", "write_ours_config",
@@ -59,7 +60,7 @@ class ProcessRun:
     wall_sec : float
         Spawn to exit, seconds.
     peak_rss_kib : int
-        The child's ``ru_maxrss`` (KiB on Linux).
+        The child's peak RSS, its ``VmHWM`` (KiB; ``proc_tree.run_tree``).
     returncode : int
         Exit status (negative: killed by that signal).
     log : Path
@@ -108,16 +109,10 @@ def run_process(argv: list[str], log: Path, *, env: dict | None = None, cwd: Pat
     Returns
     -------
     ProcessRun
-        Wall time, ``ru_maxrss`` and exit status.
+        Wall time, peak RSS and exit status.
     """
-    t0 = time.perf_counter()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-    # wait4 instead of proc.wait(): it returns this child's own rusage (load-bearing).
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return ProcessRun(wall, int(usage.ru_maxrss), proc.returncode, log)
+    run = run_tree(argv, log, env=env, cwd=cwd)
+    return ProcessRun(run.wall_sec, run.largest_rss_kib, run.returncode, log)
 
 
 def find_siril(explicit: str | None = None) -> str | None:

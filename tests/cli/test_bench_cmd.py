@@ -33,3 +33,14 @@ def test_quick_run_writes_the_table(tmp_path):
     table = out.read_text()
     assert "| quick_m8 | 8×64×48 | kappa_sigma |" in table
     assert "astropy sigma_clip" in table
+
+
+def test_peers_grid_refuses_suite_options(capsys):
+    assert main(["bench", "--cases", "m32_512", "--peers-grid", "--surveys", "small"]) == 2
+    assert "--peers-grid --surveys small,large instead" in capsys.readouterr().err
+
+
+def test_peers_grid_needs_its_script(tmp_path, capsys):
+    (tmp_path / "report.py").write_text("")  # a suite folder without peers_grid.py
+    assert main(["bench", "--suite", str(tmp_path), "--peers-grid", "--repeat", "1"]) == 2
+    assert f"no peers_grid.py in {tmp_path}" in capsys.readouterr().err

@@ -4,7 +4,9 @@ The suite lives in ``benchmarks/`` of a source checkout (it is not installed wit
 the package); this command runs it with pytest-benchmark and renders the JSON with
 ``benchmarks/report.py``, exactly as ``docs/performance.md`` describes.
 ``zemosaic-xp bench --peers [OPTIONS]`` runs ``benchmarks/peers.py`` instead (the
-whole-process comparison with Siril) with the options that follow ``--peers``.
+whole-process comparison with Siril) with the options that follow ``--peers``, and
+``zemosaic-xp bench --peers-grid [OPTIONS]`` runs ``benchmarks/peers_grid.py`` (grid
+mosaics against SWarp and reproject) the same way.
 """
 
 from __future__ import annotations
@@ -53,15 +55,35 @@ def _peers_argv(args: argparse.Namespace) -> list[str]:
     return before + list(args.peers)
 
 
+def _peers_grid_argv(args: argparse.Namespace) -> list[str]:
+    """The options for ``peers_grid.py``: those after ``--peers-grid``, plus --json/-o given before it."""
+    from . import CliError
+
+    if args.full or args.cases:
+        msg = ("`--full` and `--cases` are options of the pytest suite, not of `--peers-grid`; use "
+               "--peers-grid --surveys small,large instead")
+        raise CliError(msg)
+    before = [item for flag, value in (("--json", args.json), ("--output", args.output)) if value
+              for item in (flag, value)]
+    return before + list(args.peers_grid)
+
+
+def _run_script(suite: Path, name: str, argv: list[str]) -> int:
+    """``main(argv)`` of the script ``suite/name``."""
+    if not (suite / name).is_file():
+        from . import CliError
+
+        msg = f"no {name} in {suite}; run from a source checkout of zemosaic_xp or pass --suite PATH"
+        raise CliError(msg)
+    return int(_load_script(suite, name).main(argv))
+
+
 def _run(args: argparse.Namespace) -> int:
     suite = _find_benchmarks(args.suite)
     if args.peers is not None:
-        if not (suite / "peers.py").is_file():
-            from . import CliError
-
-            msg = f"no peers.py in {suite}; run from a source checkout of zemosaic_xp or pass --suite PATH"
-            raise CliError(msg)
-        return int(_load_script(suite, "peers.py").main(_peers_argv(args)))
+        return _run_script(suite, "peers.py", _peers_argv(args))
+    if getattr(args, "peers_grid", None) is not None:
+        return _run_script(suite, "peers_grid.py", _peers_grid_argv(args))
     return _run_suite(args, suite)
 
 
@@ -111,8 +133,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="run the whole-process comparison with Siril (benchmarks/peers.py) instead; "
                              "every option after --peers goes to it (--cases 32x1024 --repeat 3 ..., "
                              "see `python benchmarks/peers.py --help`)")
+    parser.add_argument("--peers-grid", nargs=argparse.REMAINDER, default=None, metavar="OPTIONS",
+                        help="run the whole-process grid comparison with SWarp and reproject "
+                             "(benchmarks/peers_grid.py) instead; every option after --peers-grid goes to it "
+                             "(--surveys small --workers 1,2 --repeat 3 ..., see "
+                             "`python benchmarks/peers_grid.py --help`)")
     parser.set_defaults(func=_run)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(_run(argparse.Namespace(full=False, cases=None, json=None, output=None, suite=None, peers=None)))
+    sys.exit(_run(argparse.Namespace(full=False, cases=None, json=None, output=None, suite=None, peers=None,
+                                      peers_grid=None)))

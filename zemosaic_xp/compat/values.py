@@ -21,6 +21,9 @@ __all__ = [
     "parse_bool",
     "parse_optional_bool",
     "parse_number",
+    "parse_percent",
+    "parse_gigabytes_as_mb",
+    "parse_text",
     "parse_int",
     "parse_pair",
     "parse_method",
@@ -175,6 +178,68 @@ def parse_number(value: Any, key: str) -> float:
         msg = f"`{key}` must be a number, got {value!r}"
         raise ValueError(msg)
     return number
+
+
+def parse_percent(value: Any, key: str) -> float:
+    """Read a percentage as a fraction (``40`` → 0.4).
+
+    Parameters
+    ----------
+    value : object
+        The config value, a number in percent.
+    key : str
+        Its key, to name in the error.
+
+    Returns
+    -------
+    float
+        ``value / 100`` (range not checked).
+    """
+    return parse_number(value, key) / 100.0
+
+
+def parse_gigabytes_as_mb(value: Any, key: str) -> float:
+    """Read a size in GiB as MiB (``0.5`` → 512).
+
+    Parameters
+    ----------
+    value : object
+        The config value, a number of GiB.
+    key : str
+        Its key, to name in the error.
+
+    Returns
+    -------
+    float
+        ``value × 1024`` (range not checked).
+    """
+    return parse_number(value, key) * 1024.0
+
+
+def parse_text(value: Any, key: str) -> str:
+    """Read a string setting, stripped and lower-cased.
+
+    Parameters
+    ----------
+    value : object
+        The config value.
+    key : str
+        Its key, to name in the error.
+
+    Returns
+    -------
+    str
+        The normalised string.
+
+    Raises
+    ------
+    ValueError
+        ``value`` is not a string; the message names ``key``.
+    """
+    if not isinstance(value, str):
+        msg = f"`{key}` must be a string, got {value!r}"
+        raise ValueError(msg)
+    return value.strip().lower()
 
 
 def parse_int(value: Any, key: str) -> int:

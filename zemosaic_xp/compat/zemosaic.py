@@ -72,11 +72,14 @@ from .values import (
     METHOD_ALIASES,
     is_set,
     parse_bool,
+    parse_gigabytes_as_mb,
     parse_int,
     parse_method,
     parse_number,
     parse_optional_bool,
     parse_pair,
+    parse_percent,
+    parse_text,
     spelling,
 )
 
@@ -512,33 +515,18 @@ def stack_config_to_zemosaic(config: StackConfig, /) -> dict[str, Any]:
     return result
 
 
-def _percent(value: Any, key: str) -> float:
-    return parse_number(value, key) / 100.0
-
-
-def _gigabytes(value: Any, key: str) -> float:
-    return parse_number(value, key) * 1024.0
-
-
-def _text(value: Any, key: str) -> str:
-    if not isinstance(value, str):
-        msg = f"`{key}` must be a string, got {value!r}"
-        raise ValueError(msg)
-    return value.strip().lower()
-
-
 #: ZeMosaic key -> (GridConfig field, reader), in the order each field reads them: the
 #: first key set wins. ``batch_overlap_pct`` is ZeMosaic's batch overlap in percent.
 GRID_KEYS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "grid_size_factor": ("grid_size_factor", parse_number),
     "grid_overlap_fraction": ("overlap_fraction", parse_number),
-    "batch_overlap_pct": ("overlap_fraction", _percent),
+    "batch_overlap_pct": ("overlap_fraction", parse_percent),
     "grid_workers": ("workers", parse_int),
-    "grid_worker_kind": ("worker_kind", _text),
+    "grid_worker_kind": ("worker_kind", parse_text),
     "stack_chunk_budget_mb": ("stack_chunk_budget_mb", parse_number),
     "grid_chunk_ram_mb": ("stack_chunk_budget_mb", parse_number),
     "grid_chunk_ram": ("stack_chunk_budget_mb", parse_number),
-    "grid_chunk_ram_gb": ("stack_chunk_budget_mb", _gigabytes),
+    "grid_chunk_ram_gb": ("stack_chunk_budget_mb", parse_gigabytes_as_mb),
     "enable_resource_telemetry": ("telemetry_enabled", parse_bool),
     "resource_telemetry_log_to_csv": ("telemetry_log_to_csv", parse_bool),
     "resource_telemetry_interval_sec": ("telemetry_interval_sec", parse_number),

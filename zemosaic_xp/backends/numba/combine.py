@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import inline, jit, lower_bound, median_range, pairwise_sum
+from .common import centred_sums, inline, jit, lower_bound, median_range, pairwise_sum
 from .winsorized_quantile import clamp
 
 __all__ = ["combine_ranges", "frame_order_total", "COMBINE_CODES", "UNCERTAINTY_CODES"]
@@ -198,31 +198,8 @@ def _standard_error(arr, row, start, count, mode, factor, value):
         c = c / np.float64(count)
     if not (c - c) == 0:
         c = 0.0
-    # Four independent accumulators: a single chain of dependent adds is latency-bound.
-    a0 = a1 = a2 = a3 = 0.0
-    b0 = b1 = b2 = b3 = 0.0
-    j = start
-    end = start + count
-    while j + 4 <= end:
-        d0 = np.float64(arr[row, j]) - c
-        d1 = np.float64(arr[row, j + 1]) - c
-        d2 = np.float64(arr[row, j + 2]) - c
-        d3 = np.float64(arr[row, j + 3]) - c
-        a0 += d0
-        a1 += d1
-        a2 += d2
-        a3 += d3
-        b0 += d0 * d0
-        b1 += d1 * d1
-        b2 += d2 * d2
-        b3 += d3 * d3
-        j += 4
-    while j < end:
-        d0 = np.float64(arr[row, j]) - c
-        a0 += d0
-        b0 += d0 * d0
-        j += 1
-    return _from_sums((a0 + a1) + (a2 + a3), (b0 + b1) + (b2 + b3), count, mode, factor)
+    s1, s2 = centred_sums(arr, row, c, start, start + count)  # c is float64 already: same bits
+    return _from_sums(s1, s2, count, mode, factor)
 
 
 @inline

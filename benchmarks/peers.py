@@ -54,6 +54,7 @@ from peers_tools import (  # noqa: E402
     warm_read,
     write_ours_config,
 )
+from proc_tree import run_failure  # noqa: E402
 
 DEFAULT_CASES = "32x1024,48x2048,500x512"
 MiB = 2**20
@@ -131,21 +132,10 @@ def _run_once(tool: Tool, case: CaseData, rejection: str, attempt: int, args: ar
     return run_process(argv, log, env=env, cwd=case.folder)
 
 
-def _failure(runs: list[ProcessRun], out: Path) -> str | None:
-    """What went wrong with a tool's runs (exit status and last log line), or None."""
-    failed = [run for run in runs if run.returncode != 0]
-    if not failed and out.is_file():
-        return None
-    run = failed[0] if failed else runs[-1]
-    tail = run.log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
-    what = f"exit {run.returncode}" if failed else f"exit 0 but no {out.name}"
-    return f"{what}: {tail[0][:200]} (log: {run.log})"
-
-
 def _summarise(tool: Tool, runs: list[ProcessRun], case: CaseData, rejection: str, truth: tuple) -> dict:
     """Best time, peak RSS, rejected % and quality of one tool on one rejection."""
     out = _output(tool, case, rejection)
-    error = _failure(runs, out)
+    error = run_failure(runs, out)
     if error:
         return {"error": error}
     image, scale, cards = read_stack(out)

@@ -56,7 +56,7 @@ from peers_grid_tools import (  # noqa: E402
     write_swarp_config,
 )
 from peers_tools import Tool, find_ours, tool_version, warm_read  # noqa: E402
-from proc_tree import TreeRun, run_tree  # noqa: E402
+from proc_tree import TreeRun, run_failure, run_tree  # noqa: E402
 
 DEFAULT_SURVEYS = "small,large"
 TOOLS = ("swarp", "ours", "reproject")
@@ -182,21 +182,10 @@ def _run_once(entry: Entry, survey: SurveyData, folder: Path, attempt: int, args
     return run_tree(argv, log, cwd=run)
 
 
-def _failure(runs: list[TreeRun], out: Path) -> str | None:
-    """What went wrong with an entry's runs (exit status and last log line), or None."""
-    failed = [run for run in runs if run.returncode != 0]
-    if not failed and out.is_file():
-        return None
-    run = failed[0] if failed else runs[-1]
-    tail = run.log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
-    what = f"exit {run.returncode}" if failed else f"exit 0 but no {out.name}"
-    return f"{what}: {tail[0][:200]} (log: {run.log})"
-
-
 def _summarise(entry: Entry, runs: list[TreeRun], folder: Path, truth, frames: _Frames) -> dict:
     """Best time, memory, quality (and our phases) of one entry."""
     paths = _paths(folder, entry)
-    error = _failure(runs, paths["image"])
+    error = run_failure(runs, paths["image"])
     row: dict = {"label": entry.label, "tool": entry.tool, "workers": entry.workers}
     if error:
         return dict(row, error=error)

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TreeRun", "run_tree"]
+__all__ = ["TreeRun", "run_tree", "run_failure"]
 
 _POLL_SEC = 0.02
 
@@ -127,3 +127,27 @@ def run_tree(argv: list[str], log: Path, *, env: dict | None = None, cwd: Path |
     largest = peaks["largest"]
     return TreeRun(wall, largest, max(peaks["tree"], largest), int(usage.ru_maxrss),
                    usage.ru_utime + usage.ru_stime, proc.returncode, log)
+
+
+def run_failure(runs: list, out: Path) -> str | None:
+    """What went wrong with a tool's runs (exit status and last log line), or None.
+
+    Parameters
+    ----------
+    runs : list of TreeRun (or anything with ``returncode`` and ``log``)
+        The tool's runs of one row.
+    out : Path
+        The output each run must leave.
+
+    Returns
+    -------
+    str or None
+        None when every run exited 0 and ``out`` exists.
+    """
+    failed = [run for run in runs if run.returncode != 0]
+    if not failed and out.is_file():
+        return None
+    run = failed[0] if failed else runs[-1]
+    tail = run.log.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+    what = f"exit {run.returncode}" if failed else f"exit 0 but no {out.name}"
+    return f"{what}: {tail[0][:200]} (log: {run.log})"

@@ -268,7 +268,9 @@ def _mosaic_header(group: _Group, cfg: GridConfig) -> fits.Header:
 
 
 def _assemble(group: _Group, cfg: GridConfig, progress: GridProgress, threads: int = 1) -> None:
+    from ..io.viewer import VIEWER_NAME, write_uint16_viewer
     from ..mosaic.assemble import TileImage, assemble_mosaic, write_mosaic_outputs
+    from ..mosaic.finish import finish_cards, finish_mosaic
 
     manifest = TileManifest(group.out_dir / "tiles")
     tiles, rej_sum, rej_weight = [], 0.0, 0.0
@@ -289,7 +291,17 @@ def _assemble(group: _Group, cfg: GridConfig, progress: GridProgress, threads: i
     mosaic = assemble_mosaic(tiles, group.grid.shape, match_photometry=cfg.match_photometry,
                              feather_px=cfg.feather_px, progress_callback=relay, threads=threads)
     del tiles
-    paths = write_mosaic_outputs(mosaic, group.out_dir, header=_mosaic_header(group, cfg), threads=threads)
+    header = _mosaic_header(group, cfg)
+    done = finish_mosaic(mosaic, rgb_equalize=cfg.final_rgb_equalize, rgb_gain_clip=cfg.final_rgb_gain_clip,
+                         dbe=cfg.dbe, dbe_strength=cfg.dbe_strength, emit=progress.message)
+    for key, value, comment in finish_cards(done):
+        header[key] = (value, comment)
+    paths = write_mosaic_outputs(mosaic, group.out_dir, header=header, threads=threads,
+                                 legacy_rgb_cube=cfg.legacy_rgb_cube)
+    if cfg.save_uint16:
+        viewer = write_uint16_viewer(group.out_dir / VIEWER_NAME, mosaic.image, header=header,
+                                     legacy_rgb_cube=cfg.legacy_rgb_cube)
+        progress.message("[GRID] uint16 viewer copy written: %s", viewer)
     result = group.result
     result.mosaic_path, result.coverage_path = paths.get("mosaic"), paths.get("coverage")
     result.preview_path = paths.get("preview")
@@ -434,6 +446,9 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
     exit_if_bootstrapping()  # a spawned worker importing an unguarded script: stop it here
     t0 = time.perf_counter()
     cfg = _as_config(config)
+    if cfg.dbe:  # before any tile is stacked, not after the run
+        from ..mosaic.background import require_photutils
+        require_photutils("final_mosaic_dbe_enabled (GridConfig.dbe)")
     FRAMES.fit_budget(int(cfg.stack_chunk_budget_mb * 2**20))
     out = Path(output_folder)
     out.mkdir(parents=True, exist_ok=True)

@@ -289,9 +289,9 @@ def extract_background(image: Any, *, strength: str = "normal", valid: Any = Non
         or ``valid`` is False. A channel with fewer than 64 valid pixels is returned
         unchanged.
     info : dict
-        JSON-able: ``applied``, ``strength``, ``box_px``, ``k``, ``channels``
-        (per channel: ``applied``, ``source_fraction``, ``model_ptp`` (ADU, peak to
-        peak of the subtracted model), ``level``, or ``reason``).
+        JSON-able: ``applied``, ``strength``, ``box_px``, ``degree``, ``k``, ``channels``
+        (per channel: ``applied``, ``source_fraction``, ``boxes_used``, ``model_ptp``
+        (ADU, peak to peak of the subtracted model), ``level``, or ``reason``).
 
     Raises
     ------
@@ -334,7 +334,8 @@ def extract_background(image: Any, *, strength: str = "normal", valid: Any = Non
         out[..., c] = np.where(no_data, np.nan, plane - model)
         channels.append({"applied": True, **info})
     applied = any(ch["applied"] for ch in channels)
-    info = {"applied": applied, "strength": name, "box_px": params.box_px, "k": params.k, "channels": channels}
-    logger.info("[DBE] final mosaic: applied=%s strength=%s box=%dpx k=%.1f channels=%d/%d", applied, name,
-                params.box_px, params.k, sum(ch["applied"] for ch in channels), len(channels))
+    info = {"applied": applied, "strength": name, "box_px": params.box_px, "degree": params.degree, "k": params.k,
+            "channels": channels}
+    logger.debug("[DBE] applied=%s strength=%s box=%d px degree=%d channels=%d/%d", applied, name,
+                 params.box_px, params.degree, sum(ch["applied"] for ch in channels), len(channels))
     return (out[..., 0] if data.ndim == 2 else out), info

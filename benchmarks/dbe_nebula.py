@@ -149,6 +149,8 @@ def measure(extract, scene: NebulaScene) -> dict[str, float]:
     resid = resid - np.nanmean(resid)
     grad_rms = np.sqrt(np.mean(scene.gradient**2))
     gradient_removed = 1.0 - float(np.sqrt(np.nanmean(resid**2)) / grad_rms) if grad_rms > 0 else float("nan")
+    if not scene.nebula.any():
+        return {"gradient_removed": gradient_removed, "nebula_removed": float("nan")}
     out = extract(scene.sky + scene.nebula)
     excess = out - (scene.sky - scene.gradient)  # nebula kept + gradient left + a constant
     far = scene.nebula < 0.01 * scene.nebula.max()

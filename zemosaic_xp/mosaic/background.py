@@ -96,6 +96,8 @@ _MIN_VALID = 64          # fewer valid pixels in a channel: nothing to model
 _FILTER = (1, 1)
 _MIN_EXTENDED = 400     # connected pixels of an extended segment (20 x 20 px)
 _CLIP_ROUNDS = 10
+_DETECT_DEGREE = 3
+_MAX_SOURCE_FRACTION = 0.5
 _SMOOTH_FWHM = 9       # px, the kernel extended emission is detected with
 _ITERATIONS = 2        # model -> sources rounds (the second detects against the source-free fit)
 
@@ -244,7 +246,12 @@ def _detect(resid: np.ndarray, no_data: np.ndarray, params: DbeStrength) -> np.n
                           _MIN_EXTENDED, mask=no_data)
     if segm is not None:
         extended = binary_dilation(segm.data > 0, structure=footprint)
-    return (points | extended) & ~no_data
+    found = (points | extended) & ~no_data
+    if found.sum() > _MAX_SOURCE_FRACTION * (~no_data).sum():
+        # "extended emission" over most of the sky is the surface failing to describe
+        # it (too few boxes for its degree), not a nebula: keep the point sources only
+        return points & ~no_data
+    return found
 
 
 def _channel(data: np.ndarray, no_data: np.ndarray, params: DbeStrength) -> tuple[np.ndarray, dict[str, Any]]:
@@ -254,7 +261,9 @@ def _channel(data: np.ndarray, no_data: np.ndarray, params: DbeStrength) -> tupl
     sources = np.zeros(data.shape, dtype=bool)
     for _ in range(_ITERATIONS):
         bkg = _model(data, no_data, box, sources)
-        model, used = _surface(bkg, box, data.shape, params.degree, min_pixels)
+        # sources are found against a surface at least cubic: a gradient that the
+        # strength's own surface cannot follow (a plane at "weak") is not a source
+        model, used = _surface(bkg, box, data.shape, max(params.degree, _DETECT_DEGREE), min_pixels)
         grown = _detect(data - model, no_data, params)
         if np.array_equal(grown, sources):
             break

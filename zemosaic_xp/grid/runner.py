@@ -457,9 +457,11 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
     run_id = uuid.uuid4().hex
     timings: dict[str, float] = {}
     normaliser: BackgroundNormalisation | None = None
+    warn: Callable[..., Any] | None = None  # the progress's warnings, once it exists
     try:
         telemetry = _telemetry(cfg, out, progress_callback)
         progress = GridProgress(progress_callback, telemetry)
+        warn = _warner(progress)
         progress.set_phase(0)
         telemetry.start_background(progress.telemetry_context)  # samples during long phases too
         remove_leftovers(out, progress.message)
@@ -528,7 +530,7 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
             normaliser.join()
             normaliser.cleanup()
         FRAMES.clear()  # frames cached by tiles made in this process
-        release_worker_caches(executor)  # and by a cluster's workers, which outlive the run
+        release_worker_caches(executor, warn=warn)  # and by a cluster's workers, which outlive the run
         if telemetry is not None:
             telemetry.close()
         lock.release()
@@ -540,7 +542,7 @@ def _workers(grid_workers: int | None, cfg: GridConfig, use_gpu: bool, executor:
     workers, how = resolve_workers(grid_workers, cfg, n_tiles=n_tiles,
                                    emit=progress.message if local else lambda *a, **k: None)
     if executor is not None:
-        return executor_slots(executor, workers), describe_executor(executor)
+        return executor_slots(executor, workers, warn=_warner(progress)), describe_executor(executor)
     if use_gpu and workers > 1:
         progress.message("[GRID] GPU tiles run in this process, one at a time (one CUDA context per "
                          "device); %d worker(s) requested", workers)
@@ -548,6 +550,11 @@ def _workers(grid_workers: int | None, cfg: GridConfig, use_gpu: bool, executor:
     if workers > 1 and cfg.worker_kind == "thread":
         return workers, f"{how}, threads"
     return workers, how
+
+
+def _warner(progress: GridProgress) -> Callable[..., Any]:
+    """``warn(fmt, *args)``: a ``[GRID]`` warning logged and sent to the callback as ``WARN``."""
+    return lambda message, *args: progress.message(message, *args, level=logging.WARNING)
 
 
 def _finalise(result: GridResult, out: Path, cfg: GridConfig, t0: float) -> GridResult:

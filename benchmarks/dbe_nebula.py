@@ -22,7 +22,9 @@ the objects unchanged.
 
 Run ``python -m benchmarks.dbe_nebula`` for the table of docs/grid.md ("Background
 extraction"); it also prints the CPU time of one 512² channel (``time.process_time``,
-best of 3).
+best of 3). ``python -m benchmarks.dbe_nebula --memory 4096`` runs one 4096² channel of
+each method in a child process and prints its peak RSS above the input image
+(``ru_maxrss``, after a 64² warm-up that imports everything) and CPU time.
 """
 
 from __future__ import annotations
@@ -181,6 +183,52 @@ def main() -> None:
     print(f"CPU time, one 512x512 channel, normal: zemosaic_xp {best:.3f} s, ZeMosaic re-implementation {ref:.3f} s")
 
 
+def _rss_child(method: str, path: str) -> None:
+    """In a child process: the channel saved at ``path`` through ``method``; prints the
+    peak RSS above the one with the image loaded (MiB) and the CPU time."""
+    import resource
+
+    from zemosaic_xp.mosaic.background import extract_background
+
+    image = np.load(path)
+    side = image.shape[0]
+    extract_background(image[:64, :64], strength="normal") if method == "ours" else zemosaic_dbe(image[:64, :64])
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.process_time()
+    if method == "ours":
+        extract_background(image, strength="normal")
+    else:
+        zemosaic_dbe(image, "normal")
+    cpu = time.process_time() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"{method} {side} {(peak - base) / 1024:.0f} {cpu:.2f}")
+
+
+def memory_table(side: int = 4096) -> None:
+    """Print the peak RSS and CPU time of one ``side``² float32 channel, ours vs ZeMosaic's.
+
+    Parameters
+    ----------
+    side : int
+        Image side, px.
+    """
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    # Linux children inherit the parent's RSS high-water mark: the image is made in a
+    # child too, so this process stays small.
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "channel.npy")
+        subprocess.run([sys.executable, "-m", "benchmarks.dbe_nebula", "--make", str(side), path], check=True)
+        outs = [subprocess.run([sys.executable, "-m", "benchmarks.dbe_nebula", "--rss", method, path],
+                               capture_output=True, text=True, check=True).stdout.split()
+                for method in ("ours", "zemosaic")]
+    for method, out in zip(("ours", "zemosaic"), outs):
+        print(f"{method:<9} {side}x{side} float32: peak RSS above the image {out[2]} MiB, CPU {out[3]} s")
+
+
 def _cpu(fn) -> float:
     t0 = time.process_time()
     fn()
@@ -188,4 +236,14 @@ def _cpu(fn) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if len(sys.argv) == 4 and sys.argv[1] == "--make":
+        made = nebula_scene((int(sys.argv[2]),) * 2, n_stars=int(sys.argv[2]) ** 2 // 1750)
+        np.save(sys.argv[3], (made.sky + made.nebula).astype(np.float32))
+    elif len(sys.argv) == 4 and sys.argv[1] == "--rss":
+        _rss_child(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 3 and sys.argv[1] == "--memory":
+        memory_table(int(sys.argv[2]))
+    else:
+        main()

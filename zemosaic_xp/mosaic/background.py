@@ -13,7 +13,10 @@ those box medians, less its median, so the mosaic keeps its sky level:
    (at least 9 connected pixels), then faint extended emission on a copy smoothed
    with a Gaussian of FWHM 9 px with the point sources left out (threshold ``k`` σ of
    the smoothed noise, at least 400 connected pixels); both dilated by ``dilate_px``;
-   two rounds (the second against a surface fitted without the sources);
+   two rounds (the second against a surface fitted without the sources), the surface
+   at least cubic here so that a gradient the strength's own surface cannot follow is
+   not taken for a source; a mask over more than half the sky falls back to the point
+   sources;
 3. ``Background2D`` with that mask gives the box medians; boxes more than half masked
    are dropped; a polynomial of the strength's degree is fitted to the rest
    (least squares weighted by each box's unmasked pixels), rejecting boxes beyond 3
@@ -29,9 +32,10 @@ k·σ_MAD (k = 3.0 / 2.8 / 2.5 / 2.2, the thresholds we use): a Gaussian blur fo
 any structure wider than σ, so it removes much of a nebula's faint outskirts, and on a
 strong gradient its global threshold masks the bright side of the gradient instead of
 the nebula. On the synthetic sky of ``benchmarks/dbe_nebula.py`` (nebula of FWHM ¼ of
-the field) ``normal`` removes 3 % of the nebula's flux on a flat sky and 4 % on a
+the field) ``normal`` removes 4 % of the nebula's flux on a flat sky and 1 % on a
 gradient (99 % of the gradient removed), ZeMosaic's ``normal`` 14 % and 90 % (67 % of
-the gradient); docs/grid.md "Background extraction" has the table.
+the gradient); docs/grid.md "Background extraction of the final mosaic" has the table
+and the cost (about 40 bytes per pixel of one channel at the peak).
 
 Departures from ZeMosaic on purpose: a polynomial surface, not a Gaussian blur (above);
 mono mosaics are corrected too (ZeMosaic skips them); source pixels are corrected like
@@ -97,6 +101,7 @@ _FILTER = (1, 1)
 _MIN_EXTENDED = 400     # connected pixels of an extended segment (20 x 20 px)
 _CLIP_ROUNDS = 10
 _DETECT_DEGREE = 3
+_TRUNCATE = 3.0         # Gaussian kernel radius, in σ
 _MAX_SOURCE_FRACTION = 0.5
 _SMOOTH_FWHM = 9       # px, the kernel extended emission is detected with
 _ITERATIONS = 2        # model -> sources rounds (the second detects against the source-free fit)
@@ -215,37 +220,52 @@ def _surface(bkg: Any, box: tuple[int, int], shape: tuple[int, int], degree: int
         use = keep
     py = np.linspace(-1.0, 1.0, shape[0]) if shape[0] > 1 else np.zeros(1)
     px = np.linspace(-1.0, 1.0, shape[1]) if shape[1] > 1 else np.zeros(1)
-    model = np.zeros(shape)
-    for c, (i, j) in zip(coef, powers):
-        model += c * np.outer(py**i, px**j)
+    model = np.zeros(shape, dtype=np.float32)
+    for i in range(degree + 1):  # Σ_i y^i (Σ_j c_ij x^j): one outer product per power of y
+        row = sum(c * px**j for c, (ii, j) in zip(coef, powers) if ii == i)
+        model += np.outer(py**i, row).astype(np.float32)
     return model, int(use.sum())
+
+
+def _dilate(mask: np.ndarray, size: int) -> np.ndarray:
+    """Binary dilation by a ``size`` × ``size`` square (a separable maximum filter)."""
+    from scipy.ndimage import maximum_filter
+
+    return maximum_filter(mask.view(np.uint8), size=size, mode="constant").astype(bool)
 
 
 def _detect(resid: np.ndarray, no_data: np.ndarray, params: DbeStrength) -> np.ndarray:
     """Source pixels of a residual: point sources at full resolution, then faint
     extended emission on a copy smoothed with the point sources left out (its noise is
     lower by the kernel's noise factor); both dilated."""
-    from astropy.convolution import convolve_fft
     from astropy.stats import mad_std
-    from photutils.segmentation import detect_sources, make_2dgaussian_kernel
-    from scipy.ndimage import binary_dilation
+    from photutils.segmentation import detect_sources
+    from scipy.ndimage import gaussian_filter
 
-    resid = np.where(no_data, 0.0, resid)
+    resid = np.where(no_data, np.float32(0.0), resid).astype(np.float32, copy=False)
     sigma = float(mad_std(resid[~no_data]))
-    footprint = np.ones((params.dilate_px, params.dilate_px), dtype=bool)
     points = np.zeros(resid.shape, dtype=bool)
     segm = detect_sources(resid, params.k * sigma, _MIN_PIXELS, mask=no_data)
     if segm is not None:
-        points = binary_dilation(segm.data > 0, structure=footprint)
-    kernel = make_2dgaussian_kernel(_SMOOTH_FWHM, size=2 * _SMOOTH_FWHM + 1)
-    smooth = convolve_fft(resid, kernel, mask=no_data | points, boundary="fill", fill_value=0.0,
-                          normalize_kernel=True, preserve_nan=False, allow_huge=True)
-    factor = float(np.sqrt(np.sum(np.asarray(kernel.array) ** 2)))
+        points = _dilate(segm.data > 0, params.dilate_px)
+    # normalised convolution (a separable Gaussian of the kept pixels over that of their
+    # weights): O(pixels) memory, unlike an FFT of the whole mosaic
+    sigma_px = _SMOOTH_FWHM / 2.3548
+    keep = (~(no_data | points)).astype(np.float32)
+    weight = gaussian_filter(keep, sigma_px, mode="constant", truncate=_TRUNCATE)
+    keep *= resid
+    smooth = gaussian_filter(keep, sigma_px, mode="constant", truncate=_TRUNCATE)
+    np.divide(smooth, weight, out=smooth, where=weight > 1e-3)
+    smooth[weight <= 1e-3] = 0.0
+    del keep, weight
+    radius = int(_TRUNCATE * sigma_px + 0.5)  # gaussian_filter's kernel
+    k1 = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma_px) ** 2)
+    factor = float(np.sum((k1 / k1.sum()) ** 2))  # sqrt(Σ k²) of the 2-D kernel
     extended = np.zeros(resid.shape, dtype=bool)
-    segm = detect_sources(np.where(no_data, 0.0, np.nan_to_num(smooth)), params.k * sigma * factor,
+    segm = detect_sources(np.where(no_data, 0.0, smooth), params.k * sigma * factor,
                           _MIN_EXTENDED, mask=no_data)
     if segm is not None:
-        extended = binary_dilation(segm.data > 0, structure=footprint)
+        extended = _dilate(segm.data > 0, params.dilate_px)
     found = (points | extended) & ~no_data
     if found.sum() > _MAX_SOURCE_FRACTION * (~no_data).sum():
         # "extended emission" over most of the sky is the surface failing to describe
@@ -270,10 +290,13 @@ def _channel(data: np.ndarray, no_data: np.ndarray, params: DbeStrength) -> tupl
         sources = grown
     bkg = _model(data, no_data, box, sources)
     model, used = _surface(bkg, box, data.shape, params.degree, min_pixels)
-    level = float(np.median(model[~no_data]))
+    on_data = model[~no_data]
+    level = float(np.median(on_data))
     info = {"source_fraction": float(sources.sum() / max(1, int((~no_data).sum()))),
-            "boxes_used": used, "model_ptp": float(np.ptp(model[~no_data])), "level": level}
-    return model - level, info
+            "boxes_used": used, "model_ptp": float(np.ptp(on_data)), "level": level}
+    del on_data
+    model -= np.float32(level)
+    return model, info
 
 
 def extract_background(image: Any, *, strength: str = "normal", valid: Any = None,
@@ -326,7 +349,7 @@ def extract_background(image: Any, *, strength: str = "normal", valid: Any = Non
     out = np.empty(planes.shape, dtype=np.float32)
     channels = []
     for c in range(planes.shape[2]):
-        plane = np.asarray(planes[..., c], dtype=np.float64)
+        plane = np.asarray(planes[..., c], dtype=np.float32)
         no_data = ~np.isfinite(plane) if valid is None else ~(np.isfinite(plane) & valid)
         if int((~no_data).sum()) < _MIN_VALID:
             out[..., c] = np.where(no_data, np.nan, plane)

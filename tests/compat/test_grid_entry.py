@@ -94,20 +94,49 @@ def test_explicit_keywords_win_over_zconfig(captured):
     assert cfg.stack.reject == "mad" and cfg.stack.rgb_equalize is True
 
 
-def test_unknown_keywords_and_ignored_options_are_one_warning_each(captured, caplog):
+def test_unknown_keywords_are_one_warning_and_final_options_are_honoured(captured, caplog):
     events = []
 
     def cb(key, progress=None, level=None, **kw):
         events.append((key, level))
 
     with caplog.at_level(logging.WARNING, logger="zemosaic_xp"):
-        grid_entry.run_grid_mode(**_worker_call(progress_callback=cb, legacy_rgb_cube=True,
+        grid_entry.run_grid_mode(**_worker_call(progress_callback=cb, legacy_rgb_cube=True, save_final_as_uint16=True,
                                                 progress_reporter=object(), some_flag=1))
     warns = [k for k, level in events if level == "WARN"]
-    assert len(warns) == 2
+    assert len(warns) == 1
     assert "progress_reporter" in warns[0] and "some_flag" in warns[0] and warns[0].startswith("[CONFIG]")
-    assert "legacy_rgb_cube" in warns[1] and "final_mosaic_dbe" in warns[1] and "uint16" not in warns[1]
-    assert sum(r.levelno == logging.WARNING for r in caplog.records) == 2
+    assert sum(r.levelno == logging.WARNING for r in caplog.records) == 1
+    cfg = captured[0][3]["config"]
+    # ZeMosaic's defaults for the final mosaic: DBE on at "normal", no final RGB equalisation
+    assert cfg.legacy_rgb_cube and cfg.save_uint16 and cfg.dbe and cfg.dbe_strength == "normal"
+    assert not cfg.final_rgb_equalize and cfg.final_rgb_gain_clip == (0.80, 1.25)
+
+
+def test_final_mosaic_keys_from_zconfig(captured):
+    zconfig = types.SimpleNamespace(final_mosaic_dbe_enabled=False, final_mosaic_dbe_strength="High",
+                                    final_mosaic_rgb_equalize_enabled=True,
+                                    final_mosaic_rgb_equalize_gain_clip=[0.9, 1.1])
+    grid_entry.run_grid_mode(**_worker_call(zconfig=zconfig))
+    cfg = captured[0][3]["config"]
+    assert not cfg.dbe and cfg.dbe_strength == "strong"
+    assert cfg.final_rgb_equalize and cfg.final_rgb_gain_clip == (0.9, 1.1)
+    grid_entry.run_grid_mode(**_worker_call(zconfig={"final_mosaic_rgb_equalize_clip_enabled": False}))
+    assert captured[1][3]["config"].final_rgb_gain_clip is None
+    with pytest.raises(ValueError, match="final_mosaic_dbe_strength"):
+        grid_entry.run_grid_mode(**_worker_call(zconfig={"final_mosaic_dbe_strength": "extreme"}))
+
+
+def test_default_dbe_without_photutils_is_one_warning(captured, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "photutils", None)  # import photutils -> ImportError
+    events = []
+    grid_entry.run_grid_mode(**_worker_call(progress_callback=lambda k, p=None, lv=None, **kw: events.append((k, lv))))
+    warns = [k for k, level in events if level == "WARN"]
+    assert len(warns) == 1 and "final_mosaic_dbe_enabled" in warns[0] and "photutils" in warns[0]
+    assert captured[0][3]["config"].dbe is False
+    # asked for explicitly: no silent skip (the native run raises, see tests/grid/test_final_mosaic.py)
+    grid_entry.run_grid_mode(**_worker_call(zconfig={"final_mosaic_dbe_enabled": True}))
+    assert captured[1][3]["config"].dbe is True
 
 
 def test_native_keywords_pass_through(captured):

@@ -14,12 +14,17 @@ own API does not change):
    auto workers), not ours;
 3. the explicit keywords win over both (the worker passes them from the same config).
 
-``save_final_as_uint16`` writes ``mosaic_grid_viewer.fits`` beside the mosaic
-(:mod:`zemosaic_xp.io.viewer`); ``grid_rgb_equalize`` equalises each RGB tile's
-channels with the core's RGB equalisation (``StackConfig.rgb_equalize``). ZeMosaic
-features we do not implement are listed in one ``[GRID]`` warning
-(:func:`ignored_features`), sent to the callback as ``WARN`` too; unknown extra keywords
-likewise, in one ``[CONFIG]`` warning.
+Every key reaches the native run through ``GridConfig.from_dict``: ``grid_rgb_equalize``
+equalises each RGB tile's channels (the core's RGB equalisation),
+``final_mosaic_rgb_equalize_enabled`` and ``final_mosaic_dbe_enabled`` /
+``final_mosaic_dbe_strength`` correct the final mosaic (:mod:`zemosaic_xp.mosaic.finish`),
+``save_final_as_uint16`` writes ``mosaic_grid_viewer.fits`` beside it
+(:mod:`zemosaic_xp.io.viewer`) and ``legacy_rgb_cube`` writes a mono mosaic as a
+(1, H, W) cube. The background extraction is ZeMosaic's default but needs photutils:
+when the config does not ask for it explicitly and photutils is missing, it is skipped
+with one ``[GRID]`` warning (asked for explicitly, the run stops with an ``ImportError``
+naming the key). Unknown extra keywords are named in one ``[CONFIG]`` warning, sent to
+the callback as ``WARN`` too.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ from . import zemosaic as _keys
 from .gui_events import callback_level
 from .values import is_set, parse_bool
 
-__all__ = ["run_grid_mode", "zconfig_settings", "grid_settings", "ignored_features",
-           "ZEMOSAIC_GRID_DEFAULTS", "WORKER_ARGUMENT_KEYS", "GRID_FEATURE_KEYS", "NATIVE_KEYWORDS"]
+__all__ = ["run_grid_mode", "zconfig_settings", "grid_settings", "ZEMOSAIC_GRID_DEFAULTS",
+           "WORKER_ARGUMENT_KEYS", "NATIVE_KEYWORDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +67,7 @@ ZEMOSAIC_GRID_DEFAULTS: dict[str, Any] = {
     "parallel_max_cpu_workers": 0,
     "final_mosaic_dbe_enabled": True,
     "final_mosaic_dbe_strength": "normal",
+    "final_mosaic_rgb_equalize_enabled": False,
     "save_final_as_uint16": False,
     "legacy_rgb_cube": False,
 }
@@ -85,14 +91,6 @@ WORKER_ARGUMENT_KEYS: dict[str, str] = {
     "grid_rgb_equalize": "grid_rgb_equalize",
 }
 
-#: ZeMosaic's final-mosaic features of grid mode: key -> what it does. We do not
-#: implement them; one that is on is named in the run's warning.
-GRID_FEATURE_KEYS: dict[str, str] = {
-    "final_mosaic_rgb_equalize_enabled": "RGB equalisation of the final mosaic",
-    "final_mosaic_dbe_enabled": "background extraction (DBE) of the final mosaic",
-    "legacy_rgb_cube": "mono mosaic written as a 3-plane cube",
-}
-
 #: Extra keywords passed on to :func:`zemosaic_xp.grid.runner.run_grid_mode` as they are
 #: (``use_gpu`` is ZeMosaic's spelling of ``grid_use_gpu``).
 NATIVE_KEYWORDS = ("grid_use_gpu", "use_gpu", "grid_workers", "executor", "resume", "cancel", "gpu_policy")
@@ -102,11 +100,8 @@ def _known_keys() -> tuple[str, ...]:
     keys = dict.fromkeys(_keys.STACK_KEYS)
     keys.update(dict.fromkeys(_keys.GRID_KEYS))
     keys.update(dict.fromkeys(_keys.GRID_GPU_KEYS))
-    keys.update(dict.fromkeys(("wsc_impl", "winsor_impl", "stack_winsor_impl", "poststack_equalize_rgb",
-                               "final_mosaic_dbe_strength")))
-    keys.update(dict.fromkeys(GRID_FEATURE_KEYS))
-    keys["grid_rgb_equalize"] = None
-    keys["save_final_as_uint16"] = None
+    keys.update(dict.fromkeys(_keys.GRID_EXTRA_KEYS))
+    keys.update(dict.fromkeys(("wsc_impl", "winsor_impl", "stack_winsor_impl", "poststack_equalize_rgb")))
     return tuple(keys)
 
 
@@ -177,33 +172,12 @@ def grid_settings(zconfig: Any = None, **arguments: Any) -> dict[str, Any]:
     return settings
 
 
-def ignored_features(settings: Mapping[str, Any]) -> list[str]:
-    """The ZeMosaic features a grid run is asked for and does not implement.
-
-    Parameters
-    ----------
-    settings : mapping
-        ZeMosaic keys (:func:`grid_settings`).
-
-    Returns
-    -------
-    list of str
-        ``"key=value (what it does)"`` for each key of :data:`GRID_FEATURE_KEYS` set to
-        true (DBE with its strength).
-
-    Raises
-    ------
-    ValueError
-        A feature key that is not a boolean (the message names it).
-    """
-    out = []
-    for key, what in GRID_FEATURE_KEYS.items():
-        value = settings.get(key)
-        if is_set(value) and parse_bool(value, key):
-            extra = f", strength {settings.get('final_mosaic_dbe_strength')}" \
-                if key == "final_mosaic_dbe_enabled" else ""
-            out.append(f"{key}=True ({what}{extra})")
-    return out
+def _photutils_missing() -> bool:
+    try:
+        import photutils  # noqa: F401
+    except ImportError:
+        return True
+    return False
 
 
 def _warn(callback: Callable[..., Any] | None, message: str, *args: Any) -> None:
@@ -254,9 +228,12 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
     save_final_as_uint16 : bool, optional
         Also write ``mosaic_grid_viewer.fits``, a uint16 copy of the mosaic for viewers
         (:func:`zemosaic_xp.io.viewer.write_uint16_viewer`), beside each mosaic.
+        ``zconfig``'s ``final_mosaic_rgb_equalize_enabled`` and
+        ``final_mosaic_dbe_enabled`` / ``_strength`` (ZeMosaic's default: on, normal)
+        correct the final mosaic first (:mod:`zemosaic_xp.mosaic.finish`).
     legacy_rgb_cube : bool, optional
-        Not implemented (a mono mosaic is written 2-D): named in the run's warning when
-        on (:func:`ignored_features`).
+        Write a mono mosaic as a (1, H, W) cube (ZeMosaic's legacy layout) instead of
+        2-D; recorded in the viewer copy's ``ZEMOLEG``.
     grid_rgb_equalize : bool, optional
         RGB equalisation of each RGB tile (the core's, on every tile's stack); unset:
         ``poststack_equalize_rgb``, else True (ZeMosaic's default).
@@ -278,6 +255,9 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
     ValueError
         A setting of the wrong type or out of range (the message names the key),
         and every error of the native run; nothing falls back to classic mode.
+    ImportError
+        ``final_mosaic_dbe_enabled`` set true in ``zconfig`` without photutils (the
+        message names the key).
     FileNotFoundError
         No ``stack_plan.csv``, or none of its frames exists.
     """
@@ -299,28 +279,10 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
         _warn(progress_callback, "[CONFIG] run_grid_mode: %d unknown keyword%s ignored: %s", len(extra),
               "" if len(extra) == 1 else "s", ", ".join(sorted(extra)))
     settings = grid_settings(zconfig, **arguments)
-    features = ignored_features(settings)
-    if features:
-        _warn(progress_callback, "[GRID] ZeMosaic option%s not implemented by zemosaic_xp, ignored: %s",
-              "" if len(features) == 1 else "s", "; ".join(features))
+    dbe_key = "final_mosaic_dbe_enabled"
+    if dbe_key not in zconfig_settings(zconfig) and parse_bool(settings[dbe_key], dbe_key) and _photutils_missing():
+        settings[dbe_key] = False
+        _warn(progress_callback, "[GRID] %s (ZeMosaic's default) needs photutils, not installed: no background "
+              "extraction of the final mosaic (pip install 'zemosaic_xp[dbe]')", dbe_key)
     config = GridConfig.from_dict(settings)
-    result = native_run(input_folder, output_folder, progress_callback, config=config, **native)
-    if parse_bool(settings["save_final_as_uint16"], "save_final_as_uint16"):
-        _write_viewers(result, parse_bool(settings["legacy_rgb_cube"], "legacy_rgb_cube"), progress_callback)
-    return result
-
-
-def _write_viewers(result: Any, legacy_rgb_cube: bool, callback: Callable[..., Any] | None) -> None:
-    """Write ``mosaic_grid_viewer.fits`` beside each mosaic of a finished run."""
-    from ..io.fits import read_frame
-    from ..io.viewer import VIEWER_NAME, write_uint16_viewer
-
-    for sub in (result.groups.values() if result.groups else [result]):
-        if sub.mosaic_path is None:
-            continue
-        frame = read_frame(sub.mosaic_path)
-        path = write_uint16_viewer(sub.mosaic_path.parent / VIEWER_NAME, frame.data, header=frame.header,
-                                   legacy_rgb_cube=legacy_rgb_cube)
-        logger.info("[GRID] uint16 viewer copy written: %s", path)
-        if callback is not None:
-            callback(f"[GRID] uint16 viewer copy written: {path}", None, "INFO")
+    return native_run(input_folder, output_folder, progress_callback, config=config, **native)

@@ -89,6 +89,7 @@ __all__ = [
     "GRID_KEYS",
     "STACK_GPU_KEYS",
     "GRID_GPU_KEYS",
+    "GRID_EXTRA_KEYS",
     "IGNORED_KEYS",
     "IGNORED_PREFIXES",
     "ConfigFile",
@@ -156,8 +157,7 @@ _PAIR_FIELDS = ("winsor_limits", "rgb_equalize_gain_clip", "rgb_equalize_bg_perc
 #: ZeMosaic keys that grid and classic knowingly ignore (no "unknown key" warning): its
 #: GUI's and classic pipeline's settings named in upstream_spec §3.9, §4, §5 and §7 —
 #: GPU device choice, WSC memory knobs, the frame pre-filter, the parallel planner and
-#: Phase 3 memory controller (we size bands from ``memory_budget_bytes`` instead), and the
-#: final-mosaic steps grid does not implement (RGB equalisation, DBE, uint16 viewer copy).
+#: Phase 3 memory controller (we size bands from ``memory_budget_bytes`` instead).
 IGNORED_KEYS = frozenset({
     "use_gpu", "gpu_id_phase5", "gpu_selector", "gpu_hybrid_vram_guard",
     "winsor_worker_limit", "winsor_max_frames_per_pass", "winsor_auto_fallback_on_memory_error",
@@ -167,8 +167,7 @@ IGNORED_KEYS = frozenset({
     "chunk_profile_mode", "phase3_ram_high_pct", "phase3_ram_critical_pct", "phase3_chunk_scale_high",
     "phase3_chunk_scale_critical", "phase3_internal_chunk_threshold", "phase3_internal_chunk_size",
     "extreme_group_threshold", "extreme_group_winsor_cap", "center_out_normalization_p3",
-    "inter_master_merge_enable", "grid_rgb_equalize", "final_mosaic_dbe_enabled",
-    "final_mosaic_dbe_strength", "save_final_as_uint16", "legacy_rgb_cube", "final_mosaic_rgb_equalize_enabled",
+    "inter_master_merge_enable",
 })
 #: Families of ZeMosaic keys ignored likewise (upstream_spec §4.4, §4.5, §7): the quality
 #: crop and gate, the Alt-Az clean-up and the Phase 3 memory orchestrator overrides.
@@ -257,7 +256,7 @@ def _json_kind(value: Any) -> str:
 
 def _known_keys() -> frozenset[str]:
     return frozenset(STACK_KEYS) | frozenset(StackConfig.field_names()) | frozenset(_WSC_IMPL_KEYS) \
-        | frozenset(GRID_KEYS) | frozenset(GRID_GPU_KEYS)
+        | frozenset(GRID_KEYS) | frozenset(GRID_GPU_KEYS) | frozenset(GRID_EXTRA_KEYS)
 
 
 def unknown_keys(data: Mapping[str, Any], /) -> list[str]:
@@ -534,7 +533,18 @@ GRID_KEYS: dict[str, tuple[str, Callable[[Any, str], Any]]] = {
     "parallel_max_cpu_workers": ("max_cpu_workers", parse_int),
     "grid_match_photometry": ("match_photometry", parse_bool),
     "grid_max_canvas_gb": ("max_canvas_gb", parse_number),
+    "final_mosaic_rgb_equalize_enabled": ("final_rgb_equalize", parse_bool),
+    "final_mosaic_rgb_equalize_gain_clip": ("final_rgb_gain_clip", parse_pair),
+    "final_mosaic_dbe_enabled": ("dbe", parse_bool),
+    "final_mosaic_dbe_strength": ("dbe_strength", parse_text),
+    "save_final_as_uint16": ("save_uint16", parse_bool),
+    "legacy_rgb_cube": ("legacy_rgb_cube", parse_bool),
 }
+#: Read with GRID_KEYS: false leaves the final RGB gains unclipped.
+_RGB_CLIP_SWITCH = "final_mosaic_rgb_equalize_clip_enabled"
+#: Grid keys read outside GRID_KEYS' one-key-one-field table: the clip switch above and
+#: ``grid_rgb_equalize`` (the tiles' RGB equalisation, ``GridConfig.from_dict``).
+GRID_EXTRA_KEYS = (_RGB_CLIP_SWITCH, "grid_rgb_equalize")
 
 
 def grid_settings_from_dict(config: Mapping[str, Any], /, *, max_overlap_fraction: float) -> dict[str, Any]:
@@ -581,6 +591,8 @@ def grid_settings_from_dict(config: Mapping[str, Any], /, *, max_overlap_fractio
         raise ValueError(msg)
     if budget == 0:
         del out["stack_chunk_budget_mb"]
+    if is_set(config.get(_RGB_CLIP_SWITCH)) and not parse_bool(config[_RGB_CLIP_SWITCH], _RGB_CLIP_SWITCH):
+        out["final_rgb_gain_clip"] = None
     out["use_gpu"] = gpu_flag(config, GRID_GPU_KEYS)
     return out
 

@@ -29,7 +29,7 @@ import os
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 __all__ = ["connect_cluster", "executor_slots", "describe_executor", "release_worker_caches",
            "DASK_MISSING"]
@@ -47,7 +47,16 @@ def _client_of(executor: Executor | None) -> Any:
     return getattr(executor, "_client", None)
 
 
-def executor_slots(executor: Executor, default: int) -> int:
+def _warn(warn: Callable[..., Any] | None, message: str, *args: Any) -> None:
+    """A warning of the cluster path: to ``warn`` (the run's progress, which logs it and
+    sends it to the callback as ``WARN``), else to this module's logger."""
+    if warn is not None:
+        warn(message, *args)
+    else:
+        logger.warning(message, *args)
+
+
+def executor_slots(executor: Executor, default: int, *, warn: Callable[..., Any] | None = None) -> int:
     """Count the tiles to keep in flight on ``executor``.
 
     Parameters
@@ -57,7 +66,10 @@ def executor_slots(executor: Executor, default: int) -> int:
         a ``ThreadPoolExecutor`` / ``ProcessPoolExecutor`` its ``max_workers``.
     default : int
         Used when the executor does not tell (any other kind), or when a dask
-        cluster cannot be asked (logged as a warning).
+        cluster cannot be asked (a warning).
+    warn : callable, optional
+        ``warn(fmt, *args)`` receives that warning (the run passes its progress, so
+        the callback gets it as ``WARN``); default: logged here.
 
     Returns
     -------
@@ -69,7 +81,7 @@ def executor_slots(executor: Executor, default: int) -> int:
         try:
             threads = sum(int(n) for n in client.nthreads().values())
         except Exception as exc:  # noqa: BLE001 - a cluster that cannot answer is sized by default
-            logger.warning("[GRID] cannot ask the dask cluster its size (%s); %d tile(s) in flight", exc, default)
+            _warn(warn, "[GRID] cannot ask the dask cluster its size (%s); %d tile(s) in flight", exc, default)
             threads = 0
         return max(1, threads or int(default))
     return max(1, int(getattr(executor, "_max_workers", None) or default))
@@ -107,7 +119,7 @@ def _clear_frame_cache() -> int:
     return os.getpid()
 
 
-def release_worker_caches(executor: Executor | None) -> None:
+def release_worker_caches(executor: Executor | None, *, warn: Callable[..., Any] | None = None) -> None:
     """Empty the frame cache of every worker of a dask ``executor`` (no-op otherwise).
 
     The cache is per process (up to 256 MB): harmless in the run's own pool, which
@@ -117,7 +129,9 @@ def release_worker_caches(executor: Executor | None) -> None:
     ----------
     executor : concurrent.futures.Executor or None
         The run's executor; anything but a dask ``ClientExecutor`` (None included)
-        is left alone. A failure is logged as a warning, never raised.
+        is left alone. A failure is a warning, never raised.
+    warn : callable, optional
+        ``warn(fmt, *args)`` receives that warning (as in :func:`executor_slots`).
     """
     client = _client_of(executor)
     if client is None:
@@ -125,7 +139,7 @@ def release_worker_caches(executor: Executor | None) -> None:
     try:
         client.run(_clear_frame_cache)
     except Exception as exc:  # noqa: BLE001 - best effort: never fail a finished run
-        logger.warning("[GRID] could not clear the frame caches of the dask workers (%s)", exc)
+        _warn(warn, "[GRID] could not clear the frame caches of the dask workers (%s)", exc)
 
 
 @contextmanager

@@ -9,12 +9,14 @@ uses, so both modes reject and combine with the same core.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
 from ..compat import zemosaic
 from ..core.config import StackConfig
+from ..mosaic.background import dbe_strength
 
 __all__ = ["GridConfig", "grid_stack_config", "WORKER_KINDS"]
 
@@ -121,6 +123,27 @@ class GridConfig:
         from the canvas before any tile is stacked; :mod:`.canvas`). None (default) =
         90 % of the least of the available RAM and the process's own limits
         (``RLIMIT_AS``, ``RLIMIT_DATA``, its cgroup); 0 = no limit.
+    final_rgb_equalize : bool
+        Equalise the RGB channels of the final mosaic (ZeMosaic's
+        ``final_mosaic_rgb_equalize_enabled``; :mod:`zemosaic_xp.mosaic.finish`).
+        Default False.
+    final_rgb_gain_clip : (float, float) or None
+        Range of its channel gains, ``low`` <= 1 <= ``high``; None = not clipped.
+        Default (0.80, 1.25), ZeMosaic's.
+    dbe : bool
+        Subtract the large-scale background of the final mosaic (ZeMosaic's
+        ``final_mosaic_dbe_enabled``; :mod:`zemosaic_xp.mosaic.background`, needs
+        photutils). Default False.
+    dbe_strength : str
+        ``weak``, ``normal`` (default), ``strong`` or ``aggressive`` (``low`` and
+        ``high`` are read as ``weak`` and ``strong``).
+    save_uint16 : bool
+        Also write ``mosaic_grid_viewer.fits``, a uint16 copy for viewers (ZeMosaic's
+        ``save_final_as_uint16``; :mod:`zemosaic_xp.io.viewer`). Default False.
+    legacy_rgb_cube : bool
+        ZeMosaic's ``legacy_rgb_cube``: a mono mosaic is written as a one-plane cube
+        (1, H, W) instead of 2-D (RGB mosaics are (3, H, W) either way); recorded as
+        ``ZEMOLEG`` in the viewer copy. Default False.
     """
 
     grid_size_factor: float = _DEFAULT_GRID_SIZE_FACTOR
@@ -138,6 +161,12 @@ class GridConfig:
     target_ram_fraction: float = 0.9
     max_cpu_workers: int = 0
     max_canvas_gb: float | None = None
+    final_rgb_equalize: bool = False
+    final_rgb_gain_clip: tuple[float, float] | None = (0.80, 1.25)
+    dbe: bool = False
+    dbe_strength: str = "normal"
+    save_uint16: bool = False
+    legacy_rgb_cube: bool = False
 
     def __post_init__(self) -> None:
         factor = _number("grid_size_factor", self.grid_size_factor)
@@ -179,6 +208,13 @@ class GridConfig:
                 or self.max_cpu_workers < 0:
             msg = f"`max_cpu_workers` must be an integer >= 0 (0 = no limit), got {self.max_cpu_workers!r}"
             raise ValueError(msg)
+        object.__setattr__(self, "dbe_strength", dbe_strength(self.dbe_strength, "dbe_strength"))
+        if self.final_rgb_gain_clip is not None:
+            clip = tuple(_number("final_rgb_gain_clip", v) for v in self.final_rgb_gain_clip)
+            if len(clip) != 2 or not 0.0 < clip[0] <= 1.0 <= clip[1]:
+                msg = f"`final_rgb_gain_clip` must be (low, high) with 0 < low <= 1 <= high, got {clip!r}"
+                raise ValueError(msg)
+            object.__setattr__(self, "final_rgb_gain_clip", clip)
         object.__setattr__(self, "target_ram_fraction", frac)
         object.__setattr__(self, "grid_size_factor", factor)
         object.__setattr__(self, "overlap_fraction", overlap)
@@ -223,8 +259,12 @@ class GridConfig:
         ``stacking_*`` methods, ``apply_radial_weight`` and ``radial_*``,
         ``enable_resource_telemetry``, ``resource_telemetry_interval_sec``,
         ``resource_telemetry_log_to_csv``, ``parallel_target_ram_fraction``,
-        ``parallel_max_cpu_workers``, ``grid_max_canvas_gb`` and
-        ``grid_match_photometry``; the tables and
+        ``parallel_max_cpu_workers``, ``grid_max_canvas_gb``,
+        ``grid_match_photometry``, ``final_mosaic_rgb_equalize_enabled`` (with
+        ``final_mosaic_rgb_equalize_gain_clip`` and ``_clip_enabled``) and
+        ``final_mosaic_dbe_enabled`` / ``final_mosaic_dbe_strength``,
+        ``save_final_as_uint16``, ``legacy_rgb_cube`` and ``grid_rgb_equalize`` (the
+        tiles' RGB equalisation; it wins over ``poststack_equalize_rgb``); the tables and
         parsers are :data:`zemosaic_xp.compat.zemosaic.GRID_KEYS` and
         :func:`zemosaic_xp.compat.zemosaic.stack_config_from_dict` (stacking methods
         left unset keep the grid defaults of :func:`grid_stack_config`).
@@ -237,7 +277,11 @@ class GridConfig:
         zemosaic.warn_unknown_keys(config)
         with zemosaic.naming_keys(config):
             kw = zemosaic.grid_settings_from_dict(config, max_overlap_fraction=_MAX_OVERLAP)
-            kw["stack"] = zemosaic.stack_config_from_dict(config, base=grid_stack_config(), warn_unknown=False)
+            stack_keys = config
+            if zemosaic.is_set(config.get("grid_rgb_equalize")):  # grid's own switch of the tiles' RGB eq
+                stack_keys = copy.copy(config)  # a ConfigFile keeps its path (error messages)
+                stack_keys["poststack_equalize_rgb"] = config["grid_rgb_equalize"]
+            kw["stack"] = zemosaic.stack_config_from_dict(stack_keys, base=grid_stack_config(), warn_unknown=False)
             return cls(**kw)
 
     def replace(self, **changes: Any) -> GridConfig:

@@ -268,7 +268,9 @@ def _mosaic_header(group: _Group, cfg: GridConfig) -> fits.Header:
 
 
 def _assemble(group: _Group, cfg: GridConfig, progress: GridProgress, threads: int = 1) -> None:
+    from ..io.viewer import VIEWER_NAME, write_uint16_viewer
     from ..mosaic.assemble import TileImage, assemble_mosaic, write_mosaic_outputs
+    from ..mosaic.finish import finish_cards, finish_mosaic
 
     manifest = TileManifest(group.out_dir / "tiles")
     tiles, rej_sum, rej_weight = [], 0.0, 0.0
@@ -289,7 +291,17 @@ def _assemble(group: _Group, cfg: GridConfig, progress: GridProgress, threads: i
     mosaic = assemble_mosaic(tiles, group.grid.shape, match_photometry=cfg.match_photometry,
                              feather_px=cfg.feather_px, progress_callback=relay, threads=threads)
     del tiles
-    paths = write_mosaic_outputs(mosaic, group.out_dir, header=_mosaic_header(group, cfg), threads=threads)
+    header = _mosaic_header(group, cfg)
+    done = finish_mosaic(mosaic, rgb_equalize=cfg.final_rgb_equalize, rgb_gain_clip=cfg.final_rgb_gain_clip,
+                         dbe=cfg.dbe, dbe_strength=cfg.dbe_strength, emit=progress.message)
+    for key, value, comment in finish_cards(done):
+        header[key] = (value, comment)
+    paths = write_mosaic_outputs(mosaic, group.out_dir, header=header, threads=threads,
+                                 legacy_rgb_cube=cfg.legacy_rgb_cube)
+    if cfg.save_uint16:
+        viewer = write_uint16_viewer(group.out_dir / VIEWER_NAME, mosaic.image, header=header,
+                                     legacy_rgb_cube=cfg.legacy_rgb_cube)
+        progress.message("[GRID] uint16 viewer copy written: %s", viewer)
     result = group.result
     result.mosaic_path, result.coverage_path = paths.get("mosaic"), paths.get("coverage")
     result.preview_path = paths.get("preview")
@@ -434,6 +446,9 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
     exit_if_bootstrapping()  # a spawned worker importing an unguarded script: stop it here
     t0 = time.perf_counter()
     cfg = _as_config(config)
+    if cfg.dbe:  # before any tile is stacked, not after the run
+        from ..mosaic.background import require_photutils
+        require_photutils("final_mosaic_dbe_enabled (GridConfig.dbe)")
     FRAMES.fit_budget(int(cfg.stack_chunk_budget_mb * 2**20))
     out = Path(output_folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -442,9 +457,11 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
     run_id = uuid.uuid4().hex
     timings: dict[str, float] = {}
     normaliser: BackgroundNormalisation | None = None
+    warn: Callable[..., Any] | None = None  # the progress's warnings, once it exists
     try:
         telemetry = _telemetry(cfg, out, progress_callback)
         progress = GridProgress(progress_callback, telemetry)
+        warn = _warner(progress)
         progress.set_phase(0)
         telemetry.start_background(progress.telemetry_context)  # samples during long phases too
         remove_leftovers(out, progress.message)
@@ -513,7 +530,7 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
             normaliser.join()
             normaliser.cleanup()
         FRAMES.clear()  # frames cached by tiles made in this process
-        release_worker_caches(executor)  # and by a cluster's workers, which outlive the run
+        release_worker_caches(executor, warn=warn)  # and by a cluster's workers, which outlive the run
         if telemetry is not None:
             telemetry.close()
         lock.release()
@@ -525,7 +542,7 @@ def _workers(grid_workers: int | None, cfg: GridConfig, use_gpu: bool, executor:
     workers, how = resolve_workers(grid_workers, cfg, n_tiles=n_tiles,
                                    emit=progress.message if local else lambda *a, **k: None)
     if executor is not None:
-        return executor_slots(executor, workers), describe_executor(executor)
+        return executor_slots(executor, workers, warn=_warner(progress)), describe_executor(executor)
     if use_gpu and workers > 1:
         progress.message("[GRID] GPU tiles run in this process, one at a time (one CUDA context per "
                          "device); %d worker(s) requested", workers)
@@ -533,6 +550,11 @@ def _workers(grid_workers: int | None, cfg: GridConfig, use_gpu: bool, executor:
     if workers > 1 and cfg.worker_kind == "thread":
         return workers, f"{how}, threads"
     return workers, how
+
+
+def _warner(progress: GridProgress) -> Callable[..., Any]:
+    """``warn(fmt, *args)``: a ``[GRID]`` warning logged and sent to the callback as ``WARN``."""
+    return lambda message, *args: progress.message(message, *args, level=logging.WARNING)
 
 
 def _finalise(result: GridResult, out: Path, cfg: GridConfig, t0: float) -> GridResult:

@@ -24,11 +24,13 @@ _ALPHA_NAME = "ALPHA"
 UNCERT_NAME = "UNCERT"
 
 
-def _chw(image: np.ndarray) -> np.ndarray:
+def _chw(image: np.ndarray, keep_cube: bool = False) -> np.ndarray:
     image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 2 and keep_cube:
+        return image[None]
     if image.ndim == 3:
         if image.shape[2] == 1:
-            return image[..., 0]
+            return image[None, ..., 0] if keep_cube else image[..., 0]
         return np.ascontiguousarray(np.moveaxis(image, -1, 0))
     if image.ndim == 2:
         return image
@@ -62,7 +64,7 @@ def uncertainty_hdu(uncertainty: np.ndarray, *, unit: str | None = None) -> fits
 
 def write_fits(path: str | os.PathLike, image: np.ndarray, *, header: fits.Header | None = None,
                alpha: np.ndarray | None = None, extra_hdus: Iterable[fits.ImageHDU] = (),
-               overwrite: bool = True) -> Path:
+               overwrite: bool = True, keep_cube: bool = False) -> Path:
     """Write ``image`` atomically as float32 FITS (CHW, or 2-D for one channel).
 
     Parameters
@@ -80,6 +82,9 @@ def write_fits(path: str | os.PathLike, image: np.ndarray, *, header: fits.Heade
         Appended after ALPHA (e.g. a ``WEIGHT`` map).
     overwrite : bool
         False refuses to replace an existing file.
+    keep_cube : bool
+        Write one channel as a (1, H, W) cube instead of 2-D (ZeMosaic's
+        ``legacy_rgb_cube`` layout).
 
     Returns
     -------
@@ -101,7 +106,7 @@ def write_fits(path: str | os.PathLike, image: np.ndarray, *, header: fits.Heade
     hdr = fits.Header() if header is None else header.copy()
     for key in ("BSCALE", "BZERO", "BITPIX", "DATAMIN", "DATAMAX"):
         hdr.remove(key, ignore_missing=True, remove_all=True)
-    hdus = [fits.PrimaryHDU(data=_chw(image), header=hdr)]
+    hdus = [fits.PrimaryHDU(data=_chw(image, keep_cube), header=hdr)]
     if alpha is not None:
         a = np.asarray(alpha)
         if a.dtype != np.uint8:

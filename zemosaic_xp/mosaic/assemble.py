@@ -370,7 +370,8 @@ def _mosaic_header(result: MosaicResult, header: fits.Header | None) -> fits.Hea
 
 
 def write_mosaic_outputs(result: MosaicResult, out_dir: str | os.PathLike, *,
-                         header: fits.Header | None = None, threads: int = 1) -> dict[str, Path]:
+                         header: fits.Header | None = None, threads: int = 1,
+                         legacy_rgb_cube: bool = False) -> dict[str, Path]:
     """Write the mosaic, its coverage map and a PNG preview, each atomically.
 
     Parameters
@@ -383,6 +384,8 @@ def write_mosaic_outputs(result: MosaicResult, out_dir: str | os.PathLike, *,
         Global WCS and provenance cards, copied into both FITS files.
     threads : int
         More than one writes the three files at once.
+    legacy_rgb_cube : bool
+        A mono mosaic (and its WEIGHT) as a (1, H, W) cube instead of 2-D.
 
     Returns
     -------
@@ -411,7 +414,9 @@ def write_mosaic_outputs(result: MosaicResult, out_dir: str | os.PathLike, *,
     mosaic_name, coverage_name, preview_name = MOSAIC_OUTPUT_NAMES
 
     def _mosaic() -> Path:
-        weight_hdu = fits.ImageHDU(data=_chw(result.weight), name="WEIGHT")
+        weight = _chw(result.weight)
+        weight_hdu = fits.ImageHDU(data=weight[None] if legacy_rgb_cube and weight.ndim == 2 else weight,
+                                   name="WEIGHT")
         weight_hdu.header["WGHTDSC"] = ("feather-averaged tile weight sum", "WEIGHT meaning")
         alpha = np.isfinite(result.image).any(axis=2).astype(np.uint8) * np.uint8(255)
         # astropy byte-swaps the data it writes in place (and back); the preview reads
@@ -420,7 +425,8 @@ def write_mosaic_outputs(result: MosaicResult, out_dir: str | os.PathLike, *,
         extra = [weight_hdu]
         if result.uncertainty is not None:
             extra.append(uncertainty_hdu(result.uncertainty, unit=hdr.get("BUNIT")))
-        return write_fits(out / mosaic_name, image, header=hdr, alpha=alpha, extra_hdus=extra)
+        return write_fits(out / mosaic_name, image, header=hdr, alpha=alpha, extra_hdus=extra,
+                          keep_cube=legacy_rgb_cube)
 
     jobs = {"mosaic": _mosaic,
             "coverage": lambda: write_fits(out / coverage_name, result.coverage, header=cov_hdr),

@@ -10,11 +10,16 @@ stack imports only the kernels it runs.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .band import stack_band, supports
 from .common import NO_SUMS
 from .sorting import merge_network, nan_to_inf_rows, sort_network_rows
+
+if TYPE_CHECKING:  # pragma: no cover - imported on first access at run time (__getattr__)
+    from .kappa_sigma import kappa_sigma_rows
+    from .wsc_pixinsight import wsc_pixinsight_rows
+    from .wsc_zemosaic import wsc_rows, wsc_weighted_rows
 
 __all__ = ["NO_SUMS", "kappa_sigma_rows", "merge_network", "nan_to_inf_rows", "sort_network_rows", "stack_band",
            "supports", "wsc_pixinsight_rows", "wsc_rows", "wsc_weighted_rows"]

@@ -136,3 +136,45 @@ def test_writing_a_tile_imports_no_astropy(tmp_path):
     assert out.strip() == "False"
     with fits.open(tmp_path / "t.fits") as hdul:
         assert [h.name for h in hdul] == ["PRIMARY", "ALPHA", "UNCERT"]
+
+
+@pytest.mark.parametrize("with_wcs", [False, True])
+def test_a_master_tile_has_the_header_astropy_built(tmp_path, with_wcs):
+    # write_master_tile's cards (now without astropy) against the astropy Header the
+    # earlier code built: user cards, then the WCS, then the provenance, then BUNIT.
+    from astropy.wcs import WCS
+
+    from zemosaic_xp.classic.master_tile import MasterTileResult, _card_key, provenance_header, write_master_tile
+
+    rng = np.random.default_rng(5)
+    image = rng.normal(size=(6, 5, 3)).astype(np.float32)
+    stats = {"n_frames": 7, "skipped_frames": ["x.fits"], "normalize": "none", "weighting": "none",
+             "reject": "kappa_sigma", "combine": "mean", "kappa_low": 2.5, "kappa_high": 3.0, "rejected_pct": 0.123456,
+             "backend": "numpy", "config": {"winsor_limits": [0.05, 0.1]}, "exposure_total_sec": 420.0, "tile_id": 3}
+    result = MasterTileResult(image, np.full((6, 5), 255, np.uint8), stats, False, None, np.abs(image), "adu")
+    user = {"OBJECT": "M31", "TELESCOP": ("RC8", "the scope"), "AVERYLONGKEY": 1.5, "NCOMBINE": 99}
+    wcs = None
+    if with_wcs:
+        wcs = WCS(naxis=2)
+        wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+        wcs.wcs.crval = [10.684708, 41.26875]
+        wcs.wcs.crpix = [3.0, 2.5]
+        wcs.wcs.cdelt = [-0.001, 0.001]
+    path = write_master_tile(result, tmp_path / "tile.fits", wcs=wcs, header=user)
+    want = fits.Header()
+    for key, value in user.items():
+        want[_card_key(key)] = value
+    if wcs is not None:
+        want.update(wcs.to_header(relax=True))
+    want.update(provenance_header(result))
+    want["BUNIT"] = ("adu", "unit of the frames")
+    with fits.open(path) as hdul:
+        got = hdul[0].header
+        assert [h.name for h in hdul] == ["PRIMARY", "ALPHA", "UNCERT"] and hdul["UNCERT"].header["BUNIT"] == "adu"
+        np.testing.assert_array_equal(hdul[0].data, np.moveaxis(image, -1, 0))
+    got_cards = [(c.keyword, c.value, c.comment) for c in got.cards][got.index("EXTEND") + 1:]
+    want_cards = [(c.keyword, c.value, c.comment) for c in want.cards]
+    date = [i for i, c in enumerate(want_cards) if c[0] == "DATE"]
+    for i in date:  # written a moment apart
+        got_cards[i], want_cards[i] = got_cards[i][::2], want_cards[i][::2]
+    assert got_cards == want_cards

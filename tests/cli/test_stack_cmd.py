@@ -164,3 +164,28 @@ def test_cosmic_option_masks_the_hits_like_stack(tmp_path, paths, frames, capsys
     np.testing.assert_array_equal(read_frame(out).data, ref.image)
     with pytest.raises(SystemExit):  # argparse lists the choices
         main(["stack", *paths, "-o", str(out), "--cosmic", "sometimes"])
+
+
+def test_camera_frames_without_wcs_are_stacked_without_astropy(tmp_path):
+    # Issue 13: FITS -> FITS reads with the fast header reader and writes with the minimal
+    # writer; astropy (~0.2 s of start-up) is imported only when a frame needs it.
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(2)
+    frames = rng.integers(0, 65535, (4, 12, 10)).astype(np.uint16)
+    paths = []
+    for i, frame in enumerate(frames):  # uint16 as cameras write it: BITPIX 16, BZERO 32768
+        hdu = fits.PrimaryHDU((frame.astype(np.int32) - 32768).astype(np.int16))
+        hdu.header["BZERO"], hdu.header["EXPTIME"] = 32768, 30.0
+        hdu.writeto(tmp_path / f"c{i}.fits")
+        paths.append(str(tmp_path / f"c{i}.fits"))
+    out = tmp_path / "master.fits"
+    code = ("import sys; from zemosaic_xp.cli import main; "
+            f"code = main(['stack', *{paths!r}, '-o', {str(out)!r}, '--backend', 'numpy', '--quiet']); "
+            "print(code, 'astropy' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "0 False", done.stderr
+    ref = stack(frames.astype(np.float32), config=StackConfig())
+    np.testing.assert_array_equal(read_frame(out).data[..., 0], ref.image)
+    assert fits.getheader(out)["EXPTOTAL"] == 120.0

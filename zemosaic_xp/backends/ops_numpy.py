@@ -48,6 +48,23 @@ _NETWORK_MAX_N = 48
 _NO_PAIRS = np.zeros((0, 2), dtype=np.int64)
 
 
+def _simd_sort() -> bool:
+    """Whether NumPy's sort runs its x86 SIMD version (AVX2 or AVX-512) on this CPU."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # pragma: no cover - another NumPy layout: keep the network
+        return False
+    return bool(features.get("AVX2") or features.get("AVX512_SKX"))
+
+
+# The band path's limit (``_numba_stack_band``): there the network also replaces a
+# counting pass, but with NumPy's SIMD sort (NumPy >= 2 on AVX2) sorting the rows after
+# the gather is faster from N ~ 28 on (at N = 48: κ-σ 40 -> 30 ms, median 42 -> 26 ms
+# per 42 × 2048 band, AMD EPYC, docs/performance.md "Kernel measurements"). Same
+# results either way (tests/backends/test_numba_kernels.py).
+_BAND_NETWORK_MAX_N = 24 if _simd_sort() else _NETWORK_MAX_N
+
+
 def cpu_workers() -> int:
     """CPU cores this process may use (affinity-aware), capped at 8.
 
@@ -155,7 +172,7 @@ def _numba_stack_band(frames: Array, r0: int, r1: int, out: tuple, *, config: An
         src = np.ascontiguousarray(src[:, r0:r1], dtype=np.float32)
         r0, r1 = 0, r1 - r0
     n = int(src.shape[0])
-    pairs = _network_pairs(n) if n <= _NETWORK_MAX_N else _NO_PAIRS
+    pairs = _network_pairs(n) if n <= _BAND_NETWORK_MAX_N else _NO_PAIRS
     return numba_kernels().stack_band(src, r0, r1, pairs, config, plan, out)
 
 

@@ -26,11 +26,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import array_api_compat.numpy as np_xp
 import numpy as np
-from astropy.io import fits
 
 from .._version import __version__
 from ..backends import Backend, default_memory_budget
@@ -43,10 +42,14 @@ from ..io.atomic import remove_temp_files
 from ..io.bands import BandReader, files_kept_open, open_sources, read_frames_first
 from ..io.cosmic import masked_sources
 from ..io.fits import FitsReadError
-from ..io.fits_write import uncertainty_hdu, write_fits
+from ..io.fits_cards import Cards
+from ..io.fits_write import uncertainty_extension, write_fits
 from ..io.runlock import write_lock
 from ..nddata import master_tile_inputs
 from .scan import FrameScan, plan_scan, scan_frames
+
+if TYPE_CHECKING:  # pragma: no cover
+    from astropy.io import fits
 
 __all__ = ["MasterTileResult", "stack_master_tile", "write_master_tile", "provenance_header"]
 
@@ -393,8 +396,13 @@ def provenance_header(result: MasterTileResult) -> fits.Header:
         (software version), ``ALPHAEXT``, ``EXPTOTAL`` (seconds, when known) and
         ``DATE`` (UTC).
     """
+    return _provenance_cards(result).to_astropy()
+
+
+def _provenance_cards(result: MasterTileResult) -> Cards:
+    """The cards of :func:`provenance_header`, without astropy."""
     s = result.stats
-    hdr = fits.Header()
+    hdr = Cards()
     hdr["ZMT_TYPE"] = ("Master Tile", "zemosaic_xp master tile")
     if s.get("tile_id") is not None:
         hdr["ZMT_ID"] = (str(s["tile_id"]), "tile id")
@@ -460,19 +468,23 @@ def write_master_tile(result: MasterTileResult, path: str | os.PathLike, wcs: An
         The file could not be written for lack of room (disk full, quota, file-size
         limit); the message names it and the cause, and nothing is left under its name.
     """
-    hdr = fits.Header()
+    hdr = Cards()
     if header is not None:
         items = header.items() if hasattr(header, "items") else header
         for key, value in items:
             if key not in ("", "COMMENT", "HISTORY"):
                 hdr[_card_key(key)] = value
     if wcs is not None:
-        hdr.update(wcs.to_header(relax=True))
-    hdr.update(provenance_header(result))
+        for card in wcs.to_header(relax=True).cards:
+            hdr.set(card.keyword if len(card.keyword) <= 8 else f"HIERARCH {card.keyword}", card.value,
+                    card.comment)
+    for key, value, comment in _provenance_cards(result).cards():
+        hdr.set(key, value, comment)
     if result.unit is not None:
         hdr["BUNIT"] = (str(result.unit), "unit of the frames")
     path = Path(path)
     with write_lock(path.parent, what=_WRITE_LOCK_WHAT):
         remove_temp_files(path.parent, path.name)  # left by a killed writer of this file
-        extra = [] if result.uncertainty is None else [uncertainty_hdu(result.uncertainty, unit=hdr.get("BUNIT"))]
+        extra = [] if result.uncertainty is None else [uncertainty_extension(result.uncertainty,
+                                                                             unit=hdr.get("BUNIT"))]
         return write_fits(path, result.image, header=hdr, alpha=result.alpha, extra_hdus=extra)

@@ -104,12 +104,13 @@ def _build_config(args: argparse.Namespace) -> tuple[Any, str]:
     return config, backend
 
 
-def _wcs_of(header: Any) -> Any:
-    """The celestial WCS of the first frame, or None."""
-    if header is None or not any(str(header.get(f"CTYPE{i}", "")).strip() for i in (1, 2)):
-        return None  # no WCS: skip importing astropy.wcs (a third of a second)
+def _wcs_of(source: Any) -> Any:
+    """The celestial WCS of the first frame (a ``FitsSource``), or None."""
+    if not any(str(source.card(f"CTYPE{i}", "")).strip() for i in (1, 2)):
+        return None  # no WCS: skip importing astropy (a third of a second) and parsing the header
     from astropy.wcs import WCS
 
+    header = source.header
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # non-standard cards in camera headers
@@ -148,7 +149,7 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     reference = next(f for f in args.files if f not in result.stats["skipped_frames"])
-    out = write_master_tile(result, args.output, wcs=_wcs_of(FitsSource(reference).header))
+    out = write_master_tile(result, args.output, wcs=_wcs_of(FitsSource(reference)))
     s = result.stats
     print(f"master tile written to {Path(out)}")
     print(f"frames {s['n_frames']} used, {len(s['skipped_frames'])} skipped | rejected "

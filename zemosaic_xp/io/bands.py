@@ -100,6 +100,23 @@ class FitsSource:
         """
         return self._fits.header
 
+    def card(self, key: str, default: Any = None) -> Any:
+        """One value of the image HDU's header, without parsing the whole header.
+
+        Parameters
+        ----------
+        key : str
+            A FITS keyword (``"CTYPE1"``).
+        default : object
+            Returned when the card is missing.
+
+        Returns
+        -------
+        object
+            The card's value (str, int, float or bool), or ``default``.
+        """
+        return self._fits.card(key, default)
+
     @property
     def frame_shape(self) -> tuple[int, ...]:
         """Shape of one frame as the core sees it.

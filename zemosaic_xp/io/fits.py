@@ -17,12 +17,14 @@ import contextlib
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from astropy.io import fits
 
 from .fits_header import HduInfo, scan_hdus
+
+if TYPE_CHECKING:  # pragma: no cover
+    from astropy.io import fits
 
 __all__ = ["FitsFrame", "FitsFrameSource", "read_frame", "FitsReadError", "frame_wcs"]
 
@@ -58,6 +60,8 @@ class FitsFrame:
 
 
 def _image_hdu_index(hdul: fits.HDUList, path: str) -> int:
+    from astropy.io import fits
+
     if hdul[0].header.get("NAXIS", 0) >= 2:
         return 0
     for i, hdu in enumerate(hdul):
@@ -112,6 +116,8 @@ def _to_float32(raw: np.ndarray, bscale: float, bzero: float) -> np.ndarray:
 
 
 def _open(path: str | os.PathLike, **kwargs: Any) -> fits.HDUList:
+    from astropy.io import fits  # only for files the fast header reader leaves to astropy
+
     path = os.fspath(path)
     if not os.path.exists(path):
         msg = f"frame '{path}' does not exist"
@@ -241,6 +247,8 @@ class FitsFrameSource:
 
     def _open_astropy(self) -> fits.Header:
         """Locate the image with astropy (any FITS file it can open); return its header."""
+        from astropy.io import fits
+
         with _open(self.path, memmap=False, lazy_load_hdus=True, do_not_scale_image_data=True) as hdul, \
                 warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -272,6 +280,8 @@ class FitsFrameSource:
             Every card of the image HDU.
         """
         if self._header is None:
+            from astropy.io import fits
+
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 self._header = fits.Header.fromstring(self._raw_header.decode("ascii"))

@@ -4,24 +4,35 @@
 and extra image HDUs to a temporary name in the target directory, then renames it: a
 crash never leaves a half-written file under the final name. Reading is
 :mod:`zemosaic_xp.io.fits`.
+
+A header given as :class:`~.fits_cards.Cards` (or none) with extensions given as
+:class:`~.fits_cards.ImageExtension` is written by the minimal writer of
+:mod:`.fits_cards` when every card is a simple one, without importing astropy (the
+same bytes astropy writes); astropy headers and HDUs, and any card the minimal writer
+does not handle, go through ``astropy.io.fits``.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
-from astropy.io import fits
 
 from .atomic import atomic_path
+from .fits_cards import Cards, ImageExtension, render_header, write_image_hdus
 
-__all__ = ["write_fits", "uncertainty_hdu", "UNCERT_NAME"]
+if TYPE_CHECKING:  # pragma: no cover
+    from astropy.io import fits
+
+__all__ = ["write_fits", "uncertainty_hdu", "uncertainty_extension", "UNCERT_NAME"]
 
 _ALPHA_NAME = "ALPHA"
 #: Extension name of a standard-error map: astropy's ``CCDData.read`` default (``hdu_uncertainty``).
 UNCERT_NAME = "UNCERT"
+# Replaced by the data's own: removed from a given header.
+_STRUCTURAL_KEYS = ("BSCALE", "BZERO", "BITPIX", "DATAMIN", "DATAMAX")
 
 
 def _chw(image: np.ndarray, keep_cube: bool = False) -> np.ndarray:
@@ -36,6 +47,28 @@ def _chw(image: np.ndarray, keep_cube: bool = False) -> np.ndarray:
         return image
     msg = f"image has shape {image.shape}; expected (H, W) or (H, W, C)"
     raise ValueError(msg)
+
+
+def uncertainty_extension(uncertainty: np.ndarray, *, unit: str | None = None) -> ImageExtension:
+    """An ``UNCERT`` extension of standard errors for :func:`write_fits` (no astropy).
+
+    Parameters
+    ----------
+    uncertainty : ndarray, shape (H, W) or (H, W, C)
+        Standard error (1σ) of each pixel of the image it goes with; NaN = unknown.
+    unit : str, optional
+        The image's unit, written as ``BUNIT``.
+
+    Returns
+    -------
+    ImageExtension
+        What :func:`uncertainty_hdu` holds: float32 CHW data, ``EXTNAME = UNCERT``,
+        ``UTYPE = StdDevUncertainty`` and ``BUNIT`` when a unit is given.
+    """
+    cards = Cards([("UTYPE", "StdDevUncertainty", "standard error (1 sigma) of each pixel")])
+    if unit is not None:
+        cards.set("BUNIT", str(unit))
+    return ImageExtension(UNCERT_NAME, _chw(uncertainty), cards)
 
 
 def uncertainty_hdu(uncertainty: np.ndarray, *, unit: str | None = None) -> fits.ImageHDU:
@@ -55,15 +88,25 @@ def uncertainty_hdu(uncertainty: np.ndarray, *, unit: str | None = None) -> fits
         UNCERT`` and ``UTYPE = StdDevUncertainty``: ``CCDData.read`` returns it as a
         ``StdDevUncertainty``.
     """
-    hdu = fits.ImageHDU(data=_chw(uncertainty), name=UNCERT_NAME)
-    hdu.header["UTYPE"] = ("StdDevUncertainty", "standard error (1 sigma) of each pixel")
-    if unit is not None:
-        hdu.header["BUNIT"] = str(unit)
-    return hdu
+    return uncertainty_extension(uncertainty, unit=unit).to_astropy()
 
 
-def write_fits(path: str | os.PathLike, image: np.ndarray, *, header: fits.Header | None = None,
-               alpha: np.ndarray | None = None, extra_hdus: Iterable[fits.ImageHDU] = (),
+def _alpha_extension(alpha: Any) -> ImageExtension:
+    a = np.asarray(alpha)
+    if a.dtype != np.uint8:
+        a = np.clip(np.round(np.nan_to_num(a.astype(np.float64)) * 255.0), 0, 255).astype(np.uint8)
+    return ImageExtension(_ALPHA_NAME, a, Cards([("ALPHADSC", "0=no data, 255=full coverage", "ALPHA meaning")]))
+
+
+def _render(image: np.ndarray, header: Cards, extras: list[ImageExtension]) -> list[tuple[bytes, np.ndarray]] | None:
+    """Every HDU rendered by the minimal writer, or None when one needs astropy."""
+    hdus = [(render_header(image, header.cards(), extend=bool(extras)), image)]
+    hdus += [(render_header(ext.data, ext.cards.cards(), ext.name), ext.data) for ext in extras]
+    return None if any(h is None for h, _ in hdus) else hdus
+
+
+def write_fits(path: str | os.PathLike, image: np.ndarray, *, header: fits.Header | Cards | None = None,
+               alpha: np.ndarray | None = None, extra_hdus: Iterable[fits.ImageHDU | ImageExtension] = (),
                overwrite: bool = True, keep_cube: bool = False) -> Path:
     """Write ``image`` atomically as float32 FITS (CHW, or 2-D for one channel).
 
@@ -74,11 +117,11 @@ def write_fits(path: str | os.PathLike, image: np.ndarray, *, header: fits.Heade
         directory and renamed over it at the end.
     image : ndarray, shape (H, W) or (H, W, C)
         Host array, converted to float32; NaN is written as NaN ("no data").
-    header : Header, optional
+    header : astropy Header or Cards, optional
         Cards for the primary HDU (WCS, provenance); structural keys are replaced.
     alpha : ndarray, shape (H, W), optional
         Coverage in [0, 1] (float) or 0–255 (uint8); written as a uint8 ``ALPHA`` HDU.
-    extra_hdus : iterable of ImageHDU
+    extra_hdus : iterable of ImageHDU or ImageExtension
         Appended after ALPHA (e.g. a ``WEIGHT`` map).
     overwrite : bool
         False refuses to replace an existing file.
@@ -103,18 +146,33 @@ def write_fits(path: str | os.PathLike, image: np.ndarray, *, header: fits.Heade
         msg = f"'{path}' exists; pass overwrite=True to replace it"
         raise FileExistsError(msg)
     path.parent.mkdir(parents=True, exist_ok=True)
-    hdr = fits.Header() if header is None else header.copy()
-    for key in ("BSCALE", "BZERO", "BITPIX", "DATAMIN", "DATAMAX"):
-        hdr.remove(key, ignore_missing=True, remove_all=True)
-    hdus = [fits.PrimaryHDU(data=_chw(image, keep_cube), header=hdr)]
+    data = _chw(image, keep_cube)
+    extras = list(extra_hdus)
     if alpha is not None:
-        a = np.asarray(alpha)
-        if a.dtype != np.uint8:
-            a = np.clip(np.round(np.nan_to_num(a.astype(np.float64)) * 255.0), 0, 255).astype(np.uint8)
-        alpha_hdu = fits.ImageHDU(data=a, name=_ALPHA_NAME)
-        alpha_hdu.header["ALPHADSC"] = ("0=no data, 255=full coverage", "ALPHA meaning")
-        hdus.append(alpha_hdu)
-    hdus.extend(extra_hdus)
+        extras.insert(0, _alpha_extension(alpha))
+    if (header is None or isinstance(header, Cards)) and all(isinstance(e, ImageExtension) for e in extras):
+        cards = Cards() if header is None else Cards(header.cards())
+        for key in _STRUCTURAL_KEYS:
+            cards.remove(key)
+        hdus = _render(data, cards, extras)
+        if hdus is not None:
+            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                write_image_hdus(fh, hdus)
+            return path
+        header = cards.to_astropy()
+    _write_astropy(path, data, header, extras)
+    return path
+
+
+def _write_astropy(path: Path, data: np.ndarray, header: Any, extras: list) -> None:
+    from astropy.io import fits
+
+    if isinstance(header, Cards):
+        header = header.to_astropy()
+    hdr = fits.Header() if header is None else header.copy()
+    for key in _STRUCTURAL_KEYS:
+        hdr.remove(key, ignore_missing=True, remove_all=True)
+    hdus = [fits.PrimaryHDU(data=data, header=hdr)]
+    hdus += [e.to_astropy() if isinstance(e, ImageExtension) else e for e in extras]
     with atomic_path(path) as tmp:
         fits.HDUList(hdus).writeto(tmp, overwrite=True, output_verify="silentfix")
-    return path

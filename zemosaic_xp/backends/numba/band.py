@@ -35,21 +35,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ...core.reject.gesd_table import gesd_critical_values
 from ...core.uncertainty import mean_variance_factor
 from .combine import COMBINE_CODES, UNCERTAINTY_CODES, combine_ranges
 from .common import NO_SUMS, inline, jit, midpoint
-from .gesd import FLOOR_SLACK, gesd_rows
-from .kappa_sigma import kappa_sigma_rows
-from .linear_fit_clip import linear_fit_clip_rows
-from .mad import mad_rows
-from .minmax import minmax_rows
-from .percentile import percentile_rows
 from .sorting import NETWORK_LANES as LANES
 from .sorting import network
-from .winsorized_quantile import winsorized_quantile_rows
-from .wsc_pixinsight import wsc_pixinsight_rows
-from .wsc_zemosaic import wsc_rows
+
+# The rejection kernels' modules are imported by their wrappers below, on first use:
+# a stack loads (and numba reads from its cache) only the rejection it runs.
 
 __all__ = ["gather_sorted", "count_sorted", "count_valid", "combine_ranges", "supports", "stack_band",
            "COMBINE_CODES", "REJECT_CODES", "REJECTIONS", "Kept"]
@@ -296,6 +289,8 @@ def _reject_none(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.nda
 
 def _reject_kappa_sigma(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray,
                         sums: np.ndarray) -> Kept:
+    from .kappa_sigma import kappa_sigma_rows
+
     lo, hi, it = _ranges(n_valid.shape[0])
     kept_sum = np.empty(n_valid.shape[0], np.float64)
     # κ as float32: the core forms the bounds c ± κ·σ in float32 (NumPy's weak scalars).
@@ -305,6 +300,9 @@ def _reject_kappa_sigma(s: np.ndarray, n_valid: np.ndarray, config: Any, centre:
 
 
 def _reject_wsc(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray, sums: np.ndarray) -> Kept:
+    from .wsc_pixinsight import wsc_pixinsight_rows
+    from .wsc_zemosaic import wsc_rows
+
     lo, hi, it = _ranges(n_valid.shape[0])
     kept_sum = np.empty(n_valid.shape[0], np.float64)
     wsc = wsc_pixinsight_rows if config.wsc_impl == "pixinsight" else wsc_rows
@@ -315,6 +313,8 @@ def _reject_wsc(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndar
 
 def _reject_percentile(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray,
                        sums: np.ndarray) -> Kept:
+    from .percentile import percentile_rows
+
     lo, hi, it = _ranges(n_valid.shape[0])
     percentile_rows(s, n_valid, np.float32(config.percentile_low), np.float32(config.percentile_high),
                     config.min_survivors, lo, hi, it)
@@ -322,6 +322,8 @@ def _reject_percentile(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: 
 
 
 def _reject_mad(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray, sums: np.ndarray) -> Kept:
+    from .mad import mad_rows
+
     lo, hi, it = _ranges(n_valid.shape[0])
     mad_rows(s, n_valid, np.float32(config.kappa_low), np.float32(config.kappa_high), config.effective_max_iters(),
              config.min_survivors, lo, hi, it)
@@ -329,12 +331,17 @@ def _reject_mad(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndar
 
 
 def _reject_minmax(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray, sums: np.ndarray) -> Kept:
+    from .minmax import minmax_rows
+
     lo, hi, it = _ranges(n_valid.shape[0])
     minmax_rows(n_valid, int(config.minmax_low), int(config.minmax_high), config.min_survivors, lo, hi, it)
     return Kept(lo, hi, it)
 
 
 def _reject_gesd(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray, sums: np.ndarray) -> Kept:
+    from ...core.reject.gesd_table import gesd_critical_values
+    from .gesd import FLOOR_SLACK, gesd_rows
+
     lo, hi, it = _ranges(n_valid.shape[0])
     n_frames = s.shape[1]
     fraction = float(config.gesd_outlier_fraction)
@@ -346,6 +353,8 @@ def _reject_gesd(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.nda
 
 def _reject_linear_fit_clip(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray,
                             sums: np.ndarray) -> Kept:
+    from .linear_fit_clip import linear_fit_clip_rows
+
     lo, hi, it = _ranges(n_valid.shape[0])
     split = np.empty(n_valid.shape[0], np.bool_)
     keep = np.empty(s.shape, np.bool_)  # written on split rows only
@@ -356,6 +365,8 @@ def _reject_linear_fit_clip(s: np.ndarray, n_valid: np.ndarray, config: Any, cen
 
 def _reject_winsorized_quantile(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray,
                                 sums: np.ndarray) -> Kept:
+    from .winsorized_quantile import winsorized_quantile_rows
+
     lo, hi, it = _ranges(n_valid.shape[0])
     winsor = np.empty((n_valid.shape[0], 2), np.float32)
     low, high = config.winsor_limits

@@ -6,6 +6,7 @@ apart from workers killed by a signal."""
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 
 from zemosaic_xp import run_grid_mode
 from zemosaic_xp.grid import scheduler
-from zemosaic_xp.grid.processes import UNGUARDED_MAIN_EXIT, exit_reason
+from zemosaic_xp.grid.processes import START_ENV, UNGUARDED_MAIN_EXIT, exit_reason
 
 from . import process_tree
 from .survey_cases import SMALL_CONFIG, small_survey
@@ -56,17 +57,25 @@ def test_exit_reason_names_the_signal_or_the_code(exitcode, text):
     assert exit_reason(exitcode) == text
 
 
-def test_issue15_parent_sigkill_leaves_no_worker_nor_resource_tracker(survey, tmp_path):
+START_METHODS = [m for m in ("forkserver", "spawn") if m in multiprocessing.get_all_start_methods()]
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_issue15_parent_sigkill_leaves_no_worker_nor_resource_tracker(survey, tmp_path, method):
     script = tmp_path / "parent.py"
     script.write_text(GUARDED, encoding="utf-8")
     out = tmp_path / "out"
-    proc = process_tree.start([str(script), str(survey.folder), str(out)], out, **process_tree.hold_tiles())
+    proc = process_tree.start([str(script), str(survey.folder), str(out)], out, **process_tree.hold_tiles(),
+                              **{START_ENV: method})
     pids: list[int] = []
     try:
         process_tree.wait_running_tiles(out, 2, proc)  # both workers are inside a tile
         tree = process_tree.descendants(proc.pid)
         pids = list(tree)
-        assert sum("spawn_main" in cmd for cmd in tree.values()) == 2, tree
+        if method == "spawn":
+            assert sum("spawn_main" in cmd for cmd in tree.values()) == 2, tree
+        else:  # the fork server and the two workers it forked (which share its command line)
+            assert sum("multiprocessing.forkserver" in cmd for cmd in tree.values()) == 3, tree
         assert any("resource_tracker" in cmd for cmd in tree.values()), tree
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
@@ -78,12 +87,14 @@ def test_issue15_parent_sigkill_leaves_no_worker_nor_resource_tracker(survey, tm
         process_tree.kill_all(pids)
 
 
-def test_issue15_unguarded_script_gets_one_error_with_the_fix(survey, tmp_path):
+@pytest.mark.parametrize("method", START_METHODS)
+def test_issue15_unguarded_script_gets_one_error_with_the_fix(survey, tmp_path, method):
     script = tmp_path / "mosaic_script.py"
     script.write_text(UNGUARDED, encoding="utf-8")
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(script), str(survey.folder), str(out)], cwd=str(tmp_path),
-                          env=process_tree.run_env(), capture_output=True, text=True, timeout=600)
+                          env=process_tree.run_env(**{START_ENV: method}), capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 1, proc.stderr
     assert "finished" not in proc.stdout
     last = proc.stderr.strip().splitlines()

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from zemosaic_xp import run_grid_mode
-from zemosaic_xp.grid import scheduler
+from zemosaic_xp.grid import processes, scheduler
 from zemosaic_xp.grid.processes import START_ENV, UNGUARDED_MAIN_EXIT, exit_reason
 
 from . import process_tree
@@ -126,3 +126,17 @@ def test_workers_that_cannot_start_leave_the_tiles_to_this_process(survey, tmp_p
     pids = {r.getMessage().split("pid=")[1].split()[0] for r in caplog.records
             if "processed by worker pid=" in r.getMessage()}
     assert pids == {str(os.getpid())}
+
+
+def test_start_method_default_and_override(monkeypatch):
+    monkeypatch.delenv(START_ENV, raising=False)
+    linux = sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods()
+    assert processes.start_method() == ("forkserver" if linux else "spawn")
+    monkeypatch.setenv(START_ENV, " Spawn ")
+    assert processes.start_method() == "spawn"
+    assert processes.worker_context().get_start_method() == "spawn"
+    assert processes.launcher_pid(processes.worker_context()) == os.getpid()
+    assert processes.start_server() is False  # spawn: no server
+    monkeypatch.setenv(START_ENV, "fork")
+    with pytest.raises(ValueError, match=f"^{START_ENV} must be 'forkserver' or 'spawn', got 'fork'$"):
+        processes.start_method()

@@ -140,3 +140,17 @@ def test_start_method_default_and_override(monkeypatch):
     monkeypatch.setenv(START_ENV, "fork")
     with pytest.raises(ValueError, match=f"^{START_ENV} must be 'forkserver' or 'spawn', got 'fork'$"):
         processes.start_method()
+
+
+def test_the_fork_server_preload_is_safe_to_fork_and_loads_what_tiles_need():
+    # What the fork server imports: no thread may run in a process that forks, and the
+    # tile code must be loaded (else each forked worker imports it again).
+    code = ("import sys, threading, os; import zemosaic_xp.grid.worker_preload; "
+            "print(threading.active_count(), os.environ['OMP_NUM_THREADS'], "
+            "'zemosaic_xp.grid.worker' in sys.modules, 'scipy.ndimage' in sys.modules, "
+            "any(m.startswith('reproject') for m in sys.modules), 'zemosaic_xp.grid.runner' in sys.modules)")
+    env = process_tree.run_env()
+    env.pop("OMP_NUM_THREADS", None)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["1", "1", "True", "True", "False", "False"]

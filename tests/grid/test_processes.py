@@ -154,3 +154,22 @@ def test_the_fork_server_preload_is_safe_to_fork_and_loads_what_tiles_need():
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["1", "1", "True", "True", "False", "False"]
+
+
+def test_a_fork_server_that_cannot_start_leaves_spawned_workers(survey, tmp_path, monkeypatch, caplog):
+    from multiprocessing import forkserver
+
+    def no_server():
+        raise OSError("no Unix sockets here")
+
+    monkeypatch.setenv(START_ENV, "forkserver")
+    monkeypatch.setattr(forkserver, "ensure_running", no_server)
+    with caplog.at_level(logging.INFO, logger="zemosaic_xp"):
+        result = run_grid_mode(survey.folder, tmp_path, config=SMALL_CONFIG, grid_workers=2)
+    assert result.tiles_processed == result.tiles_total and result.failed_tiles == {}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["[GRID] the fork server of the workers cannot start (no Unix sockets here); the workers "
+                        "are spawned"]
+    pids = {r.getMessage().split("pid=")[1].split()[0] for r in caplog.records
+            if "processed by worker pid=" in r.getMessage()}
+    assert pids and str(os.getpid()) not in pids  # the tiles ran in (spawned) worker processes

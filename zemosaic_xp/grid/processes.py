@@ -267,7 +267,8 @@ def start_server() -> bool:
     -------
     bool
         True when this call started the server (the caller then stops it with
-        :func:`stop_server`).
+        :func:`stop_server`). False also when it cannot start (an ``OSError``, e.g. no
+        Unix sockets): the scheduler then spawns the workers and says so.
     """
     if start_method() != "forkserver":
         return False
@@ -277,8 +278,11 @@ def start_server() -> bool:
     if getattr(server, "_forkserver_pid", None) is not None:
         return False
     forkserver.set_forkserver_preload(list(_PRELOAD))
-    with sigint_blocked():
-        forkserver.ensure_running()
+    try:
+        with sigint_blocked():
+            forkserver.ensure_running()
+    except OSError:
+        return False
     return True
 
 

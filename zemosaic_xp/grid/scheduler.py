@@ -25,6 +25,7 @@ Worker processes ignore SIGINT and exit with their parent (:mod:`.processes`).
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 from collections import deque
@@ -326,9 +327,14 @@ class TileScheduler:
         if self.kind == "thread":
             return ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="zemosaic-grid-tile")
         ctx = worker_context()  # forkserver or spawn: CUDA and threads forbid fork; same on 3.11-3.14
+        try:
+            launcher = launcher_pid(ctx)
+        except OSError as exc:  # e.g. no Unix sockets where this runs
+            self.emit("[GRID] the fork server of the workers cannot start (%s); the workers are spawned", exc,
+                      level=logging.WARNING)
+            ctx, launcher = multiprocessing.get_context("spawn"), os.getpid()
         # Only this process holds the write end: its EOF tells the workers that we are gone.
         self._watch = ctx.Pipe(duplex=False)
-        launcher = launcher_pid(ctx)
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=init_worker,
                                    initargs=(os.getpid(), self._watch[0], 0 if launcher == os.getpid() else launcher))
 

@@ -173,3 +173,22 @@ def test_a_fork_server_that_cannot_start_leaves_spawned_workers(survey, tmp_path
     pids = {r.getMessage().split("pid=")[1].split()[0] for r in caplog.records
             if "processed by worker pid=" in r.getMessage()}
     assert pids and str(os.getpid()) not in pids  # the tiles ran in (spawned) worker processes
+
+
+@pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods(), reason="no forkserver here")
+def test_overlapping_runs_share_the_fork_server_and_the_last_stops_it(monkeypatch):
+    from multiprocessing import forkserver
+
+    monkeypatch.setenv(START_ENV, "forkserver")
+
+    def server_pid():
+        return getattr(forkserver._forkserver, "_forkserver_pid", None)
+
+    assert server_pid() is None
+    assert processes.start_server() and processes.start_server()  # two runs of this process
+    pid = server_pid()
+    assert pid is not None and processes.launcher_pid(processes.worker_context()) == pid
+    processes.stop_server()  # the first run ends: the other one's workers still need it
+    assert server_pid() == pid and process_tree.alive([pid]) == [pid]
+    processes.stop_server()
+    assert server_pid() is None and process_tree.wait_gone([pid], timeout=30) == []

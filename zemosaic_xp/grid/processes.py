@@ -59,6 +59,10 @@ _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NU
 START_ENV = "ZEMOSAIC_XP_GRID_START"
 #: What the fork server imports before it forks the first worker.
 _PRELOAD = ["zemosaic_xp.grid.worker_preload"]
+# The one piece of module state: the runs of this process that hold the fork server
+# (multiprocessing keeps one server per process; the last run to finish stops it).
+_SERVER_USERS: list[None] = []
+_SERVER_LOCK = threading.Lock()
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _WATCH_SEC = 1.0  # how often the watchdog checks the parent pid (the pipe's EOF wakes it at once)
 
@@ -260,46 +264,64 @@ def start_server() -> bool:
 
     The server imports :mod:`.worker_preload` (what tiles need) with SIGINT blocked,
     which the workers it forks inherit until :func:`init_worker` ignores it: a Ctrl-C
-    cannot kill a worker while it starts. Nothing happens with ``spawn`` or when a
-    server already runs (its imports stay what they were).
+    cannot kill a worker while it starts. Nothing happens with ``spawn``. Runs that
+    overlap in one process share the server: each call that returns True must be
+    matched by one :func:`stop_server`, and the last one stops it.
 
     Returns
     -------
     bool
-        True when this call started the server (the caller then stops it with
-        :func:`stop_server`). False also when it cannot start (an ``OSError``, e.g. no
-        Unix sockets): the scheduler then spawns the workers and says so.
+        True when the caller holds the server now. False with ``spawn``, when a server
+        this module did not start already runs (not ours to stop), or when it cannot
+        start (an ``OSError``, e.g. no Unix sockets): the scheduler then spawns the
+        workers and says so.
     """
     if start_method() != "forkserver":
         return False
     from multiprocessing import forkserver
 
-    server = forkserver._forkserver  # the stdlib's one server of this process
-    if getattr(server, "_forkserver_pid", None) is not None:
-        return False
-    forkserver.set_forkserver_preload(list(_PRELOAD))
-    try:
-        with sigint_blocked():
-            forkserver.ensure_running()
-    except OSError:
-        return False
-    return True
+    with _SERVER_LOCK:
+        running = getattr(forkserver._forkserver, "_forkserver_pid", None) is not None
+        if running and not _SERVER_USERS:
+            return False
+        try:
+            _ensure_server()
+        except OSError:
+            return False
+        _SERVER_USERS.append(None)
+        return True
 
 
 def stop_server() -> None:
-    """Stop the fork server (the workers it forked have exited); idempotent.
+    """Release the server taken by :func:`start_server`; the last holder stops it.
 
     Its imports would otherwise hold memory for the rest of a long-lived caller's
-    life (a GUI); a process that exits stops it anyway.
+    life (a GUI); a process that exits stops it anyway. Call it once the workers it
+    forked have exited: they die with it.
     """
     from multiprocessing import forkserver
 
-    stop = getattr(forkserver._forkserver, "_stop", None)
-    if stop is not None:
-        try:
-            stop()
-        except OSError:
-            pass  # already gone
+    with _SERVER_LOCK:
+        if _SERVER_USERS:
+            _SERVER_USERS.pop()
+        if _SERVER_USERS:
+            return
+        stop = getattr(forkserver._forkserver, "_stop", None)
+        if stop is not None:
+            try:
+                stop()
+            except OSError:
+                pass  # already gone
+
+
+def _ensure_server() -> None:
+    """Start the fork server with our preload unless it runs (OSError if it cannot)."""
+    from multiprocessing import forkserver
+
+    if getattr(forkserver._forkserver, "_forkserver_pid", None) is None:
+        forkserver.set_forkserver_preload(list(_PRELOAD))  # not the default "__main__"
+    with sigint_blocked():
+        forkserver.ensure_running()
 
 
 def launcher_pid(context: Any) -> int:
@@ -320,6 +342,6 @@ def launcher_pid(context: Any) -> int:
         return os.getpid()
     from multiprocessing import forkserver
 
-    with sigint_blocked():
-        forkserver.ensure_running()
-    return int(getattr(forkserver._forkserver, "_forkserver_pid", None) or -1)
+    with _SERVER_LOCK:
+        _ensure_server()
+        return int(getattr(forkserver._forkserver, "_forkserver_pid", None) or -1)

@@ -154,4 +154,3 @@ def most_workers(requested: int | None, config: GridConfig) -> int:
         return 1
     caps = [cap for cap, _ in _worker_caps(config, None, auto=value == 0)]
     return min(caps if value == 0 else [value] + caps)
-

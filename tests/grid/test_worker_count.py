@@ -98,3 +98,20 @@ def test_issue15_sixteen_workers_for_two_tiles_start_two(machine, tmp_path, capl
     pids = {r.getMessage().split("pid=")[1].split()[0] for r in caplog.records
             if "processed by worker pid=" in r.getMessage()}
     assert pids and str(os.getpid()) not in pids and len(pids) <= 2  # tiles ran in (at most 2) worker processes
+
+
+@pytest.mark.parametrize("requested", [None, 0, 1, 2, 3, 16])
+@pytest.mark.parametrize(("cores", "ram_mb"), [(8, 64 * GB), (2, 64 * GB), (8, 3 * GB), (1, None)])
+def test_most_workers_is_the_count_before_the_tiles_cap_it(machine, requested, cores, ram_mb):
+    machine(cores, ram_mb)
+    cfg = GridConfig()
+    expected = resolve_workers(requested, cfg, emit=_Emit())[0]
+    assert worker_count.most_workers(requested, cfg) == expected
+    assert worker_count.most_workers(None, GridConfig(workers=requested)) == expected
+    assert resolve_workers(requested, cfg, n_tiles=1, emit=_Emit())[0] <= expected
+
+
+def test_most_workers_of_an_invalid_count_is_one(machine):
+    machine(8)
+    assert worker_count.most_workers(-2, GridConfig()) == 1  # resolve_workers raises later, naming it
+    assert worker_count.most_workers(True, GridConfig()) == 1

@@ -49,13 +49,13 @@ from .normalise import FrameNormalisation, normalise_frames
 from .outdir import lock_output_folder, remove_leftovers, remove_scratch
 from .pipeline import BackgroundNormalisation
 from .plan import load_stack_plan, split_by_mount
-from .processes import exit_if_bootstrapping
+from .processes import exit_if_bootstrapping, start_server, stop_server
 from .progress import GridProgress
 from .result import GridResult
 from .scheduler import TileScheduler
 from .tile import FrameRef, noise_sample_count, read_tile
 from .worker import TileOutcome, TileTask
-from .worker_count import resolve_workers
+from .worker_count import most_workers, resolve_workers
 
 __all__ = ["run_grid_mode", "resolve_workers"]
 
@@ -458,6 +458,7 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
     timings: dict[str, float] = {}
     normaliser: BackgroundNormalisation | None = None
     warn: Callable[..., Any] | None = None  # the progress's warnings, once it exists
+    server = False  # this run started the fork server of its workers
     try:
         telemetry = _telemetry(cfg, out, progress_callback)
         progress = GridProgress(progress_callback, telemetry)
@@ -468,6 +469,8 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
         progress.message("[GRID] grid mode: input '%s', output '%s'", input_folder, out)
         policy = _gpu_decision(grid_use_gpu, cfg, progress, gpu_policy)
         use_gpu = policy is not None
+        if executor is None and not use_gpu and cfg.worker_kind == "process" and most_workers(grid_workers, cfg) > 1:
+            server = start_server()  # its imports run while this process reads the headers
         groups = _setup(Path(input_folder), out, cfg, progress)
         # The tile count caps the workers, so the pool starts once the grid is known.
         workers, how = _workers(grid_workers, cfg, use_gpu, executor, progress,
@@ -531,6 +534,8 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
             normaliser.cleanup()
         FRAMES.clear()  # frames cached by tiles made in this process
         release_worker_caches(executor, warn=warn)  # and by a cluster's workers, which outlive the run
+        if server:
+            stop_server()
         if telemetry is not None:
             telemetry.close()
         lock.release()

@@ -44,7 +44,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from .processes import UNGUARDED_MAIN_EXIT, exit_reason, init_worker, sigint_blocked, unguarded_main_message
+from .processes import (
+    UNGUARDED_MAIN_EXIT,
+    exit_reason,
+    init_worker,
+    launcher_pid,
+    sigint_blocked,
+    unguarded_main_message,
+    worker_context,
+)
 from .worker import RUNNING_DIR, TileOutcome, TileTask, run_tile_task, warm_up
 
 __all__ = ["TileScheduler", "ScheduleReport"]
@@ -100,8 +108,9 @@ class TileScheduler:
     Parameters
     ----------
     workers : int
-        1 runs tiles in this process (no executor); more starts a spawn-context
-        ``ProcessPoolExecutor`` of that size (unless ``executor`` is given), kept
+        1 runs tiles in this process (no executor); more starts a
+        ``ProcessPoolExecutor`` of that size (forked from the fork server on Linux,
+        spawned elsewhere: :func:`~.processes.worker_context`) (unless ``executor`` is given), kept
         across :meth:`run` calls until :meth:`close`.
     executor : concurrent.futures.Executor, optional
         Used instead of the own pool (never shut down here; not rebuildable: if it
@@ -166,10 +175,11 @@ class TileScheduler:
     def start(self, stack_config: Any = None) -> None:
         """Start the own worker pool now, so worker start-up overlaps the caller's setup.
 
-        Every worker is spawned at once and loads what tiles need (astropy, scipy, the
+        Every worker starts at once and loads what tiles need (astropy, scipy, the
         core and its kernels for ``stack_config``; see :func:`~.worker.warm_up`) in a
-        warm-up task while the parent reads the plan and builds the grid. Nothing
-        happens with an external executor, with one worker, or when the pool exists.
+        warm-up task while the parent goes on (forked from the fork server, a worker
+        finds most of it loaded already). Nothing happens with an external executor,
+        with one worker, or when the pool exists.
 
         Parameters
         ----------
@@ -316,11 +326,17 @@ class TileScheduler:
     def _new_pool(self) -> Executor:
         if self.kind == "thread":
             return ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="zemosaic-grid-tile")
-        ctx = multiprocessing.get_context("spawn")  # CUDA and threads forbid fork; same on 3.11-3.14
+        ctx = worker_context()  # forkserver or spawn: CUDA and threads forbid fork; same on 3.11-3.14
+        try:
+            launcher = launcher_pid(ctx)
+        except OSError as exc:  # e.g. no Unix sockets where this runs
+            self.emit("[GRID] the fork server of the workers cannot start (%s); the workers are spawned", exc,
+                      level=logging.WARNING)
+            ctx, launcher = multiprocessing.get_context("spawn"), os.getpid()
         # Only this process holds the write end: its EOF tells the workers that we are gone.
         self._watch = ctx.Pipe(duplex=False)
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=init_worker,
-                                   initargs=(os.getpid(), self._watch[0]))
+                                   initargs=(os.getpid(), self._watch[0], 0 if launcher == os.getpid() else launcher))
 
     @staticmethod
     def _submit(pool: Executor, fn: Callable[..., Any], *args: Any) -> Future:

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from .config import GridConfig
 
-__all__ = ["resolve_workers"]
+__all__ = ["resolve_workers", "most_workers"]
 
 logger = logging.getLogger(__name__)
 
@@ -129,3 +129,28 @@ def resolve_workers(requested: int | None, config: GridConfig, *, n_tiles: int |
     emit("[GRID] %d workers requested, capped to %d: %s", value, workers,
          "; ".join(why for cap, why in caps if cap == workers), level=logging.WARNING)
     return workers, "requested, capped"
+
+
+def most_workers(requested: int | None, config: GridConfig) -> int:
+    """The most workers :func:`resolve_workers` can choose before the tile count is known.
+
+    Quiet (nothing logged). The runner starts the fork server of worker processes
+    early only when this exceeds 1.
+
+    Parameters
+    ----------
+    requested : int or None
+        As for :func:`resolve_workers`.
+    config : GridConfig
+        As for :func:`resolve_workers`.
+
+    Returns
+    -------
+    int
+        At least 1; 1 also for an invalid count (:func:`resolve_workers` raises later).
+    """
+    value = requested if requested is not None else config.workers
+    if value is None or isinstance(value, bool) or not isinstance(value, int) or value < 0 or value == 1:
+        return 1
+    caps = [cap for cap, _ in _worker_caps(config, None, auto=value == 0)]
+    return min(caps if value == 0 else [value] + caps)

@@ -37,6 +37,7 @@ import numpy as np
 
 from ...core.reject.gesd_table import gesd_critical_values
 from ...core.uncertainty import mean_variance_factor
+from ...core.weights import radial_weight_map
 from .combine import COMBINE_CODES, UNCERTAINTY_CODES, combine_ranges
 from .common import NO_SUMS, inline, jit, midpoint
 from .gesd import FLOOR_SLACK, gesd_rows
@@ -47,6 +48,7 @@ from .minmax import minmax_rows
 from .percentile import percentile_rows
 from .sorting import NETWORK_LANES as LANES
 from .sorting import network
+from .weighted import combine_weighted, frame_weight_rows, gather_keys, unpack_keys
 from .winsorized_quantile import winsorized_quantile_rows
 from .wsc_pixinsight import wsc_pixinsight_rows
 from .wsc_zemosaic import wsc_rows
@@ -380,7 +382,7 @@ REJECTIONS = {
 REJECT_CODES = {name: code for code, name in enumerate(REJECTIONS)}
 
 
-def supports(config: Any, plan: Any) -> bool:
+def supports(config: Any, plan: Any, pixel_weights: bool = False) -> bool:
     """Tell whether :func:`stack_band` handles this configuration.
 
     Parameters
@@ -389,20 +391,26 @@ def supports(config: Any, plan: Any) -> bool:
         The stack's methods.
     plan : FramePlan
         Its normalisation and weights.
+    pixel_weights : bool
+        Whether the source also gives per-pixel weights.
 
     Returns
     -------
     bool
-        True for unweighted stacks (no per-pixel, quality or radial weights) with any
-        rejection of :data:`REJECT_CODES` and any combine of :data:`COMBINE_CODES`;
-        False: the core's pipeline runs.
+        True for any rejection of :data:`REJECT_CODES` and any combine of
+        :data:`COMBINE_CODES`, unweighted or weighted (quality, user frame, per-pixel
+        and radial weights: :mod:`.weighted`), except ZeMosaic's WSC with weights
+        (``wsc_impl="zemosaic"`` fits with the weights); False: the core's pipeline runs.
     """
-    return (config.reject in REJECT_CODES and config.combine in COMBINE_CODES
-            and plan.weights is None and not config.radial_weight)
+    if config.reject not in REJECT_CODES or config.combine not in COMBINE_CODES:
+        return False
+    weighted = plan.weights is not None or config.radial_weight or pixel_weights
+    return not (weighted and config.reject == "winsorized_sigma_clip" and config.wsc_impl == "zemosaic")
 
 
 def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any, plan: Any,
-               out: tuple[np.ndarray, ...]) -> tuple[int, int, int, int]:
+               out: tuple[np.ndarray, ...], *, row_start: int | None = None, full_height: int | None = None,
+               pixel_weights: np.ndarray | None = None) -> tuple[int, int, int, int]:
     """Stack rows ``[r0, r1)`` into ``out``, as ``core.pipeline.stack_band`` would.
 
     Parameters
@@ -418,6 +426,13 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     out : tuple of ndarray, each shape (r1 − r0, W, C), C-contiguous
         Outputs: image, weight_sum (float32), coverage, rejected_low, rejected_high (int32),
         uncertainty (float32; an empty array: not computed).
+    row_start : int, optional
+        Frame row of the band's first row (default ``r0``): where the radial weight
+        map (``config.radial_weight``) is evaluated.
+    full_height : int, optional
+        Frame height of the radial map (default ``src.shape[1]``).
+    pixel_weights : ndarray, shape (N, r1 − r0, W, C) or (N, r1 − r0, W, 1), optional
+        Per-pixel weights of the band's rows (NaN, ±inf and values <= 0: no data).
 
     Returns
     -------
@@ -436,16 +451,15 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     n, height, w, c = src.shape
     q = w * c
     flat = src.reshape(n, height, q)
+    if plan.weights is not None or config.radial_weight or pixel_weights is not None:
+        return _stack_band_weighted(flat, r0, r1, pairs, config, plan, out, w, c,
+                                    r0 if row_start is None else row_start,
+                                    height if full_height is None else full_height, pixel_weights)
     rows = (r1 - r0) * q
     s = np.empty((rows, n), np.float32)
     n_valid = np.empty(rows, np.int64)
     normalise = not plan.identity
-    if normalise:
-        # Per-channel gains repeated along the row: the kernel reads them like the data.
-        gain = np.ascontiguousarray(np.tile(np.asarray(plan.gain, np.float32), (1, w)))
-        offset = np.ascontiguousarray(np.tile(np.asarray(plan.offset, np.float32), (1, w)))
-    else:
-        gain = offset = np.zeros((n, q), np.float32)[:, :0]
+    gain, offset = _normalisation_rows(plan, n, w)
     centre = np.empty(rows, np.float32)
     sums = np.empty((rows, 2), np.float64)
     overflow = gather_sorted(flat, r0, r1, gain, offset, normalise, pairs, s, n_valid, centre, sums)
@@ -468,3 +482,58 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     combine_ranges(s, n_valid, COMBINE_CODES[config.combine], *kept, flat, r0, gain, offset, normalise, *views,
                    counters, uncertainty, UNCERTAINTY_CODES.get(config.combine, 0), se_factor, se_sums)
     return tuple(int(v) for v in counters)
+
+
+def _normalisation_rows(plan: Any, n: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel gains and offsets repeated along the row (the kernels read them like the data)."""
+    if plan.identity:
+        empty = np.zeros((n, 0), np.float32)
+        return empty, empty
+    gain = np.ascontiguousarray(np.tile(np.asarray(plan.gain, np.float32), (1, w)))
+    offset = np.ascontiguousarray(np.tile(np.asarray(plan.offset, np.float32), (1, w)))
+    return gain, offset
+
+
+def _stack_band_weighted(flat: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any, plan: Any,
+                         out: tuple[np.ndarray, ...], w: int, c: int, row_start: int, full_height: int,
+                         pixel_weights: np.ndarray | None) -> tuple[int, int, int, int]:
+    """:func:`stack_band` with weights: keys sorted with their frames (:mod:`.weighted`)."""
+    n, _, q = flat.shape
+    rows = (r1 - r0) * q
+    gain, offset = _normalisation_rows(plan, n, w)
+    fw = frame_weight_rows(plan, n, w)
+    if pixel_weights is None:
+        pw, pw_ch = np.zeros((n, 0, 0), np.float32), c
+    else:
+        pw_ch = int(pixel_weights.shape[-1])
+        pw = np.ascontiguousarray(pixel_weights, dtype=np.float32).reshape(n, r1 - r0, w * pw_ch)
+    radial = np.zeros((0, 0), np.float32)
+    if config.radial_weight:
+        radial = np.ascontiguousarray(radial_weight_map(
+            r1 - r0, w, row_start=row_start, full_height=full_height, col_start=0, full_width=w,
+            feather_fraction=config.radial_feather_fraction, shape_power=config.radial_shape_power,
+            floor=config.radial_floor, xp=_np_xp()), dtype=np.float32)
+    keys = np.empty((rows, n), np.int64)
+    wf = np.empty((rows, n), np.float32)
+    n_valid = np.empty(rows, np.int64)
+    gather_keys(flat, r0, r1, gain, offset, not plan.identity, fw, pw, pw_ch, radial, c, pairs, keys, wf, n_valid)
+    if pairs.shape[0] == 0:
+        keys.sort(axis=-1)
+    s = np.empty((rows, n), np.float32)
+    idx = np.empty((rows, n), np.int32)
+    unpack_keys(keys, s.view(np.int32), idx)
+    del keys
+    kept = REJECTIONS[config.reject](s, n_valid, config, np.empty(rows, np.float32), NO_SUMS)
+    views = [a.reshape(rows) for a in out[:5]]
+    uncertainty = out[5].reshape(rows) if len(out) > 5 and out[5].size else _NO_F32
+    counters = np.zeros(4, np.int64)
+    combine_weighted(s, idx, wf, n_valid, COMBINE_CODES[config.combine], kept.lo, kept.hi, kept.iterations,
+                     kept.split, kept.keep, kept.winsor, *views, counters, uncertainty,
+                     UNCERTAINTY_CODES.get(config.combine, 0), mean_variance_factor(config))
+    return tuple(int(v) for v in counters)
+
+
+def _np_xp() -> Any:
+    import array_api_compat.numpy as xp  # noqa: PLC0415 - the NumPy namespace, only for radial maps
+
+    return xp

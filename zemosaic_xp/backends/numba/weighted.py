@@ -1,0 +1,355 @@
+"""Weighted stacks in the numba band path: each sample's weight carried through the sort.
+
+The core weighs a sample by ``w = f32(f32(frame weight · pixel weight) · radial
+weight)`` (``core.pipeline.stack_band``: quality × user frame weights of the plan,
+per-pixel weights of the source, the radial map of the frame position; a missing
+factor is 1, which changes no bit), and a sample whose weight is not finite or not
+``> 0`` is "no data" (``core.samples.Samples``). Rejections look at the values only,
+so weights change two things: which samples are valid, and the combine, which then
+works on the keep mask in frame order (``core.combine``) — the weighted mean
+``f32(Σ f64(f32(w·x)) / Σ f64(w))``, the weight sum ``f32(Σ f64(w))`` and the weighted
+standard error of ``core.uncertainty``.
+
+A band goes through three compiled steps, as the unweighted path of :mod:`.band`:
+
+1. :func:`gather_keys` reads 32 positions of every frame at a time, normalises them,
+   forms their weights, and makes of each sample one int64 key: the float32's bits
+   mapped to an ordered integer, then the frame index. Sorting the keys (a sorting
+   network for N <= 48, NumPy's sort above) is a *stable* sort of the values: equal
+   values stay in frame order, as the core's ranks (``_sorted_ranks``: a stable
+   argsort) break ties, so every kept range and split set names the same frames as
+   the core's keep mask. :func:`unpack_keys` splits the sorted keys into the sorted
+   rows ``s`` the rejection kernels read and the frame index of each position;
+2. the rejection kernels of :data:`.band.REJECTIONS`, unchanged, on the values;
+3. :func:`combine_weighted` rebuilds each pixel's kept samples in frame order and
+   sums them with NumPy's pairwise summation (:func:`~.common.pairwise_sum`), so the
+   mean, the sum and the weight sum are the core's bit for bit.
+
+The standard error is the core's estimator; its float64 sums are taken in frame order
+(the mean's ``Σ w·d``, ``Σ w²``, ``Σ (w·d)²``, and the median's ``Σ d``, ``Σ d²``) where
+the core's ``vecdot`` (BLAS) adds in its own order: equal to about 1e-12 relative
+(the tests allow 1e-6). Two corners as in :mod:`.combine`: ``−0`` sorts before ``+0``
+here (the core keeps them in frame order), and a normalised sample that overflowed to
+``+inf`` is kept by rank here where the core may keep it by value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .combine import _from_sums, _merge_clamped
+from .common import inline, jit, median_range, pairwise_sum
+from .sorting import NETWORK_LANES as LANES
+from .sorting import network
+from .winsorized_quantile import clamp
+
+__all__ = ["gather_keys", "unpack_keys", "combine_weighted", "frame_weight_rows"]
+
+_FLIP = 0x7FFFFFFF
+_LOW = 0xFFFFFFFF
+
+
+@inline
+def _ordered(bits):
+    """The float32 bits ``bits`` (int32) as an int64 in the order of the float values."""
+    b = np.int64(bits)
+    return b ^ _FLIP if b < 0 else b
+
+
+@jit
+def gather_keys(src, r0, r1, gain, offset, normalise, fw, pw, n_pw_ch, radial, n_ch, pairs, keys, wf, n_valid):
+    """Weighted, normalised samples of rows ``[r0, r1)`` as sortable keys, pixel-major.
+
+    Parameters
+    ----------
+    src : ndarray, shape (N, H, Q), float32, C-contiguous
+        The frames (``Q = W·C``, channels interleaved).
+    r0, r1 : int
+        Rows of ``src`` to gather.
+    gain, offset : ndarray, shape (N, Q), float32
+        Normalisation ``f32(f32(x·gain) + offset)``; read only when ``normalise``.
+    normalise : bool
+        Whether to normalise.
+    fw : ndarray, shape (N, Q) or (N, 0), float32
+        Frame weights repeated along the row; empty: none.
+    pw : ndarray, shape (N, r1 − r0, W·n_pw_ch) or (N, 0, 0), float32
+        Per-pixel weights of the band's rows; empty: none.
+    n_pw_ch : int
+        Channels of ``pw``: ``C``, or 1 for one weight for every channel.
+    radial : ndarray, shape (r1 − r0, W) or (0, 0), float32
+        Radial weights of the band's rows; empty: none.
+    n_ch : int
+        Channels ``C`` of the frames.
+    pairs : ndarray, shape (P, 2), int64
+        Sorting network of N, or shape (0, 2): the keys are left unsorted.
+    keys : ndarray, shape ((r1 − r0)·Q, N), int64 (output)
+        Per row ``(i − r0)·Q + q``: ``ordered(bits(value)) << 32 | frame``, the
+        value ``+inf`` for invalid samples; sorted with a network.
+    wf : ndarray, shape ((r1 − r0)·Q, N), float32 (output)
+        Each sample's weight in frame order, 0 for invalid samples.
+    n_valid : ndarray, shape ((r1 − r0)·Q,), int64 (output)
+        Valid samples per row: raw value finite, normalised value not NaN, weight
+        finite and ``> 0``.
+    """
+    n, _, q = src.shape
+    inf = np.float32(np.inf)
+    one = np.float32(1.0)
+    has_fw = fw.shape[1] > 0
+    has_pw = pw.shape[2] > 0
+    has_rad = radial.shape[1] > 0
+    block = np.empty((n, LANES), np.int64)
+    vals = np.empty(LANES, np.float32)
+    bits = vals.view(np.int32)
+    count = np.zeros(LANES, np.int64)
+    pad = (_ordered(np.int32(0x7F800000)) << 32) | np.int64(n)
+    for i in range(r0, r1):
+        for j0 in range(0, q, LANES):
+            m = min(LANES, q - j0)
+            base = (i - r0) * q + j0
+            for lane in range(LANES):
+                count[lane] = 0
+            for k in range(n):
+                for lane in range(m):
+                    j = j0 + lane
+                    v = src[k, i, j]
+                    y = np.float32(np.float32(v * gain[k, j]) + offset[k, j]) if normalise else v
+                    w = fw[k, j] if has_fw else one
+                    if has_pw:
+                        w = np.float32(w * pw[k, i - r0, j if n_pw_ch > 1 else j // n_ch])
+                    if has_rad:
+                        w = np.float32(w * radial[i - r0, j // n_ch])
+                    ok = ((v - v) == 0) & (y == y) & ((w - w) == 0) & (w > 0)
+                    wf[base + lane, k] = w if ok else np.float32(0.0)
+                    count[lane] += ok
+                    vals[lane] = y if ok else inf
+                for lane in range(m):
+                    block[k, lane] = (_ordered(bits[lane]) << 32) | np.int64(k)
+                for lane in range(m, LANES):
+                    block[k, lane] = pad
+            if pairs.shape[0]:
+                network(block, pairs)
+            for lane in range(m):
+                n_valid[base + lane] = count[lane]
+                for k in range(n):
+                    keys[base + lane, k] = block[k, lane]
+
+
+@jit
+def unpack_keys(keys, s_bits, idx):
+    """Split sorted keys into the sorted values (their bits) and their frame indices.
+
+    Parameters
+    ----------
+    keys : ndarray, shape (P, N), int64
+        Rows of :func:`gather_keys`, sorted.
+    s_bits : ndarray, shape (P, N), int32 (output)
+        The int32 view of the float32 sorted rows ``s``.
+    idx : ndarray, shape (P, N), int32 (output)
+        Frame of each sorted position.
+    """
+    rows, n = keys.shape
+    for p in range(rows):
+        for j in range(n):
+            key = keys[p, j]
+            b = key >> 32
+            if b < 0:
+                b ^= _FLIP
+            s_bits[p, j] = np.int32(b)
+            idx[p, j] = np.int32(key & _LOW)
+
+
+@jit
+def combine_weighted(s, idx, wf, n_valid, combine, lo, hi, iterations, split, keep, winsor,
+                     image, weight_sum, coverage, n_low, n_high, counters, uncertainty, se_mode, se_factor):
+    """Combine each pixel's kept samples with their weights, as ``core.combine`` and ``core.uncertainty``.
+
+    Parameters
+    ----------
+    s : ndarray, shape (P, N), float32
+        Sorted rows (:func:`unpack_keys`), invalid last as ``+inf``.
+    idx : ndarray, shape (P, N), int32
+        Frame of each sorted position.
+    wf : ndarray, shape (P, N), float32
+        Weights in frame order, 0 for invalid samples.
+    n_valid : ndarray, shape (P,), int64
+        Valid samples per row.
+    combine : int
+        :data:`~.combine.COMBINE_CODES`.
+    lo, hi, iterations, split, keep, winsor : ndarray
+        What the rejection kernel found (:class:`~.band.Kept`).
+    image, weight_sum : ndarray, shape (P,), float32 (outputs)
+        Combined value (NaN where no sample survived) and Σ weights of the survivors.
+    coverage, n_low, n_high : ndarray, shape (P,), int32 (outputs)
+        Survivors, and samples rejected below / above.
+    counters : ndarray, shape (4,), int64 (output)
+        Max iterations, Σ n_valid, Σ n_low, Σ n_high over the band.
+    uncertainty : ndarray, shape (P,) or (0,), float32 (output)
+        Standard error of each pixel (NaN below two survivors, without an estimator
+        or without a degree of freedom); empty: not computed.
+    se_mode : int
+        :data:`~.combine.UNCERTAINTY_CODES` of the combine, 0 for none.
+    se_factor : float
+        The clip correction of the mean's estimator.
+
+    Notes
+    -----
+    The mean is ``f32(Σ f64(f32(w·x)) / Σ f64(w))``, both sums NumPy's pairwise sums
+    over the frames with zeros for the others; the sum is ``f32(f32(count)·mean)``;
+    median, min and max are unweighted, as in the core.
+    """
+    rows, n = s.shape
+    nan = np.float32(np.nan)
+    has_split = split.shape[0] > 0
+    rewinsor = winsor.shape[0] > 0
+    has_se = uncertainty.shape[0] > 0
+    t = np.empty((1, n), np.float32)
+    xk = np.empty(n, np.float32)
+    wk = np.empty(n, np.float32)
+    num = np.empty(n)
+    den = np.empty(n)
+    frames = np.empty((64, 3), np.int64)
+    values = np.empty(64)
+    max_it = 0
+    total_valid = 0
+    total_low = 0
+    total_high = 0
+    for p in range(rows):
+        nv = n_valid[p]
+        a = lo[p]
+        b = hi[p]
+        if iterations[p] > max_it:
+            max_it = iterations[p]
+        split_row = has_split and split[p]
+        q_lo = winsor[p, 0] if rewinsor else np.float32(0.0)
+        q_hi = winsor[p, 1] if rewinsor else np.float32(0.0)
+        for k in range(n):
+            xk[k] = 0.0
+            wk[k] = 0.0
+        count = 0
+        for j in range(n):
+            inside = a <= j < b
+            if rewinsor:
+                kept = j < nv
+            elif split_row:
+                kept = j < nv and keep[p, j]
+            else:
+                kept = inside
+            f = idx[p, j]
+            if kept and wf[p, f] > 0:
+                v = s[p, j]
+                if rewinsor and not inside:
+                    v = clamp(v, q_lo, q_hi)
+                xk[f] = v
+                wk[f] = wf[p, f]
+                count += 1
+        # The sorted kept values, for the median, min and max: a range of s or a copy in t.
+        arr = s
+        row = p
+        start = a
+        if rewinsor:
+            _merge_clamped(s, p, a, b, nv, q_lo, q_hi, t)
+        elif split_row:
+            c = 0
+            for j in range(nv):
+                if keep[p, j]:
+                    t[0, c] = s[p, j]
+                    c += 1
+        if rewinsor or split_row:
+            arr = t
+            row = 0
+            start = 0
+        for k in range(n):
+            num[k] = np.float64(np.float32(wk[k] * xk[k]))
+            den[k] = np.float64(wk[k])
+        big_w = pairwise_sum(den, n, frames, values)
+        value = nan
+        if count > 0:
+            if combine == 1:
+                value = median_range(arr, row, start, count)
+            elif combine == 3:
+                value = arr[row, start]
+            elif combine == 4:
+                value = arr[row, start + count - 1]
+            else:
+                total = pairwise_sum(num, n, frames, values)
+                mean = np.float32(total / (big_w if big_w > 0 else 1.0))
+                value = mean if combine == 0 else np.float32(np.float32(count) * mean)
+        image[p] = value
+        weight_sum[p] = np.float32(big_w)
+        if has_se:
+            uncertainty[p] = _weighted_se(xk, wk, n, count, value, big_w, se_mode, se_factor, num, den, frames,
+                                          values) if count >= 2 and se_mode > 0 else nan
+        coverage[p] = count
+        n_low[p] = a
+        n_high[p] = nv - b
+        total_valid += nv
+        total_low += a
+        total_high += nv - b
+    counters[0] = max_it
+    counters[1] = total_valid
+    counters[2] = total_low
+    counters[3] = total_high
+
+
+@inline
+def _weighted_se(xk, wk, n, count, value, big_w, mode, factor, d, e, frames, values):
+    """``core.uncertainty.standard_error`` of one pixel from its kept samples in frame order.
+
+    ``xk``, ``wk``: values and weights (0 where not kept); ``d``, ``e`` are float64
+    scratch of N. Shifted by the combined value (by the mean for a sum), as the core.
+    """
+    shift = value if (value - value) == 0 else np.float32(0.0)
+    if mode == 2:
+        shift = np.float32(shift / np.float32(count))
+    c = np.float64(shift)
+    for k in range(n):
+        d[k] = np.float64(xk[k]) - c if wk[k] > 0 else 0.0
+    se = np.float32(np.nan)
+    if mode == 3:
+        # The median's estimator is unweighted: Σd and Σd² of the survivors.
+        s1 = pairwise_sum(d, n, frames, values)
+        for k in range(n):
+            e[k] = d[k] * d[k]
+        se = _from_sums(s1, pairwise_sum(e, n, frames, values), count, mode, factor)
+    else:
+        for k in range(n):
+            e[k] = np.float64(wk[k]) * d[k]
+        mu = pairwise_sum(e, n, frames, values) / (big_w if big_w > 0 else 1.0)
+        for k in range(n):
+            w = np.float64(wk[k])
+            e[k] = w * w
+        w_sq = pairwise_sum(e, n, frames, values)
+        for k in range(n):
+            r = np.float64(wk[k]) * (d[k] - mu)
+            e[k] = r * r
+        ss = pairwise_sum(e, n, frames, values)
+        dof = big_w * big_w - w_sq
+        if dof > 0:
+            var = ss / dof * factor
+            if mode == 2:
+                nf = np.float64(count)
+                var = var * nf * nf
+            se = np.float32(np.sqrt(var))
+    return se
+
+
+def frame_weight_rows(plan: Any, n: int, w: int) -> np.ndarray:
+    """The plan's ``(N, C)`` frame weights repeated along a row, ``(N, W·C)`` float32 (or ``(N, 0)``).
+
+    Parameters
+    ----------
+    plan : FramePlan
+        Its ``weights`` (None: no frame weight).
+    n, w : int
+        Frames and row width.
+
+    Returns
+    -------
+    ndarray
+        C-contiguous float32, in the order of a frame row's interleaved channels.
+    """
+    if plan.weights is None:
+        return np.zeros((n, 0), np.float32)
+    return np.ascontiguousarray(np.tile(np.asarray(plan.weights, np.float32), (1, w)))

@@ -217,7 +217,8 @@ class _Tile:
             totals = [0, 0, 0, 0]
             for a in range(0, block.r1 - block.r0, sub_rows):
                 b = min(block.r1 - block.r0, a + sub_rows)
-                counts = stacker(band, a, b, tuple(v[a:b] for v in views))
+                counts = stacker(band, a, b, tuple(v[a:b] for v in views), row_start=block.r0 + a,
+                                 full_height=self.h)
                 totals = [max(totals[0], counts[0])] + [t + c for t, c in zip(totals[1:], counts[1:])]
             return tuple(totals)
 

@@ -184,7 +184,8 @@ class _Tile:
 
     def _native(self, session: DeviceSession) -> Any:
         """The backend's whole-band stacker for this tile, or None (the core's band path)."""
-        if session.backend.library != "numpy" or self.scan.has_alpha or session.rows is not None:
+        if (session.backend.library != "numpy" or session.backend.is_gpu or self.scan.has_alpha
+                or session.rows is not None):  # is_gpu: a fault injector's NumPy "GPU" runs the core
             return None
         return session.ops.band_stacker(self.config, self.plan)
 

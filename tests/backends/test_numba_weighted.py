@@ -12,6 +12,7 @@ answer.
 
 from __future__ import annotations
 
+import array_api_compat.numpy as XP
 import numpy as np
 import pytest
 
@@ -21,8 +22,6 @@ from zemosaic_xp.backends.numba import band
 from zemosaic_xp.backends.ops_numpy import NumpyOps
 from zemosaic_xp.core.in_memory import stack_frames
 from zemosaic_xp.core.pipeline import FramePlan
-
-import array_api_compat.numpy as XP  # noqa: I001 - after the package, as the other backend tests
 
 pytestmark = pytest.mark.usefixtures("kernels_on")
 

@@ -165,6 +165,15 @@ def _numba_stack_band(frames: Array, r0: int, r1: int, out: tuple, *, config: An
                                       full_height=full_height, pixel_weights=pixel_weights)
 
 
+def _numba_stack_block(values: Array, weights: Array | None, plan: Any, out: tuple, *,
+                       config: Any) -> tuple[int, int, int, int]:
+    """One samples-last block through the numba kernels (:meth:`NumpyOps.block_stacker`)."""
+    n = int(values.shape[-1])
+    pairs = _network_pairs(n) if n <= _NETWORK_MAX_N else _NO_PAIRS
+    return numba_kernels().stack_block(np.asarray(values), None if weights is None else np.asarray(weights),
+                                       pairs, config, plan, out)
+
+
 # ---------------------------------------------------------------------------- the ops
 class CpuOps(ArrayOps):
     """The CPU strategy: compaction, a convergence check per iteration, cache-sized bands.
@@ -235,6 +244,29 @@ class NumpyOps(CpuOps):
         if kernels is None or not kernels.supports(config, plan, pixel_weights):
             return None
         return functools.partial(_numba_stack_band, config=config, plan=plan)
+
+    def block_stacker(self, config: Any, plan: Any) -> Any:
+        """Return the numba stacker of samples-last weighted blocks (grid cells), or None.
+
+        Parameters
+        ----------
+        config : StackConfig
+            The stack's methods and parameters.
+        plan : FramePlan
+            The plan of the source's frames.
+
+        Returns
+        -------
+        callable or None
+            ``stacker(values, weights, plan, out)`` as :meth:`ArrayOps.block_stacker`
+            specifies (:func:`zemosaic_xp.backends.numba.band.stack_block`); None
+            without numba, with a radial weight, or for a configuration the kernels do
+            not implement.
+        """
+        kernels = numba_kernels()
+        if kernels is None or config.radial_weight or not kernels.supports(config, plan, True):
+            return None
+        return functools.partial(_numba_stack_block, config=config)
 
     def kappa_sigma_fit(self, s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,
                         max_iters: int, ddof: int, min_survivors: int) -> tuple[Array, ...] | None:

@@ -238,6 +238,28 @@ class ArrayOps:
         return self.xp.cumulative_sum(d, axis=-1)
 
     # ------------------------------------------------------------------ whole bands
+    def block_stacker(self, config: Any, plan: Any) -> Callable[..., tuple[int, int, int, int]] | None:
+        """A native stacker of samples-last blocks (grid cells) with per-pixel weights, or None.
+
+        Parameters
+        ----------
+        config : StackConfig
+            The stack's methods and parameters (no radial weight: a grid has put it in
+            the pixel weights).
+        plan : FramePlan
+            The plan of the whole source (normalisation, frame weights).
+
+        Returns
+        -------
+        callable or None
+            ``stacker(values, weights, plan, out)`` with a :class:`~.band_driver.BandSource`
+            block's ``values`` (h, w, C, n) and ``weights`` (h, w, C or 1, n, or None),
+            the plan of its n frames and ``out`` the six C-contiguous ``(h, w, C)`` results
+            (an empty uncertainty: skip it), returning the block's counters; it must write
+            what :func:`~.pipeline.stack_band` returns. None here: the core's pipeline.
+        """
+        return None
+
     def band_stacker(self, config: Any, plan: Any, *,
                      pixel_weights: bool = False) -> Callable[..., tuple[int, int, int, int]] | None:
         """A native whole-band stacker for this configuration, or None (the core's pipeline).

@@ -30,67 +30,21 @@ the core's bit for bit (``tests/backends/test_numba_kernels.py`` and
 
 from __future__ import annotations
 
-import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from ...core.reject.gesd_table import gesd_critical_values
 from ...core.uncertainty import mean_variance_factor
-from ...core.weights import radial_weight_map
 from .combine import COMBINE_CODES, UNCERTAINTY_CODES, combine_ranges
 from .common import NO_SUMS, inline, jit, midpoint
-from .gesd import FLOOR_SLACK, gesd_rows
-from .kappa_sigma import kappa_sigma_rows
-from .linear_fit_clip import linear_fit_clip_rows
-from .mad import mad_rows
-from .minmax import minmax_rows
-from .percentile import percentile_rows
+from .rejections import NO_F32 as _NO_F32
+from .rejections import REJECT_CODES, REJECTIONS, Kept
 from .sorting import NETWORK_LANES as LANES
 from .sorting import network
-from .weighted import combine_weighted, frame_weight_rows, gather_keys, unpack_keys
-from .winsorized_quantile import winsorized_quantile_rows
-from .wsc_pixinsight import wsc_pixinsight_rows
-from .wsc_zemosaic import wsc_rows
+from .weighted_band import normalisation_rows, stack_band_weighted, stack_block
 
-__all__ = ["gather_sorted", "count_sorted", "count_valid", "combine_ranges", "supports", "stack_band",
+__all__ = ["gather_sorted", "count_sorted", "count_valid", "combine_ranges", "supports", "stack_band", "stack_block",
            "COMBINE_CODES", "REJECT_CODES", "REJECTIONS", "Kept"]
-
-
-_NO_F32 = np.zeros(0, np.float32)
-_NO_F64 = np.zeros(0, np.float64)
-_NO_SPLIT = np.zeros(0, np.bool_)
-_NO_KEEP = np.zeros((0, 0), np.bool_)
-_NO_WINSOR = np.zeros((0, 2), np.float32)
-
-
-class Kept(NamedTuple):
-    """What a rejection kernel found, in the arguments of :func:`~.combine.combine_ranges`.
-
-    Attributes
-    ----------
-    lo, hi, iterations : ndarray, shape (P,), int64
-        The kept range ``[lo, hi)`` of each sorted row (on a split row: samples
-        rejected low, and ``n_valid`` − samples rejected high) and the iterations run.
-    centre, kept_sum : ndarray, shape (P,) or (0,)
-        The row's median and ``Σ (x − median)`` over the kept range, for rejections
-        that carry them (κ-σ, the WSC flavours); empty otherwise.
-    split, keep : ndarray
-        Rows whose kept set is not a range and their kept sorted positions
-        (``linear_fit_clip``); empty otherwise.
-    winsor : ndarray, shape (P, 2) or (0, 2), float32
-        Clamp bounds of rejected samples that stay in the combine
-        (``winsorized_quantile`` with ``winsor_rewinsor``); empty otherwise.
-    """
-
-    lo: np.ndarray
-    hi: np.ndarray
-    iterations: np.ndarray
-    centre: np.ndarray = _NO_F32
-    kept_sum: np.ndarray = _NO_F64
-    split: np.ndarray = _NO_SPLIT
-    keep: np.ndarray = _NO_KEEP
-    winsor: np.ndarray = _NO_WINSOR
 
 
 @jit
@@ -285,103 +239,6 @@ def count_valid(src, r0, r1, gain, offset, normalise, n_valid):
             n_valid[(i - r0) * q + j] = count
 
 
-def _ranges(rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return np.empty(rows, np.int64), np.empty(rows, np.int64), np.empty(rows, np.int64)
-
-
-# One wrapper per rejection: ``(s, n_valid, config, centre, sums) -> Kept``. ``centre`` and
-# ``sums`` are the gather's medians and centred sums (``sums`` empty when it took none).
-def _reject_none(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray, sums: np.ndarray) -> Kept:
-    zeros = np.zeros_like(n_valid)
-    return Kept(zeros, n_valid, zeros)
-
-
-def _reject_kappa_sigma(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray,
-                        sums: np.ndarray) -> Kept:
-    lo, hi, it = _ranges(n_valid.shape[0])
-    kept_sum = np.empty(n_valid.shape[0], np.float64)
-    # κ as float32: the core forms the bounds c ± κ·σ in float32 (NumPy's weak scalars).
-    kappa_sigma_rows(s, n_valid, np.float32(config.kappa_low), np.float32(config.kappa_high), config.sigma_ddof,
-                     config.effective_max_iters(), config.min_survivors, lo, hi, it, centre, kept_sum, sums)
-    return Kept(lo, hi, it, centre, kept_sum)
-
-
-def _reject_wsc(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray, sums: np.ndarray) -> Kept:
-    lo, hi, it = _ranges(n_valid.shape[0])
-    kept_sum = np.empty(n_valid.shape[0], np.float64)
-    wsc = wsc_pixinsight_rows if config.wsc_impl == "pixinsight" else wsc_rows
-    wsc(s, n_valid, float(config.kappa_low), float(config.kappa_high), config.effective_max_iters(),
-        config.min_survivors, lo, hi, it, centre, kept_sum, sums)
-    return Kept(lo, hi, it, centre, kept_sum)
-
-
-def _reject_percentile(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray,
-                       sums: np.ndarray) -> Kept:
-    lo, hi, it = _ranges(n_valid.shape[0])
-    percentile_rows(s, n_valid, np.float32(config.percentile_low), np.float32(config.percentile_high),
-                    config.min_survivors, lo, hi, it)
-    return Kept(lo, hi, it)
-
-
-def _reject_mad(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray, sums: np.ndarray) -> Kept:
-    lo, hi, it = _ranges(n_valid.shape[0])
-    mad_rows(s, n_valid, np.float32(config.kappa_low), np.float32(config.kappa_high), config.effective_max_iters(),
-             config.min_survivors, lo, hi, it)
-    return Kept(lo, hi, it)
-
-
-def _reject_minmax(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray, sums: np.ndarray) -> Kept:
-    lo, hi, it = _ranges(n_valid.shape[0])
-    minmax_rows(n_valid, int(config.minmax_low), int(config.minmax_high), config.min_survivors, lo, hi, it)
-    return Kept(lo, hi, it)
-
-
-def _reject_gesd(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray, sums: np.ndarray) -> Kept:
-    lo, hi, it = _ranges(n_valid.shape[0])
-    n_frames = s.shape[1]
-    fraction = float(config.gesd_outlier_fraction)
-    lam = np.asarray(gesd_critical_values(n_frames, float(config.gesd_alpha)), np.float64)
-    max_steps = min(int(math.floor(fraction * n_frames + FLOOR_SLACK)), max(n_frames - 2, 0))
-    gesd_rows(s, n_valid, fraction, lam, max_steps, config.min_survivors, lo, hi, it)
-    return Kept(lo, hi, it)
-
-
-def _reject_linear_fit_clip(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray,
-                            sums: np.ndarray) -> Kept:
-    lo, hi, it = _ranges(n_valid.shape[0])
-    split = np.empty(n_valid.shape[0], np.bool_)
-    keep = np.empty(s.shape, np.bool_)  # written on split rows only
-    linear_fit_clip_rows(s, n_valid, float(config.kappa_low), float(config.kappa_high), config.effective_max_iters(),
-                         config.min_survivors, lo, hi, it, split, keep)
-    return Kept(lo, hi, it, split=split, keep=keep)
-
-
-def _reject_winsorized_quantile(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray,
-                                sums: np.ndarray) -> Kept:
-    lo, hi, it = _ranges(n_valid.shape[0])
-    winsor = np.empty((n_valid.shape[0], 2), np.float32)
-    low, high = config.winsor_limits
-    winsorized_quantile_rows(s, n_valid, float(low), float(high), np.float32(config.kappa_low),
-                             np.float32(config.kappa_high), config.min_survivors, lo, hi, it, winsor)
-    return Kept(lo, hi, it, winsor=winsor if config.winsor_rewinsor else _NO_WINSOR)
-
-
-#: The rejection of each algorithm name: a wrapper that runs its kernel on a band's sorted rows.
-REJECTIONS = {
-    "none": _reject_none,
-    "kappa_sigma": _reject_kappa_sigma,
-    "winsorized_sigma_clip": _reject_wsc,
-    "percentile": _reject_percentile,
-    "mad": _reject_mad,
-    "minmax": _reject_minmax,
-    "gesd": _reject_gesd,
-    "linear_fit_clip": _reject_linear_fit_clip,
-    "winsorized_quantile": _reject_winsorized_quantile,
-}
-#: Codes of the supported algorithms (``none`` is 0).
-REJECT_CODES = {name: code for code, name in enumerate(REJECTIONS)}
-
-
 def supports(config: Any, plan: Any, pixel_weights: bool = False) -> bool:
     """Tell whether :func:`stack_band` handles this configuration.
 
@@ -452,14 +309,14 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     q = w * c
     flat = src.reshape(n, height, q)
     if plan.weights is not None or config.radial_weight or pixel_weights is not None:
-        return _stack_band_weighted(flat, r0, r1, pairs, config, plan, out, w, c,
+        return stack_band_weighted(flat, r0, r1, pairs, config, plan, out, w, c,
                                     r0 if row_start is None else row_start,
                                     height if full_height is None else full_height, pixel_weights)
     rows = (r1 - r0) * q
     s = np.empty((rows, n), np.float32)
     n_valid = np.empty(rows, np.int64)
     normalise = not plan.identity
-    gain, offset = _normalisation_rows(plan, n, w)
+    gain, offset = normalisation_rows(plan, n, w)
     centre = np.empty(rows, np.float32)
     sums = np.empty((rows, 2), np.float64)
     overflow = gather_sorted(flat, r0, r1, gain, offset, normalise, pairs, s, n_valid, centre, sums)
@@ -482,58 +339,3 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     combine_ranges(s, n_valid, COMBINE_CODES[config.combine], *kept, flat, r0, gain, offset, normalise, *views,
                    counters, uncertainty, UNCERTAINTY_CODES.get(config.combine, 0), se_factor, se_sums)
     return tuple(int(v) for v in counters)
-
-
-def _normalisation_rows(plan: Any, n: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel gains and offsets repeated along the row (the kernels read them like the data)."""
-    if plan.identity:
-        empty = np.zeros((n, 0), np.float32)
-        return empty, empty
-    gain = np.ascontiguousarray(np.tile(np.asarray(plan.gain, np.float32), (1, w)))
-    offset = np.ascontiguousarray(np.tile(np.asarray(plan.offset, np.float32), (1, w)))
-    return gain, offset
-
-
-def _stack_band_weighted(flat: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any, plan: Any,
-                         out: tuple[np.ndarray, ...], w: int, c: int, row_start: int, full_height: int,
-                         pixel_weights: np.ndarray | None) -> tuple[int, int, int, int]:
-    """:func:`stack_band` with weights: keys sorted with their frames (:mod:`.weighted`)."""
-    n, _, q = flat.shape
-    rows = (r1 - r0) * q
-    gain, offset = _normalisation_rows(plan, n, w)
-    fw = frame_weight_rows(plan, n, w)
-    if pixel_weights is None:
-        pw, pw_ch = np.zeros((n, 0, 0), np.float32), c
-    else:
-        pw_ch = int(pixel_weights.shape[-1])
-        pw = np.ascontiguousarray(pixel_weights, dtype=np.float32).reshape(n, r1 - r0, w * pw_ch)
-    radial = np.zeros((0, 0), np.float32)
-    if config.radial_weight:
-        radial = np.ascontiguousarray(radial_weight_map(
-            r1 - r0, w, row_start=row_start, full_height=full_height, col_start=0, full_width=w,
-            feather_fraction=config.radial_feather_fraction, shape_power=config.radial_shape_power,
-            floor=config.radial_floor, xp=_np_xp()), dtype=np.float32)
-    keys = np.empty((rows, n), np.int64)
-    wf = np.empty((rows, n), np.float32)
-    n_valid = np.empty(rows, np.int64)
-    gather_keys(flat, r0, r1, gain, offset, not plan.identity, fw, pw, pw_ch, radial, c, pairs, keys, wf, n_valid)
-    if pairs.shape[0] == 0:
-        keys.sort(axis=-1)
-    s = np.empty((rows, n), np.float32)
-    idx = np.empty((rows, n), np.int32)
-    unpack_keys(keys, s.view(np.int32), idx)
-    del keys
-    kept = REJECTIONS[config.reject](s, n_valid, config, np.empty(rows, np.float32), NO_SUMS)
-    views = [a.reshape(rows) for a in out[:5]]
-    uncertainty = out[5].reshape(rows) if len(out) > 5 and out[5].size else _NO_F32
-    counters = np.zeros(4, np.int64)
-    combine_weighted(s, idx, wf, n_valid, COMBINE_CODES[config.combine], kept.lo, kept.hi, kept.iterations,
-                     kept.split, kept.keep, kept.winsor, *views, counters, uncertainty,
-                     UNCERTAINTY_CODES.get(config.combine, 0), mean_variance_factor(config))
-    return tuple(int(v) for v in counters)
-
-
-def _np_xp() -> Any:
-    import array_api_compat.numpy as xp  # noqa: PLC0415 - the NumPy namespace, only for radial maps
-
-    return xp

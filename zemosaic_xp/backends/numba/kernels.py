@@ -7,7 +7,7 @@ point, so that the ops ask once whether numba works and then call
 
 from __future__ import annotations
 
-from .band import stack_band, supports
+from .band import stack_band, stack_block, supports
 from .common import NO_SUMS
 from .kappa_sigma import kappa_sigma_rows
 from .sorting import merge_network, nan_to_inf_rows, sort_network_rows
@@ -15,4 +15,4 @@ from .wsc_pixinsight import wsc_pixinsight_rows
 from .wsc_zemosaic import wsc_rows, wsc_weighted_rows
 
 __all__ = ["NO_SUMS", "kappa_sigma_rows", "merge_network", "nan_to_inf_rows", "sort_network_rows", "stack_band",
-           "supports", "wsc_pixinsight_rows", "wsc_rows", "wsc_weighted_rows"]
+           "stack_block", "supports", "wsc_pixinsight_rows", "wsc_rows", "wsc_weighted_rows"]

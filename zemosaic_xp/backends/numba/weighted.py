@@ -45,7 +45,7 @@ from .sorting import NETWORK_LANES as LANES
 from .sorting import network
 from .winsorized_quantile import clamp
 
-__all__ = ["gather_keys", "unpack_keys", "combine_weighted", "frame_weight_rows"]
+__all__ = ["gather_keys", "gather_key_rows", "unpack_keys", "combine_weighted", "frame_weight_rows"]
 
 _FLIP = 0x7FFFFFFF
 _LOW = 0xFFFFFFFF
@@ -134,6 +134,71 @@ def gather_keys(src, r0, r1, gain, offset, normalise, fw, pw, n_pw_ch, radial, n
                 n_valid[base + lane] = count[lane]
                 for k in range(n):
                     keys[base + lane, k] = block[k, lane]
+
+
+@jit
+def gather_key_rows(x, n_ch, gain, offset, normalise, fw, pw, n_pw_ch, pairs, keys, wf, n_valid):
+    """:func:`gather_keys` for a block already in the samples-last layout (grid cells).
+
+    Parameters
+    ----------
+    x : ndarray, shape (P, N), float32, C-contiguous
+        ``P = h·w·C`` pixel rows (channels fastest), NaN = no data (an infinite value
+        is a valid sample here, as in the core's ``Samples``).
+    n_ch : int
+        Channels ``C``.
+    gain, offset : ndarray, shape (N, C) or (N, 0), float32
+        Normalisation, read only when ``normalise``.
+    normalise : bool
+        Whether to normalise.
+    fw : ndarray, shape (N, C) or (N, 0), float32
+        Frame weights; empty: none.
+    pw : ndarray, shape (P / C · n_pw_ch, N) or (0, N), float32
+        Per-pixel weights (``n_pw_ch`` 1: one for every channel); empty: none.
+    n_pw_ch : int
+        Channels of ``pw``.
+    pairs : ndarray, shape (P, 2), int64
+        Sorting network of N, or shape (0, 2).
+    keys, wf, n_valid : ndarray
+        Outputs, as :func:`gather_keys`.
+    """
+    rows, n = x.shape
+    inf = np.float32(np.inf)
+    one = np.float32(1.0)
+    has_fw = fw.shape[1] > 0
+    has_pw = pw.shape[0] > 0
+    block = np.empty((n, LANES), np.int64)
+    vals = np.empty(LANES, np.float32)
+    bits = vals.view(np.int32)
+    count = np.zeros(LANES, np.int64)
+    pad = (_ordered(np.int32(0x7F800000)) << 32) | np.int64(n)
+    for p0 in range(0, rows, LANES):
+        m = min(LANES, rows - p0)
+        for lane in range(LANES):
+            count[lane] = 0
+        for k in range(n):
+            for lane in range(m):
+                p = p0 + lane
+                ch = p % n_ch
+                v = x[p, k]
+                y = np.float32(np.float32(v * gain[k, ch]) + offset[k, ch]) if normalise else v
+                w = fw[k, ch] if has_fw else one
+                if has_pw:
+                    w = np.float32(w * pw[p if n_pw_ch > 1 else p // n_ch, k])
+                ok = (y == y) & ((w - w) == 0) & (w > 0)
+                wf[p, k] = w if ok else np.float32(0.0)
+                count[lane] += ok
+                vals[lane] = y if ok else inf
+            for lane in range(m):
+                block[k, lane] = (_ordered(bits[lane]) << 32) | np.int64(k)
+            for lane in range(m, LANES):
+                block[k, lane] = pad
+        if pairs.shape[0]:
+            network(block, pairs)
+        for lane in range(m):
+            n_valid[p0 + lane] = count[lane]
+            for k in range(n):
+                keys[p0 + lane, k] = block[k, lane]
 
 
 @jit

@@ -36,7 +36,7 @@ import numpy as np
 
 from ...core.uncertainty import mean_variance_factor
 from .combine import COMBINE_CODES, UNCERTAINTY_CODES, combine_ranges
-from .common import NO_SUMS, inline, jit, midpoint
+from .common import NO_SUMS, jit, median_sums_lanes
 from .rejections import NO_F32 as _NO_F32
 from .rejections import REJECT_CODES, REJECTIONS, Kept
 from .sorting import NETWORK_LANES as LANES
@@ -141,7 +141,7 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centr
                 for k in range(n):
                     s[base + lane, k] = block[k, lane]
             if pairs.shape[0]:
-                _median_sums(block, count, centre, sums, base, m, med32, med, acc1, acc2)
+                median_sums_lanes(block, count, centre, sums, base, m, med32, med, acc1, acc2)
     return overflow
 
 
@@ -162,52 +162,6 @@ def count_sorted(s, n_valid):
         while j > 0 and s[p, j - 1] == inf:
             j -= 1
         n_valid[p] = j
-
-
-@inline
-def _median_sums(block, count, centre, sums, base, m, med32, med, acc1, acc2):
-    """Median, ``Σd`` and ``Σd²`` (``d = x − median``) of each sorted lane of ``block``.
-
-    Vectorised over the lanes: every lane's median is first taken as if it were
-    full (two rows of the block), then the few lanes with missing samples are
-    redone; one float64 accumulator per lane adds the lane's samples in order,
-    where a loop along one row is a chain of dependent adds. ``med32`` (float32),
-    ``med``, ``acc1``, ``acc2`` (float64) are scratch arrays of :data:`LANES`. The
-    invalid samples of ``block`` (already stored) are overwritten by the median:
-    they then add exact zeros, and the loop needs no mask.
-    """
-    n = block.shape[0]
-    lower = block[(n - 1) // 2]
-    upper = block[n // 2]
-    for lane in range(LANES):
-        a = lower[lane]
-        b = upper[lane]
-        med32[lane] = midpoint(a, b)
-    for lane in range(LANES):
-        c = count[lane]
-        if c < n:
-            value = np.float32(0.0)  # no valid sample: centre 0, as the core
-            if c > 0:
-                a = block[(c - 1) // 2, lane]
-                b = block[c // 2, lane]
-                value = midpoint(a, b)
-            med32[lane] = value
-            for k in range(c, n):
-                block[k, lane] = value
-    for lane in range(LANES):
-        med[lane] = np.float64(med32[lane])
-        acc1[lane] = 0.0
-        acc2[lane] = 0.0
-    for k in range(n):
-        brow = block[k]
-        for lane in range(LANES):
-            d = np.float64(brow[lane]) - med[lane]
-            acc1[lane] += d
-            acc2[lane] += d * d
-    for lane in range(m):
-        centre[base + lane] = med32[lane]
-        sums[base + lane, 0] = acc1[lane]
-        sums[base + lane, 1] = acc2[lane]
 
 
 @jit

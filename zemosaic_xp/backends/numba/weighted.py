@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from .combine import _from_sums, _merge_clamped
-from .common import inline, jit, median_range, pairwise_sum
+from .common import inline, jit, median_range, median_sums_lanes, pairwise_sum
 from .sorting import NETWORK_LANES as LANES
 from .sorting import network
 from .winsorized_quantile import clamp
@@ -59,7 +59,8 @@ def _ordered(bits):
 
 
 @jit
-def gather_keys(src, r0, r1, gain, offset, normalise, fw, pw, n_pw_ch, radial, n_ch, pairs, keys, wf, n_valid):
+def gather_keys(src, r0, r1, gain, offset, normalise, fw, pw, n_pw_ch, radial, n_ch, pairs, keys, wf, n_valid,
+                s, idx, centre, sums):
     """Weighted, normalised samples of rows ``[r0, r1)`` as sortable keys, pixel-major.
 
     Parameters
@@ -83,15 +84,27 @@ def gather_keys(src, r0, r1, gain, offset, normalise, fw, pw, n_pw_ch, radial, n
     n_ch : int
         Channels ``C`` of the frames.
     pairs : ndarray, shape (P, 2), int64
-        Sorting network of N, or shape (0, 2): the keys are left unsorted.
-    keys : ndarray, shape ((r1 − r0)·Q, N), int64 (output)
+        Sorting network of N, or shape (0, 2): the keys are left unsorted in ``keys``
+        (the caller sorts and unpacks them).
+    keys : ndarray, shape ((r1 − r0)·Q, N), int64 (output, without a network)
         Per row ``(i − r0)·Q + q``: ``ordered(bits(value)) << 32 | frame``, the
-        value ``+inf`` for invalid samples; sorted with a network.
+        value ``+inf`` for invalid samples.
     wf : ndarray, shape ((r1 − r0)·Q, N), float32 (output)
         Each sample's weight in frame order, 0 for invalid samples.
     n_valid : ndarray, shape ((r1 − r0)·Q,), int64 (output)
         Valid samples per row: raw value finite, normalised value not NaN, weight
         finite and ``> 0``.
+    s, idx : ndarray, shape ((r1 − r0)·Q, N), float32 and int32 (outputs, with a network)
+        The sorted rows and the frame of each position (:func:`unpack_keys`).
+    centre, sums : ndarray, shape ((r1 − r0)·Q,) and ((r1 − r0)·Q, 2) (outputs, with a network)
+        Each row's median and ``Σd``, ``Σd²`` about it, as the unweighted gather
+        (:func:`~.common.median_sums_lanes`): the start of the κ-σ and WSC kernels.
+
+    Returns
+    -------
+    bool
+        A valid sample is infinite (a normalisation overflow, or an infinite value
+        of a samples-last source): ``centre`` and ``sums`` are then not usable.
     """
     n, _, q = src.shape
     inf = np.float32(np.inf)
@@ -100,9 +113,16 @@ def gather_keys(src, r0, r1, gain, offset, normalise, fw, pw, n_pw_ch, radial, n
     has_pw = pw.shape[2] > 0
     has_rad = radial.shape[1] > 0
     block = np.empty((n, LANES), np.int64)
+    fblock = np.empty((n, LANES), np.float32)
+    fbits = fblock.view(np.int32)
     vals = np.empty(LANES, np.float32)
     bits = vals.view(np.int32)
     count = np.zeros(LANES, np.int64)
+    med32 = np.empty(LANES, np.float32)
+    med = np.empty(LANES, np.float64)
+    acc1 = np.empty(LANES, np.float64)
+    acc2 = np.empty(LANES, np.float64)
+    overflow = False
     pad = (_ordered(np.int32(0x7F800000)) << 32) | np.int64(n)
     for i in range(r0, r1):
         for j0 in range(0, q, LANES):
@@ -121,6 +141,7 @@ def gather_keys(src, r0, r1, gain, offset, normalise, fw, pw, n_pw_ch, radial, n
                     if has_rad:
                         w = np.float32(w * radial[i - r0, j // n_ch])
                     ok = ((v - v) == 0) & (y == y) & ((w - w) == 0) & (w > 0)
+                    overflow |= ok & ((y - y) != 0)
                     wf[base + lane, k] = w if ok else np.float32(0.0)
                     count[lane] += ok
                     vals[lane] = y if ok else inf
@@ -128,16 +149,36 @@ def gather_keys(src, r0, r1, gain, offset, normalise, fw, pw, n_pw_ch, radial, n
                     block[k, lane] = (_ordered(bits[lane]) << 32) | np.int64(k)
                 for lane in range(m, LANES):
                     block[k, lane] = pad
-            if pairs.shape[0]:
-                network(block, pairs)
             for lane in range(m):
                 n_valid[base + lane] = count[lane]
-                for k in range(n):
-                    keys[base + lane, k] = block[k, lane]
+            if pairs.shape[0]:
+                network(block, pairs)
+                _decode(block, fblock, fbits, s, idx, base, m)
+                median_sums_lanes(fblock, count, centre, sums, base, m, med32, med, acc1, acc2)
+            else:
+                for lane in range(m):
+                    for k in range(n):
+                        keys[base + lane, k] = block[k, lane]
+    return overflow
+
+
+@inline
+def _decode(block, fblock, fbits, s, idx, base, m):
+    """Split sorted keys into their values (``fblock``, via its int32 view ``fbits``) and rows of ``s``, ``idx``."""
+    n, lanes = block.shape
+    for k in range(n):
+        for lane in range(lanes):
+            b = block[k, lane] >> 32
+            fbits[k, lane] = np.int32(b ^ _FLIP if b < 0 else b)
+    for lane in range(m):
+        for k in range(n):
+            s[base + lane, k] = fblock[k, lane]
+            idx[base + lane, k] = np.int32(block[k, lane] & _LOW)
 
 
 @jit
-def gather_key_rows(x, n_ch, gain, offset, normalise, fw, pw, n_pw_ch, pairs, keys, wf, n_valid):
+def gather_key_rows(x, n_ch, gain, offset, normalise, fw, pw, n_pw_ch, pairs, keys, wf, n_valid, s, idx, centre,
+                    sums):
     """:func:`gather_keys` for a block already in the samples-last layout (grid cells).
 
     Parameters
@@ -159,8 +200,13 @@ def gather_key_rows(x, n_ch, gain, offset, normalise, fw, pw, n_pw_ch, pairs, ke
         Channels of ``pw``.
     pairs : ndarray, shape (P, 2), int64
         Sorting network of N, or shape (0, 2).
-    keys, wf, n_valid : ndarray
+    keys, wf, n_valid, s, idx, centre, sums : ndarray
         Outputs, as :func:`gather_keys`.
+
+    Returns
+    -------
+    bool
+        A valid sample is infinite: ``centre`` and ``sums`` are not usable.
     """
     rows, n = x.shape
     inf = np.float32(np.inf)
@@ -168,9 +214,16 @@ def gather_key_rows(x, n_ch, gain, offset, normalise, fw, pw, n_pw_ch, pairs, ke
     has_fw = fw.shape[1] > 0
     has_pw = pw.shape[0] > 0
     block = np.empty((n, LANES), np.int64)
+    fblock = np.empty((n, LANES), np.float32)
+    fbits = fblock.view(np.int32)
     vals = np.empty(LANES, np.float32)
     bits = vals.view(np.int32)
     count = np.zeros(LANES, np.int64)
+    med32 = np.empty(LANES, np.float32)
+    med = np.empty(LANES, np.float64)
+    acc1 = np.empty(LANES, np.float64)
+    acc2 = np.empty(LANES, np.float64)
+    overflow = False
     pad = (_ordered(np.int32(0x7F800000)) << 32) | np.int64(n)
     for p0 in range(0, rows, LANES):
         m = min(LANES, rows - p0)
@@ -186,6 +239,7 @@ def gather_key_rows(x, n_ch, gain, offset, normalise, fw, pw, n_pw_ch, pairs, ke
                 if has_pw:
                     w = np.float32(w * pw[p if n_pw_ch > 1 else p // n_ch, k])
                 ok = (y == y) & ((w - w) == 0) & (w > 0)
+                overflow |= ok & ((y - y) != 0)
                 wf[p, k] = w if ok else np.float32(0.0)
                 count[lane] += ok
                 vals[lane] = y if ok else inf
@@ -193,12 +247,17 @@ def gather_key_rows(x, n_ch, gain, offset, normalise, fw, pw, n_pw_ch, pairs, ke
                 block[k, lane] = (_ordered(bits[lane]) << 32) | np.int64(k)
             for lane in range(m, LANES):
                 block[k, lane] = pad
-        if pairs.shape[0]:
-            network(block, pairs)
         for lane in range(m):
             n_valid[p0 + lane] = count[lane]
-            for k in range(n):
-                keys[p0 + lane, k] = block[k, lane]
+        if pairs.shape[0]:
+            network(block, pairs)
+            _decode(block, fblock, fbits, s, idx, p0, m)
+            median_sums_lanes(fblock, count, centre, sums, p0, m, med32, med, acc1, acc2)
+        else:
+            for lane in range(m):
+                for k in range(n):
+                    keys[p0 + lane, k] = block[k, lane]
+    return overflow
 
 
 @jit
@@ -270,8 +329,6 @@ def combine_weighted(s, idx, wf, n_valid, combine, lo, hi, iterations, split, ke
     rewinsor = winsor.shape[0] > 0
     has_se = uncertainty.shape[0] > 0
     t = np.empty((1, n), np.float32)
-    xk = np.empty(n, np.float32)
-    wk = np.empty(n, np.float32)
     num = np.empty(n)
     den = np.empty(n)
     frames = np.empty((64, 3), np.int64)
@@ -289,26 +346,24 @@ def combine_weighted(s, idx, wf, n_valid, combine, lo, hi, iterations, split, ke
         split_row = has_split and split[p]
         q_lo = winsor[p, 0] if rewinsor else np.float32(0.0)
         q_hi = winsor[p, 1] if rewinsor else np.float32(0.0)
+        # Sorted positions that may be kept: the range, or every valid one.
+        j0 = 0 if (rewinsor or split_row) else a
+        j1 = nv if (rewinsor or split_row) else b
         for k in range(n):
-            xk[k] = 0.0
-            wk[k] = 0.0
+            num[k] = 0.0
+            den[k] = 0.0
         count = 0
-        for j in range(n):
-            inside = a <= j < b
-            if rewinsor:
-                kept = j < nv
-            elif split_row:
-                kept = j < nv and keep[p, j]
-            else:
-                kept = inside
+        for j in range(j0, j1):
             f = idx[p, j]
-            if kept and wf[p, f] > 0:
+            w = wf[p, f]
+            if w > 0 and not (split_row and not keep[p, j]):
                 v = s[p, j]
-                if rewinsor and not inside:
+                if rewinsor and not a <= j < b:
                     v = clamp(v, q_lo, q_hi)
-                xk[f] = v
-                wk[f] = wf[p, f]
+                num[f] = np.float64(np.float32(w * v))
+                den[f] = np.float64(w)
                 count += 1
+        big_w = pairwise_sum(den, n, frames, values)
         # The sorted kept values, for the median, min and max: a range of s or a copy in t.
         arr = s
         row = p
@@ -325,10 +380,6 @@ def combine_weighted(s, idx, wf, n_valid, combine, lo, hi, iterations, split, ke
             arr = t
             row = 0
             start = 0
-        for k in range(n):
-            num[k] = np.float64(np.float32(wk[k] * xk[k]))
-            den[k] = np.float64(wk[k])
-        big_w = pairwise_sum(den, n, frames, values)
         value = nan
         if count > 0:
             if combine == 1:
@@ -344,8 +395,11 @@ def combine_weighted(s, idx, wf, n_valid, combine, lo, hi, iterations, split, ke
         image[p] = value
         weight_sum[p] = np.float32(big_w)
         if has_se:
-            uncertainty[p] = _weighted_se(xk, wk, n, count, value, big_w, se_mode, se_factor, num, den, frames,
-                                          values) if count >= 2 and se_mode > 0 else nan
+            se = nan
+            if count >= 2 and se_mode > 0:
+                se = _weighted_se(s, idx, wf, p, j0, j1, split_row, keep, rewinsor, a, b, q_lo, q_hi, count, value,
+                                  big_w, se_mode, se_factor)
+            uncertainty[p] = se
         coverage[p] = count
         n_low[p] = a
         n_high[p] = nv - b
@@ -359,38 +413,48 @@ def combine_weighted(s, idx, wf, n_valid, combine, lo, hi, iterations, split, ke
 
 
 @inline
-def _weighted_se(xk, wk, n, count, value, big_w, mode, factor, d, e, frames, values):
-    """``core.uncertainty.standard_error`` of one pixel from its kept samples in frame order.
+def _weighted_se(s, idx, wf, p, j0, j1, split_row, keep, rewinsor, a, b, q_lo, q_hi, count, value, big_w, mode,
+                 factor):
+    """``core.uncertainty.standard_error`` of one pixel, in one pass over its kept samples.
 
-    ``xk``, ``wk``: values and weights (0 where not kept); ``d``, ``e`` are float64
-    scratch of N. Shifted by the combined value (by the mean for a sum), as the core.
+    Shifted by the combined value (by the mean for a sum), as the core: ``d = x − c``.
+    Weighted (mean, sum): ``μ = Σ w·d / W`` and ``Σ w²(d − μ)² = Σ w²d² − 2μ Σ w²d + μ² Σ w²``
+    (``μ`` is a rounding error of the shift, so nothing cancels); median: the unweighted
+    ``Σd``, ``Σd²``. Sequential float64 sums in sorted order (the core: ``vecdot``).
     """
     shift = value if (value - value) == 0 else np.float32(0.0)
     if mode == 2:
         shift = np.float32(shift / np.float32(count))
     c = np.float64(shift)
-    for k in range(n):
-        d[k] = np.float64(xk[k]) - c if wk[k] > 0 else 0.0
+    s1 = 0.0
+    s2 = 0.0
+    swd = 0.0
+    sw2 = 0.0
+    sw2d = 0.0
+    sw2d2 = 0.0
+    for j in range(j0, j1):
+        w = np.float64(wf[p, idx[p, j]])
+        if w > 0 and not (split_row and not keep[p, j]):
+            v = s[p, j]
+            if rewinsor and not a <= j < b:
+                v = clamp(v, q_lo, q_hi)
+            d = np.float64(v) - c
+            s1 += d
+            s2 += d * d
+            swd += w * d
+            w2 = w * w
+            sw2 += w2
+            sw2d += w2 * d
+            sw2d2 += w2 * d * d
     se = np.float32(np.nan)
     if mode == 3:
-        # The median's estimator is unweighted: Σd and Σd² of the survivors.
-        s1 = pairwise_sum(d, n, frames, values)
-        for k in range(n):
-            e[k] = d[k] * d[k]
-        se = _from_sums(s1, pairwise_sum(e, n, frames, values), count, mode, factor)
+        se = _from_sums(s1, s2, count, mode, factor)
     else:
-        for k in range(n):
-            e[k] = np.float64(wk[k]) * d[k]
-        mu = pairwise_sum(e, n, frames, values) / (big_w if big_w > 0 else 1.0)
-        for k in range(n):
-            w = np.float64(wk[k])
-            e[k] = w * w
-        w_sq = pairwise_sum(e, n, frames, values)
-        for k in range(n):
-            r = np.float64(wk[k]) * (d[k] - mu)
-            e[k] = r * r
-        ss = pairwise_sum(e, n, frames, values)
-        dof = big_w * big_w - w_sq
+        mu = swd / (big_w if big_w > 0 else 1.0)
+        ss = sw2d2 - 2.0 * mu * sw2d + mu * mu * sw2
+        if not ss > 0:
+            ss = 0.0
+        dof = big_w * big_w - sw2
         if dof > 0:
             var = ss / dof * factor
             if mode == 2:

@@ -52,11 +52,9 @@ def stack_band_weighted(flat: np.ndarray, r0: int, r1: int, pairs: np.ndarray, c
             r1 - r0, w, row_start=row_start, full_height=full_height, col_start=0, full_width=w,
             feather_fraction=config.radial_feather_fraction, shape_power=config.radial_shape_power,
             floor=config.radial_floor, xp=_np_xp()), dtype=np.float32)
-    keys = np.empty((rows, n), np.int64)
-    wf = np.empty((rows, n), np.float32)
-    n_valid = np.empty(rows, np.int64)
-    gather_keys(flat, r0, r1, gain, offset, not plan.identity, fw, pw, pw_ch, radial, c, pairs, keys, wf, n_valid)
-    return _reject_combine_weighted(keys, wf, n_valid, pairs, config, out)
+    bufs = _buffers(rows, n, pairs)
+    overflow = gather_keys(flat, r0, r1, gain, offset, not plan.identity, fw, pw, pw_ch, radial, c, pairs, *bufs)
+    return _reject_combine_weighted(bufs, overflow, pairs, config, out)
 
 
 def stack_block(values: np.ndarray, weights: np.ndarray | None, pairs: np.ndarray, config: Any, plan: Any,
@@ -104,24 +102,31 @@ def stack_block(values: np.ndarray, weights: np.ndarray | None, pairs: np.ndarra
     else:
         pw_ch = int(weights.shape[2])
         pw = np.ascontiguousarray(weights, dtype=np.float32).reshape(h * w * pw_ch, n)
-    keys = np.empty((rows, n), np.int64)
-    wf = np.empty((rows, n), np.float32)
-    n_valid = np.empty(rows, np.int64)
-    gather_key_rows(x, c, gain, offset, not plan.identity, fw, pw, pw_ch, pairs, keys, wf, n_valid)
-    return _reject_combine_weighted(keys, wf, n_valid, pairs, config, out)
+    bufs = _buffers(rows, n, pairs)
+    overflow = gather_key_rows(x, c, gain, offset, not plan.identity, fw, pw, pw_ch, pairs, *bufs)
+    return _reject_combine_weighted(bufs, overflow, pairs, config, out)
 
 
-def _reject_combine_weighted(keys: np.ndarray, wf: np.ndarray, n_valid: np.ndarray, pairs: np.ndarray,
-                             config: Any, out: tuple[np.ndarray, ...]) -> tuple[int, int, int, int]:
+def _buffers(rows: int, n: int, pairs: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``keys, wf, n_valid, s, idx, centre, sums`` of a gather (``keys`` only without a network)."""
+    keys = np.empty((0 if pairs.shape[0] else rows, n), np.int64)
+    return (keys, np.empty((rows, n), np.float32), np.empty(rows, np.int64), np.empty((rows, n), np.float32),
+            np.empty((rows, n), np.int32), np.empty(rows, np.float32), np.empty((rows, 2), np.float64))
+
+
+def _reject_combine_weighted(bufs: tuple[np.ndarray, ...], overflow: bool, pairs: np.ndarray, config: Any,
+                             out: tuple[np.ndarray, ...]) -> tuple[int, int, int, int]:
     """Sort the keys (when no network did), reject on the values, combine with the weights."""
-    rows, n = keys.shape
+    keys, wf, n_valid, s, idx, centre, sums = bufs
+    rows = s.shape[0]
     if pairs.shape[0] == 0:
         keys.sort(axis=-1)
-    s = np.empty((rows, n), np.float32)
-    idx = np.empty((rows, n), np.int32)
-    unpack_keys(keys, s.view(np.int32), idx)
+        unpack_keys(keys, s.view(np.int32), idx)
+        sums = NO_SUMS  # the kernels take their medians and sums themselves
+    if overflow:
+        sums = NO_SUMS  # an infinite valid sample: the gather's sums are not the kernels'
     del keys
-    kept = REJECTIONS[config.reject](s, n_valid, config, np.empty(rows, np.float32), NO_SUMS)
+    kept = REJECTIONS[config.reject](s, n_valid, config, centre, sums)
     views = [a.reshape(rows) for a in out[:5]]
     uncertainty = out[5].reshape(rows) if len(out) > 5 and out[5].size else NO_F32
     counters = np.zeros(4, np.int64)

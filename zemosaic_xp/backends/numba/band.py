@@ -1,7 +1,8 @@
 """Whole bands on the NumPy backend with numba: frames in, results out.
 
-For unweighted stacks — the identity or a gain/offset normalisation, any rejection,
-any of the combines — the general pipeline of ``core/pipeline.py`` costs more around
+(Weighted stacks — quality, user frame, per-pixel or radial weights — take the same
+entry, :func:`stack_band`, and go through :mod:`.weighted_band`.) For unweighted
+stacks — the identity or a gain/offset normalisation, any rejection, any of the combines — the general pipeline of ``core/pipeline.py`` costs more around
 the rejection than in it: a transposing band copy, a NaN pass, a copy for the sort,
 some 25 vector passes over the band's pixels to combine and count, and a
 concatenation of the bands. Here (``NumpyOps.band_stacker``) a band goes through
@@ -14,7 +15,8 @@ three compiled steps instead:
    pixel's median and centred sums, vectorised over the 32 pixels. Larger stacks
    are sorted afterwards by NumPy's SIMD sort, in place, and counted by
    :func:`count_sorted`;
-2. a rejection kernel on the sorted rows, one module per algorithm (:data:`REJECTIONS`):
+2. a rejection kernel on the sorted rows, one module per algorithm (:data:`REJECTIONS`,
+   in :mod:`.rejections`):
    :mod:`.kappa_sigma`, :mod:`.wsc_pixinsight` (the default WSC), :mod:`.wsc_zemosaic`
    (``wsc_impl="zemosaic"``), :mod:`.percentile`, :mod:`.mad`, :mod:`.minmax`,
    :mod:`.gesd`, :mod:`.linear_fit_clip` and :mod:`.winsorized_quantile`;

@@ -456,9 +456,24 @@ def median_sums_lanes(block, count, centre, sums, base, m, med32, med, acc1, acc
     full (two rows of the block), then the few lanes with missing samples are
     redone; one float64 accumulator per lane adds the lane's samples in order,
     where a loop along one row is a chain of dependent adds. ``med32`` (float32),
-    ``med``, ``acc1``, ``acc2`` (float64) are scratch arrays of ``block.shape[1]`` (the sorting network's lanes). The
-    invalid samples of ``block`` (already stored) are overwritten by the median:
+    ``med``, ``acc1``, ``acc2`` (float64) are scratch arrays of one value per lane.
+    The invalid samples of ``block`` (already stored) are overwritten by the median:
     they then add exact zeros, and the loop needs no mask.
+
+    Parameters
+    ----------
+    block : ndarray, shape (N, L), float32
+        Sorted lanes (a sorting network's block), invalid samples last as ``+inf``.
+    count : ndarray, shape (L,), int
+        Valid samples of each lane.
+    centre : ndarray, float32 (output)
+        ``centre[base + lane]``: the lane's median, 0 without valid samples.
+    sums : ndarray, shape (·, 2), float64 (output)
+        ``sums[base + lane]``: ``Σd``, ``Σd²`` of the lane's valid samples.
+    base, m : int
+        First output row, and lanes to write (the others are padding).
+    med32, med, acc1, acc2 : ndarray, shape (L,)
+        Scratch (float32, float64, float64, float64).
     """
     n, lanes = block.shape
     lower = block[(n - 1) // 2]

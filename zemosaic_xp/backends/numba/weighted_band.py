@@ -24,7 +24,22 @@ __all__ = ["normalisation_rows", "stack_band_weighted", "stack_block"]
 
 
 def normalisation_rows(plan: Any, n: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel gains and offsets repeated along the row (the kernels read them like the data)."""
+    """Per-channel gains and offsets repeated along the row (the kernels read them like the data).
+
+    Parameters
+    ----------
+    plan : FramePlan
+        Its ``(N, C)`` ``gain`` and ``offset`` and ``identity``.
+    n, w : int
+        Frames and row width.
+
+    Returns
+    -------
+    gain : ndarray, shape (N, W·C), float32, C-contiguous
+        Shape (N, 0) for the identity normalisation (the kernels then skip it).
+    offset : ndarray
+        The offsets, the same way.
+    """
     if plan.identity:
         empty = np.zeros((n, 0), np.float32)
         return empty, empty
@@ -36,7 +51,33 @@ def normalisation_rows(plan: Any, n: int, w: int) -> tuple[np.ndarray, np.ndarra
 def stack_band_weighted(flat: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any, plan: Any,
                          out: tuple[np.ndarray, ...], w: int, c: int, row_start: int, full_height: int,
                          pixel_weights: np.ndarray | None) -> tuple[int, int, int, int]:
-    """:func:`stack_band` with weights: keys sorted with their frames (:mod:`.weighted`)."""
+    """:func:`~.band.stack_band` with weights: keys sorted with their frames (:mod:`.weighted`).
+
+    Parameters
+    ----------
+    flat : ndarray, shape (N, H, W·C), float32, C-contiguous
+        The frames (or a band of them), each row's channels interleaved.
+    r0, r1 : int
+        The band's rows in ``flat``.
+    pairs : ndarray, shape (P, 2), int64
+        Sorting network of N, or shape (0, 2) to sort with NumPy.
+    config, plan : StackConfig, FramePlan
+        The stack's methods; normalisation and frame weights.
+    out : tuple of ndarray, each shape (r1 − r0, W, C), C-contiguous
+        The six results, as :func:`~.band.stack_band`.
+    w, c : int
+        Frame width and channels.
+    row_start, full_height : int
+        Frame row of the band's first row and frame height: where the radial map is
+        evaluated (``config.radial_weight``).
+    pixel_weights : ndarray, shape (N, r1 − r0, W, C or 1), or None
+        Per-pixel weights of the band's rows.
+
+    Returns
+    -------
+    tuple of int
+        ``(iterations, n_valid, n_low, n_high)`` of the band.
+    """
     n, _, q = flat.shape
     rows = (r1 - r0) * q
     gain, offset = normalisation_rows(plan, n, w)

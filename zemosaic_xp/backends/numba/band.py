@@ -2,8 +2,9 @@
 
 (Weighted stacks — quality, user frame, per-pixel or radial weights — take the same
 entry, :func:`stack_band`, and go through :mod:`.weighted_band`.) For unweighted
-stacks — the identity or a gain/offset normalisation, any rejection, any of the combines — the general pipeline of ``core/pipeline.py`` costs more around
-the rejection than in it: a transposing band copy, a NaN pass, a copy for the sort,
+stacks — the identity or a gain/offset normalisation, any rejection, any of the
+combines — the general pipeline of ``core/pipeline.py`` costs more around the
+rejection than in it: a transposing band copy, a NaN pass, a copy for the sort,
 some 25 vector passes over the band's pixels to combine and count, and a
 concatenation of the bands. Here (``NumpyOps.band_stacker``) a band goes through
 three compiled steps instead:

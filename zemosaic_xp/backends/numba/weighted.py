@@ -12,25 +12,30 @@ standard error of ``core.uncertainty``.
 
 A band goes through three compiled steps, as the unweighted path of :mod:`.band`:
 
-1. :func:`gather_keys` reads 32 positions of every frame at a time, normalises them,
-   forms their weights, and makes of each sample one int64 key: the float32's bits
-   mapped to an ordered integer, then the frame index. Sorting the keys (a sorting
-   network for N <= 48, NumPy's sort above) is a *stable* sort of the values: equal
-   values stay in frame order, as the core's ranks (``_sorted_ranks``: a stable
-   argsort) break ties, so every kept range and split set names the same frames as
-   the core's keep mask. :func:`unpack_keys` splits the sorted keys into the sorted
-   rows ``s`` the rejection kernels read and the frame index of each position;
-2. the rejection kernels of :data:`.band.REJECTIONS`, unchanged, on the values;
-3. :func:`combine_weighted` rebuilds each pixel's kept samples in frame order and
-   sums them with NumPy's pairwise summation (:func:`~.common.pairwise_sum`), so the
+1. :func:`gather_keys` (frames-first bands) or :func:`gather_key_rows` (samples-last
+   blocks: grid cells) reads 32 pixels at a time, normalises them, forms their
+   weights, and makes of each sample one int64 key: the float32's bits mapped to an
+   ordered integer, then the frame index. Sorting the keys (a sorting network for
+   N <= 48, NumPy's sort above) is a *stable* sort of the values: equal values stay
+   in frame order, as the core's ranks (``_sorted_ranks``: a stable argsort) break
+   ties, so every kept range and split set names the same frames as the core's keep
+   mask. The sorted keys are split into the rows ``s`` the rejection kernels read and
+   the frame of each position (in the gather with a network, where the medians and
+   centred sums are also taken as the unweighted gather does; :func:`unpack_keys`
+   after NumPy's sort);
+2. the rejection kernels of :data:`.rejections.REJECTIONS`, unchanged, on the values;
+3. :func:`combine_weighted` puts each pixel's kept samples back in frame order and
+   adds them with NumPy's pairwise summation (:func:`~.common.pairwise_sum`), so the
    mean, the sum and the weight sum are the core's bit for bit.
 
-The standard error is the core's estimator; its float64 sums are taken in frame order
-(the mean's ``Σ w·d``, ``Σ w²``, ``Σ (w·d)²``, and the median's ``Σ d``, ``Σ d²``) where
-the core's ``vecdot`` (BLAS) adds in its own order: equal to about 1e-12 relative
-(the tests allow 1e-6). Two corners as in :mod:`.combine`: ``−0`` sorts before ``+0``
-here (the core keeps them in frame order), and a normalised sample that overflowed to
-``+inf`` is kept by rank here where the core may keep it by value.
+The standard error is the core's estimator, its float64 sums taken in one pass over
+the kept samples in sorted order (``Σ w·d``, ``Σ w²``, ``Σ w²d``, ``Σ w²d²``; the
+median's ``Σ d``, ``Σ d²``) where the core adds with ``vecdot`` (BLAS) in its own
+order: equal up to float64 rounding (the tests allow 1e-6 relative). Two corners as
+in :mod:`.combine`: ``−0`` sorts before ``+0`` here (the core keeps them in frame
+order), and a sample whose normalised value overflowed to ``±inf`` is kept by rank
+here where the core may keep it by value; with such a sample in a band the rejection
+kernels take their own sums.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Every rejection × combine × weight kind (quality weights, user frame weights, per-pixel
 weights, radial weights, all together): image, weight_sum, coverage and the rejection
 maps identical to the bit, the same statistics, the uncertainty map within 1e-6
-relative (its float64 sums are added in frame order, the core's ``vecdot`` in BLAS's
-order). Frame counts cover the sorting network (<= 48) and NumPy's sort; the edge rows
+relative (its float64 sums are added in one pass in sorted order, the core's
+``vecdot`` in BLAS's order). Frame counts cover the sorting network (<= 48) and NumPy's sort; the edge rows
 of :func:`~tests.backends.numba_band.mixed_frames` (ties, NaN holes, empty pixels,
 ±inf, values over 18 decades); zero and NaN weights; band-size invariance; a known
 answer.

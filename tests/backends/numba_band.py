@@ -82,7 +82,7 @@ def stack_both(frames, config: StackConfig, *, reference: str = "portable", **kw
             with portable_only():
                 ref = stack(frames, config=config, **kwargs)
         else:
-            with mock.patch.object(kernels, "supports", lambda config, plan: False):
+            with mock.patch.object(kernels, "supports", lambda config, plan, *args: False):
                 ref = stack(frames, config=config, **kwargs)
     return fast, ref
 

@@ -36,8 +36,8 @@ def test_torch_cpu_stack_is_delegated_to_numpy_and_says_so(torch_backend, monkey
     monkeypatch.setattr(NumpyOps, "sort_valid", spy)
     monkeypatch.setattr(TorchCpuOps, "sort_valid", torch_band_path)
     frames = torch.from_numpy(make_stack(n_frames=7, shape=(12, 10), seed=1).frames)
-    # Radial weights: the numba band kernels decline, the core's pipeline sorts.
-    config = StackConfig.plain(reject="linear_fit_clip", radial_weight=True)
+    # A percentile combine: the numba band kernels decline, the core's pipeline sorts.
+    config = StackConfig.plain(reject="linear_fit_clip", combine="percentile", radial_weight=True)
     result = stack(frames, config=config)
     numpy_name = NumpyOps(get_backend("numpy").xp).name
     assert result.stats["ops"] == f"{numpy_name} (delegated)"

@@ -44,8 +44,8 @@ def test_fits_streaming_equals_stack_in_memory(tmp_path, rgb_frames, mono_frames
     config = StackConfig(reject=reject, combine=combine, frame_stats_samples=300)
     paths = write_frames(tmp_path, frames)
     ref = stack(frames, config=config)
-    result = stack_master_tile(paths, config, backend="numpy", memory_budget_bytes=30_000)
-    assert result.stats["n_bands"] > 3  # really streamed in bands
+    result = stack_master_tile(paths, config, backend="numpy", memory_budget_bytes=12_000)
+    assert result.stats["n_bands"] > 3  # really streamed in bands (native blocks too: weighted configs)
     assert result.image.shape == frames.shape[1:] and result.image.dtype == np.float32
     assert result.alpha.dtype == np.uint8 and result.alpha.shape == frames.shape[1:3]
     assert result.used_gpu is False and result.stats["backend"] == "numpy"
@@ -55,7 +55,7 @@ def test_fits_streaming_equals_stack_in_memory(tmp_path, rgb_frames, mono_frames
 def test_band_budget_and_spill_do_not_change_the_result(tmp_path, rgb_frames):
     paths = write_frames(tmp_path, rgb_frames)
     big = stack_master_tile(paths, backend="numpy", memory_budget_bytes=10**9)
-    small = stack_master_tile(paths, backend="numpy", memory_budget_bytes=20_000)
+    small = stack_master_tile(paths, backend="numpy", memory_budget_bytes=9_000)
     assert big.stats["n_bands"] == 1 and small.stats["band_rows"] == 1
     assert small.stats["frame_stats_spilled"] and not big.stats["frame_stats_spilled"]
     np.testing.assert_array_equal(small.image, big.image)

@@ -31,6 +31,10 @@ CONFIGS = [
     StackConfig(normalize="none", weighting="none", reject="gesd"),
     StackConfig(normalize="linear_fit", weighting="none", reject="linear_fit_clip"),
     StackConfig(normalize="none", weighting="none", reject="winsorized_quantile", winsor_rewinsor=True),
+    # Weighted (issue 13): the default config (quality weights, WSC), radial weights.
+    StackConfig(),
+    StackConfig(reject="kappa_sigma", combine="median", radial_weight=True),
+    StackConfig(normalize="linear_fit", reject="linear_fit_clip", combine="sum", radial_weight=True),
 ]
 
 
@@ -60,6 +64,7 @@ def test_native_path_equals_the_core_path_and_stack(request, data, config):
     assert native.stats["n_bands"] > 1  # several blocks, several sub-bands
     np.testing.assert_array_equal(native.image, core.image)
     np.testing.assert_array_equal(native.coverage, core.coverage)
+    np.testing.assert_allclose(native.uncertainty, core.uncertainty, rtol=1e-6, equal_nan=True)
     assert native.stats["rejected_pct"] == core.stats["rejected_pct"]
     in_memory = stack(frames.astype(np.float32), config=config)
     np.testing.assert_array_equal(native.image, in_memory.image)

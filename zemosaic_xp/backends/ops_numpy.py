@@ -162,10 +162,15 @@ def _range_kernel(kernel: str, s: np.ndarray, n_valid: np.ndarray, *args: Any) -
     return out
 
 
-def _numba_stack_band(frames: Array, r0: int, r1: int, out: tuple, *, config: Any,
-                      plan: Any) -> tuple[int, int, int, int]:
+def _numba_stack_band(frames: Array, r0: int, r1: int, out: tuple, *, config: Any, plan: Any,
+                      row_start: int | None = None, full_height: int | None = None,
+                      pixel_weights: Array | None = None) -> tuple[int, int, int, int]:
     """One band through the numba band kernels (:meth:`NumpyOps.band_stacker`)."""
     src = np.asarray(frames)
+    if row_start is None:
+        row_start = r0
+    if full_height is None:
+        full_height = int(src.shape[1])
     if src.dtype != np.float32 or not src.flags.c_contiguous:
         # The kernels read C-ordered float32 (one compiled version): convert just
         # this band, as band_copy would.
@@ -173,7 +178,17 @@ def _numba_stack_band(frames: Array, r0: int, r1: int, out: tuple, *, config: An
         r0, r1 = 0, r1 - r0
     n = int(src.shape[0])
     pairs = _network_pairs(n) if n <= _BAND_NETWORK_MAX_N else _NO_PAIRS
-    return numba_kernels().stack_band(src, r0, r1, pairs, config, plan, out)
+    return numba_kernels().stack_band(src, r0, r1, pairs, config, plan, out, row_start=row_start,
+                                      full_height=full_height, pixel_weights=pixel_weights)
+
+
+def _numba_stack_block(values: Array, weights: Array | None, plan: Any, out: tuple, *,
+                       config: Any) -> tuple[int, int, int, int]:
+    """One samples-last block through the numba kernels (:meth:`NumpyOps.block_stacker`)."""
+    n = int(values.shape[-1])
+    pairs = _network_pairs(n) if n <= _BAND_NETWORK_MAX_N else _NO_PAIRS
+    return numba_kernels().stack_block(np.asarray(values), None if weights is None else np.asarray(weights),
+                                       pairs, config, plan, out)
 
 
 # ---------------------------------------------------------------------------- the ops
@@ -221,7 +236,7 @@ class NumpyOps(CpuOps):
         """
         return "numpy+numba" if numba_enabled() else "numpy"
 
-    def band_stacker(self, config: Any, plan: Any) -> Any:
+    def band_stacker(self, config: Any, plan: Any, *, pixel_weights: bool = False) -> Any:
         """Return the numba whole-band stacker for this configuration, or None.
 
         Parameters
@@ -230,6 +245,8 @@ class NumpyOps(CpuOps):
             The stack's methods and parameters.
         plan : FramePlan
             Its normalisation gains and offsets and weights.
+        pixel_weights : bool
+            Whether the bands also come with per-pixel weights.
 
         Returns
         -------
@@ -241,9 +258,32 @@ class NumpyOps(CpuOps):
             runs.
         """
         kernels = numba_kernels()
-        if kernels is None or not kernels.supports(config, plan):
+        if kernels is None or not kernels.supports(config, plan, pixel_weights):
             return None
         return functools.partial(_numba_stack_band, config=config, plan=plan)
+
+    def block_stacker(self, config: Any, plan: Any) -> Any:
+        """Return the numba stacker of samples-last weighted blocks (grid cells), or None.
+
+        Parameters
+        ----------
+        config : StackConfig
+            The stack's methods and parameters.
+        plan : FramePlan
+            The plan of the source's frames.
+
+        Returns
+        -------
+        callable or None
+            ``stacker(values, weights, plan, out)`` as :meth:`ArrayOps.block_stacker`
+            specifies (:func:`zemosaic_xp.backends.numba.band.stack_block`); None
+            without numba, with a radial weight, or for a configuration the kernels do
+            not implement.
+        """
+        kernels = numba_kernels()
+        if kernels is None or config.radial_weight or not kernels.supports(config, plan, True):
+            return None
+        return functools.partial(_numba_stack_block, config=config)
 
     def kappa_sigma_fit(self, s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,
                         max_iters: int, ddof: int, min_survivors: int) -> tuple[Array, ...] | None:

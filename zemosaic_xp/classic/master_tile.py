@@ -187,7 +187,8 @@ class _Tile:
 
     def _native(self, session: DeviceSession) -> Any:
         """The backend's whole-band stacker for this tile, or None (the core's band path)."""
-        if session.backend.library != "numpy" or self.scan.has_alpha or session.rows is not None:
+        if (session.backend.library != "numpy" or session.backend.is_gpu or self.scan.has_alpha
+                or session.rows is not None):  # is_gpu: a fault injector's NumPy "GPU" runs the core
             return None
         return session.ops.band_stacker(self.config, self.plan)
 
@@ -220,7 +221,8 @@ class _Tile:
             totals = [0, 0, 0, 0]
             for a in range(0, block.r1 - block.r0, sub_rows):
                 b = min(block.r1 - block.r0, a + sub_rows)
-                counts = stacker(band, a, b, tuple(v[a:b] for v in views))
+                counts = stacker(band, a, b, tuple(v[a:b] for v in views), row_start=block.r0 + a,
+                                 full_height=self.h)
                 totals = [max(totals[0], counts[0])] + [t + c for t, c in zip(totals[1:], counts[1:])]
             return tuple(totals)
 

@@ -151,8 +151,8 @@ def stack_frames(frames: Array | Sequence[Array], /, *, config: StackConfig | No
     ops : ArrayOps, optional
         Fast paths and strategy (default: the backend's, from
         :func:`~.ops.ops_for`); bands run on ``ops.band_workers`` threads, each at
-        most ``ops.band_bytes`` of float32 when that is set. Without per-pixel
-        weights, ``ops.band_stacker`` may stack every band natively.
+        most ``ops.band_bytes`` of float32 when that is set; ``ops.band_stacker``
+        may stack every band natively.
     uncertainty : bool
         Compute ``StackResult.uncertainty``, the standard error map (default True);
         False leaves it None.
@@ -203,11 +203,16 @@ def stack_frames(frames: Array | Sequence[Array], /, *, config: StackConfig | No
     # A backend may stack whole bands natively (NumPy + numba) straight into the
     # results; it is offered only configurations it implements, and must then match
     # stack_band exactly.
-    stacker = ops.band_stacker(config, plan) if pixel_weights is None else None
+    stacker = ops.band_stacker(config, plan, pixel_weights=pixel_weights is not None)
     native = None
     if stacker is not None:
         def native(block: Block, views: tuple) -> tuple[int, int, int, int]:
-            return stacker(*stack.band_source(block.r0, block.r1), views)
+            pw = None
+            if pixel_weights is not None:
+                src, a, b = pixel_weights.band_source(block.r0, block.r1)
+                pw = src[:, a:b]
+            return stacker(*stack.band_source(block.r0, block.r1), views, row_start=block.r0,
+                           full_height=stack.height, pixel_weights=pw)
     workers = min(workers, math.ceil(stack.height / band_rows))
     outputs, stats = stack_bands(ArrayBandSource(stack, pixel_weights, ops), blocks, config=config, plan=plan,
                                  device=BandDevice(xp, ops=ops, device=stack.device), native=native,

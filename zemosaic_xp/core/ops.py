@@ -238,7 +238,30 @@ class ArrayOps:
         return self.xp.cumulative_sum(d, axis=-1)
 
     # ------------------------------------------------------------------ whole bands
-    def band_stacker(self, config: Any, plan: Any) -> Callable[..., tuple[int, int, int, int]] | None:
+    def block_stacker(self, config: Any, plan: Any) -> Callable[..., tuple[int, int, int, int]] | None:
+        """A native stacker of samples-last blocks (grid cells) with per-pixel weights, or None.
+
+        Parameters
+        ----------
+        config : StackConfig
+            The stack's methods and parameters (no radial weight: a grid has put it in
+            the pixel weights).
+        plan : FramePlan
+            The plan of the whole source (normalisation, frame weights).
+
+        Returns
+        -------
+        callable or None
+            ``stacker(values, weights, plan, out)`` with a :class:`~.band_driver.BandSource`
+            block's ``values`` (h, w, C, n) and ``weights`` (h, w, C or 1, n, or None),
+            the plan of its n frames and ``out`` the six C-contiguous ``(h, w, C)`` results
+            (an empty uncertainty: skip it), returning the block's counters; it must write
+            what :func:`~.pipeline.stack_band` returns. None here: the core's pipeline.
+        """
+        return None
+
+    def band_stacker(self, config: Any, plan: Any, *,
+                     pixel_weights: bool = False) -> Callable[..., tuple[int, int, int, int]] | None:
         """A native whole-band stacker for this configuration, or None (the core's pipeline).
 
         Parameters
@@ -247,6 +270,9 @@ class ArrayOps:
             The stack's methods and parameters.
         plan : FramePlan
             Its normalisation gains and offsets and weights.
+        pixel_weights : bool
+            Whether the bands come with per-pixel weights (the stacker is then called
+            with ``pixel_weights=``).
 
         Returns
         -------
@@ -255,8 +281,8 @@ class ArrayOps:
 
         Notes
         -----
-        Asked once per stack by :func:`~zemosaic_xp.core.in_memory.stack_frames` when no
-        per-pixel weights are given. The stacker is called as
+        Asked once per stack by :func:`~zemosaic_xp.core.in_memory.stack_frames` (and
+        the classic master tiles). The stacker is called as
         ``stacker(frames, r0, r1, out)`` for every band, concurrently from the band
         threads:
 
@@ -267,7 +293,11 @@ class ArrayOps:
           (float32), coverage, rejected_low and rejected_high (int32), uncertainty
           (float32) — each shape (r1 − r0, W, C): the stacker writes them (an
           uncertainty with no rows is not asked for: skip it);
-        - returns ``(iterations, n_valid, n_low, n_high)`` of the band, as ints.
+        - returns ``(iterations, n_valid, n_low, n_high)`` of the band, as ints;
+        - keywords ``row_start`` (the frame row of the band's first row, default ``r0``)
+          and ``full_height`` (the frame height, default the rows of ``frames``) place
+          the band for the radial weights; ``pixel_weights`` (shape (N, r1 − r0, W, C)
+          or (N, r1 − r0, W, 1)) are the band's per-pixel weights.
 
         It must write what :func:`~zemosaic_xp.core.pipeline.stack_band` returns for the
         same rows (same coverage and rejection maps, images equal to float32

@@ -350,8 +350,10 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
         blocks = cell_blocks(store, active, budget=budget, config=stack_config, height=height, width=width,
                              channels=channels, gpu=gpu, policy=gpu_policy)
         source = PatchSource(store, active, channels, holes=holes)
-        outputs, stats = stack_bands(source, blocks, config=stack_config, plan=plan,
-                                     device=BandDevice(xp), run_block=runner.run if runner is not None else None)
+        device = BandDevice(xp)
+        outputs, stats = stack_bands(source, blocks, config=stack_config, plan=plan, device=device,
+                                     run_block=runner.run if runner is not None else None,
+                                     native=None if gpu else _native_cells(source, device, stack_config, plan, xp))
         spilled, store_mb = store.spilled, store.nbytes / _MB
     stats.update({"n_frames": len(active), "patch_store_mb": round(store_mb, 3), "spilled": spilled,
                   "gpu_bands": runner.gpu_blocks if runner else 0, "cpu_bands": runner.cpu_blocks if runner else 0,
@@ -362,6 +364,24 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
                   "cpu_sec": time.process_time() - cpu0})
     result = finish_stack(outputs, stats, config=config.stack, mono=False)
     return _product(result)
+
+
+def _native_cells(source: PatchSource, device: BandDevice, config: Any, plan: Any, xp: Any) -> Any:
+    """The CPU backend's native stacker of a tile's cells (numba), or None (the core's band path)."""
+    stacker = device.ops.block_stacker(config, plan)
+    if stacker is None:
+        return None
+
+    def native(block: Any, views: tuple) -> tuple[int, int, int, int]:
+        values, weights = source.read(block)
+        # A cell's columns are a slice of the tile's rows: stack into C-ordered scratch.
+        out = tuple(np.empty(v.shape, v.dtype) for v in views)
+        counts = stacker(values, weights, device.plan(plan, block.frames, xp), out)
+        for view, res in zip(views, out):
+            view[...] = res
+        return counts
+
+    return native
 
 
 def _product(result: StackResult) -> TileProduct:

@@ -18,7 +18,12 @@ Modules, by topic:
   :mod:`.winsorized_quantile`: the rejections on sorted rows, one module per algorithm;
 - :mod:`.combine`: the combine of the band path, each pixel's kept samples into the
   results;
+- :mod:`.rejections`: one wrapper per rejection (sorted rows to kept ranges), shared by
+  both band paths;
 - :mod:`.band`: whole bands, from the frames straight into the results;
+- :mod:`.weighted`, :mod:`.weighted_band`: the same for weighted stacks (quality, user,
+  per-pixel and radial weights): each sample's frame carried through a stable key sort,
+  the combine in frame order with the weights; bands and grid cells;
 - :mod:`.kernels`: what the NumPy ops call (the band stacker, the row kernels of
   κ-σ and the WSC flavours, the sorts) in one namespace, what :func:`numba_kernels`
   returns.

@@ -1,8 +1,10 @@
 """Whole bands on the NumPy backend with numba: frames in, results out.
 
-For unweighted stacks — the identity or a gain/offset normalisation, any rejection,
-any of the combines — the general pipeline of ``core/pipeline.py`` costs more around
-the rejection than in it: a transposing band copy, a NaN pass, a copy for the sort,
+(Weighted stacks — quality, user frame, per-pixel or radial weights — take the same
+entry, :func:`stack_band`, and go through :mod:`.weighted_band`.) For unweighted
+stacks — the identity or a gain/offset normalisation, any rejection, any of the
+combines — the general pipeline of ``core/pipeline.py`` costs more around the
+rejection than in it: a transposing band copy, a NaN pass, a copy for the sort,
 some 25 vector passes over the band's pixels to combine and count, and a
 concatenation of the bands. Here (``NumpyOps.band_stacker``) a band goes through
 three compiled steps instead:
@@ -14,7 +16,8 @@ three compiled steps instead:
    pixel's median and centred sums, vectorised over the 32 pixels. Larger stacks
    are sorted afterwards by NumPy's SIMD sort, in place, and counted by
    :func:`count_sorted`;
-2. a rejection kernel on the sorted rows, one module per algorithm (:data:`REJECTIONS`):
+2. a rejection kernel on the sorted rows, one module per algorithm (:data:`REJECTIONS`,
+   in :mod:`.rejections`):
    :mod:`.kappa_sigma`, :mod:`.wsc_pixinsight` (the default WSC), :mod:`.wsc_zemosaic`
    (``wsc_impl="zemosaic"``), :mod:`.percentile`, :mod:`.mad`, :mod:`.minmax`,
    :mod:`.gesd`, :mod:`.linear_fit_clip` and :mod:`.winsorized_quantile`;
@@ -30,58 +33,21 @@ the core's bit for bit (``tests/backends/test_numba_kernels.py`` and
 
 from __future__ import annotations
 
-import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from ...core.uncertainty import mean_variance_factor
 from .combine import COMBINE_CODES, UNCERTAINTY_CODES, combine_ranges
-from .common import NO_SUMS, inline, jit, midpoint
+from .common import NO_SUMS, jit, median_sums_lanes
+from .rejections import NO_F32 as _NO_F32
+from .rejections import REJECT_CODES, REJECTIONS, Kept
 from .sorting import NETWORK_LANES as LANES
 from .sorting import network
+from .weighted_band import normalisation_rows, stack_band_weighted, stack_block
 
-# The rejection kernels' modules are imported by their wrappers below, on first use:
-# a stack loads (and numba reads from its cache) only the rejection it runs.
-
-__all__ = ["gather_sorted", "count_sorted", "count_valid", "combine_ranges", "supports", "stack_band",
+__all__ = ["gather_sorted", "count_sorted", "count_valid", "combine_ranges", "supports", "stack_band", "stack_block",
            "COMBINE_CODES", "REJECT_CODES", "REJECTIONS", "Kept"]
-
-
-_NO_F32 = np.zeros(0, np.float32)
-_NO_F64 = np.zeros(0, np.float64)
-_NO_SPLIT = np.zeros(0, np.bool_)
-_NO_KEEP = np.zeros((0, 0), np.bool_)
-_NO_WINSOR = np.zeros((0, 2), np.float32)
-
-
-class Kept(NamedTuple):
-    """What a rejection kernel found, in the arguments of :func:`~.combine.combine_ranges`.
-
-    Attributes
-    ----------
-    lo, hi, iterations : ndarray, shape (P,), int64
-        The kept range ``[lo, hi)`` of each sorted row (on a split row: samples
-        rejected low, and ``n_valid`` − samples rejected high) and the iterations run.
-    centre, kept_sum : ndarray, shape (P,) or (0,)
-        The row's median and ``Σ (x − median)`` over the kept range, for rejections
-        that carry them (κ-σ, the WSC flavours); empty otherwise.
-    split, keep : ndarray
-        Rows whose kept set is not a range and their kept sorted positions
-        (``linear_fit_clip``); empty otherwise.
-    winsor : ndarray, shape (P, 2) or (0, 2), float32
-        Clamp bounds of rejected samples that stay in the combine
-        (``winsorized_quantile`` with ``winsor_rewinsor``); empty otherwise.
-    """
-
-    lo: np.ndarray
-    hi: np.ndarray
-    iterations: np.ndarray
-    centre: np.ndarray = _NO_F32
-    kept_sum: np.ndarray = _NO_F64
-    split: np.ndarray = _NO_SPLIT
-    keep: np.ndarray = _NO_KEEP
-    winsor: np.ndarray = _NO_WINSOR
 
 
 @jit
@@ -178,7 +144,7 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centr
                 for k in range(n):
                     s[base + lane, k] = block[k, lane]
             if pairs.shape[0]:
-                _median_sums(block, count, centre, sums, base, m, med32, med, acc1, acc2)
+                median_sums_lanes(block, count, centre, sums, base, m, med32, med, acc1, acc2)
     return overflow
 
 
@@ -199,52 +165,6 @@ def count_sorted(s, n_valid):
         while j > 0 and s[p, j - 1] == inf:
             j -= 1
         n_valid[p] = j
-
-
-@inline
-def _median_sums(block, count, centre, sums, base, m, med32, med, acc1, acc2):
-    """Median, ``Σd`` and ``Σd²`` (``d = x − median``) of each sorted lane of ``block``.
-
-    Vectorised over the lanes: every lane's median is first taken as if it were
-    full (two rows of the block), then the few lanes with missing samples are
-    redone; one float64 accumulator per lane adds the lane's samples in order,
-    where a loop along one row is a chain of dependent adds. ``med32`` (float32),
-    ``med``, ``acc1``, ``acc2`` (float64) are scratch arrays of :data:`LANES`. The
-    invalid samples of ``block`` (already stored) are overwritten by the median:
-    they then add exact zeros, and the loop needs no mask.
-    """
-    n = block.shape[0]
-    lower = block[(n - 1) // 2]
-    upper = block[n // 2]
-    for lane in range(LANES):
-        a = lower[lane]
-        b = upper[lane]
-        med32[lane] = midpoint(a, b)
-    for lane in range(LANES):
-        c = count[lane]
-        if c < n:
-            value = np.float32(0.0)  # no valid sample: centre 0, as the core
-            if c > 0:
-                a = block[(c - 1) // 2, lane]
-                b = block[c // 2, lane]
-                value = midpoint(a, b)
-            med32[lane] = value
-            for k in range(c, n):
-                block[k, lane] = value
-    for lane in range(LANES):
-        med[lane] = np.float64(med32[lane])
-        acc1[lane] = 0.0
-        acc2[lane] = 0.0
-    for k in range(n):
-        brow = block[k]
-        for lane in range(LANES):
-            d = np.float64(brow[lane]) - med[lane]
-            acc1[lane] += d
-            acc2[lane] += d * d
-    for lane in range(m):
-        centre[base + lane] = med32[lane]
-        sums[base + lane, 0] = acc1[lane]
-        sums[base + lane, 1] = acc2[lane]
 
 
 @jit
@@ -276,122 +196,7 @@ def count_valid(src, r0, r1, gain, offset, normalise, n_valid):
             n_valid[(i - r0) * q + j] = count
 
 
-def _ranges(rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return np.empty(rows, np.int64), np.empty(rows, np.int64), np.empty(rows, np.int64)
-
-
-# One wrapper per rejection: ``(s, n_valid, config, centre, sums) -> Kept``. ``centre`` and
-# ``sums`` are the gather's medians and centred sums (``sums`` empty when it took none).
-def _reject_none(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray, sums: np.ndarray) -> Kept:
-    zeros = np.zeros_like(n_valid)
-    return Kept(zeros, n_valid, zeros)
-
-
-def _reject_kappa_sigma(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray,
-                        sums: np.ndarray) -> Kept:
-    from .kappa_sigma import kappa_sigma_rows
-
-    lo, hi, it = _ranges(n_valid.shape[0])
-    kept_sum = np.empty(n_valid.shape[0], np.float64)
-    # κ as float32: the core forms the bounds c ± κ·σ in float32 (NumPy's weak scalars).
-    kappa_sigma_rows(s, n_valid, np.float32(config.kappa_low), np.float32(config.kappa_high), config.sigma_ddof,
-                     config.effective_max_iters(), config.min_survivors, lo, hi, it, centre, kept_sum, sums)
-    return Kept(lo, hi, it, centre, kept_sum)
-
-
-def _reject_wsc(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray, sums: np.ndarray) -> Kept:
-    from .wsc_pixinsight import wsc_pixinsight_rows
-    from .wsc_zemosaic import wsc_rows
-
-    lo, hi, it = _ranges(n_valid.shape[0])
-    kept_sum = np.empty(n_valid.shape[0], np.float64)
-    wsc = wsc_pixinsight_rows if config.wsc_impl == "pixinsight" else wsc_rows
-    wsc(s, n_valid, float(config.kappa_low), float(config.kappa_high), config.effective_max_iters(),
-        config.min_survivors, lo, hi, it, centre, kept_sum, sums)
-    return Kept(lo, hi, it, centre, kept_sum)
-
-
-def _reject_percentile(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray,
-                       sums: np.ndarray) -> Kept:
-    from .percentile import percentile_rows
-
-    lo, hi, it = _ranges(n_valid.shape[0])
-    percentile_rows(s, n_valid, np.float32(config.percentile_low), np.float32(config.percentile_high),
-                    config.min_survivors, lo, hi, it)
-    return Kept(lo, hi, it)
-
-
-def _reject_mad(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray, sums: np.ndarray) -> Kept:
-    from .mad import mad_rows
-
-    lo, hi, it = _ranges(n_valid.shape[0])
-    mad_rows(s, n_valid, np.float32(config.kappa_low), np.float32(config.kappa_high), config.effective_max_iters(),
-             config.min_survivors, lo, hi, it)
-    return Kept(lo, hi, it)
-
-
-def _reject_minmax(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray, sums: np.ndarray) -> Kept:
-    from .minmax import minmax_rows
-
-    lo, hi, it = _ranges(n_valid.shape[0])
-    minmax_rows(n_valid, int(config.minmax_low), int(config.minmax_high), config.min_survivors, lo, hi, it)
-    return Kept(lo, hi, it)
-
-
-def _reject_gesd(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray, sums: np.ndarray) -> Kept:
-    from ...core.reject.gesd_table import gesd_critical_values
-    from .gesd import FLOOR_SLACK, gesd_rows
-
-    lo, hi, it = _ranges(n_valid.shape[0])
-    n_frames = s.shape[1]
-    fraction = float(config.gesd_outlier_fraction)
-    lam = np.asarray(gesd_critical_values(n_frames, float(config.gesd_alpha)), np.float64)
-    max_steps = min(int(math.floor(fraction * n_frames + FLOOR_SLACK)), max(n_frames - 2, 0))
-    gesd_rows(s, n_valid, fraction, lam, max_steps, config.min_survivors, lo, hi, it)
-    return Kept(lo, hi, it)
-
-
-def _reject_linear_fit_clip(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray,
-                            sums: np.ndarray) -> Kept:
-    from .linear_fit_clip import linear_fit_clip_rows
-
-    lo, hi, it = _ranges(n_valid.shape[0])
-    split = np.empty(n_valid.shape[0], np.bool_)
-    keep = np.empty(s.shape, np.bool_)  # written on split rows only
-    linear_fit_clip_rows(s, n_valid, float(config.kappa_low), float(config.kappa_high), config.effective_max_iters(),
-                         config.min_survivors, lo, hi, it, split, keep)
-    return Kept(lo, hi, it, split=split, keep=keep)
-
-
-def _reject_winsorized_quantile(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray,
-                                sums: np.ndarray) -> Kept:
-    from .winsorized_quantile import winsorized_quantile_rows
-
-    lo, hi, it = _ranges(n_valid.shape[0])
-    winsor = np.empty((n_valid.shape[0], 2), np.float32)
-    low, high = config.winsor_limits
-    winsorized_quantile_rows(s, n_valid, float(low), float(high), np.float32(config.kappa_low),
-                             np.float32(config.kappa_high), config.min_survivors, lo, hi, it, winsor)
-    return Kept(lo, hi, it, winsor=winsor if config.winsor_rewinsor else _NO_WINSOR)
-
-
-#: The rejection of each algorithm name: a wrapper that runs its kernel on a band's sorted rows.
-REJECTIONS = {
-    "none": _reject_none,
-    "kappa_sigma": _reject_kappa_sigma,
-    "winsorized_sigma_clip": _reject_wsc,
-    "percentile": _reject_percentile,
-    "mad": _reject_mad,
-    "minmax": _reject_minmax,
-    "gesd": _reject_gesd,
-    "linear_fit_clip": _reject_linear_fit_clip,
-    "winsorized_quantile": _reject_winsorized_quantile,
-}
-#: Codes of the supported algorithms (``none`` is 0).
-REJECT_CODES = {name: code for code, name in enumerate(REJECTIONS)}
-
-
-def supports(config: Any, plan: Any) -> bool:
+def supports(config: Any, plan: Any, pixel_weights: bool = False) -> bool:
     """Tell whether :func:`stack_band` handles this configuration.
 
     Parameters
@@ -400,20 +205,26 @@ def supports(config: Any, plan: Any) -> bool:
         The stack's methods.
     plan : FramePlan
         Its normalisation and weights.
+    pixel_weights : bool
+        Whether the source also gives per-pixel weights.
 
     Returns
     -------
     bool
-        True for unweighted stacks (no per-pixel, quality or radial weights) with any
-        rejection of :data:`REJECT_CODES` and any combine of :data:`COMBINE_CODES`;
-        False: the core's pipeline runs.
+        True for any rejection of :data:`REJECT_CODES` and any combine of
+        :data:`COMBINE_CODES`, unweighted or weighted (quality, user frame, per-pixel
+        and radial weights: :mod:`.weighted`), except ZeMosaic's WSC with weights
+        (``wsc_impl="zemosaic"`` fits with the weights); False: the core's pipeline runs.
     """
-    return (config.reject in REJECT_CODES and config.combine in COMBINE_CODES
-            and plan.weights is None and not config.radial_weight)
+    if config.reject not in REJECT_CODES or config.combine not in COMBINE_CODES:
+        return False
+    weighted = plan.weights is not None or config.radial_weight or pixel_weights
+    return not (weighted and config.reject == "winsorized_sigma_clip" and config.wsc_impl == "zemosaic")
 
 
 def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any, plan: Any,
-               out: tuple[np.ndarray, ...]) -> tuple[int, int, int, int]:
+               out: tuple[np.ndarray, ...], *, row_start: int | None = None, full_height: int | None = None,
+               pixel_weights: np.ndarray | None = None) -> tuple[int, int, int, int]:
     """Stack rows ``[r0, r1)`` into ``out``, as ``core.pipeline.stack_band`` would.
 
     Parameters
@@ -429,6 +240,13 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     out : tuple of ndarray, each shape (r1 − r0, W, C), C-contiguous
         Outputs: image, weight_sum (float32), coverage, rejected_low, rejected_high (int32),
         uncertainty (float32; an empty array: not computed).
+    row_start : int, optional
+        Frame row of the band's first row (default ``r0``): where the radial weight
+        map (``config.radial_weight``) is evaluated.
+    full_height : int, optional
+        Frame height of the radial map (default ``src.shape[1]``).
+    pixel_weights : ndarray, shape (N, r1 − r0, W, C) or (N, r1 − r0, W, 1), optional
+        Per-pixel weights of the band's rows (NaN, ±inf and values <= 0: no data).
 
     Returns
     -------
@@ -447,16 +265,15 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     n, height, w, c = src.shape
     q = w * c
     flat = src.reshape(n, height, q)
+    if plan.weights is not None or config.radial_weight or pixel_weights is not None:
+        return stack_band_weighted(flat, r0, r1, pairs, config, plan, out, w, c,
+                                    r0 if row_start is None else row_start,
+                                    height if full_height is None else full_height, pixel_weights)
     rows = (r1 - r0) * q
     s = np.empty((rows, n), np.float32)
     n_valid = np.empty(rows, np.int64)
     normalise = not plan.identity
-    if normalise:
-        # Per-channel gains repeated along the row: the kernel reads them like the data.
-        gain = np.ascontiguousarray(np.tile(np.asarray(plan.gain, np.float32), (1, w)))
-        offset = np.ascontiguousarray(np.tile(np.asarray(plan.offset, np.float32), (1, w)))
-    else:
-        gain = offset = np.zeros((n, q), np.float32)[:, :0]
+    gain, offset = normalisation_rows(plan, n, w)
     centre = np.empty(rows, np.float32)
     sums = np.empty((rows, 2), np.float64)
     overflow = gather_sorted(flat, r0, r1, gain, offset, normalise, pairs, s, n_valid, centre, sums)

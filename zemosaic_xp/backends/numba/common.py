@@ -20,7 +20,7 @@ from ...core.nanstats import MAD_TO_SIGMA
 
 __all__ = ["jit", "inline", "cache_enabled", "NO_SUMS", "MAD_TO_SIGMA", "HUBER_C", "WINSOR_CORRECTION",
            "TOLERANCE", "INNER_MAX_ITERS", "SIGMA_FLOOR", "survivors_floor", "midpoint", "nonneg", "np_maximum",
-           "median_range",
+           "median_range", "median_sums_lanes",
            "centred_sums", "first_at_least", "first_above", "lower_bound", "mad_range", "pairwise_sum"]
 
 #: The ``sums`` argument of the row kernels when they compute the sums themselves.
@@ -445,3 +445,65 @@ def pairwise_sum(buf, n, frames, values):
         total = values[0]
     # NumPy adds the tree to the reduction's initial +0: a sum of zeros is never −0.
     return 0.0 + total
+
+
+# ---------------------------------------------------------------------------- sorted lanes
+@inline
+def median_sums_lanes(block, count, centre, sums, base, m, med32, med, acc1, acc2):
+    """Median, ``Σd`` and ``Σd²`` (``d = x − median``) of each sorted lane of ``block``.
+
+    Vectorised over the lanes: every lane's median is first taken as if it were
+    full (two rows of the block), then the few lanes with missing samples are
+    redone; one float64 accumulator per lane adds the lane's samples in order,
+    where a loop along one row is a chain of dependent adds. ``med32`` (float32),
+    ``med``, ``acc1``, ``acc2`` (float64) are scratch arrays of one value per lane.
+    The invalid samples of ``block`` (already stored) are overwritten by the median:
+    they then add exact zeros, and the loop needs no mask.
+
+    Parameters
+    ----------
+    block : ndarray, shape (N, L), float32
+        Sorted lanes (a sorting network's block), invalid samples last as ``+inf``.
+    count : ndarray, shape (L,), int
+        Valid samples of each lane.
+    centre : ndarray, float32 (output)
+        ``centre[base + lane]``: the lane's median, 0 without valid samples.
+    sums : ndarray, shape (·, 2), float64 (output)
+        ``sums[base + lane]``: ``Σd``, ``Σd²`` of the lane's valid samples.
+    base, m : int
+        First output row, and lanes to write (the others are padding).
+    med32, med, acc1, acc2 : ndarray, shape (L,)
+        Scratch (float32, float64, float64, float64).
+    """
+    n, lanes = block.shape
+    lower = block[(n - 1) // 2]
+    upper = block[n // 2]
+    for lane in range(lanes):
+        a = lower[lane]
+        b = upper[lane]
+        med32[lane] = midpoint(a, b)
+    for lane in range(lanes):
+        c = count[lane]
+        if c < n:
+            value = np.float32(0.0)  # no valid sample: centre 0, as the core
+            if c > 0:
+                a = block[(c - 1) // 2, lane]
+                b = block[c // 2, lane]
+                value = midpoint(a, b)
+            med32[lane] = value
+            for k in range(c, n):
+                block[k, lane] = value
+    for lane in range(lanes):
+        med[lane] = np.float64(med32[lane])
+        acc1[lane] = 0.0
+        acc2[lane] = 0.0
+    for k in range(n):
+        brow = block[k]
+        for lane in range(lanes):
+            d = np.float64(brow[lane]) - med[lane]
+            acc1[lane] += d
+            acc2[lane] += d * d
+    for lane in range(m):
+        centre[base + lane] = med32[lane]
+        sums[base + lane, 0] = acc1[lane]
+        sums[base + lane, 1] = acc2[lane]

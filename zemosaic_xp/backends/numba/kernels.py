@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .band import stack_band, supports
+from .band import stack_band, stack_block, supports
 from .common import NO_SUMS
 from .sorting import merge_network, nan_to_inf_rows, sort_network_rows
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover - imported on first access at run time (__
     from .wsc_zemosaic import wsc_rows, wsc_weighted_rows
 
 __all__ = ["NO_SUMS", "kappa_sigma_rows", "merge_network", "nan_to_inf_rows", "sort_network_rows", "stack_band",
-           "supports", "wsc_pixinsight_rows", "wsc_rows", "wsc_weighted_rows"]
+           "stack_block", "supports", "wsc_pixinsight_rows", "wsc_rows", "wsc_weighted_rows"]
 
 # Kernels imported on first access: name -> the module (in this package) that defines it.
 _LAZY = {"kappa_sigma_rows": "kappa_sigma", "wsc_pixinsight_rows": "wsc_pixinsight", "wsc_rows": "wsc_zemosaic",

@@ -1,0 +1,489 @@
+"""Weighted stacks in the numba band path: each sample's weight carried through the sort.
+
+The core weighs a sample by ``w = f32(f32(frame weight · pixel weight) · radial
+weight)`` (``core.pipeline.stack_band``: quality × user frame weights of the plan,
+per-pixel weights of the source, the radial map of the frame position; a missing
+factor is 1, which changes no bit), and a sample whose weight is not finite or not
+``> 0`` is "no data" (``core.samples.Samples``). Rejections look at the values only,
+so weights change two things: which samples are valid, and the combine, which then
+works on the keep mask in frame order (``core.combine``) — the weighted mean
+``f32(Σ f64(f32(w·x)) / Σ f64(w))``, the weight sum ``f32(Σ f64(w))`` and the weighted
+standard error of ``core.uncertainty``.
+
+A band goes through three compiled steps, as the unweighted path of :mod:`.band`:
+
+1. :func:`gather_keys` (frames-first bands) or :func:`gather_key_rows` (samples-last
+   blocks: grid cells) reads 32 pixels at a time, normalises them, forms their
+   weights, and makes of each sample one int64 key: the float32's bits mapped to an
+   ordered integer, then the frame index. Sorting the keys (a sorting network for
+   N <= 48, NumPy's sort above) is a *stable* sort of the values: equal values stay
+   in frame order, as the core's ranks (``_sorted_ranks``: a stable argsort) break
+   ties, so every kept range and split set names the same frames as the core's keep
+   mask. The sorted keys are split into the rows ``s`` the rejection kernels read and
+   the frame of each position (in the gather with a network, where the medians and
+   centred sums are also taken as the unweighted gather does; :func:`unpack_keys`
+   after NumPy's sort);
+2. the rejection kernels of :data:`.rejections.REJECTIONS`, unchanged, on the values;
+3. :func:`combine_weighted` puts each pixel's kept samples back in frame order and
+   adds them with NumPy's pairwise summation (:func:`~.common.pairwise_sum`), so the
+   mean, the sum and the weight sum are the core's bit for bit.
+
+The standard error is the core's estimator, its float64 sums taken in one pass over
+the kept samples in sorted order (``Σ w·d``, ``Σ w²``, ``Σ w²d``, ``Σ w²d²``; the
+median's ``Σ d``, ``Σ d²``) where the core adds with ``vecdot`` (BLAS) in its own
+order: equal up to float64 rounding (the tests allow 1e-6 relative). Two corners as
+in :mod:`.combine`: ``−0`` sorts before ``+0`` here (the core keeps them in frame
+order), and a sample whose normalised value overflowed to ``±inf`` is kept by rank
+here where the core may keep it by value; with such a sample in a band the rejection
+kernels take their own sums.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .combine import _from_sums, _merge_clamped
+from .common import inline, jit, median_range, median_sums_lanes, pairwise_sum
+from .sorting import NETWORK_LANES as LANES
+from .sorting import network
+from .winsorized_quantile import clamp
+
+__all__ = ["gather_keys", "gather_key_rows", "unpack_keys", "combine_weighted", "frame_weight_rows"]
+
+_FLIP = 0x7FFFFFFF
+_LOW = 0xFFFFFFFF
+
+
+@inline
+def _ordered(bits):
+    """The float32 bits ``bits`` (int32) as an int64 in the order of the float values."""
+    b = np.int64(bits)
+    return b ^ _FLIP if b < 0 else b
+
+
+@jit
+def gather_keys(src, r0, r1, gain, offset, normalise, fw, pw, n_pw_ch, radial, n_ch, pairs, keys, wf, n_valid,
+                s, idx, centre, sums):
+    """Weighted, normalised samples of rows ``[r0, r1)`` as sortable keys, pixel-major.
+
+    Parameters
+    ----------
+    src : ndarray, shape (N, H, Q), float32, C-contiguous
+        The frames (``Q = W·C``, channels interleaved).
+    r0, r1 : int
+        Rows of ``src`` to gather.
+    gain, offset : ndarray, shape (N, Q), float32
+        Normalisation ``f32(f32(x·gain) + offset)``; read only when ``normalise``.
+    normalise : bool
+        Whether to normalise.
+    fw : ndarray, shape (N, Q) or (N, 0), float32
+        Frame weights repeated along the row; empty: none.
+    pw : ndarray, shape (N, r1 − r0, W·n_pw_ch) or (N, 0, 0), float32
+        Per-pixel weights of the band's rows; empty: none.
+    n_pw_ch : int
+        Channels of ``pw``: ``C``, or 1 for one weight for every channel.
+    radial : ndarray, shape (r1 − r0, W) or (0, 0), float32
+        Radial weights of the band's rows; empty: none.
+    n_ch : int
+        Channels ``C`` of the frames.
+    pairs : ndarray, shape (P, 2), int64
+        Sorting network of N, or shape (0, 2): the keys are left unsorted in ``keys``
+        (the caller sorts and unpacks them).
+    keys : ndarray, shape ((r1 − r0)·Q, N), int64 (output, without a network)
+        Per row ``(i − r0)·Q + q``: ``ordered(bits(value)) << 32 | frame``, the
+        value ``+inf`` for invalid samples.
+    wf : ndarray, shape ((r1 − r0)·Q, N), float32 (output)
+        Each sample's weight in frame order, 0 for invalid samples.
+    n_valid : ndarray, shape ((r1 − r0)·Q,), int64 (output)
+        Valid samples per row: raw value finite, normalised value not NaN, weight
+        finite and ``> 0``.
+    s, idx : ndarray, shape ((r1 − r0)·Q, N), float32 and int32 (outputs, with a network)
+        The sorted rows and the frame of each position (:func:`unpack_keys`).
+    centre, sums : ndarray, shape ((r1 − r0)·Q,) and ((r1 − r0)·Q, 2) (outputs, with a network)
+        Each row's median and ``Σd``, ``Σd²`` about it, as the unweighted gather
+        (:func:`~.common.median_sums_lanes`): the start of the κ-σ and WSC kernels.
+
+    Returns
+    -------
+    bool
+        A valid sample is infinite (a normalisation overflow, or an infinite value
+        of a samples-last source): ``centre`` and ``sums`` are then not usable.
+    """
+    n, _, q = src.shape
+    inf = np.float32(np.inf)
+    one = np.float32(1.0)
+    has_fw = fw.shape[1] > 0
+    has_pw = pw.shape[2] > 0
+    has_rad = radial.shape[1] > 0
+    block = np.empty((n, LANES), np.int64)
+    fblock = np.empty((n, LANES), np.float32)
+    fbits = fblock.view(np.int32)
+    vals = np.empty(LANES, np.float32)
+    bits = vals.view(np.int32)
+    count = np.zeros(LANES, np.int64)
+    med32 = np.empty(LANES, np.float32)
+    med = np.empty(LANES, np.float64)
+    acc1 = np.empty(LANES, np.float64)
+    acc2 = np.empty(LANES, np.float64)
+    overflow = False
+    pad = (_ordered(np.int32(0x7F800000)) << 32) | np.int64(n)
+    for i in range(r0, r1):
+        for j0 in range(0, q, LANES):
+            m = min(LANES, q - j0)
+            base = (i - r0) * q + j0
+            for lane in range(LANES):
+                count[lane] = 0
+            for k in range(n):
+                for lane in range(m):
+                    j = j0 + lane
+                    v = src[k, i, j]
+                    y = np.float32(np.float32(v * gain[k, j]) + offset[k, j]) if normalise else v
+                    w = fw[k, j] if has_fw else one
+                    if has_pw:
+                        w = np.float32(w * pw[k, i - r0, j if n_pw_ch > 1 else j // n_ch])
+                    if has_rad:
+                        w = np.float32(w * radial[i - r0, j // n_ch])
+                    ok = ((v - v) == 0) & (y == y) & ((w - w) == 0) & (w > 0)
+                    overflow |= ok & ((y - y) != 0)
+                    wf[base + lane, k] = w if ok else np.float32(0.0)
+                    count[lane] += ok
+                    vals[lane] = y if ok else inf
+                for lane in range(m):
+                    block[k, lane] = (_ordered(bits[lane]) << 32) | np.int64(k)
+                for lane in range(m, LANES):
+                    block[k, lane] = pad
+            for lane in range(m):
+                n_valid[base + lane] = count[lane]
+            if pairs.shape[0]:
+                network(block, pairs)
+                _decode(block, fblock, fbits, s, idx, base, m)
+                median_sums_lanes(fblock, count, centre, sums, base, m, med32, med, acc1, acc2)
+            else:
+                for lane in range(m):
+                    for k in range(n):
+                        keys[base + lane, k] = block[k, lane]
+    return overflow
+
+
+@inline
+def _decode(block, fblock, fbits, s, idx, base, m):
+    """Split sorted keys into their values (``fblock``, via its int32 view ``fbits``) and rows of ``s``, ``idx``."""
+    n, lanes = block.shape
+    for k in range(n):
+        for lane in range(lanes):
+            b = block[k, lane] >> 32
+            fbits[k, lane] = np.int32(b ^ _FLIP if b < 0 else b)
+    for lane in range(m):
+        for k in range(n):
+            s[base + lane, k] = fblock[k, lane]
+            idx[base + lane, k] = np.int32(block[k, lane] & _LOW)
+
+
+@jit
+def gather_key_rows(x, n_ch, gain, offset, normalise, fw, pw, n_pw_ch, pairs, keys, wf, n_valid, s, idx, centre,
+                    sums):
+    """:func:`gather_keys` for a block already in the samples-last layout (grid cells).
+
+    Parameters
+    ----------
+    x : ndarray, shape (P, N), float32, C-contiguous
+        ``P = h·w·C`` pixel rows (channels fastest), NaN = no data (an infinite value
+        is a valid sample here, as in the core's ``Samples``).
+    n_ch : int
+        Channels ``C``.
+    gain, offset : ndarray, shape (N, C) or (N, 0), float32
+        Normalisation, read only when ``normalise``.
+    normalise : bool
+        Whether to normalise.
+    fw : ndarray, shape (N, C) or (N, 0), float32
+        Frame weights; empty: none.
+    pw : ndarray, shape (P / C · n_pw_ch, N) or (0, N), float32
+        Per-pixel weights (``n_pw_ch`` 1: one for every channel); empty: none.
+    n_pw_ch : int
+        Channels of ``pw``.
+    pairs : ndarray, shape (P, 2), int64
+        Sorting network of N, or shape (0, 2).
+    keys, wf, n_valid, s, idx, centre, sums : ndarray
+        Outputs, as :func:`gather_keys`.
+
+    Returns
+    -------
+    bool
+        A valid sample is infinite: ``centre`` and ``sums`` are not usable.
+    """
+    rows, n = x.shape
+    inf = np.float32(np.inf)
+    one = np.float32(1.0)
+    has_fw = fw.shape[1] > 0
+    has_pw = pw.shape[0] > 0
+    block = np.empty((n, LANES), np.int64)
+    fblock = np.empty((n, LANES), np.float32)
+    fbits = fblock.view(np.int32)
+    vals = np.empty(LANES, np.float32)
+    bits = vals.view(np.int32)
+    count = np.zeros(LANES, np.int64)
+    med32 = np.empty(LANES, np.float32)
+    med = np.empty(LANES, np.float64)
+    acc1 = np.empty(LANES, np.float64)
+    acc2 = np.empty(LANES, np.float64)
+    overflow = False
+    pad = (_ordered(np.int32(0x7F800000)) << 32) | np.int64(n)
+    for p0 in range(0, rows, LANES):
+        m = min(LANES, rows - p0)
+        for lane in range(LANES):
+            count[lane] = 0
+        for k in range(n):
+            for lane in range(m):
+                p = p0 + lane
+                ch = p % n_ch
+                v = x[p, k]
+                y = np.float32(np.float32(v * gain[k, ch]) + offset[k, ch]) if normalise else v
+                w = fw[k, ch] if has_fw else one
+                if has_pw:
+                    w = np.float32(w * pw[p if n_pw_ch > 1 else p // n_ch, k])
+                ok = (y == y) & ((w - w) == 0) & (w > 0)
+                overflow |= ok & ((y - y) != 0)
+                wf[p, k] = w if ok else np.float32(0.0)
+                count[lane] += ok
+                vals[lane] = y if ok else inf
+            for lane in range(m):
+                block[k, lane] = (_ordered(bits[lane]) << 32) | np.int64(k)
+            for lane in range(m, LANES):
+                block[k, lane] = pad
+        for lane in range(m):
+            n_valid[p0 + lane] = count[lane]
+        if pairs.shape[0]:
+            network(block, pairs)
+            _decode(block, fblock, fbits, s, idx, p0, m)
+            median_sums_lanes(fblock, count, centre, sums, p0, m, med32, med, acc1, acc2)
+        else:
+            for lane in range(m):
+                for k in range(n):
+                    keys[p0 + lane, k] = block[k, lane]
+    return overflow
+
+
+@jit
+def unpack_keys(keys, s_bits, idx):
+    """Split sorted keys into the sorted values (their bits) and their frame indices.
+
+    Parameters
+    ----------
+    keys : ndarray, shape (P, N), int64
+        Rows of :func:`gather_keys`, sorted.
+    s_bits : ndarray, shape (P, N), int32 (output)
+        The int32 view of the float32 sorted rows ``s``.
+    idx : ndarray, shape (P, N), int32 (output)
+        Frame of each sorted position.
+    """
+    rows, n = keys.shape
+    for p in range(rows):
+        for j in range(n):
+            key = keys[p, j]
+            b = key >> 32
+            if b < 0:
+                b ^= _FLIP
+            s_bits[p, j] = np.int32(b)
+            idx[p, j] = np.int32(key & _LOW)
+
+
+@jit
+def combine_weighted(s, idx, wf, n_valid, combine, lo, hi, iterations, split, keep, winsor,
+                     image, weight_sum, coverage, n_low, n_high, counters, uncertainty, se_mode, se_factor):
+    """Combine each pixel's kept samples with their weights, as ``core.combine`` and ``core.uncertainty``.
+
+    Parameters
+    ----------
+    s : ndarray, shape (P, N), float32
+        Sorted rows (:func:`unpack_keys`), invalid last as ``+inf``.
+    idx : ndarray, shape (P, N), int32
+        Frame of each sorted position.
+    wf : ndarray, shape (P, N), float32
+        Weights in frame order, 0 for invalid samples.
+    n_valid : ndarray, shape (P,), int64
+        Valid samples per row.
+    combine : int
+        :data:`~.combine.COMBINE_CODES`.
+    lo, hi, iterations, split, keep, winsor : ndarray
+        What the rejection kernel found (:class:`~.band.Kept`).
+    image, weight_sum : ndarray, shape (P,), float32 (outputs)
+        Combined value (NaN where no sample survived) and Σ weights of the survivors.
+    coverage, n_low, n_high : ndarray, shape (P,), int32 (outputs)
+        Survivors, and samples rejected below / above.
+    counters : ndarray, shape (4,), int64 (output)
+        Max iterations, Σ n_valid, Σ n_low, Σ n_high over the band.
+    uncertainty : ndarray, shape (P,) or (0,), float32 (output)
+        Standard error of each pixel (NaN below two survivors, without an estimator
+        or without a degree of freedom); empty: not computed.
+    se_mode : int
+        :data:`~.combine.UNCERTAINTY_CODES` of the combine, 0 for none.
+    se_factor : float
+        The clip correction of the mean's estimator.
+
+    Notes
+    -----
+    The mean is ``f32(Σ f64(f32(w·x)) / Σ f64(w))``, both sums NumPy's pairwise sums
+    over the frames with zeros for the others; the sum is ``f32(f32(count)·mean)``;
+    median, min and max are unweighted, as in the core.
+    """
+    rows, n = s.shape
+    nan = np.float32(np.nan)
+    has_split = split.shape[0] > 0
+    rewinsor = winsor.shape[0] > 0
+    has_se = uncertainty.shape[0] > 0
+    t = np.empty((1, n), np.float32)
+    num = np.empty(n)
+    den = np.empty(n)
+    frames = np.empty((64, 3), np.int64)
+    values = np.empty(64)
+    max_it = 0
+    total_valid = 0
+    total_low = 0
+    total_high = 0
+    for p in range(rows):
+        nv = n_valid[p]
+        a = lo[p]
+        b = hi[p]
+        if iterations[p] > max_it:
+            max_it = iterations[p]
+        split_row = has_split and split[p]
+        q_lo = winsor[p, 0] if rewinsor else np.float32(0.0)
+        q_hi = winsor[p, 1] if rewinsor else np.float32(0.0)
+        # Sorted positions that may be kept: the range, or every valid one.
+        j0 = 0 if (rewinsor or split_row) else a
+        j1 = nv if (rewinsor or split_row) else b
+        for k in range(n):
+            num[k] = 0.0
+            den[k] = 0.0
+        count = 0
+        for j in range(j0, j1):
+            f = idx[p, j]
+            w = wf[p, f]
+            if w > 0 and not (split_row and not keep[p, j]):
+                v = s[p, j]
+                if rewinsor and not a <= j < b:
+                    v = clamp(v, q_lo, q_hi)
+                num[f] = np.float64(np.float32(w * v))
+                den[f] = np.float64(w)
+                count += 1
+        big_w = pairwise_sum(den, n, frames, values)
+        # The sorted kept values, for the median, min and max: a range of s or a copy in t.
+        arr = s
+        row = p
+        start = a
+        if rewinsor:
+            _merge_clamped(s, p, a, b, nv, q_lo, q_hi, t)
+        elif split_row:
+            c = 0
+            for j in range(nv):
+                if keep[p, j]:
+                    t[0, c] = s[p, j]
+                    c += 1
+        if rewinsor or split_row:
+            arr = t
+            row = 0
+            start = 0
+        value = nan
+        if count > 0:
+            if combine == 1:
+                value = median_range(arr, row, start, count)
+            elif combine == 3:
+                value = arr[row, start]
+            elif combine == 4:
+                value = arr[row, start + count - 1]
+            else:
+                total = pairwise_sum(num, n, frames, values)
+                mean = np.float32(total / (big_w if big_w > 0 else 1.0))
+                value = mean if combine == 0 else np.float32(np.float32(count) * mean)
+        image[p] = value
+        weight_sum[p] = np.float32(big_w)
+        if has_se:
+            se = nan
+            if count >= 2 and se_mode > 0:
+                se = _weighted_se(s, idx, wf, p, j0, j1, split_row, keep, rewinsor, a, b, q_lo, q_hi, count, value,
+                                  big_w, se_mode, se_factor)
+            uncertainty[p] = se
+        coverage[p] = count
+        n_low[p] = a
+        n_high[p] = nv - b
+        total_valid += nv
+        total_low += a
+        total_high += nv - b
+    counters[0] = max_it
+    counters[1] = total_valid
+    counters[2] = total_low
+    counters[3] = total_high
+
+
+@inline
+def _weighted_se(s, idx, wf, p, j0, j1, split_row, keep, rewinsor, a, b, q_lo, q_hi, count, value, big_w, mode,
+                 factor):
+    """``core.uncertainty.standard_error`` of one pixel, in one pass over its kept samples.
+
+    Shifted by the combined value (by the mean for a sum), as the core: ``d = x − c``.
+    Weighted (mean, sum): ``μ = Σ w·d / W`` and ``Σ w²(d − μ)² = Σ w²d² − 2μ Σ w²d + μ² Σ w²``
+    (``μ`` is a rounding error of the shift, so nothing cancels); median: the unweighted
+    ``Σd``, ``Σd²``. Sequential float64 sums in sorted order (the core: ``vecdot``).
+    """
+    shift = value if (value - value) == 0 else np.float32(0.0)
+    if mode == 2:
+        shift = np.float32(shift / np.float32(count))
+    c = np.float64(shift)
+    s1 = 0.0
+    s2 = 0.0
+    swd = 0.0
+    sw2 = 0.0
+    sw2d = 0.0
+    sw2d2 = 0.0
+    for j in range(j0, j1):
+        w = np.float64(wf[p, idx[p, j]])
+        if w > 0 and not (split_row and not keep[p, j]):
+            v = s[p, j]
+            if rewinsor and not a <= j < b:
+                v = clamp(v, q_lo, q_hi)
+            d = np.float64(v) - c
+            s1 += d
+            s2 += d * d
+            swd += w * d
+            w2 = w * w
+            sw2 += w2
+            sw2d += w2 * d
+            sw2d2 += w2 * d * d
+    se = np.float32(np.nan)
+    if mode == 3:
+        se = _from_sums(s1, s2, count, mode, factor)
+    else:
+        mu = swd / (big_w if big_w > 0 else 1.0)
+        ss = sw2d2 - 2.0 * mu * sw2d + mu * mu * sw2
+        if not ss > 0:
+            ss = 0.0
+        dof = big_w * big_w - sw2
+        if dof > 0:
+            var = ss / dof * factor
+            if mode == 2:
+                nf = np.float64(count)
+                var = var * nf * nf
+            se = np.float32(np.sqrt(var))
+    return se
+
+
+def frame_weight_rows(plan: Any, n: int, w: int) -> np.ndarray:
+    """The plan's ``(N, C)`` frame weights repeated along a row, ``(N, W·C)`` float32 (or ``(N, 0)``).
+
+    Parameters
+    ----------
+    plan : FramePlan
+        Its ``weights`` (None: no frame weight).
+    n, w : int
+        Frames and row width.
+
+    Returns
+    -------
+    ndarray
+        C-contiguous float32, in the order of a frame row's interleaved channels.
+    """
+    if plan.weights is None:
+        return np.zeros((n, 0), np.float32)
+    return np.ascontiguousarray(np.tile(np.asarray(plan.weights, np.float32), (1, w)))

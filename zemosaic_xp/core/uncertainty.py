@@ -138,6 +138,97 @@ def mean_variance_factor(config: StackConfig) -> float:
     return clip_variance_factor(float(config.kappa_low), float(config.kappa_high), sigma_updates=updates)
 
 
+#: Samples per chunk of :func:`standard_error` (1 MiB of float32): every temporary,
+#: ``(rows, N)`` or per pixel, is used while it is still in cache.
+_CHUNK_SAMPLES = 1 << 18
+
+
+class _Band:
+    """What every chunk of :func:`standard_error` reads, sliced by rows."""
+
+    def __init__(self, samples: Samples, rej: Rejection, config: StackConfig, image: Array,
+                 coverage: Array) -> None:
+        xp = samples.xp
+        self.xp = xp
+        self.x = samples.x
+        self.coverage = coverage
+        self.median = config.combine == "median"
+        self.sum = config.combine == "sum"
+        self.factor = 1.0 if self.median else mean_variance_factor(config)
+        self.weighted = samples.weights is not None and not self.median
+        self.weights = samples.full_weights() if self.weighted else None
+        shift = xp.where(xp.isfinite(image), image, xp.zeros_like(image))
+        if self.sum:  # the sum is n times the mean: shift by the mean
+            shift = shift / xp.astype(xp.where(coverage > 0, coverage, xp.ones_like(coverage)), shift.dtype)
+        self.shift = shift
+        # The rejection's (or the combine's) own float64 sums over the kept samples.
+        known = not self.weighted and rej.kept_sum is not None and rej.centre is not None
+        self.kept_sum = rej.kept_sum if known else None
+        self.kept_sq = rej.kept_sq if known else None
+        self.centre = rej.centre if known else None
+        nf = int(self.x.shape[-1])
+        # The keep mask matters only where a pixel lost a sample (NaN or rejected).
+        needs_mask = self.weighted or not bool(xp.all(coverage == nf))
+        self.keep = rej.keep if needs_mask and self.kept_sq is None else None
+        # The median's factor depends on n alone: a table over n = 0 … N, gathered.
+        self.median_table = None
+        if self.median:
+            counts = xp.arange(nf + 1, dtype=xp.float64, device=_device(self.x))
+            self.median_table = median_variance_factor(xp.where(counts >= 2.0, counts, xp.full_like(counts, 2.0)),
+                                                       xp)
+
+
+def _chunk_error(b: _Band, r0: int, r1: int) -> Array:
+    """Standard error of rows ``[r0, r1)`` (see :func:`standard_error`), float32."""
+    xp = b.xp
+    x = b.x[r0:r1, :]
+    shift = b.shift[r0:r1]
+    n = xp.astype(b.coverage[r0:r1], xp.float64)
+    zero = xp.zeros((), dtype=x.dtype, device=_device(x))
+    if b.weighted:
+        keep = b.keep[r0:r1, :]
+        # Excluded samples become the shift itself: exact zeros once shifted.
+        d = xp.astype(xp.where(keep, x, shift[:, None]), xp.float64) - xp.astype(shift, xp.float64)[:, None]
+        w = xp.astype(xp.where(keep, b.weights[r0:r1, :], zero), xp.float64)
+        big_w = xp.sum(w, axis=-1)
+        w_sq = xp.vecdot(w, w)
+        # Re-centre on the weighted mean μ = c + Σ w·d / W (excluded samples stay 0: w = 0).
+        d = w * (d - (xp.vecdot(w, d) / xp.where(big_w > 0, big_w, xp.ones_like(big_w)))[:, None])
+        dof = big_w * big_w - w_sq
+        ok = (n >= 2.0) & (dof > 0)
+        var = xp.vecdot(d, d) / xp.where(ok, dof, xp.ones_like(dof))  # the weighted mean's variance
+    else:
+        if b.kept_sq is not None:
+            # Σd² − (Σd)²/n does not depend on the centre: the rejection's own sums.
+            s1, s2 = b.kept_sum[r0:r1], b.kept_sq[r0:r1]
+        else:
+            d = x - shift[:, None]
+            if b.keep is not None:
+                d = xp.where(b.keep[r0:r1, :], d, zero)
+            s2 = xp.astype(xp.vecdot(d, d), xp.float64)
+            if b.kept_sum is not None:
+                # Σ(x − shift) = Σ(x − centre) − n·(shift − centre), in float64.
+                moved = xp.astype(shift, xp.float64) - xp.astype(b.centre[r0:r1], xp.float64)
+                s1 = b.kept_sum[r0:r1] - n * moved
+            else:
+                s1 = xp.astype(xp.vecdot(d, xp.ones_like(d[:1, :])), xp.float64)
+        ok = n >= 2.0
+        n_ok = xp.where(ok, n, xp.full_like(n, 2.0))
+        # s² = (Σd² − (Σd)²/n) / (n − 1), clamped at 0 against rounding.
+        ss = s2 - s1 * s1 / n_ok
+        s_sq = xp.where(ss > 0, ss, xp.zeros_like(ss)) / (n_ok - 1.0)
+        if b.median:
+            var = s_sq * xp.take(b.median_table, xp.astype(b.coverage[r0:r1], xp.int64))
+        else:
+            var = s_sq / n_ok
+    if b.factor != 1.0:
+        var = var * b.factor
+    if b.sum:
+        var = var * n * n
+    se = xp.where(ok, xp.sqrt(var), xp.full_like(var, xp.nan))
+    return xp.astype(se, x.dtype)
+
+
 def standard_error(samples: Samples, rej: Rejection, config: StackConfig, image: Array,
                    coverage: Array) -> Array:
     """Standard error of each pixel's combined value, from its surviving samples.
@@ -166,52 +257,30 @@ def standard_error(samples: Samples, rej: Rejection, config: StackConfig, image:
 
     Notes
     -----
-    Sums are float64 over ``d = x − c`` (``c`` the shift): ``Σ(x − μ)² = Σd² − (Σd)²/n``
-    unweighted; weighted, ``d`` is first re-centred on the weighted mean. About four
-    passes over the band's samples (six weighted).
+    Unweighted, ``Σ(x − μ)² = Σd² − (Σd)²/n`` with ``d = x − c``:
+
+    - a rejection that kept float64 ``Σd`` and ``Σd²`` of its kept range (``kappa_sigma``
+      and ``winsorized_sigma_clip``: ``Rejection.kept_sum`` / ``kept_sq``, ``c`` the
+      median) costs no pass over the samples;
+    - otherwise ``c`` is the combined value (any value near the survivors would do):
+      ``Σd²`` is one subtraction and one float32 ``vecdot`` over the samples, ``Σd``
+      comes from the float64 ``kept_sum`` of the rejection or of the mean combine when
+      there is one (else a second ``vecdot``), and the keep mask is applied only when
+      a pixel of the band lost a sample. Centred on the result, nothing cancels; the
+      float32 accumulation leaves a relative error of order ``N · 2⁻²⁴`` on ``Σd²``.
+
+    Weighted sums are float64, ``d`` first re-centred on the weighted mean (six
+    passes). All of it runs over chunks of rows (:data:`_CHUNK_SAMPLES` samples), so
+    every temporary stays in cache; a pixel's value does not depend on the chunking.
     """
     xp = samples.xp
     dev = _device(samples.x)
     p = samples.n_pixels
     if config.combine not in ("mean", "sum", "median"):
         return xp.full((p,), xp.nan, dtype=samples.x.dtype, device=dev)
-    shift = xp.where(xp.isfinite(image), image, xp.zeros_like(image))
-    if config.combine == "sum":  # the sum is n times the mean: shift by the mean
-        shift = shift / xp.astype(xp.where(coverage > 0, coverage, xp.ones_like(coverage)), shift.dtype)
-    if samples.weights is None and rej.lo is not None and rej.hi is not None:
-        # Unweighted range rejection: the survivors are [lo, hi) of the sorted rows.
-        vals = samples.sorted
-        idx = xp.arange(samples.n_frames, dtype=rej.lo.dtype, device=dev)[None, :]
-        mask = (idx >= rej.lo) & (idx < rej.hi)
-    else:
-        vals = samples.x
-        mask = rej.keep
-    # Excluded samples become the shift itself: exact zeros once shifted.
-    c64 = xp.astype(shift, xp.float64)[:, None]
-    d = xp.astype(xp.where(mask, vals, shift[:, None]), xp.float64) - c64
-    n = xp.astype(coverage, xp.float64)
-    if samples.weights is not None and config.combine != "median":
-        zero = xp.zeros((), dtype=samples.x.dtype, device=dev)
-        w = xp.astype(xp.where(mask, samples.full_weights(), zero), xp.float64)
-        big_w = xp.sum(w, axis=-1)
-        w_sq = xp.vecdot(w, w)
-        # Re-centre on the weighted mean μ = c + Σ w·d / W (excluded samples stay 0: w = 0).
-        d = w * (d - (xp.vecdot(w, d) / xp.where(big_w > 0, big_w, xp.ones_like(big_w)))[:, None])
-        ss = xp.vecdot(d, d)
-    else:
-        big_w, w_sq = n, n
-        s1 = xp.sum(d, axis=-1)
-        ss = xp.vecdot(d, d) - s1 * s1 / xp.where(n > 0, n, xp.ones_like(n))
-        ss = xp.where(ss > 0, ss, xp.zeros_like(ss))
-    dof = big_w * big_w - w_sq
-    ok = (n >= 2.0) & (dof > 0)
-    var = ss / xp.where(ok, dof, xp.ones_like(dof))  # the mean's variance
-    if config.combine == "median":
-        # s² = n · var (unweighted: dof = n (n − 1)).
-        var = n * var * median_variance_factor(n, xp)
-    else:
-        var = var * mean_variance_factor(config)
-    if config.combine == "sum":
-        var = var * n * n
-    se = xp.where(ok, xp.sqrt(var), xp.asarray(xp.nan, dtype=xp.float64, device=dev))
-    return xp.astype(se, samples.x.dtype)
+    if p == 0 or samples.n_frames == 0:
+        return xp.full((p,), xp.nan, dtype=samples.x.dtype, device=dev)
+    band = _Band(samples, rej, config, image, coverage)
+    step = max(1, _CHUNK_SAMPLES // samples.n_frames)
+    parts = [_chunk_error(band, r0, min(p, r0 + step)) for r0 in range(0, p, step)]
+    return parts[0] if len(parts) == 1 else xp.concat(parts)

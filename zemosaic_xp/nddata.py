@@ -15,8 +15,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .io.uncert import ArrayUncertRows, inverse_variance_of
-
 __all__ = ["is_nddata", "frames_from_nddata", "inverse_variance", "to_ccddata", "master_tile_inputs"]
 
 logger = logging.getLogger(__name__)
@@ -69,6 +67,9 @@ def inverse_variance(frame: Any, name: str) -> np.ndarray:
         msg = (f"{name} has a {type(unc).__name__}; weighting='uncertainty' takes StdDevUncertainty, "
                f"VarianceUncertainty or InverseVariance")
         raise ValueError(msg)
+    # On call: zemosaic_xp.io imports astropy, and this module is imported with the package.
+    from .io.uncert import inverse_variance_of
+
     return inverse_variance_of(np.broadcast_to(np.asarray(unc.array, dtype=np.float64), np.shape(frame.data)), kind)
 
 
@@ -203,7 +204,7 @@ def _fits_frame(path: Any, *, uncertainty: bool = False) -> tuple[Any, Any, Any]
     from astropy.io import fits
 
     from .io.fits import _layout
-    from .io.uncert import uncert_kind
+    from .io.uncert import inverse_variance_of, uncert_kind
 
     try:
         with fits.open(name, memmap=False) as hdul:
@@ -268,6 +269,8 @@ def master_tile_inputs(inputs: Any, *, uncertainty: bool = False) -> tuple[Any, 
                    "extension; got one array of frames")
             raise ValueError(msg)
         return inputs, None, None
+    from .io.uncert import ArrayUncertRows
+
     out, units, weights = [], [], []
     for i, item in enumerate(inputs):
         if is_nddata(item):

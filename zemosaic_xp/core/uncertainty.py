@@ -156,7 +156,6 @@ class _Band:
         self.sum = config.combine == "sum"
         self.factor = 1.0 if self.median else mean_variance_factor(config)
         self.weighted = samples.weights is not None and not self.median
-        self.weights = samples.full_weights() if self.weighted else None
         shift = xp.where(xp.isfinite(image), image, xp.zeros_like(image))
         if self.sum:  # the sum is n times the mean: shift by the mean
             shift = shift / xp.astype(xp.where(coverage > 0, coverage, xp.ones_like(coverage)), shift.dtype)
@@ -168,8 +167,12 @@ class _Band:
         self.centre = rej.centre if known else None
         nf = int(self.x.shape[-1])
         # The keep mask matters only where a pixel lost a sample (NaN or rejected).
-        needs_mask = self.weighted or not bool(xp.all(coverage == nf))
+        needs_mask = not bool(xp.all(coverage == nf))
         self.keep = rej.keep if needs_mask and self.kept_sq is None else None
+        self.weights = None
+        if self.weighted:
+            # Every sample kept: the weights as they are (no copy); else 0 on invalid ones.
+            self.weights = samples.full_weights() if needs_mask else xp.broadcast_to(samples.weights, self.x.shape)
         # The median's factor depends on n alone: a table over n = 0 … N, gathered.
         self.median_table = None
         if self.median:
@@ -186,17 +189,23 @@ def _chunk_error(b: _Band, r0: int, r1: int) -> Array:
     n = xp.astype(b.coverage[r0:r1], xp.float64)
     zero = xp.zeros((), dtype=x.dtype, device=_device(x))
     if b.weighted:
-        keep = b.keep[r0:r1, :]
-        # Excluded samples become the shift itself: exact zeros once shifted.
-        d = xp.astype(xp.where(keep, x, shift[:, None]), xp.float64) - xp.astype(shift, xp.float64)[:, None]
-        w = xp.astype(xp.where(keep, b.weights[r0:r1, :], zero), xp.float64)
-        big_w = xp.sum(w, axis=-1)
-        w_sq = xp.vecdot(w, w)
-        # Re-centre on the weighted mean μ = c + Σ w·d / W (excluded samples stay 0: w = 0).
-        d = w * (d - (xp.vecdot(w, d) / xp.where(big_w > 0, big_w, xp.ones_like(big_w)))[:, None])
+        d = x - shift[:, None]
+        w = b.weights[r0:r1, :]
+        if b.keep is not None:
+            keep = b.keep[r0:r1, :]
+            d, w = xp.where(keep, d, zero), xp.where(keep, w, zero)
+        wd = w * d
+        ones = xp.ones_like(x[:1, :])
+        f64 = xp.float64
+        big_w, w_sq = xp.astype(xp.vecdot(w, ones), f64), xp.astype(xp.vecdot(w, w), f64)
+        s_wd, s_w2d = xp.astype(xp.vecdot(wd, ones), f64), xp.astype(xp.vecdot(wd, w), f64)
+        # Σw²(x − μ)² about the weighted mean μ = c + δ, δ = Σw·d / W.
+        delta = s_wd / xp.where(big_w > 0, big_w, xp.ones_like(big_w))
+        ss = xp.astype(xp.vecdot(wd, wd), f64) - delta * (2.0 * s_w2d - delta * w_sq)
+        ss = xp.where(ss > 0, ss, xp.zeros_like(ss))
         dof = big_w * big_w - w_sq
         ok = (n >= 2.0) & (dof > 0)
-        var = xp.vecdot(d, d) / xp.where(ok, dof, xp.ones_like(dof))  # the weighted mean's variance
+        var = ss / xp.where(ok, dof, xp.ones_like(dof))  # the weighted mean's variance
     else:
         if b.kept_sq is not None:
             # Σd² − (Σd)²/n does not depend on the centre: the rejection's own sums.
@@ -269,8 +278,10 @@ def standard_error(samples: Samples, rej: Rejection, config: StackConfig, image:
       a pixel of the band lost a sample. Centred on the result, nothing cancels; the
       float32 accumulation leaves a relative error of order ``N · 2⁻²⁴`` on ``Σd²``.
 
-    Weighted sums are float64, ``d`` first re-centred on the weighted mean (six
-    passes). All of it runs over chunks of rows (:data:`_CHUNK_SAMPLES` samples), so
+    Weighted, the same float32 chunks give ``W``, ``Σw²``, ``Σw·d``, ``Σw²·d`` and
+    ``Σw²·d²``, and ``Σw²(x − μ)² = Σw²d² − 2δ·Σw²d + δ²·Σw²`` with ``δ = Σw·d / W`` (the
+    result is within a float32 rounding of ``μ``: nothing cancels). All of it runs over
+    chunks of rows (:data:`_CHUNK_SAMPLES` samples), so
     every temporary stays in cache; a pixel's value does not depend on the chunking.
     """
     xp = samples.xp

@@ -183,6 +183,10 @@ class Rejection:
     ----------
     n_low, n_high, iterations, lo, hi, centre, kept_sum, kept_sq
         The parameters of the same names (None where not given).
+    weighted_sums : tuple of array or None
+        Set by a weighted mean combine: the survivors' weights ``(P, N)`` float32 (0
+        elsewhere), and the float64 ``Σw·x`` and ``Σw`` ``(P,)``; the uncertainty map
+        reuses them. None otherwise.
 
     Raises
     ------
@@ -208,6 +212,7 @@ class Rejection:
         self.centre = centre
         self.kept_sum = kept_sum
         self.kept_sq = kept_sq
+        self.weighted_sums: tuple[Array, Array, Array] | None = None
 
     @property
     def keep(self) -> Array:

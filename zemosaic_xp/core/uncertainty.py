@@ -138,11 +138,6 @@ def mean_variance_factor(config: StackConfig) -> float:
     return clip_variance_factor(float(config.kappa_low), float(config.kappa_high), sigma_updates=updates)
 
 
-#: Samples per chunk of :func:`standard_error` (1 MiB of float32): every temporary,
-#: ``(rows, N)`` or per pixel, is used while it is still in cache.
-_CHUNK_SAMPLES = 1 << 18
-
-
 class _Band:
     """What every chunk of :func:`standard_error` reads, sliced by rows."""
 
@@ -169,8 +164,12 @@ class _Band:
         # The keep mask matters only where a pixel lost a sample (NaN or rejected).
         needs_mask = not bool(xp.all(coverage == nf))
         self.keep = rej.keep if needs_mask and self.kept_sq is None else None
-        self.weights = None
-        if self.weighted:
+        self.weights = self.w_sum = self.wx_sum = None
+        known_w = getattr(rej, "weighted_sums", None) if self.weighted else None
+        if known_w is not None:
+            # The mean combine's survivor weights (0 where excluded) and float64 sums.
+            self.weights, self.wx_sum, self.w_sum = known_w
+        elif self.weighted:
             # Every sample kept: the weights as they are (no copy); else 0 on invalid ones.
             self.weights = samples.full_weights() if needs_mask else xp.broadcast_to(samples.weights, self.x.shape)
         # The median's factor depends on n alone: a table over n = 0 … N, gathered.
@@ -193,12 +192,19 @@ def _chunk_error(b: _Band, r0: int, r1: int) -> Array:
         w = b.weights[r0:r1, :]
         if b.keep is not None:
             keep = b.keep[r0:r1, :]
-            d, w = xp.where(keep, d, zero), xp.where(keep, w, zero)
+            d = xp.where(keep, d, zero)
+            if b.w_sum is None:
+                w = xp.where(keep, w, zero)
         wd = w * d
-        ones = xp.ones_like(x[:1, :])
         f64 = xp.float64
-        big_w, w_sq = xp.astype(xp.vecdot(w, ones), f64), xp.astype(xp.vecdot(w, w), f64)
-        s_wd, s_w2d = xp.astype(xp.vecdot(wd, ones), f64), xp.astype(xp.vecdot(wd, w), f64)
+        w_sq, s_w2d = xp.astype(xp.vecdot(w, w), f64), xp.astype(xp.vecdot(wd, w), f64)
+        if b.w_sum is not None:
+            # Σw·d = Σw·x − c·Σw from the combine's float64 sums.
+            big_w = b.w_sum[r0:r1]
+            s_wd = b.wx_sum[r0:r1] - xp.astype(shift, f64) * big_w
+        else:
+            ones = xp.ones_like(x[:1, :])
+            big_w, s_wd = xp.astype(xp.vecdot(w, ones), f64), xp.astype(xp.vecdot(wd, ones), f64)
         # Σw²(x − μ)² about the weighted mean μ = c + δ, δ = Σw·d / W.
         delta = s_wd / xp.where(big_w > 0, big_w, xp.ones_like(big_w))
         ss = xp.astype(xp.vecdot(wd, wd), f64) - delta * (2.0 * s_w2d - delta * w_sq)
@@ -281,8 +287,9 @@ def standard_error(samples: Samples, rej: Rejection, config: StackConfig, image:
     Weighted, the same float32 chunks give ``W``, ``Σw²``, ``Σw·d``, ``Σw²·d`` and
     ``Σw²·d²``, and ``Σw²(x − μ)² = Σw²d² − 2δ·Σw²d + δ²·Σw²`` with ``δ = Σw·d / W`` (the
     result is within a float32 rounding of ``μ``: nothing cancels). All of it runs over
-    chunks of rows (:data:`_CHUNK_SAMPLES` samples), so
-    every temporary stays in cache; a pixel's value does not depend on the chunking.
+    chunks of rows (``ArrayOps.chunk_samples`` samples: 2¹⁸ on CPUs, the whole band on
+    GPUs), so every temporary stays in cache; a pixel's value does not depend on the
+    chunking.
     """
     xp = samples.xp
     dev = _device(samples.x)
@@ -292,6 +299,8 @@ def standard_error(samples: Samples, rej: Rejection, config: StackConfig, image:
     if p == 0 or samples.n_frames == 0:
         return xp.full((p,), xp.nan, dtype=samples.x.dtype, device=dev)
     band = _Band(samples, rej, config, image, coverage)
-    step = max(1, _CHUNK_SAMPLES // samples.n_frames)
+    # Cache-sized row chunks on CPUs (ArrayOps.chunk_samples); 0 = the whole band.
+    chunk = int(getattr(samples.ops, "chunk_samples", 0) or 0)
+    step = max(1, chunk // samples.n_frames) if chunk > 0 else p
     parts = [_chunk_error(band, r0, min(p, r0 + step)) for r0 in range(0, p, step)]
     return parts[0] if len(parts) == 1 else xp.concat(parts)

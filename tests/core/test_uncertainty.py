@@ -115,6 +115,24 @@ def test_row_chunks_do_not_change_the_map(reject_name, combine_name, weighting, 
     assert np.isfinite(maps[0]).mean() > 0.9
 
 
+@pytest.mark.parametrize("scale", [1e-22, 1e25, 3e30])
+@pytest.mark.parametrize(("combine_name", "weighted"), [("mean", False), ("median", False), ("sum", False),
+                                                        ("mean", True)])
+def test_map_scales_with_the_data_near_float32_limits(backend, scale, combine_name, weighted):
+    # Squares of such deviations overflow (or underflow) float32: those chunks sum in
+    # float64, so the map is the unit-scale one times the scale, without a warning.
+    s = make_stack(n_frames=7, shape=(9, 8), seed=2)
+    frames = np.array(s.frames, dtype=np.float64)
+    frames = (frames - np.nanmean(frames)) / np.nanstd(frames)
+    frames[2, 1, 1] = np.nan
+    config = StackConfig(normalize="none", weighting="none", reject="none", combine=combine_name)
+    w = on(backend, [1.0, 3.0, 0.5, 2.0, 1.0, 1.5, 4.0]) if weighted else None
+    unit = stack(on(backend, frames.astype(np.float32)), config=config, weights=w).uncertainty
+    got = stack(on(backend, (frames * scale).astype(np.float32)), config=config, weights=w).uncertainty
+    np.testing.assert_allclose(host(got) / scale, host(unit), rtol=2e-5, equal_nan=True)
+    assert np.isfinite(host(got)).mean() > 0.9
+
+
 def test_single_frame_is_nan():
     r = stack(np.ones((1, 4, 5), np.float32))
     assert r.uncertainty.shape == (4, 5) and np.all(np.isnan(r.uncertainty))

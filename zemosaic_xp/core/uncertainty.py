@@ -180,6 +180,31 @@ class _Band:
                                                        xp)
 
 
+#: Largest float32 (the sums of squares must stay below it) and the smallest deviation
+#: whose square keeps full float32 precision (far above the normal minimum, 1.2e-38).
+_F32_MAX = 3.4028234663852886e38
+_F32_SMALL = 2.0**-50
+
+
+def _float32_ok(xp: Any, d: Array, w: Array | None) -> bool:
+    """Whether float32 sums of ``d²`` (and ``w²d²``, ``w²``) neither overflow nor underflow.
+
+    Bounds the products by the chunk's extremes: ``max|d|`` (and ``max w``) must keep
+    ``N`` squares below float32's maximum, and non-zero ones above ``2⁻⁵⁰``. Otherwise
+    the chunk's sums run in float64 (data near the float32 range, or tiny values such as
+    flux densities in cgs units).
+    """
+    nf = int(d.shape[-1])
+    hi = math.sqrt(_F32_MAX / (4.0 * nf))
+    top = max(float(xp.max(d)), -float(xp.min(d)))
+    low = top
+    if w is not None:
+        w_top = float(xp.max(w))
+        top = max(w_top, w_top * top)
+        low = min(w_top, w_top * low) if low > 0 else w_top
+    return top <= hi and (low == 0.0 or low >= _F32_SMALL)
+
+
 def _chunk_error(b: _Band, r0: int, r1: int) -> Array:
     """Standard error of rows ``[r0, r1)`` (see :func:`standard_error`), float32."""
     xp = b.xp
@@ -195,6 +220,8 @@ def _chunk_error(b: _Band, r0: int, r1: int) -> Array:
             d = xp.where(keep, d, zero)
             if b.w_sum is None:
                 w = xp.where(keep, w, zero)
+        if not _float32_ok(xp, d, w):
+            d, w = xp.astype(d, xp.float64), xp.astype(w, xp.float64)
         wd = w * d
         f64 = xp.float64
         w_sq, s_w2d = xp.astype(xp.vecdot(w, w), f64), xp.astype(xp.vecdot(wd, w), f64)
@@ -220,6 +247,8 @@ def _chunk_error(b: _Band, r0: int, r1: int) -> Array:
             d = x - shift[:, None]
             if b.keep is not None:
                 d = xp.where(b.keep[r0:r1, :], d, zero)
+            if not _float32_ok(xp, d, None):
+                d = xp.astype(d, xp.float64)
             s2 = xp.astype(xp.vecdot(d, d), xp.float64)
             if b.kept_sum is not None:
                 # Σ(x − shift) = Σ(x − centre) − n·(shift − centre), in float64.
@@ -282,7 +311,9 @@ def standard_error(samples: Samples, rej: Rejection, config: StackConfig, image:
       comes from the float64 ``kept_sum`` of the rejection or of the mean combine when
       there is one (else a second ``vecdot``), and the keep mask is applied only when
       a pixel of the band lost a sample. Centred on the result, nothing cancels; the
-      float32 accumulation leaves a relative error of order ``N · 2⁻²⁴`` on ``Σd²``.
+      float32 accumulation leaves a relative error of order ``N · 2⁻²⁴`` on ``Σd²``. A
+      chunk whose deviations (or weights) would overflow float32 squares, or whose
+      largest one is below ``2⁻⁵⁰``, is summed in float64 instead.
 
     Weighted, the same float32 chunks give ``W``, ``Σw²``, ``Σw·d``, ``Σw²·d`` and
     ``Σw²·d²``, and ``Σw²(x − μ)² = Σw²d² − 2δ·Σw²d + δ²·Σw²`` with ``δ = Σw·d / W`` (the

@@ -63,20 +63,14 @@ def inverse_variance(frame: Any, name: str) -> np.ndarray:
         msg = f"{name} has no uncertainty; weighting='uncertainty' needs one on every frame"
         raise ValueError(msg)
     kind = getattr(unc, "uncertainty_type", None)
-    arr = np.broadcast_to(np.asarray(unc.array, dtype=np.float64), np.shape(frame.data))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if kind == "std":
-            ivar = 1.0 / (arr * arr)
-        elif kind == "var":
-            ivar = 1.0 / arr
-        elif kind == "ivar":
-            ivar = np.array(arr)
-        else:
-            msg = (f"{name} has a {type(unc).__name__}; weighting='uncertainty' takes StdDevUncertainty, "
-                   f"VarianceUncertainty or InverseVariance")
-            raise ValueError(msg)
-    ok = np.isfinite(ivar) & (ivar > 0)
-    return np.where(ok, ivar, 0.0).astype(np.float32)
+    if kind not in ("std", "var", "ivar"):
+        msg = (f"{name} has a {type(unc).__name__}; weighting='uncertainty' takes StdDevUncertainty, "
+               f"VarianceUncertainty or InverseVariance")
+        raise ValueError(msg)
+    # On call: zemosaic_xp.io imports astropy, and this module is imported with the package.
+    from .io.uncert import inverse_variance_of
+
+    return inverse_variance_of(np.broadcast_to(np.asarray(unc.array, dtype=np.float64), np.shape(frame.data)), kind)
 
 
 def frames_from_nddata(frames: Sequence[Any], *, weights: bool = False) -> tuple[np.ndarray, Any, np.ndarray | None]:
@@ -181,19 +175,22 @@ def _masked_array(data: Any, mask: Any) -> np.ndarray:
     return arr
 
 
-def _fits_frame(path: Any) -> tuple[Any, Any]:
-    """A FITS path as it is (streamed), or in memory with its MASK applied; and its BUNIT.
+def _fits_frame(path: Any, *, uncertainty: bool = False) -> tuple[Any, Any, Any]:
+    """A FITS path as it is (streamed), or in memory with its MASK applied; its BUNIT; its weights.
 
     The headers are read by the fast reader (:func:`~zemosaic_xp.io.fits_header.scan_hdus`);
     astropy opens only a file with a ``MASK`` extension or one the fast reader leaves to
     it. A file that cannot be read is returned as it is: opening it as a frame source
-    then raises the error that names it.
+    then raises the error that names it. With ``uncertainty``, the third value is the
+    ``UNCERT`` extension's inverse variances (``(H, W[, C])`` array for a file read
+    whole, else ``"stream"``: read by rows later); None without.
     """
     import os
 
     from .io.fits_header import scan_hdus
 
     name = os.fspath(path)
+    stream = "stream" if uncertainty else None
     try:
         hdus = scan_hdus(name) if os.path.isfile(name) else []
     except (OSError, ValueError):
@@ -201,61 +198,99 @@ def _fits_frame(path: Any) -> tuple[Any, Any]:
     if hdus:
         unit = hdus[0].cards.get("BUNIT")
         if not any(h.name == "MASK" for h in hdus):
-            return path, unit
+            return path, unit, stream
     elif hdus is not None:  # missing or unreadable: the frame source reports it
-        return path, None
+        return path, None, stream
     from astropy.io import fits
+
+    from .io.fits import _layout
+    from .io.uncert import inverse_variance_of, uncert_kind
 
     try:
         with fits.open(name, memmap=False) as hdul:
             unit = hdul[0].header.get("BUNIT")
             if "MASK" not in hdul:
-                return path, unit
+                return path, unit, stream
             arr = _masked_array(hdul[0].data, hdul["MASK"].data)
+            found = (np.array(hdul["UNCERT"].data), hdul["UNCERT"].header.copy()) \
+                if uncertainty and "UNCERT" in hdul else None
     except (OSError, ValueError, TypeError, KeyError):
-        return path, None
-    if arr.ndim == 3:  # CHW as written, (H, W, C) for the stack
+        return path, None, stream
+    ivar = None
+    if uncertainty:
+        if found is None:
+            msg = (f"'{name}' has no UNCERT extension; weighting='uncertainty' needs one per frame "
+                   f"(CCDData.write with an uncertainty)")
+            raise ValueError(msg)
+        ivar = inverse_variance_of(found[0], uncert_kind(found[1], name))
+        ivar = np.where(np.isnan(arr), np.float32(0.0), np.broadcast_to(ivar, arr.shape))
+    if arr.ndim == 3 and _layout(arr.shape, name) == "CHW":  # (H, W, C) for the stack
         arr = np.ascontiguousarray(np.moveaxis(arr, 0, -1))
-    return arr, unit
+        ivar = None if ivar is None else np.ascontiguousarray(np.moveaxis(ivar, 0, -1))
+    return arr, unit, ivar
 
 
-def master_tile_inputs(inputs: Any) -> tuple[Any, Any]:
+def master_tile_inputs(inputs: Any, *, uncertainty: bool = False) -> tuple[Any, Any, list | None]:
     """``stack_master_tile`` inputs with ``NDData`` frames and ``MASK`` extensions applied.
 
     Parameters
     ----------
     inputs : sequence of (str | PathLike | array | NDData), or one array
         The master tile's frames.
+    uncertainty : bool
+        Also return each frame's inverse variances (``weighting="uncertainty"``).
 
     Returns
     -------
     inputs : list or the input itself
         NDData frames as float32 arrays with masked pixels NaN; FITS files with a
-        ``MASK`` extension (``CCDData.write``) read into such arrays (3-D data from CHW
-        to HWC); other paths and arrays unchanged (still streamed). One array of
-        frames is returned as is.
+        ``MASK`` extension (``CCDData.write``) read into such arrays (3-D data as
+        ``(H, W, C)``, from CHW when the file holds planes first); other paths and
+        arrays unchanged (still streamed). One array of frames is returned as is.
     unit : str or None
         The unit every frame shares (NDData ``unit``, FITS ``BUNIT``); None when none
         has one.
+    weights : list or None
+        With ``uncertainty``: per input, an
+        :class:`~zemosaic_xp.io.uncert.ArrayUncertRows` for a frame in memory, or
+        ``"stream"`` for a file still streamed (``open_sources`` reads its ``UNCERT``
+        extension by rows); None otherwise.
 
     Raises
     ------
     ValueError
         Frames of different units (a frame without a unit among frames with one
-        counts as different); the message names the first frame that differs.
+        counts as different); the message names the first frame that differs. With
+        ``uncertainty``: a frame without a usable uncertainty (named).
     """
     if not isinstance(inputs, (list, tuple)):
-        return inputs, None
-    out, units = [], []
-    for item in inputs:
+        if uncertainty:
+            msg = ("weighting='uncertainty' needs CCDData frames or CCDData.write files with an UNCERT "
+                   "extension; got one array of frames")
+            raise ValueError(msg)
+        return inputs, None, None
+    from .io.uncert import ArrayUncertRows
+
+    out, units, weights = [], [], []
+    for i, item in enumerate(inputs):
         if is_nddata(item):
-            out.append(_masked_array(item.data, item.mask))
+            frame = _masked_array(item.data, item.mask)
+            out.append(frame)
             units.append(None if item.unit is None else item.unit.to_string())
+            if uncertainty:
+                ivar = inverse_variance(item, f"inputs[{i}]")
+                weights.append(ArrayUncertRows(np.where(np.isnan(frame), np.float32(0.0), ivar)))
         elif isinstance(item, (str, bytes)) or hasattr(item, "__fspath__"):
-            frame, unit = _fits_frame(item)
+            frame, unit, ivar = _fits_frame(item, uncertainty=uncertainty)
             out.append(frame)
             units.append(None if unit is None else str(unit).strip())
+            if uncertainty:
+                weights.append(ivar if isinstance(ivar, str) else ArrayUncertRows(ivar))
         else:
+            if uncertainty:
+                msg = (f"inputs[{i}] is a plain array: weighting='uncertainty' needs CCDData frames or "
+                       f"CCDData.write files with an UNCERT extension")
+                raise ValueError(msg)
             out.append(item)
             units.append(None)
     unit = units[0] if units else None
@@ -266,4 +301,4 @@ def master_tile_inputs(inputs: Any) -> tuple[Any, Any]:
             msg = (f"'{name}' has unit {other} but the first frame has {unit}: every frame of a master tile "
                    f"must share one unit (BUNIT / CCDData.unit)")
             raise ValueError(msg)
-    return out, unit
+    return out, unit, (weights if uncertainty else None)

@@ -87,6 +87,52 @@ def test_band_size_invariant():
         np.testing.assert_allclose(got, whole, rtol=2e-5, atol=1e-6, equal_nan=True)
 
 
+@pytest.mark.parametrize(("reject_name", "combine_name", "weighting", "holes"), [
+    ("none", "mean", "none", False), ("none", "mean", "none", True), ("none", "median", "none", True),
+    ("none", "sum", "none", True), ("kappa_sigma", "mean", "none", True), ("percentile", "mean", "none", True),
+    ("none", "mean", "noise_variance", False), ("kappa_sigma", "mean", "noise_variance", True)])
+def test_row_chunks_do_not_change_the_map(reject_name, combine_name, weighting, holes):
+    # The map's sums run over row chunks (ArrayOps.chunk_samples): every pixel's value is
+    # the same bit for bit whatever the chunk, down to one row, and the whole band at once.
+    import array_api_compat.numpy as np_xp
+
+    from zemosaic_xp.core.in_memory import stack_frames
+    from zemosaic_xp.core.ops import ArrayOps
+
+    s = make_stack(n_frames=9, shape=(13, 11), seed=6, rgb=True)
+    frames = np.array(s.frames)
+    if holes:
+        frames[2, 3:6, 2:5] = np.nan  # some pixels lose a sample: the keep mask is applied
+    config = StackConfig(normalize="multiplicative", weighting=weighting, reject=reject_name,
+                         combine=combine_name)
+    maps = []
+    for chunk in (0, 9, 9 * 7, 1 << 18):
+        ops = ArrayOps(np_xp)
+        ops.chunk_samples = chunk
+        maps.append(stack_frames(frames, config=config, ops=ops).uncertainty)
+    for got in maps[1:]:
+        np.testing.assert_array_equal(got, maps[0])
+    assert np.isfinite(maps[0]).mean() > 0.9
+
+
+@pytest.mark.parametrize("scale", [1e-22, 1e25, 3e30])
+@pytest.mark.parametrize(("combine_name", "weighted"), [("mean", False), ("median", False), ("sum", False),
+                                                        ("mean", True)])
+def test_map_scales_with_the_data_near_float32_limits(backend, scale, combine_name, weighted):
+    # Squares of such deviations overflow (or underflow) float32: those chunks sum in
+    # float64, so the map is the unit-scale one times the scale, without a warning.
+    s = make_stack(n_frames=7, shape=(9, 8), seed=2)
+    frames = np.array(s.frames, dtype=np.float64)
+    frames = (frames - np.nanmean(frames)) / np.nanstd(frames)
+    frames[2, 1, 1] = np.nan
+    config = StackConfig(normalize="none", weighting="none", reject="none", combine=combine_name)
+    w = on(backend, [1.0, 3.0, 0.5, 2.0, 1.0, 1.5, 4.0]) if weighted else None
+    unit = stack(on(backend, frames.astype(np.float32)), config=config, weights=w).uncertainty
+    got = stack(on(backend, (frames * scale).astype(np.float32)), config=config, weights=w).uncertainty
+    np.testing.assert_allclose(host(got) / scale, host(unit), rtol=2e-5, equal_nan=True)
+    assert np.isfinite(host(got)).mean() > 0.9
+
+
 def test_single_frame_is_nan():
     r = stack(np.ones((1, 4, 5), np.float32))
     assert r.uncertainty.shape == (4, 5) and np.all(np.isnan(r.uncertainty))

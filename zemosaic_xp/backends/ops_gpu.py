@@ -15,8 +15,9 @@ class GpuOps(ArrayOps):
     Every primitive is the portable one; what changes is the strategy. No compaction
     (a data-dependent shape synchronises the device with the host), no convergence
     test inside iteration loops (``bool(any(active))`` is a sync too; per-pixel
-    convergence makes the result independent of it) and bands as large as the memory
-    budget allows (a GPU needs large launches to be busy).
+    convergence makes the result independent of it), bands as large as the memory
+    budget allows and the uncertainty map's sums over the whole band (a GPU needs
+    large launches to be busy).
 
     Parameters
     ----------
@@ -29,6 +30,7 @@ class GpuOps(ArrayOps):
     compact = False
     check_every = 0
     band_bytes = None
+    chunk_samples = 0  # the uncertainty map in one pass per band: large launches
 
     def __init__(self, xp: Any, name: str) -> None:
         super().__init__(xp)

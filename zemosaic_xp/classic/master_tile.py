@@ -190,6 +190,8 @@ class _Tile:
         if (session.backend.library != "numpy" or session.backend.is_gpu or self.scan.has_alpha
                 or session.rows is not None):  # is_gpu: a fault injector's NumPy "GPU" runs the core
             return None
+        if any(getattr(s, "ivar", None) is not None for s in self.scan.sources):
+            return None  # per-pixel inverse variances: the core's weighted band path
         return session.ops.band_stacker(self.config, self.plan)
 
     def _stack_native(self, session: DeviceSession, stacker: Any) -> tuple[dict[str, np.ndarray], dict]:
@@ -280,7 +282,12 @@ def stack_master_tile(inputs: Any, config: StackConfig | None = None, *,
         ``CCDData`` (mask = no data). NaN and ±inf mean "no data". All frames must
         share one shape and one unit (``BUNIT`` / ``unit``; the tile keeps it).
     config : StackConfig, optional
-        Methods and parameters (default: ZeMosaic's).
+        Methods and parameters (default: ZeMosaic's). ``weighting="uncertainty"``
+        weights each pixel by ``1/σ²`` of its frame's uncertainty, streamed by rows
+        like the data: a ``CCDData``'s ``uncertainty`` or a file's ``UNCERT``
+        extension (``UTYPE`` ``StdDevUncertainty`` — the default —,
+        ``VarianceUncertainty`` or ``InverseVariance``); every frame needs one, and
+        the tile equals ``stack()`` of the same ``CCDData`` frames.
     backend : {"auto", "numpy", "torch", "torch:cpu", "cupy", "torch:cuda"} or Backend
         Without ``gpu_policy``: ``auto`` tries a healthy GPU with mode C and falls
         back to NumPy; a GPU name requires that GPU (mode ``gpu``); a CPU name stacks
@@ -324,12 +331,8 @@ def stack_master_tile(inputs: Any, config: StackConfig | None = None, *,
     t0 = time.perf_counter()
     config, policy = _check_args(config, memory_budget_bytes, backend, gpu_policy)
     cb = progress_callback if progress_callback is not None else _noop
-    if config.weighting == "uncertainty":
-        msg = ("weighting='uncertainty' is supported by zemosaic_xp.stack() only; master tiles weight "
-               "by 'none' or 'noise_variance'")
-        raise ValueError(msg)
-    inputs, unit = master_tile_inputs(inputs)
-    sources, cosmic_info = masked_sources(open_sources(inputs), mode=config.cosmic,
+    inputs, unit, ivar = master_tile_inputs(inputs, uncertainty=config.weighting == "uncertainty")
+    sources, cosmic_info = masked_sources(open_sources(inputs, weights=ivar), mode=config.cosmic,
                                           min_depth=config.cosmic_min_depth, method=config.cosmic_method)
     cpu_budget = memory_budget_bytes or default_memory_budget(policy.cpu_backend())
     # The identity normalisation and equal weights read no statistic (as stack() does).

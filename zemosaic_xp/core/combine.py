@@ -34,6 +34,9 @@ def _combine_mean(samples: Samples, rej: Rejection, config: StackConfig) -> Arra
 
     Unweighted range rejections that carry ``kept_sum`` (``Σ (x − m)``, float64) give
     the same mean as ``m + kept_sum / count`` without touching the samples again.
+    Otherwise an unweighted mean records its float64 ``Σx`` on ``rej`` (``centre`` 0,
+    ``kept_sum``), a weighted one its survivors' weights and float64 ``Σw·x``, ``Σw``
+    (``weighted_sums``), for the uncertainty map.
     """
     xp = samples.xp
     if _unweighted_range(samples, rej) and rej.kept_sum is not None:
@@ -46,6 +49,13 @@ def _combine_mean(samples: Samples, rej: Rejection, config: StackConfig) -> Arra
     xk = xp.where(rej.keep, samples.x, zero)
     num = xp.sum(wk * xk, axis=-1, dtype=xp.float64)
     den = xp.sum(wk, axis=-1, dtype=xp.float64)
+    if samples.weights is None and rej.kept_sum is None:
+        # Σx of the survivors about the centre 0: the uncertainty map reuses it.
+        rej.centre = xp.zeros((samples.n_pixels,), dtype=samples.x.dtype, device=_device(samples.x))
+        rej.kept_sum = num
+    elif samples.weights is not None:
+        # The survivors' weights, Σw·x and Σw: the uncertainty map reuses them.
+        rej.weighted_sums = (wk, num, den)
     return xp.astype(num / xp.where(den > 0, den, xp.ones_like(den)), samples.x.dtype)
 
 

@@ -71,6 +71,10 @@ class ArrayOps:
     band_bytes : int or None
         Preferred float32 bytes of one band (cache-sized on CPUs); None = as large as
         the memory budget allows.
+    chunk_samples : int
+        Samples per row chunk of the uncertainty map's passes
+        (:func:`~zemosaic_xp.core.uncertainty.standard_error`): cache-sized on CPUs; 0 =
+        the whole band at once (GPUs: few large launches). The map does not depend on it.
     """
 
     name = "portable"
@@ -78,6 +82,7 @@ class ArrayOps:
     check_every = 1
     band_workers = 1
     band_bytes: int | None = None
+    chunk_samples = 1 << 18
 
     def __init__(self, xp: Any) -> None:
         self.xp = xp

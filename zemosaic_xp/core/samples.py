@@ -175,11 +175,18 @@ class Rejection:
     centre, kept_sum : array, shape (P,), optional
         When known: a float32 centre ``m`` and the float64 sum ``Σ (x − m)`` over the
         kept samples, so that an unweighted mean costs no pass over the samples.
+    kept_sq : array, shape (P,), optional
+        When known with ``kept_sum``: the float64 ``Σ (x − m)²`` over the kept
+        samples, so that the uncertainty map costs no pass either.
 
     Attributes
     ----------
-    n_low, n_high, iterations, lo, hi, centre, kept_sum
+    n_low, n_high, iterations, lo, hi, centre, kept_sum, kept_sq
         The parameters of the same names (None where not given).
+    weighted_sums : tuple of array or None
+        Set by a weighted mean combine: the survivors' weights ``(P, N)`` float32 (0
+        elsewhere), and the float64 ``Σw·x`` and ``Σw`` ``(P,)``; the uncertainty map
+        reuses them. None otherwise.
 
     Raises
     ------
@@ -190,7 +197,8 @@ class Rejection:
     def __init__(self, keep: Array | None, n_low: Array, n_high: Array, iterations: Array,
                  lo: Array | None = None, hi: Array | None = None, *,
                  keep_factory: Callable[[], Array] | None = None,
-                 centre: Array | None = None, kept_sum: Array | None = None) -> None:
+                 centre: Array | None = None, kept_sum: Array | None = None,
+                 kept_sq: Array | None = None) -> None:
         if keep is None and keep_factory is None:
             msg = "Rejection needs `keep` or `keep_factory`"
             raise ValueError(msg)
@@ -203,6 +211,8 @@ class Rejection:
         self.hi = hi
         self.centre = centre
         self.kept_sum = kept_sum
+        self.kept_sq = kept_sq
+        self.weighted_sums: tuple[Array, Array, Array] | None = None
 
     @property
     def keep(self) -> Array:

@@ -138,6 +138,141 @@ def mean_variance_factor(config: StackConfig) -> float:
     return clip_variance_factor(float(config.kappa_low), float(config.kappa_high), sigma_updates=updates)
 
 
+class _Band:
+    """What every chunk of :func:`standard_error` reads, sliced by rows."""
+
+    def __init__(self, samples: Samples, rej: Rejection, config: StackConfig, image: Array,
+                 coverage: Array) -> None:
+        xp = samples.xp
+        self.xp = xp
+        self.x = samples.x
+        self.coverage = coverage
+        self.median = config.combine == "median"
+        self.sum = config.combine == "sum"
+        self.factor = 1.0 if self.median else mean_variance_factor(config)
+        self.weighted = samples.weights is not None and not self.median
+        shift = xp.where(xp.isfinite(image), image, xp.zeros_like(image))
+        if self.sum:  # the sum is n times the mean: shift by the mean
+            shift = shift / xp.astype(xp.where(coverage > 0, coverage, xp.ones_like(coverage)), shift.dtype)
+        self.shift = shift
+        # The rejection's (or the combine's) own float64 sums over the kept samples.
+        known = not self.weighted and rej.kept_sum is not None and rej.centre is not None
+        self.kept_sum = rej.kept_sum if known else None
+        self.kept_sq = rej.kept_sq if known else None
+        self.centre = rej.centre if known else None
+        nf = int(self.x.shape[-1])
+        # The keep mask matters only where a pixel lost a sample (NaN or rejected).
+        needs_mask = not bool(xp.all(coverage == nf))
+        self.keep = rej.keep if needs_mask and self.kept_sq is None else None
+        self.weights = self.w_sum = self.wx_sum = None
+        known_w = getattr(rej, "weighted_sums", None) if self.weighted else None
+        if known_w is not None:
+            # The mean combine's survivor weights (0 where excluded) and float64 sums.
+            self.weights, self.wx_sum, self.w_sum = known_w
+        elif self.weighted:
+            # Every sample kept: the weights as they are (no copy); else 0 on invalid ones.
+            self.weights = samples.full_weights() if needs_mask else xp.broadcast_to(samples.weights, self.x.shape)
+        # The median's factor depends on n alone: a table over n = 0 … N, gathered.
+        self.median_table = None
+        if self.median:
+            counts = xp.arange(nf + 1, dtype=xp.float64, device=_device(self.x))
+            self.median_table = median_variance_factor(xp.where(counts >= 2.0, counts, xp.full_like(counts, 2.0)),
+                                                       xp)
+
+
+#: Largest float32 (the sums of squares must stay below it) and the smallest deviation
+#: whose square keeps full float32 precision (far above the normal minimum, 1.2e-38).
+_F32_MAX = 3.4028234663852886e38
+_F32_SMALL = 2.0**-50
+
+
+def _float32_ok(xp: Any, d: Array, w: Array | None) -> bool:
+    """Whether float32 sums of ``d²`` (and ``w²d²``, ``w²``) neither overflow nor underflow.
+
+    Bounds the products by the chunk's extremes: ``max|d|`` (and ``max w``) must keep
+    ``N`` squares below float32's maximum, and non-zero ones above ``2⁻⁵⁰``. Otherwise
+    the chunk's sums run in float64 (data near the float32 range, or tiny values such as
+    flux densities in cgs units).
+    """
+    nf = int(d.shape[-1])
+    hi = math.sqrt(_F32_MAX / (4.0 * nf))
+    top = max(float(xp.max(d)), -float(xp.min(d)))
+    low = top
+    if w is not None:
+        w_top = float(xp.max(w))
+        top = max(w_top, w_top * top)
+        low = min(w_top, w_top * low) if low > 0 else w_top
+    return top <= hi and (low == 0.0 or low >= _F32_SMALL)
+
+
+def _chunk_error(b: _Band, r0: int, r1: int) -> Array:
+    """Standard error of rows ``[r0, r1)`` (see :func:`standard_error`), float32."""
+    xp = b.xp
+    x = b.x[r0:r1, :]
+    shift = b.shift[r0:r1]
+    n = xp.astype(b.coverage[r0:r1], xp.float64)
+    zero = xp.zeros((), dtype=x.dtype, device=_device(x))
+    if b.weighted:
+        d = x - shift[:, None]
+        w = b.weights[r0:r1, :]
+        if b.keep is not None:
+            keep = b.keep[r0:r1, :]
+            d = xp.where(keep, d, zero)
+            if b.w_sum is None:
+                w = xp.where(keep, w, zero)
+        if not _float32_ok(xp, d, w):
+            d, w = xp.astype(d, xp.float64), xp.astype(w, xp.float64)
+        wd = w * d
+        f64 = xp.float64
+        w_sq, s_w2d = xp.astype(xp.vecdot(w, w), f64), xp.astype(xp.vecdot(wd, w), f64)
+        if b.w_sum is not None:
+            # Σw·d = Σw·x − c·Σw from the combine's float64 sums.
+            big_w = b.w_sum[r0:r1]
+            s_wd = b.wx_sum[r0:r1] - xp.astype(shift, f64) * big_w
+        else:
+            ones = xp.ones_like(x[:1, :])
+            big_w, s_wd = xp.astype(xp.vecdot(w, ones), f64), xp.astype(xp.vecdot(wd, ones), f64)
+        # Σw²(x − μ)² about the weighted mean μ = c + δ, δ = Σw·d / W.
+        delta = s_wd / xp.where(big_w > 0, big_w, xp.ones_like(big_w))
+        ss = xp.astype(xp.vecdot(wd, wd), f64) - delta * (2.0 * s_w2d - delta * w_sq)
+        ss = xp.where(ss > 0, ss, xp.zeros_like(ss))
+        dof = big_w * big_w - w_sq
+        ok = (n >= 2.0) & (dof > 0)
+        var = ss / xp.where(ok, dof, xp.ones_like(dof))  # the weighted mean's variance
+    else:
+        if b.kept_sq is not None:
+            # Σd² − (Σd)²/n does not depend on the centre: the rejection's own sums.
+            s1, s2 = b.kept_sum[r0:r1], b.kept_sq[r0:r1]
+        else:
+            d = x - shift[:, None]
+            if b.keep is not None:
+                d = xp.where(b.keep[r0:r1, :], d, zero)
+            if not _float32_ok(xp, d, None):
+                d = xp.astype(d, xp.float64)
+            s2 = xp.astype(xp.vecdot(d, d), xp.float64)
+            if b.kept_sum is not None:
+                # Σ(x − shift) = Σ(x − centre) − n·(shift − centre), in float64.
+                moved = xp.astype(shift, xp.float64) - xp.astype(b.centre[r0:r1], xp.float64)
+                s1 = b.kept_sum[r0:r1] - n * moved
+            else:
+                s1 = xp.astype(xp.vecdot(d, xp.ones_like(d[:1, :])), xp.float64)
+        ok = n >= 2.0
+        n_ok = xp.where(ok, n, xp.full_like(n, 2.0))
+        # s² = (Σd² − (Σd)²/n) / (n − 1), clamped at 0 against rounding.
+        ss = s2 - s1 * s1 / n_ok
+        s_sq = xp.where(ss > 0, ss, xp.zeros_like(ss)) / (n_ok - 1.0)
+        if b.median:
+            var = s_sq * xp.take(b.median_table, xp.astype(b.coverage[r0:r1], xp.int64))
+        else:
+            var = s_sq / n_ok
+    if b.factor != 1.0:
+        var = var * b.factor
+    if b.sum:
+        var = var * n * n
+    se = xp.where(ok, xp.sqrt(var), xp.full_like(var, xp.nan))
+    return xp.astype(se, x.dtype)
+
+
 def standard_error(samples: Samples, rej: Rejection, config: StackConfig, image: Array,
                    coverage: Array) -> Array:
     """Standard error of each pixel's combined value, from its surviving samples.
@@ -166,52 +301,37 @@ def standard_error(samples: Samples, rej: Rejection, config: StackConfig, image:
 
     Notes
     -----
-    Sums are float64 over ``d = x − c`` (``c`` the shift): ``Σ(x − μ)² = Σd² − (Σd)²/n``
-    unweighted; weighted, ``d`` is first re-centred on the weighted mean. About four
-    passes over the band's samples (six weighted).
+    Unweighted, ``Σ(x − μ)² = Σd² − (Σd)²/n`` with ``d = x − c``:
+
+    - a rejection that kept float64 ``Σd`` and ``Σd²`` of its kept range (``kappa_sigma``
+      and ``winsorized_sigma_clip``: ``Rejection.kept_sum`` / ``kept_sq``, ``c`` the
+      median) costs no pass over the samples;
+    - otherwise ``c`` is the combined value (any value near the survivors would do):
+      ``Σd²`` is one subtraction and one float32 ``vecdot`` over the samples, ``Σd``
+      comes from the float64 ``kept_sum`` of the rejection or of the mean combine when
+      there is one (else a second ``vecdot``), and the keep mask is applied only when
+      a pixel of the band lost a sample. Centred on the result, nothing cancels; the
+      float32 accumulation leaves a relative error of order ``N · 2⁻²⁴`` on ``Σd²``. A
+      chunk whose deviations (or weights) would overflow float32 squares, or whose
+      largest one is below ``2⁻⁵⁰``, is summed in float64 instead.
+
+    Weighted, the same float32 chunks give ``W``, ``Σw²``, ``Σw·d``, ``Σw²·d`` and
+    ``Σw²·d²``, and ``Σw²(x − μ)² = Σw²d² − 2δ·Σw²d + δ²·Σw²`` with ``δ = Σw·d / W`` (the
+    result is within a float32 rounding of ``μ``: nothing cancels). All of it runs over
+    chunks of rows (``ArrayOps.chunk_samples`` samples: 2¹⁸ on CPUs, the whole band on
+    GPUs), so every temporary stays in cache; a pixel's value does not depend on the
+    chunking.
     """
     xp = samples.xp
     dev = _device(samples.x)
     p = samples.n_pixels
     if config.combine not in ("mean", "sum", "median"):
         return xp.full((p,), xp.nan, dtype=samples.x.dtype, device=dev)
-    shift = xp.where(xp.isfinite(image), image, xp.zeros_like(image))
-    if config.combine == "sum":  # the sum is n times the mean: shift by the mean
-        shift = shift / xp.astype(xp.where(coverage > 0, coverage, xp.ones_like(coverage)), shift.dtype)
-    if samples.weights is None and rej.lo is not None and rej.hi is not None:
-        # Unweighted range rejection: the survivors are [lo, hi) of the sorted rows.
-        vals = samples.sorted
-        idx = xp.arange(samples.n_frames, dtype=rej.lo.dtype, device=dev)[None, :]
-        mask = (idx >= rej.lo) & (idx < rej.hi)
-    else:
-        vals = samples.x
-        mask = rej.keep
-    # Excluded samples become the shift itself: exact zeros once shifted.
-    c64 = xp.astype(shift, xp.float64)[:, None]
-    d = xp.astype(xp.where(mask, vals, shift[:, None]), xp.float64) - c64
-    n = xp.astype(coverage, xp.float64)
-    if samples.weights is not None and config.combine != "median":
-        zero = xp.zeros((), dtype=samples.x.dtype, device=dev)
-        w = xp.astype(xp.where(mask, samples.full_weights(), zero), xp.float64)
-        big_w = xp.sum(w, axis=-1)
-        w_sq = xp.vecdot(w, w)
-        # Re-centre on the weighted mean μ = c + Σ w·d / W (excluded samples stay 0: w = 0).
-        d = w * (d - (xp.vecdot(w, d) / xp.where(big_w > 0, big_w, xp.ones_like(big_w)))[:, None])
-        ss = xp.vecdot(d, d)
-    else:
-        big_w, w_sq = n, n
-        s1 = xp.sum(d, axis=-1)
-        ss = xp.vecdot(d, d) - s1 * s1 / xp.where(n > 0, n, xp.ones_like(n))
-        ss = xp.where(ss > 0, ss, xp.zeros_like(ss))
-    dof = big_w * big_w - w_sq
-    ok = (n >= 2.0) & (dof > 0)
-    var = ss / xp.where(ok, dof, xp.ones_like(dof))  # the mean's variance
-    if config.combine == "median":
-        # s² = n · var (unweighted: dof = n (n − 1)).
-        var = n * var * median_variance_factor(n, xp)
-    else:
-        var = var * mean_variance_factor(config)
-    if config.combine == "sum":
-        var = var * n * n
-    se = xp.where(ok, xp.sqrt(var), xp.asarray(xp.nan, dtype=xp.float64, device=dev))
-    return xp.astype(se, samples.x.dtype)
+    if p == 0 or samples.n_frames == 0:
+        return xp.full((p,), xp.nan, dtype=samples.x.dtype, device=dev)
+    band = _Band(samples, rej, config, image, coverage)
+    # Cache-sized row chunks on CPUs (ArrayOps.chunk_samples); 0 = the whole band.
+    chunk = int(getattr(samples.ops, "chunk_samples", 0) or 0)
+    step = max(1, chunk // samples.n_frames) if chunk > 0 else p
+    parts = [_chunk_error(band, r0, min(p, r0 + step)) for r0 in range(0, p, step)]
+    return parts[0] if len(parts) == 1 else xp.concat(parts)

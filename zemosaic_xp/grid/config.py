@@ -184,6 +184,10 @@ class GridConfig:
         if not isinstance(self.stack, StackConfig):
             msg = f"`stack` must be a StackConfig, got {type(self.stack).__name__}"
             raise TypeError(msg)
+        if self.stack.weighting == "uncertainty":
+            msg = ("weighting='uncertainty' is not available in grid mode (the frames' UNCERT extensions are "
+                   "not reprojected); use 'noise_variance' or 'none', or stack() / stack_master_tile()")
+            raise ValueError(msg)
         if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
                                          or self.workers < 0):
             msg = f"`workers` must be an integer >= 0 (0 = auto) or None, got {self.workers!r}"

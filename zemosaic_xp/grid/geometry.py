@@ -22,7 +22,7 @@ import math
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from astropy import units as u
@@ -145,6 +145,9 @@ class GlobalGrid:
         Channels of every frame.
     fallback : bool
         True when the optimal WCS was degenerate or failed and the fallback was used.
+    unit : str or None
+        The ``BUNIT`` every frame shares (``CCDData.write`` files), kept by the
+        mosaic; None when the frames have none.
     """
 
     wcs: WCS
@@ -156,6 +159,7 @@ class GlobalGrid:
     pixel_scale_deg: float
     channels: int
     fallback: bool = False
+    unit: str | None = None
 
     def header_string(self) -> str:
         """Return the canvas WCS as a FITS header string.
@@ -344,7 +348,42 @@ def _load_frames(entries: Sequence[PlanEntry]) -> list[tuple[PlanEntry, FitsFram
         msg = (f"'{odd.path}' has {odd.channels} channel(s) but '{first.path}' has {first.channels}; "
                f"a grid run stacks frames of one channel layout (split the plan)")
         raise ValueError(msg)
+    frame_unit(loaded)
     return loaded
+
+
+def frame_unit(loaded: Sequence[tuple[Any, Any, Any]]) -> str | None:
+    """The ``BUNIT`` every loaded frame shares.
+
+    Parameters
+    ----------
+    loaded : sequence of (PlanEntry, FitsFrameSource, WCS)
+        The plan's frames as :func:`_load_frames` returns them.
+
+    Returns
+    -------
+    str or None
+        The shared unit (stripped); None when no frame has one.
+
+    Raises
+    ------
+    ValueError
+        Two frames differ (a frame without ``BUNIT`` among frames with one counts as
+        different); the message names both files and both units.
+    """
+    def _unit(source: Any) -> str | None:
+        value = source.card("BUNIT")
+        return None if value is None or not str(value).strip() else str(value).strip()
+
+    first = loaded[0][1]
+    unit = _unit(first)
+    for _, source, _ in loaded[1:]:
+        other = _unit(source)
+        if other != unit:
+            msg = (f"'{source.path}' has BUNIT {other} but '{first.path}' has {unit}: every frame of a grid "
+                   f"run must share one unit (convert them first, e.g. CCDData.convert_unit_to)")
+            raise ValueError(msg)
+    return unit
 
 
 def _tile_starts(length: int, size: int, step: int) -> list[int]:
@@ -469,7 +508,8 @@ def build_global_grid(entries: Sequence[PlanEntry], *, grid_size_factor: float,
     logger.info("[GRID] global canvas %dx%d px at %.3f arcsec/px, %d tiles of %d px (step %d), %d frames%s",
                 shape[1], shape[0], scale * 3600.0, len(tiles), size, step, len(frames),
                 " (fallback WCS)" if fallback else "")
-    return GlobalGrid(canvas, shape, frames, tiles, size, step, scale, frames[0].channels, fallback)
+    return GlobalGrid(canvas, shape, frames, tiles, size, step, scale, frames[0].channels, fallback,
+                      unit=frame_unit(loaded))
 
 
 def tile_wcs(grid_wcs: WCS, y0: int, x0: int, shape: tuple[int, int]) -> WCS:

@@ -262,6 +262,8 @@ def _mosaic_header(group: _Group, cfg: GridConfig) -> fits.Header:
     header["ZMT_REJ"] = (cfg.stack.reject, "rejection")
     header["ZMT_COMB"] = (cfg.stack.combine, "final combine")
     header["ZXPVERS"] = (__version__, "zemosaic_xp version")
+    if group.grid.unit is not None:
+        header["BUNIT"] = (group.grid.unit, "unit of the frames")
     if group.label:
         header["MOUNT"] = (group.label, "mount group of this mosaic")
     return header

@@ -36,6 +36,7 @@ from ..backends import to_host
 from ..core.band_driver import Block
 from .fits import FitsFrameSource
 from .patch_store import PatchStore
+from .uncert import FitsUncertRows
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,9 @@ class FitsSource:
     FitsReadError
         Corrupt or truncated file, no image HDU, unsupported layout (names the file).
     """
+
+    #: Inverse-variance rows (``weighting="uncertainty"``; set by :func:`open_sources`), or None.
+    ivar: Any = None
 
     def __init__(self, path: str | os.PathLike) -> None:
         self._fits = FitsFrameSource(path)
@@ -207,6 +211,7 @@ class ArraySource:
     has_alpha = False
     exposure_sec = None
     header = None
+    ivar: Any = None
 
     def __init__(self, array: Array, name: str) -> None:
         self.name = name
@@ -287,13 +292,18 @@ def _as_list(inputs: Any) -> list[Any]:
     raise TypeError(msg)
 
 
-def open_sources(inputs: Any) -> list[FitsSource | ArraySource]:
+def open_sources(inputs: Any, *, weights: Sequence[Any] | None = None) -> list[FitsSource | ArraySource]:
     """Open every input and check that all frames share one shape.
 
     Parameters
     ----------
     inputs : sequence of (str | PathLike | array), or one (N, H, W[, C]) array
         FITS paths and/or ``(H, W[, C])`` frames.
+    weights : sequence, optional
+        Per input, its inverse-variance rows (``weighting="uncertainty"``, from
+        :func:`zemosaic_xp.nddata.master_tile_inputs`): a reader with ``read_rows``,
+        or ``"stream"`` for a FITS path whose ``UNCERT`` extension is read by rows
+        (:class:`~.uncert.FitsUncertRows`). Set as each source's ``ivar``.
 
     Returns
     -------
@@ -307,7 +317,8 @@ def open_sources(inputs: Any) -> list[FitsSource | ArraySource]:
     ------
     ValueError
         No input, or a frame whose shape differs from the first one (the message
-        names both files and both shapes).
+        names both files and both shapes); a streamed file without a usable
+        ``UNCERT`` extension when ``weights`` asks for it.
     FileNotFoundError, FitsReadError, TypeError
         From the input that cannot be opened; the message names it.
     """
@@ -327,6 +338,11 @@ def open_sources(inputs: Any) -> list[FitsSource | ArraySource]:
                    f"{first.frame_shape} like '{first.name}'. Stack frames of one size and "
                    f"channel layout per master tile.")
             raise ValueError(msg)
+        if weights is not None:
+            rows = weights[i]
+            if isinstance(rows, str):  # "stream": the file's UNCERT extension, by rows
+                rows = FitsUncertRows(item, (source.height, source.width, source.channels))
+            source.ivar = rows
         sources.append(source)
     return sources
 
@@ -372,19 +388,25 @@ def read_band(sources: Sequence[FitsSource | ArraySource], r0: int, r1: int, *,
     -------
     band : ndarray, shape (r1 - r0, W, C, N), float32
         On the host, frames on the last axis; NaN = no data.
-    weights : ndarray, shape (r1 - r0, W, 1, N), float32, or None
-        ALPHA weights in [0, 1] (NaN replaced by 0), None when ``alpha`` is False.
+    weights : ndarray, shape (r1 - r0, W, 1, N) or (r1 - r0, W, C, N), float32, or None
+        ALPHA weights in [0, 1] (NaN replaced by 0), times the sources' inverse
+        variances (``ivar``, per channel) when they have them; None when neither.
     """
     first = sources[0]
     n, h = len(sources), r1 - r0
+    ivar = any(getattr(s, "ivar", None) is not None for s in sources)
     band = np.empty((h, first.width, first.channels, n), dtype=np.float32)
-    weights = np.ones((h, first.width, 1, n), dtype=np.float32) if alpha else None
+    weights = None
+    if alpha or ivar:
+        weights = np.ones((h, first.width, first.channels if ivar else 1, n), dtype=np.float32)
     for i, source in enumerate(sources):
         band[..., i] = source.read_rows(r0, r1)
-        if weights is not None:
+        if alpha:
             rows = source.read_alpha_rows(r0, r1)
             if rows is not None:
-                weights[:, :, 0, i] = np.where(np.isnan(rows), np.float32(0.0), rows)
+                weights[..., i] = np.where(np.isnan(rows), np.float32(0.0), rows)[:, :, None]
+        if getattr(source, "ivar", None) is not None:
+            weights[..., i] *= source.ivar.read_rows(r0, r1)
     return band, weights
 
 
@@ -491,7 +513,9 @@ class BandReader:
         first = sources[0]
         self.sources, self.alpha = sources, alpha
         self.height = first.height
-        row_bytes = len(sources) * first.width * (first.channels + (1 if alpha else 0)) * 4
+        ivar = any(getattr(s, "ivar", None) is not None for s in sources)
+        weight_planes = first.channels if ivar else (1 if alpha else 0)
+        row_bytes = len(sources) * first.width * (first.channels + weight_planes) * 4
         self.block_rows = max(1, min(first.height, int(block_bytes) // max(1, row_bytes)))
         self.reads = 0
         self._r0 = self._r1 = 0
@@ -511,8 +535,9 @@ class BandReader:
         -------
         band : ndarray, shape (r1 - r0, W, C, N), float32
             A view of the current block, on the host; NaN = no data.
-        weights : ndarray, shape (r1 - r0, W, 1, N), float32, or None
-            ALPHA weights in [0, 1] (a view of the block); None unless ``alpha``.
+        weights : ndarray, shape (r1 - r0, W, 1 or C, N), float32, or None
+            ALPHA weights in [0, 1] times the inverse variances (a view of the
+            block; see :func:`read_band`); None when neither.
         """
         if not (self._r0 <= r0 and r1 <= self._r1):
             self._band = self._weights = None  # drop the old block before reading the next

@@ -7,7 +7,8 @@ keeps, per frame file (keyed by path, size and modification time):
 - the parsed header source and its WCS (small, always kept, least recently used
   beyond ``max_entries``);
 - the pixels as contiguous float32 planes ``(C [+ ALPHA], H, W)``, the layout the
-  reprojection reads, within a byte budget (a quarter of ``stack_chunk_budget_mb``, at
+  reprojection reads (NaN where a ``MASK`` extension, as ``CCDData.write`` makes it,
+  flags the pixel), within a byte budget (a quarter of ``stack_chunk_budget_mb``, at
   most ``FRAME_CACHE_MB``: :meth:`FrameCache.fit_budget`; least recently used planes
   are dropped first, and a frame larger than the budget is never kept);
 - the frame's noise samples, per sample count;
@@ -55,6 +56,40 @@ def frame_planes(data: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
     return np.ascontiguousarray(planes, dtype=np.float32)
 
 
+def _has_mask(path: str) -> bool:
+    """Whether a FITS file has a ``MASK`` extension (headers only, fast reader first)."""
+    from .fits_header import scan_hdus
+
+    hdus = scan_hdus(path)
+    if hdus is not None:
+        return any(h.name == "MASK" for h in hdus)
+    from astropy.io import fits
+
+    with fits.open(path, memmap=True) as hdul:
+        return "MASK" in hdul
+
+
+def _apply_mask(path: str, planes: np.ndarray, channels: int) -> None:
+    """Set the data planes to NaN where the file's ``MASK`` is True (in place).
+
+    The mask is ``(H, W)`` (every channel) or the data's own 3-D shape, channels first
+    or last; any other shape is an error naming the file.
+    """
+    from astropy.io import fits
+
+    with fits.open(path, memmap=False) as hdul:
+        mask = np.asarray(hdul["MASK"].data).astype(bool)
+    h, w = planes.shape[1:]
+    if mask.shape == (h, w):
+        planes[:channels, mask] = np.nan
+    elif mask.shape == (channels, h, w):
+        planes[:channels][mask] = np.nan
+    elif mask.shape == (h, w, channels):
+        planes[:channels][np.moveaxis(mask, -1, 0)] = np.nan
+    else:
+        msg = f"'{path}' MASK has shape {mask.shape}; expected {(h, w)} or the data's shape"
+        raise ValueError(msg)
+
 
 @dataclass
 class FrameEntry:
@@ -71,12 +106,15 @@ class FrameEntry:
     hits : dict of str to ndarray
         Cosmic-ray hits by detector name: flat indices ``y·W + x`` (int64) of the
         frame's pixels (:meth:`FrameCache.hits`).
+    has_mask : bool
+        The file has a ``MASK`` extension (True = bad pixel, "no data").
     """
 
     source: Any
     wcs: Any
     noise: dict = field(default_factory=dict)
     hits: dict = field(default_factory=dict)
+    has_mask: bool = False
 
 
 class FrameCache:
@@ -136,7 +174,7 @@ class FrameCache:
                 self._entries.move_to_end(key)
                 return hit
         source = FitsFrameSource(path)
-        entry = FrameEntry(source, frame_wcs(source.header, path))
+        entry = FrameEntry(source, frame_wcs(source.header, path), has_mask=_has_mask(path))
         with self._lock:
             entry = self._entries.setdefault(key, entry)
             self._entries.move_to_end(key)
@@ -171,6 +209,8 @@ class FrameCache:
                 return entry, hit
         source = entry.source
         planes = frame_planes(source.read_rows(0, source.height), source.read_alpha())
+        if entry.has_mask:
+            _apply_mask(path, planes, source.channels)
         planes.flags.writeable = False
         if keep and planes.nbytes <= self.budget_bytes:
             with self._lock:

@@ -44,6 +44,9 @@ class RangeFit:
         The row's median (0 for empty rows): the centre of ``kept_sum``.
     kept_sum : array, shape (R,), float64
         ``Σ (x − centre)`` over the kept range, computed in float64.
+    kept_sq : array, shape (R,), float64, or None
+        ``Σ (x − centre)²`` over the kept range when the fit has it (the uncertainty
+        map then needs no pass over the samples); None otherwise (native fits).
     """
 
     lo: Array
@@ -51,6 +54,7 @@ class RangeFit:
     iterations: Array
     centre: Array
     kept_sum: Array
+    kept_sq: Array | None = None
 
 
 def min_keep(n_valid: Array, config: StackConfig | int, xp: Any) -> Array:
@@ -82,7 +86,8 @@ def min_keep(n_valid: Array, config: StackConfig | int, xp: Any) -> Array:
 
 
 def range_rejection(samples: Samples, lo: Array, hi: Array, iterations: Array, *,
-                    centre: Array | None = None, kept_sum: Array | None = None) -> Rejection:
+                    centre: Array | None = None, kept_sum: Array | None = None,
+                    kept_sq: Array | None = None) -> Rejection:
     """Turn a sorted-index range ``[lo, hi)`` into a :class:`Rejection`.
 
     The keep mask in the original sample order is built only if a combine asks for
@@ -101,6 +106,9 @@ def range_rejection(samples: Samples, lo: Array, hi: Array, iterations: Array, *
     centre, kept_sum : array, shape (P,), optional
         A float32 centre and the float64 ``Σ (x − centre)`` over the range (see
         :class:`Rejection`): an unweighted mean then skips the samples entirely.
+    kept_sq : array, shape (P,), optional
+        The float64 ``Σ (x − centre)²`` over the range: the uncertainty map then skips
+        them too.
 
     Returns
     -------
@@ -120,7 +128,7 @@ def range_rejection(samples: Samples, lo: Array, hi: Array, iterations: Array, *
         return samples.valid & has[:, None] & (samples.x >= first) & (samples.x <= last)
 
     return Rejection(None, lo, n - hi, iterations, lo=lo[:, None], hi=hi[:, None], keep_factory=_keep,
-                     centre=centre, kept_sum=kept_sum)
+                     centre=centre, kept_sum=kept_sum, kept_sq=kept_sq)
 
 
 def _sorted_ranks(samples: Samples) -> Array:

@@ -114,8 +114,9 @@ def kappa_sigma_fit(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high
     -------
     RangeFit
         Kept range ``[lo, hi)``, iterations run per row (0 for rows that cannot
-        reject), the row's median (0 for empty rows) and ``Σ (x − median)`` over the
-        kept range in float64, each ``(R,)`` on the device of ``s``.
+        reject), the row's median (0 for empty rows), ``Σ (x − median)`` and
+        ``Σ (x − median)²`` over the kept range in float64, each ``(R,)`` on the device
+        of ``s`` (the native fit may leave the second sum None).
 
     Notes
     -----
@@ -149,13 +150,13 @@ def kappa_sigma_fit(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high
     clip = _Clip(float(kappa_low), float(kappa_high), int(ddof), int(max_iters))
     lo = xp.zeros_like(n)
     if max_iters < 1:
-        s1, _ = ops.centred_sums(s, m0, lo, n)
-        return RangeFit(lo, n, xp.zeros_like(n), m0, s1)
+        s1, s2 = ops.centred_sums(s, m0, lo, n)
+        return RangeFit(lo, n, xp.zeros_like(n), m0, s1, s2)
     if ops.compact:
-        lo, hi, iterations, kept = _compact_pass(s, m0, need, lo, n, n > need, 0, clip, xp, ops)
+        lo, hi, iterations, kept, kept_sq = _compact_pass(s, m0, need, lo, n, n > need, 0, clip, xp, ops)
     else:
-        lo, hi, iterations, kept = _dense_fit(s, n, m0, need, clip, xp, ops)
-    return RangeFit(lo, hi, iterations, m0, kept)
+        lo, hi, iterations, kept, kept_sq = _dense_fit(s, n, m0, need, clip, xp, ops)
+    return RangeFit(lo, hi, iterations, m0, kept, kept_sq)
 
 
 def _bounds(c: Array, s1: Array, s2: Array, count: Array, clip: _Clip, xp: Any) -> tuple[Array, Array]:
@@ -170,12 +171,12 @@ def _bounds(c: Array, s1: Array, s2: Array, count: Array, clip: _Clip, xp: Any) 
 
 
 def _compact_pass(s: Array, m0: Array, need: Array, lo: Array, hi: Array, active: Array, k: int,
-                  clip: _Clip, xp: Any, ops: ArrayOps) -> tuple[Array, Array, Array, Array]:
+                  clip: _Clip, xp: Any, ops: ArrayOps) -> tuple[Array, Array, Array, Array, Array]:
     """Iterations ``k, k+1, …`` on these rows; ``active`` rows run iteration ``k``.
 
     On the first pass (``k == 0``) the rows are the whole band and their ranges the
     whole valid range, so the centre is ``m0`` itself and the first kept sample is
-    column 0. Returns ``lo, hi, iterations, kept_sum`` for these rows.
+    column 0. Returns ``lo, hi, iterations, kept_sum, kept_sq`` for these rows.
     """
     count = hi - lo
     first_pass = k == 0
@@ -190,7 +191,7 @@ def _compact_pass(s: Array, m0: Array, need: Array, lo: Array, hi: Array, active
     last = take_rows(s, xp.where(has, hi - 1, zero), xp=xp)
     cand = active & ((first < lower) | (last > upper))
     if not bool(xp.any(cand)):
-        return lo, hi, iterations, s1
+        return lo, hi, iterations, s1, s2
     idx = xp.nonzero(cand)[0]
     sc = xp.take(s, idx, axis=0)
     lo_c, hi_c = xp.take(lo, idx), xp.take(hi, idx)
@@ -200,25 +201,25 @@ def _compact_pass(s: Array, m0: Array, need: Array, lo: Array, hi: Array, active
     new_hi = xp.minimum(xp.maximum(upto, new_lo), hi_c)
     changed_c = ((new_lo != lo_c) | (new_hi != hi_c)) & ((new_hi - new_lo) >= xp.take(need, idx))
     if not bool(xp.any(changed_c)):
-        return lo, hi, iterations, s1
+        return lo, hi, iterations, s1, s2
     keep_c = xp.nonzero(changed_c)[0]
     rows = xp.take(idx, keep_c)
     sub_s, sub_m0 = xp.take(sc, keep_c, axis=0), xp.take(m0, rows)
     sub_lo, sub_hi = xp.take(new_lo, keep_c), xp.take(new_hi, keep_c)
     if k + 1 < clip.max_iters:
-        sub_lo, sub_hi, sub_it, sub_kept = _compact_pass(
+        sub_lo, sub_hi, sub_it, sub_kept, sub_sq = _compact_pass(
             sub_s, sub_m0, xp.take(need, rows), sub_lo, sub_hi, xp.ones_like(sub_lo, dtype=xp.bool),
             k + 1, clip, xp, ops)
     else:
-        sub_kept, _ = ops.centred_sums(sub_s, sub_m0, sub_lo, sub_hi)
+        sub_kept, sub_sq = ops.centred_sums(sub_s, sub_m0, sub_lo, sub_hi)
         sub_it = xp.zeros_like(sub_lo)
     (changed,) = ops.expand(cand, [(changed_c, xp.zeros_like(cand))])
     return tuple(ops.expand(changed, [(sub_lo, lo), (sub_hi, hi), (sub_it + 1, iterations),
-                                      (sub_kept, s1)]))
+                                      (sub_kept, s1), (sub_sq, s2)]))
 
 
 def _dense_fit(s: Array, n: Array, m0: Array, need: Array, clip: _Clip, xp: Any,
-               ops: ArrayOps) -> tuple[Array, Array, Array, Array]:
+               ops: ArrayOps) -> tuple[Array, Array, Array, Array, Array]:
     """Every row, every iteration: prefix sums, gathers and binary searches (GPU)."""
     p1, p2 = centred_prefix_sums(s, m0, n, xp=xp, ops=ops)
     lo, hi = xp.zeros_like(n), n
@@ -240,7 +241,7 @@ def _dense_fit(s: Array, n: Array, m0: Array, need: Array, clip: _Clip, xp: Any,
         # `check_every` iterations (never when 0); rows that stopped are frozen anyway.
         if ops.check_every and (k + 1) % ops.check_every == 0 and not bool(xp.any(active)):
             break
-    return lo, hi, iterations, range_sum(p1, lo, hi, xp=xp)
+    return lo, hi, iterations, range_sum(p1, lo, hi, xp=xp), range_sum(p2, lo, hi, xp=xp)
 
 
 def _reject_kappa_sigma(samples: Samples, config: StackConfig) -> Rejection:
@@ -256,4 +257,4 @@ def _reject_kappa_sigma(samples: Samples, config: StackConfig) -> Rejection:
         ddof=config.sigma_ddof, min_survivors=config.min_survivors, xp=samples.xp,
         ops=samples.ops)
     return range_rejection(samples, fit.lo, fit.hi, fit.iterations, centre=fit.centre,
-                           kept_sum=fit.kept_sum)
+                           kept_sum=fit.kept_sum, kept_sq=fit.kept_sq)

@@ -96,7 +96,7 @@ def _reject_wsc_pixinsight(samples: Samples, config: StackConfig) -> Rejection:
                              kappa_high=config.kappa_high, max_iters=config.effective_max_iters(),
                              min_survivors=config.min_survivors, xp=samples.xp, ops=samples.ops)
     return range_rejection(samples, fit.lo, fit.hi, fit.iterations, centre=fit.centre,
-                           kept_sum=fit.kept_sum)
+                           kept_sum=fit.kept_sum, kept_sq=fit.kept_sq)
 
 
 def wsc_pixinsight_fit(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_high: float,
@@ -127,7 +127,8 @@ def wsc_pixinsight_fit(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_h
     RangeFit
         Kept range ``[lo, hi)``, outer passes run (0 where no rejection is possible,
         i.e. ``n_valid <= min(min_survivors, n_valid)``), the row's median (0 for empty
-        rows) and ``Σ (x − median)`` over the kept range in float64.
+        rows), ``Σ (x − median)`` and ``Σ (x − median)²`` over the kept range in float64
+        (the native fit may leave the second None).
 
     Notes
     -----
@@ -157,7 +158,7 @@ def wsc_pixinsight_fit(s: Array, n_valid: Array, /, *, kappa_low: float, kappa_h
         lo, hi, iterations = _outer_compact(data, lo, n, need, active, 0, clip, xp, ops)
     else:
         lo, hi, iterations = _outer_dense(data, lo, n, need, active, clip, xp, ops)
-    return RangeFit(lo, hi, iterations, c, range_sum(f1, lo, hi, xp=xp))
+    return RangeFit(lo, hi, iterations, c, range_sum(f1, lo, hi, xp=xp), range_sum(f2, lo, hi, xp=xp))
 
 
 def _start(data: _Rows, lo: Array, hi: Array, first: bool, xp: Any,

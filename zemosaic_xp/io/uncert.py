@@ -1,0 +1,198 @@
+"""Per-pixel inverse-variance weights from uncertainties, streamed by rows.
+
+``weighting="uncertainty"`` weights every sample by ``1/σ²`` of its frame's uncertainty,
+the ccdproc convention. A master tile reads them band by band, like the data:
+
+- :class:`FitsUncertRows` — the ``UNCERT`` extension that ``CCDData.write`` adds to a
+  FITS file (its kind from the ``UTYPE`` card: ``StdDevUncertainty``,
+  ``VarianceUncertainty`` or ``InverseVariance``; a missing card means standard
+  deviations, as ``CCDData.read`` assumes), read through astropy's ``section`` so that
+  only the rows asked for leave the disk;
+- :class:`ArrayUncertRows` — inverse variances already in memory (``CCDData`` objects,
+  files whose ``MASK`` made them load whole).
+
+Both give rows ``(h, W, C)`` float32, 0 where the uncertainty is not finite or not > 0
+(no weight: the sample is "no data").
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+__all__ = ["UNCERT_KINDS", "inverse_variance_of", "FitsUncertRows", "ArrayUncertRows", "uncert_kind"]
+
+#: ``UTYPE`` values (astropy's uncertainty class names) and the kind of array they hold.
+UNCERT_KINDS = {"StdDevUncertainty": "std", "VarianceUncertainty": "var", "InverseVariance": "ivar"}
+
+_EXTNAME = "UNCERT"
+
+
+def inverse_variance_of(values: Any, kind: str) -> np.ndarray:
+    """``1/σ²`` of an uncertainty array of a given kind.
+
+    Parameters
+    ----------
+    values : array_like
+        Standard deviations (``"std"``), variances (``"var"``) or inverse variances
+        (``"ivar"``), in the data's units (squared, inverse squared).
+    kind : {"std", "var", "ivar"}
+        What ``values`` holds.
+
+    Returns
+    -------
+    ndarray, shape of ``values``, float32
+        Inverse variances; 0 where they are not finite or not > 0.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``kind``.
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if kind == "std":
+            ivar = 1.0 / (arr * arr)
+        elif kind == "var":
+            ivar = 1.0 / arr
+        elif kind == "ivar":
+            ivar = arr
+        else:
+            msg = f"unknown uncertainty kind {kind!r}; expected 'std', 'var' or 'ivar'"
+            raise ValueError(msg)
+    return np.where(np.isfinite(ivar) & (ivar > 0), ivar, 0.0).astype(np.float32)
+
+
+def uncert_kind(header: Any, path: str) -> str:
+    """The kind of an ``UNCERT`` HDU from its ``UTYPE`` card.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        The ``UNCERT`` extension's header.
+    path : str
+        The file, for messages.
+
+    Returns
+    -------
+    str
+        ``"std"``, ``"var"`` or ``"ivar"``; ``"std"`` without a ``UTYPE`` card.
+
+    Raises
+    ------
+    ValueError
+        A ``UTYPE`` that is none of :data:`UNCERT_KINDS` (the message names the file).
+    """
+    utype = str(header.get("UTYPE", "StdDevUncertainty")).strip()
+    # astropy may write the class with its module path.
+    utype = utype.rsplit(".", 1)[-1]
+    if utype not in UNCERT_KINDS:
+        msg = (f"'{path}' UNCERT extension has UTYPE {utype!r}; weighting='uncertainty' takes "
+               f"{', '.join(UNCERT_KINDS)}")
+        raise ValueError(msg)
+    return UNCERT_KINDS[utype]
+
+
+class FitsUncertRows:
+    """The ``UNCERT`` extension of a FITS frame, as inverse variances by rows.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file (written by ``CCDData.write`` or :func:`~.fits_write.uncertainty_hdu`).
+    frame_shape : tuple of int
+        ``(H, W, C)`` of the frame's data; the extension must have its shape (2-D
+        ``(H, W)`` for one channel, ``(C, H, W)`` or ``(H, W, C)`` otherwise).
+
+    Attributes
+    ----------
+    kind : str
+        ``"std"``, ``"var"`` or ``"ivar"`` (:func:`uncert_kind`).
+
+    Raises
+    ------
+    ValueError
+        The file has no ``UNCERT`` extension, one of another shape, or an unknown
+        ``UTYPE`` (the message names the file).
+    """
+
+    def __init__(self, path: str | os.PathLike, frame_shape: tuple[int, int, int]) -> None:
+        from astropy.io import fits
+
+        self.path = os.fspath(path)
+        h, w, c = frame_shape
+        with fits.open(self.path, memmap=True) as hdul:
+            index = next((i for i, hdu in enumerate(hdul) if hdu.name.upper() == _EXTNAME), None)
+            if index is None:
+                msg = (f"'{self.path}' has no UNCERT extension; weighting='uncertainty' needs one per frame "
+                       f"(CCDData.write with an uncertainty)")
+                raise ValueError(msg)
+            header = hdul[index].header
+            shape = tuple(int(header[f"NAXIS{header['NAXIS'] - i}"]) for i in range(int(header["NAXIS"])))
+            self.kind = uncert_kind(header, self.path)
+        self._index = index
+        if shape == (h, w) and c == 1:
+            self._layout = "HW"
+        elif shape == (c, h, w):
+            self._layout = "CHW"
+        elif shape == (h, w, c):
+            self._layout = "HWC"
+        else:
+            msg = f"'{self.path}' UNCERT has shape {shape}; expected that of its data, {(h, w, c)} as (H, W, C)"
+            raise ValueError(msg)
+
+    def read_rows(self, r0: int, r1: int) -> np.ndarray:
+        """Inverse variances of rows ``[r0, r1)``.
+
+        Parameters
+        ----------
+        r0, r1 : int
+            Row range, ``0 <= r0 <= r1 <= H``.
+
+        Returns
+        -------
+        ndarray, shape (r1 - r0, W, C), float32
+            ``1/σ²``, 0 where not finite or not > 0.
+        """
+        from astropy.io import fits
+
+        with fits.open(self.path, memmap=True) as hdul:
+            section = hdul[self._index].section
+            if self._layout == "CHW":
+                rows = np.moveaxis(np.asarray(section[:, r0:r1, :]), 0, -1)
+            else:
+                rows = np.asarray(section[r0:r1, ...])
+        if self._layout == "HW":
+            rows = rows[..., None]
+        return inverse_variance_of(rows, self.kind)
+
+
+class ArrayUncertRows:
+    """Inverse variances held in memory, served by rows.
+
+    Parameters
+    ----------
+    ivar : ndarray, shape (H, W) or (H, W, C)
+        ``1/σ²`` of every pixel (0 = no weight).
+    """
+
+    def __init__(self, ivar: np.ndarray) -> None:
+        arr = np.asarray(ivar, dtype=np.float32)
+        self._ivar = arr[..., None] if arr.ndim == 2 else arr
+
+    def read_rows(self, r0: int, r1: int) -> np.ndarray:
+        """Inverse variances of rows ``[r0, r1)``.
+
+        Parameters
+        ----------
+        r0, r1 : int
+            Row range, ``0 <= r0 <= r1 <= H``.
+
+        Returns
+        -------
+        ndarray, shape (r1 - r0, W, C), float32
+            A view of the array held.
+        """
+        return self._ivar[r0:r1]

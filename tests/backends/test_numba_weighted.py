@@ -51,7 +51,12 @@ def _check(fast, ref, what: str) -> None:
     assert_identical(fast, ref, what)
     got, want = np.asarray(fast.uncertainty), np.asarray(ref.uncertainty)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=f"{what} uncertainty NaN")
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0, equal_nan=True, err_msg=f"{what} uncertainty")
+    # The core sums (x - mean)^2 in float32 chunks (core/uncertainty.py), the kernels in float64:
+    # besides 1e-6 relative, a few float32 ulps of the pixel's value where the samples (nearly) agree.
+    ulps = 4 * np.finfo(np.float32).eps * np.abs(np.asarray(fast.image, np.float64))
+    ulps = np.nan_to_num(ulps.reshape(got.shape) if ulps.size == got.size else ulps)
+    bad = np.abs(got - want) > 1e-6 * np.abs(want) + ulps
+    assert not np.any(bad & ~np.isnan(want)), f"{what} uncertainty: {np.argwhere(bad)[:5]}"
 
 
 def _check_all_combines(reject: str, kind: str, frames: np.ndarray, band_calls, *, reference: str,

@@ -64,7 +64,8 @@ def test_native_path_equals_the_core_path_and_stack(request, data, config):
     assert native.stats["n_bands"] > 1  # several blocks, several sub-bands
     np.testing.assert_array_equal(native.image, core.image)
     np.testing.assert_array_equal(native.coverage, core.coverage)
-    np.testing.assert_allclose(native.uncertainty, core.uncertainty, rtol=1e-6, equal_nan=True)
+    # The core sums squared deviations in float32 chunks, the kernels in float64 (core/uncertainty.py).
+    np.testing.assert_allclose(native.uncertainty, core.uncertainty, rtol=1e-5, equal_nan=True)
     assert native.stats["rejected_pct"] == core.stats["rejected_pct"]
     in_memory = stack(frames.astype(np.float32), config=config)
     np.testing.assert_array_equal(native.image, in_memory.image)

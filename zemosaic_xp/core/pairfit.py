@@ -1,0 +1,182 @@
+"""Paired errors-in-variables fit of frames onto a reference frame (``linear_fit``).
+
+Frames of one stack are registered: the sample at one position sees the same sky in
+every frame. Matching *distributions* (percentiles) of two frames cannot use that,
+and on 65 536 samples the noise of a percentile moves a gain by ~0.5 %. Fitting the
+pairs ``(x_k, r_k)`` of a frame and the reference at the same positions, the noise of
+the sky cancels in the pairs and the stars give the gain its leverage.
+
+The fit, per frame and channel, from a start ``(g, o)`` (the percentile match):
+
+1. Pairs where either value is NaN or at its frame's maximum (saturation) are left out.
+2. Four rounds of: residuals ``e = r − g·x − o``; the sky's noise ``s0`` = 1.4826·MAD
+   of ``e``; the signal ``s = max((r + g·x + o)/2 − sky, 0)`` (sky = median of ``r``);
+   the photon term ``β`` from the pairs with ``s > 50·s0``: (1.4826·median |e − ē| /
+   √s)²; the pair variance ``v = s0² + β·s``; pairs with ``|e − ē| > 5·√v`` are
+   outliers (hits, trails); the others enter a **weighted Deming regression** (weights
+   1/v, error-variance ratio ``δ = σ_r² / σ_x²`` from the frames' noise, 1.4826·MAD of
+   consecutive differences / √2). A homoscedastic clip would drop the noisiest (the
+   brightest) star pixels preferentially and bias the gain; weighting by the noise
+   model keeps them at their worth.
+3. The fit is kept when at least 16 pairs remain, the weighted correlation is at least
+   0.5 and the gain is finite; otherwise the caller keeps its start (a frame without
+   stars, where the pairs carry no information on a gain).
+
+Everything is vectorised over the rows (frame × channel) of the sub-samples.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import device as _device
+
+from .nanstats import MAD_TO_SIGMA, median_sorted, sort_valid
+
+__all__ = ["paired_fit", "PAIRED_MIN_CORRELATION"]
+
+Array = Any
+
+_ROUNDS = 4
+_CLIP_SIGMA = 5.0
+_BRIGHT_SKY_SIGMA = 50.0
+_MIN_BRIGHT = 16
+_MIN_PAIRS = 16
+_TOP_FRACTION = 0.95
+#: Least weighted correlation of the kept pairs for the paired fit to be used.
+PAIRED_MIN_CORRELATION = 0.5
+
+
+def _median(a: Array, xp: Any) -> Array:
+    """Median of each row, NaN = excluded; shape (R, 1), NaN for an empty row."""
+    s, n = sort_valid(a, xp=xp)
+    return xp.reshape(median_sorted(s, n, xp=xp), (a.shape[0], 1))
+
+
+def _sum(a: Array, xp: Any) -> Array:
+    return xp.sum(xp.astype(a, xp.float64), axis=-1, keepdims=True)
+
+
+def _below_top(a: Array, valid: Array, xp: Any) -> Array:
+    top = xp.max(xp.where(valid, a, xp.full_like(a, -xp.inf)), axis=-1, keepdims=True)
+    mid = _median(xp.where(valid, a, xp.full_like(a, xp.nan)), xp)
+    return a < mid + _TOP_FRACTION * (top - mid)
+
+
+def _diff_sigma(a: Array, xp: Any) -> Array:
+    d = a[:, 1:] - a[:, :-1]
+    return MAD_TO_SIGMA / 2**0.5 * _median(xp.abs(d), xp)
+
+
+def _deming(x: Array, r: Array, w: Array, delta: Array, xp: Any) -> Array:
+    """Gain of the weighted Deming fit ``r = g·x`` through the origin, rows (R, M), w = 0: out."""
+    big_w = _sum(w, xp)
+    safe_w = xp.where(big_w > 0, big_w, xp.ones_like(big_w))
+    sxx, syy, sxy = _sum(w * x * x, xp) / safe_w, _sum(w * r * r, xp) / safe_w, _sum(w * x * r, xp) / safe_w
+    b = syy - delta * sxx
+    root = xp.sqrt(b * b + 4.0 * delta * sxy * sxy)
+    # The larger root of sxy·g² − b·g − δ·sxy = 0, in its cancellation-free form.
+    one = xp.ones_like(sxy)
+    num = xp.where(b >= 0, b + root, 2.0 * delta * sxy)
+    den = xp.where(b >= 0, 2.0 * sxy, root - b)
+    gain = num / xp.where(den != 0, den, one)
+    return xp.where(den != 0, gain, xp.full_like(gain, xp.nan))
+
+
+def _correlation(x: Array, r: Array, keep: Array, xp: Any) -> Array:
+    """Unweighted correlation of the kept pairs, (R, 1); 0 when undefined."""
+    w = xp.astype(keep, xp.float32)
+    n = _sum(w, xp)
+    safe_n = xp.where(n > 0, n, xp.ones_like(n))
+    dx = x - xp.astype(_sum(w * xp.where(keep, x, 0.0 * x), xp) / safe_n, x.dtype)
+    dy = r - xp.astype(_sum(w * xp.where(keep, r, 0.0 * r), xp) / safe_n, r.dtype)
+    dx, dy = xp.where(keep, dx, 0.0 * dx), xp.where(keep, dy, 0.0 * dy)
+    sxx, syy, sxy = _sum(dx * dx, xp), _sum(dy * dy, xp), _sum(dx * dy, xp)
+    prod = sxx * syy
+    corr = sxy / xp.sqrt(xp.where(prod > 0, prod, xp.ones_like(prod)))
+    return xp.where(prod > 0, corr, xp.zeros_like(corr))
+
+
+def paired_fit(x: Array, ref: Array, start_gain: Array, start_offset: Array, *,
+               xp: Any) -> tuple[Array, Array, Array]:
+    """Fit ``ref ≈ gain·x + offset`` row by row on paired samples.
+
+    Parameters
+    ----------
+    x : array, shape (R, M), float32
+        Samples of the frames (one row per frame and channel); NaN = no data.
+    ref : array, shape (R, M), float32
+        The reference's samples at the same positions, row by row (the reference
+        frame's channel of each row); NaN = no data.
+    start_gain, start_offset : array, shape (R,)
+        Where the fit starts (e.g. the percentile match); returned for rows the fit
+        rejects.
+    xp : namespace
+        Array namespace of the inputs.
+
+    Returns
+    -------
+    gain, offset : array, shape (R,), float64
+        The fit where ``ok``, else the start; offset in the samples' units (ADU).
+    ok : array, shape (R,), bool
+        The paired fit was used: ≥ 16 pairs kept, weighted correlation ≥
+        ``PAIRED_MIN_CORRELATION``, finite gain.
+
+    Notes
+    -----
+    Model and clipping are described in the module docstring. Outputs are on the
+    device of ``x``.
+    """
+    x = xp.astype(x, xp.float32)
+    r = xp.astype(ref, xp.float32)
+    n_rows = x.shape[0]
+    g0 = xp.reshape(xp.astype(start_gain, xp.float64), (n_rows, 1))
+    o0 = xp.reshape(xp.astype(start_offset, xp.float64), (n_rows, 1))
+    nan = xp.full_like(x, xp.nan)
+    valid = xp.isfinite(x) & xp.isfinite(r)
+    # Saturated (clipped) values break the line, and so do values just below the clip
+    # (a noise draw decides which side they fall): leave out the top 5 % of each
+    # frame's range above its median.
+    valid = valid & _below_top(x, valid, xp) & _below_top(r, valid, xp)
+    sig_x = _diff_sigma(xp.where(valid, x, nan), xp)
+    sig_r = _diff_sigma(xp.where(valid, r, nan), xp)
+    delta = xp.astype((sig_r * sig_r) / xp.where(sig_x > 0, sig_x * sig_x, xp.ones_like(sig_x)), xp.float64)
+    delta = xp.where(xp.isfinite(delta) & (sig_x > 0) & (sig_r > 0), delta, xp.ones_like(delta))
+    mid_x = _median(xp.where(valid, x, nan), xp)
+    mid_r = _median(xp.where(valid, r, nan), xp)
+    g = xp.where(xp.isfinite(g0), g0, xp.ones_like(g0))
+    # Differences of consecutive samples: offsets and smooth gradients cancel.
+    pair = valid[:, 1:] & valid[:, :-1]
+    dx, dr = x[:, 1:] - x[:, :-1], r[:, 1:] - r[:, :-1]
+    dnan = nan[:, 1:]
+    keep = pair
+    kept = xp.zeros((n_rows, 1), dtype=xp.int64, device=_device(x))
+    for _ in range(_ROUNDS):
+        g32 = xp.astype(g, xp.float32)
+        res = dr - g32 * dx
+        centre = _median(xp.where(keep, res, dnan), xp)
+        dev = xp.abs(res - centre)
+        s0 = MAD_TO_SIGMA * _median(xp.where(keep, dev, dnan), xp)
+        level = xp.maximum(((r - mid_r) + g32 * (x - mid_x)) * 0.5, xp.zeros_like(x))
+        signal = level[:, 1:] + level[:, :-1]
+        bright = keep & (signal > _BRIGHT_SKY_SIGMA * s0)
+        n_bright = xp.sum(xp.astype(bright, xp.int64), axis=-1, keepdims=True)
+        root_s = xp.sqrt(xp.where(bright, signal, xp.ones_like(signal)))
+        beta = MAD_TO_SIGMA * _median(xp.where(bright, dev / root_s, dnan), xp)
+        beta = xp.where((n_bright >= _MIN_BRIGHT) & xp.isfinite(beta), beta * beta, xp.zeros_like(beta))
+        # A floor keeps noiseless (exact) data finite: the weights are then uniform.
+        floor = 1e-6 * (xp.abs(mid_r) + 1.0)
+        var = s0 * s0 + beta * signal + floor * floor
+        keep = pair & (dev <= _CLIP_SIGMA * xp.sqrt(var))
+        w = xp.where(keep, 1.0 / var, xp.zeros_like(var))
+        gain = _deming(dx, dr, w, delta, xp)
+        kept = xp.sum(xp.astype(keep, xp.int64), axis=-1, keepdims=True)
+        g = xp.where(xp.isfinite(gain) & (kept >= _MIN_PAIRS), gain, g)
+    corr = _correlation(dx, dr, keep, xp)
+    # The offset: the median paired residual, i.e. the sky levels matched.
+    offset = _median(xp.where(valid, r - xp.astype(g, xp.float32) * x, nan), xp)
+    offset = xp.astype(offset, xp.float64)
+    ok = (kept >= _MIN_PAIRS) & (corr >= PAIRED_MIN_CORRELATION) & xp.isfinite(g) & xp.isfinite(offset)
+    gain = xp.where(ok, g, g0)
+    offset = xp.where(ok, offset, o0)
+    return xp.reshape(gain, (n_rows,)), xp.reshape(offset, (n_rows,)), xp.reshape(ok, (n_rows,))

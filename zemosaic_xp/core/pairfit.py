@@ -31,7 +31,7 @@ from typing import Any
 
 from array_api_compat import device as _device
 
-from .nanstats import MAD_TO_SIGMA, median_sorted, sort_valid
+from .nanstats import MAD_TO_SIGMA, median_sorted, quantile_sorted, sort_valid
 
 __all__ = ["paired_fit", "PAIRED_MIN_CORRELATION"]
 
@@ -43,6 +43,8 @@ _BRIGHT_SKY_SIGMA = 50.0
 _MIN_BRIGHT = 16
 _MIN_PAIRS = 16
 _TOP_FRACTION = 0.95
+_TOP_QUANTILE = 0.999
+_STRONG_SIGMA = 10.0
 #: Least weighted correlation of the kept pairs for the paired fit to be used.
 PAIRED_MIN_CORRELATION = 0.5
 
@@ -58,8 +60,9 @@ def _sum(a: Array, xp: Any) -> Array:
 
 
 def _below_top(a: Array, valid: Array, xp: Any) -> Array:
-    top = xp.max(xp.where(valid, a, xp.full_like(a, -xp.inf)), axis=-1, keepdims=True)
-    mid = _median(xp.where(valid, a, xp.full_like(a, xp.nan)), xp)
+    s, n = sort_valid(xp.where(valid, a, xp.full_like(a, xp.nan)), xp=xp)
+    top = xp.reshape(quantile_sorted(s, n, _TOP_QUANTILE, xp=xp), (a.shape[0], 1))
+    mid = xp.reshape(median_sorted(s, n, xp=xp), (a.shape[0], 1))
     return a < mid + _TOP_FRACTION * (top - mid)
 
 
@@ -88,9 +91,9 @@ def _correlation(x: Array, r: Array, keep: Array, xp: Any) -> Array:
     w = xp.astype(keep, xp.float32)
     n = _sum(w, xp)
     safe_n = xp.where(n > 0, n, xp.ones_like(n))
-    dx = x - xp.astype(_sum(w * xp.where(keep, x, 0.0 * x), xp) / safe_n, x.dtype)
-    dy = r - xp.astype(_sum(w * xp.where(keep, r, 0.0 * r), xp) / safe_n, r.dtype)
-    dx, dy = xp.where(keep, dx, 0.0 * dx), xp.where(keep, dy, 0.0 * dy)
+    zero = xp.zeros_like(x)
+    dx = xp.where(keep, x - xp.astype(_sum(w * x, xp) / safe_n, x.dtype), zero)
+    dy = xp.where(keep, r - xp.astype(_sum(w * r, xp) / safe_n, r.dtype), zero)
     sxx, syy, sxy = _sum(dx * dx, xp), _sum(dy * dy, xp), _sum(dx * dy, xp)
     prod = sxx * syy
     corr = sxy / xp.sqrt(xp.where(prod > 0, prod, xp.ones_like(prod)))
@@ -135,9 +138,13 @@ def paired_fit(x: Array, ref: Array, start_gain: Array, start_offset: Array, *,
     nan = xp.full_like(x, xp.nan)
     valid = xp.isfinite(x) & xp.isfinite(r)
     # Saturated (clipped) values break the line, and so do values just below the clip
-    # (a noise draw decides which side they fall): leave out the top 5 % of each
-    # frame's range above its median.
+    # (a noise draw decides which side they fall): leave out what is above 95 % of
+    # each frame's range from its median to its 99.9th percentile (not its maximum:
+    # a hit on a saturated star would lift it).
     valid = valid & _below_top(x, valid, xp) & _below_top(r, valid, xp)
+    # Excluded values become 0 (a weight of 0 times NaN would still be NaN).
+    zero = xp.zeros_like(x)
+    x, r = xp.where(valid, x, zero), xp.where(valid, r, zero)
     sig_x = _diff_sigma(xp.where(valid, x, nan), xp)
     sig_r = _diff_sigma(xp.where(valid, r, nan), xp)
     delta = xp.astype((sig_r * sig_r) / xp.where(sig_x > 0, sig_x * sig_x, xp.ones_like(sig_x)), xp.float64)
@@ -149,6 +156,14 @@ def paired_fit(x: Array, ref: Array, start_gain: Array, start_offset: Array, *,
     pair = valid[:, 1:] & valid[:, :-1]
     dx, dr = x[:, 1:] - x[:, :-1], r[:, 1:] - r[:, :-1]
     dnan = nan[:, 1:]
+    # A robust start from the pairs: the median ratio of the differences that are
+    # large (> 10σ) in both frames, i.e. star edges; a trail or a hit is large in one
+    # frame only. Rows with too few of them start from the caller's start.
+    strong = (pair & (xp.abs(dx) > _STRONG_SIGMA * sig_x) & (xp.abs(dr) > _STRONG_SIGMA * sig_r)
+              & ((dx > 0) == (dr > 0)))
+    n_strong = xp.sum(xp.astype(strong, xp.int64), axis=-1, keepdims=True)
+    ratio = _median(xp.where(strong, dr / xp.where(strong, dx, xp.ones_like(dx)), dnan), xp)
+    g = xp.where((n_strong >= _MIN_BRIGHT) & xp.isfinite(ratio), xp.astype(ratio, xp.float64), g)
     keep = pair
     kept = xp.zeros((n_rows, 1), dtype=xp.int64, device=_device(x))
     for _ in range(_ROUNDS):
@@ -157,7 +172,9 @@ def paired_fit(x: Array, ref: Array, start_gain: Array, start_offset: Array, *,
         centre = _median(xp.where(keep, res, dnan), xp)
         dev = xp.abs(res - centre)
         s0 = MAD_TO_SIGMA * _median(xp.where(keep, dev, dnan), xp)
-        level = xp.maximum(((r - mid_r) + g32 * (x - mid_x)) * 0.5, xp.zeros_like(x))
+        # Light above the sky seen in *both* frames: an outlier of one frame (a trail)
+        # is not signal, so it is not given a photon noise that would hide it.
+        level = xp.maximum(xp.minimum(r - mid_r, g32 * (x - mid_x)), xp.zeros_like(x))
         signal = level[:, 1:] + level[:, :-1]
         bright = keep & (signal > _BRIGHT_SKY_SIGMA * s0)
         n_bright = xp.sum(xp.astype(bright, xp.int64), axis=-1, keepdims=True)

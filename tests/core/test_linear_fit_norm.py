@@ -11,7 +11,7 @@ from zemosaic_xp import StackConfig, stack
 from zemosaic_xp.core.framestats import FrameSamples
 from zemosaic_xp.core.in_memory import stack_frames
 from zemosaic_xp.core.normalize import _percentile_match
-from zemosaic_xp.synthetic import make_stack, render_sky
+from zemosaic_xp.synthetic import render_sky
 
 SATURATION = 50000.0
 CONFIG = StackConfig(normalize="linear_fit", weighting="none", reject="none")

@@ -154,6 +154,20 @@ class ChunkedFrameSamples:
         Each chunk is fitted with the reference frame's samples appended as its last
         frame; every row is fitted on its own, so the values are bit-identical to the
         in-memory ones. NaN placeholders while a dry run records.
+
+        Parameters
+        ----------
+        reference : int
+            Index of the reference frame.
+        start_gain, start_offset : array, shape (N, C)
+            Where each fit starts (see :func:`zemosaic_xp.core.pairfit.paired_fit`).
+
+        Returns
+        -------
+        gain, offset : ndarray, shape (N, C), float64
+            The fit, or the start where it was not used.
+        ok : ndarray, shape (N, C), bool
+            The paired fit was used.
         """
         shape = (self.n_frames, self.channels)
         if self._recording is not None:

@@ -75,10 +75,15 @@ def _normalize_linear_fit(stats: FrameSamples, config: StackConfig) -> tuple[Arr
     0.5): noise alone then moves a gain by ~1e-4 instead of ~1e-2. A fit that is
     non-finite or has |gain| > 20 keeps the identity.
     """
+    return _linear_fit(stats, config, paired=True)
+
+
+def _linear_fit(stats: FrameSamples, config: StackConfig, *, paired: bool) -> tuple[Array, Array]:
     xp = stats.xp
     ref = config.reference_frame
     gain, offset = _percentile_match(stats, ref)
-    gain, offset, _ = stats.paired_fit(ref, gain, offset)
+    if paired:
+        gain, offset, _ = stats.paired_fit(ref, gain, offset)
     one = xp.ones_like(gain)
     good = xp.isfinite(gain) & xp.isfinite(offset) & (xp.abs(gain) <= _LINEAR_FIT_MAX_GAIN)
     gain = xp.where(good, gain, one)
@@ -221,7 +226,7 @@ NORMALIZERS: dict[str, Callable[[FrameSamples, StackConfig], tuple[Array, Array]
 }
 
 
-def normalization(stats: FrameSamples, config: StackConfig) -> tuple[Array, Array]:
+def normalization(stats: FrameSamples, config: StackConfig, *, paired: bool = True) -> tuple[Array, Array]:
     """Compute the gains and offsets of the normalisation ``config.normalize``.
 
     Parameters
@@ -231,6 +236,11 @@ def normalization(stats: FrameSamples, config: StackConfig) -> tuple[Array, Arra
     config : StackConfig
         Its ``normalize`` names the method, ``reference_frame`` the frame the others
         are matched to.
+    paired : bool
+        ``linear_fit`` only: refine the percentile match by the paired fit of
+        :mod:`.pairfit` (the samples of all frames are at the same sky positions).
+        False keeps the percentile match (ZeMosaic's rule), e.g. for samples
+        interpolated from different pixel grids, where stars do not pair exactly.
 
     Returns
     -------
@@ -244,6 +254,9 @@ def normalization(stats: FrameSamples, config: StackConfig) -> tuple[Array, Arra
     -----
     Both are in the namespace and on the device of ``stats``.
     """
-    gain, offset = NORMALIZERS[config.normalize](stats, config)
+    if config.normalize == "linear_fit" and not paired:
+        gain, offset = _linear_fit(stats, config, paired=False)
+    else:
+        gain, offset = NORMALIZERS[config.normalize](stats, config)
     xp = stats.xp
     return xp.astype(gain, xp.float32), xp.astype(offset, xp.float32)

@@ -27,6 +27,7 @@ Everything is vectorised over the rows (frame × channel) of the sub-samples.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from array_api_compat import device as _device
@@ -45,6 +46,8 @@ _MIN_PAIRS = 16
 _TOP_FRACTION = 0.95
 _TOP_QUANTILE = 0.999
 _STRONG_SIGMA = 10.0
+# Raw pairs are used when their residual scatter is within 10 % of the noise.
+_RAW_SCATTER_RATIO = 1.1
 #: Least weighted correlation of the kept pairs for the paired fit to be used.
 PAIRED_MIN_CORRELATION = 0.5
 
@@ -71,10 +74,13 @@ def _diff_sigma(a: Array, xp: Any) -> Array:
     return MAD_TO_SIGMA / 2**0.5 * _median(xp.abs(d), xp)
 
 
-def _deming(x: Array, r: Array, w: Array, delta: Array, xp: Any) -> Array:
-    """Gain of the weighted Deming fit ``r = g·x`` through the origin, rows (R, M), w = 0: out."""
+def _deming(x: Array, r: Array, w: Array, delta: Array, xp: Any, *, origin: bool) -> Array:
+    """Gain of the weighted Deming fit ``r = g·x (+ o)``, rows (R, M), w = 0: out."""
     big_w = _sum(w, xp)
     safe_w = xp.where(big_w > 0, big_w, xp.ones_like(big_w))
+    if not origin:  # centred on the weighted means
+        x = x - xp.astype(_sum(w * x, xp) / safe_w, x.dtype)
+        r = r - xp.astype(_sum(w * r, xp) / safe_w, r.dtype)
     sxx, syy, sxy = _sum(w * x * x, xp) / safe_w, _sum(w * r * r, xp) / safe_w, _sum(w * x * r, xp) / safe_w
     b = syy - delta * sxx
     root = xp.sqrt(b * b + 4.0 * delta * sxy * sxy)
@@ -164,32 +170,17 @@ def paired_fit(x: Array, ref: Array, start_gain: Array, start_offset: Array, *,
     n_strong = xp.sum(xp.astype(strong, xp.int64), axis=-1, keepdims=True)
     ratio = _median(xp.where(strong, dr / xp.where(strong, dx, xp.ones_like(dx)), dnan), xp)
     g = xp.where((n_strong >= _MIN_BRIGHT) & xp.isfinite(ratio), xp.astype(ratio, xp.float64), g)
-    keep = pair
-    kept = xp.zeros((n_rows, 1), dtype=xp.int64, device=_device(x))
-    for _ in range(_ROUNDS):
-        g32 = xp.astype(g, xp.float32)
-        res = dr - g32 * dx
-        centre = _median(xp.where(keep, res, dnan), xp)
-        dev = xp.abs(res - centre)
-        s0 = MAD_TO_SIGMA * _median(xp.where(keep, dev, dnan), xp)
-        # Light above the sky seen in *both* frames: an outlier of one frame (a trail)
-        # is not signal, so it is not given a photon noise that would hide it.
-        level = xp.maximum(xp.minimum(r - mid_r, g32 * (x - mid_x)), xp.zeros_like(x))
-        signal = level[:, 1:] + level[:, :-1]
-        bright = keep & (signal > _BRIGHT_SKY_SIGMA * s0)
-        n_bright = xp.sum(xp.astype(bright, xp.int64), axis=-1, keepdims=True)
-        root_s = xp.sqrt(xp.where(bright, signal, xp.ones_like(signal)))
-        beta = MAD_TO_SIGMA * _median(xp.where(bright, dev / root_s, dnan), xp)
-        beta = xp.where((n_bright >= _MIN_BRIGHT) & xp.isfinite(beta), beta * beta, xp.zeros_like(beta))
-        # A floor keeps noiseless (exact) data finite: the weights are then uniform.
-        floor = 1e-6 * (xp.abs(mid_r) + 1.0)
-        var = s0 * s0 + beta * signal + floor * floor
-        keep = pair & (dev <= _CLIP_SIGMA * xp.sqrt(var))
-        w = xp.where(keep, 1.0 / var, xp.zeros_like(var))
-        gain = _deming(dx, dr, w, delta, xp)
-        kept = xp.sum(xp.astype(keep, xp.int64), axis=-1, keepdims=True)
-        g = xp.where(xp.isfinite(gain) & (kept >= _MIN_PAIRS), gain, g)
-    corr = _correlation(dx, dr, keep, xp)
+    level = partial(_level, x, r, mid_x, mid_r, xp=xp)
+    g_diff, keep_d, kept_d, s0_diff = _rounds(dx, dr, pair, lambda gg: _pair_sum(level(gg)), g, delta, mid_r,
+                                              origin=True, xp=xp)
+    g_raw, keep_r, kept_r, s0_raw = _rounds(x, r, valid, level, g, delta, mid_r, origin=False, xp=xp)
+    # Raw pairs are more precise, but a background that differs between the frames (a
+    # gradient) is unmodelled there: it shows as residual scatter beyond the noise,
+    # which the differences (σ√2) do not have.
+    raw = (s0_raw * 2**0.5 <= _RAW_SCATTER_RATIO * s0_diff) & xp.isfinite(g_raw)
+    g = xp.where(raw, g_raw, g_diff)
+    kept = xp.where(raw, kept_r, kept_d)
+    corr = xp.where(raw, _correlation(x, r, keep_r, xp), _correlation(dx, dr, keep_d, xp))
     # The offset: the median paired residual, i.e. the sky levels matched.
     offset = _median(xp.where(valid, r - xp.astype(g, xp.float32) * x, nan), xp)
     offset = xp.astype(offset, xp.float64)
@@ -197,3 +188,46 @@ def paired_fit(x: Array, ref: Array, start_gain: Array, start_offset: Array, *,
     gain = xp.where(ok, g, g0)
     offset = xp.where(ok, offset, o0)
     return xp.reshape(gain, (n_rows,)), xp.reshape(offset, (n_rows,)), xp.reshape(ok, (n_rows,))
+
+
+def _level(x: Array, r: Array, mid_x: Array, mid_r: Array, gain: Array, *, xp: Any) -> Array:
+    """Light above the sky seen in *both* frames, (R, M).
+
+    An outlier of one frame (a trail) is not signal, so it is not given a photon noise
+    that would hide it.
+    """
+    light = xp.minimum(r - mid_r, xp.astype(gain, xp.float32) * (x - mid_x))
+    return xp.maximum(light, xp.zeros_like(light))
+
+
+def _pair_sum(a: Array) -> Array:
+    return a[:, 1:] + a[:, :-1]
+
+
+def _rounds(x: Array, r: Array, pair: Array, signal_of: Any, g: Array, delta: Array, mid_r: Array, *,
+            origin: bool, xp: Any) -> tuple[Array, Array, Array, Array]:
+    """The clipped, noise-weighted Deming rounds; returns gain, kept mask, count, s0."""
+    nan = xp.full_like(x, xp.nan)
+    keep = pair
+    kept = xp.zeros((x.shape[0], 1), dtype=xp.int64, device=_device(x))
+    s0 = xp.zeros((x.shape[0], 1), dtype=x.dtype, device=_device(x))
+    for _ in range(_ROUNDS):
+        res = r - xp.astype(g, xp.float32) * x
+        centre = _median(xp.where(keep, res, nan), xp)
+        dev = xp.abs(res - centre)
+        s0 = MAD_TO_SIGMA * _median(xp.where(keep, dev, nan), xp)
+        signal = signal_of(g)
+        bright = keep & (signal > _BRIGHT_SKY_SIGMA * s0)
+        n_bright = xp.sum(xp.astype(bright, xp.int64), axis=-1, keepdims=True)
+        root_s = xp.sqrt(xp.where(bright, signal, xp.ones_like(signal)))
+        beta = MAD_TO_SIGMA * _median(xp.where(bright, dev / root_s, nan), xp)
+        beta = xp.where((n_bright >= _MIN_BRIGHT) & xp.isfinite(beta), beta * beta, xp.zeros_like(beta))
+        # A floor keeps noiseless (exact) data finite: the weights are then uniform.
+        floor = 1e-6 * (xp.abs(mid_r) + 1.0)
+        var = s0 * s0 + beta * signal + floor * floor
+        keep = pair & (dev <= _CLIP_SIGMA * xp.sqrt(var))
+        w = xp.where(keep, 1.0 / var, xp.zeros_like(var))
+        gain = _deming(x, r, w, delta, xp, origin=origin)
+        kept = xp.sum(xp.astype(keep, xp.int64), axis=-1, keepdims=True)
+        g = xp.where(xp.isfinite(gain) & (kept >= _MIN_PAIRS), gain, g)
+    return g, keep, kept, s0

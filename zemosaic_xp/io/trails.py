@@ -26,6 +26,7 @@ TRAIL_DEFAULTS = {"sigma": 3.0, "min_length_px": 40.0, "half_width_px": 2.5, "on
 _MIN_AREA = 40
 _LINES_PER_COMPONENT = 2
 _MAX_GAP_PX = 10.0
+_HOUGH_STEP_DEG = 2.0  # over a 40 px segment, 1° is 0.7 px at its ends: 2° still fits ±2.5 px
 
 
 def trail_mask(image: np.ndarray, sky_grid: np.ndarray, sigma_grid: np.ndarray, *, sigma: float = 3.0,
@@ -74,18 +75,27 @@ def trail_mask(image: np.ndarray, sky_grid: np.ndarray, sigma_grid: np.ndarray, 
         return mask
     bright = np.zeros((h, w), dtype=bool)
     bright[ys, xs] = True
-    labels, _ = ndimage.label(bright, structure=np.ones((3, 3), dtype=bool))
-    for k, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None or np.hypot(box[0].stop - box[0].start, box[1].stop - box[1].start) < min_length_px:
-            continue  # a star, however bright: too small to hold a trail
-        py, px = np.nonzero(labels[box] == k)
-        py, px = (py + box[0].start).astype(np.float64), (px + box[1].start).astype(np.float64)
+    labels, n = ndimage.label(bright, structure=np.ones((3, 3), dtype=bool))
+    lab = labels[ys, xs]
+    # Only components with enough pixels for a trail, and then only those whose
+    # pixels span the trail length (vectorised: a dense field has thousands of stars).
+    sel = (np.bincount(lab, minlength=n + 1) >= _MIN_AREA)[lab]
+    if not sel.any():
+        return mask
+    order = np.argsort(lab[sel], kind="stable")
+    sy, sx, slab = ys[sel][order], xs[sel][order], lab[sel][order]
+    starts = np.flatnonzero(np.r_[True, slab[1:] != slab[:-1]])
+    extent = np.hypot(np.maximum.reduceat(sy, starts) - np.minimum.reduceat(sy, starts),
+                      np.maximum.reduceat(sx, starts) - np.minimum.reduceat(sx, starts))
+    stops = np.r_[starts[1:], slab.size]
+    for i0, i1 in zip(starts[extent + 1 >= min_length_px], stops[extent + 1 >= min_length_px]):
+        py, px = sy[i0:i1].astype(np.float64), sx[i0:i1].astype(np.float64)
         for _ in range(_LINES_PER_COMPONENT):
             line = _line(py, px, min_length_px=min_length_px, half_width_px=half_width_px, on_line=on_line)
             if line is None:
                 break
             on, a, centre, (s0, s1) = line
-            _follow(mask, bright, a, centre, s0, s1, half_width_px)
+            _follow(mask, (ys, xs), a, centre, s0, s1, half_width_px)
             py, px = py[~on], px[~on]
     if not mask.any():
         return mask
@@ -97,55 +107,65 @@ def _line(py: np.ndarray, px: np.ndarray, *, min_length_px: float, half_width_px
           on_line: float) -> tuple | None:
     """The pixels of the dominant straight line of one component, or None when it is no trail.
 
-    A Hough transform (1° × 1 px) finds the line holding most pixels within
-    ``half_width_px``; it is a trail when those pixels span ``min_length_px``, cover
-    ``on_line`` of the 1-px steps of that span, and at least half of the steps have no
+    A Hough transform (2° × 1 px) finds the line holding most pixels within
+    ``half_width_px``, refined by the principal axis of those pixels; it is a trail
+    when those pixels span ``min_length_px``, cover ``on_line`` of the 1-px steps of
+    that span, and at least half of the steps have no
     pixel of the component on the line's flanks (a trail is thin; a cluster of stars,
     however elongated, is not).
     """
     if py.size < _MIN_AREA:
         return None
-    theta = np.deg2rad(np.arange(180.0))
+    theta = np.deg2rad(np.arange(0.0, 180.0, _HOUGH_STEP_DEG))
+    n_angles = theta.size
     cos, sin = np.cos(theta), np.sin(theta)
     rho = px[:, None] * cos[None, :] + py[:, None] * sin[None, :]
     lo = np.floor(rho.min())
     bins = (rho - lo).astype(np.intp)
     n_bins = int(bins.max()) + 1
-    counts = np.bincount((np.arange(180)[None, :] * n_bins + bins).ravel(), minlength=180 * n_bins)
-    counts = counts.reshape(180, n_bins)
+    counts = np.bincount((np.arange(n_angles)[None, :] * n_bins + bins).ravel(), minlength=n_angles * n_bins)
+    counts = counts.reshape(n_angles, n_bins)
     width = int(2 * half_width_px) + 1
-    csum = np.concatenate([np.zeros((180, 1)), np.cumsum(counts, axis=1)], axis=1)
+    csum = np.concatenate([np.zeros((n_angles, 1), dtype=counts.dtype), np.cumsum(counts, axis=1)], axis=1)
     window = csum[:, width:] - csum[:, :-width] if n_bins >= width else csum[:, -1:]
     a, b = np.unravel_index(int(np.argmax(window)), window.shape)
-    in_window = (bins[:, a] >= b) & (bins[:, a] < b + width)
-    centre = float(np.median(rho[in_window, a]))  # the line's middle, not the window's
-    dist = np.abs(rho[:, a] - centre)
-    on = dist <= half_width_px
-    along = -px[on] * sin[a] + py[on] * cos[a]
+    on = (bins[:, a] >= b) & (bins[:, a] < b + width)
+    # Refine the line by the principal axis of its pixels (twice): the Hough angle is
+    # good to 1°, which over a long trail is pixels.
+    for _ in range(2):
+        my, mx = float(np.mean(py[on])), float(np.mean(px[on]))
+        dy, dx = py[on] - my, px[on] - mx
+        normal = 0.5 * np.arctan2(2.0 * np.sum(dx * dy), np.sum(dx * dx) - np.sum(dy * dy)) + 0.5 * np.pi
+        c, s = np.cos(normal), np.sin(normal)
+        dist = np.abs((px - mx) * c + (py - my) * s)
+        on = dist <= half_width_px
+        if on.sum() < 2:
+            return None
+    centre = mx * c + my * s
+    along = -px[on] * s + py[on] * c
     steps = np.floor(along - along.min()).astype(np.intp)
     span = int(steps.max()) + 1
     if span < min_length_px or np.unique(steps).size < on_line * span:
         return None
     flank = (dist > half_width_px + 1.0) & (dist <= half_width_px + 4.0)
     if flank.any():
-        flank_steps = np.floor(-px[flank] * sin[a] + py[flank] * cos[a] - along.min()).astype(np.intp)
+        flank_steps = np.floor(-px[flank] * s + py[flank] * c - along.min()).astype(np.intp)
         crowded = np.isin(np.unique(steps), flank_steps).sum()
         if crowded > 0.5 * np.unique(steps).size:
             return None
-    return on, int(a), float(centre), (float(along.min()), float(along.max()))
+    return on, float(np.rad2deg(normal)), float(centre), (float(along.min()), float(along.max()))
 
 
-def _follow(mask: np.ndarray, bright: np.ndarray, a: int, centre: float, s0: float, s1: float,
+def _follow(mask: np.ndarray, bright: tuple, a: float, centre: float, s0: float, s1: float,
             half_width_px: float) -> None:
     """Mask the line's bright pixels from the segment ``[s0, s1]`` outwards, across gaps ≤ 10 px.
 
     A faint trail crossing crowded sky breaks into pieces above the threshold; they
     lie on one line, so the line is followed beyond the component it was found in.
     """
-    h, w = bright.shape
     theta = np.deg2rad(float(a))
     cos, sin = np.cos(theta), np.sin(theta)
-    yy, xx = np.nonzero(bright)
+    yy, xx = bright
     rho = xx * cos + yy * sin
     on = np.abs(rho - centre) <= half_width_px
     yy, xx = yy[on], xx[on]

@@ -17,7 +17,8 @@ three compiled steps instead:
 2. a rejection kernel on the sorted rows, one module per algorithm (:data:`REJECTIONS`):
    :mod:`.kappa_sigma`, :mod:`.wsc_pixinsight` (the default WSC), :mod:`.wsc_zemosaic`
    (``wsc_impl="zemosaic"``), :mod:`.percentile`, :mod:`.mad`, :mod:`.minmax`,
-   :mod:`.gesd`, :mod:`.linear_fit_clip` and :mod:`.winsorized_quantile`;
+   :mod:`.gesd`, :mod:`.linear_fit_clip` and :mod:`.winsorized_quantile`; ``auto`` runs
+   :mod:`.mad` on the rows with ≤ 3 valid samples and :mod:`.gesd` on the others;
 3. :func:`~.combine.combine_ranges` writes each pixel's image value, weight sum,
    coverage and rejection counts straight into the band's rows of the results.
 
@@ -35,6 +36,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ...core.reject.auto import AUTO_MAD_MAX_N
 from ...core.reject.gesd_table import gesd_critical_values
 from ...core.uncertainty import mean_variance_factor
 from .combine import COMBINE_CODES, UNCERTAINTY_CODES, combine_ranges
@@ -364,6 +366,19 @@ def _reject_winsorized_quantile(s: np.ndarray, n_valid: np.ndarray, config: Any,
     return Kept(lo, hi, it, winsor=winsor if config.winsor_rewinsor else _NO_WINSOR)
 
 
+def _reject_auto(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray, sums: np.ndarray) -> Kept:
+    # core/reject/auto.py: mad's ranges on rows with <= AUTO_MAD_MAX_N valid samples,
+    # gesd's elsewhere; each kernel runs only on its own rows (both are per row, so the
+    # result is the core's bit for bit).
+    small = n_valid <= AUTO_MAD_MAX_N
+    lo, hi, it = _ranges(n_valid.shape[0])
+    for rows, reject in ((small, _reject_mad), (~small, _reject_gesd)):
+        if rows.any():
+            part = reject(np.ascontiguousarray(s[rows]), np.ascontiguousarray(n_valid[rows]), config, centre, sums)
+            lo[rows], hi[rows], it[rows] = part.lo, part.hi, part.iterations
+    return Kept(lo, hi, it)
+
+
 #: The rejection of each algorithm name: a wrapper that runs its kernel on a band's sorted rows.
 REJECTIONS = {
     "none": _reject_none,
@@ -375,6 +390,7 @@ REJECTIONS = {
     "gesd": _reject_gesd,
     "linear_fit_clip": _reject_linear_fit_clip,
     "winsorized_quantile": _reject_winsorized_quantile,
+    "auto": _reject_auto,
 }
 #: Codes of the supported algorithms (``none`` is 0).
 REJECT_CODES = {name: code for code, name in enumerate(REJECTIONS)}

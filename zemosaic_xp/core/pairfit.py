@@ -46,8 +46,8 @@ _MIN_PAIRS = 16
 _TOP_FRACTION = 0.95
 _TOP_QUANTILE = 0.999
 _STRONG_SIGMA = 10.0
-# Raw pairs are used when their residual scatter is within 10 % of the noise.
-_RAW_SCATTER_RATIO = 1.1
+# Raw pairs are used when their residual scatter is within 5 % of the noise.
+_RAW_SCATTER_RATIO = 1.05
 #: Least weighted correlation of the kept pairs for the paired fit to be used.
 PAIRED_MIN_CORRELATION = 0.5
 

@@ -70,6 +70,12 @@ def test_spilled_chunked_statistics_are_bit_identical(rgb_frames, config):
         np.testing.assert_array_equal(getattr(chunked.stats, name)(*args), getattr(whole.stats, name)(*args))
     np.testing.assert_array_equal(chunked.stats.clipped_std(kappa=3.0, max_iters=5),
                                   whole.stats.clipped_std(kappa=3.0, max_iters=5))
+    start = (np.full((11, 3), 1.01), np.zeros((11, 3)))
+    for ref in (0, 5):  # the reference in the first chunk and in the second
+        got, expected = chunked.stats.paired_fit(ref, *start), whole.stats.paired_fit(ref, *start)
+        assert np.all(expected[2][np.arange(11) != ref])  # the paired fit was used: the test means something
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
     a, b = plan_frames(whole.stats, config), plan_frames(chunked.stats, config)
     assert a.stats == b.stats
     whole.close()

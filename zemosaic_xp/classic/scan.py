@@ -148,6 +148,44 @@ class ChunkedFrameSamples:
 
         return per_frame
 
+    def paired_fit(self, reference: int, start_gain: Any, start_offset: Any) -> tuple[Any, Any, Any]:
+        """:meth:`FrameSamples.paired_fit`, chunk by chunk against the reference's samples.
+
+        Each chunk is fitted with the reference frame's samples appended as its last
+        frame; every row is fitted on its own, so the values are bit-identical to the
+        in-memory ones. NaN placeholders while a dry run records.
+
+        Parameters
+        ----------
+        reference : int
+            Index of the reference frame.
+        start_gain, start_offset : array, shape (N, C)
+            Where each fit starts (see :func:`zemosaic_xp.core.pairfit.paired_fit`).
+
+        Returns
+        -------
+        gain, offset : ndarray, shape (N, C), float64
+            The fit, or the start where it was not used.
+        ok : ndarray, shape (N, C), bool
+            The paired fit was used.
+        """
+        shape = (self.n_frames, self.channels)
+        if self._recording is not None:
+            nan = np.full(shape, np.nan)
+            return nan, nan, np.zeros(shape, dtype=bool)
+        start_gain, start_offset = np.asarray(start_gain), np.asarray(start_offset)
+        ref = self._store.read(reference, reference + 1)
+        parts: list[tuple] = []
+        for i0 in range(0, self.n_frames, self.frames_per_chunk):
+            i1 = min(self.n_frames, i0 + self.frames_per_chunk)
+            chunk = FrameSamples(np.concatenate([self._store.read(i0, i1), ref]), xp=np_xp)
+            pad = np.ones((1, self.channels))
+            g0 = np.concatenate([start_gain[i0:i1], pad])
+            o0 = np.concatenate([start_offset[i0:i1], 0 * pad])
+            parts.append(tuple(v[:-1] for v in chunk.paired_fit(i1 - i0, g0, o0)))
+            del chunk
+        return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
+
     def _record(self, run: Callable[[], Any]) -> None:
         """Run ``run()`` once to learn which statistics it asks for, then compute them all.
 

@@ -67,7 +67,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="a ZeMosaic zemosaic_config.json (grid_*, stacking_*, telemetry keys)")
     parser.add_argument("--cosmic", choices=("off", "auto", "always"), default=None,
                         help="per-frame cosmic-ray masks before the reprojection: auto = where fewer than "
-                             "cosmic_min_depth (5) frames cover a pixel (default: the config's, else off)")
+                             "cosmic_min_depth (7) frames cover a pixel (default: the config's, else off)")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
                         help="worker processes; 0 = auto (cpu count - 2; the default), 1 = in this "
                              "process; auto and N are capped by the tiles, the CPU cores and the RAM "

@@ -76,7 +76,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--combine", default=None, help="final combine (e.g. mean, median)")
     parser.add_argument("--cosmic", choices=("off", "auto", "always"), default=None,
                         help="per-frame cosmic-ray masks before the stack: auto = where fewer than "
-                             "cosmic_min_depth (5) frames cover a pixel (default: the config's, else off)")
+                             "cosmic_min_depth (7) frames cover a pixel (default: the config's, else off)")
     parser.add_argument("--kappa-low", type=float, default=None, help="low rejection threshold")
     parser.add_argument("--kappa-high", type=float, default=None, help="high rejection threshold")
     parser.add_argument("--memory-budget", default=None, metavar="SIZE",

@@ -176,7 +176,8 @@ class StackConfig:
         (``zemosaic_xp.io.cosmic``).
     cosmic_min_depth : int
         Depth (valid frames of a pixel) from which ``cosmic="auto"`` leaves a pixel to
-        the rejection, >= 1; 5.
+        the rejection, >= 1; 7 (from 7 frames ``gesd`` removes 2-hit coincidences,
+        docs/algorithms.md "Rejection at small N").
     cosmic_method : {"sharp", "lacosmic"}
         The detector: ``"sharp"`` [default], ours; ``"lacosmic"``, L.A.Cosmic through
         astroscrappy (extra ``[cosmic]``).
@@ -219,7 +220,7 @@ class StackConfig:
     rgb_equalize_min_coverage: float = 0.01
     wsc_impl: str = "pixinsight"
     cosmic: str = "off"
-    cosmic_min_depth: int = 5
+    cosmic_min_depth: int = 7
     cosmic_method: str = "sharp"
 
     def __post_init__(self) -> None:

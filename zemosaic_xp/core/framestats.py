@@ -13,6 +13,7 @@ from typing import Any
 from array_api_compat import device as _device
 
 from .nanstats import median_sorted, quantile_sorted, sort_valid
+from .pairfit import paired_fit
 from .reject import kappa_sigma_ranges
 
 __all__ = ["FrameSamples"]
@@ -133,6 +134,34 @@ class FrameSamples:
             lum = xp.mean(x, axis=1)
         s, n = sort_valid(lum, xp=xp)
         return quantile_sorted(s, n, q, xp=xp)
+
+    def paired_fit(self, reference: int, start_gain: Array, start_offset: Array) -> tuple[Array, Array, Array]:
+        """Fit every frame onto frame ``reference``, sample by sample (:mod:`.pairfit`).
+
+        Parameters
+        ----------
+        reference : int
+            Index of the reference frame (the same positions in every frame).
+        start_gain, start_offset : array, shape (N, C)
+            Where each fit starts; kept for a frame channel the fit rejects.
+
+        Returns
+        -------
+        gain, offset : array, shape (N, C), float64
+            ``samples[reference] ≈ gain·samples[i] + offset``; the start where the
+            paired fit was not used.
+        ok : array, shape (N, C), bool
+            The paired fit was used.
+        """
+        xp = self.xp
+        shape = (self.n_frames, self.channels)
+        rows = (self.n_frames * self.channels, self.size)
+        x = xp.reshape(self.samples, rows)
+        ref = xp.reshape(xp.broadcast_to(self.samples[reference:reference + 1, ...],
+                                         (self.n_frames, self.channels, self.size)), rows)
+        gain, offset, ok = paired_fit(x, ref, xp.reshape(start_gain, (rows[0],)),
+                                      xp.reshape(start_offset, (rows[0],)), xp=xp)
+        return xp.reshape(gain, shape), xp.reshape(offset, shape), xp.reshape(ok, shape)
 
     # --- robust location / scale (Siril-style normalisations) -------------------
     def median(self) -> Array:

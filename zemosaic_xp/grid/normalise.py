@@ -158,7 +158,9 @@ def _pair_map(vi: np.ndarray, vj: np.ndarray, config: StackConfig, xp: Any) -> t
     gain = offset = None
     for _ in range(_PAIR_CLIP_ROUNDS):
         stats = FrameSamples(xp.asarray(np.ascontiguousarray(np.stack([vi[:, keep], vj[:, keep]]))), xp=xp)
-        g, o = normalization(stats, config.replace(reference_frame=0))
+        # Percentiles, not the paired fit: the samples are interpolated from each
+        # frame's own pixel grid, so stars do not pair exactly (issue 17 measured it).
+        g, o = normalization(stats, config.replace(reference_frame=0), paired=False)
         gain, offset = np.asarray(g)[1].astype(np.float64), np.asarray(o)[1].astype(np.float64)
         resid = vi - (gain[:, None] * vj + offset[:, None])
         centre = np.median(resid[:, keep], axis=1, keepdims=True)

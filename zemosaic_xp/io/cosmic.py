@@ -160,9 +160,20 @@ def _sharp(padded: np.ndarray, ys: np.ndarray, xs: np.ndarray, excess: np.ndarra
 
 def _sharp_mask(image: np.ndarray, *, sigma: float, contrast: float, grow_sigma: float,
                 grow_contrast: float) -> np.ndarray:
+    from .trails import trail_mask
+
     sky_grid, sigma_grid = _block_sky(image)
-    ys, xs = _candidates(image, sky_grid + sigma * sigma_grid)
+    trails = trail_mask(image, sky_grid, sigma_grid)
+    return _line_test_mask(image, sky_grid, sigma_grid, sigma=sigma, contrast=contrast, grow_sigma=grow_sigma,
+                           grow_contrast=grow_contrast) | trails
+
+
+def _line_test_mask(image: np.ndarray, sky_grid: np.ndarray, sigma_grid: np.ndarray, *, sigma: float,
+                    contrast: float, grow_sigma: float, grow_contrast: float) -> np.ndarray:
     mask = np.zeros(image.shape, dtype=bool)
+    if not np.isfinite(sigma_grid).all():
+        return mask  # no sky noise anywhere (no data, or a constant frame): nothing stands out
+    ys, xs = _candidates(image, sky_grid + sigma * sigma_grid)
     if ys.size == 0:
         return mask
     grids = np.stack([sky_grid, sigma_grid])
@@ -214,7 +225,9 @@ def _lacosmic_mask(image: np.ndarray) -> np.ndarray:
     crmask, _ = astroscrappy.detect_cosmics(data, inmask=nan, sigclip=4.5, sigfrac=0.3, objlim=5.0,
                                             gain=gain, readnoise=0.0, satlevel=satlevel, niter=2,
                                             sepmed=True, cleantype="meanmask")
-    return np.asarray(crmask, dtype=bool) & ~nan
+    from .trails import trail_mask
+
+    return (np.asarray(crmask, dtype=bool) | trail_mask(image, sky_grid, sigma_grid)) & ~nan
 
 
 def cosmic_mask(frame: np.ndarray, /, *, method: str = "sharp", sigma: float = 5.0, contrast: float = 4.0,
@@ -266,7 +279,7 @@ def cosmic_mask(frame: np.ndarray, /, *, method: str = "sharp", sigma: float = 5
     raise ValueError(msg)
 
 
-def mask_cosmics(frames: Any, /, *, mode: str = "auto", min_depth: int = 5, method: str = "sharp",
+def mask_cosmics(frames: Any, /, *, mode: str = "auto", min_depth: int = 7, method: str = "sharp",
                  sigma: float = 5.0, contrast: float = 4.0) -> tuple[np.ndarray, dict]:
     """Replace the cosmic-ray pixels of a stack by NaN where its depth is low.
 

@@ -20,7 +20,8 @@ three compiled steps instead:
    in :mod:`.rejections`):
    :mod:`.kappa_sigma`, :mod:`.wsc_pixinsight` (the default WSC), :mod:`.wsc_zemosaic`
    (``wsc_impl="zemosaic"``), :mod:`.percentile`, :mod:`.mad`, :mod:`.minmax`,
-   :mod:`.gesd`, :mod:`.linear_fit_clip` and :mod:`.winsorized_quantile`;
+   :mod:`.gesd`, :mod:`.linear_fit_clip` and :mod:`.winsorized_quantile`; ``auto`` runs
+   :mod:`.mad` on the rows with ≤ 3 valid samples and :mod:`.gesd` on the others;
 3. :func:`~.combine.combine_ranges` writes each pixel's image value, weight sum,
    coverage and rejection counts straight into the band's rows of the results.
 

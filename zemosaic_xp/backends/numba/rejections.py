@@ -154,6 +154,21 @@ def _reject_winsorized_quantile(s: np.ndarray, n_valid: np.ndarray, config: Any,
     return Kept(lo, hi, it, winsor=winsor if config.winsor_rewinsor else _NO_WINSOR)
 
 
+def _reject_auto(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray, sums: np.ndarray) -> Kept:
+    from ...core.reject.auto import AUTO_MAD_MAX_N
+
+    # core/reject/auto.py: mad's ranges on rows with <= AUTO_MAD_MAX_N valid samples,
+    # gesd's elsewhere; each kernel runs only on its own rows (both are per row, so the
+    # result is the core's bit for bit).
+    small = n_valid <= AUTO_MAD_MAX_N
+    lo, hi, it = _ranges(n_valid.shape[0])
+    for rows, reject in ((small, _reject_mad), (~small, _reject_gesd)):
+        if rows.any():
+            part = reject(np.ascontiguousarray(s[rows]), np.ascontiguousarray(n_valid[rows]), config, centre, sums)
+            lo[rows], hi[rows], it[rows] = part.lo, part.hi, part.iterations
+    return Kept(lo, hi, it)
+
+
 #: The rejection of each algorithm name: a wrapper that runs its kernel on a band's sorted rows.
 REJECTIONS = {
     "none": _reject_none,
@@ -165,6 +180,7 @@ REJECTIONS = {
     "gesd": _reject_gesd,
     "linear_fit_clip": _reject_linear_fit_clip,
     "winsorized_quantile": _reject_winsorized_quantile,
+    "auto": _reject_auto,
 }
 #: Codes of the supported algorithms (``none`` is 0).
 REJECT_CODES = {name: code for code, name in enumerate(REJECTIONS)}

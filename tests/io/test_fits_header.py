@@ -65,7 +65,8 @@ def test_frame_source_reads_the_same_with_either_reader(tmp_path, monkeypatch):
 
 
 def test_files_kept_open_read_the_same_and_are_closed(tmp_path):
-    from zemosaic_xp.io.bands import files_kept_open, open_sources, read_frames_first
+    from zemosaic_xp.io.bands import open_sources, read_frames_first
+    from zemosaic_xp.io.open_files import files_kept_open
 
     rng = np.random.default_rng(2)
     paths = [str(_write(tmp_path / f"k{i}.fits", [fits.PrimaryHDU(rng.integers(0, 900, (6, 5)).astype(np.int16))]))

@@ -39,11 +39,12 @@ from ..core.pipeline import FramePlan, finish_stack, rows_per_band
 from ..gpu.policy import GpuPolicy
 from ..gpu.session import DeviceSession, GpuResultError, garbage_reason
 from ..io.atomic import remove_temp_files
-from ..io.bands import BandReader, files_kept_open, open_sources, read_frames_first
+from ..io.bands import BandReader, open_sources, read_frames_first
 from ..io.cosmic import masked_sources
 from ..io.fits import FitsReadError
 from ..io.fits_cards import Cards
 from ..io.fits_write import uncertainty_extension, write_fits
+from ..io.open_files import files_kept_open
 from ..io.runlock import write_lock
 from ..nddata import master_tile_inputs
 from .scan import FrameScan, plan_scan, scan_frames

@@ -24,11 +24,10 @@ paid once per block rather than once per band when bands are thin (large N).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +39,7 @@ from .uncert import FitsUncertRows
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FitsSource", "ArraySource", "open_sources", "read_band", "read_frames_first", "files_kept_open",
+__all__ = ["FitsSource", "ArraySource", "open_sources", "read_band", "read_frames_first",
            "BandReader", "PatchSource"]
 
 Array = Any
@@ -408,49 +407,6 @@ def read_band(sources: Sequence[FitsSource | ArraySource], r0: int, r1: int, *,
         if getattr(source, "ivar", None) is not None:
             weights[..., i] *= source.ivar.read_rows(r0, r1)
     return band, weights
-
-
-@contextlib.contextmanager
-def files_kept_open(sources: Sequence[FitsSource | ArraySource]) -> Iterator[bool]:
-    """Hold every FITS source's file open inside the block, when the process may.
-
-    Parameters
-    ----------
-    sources : sequence of FitsSource or ArraySource
-        The frames of a stack.
-
-    Yields
-    ------
-    bool
-        Whether the files are held: the soft file-descriptor limit is raised towards
-        the hard one when needed; beyond half of it each read opens its file.
-    """
-    files = [s for s in sources if hasattr(s, "keep_open")]
-    held = bool(files) and len(files) <= _fd_allowance(len(files))
-    try:
-        if held:
-            for source in files:
-                source.keep_open()
-        yield held
-    finally:
-        if held:
-            for source in files:
-                source.close()
-
-
-def _fd_allowance(needed: int) -> int:
-    """File descriptors this process may hold for a stack (raising its soft limit if needed)."""
-    try:
-        import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        want = 2 * needed + 64
-        if 0 < soft < want and (hard == resource.RLIM_INFINITY or hard >= want):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-            soft = want
-    except (ImportError, OSError, ValueError):
-        return 256
-    return max(0, (soft if soft > 0 else 1024) // 2 - 16)
 
 
 def read_frames_first(sources: Sequence[FitsSource | ArraySource], r0: int, r1: int, *,

@@ -83,32 +83,11 @@ from .values import (
     spelling,
 )
 
-__all__ = [
-    "STACK_KEYS",
-    "METHOD_ALIASES",
-    "GRID_KEYS",
-    "STACK_GPU_KEYS",
-    "GRID_GPU_KEYS",
-    "GRID_EXTRA_KEYS",
-    "IGNORED_KEYS",
-    "IGNORED_PREFIXES",
-    "ConfigFile",
-    "load_config_file",
-    "unknown_keys",
-    "warn_unknown_keys",
-    "naming_keys",
-    "is_set",
-    "parse_bool",
-    "parse_optional_bool",
-    "parse_number",
-    "parse_int",
-    "parse_pair",
-    "parse_method",
-    "gpu_flag",
-    "stack_config_from_dict",
-    "stack_config_to_zemosaic",
-    "grid_settings_from_dict",
-]
+# The value readers (is_set, parse_bool, ...) live in compat/values.py, their one home.
+__all__ = ["STACK_KEYS", "METHOD_ALIASES", "GRID_KEYS", "STACK_GPU_KEYS", "GRID_GPU_KEYS", "GRID_EXTRA_KEYS",
+           "IGNORED_KEYS", "IGNORED_PREFIXES", "ConfigFile", "load_config_file", "unknown_keys",
+           "warn_unknown_keys", "naming_keys", "gpu_flag", "stack_config_from_dict", "stack_config_to_zemosaic",
+           "grid_settings_from_dict"]
 
 logger = logging.getLogger(__name__)
 

@@ -191,5 +191,28 @@ def test_overlapping_runs_share_the_fork_server_and_the_last_stops_it(monkeypatc
     assert pid is not None and processes.launcher_pid(processes.worker_context()) == pid
     processes.stop_server()  # the first run ends: the other one's workers still need it
     assert server_pid() == pid and process_tree.alive([pid]) == [pid]
-    processes.stop_server()
-    assert server_pid() is None and process_tree.wait_gone([pid], timeout=30) == []
+    processes.stop_server()  # returns at once: a daemon thread waits for the server to exit
+    assert process_tree.wait_gone([pid], timeout=30) == []
+    with processes._SERVER_LOCK:  # held by that thread until the server is reaped
+        assert server_pid() is None
+
+
+@pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods(), reason="no forkserver here")
+def test_a_run_starting_while_the_server_stops_gets_a_new_one(monkeypatch):
+    from multiprocessing import forkserver
+
+    monkeypatch.setenv(START_ENV, "forkserver")
+
+    def server_pid():
+        return getattr(forkserver._forkserver, "_forkserver_pid", None)
+
+    if server_pid() is not None:
+        pytest.skip("a fork server that no run holds already runs in this process")
+    assert processes.start_server()
+    first = server_pid()
+    processes.stop_server()  # stopping in the background ...
+    assert processes.start_server()  # ... and the next run waits for it, then starts its own
+    second = server_pid()
+    assert second is not None and second != first and process_tree.wait_gone([first], timeout=30) == []
+    processes.stop_server(wait=True)
+    assert server_pid() is None and process_tree.wait_gone([second], timeout=30) == []

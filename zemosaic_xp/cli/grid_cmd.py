@@ -136,6 +136,33 @@ def run_from_args(args: argparse.Namespace, input_folder: Path, output_folder: P
     GridResult
         What :func:`zemosaic_xp.grid.run_grid_mode` returns.
     """
+    from zemosaic_xp.grid import processes
+
+    # The workers' fork server imports what tiles need (~1 s) in its own process: started
+    # before this process's imports and the run's setup, it is ready when the first tile
+    # is submitted instead of delaying it (the run takes the server over, see start_server).
+    early_server = _likely_pool(args) and processes.start_server()
+    try:
+        return _run_grid(args, input_folder, output_folder, config)
+    finally:
+        if early_server:
+            processes.stop_server()
+
+
+def _likely_pool(args: argparse.Namespace) -> bool:
+    """Whether the run will probably stack in worker processes (from the options alone).
+
+    True unless ``--workers 1``, ``--gpu``, ``--scheduler`` or a single CPU; a config
+    that asks for one worker makes it a wasted start (its server is stopped at the end).
+    """
+    if args.workers == 1 or args.gpu or getattr(args, "scheduler", None):
+        return False
+    return (os.cpu_count() or 1) > 1
+
+
+def _run_grid(args: argparse.Namespace, input_folder: Path, output_folder: Path,
+              config: dict[str, Any] | None) -> Any:
+    """:func:`run_from_args` once the fork server is starting."""
     from zemosaic_xp.cli.progress import ProgressBar
     from zemosaic_xp.compat.zemosaic import load_config_file
     from zemosaic_xp.grid import run_grid_mode

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from .combine import _from_sums, _merge_clamped
-from .common import inline, jit, median_range, median_sums_lanes, pairwise_sum
+from .common import REASSOCIATE, inline, jit, median_range, median_sums_lanes, pairwise_sum
 from .sorting import NETWORK_LANES as LANES
 from .sorting import network
 from .winsorized_quantile import clamp
@@ -399,12 +399,6 @@ def combine_weighted(s, idx, wf, n_valid, combine, lo, hi, iterations, split, ke
                 value = mean if combine == 0 else np.float32(np.float32(count) * mean)
         image[p] = value
         weight_sum[p] = np.float32(big_w)
-        if has_se:
-            se = nan
-            if count >= 2 and se_mode > 0:
-                se = _weighted_se(s, idx, wf, p, j0, j1, split_row, keep, rewinsor, a, b, q_lo, q_hi, count, value,
-                                  big_w, se_mode, se_factor)
-            uncertainty[p] = se
         coverage[p] = count
         n_low[p] = a
         n_high[p] = nv - b
@@ -415,17 +409,50 @@ def combine_weighted(s, idx, wf, n_valid, combine, lo, hi, iterations, split, ke
     counters[1] = total_valid
     counters[2] = total_low
     counters[3] = total_high
+    if has_se and se_mode > 0:
+        _weighted_errors(s, idx, wf, n_valid, lo, hi, split, keep, winsor, image, coverage, uncertainty, se_mode,
+                         se_factor)
+    elif has_se:
+        uncertainty[:] = nan
 
 
-@inline
-def _weighted_se(s, idx, wf, p, j0, j1, split_row, keep, rewinsor, a, b, q_lo, q_hi, count, value, big_w, mode,
-                 factor):
+@jit
+def _weighted_errors(s, idx, wf, n_valid, lo, hi, split, keep, winsor, image, coverage, uncertainty, mode, factor):
+    """The standard errors of :func:`combine_weighted`, in a pass of their own.
+
+    Each row's from its kept samples (the ranges, split rows and re-winsorised rows of
+    the combine), its combined value ``image[p]`` and its count ``coverage[p]``; NaN
+    below two samples. Out of the combine loop, the rows are independent: the latency
+    of one row's value → sums → square root chain overlaps the next row's.
+    """
+    nan = np.float32(np.nan)
+    has_split = split.shape[0] > 0
+    rewinsor = winsor.shape[0] > 0
+    for p in range(s.shape[0]):
+        count = coverage[p]
+        if count < 2:
+            uncertainty[p] = nan
+            continue
+        split_row = has_split and split[p]
+        a = lo[p]
+        b = hi[p]
+        j0 = 0 if (rewinsor or split_row) else a
+        j1 = n_valid[p] if (rewinsor or split_row) else b
+        q_lo = winsor[p, 0] if rewinsor else np.float32(0.0)
+        q_hi = winsor[p, 1] if rewinsor else np.float32(0.0)
+        uncertainty[p] = _weighted_se(s, idx, wf, p, j0, j1, split_row, keep, rewinsor, a, b, q_lo, q_hi, count,
+                                      image[p], mode, factor)
+
+
+@jit(fastmath=REASSOCIATE)
+def _weighted_se(s, idx, wf, p, j0, j1, split_row, keep, rewinsor, a, b, q_lo, q_hi, count, value, mode, factor):
     """``core.uncertainty.standard_error`` of one pixel, in one pass over its kept samples.
 
     Shifted by the combined value (by the mean for a sum), as the core: ``d = x − c``.
     Weighted (mean, sum): ``μ = Σ w·d / W`` and ``Σ w²(d − μ)² = Σ w²d² − 2μ Σ w²d + μ² Σ w²``
     (``μ`` is a rounding error of the shift, so nothing cancels); median: the unweighted
-    ``Σd``, ``Σd²``. Sequential float64 sums in sorted order (the core: ``vecdot``).
+    ``Σd``, ``Σd²``. Float64 sums over the kept samples in any order (compiled with
+    reassociation: the chains of dependent adds interleave), ``W`` among them.
     """
     shift = value if (value - value) == 0 else np.float32(0.0)
     if mode == 2:
@@ -433,11 +460,27 @@ def _weighted_se(s, idx, wf, p, j0, j1, split_row, keep, rewinsor, a, b, q_lo, q
     c = np.float64(shift)
     s1 = 0.0
     s2 = 0.0
+    big_w = 0.0
     swd = 0.0
     sw2 = 0.0
     sw2d = 0.0
     sw2d2 = 0.0
-    for j in range(j0, j1):
+    if not (split_row or rewinsor):
+        # A range of the sorted row: selects instead of branches, so that the sums vectorise.
+        for j in range(j0, j1):
+            w = np.float64(wf[p, idx[p, j]])
+            ok = w > 0
+            w = w if ok else 0.0
+            d = np.float64(s[p, j]) - c
+            d = d if ok else 0.0
+            s1 += d
+            s2 += d * d
+            big_w += w
+            swd += w * d
+            sw2 += w * w
+            sw2d += w * w * d
+            sw2d2 += w * w * d * d
+    for j in range(j0, j1 if (split_row or rewinsor) else j0):
         w = np.float64(wf[p, idx[p, j]])
         if w > 0 and not (split_row and not keep[p, j]):
             v = s[p, j]
@@ -446,6 +489,7 @@ def _weighted_se(s, idx, wf, p, j0, j1, split_row, keep, rewinsor, a, b, q_lo, q
             d = np.float64(v) - c
             s1 += d
             s2 += d * d
+            big_w += w
             swd += w * d
             w2 = w * w
             sw2 += w2

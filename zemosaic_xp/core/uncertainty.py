@@ -25,6 +25,7 @@ NaN where fewer than two samples survive (or the weights leave no freedom,
 from __future__ import annotations
 
 import math
+import warnings
 from functools import lru_cache
 from typing import Any
 
@@ -205,6 +206,23 @@ def _float32_ok(xp: Any, d: Array, w: Array | None) -> bool:
     return top <= hi and (low == 0.0 or low >= _F32_SMALL)
 
 
+def _squares_ok(xp: Any, s2: Array, d: Array) -> bool:
+    """Whether the float32 ``s2 = Σd²`` of each row is as good as :func:`_float32_ok` asks.
+
+    Read from the sums, one value per row, not from the deviations: no square
+    overflowed when every sum is finite (the terms are >= 0), and the largest ``|d|``
+    is at least ``2⁻⁵⁰`` when the largest sum is at least ``N·2⁻¹⁰⁰`` (a row's sum is at
+    most ``N`` times its largest square). Below that (tiny deviations, or all zero:
+    then checked on ``d``), the caller sums in float64.
+    """
+    top = float(xp.max(s2)) if s2.shape[0] else 0.0
+    if not top < math.inf:
+        return False
+    if top == 0.0:
+        return not bool(xp.any(d != 0))
+    return top >= int(d.shape[-1]) * 2.0**-100
+
+
 def _chunk_error(b: _Band, r0: int, r1: int) -> Array:
     """Standard error of rows ``[r0, r1)`` (see :func:`standard_error`), float32."""
     xp = b.xp
@@ -247,9 +265,13 @@ def _chunk_error(b: _Band, r0: int, r1: int) -> Array:
             d = x - shift[:, None]
             if b.keep is not None:
                 d = xp.where(b.keep[r0:r1, :], d, zero)
-            if not _float32_ok(xp, d, None):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # an overflow to inf: redone in float64
+                s2 = xp.vecdot(d, d)
+            if d.dtype == xp.float32 and not _squares_ok(xp, s2, d):
                 d = xp.astype(d, xp.float64)
-            s2 = xp.astype(xp.vecdot(d, d), xp.float64)
+                s2 = xp.vecdot(d, d)
+            s2 = xp.astype(s2, xp.float64)
             if b.kept_sum is not None:
                 # Σ(x − shift) = Σ(x − centre) − n·(shift − centre), in float64.
                 moved = xp.astype(shift, xp.float64) - xp.astype(b.centre[r0:r1], xp.float64)

@@ -276,3 +276,35 @@ def test_gpu_blocks_match_the_cpu(noisy_rgb, tmp_path):
     gpu = run_grid_mode(noisy_rgb, tmp_path / "gpu", config=config, gpu_policy=injector.policy(grid=True))
     assert gpu.use_gpu and gpu.gpu_fallbacks == 0 and len(injector.gpu_attempts) > 1
     np.testing.assert_array_equal(_mosaic(gpu)[0], _mosaic(cpu)[0])
+
+
+@pytest.mark.parametrize("cosmic", ["off", "always"])
+def test_radial_map_and_cosmic_holes_combine_with_the_inverse_variance(tmp_path, cosmic):
+    # One frame: its tile weight is footprint × radial map / σ² (here σ = 2), the radial map's
+    # weight of the same run without uncertainty weighting divided by 4; cosmic holes stay holes.
+    from zemosaic_xp.grid.geometry import build_global_grid
+    from zemosaic_xp.grid.plan import load_stack_plan
+    from zemosaic_xp.grid.tile import FrameRef, stack_tile
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    data = (100.0 + 2.0 * np.random.default_rng(2).standard_normal(_SHAPE)).astype(np.float32)
+    data[10, 12] = data[20, 25] = 9000.0  # two cosmic-ray hits
+    CCDData(data, unit="adu", wcs=_wcs(0), uncertainty=StdDevUncertainty(np.full(_SHAPE, 2.0))).write(
+        folder / "frame_000.fits")
+    _plan(folder, [folder / "frame_000.fits"])
+    grid = build_global_grid(load_stack_plan(folder).entries, grid_size_factor=1.0, overlap_fraction=0.2)
+    tile = max(grid.tiles, key=lambda t: len(t.frames))
+    frames = [FrameRef(i, grid.frames[i].path, grid.frames[i].exposure) for i in tile.frames]
+    out = {}
+    for weighting in ("none", "uncertainty"):
+        stack = grid_stack_config(normalize="none", weighting=weighting, reject="none", radial_weight=True,
+                                  cosmic=cosmic)
+        out[weighting] = stack_tile(tile, grid.wcs, frames, GridConfig(stack=stack), scratch_dir=tmp_path,
+                                    channels=1)
+    plain, weighted = out["none"], out["uncertainty"]
+    assert np.ptp(plain.weight[plain.weight > 0]) > 0.1  # the radial map varies over the tile
+    np.testing.assert_allclose(weighted.weight, plain.weight / 4.0, rtol=1e-6)
+    np.testing.assert_array_equal(np.isnan(weighted.image), np.isnan(plain.image))
+    hot = np.nanmax(weighted.image) > 1000.0  # a hit reached the tile, unless masked
+    assert hot == (cosmic == "off") and hot == (np.nanmax(plain.image) > 1000.0)

@@ -62,13 +62,18 @@ def _mono_survey(folder, *, sigmas=None, uncert=(True, True, True)):
 
 def _rgb_survey(folder, channel_sigmas):
     """Three RGB frames (CHW) with a VarianceUncertainty UNCERT: σ differs per channel."""
+    datas = [np.stack([np.full(_SHAPE, value * (1.0 + 0.1 * c), np.float32) for c in range(3)]) for value in _VALUES]
+    variances = [np.stack([np.full(_SHAPE, sig[c] ** 2, np.float32) for c in range(3)]) for sig in channel_sigmas]
+    return _write_planes(folder, datas, variances, "VarianceUncertainty")
+
+
+def _write_planes(folder, datas, uncerts, utype):
+    """Frames i of CHW ``datas[i]`` with an UNCERT ``uncerts[i]`` of ``utype``, and the plan."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i, value in enumerate(_VALUES):
-        data = np.stack([np.full(_SHAPE, value * (1.0 + 0.1 * c), np.float32) for c in range(3)])
-        var = np.stack([np.full(_SHAPE, channel_sigmas[i][c] ** 2, np.float32) for c in range(3)])
-        unc = fits.ImageHDU(var, name="UNCERT")
-        unc.header["UTYPE"] = "VarianceUncertainty"
+    for i, (data, values) in enumerate(zip(datas, uncerts)):
+        unc = fits.ImageHDU(np.asarray(values, np.float32), name="UNCERT")
+        unc.header["UTYPE"] = utype
         path = folder / f"frame_{i:03d}.fits"
         fits.HDUList([fits.PrimaryHDU(data, header=_wcs(i).to_header()), unc]).writeto(path)
         paths.append(path)
@@ -215,19 +220,16 @@ def noisy_rgb(tmp_path_factory):
     """Noisy RGB frames whose σ varies per pixel and channel (a zero-σ and a NaN patch included)."""
     folder = tmp_path_factory.mktemp("noisy")
     rng = np.random.default_rng(4)
-    paths = []
-    for i, value in enumerate(_VALUES):
+    datas, sigmas = [], []
+    for value in _VALUES:
         sigma = rng.uniform(0.5, 6.0, (3, *_SHAPE))
         sigma[0, 3:8, 4:9] = 0.0
         sigma[2, 10:14, :] = np.nan
         data = (value + sigma * rng.standard_normal(sigma.shape)).astype(np.float32)
         data[1, 20, 20] = 5000.0  # an outlier for the rejection
-        unc = fits.ImageHDU(sigma.astype(np.float32), name="UNCERT")
-        unc.header["UTYPE"] = "StdDevUncertainty"
-        path = folder / f"frame_{i:03d}.fits"
-        fits.HDUList([fits.PrimaryHDU(data, header=_wcs(i).to_header()), unc]).writeto(path)
-        paths.append(path)
-    _plan(folder, paths)
+        datas.append(data)
+        sigmas.append(sigma)
+    _write_planes(folder, datas, sigmas, "StdDevUncertainty")
     return folder
 
 

@@ -36,6 +36,19 @@ UNCERT_KINDS = {"StdDevUncertainty": "std", "VarianceUncertainty": "var", "Inver
 _EXTNAME = "UNCERT"
 
 
+def _as_variance(values: Any, kind: str, *, inverse: bool) -> np.ndarray:
+    """``σ²`` (or ``1/σ²`` with ``inverse``) of ``values`` of ``kind``, float64, one operation at most."""
+    arr = np.asarray(values, dtype=np.float64)
+    if kind not in ("std", "var", "ivar"):
+        msg = f"unknown uncertainty kind {kind!r}; expected 'std', 'var' or 'ivar'"
+        raise ValueError(msg)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if kind == "ivar":
+            return arr if inverse else 1.0 / arr
+        var = arr * arr if kind == "std" else arr
+        return 1.0 / var if inverse else var
+
+
 def inverse_variance_of(values: Any, kind: str) -> np.ndarray:
     """``1/σ²`` of an uncertainty array of a given kind.
 
@@ -57,53 +70,28 @@ def inverse_variance_of(values: Any, kind: str) -> np.ndarray:
     ValueError
         An unknown ``kind``.
     """
-    arr = np.asarray(values, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if kind == "std":
-            ivar = 1.0 / (arr * arr)
-        elif kind == "var":
-            ivar = 1.0 / arr
-        elif kind == "ivar":
-            ivar = arr
-        else:
-            msg = f"unknown uncertainty kind {kind!r}; expected 'std', 'var' or 'ivar'"
-            raise ValueError(msg)
+    ivar = _as_variance(values, kind, inverse=True)
     return np.where(np.isfinite(ivar) & (ivar > 0), ivar, 0.0).astype(np.float32)
 
 
 def variance_of(values: Any, kind: str) -> np.ndarray:
-    """Return the variances ``σ²`` of an uncertainty array of a given kind.
+    """Return the variances ``σ²`` of an uncertainty array (the twin of :func:`inverse_variance_of`).
 
     Parameters
     ----------
     values : array_like
-        Standard deviations (``"std"``), variances (``"var"``) or inverse variances
-        (``"ivar"``), in the data's units (squared, inverse squared).
+        As :func:`inverse_variance_of`.
     kind : {"std", "var", "ivar"}
-        What ``values`` holds.
+        As :func:`inverse_variance_of`; an unknown one is a ``ValueError``.
 
     Returns
     -------
     ndarray, shape of ``values``, float32
         Variances (computed in float64); NaN where they are not finite or not > 0
         (σ = 0 or inf, an inverse variance of 0: such a pixel gets no weight).
-
-    Raises
-    ------
-    ValueError
-        An unknown ``kind``.
     """
-    arr = np.asarray(values, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if kind == "std":
-            var = arr * arr
-        elif kind == "var":
-            var = arr
-        elif kind == "ivar":
-            var = 1.0 / arr
-        else:
-            msg = f"unknown uncertainty kind {kind!r}; expected 'std', 'var' or 'ivar'"
-            raise ValueError(msg)
+    var = _as_variance(values, kind, inverse=False)
+    with np.errstate(over="ignore"):
         var = var.astype(np.float32)  # a variance past float32's range is inf: not finite below
     return np.where(np.isfinite(var) & (var > 0), var, np.float32(np.nan))
 

@@ -1,4 +1,5 @@
-"""Grid runs over CCDData.write files: MASK = no data, one BUNIT for every frame, kept by the mosaic."""
+"""Grid runs over CCDData.write files: MASK = no data, one BUNIT for every frame, kept by the mosaic
+(their UNCERT with weighting="uncertainty": test_uncert_weighting.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from astropy.io import fits
 from astropy.nddata import CCDData, StdDevUncertainty
 from astropy.wcs import WCS
 
-from zemosaic_xp import GridConfig, run_grid_mode
+from zemosaic_xp import run_grid_mode
 from zemosaic_xp.grid.geometry import build_global_grid
 from zemosaic_xp.grid.plan import load_stack_plan
 from zemosaic_xp.io.framecache import FrameCache
@@ -116,9 +117,3 @@ def test_mask_shapes(tmp_path, layout):
     with pytest.raises(ValueError, match="bad.fits' MASK has shape"):
         FrameCache().planes(str(bad))
 
-
-def test_uncertainty_weighting_is_refused_clearly():
-    from zemosaic_xp.grid.config import grid_stack_config
-
-    with pytest.raises(ValueError, match="weighting='uncertainty'.*grid"):
-        GridConfig(stack=grid_stack_config(weighting="uncertainty"))

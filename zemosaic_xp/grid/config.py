@@ -85,7 +85,8 @@ class GridConfig:
         Default 0.1.
     stack : StackConfig
         Normalisation, weighting, rejection and combine of each tile's frames
-        (default :func:`grid_stack_config`).
+        (default :func:`grid_stack_config`). ``weighting="uncertainty"`` needs an
+        ``UNCERT`` extension in every frame (``CCDData.write``), checked before any tile.
     workers : int or None
         Tiles made at once; 0 = auto (max(1, cpu_count − 2), capped by RAM),
         1 = in-process, None = not set (the library's safe default, 1).
@@ -184,10 +185,6 @@ class GridConfig:
         if not isinstance(self.stack, StackConfig):
             msg = f"`stack` must be a StackConfig, got {type(self.stack).__name__}"
             raise TypeError(msg)
-        if self.stack.weighting == "uncertainty":
-            msg = ("weighting='uncertainty' is not available in grid mode (the frames' UNCERT extensions are "
-                   "not reprojected); use 'noise_variance' or 'none', or stack() / stack_master_tile()")
-            raise ValueError(msg)
         if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
                                          or self.workers < 0):
             msg = f"`workers` must be an integer >= 0 (0 = auto) or None, got {self.workers!r}"

@@ -55,7 +55,8 @@ from ..core.weights import radial_weight_at
 from ..io.framecache import frame_planes
 from .geometry import tile_wcs
 
-__all__ = ["reproject_patch", "reproject_planes", "frame_planes", "radial_at_patch", "TileSky"]
+__all__ = ["reproject_patch", "reproject_planes", "frame_planes", "radial_at_patch", "TileSky",
+           "inverse_variance_weight"]
 
 _CHUNK_PX = 262144  # output pixels reprojected at once
 
@@ -305,7 +306,7 @@ def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs
                     tile_y0: int, tile_x0: int, box: tuple[int, int, int, int], *,
                     planes: np.ndarray | None = None, target: Any = None,
                     radial: StackConfig | None = None, hits: np.ndarray | None = None,
-                    sky: TileSky | None = None) -> tuple[np.ndarray, ...]:
+                    sky: TileSky | None = None, variance: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """Reproject a frame onto a patch box of a tile.
 
     Parameters
@@ -340,14 +341,20 @@ def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs
     sky : TileSky, optional
         The tile's shared sky coordinates (same ``grid_wcs``, ``tile_y0``, ``tile_x0``);
         the result is the same with or without it.
+    variance : ndarray, shape (C, H, W), float32, optional
+        The frame's variances ``σ²`` (``weighting="uncertainty"``,
+        :meth:`~zemosaic_xp.io.framecache.FrameCache.variance`; NaN = unusable): reprojected
+        with the same bilinear coordinates as the data, and ``1/σ²`` of the result
+        multiplied into the weight, per channel (:func:`inverse_variance_weight`).
 
     Returns
     -------
     patch : ndarray, shape (py1 - py0, px1 - px0, C), float32
-        Bilinear samples of the frame; NaN where it has no data.
-    weight : ndarray, shape (py1 - py0, px1 - px0), float32
-        Reprojection footprint × ALPHA (× the radial map), in [0, 1]; 0 where
-        ``patch`` is all NaN.
+        Bilinear samples of the frame; NaN where it has no data (with ``variance``:
+        also where that channel's weight is 0).
+    weight : ndarray, shape (py1 - py0, px1 - px0), or (py1 - py0, px1 - px0, C) with ``variance``, float32
+        Reprojection footprint × ALPHA (× the radial map), in [0, 1] (× ``1/σ²`` with
+        ``variance``); 0 where ``patch`` is all NaN.
     hit_px : ndarray, shape (py1 - py0, px1 - px0), bool
         Only when ``hits`` is given: the output pixels whose bilinear stencil touches
         a hit (where masking the hit in the frame would have made them NaN).
@@ -359,11 +366,11 @@ def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs
     channels = planes.shape[0] - (1 if alpha is not None else 0)
     if target is None:
         target = tile_wcs(grid_wcs, tile_y0 + py0, tile_x0 + px0, (h, w))
-    extra = ()
+    extra = () if variance is None else tuple(variance)  # sampled after the planes, the hit map last
     if hits is not None:
         hit_map = np.zeros(planes.shape[1:], dtype=np.float32)
         hit_map.ravel()[hits] = 1.0
-        extra = (hit_map,)
+        extra = extra + (hit_map,)
     world = sky.patch(box) if sky is not None else None
     use_radial = radial if radial is not None and radial.radial_weight else None
     out, radial_map = _reproject(planes, frame_wcs, target, (h, w), extra=extra, world=world, radial=use_radial)
@@ -376,8 +383,46 @@ def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs
         weight = weight * radial_map
     weight = np.where(np.isfinite(weight) & (weight > 0), weight, 0.0).astype(np.float32)
     patch = np.moveaxis(out[:channels], 0, -1)
-    patch = np.where(weight[..., None] > 0, patch, np.float32(np.nan))
+    if variance is not None:
+        first = planes.shape[0]
+        weight = inverse_variance_weight(weight, out[first:first + channels])
+        patch = np.where(weight > 0, patch, np.float32(np.nan))
+        has = np.any(weight > 0, axis=-1)
+    else:
+        patch = np.where(weight[..., None] > 0, patch, np.float32(np.nan))
+        has = weight > 0
     patch = np.ascontiguousarray(patch, dtype=np.float32)
     if hits is not None:
-        return patch, weight, (out[-1] > 0) & (weight > 0)  # NaN (outside the frame) compares False
+        return patch, weight, (out[-1] > 0) & has  # NaN (outside the frame) compares False
     return patch, weight
+
+
+def inverse_variance_weight(weight: np.ndarray, variance: np.ndarray) -> np.ndarray:
+    """A patch's weight times the inverse of its reprojected variance, per channel.
+
+    The estimator: the frame's variance ``σ²`` is interpolated bilinearly with the
+    data's own coordinates and the weight is ``1/σ²`` of the result. Variance, not
+    ``1/σ²`` or ``σ``, is the quantity that interpolates: a bilinear sample
+    ``Σ aᵢ xᵢ`` (``Σ aᵢ = 1``) of independent pixels has variance ``Σ aᵢ² σᵢ²``, which
+    ``Σ aᵢ σᵢ²`` bounds from above (equal at pixel centres), so the weight is never
+    more than the sample earns and equals ``1/σ²`` for a uniform σ; interpolating
+    ``1/σ²`` would let the best neighbour dominate. The correlation the resampling
+    brings between neighbouring output pixels is ignored, as in the usual
+    inverse-variance coadd. A variance that is NaN (a stencil touching an unusable
+    σ: 0, inf, NaN, or outside the frame), not finite or not > 0 gives weight 0.
+
+    Parameters
+    ----------
+    weight : ndarray, shape (h, w), float32
+        Footprint × ALPHA (× radial map) of the patch.
+    variance : ndarray, shape (C, h, w), float32
+        The reprojected variances of the frame's channels.
+
+    Returns
+    -------
+    ndarray, shape (h, w, C), float32
+        ``weight / σ²``; 0 where that is not finite or not > 0.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        out = weight[..., None] / np.moveaxis(variance, 0, -1)
+    return np.where(np.isfinite(out) & (out > 0), out, np.float32(0.0)).astype(np.float32)

@@ -38,6 +38,7 @@ from ..backends import select_backend
 from ..compat.zemosaic import load_config_file
 from ..gpu.policy import GpuPolicy
 from ..io.framecache import FRAMES
+from ..io.uncert import check_uncert_files
 from ..telemetry import ResourceTelemetryController
 from ..telemetry.csvlog import DEFAULT_CSV_NAME
 from .canvas import check_canvas
@@ -114,6 +115,8 @@ def _setup(input_folder: Path, out: Path, cfg: GridConfig, progress: GridProgres
         if grid.fallback:
             progress.notify("[GRID] optimal WCS failed or degenerate; using the fallback WCS")
         check_canvas(grid, cfg, label=label)  # before any tile: the assembly must fit
+        if cfg.stack.weighting == "uncertainty":  # before any tile: every frame has its UNCERT
+            check_uncert_files((f.path, (*f.shape, f.channels)) for f in grid.frames)
         groups.append(_Group(label, group_out, grid, GridResult(group_out, tiles_total=len(grid.tiles),
                                                                 n_frames=len(grid.frames))))
     return groups

@@ -5,6 +5,9 @@
    (RAM, or a memory-mapped scratch file past ``stack_chunk_budget_mb``). With
    ``radial_weight``, a patch's weight carries its frame's radial map, computed in the
    frame's pixel coordinates (:mod:`.reproject_tile`), not the tile's or a cell's.
+   With ``weighting="uncertainty"``, it also carries ``1/σ²`` per channel: the frame's
+   ``UNCERT`` variances reprojected with the data's coordinates
+   (:func:`~.reproject_tile.inverse_variance_weight`).
 2. The frame plan (:func:`~.tile_plan.plan_tile_frames`): the survey's normalisation
    of each frame (:mod:`.normalise`), quality weights from the frames' noise, exposures.
 3. The tile goes through the core's band driver
@@ -195,13 +198,15 @@ def _reproject_into(store: PatchStore, tile: TileSpec, grid_wcs: WCS, frames: Se
     Returns the slots that got data, their noise samples, the cosmic-ray holes (slot →
     flat tile indices to blank, :func:`_cosmic_holes`) and the seconds spent reading
     and searching frames for hits (the frame reads included: they are cached after).
-    With ``config.radial_weight``, each patch's weight carries its frame's radial map.
+    With ``config.radial_weight``, each patch's weight carries its frame's radial map;
+    with ``weighting="uncertainty"``, the inverse of its reprojected variances (per channel).
     """
     active, noise = [], []
     t_cosmic = 0.0
     sky = TileSky(grid_wcs, tile.y0, tile.x0, tile.shape)  # transformed once, shared by the patches
     radial = config if config.radial_weight else None
     cosmic = config.cosmic_method if config.cosmic != "off" else None
+    uncertainty = config.weighting == "uncertainty"
     hits: dict[int, np.ndarray] = {}
     depth = np.zeros(tile.shape, dtype=np.int32) if cosmic else None
     width = tile.shape[1]
@@ -216,12 +221,13 @@ def _reproject_into(store: PatchStore, tile: TileSpec, grid_wcs: WCS, frames: Se
         alpha = planes[channels] if entry.source.has_alpha else None
         out = reproject_patch(None, alpha, entry.wcs, grid_wcs, tile.y0, tile.x0, store.boxes[k],
                               planes=planes, target=target, radial=radial, sky=sky,
-                              hits=frame_hits if frame_hits is not None and frame_hits.size else None)
+                              hits=frame_hits if frame_hits is not None and frame_hits.size else None,
+                              variance=FRAMES.variance(ref.path) if uncertainty else None)
         patch, weight = out[0], out[1]
         store.put(k, patch, weight)
         if cosmic:
             py0, py1, px0, px1 = store.boxes[k]
-            depth[py0:py1, px0:px1] += weight > 0
+            depth[py0:py1, px0:px1] += (weight > 0) if weight.ndim == 2 else np.any(weight > 0, axis=-1)
         if len(out) == 3:
             ys, xs = np.nonzero(out[2])
             if ys.size:
@@ -323,7 +329,9 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
     t0, cpu0 = time.perf_counter(), time.process_time()
     height, width = tile.shape
     budget = int(config.stack_chunk_budget_mb * _MB)
-    with PatchStore(tile.patch_boxes, tile.shape, channels, budget_bytes=budget, scratch_dir=scratch_dir) as store:
+    weight_planes = channels if config.stack.weighting == "uncertainty" else 1  # 1/σ² per channel
+    with PatchStore(tile.patch_boxes, tile.shape, channels, budget_bytes=budget, scratch_dir=scratch_dir,
+                    weight_planes=weight_planes) as store:
         if noise_samples is None:
             noise_samples = noise_sample_count(config.stack.frame_stats_samples, len(frames), channels)
         active, noise, holes, t_cosmic = _reproject_into(store, tile, grid_wcs, frames, noise_samples,

@@ -541,8 +541,9 @@ class PatchSource:
         -------
         values : ndarray, shape (h, w, C, n), float32
             On the host, frames last; NaN where a frame has no data.
-        weights : ndarray, shape (h, w, 1, n), float32
-            Footprint × ALPHA weights; 0 where a frame has no data.
+        weights : ndarray, shape (h, w, 1, n) or (h, w, C, n), float32
+            Footprint × ALPHA weights (per channel when the store holds inverse
+            variances, ``PatchStore.weight_planes``); 0 where a frame has no data.
         """
         frames = range(len(self.active)) if block.frames is None else block.frames
         slots = [self.active[j] for j in frames]

@@ -11,6 +11,8 @@ keeps, per frame file (keyed by path, size and modification time):
   flags the pixel), within a byte budget (a quarter of ``stack_chunk_budget_mb``, at
   most ``FRAME_CACHE_MB``: :meth:`FrameCache.fit_budget`; least recently used planes
   are dropped first, and a frame larger than the budget is never kept);
+- the variances of its ``UNCERT`` extension as float32 planes ``(C, H, W)``
+  (``weighting="uncertainty"``: :meth:`FrameCache.variance`), under the same budget;
 - the frame's noise samples, per sample count;
 - the frame's cosmic-ray hits (flat pixel indices, per detector), when a run masks them.
 
@@ -212,15 +214,59 @@ class FrameCache:
         if entry.has_mask:
             _apply_mask(path, planes, source.channels)
         planes.flags.writeable = False
-        if keep and planes.nbytes <= self.budget_bytes:
-            with self._lock:
-                if key not in self._planes:
-                    self._planes[key] = planes
-                    self._plane_bytes += planes.nbytes
-                while self._plane_bytes > self.budget_bytes:
-                    _, old = self._planes.popitem(last=False)
-                    self._plane_bytes -= old.nbytes
+        if keep:
+            self._keep(key, planes)
         return entry, planes
+
+    def _keep(self, key: tuple, planes: np.ndarray) -> None:
+        """Cache ``planes`` under ``key`` when they fit the budget; least recently used dropped first."""
+        if planes.nbytes > self.budget_bytes:
+            return
+        with self._lock:
+            if key not in self._planes:
+                self._planes[key] = planes
+                self._plane_bytes += planes.nbytes
+            while self._plane_bytes > self.budget_bytes:
+                _, old = self._planes.popitem(last=False)
+                self._plane_bytes -= old.nbytes
+
+    def variance(self, path: str, *, keep: bool = True) -> np.ndarray:
+        """Return a frame's variances from its ``UNCERT`` extension, read on the first call.
+
+        Parameters
+        ----------
+        path : str
+            The frame file (``CCDData.write`` with an uncertainty).
+        keep : bool
+            As :meth:`planes` (the variances share the planes' budget).
+
+        Returns
+        -------
+        ndarray, shape (C, H, W), float32
+            Read-only ``σ²`` (:func:`~.uncert.read_variance_planes`); NaN where the
+            uncertainty is not finite or not > 0.
+
+        Raises
+        ------
+        ValueError
+            No ``UNCERT`` extension, one of another shape, or an unknown ``UTYPE``
+            (the message names the file).
+        """
+        from .uncert import read_variance_planes
+
+        entry = self.entry(path)
+        key = self._key(path) + ("variance",)
+        with self._lock:
+            hit = self._planes.get(key)
+            if hit is not None:
+                self._planes.move_to_end(key)
+                return hit
+        source = entry.source
+        var = read_variance_planes(path, (source.height, source.width, source.channels))
+        var.flags.writeable = False
+        if keep:
+            self._keep(key, var)
+        return var
 
     def hits(self, path: str, method: str, *, keep: bool = True) -> tuple[FrameEntry, np.ndarray, np.ndarray]:
         """Return a frame's entry, its planes and its cosmic-ray hits, found on the first call.

@@ -31,9 +31,9 @@ logger = logging.getLogger(__name__)
 Box = tuple[int, int, int, int]
 
 
-def _patch_store_bytes(boxes: Sequence[Box], channels: int) -> int:
-    """Bytes the patches of ``boxes`` take: C float32 values + 1 float32 weight per pixel."""
-    return sum((b[1] - b[0]) * (b[3] - b[2]) for b in boxes) * (channels + 1) * 4
+def _patch_store_bytes(boxes: Sequence[Box], channels: int, weight_planes: int = 1) -> int:
+    """Bytes the patches of ``boxes`` take: C float32 values + 1 (or C) float32 weights per pixel."""
+    return sum((b[1] - b[0]) * (b[3] - b[2]) for b in boxes) * (channels + weight_planes) * 4
 
 
 class PatchStore:
@@ -49,15 +49,20 @@ class PatchStore:
     channels : int
         C of every patch.
     budget_bytes : int
-        Past this many bytes of patches (C float32 values and one float32 weight
-        per pixel), they spill to disk.
+        Past this many bytes of patches (C float32 values and ``weight_planes``
+        float32 weights per pixel), they spill to disk.
     scratch_dir : str or os.PathLike
         Where the scratch file goes (a private sub-directory is made and removed).
+    weight_planes : int
+        Weights per pixel: 1 (one for every channel, the default) or C (one per
+        channel: inverse variances, ``weighting="uncertainty"``).
 
     Attributes
     ----------
     nbytes : int
         Bytes of all patches and weights.
+    weight_planes : int
+        Weights per pixel (1, or C: one per channel).
     spilled : bool
         The patches live in the scratch file rather than in RAM.
 
@@ -68,11 +73,15 @@ class PatchStore:
     """
 
     def __init__(self, boxes: Sequence[Box], tile_shape: tuple[int, int], channels: int, *,
-                 budget_bytes: int, scratch_dir: str | os.PathLike) -> None:
+                 budget_bytes: int, scratch_dir: str | os.PathLike, weight_planes: int = 1) -> None:
         self.boxes = [tuple(int(v) for v in b) for b in boxes]
         self.tile_shape = tuple(int(v) for v in tile_shape)
         self.channels = int(channels)
-        self.nbytes = _patch_store_bytes(self.boxes, self.channels)
+        if weight_planes not in (1, self.channels):
+            msg = f"`weight_planes` must be 1 or the channel count {self.channels}, got {weight_planes!r}"
+            raise ValueError(msg)
+        self.weight_planes = int(weight_planes)
+        self.nbytes = _patch_store_bytes(self.boxes, self.channels, self.weight_planes)
         self.spilled = self.nbytes > budget_bytes
         self._dir: Path | None = None
         self._fh: Any = None  # the scratch file, opened "w+b"
@@ -90,7 +99,7 @@ class PatchStore:
         offset = 0
         for box in self.boxes:
             self._offsets.append(offset)
-            offset += (box[1] - box[0]) * (box[3] - box[2]) * (self.channels + 1)
+            offset += (box[1] - box[0]) * (box[3] - box[2]) * (self.channels + self.weight_planes)
         self._fh = open(self._dir / "patches.f32", "w+b")  # noqa: SIM115 - closed in close()
         logger.debug("[GRID] patches spill to %s (%.1f MB)", self._dir, self.nbytes / 2**20)
 
@@ -122,8 +131,9 @@ class PatchStore:
         patch : ndarray, shape (h, w, C), float
             Values on the host, ``(h, w)`` the size of box ``k``; NaN = no data.
             Stored as float32.
-        weight : ndarray, shape (h, w), float
-            Footprint × ALPHA weights, 0 where the frame has no data.
+        weight : ndarray, shape (h, w) or (h, w, weight_planes), float
+            Footprint × ALPHA weights (per channel with ``weight_planes`` = C), 0
+            where the frame has no data.
 
         Raises
         ------
@@ -132,9 +142,11 @@ class PatchStore:
         """
         py0, py1, px0, px1 = self.boxes[k]
         h, w = py1 - py0, px1 - px0
-        if patch.shape != (h, w, self.channels) or weight.shape != (h, w):
+        if weight.shape == (h, w):
+            weight = weight[..., None]
+        if patch.shape != (h, w, self.channels) or weight.shape != (h, w, self.weight_planes):
             msg = (f"patch {k} has shape {patch.shape} / weight {weight.shape}; expected "
-                   f"{(h, w, self.channels)} / {(h, w)}")
+                   f"{(h, w, self.channels)} / {(h, w, self.weight_planes)}")
             raise ValueError(msg)
         patch = np.ascontiguousarray(patch, dtype=np.float32)
         weight = np.ascontiguousarray(weight, dtype=np.float32)
@@ -155,11 +167,11 @@ class PatchStore:
         if self._fh is None:
             return self._patches[k][a:b], self._weights[k][a:b]  # type: ignore[index]
         py0, py1, px0, px1 = self.boxes[k]
-        w, c = px1 - px0, self.channels
+        w, c, wp = px1 - px0, self.channels, self.weight_planes
         base = self._offsets[k] * 4
         patch = self._read_f32(base + a * w * c * 4, (b - a) * w * c).reshape(b - a, w, c)
-        weight = self._read_f32(base + (py1 - py0) * w * c * 4 + a * w * 4, (b - a) * w).reshape(b - a, w)
-        return patch, weight
+        weight = self._read_f32(base + (py1 - py0) * w * c * 4 + a * w * wp * 4, (b - a) * w * wp)
+        return patch, weight.reshape(b - a, w, wp)
 
     def band(self, r0: int, r1: int, frames: Sequence[int], c0: int = 0,
              c1: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -180,8 +192,9 @@ class PatchStore:
         -------
         values : ndarray, shape (r1 - r0, c1 - c0, C, N), float32
             NaN where a frame has no data.
-        weights : ndarray, shape (r1 - r0, c1 - c0, 1, N), float32
-            Footprint × ALPHA; 0 where a frame has no data.
+        weights : ndarray, shape (r1 - r0, c1 - c0, weight_planes, N), float32
+            Footprint × ALPHA (per channel with ``weight_planes`` = C); 0 where a
+            frame has no data.
 
         Raises
         ------
@@ -191,7 +204,7 @@ class PatchStore:
         c1 = self.tile_shape[1] if c1 is None else c1
         n = len(frames)
         values = np.full((r1 - r0, c1 - c0, self.channels, n), np.nan, dtype=np.float32)
-        weights = np.zeros((r1 - r0, c1 - c0, 1, n), dtype=np.float32)
+        weights = np.zeros((r1 - r0, c1 - c0, self.weight_planes, n), dtype=np.float32)
         for j, k in enumerate(frames):
             py0, py1, px0, px1 = self.boxes[k]
             a, b = max(r0, py0), min(r1, py1)
@@ -200,7 +213,7 @@ class PatchStore:
                 continue
             patch, weight = self._read(k, a - py0, b - py0)
             values[a - r0:b - r0, x0 - c0:x1 - c0, :, j] = patch[:, x0 - px0:x1 - px0]
-            weights[a - r0:b - r0, x0 - c0:x1 - c0, 0, j] = weight[:, x0 - px0:x1 - px0]
+            weights[a - r0:b - r0, x0 - c0:x1 - c0, :, j] = weight[:, x0 - px0:x1 - px0]
         return values, weights
 
     def has_data(self, k: int) -> bool:

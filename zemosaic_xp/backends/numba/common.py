@@ -17,6 +17,9 @@ import numba
 import numpy as np
 
 from ...core.nanstats import MAD_TO_SIGMA
+from .blas_probe import import_arraymath
+
+import_arraymath()  # before any kernel loads: numba's BLAS probe without scipy.linalg
 
 __all__ = ["jit", "inline", "cache_enabled", "REASSOCIATE", "NO_SUMS", "MAD_TO_SIGMA", "HUBER_C", "WINSOR_CORRECTION",
            "TOLERANCE", "INNER_MAX_ITERS", "SIGMA_FLOOR", "survivors_floor", "midpoint", "nonneg", "np_maximum",

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import centred_sums, inline, jit, lower_bound, median_range, pairwise_sum
+from .common import REASSOCIATE, centred_sums, inline, jit, lower_bound, median_range, pairwise_sum
 from .winsorized_quantile import clamp
 
 __all__ = ["combine_ranges", "frame_order_total", "COMBINE_CODES", "UNCERTAINTY_CODES"]
@@ -47,8 +47,8 @@ _EXACT_SPAN = 2.0**29
 
 
 @inline
-def _range_total(t, r, a, b):
-    """Σ f64(t[r, a:b]) of a sorted range with ``b > a``, and whether any order gives it."""
+def _sum_is_exact(t, r, a, b):
+    """Whether every order of float64 additions of the sorted range ``t[r, a:b]`` gives one sum."""
     first = t[r, a]
     last = t[r, b - 1]
     top = np.float64(abs(first) if abs(first) > abs(last) else abs(last))
@@ -62,6 +62,12 @@ def _range_total(t, r, a, b):
             v = abs(np.float64(t[r, j]))
             if v != 0.0 and v < least:
                 least = v
+    return top < np.inf and np.float64(b - a) * top <= _EXACT_SPAN * least
+
+
+@inline
+def _range_total(t, r, a, b):
+    """Σ f64(t[r, a:b]) of a sorted range with ``b > a``, and whether any order gives it."""
     # Four accumulators: the order does not matter when the sum is exact.
     s0 = s1 = s2 = s3 = 0.0
     j = a
@@ -75,8 +81,29 @@ def _range_total(t, r, a, b):
         s0 += np.float64(t[r, j])
         j += 1
     total = (s0 + s1) + (s2 + s3)  # +0 for a zero sum, as NumPy's (it adds to +0)
-    exact = top < np.inf and np.float64(b - a) * top <= _EXACT_SPAN * least
-    return total, exact
+    return total, _sum_is_exact(t, r, a, b)
+
+
+@jit(fastmath=REASSOCIATE)
+def _range_total_sums(t, r, a, b):
+    """:func:`_range_total` and, in the same pass, ``Σd``, ``Σd²`` about the range's median sample.
+
+    For the mean's (sum's) standard error: ``Σd² − (Σd)²/n`` is the same about any
+    centre (:func:`_from_sums`), and the middle sample of the sorted range is one known
+    before the pass, so the error no longer waits for the mean. Reassociated sums
+    (vectorised): the total is still NumPy's whenever ``exact`` (any order gives it).
+    """
+    m = np.float64(t[r, a + (b - a) // 2])
+    total = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    for j in range(a, b):
+        x = np.float64(t[r, j])
+        total += x
+        d = x - m
+        s1 += d
+        s2 += d * d
+    return total, _sum_is_exact(t, r, a, b), s1, s2  # a zero total is +0: added to the +0 start
 
 
 @jit
@@ -349,6 +376,9 @@ def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, sp
             row = 0
             start = 0
         value = nan
+        # The mean's standard error from the pass that sums it (a range of s, no sums at hand).
+        fused_se = has_se and se_mode > 0 and not se_sums.shape[0] and not (rewinsor or split_row)
+        row_se = nan
         if count > 0:
             if combine == 1:
                 value = median_range(arr, row, start, count)
@@ -360,7 +390,11 @@ def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, sp
                 if has_sum:
                     mean = np.float32(np.float64(centre[p]) + kept_sum[p] / np.float64(count))
                 else:
-                    total, exact = _range_total(arr, row, start, start + count)
+                    if fused_se:
+                        total, exact, s1, s2 = _range_total_sums(arr, row, start, start + count)
+                        row_se = _from_sums(s1, s2, count, se_mode, se_factor) if count >= 2 else nan
+                    else:
+                        total, exact = _range_total(arr, row, start, start + count)
                     if not exact:
                         total = frame_order_total(s, p, a, b, n, split_row, keep, rewinsor, q_lo, q_hi, src, r0,
                                                   gain, offset, normalise, buf, used, frames, values)
@@ -372,6 +406,8 @@ def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, sp
             if count >= 2 and se_mode > 0:
                 if se_sums.shape[0]:
                     se = _from_sums(se_sums[p, 0], se_sums[p, 1], count, se_mode, se_factor)
+                elif fused_se and combine in (0, 2) and not has_sum:
+                    se = row_se
                 elif arr is t:
                     se = _standard_error(arr, row, start, count, se_mode, se_factor, value)
                 else:

@@ -209,6 +209,37 @@ def _merge_clamped(s, p, a, b, n, q_lo, q_hi, t):
             j += 1
 
 
+@inline
+def _kept_sorted(s, p, a, b, n, split_row, keep, rewinsor, q_lo, q_hi, t):
+    """Where pixel ``p``'s kept values lie, sorted: ``(array, row, start)``.
+
+    The range ``s[p, a:b]``; or, copied into ``t[0]``, the kept positions of a split
+    row (``keep[p]``) or the ``n`` valid values of a re-winsorised row, those outside
+    the range clamped to ``[q_lo, q_hi]`` (:func:`_merge_clamped`).
+    """
+    if rewinsor:
+        _merge_clamped(s, p, a, b, n, q_lo, q_hi, t)
+        return t, 0, 0
+    if split_row:
+        c = 0
+        for j in range(n):
+            if keep[p, j]:
+                t[0, c] = s[p, j]
+                c += 1
+        return t, 0, 0
+    return s, p, a
+
+
+@inline
+def _order_value(arr, row, start, count, combine):
+    """The median (``combine`` 1), minimum (3) or maximum (4) of ``count >= 1`` sorted values."""
+    if combine == 1:
+        return median_range(arr, row, start, count)
+    if combine == 3:
+        return arr[row, start]
+    return arr[row, start + count - 1]
+
+
 #: How :func:`combine_ranges` turns the survivors' spread into a standard error, by combine.
 UNCERTAINTY_CODES = {"mean": 1, "sum": 2, "median": 3}
 
@@ -356,36 +387,19 @@ def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, sp
         q_lo = np.float32(0.0)
         q_hi = np.float32(0.0)
         count = b - a
-        # The kept values, sorted: a range of s, or a copy in t.
-        arr = s
-        row = p
-        start = a
         if rewinsor:
             q_lo = winsor[p, 0]
             q_hi = winsor[p, 1]
             count = n
-            _merge_clamped(s, p, a, b, n, q_lo, q_hi, t)
-        elif split_row:
-            c = 0
-            for j in range(n):
-                if keep[p, j]:
-                    t[0, c] = s[p, j]
-                    c += 1
-        if rewinsor or split_row:
-            arr = t
-            row = 0
-            start = 0
+        # The kept values, sorted: a range of s, or a copy in t.
+        arr, row, start = _kept_sorted(s, p, a, b, n, split_row, keep, rewinsor, q_lo, q_hi, t)
         value = nan
         # The mean's standard error from the pass that sums it (a range of s, no sums at hand).
         fused_se = has_se and se_mode > 0 and not se_sums.shape[0] and not (rewinsor or split_row)
         row_se = nan
         if count > 0:
-            if combine == 1:
-                value = median_range(arr, row, start, count)
-            elif combine == 3:
-                value = arr[row, start]
-            elif combine == 4:
-                value = arr[row, start + count - 1]
+            if combine in (1, 3, 4):
+                value = _order_value(arr, row, start, count, combine)
             else:
                 if has_sum:
                     mean = np.float32(np.float64(centre[p]) + kept_sum[p] / np.float64(count))

@@ -44,8 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from .combine import _from_sums, _merge_clamped
-from .common import REASSOCIATE, inline, jit, median_range, median_sums_lanes, pairwise_sum
+from .combine import _from_sums, _kept_sorted, _order_value
+from .common import REASSOCIATE, inline, jit, median_sums_lanes, pairwise_sum
 from .sorting import NETWORK_LANES as LANES
 from .sorting import network
 from .winsorized_quantile import clamp
@@ -369,30 +369,12 @@ def combine_weighted(s, idx, wf, n_valid, combine, lo, hi, iterations, split, ke
                 den[f] = np.float64(w)
                 count += 1
         big_w = pairwise_sum(den, n, frames, values)
-        # The sorted kept values, for the median, min and max: a range of s or a copy in t.
-        arr = s
-        row = p
-        start = a
-        if rewinsor:
-            _merge_clamped(s, p, a, b, nv, q_lo, q_hi, t)
-        elif split_row:
-            c = 0
-            for j in range(nv):
-                if keep[p, j]:
-                    t[0, c] = s[p, j]
-                    c += 1
-        if rewinsor or split_row:
-            arr = t
-            row = 0
-            start = 0
         value = nan
         if count > 0:
-            if combine == 1:
-                value = median_range(arr, row, start, count)
-            elif combine == 3:
-                value = arr[row, start]
-            elif combine == 4:
-                value = arr[row, start + count - 1]
+            if combine in (1, 3, 4):
+                # The sorted kept values, for the median, min and max: a range of s or a copy in t.
+                arr, row, start = _kept_sorted(s, p, a, b, nv, split_row, keep, rewinsor, q_lo, q_hi, t)
+                value = _order_value(arr, row, start, count, combine)
             else:
                 total = pairwise_sum(num, n, frames, values)
                 mean = np.float32(total / (big_w if big_w > 0 else 1.0))

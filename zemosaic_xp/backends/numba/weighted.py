@@ -150,21 +150,40 @@ def gather_keys(src, r0, r1, gain, offset, normalise, fw, pw, n_pw_ch, radial, n
                     wf[base + lane, k] = w if ok else np.float32(0.0)
                     count[lane] += ok
                     vals[lane] = y if ok else inf
-                for lane in range(m):
-                    block[k, lane] = (_ordered(bits[lane]) << 32) | np.int64(k)
-                for lane in range(m, LANES):
-                    block[k, lane] = pad
-            for lane in range(m):
-                n_valid[base + lane] = count[lane]
-            if pairs.shape[0]:
-                network(block, pairs)
-                _decode(block, fblock, fbits, s, idx, base, m)
-                median_sums_lanes(fblock, count, centre, sums, base, m, med32, med, acc1, acc2)
-            else:
-                for lane in range(m):
-                    for k in range(n):
-                        keys[base + lane, k] = block[k, lane]
+                _pack_frame(block, k, bits, m, pad)
+            _finish_lanes(block, fblock, fbits, count, n_valid, pairs, keys, s, idx, centre, sums, base, m, med32, med,
+                          acc1, acc2)
     return overflow
+
+
+@inline
+def _pack_frame(block, k, bits, m, pad):
+    """Frame ``k``'s lane values (their float32 ``bits``) as keys ``ordered(bits) << 32 | k``; padding lanes ``pad``."""
+    for lane in range(m):
+        block[k, lane] = (_ordered(bits[lane]) << 32) | np.int64(k)
+    for lane in range(m, block.shape[1]):
+        block[k, lane] = pad
+
+
+@inline
+def _finish_lanes(block, fblock, fbits, count, n_valid, pairs, keys, s, idx, centre, sums, base, m, med32, med, acc1,
+                  acc2):
+    """Store a gathered block's ``m`` lanes at rows ``base…``: counts, then sorted rows or raw keys.
+
+    With a network: sorted, decoded into ``s`` and ``idx``, with each row's median and
+    sums (:func:`~.common.median_sums_lanes`); without: the unsorted keys into ``keys``.
+    """
+    n = block.shape[0]
+    for lane in range(m):
+        n_valid[base + lane] = count[lane]
+    if pairs.shape[0]:
+        network(block, pairs)
+        _decode(block, fblock, fbits, s, idx, base, m)
+        median_sums_lanes(fblock, count, centre, sums, base, m, med32, med, acc1, acc2)
+    else:
+        for lane in range(m):
+            for k in range(n):
+                keys[base + lane, k] = block[k, lane]
 
 
 @inline
@@ -248,20 +267,9 @@ def gather_key_rows(x, n_ch, gain, offset, normalise, fw, pw, n_pw_ch, pairs, ke
                 wf[p, k] = w if ok else np.float32(0.0)
                 count[lane] += ok
                 vals[lane] = y if ok else inf
-            for lane in range(m):
-                block[k, lane] = (_ordered(bits[lane]) << 32) | np.int64(k)
-            for lane in range(m, LANES):
-                block[k, lane] = pad
-        for lane in range(m):
-            n_valid[p0 + lane] = count[lane]
-        if pairs.shape[0]:
-            network(block, pairs)
-            _decode(block, fblock, fbits, s, idx, p0, m)
-            median_sums_lanes(fblock, count, centre, sums, p0, m, med32, med, acc1, acc2)
-        else:
-            for lane in range(m):
-                for k in range(n):
-                    keys[p0 + lane, k] = block[k, lane]
+            _pack_frame(block, k, bits, m, pad)
+        _finish_lanes(block, fblock, fbits, count, n_valid, pairs, keys, s, idx, centre, sums, p0, m, med32, med,
+                      acc1, acc2)
     return overflow
 
 

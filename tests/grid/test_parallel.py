@@ -45,7 +45,11 @@ def test_two_workers_give_the_same_mosaic_as_one(survey, one_worker, tmp_path, c
     np.testing.assert_array_equal(mosaic_data(result.mosaic_path), one_worker[1])
     if method == "forkserver":  # the run stopped the server it started: no process of it is left
         from multiprocessing import forkserver
-        assert getattr(forkserver._forkserver, "_forkserver_pid", None) is None
+
+        from zemosaic_xp.grid import processes
+
+        with processes._SERVER_LOCK:  # the stop runs in a daemon thread, which holds it until the server is reaped
+            assert getattr(forkserver._forkserver, "_forkserver_pid", None) is None
 
 
 def test_failing_tile_and_killed_worker_are_survived_and_reported(survey, one_worker, tmp_path, monkeypatch,

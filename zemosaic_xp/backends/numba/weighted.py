@@ -28,9 +28,9 @@ A band goes through three compiled steps, as the unweighted path of :mod:`.band`
    adds them with NumPy's pairwise summation (:func:`~.common.pairwise_sum`), so the
    mean, the sum and the weight sum are the core's bit for bit.
 
-The standard error is the core's estimator, its float64 sums taken in one pass over
-the kept samples in sorted order (``Σ w·d``, ``Σ w²``, ``Σ w²d``, ``Σ w²d²``; the
-median's ``Σ d``, ``Σ d²``) where the core adds with ``vecdot`` (BLAS) in its own
+The standard error is the core's estimator, its float64 sums taken over each row's
+kept samples right after the combine has put them in frame order (``Σ w·d``, ``Σ w²``,
+``Σ w²d``, ``Σ w²d²``; the median's ``Σ d``, ``Σ d²``) where the core adds with ``vecdot`` (BLAS) in its own
 order: equal up to float64 rounding (the tests allow 1e-6 relative). Two corners as
 in :mod:`.combine`: ``−0`` sorts before ``+0`` here (the core keeps them in frame
 order), and a sample whose normalised value overflowed to ``±inf`` is kept by rank
@@ -346,6 +346,7 @@ def combine_weighted(s, idx, wf, n_valid, combine, lo, hi, iterations, split, ke
     den = np.empty(n)
     frames = np.empty((64, 3), np.int64)
     values = np.empty(64)
+    kept_v = np.zeros(n, np.float32)
     max_it = 0
     total_valid = 0
     total_low = 0
@@ -375,6 +376,7 @@ def combine_weighted(s, idx, wf, n_valid, combine, lo, hi, iterations, split, ke
                     v = clamp(v, q_lo, q_hi)
                 num[f] = np.float64(np.float32(w * v))
                 den[f] = np.float64(w)
+                kept_v[f] = v
                 count += 1
         big_w = pairwise_sum(den, n, frames, values)
         value = nan
@@ -395,111 +397,70 @@ def combine_weighted(s, idx, wf, n_valid, combine, lo, hi, iterations, split, ke
         total_valid += nv
         total_low += a
         total_high += nv - b
+        if has_se:
+            uncertainty[p] = _weighted_se(kept_v, den, count, value, se_mode, se_factor) if count >= 2 else nan
     counters[0] = max_it
     counters[1] = total_valid
     counters[2] = total_low
     counters[3] = total_high
-    if has_se and se_mode > 0:
-        _weighted_errors(s, idx, wf, n_valid, lo, hi, split, keep, winsor, image, coverage, uncertainty, se_mode,
-                         se_factor)
-    elif has_se:
-        uncertainty[:] = nan
-
-
-@jit
-def _weighted_errors(s, idx, wf, n_valid, lo, hi, split, keep, winsor, image, coverage, uncertainty, mode, factor):
-    """The standard errors of :func:`combine_weighted`, in a pass of their own.
-
-    Each row's from its kept samples (the ranges, split rows and re-winsorised rows of
-    the combine), its combined value ``image[p]`` and its count ``coverage[p]``; NaN
-    below two samples. Out of the combine loop, the rows are independent: the latency
-    of one row's value → sums → square root chain overlaps the next row's.
-    """
-    nan = np.float32(np.nan)
-    has_split = split.shape[0] > 0
-    rewinsor = winsor.shape[0] > 0
-    for p in range(s.shape[0]):
-        count = coverage[p]
-        if count < 2:
-            uncertainty[p] = nan
-            continue
-        split_row = has_split and split[p]
-        a = lo[p]
-        b = hi[p]
-        j0 = 0 if (rewinsor or split_row) else a
-        j1 = n_valid[p] if (rewinsor or split_row) else b
-        q_lo = winsor[p, 0] if rewinsor else np.float32(0.0)
-        q_hi = winsor[p, 1] if rewinsor else np.float32(0.0)
-        uncertainty[p] = _weighted_se(s, idx, wf, p, j0, j1, split_row, keep, rewinsor, a, b, q_lo, q_hi, count,
-                                      image[p], mode, factor)
 
 
 @jit(fastmath=REASSOCIATE)
-def _weighted_se(s, idx, wf, p, j0, j1, split_row, keep, rewinsor, a, b, q_lo, q_hi, count, value, mode, factor):
-    """``core.uncertainty.standard_error`` of one pixel, in one pass over its kept samples.
+def _weighted_se(kept_v, den, count, value, mode, factor):
+    """``core.uncertainty.standard_error`` of one pixel from its kept samples, in frame order.
 
-    Shifted by the combined value (by the mean for a sum), as the core: ``d = x − c``.
-    Weighted (mean, sum): ``μ = Σ w·d / W`` and ``Σ w²(d − μ)² = Σ w²d² − 2μ Σ w²d + μ² Σ w²``
-    (``μ`` is a rounding error of the shift, so nothing cancels); median: the unweighted
-    ``Σd``, ``Σd²``. Float64 sums over the kept samples in any order (compiled with
-    reassociation: the chains of dependent adds interleave), ``W`` among them.
+    ``kept_v`` (N,) float32: the kept values (re-winsorised where the rejection says
+    so), ``den`` (N,) float64: their weights, 0 for a frame not kept (its ``kept_v`` is
+    then ignored, whatever it holds): the row's scratch of :func:`combine_weighted`,
+    still in cache. Shifted by the combined value (by the mean for a sum), as the
+    core: ``d = x − c``. Weighted (mean, sum): ``μ = Σ w·d / W`` and
+    ``Σ w²(d − μ)² = Σ w²d² − 2μ Σ w²d + μ² Σ w²`` (``μ`` is a rounding error of the
+    shift, so nothing cancels); median: the unweighted ``Σd``, ``Σd²``. Float64 sums
+    in any order (compiled with reassociation: contiguous and branch-free, they
+    vectorise). NaN without an estimator (``mode`` 0) or a degree of freedom.
     """
+    if mode == 0:
+        return np.float32(np.nan)
     shift = value if (value - value) == 0 else np.float32(0.0)
     if mode == 2:
         shift = np.float32(shift / np.float32(count))
     c = np.float64(shift)
-    s1 = 0.0
-    s2 = 0.0
+    if mode == 3:
+        s1 = 0.0
+        s2 = 0.0
+        for f in range(kept_v.shape[0]):
+            d = np.float64(kept_v[f]) - c
+            d = d if den[f] > 0 else 0.0
+            s1 += d
+            s2 += d * d
+        return _from_sums(s1, s2, count, mode, factor)
     big_w = 0.0
     swd = 0.0
     sw2 = 0.0
     sw2d = 0.0
     sw2d2 = 0.0
-    if not (split_row or rewinsor):
-        # A range of the sorted row: selects instead of branches, so that the sums vectorise.
-        for j in range(j0, j1):
-            w = np.float64(wf[p, idx[p, j]])
-            ok = w > 0
-            w = w if ok else 0.0
-            d = np.float64(s[p, j]) - c
-            d = d if ok else 0.0
-            s1 += d
-            s2 += d * d
-            big_w += w
-            swd += w * d
-            sw2 += w * w
-            sw2d += w * w * d
-            sw2d2 += w * w * d * d
-    for j in range(j0, j1 if (split_row or rewinsor) else j0):
-        w = np.float64(wf[p, idx[p, j]])
-        if w > 0 and not (split_row and not keep[p, j]):
-            v = s[p, j]
-            if rewinsor and not a <= j < b:
-                v = clamp(v, q_lo, q_hi)
-            d = np.float64(v) - c
-            s1 += d
-            s2 += d * d
-            big_w += w
-            swd += w * d
-            w2 = w * w
-            sw2 += w2
-            sw2d += w2 * d
-            sw2d2 += w2 * d * d
+    for f in range(kept_v.shape[0]):
+        w = den[f]
+        d = np.float64(kept_v[f]) - c
+        d = d if w > 0 else 0.0
+        w2 = w * w
+        big_w += w
+        swd += w * d
+        sw2 += w2
+        sw2d += w2 * d
+        sw2d2 += w2 * d * d
     se = np.float32(np.nan)
-    if mode == 3:
-        se = _from_sums(s1, s2, count, mode, factor)
-    else:
-        mu = swd / (big_w if big_w > 0 else 1.0)
-        ss = sw2d2 - 2.0 * mu * sw2d + mu * mu * sw2
-        if not ss > 0:
-            ss = 0.0
-        dof = big_w * big_w - sw2
-        if dof > 0:
-            var = ss / dof * factor
-            if mode == 2:
-                nf = np.float64(count)
-                var = var * nf * nf
-            se = np.float32(np.sqrt(var))
+    mu = swd / (big_w if big_w > 0 else 1.0)
+    ss = sw2d2 - 2.0 * mu * sw2d + mu * mu * sw2
+    if not ss > 0:
+        ss = 0.0
+    dof = big_w * big_w - sw2
+    if dof > 0:
+        var = ss / dof * factor
+        if mode == 2:
+            nf = np.float64(count)
+            var = var * nf * nf
+        se = np.float32(np.sqrt(var))
     return se
 
 

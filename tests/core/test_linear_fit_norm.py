@@ -178,3 +178,21 @@ def test_backend_parity_and_band_invariance(backend):
     np.testing.assert_allclose(host(got.image), expected.image, rtol=1e-5, atol=1e-2)
     banded = stack_frames(on(backend, frames), config=config, band_rows=7)
     np.testing.assert_array_equal(host(banded.image), host(got.image))
+
+
+@pytest.mark.parametrize("rows_per_chunk", [1, 2, 5])
+def test_row_chunks_do_not_change_the_fit(rows_per_chunk):
+    """The fit runs in cache-sized row chunks on CPUs: the same gains, offsets and flags to the bit."""
+    from zemosaic_xp.core.pairfit import paired_fit
+
+    frames, _, _ = _field(size=96, n=7, seed=11, gains=[1.0, 0.9, 1.1, 1.05, 0.95, 1.2, 0.8],
+                          offsets=[0, 30, -20, 5, 12, -7, 40])
+    frames[3, 10:30, 5:25] = np.nan
+    x = np_xp.asarray(frames.reshape(7, -1))
+    ref = np_xp.asarray(np.broadcast_to(frames[0].reshape(1, -1), x.shape).copy())
+    start_g, start_o = np.ones(7), np.zeros(7)
+    whole = paired_fit(x, ref, start_g, start_o, xp=np_xp, rows_per_chunk=7)
+    chunked = paired_fit(x, ref, start_g, start_o, xp=np_xp, rows_per_chunk=rows_per_chunk)
+    assert np.all(np.asarray(whole[2])[1:]), "the fit should be used on every frame but the reference"
+    for got, want in zip(chunked, whole):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

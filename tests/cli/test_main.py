@@ -34,3 +34,30 @@ def test_exit_freezes_the_collector_and_still_runs_finalisers(tmp_path):
     assert "usage: zemosaic-xp" in run.stderr
     assert run.stderr.endswith("frozen at exit: True")
     assert marker.read_text() == "finalised"
+
+
+def test_commands_run_with_fewer_collections(monkeypatch):
+    # The sub-command runs with the raised thresholds; main restores the caller's,
+    # also when the command fails.
+    import gc
+
+    import zemosaic_xp.cli as cli
+
+    seen = []
+
+    def command(args):
+        seen.append(gc.get_threshold())
+        raise ValueError("bad input")
+
+    build = cli._build_parser
+
+    def parser_with_command():
+        parser = build()
+        parser.set_defaults(func=command)
+        return parser
+
+    monkeypatch.setattr(cli, "_build_parser", parser_with_command)
+    before = gc.get_threshold()
+    assert cli.main(["--quiet"]) == 2  # the ValueError: one line, exit code 2
+    assert seen == [cli._COMMAND_GC_THRESHOLDS]
+    assert gc.get_threshold() == before

@@ -116,3 +116,26 @@ def test_pair_selection_matches_its_definition_with_ties():
         got = normalise._select_pairs(matrix, n)
         assert list(got) == _pairs_reference(counts, n, normalise._MAX_PARTNERS)
         assert all(got[p] == counts[p] for p in got)
+
+
+@pytest.mark.parametrize(("footprint", "width", "height", "step"), [
+    ((10.2, 420.7, 5.5, 400.1), 836, 836, 9),    # a frame inside the canvas
+    ((-30.0, 50.4, -8.0, 20.6), 100, 60, 7),     # clipped at the canvas's first row and column
+    ((90.0, 130.0, 50.0, 70.0), 100, 60, 1),     # clipped at the last ones; every pixel
+    ((3.0, 3.4, 2.0, 2.2), 10, 10, 5),           # a single pixel, not a multiple of the step
+    ((5.0, 4.0, 0.0, 9.0), 10, 10, 1),           # an empty box
+    ((0.0, 1000.0, 0.0, 3.0), 997, 5, 1000),     # a step larger than a row
+])
+def test_sample_positions_are_the_multiples_of_the_step_in_the_box(footprint, width, height, step):
+    # The definition, pixel by pixel: every flat index y·width + x of the box whose
+    # bounds are rounded half up (inside the canvas) that is a multiple of the step, ascending.
+    import math
+
+    from zemosaic_xp.grid.normalise import _positions_in
+
+    x0, x1, y0, y1 = (math.floor(v + 0.5) for v in footprint)
+    want = [y * width + x for y in range(height) for x in range(width)
+            if x0 <= x <= x1 and y0 <= y <= y1 and (y * width + x) % step == 0]
+    got = _positions_in(footprint, width, height, step)
+    assert got.dtype == np.int64
+    assert got.tolist() == want

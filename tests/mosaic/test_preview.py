@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from zemosaic_xp.mosaic import write_preview_png
+from zemosaic_xp.mosaic.preview import _stretch
 
 
 def _png(path):
@@ -72,6 +73,42 @@ def test_look_matches_the_definition(tmp_path):
     # astropy's percentile interval and float32 block means round a level differently at most
     assert np.abs(got - want).max() <= 1
     assert (got[:, 14:15] == 0).all()  # the uncovered band stays black
+
+
+def _astropy_stretch(image: np.ndarray) -> np.ndarray:
+    """The stretched (H, W, C) float32 through astropy.visualization itself (the reference)."""
+    from astropy.visualization import AsinhStretch, AsymmetricPercentileInterval
+
+    interval, stretch = AsymmetricPercentileInterval(0.5, 99.8), AsinhStretch(a=0.1)
+    out = np.zeros(image.shape, np.float32)
+    for c in range(image.shape[2]):
+        chan = image[..., c]
+        if np.isfinite(chan).any():
+            out[..., c] = np.where(np.isfinite(chan), stretch(interval(chan)), 0.0)
+    return out
+
+
+@pytest.mark.parametrize("case", ["stars-rgb", "mono", "float64", "flat-channel", "one-pixel"])
+def test_stretch_is_astropys_to_the_bit(tmp_path, case):
+    # The stretch is astropy's interval and asinh arithmetic written out in NumPy (no
+    # matplotlib import): the PNG must hold exactly astropy's pixels, not one level off.
+    rng = np.random.default_rng(3)
+    image = rng.lognormal(5.0, 1.0, (37, 53, 3)).astype(np.float32)  # a long bright tail
+    image[5:9, 40:50] = np.nan
+    if case == "mono":
+        image = image[..., :1]
+    elif case == "float64":
+        image = image.astype(np.float64)
+    elif case == "flat-channel":
+        image[..., 1] = 42.0  # vmax == vmin: no division, every finite pixel black
+    elif case == "one-pixel":
+        image[...] = np.nan
+        image[3, 4] = 9.0
+    want = _astropy_stretch(image)
+    np.testing.assert_array_equal(_stretch(image), want)  # the floats, to the bit
+    rgb = np.repeat(want, 3, axis=2) if want.shape[2] == 1 else want
+    got = _png(write_preview_png(image, tmp_path / "p.png"))
+    np.testing.assert_array_equal(got, np.round(rgb[::-1] * 255.0).astype(np.int64))
 
 
 @pytest.mark.parametrize("fill", [np.nan, 7.0], ids=["all-nan", "constant"])

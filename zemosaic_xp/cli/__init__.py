@@ -8,9 +8,13 @@ clear line on stderr and a non-zero exit code; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
+import gc
 import importlib
 import logging
 import sys
+from collections.abc import Iterator
 
 __all__ = ["main", "CliError"]
 
@@ -22,6 +26,12 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "zemosaic_xp.cli.bench_cmd",
     "zemosaic_xp.cli.telemetry_cmd",
 )
+
+
+# The garbage collector's thresholds while a sub-command runs: a young collection every
+# 10 000 net allocations instead of 700, and a full one (which walks every object of
+# astropy, SciPy and numba) only after 20 x 20 of them instead of 10 x 10 (issue 14).
+_COMMAND_GC_THRESHOLDS = (10_000, 20, 20)
 
 
 class CliError(Exception):
@@ -44,6 +54,37 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _no_collection_at_exit() -> None:
+    """Freeze the garbage collector at this process's exit, before the interpreter's shutdown.
+
+    The shutdown collects garbage over every object the libraries made (astropy,
+    SciPy, numba: about 0.45 s of a grid run, issue 14) only to free memory the
+    process is giving back anyway; frozen objects are skipped. The other ``atexit``
+    handlers and the objects' finalisers (``weakref.finalize``) still run. Registered
+    once however often :func:`main` is called (tests call it many times).
+    """
+    atexit.unregister(gc.freeze)
+    atexit.register(gc.freeze)
+
+
+@contextlib.contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Raise the collector's thresholds to :data:`_COMMAND_GC_THRESHOLDS` within the block.
+
+    A command imports a few million objects (astropy, SciPy, numba) that live until
+    the process ends; each full collection walks them all, and the default thresholds
+    ran about 10 of them during a small grid run (0.18 s, with 0.11 s of young
+    collections: 0.29 s in all; 0.13 s with these thresholds). Reference cycles are
+    still collected, a little later; the previous thresholds come back after the block.
+    """
+    saved = gc.get_threshold()
+    gc.set_threshold(*_COMMAND_GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*saved)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``zemosaic-xp`` command line.
 
@@ -59,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         error (:class:`CliError`, ``ValueError``, ``OSError``) or a missing
         sub-command, 1 for any other error, 130 when interrupted.
     """
+    _no_collection_at_exit()
     parser = _build_parser()
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.debug else (logging.WARNING if args.quiet else logging.INFO)
@@ -67,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args.func(args) or 0)
+        with _fewer_collections():
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("zemosaic-xp: interrupted", file=sys.stderr)
         return 130

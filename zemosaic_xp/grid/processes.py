@@ -48,7 +48,7 @@ from typing import Any, Iterator
 
 __all__ = ["init_worker", "sigint_blocked", "exit_if_bootstrapping", "exit_reason", "unguarded_main_message",
            "UNGUARDED_MAIN_EXIT", "START_ENV", "start_method", "worker_context", "start_server", "stop_server",
-           "launcher_pid"]
+           "launcher_pid", "one_compute_thread"]
 
 #: Exit code of a worker that stopped because the main module it imports runs a grid
 #: (no ``if __name__ == "__main__":`` guard); 78 is ``EX_CONFIG`` of sysexits.h.
@@ -65,6 +65,21 @@ _SERVER_USERS: list[None] = []
 _SERVER_LOCK = threading.Lock()
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _WATCH_SEC = 1.0  # how often the watchdog checks the parent pid (the pipe's EOF wakes it at once)
+
+
+def one_compute_thread() -> None:
+    """Make BLAS and OpenMP libraries loaded from now on use one thread, unless the user chose.
+
+    Sets the thread-count environment variables that are not set yet (an explicit
+    ``OPENBLAS_NUM_THREADS=4`` is kept). Grid mode's parallelism is its tiles; its
+    few BLAS calls (the assembly's small solves) gain nothing from threads, while
+    each OpenBLAS library (NumPy and SciPy load one each) starts a thread per core
+    that spins ~0.13 s after loading and after every call: 0.4 s of CPU in a small
+    one-worker run (issue 14). Worker processes always use one thread
+    (:func:`init_worker`). No effect on a library already loaded.
+    """
+    for name in _THREAD_ENV:
+        os.environ.setdefault(name, "1")
 
 
 def init_worker(parent_pid: int = 0, watch: Any = None, launcher: int = 0) -> None:

@@ -14,6 +14,10 @@ from .atomic import atomic_path
 __all__ = ["write_png"]
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# zlib level 3 (deflate's greedy matcher): 3-4x faster than the default 6 on mosaic
+# previews (noisy sky, grey RGB triplets) and the files came out smaller, not larger
+# (small survey: 0.14 -> 0.04 s, 508 -> 469 kB; issue 14).
+_ZLIB_LEVEL = 3
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -49,7 +53,8 @@ def write_png(path: str | os.PathLike, pixels: np.ndarray) -> Path:
     rows = np.ascontiguousarray(pixels).reshape(height, -1)
     raw = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1).tobytes()  # filter 0 per row
     header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
-    data = _SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw, 6)) + _chunk(b"IEND", b"")
+    idat = zlib.compress(raw, _ZLIB_LEVEL)
+    data = _SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)

@@ -34,6 +34,18 @@ class TestGesdTable:
             t = stats.t.ppf(1 - 0.01 / (2 * n), n - 2)
             assert values[n] == pytest.approx((n - 1) * t / math.sqrt(n * (n - 2 + t * t)), rel=1e-9)
 
+    @pytest.mark.parametrize("n_max", [0, 1, 2, 3, 7, 40])
+    def test_each_count_is_the_prefix_of_the_largest(self, n_max):
+        # λ_n does not depend on n_max: every table is the prefix of a larger one, to the
+        # bit, whichever was asked first (the values are cached per n and shared).
+        alpha = 0.0123  # not used elsewhere in the tests: nothing cached yet
+        small = gesd_critical_values(n_max, alpha)
+        assert len(small) == n_max + 1
+        assert gesd_critical_values(64, alpha)[:n_max + 1] == small
+        for n in range(3, n_max + 1):
+            t = student_t_isf(alpha / (2.0 * n), n - 2)
+            assert small[n] == (n - 1) * t / math.sqrt(n * (n - 2 + t * t))
+
     def test_bad_arguments(self):
         with pytest.raises(ValueError, match="`q` must be in"):
             student_t_isf(0.7, 5)

@@ -190,10 +190,15 @@ def gesd_critical_values(n_max: int, alpha: float) -> tuple[float, ...]:
     -------
     tuple of float, length ``n_max + 1``
         Element n is λ_n at significance ``alpha``; +inf for n < 3 (no test
-        possible). Cached per (n_max, alpha).
+        possible). Cached per (n_max, alpha), and each λ_n per (n, alpha): a grid
+        tile's cells hold every frame count up to the tile's depth, and each count
+        reuses the values of the smaller ones instead of solving them again.
     """
-    values = [math.inf] * (n_max + 1)
-    for n in range(3, n_max + 1):
-        t = student_t_isf(alpha / (2.0 * n), n - 2)
-        values[n] = (n - 1) * t / math.sqrt(n * (n - 2 + t * t))
-    return tuple(values)
+    return tuple([math.inf] * min(3, n_max + 1) + [_critical_value(n, alpha) for n in range(3, n_max + 1)])
+
+
+@lru_cache(maxsize=4096)
+def _critical_value(n: int, alpha: float) -> float:
+    """λ_n of :func:`gesd_critical_values` for one sample count ``n >= 3``."""
+    t = student_t_isf(alpha / (2.0 * n), n - 2)
+    return (n - 1) * t / math.sqrt(n * (n - 2 + t * t))

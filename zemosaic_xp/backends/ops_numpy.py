@@ -496,13 +496,8 @@ class NumpyOps(CpuOps):
             pair[r, 0] = v[k]
             pair[r, 1] = v[k] if n % 2 else v[k + 1:].min()
             n_valid[r, 0] = min(n, 2)
-        # median_sorted's formula on the two middle samples, in NumPy (rows of one call).
-        low, high = pair[:, 0], pair[:, 1]
-        same = low == high
-        low_safe = np.where(same, 0, low).astype(x.dtype, copy=False)
-        high_safe = np.where(same, 0, high).astype(x.dtype, copy=False)
-        value = np.where(same, low, low_safe + 0.5 * (high_safe - low_safe))
-        return np.where(n_valid[:, 0] == 0, np.asarray(np.nan, x.dtype), value)
+        # The two middle samples as a sorted row of 2 (1 when they are one): the one formula.
+        return median_sorted(pair, n_valid, xp=self.xp)
 
     def centred_sums(self, s: Array, centre: Array, lo: Array, hi: Array, *,
                      whole: bool = False) -> tuple[Array, Array]:

@@ -104,8 +104,8 @@ def median_valid(x: Array, /, *, xp: Any = None) -> Array:
     array, shape (R,), dtype of ``x``
         ``median_sorted(*sort_valid(x))``: the mean of the two middle values for an
         even count; NaN, without a warning, for a row without valid samples. A
-        backend may select instead of sorting (NumPy with numba: a quickselect), with
-        the same values.
+        backend may select instead of sorting (NumPy: ``np.partition`` of long rows),
+        with the same values.
     """
     xp = array_namespace(x) if xp is None else xp
     return ops_for(xp, _device(x)).median_valid(x)

@@ -139,3 +139,26 @@ def test_sample_positions_are_the_multiples_of_the_step_in_the_box(footprint, wi
     got = _positions_in(footprint, width, height, step)
     assert got.dtype == np.int64
     assert got.tolist() == want
+
+
+@pytest.mark.parametrize("alpha", [False, True])
+def test_samples_do_not_depend_on_the_threads(tmp_path, monkeypatch, alpha):
+    # The frames' samples are transformed and interpolated over threads (point_threads):
+    # the same values, so the same maps, to the bit.
+    from zemosaic_xp.grid import point_threads
+    from zemosaic_xp.grid.normalise import sample_frame
+
+    write_frames(tmp_path, n=4, shape=(40, 48), rows=2, channels=3 if alpha else 1, alpha=alpha)
+    grid = _grid(tmp_path)
+    header, width = grid.header_string(), grid.shape[1]
+    positions = np.arange(0, grid.shape[0] * width, 3, dtype=np.int64)
+    one = [sample_frame(f.path, header, positions, width) for f in grid.frames]
+    base = normalise_frames(grid, StackConfig(), xp=XP)
+    monkeypatch.setattr(point_threads, "MIN_POINTS_PER_THREAD", 40)
+    for frame, expected in zip(grid.frames, one):
+        got = sample_frame(frame.path, header, positions, width, threads=3)
+        np.testing.assert_array_equal(got, expected)
+    assert any(np.isnan(v).any() and np.isfinite(v).any() for v in one)
+    threaded = normalise_frames(grid, StackConfig(), xp=XP, threads=3)
+    np.testing.assert_array_equal(threaded.gains, base.gains)
+    np.testing.assert_array_equal(threaded.offsets, base.offsets)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from astropy.wcs import WCS
 
-from zemosaic_xp.grid import reproject_tile
+from zemosaic_xp.grid import point_threads, reproject_tile
 from zemosaic_xp.grid.geometry import tile_wcs
 from zemosaic_xp.grid.reproject_tile import TileSky, frame_planes, reproject_patch
 
@@ -104,6 +104,13 @@ def test_patch_is_bit_identical_to_reproject_interp(case, monkeypatch):
         chunked = reproject_patch(data, alpha, frame_wcs, grid_wcs, y0, x0, box, **kw)
         np.testing.assert_array_equal(chunked[0], expected[0])
         np.testing.assert_array_equal(chunked[1], expected[1])
+    # the points split over threads (parts of 64 px here) give the same again
+    monkeypatch.setattr(point_threads, "MIN_POINTS_PER_THREAD", 64)
+    threaded_sky = TileSky(grid_wcs, y0, x0, (box[1] + 4, box[3] + 3), threads=3)
+    for kw in ({}, {"sky": threaded_sky}):
+        threaded = reproject_patch(data, alpha, frame_wcs, grid_wcs, y0, x0, box, threads=3, **kw)
+        np.testing.assert_array_equal(threaded[0], expected[0])
+        np.testing.assert_array_equal(threaded[1], expected[1])
 
 
 def test_shared_tile_sky_is_bit_identical_for_any_patch_origin():

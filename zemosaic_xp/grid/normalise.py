@@ -40,6 +40,7 @@ from ..core.framestats import FrameSamples
 from ..core.nanstats import MAD_TO_SIGMA
 from ..core.normalize import normalization
 from .geometry import GlobalGrid
+from .point_threads import pixel_to_world, sample_planes, world_to_pixel
 
 __all__ = ["FrameNormalisation", "normalise_frames", "sample_frame", "MIN_PAIR_SAMPLES"]
 
@@ -104,7 +105,8 @@ def _positions_in(footprint: tuple[float, float, float, float], width: int, heig
     return flat[(column >= x0) & (column < x1)]
 
 
-def sample_frame(path: str, canvas_header: str, positions: np.ndarray, width: int, keep: bool = False) -> np.ndarray:
+def sample_frame(path: str, canvas_header: str, positions: np.ndarray, width: int, keep: bool = False,
+                 threads: int = 1) -> np.ndarray:
     """Sample one frame bilinearly at canvas positions.
 
     Runs anywhere (worker processes too): reads the frame and its WCS itself, through
@@ -123,6 +125,9 @@ def sample_frame(path: str, canvas_header: str, positions: np.ndarray, width: in
     keep : bool
         Add the frame's pixels to the frame cache for the tiles this process makes
         next (within its budget). Default False: read without caching them.
+    threads : int
+        Threads for the transforms and the samples (:mod:`.point_threads`; the same
+        values for any count).
 
     Returns
     -------
@@ -131,8 +136,6 @@ def sample_frame(path: str, canvas_header: str, positions: np.ndarray, width: in
         position falls outside the frame, where a pixel the interpolation uses is NaN,
         or where the interpolated ALPHA is 0.
     """
-    from scipy.ndimage import map_coordinates
-
     from ..io.framecache import FRAMES
 
     entry, planes = FRAMES.planes(path, keep=keep)
@@ -141,14 +144,14 @@ def sample_frame(path: str, canvas_header: str, positions: np.ndarray, width: in
         warnings.simplefilter("ignore")
         canvas = FRAMES.canvas_wcs(canvas_header)
         ys, xs = np.divmod(positions, width)
-        fx, fy = entry.wcs.world_to_pixel_values(*canvas.pixel_to_world_values(xs.astype(np.float64),
-                                                                              ys.astype(np.float64)))
-    coords = np.vstack([np.asarray(fy), np.asarray(fx)])
-    out = np.empty((channels, positions.size), dtype=np.float32)
-    for c in range(channels):
-        out[c] = map_coordinates(planes[c], coords, order=1, mode="constant", cval=np.nan)
+        lon, lat = pixel_to_world(canvas, xs.astype(np.float64), ys.astype(np.float64), threads=threads)
+        fx, fy = world_to_pixel(entry.wcs, lon, lat, threads=threads)
+    coords = np.vstack([fy, fx])
+    out = np.empty((channels + entry.source.has_alpha, positions.size), dtype=np.float32)
+    cvals = [np.nan] * channels + [0.0] * entry.source.has_alpha
+    sample_planes([planes[c] for c in range(out.shape[0])], coords, list(out), cvals, threads=threads)
     if entry.source.has_alpha:
-        alpha = map_coordinates(planes[channels], coords, order=1, mode="constant", cval=0.0)
+        alpha, out = out[channels], out[:channels]
         out[:, ~(alpha > 0)] = np.nan
     return out
 
@@ -311,7 +314,7 @@ def _solve(n: int, channels: int, pairs: list[tuple[int, int]], maps: dict, coun
 
 def normalise_frames(grid: GlobalGrid, config: StackConfig, *, xp: Any,
                      mapper: Callable[..., Any] = map, keep_planes: bool = False,
-                     memory_bytes: int = _SAMPLE_MEMORY_BYTES) -> FrameNormalisation:
+                     memory_bytes: int = _SAMPLE_MEMORY_BYTES, threads: int = 1) -> FrameNormalisation:
     """Gain and offset of every frame of ``grid`` onto one reference, from their overlaps.
 
     Parameters
@@ -333,6 +336,9 @@ def normalise_frames(grid: GlobalGrid, config: StackConfig, *, xp: Any,
         Bytes the samples of all frames may take (values and positions); fewer
         samples per frame in large surveys, never fewer than 2048. Default 64 MB,
         whatever ``stack_chunk_budget_mb``: the maps do not depend on the budget.
+    threads : int
+        Threads of each frame's sampling (:func:`sample_frame`); the maps do not depend
+        on it.
 
     Returns
     -------
@@ -355,7 +361,7 @@ def normalise_frames(grid: GlobalGrid, config: StackConfig, *, xp: Any,
     flat_index = np.int32 if height * width < 2**31 else np.int64  # halves the positions' memory
     positions = [_positions_in(f.footprint, width, height, step).astype(flat_index) for f in grid.frames]
     header = grid.header_string()
-    sampler = partial(sample_frame, keep=keep_planes) if keep_planes else sample_frame
+    sampler = partial(sample_frame, keep=keep_planes, threads=threads) if keep_planes or threads > 1 else sample_frame
     values = list(mapper(sampler, [f.path for f in grid.frames], [header] * n, positions, [width] * n))
     samples = list(zip(positions, values))
     counts = _select_pairs(_overlap_counts(samples, step), n)  # chosen pairs -> common samples

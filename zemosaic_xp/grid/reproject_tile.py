@@ -54,6 +54,7 @@ from ..core.config import StackConfig
 from ..core.weights import radial_weight_at
 from ..io.framecache import frame_planes
 from .geometry import tile_wcs
+from .point_threads import pixel_to_world, sample_planes, world_to_pixel
 
 __all__ = ["reproject_patch", "reproject_planes", "frame_planes", "radial_at_patch", "TileSky",
            "inverse_variance_weight"]
@@ -77,6 +78,8 @@ class TileSky:
         Canvas position of the tile's pixel (0, 0).
     shape : (h, w)
         The tile's size in px.
+    threads : int
+        Threads for the transform (:mod:`.point_threads`; the same floats).
 
     Notes
     -----
@@ -85,7 +88,8 @@ class TileSky:
     longitude is in [0, 360) (what :func:`_pixel_to_pixel`'s fast path needs).
     """
 
-    def __init__(self, grid_wcs: WCS, y0: int, x0: int, shape: tuple[int, int]) -> None:
+    def __init__(self, grid_wcs: WCS, y0: int, x0: int, shape: tuple[int, int], threads: int = 1) -> None:
+        self.threads = int(threads)
         self.grid_crpix = (float(grid_wcs.wcs.crpix[0]), float(grid_wcs.wcs.crpix[1]))
         self.y0, self.x0, self.shape = int(y0), int(x0), (int(shape[0]), int(shape[1]))
         self.target = tile_wcs(grid_wcs, y0, x0, shape)
@@ -99,8 +103,7 @@ class TileSky:
         ys, xs = np.meshgrid(np.arange(h, dtype=float), np.arange(w, dtype=float), indexing="ij", copy=False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            lon, lat = self.target.pixel_to_world_values(xs.ravel(), ys.ravel())
-        lon, lat = np.asarray(lon), np.asarray(lat)
+            lon, lat = pixel_to_world(self.target, xs.ravel(), ys.ravel(), threads=self.threads)
         if np.any(lon < 0.0) or np.any(lon >= 360.0) or np.any(np.abs(lat) > 90.0):
             return False
         self._world = (lon.reshape(h, w), lat.reshape(h, w))
@@ -150,21 +153,21 @@ def _is_icrs(wcs: WCS) -> bool:
         return False
 
 
-def _pixel_to_pixel(wcs_out: WCS, wcs_in: WCS, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _pixel_to_pixel(wcs_out: WCS, wcs_in: WCS, x: np.ndarray, y: np.ndarray,
+                    threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Pixel (x, y) of ``wcs_out`` → pixel of ``wcs_in``, as ``astropy.wcs.utils.pixel_to_pixel``.
 
     The fast path uses the world values directly; ``pixel_to_pixel`` would wrap them in
     a ``SkyCoord`` (longitudes wrapped to [0, 360), latitudes checked) and take them
     out again, which leaves them unchanged when they are already in range and both WCS
-    are ICRS (no frame transformation).
+    are ICRS (no frame transformation). That path runs over ``threads`` threads
+    (:mod:`.point_threads`: the same floats).
     """
     if _both_icrs(wcs_out, wcs_in):
-        lon, lat = wcs_out.pixel_to_world_values(x, y)
-        lon, lat = np.asarray(lon), np.asarray(lat)
+        lon, lat = pixel_to_world(wcs_out, x, y, threads=threads)
         in_range = not (np.any(lon < 0.0) or np.any(lon >= 360.0) or np.any(np.abs(lat) > 90.0))
         if in_range:
-            fx, fy = wcs_in.world_to_pixel_values(lon, lat)
-            return np.asarray(fx), np.asarray(fy)
+            return world_to_pixel(wcs_in, lon, lat, threads=threads)
     from astropy.wcs.utils import pixel_to_pixel
 
     fx, fy = pixel_to_pixel(wcs_out, wcs_in, x, y)
@@ -182,7 +185,7 @@ def _clip_coords(coords: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def reproject_planes(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tuple[int, int],
                      out: np.ndarray | None = None, extra: tuple[np.ndarray, ...] = (),
-                     world: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                     world: tuple[np.ndarray, np.ndarray] | None = None, threads: int = 1) -> np.ndarray:
     """Bilinear samples of ``planes`` ``(P, H, W)`` on the pixels of ``target`` ``(h, w)``.
 
     Parameters
@@ -204,17 +207,21 @@ def reproject_planes(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tup
         The sky coordinates of ``target``'s pixels, two arrays of shape ``(h, w)``, in
         degrees, from :meth:`TileSky.patch` (``target`` is then ICRS); used when
         ``frame_wcs`` is ICRS too, instead of transforming the pixels again.
+    threads : int
+        Threads for the transforms and the samples (:mod:`.point_threads`; the same
+        floats).
 
     Returns
     -------
     ndarray, shape (P + len(extra), h, w), float32
         NaN outside the frame (exactly ``reproject_interp(..., roundtrip_coords=False)``).
     """
-    return _reproject(planes, frame_wcs, target, shape, out=out, extra=extra, world=world)[0]
+    return _reproject(planes, frame_wcs, target, shape, out=out, extra=extra, world=world, threads=threads)[0]
 
 
 def _chunk_coords(frame_wcs: WCS, target: WCS, shape: tuple[int, int], frame_shape: tuple[int, ...],
-                  world: tuple[np.ndarray, np.ndarray] | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
+                  world: tuple[np.ndarray, np.ndarray] | None = None,
+                  threads: int = 1) -> Iterator[tuple[int, int, np.ndarray]]:
     """Frame pixel coordinates of ``target``'s pixels in row chunks: ``(r0, r1, coords)``.
 
     ``coords`` has shape (2, (r1 - r0)·w), float64: (row, column) in the frame, clipped as
@@ -230,13 +237,13 @@ def _chunk_coords(frame_wcs: WCS, target: WCS, shape: tuple[int, int], frame_sha
             warnings.simplefilter("ignore")  # distorted-inverse convergence warnings at far pixels
             if shared:
                 lon, lat = (np.ravel(v[r0:r1]) for v in world)
-                fx, fy = (np.asarray(v) for v in frame_wcs.world_to_pixel_values(lon, lat))
+                fx, fy = world_to_pixel(frame_wcs, lon, lat, threads=threads)
                 del lon, lat
             else:
                 # reproject_interp: meshgrid of float pixel indices, raveled, (x, y) to the transform.
                 ys, xs = np.meshgrid(np.arange(r0, r1, dtype=float), np.arange(w, dtype=float), indexing="ij",
                                      sparse=False, copy=False)
-                fx, fy = _pixel_to_pixel(target, frame_wcs, xs.ravel(), ys.ravel())
+                fx, fy = _pixel_to_pixel(target, frame_wcs, xs.ravel(), ys.ravel(), threads=threads)
                 del xs, ys
         yield r0, r1, _clip_coords(np.array([fy, fx]), frame_shape)
 
@@ -249,20 +256,18 @@ def _frame_coords(frame_wcs: WCS, target: WCS, shape: tuple[int, int], frame_sha
 def _reproject(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tuple[int, int], *,
                out: np.ndarray | None = None, extra: tuple[np.ndarray, ...] = (),
                world: tuple[np.ndarray, np.ndarray] | None = None,
-               radial: StackConfig | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+               radial: StackConfig | None = None, threads: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
     """Bilinear samples of ``planes`` then ``extra`` (P, h, w), and the frame's radial map (h, w) if asked."""
-    from scipy.ndimage import map_coordinates
-
     h, w = shape
     n_planes = planes.shape[0] + len(extra)
     if out is None:
         out = np.empty((n_planes, h, w), dtype=np.float32)
     flat = out.reshape(n_planes, h * w)
     radial_map = None
-    for r0, r1, coords in _chunk_coords(frame_wcs, target, shape, planes.shape[1:], world):
-        for i in range(n_planes):
-            plane = planes[i] if i < planes.shape[0] else extra[i - planes.shape[0]]
-            map_coordinates(plane, coords, output=flat[i, r0 * w:r1 * w], order=1, cval=np.nan, mode="constant")
+    sources = [planes[i] for i in range(planes.shape[0])] + list(extra)
+    for r0, r1, coords in _chunk_coords(frame_wcs, target, shape, planes.shape[1:], world, threads):
+        sample_planes(sources, coords, [flat[i, r0 * w:r1 * w] for i in range(n_planes)], [np.nan] * n_planes,
+                      threads=threads)
         if radial is not None:
             part = radial_at_patch(coords, planes.shape[1:], (r1 - r0, w), radial)
             if radial_map is None:  # the map's own dtype: the weight is multiplied exactly as unchunked
@@ -306,7 +311,8 @@ def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs
                     tile_y0: int, tile_x0: int, box: tuple[int, int, int, int], *,
                     planes: np.ndarray | None = None, target: Any = None,
                     radial: StackConfig | None = None, hits: np.ndarray | None = None,
-                    sky: TileSky | None = None, variance: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+                    sky: TileSky | None = None, variance: np.ndarray | None = None,
+                    threads: int = 1) -> tuple[np.ndarray, ...]:
     """Reproject a frame onto a patch box of a tile.
 
     Parameters
@@ -346,6 +352,9 @@ def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs
         :meth:`~zemosaic_xp.io.framecache.FrameCache.variance`; NaN = unusable): reprojected
         with the same bilinear coordinates as the data, and ``1/σ²`` of the result
         multiplied into the weight, per channel (:func:`inverse_variance_weight`).
+    threads : int
+        Threads for the transforms and the samples (:mod:`.point_threads`): the same
+        result for any count.
 
     Returns
     -------
@@ -373,7 +382,8 @@ def reproject_patch(data: np.ndarray | None, alpha: np.ndarray | None, frame_wcs
         extra = extra + (hit_map,)
     world = sky.patch(box) if sky is not None else None
     use_radial = radial if radial is not None and radial.radial_weight else None
-    out, radial_map = _reproject(planes, frame_wcs, target, (h, w), extra=extra, world=world, radial=use_radial)
+    out, radial_map = _reproject(planes, frame_wcs, target, (h, w), extra=extra, world=world, radial=use_radial,
+                                 threads=threads)
     # A pixel counts where any channel interpolated (a NaN in one channel stays NaN there).
     weight = np.any(~np.isnan(out[:channels]), axis=0).astype(np.float32)
     if alpha is not None:

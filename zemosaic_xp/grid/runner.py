@@ -56,7 +56,7 @@ from .result import GridResult
 from .scheduler import TileScheduler
 from .tile import FrameRef, noise_sample_count, read_tile
 from .worker import TileOutcome, TileTask
-from .worker_count import most_workers, resolve_workers
+from .worker_count import most_workers, point_threads, resolve_workers
 
 __all__ = ["run_grid_mode", "resolve_workers"]
 
@@ -154,8 +154,9 @@ def _normalise_groups(groups: list[_Group], cfg: GridConfig, scheduler: TileSche
         # Small surveys are sampled here while the workers start up; large ones on the workers.
         mapper = scheduler.map if len(group.grid.frames) > _PARALLEL_SAMPLING_FRAMES else map
         # Tiles made in this process find the frames read for the samples in its frame cache.
+        threads = point_threads(scheduler.workers, external=scheduler.executor is not None) if mapper is map else 1
         group.norm = normalise_frames(group.grid, cfg.stack, xp=xp, mapper=mapper,
-                                      keep_planes=scheduler.in_process)
+                                      keep_planes=scheduler.in_process, threads=threads)
         _normalised_message(group, cfg, progress, time.perf_counter() - t0)
 
 
@@ -176,7 +177,8 @@ def _pipelined(groups: list[_Group], cfg: GridConfig, scheduler: TileScheduler, 
 
 
 def _tasks(group: _Group, cfg: GridConfig, manifest: TileManifest, cfg_hash: str, run_id: str, use_gpu: bool,
-           progress: GridProgress, maps_file: str | None = None) -> tuple[list[TileTask], dict[int, str]]:
+           progress: GridProgress, maps_file: str | None = None,
+           threads: int = 1) -> tuple[list[TileTask], dict[int, str]]:
     """The group's tile tasks, largest first, and the tiles' inputs hashes.
 
     With ``maps_file`` (pipelined) the normalisation is not known yet: the tasks carry
@@ -204,7 +206,7 @@ def _tasks(group: _Group, cfg: GridConfig, manifest: TileManifest, cfg_hash: str
         manifest.forget(tile.tile_id)
         frames = tuple(_frame_ref(group, i, maps=maps_file is None) for i in tile.frames)
         tasks.append(TileTask(tile, header, frames, grid.channels, cfg, str(group.out_dir / "tiles"), run_id,
-                              use_gpu, 1, os.getpid(), level, maps_file, noise_samples))
+                              use_gpu, 1, os.getpid(), level, maps_file, noise_samples, threads))
     if group.result.tiles_skipped:
         progress.message("[GRID] resume: %d of %d tile(s) already done, skipped", group.result.tiles_skipped,
                          len(grid.tiles))
@@ -223,7 +225,8 @@ def _stack_tiles(group: _Group, cfg: GridConfig, *, resume: bool, run_id: str, u
     manifest = TileManifest(tiles_dir, fresh=not resume)
     cfg_hash = config_hash(cfg)
     maps_file = normaliser.maps_file(group) if normaliser is not None else None
-    tasks, hashes = _tasks(group, cfg, manifest, cfg_hash, run_id, use_gpu, progress, maps_file)
+    threads = point_threads(scheduler.workers, external=scheduler.executor is not None)
+    tasks, hashes = _tasks(group, cfg, manifest, cfg_hash, run_id, use_gpu, progress, maps_file, threads)
 
     def await_normalisation() -> None:
         # Pipelined: the hashes (and the report) need the normalisation; a finished tile

@@ -192,7 +192,8 @@ def noise_sample_count(max_samples: int, n_frames: int, channels: int) -> int:
 
 
 def _reproject_into(store: PatchStore, tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef],
-                    noise_samples: int, config: StackConfig) -> tuple[list[int], list[np.ndarray], dict, float]:
+                    noise_samples: int, config: StackConfig,
+                    threads: int = 1) -> tuple[list[int], list[np.ndarray], dict, float]:
     """Reproject every frame into the store.
 
     Returns the slots that got data, their noise samples, the cosmic-ray holes (slot →
@@ -203,7 +204,7 @@ def _reproject_into(store: PatchStore, tile: TileSpec, grid_wcs: WCS, frames: Se
     """
     active, noise = [], []
     t_cosmic = 0.0
-    sky = TileSky(grid_wcs, tile.y0, tile.x0, tile.shape)  # transformed once, shared by the patches
+    sky = TileSky(grid_wcs, tile.y0, tile.x0, tile.shape, threads)  # transformed once, shared by the patches
     radial = config if config.radial_weight else None
     cosmic = config.cosmic_method if config.cosmic != "off" else None
     uncertainty = config.weighting == "uncertainty"
@@ -222,7 +223,7 @@ def _reproject_into(store: PatchStore, tile: TileSpec, grid_wcs: WCS, frames: Se
         out = reproject_patch(None, alpha, entry.wcs, grid_wcs, tile.y0, tile.x0, store.boxes[k],
                               planes=planes, target=target, radial=radial, sky=sky,
                               hits=frame_hits if frame_hits is not None and frame_hits.size else None,
-                              variance=FRAMES.variance(ref.path) if uncertainty else None)
+                              variance=FRAMES.variance(ref.path) if uncertainty else None, threads=threads)
         patch, weight = out[0], out[1]
         store.put(k, patch, weight)
         if cosmic:
@@ -282,7 +283,7 @@ class _BlockRunner:
 def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config: GridConfig, *,
                scratch_dir: str | Path, channels: int, gpu_policy: GpuPolicy | None = None,
                resolve_frames: Callable[[Sequence[FrameRef]], Sequence[FrameRef]] | None = None,
-               noise_samples: int | None = None) -> TileProduct:
+               noise_samples: int | None = None, threads: int = 1) -> TileProduct:
     """Reproject and stack the frames of one tile.
 
     Parameters
@@ -312,6 +313,9 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
         Noise samples per frame and channel for the weights; the runner passes one
         count for the whole survey (:func:`noise_sample_count` of its largest tile),
         so that a frame gets the same weight in every tile. Default: from this tile.
+    threads : int
+        Threads for the reprojection's coordinate transforms and samples
+        (:mod:`.point_threads`); the tile is the same for any count.
 
     Returns
     -------
@@ -335,7 +339,7 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
         if noise_samples is None:
             noise_samples = noise_sample_count(config.stack.frame_stats_samples, len(frames), channels)
         active, noise, holes, t_cosmic = _reproject_into(store, tile, grid_wcs, frames, noise_samples,
-                                                         config.stack)
+                                                         config.stack, threads)
         t_reproject = time.perf_counter() - t0
         if not active:
             msg = f"no frame has data on tile {tile.tile_id} (its {len(frames)} frame(s) reproject to nothing)"

@@ -89,6 +89,9 @@ class TileTask:
         file once its frames are reprojected (:mod:`.framemaps`).
     noise_samples : int, optional
         Noise samples per frame for the weights, the same for every tile of a run.
+    threads : int, optional
+        Threads for the reprojection's per-pixel work (:mod:`.point_threads`): the
+        cores a tile made in the runner's process may use. The tile does not depend on it.
     """
 
     tile: TileSpec
@@ -104,6 +107,7 @@ class TileTask:
     log_level: int = logging.INFO
     maps_file: str | None = None
     noise_samples: int | None = None
+    threads: int = 1
 
     @property
     def tile_id(self) -> int:
@@ -306,7 +310,7 @@ def _make_tile(task: TileTask, gpu_policy: Any = None) -> tuple[str, dict]:
 
     product = stack_tile(task.tile, grid_wcs, task.frames, task.config, scratch_dir=tiles_dir,
                          channels=task.channels, gpu_policy=_gpu_policy(task, gpu_policy), resolve_frames=resolve,
-                         noise_samples=task.noise_samples)
+                         noise_samples=task.noise_samples, threads=task.threads)
     name = tile_filename(task.tile_id)
     write_tile(tiles_dir / name, task.tile, grid_wcs, product, task.config)
     return name, product.stats

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from .config import GridConfig
 
-__all__ = ["resolve_workers", "most_workers"]
+__all__ = ["resolve_workers", "most_workers", "point_threads"]
 
 logger = logging.getLogger(__name__)
 
@@ -154,3 +154,31 @@ def most_workers(requested: int | None, config: GridConfig) -> int:
         return 1
     caps = [cap for cap, _ in _worker_caps(config, None, auto=value == 0)]
     return min(caps if value == 0 else [value] + caps)
+
+
+#: Most threads a tile's per-pixel work uses (:mod:`.point_threads`); more gain little on
+#: the small patches of a tile and would crowd a shared machine.
+_MAX_POINT_THREADS = 8
+
+
+def point_threads(workers: int, *, external: bool = False) -> int:
+    """Threads for the per-pixel work of each tile (transforms and samples, :mod:`.point_threads`).
+
+    Parameters
+    ----------
+    workers : int
+        The run's workers (:func:`resolve_workers`): 1 = the tiles run in this process.
+    external : bool
+        Tiles go to a caller's executor (a dask cluster): its workers' cores are not
+        known here, so 1.
+
+    Returns
+    -------
+    int
+        The CPU cores of this process shared between the workers, at least 1 and at
+        most 8: a run with one worker gives its tiles every core, N workers on N cores
+        one each. Results do not depend on it.
+    """
+    if external:
+        return 1
+    return max(1, min(_MAX_POINT_THREADS, _cpu_count() // max(1, int(workers))))

@@ -315,7 +315,8 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
         so that a frame gets the same weight in every tile. Default: from this tile.
     threads : int
         Threads for the reprojection's coordinate transforms and samples
-        (:mod:`.point_threads`); the tile is the same for any count.
+        (:mod:`.point_threads`) and for the cells stacked at once on the CPU; the tile
+        is the same for any count.
 
     Returns
     -------
@@ -363,9 +364,13 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
                              channels=channels, gpu=gpu, policy=gpu_policy)
         source = PatchSource(store, active, channels, holes=holes)
         device = BandDevice(xp)
+        # The cells of a CPU tile are independent: ``threads`` of them at once (not from a
+        # spilled store, whose scratch file is read with seek + read).
+        workers = threads if not gpu and not store.spilled else 1
         outputs, stats = stack_bands(source, blocks, config=stack_config, plan=plan, device=device,
                                      run_block=runner.run if runner is not None else None,
-                                     native=None if gpu else _native_cells(source, device, stack_config, plan, xp))
+                                     native=None if gpu else _native_cells(source, device, stack_config, plan, xp),
+                                     workers=workers)
         spilled, store_mb = store.spilled, store.nbytes / _MB
     stats.update({"n_frames": len(active), "patch_store_mb": round(store_mb, 3), "spilled": spilled,
                   "gpu_bands": runner.gpu_blocks if runner else 0, "cpu_bands": runner.cpu_blocks if runner else 0,

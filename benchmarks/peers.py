@@ -43,6 +43,7 @@ from peers_tools import (  # noqa: E402
     REJECTIONS,
     ProcessRun,
     Tool,
+    compile_ours,
     drop_page_cache,
     find_ours,
     find_siril,
@@ -214,7 +215,7 @@ def machine_info(ours: Tool, siril: Tool | None, args: argparse.Namespace) -> di
             model = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": model, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+    return {"cpu": model, "cpu_count": os.cpu_count(), "platform": platform.platform(), "bytecode": compile_ours(),
             "python": platform.python_version(), "ours": ours.version, "ours_command": " ".join(ours.command),
             "backend_requested": args.backend or "not passed (zemosaic-xp's default)",
             "siril": siril.version if siril else None, "cold_cache": args.cold, "repeat": args.repeat}
@@ -250,7 +251,8 @@ def report(machine: dict, cases: list[dict]) -> str:
     """The whole markdown report: machine, one table per case, notes and failures."""
     out = [f"Machine: {machine['cpu']}, {machine['cpu_count']} CPUs; {machine['ours']} (backend: "
            f"{machine['backend_requested']}); Siril: {machine['siril'] or 'not found (apt-get install siril)'}; "
-           f"{'cold' if machine['cold_cache'] else 'warm'} page cache; best of {machine['repeat']}."]
+           f"{'cold' if machine['cold_cache'] else 'warm'} page cache; best of {machine['repeat']}; ours: "
+           f"{machine.get('bytecode', 'bytecode not checked')}."]
     for case in cases:
         n, size = case["n_frames"], case["size"]
         threshold = 5.0 * NOISE_SIGMA_ADU / n**0.5
@@ -294,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     siril_env = dict(os.environ, XDG_CONFIG_HOME=str(workdir / ".siril-config"))
+    compile_ours()  # before the runs: they time what an installed copy does (machine_info reports it)
     ours, siril = _tools(args, siril_env)
     tools = [ours] + ([siril] if siril else [])
     cases = [run_case(spec, tools, args, workdir, siril_env) for spec in args.case_list]

@@ -163,3 +163,15 @@ def test_failed_tool_is_reported(peers, tiny_run, tmp_path, capsys):
     row = json.loads(out.read_text())["cases"][0]["rows"][0]
     assert row["siril"]["error"].startswith("exit 3: boom: no such sequence (log: ")
     assert "error" not in row["ours"] and row["ratio"] is None
+
+
+def test_ours_runs_from_compiled_bytecode(tiny_run):
+    # The runs time an installed copy: the package's modules have their bytecode (pip
+    # compiles it; an editable checkout under PYTHONDONTWRITEBYTECODE would not).
+    import zemosaic_xp
+
+    code, data, rows, table, work = tiny_run
+    assert data["machine"]["bytecode"] == "bytecode compiled"
+    assert "ours: bytecode compiled" in table
+    init = Path(zemosaic_xp.__file__)
+    assert importlib.util.cache_from_source(str(init)) and Path(importlib.util.cache_from_source(str(init))).is_file()

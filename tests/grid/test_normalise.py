@@ -162,3 +162,20 @@ def test_samples_do_not_depend_on_the_threads(tmp_path, monkeypatch, alpha):
     threaded = normalise_frames(grid, StackConfig(), xp=XP, threads=3)
     np.testing.assert_array_equal(threaded.gains, base.gains)
     np.testing.assert_array_equal(threaded.offsets, base.offsets)
+
+
+def test_common_positions_match_intersect1d():
+    from zemosaic_xp.grid.normalise import _matches
+
+    rng = np.random.default_rng(11)
+    cases = [(np.arange(0, 50, 3), np.arange(20, 90, 3)), (np.arange(5), np.arange(10, 20)),
+             (np.arange(10, 20), np.arange(5)), (np.zeros(0, dtype=np.int64), np.arange(4)),
+             (np.arange(4), np.zeros(0, dtype=np.int64)), (np.array([7]), np.array([7])),
+             (np.arange(100), np.arange(100))]
+    for _ in range(30):
+        cases.append(tuple(np.unique(rng.integers(0, 400, int(rng.integers(1, 200)))) for _ in range(2)))
+    for pi, pj in cases:
+        _, ei, ej = np.intersect1d(pi, pj, assume_unique=True, return_indices=True)
+        ai, aj = _matches(pi, pj)
+        np.testing.assert_array_equal(ai, ei)
+        np.testing.assert_array_equal(aj, ej)

@@ -208,11 +208,29 @@ def _overlap_counts(samples: list[tuple[np.ndarray, np.ndarray]], step: int) -> 
 
 
 def _common(samples: list[tuple[np.ndarray, np.ndarray]], i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+    """Values ``(C, M)`` of frames i and j at their common positions where both are finite."""
     (pi, vi), (pj, vj) = samples[i], samples[j]
-    _, ai, aj = np.intersect1d(pi, pj, assume_unique=True, return_indices=True)
+    ai, aj = _matches(pi, pj)
     a, b = vi[:, ai], vj[:, aj]
     ok = np.all(np.isfinite(a), axis=0) & np.all(np.isfinite(b), axis=0)
     return a[:, ok], b[:, ok]
+
+
+def _matches(pi: np.ndarray, pj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into ``pi`` and ``pj`` (sorted, unique) of their common values, ascending.
+
+    What ``np.intersect1d(pi, pj, assume_unique=True, return_indices=True)`` returns,
+    without its sort of both arrays: only the part of ``pi`` within ``pj``'s range is
+    looked up in ``pj`` (footprints overlap by a fraction).
+    """
+    if pi.size == 0 or pj.size == 0:
+        empty = np.zeros(0, dtype=np.intp)
+        return empty, empty
+    lo, hi = int(np.searchsorted(pi, pj[0], side="left")), int(np.searchsorted(pi, pj[-1], side="right"))
+    part = pi[lo:hi]
+    at = np.searchsorted(pj, part)  # < pj.size: part is within pj's range
+    ai = np.nonzero(pj[at] == part)[0]
+    return ai + lo, at[ai]
 
 
 def _partners(overlaps: Any, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -31,6 +31,7 @@ import numpy as np
 from ..core.nanstats import median_sorted
 from ..core.ops import ArrayOps
 from .numba import numba_enabled, numba_kernels
+from .select_numpy import median_of_rows
 
 __all__ = ["NumpyOps", "CpuOps", "cpu_workers", "CPU_BAND_BYTES"]
 
@@ -460,6 +461,29 @@ class NumpyOps(CpuOps):
         """
         return _sort_valid_numpy(np.asarray(x))
 
+    def paired_rounds(self, x: Array, r: Array, pair: Array, light: tuple, g: Array, delta: Array, *,
+                      origin: bool, rounds: int) -> tuple[Array, Array, Array, Array] | None:
+        """Run the paired fit's rounds through the numba kernels (:mod:`.pairfit_numpy`), or return None.
+
+        Parameters
+        ----------
+        x, r, pair, light, g, delta : ndarray
+            As :meth:`ArrayOps.paired_rounds`.
+        origin : bool
+            Likewise.
+        rounds : int
+            Likewise.
+
+        Returns
+        -------
+        tuple or None
+            ``(gain, keep, kept, s0)``, equal to the core's to the bit; None without
+            numba or for rows that are not float32 (the core's rounds run).
+        """
+        from .pairfit_numpy import paired_rounds
+
+        return paired_rounds(self, x, r, pair, light, g, delta, origin=origin, rounds=rounds)
+
     def median_valid(self, x: Array) -> Array:
         """Median of each row's valid samples: long rows selected, not sorted.
 
@@ -482,22 +506,8 @@ class NumpyOps(CpuOps):
         x = np.asarray(x)
         if x.ndim != 2 or x.shape[-1] < _SELECT_MIN_N:
             return super().median_valid(x)
-        rows = x.shape[0]
-        pair = np.full((rows, 2), np.inf, x.dtype)
-        n_valid = np.zeros((rows, 1), np.int64)  # 0, 1 or 2 (enough for the formula)
         nan = np.isnan(x)
-        for r in range(rows):
-            v = x[r][~nan[r]]  # a copy: partitioned in place
-            n = v.shape[0]
-            if n == 0:
-                continue
-            k = (n - 1) // 2
-            v.partition(k)
-            pair[r, 0] = v[k]
-            pair[r, 1] = v[k] if n % 2 else v[k + 1:].min()
-            n_valid[r, 0] = min(n, 2)
-        # The two middle samples as a sorted row of 2 (1 when they are one): the one formula.
-        return median_sorted(pair, n_valid, xp=self.xp)
+        return median_of_rows((x[r][~nan[r]] for r in range(x.shape[0])), x.dtype, self.xp)  # copies
 
     def centred_sums(self, s: Array, centre: Array, lo: Array, hi: Array, *,
                      whole: bool = False) -> tuple[Array, Array]:

@@ -187,8 +187,28 @@ def median_sorted(s: Array, n_valid: Array, /, *, xp: Any = None, lo: Array | No
     empty = n_valid == 0
     n_safe = xp.where(empty, xp.ones_like(n_valid), n_valid)
     start = xp.zeros_like(n_valid) if lo is None else lo
-    a = take_rows(s, (start + (n_safe - 1) // 2)[..., 0], xp=xp)[..., None]
-    b = take_rows(s, (start + n_safe // 2)[..., 0], xp=xp)[..., None]
+    a = take_rows(s, (start + (n_safe - 1) // 2)[..., 0], xp=xp)
+    b = take_rows(s, (start + n_safe // 2)[..., 0], xp=xp)
+    return middle_value(a, b, empty[..., 0], xp=xp)
+
+
+def middle_value(a: Array, b: Array, empty: Array, /, *, xp: Any) -> Array:
+    """Return the median from its two middle samples: ``a + (b − a)/2``, ``a`` where they are equal.
+
+    Parameters
+    ----------
+    a, b : array, shape (...,), real floating
+        The lower and upper middle samples (the same one for an odd count).
+    empty : array, shape (...,), bool
+        Where there was no sample.
+    xp : namespace
+        The array namespace of ``a``.
+
+    Returns
+    -------
+    array, shape (...,), dtype of ``a``
+        NaN where ``empty``, without a warning (``a`` and ``b`` may be ``+inf`` there).
+    """
     # a == b (odd count, or the +inf padding of an empty slice) must not evaluate
     # inf − inf: zero both operands there first (no NaN, no warning).
     same = a == b
@@ -196,8 +216,8 @@ def median_sorted(s: Array, n_valid: Array, /, *, xp: Any = None, lo: Array | No
     a_safe = xp.where(same, zero, a)
     b_safe = xp.where(same, zero, b)
     value = xp.where(same, a, a_safe + 0.5 * (b_safe - a_safe))
-    nan = xp.asarray(xp.nan, dtype=s.dtype, device=_device(s))
-    return xp.where(empty, nan, value)[..., 0]
+    nan = xp.asarray(xp.nan, dtype=a.dtype, device=_device(a))
+    return xp.where(empty, nan, value)
 
 
 def nanmedian(x: Array, /, *, axis: int = 0) -> Array:

@@ -187,6 +187,35 @@ class ArrayOps:
         s, n_valid = self.sort_valid(x)
         return median_sorted(s, n_valid, xp=self.xp)
 
+    def paired_rounds(self, x: Array, r: Array, pair: Array, light: tuple, g: Array, delta: Array, *,
+                      origin: bool, rounds: int) -> tuple[Array, Array, Array, Array] | None:
+        """The rounds of the paired fit (:func:`~zemosaic_xp.core.pairfit._rounds`), fused; None here.
+
+        Parameters
+        ----------
+        x, r : array, shape (R, M), float32
+            The pairs fitted (0 where excluded).
+        pair : array, shape (R, M), bool
+            The pairs that may enter the fit.
+        light : tuple of array
+            ``(x, r, mid_x, mid_r)`` of the raw samples (the signal of each pair).
+        g : array, shape (R, 1), float64
+            The start gains.
+        delta : array, shape (R, 1), float64
+            Error-variance ratios.
+        origin : bool
+            The pairs are differences of consecutive samples (fit through 0).
+        rounds : int
+            Rounds to run.
+
+        Returns
+        -------
+        tuple or None
+            ``(gain, keep, kept, s0)`` as the core computes them, or None: the core
+            runs its portable rounds (this base class, and backends without a fused path).
+        """
+        return None
+
     def mad(self, s: Array, n_valid: Array, centre: Array) -> Array:
         """Median of ``|s − centre|`` over each sorted row's valid samples.
 

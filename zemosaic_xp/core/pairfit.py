@@ -35,15 +35,18 @@ from array_api_compat import device as _device
 from .nanstats import MAD_TO_SIGMA, median_sorted, median_valid, quantile_sorted, sort_valid
 from .ops import ops_for
 
-__all__ = ["paired_fit", "PAIRED_MIN_CORRELATION"]
+__all__ = ["paired_fit", "deming_gain", "PAIRED_MIN_CORRELATION"]
 
 Array = Any
 
 _ROUNDS = 4
-_CLIP_SIGMA = 5.0
-_BRIGHT_SKY_SIGMA = 50.0
-_MIN_BRIGHT = 16
-_MIN_PAIRS = 16
+#: The rounds' constants (a backend's fused rounds use the same): the clip in σ of the
+#: pair's noise, the signal above which a pair measures the photon term (in s0), the
+#: fewest such pairs, the fewest kept pairs for a gain.
+CLIP_SIGMA = 5.0
+BRIGHT_SKY_SIGMA = 50.0
+MIN_BRIGHT = 16
+MIN_PAIRS = 16
 _TOP_FRACTION = 0.95
 _TOP_QUANTILE = 0.999
 _STRONG_SIGMA = 10.0
@@ -82,6 +85,27 @@ def _deming(x: Array, r: Array, w: Array, delta: Array, xp: Any, *, origin: bool
         x = x - xp.astype(_sum(w * x, xp) / safe_w, x.dtype)
         r = r - xp.astype(_sum(w * r, xp) / safe_w, r.dtype)
     sxx, syy, sxy = _sum(w * x * x, xp) / safe_w, _sum(w * r * r, xp) / safe_w, _sum(w * x * r, xp) / safe_w
+    return deming_gain(sxx, syy, sxy, delta, xp)
+
+
+def deming_gain(sxx: Array, syy: Array, sxy: Array, delta: Array, xp: Any) -> Array:
+    """Return the gain of a Deming fit from its weighted second moments.
+
+    Parameters
+    ----------
+    sxx, syy, sxy : array, shape (R, 1), float64
+        The weighted mean squares and cross product of the pairs (about their weighted
+        means, or about 0 for a fit through the origin).
+    delta : array, shape (R, 1), float64
+        The error-variance ratio ``σ_r² / σ_x²``.
+    xp : namespace
+        The array namespace.
+
+    Returns
+    -------
+    array, shape (R, 1), float64
+        The gain; NaN where the fit has no solution.
+    """
     b = syy - delta * sxx
     root = xp.sqrt(b * b + 4.0 * delta * sxy * sxy)
     # The larger root of sxy·g² − b·g − δ·sxy = 0, in its cancellation-free form.
@@ -190,11 +214,10 @@ def _paired_fit(x: Array, ref: Array, start_gain: Array, start_offset: Array, *,
               & ((dx > 0) == (dr > 0)))
     n_strong = xp.sum(xp.astype(strong, xp.int64), axis=-1, keepdims=True)
     ratio = _median(xp.where(strong, dr / xp.where(strong, dx, xp.ones_like(dx)), dnan), xp)
-    g = xp.where((n_strong >= _MIN_BRIGHT) & xp.isfinite(ratio), xp.astype(ratio, xp.float64), g)
-    level = partial(_level, x, r, mid_x, mid_r, xp=xp)
-    g_diff, keep_d, kept_d, s0_diff = _rounds(dx, dr, pair, lambda gg: _pair_sum(level(gg)), g, delta, mid_r,
-                                              origin=True, xp=xp)
-    g_raw, keep_r, kept_r, s0_raw = _rounds(x, r, valid, level, g, delta, mid_r, origin=False, xp=xp)
+    g = xp.where((n_strong >= MIN_BRIGHT) & xp.isfinite(ratio), xp.astype(ratio, xp.float64), g)
+    light = (x, r, mid_x, mid_r)
+    g_diff, keep_d, kept_d, s0_diff = _rounds(dx, dr, pair, light, g, delta, origin=True, xp=xp)
+    g_raw, keep_r, kept_r, s0_raw = _rounds(x, r, valid, light, g, delta, origin=False, xp=xp)
     # Raw pairs are more precise, but a background that differs between the frames (a
     # gradient) is unmodelled there: it shows as residual scatter beyond the noise,
     # which the differences (σ√2) do not have.
@@ -205,7 +228,7 @@ def _paired_fit(x: Array, ref: Array, start_gain: Array, start_offset: Array, *,
     # The offset: the median paired residual, i.e. the sky levels matched.
     offset = _median(xp.where(valid, r - xp.astype(g, xp.float32) * x, nan), xp)
     offset = xp.astype(offset, xp.float64)
-    ok = (kept >= _MIN_PAIRS) & (corr >= PAIRED_MIN_CORRELATION) & xp.isfinite(g) & xp.isfinite(offset)
+    ok = (kept >= MIN_PAIRS) & (corr >= PAIRED_MIN_CORRELATION) & xp.isfinite(g) & xp.isfinite(offset)
     gain = xp.where(ok, g, g0)
     offset = xp.where(ok, offset, o0)
     return xp.reshape(gain, (n_rows,)), xp.reshape(offset, (n_rows,)), xp.reshape(ok, (n_rows,))
@@ -225,9 +248,20 @@ def _pair_sum(a: Array) -> Array:
     return a[:, 1:] + a[:, :-1]
 
 
-def _rounds(x: Array, r: Array, pair: Array, signal_of: Any, g: Array, delta: Array, mid_r: Array, *,
+def _rounds(x: Array, r: Array, pair: Array, light: tuple[Array, Array, Array, Array], g: Array, delta: Array, *,
             origin: bool, xp: Any) -> tuple[Array, Array, Array, Array]:
-    """The clipped, noise-weighted Deming rounds; returns gain, kept mask, count, s0."""
+    """The clipped, noise-weighted Deming rounds; returns gain, kept mask, count, s0.
+
+    ``light`` is ``(x, r, mid_x, mid_r)`` of the raw pairs (:func:`_level`); with
+    ``origin`` (the pairs are differences of consecutive samples) a pair's signal is
+    the sum of the two samples' light. A backend may run the rounds itself
+    (``ArrayOps.paired_rounds``: the same arithmetic, fused).
+    """
+    fused = ops_for(xp, _device(x)).paired_rounds(x, r, pair, light, g, delta, origin=origin, rounds=_ROUNDS)
+    if fused is not None:
+        return fused
+    level = partial(_level, *light, xp=xp)
+    mid_r = light[3]
     nan = xp.full_like(x, xp.nan)
     keep = pair
     kept = xp.zeros((x.shape[0], 1), dtype=xp.int64, device=_device(x))
@@ -237,18 +271,18 @@ def _rounds(x: Array, r: Array, pair: Array, signal_of: Any, g: Array, delta: Ar
         centre = _median(xp.where(keep, res, nan), xp)
         dev = xp.abs(res - centre)
         s0 = MAD_TO_SIGMA * _median(xp.where(keep, dev, nan), xp)
-        signal = signal_of(g)
-        bright = keep & (signal > _BRIGHT_SKY_SIGMA * s0)
+        signal = _pair_sum(level(g)) if origin else level(g)
+        bright = keep & (signal > BRIGHT_SKY_SIGMA * s0)
         n_bright = xp.sum(xp.astype(bright, xp.int64), axis=-1, keepdims=True)
         root_s = xp.sqrt(xp.where(bright, signal, xp.ones_like(signal)))
         beta = MAD_TO_SIGMA * _median(xp.where(bright, dev / root_s, nan), xp)
-        beta = xp.where((n_bright >= _MIN_BRIGHT) & xp.isfinite(beta), beta * beta, xp.zeros_like(beta))
+        beta = xp.where((n_bright >= MIN_BRIGHT) & xp.isfinite(beta), beta * beta, xp.zeros_like(beta))
         # A floor keeps noiseless (exact) data finite: the weights are then uniform.
         floor = 1e-6 * (xp.abs(mid_r) + 1.0)
         var = s0 * s0 + beta * signal + floor * floor
-        keep = pair & (dev <= _CLIP_SIGMA * xp.sqrt(var))
+        keep = pair & (dev <= CLIP_SIGMA * xp.sqrt(var))
         w = xp.where(keep, 1.0 / var, xp.zeros_like(var))
         gain = _deming(x, r, w, delta, xp, origin=origin)
         kept = xp.sum(xp.astype(keep, xp.int64), axis=-1, keepdims=True)
-        g = xp.where(xp.isfinite(gain) & (kept >= _MIN_PAIRS), gain, g)
+        g = xp.where(xp.isfinite(gain) & (kept >= MIN_PAIRS), gain, g)
     return g, keep, kept, s0

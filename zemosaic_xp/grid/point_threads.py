@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -78,8 +79,10 @@ def pixel_to_world(wcs: Any, x: np.ndarray, y: np.ndarray, *, threads: int = 1) 
 
     Returns
     -------
-    lon, lat : ndarray, shape (n,), float64
-        World coordinates (degrees for celestial axes); NaN where wcslib has none.
+    lon : ndarray, shape (n,), float64
+        First world coordinate (degrees for a celestial axis); NaN where wcslib has none.
+    lat : ndarray, shape (n,), float64
+        Second world coordinate, likewise.
     """
     return _transform("pixel_to_world_values", wcs, x, y, threads)
 
@@ -99,8 +102,10 @@ def world_to_pixel(wcs: Any, lon: np.ndarray, lat: np.ndarray, *, threads: int =
 
     Returns
     -------
-    x, y : ndarray, shape (n,), float64
-        0-based pixel coordinates; NaN where wcslib has none.
+    x : ndarray, shape (n,), float64
+        0-based pixel column; NaN where wcslib has none.
+    y : ndarray, shape (n,), float64
+        0-based pixel row, likewise.
     """
     return _transform("world_to_pixel_values", wcs, lon, lat, threads)
 
@@ -126,13 +131,15 @@ def sample_planes(planes: Sequence[np.ndarray], coords: np.ndarray, outputs: Seq
     threads : int
         Most threads to use (1: this thread only).
     """
+    bounds = _bounds(int(coords.shape[1]), threads)
+    _run(bounds, partial(_sample_part, planes, coords, outputs, cvals, len(bounds) > 1))
+
+
+def _sample_part(planes: Sequence[np.ndarray], coords: np.ndarray, outputs: Sequence[np.ndarray],
+                 cvals: Sequence[float], split: bool, k: int, lo: int, hi: int) -> None:
+    """Sample every plane at points ``[lo, hi)`` (part ``k``) into its output."""
     from scipy.ndimage import map_coordinates
 
-    bounds = _bounds(int(coords.shape[1]), threads)
-
-    def work(k: int, lo: int, hi: int) -> None:
-        part = coords if len(bounds) == 1 else np.ascontiguousarray(coords[:, lo:hi])
-        for plane, out, cval in zip(planes, outputs, cvals):
-            map_coordinates(plane, part, output=out[lo:hi], order=1, mode="constant", cval=cval)
-
-    _run(bounds, work)
+    part = np.ascontiguousarray(coords[:, lo:hi]) if split else coords
+    for plane, out, cval in zip(planes, outputs, cvals):
+        map_coordinates(plane, part, output=out[lo:hi], order=1, mode="constant", cval=cval)

@@ -162,7 +162,7 @@ _MAX_POINT_THREADS = 8
 
 
 def point_threads(workers: int, *, external: bool = False) -> int:
-    """Threads for the per-pixel work of each tile (transforms and samples, :mod:`.point_threads`).
+    """Return the threads for the per-pixel work of each tile (transforms and samples, :mod:`.point_threads`).
 
     Parameters
     ----------

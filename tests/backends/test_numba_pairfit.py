@@ -130,3 +130,20 @@ def test_packed_medians_equal_median_valid(m):
     expected = ops.median_valid(rows)
     np.testing.assert_array_equal(got, expected)
     assert np.isnan(got[2])
+
+
+def test_threads_do_not_change_the_fit(monkeypatch):
+    # Row chunks are fitted on ops.band_workers threads: the same fit with 1 and 3.
+    from array_api_compat import device
+
+    from zemosaic_xp.core.ops import ops_for
+
+    x, ref = _rows(9, n=7, holes=True)
+    g0, o0 = np.linspace(0.95, 1.05, 7), np.zeros(7)
+    ops = ops_for(np_xp, device(x))
+    results = []
+    for workers in (1, 3):
+        monkeypatch.setattr(ops, "band_workers", workers)
+        results.append(paired_fit(x, ref, g0, o0, xp=np_xp, rows_per_chunk=2))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)

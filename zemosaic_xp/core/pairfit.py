@@ -27,6 +27,7 @@ Everything is vectorised over the rows (frame × channel) of the sub-samples.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -164,17 +165,30 @@ def paired_fit(x: Array, ref: Array, start_gain: Array, start_offset: Array, *,
     -----
     Model and clipping are described in the module docstring. Outputs are on the
     device of ``x``. On CPUs, rows in cache-sized chunks are ~1.5× faster than all
-    rows at once (32 frames of 65 536 samples: 1.72 → 1.12 s of CPU).
+    rows at once (32 frames of 65 536 samples: 1.72 → 1.12 s of CPU), and the chunks
+    are fitted on ``ArrayOps.band_workers`` threads (NumPy's selection and the numba
+    kernels release the GIL; 1 thread on the portable ops).
     """
     n_rows, m = int(x.shape[0]), int(x.shape[1])
+    ops = ops_for(xp, _device(x))
     if rows_per_chunk is None:
-        chunk = int(getattr(ops_for(xp, _device(x)), "chunk_samples", 0) or 0)
+        chunk = int(getattr(ops, "chunk_samples", 0) or 0)
         rows_per_chunk = max(1, (chunk // 4) // max(1, m)) if chunk > 0 else n_rows
     step = max(1, int(rows_per_chunk))
     if step >= n_rows:
         return _paired_fit(x, ref, start_gain, start_offset, xp=xp)
-    parts = [_paired_fit(x[i:i + step, :], ref[i:i + step, :], start_gain[i:i + step], start_offset[i:i + step],
-                         xp=xp) for i in range(0, n_rows, step)]
+
+    def fit(i: int) -> tuple[Array, Array, Array]:
+        return _paired_fit(x[i:i + step, :], ref[i:i + step, :], start_gain[i:i + step], start_offset[i:i + step],
+                           xp=xp)
+
+    starts = range(0, n_rows, step)
+    workers = min(len(starts), max(1, int(getattr(ops, "band_workers", 1))))
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(fit, starts))
+    else:
+        parts = [fit(i) for i in starts]
     return tuple(xp.concat([part[k] for part in parts]) for k in range(3))  # type: ignore[return-value]
 
 

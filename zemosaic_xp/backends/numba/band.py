@@ -40,15 +40,15 @@ import numpy as np
 
 from ...core.uncertainty import mean_variance_factor
 from .combine import COMBINE_CODES, UNCERTAINTY_CODES, combine_ranges
-from .common import NO_SUMS, jit, median_sums_lanes
+from .common import NO_SUMS, centred_sums, jit, median_range, median_sums_lanes
 from .rejections import NO_F32 as _NO_F32
 from .rejections import REJECT_CODES, REJECTIONS, Kept
 from .sorting import NETWORK_LANES as LANES
 from .sorting import network
 from .weighted_band import normalisation_rows, stack_band_weighted, stack_block
 
-__all__ = ["gather_sorted", "count_sorted", "count_valid", "combine_ranges", "supports", "stack_band", "stack_block",
-           "COMBINE_CODES", "REJECT_CODES", "REJECTIONS", "Kept"]
+__all__ = ["gather_sorted", "count_sorted", "count_sorted_sums", "count_valid", "combine_ranges", "supports",
+           "stack_band", "stack_block", "COMBINE_CODES", "REJECT_CODES", "REJECTIONS", "Kept"]
 
 
 @jit
@@ -169,6 +169,39 @@ def count_sorted(s, n_valid):
 
 
 @jit
+def count_sorted_sums(s, n_valid, centre, sums):
+    """Count the valid samples of sorted rows, with each row's median and centred sums.
+
+    What :func:`gather_sorted` gives with a sorting network, for rows NumPy sorted:
+    the start of the rejection kernels (their ``centre`` and ``sums`` arguments).
+
+    Parameters
+    ----------
+    s : ndarray, shape (P, N), float32
+        Rows sorted ascending, invalid samples last as ``+inf``.
+    n_valid : ndarray, shape (P,), int64
+        Output: valid samples per row (before the trailing ``+inf``).
+    centre : ndarray, shape (P,), float32
+        Output: each row's median (0 without valid samples).
+    sums : ndarray, shape (P, 2), float64
+        Output: ``Σd``, ``Σd²`` of each row's valid samples, ``d = f64(x) − f64(centre)``.
+    """
+    inf = np.float32(np.inf)
+    for p in range(s.shape[0]):
+        j = s.shape[1]
+        while j > 0 and s[p, j - 1] == inf:
+            j -= 1
+        n_valid[p] = j
+        m0 = median_range(s, p, 0, j)
+        if m0 != m0:
+            m0 = np.float32(0.0)
+        centre[p] = m0
+        s1, s2 = centred_sums(s, p, m0, 0, j)
+        sums[p, 0] = s1
+        sums[p, 1] = s2
+
+
+@jit
 def count_valid(src, r0, r1, gain, offset, normalise, n_valid):
     """Count the valid samples per position from the frames, by the rule of :func:`gather_sorted`.
 
@@ -279,9 +312,14 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     sums = np.empty((rows, 2), np.float64)
     overflow = gather_sorted(flat, r0, r1, gain, offset, normalise, pairs, s, n_valid, centre, sums)
     if pairs.shape[0] == 0:
-        sums = NO_SUMS  # the rows were not sorted in the gather: the kernels sum them
         s.sort(axis=-1)  # NumPy's SIMD sort, in place; +inf (invalid) sorts last
-        count_sorted(s, n_valid)
+        if config.reject == "kappa_sigma":
+            # κ-σ starts from these sums and leaves its kept range's in them: the
+            # standard error then costs no pass of its own (combine_ranges' se_sums).
+            count_sorted_sums(s, n_valid, centre, sums)
+        else:
+            sums = NO_SUMS  # the rows were not sorted in the gather: the kernels sum them
+            count_sorted(s, n_valid)
     if overflow:
         # A valid +inf was counted invalid: recount, and let the kernels redo the sums.
         count_valid(flat, r0, r1, gain, offset, normalise, n_valid)

@@ -6,9 +6,9 @@ and writes the samples a median needs (those the core's median sees: selected, n
 NaN) packed at the start of a row of ``buf``, their count in ``n_out``, so that the
 caller takes the median with the NumPy ops' selection
 (``backends.select_numpy.median_packed``): the same values as the core's.
-:func:`deming_sums` sums in float64 in NumPy's pairwise order (blocks of 8
-accumulators up to 128 terms, halves above), so its sums equal
-``np.sum(a.astype(np.float64), axis=-1)`` of the core's products to the bit.
+:func:`deming_sums` sums in float64 in NumPy's pairwise order
+(:func:`~.common.pairwise_sum`), so its sums equal ``np.sum(a.astype(np.float64),
+axis=-1)`` of the core's products to the bit.
 
 Rows: ``(R, M)`` C-contiguous float32 (``keep``, ``pair``: bool); per-row scalars
 ``(R,)``. ``origin`` selects the rounds on differences of consecutive samples: a pair
@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import inline, jit
+from .common import inline, jit, pairwise_sum
 
 __all__ = ["residuals_kept", "deviations_kept", "bright_kept", "clip_weights", "deming_sums"]
 
 _F1 = np.float32(1.0)
 _F0 = np.float32(0.0)
-_PW_BLOCK = 128
 
 
 @jit
@@ -213,78 +212,6 @@ def _products(w, x, r, i, kind, mx, mr, t):
             t[j] = np.float64((w[i, j] * (x[i, j] - mx)) * (r[i, j] - mr))
 
 
-@inline
-def _leaf(t, lo, n):
-    """NumPy's pairwise sum of at most 128 terms: 8 accumulators, or in order below 8."""
-    if n < 8:
-        res = -0.0
-        for j in range(lo, lo + n):
-            res += t[j]
-        return res
-    r0, r1, r2, r3 = t[lo], t[lo + 1], t[lo + 2], t[lo + 3]
-    r4, r5, r6, r7 = t[lo + 4], t[lo + 5], t[lo + 6], t[lo + 7]
-    k = 8
-    end = n - (n % 8)
-    while k < end:
-        b = lo + k
-        r0 += t[b]
-        r1 += t[b + 1]
-        r2 += t[b + 2]
-        r3 += t[b + 3]
-        r4 += t[b + 4]
-        r5 += t[b + 5]
-        r6 += t[b + 6]
-        r7 += t[b + 7]
-        k += 8
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while k < n:
-        res += t[lo + k]
-        k += 1
-    return res
-
-
-@inline
-def _half(n):
-    n2 = n // 2
-    return n2 - n2 % 8
-
-
-@jit
-def _pairwise(t, n):
-    """NumPy's pairwise float64 sum of ``t[:n]`` (``pairwise_sum`` of its umath loops).
-
-    Above 128 terms NumPy sums the two halves (the first rounded down to a multiple of
-    8) recursively and adds them; the recursion runs here on an explicit stack (numba's
-    cache does not keep recursive functions).
-    """
-    if n <= _PW_BLOCK:
-        return _leaf(t, 0, n)
-    los = np.empty(64, dtype=np.int64)
-    ns = np.empty(64, dtype=np.int64)
-    waiting_right = np.zeros(64, dtype=np.bool_)
-    left = np.empty(64, dtype=np.float64)
-    top = 0
-    los[0], ns[0] = 0, n
-    while True:
-        if ns[top] > _PW_BLOCK:  # descend into the left half
-            n2 = _half(ns[top])
-            los[top + 1], ns[top + 1], waiting_right[top + 1] = los[top], n2, False
-            top += 1
-            continue
-        v = _leaf(t, los[top], ns[top])
-        top -= 1
-        while top >= 0 and waiting_right[top]:  # a right half done: its parent's sum
-            v = left[top] + v
-            top -= 1
-        if top < 0:
-            return v
-        # a left half done: keep it, then the right half
-        left[top], waiting_right[top] = v, True
-        n2 = _half(ns[top])
-        los[top + 1], ns[top + 1], waiting_right[top + 1] = los[top] + n2, ns[top] - n2, False
-        top += 1
-
-
 @jit
 def deming_sums(x, r, w, origin, out):
     """Sum the weighted Deming fit's moments of each row, in NumPy's pairwise order.
@@ -305,17 +232,19 @@ def deming_sums(x, r, w, origin, out):
     rows, m = x.shape
     zero = np.float32(0.0)
     t = np.empty(m, dtype=np.float64)
+    frames = np.empty((64, 3), dtype=np.int64)  # pairwise_sum's scratch
+    values = np.empty(64, dtype=np.float64)
     for i in range(rows):
         _products(w, x, r, i, 0, zero, zero, t)
-        big_w = _pairwise(t, m)
+        big_w = pairwise_sum(t, m, frames, values)
         safe_w = big_w if big_w > 0 else 1.0
         mx, mr = zero, zero
         if not origin:
             _products(w, x, r, i, 1, zero, zero, t)
-            mx = np.float32(_pairwise(t, m) / safe_w)
+            mx = np.float32(pairwise_sum(t, m, frames, values) / safe_w)
             _products(w, x, r, i, 2, zero, zero, t)
-            mr = np.float32(_pairwise(t, m) / safe_w)
+            mr = np.float32(pairwise_sum(t, m, frames, values) / safe_w)
         out[i, 0] = big_w
         for k in range(3):
             _products(w, x, r, i, 3 + k, mx, mr, t)
-            out[i, 1 + k] = _pairwise(t, m) / safe_w
+            out[i, 1 + k] = pairwise_sum(t, m, frames, values) / safe_w

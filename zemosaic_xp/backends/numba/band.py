@@ -40,7 +40,7 @@ import numpy as np
 
 from ...core.uncertainty import mean_variance_factor
 from .combine import COMBINE_CODES, UNCERTAINTY_CODES, combine_ranges
-from .common import NO_SUMS, centred_sums, jit, median_range, median_sums_lanes
+from .common import NO_SUMS, centred_sums, inline, jit, median_range, median_sums_lanes
 from .rejections import NO_F32 as _NO_F32
 from .rejections import REJECT_CODES, REJECTIONS, Kept
 from .sorting import NETWORK_LANES as LANES
@@ -160,12 +160,18 @@ def count_sorted(s, n_valid):
     n_valid : ndarray, shape (P,), int64
         Output.
     """
-    inf = np.float32(np.inf)
     for p in range(s.shape[0]):
-        j = s.shape[1]
-        while j > 0 and s[p, j - 1] == inf:
-            j -= 1
-        n_valid[p] = j
+        n_valid[p] = _valid_count(s, p)
+
+
+@inline
+def _valid_count(s, p):
+    """Valid samples of the sorted row ``s[p]``: those before its trailing ``+inf``."""
+    inf = np.float32(np.inf)
+    j = s.shape[1]
+    while j > 0 and s[p, j - 1] == inf:
+        j -= 1
+    return j
 
 
 @jit
@@ -186,11 +192,8 @@ def count_sorted_sums(s, n_valid, centre, sums):
     sums : ndarray, shape (P, 2), float64
         Output: ``Σd``, ``Σd²`` of each row's valid samples, ``d = f64(x) − f64(centre)``.
     """
-    inf = np.float32(np.inf)
     for p in range(s.shape[0]):
-        j = s.shape[1]
-        while j > 0 and s[p, j - 1] == inf:
-            j -= 1
+        j = _valid_count(s, p)
         n_valid[p] = j
         m0 = median_range(s, p, 0, j)
         if m0 != m0:

@@ -178,10 +178,7 @@ def paired_fit(x: Array, ref: Array, start_gain: Array, start_offset: Array, *,
     if step >= n_rows:
         return _paired_fit(x, ref, start_gain, start_offset, xp=xp)
 
-    def fit(i: int) -> tuple[Array, Array, Array]:
-        return _paired_fit(x[i:i + step, :], ref[i:i + step, :], start_gain[i:i + step], start_offset[i:i + step],
-                           xp=xp)
-
+    fit = partial(_fit_chunk, x, ref, start_gain, start_offset, step, xp)
     starts = range(0, n_rows, step)
     workers = min(len(starts), max(1, int(getattr(ops, "band_workers", 1))))
     if workers > 1:
@@ -190,6 +187,12 @@ def paired_fit(x: Array, ref: Array, start_gain: Array, start_offset: Array, *,
     else:
         parts = [fit(i) for i in starts]
     return tuple(xp.concat([part[k] for part in parts]) for k in range(3))  # type: ignore[return-value]
+
+
+def _fit_chunk(x: Array, ref: Array, start_gain: Array, start_offset: Array, step: int, xp: Any,
+               i: int) -> tuple[Array, Array, Array]:
+    """:func:`_paired_fit` of rows ``[i, i + step)``."""
+    return _paired_fit(x[i:i + step, :], ref[i:i + step, :], start_gain[i:i + step], start_offset[i:i + step], xp=xp)
 
 
 def _paired_fit(x: Array, ref: Array, start_gain: Array, start_offset: Array, *,

@@ -144,8 +144,8 @@ def compile_ours() -> str:
     """Write zemosaic_xp's bytecode where it is missing, as ``pip install`` does; say what was done.
 
     A wheel installed by pip comes with its modules compiled. An editable checkout gets
-    them on its first import, unless ``PYTHONDONTWRITEBYTECODE`` is set (as on the CI and
-    benchmark VMs): then every start compiles ~120 modules from source, ~0.25 s of CPU
+    them on its first import, unless ``PYTHONDONTWRITEBYTECODE`` is set (as on the
+    benchmark VM): then every start compiles ~120 modules from source, ~0.25 s of CPU
     that no installed copy pays. The benchmark times the installed case.
 
     Returns

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..core.nanstats import MAD_TO_SIGMA
-from ..core.pairfit import BRIGHT_SKY_SIGMA, CLIP_SIGMA, MIN_BRIGHT, MIN_PAIRS, deming_gain
+from ..core.pairfit import BRIGHT_SKY_SIGMA, CLIP_SIGMA, deming_gain, next_gain, noise_floor, photon_term
 from .numba import numba_kernels
 from .select_numpy import median_packed
 
@@ -72,7 +72,7 @@ def paired_rounds(ops: Any, x: np.ndarray, r: np.ndarray, pair: np.ndarray, ligh
     bright_rows = np.empty(n_rows, dtype=np.int64)
     kept_rows = np.zeros(n_rows, dtype=np.int64)
     moments = np.empty((n_rows, 4), dtype=np.float64)
-    floor = 1e-6 * (np.abs(mid_r) + 1.0)  # the core's floor, float32
+    floor = noise_floor(mid_r, xp)
     bright_sigma, clip_sigma = np.float32(BRIGHT_SKY_SIGMA), np.float32(CLIP_SIGMA)
     keep = pair
     kept = np.zeros((n_rows, 1), dtype=np.int64)
@@ -86,12 +86,11 @@ def paired_rounds(ops: Any, x: np.ndarray, r: np.ndarray, pair: np.ndarray, ligh
         kernels.bright_kept(dev, xv, rv, mid_x[:, 0], mid_r[:, 0], g32, origin, s0[:, 0], bright_sigma, keep, signal,
                             buf, counts, bright_rows)
         n_bright = np.reshape(bright_rows, (n_rows, 1)).copy()
-        beta = MAD_TO_SIGMA * np.reshape(median_packed(buf, counts, xp), (n_rows, 1))
-        beta = np.where((n_bright >= MIN_BRIGHT) & np.isfinite(beta), beta * beta, np.zeros_like(beta))
+        beta = photon_term(np.reshape(median_packed(buf, counts, xp), (n_rows, 1)), n_bright, xp)
         keep = np.empty_like(pair)
         kernels.clip_weights(dev, signal, s0[:, 0], beta[:, 0], floor[:, 0], clip_sigma, pair, keep, w, kept_rows)
         kernels.deming_sums(x, r, w, origin, moments)
         gain = deming_gain(moments[:, 1:2], moments[:, 2:3], moments[:, 3:4], delta, xp)
         kept = np.reshape(kept_rows, (n_rows, 1)).copy()
-        g = np.where(np.isfinite(gain) & (kept >= MIN_PAIRS), gain, g)
+        g = next_gain(gain, kept, g, xp)
     return g, keep, kept, s0

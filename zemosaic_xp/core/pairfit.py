@@ -36,7 +36,7 @@ from array_api_compat import device as _device
 from .nanstats import MAD_TO_SIGMA, median_sorted, median_valid, quantile_sorted, sort_valid
 from .ops import ops_for
 
-__all__ = ["paired_fit", "deming_gain", "PAIRED_MIN_CORRELATION"]
+__all__ = ["paired_fit", "deming_gain", "photon_term", "noise_floor", "next_gain", "PAIRED_MIN_CORRELATION"]
 
 Array = Any
 
@@ -292,14 +292,73 @@ def _rounds(x: Array, r: Array, pair: Array, light: tuple[Array, Array, Array, A
         bright = keep & (signal > BRIGHT_SKY_SIGMA * s0)
         n_bright = xp.sum(xp.astype(bright, xp.int64), axis=-1, keepdims=True)
         root_s = xp.sqrt(xp.where(bright, signal, xp.ones_like(signal)))
-        beta = MAD_TO_SIGMA * _median(xp.where(bright, dev / root_s, nan), xp)
-        beta = xp.where((n_bright >= MIN_BRIGHT) & xp.isfinite(beta), beta * beta, xp.zeros_like(beta))
-        # A floor keeps noiseless (exact) data finite: the weights are then uniform.
-        floor = 1e-6 * (xp.abs(mid_r) + 1.0)
+        beta = photon_term(_median(xp.where(bright, dev / root_s, nan), xp), n_bright, xp)
+        floor = noise_floor(mid_r, xp)
         var = s0 * s0 + beta * signal + floor * floor
         keep = pair & (dev <= CLIP_SIGMA * xp.sqrt(var))
         w = xp.where(keep, 1.0 / var, xp.zeros_like(var))
         gain = _deming(x, r, w, delta, xp, origin=origin)
         kept = xp.sum(xp.astype(keep, xp.int64), axis=-1, keepdims=True)
-        g = xp.where(xp.isfinite(gain) & (kept >= MIN_PAIRS), gain, g)
+        g = next_gain(gain, kept, g, xp)
     return g, keep, kept, s0
+
+
+def photon_term(median_ratio: Array, n_bright: Array, xp: Any) -> Array:
+    """Return a round's photon term β from the median of ``|e − ē| / √s`` of its bright pairs.
+
+    Parameters
+    ----------
+    median_ratio : array, shape (R, 1), float32
+        That median (NaN without bright pairs).
+    n_bright : array, shape (R, 1), int
+        The bright pairs of each row.
+    xp : namespace
+        The array namespace.
+
+    Returns
+    -------
+    array, shape (R, 1), float32
+        ``(1.4826·median)²`` where at least ``MIN_BRIGHT`` pairs are bright, else 0.
+    """
+    beta = MAD_TO_SIGMA * median_ratio
+    return xp.where((n_bright >= MIN_BRIGHT) & xp.isfinite(beta), beta * beta, xp.zeros_like(beta))
+
+
+def noise_floor(mid_r: Array, xp: Any) -> Array:
+    """Return the floor of a pair's noise σ, which keeps noiseless (exact) data finite.
+
+    Parameters
+    ----------
+    mid_r : array, shape (R, 1), float32
+        The reference's median of each row.
+    xp : namespace
+        The array namespace.
+
+    Returns
+    -------
+    array, shape (R, 1), float32
+        ``1e-6·(|mid_r| + 1)``: with exact data the weights are then uniform.
+    """
+    return 1e-6 * (xp.abs(mid_r) + 1.0)
+
+
+def next_gain(gain: Array, kept: Array, g: Array, xp: Any) -> Array:
+    """Return a round's gain where it is finite and fitted on ``MIN_PAIRS`` pairs, else the previous one.
+
+    Parameters
+    ----------
+    gain : array, shape (R, 1), float64
+        The round's Deming gain.
+    kept : array, shape (R, 1), int
+        The pairs it was fitted on.
+    g : array, shape (R, 1), float64
+        The previous gain.
+    xp : namespace
+        The array namespace.
+
+    Returns
+    -------
+    array, shape (R, 1), float64
+        The gain each row carries into the next round.
+    """
+    return xp.where(xp.isfinite(gain) & (kept >= MIN_PAIRS), gain, g)

@@ -61,3 +61,29 @@ def test_commands_run_with_fewer_collections(monkeypatch):
     assert cli.main(["--quiet"]) == 2  # the ValueError: one line, exit code 2
     assert seen == [cli._COMMAND_GC_THRESHOLDS]
     assert gc.get_threshold() == before
+
+
+def test_the_process_command_keeps_the_raised_thresholds(tmp_path):
+    # main() reading sys.argv is the process's own command: it leaves the raised thresholds
+    # in place (restoring them runs a full collection over every library object, ~0.06 s,
+    # just before the process ends); main(argv) called from Python restores them.
+    script = textwrap.dedent("""
+        import gc, sys
+        import zemosaic_xp.cli as cli
+
+        before = gc.get_threshold()
+        sys.argv = ["zemosaic-xp", "--quiet"]
+        cli._build_parser = (lambda build: lambda: build_with(build()))(cli._build_parser)
+
+        def build_with(parser):
+            parser.set_defaults(func=lambda args: 0)
+            return parser
+
+        assert cli.main(["--quiet"]) == 0
+        assert gc.get_threshold() == before != cli._COMMAND_GC_THRESHOLDS
+        assert cli.main() == 0
+        print(gc.get_threshold() == cli._COMMAND_GC_THRESHOLDS, end="")
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "True"

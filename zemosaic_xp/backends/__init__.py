@@ -14,11 +14,14 @@ paths are chosen in one place, :func:`zemosaic_xp.backends.native.native_ops`, w
 
 Importing this package imports NumPy but never CuPy, torch or numba: each is
 imported when a backend or a kernel that needs it is first used.
+``numpy_namespace`` gives array-api-compat's NumPy namespace without importing NumPy's
+optional submodules (f2py, testing, ma, ...), which the array API does not use.
 """
 
 from .gpu_probe import GpuMemoryReading, GpuProbe, open_gpu_probe
 from .health import check_health, gpu_driver_present
 from .memory import default_memory_budget, device_memory_info, free_device_memory, is_oom_error, synchronize
+from .numpy_xp import numpy_namespace
 from .selection import (
     BACKEND_NAMES,
     Backend,
@@ -28,6 +31,10 @@ from .selection import (
     select_backend,
 )
 from .transfer import to_backend, to_host
+
+# array-api-compat's NumPy namespace, imported now without NumPy's unused submodules, so that
+# any later array_namespace(numpy_array) finds it imported (see numpy_namespace).
+numpy_namespace()
 
 __all__ = [
     "Backend",
@@ -48,4 +55,5 @@ __all__ = [
     "open_gpu_probe",
     "GpuProbe",
     "GpuMemoryReading",
+    "numpy_namespace",
 ]

@@ -47,9 +47,9 @@ class TorchCpuOps(CpuOps):
 
     def __init__(self, xp: Any) -> None:
         super().__init__(xp)
-        import array_api_compat.numpy as xp_numpy
+        from .numpy_xp import numpy_namespace
 
-        self._numpy = NumpyOps(xp_numpy)
+        self._numpy = NumpyOps(numpy_namespace())
 
     def host_delegate(self) -> tuple[ArrayOps, Callable[[Array], Array], Callable[[Array], Array]]:
         """Hand whole stacks to the NumPy ops, on the tensors' own memory.

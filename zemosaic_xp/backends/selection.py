@@ -106,9 +106,9 @@ def _gpu_backend(library: str, start: Callable[[], Backend]) -> Backend:
 
 
 def _numpy_backend() -> Backend:
-    import array_api_compat.numpy as xp_np
+    from .numpy_xp import numpy_namespace
 
-    return Backend("numpy", xp_np, "cpu", False)
+    return Backend("numpy", numpy_namespace(), "cpu", False)
 
 
 def _strict_backend() -> Backend:

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import array_api_compat.numpy as np_xp
 import numpy as np
 
 from .._version import __version__
 from ..backends import Backend, default_memory_budget
+from ..backends.numpy_xp import numpy_namespace
 from ..core.band_driver import Block, band_blocks, stack_bands
 from ..core.config import StackConfig
 from ..core.pipeline import FramePlan, finish_stack, rows_per_band
@@ -66,6 +66,9 @@ _READ_BLOCK_BYTES = 16 * 1024**2
 _MIN_BLOCK_ROWS = 8
 # The band driver's results a master tile keeps.
 _OUTPUTS = ("image", "coverage", "uncertainty")
+
+#: The host namespace results are gathered in (array-api-compat's NumPy).
+np_xp = numpy_namespace()
 
 
 def _noop(*args: Any, **kwargs: Any) -> None:

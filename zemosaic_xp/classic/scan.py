@@ -30,9 +30,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import array_api_compat.numpy as np_xp
 import numpy as np
 
+from ..backends.numpy_xp import numpy_namespace
 from ..core.frames import FrameStack
 from ..core.framestats import FrameSamples
 from ..core.pipeline import FramePlan, plan_frames
@@ -41,6 +41,9 @@ from ..io.bands import ArraySource, FitsSource
 __all__ = ["FrameScan", "scan_frames", "plan_scan", "ChunkedFrameSamples", "STATS_MEMORY_FACTOR"]
 
 logger = logging.getLogger(__name__)
+
+#: The host namespace of the frame statistics (array-api-compat's NumPy).
+np_xp = numpy_namespace()
 
 #: Peak memory of FrameSamples statistics in multiples of the samples' float32 bytes
 #: (sorted copy, float64 prefix sums and masks of the clipped σ).

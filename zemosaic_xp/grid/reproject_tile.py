@@ -298,7 +298,9 @@ def radial_at_patch(coords: np.ndarray, frame_shape: tuple[int, ...], shape: tup
         :func:`~zemosaic_xp.core.weights.radial_weight_at` of the frame; NaN where a
         coordinate is NaN (no sky position).
     """
-    from array_api_compat import numpy as np_xp
+    from ..backends.numpy_xp import numpy_namespace
+
+    np_xp = numpy_namespace()
 
     height, width = (int(v) for v in frame_shape[:2])
     radial = radial_weight_at(coords[0], coords[1], height=height, width=width,

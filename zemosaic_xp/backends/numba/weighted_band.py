@@ -178,6 +178,6 @@ def _reject_combine_weighted(bufs: tuple[np.ndarray, ...], overflow: bool, pairs
 
 
 def _np_xp() -> Any:
-    import array_api_compat.numpy as xp  # noqa: PLC0415 - the NumPy namespace, only for radial maps
+    from ..numpy_xp import numpy_namespace  # noqa: PLC0415 - the NumPy namespace, only for radial maps
 
-    return xp
+    return numpy_namespace()

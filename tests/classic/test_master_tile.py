@@ -62,6 +62,28 @@ def test_band_budget_and_spill_do_not_change_the_result(tmp_path, rgb_frames):
     assert small.stats["weights"] == big.stats["weights"]
 
 
+
+def test_many_narrow_frames_read_in_taller_blocks(tmp_path, monkeypatch):
+    # Each file's read is at least _MIN_READ_BYTES (float32) when the budget allows: with
+    # many narrow frames the flat per-buffer size alone would read a few rows per file.
+    import zemosaic_xp.classic.master_tile as mt
+
+    s = make_stack(n_frames=40, shape=(64, 16), seed=9, rgb=False, cosmic_rays_per_frame=2)
+    paths = write_frames(tmp_path, s.frames)
+    config = StackConfig(reject="kappa_sigma", normalize="none", weighting="none")
+    monkeypatch.setattr(mt, "_READ_BLOCK_BYTES", 1024)  # alone: _MIN_BLOCK_ROWS (8) rows per block
+    monkeypatch.setattr(mt, "_MIN_READ_BYTES", 0)
+    short = stack_master_tile(paths, config, backend="numpy")
+    monkeypatch.setattr(mt, "_MIN_READ_BYTES", 32 * 16 * 4)  # 32 rows of 16 float32 per file
+    tall = stack_master_tile(paths, config, backend="numpy")
+    capped = stack_master_tile(paths, config, backend="numpy", memory_budget_bytes=4 * 20 * 40 * 16 * 4)
+    assert short.stats["native_bands"] and short.stats["band_rows"] == 8
+    assert tall.stats["band_rows"] == 32
+    assert capped.stats["band_rows"] <= 20  # the budget still bounds a block
+    np.testing.assert_array_equal(tall.image, short.image)
+    np.testing.assert_array_equal(capped.image, short.image)
+
+
 def test_arrays_take_the_same_path(rgb_frames):
     ints = np.round(np.nan_to_num(np.clip(rgb_frames, 0, 60000))).astype(np.uint16)
     ref = stack(ints)

@@ -320,28 +320,24 @@ def assemble_mosaic(tiles: Sequence[TileImage], mosaic_shape: tuple[int, int], *
     feather = _auto_feather_px(overlaps) if feather_px is None else int(feather_px)
     info["feather_px"] = feather
 
-    def _correct(i: int) -> np.ndarray:
-        return np.where(valid[i], images[i] * gains[i].astype(np.float32) + offsets[i].astype(np.float32),
-                        np.nan).astype(np.float32)
-
-    corrected = _map(threads, _correct, range(len(images)))
     ramps = _map(threads, lambda d: feather_ramp(d, feather), dists)
-    image, weight, coverage = blend_tiles(boxes, corrected, weights, covs, valid, ramps, tuple(mosaic_shape),
-                                          progress=_step, threads=threads)
-    info["covered_fraction"] = float(np.isfinite(image).any(axis=2).mean())
-    uncertainty = None
+    del dists  # one float32 map per tile, not needed any more
+    # Each tile blended as x·gain + offset, and its error as σ·|gain| with the same blend
+    # weights (the weighted average of the tiles' errors), in one pass over the canvas:
+    # the corrected and scaled values are made stripe by stripe, not as tile copies.
+    corrections = [(gains[i].astype(np.float32), offsets[i].astype(np.float32)) for i in range(len(images))]
+    sigmas = None
     if all(t.uncertainty is not None for t in tiles):
-        # The same blend weights on |gain|·σ: the weighted average of the tiles' errors.
-        def _scaled(i: int) -> np.ndarray:
-            sigma = as_hwc(tiles[i].uncertainty, f"tile {ids[i]} uncertainty")
-            if sigma.shape != images[i].shape:
-                msg = f"tile {ids[i]}: uncertainty {sigma.shape} differs from image {images[i].shape}"
+        sigmas = [as_hwc(t.uncertainty, f"tile {i} uncertainty") for t, i in zip(tiles, ids)]
+        for sigma, img, i in zip(sigmas, images, ids):
+            if sigma.shape != img.shape:
+                msg = f"tile {i}: uncertainty {sigma.shape} differs from image {img.shape}"
                 raise ValueError(msg)
-            return np.where(valid[i], sigma * np.abs(gains[i]).astype(np.float32), np.nan).astype(np.float32)
-
-        scaled = _map(threads, _scaled, range(len(images)))
-        uncertainty = blend_tiles(boxes, scaled, weights, covs, valid, ramps, tuple(mosaic_shape),
-                                  threads=threads)[0]
+    blended = blend_tiles(boxes, images, weights, covs, valid, ramps, tuple(mosaic_shape), corrections=corrections,
+                          uncertainties=sigmas, progress=_step, threads=threads)
+    image, weight, coverage = blended[:3]
+    uncertainty = blended[3] if sigmas is not None else None
+    info["covered_fraction"] = float(np.isfinite(image).any(axis=2).mean())
     return MosaicResult(image, weight, coverage,
                         {i: [float(v) for v in gains[k]] for k, i in enumerate(ids)},
                         {i: [float(v) for v in offsets[k]] for k, i in enumerate(ids)}, info, uncertainty)

@@ -215,28 +215,30 @@ def assembly_memory_bytes(mosaic_shape: tuple[int, int], channels: int, tile_pix
     Returns
     -------
     int
-        Bytes: per canvas pixel the blend's outputs ``(2·C + 1)·4`` and a validity
-        mask (C bytes); per pixel of the stripes in flight (one
-        :data:`~.blend.STRIPE_ROWS`-row stripe per CPU core at most) the float64
-        accumulators ``(3·C + 2)·8`` and the final divisions' temporaries (``28·C``
-        bytes times the covered fraction, taken as ``min(1, tile_pixels / (H·W))``);
-        per tile pixel ``13·C + 12`` bytes (image, weight, coverage, mask, distance,
-        ramp and corrected copy).
+        Bytes: per canvas pixel the blend's outputs with the standard error
+        ``(3·C + 1)·4`` and a validity mask (C bytes); per pixel of the stripes in
+        flight (one :data:`~.blend.STRIPE_ROWS`-row stripe per CPU core at most) the
+        float64 accumulators ``(4·C + 2)·8`` and the final divisions' temporaries
+        (``28·C`` bytes times the covered fraction, taken as
+        ``min(1, tile_pixels / (H·W))``); per tile pixel ``13·C + 12`` bytes (image,
+        weight, error, coverage, mask, distance and ramp; the photometric correction
+        is applied stripe by stripe, without a copy of the tile).
 
     Notes
     -----
     An upper bound: measured with ``tracemalloc`` (which does not count the tiles
     given) on a 4.8 Mpx canvas of nine 800² tiles, the peak is 163 MB (1 channel)
-    and 343 MB (3 channels) against estimates of 270 and 608 MB, on 2 cores; writing
-    the outputs needs less than assembling them.
+    and 343 MB (3 channels) against estimates of 270 and 608 MB, on 2 cores (before the
+    errors were blended: the estimate now counts them); writing the outputs needs less
+    than assembling them.
     """
     height, width = (int(v) for v in mosaic_shape)
     canvas_px = height * width
     c = int(channels)
     covered = min(1.0, tile_pixels / canvas_px) if canvas_px else 0.0
-    per_canvas_px = (2 * c + 1) * 4 + c
+    per_canvas_px = (3 * c + 1) * 4 + c
     stripe_px = min(height, STRIPE_ROWS * (os.cpu_count() or 1)) * width
-    per_stripe_px = (3 * c + 2) * 8 + 28 * c * covered
+    per_stripe_px = (4 * c + 2) * 8 + 28 * c * covered
     return int(canvas_px * per_canvas_px + stripe_px * per_stripe_px + int(tile_pixels) * (13 * c + 12))
 
 
@@ -282,10 +284,12 @@ def assemble_mosaic(tiles: Sequence[TileImage], mosaic_shape: tuple[int, int], *
     Notes
     -----
     All tiles are held in RAM together with float64 accumulators of the canvas
-    stripes being blended (``(3·C + 2)·8`` bytes per pixel of
-    :data:`~.blend.STRIPE_ROWS` rows per thread) and per-tile masks, distance maps and
-    corrected copies (:func:`assembly_memory_bytes` estimates the peak). Overlap fits
-    use at most 65 536 samples per overlap and channel.
+    stripes being blended (``(4·C + 2)·8`` bytes per pixel of
+    :data:`~.blend.STRIPE_ROWS` rows per thread, with the errors), per-tile masks,
+    distance maps and ramps (:func:`assembly_memory_bytes` estimates the peak); the
+    photometric correction and the errors' scaling are applied stripe by stripe, with
+    no corrected copy of a tile. Overlap fits use at most 65 536 samples per overlap
+    and channel.
     """
     images, weights, covs = _validate(tiles, mosaic_shape, reference_tile, feather_px)
     callback = progress_callback or _noop

@@ -68,15 +68,30 @@ def clipped_mean(values: np.ndarray, /, *, kappa: float = 3.0,
     """
     keep = np.ones(values.size, dtype=bool)
     for _ in range(max_iters):
-        kept = values[keep]
-        centre = float(np.median(kept))
-        scale = MAD_TO_SIGMA * float(np.median(np.abs(kept - centre))) + 1e-12
+        kept = values[keep]  # a copy: the medians below reorder it in place
+        centre = _median_in_place(kept)
+        scale = MAD_TO_SIGMA * _median_in_place(np.abs(kept - centre)) + 1e-12
         new_keep = np.abs(values - centre) <= kappa * scale
         if np.array_equal(new_keep, keep):
             break
         keep = new_keep
     kept = values[keep]
     return float(np.mean(kept)), float(kept.std()) if kept.size > 1 else 0.0, int(kept.size)
+
+
+def _median_in_place(a: np.ndarray) -> float:
+    """``np.median(a)`` of a 1-D array of finite values (M >= 1), partitioning ``a`` itself.
+
+    The same value as ``np.median`` (the middle element, or the two middle ones'
+    ``(x + y) / 2`` as its mean computes it), without its copy of ``a``.
+    """
+    n = a.size
+    k = n // 2
+    if n % 2:
+        a.partition(k)
+        return float(a[k])
+    a.partition((k - 1, k))
+    return float((a[k - 1] + a[k]) / 2)
 
 
 def _incidence(n_nodes: int, edges: np.ndarray, free: np.ndarray) -> sp.csr_matrix:

@@ -387,6 +387,7 @@ def _cancelling(rng, rows, n):
 def test_frame_order_total_is_the_core_s_sum(case, n):
     # The combine's fallback sum against the core's own keep mask and float64 sum.
     from zemosaic_xp.backends.numba.combine import frame_order_total
+    from zemosaic_xp.backends.numba.stored import NO_SCALING
     from zemosaic_xp.core.reject._common import exact_range_rejection, keep_from_sorted, range_rejection
 
     rng = np.random.default_rng(n)
@@ -411,7 +412,8 @@ def test_frame_order_total_is_the_core_s_sum(case, n):
     empty = np.zeros((n, 0), np.float32)
     scratch = (np.empty(n), np.empty(n, np.int64), np.empty((64, 3), np.int64), np.empty(64))
     got = np.array([frame_order_total(s, p, lo[p], hi[p], count[p], case == "split", keep_sorted,
-                                      case == "rewinsor", q[p, 0], q[p, 1], src, 0, empty, empty, False, *scratch)
+                                      case == "rewinsor", q[p, 0], q[p, 1], src, 0, empty, empty, False, NO_SCALING,
+                                      *scratch)
                     for p in range(400)])
     assert got.tobytes() == want.tobytes()
     if case == "range" and n <= 60:  # (at 150 frames the ±1e25 dominate every range)

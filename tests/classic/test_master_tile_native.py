@@ -105,3 +105,42 @@ def test_radial_weights_come_from_the_whole_frame_in_every_band(tmp_path, budget
     expected = stack(frames, config=config)
     got = stack_master_tile(paths, config, backend="numpy", memory_budget_bytes=budget)
     np.testing.assert_array_equal(got.image, expected.image)
+
+
+@pytest.fixture(scope="module")
+def stored_paths(tmp_path_factory):
+    # 16-bit frames the kernels read as stored: mono camera frames (BZERO 32768),
+    # interleaved RGB, and 50 signed frames with BSCALE/BZERO (NumPy's sort, N > 48).
+    folder = tmp_path_factory.mktemp("stored")
+    rng = np.random.default_rng(8)
+    mono = np.clip(np.rint(make_stack(n_frames=9, shape=(41, 23), seed=9, nan_region=False).frames), 0, 65535)
+    mono[:, 3, :5] = 65535  # saturated
+    rgb = np.clip(np.rint(make_stack(n_frames=6, shape=(19, 17), seed=10, rgb=True, nan_region=False).frames),
+                  0, 65535)
+    scaled = rng.normal(0, 300, (50, 21, 18)).astype(">i2")
+    paths = {"mono": write_frames(folder / "m", mono.astype(np.uint16), dtype="uint16"),
+             "hwc": write_frames(folder / "h", rgb.astype(np.uint16), dtype="uint16", layout="HWC"),
+             "scaled": write_frames(folder / "s", scaled, dtype=">i2", BSCALE=0.25, BZERO=1000.0)}
+    return paths
+
+
+@pytest.mark.parametrize("config", [c for c in CONFIGS if c.weighting == "none"],
+                         ids=lambda c: f"{c.normalize}-{c.reject}-{c.combine}")
+@pytest.mark.parametrize("kind", ["mono", "hwc", "scaled"])
+def test_stored_16_bit_files_give_the_converted_files_result(stored_paths, kind, config, monkeypatch):
+    from zemosaic_xp.classic import master_tile
+
+    paths = stored_paths[kind]
+    stored = stack_master_tile(paths, config, backend="numpy", memory_budget_bytes=30_000)
+    monkeypatch.setattr(master_tile, "stored_scalings", lambda sources: None)
+    converted = stack_master_tile(paths, config, backend="numpy", memory_budget_bytes=30_000)
+    assert stored.stats["stored_bands"] is True and converted.stats["stored_bands"] is False
+    assert stored.stats["n_bands"] > 1
+    for name in ("image", "coverage", "uncertainty"):
+        assert getattr(stored, name).tobytes() == getattr(converted, name).tobytes(), name
+    assert stored.stats["rejected_pct"] == converted.stats["rejected_pct"]
+
+
+def test_weighted_stacks_of_16_bit_files_read_them_converted(stored_paths):
+    result = stack_master_tile(stored_paths["mono"], StackConfig(), backend="numpy")
+    assert result.stats["native_bands"] is True and result.stats["stored_bands"] is False

@@ -167,22 +167,21 @@ def _range_kernel(kernel: str, s: np.ndarray, n_valid: np.ndarray, *args: Any) -
 
 def _numba_stack_band(frames: Array, r0: int, r1: int, out: tuple, *, config: Any, plan: Any,
                       row_start: int | None = None, full_height: int | None = None,
-                      pixel_weights: Array | None = None) -> tuple[int, int, int, int]:
+                      pixel_weights: Array | None = None,
+                      scaling: Array | None = None) -> tuple[int, int, int, int]:
     """One band through the numba band kernels (:meth:`NumpyOps.band_stacker`)."""
     src = np.asarray(frames)
-    if row_start is None:
-        row_start = r0
-    if full_height is None:
-        full_height = int(src.shape[1])
-    if src.dtype != np.float32 or not src.flags.c_contiguous:
-        # The kernels read C-ordered float32 (one compiled version): convert just
-        # this band, as band_copy would.
+    row_start = r0 if row_start is None else row_start
+    full_height = int(src.shape[1]) if full_height is None else full_height
+    if scaling is None and (src.dtype != np.float32 or not src.flags.c_contiguous):
+        # The kernels read C-ordered float32 (or stored 16-bit frames, with `scaling`):
+        # convert just this band, as band_copy would.
         src = np.ascontiguousarray(src[:, r0:r1], dtype=np.float32)
         r0, r1 = 0, r1 - r0
     n = int(src.shape[0])
     pairs = _network_pairs(n) if n <= _BAND_NETWORK_MAX_N else _NO_PAIRS
     return numba_kernels().stack_band(src, r0, r1, pairs, config, plan, out, row_start=row_start,
-                                      full_height=full_height, pixel_weights=pixel_weights)
+                                      full_height=full_height, pixel_weights=pixel_weights, scaling=scaling)
 
 
 def _numba_stack_block(values: Array, weights: Array | None, plan: Any, out: tuple, *,
@@ -239,7 +238,7 @@ class NumpyOps(CpuOps):
         """
         return "numpy+numba" if numba_enabled() else "numpy"
 
-    def band_stacker(self, config: Any, plan: Any, *, pixel_weights: bool = False) -> Any:
+    def band_stacker(self, config: Any, plan: Any, *, pixel_weights: bool = False, stored: bool = False) -> Any:
         """Return the numba whole-band stacker for this configuration, or None.
 
         Parameters
@@ -250,6 +249,9 @@ class NumpyOps(CpuOps):
             Its normalisation gains and offsets and weights.
         pixel_weights : bool
             Whether the bands also come with per-pixel weights.
+        stored : bool
+            Whether the stacker must also read stored 16-bit frames (``scaling=``,
+            :mod:`zemosaic_xp.backends.numba.stored`): the unweighted kernels do.
 
         Returns
         -------
@@ -263,6 +265,8 @@ class NumpyOps(CpuOps):
         kernels = numba_kernels()
         if kernels is None or not kernels.supports(config, plan, pixel_weights):
             return None
+        if stored and (pixel_weights or plan.weights is not None or config.radial_weight):
+            return None  # the weighted kernels read float32 frames only
         return functools.partial(_numba_stack_band, config=config, plan=plan)
 
     def block_stacker(self, config: Any, plan: Any) -> Any:

@@ -20,6 +20,7 @@ equals ``stack()`` of the same frames in memory (bit for bit on NumPy).
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import os
 import threading
 import time
@@ -46,6 +47,7 @@ from ..io.fits_cards import Cards
 from ..io.fits_write import uncertainty_extension, write_fits
 from ..io.open_files import files_kept_open
 from ..io.runlock import write_lock
+from ..io.stored_bands import read_stored_frames_first, stored_scalings
 from ..nddata import master_tile_inputs
 from .scan import FrameScan, plan_scan, scan_frames
 
@@ -151,6 +153,7 @@ class _Tile:
         self.n, self.h, self.w, self.c = len(scan.sources), first.height, first.width, first.channels
         self.mono = first.mono
         self.cb = progress_callback
+        self.scaling: np.ndarray | None = None  # (N, 2) BSCALE, BZERO: blocks read as stored
 
     def band_rows(self, session: DeviceSession) -> int:
         if session.rows is None:
@@ -175,7 +178,8 @@ class _Tile:
             ``image``, ``uncertainty`` (float32) and ``coverage`` (int32), each
             ``(H, W, C)`` on the host.
         stats : dict
-            The core's stack statistics plus ``read_blocks`` / ``native_bands``.
+            The core's stack statistics plus ``read_blocks`` / ``native_bands`` (and
+            ``stored_bands``: 16-bit files read as stored).
         """
         t0 = time.perf_counter()
         native = self._native(session)
@@ -201,13 +205,22 @@ class _Tile:
             return None
         if any(getattr(s, "ivar", None) is not None for s in self.scan.sources):
             return None  # per-pixel inverse variances: the core's weighted band path
+        # 16-bit files go to the kernels as stored when they can decode them.
+        self.scaling = stored_scalings(self.scan.sources)
+        if self.scaling is not None:
+            stacker = session.ops.band_stacker(self.config, self.plan, stored=True)
+            if stacker is not None:
+                return functools.partial(stacker, scaling=self.scaling)
+            self.scaling = None
         return session.ops.band_stacker(self.config, self.plan)
 
     def _stack_native(self, session: DeviceSession, stacker: Any) -> tuple[dict[str, np.ndarray], dict]:
         """Frames-first blocks read straight from the files into a native band stacker.
 
         Each block of rows is converted from the FITS bytes into a frames-first buffer
-        (no transposing copy, one pass for integer data) and stacked by the backend's
+        (no transposing copy, one pass for integer data) — or, for 16-bit files the
+        kernels decode (``self.scaling``), read as stored: half the bytes, no
+        conversion pass — and stacked by the backend's
         kernel in cache-sized sub-bands (``ops.band_bytes``). Blocks run on
         ``ops.band_workers`` threads, so one thread reads while another stacks; the
         blocks in flight share the memory budget.
@@ -228,7 +241,10 @@ class _Tile:
 
         def native(block: Block, views: tuple) -> tuple[int, int, int, int]:
             t_read = time.perf_counter()
-            band = read_frames_first(self.scan.sources, block.r0, block.r1)
+            if self.scaling is not None:
+                band = read_stored_frames_first(self.scan.sources, block.r0, block.r1)
+            else:
+                band = read_frames_first(self.scan.sources, block.r0, block.r1)
             with lock:
                 session.seconds["read"] += time.perf_counter() - t_read
             totals = [0, 0, 0, 0]
@@ -244,6 +260,7 @@ class _Tile:
                                      device=session, out_xp=np_xp, out_device="cpu", outputs=_OUTPUTS,
                                      native=native, workers=min(workers, len(blocks)), progress_callback=self.cb)
         stats["native_bands"] = True
+        stats["stored_bands"] = self.scaling is not None
         return outputs, stats
 
     def check(self, value: tuple[dict[str, np.ndarray], dict]) -> None:

@@ -318,8 +318,8 @@ class ArrayOps:
         """
         return None
 
-    def band_stacker(self, config: Any, plan: Any, *,
-                     pixel_weights: bool = False) -> Callable[..., tuple[int, int, int, int]] | None:
+    def band_stacker(self, config: Any, plan: Any, *, pixel_weights: bool = False,
+                     stored: bool = False) -> Callable[..., tuple[int, int, int, int]] | None:
         """A native whole-band stacker for this configuration, or None (the core's pipeline).
 
         Parameters
@@ -331,6 +331,11 @@ class ArrayOps:
         pixel_weights : bool
             Whether the bands come with per-pixel weights (the stacker is then called
             with ``pixel_weights=``).
+        stored : bool
+            Ask for a stacker that also reads 16-bit FITS samples as stored: ``frames``
+            of uint16 holding the file's big-endian int16 bytes, with the keyword
+            ``scaling`` (shape (N, 2), float32: each frame's BSCALE, BZERO). None when
+            the backend cannot (the caller then converts the frames itself).
 
         Returns
         -------

@@ -160,6 +160,34 @@ class FitsSource:
         """
         return self._fits.read_rows(r0, r1, out)
 
+    @property
+    def stored_scaling(self) -> tuple[float, float] | None:
+        """``(BSCALE, BZERO)`` when the rows can be read as stored (16-bit), else None.
+
+        Returns
+        -------
+        tuple of float or None
+            See :attr:`zemosaic_xp.io.fits.FitsFrameSource.stored_scaling`.
+        """
+        return self._fits.stored_scaling
+
+    def read_stored_rows(self, r0: int, r1: int, out: np.ndarray) -> np.ndarray:
+        """Rows ``[r0, r1)`` as stored (see :meth:`~zemosaic_xp.io.fits.FitsFrameSource.read_stored_rows`).
+
+        Parameters
+        ----------
+        r0, r1 : int
+            Row range.
+        out : ndarray, shape (r1 - r0, W·C), uint16
+            Where the file's bytes go.
+
+        Returns
+        -------
+        ndarray
+            ``out``.
+        """
+        return self._fits.read_stored_rows(r0, r1, out)
+
     def keep_open(self) -> None:
         """Hold the file open for the reads that follow (see :meth:`close`)."""
         self._fits.keep_open()

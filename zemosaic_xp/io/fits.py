@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .fits_alpha import AlphaRows
 from .fits_header import HduInfo, scan_hdus
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -161,7 +162,7 @@ def read_frame(path: str | os.PathLike) -> FitsFrame:
     return FitsFrame(source.read_rows(0, source.height), source.header, source.read_alpha(), source.path)
 
 
-class FitsFrameSource:
+class FitsFrameSource(AlphaRows):
     """One FITS frame, read band by band without loading it.
 
     The header is parsed once; :meth:`read_rows` then reads rows ``[r0, r1)`` of every
@@ -349,7 +350,10 @@ class FitsFrameSource:
         return contextlib.nullcontext(self._fd) if self._fd is not None else open(self.path, "rb")  # noqa: SIM115
 
     def _read_block(self, fh: Any, start: int, count: int) -> np.ndarray:
-        buf = np.empty(count, dtype=self._dtype)
+        return self._read_into(fh, start, np.empty(count, dtype=self._dtype))
+
+    def _read_into(self, fh: Any, start: int, buf: np.ndarray) -> np.ndarray:
+        """Fill ``buf`` (C-contiguous) with the stored bytes from sample ``start`` on."""
         offset = self._offset + start * self._dtype.itemsize
         if isinstance(fh, int):
             got = os.preadv(fh, [memoryview(buf).cast("B")], offset)
@@ -371,6 +375,58 @@ class FitsFrameSource:
             True for BITPIX 8, 16, 32 or 64: every pixel is finite (no NaN, no ±inf).
         """
         return self._dtype.kind in "iu"
+
+    @property
+    def stored_scaling(self) -> tuple[float, float] | None:
+        """``(BSCALE, BZERO)`` when :meth:`read_stored_rows` can serve this file, else None.
+
+        Returns
+        -------
+        tuple of float or None
+            For 16-bit integer images whose rows are contiguous in the file (2-D, or
+            channels interleaved); None otherwise (8/32/64-bit, floats, channel planes).
+        """
+        if self._dtype.itemsize != 2 or self.layout == "CHW":
+            return None
+        return self._bscale, self._bzero
+
+    def read_stored_rows(self, r0: int, r1: int, out: np.ndarray) -> np.ndarray:
+        """Read rows ``[r0, r1)`` as stored: the file's big-endian 16-bit bytes, unconverted.
+
+        Parameters
+        ----------
+        r0, r1 : int
+            Row range, ``0 <= r0 <= r1 <= H``.
+        out : ndarray, shape (r1 - r0, W·C), uint16, C-contiguous
+            Where the bytes go (a native uint16 per stored big-endian int16); the value
+            of a sample is ``int16 · BSCALE + BZERO`` (:attr:`stored_scaling`).
+
+        Returns
+        -------
+        ndarray
+            ``out``.
+
+        Raises
+        ------
+        ValueError
+            The file is not 16-bit with contiguous rows, the row range is outside the
+            frame, or ``out`` has the wrong shape.
+        FitsReadError
+            The file ended early.
+        """
+        if self.stored_scaling is None:
+            msg = f"'{self.path}' is not a 16-bit image with contiguous rows"
+            raise ValueError(msg)
+        if not 0 <= r0 <= r1 <= self.height:
+            msg = f"rows [{r0}, {r1}) are outside '{self.path}' (height {self.height})"
+            raise ValueError(msg)
+        q = self.width * self.channels
+        if out.shape != (r1 - r0, q) or out.dtype != np.uint16 or not out.flags.c_contiguous:
+            msg = f"`out` must be C-contiguous uint16 of shape {(r1 - r0, q)}, got {out.dtype} {out.shape}"
+            raise ValueError(msg)
+        with self._handle() as fh:
+            self._read_into(fh, r0 * q, out)
+        return out
 
     def read_rows(self, r0: int, r1: int, out: np.ndarray | None = None) -> np.ndarray:
         """Read rows ``[r0, r1)`` of every channel straight from disk.
@@ -432,118 +488,6 @@ class FitsFrameSource:
             np.copyto(out, raw, casting="unsafe")
         if not self.is_integer:
             out[~np.isfinite(out)] = np.nan
-
-    def read_alpha_rows(self, r0: int, r1: int) -> np.ndarray | None:
-        """Read rows ``[r0, r1)`` of the ``ALPHA`` extension as weights in [0, 1].
-
-        Equal to ``read_alpha()[r0:r1]`` but read straight from disk like
-        :meth:`read_rows` (the extension's layout is parsed on the first call and
-        kept).
-
-        Parameters
-        ----------
-        r0, r1 : int
-            Row range, ``0 <= r0 <= r1 <= H``.
-
-        Returns
-        -------
-        ndarray, shape (r1 - r0, W), float32, or None
-            ALPHA / 255 clipped to [0, 1] on the host (the maximum over the planes of
-            a per-channel ALPHA); None when the file has no ``ALPHA`` extension.
-
-        Raises
-        ------
-        ValueError
-            The row range is outside the frame.
-        FitsReadError
-            The extension cannot be read by rows, has the wrong shape, or ends early.
-        """
-        if self._alpha_index is None:
-            return None
-        if not 0 <= r0 <= r1 <= self.height:
-            msg = f"rows [{r0}, {r1}) are outside '{self.path}' (height {self.height})"
-            raise ValueError(msg)
-        layout = self.__dict__.get("_alpha_rows_layout")
-        if layout is None:
-            layout = self._alpha_rows_layout = self._locate_alpha()
-        offset, dtype, kind, planes, bscale, bzero = layout
-        h, w = r1 - r0, self.width
-        with open(self.path, "rb") as fh:
-            if kind == "HW":
-                raw = self._read_alpha_block(fh, offset, dtype, r0 * w, h * w).reshape(h, w)
-            elif kind == "HWC":
-                raw = self._read_alpha_block(fh, offset, dtype, r0 * w * planes, h * w * planes)
-                raw = raw.reshape(h, w, planes)
-            else:
-                raw = np.stack([self._read_alpha_block(fh, offset, dtype, p * self.height * w + r0 * w, h * w)
-                                .reshape(h, w) for p in range(planes)])
-        alpha = raw.astype(np.float32)
-        if bscale != 1.0 or bzero != 0.0:  # astropy's scaling in read_alpha
-            alpha = (raw.astype(np.float64) * bscale + bzero).astype(np.float32)
-        if kind == "CHW":
-            alpha = alpha.max(axis=0)
-        elif kind == "HWC":
-            alpha = alpha.max(axis=-1)
-        return np.clip(alpha / 255.0, 0.0, 1.0).astype(np.float32)
-
-    def _read_alpha_block(self, fh: Any, offset: int, dtype: np.dtype, start: int, count: int) -> np.ndarray:
-        buf = np.empty(count, dtype=dtype)
-        fh.seek(offset + start * dtype.itemsize)
-        got = fh.readinto(memoryview(buf).cast("B"))
-        if got != buf.nbytes:
-            msg = f"'{self.path}' ended early while reading ALPHA rows (got {got} of {buf.nbytes} bytes)"
-            raise FitsReadError(msg)
-        return buf
-
-    def _locate_alpha(self) -> tuple[int, np.dtype, str, int, float, float]:
-        """(data offset, dtype, layout, planes, BSCALE, BZERO) of the ALPHA extension."""
-        with _open(self.path, memmap=False, lazy_load_hdus=True, do_not_scale_image_data=True) as hdul, \
-                warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            header = hdul[self._alpha_index].header
-            info = hdul.fileinfo(self._alpha_index)
-            bitpix, naxis = int(header["BITPIX"]), int(header["NAXIS"])
-            shape = tuple(int(header[f"NAXIS{naxis - i}"]) for i in range(naxis))
-            bscale, bzero = float(header.get("BSCALE", 1.0)), float(header.get("BZERO", 0.0))
-        dtypes = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
-        if info is None or bitpix not in dtypes or len(shape) not in (2, 3):
-            msg = f"'{self.path}' has an ALPHA extension that cannot be read by rows (BITPIX {bitpix}, shape {shape})"
-            raise FitsReadError(msg)
-        if len(shape) == 2:
-            kind, planes, hw = "HW", 1, shape
-        elif shape[0] in (1, 3, 4):  # the same rule as read_alpha
-            kind, planes, hw = "CHW", shape[0], shape[1:]
-        else:
-            kind, planes, hw = "HWC", shape[2], shape[:2]
-        if tuple(hw) != (self.height, self.width):
-            msg = f"'{self.path}' ALPHA has shape {shape}; expected {(self.height, self.width)}"
-            raise FitsReadError(msg)
-        return int(info["datLoc"]), np.dtype(dtypes[bitpix]), kind, planes, bscale, bzero
-
-    def read_alpha(self) -> np.ndarray | None:
-        """Read the whole ``ALPHA`` extension as weights in [0, 1].
-
-        Returns
-        -------
-        ndarray, shape (H, W), float32, or None
-            ALPHA / 255 clipped to [0, 1] on the host (the maximum over the planes of
-            a per-channel ALPHA); None when the file has no ``ALPHA`` extension.
-
-        Raises
-        ------
-        FitsReadError
-            The extension's shape does not match the frame.
-        """
-        if self._alpha_index is None:
-            return None
-        with _open(self.path, memmap=False) as hdul:
-            alpha = np.asarray(hdul[self._alpha_index].data, dtype=np.float32)
-        if alpha.ndim == 3:  # per-channel alpha: a pixel is usable where any channel is
-            alpha = alpha.max(axis=0) if alpha.shape[0] in (1, 3, 4) else alpha.max(axis=-1)
-        if alpha.shape != (self.height, self.width):
-            msg = f"'{self.path}' ALPHA has shape {alpha.shape}; expected {(self.height, self.width)}"
-            raise FitsReadError(msg)
-        return np.clip(alpha / 255.0, 0.0, 1.0).astype(np.float32)
 
 
 def frame_wcs(header: fits.Header, path: str) -> Any:

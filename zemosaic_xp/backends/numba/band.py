@@ -45,6 +45,7 @@ from .rejections import NO_F32 as _NO_F32
 from .rejections import REJECT_CODES, REJECTIONS, Kept
 from .sorting import NETWORK_LANES as LANES
 from .sorting import network
+from .stored import NO_SCALING, frame_row, frame_value
 from .weighted_band import normalisation_rows, stack_band_weighted, stack_block
 
 __all__ = ["gather_sorted", "count_sorted", "count_sorted_sums", "count_valid", "combine_ranges", "supports",
@@ -52,14 +53,15 @@ __all__ = ["gather_sorted", "count_sorted", "count_sorted_sums", "count_valid", 
 
 
 @jit
-def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centre, sums):
+def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centre, sums, scaling):
     """Normalised samples of rows ``[r0, r1)``, pixel-major, invalid last as ``+inf``.
 
     Parameters
     ----------
-    src : ndarray, shape (N, H, Q), float32, C-contiguous
+    src : ndarray, shape (N, H, Q), float32 or uint16, C-contiguous
         The frames (or a band of them) with each row's ``W·C`` values flattened to
-        ``Q`` (channels interleaved, as stored).
+        ``Q`` (channels interleaved, as stored); uint16: 16-bit FITS samples as stored
+        (:mod:`.stored`).
     r0, r1 : int
         Rows of ``src`` to gather.
     gain, offset : ndarray, shape (N, Q), float32
@@ -81,6 +83,8 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centr
     sums : ndarray, shape ((r1 − r0)·Q, 2), float64 (output, with a network)
         ``Σd``, ``Σd²`` of each row's valid samples, ``d = f64(x) − f64(centre)``: the
         start of the rejection kernels (their ``sums`` argument).
+    scaling : ndarray, shape (N, 2), float32
+        ``(BSCALE, BZERO)`` of stored frames (:data:`~.stored.NO_SCALING` for float32).
 
     Returns
     -------
@@ -98,6 +102,7 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centr
     n, _, q = src.shape
     inf = np.float32(np.inf)
     block = np.empty((n, LANES), np.float32)
+    scratch = np.empty(LANES, np.float32)
     count = np.zeros(LANES, np.int32)
     med32 = np.empty(LANES, np.float32)
     med = np.empty(LANES, np.float64)
@@ -109,7 +114,7 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centr
             m = min(LANES, q - j0)
             if normalise:
                 for k in range(n):
-                    srow = src[k, i, j0:j0 + m]
+                    srow = frame_row(src, k, i, j0, m, scaling, scratch)
                     grow = gain[k, j0:j0 + m]
                     orow = offset[k, j0:j0 + m]
                     brow = block[k]
@@ -122,7 +127,7 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centr
                         overflow |= ok & ((y - y) != 0)
             else:
                 for k in range(n):
-                    srow = src[k, i, j0:j0 + m]
+                    srow = frame_row(src, k, i, j0, m, scaling, scratch)
                     brow = block[k]
                     for lane in range(m):
                         v = srow[lane]
@@ -205,12 +210,12 @@ def count_sorted_sums(s, n_valid, centre, sums):
 
 
 @jit
-def count_valid(src, r0, r1, gain, offset, normalise, n_valid):
+def count_valid(src, r0, r1, gain, offset, normalise, n_valid, scaling):
     """Count the valid samples per position from the frames, by the rule of :func:`gather_sorted`.
 
     Parameters
     ----------
-    src : ndarray, shape (N, H, Q), float32, C-contiguous
+    src : ndarray, shape (N, H, Q), float32 or uint16, C-contiguous
         The frames, as :func:`gather_sorted` reads them.
     r0, r1 : int
         Rows of ``src`` to count.
@@ -221,13 +226,15 @@ def count_valid(src, r0, r1, gain, offset, normalise, n_valid):
     n_valid : ndarray, shape ((r1 − r0)·Q,), int64
         Output: the raw sample is finite and its normalised value is not NaN (a value
         that overflowed to ±inf counts as valid, as in the core).
+    scaling : ndarray, shape (N, 2), float32
+        As :func:`gather_sorted`.
     """
     n, _, q = src.shape
     for i in range(r0, r1):
         for j in range(q):
             count = 0
             for k in range(n):
-                v = src[k, i, j]
+                v = frame_value(src, k, i, j, scaling)
                 y = np.float32(np.float32(v * gain[k, j]) + offset[k, j]) if normalise else v
                 count += ((v - v) == 0) & (y == y)
             n_valid[(i - r0) * q + j] = count
@@ -261,13 +268,15 @@ def supports(config: Any, plan: Any, pixel_weights: bool = False) -> bool:
 
 def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any, plan: Any,
                out: tuple[np.ndarray, ...], *, row_start: int | None = None, full_height: int | None = None,
-               pixel_weights: np.ndarray | None = None) -> tuple[int, int, int, int]:
+               pixel_weights: np.ndarray | None = None,
+               scaling: np.ndarray | None = None) -> tuple[int, int, int, int]:
     """Stack rows ``[r0, r1)`` into ``out``, as ``core.pipeline.stack_band`` would.
 
     Parameters
     ----------
-    src : ndarray, shape (N, H, W, C), float32, C-contiguous
-        The frames (or a band of them), frames first.
+    src : ndarray, shape (N, H, W, C), float32 or uint16, C-contiguous
+        The frames (or a band of them), frames first; uint16 with ``scaling``: 16-bit
+        FITS samples as stored (:mod:`.stored`), unweighted stacks only.
     r0, r1 : int
         The band's rows in ``src``.
     pairs : ndarray, shape (P, 2), int64
@@ -284,6 +293,8 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
         Frame height of the radial map (default ``src.shape[1]``).
     pixel_weights : ndarray, shape (N, r1 − r0, W, C) or (N, r1 − r0, W, 1), optional
         Per-pixel weights of the band's rows (NaN, ±inf and values <= 0: no data).
+    scaling : ndarray, shape (N, 2), float32, optional
+        Each stored frame's ``(BSCALE, BZERO)``; required with uint16 ``src``.
 
     Returns
     -------
@@ -294,7 +305,8 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     Raises
     ------
     ValueError
-        The result arrays are not C-contiguous.
+        The result arrays are not C-contiguous, or stored frames come without
+        ``scaling`` or with a weighted stack.
     """
     if not all(a.flags.c_contiguous for a in out):
         msg = "the band's result arrays must be C-contiguous (rows of C-ordered results)"
@@ -302,7 +314,15 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     n, height, w, c = src.shape
     q = w * c
     flat = src.reshape(n, height, q)
-    if plan.weights is not None or config.radial_weight or pixel_weights is not None:
+    weighted = plan.weights is not None or config.radial_weight or pixel_weights is not None
+    if src.dtype == np.uint16:
+        if scaling is None or scaling.shape != (n, 2) or weighted:
+            msg = "stored 16-bit frames need `scaling` of shape (N, 2) and an unweighted stack"
+            raise ValueError(msg)
+        scaling = np.ascontiguousarray(scaling, dtype=np.float32)
+    else:
+        scaling = NO_SCALING
+    if weighted:
         return stack_band_weighted(flat, r0, r1, pairs, config, plan, out, w, c,
                                     r0 if row_start is None else row_start,
                                     height if full_height is None else full_height, pixel_weights)
@@ -313,7 +333,7 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     gain, offset = normalisation_rows(plan, n, w)
     centre = np.empty(rows, np.float32)
     sums = np.empty((rows, 2), np.float64)
-    overflow = gather_sorted(flat, r0, r1, gain, offset, normalise, pairs, s, n_valid, centre, sums)
+    overflow = gather_sorted(flat, r0, r1, gain, offset, normalise, pairs, s, n_valid, centre, sums, scaling)
     if pairs.shape[0] == 0:
         s.sort(axis=-1)  # NumPy's SIMD sort, in place; +inf (invalid) sorts last
         if config.reject == "kappa_sigma":
@@ -325,7 +345,7 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
             count_sorted(s, n_valid)
     if overflow:
         # A valid +inf was counted invalid: recount, and let the kernels redo the sums.
-        count_valid(flat, r0, r1, gain, offset, normalise, n_valid)
+        count_valid(flat, r0, r1, gain, offset, normalise, n_valid, scaling)
         sums = NO_SUMS
     kept = REJECTIONS[config.reject](s, n_valid, config, centre, sums)
     views = [a.reshape(rows) for a in out[:5]]  # views: the kernel writes the results in place
@@ -335,6 +355,6 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     # Sums of the survivors the band path already has: the gather's (every valid sample
     # survives "none"), or κ-σ's kept range (its kernel leaves them in `sums`).
     se_sums = sums if config.reject in ("none", "kappa_sigma") else NO_SUMS
-    combine_ranges(s, n_valid, COMBINE_CODES[config.combine], *kept, flat, r0, gain, offset, normalise, *views,
+    combine_ranges(s, n_valid, COMBINE_CODES[config.combine], *kept, flat, r0, gain, offset, normalise, scaling, *views,
                    counters, uncertainty, UNCERTAINTY_CODES.get(config.combine, 0), se_factor, se_sums)
     return tuple(int(v) for v in counters)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from .common import REASSOCIATE, centred_sums, inline, jit, lower_bound, median_range, pairwise_sum
+from .stored import frame_value
 from .winsorized_quantile import clamp
 
 __all__ = ["combine_ranges", "frame_order_total", "COMBINE_CODES", "UNCERTAINTY_CODES"]
@@ -108,7 +109,7 @@ def _range_total_sums(t, r, a, b):
 
 @jit
 def frame_order_total(s, p, a, b, n, split_row, keep, rewinsor, q_lo, q_hi, src, r0, gain, offset, normalise,
-                      buf, used, frames, values):
+                      scaling, buf, used, frames, values):
     """The core's float64 sum of one pixel's kept samples, in frame order.
 
     Parameters
@@ -127,7 +128,7 @@ def frame_order_total(s, p, a, b, n, split_row, keep, rewinsor, q_lo, q_hi, src,
         to ``[q_lo, q_hi]``.
     q_lo, q_hi : float32
         The clamp bounds (read only with ``rewinsor``).
-    src : ndarray, shape (N, H, Q), float32
+    src : ndarray, shape (N, H, Q), float32 or uint16 (stored)
         The frames, as :func:`~.band.gather_sorted` read them: row ``p`` of ``s`` is
         position ``p % Q`` of frame row ``r0 + p // Q``.
     r0 : int
@@ -136,6 +137,8 @@ def frame_order_total(s, p, a, b, n, split_row, keep, rewinsor, q_lo, q_hi, src,
         The normalisation, read only when ``normalise``.
     normalise : bool
         Whether the samples are ``f32(f32(x·gain) + offset)``.
+    scaling : ndarray, shape (N, 2) or (0, 2), float32
+        ``(BSCALE, BZERO)`` of stored 16-bit frames (:mod:`.stored`); unused for float32.
     buf : ndarray, shape (N,), float64
         Scratch for the values.
     used : ndarray, shape (N,), int64
@@ -163,7 +166,7 @@ def frame_order_total(s, p, a, b, n, split_row, keep, rewinsor, q_lo, q_hi, src,
     for k in range(n_frames):
         used[k] = 0
     for k in range(n_frames):
-        v = src[k, i, j]
+        v = frame_value(src, k, i, j, scaling)
         if normalise:
             y = np.float32(np.float32(v * gain[k, j]) + offset[k, j])
             valid = ((v - v) == 0) & (y == y)
@@ -305,7 +308,7 @@ def _range_errors(s, lo, hi, split, rewinsor, image, uncertainty, se_mode, se_fa
 
 @jit
 def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, split, keep, winsor,
-                   src, r0, gain, offset, normalise, image, weight_sum, coverage, n_low, n_high, counters,
+                   src, r0, gain, offset, normalise, scaling, image, weight_sum, coverage, n_low, n_high, counters,
                    uncertainty, se_mode, se_factor, se_sums):
     """Combine each pixel's kept samples of its sorted row, as ``core.combine``.
 
@@ -330,7 +333,7 @@ def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, sp
     winsor : ndarray, shape (P, 2) or (0, 2), float32
         Non-empty: every valid sample is combined, those outside the values of the
         range clamped to ``[winsor[p, 0], winsor[p, 1]]`` (``winsor_rewinsor``).
-    src : ndarray, shape (N, H, Q), float32
+    src : ndarray, shape (N, H, Q), float32 or uint16 (stored)
         The frames, for :func:`frame_order_total`.
     r0 : int
         The first row of the band in ``src``.
@@ -338,6 +341,8 @@ def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, sp
         The normalisation of :func:`~.band.gather_sorted`.
     normalise : bool
         Whether to apply it.
+    scaling : ndarray, shape (N, 2) or (0, 2), float32
+        ``(BSCALE, BZERO)`` of stored 16-bit frames; unused for float32.
     image, weight_sum : ndarray, shape (P,), float32 (outputs)
         NaN / 0 where no sample survived.
     coverage, n_low, n_high : ndarray, shape (P,), int32 (outputs)
@@ -411,7 +416,7 @@ def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, sp
                         total, exact = _range_total(arr, row, start, start + count)
                     if not exact:
                         total = frame_order_total(s, p, a, b, n, split_row, keep, rewinsor, q_lo, q_hi, src, r0,
-                                                  gain, offset, normalise, buf, used, frames, values)
+                                                  gain, offset, normalise, scaling, buf, used, frames, values)
                     mean = np.float32(total / np.float64(count))
                 value = mean if combine == 0 else np.float32(np.float32(count) * mean)
         image[p] = value

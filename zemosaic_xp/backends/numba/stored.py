@@ -1,0 +1,117 @@
+"""FITS samples as stored, decoded where the band kernels load them.
+
+A 16-bit FITS image stores big-endian two's-complement integers whose value is
+``stored·BSCALE + BZERO`` (BZERO = 32768 for the usual unsigned camera frames). The
+classic band path can read those bytes as they are into a ``uint16`` block (no
+conversion pass, half the bytes of float32) and let the kernels decode each sample
+where they load it. :func:`frame_value` (one sample) and :func:`frame_row` (a run of
+one frame row) give the float32 value ``io.fits`` would have produced — the exact
+cast, then ``·BSCALE`` in float32 when BSCALE ≠ 1, then ``+ BZERO`` in float32 when
+BZERO ≠ 0 — so every result is the same bits as from the converted frames. On float32
+frames both read the value as it is (``scaling`` unused).
+
+Both are compiled into their callers (numba ``overload``, chosen by the frames'
+dtype), so one kernel source serves float32 frames and stored 16-bit frames.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import types
+from numba.extending import overload
+
+from .common import jit
+
+__all__ = ["NO_SCALING", "frame_value", "frame_row"]
+
+#: The ``scaling`` argument for float32 frames (nothing to decode).
+NO_SCALING = np.zeros((0, 2), np.float32)
+
+
+@jit
+def _decode(v, bscale, bzero):
+    """One stored big-endian int16 (read as native uint16) → its float32 value."""
+    # (A plain function that LLVM inlines: numba's own inlining trips on its branches.)
+    u = np.int32(v)
+    u = ((u & 0xFF) << 8) | (u >> 8)  # the byte swap
+    y = np.float32(u - ((u >> 15) << 16))  # two's complement
+    if bscale != 1.0:
+        y = np.float32(y * bscale)
+    if bzero != 0.0:
+        y = np.float32(y + bzero)
+    return y
+
+
+def frame_value(src, k, i, j, scaling):
+    """Sample ``src[k, i, j]`` as float32 (compiled into numba callers).
+
+    Parameters
+    ----------
+    src : ndarray, shape (N, H, Q), float32 or uint16 (stored big-endian int16)
+        The frames.
+    k, i, j : int
+        Frame, row and position.
+    scaling : ndarray, shape (N, 2), float32
+        Each frame's ``(BSCALE, BZERO)`` for stored frames; ignored for float32.
+
+    Returns
+    -------
+    float32
+        The value, decoded for stored frames.
+    """
+    if src.dtype == np.uint16:
+        return _decode.py_func(src[k, i, j], scaling[k, 0], scaling[k, 1])
+    return src[k, i, j]
+
+
+def frame_row(src, k, i, j0, m, scaling, scratch):
+    """Positions ``[j0, j0 + m)`` of row ``i`` of frame ``k`` as float32 (compiled into callers).
+
+    Parameters
+    ----------
+    src, k, i, scaling
+        As :func:`frame_value`.
+    j0, m : int
+        First position and count.
+    scratch : ndarray, shape (>= m,), float32
+        Where stored frames are decoded to.
+
+    Returns
+    -------
+    ndarray, shape (m,), float32
+        A view of ``src`` for float32 frames; ``scratch[:m]`` holding the decoded
+        values for stored frames.
+    """
+    if src.dtype == np.uint16:
+        for lane in range(m):
+            scratch[lane] = frame_value(src, k, i, j0 + lane, scaling)
+        return scratch[:m]
+    return src[k, i, j0:j0 + m]
+
+
+@overload(frame_value, inline="always")
+def _frame_value(src, k, i, j, scaling):
+    if isinstance(src, types.Array) and src.dtype == types.uint16:
+        def stored(src, k, i, j, scaling):
+            return _decode(src[k, i, j], scaling[k, 0], scaling[k, 1])
+        return stored
+
+    def as_is(src, k, i, j, scaling):
+        return src[k, i, j]
+    return as_is
+
+
+@overload(frame_row, inline="always")
+def _frame_row(src, k, i, j0, m, scaling, scratch):
+    if isinstance(src, types.Array) and src.dtype == types.uint16:
+        def stored(src, k, i, j0, m, scaling, scratch):
+            bscale, bzero = scaling[k, 0], scaling[k, 1]
+            srow = src[k, i, j0:j0 + m]
+            for lane in range(m):
+                scratch[lane] = _decode(srow[lane], bscale, bzero)
+            return scratch[:m]
+        return stored
+
+    def as_is(src, k, i, j0, m, scaling, scratch):
+        return src[k, i, j0:j0 + m]
+    return as_is

@@ -96,15 +96,21 @@ def _run(src, plan, config, n, scaling=None):
 
 @pytest.mark.parametrize("reject", sorted(band_kernels.REJECT_CODES))
 @pytest.mark.parametrize("n", [7, 60])
-@pytest.mark.parametrize("normalised", [False, True])
-def test_a_band_of_stored_frames_is_the_band_of_converted_frames(reject, n, normalised):
+@pytest.mark.parametrize("mode", ["plain", "normalised", "weighted"])
+def test_a_band_of_stored_frames_is_the_band_of_converted_frames(reject, n, mode):
     src, converted, scaling = _band(n, n, [(1.0, 32768.0), (0.5, 1000.0), (1.0, 0.0)])
     rng = np.random.default_rng(1)
-    gain = rng.uniform(0.8, 1.3, (n, 2)).astype(np.float32) if normalised else np.ones((n, 2), np.float32)
-    offset = rng.uniform(-50, 50, (n, 2)).astype(np.float32) if normalised else np.zeros((n, 2), np.float32)
-    plan = FramePlan(gain, offset, None, {}, identity=not normalised)
+    gain, offset = np.ones((n, 2), np.float32), np.zeros((n, 2), np.float32)
+    if mode != "plain":
+        gain = rng.uniform(0.8, 1.3, (n, 2)).astype(np.float32)
+        offset = rng.uniform(-50, 50, (n, 2)).astype(np.float32)
+    weights = rng.uniform(0.2, 2.0, (n, 2)).astype(np.float32) if mode == "weighted" else None
+    plan = FramePlan(gain, offset, weights, {}, identity=mode == "plain")
     for combine in ("mean", "median", "sum"):
-        config = StackConfig.plain(reject=reject, combine=combine, kappa_low=2.5, kappa_high=2.5)
+        config = StackConfig.plain(reject=reject, combine=combine, kappa_low=2.5, kappa_high=2.5,
+                                   radial_weight=mode == "weighted" and combine == "sum")
+        if not band_kernels.supports(config, plan):
+            continue
         got, got_counts = _run(src, plan, config, n, scaling)
         want, want_counts = _run(converted, plan, config, n)
         assert got_counts == want_counts
@@ -112,11 +118,9 @@ def test_a_band_of_stored_frames_is_the_band_of_converted_frames(reject, n, norm
             assert a.tobytes() == b.tobytes(), (reject, combine)
 
 
-def test_stored_frames_need_their_scaling_and_an_unweighted_stack():
+def test_stored_frames_need_their_scaling():
     src, _, scaling = _band(5, 0, [(1.0, 32768.0)])
     plan = FramePlan(np.ones((5, 2), np.float32), np.zeros((5, 2), np.float32), None, {}, identity=True)
-    with pytest.raises(ValueError, match="scaling"):
-        _run(src, plan, StackConfig.plain(), 5)
-    weighted = FramePlan(plan.gain, plan.offset, np.ones((5, 2), np.float32), {}, identity=True)
-    with pytest.raises(ValueError, match="unweighted"):
-        _run(src, weighted, StackConfig.plain(), 5, scaling)
+    for wrong in (None, scaling[:4]):
+        with pytest.raises(ValueError, match="scaling"):
+            _run(src, plan, StackConfig.plain(), 5, wrong)

@@ -124,8 +124,7 @@ def stored_paths(tmp_path_factory):
     return paths
 
 
-@pytest.mark.parametrize("config", [c for c in CONFIGS if c.weighting == "none"],
-                         ids=lambda c: f"{c.normalize}-{c.reject}-{c.combine}")
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c.normalize}-{c.weighting}-{c.reject}-{c.combine}")
 @pytest.mark.parametrize("kind", ["mono", "hwc", "scaled"])
 def test_stored_16_bit_files_give_the_converted_files_result(stored_paths, kind, config, monkeypatch):
     from zemosaic_xp.classic import master_tile
@@ -141,6 +140,18 @@ def test_stored_16_bit_files_give_the_converted_files_result(stored_paths, kind,
     assert stored.stats["rejected_pct"] == converted.stats["rejected_pct"]
 
 
-def test_weighted_stacks_of_16_bit_files_read_them_converted(stored_paths):
-    result = stack_master_tile(stored_paths["mono"], StackConfig(), backend="numpy")
-    assert result.stats["native_bands"] is True and result.stats["stored_bands"] is False
+def test_per_pixel_uncertainty_weights_keep_the_converting_read(stored_paths, tmp_path):
+    # weighting="uncertainty" reads each file's UNCERT rows beside its pixels: no stored read.
+    from astropy.io import fits
+
+    paths = []
+    for i, path in enumerate(stored_paths["mono"][:4]):
+        with fits.open(path) as hdul:
+            data = hdul[0].data
+            hdus = fits.HDUList([fits.PrimaryHDU(data, hdul[0].header),
+                                 fits.ImageHDU(np.full(data.shape, 3.0 + i, np.float32), name="UNCERT")])
+            hdus[1].header["UTYPE"] = "StdDevUncertainty"
+            paths.append(str(tmp_path / f"u{i}.fits"))
+            hdus.writeto(paths[-1])
+    result = stack_master_tile(paths, StackConfig(weighting="uncertainty"), backend="numpy")
+    assert result.stats.get("stored_bands") is not True

@@ -251,7 +251,7 @@ class NumpyOps(CpuOps):
             Whether the bands also come with per-pixel weights.
         stored : bool
             Whether the stacker must also read stored 16-bit frames (``scaling=``,
-            :mod:`zemosaic_xp.backends.numba.stored`): the unweighted kernels do.
+            :mod:`zemosaic_xp.backends.numba.stored`): every band kernel does.
 
         Returns
         -------
@@ -265,8 +265,6 @@ class NumpyOps(CpuOps):
         kernels = numba_kernels()
         if kernels is None or not kernels.supports(config, plan, pixel_weights):
             return None
-        if stored and (pixel_weights or plan.weights is not None or config.radial_weight):
-            return None  # the weighted kernels read float32 frames only
         return functools.partial(_numba_stack_band, config=config, plan=plan)
 
     def block_stacker(self, config: Any, plan: Any) -> Any:

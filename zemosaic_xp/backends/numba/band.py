@@ -276,7 +276,7 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     ----------
     src : ndarray, shape (N, H, W, C), float32 or uint16, C-contiguous
         The frames (or a band of them), frames first; uint16 with ``scaling``: 16-bit
-        FITS samples as stored (:mod:`.stored`), unweighted stacks only.
+        FITS samples as stored (:mod:`.stored`).
     r0, r1 : int
         The band's rows in ``src``.
     pairs : ndarray, shape (P, 2), int64
@@ -306,7 +306,7 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     ------
     ValueError
         The result arrays are not C-contiguous, or stored frames come without
-        ``scaling`` or with a weighted stack.
+        ``scaling``.
     """
     if not all(a.flags.c_contiguous for a in out):
         msg = "the band's result arrays must be C-contiguous (rows of C-ordered results)"
@@ -314,18 +314,17 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     n, height, w, c = src.shape
     q = w * c
     flat = src.reshape(n, height, q)
-    weighted = plan.weights is not None or config.radial_weight or pixel_weights is not None
     if src.dtype == np.uint16:
-        if scaling is None or scaling.shape != (n, 2) or weighted:
-            msg = "stored 16-bit frames need `scaling` of shape (N, 2) and an unweighted stack"
+        if scaling is None or scaling.shape != (n, 2):
+            msg = f"stored 16-bit frames need `scaling` of shape {(n, 2)}, got {getattr(scaling, 'shape', None)}"
             raise ValueError(msg)
         scaling = np.ascontiguousarray(scaling, dtype=np.float32)
     else:
         scaling = NO_SCALING
-    if weighted:
+    if plan.weights is not None or config.radial_weight or pixel_weights is not None:
         return stack_band_weighted(flat, r0, r1, pairs, config, plan, out, w, c,
                                     r0 if row_start is None else row_start,
-                                    height if full_height is None else full_height, pixel_weights)
+                                    height if full_height is None else full_height, pixel_weights, scaling)
     rows = (r1 - r0) * q
     s = np.empty((rows, n), np.float32)
     n_valid = np.empty(rows, np.int64)

@@ -48,6 +48,7 @@ from .combine import _from_sums, _kept_sorted, _order_value
 from .common import REASSOCIATE, inline, jit, median_sums_lanes, pairwise_sum
 from .sorting import NETWORK_LANES as LANES
 from .sorting import network
+from .stored import frame_value
 from .winsorized_quantile import clamp
 
 __all__ = ["gather_keys", "gather_key_rows", "unpack_keys", "combine_weighted", "frame_weight_rows"]
@@ -64,20 +65,23 @@ def _ordered(bits):
 
 
 @jit
-def gather_keys(src, r0, r1, gain, offset, normalise, fw, pw, n_pw_ch, radial, n_ch, pairs, keys, wf, n_valid,
-                s, idx, centre, sums):
+def gather_keys(src, r0, r1, gain, offset, normalise, scaling, fw, pw, n_pw_ch, radial, n_ch, pairs, keys, wf,
+                n_valid, s, idx, centre, sums):
     """Weighted, normalised samples of rows ``[r0, r1)`` as sortable keys, pixel-major.
 
     Parameters
     ----------
-    src : ndarray, shape (N, H, Q), float32, C-contiguous
-        The frames (``Q = W·C``, channels interleaved).
+    src : ndarray, shape (N, H, Q), float32 or uint16, C-contiguous
+        The frames (``Q = W·C``, channels interleaved); uint16: 16-bit FITS samples
+        as stored (:mod:`.stored`).
     r0, r1 : int
         Rows of ``src`` to gather.
     gain, offset : ndarray, shape (N, Q), float32
         Normalisation ``f32(f32(x·gain) + offset)``; read only when ``normalise``.
     normalise : bool
         Whether to normalise.
+    scaling : ndarray, shape (N, 2) or (0, 2), float32
+        ``(BSCALE, BZERO)`` of stored frames (:data:`~.stored.NO_SCALING` for float32).
     fw : ndarray, shape (N, Q) or (N, 0), float32
         Frame weights repeated along the row; empty: none.
     pw : ndarray, shape (N, r1 − r0, W·n_pw_ch) or (N, 0, 0), float32
@@ -138,7 +142,7 @@ def gather_keys(src, r0, r1, gain, offset, normalise, fw, pw, n_pw_ch, radial, n
             for k in range(n):
                 for lane in range(m):
                     j = j0 + lane
-                    v = src[k, i, j]
+                    v = frame_value(src, k, i, j, scaling)
                     y = np.float32(np.float32(v * gain[k, j]) + offset[k, j]) if normalise else v
                     w = fw[k, j] if has_fw else one
                     if has_pw:

@@ -50,12 +50,12 @@ def normalisation_rows(plan: Any, n: int, w: int) -> tuple[np.ndarray, np.ndarra
 
 def stack_band_weighted(flat: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any, plan: Any,
                          out: tuple[np.ndarray, ...], w: int, c: int, row_start: int, full_height: int,
-                         pixel_weights: np.ndarray | None) -> tuple[int, int, int, int]:
+                         pixel_weights: np.ndarray | None, scaling: np.ndarray) -> tuple[int, int, int, int]:
     """:func:`~.band.stack_band` with weights: keys sorted with their frames (:mod:`.weighted`).
 
     Parameters
     ----------
-    flat : ndarray, shape (N, H, W·C), float32, C-contiguous
+    flat : ndarray, shape (N, H, W·C), float32 or uint16 (stored), C-contiguous
         The frames (or a band of them), each row's channels interleaved.
     r0, r1 : int
         The band's rows in ``flat``.
@@ -72,6 +72,8 @@ def stack_band_weighted(flat: np.ndarray, r0: int, r1: int, pairs: np.ndarray, c
         evaluated (``config.radial_weight``).
     pixel_weights : ndarray, shape (N, r1 − r0, W, C or 1), or None
         Per-pixel weights of the band's rows.
+    scaling : ndarray, shape (N, 2) or (0, 2), float32
+        ``(BSCALE, BZERO)`` of stored 16-bit frames (:mod:`.stored`).
 
     Returns
     -------
@@ -94,7 +96,8 @@ def stack_band_weighted(flat: np.ndarray, r0: int, r1: int, pairs: np.ndarray, c
             feather_fraction=config.radial_feather_fraction, shape_power=config.radial_shape_power,
             floor=config.radial_floor, xp=_np_xp()), dtype=np.float32)
     bufs = _buffers(rows, n, pairs)
-    overflow = gather_keys(flat, r0, r1, gain, offset, not plan.identity, fw, pw, pw_ch, radial, c, pairs, *bufs)
+    overflow = gather_keys(flat, r0, r1, gain, offset, not plan.identity, scaling, fw, pw, pw_ch, radial, c,
+                           pairs, *bufs)
     return _reject_combine_weighted(bufs, overflow, pairs, config, out)
 
 

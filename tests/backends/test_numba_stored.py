@@ -20,7 +20,7 @@ kernels = pytest.importorskip("zemosaic_xp.backends.numba.kernels",
 import numba  # noqa: E402 - importable when the kernels are
 
 from zemosaic_xp.backends.numba import band as band_kernels  # noqa: E402
-from zemosaic_xp.backends.numba.stored import frame_row, frame_value  # noqa: E402
+from zemosaic_xp.backends.numba.stored import frame_row, frame_value, valid_row  # noqa: E402
 
 SCALINGS = [(1.0, 0.0), (1.0, 32768.0), (0.5, 1000.0), (3.0, 0.0), (-1.5, -7.25), (1e-3, 2.0**20)]
 
@@ -45,6 +45,30 @@ def _rows(src, scaling, m):
                 row = frame_row(src, k, i, j0, min(m, src.shape[2] - j0), scaling, scratch)
                 out[k, i, j0:j0 + row.shape[0]] = row
     return out
+
+
+@numba.njit
+def _valid(src, scaling, m):
+    out = np.empty(src.shape, np.float32)
+    for k in range(src.shape[0]):
+        for i in range(src.shape[1]):
+            for j0 in range(0, src.shape[2], m):
+                valid_row(src, k, i, j0, min(m, src.shape[2] - j0), scaling, out[k, i, j0:])
+    return out
+
+
+def test_valid_rows_mark_no_data_as_plus_infinity():
+    f = np.random.default_rng(1).normal(0, 1, (3, 2, 45)).astype(np.float32)
+    f[0, 1, 2], f[1, 0, 40], f[2, 1, 0] = np.nan, np.inf, -np.inf
+    want = np.where(np.isfinite(f), f, np.float32(np.inf))
+    assert _valid(f, np.zeros((0, 2), np.float32), 32).tobytes() == want.tobytes()
+    out = np.empty(45, np.float32)
+    valid_row(f, 0, 1, 0, 45, None, out)  # the Python version
+    assert out.tobytes() == want[0, 1].tobytes()
+    ints = np.array([[[-32768, -1, 0, 1, 32767]]], np.int16)
+    scaling = np.float32([[1.0, 32768.0]])
+    want = _to_float32(ints.astype(">i2"), 1.0, 32768.0)
+    assert _valid(_stored(ints), scaling, 3).tobytes() == want.tobytes()
 
 
 def _stored(values: np.ndarray) -> np.ndarray:

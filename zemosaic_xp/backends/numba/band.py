@@ -45,7 +45,7 @@ from .rejections import NO_F32 as _NO_F32
 from .rejections import REJECT_CODES, REJECTIONS, Kept
 from .sorting import NETWORK_LANES as LANES
 from .sorting import network
-from .stored import NO_SCALING, frame_row, frame_value
+from .stored import NO_SCALING, frame_row, frame_value, valid_row
 from .weighted_band import normalisation_rows, stack_band_weighted, stack_block
 
 __all__ = ["gather_sorted", "count_sorted", "count_sorted_sums", "count_valid", "combine_ranges", "supports",
@@ -102,7 +102,6 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centr
     n, _, q = src.shape
     inf = np.float32(np.inf)
     block = np.empty((n, LANES), np.float32)
-    scratch = np.empty(LANES, np.float32)
     count = np.zeros(LANES, np.int32)
     med32 = np.empty(LANES, np.float32)
     med = np.empty(LANES, np.float64)
@@ -114,10 +113,10 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centr
             m = min(LANES, q - j0)
             if normalise:
                 for k in range(n):
-                    srow = frame_row(src, k, i, j0, m, scaling, scratch)
+                    brow = block[k]
+                    srow = frame_row(src, k, i, j0, m, scaling, brow)  # stored frames: decoded into brow
                     grow = gain[k, j0:j0 + m]
                     orow = offset[k, j0:j0 + m]
-                    brow = block[k]
                     for lane in range(m):
                         v = srow[lane]
                         # Two float32 roundings, as NumPy's band * gain + offset.
@@ -127,11 +126,7 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centr
                         overflow |= ok & ((y - y) != 0)
             else:
                 for k in range(n):
-                    srow = frame_row(src, k, i, j0, m, scaling, scratch)
-                    brow = block[k]
-                    for lane in range(m):
-                        v = srow[lane]
-                        brow[lane] = v if (v - v) == 0 else inf  # (v − v) is NaN for ±inf, NaN
+                    valid_row(src, k, i, j0, m, scaling, block[k])
             if m < LANES:
                 block[:, m:] = inf
             base = (i - r0) * q + j0

@@ -22,7 +22,7 @@ from numba.extending import overload
 
 from .common import jit
 
-__all__ = ["NO_SCALING", "frame_value", "frame_row"]
+__all__ = ["NO_SCALING", "frame_value", "frame_row", "valid_row"]
 
 #: The ``scaling`` argument for float32 frames (nothing to decode).
 NO_SCALING = np.zeros((0, 2), np.float32)
@@ -32,14 +32,37 @@ NO_SCALING = np.zeros((0, 2), np.float32)
 def _decode(v, bscale, bzero):
     """One stored big-endian int16 (read as native uint16) → its float32 value."""
     # (A plain function that LLVM inlines: numba's own inlining trips on its branches.)
-    u = np.int32(v)
-    u = ((u & 0xFF) << 8) | (u >> 8)  # the byte swap
-    y = np.float32(u - ((u >> 15) << 16))  # two's complement
+    y = _signed(v)
     if bscale != 1.0:
         y = np.float32(y * bscale)
     if bzero != 0.0:
         y = np.float32(y + bzero)
     return y
+
+
+@jit
+def _signed(v):
+    """The big-endian int16 held in native uint16 ``v``, byte-swapped, as float32 (exact)."""
+    return np.float32(np.int16(np.uint16((v << 8) | (v >> 8))))
+
+
+@jit
+def _decode_run(srow, m, bscale, bzero, out):
+    """``out[:m]`` = :func:`_decode` of ``srow[:m]``, one branch-free loop per scaling."""
+    # The same operations as _decode, with its branches taken once per run, so that
+    # each loop vectorises.
+    if bscale != 1.0 and bzero != 0.0:
+        for lane in range(m):
+            out[lane] = np.float32(np.float32(_signed(srow[lane]) * bscale) + bzero)
+    elif bscale != 1.0:
+        for lane in range(m):
+            out[lane] = np.float32(_signed(srow[lane]) * bscale)
+    elif bzero != 0.0:
+        for lane in range(m):
+            out[lane] = np.float32(_signed(srow[lane]) + bzero)
+    else:
+        for lane in range(m):
+            out[lane] = _signed(srow[lane])
 
 
 def frame_value(src, k, i, j, scaling):
@@ -89,6 +112,23 @@ def frame_row(src, k, i, j0, m, scaling, scratch):
     return src[k, i, j0:j0 + m]
 
 
+def valid_row(src, k, i, j0, m, scaling, out):
+    """Write positions ``[j0, j0 + m)`` of row ``i`` of frame ``k`` to ``out[:m]``, no data as ``+inf``.
+
+    Parameters
+    ----------
+    src, k, i, j0, m, scaling
+        As :func:`frame_row`.
+    out : ndarray, shape (>= m,), float32
+        Output: the values; a non-finite float32 value (no data) becomes ``+inf``
+        (a stored integer is always finite).
+    """
+    row = frame_row(src, k, i, j0, m, scaling, out)
+    for lane in range(m):
+        v = row[lane]
+        out[lane] = v if np.isfinite(v) else np.float32(np.inf)
+
+
 @overload(frame_value, inline="always")
 def _frame_value(src, k, i, j, scaling):
     if isinstance(src, types.Array) and src.dtype == types.uint16:
@@ -105,13 +145,33 @@ def _frame_value(src, k, i, j, scaling):
 def _frame_row(src, k, i, j0, m, scaling, scratch):
     if isinstance(src, types.Array) and src.dtype == types.uint16:
         def stored(src, k, i, j0, m, scaling, scratch):
-            bscale, bzero = scaling[k, 0], scaling[k, 1]
             srow = src[k, i, j0:j0 + m]
-            for lane in range(m):
-                scratch[lane] = _decode(srow[lane], bscale, bzero)
+            bscale, bzero = scaling[k, 0], scaling[k, 1]
+            if bscale == 1.0:
+                for lane in range(m):
+                    scratch[lane] = np.float32(_signed(srow[lane]) + bzero)
+            else:
+                for lane in range(m):
+                    scratch[lane] = _decode(srow[lane], bscale, bzero)
             return scratch[:m]
         return stored
 
     def as_is(src, k, i, j0, m, scaling, scratch):
         return src[k, i, j0:j0 + m]
+    return as_is
+
+
+@overload(valid_row, inline="always")
+def _valid_row(src, k, i, j0, m, scaling, out):
+    if isinstance(src, types.Array) and src.dtype == types.uint16:
+        def stored(src, k, i, j0, m, scaling, out):
+            frame_row(src, k, i, j0, m, scaling, out)  # decoded straight into out: all finite
+        return stored
+
+    def as_is(src, k, i, j0, m, scaling, out):
+        srow = src[k, i, j0:j0 + m]
+        inf = np.float32(np.inf)
+        for lane in range(m):
+            v = srow[lane]
+            out[lane] = v if (v - v) == 0 else inf  # (v − v) is NaN for ±inf, NaN
     return as_is

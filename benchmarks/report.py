@@ -76,8 +76,8 @@ def _index(rows: list[dict]) -> dict:
 
 def uncertainty_table(rows: list[dict]) -> str:
     """The cost of the uncertainty map: our NumPy stack with it over the same stack without."""
-    out = ["| case | algorithm | ops | time with / without | peak with / without |",
-           "|---|---|---|---:|---:|"]
+    out = ["| case | algorithm | ops | time with / without | interleaved: CPU / wall | peak with / without |",
+           "|---|---|---|---:|---:|---:|"]
     found = False
     for case, entry in _index(rows).items():
         for name, off in sorted(entry["ours_no_uncertainty"].items()):
@@ -86,8 +86,13 @@ def uncertainty_table(rows: list[dict]) -> str:
                 continue
             found = True
             peaks = on.get("peak_bytes"), off.get("peak_bytes")
+            both = off.get("interleaved")
+            alternated = "–"
+            if both:
+                alternated = (f"{both['cpu_with'] / both['cpu_without']:.3f} / "
+                              f"{both['wall_with'] / both['wall_without']:.3f}")
             out.append(f"| {case} | {name} | {on.get('ops', '?')} | {on['seconds'] / off['seconds']:.3f} | "
-                       + (f"{peaks[0] / peaks[1]:.3f} |" if all(peaks) else "– |"))
+                       f"{alternated} | " + (f"{peaks[0] / peaks[1]:.3f} |" if all(peaks) else "– |"))
     return "\n".join(out) if found else "No uncertainty benchmark in this run."
 
 

@@ -328,11 +328,13 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     centre = np.empty(rows, np.float32)
     sums = np.empty((rows, 2), np.float64)
     overflow = gather_sorted(flat, r0, r1, gain, offset, normalise, pairs, s, n_valid, centre, sums, scaling)
+    want_se = len(out) > 5 and out[5].size > 0
     if pairs.shape[0] == 0:
         s.sort(axis=-1)  # NumPy's SIMD sort, in place; +inf (invalid) sorts last
-        if config.reject == "kappa_sigma":
-            # κ-σ starts from these sums and leaves its kept range's in them: the
-            # standard error then costs no pass of its own (combine_ranges' se_sums).
+        if config.reject == "kappa_sigma" or (want_se and config.reject == "none" and config.combine == "median"):
+            # κ-σ starts from these sums and leaves its kept range's in them; the median
+            # of every valid sample is their centre: either way the standard error
+            # then costs no pass of its own (combine_ranges' se_sums, the same bits).
             count_sorted_sums(s, n_valid, centre, sums)
         else:
             sums = NO_SUMS  # the rows were not sorted in the gather: the kernels sum them
@@ -343,7 +345,7 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
         sums = NO_SUMS
     kept = REJECTIONS[config.reject](s, n_valid, config, centre, sums)
     views = [a.reshape(rows) for a in out[:5]]  # views: the kernel writes the results in place
-    uncertainty = out[5].reshape(rows) if len(out) > 5 and out[5].size else _NO_F32
+    uncertainty = out[5].reshape(rows) if want_se else _NO_F32
     counters = np.zeros(4, np.int64)
     se_factor = mean_variance_factor(config)
     # Sums of the survivors the band path already has: the gather's (every valid sample

@@ -88,3 +88,21 @@ def test_failed_import_restores_numpy_listings():
     """)
     assert out == "ok"
 
+
+
+def test_grid_processes_import_scipy_without_numpy_testing_and_f2py():
+    # SciPy's vendored copy of the namespace is imported the same way by the grid
+    # package, before scipy.ndimage / scipy.sparse: they still work.
+    out = _run("""
+        import sys
+        import zemosaic_xp.grid.worker  # what a worker imports
+        import scipy.ndimage, scipy.sparse
+        from scipy._lib.array_api_compat import numpy as vendored
+        import numpy
+
+        assert not {"numpy.f2py", "numpy.testing", "unittest"} & set(sys.modules), sorted(sys.modules)
+        assert scipy.ndimage.uniform_filter(numpy.ones((4, 4)), 3).sum() == 16.0
+        assert vendored.testing is numpy.testing  # served on first access
+        print("ok", end="")
+    """)
+    assert out == "ok"

@@ -18,17 +18,20 @@ lock, and restored whatever happens.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import threading
 from collections.abc import Callable
 from types import ModuleType
 
-__all__ = ["DEFERRED_SUBMODULES", "numpy_namespace"]
+__all__ = ["DEFERRED_SUBMODULES", "numpy_namespace", "scipy_numpy_namespace"]
 
 #: NumPy submodules whose import the copy defers (none is part of the array API).
 DEFERRED_SUBMODULES = ("f2py", "testing", "ma", "random", "polynomial", "ctypeslib")
 
 _COMPAT = "array_api_compat.numpy"
+#: SciPy's vendored copy of the same module: scipy.ndimage and scipy.sparse import it.
+_SCIPY_COMPAT = "scipy._lib.array_api_compat.numpy"
 _lock = threading.Lock()
 
 
@@ -41,33 +44,54 @@ def numpy_namespace() -> ModuleType:
         The array-API-compatible NumPy namespace (the module itself, so
         ``array_namespace(numpy_array) is numpy_namespace()``).
     """
-    module = sys.modules.get(_COMPAT)
+    return _namespace(_COMPAT)
+
+
+def scipy_numpy_namespace() -> ModuleType | None:
+    """Import SciPy's vendored ``array_api_compat.numpy`` the same way (grid mode, before scipy.ndimage).
+
+    SciPy's ``ndimage`` and ``sparse`` import it, and its copy of NumPy's namespace
+    imports ``numpy.f2py`` and ``numpy.testing`` (with ``unittest``): ~5 MiB of
+    resident memory in every grid process, for nothing grid mode uses.
+
+    Returns
+    -------
+    module or None
+        The vendored module; None without SciPy (or a SciPy without it).
+    """
+    try:
+        return _namespace(_SCIPY_COMPAT)
+    except ImportError:
+        return None
+
+
+def _namespace(name: str) -> ModuleType:
+    """Import module ``name`` (an array-api-compat NumPy namespace) without the deferred submodules."""
+    module = sys.modules.get(name)
     if module is not None:
         return module
     with _lock:
-        module = sys.modules.get(_COMPAT)
+        module = sys.modules.get(name)
         if module is not None:
             return module
         import numpy
 
-        deferred = tuple(name for name in DEFERRED_SUBMODULES
-                         if f"numpy.{name}" not in sys.modules and name in getattr(numpy, "__all__", ()))
+        deferred = tuple(sub for sub in DEFERRED_SUBMODULES
+                         if f"numpy.{sub}" not in sys.modules and sub in getattr(numpy, "__all__", ()))
         if not deferred:
-            import array_api_compat.numpy as module
-
-            return module
-        return _import_without(numpy, deferred)
+            return importlib.import_module(name)
+        return _import_without(numpy, deferred, name)
 
 
-def _import_without(numpy: ModuleType, deferred: tuple[str, ...]) -> ModuleType:
-    """Import ``array_api_compat.numpy`` with ``deferred`` hidden from NumPy's listings."""
+def _import_without(numpy: ModuleType, deferred: tuple[str, ...], name: str = _COMPAT) -> ModuleType:
+    """Import module ``name`` with ``deferred`` hidden from NumPy's listings."""
     saved_all = numpy.__all__
     saved_dir = vars(numpy).get("__dir__")
-    numpy.__all__ = [name for name in saved_all if name not in deferred]
+    numpy.__all__ = [sub for sub in saved_all if sub not in deferred]
     if callable(saved_dir):
         numpy.__dir__ = _listing_without(saved_dir, deferred)
     try:
-        import array_api_compat.numpy as module
+        module = importlib.import_module(name)
     finally:
         numpy.__all__ = saved_all
         if saved_dir is not None:

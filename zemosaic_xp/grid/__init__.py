@@ -13,6 +13,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ..backends.numpy_xp import scipy_numpy_namespace
+
+# Before any grid module imports scipy.ndimage or scipy.sparse (through the mosaic,
+# the normalisation, a worker's tile): SciPy's array-API copy of NumPy without
+# numpy.f2py / numpy.testing (~5 MiB in every grid process).
+scipy_numpy_namespace()
+
 __all__ = ["run_grid_mode", "GridConfig", "GridResult", "load_stack_plan", "connect_cluster"]
 
 _LAZY = {

@@ -4,13 +4,14 @@ A 16-bit FITS image stores big-endian two's-complement integers whose value is
 ``stored·BSCALE + BZERO`` (BZERO = 32768 for the usual unsigned camera frames). The
 classic band path can read those bytes as they are into a ``uint16`` block (no
 conversion pass, half the bytes of float32) and let the kernels decode each sample
-where they load it. :func:`frame_value` (one sample) and :func:`frame_row` (a run of
-one frame row) give the float32 value ``io.fits`` would have produced — the exact
+where they load it. :func:`frame_value` (one sample), :func:`frame_row` (a run of
+one frame row) and :func:`valid_row` (the same, no data as ``+inf``) give the float32
+value ``io.fits`` would have produced — the exact
 cast, then ``·BSCALE`` in float32 when BSCALE ≠ 1, then ``+ BZERO`` in float32 when
 BZERO ≠ 0 — so every result is the same bits as from the converted frames. On float32
 frames both read the value as it is (``scaling`` unused).
 
-Both are compiled into their callers (numba ``overload``, chosen by the frames'
+All three are compiled into their callers (numba ``overload``, chosen by the frames'
 dtype), so one kernel source serves float32 frames and stored 16-bit frames.
 """
 
@@ -44,25 +45,6 @@ def _decode(v, bscale, bzero):
 def _signed(v):
     """The big-endian int16 held in native uint16 ``v``, byte-swapped, as float32 (exact)."""
     return np.float32(np.int16(np.uint16((v << 8) | (v >> 8))))
-
-
-@jit
-def _decode_run(srow, m, bscale, bzero, out):
-    """``out[:m]`` = :func:`_decode` of ``srow[:m]``, one branch-free loop per scaling."""
-    # The same operations as _decode, with its branches taken once per run, so that
-    # each loop vectorises.
-    if bscale != 1.0 and bzero != 0.0:
-        for lane in range(m):
-            out[lane] = np.float32(np.float32(_signed(srow[lane]) * bscale) + bzero)
-    elif bscale != 1.0:
-        for lane in range(m):
-            out[lane] = np.float32(_signed(srow[lane]) * bscale)
-    elif bzero != 0.0:
-        for lane in range(m):
-            out[lane] = np.float32(_signed(srow[lane]) + bzero)
-    else:
-        for lane in range(m):
-            out[lane] = _signed(srow[lane])
 
 
 def frame_value(src, k, i, j, scaling):
@@ -147,7 +129,7 @@ def _frame_row(src, k, i, j0, m, scaling, scratch):
         def stored(src, k, i, j0, m, scaling, scratch):
             srow = src[k, i, j0:j0 + m]
             bscale, bzero = scaling[k, 0], scaling[k, 1]
-            if bscale == 1.0:
+            if bscale == 1.0:  # the usual case, as one loop LLVM vectorises (x + 0 = x for an integer)
                 for lane in range(m):
                     scratch[lane] = np.float32(_signed(srow[lane]) + bzero)
             else:

@@ -172,7 +172,7 @@ class FitsSource:
         return self._fits.stored_scaling
 
     def read_stored_rows(self, r0: int, r1: int, out: np.ndarray) -> np.ndarray:
-        """Rows ``[r0, r1)`` as stored (see :meth:`~zemosaic_xp.io.fits.FitsFrameSource.read_stored_rows`).
+        """Read rows ``[r0, r1)`` as stored (see :meth:`~zemosaic_xp.io.fits.FitsFrameSource.read_stored_rows`).
 
         Parameters
         ----------

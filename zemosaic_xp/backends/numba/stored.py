@@ -48,7 +48,7 @@ def _signed(v):
 
 
 def frame_value(src, k, i, j, scaling):
-    """Sample ``src[k, i, j]`` as float32 (compiled into numba callers).
+    """Return sample ``src[k, i, j]`` as float32 (compiled into numba callers).
 
     Parameters
     ----------
@@ -70,14 +70,18 @@ def frame_value(src, k, i, j, scaling):
 
 
 def frame_row(src, k, i, j0, m, scaling, scratch):
-    """Positions ``[j0, j0 + m)`` of row ``i`` of frame ``k`` as float32 (compiled into callers).
+    """Return positions ``[j0, j0 + m)`` of row ``i`` of frame ``k`` as float32 (compiled into callers).
 
     Parameters
     ----------
-    src, k, i, scaling
-        As :func:`frame_value`.
+    src : ndarray, shape (N, H, Q), float32 or uint16 (stored big-endian int16)
+        The frames.
+    k, i : int
+        Frame and row.
     j0, m : int
         First position and count.
+    scaling : ndarray, shape (N, 2), float32
+        Each frame's ``(BSCALE, BZERO)`` for stored frames; ignored for float32.
     scratch : ndarray, shape (>= m,), float32
         Where stored frames are decoded to.
 
@@ -99,8 +103,14 @@ def valid_row(src, k, i, j0, m, scaling, out):
 
     Parameters
     ----------
-    src, k, i, j0, m, scaling
-        As :func:`frame_row`.
+    src : ndarray, shape (N, H, Q), float32 or uint16 (stored big-endian int16)
+        The frames.
+    k, i : int
+        Frame and row.
+    j0, m : int
+        First position and count.
+    scaling : ndarray, shape (N, 2), float32
+        Each frame's ``(BSCALE, BZERO)`` for stored frames; ignored for float32.
     out : ndarray, shape (>= m,), float32
         Output: the values; a non-finite float32 value (no data) becomes ``+inf``
         (a stored integer is always finite).

@@ -20,7 +20,7 @@ kernels = pytest.importorskip("zemosaic_xp.backends.numba.kernels",
 import numba  # noqa: E402 - importable when the kernels are
 
 from zemosaic_xp.backends.numba import band as band_kernels  # noqa: E402
-from zemosaic_xp.backends.numba.stored import frame_row, frame_value, valid_row  # noqa: E402
+from zemosaic_xp.backends.numba.stored import frame_row, frame_rows, frame_value, valid_row  # noqa: E402
 
 SCALINGS = [(1.0, 0.0), (1.0, 32768.0), (0.5, 1000.0), (3.0, 0.0), (-1.5, -7.25), (1e-3, 2.0**20)]
 
@@ -69,6 +69,29 @@ def test_valid_rows_mark_no_data_as_plus_infinity():
     scaling = np.float32([[1.0, 32768.0]])
     want = _to_float32(ints.astype(">i2"), 1.0, 32768.0)
     assert _valid(_stored(ints), scaling, 3).tobytes() == want.tobytes()
+
+
+@numba.njit
+def _whole_rows(src, scaling):
+    out = np.empty(src.shape, np.float32)
+    rowbuf = np.empty((src.shape[0] if scaling.shape[0] else 0, 1, src.shape[2]), np.float32)
+    for i in range(src.shape[1]):
+        frames, row = frame_rows(src, i, scaling, rowbuf)
+        for k in range(src.shape[0]):
+            out[k, i, :] = frames[k, row, :]
+    return out
+
+
+def test_whole_rows_of_every_frame_decode_at_once():
+    ints = np.random.default_rng(2).integers(-32768, 32768, (4, 3, 70)).astype(np.int16)
+    scaling = np.array(SCALINGS[:4], np.float32)
+    want = np.stack([_to_float32(ints[k].astype(">i2"), float(b), float(z)) for k, (b, z) in enumerate(scaling)])
+    assert _whole_rows(_stored(ints), scaling).tobytes() == want.tobytes()
+    f = want.copy()
+    f[1, 2, 3] = np.nan
+    assert _whole_rows(f, np.zeros((0, 2), np.float32)).tobytes() == f.tobytes()
+    frames, row = frame_rows(_stored(ints), 2, scaling, np.empty((4, 1, 70), np.float32))  # the Python version
+    assert row == 0 and frames[:, 0].tobytes() == want[:, 2].tobytes()
 
 
 def _stored(values: np.ndarray) -> np.ndarray:

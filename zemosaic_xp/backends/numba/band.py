@@ -45,7 +45,7 @@ from .rejections import NO_F32 as _NO_F32
 from .rejections import REJECT_CODES, REJECTIONS, Kept
 from .sorting import NETWORK_LANES as LANES
 from .sorting import network
-from .stored import NO_SCALING, frame_row, frame_value, valid_row
+from .stored import NO_SCALING, frame_rows, frame_value, valid_row
 from .weighted_band import normalisation_rows, stack_band_weighted, stack_block
 
 __all__ = ["gather_sorted", "count_sorted", "count_sorted_sums", "count_valid", "combine_ranges", "supports",
@@ -108,13 +108,16 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centr
     acc1 = np.empty(LANES, np.float64)
     acc2 = np.empty(LANES, np.float64)
     overflow = False
+    # Stored frames: each row of every frame decoded at once, then gathered as float32.
+    rowbuf = np.empty((n if scaling.shape[0] else 0, 1, q), np.float32)
     for i in range(r0, r1):
+        frames, fi = frame_rows(src, i, scaling, rowbuf)
         for j0 in range(0, q, LANES):
             m = min(LANES, q - j0)
             if normalise:
                 for k in range(n):
                     brow = block[k]
-                    srow = frame_row(src, k, i, j0, m, scaling, brow)  # stored frames: decoded into brow
+                    srow = frames[k, fi, j0:j0 + m]
                     grow = gain[k, j0:j0 + m]
                     orow = offset[k, j0:j0 + m]
                     for lane in range(m):
@@ -126,7 +129,7 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centr
                         overflow |= ok & ((y - y) != 0)
             else:
                 for k in range(n):
-                    valid_row(src, k, i, j0, m, scaling, block[k])
+                    valid_row(frames, k, fi, j0, m, NO_SCALING, block[k])
             if m < LANES:
                 block[:, m:] = inf
             base = (i - r0) * q + j0

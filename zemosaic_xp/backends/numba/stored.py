@@ -23,7 +23,7 @@ from numba.extending import overload
 
 from .common import jit
 
-__all__ = ["NO_SCALING", "frame_value", "frame_row", "valid_row"]
+__all__ = ["NO_SCALING", "frame_value", "frame_row", "valid_row", "frame_rows"]
 
 #: The ``scaling`` argument for float32 frames (nothing to decode).
 NO_SCALING = np.zeros((0, 2), np.float32)
@@ -121,6 +121,39 @@ def valid_row(src, k, i, j0, m, scaling, out):
         out[lane] = v if np.isfinite(v) else np.float32(np.inf)
 
 
+def frame_rows(src, i, scaling, rowbuf):
+    """Return row ``i`` of every frame as float32: ``(frames, row)`` to index as ``frames[k, row, j]``.
+
+    For a gather that reads a whole frame row a few samples at a time: stored frames
+    are decoded one full row per frame at once (long loops, vectorised), not 32
+    samples at a time.
+
+    Parameters
+    ----------
+    src : ndarray, shape (N, H, Q), float32 or uint16 (stored big-endian int16)
+        The frames.
+    i : int
+        The row.
+    scaling : ndarray, shape (N, 2), float32
+        Each frame's ``(BSCALE, BZERO)`` for stored frames; ignored for float32.
+    rowbuf : ndarray, shape (N, 1, Q), float32
+        Where stored rows are decoded to (any shape for float32 frames).
+
+    Returns
+    -------
+    frames : ndarray, shape (N, ·, Q), float32
+        ``src`` itself for float32 frames, ``rowbuf`` holding the decoded row for
+        stored frames.
+    row : int
+        ``i``, or 0 in ``rowbuf``.
+    """
+    if src.dtype == np.uint16:
+        for k in range(src.shape[0]):
+            frame_row(src, k, i, 0, src.shape[2], scaling, rowbuf[k, 0])
+        return rowbuf, 0
+    return src, i
+
+
 @overload(frame_value, inline="always")
 def _frame_value(src, k, i, j, scaling):
     if isinstance(src, types.Array) and src.dtype == types.uint16:
@@ -166,4 +199,18 @@ def _valid_row(src, k, i, j0, m, scaling, out):
         for lane in range(m):
             v = srow[lane]
             out[lane] = v if (v - v) == 0 else inf  # (v − v) is NaN for ±inf, NaN
+    return as_is
+
+
+@overload(frame_rows, inline="always")
+def _frame_rows(src, i, scaling, rowbuf):
+    if isinstance(src, types.Array) and src.dtype == types.uint16:
+        def stored(src, i, scaling, rowbuf):
+            for k in range(src.shape[0]):
+                frame_row(src, k, i, 0, src.shape[2], scaling, rowbuf[k, 0])
+            return rowbuf, 0
+        return stored
+
+    def as_is(src, i, scaling, rowbuf):
+        return src, i
     return as_is

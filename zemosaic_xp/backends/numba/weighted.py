@@ -48,7 +48,7 @@ from .combine import _from_sums, _kept_sorted, _order_value
 from .common import REASSOCIATE, inline, jit, median_sums_lanes, pairwise_sum
 from .sorting import NETWORK_LANES as LANES
 from .sorting import network
-from .stored import frame_value
+from .stored import frame_rows
 from .winsorized_quantile import clamp
 
 __all__ = ["gather_keys", "gather_key_rows", "unpack_keys", "combine_weighted", "frame_weight_rows"]
@@ -133,7 +133,9 @@ def gather_keys(src, r0, r1, gain, offset, normalise, scaling, fw, pw, n_pw_ch, 
     acc2 = np.empty(LANES, np.float64)
     overflow = False
     pad = (_ordered(np.int32(0x7F800000)) << 32) | np.int64(n)
+    rowbuf = np.empty((n if scaling.shape[0] else 0, 1, q), np.float32)  # stored frames, decoded by row
     for i in range(r0, r1):
+        frames, fi = frame_rows(src, i, scaling, rowbuf)
         for j0 in range(0, q, LANES):
             m = min(LANES, q - j0)
             base = (i - r0) * q + j0
@@ -142,7 +144,7 @@ def gather_keys(src, r0, r1, gain, offset, normalise, scaling, fw, pw, n_pw_ch, 
             for k in range(n):
                 for lane in range(m):
                     j = j0 + lane
-                    v = frame_value(src, k, i, j, scaling)
+                    v = frames[k, fi, j]
                     y = np.float32(np.float32(v * gain[k, j]) + offset[k, j]) if normalise else v
                     w = fw[k, j] if has_fw else one
                     if has_pw:

@@ -187,7 +187,7 @@ def _fits_frame(path: Any, *, uncertainty: bool = False) -> tuple[Any, Any, Any]
     """
     import os
 
-    from .io.fits_header import scan_hdus
+    from .io.fits_header import ScannedPath, scan_hdus
 
     name = os.fspath(path)
     stream = "stream" if uncertainty else None
@@ -198,7 +198,7 @@ def _fits_frame(path: Any, *, uncertainty: bool = False) -> tuple[Any, Any, Any]
     if hdus:
         unit = hdus[0].cards.get("BUNIT")
         if not any(h.name == "MASK" for h in hdus):
-            return path, unit, stream
+            return ScannedPath(path, hdus), unit, stream  # the frame source takes the HDUs as scanned
     elif hdus is not None:  # missing or unreadable: the frame source reports it
         return path, None, stream
     from astropy.io import fits

@@ -56,11 +56,26 @@ def test_memory_info_and_free_are_safe_on_cpu():
 def test_memory_info_falls_back_when_nothing_answers(monkeypatch):
     import psutil
 
-    def broken():
+    def broken(*args):
         raise OSError("/proc is not mounted")
 
+    monkeypatch.setattr(memory, "_meminfo", lambda: None)
     monkeypatch.setattr(psutil, "virtual_memory", broken)
+    monkeypatch.setattr(memory.os, "sysconf", broken)
+    assert memory.host_memory_info() is None
     assert device_memory_info("numpy") == (2 * 1024**3, 4 * 1024**3)
+
+
+def test_host_memory_is_psutil_s_without_psutil(monkeypatch):
+    # /proc/meminfo on Linux gives psutil's numbers; without it psutil answers.
+    import psutil
+
+    available, total = memory.host_memory_info()
+    vm = psutil.virtual_memory()
+    assert total == vm.total
+    assert abs(available - vm.available) < 0.05 * total  # read a moment apart
+    monkeypatch.setattr(memory, "_meminfo", lambda: None)
+    assert memory.host_memory_info()[1] == vm.total
 
 
 @pytest.mark.parametrize("free, is_gpu, expected", [

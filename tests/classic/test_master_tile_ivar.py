@@ -141,11 +141,13 @@ def test_uncert_rows_readers(tmp_path):
 
 def test_streamed_files_are_read_by_rows(tmp_path):
     from zemosaic_xp.io.bands import open_sources
+    from zemosaic_xp.io.fits_header import ScannedPath
     from zemosaic_xp.nddata import master_tile_inputs
 
     paths = _write(tmp_path, _frames(n=2), drop_mask=True)
     inputs, unit, weights = master_tile_inputs(paths, uncertainty=True)
     assert inputs == paths and unit == "electron" and weights == ["stream", "stream"]
+    assert all(isinstance(p, ScannedPath) and p.hdus for p in inputs)  # opened without a second scan
     sources = open_sources(inputs, weights=weights)
     assert all(isinstance(s.ivar, FitsUncertRows) for s in sources)
 

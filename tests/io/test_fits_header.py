@@ -77,3 +77,25 @@ def test_files_kept_open_read_the_same_and_are_closed(tmp_path):
         assert held and all(s._fits._fd is not None for s in sources)  # noqa: SLF001
         np.testing.assert_array_equal(read_frames_first(sources, 1, 5), expected)
     assert all(s._fits._fd is None for s in sources)  # noqa: SLF001
+
+
+def test_scanned_path_is_its_path_and_spares_a_second_scan(tmp_path, monkeypatch):
+    import os
+
+    from zemosaic_xp.io import fits as fits_module
+    from zemosaic_xp.io.fits_header import ScannedPath
+    from zemosaic_xp.nddata import master_tile_inputs
+
+    name = str(tmp_path / "a.fits")
+    fits.PrimaryHDU(np.arange(12, dtype=np.int16).reshape(3, 4), fits.Header({"BUNIT": "adu"})).writeto(name)
+    (scanned,), unit, _ = master_tile_inputs([name])
+    assert isinstance(scanned, ScannedPath) and unit == "adu"
+    assert scanned == name and os.fspath(scanned) == name and str(scanned) == name and repr(scanned) == repr(name)
+    assert hash(scanned) == hash(name) and scanned != 3
+
+    def no_second_scan(path):
+        raise AssertionError("scanned twice")
+
+    monkeypatch.setattr(fits_module, "scan_hdus", no_second_scan)
+    src = FitsFrameSource(scanned)
+    np.testing.assert_array_equal(np.squeeze(src.read_rows(0, 3)), np.arange(12).reshape(3, 4))

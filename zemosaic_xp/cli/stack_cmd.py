@@ -124,12 +124,16 @@ def _check_output(output: str, files: list[str]) -> None:
     """Refuse an output that is one of the inputs (the same file after resolving links)."""
     from zemosaic_xp.cli import CliError
 
-    target = os.path.normcase(os.path.realpath(output))
+    try:
+        target = os.stat(output)
+    except OSError:
+        return  # no such file yet: no input is it (every input must exist)
     for name in files:
-        same = os.path.normcase(os.path.realpath(name)) == target
-        if not same and os.path.exists(output) and os.path.exists(name):
-            same = os.path.samefile(name, output)  # a hard link
-        if same:
+        try:
+            st = os.stat(name)
+        except OSError:
+            continue  # a missing input is reported when it is opened
+        if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):  # links and hard links too
             raise CliError(f"-o/--output '{output}' is the input frame '{name}': writing the master tile "
                            f"would overwrite it; choose another output name")
 

@@ -50,23 +50,10 @@ def _proc_status_kib(key: str) -> int | None:
 
 
 def _available_ram() -> int | None:
-    try:
-        import psutil
+    from ..backends.memory import host_memory_info
 
-        return int(psutil.virtual_memory().available)
-    except Exception:  # noqa: BLE001 - no psutil: /proc/meminfo, then sysconf
-        pass
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, ValueError, OSError):
-        return None
+    host = host_memory_info()
+    return None if host is None else host[0]
 
 
 def _rlimit_room(name: str, used_key: str) -> int | None:

@@ -42,12 +42,10 @@ def _cpu_count() -> int:
 
 
 def _available_ram_mb() -> float | None:
-    try:
-        import psutil
+    from ..backends.memory import host_memory_info
 
-        return psutil.virtual_memory().available / 2**20
-    except Exception:  # noqa: BLE001 - no psutil: no RAM cap
-        return None
+    host = host_memory_info()
+    return None if host is None else host[0] / 2**20
 
 
 def _log_emit(message: str, *args: Any, level: int = logging.INFO) -> None:

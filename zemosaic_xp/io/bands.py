@@ -374,13 +374,22 @@ def open_sources(inputs: Any, *, weights: Sequence[Any] | None = None) -> list[F
     return sources
 
 
+def _file_key(path: str | os.PathLike) -> Any:
+    """What identifies a file: its device and inode (links, ``./a`` and ``a`` alike), else its real path."""
+    try:
+        st = os.stat(path)
+    except OSError:  # missing: opening it names it
+        return os.path.normcase(os.path.realpath(path))
+    return st.st_dev, st.st_ino
+
+
 def _without_repeats(items: list[Any]) -> list[tuple[int, Any]]:
     """``(index, item)`` of the inputs, FITS paths repeating an earlier one left out (warned)."""
     seen: dict[str, list[tuple[int, str]]] = {}
     kept = []
     for i, item in enumerate(items):
         if isinstance(item, (str, os.PathLike)):
-            key = os.path.normcase(os.path.realpath(item))
+            key = _file_key(item)
             seen.setdefault(key, []).append((i, os.fspath(item)))
             if len(seen[key]) > 1:
                 continue

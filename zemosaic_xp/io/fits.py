@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .fits_alpha import AlphaRows
-from .fits_header import HduInfo, scan_hdus
+from .fits_header import HduInfo, ScannedPath, scan_hdus
 
 if TYPE_CHECKING:  # pragma: no cover
     from astropy.io import fits
@@ -202,7 +202,7 @@ class FitsFrameSource(AlphaRows):
         self._raw_header: bytes | None = None
         self._fd: int | None = None
         self._alpha_index = None
-        fast = self._open_fast()
+        fast = self._open_fast(path.hdus if isinstance(path, ScannedPath) else scan_hdus(self.path))
         header = self._cards if fast else self._open_astropy()
         bitpix = int(header["BITPIX"])
         naxis = int(header["NAXIS"])
@@ -228,14 +228,13 @@ class FitsFrameSource(AlphaRows):
             msg = f"'{self.path}' is truncated: {size} bytes, the header needs {expected}"
             raise FitsReadError(msg)
 
-    def _open_fast(self) -> bool:
-        """Locate the image with :func:`~.fits_header.scan_hdus`; False to use astropy instead.
+    def _open_fast(self, hdus: list | None) -> bool:
+        """Locate the image in ``hdus`` (:func:`~.fits_header.scan_hdus`); False to use astropy instead.
 
         The fast reader takes the common files (a primary image, or an image extension
         after an empty primary) and leaves everything else (ALPHA extensions, unusual
         or broken headers) to astropy, which also gives the diagnosis of bad files.
         """
-        hdus = scan_hdus(self.path)
         if hdus is None or any(h.name == _ALPHA_NAME for h in hdus):
             return False
         index = _fast_image_index(hdus)

@@ -13,7 +13,6 @@ built and compares it with ``GridConfig.max_canvas_gb``, or by default with
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from .config import GridConfig

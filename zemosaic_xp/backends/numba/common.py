@@ -18,6 +18,7 @@ import numpy as np
 
 from ...core.nanstats import MAD_TO_SIGMA
 from .blas_probe import import_arraymath
+from .cache_load import fast_cache_load
 
 import_arraymath()  # before any kernel loads: numba's BLAS probe without scipy.linalg
 
@@ -50,6 +51,8 @@ cache_enabled = True
 def jit(fn=None, **options):
     """``numba.njit(nogil=True)`` with an on-disk cache when numba finds a writable place.
 
+    Cached kernels load without numba's compiler set-up (:mod:`.cache_load`).
+
     Parameters
     ----------
     fn : callable, optional
@@ -68,7 +71,7 @@ def jit(fn=None, **options):
     options = {"nogil": True, "error_model": "numpy", **options}
     if cache_enabled:
         try:
-            return numba.njit(cache=True, **options)(fn)
+            return fast_cache_load(numba.njit(cache=True, **options)(fn))
         except RuntimeError:
             # Load-bearing: numba raises here when neither this package's __pycache__
             # nor its user-wide cache directory can be written (read-only install, no

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import REASSOCIATE, jit, np_maximum, pairwise_sum, survivors_floor
+from .common import REASSOCIATE, inline, jit, np_maximum, pairwise_sum, survivors_floor
 
 __all__ = ["linear_fit_clip_rows", "RELATIVE_SIGMA_FLOOR", "TIE_MARGIN"]
 
@@ -40,6 +40,27 @@ RELATIVE_SIGMA_FLOOR = 1e-6
 #: of the terms' scale; through the slope times the rank the residuals and bounds move by
 #: less than ``~24·N·2⁻⁵²·S`` (≈ 5e-15·N·S): the margin is 200 times that.
 TIE_MARGIN = 1e-12
+
+
+@inline
+def _hand_over(r, n, iterations, low, high, out_lo, out_hi, out_it, split, keep):
+    """Write row ``r``'s outputs from its rejection flags ``low``, ``high`` (one exit: no reference counting)."""
+    n_low = 0
+    n_high = 0
+    gap = False
+    for j in range(low.shape[0]):
+        n_low += low[j]
+        n_high += high[j]
+        if j > 0:
+            gap |= low[j] and not low[j - 1]
+            gap |= high[j - 1] and not high[j] and j < n
+    out_lo[r] = n_low
+    out_hi[r] = n - n_high
+    out_it[r] = iterations
+    split[r] = gap
+    if gap:
+        for j in range(low.shape[0]):
+            keep[r, j] = j < n and not (low[j] or high[j])
 
 
 @jit(fastmath=REASSOCIATE)
@@ -129,22 +150,7 @@ def _fast_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors,
             redo[n_redo] = r
             n_redo += 1
             continue
-        n_low = 0
-        n_high = 0
-        gap = False
-        for j in range(n_cols):
-            n_low += low[j]
-            n_high += high[j]
-            if j > 0:
-                gap |= low[j] and not low[j - 1]
-                gap |= high[j - 1] and not high[j] and j < n
-        out_lo[r] = n_low
-        out_hi[r] = n - n_high
-        out_it[r] = iterations
-        split[r] = gap
-        if gap:
-            for j in range(n_cols):
-                keep[r, j] = j < n and not (low[j] or high[j])
+        _hand_over(r, n, iterations, low, high, out_lo, out_hi, out_it, split, keep)
     return n_redo
 
 
@@ -217,22 +223,7 @@ def _exact_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors,
                     rank[j] = np.float64(before)
                     before += kept[j]
                 count = np.float64(before)
-        n_low = 0
-        n_high = 0
-        gap = False
-        for j in range(n_cols):
-            n_low += low[j]
-            n_high += high[j]
-            if j > 0:
-                gap |= low[j] and not low[j - 1]
-                gap |= high[j - 1] and not high[j] and j < n
-        out_lo[r] = n_low
-        out_hi[r] = n - n_high
-        out_it[r] = iterations
-        split[r] = gap
-        if gap:
-            for j in range(n_cols):
-                keep[r, j] = kept[j]
+        _hand_over(r, n, iterations, low, high, out_lo, out_hi, out_it, split, keep)
 
 
 @jit

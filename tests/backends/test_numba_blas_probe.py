@@ -1,4 +1,9 @@
-"""numba's BLAS probe answered from the file system (backends/numba/blas_probe.py)."""
+"""numba's BLAS probe answered from the file system (backends/numba/blas_probe.py).
+
+A process whose kernels all come from the cache imports neither ``numba.np.arraymath``
+nor ``scipy.linalg`` (backends/numba/cache_load.py); one that compiles a kernel gets the
+probe's answer without ``scipy.linalg``, and numba still finds the BLAS afterwards.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +16,35 @@ import pytest
 
 pytest.importorskip("numba")
 
-_SCRIPT = textwrap.dedent("""
+_CACHED = textwrap.dedent("""
     import json, sys
     import numpy as np
     from zemosaic_xp import StackConfig, stack
     from zemosaic_xp.backends.numba import numba_kernels
-    from zemosaic_xp.backends.numba.blas_probe import scipy_blas_present
+    from zemosaic_xp.backends.numba.common import cache_enabled
     assert numba_kernels() is not None
     frames = np.random.default_rng(0).normal(100, 1, (8, 16, 16)).astype(np.float32)
     stack(frames, config=StackConfig.plain(reject="kappa_sigma"))
+    print(json.dumps({"cache": cache_enabled, "arraymath": "numba.np.arraymath" in sys.modules,
+                      "scipy_linalg": "scipy.linalg" in sys.modules}))
+""")
+
+# A kernel of ours that is not in any cache yet: its first call compiles.
+_KERNEL = textwrap.dedent("""
+    from zemosaic_xp.backends.numba.common import jit
+
+    @jit
+    def twice(x):
+        return 2 * x
+""")
+
+_COMPILES = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[1])
+    import fresh_kernel
+    from zemosaic_xp.backends.numba.blas_probe import scipy_blas_present
+    assert fresh_kernel.twice(np.float32(2)) == 4
     import numba, numba.np.arraymath as am, numba.np.linalg as nl
     state = {"scipy_linalg": "scipy.linalg" in sys.modules, "have_blas": am._HAVE_BLAS,
              "present": scipy_blas_present(), "restored": am.ensure_blas is nl.ensure_blas}
@@ -34,12 +59,25 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_kernels_load_without_scipy_linalg_and_numba_still_finds_the_blas():
-    out = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, timeout=600, check=True)
-    state = json.loads(out.stdout.strip().splitlines()[-1])
+def _state(*args: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", *args], capture_output=True, text=True, timeout=600, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_cached_kernels_import_neither_arraymath_nor_scipy_linalg():
+    _state(_CACHED)  # warms the cache where it was cold
+    state = _state(_CACHED)
+    if not state["cache"]:
+        pytest.skip("numba cannot write a cache here: every process compiles")
+    assert state == {"cache": True, "arraymath": False, "scipy_linalg": False}
+
+
+def test_a_compile_probes_without_scipy_linalg_and_numba_still_finds_the_blas(tmp_path):
+    (tmp_path / "fresh_kernel.py").write_text(_KERNEL)
+    state = _state(_COMPILES, str(tmp_path))
     if not state["present"]:
         pytest.skip("SciPy's cython_blas is not installed here")
-    # numba's first dispatch did not import scipy.linalg; its answer is the real one.
+    # The kernel's compile did not import scipy.linalg; its answer is the real one.
     assert state["scipy_linalg"] is False  # np.dot, compiled after this was read, imports it
     assert state["have_blas"] is True
     assert state["restored"] is True

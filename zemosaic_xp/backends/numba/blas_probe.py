@@ -1,7 +1,7 @@
-"""The BLAS probe of numba without importing scipy.linalg: ~0.1 s off a stack's start.
+"""The BLAS probe of numba without importing scipy.linalg: ~0.1 s off a first compile.
 
-numba's first dispatch (loading a kernel from its cache included) imports
-``numba.np.arraymath``, whose import asks whether a BLAS is available by importing
+numba's first compile (and its first cache load, unless :mod:`.cache_load` spares it)
+imports ``numba.np.arraymath``, whose import asks whether a BLAS is available by importing
 ``scipy.linalg.cython_blas``: that runs ``scipy.linalg``'s package import (its array-API
 layer, f2py, ...), a tenth to a third of a second, for kernels that call no BLAS.
 

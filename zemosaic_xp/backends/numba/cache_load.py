@@ -7,7 +7,9 @@ machine, once per process). That is what *compiling* needs; a cached kernel's ma
 code needs none of it. Loading links the object code and registers the entry point;
 only numba's runtime (NRT, the allocator of the kernels' scratch arrays) must be up.
 Compiling still refreshes first (numba's compiler does so itself), so a cache miss
-compiles as before.
+compiles as before (with :func:`~.blas_probe.import_arraymath` first, so that the refresh's
+import of ``numba.np.arraymath`` does not import ``scipy.linalg``). A process whose kernels
+all come from the cache imports neither.
 
 :func:`fast_cache_load` gives one dispatcher a cache whose ``load_overload`` initialises
 the runtime and loads, nothing more; :func:`~.common.jit` applies it to every kernel of
@@ -23,6 +25,8 @@ import functools
 from typing import Any
 
 import numba
+
+from .blas_probe import import_arraymath
 
 __all__ = ["fast_cache_load", "CHECKED_VERSIONS"]
 
@@ -45,7 +49,10 @@ def _fast_class(cls: type) -> type:
     def load_overload(self: Any, sig: Any, target_context: Any) -> Any:
         rtsys.initialize(target_context)  # what the skipped refresh did that loading needs
         with self._guard_against_spurious_io_errors():
-            return self._load_overload(sig, target_context)
+            cres = self._load_overload(sig, target_context)
+        if cres is None:  # a cache miss: numba compiles next, its refresh imports numba.np.arraymath
+            import_arraymath()  # ... with the BLAS probe that spares scipy.linalg
+        return cres
 
     load_overload.__doc__ = "Load ``sig`` from the cache with the runtime initialised and no target refresh."
     return type(f"FastLoad{cls.__name__}", (cls,), {"load_overload": load_overload, "__module__": __name__})

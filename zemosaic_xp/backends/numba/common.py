@@ -20,8 +20,6 @@ from ...core.nanstats import MAD_TO_SIGMA
 from .blas_probe import import_arraymath
 from .cache_load import fast_cache_load
 
-import_arraymath()  # before any kernel loads: numba's BLAS probe without scipy.linalg
-
 __all__ = ["jit", "inline", "cache_enabled", "REASSOCIATE", "NO_SUMS", "MAD_TO_SIGMA", "HUBER_C", "WINSOR_CORRECTION",
            "TOLERANCE", "INNER_MAX_ITERS", "SIGMA_FLOOR", "survivors_floor", "midpoint", "nonneg", "np_maximum",
            "median_range", "median_sums_lanes",
@@ -77,6 +75,7 @@ def jit(fn=None, **options):
             # nor its user-wide cache directory can be written (read-only install, no
             # home); we compile in every process instead.
             cache_enabled = False
+    import_arraymath()  # every process compiles: numba's BLAS probe without scipy.linalg
     return numba.njit(**options)(fn)
 
 

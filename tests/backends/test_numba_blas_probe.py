@@ -69,6 +69,10 @@ def test_cached_kernels_import_neither_arraymath_nor_scipy_linalg():
     state = _state(_CACHED)
     if not state["cache"]:
         pytest.skip("numba cannot write a cache here: every process compiles")
+    from zemosaic_xp.backends.numba import cache_load
+
+    if not cache_load.CHECKED_VERSIONS[0] <= cache_load._version() < cache_load.CHECKED_VERSIONS[1]:
+        pytest.skip("another numba: its cache loads refresh the target (and import numba.np.arraymath)")
     assert state == {"cache": True, "arraymath": False, "scipy_linalg": False}
 
 

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from .combine import _from_sums, _kept_sorted, _order_value
+from .combine import _copy_kept, _from_sums, _order_value
 from .common import REASSOCIATE, inline, jit, median_sums_lanes, pairwise_sum
 from .sorting import NETWORK_LANES as LANES
 from .sorting import network
@@ -388,9 +388,13 @@ def combine_weighted(s, idx, wf, n_valid, combine, lo, hi, iterations, split, ke
         value = nan
         if count > 0:
             if combine in (1, 3, 4):
-                # The sorted kept values, for the median, min and max: a range of s or a copy in t.
-                arr, row, start = _kept_sorted(s, p, a, b, nv, split_row, keep, rewinsor, q_lo, q_hi, t)
-                value = _order_value(arr, row, start, count, combine)
+                # The sorted kept values, for the median, min and max: a range of s or a copy
+                # in t (two calls, not one on a chosen array: see combine._copy_kept).
+                if rewinsor or split_row:
+                    _copy_kept(s, p, a, b, nv, split_row, keep, rewinsor, q_lo, q_hi, t)
+                    value = _order_value(t, 0, 0, count, combine)
+                else:
+                    value = _order_value(s, p, a, count, combine)
             else:
                 total = pairwise_sum(num, n, frames, values)
                 mean = np.float32(total / (big_w if big_w > 0 else 1.0))

@@ -360,6 +360,9 @@ def test_pairwise_sum_is_numpy_sum(n):
     want = np.sum(x, axis=-1, dtype=np.float64)
     got = np.array([common.pairwise_sum(row.astype(np.float64), n, frames, values) for row in x])
     assert got.tobytes() == want.tobytes()
+    if n <= 128:  # the base case without scratch arrays, for per-pixel loops
+        short = np.array([common.pairwise_sum_short(row.astype(np.float64), n) for row in x])
+        assert short.tobytes() == want.tobytes()
 
 
 def test_np_maximum_and_lower_bound():

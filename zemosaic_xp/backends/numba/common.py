@@ -23,7 +23,8 @@ from .cache_load import fast_cache_load
 __all__ = ["jit", "inline", "cache_enabled", "REASSOCIATE", "NO_SUMS", "MAD_TO_SIGMA", "HUBER_C", "WINSOR_CORRECTION",
            "TOLERANCE", "INNER_MAX_ITERS", "SIGMA_FLOOR", "survivors_floor", "midpoint", "nonneg", "np_maximum",
            "median_range", "median_sums_lanes",
-           "centred_sums", "first_at_least", "first_above", "lower_bound", "mad_range", "pairwise_sum"]
+           "centred_sums", "first_at_least", "first_above", "lower_bound", "mad_range", "pairwise_sum",
+           "pairwise_sum_short"]
 
 #: The ``sums`` argument of the row kernels when they compute the sums themselves.
 NO_SUMS = np.zeros((0, 2), np.float64)
@@ -379,6 +380,16 @@ def _pairwise_block(buf, start, n):
         res += buf[start + i]
         i += 1
     return res
+
+
+@inline
+def pairwise_sum_short(buf, n):
+    """:func:`pairwise_sum` of ``n <= 128`` values (NumPy's base case), without its scratch.
+
+    For per-pixel loops: numba counts the references of every array an inlined
+    helper takes, atomically, around each call; this one takes one array, not three.
+    """
+    return 0.0 + _pairwise_block(buf, 0, n)
 
 
 @inline

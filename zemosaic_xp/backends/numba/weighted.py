@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from .combine import _copy_kept, _from_sums, _order_value
-from .common import REASSOCIATE, inline, jit, median_sums_lanes, pairwise_sum
+from .common import REASSOCIATE, inline, jit, median_sums_lanes, pairwise_sum, pairwise_sum_short
 from .sorting import NETWORK_LANES as LANES
 from .sorting import network
 from .stored import frame_rows
@@ -384,7 +384,9 @@ def combine_weighted(s, idx, wf, n_valid, combine, lo, hi, iterations, split, ke
                 den[f] = np.float64(w)
                 kept_v[f] = v
                 count += 1
-        big_w = pairwise_sum(den, n, frames, values)
+        # Up to 128 frames without pairwise_sum's scratch: numba would count the
+        # references of its three arrays, atomically, twice a pixel (~5 % of a stack).
+        big_w = pairwise_sum_short(den, n) if n <= 128 else pairwise_sum(den, n, frames, values)
         value = nan
         if count > 0:
             if combine in (1, 3, 4):
@@ -396,7 +398,7 @@ def combine_weighted(s, idx, wf, n_valid, combine, lo, hi, iterations, split, ke
                 else:
                     value = _order_value(s, p, a, count, combine)
             else:
-                total = pairwise_sum(num, n, frames, values)
+                total = pairwise_sum_short(num, n) if n <= 128 else pairwise_sum(num, n, frames, values)
                 mean = np.float32(total / (big_w if big_w > 0 else 1.0))
                 value = mean if combine == 0 else np.float32(np.float32(count) * mean)
         image[p] = value

@@ -365,6 +365,30 @@ def test_pairwise_sum_is_numpy_sum(n):
         assert short.tobytes() == want.tobytes()
 
 
+@pytest.mark.parametrize("shape, dtype", [((7,), np.float64), ((5, 9), np.float32), ((2, 3, 4), np.int32),
+                                          ((0, 4), np.float32)])
+def test_borrowed_is_the_same_memory(shape, dtype):
+    # The per-pixel loops read their arrays through borrowed views (no reference
+    # counts): the same data, shape and dtype, and writes reach the original.
+    import numba
+
+    @numba.njit
+    def touch(a):
+        b = common.borrowed(a)
+        flat = b.reshape(-1)
+        if flat.size:
+            flat[-1] = 42
+        return b.shape, b.sum()
+
+    a = np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape)
+    want_sum = a.sum() - (a.reshape(-1)[-1] if a.size else 0) + (42 if a.size else 0)
+    got_shape, got_sum = touch(a)
+    assert got_shape == shape
+    assert got_sum == want_sum
+    if a.size:
+        assert a.reshape(-1)[-1] == 42
+
+
 def test_np_maximum_and_lower_bound():
     values = np.array([-np.inf, -1.0, -0.0, 0.0, 1.0, np.inf, np.nan])
     a, b = (v.ravel() for v in np.meshgrid(values, values, indexing="ij"))

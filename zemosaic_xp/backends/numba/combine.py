@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import REASSOCIATE, centred_sums, inline, jit, lower_bound, median_range, pairwise_sum
+from .common import REASSOCIATE, borrowed, centred_sums, inline, jit, lower_bound, median_range, pairwise_sum
 from .stored import frame_value
 from .winsorized_quantile import clamp
 
@@ -259,11 +259,15 @@ def _range_stats(arr, row, start, count, combine, fused_se, se_mode, se_factor):
 @inline
 def _order_value(arr, row, start, count, combine):
     """The median (``combine`` 1), minimum (3) or maximum (4) of ``count >= 1`` sorted values."""
+    # One exit: an inlined helper returning from several places keeps numba's
+    # reference count of `arr` (atomic, once a pixel: ~8 % of a median stack).
     if combine == 1:
-        return median_range(arr, row, start, count)
-    if combine == 3:
-        return arr[row, start]
-    return arr[row, start + count - 1]
+        value = median_range(arr, row, start, count)
+    elif combine == 3:
+        value = arr[row, start]
+    else:
+        value = arr[row, start + count - 1]
+    return value
 
 
 #: How :func:`combine_ranges` turns the survivors' spread into a standard error, by combine.
@@ -389,6 +393,7 @@ def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, sp
     median: mean of the two middle kept values; sum: ``f32(count)·mean``; min / max:
     the smallest / largest kept value.
     """
+    s = borrowed(s)  # read by the inlined helpers of every pixel: no reference counts
     rows, n_cols = s.shape
     nan = np.float32(np.nan)
     has_sum = kept_sum.shape[0] > 0

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from .combine import _copy_kept, _from_sums, _order_value
-from .common import REASSOCIATE, inline, jit, median_sums_lanes, pairwise_sum, pairwise_sum_short
+from .common import REASSOCIATE, borrowed, inline, jit, median_sums_lanes, pairwise_sum, pairwise_sum_short
 from .sorting import NETWORK_LANES as LANES
 from .sorting import network
 from .stored import frame_rows
@@ -115,22 +115,35 @@ def gather_keys(src, r0, r1, gain, offset, normalise, scaling, fw, pw, n_pw_ch, 
         A valid sample is infinite (a normalisation overflow, or an infinite value
         of a samples-last source): ``centre`` and ``sums`` are then not usable.
     """
+    n = src.shape[0]
+    return _gather_rows(src, r0, r1, gain, offset, normalise, scaling, fw, pw, n_pw_ch, radial, n_ch, pairs, keys,
+                        wf, n_valid, s, idx, centre, sums, np.empty((n, LANES), np.int64),
+                        np.empty((n, LANES), np.float32), np.empty(LANES, np.float32), np.zeros(LANES, np.int64),
+                        np.empty(LANES, np.float32), np.empty(LANES, np.float64), np.empty(LANES, np.float64),
+                        np.empty(LANES, np.float64))
+
+
+@jit
+def _gather_rows(src, r0, r1, gain, offset, normalise, scaling, fw, pw, n_pw_ch, radial, n_ch, pairs, keys, wf,
+                 n_valid, s, idx, centre, sums, block, fblock, vals, count, med32, med, acc1, acc2):
+    """The loop of :func:`gather_keys`, with its scratch (``block`` … ``acc2``) as arguments.
+
+    Arguments, so that the arrays its inlined helpers take at every block of 32
+    pixels can be :func:`~.common.borrowed` (no reference counts): the caller keeps
+    them alive.
+    """
+    keys, wf, n_valid, s, idx, centre, sums = (borrowed(keys), borrowed(wf), borrowed(n_valid), borrowed(s),
+                                               borrowed(idx), borrowed(centre), borrowed(sums))
+    block, fblock, vals, count = borrowed(block), borrowed(fblock), borrowed(vals), borrowed(count)
+    med32, med, acc1, acc2 = borrowed(med32), borrowed(med), borrowed(acc1), borrowed(acc2)
     n, _, q = src.shape
     inf = np.float32(np.inf)
     one = np.float32(1.0)
     has_fw = fw.shape[1] > 0
     has_pw = pw.shape[2] > 0
     has_rad = radial.shape[1] > 0
-    block = np.empty((n, LANES), np.int64)
-    fblock = np.empty((n, LANES), np.float32)
     fbits = fblock.view(np.int32)
-    vals = np.empty(LANES, np.float32)
     bits = vals.view(np.int32)
-    count = np.zeros(LANES, np.int64)
-    med32 = np.empty(LANES, np.float32)
-    med = np.empty(LANES, np.float64)
-    acc1 = np.empty(LANES, np.float64)
-    acc2 = np.empty(LANES, np.float64)
     overflow = False
     pad = (_ordered(np.int32(0x7F800000)) << 32) | np.int64(n)
     rowbuf = np.empty((n if scaling.shape[0] else 0, 1, q), np.float32)  # stored frames, decoded by row
@@ -342,17 +355,27 @@ def combine_weighted(s, idx, wf, n_valid, combine, lo, hi, iterations, split, ke
     over the frames with zeros for the others; the sum is ``f32(f32(count)·mean)``;
     median, min and max are unweighted, as in the core.
     """
+    n = s.shape[1]
+    _combine_rows(s, idx, wf, n_valid, combine, lo, hi, iterations, split, keep, winsor, image, weight_sum,
+                  coverage, n_low, n_high, counters, uncertainty, se_mode, se_factor, np.empty((1, n), np.float32),
+                  np.empty(n), np.empty(n), np.empty((64, 3), np.int64), np.empty(64), np.zeros(n, np.float32))
+
+
+@jit
+def _combine_rows(s, idx, wf, n_valid, combine, lo, hi, iterations, split, keep, winsor, image, weight_sum, coverage,
+                  n_low, n_high, counters, uncertainty, se_mode, se_factor, t, num, den, frames, values, kept_v):
+    """The loop of :func:`combine_weighted`, with its scratch (``t`` … ``kept_v``) as arguments.
+
+    Arguments, so that the arrays the inlined helpers of every pixel read can be
+    :func:`~.common.borrowed` (no reference counts): the caller keeps them alive.
+    """
+    s, idx, wf, t, num, den, kept_v = (borrowed(s), borrowed(idx), borrowed(wf), borrowed(t), borrowed(num),
+                                       borrowed(den), borrowed(kept_v))
     rows, n = s.shape
     nan = np.float32(np.nan)
     has_split = split.shape[0] > 0
     rewinsor = winsor.shape[0] > 0
     has_se = uncertainty.shape[0] > 0
-    t = np.empty((1, n), np.float32)
-    num = np.empty(n)
-    den = np.empty(n)
-    frames = np.empty((64, 3), np.int64)
-    values = np.empty(64)
-    kept_v = np.zeros(n, np.float32)
     max_it = 0
     total_valid = 0
     total_low = 0

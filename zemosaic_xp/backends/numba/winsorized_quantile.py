@@ -21,7 +21,16 @@ import math
 
 import numpy as np
 
-from .common import first_above, first_at_least, inline, jit, median_range, pairwise_sum, survivors_floor
+from .common import (
+    first_above,
+    first_at_least,
+    inline,
+    jit,
+    median_range,
+    pairwise_sum,
+    pairwise_sum_short,
+    survivors_floor,
+)
 from .kappa_sigma import kappa_sigma_rows
 
 __all__ = ["winsorized_quantile_rows", "clamp", "INNER_SIGMA", "INNER_ITERS", "MIN_FRAMES"]
@@ -131,11 +140,13 @@ def winsorized_quantile_rows(s, n_valid, low_limit, high_limit, kappa_low, kappa
         for j in range(n_cols):
             d[j] = np.float64(clamped[r, j]) - med64 if a <= j < b else 0.0
         count_f = np.float64(count if count > 1 else 1)
-        mean = pairwise_sum(d, n_cols, frames, values) / count_f
+        # Up to 128 frames without pairwise_sum's scratch (common.pairwise_sum_short).
+        mean = (pairwise_sum_short(d, n_cols) if n_cols <= 128 else pairwise_sum(d, n_cols, frames, values)) / count_f
         for j in range(n_cols):
             e = d[j] - mean if a <= j < b else 0.0
             dd[j] = e * e
-        std = np.float32(np.sqrt(pairwise_sum(dd, n_cols, frames, values) / count_f))
+        ss = pairwise_sum_short(dd, n_cols) if n_cols <= 128 else pairwise_sum(dd, n_cols, frames, values)
+        std = np.float32(np.sqrt(ss / count_f))
         lower = np.float32(med - np.float32(kappa_low * std))
         upper = np.float32(med + np.float32(kappa_high * std))
         lo = first_at_least(s, r, lower, 0, n)

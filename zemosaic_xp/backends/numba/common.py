@@ -423,6 +423,18 @@ def pairwise_sum_short(buf, n):
 
     For per-pixel loops: numba counts the references of every array an inlined
     helper takes, atomically, around each call; this one takes one array, not three.
+
+    Parameters
+    ----------
+    buf : ndarray, shape (>= n,), float64
+        The values, in the order NumPy would add them.
+    n : int
+        How many to add, at most 128.
+
+    Returns
+    -------
+    float
+        ``numpy.sum(buf[:n])`` to the last bit, ``+0`` for a zero sum.
     """
     return 0.0 + _pairwise_block(buf, 0, n)
 

@@ -66,23 +66,21 @@ def _sum_is_exact(t, r, a, b):
     return top < np.inf and np.float64(b - a) * top <= _EXACT_SPAN * least
 
 
+@jit(fastmath=REASSOCIATE)
+def _range_sum(t, r, a, b):
+    """Σ f64(t[r, a:b]), reassociated (vectorised): NumPy's sum whenever :func:`_sum_is_exact`."""
+    total = 0.0
+    for j in range(a, b):
+        total += np.float64(t[r, j])
+    return 0.0 + total  # +0 for a zero sum, as NumPy's (it adds to +0)
+
+
 @inline
 def _range_total(t, r, a, b):
     """Σ f64(t[r, a:b]) of a sorted range with ``b > a``, and whether any order gives it."""
-    # Four accumulators: the order does not matter when the sum is exact.
-    s0 = s1 = s2 = s3 = 0.0
-    j = a
-    while j + 4 <= b:
-        s0 += np.float64(t[r, j])
-        s1 += np.float64(t[r, j + 1])
-        s2 += np.float64(t[r, j + 2])
-        s3 += np.float64(t[r, j + 3])
-        j += 4
-    while j < b:
-        s0 += np.float64(t[r, j])
-        j += 1
-    total = (s0 + s1) + (s2 + s3)  # +0 for a zero sum, as NumPy's (it adds to +0)
-    return total, _sum_is_exact(t, r, a, b)
+    # The order does not matter when the sum is exact (else the caller sums again in
+    # frame order): vectorised, 3-4x a four-accumulator loop at 48 samples.
+    return _range_sum(t, r, a, b), _sum_is_exact(t, r, a, b)
 
 
 @jit(fastmath=REASSOCIATE)

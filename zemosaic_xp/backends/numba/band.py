@@ -40,7 +40,7 @@ import numpy as np
 
 from ...core.uncertainty import mean_variance_factor
 from .combine import COMBINE_CODES, UNCERTAINTY_CODES, combine_ranges
-from .common import NO_SUMS, centred_sums, inline, jit, median_range, median_sums_lanes
+from .common import NO_SUMS, borrowed, centred_sums, inline, jit, median_range, median_sums_lanes
 from .rejections import NO_F32 as _NO_F32
 from .rejections import REJECT_CODES, REJECTIONS, Kept
 from .sorting import NETWORK_LANES as LANES
@@ -53,7 +53,7 @@ __all__ = ["gather_sorted", "count_sorted", "count_sorted_sums", "count_valid", 
 
 
 @jit
-def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centre, sums, scaling):
+def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centre, sums, scaling, rowbuf):
     """Normalised samples of rows ``[r0, r1)``, pixel-major, invalid last as ``+inf``.
 
     Parameters
@@ -85,6 +85,10 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centr
         start of the rejection kernels (their ``sums`` argument).
     scaling : ndarray, shape (N, 2), float32
         ``(BSCALE, BZERO)`` of stored frames (:data:`~.stored.NO_SCALING` for float32).
+    rowbuf : ndarray, shape (N, 1, Q) for stored frames (else (0, 1, Q)), float32
+        Scratch: a stored row of every frame, decoded (:func:`~.stored.frame_rows`).
+        Passed in to be :func:`~.common.borrowed`: the views of it the loop takes at
+        every 32 pixels of every frame then cost no atomic reference counts.
 
     Returns
     -------
@@ -109,7 +113,7 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centr
     acc2 = np.empty(LANES, np.float64)
     overflow = False
     # Stored frames: each row of every frame decoded at once, then gathered as float32.
-    rowbuf = np.empty((n if scaling.shape[0] else 0, 1, q), np.float32)
+    rowbuf = borrowed(rowbuf)
     for i in range(r0, r1):
         frames, fi = frame_rows(src, i, scaling, rowbuf)
         for j0 in range(0, q, LANES):
@@ -195,6 +199,7 @@ def count_sorted_sums(s, n_valid, centre, sums):
     sums : ndarray, shape (P, 2), float64
         Output: ``Σd``, ``Σd²`` of each row's valid samples, ``d = f64(x) − f64(centre)``.
     """
+    s = borrowed(s)  # centred_sums, a call of its own per row: no reference counts
     for p in range(s.shape[0]):
         j = _valid_count(s, p)
         n_valid[p] = j
@@ -330,7 +335,8 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     gain, offset = normalisation_rows(plan, n, w)
     centre = np.empty(rows, np.float32)
     sums = np.empty((rows, 2), np.float64)
-    overflow = gather_sorted(flat, r0, r1, gain, offset, normalise, pairs, s, n_valid, centre, sums, scaling)
+    rowbuf = np.empty((n if scaling.shape[0] else 0, 1, q), np.float32)  # stored frames, decoded by row
+    overflow = gather_sorted(flat, r0, r1, gain, offset, normalise, pairs, s, n_valid, centre, sums, scaling, rowbuf)
     want_se = len(out) > 5 and out[5].size > 0
     if pairs.shape[0] == 0:
         s.sort(axis=-1)  # NumPy's SIMD sort, in place; +inf (invalid) sorts last

@@ -319,6 +319,7 @@ def _range_errors(s, lo, hi, split, rewinsor, image, uncertainty, se_mode, se_fa
     """
     if rewinsor or se_mode <= 0:
         return
+    s = borrowed(s)  # centred_sums per row (through _standard_error): no reference counts
     has_split = split.shape[0] > 0
     n_cols = s.shape[1]
     for p in range(s.shape[0]):

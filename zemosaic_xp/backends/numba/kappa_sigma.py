@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import centred_sums, first_above, first_at_least, jit, median_range, nonneg, survivors_floor
+from .common import borrowed, centred_sums, first_above, first_at_least, jit, median_range, nonneg, survivors_floor
 
 __all__ = ["kappa_sigma_rows"]
 
@@ -42,6 +42,7 @@ def kappa_sigma_rows(s, n_valid, kappa_low, kappa_high, ddof, max_iters, min_sur
     would leave fewer than ``min(min_survivors, n_valid)`` samples ends the row (and
     counts as an iteration).
     """
+    s = borrowed(s)  # centred_sums, a call of its own per iteration: no reference counts
     for r in range(s.shape[0]):
         n = n_valid[r]
         need = survivors_floor(min_survivors, n)

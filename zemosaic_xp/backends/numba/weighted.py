@@ -120,13 +120,14 @@ def gather_keys(src, r0, r1, gain, offset, normalise, scaling, fw, pw, n_pw_ch, 
                         wf, n_valid, s, idx, centre, sums, np.empty((n, LANES), np.int64),
                         np.empty((n, LANES), np.float32), np.empty(LANES, np.float32), np.zeros(LANES, np.int64),
                         np.empty(LANES, np.float32), np.empty(LANES, np.float64), np.empty(LANES, np.float64),
-                        np.empty(LANES, np.float64))
+                        np.empty(LANES, np.float64),
+                        np.empty((n if scaling.shape[0] else 0, 1, src.shape[2]), np.float32))
 
 
 @jit
 def _gather_rows(src, r0, r1, gain, offset, normalise, scaling, fw, pw, n_pw_ch, radial, n_ch, pairs, keys, wf,
-                 n_valid, s, idx, centre, sums, block, fblock, vals, count, med32, med, acc1, acc2):
-    """The loop of :func:`gather_keys`, with its scratch (``block`` … ``acc2``) as arguments.
+                 n_valid, s, idx, centre, sums, block, fblock, vals, count, med32, med, acc1, acc2, rowbuf):
+    """The loop of :func:`gather_keys`, with its scratch (``block`` … ``acc2``, ``rowbuf``) as arguments.
 
     Arguments, so that the arrays its inlined helpers take at every block of 32
     pixels can be :func:`~.common.borrowed` (no reference counts): the caller keeps
@@ -136,6 +137,7 @@ def _gather_rows(src, r0, r1, gain, offset, normalise, scaling, fw, pw, n_pw_ch,
                                                borrowed(idx), borrowed(centre), borrowed(sums))
     block, fblock, vals, count = borrowed(block), borrowed(fblock), borrowed(vals), borrowed(count)
     med32, med, acc1, acc2 = borrowed(med32), borrowed(med), borrowed(acc1), borrowed(acc2)
+    rowbuf = borrowed(rowbuf)  # stored frames' decoded rows, sliced at every block
     n, _, q = src.shape
     inf = np.float32(np.inf)
     one = np.float32(1.0)
@@ -146,7 +148,6 @@ def _gather_rows(src, r0, r1, gain, offset, normalise, scaling, fw, pw, n_pw_ch,
     bits = vals.view(np.int32)
     overflow = False
     pad = (_ordered(np.int32(0x7F800000)) << 32) | np.int64(n)
-    rowbuf = np.empty((n if scaling.shape[0] else 0, 1, q), np.float32)  # stored frames, decoded by row
     for i in range(r0, r1):
         frames, fi = frame_rows(src, i, scaling, rowbuf)
         for j0 in range(0, q, LANES):

@@ -40,6 +40,7 @@ from .common import (
     MAD_TO_SIGMA,
     TOLERANCE,
     WINSOR_CORRECTION,
+    borrowed,
     first_above,
     first_at_least,
     inline,
@@ -96,13 +97,17 @@ def _start(s, r, lo, hi, med, f1, f2, lane, dev):
 
 @jit
 def _rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors, out_lo, out_hi, out_it,
-          out_c, out_sum, sums):
-    """The kernel: free lanes take rows, one vector step of every lane, ends of passes."""
+          out_c, out_sum, sums, f1, f2, dev):
+    """The kernel: free lanes take rows, one vector step of every lane, ends of passes.
+
+    ``f1``, ``f2`` (zeros, ``(LANES, N + 1)``, float64) and ``dev`` (``(N,)``, float32) are
+    its scratch, passed in so that they and ``s`` can be :func:`~.common.borrowed`: the
+    inlined helpers take them at every row, and numba would count their references
+    (atomically) there.
+    """
+    s, f1, f2, dev = borrowed(s), borrowed(f1), borrowed(f2), borrowed(dev)
     n_rows, n_cols = s.shape
     have_centre = sums.shape[0] > 0
-    f1 = np.zeros((LANES, n_cols + 1))
-    f2 = np.zeros((LANES, n_cols + 1))
-    dev = np.empty(n_cols, np.float32)
     row_l = np.full(LANES, -1, np.int64)
     src_l = np.zeros(LANES, np.int64)
     lo_l = np.zeros(LANES, np.int64)
@@ -274,5 +279,6 @@ def wsc_pixinsight_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_surviv
     lives in small arrays indexed by lane (a per-lane view would cost reference
     counting in the hottest loop).
     """
+    n_cols = s.shape[1]
     _rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors, out_lo, out_hi, out_it, out_c,
-          out_sum, sums)
+          out_sum, sums, np.zeros((LANES, n_cols + 1)), np.zeros((LANES, n_cols + 1)), np.empty(n_cols, np.float32))

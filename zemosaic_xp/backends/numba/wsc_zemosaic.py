@@ -17,6 +17,7 @@ from .common import (
     MAD_TO_SIGMA,
     SIGMA_FLOOR,
     TOLERANCE,
+    borrowed,
     centred_sums,
     first_above,
     first_at_least,
@@ -96,6 +97,7 @@ def wsc_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors,
     done_l = np.empty(_LANES, np.bool_)
     it_l = np.empty(_LANES, np.int64)
     dev = np.empty(s.shape[1], np.float32)
+    s = borrowed(s)  # centred_sums, a call of its own per row: no reference counts
     rows = s.shape[0]
     for r0 in range(0, rows, _LANES):
         lanes = min(_LANES, rows - r0)

@@ -389,6 +389,23 @@ def test_borrowed_is_the_same_memory(shape, dtype):
         assert a.reshape(-1)[-1] == 42
 
 
+def test_borrowed_leaves_strided_arrays_as_they_are():
+    # A C-ordered view of strided memory would read the wrong elements: only C
+    # layouts are borrowed, others come back as they are.
+    import numba
+
+    @numba.njit
+    def first_column_sum(a):
+        b = common.borrowed(a)
+        return b[:, 0].sum()
+
+    a = np.arange(24, dtype=np.float64).reshape(4, 6)
+    strided = a[:, ::2]
+    assert first_column_sum(strided) == strided[:, 0].sum()
+    assert first_column_sum(a) == a[:, 0].sum()
+    assert common.borrowed(strided) is strided  # outside numba: the array itself
+
+
 def test_np_maximum_and_lower_bound():
     values = np.array([-np.inf, -1.0, -0.0, 0.0, 1.0, np.inf, np.nan])
     a, b = (v.ravel() for v in np.meshgrid(values, values, indexing="ij"))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 from numba.core import cgutils, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from ...core.nanstats import MAD_TO_SIGMA
 from .blas_probe import import_arraymath
@@ -107,7 +107,6 @@ def _address_as_pointer(typingctx, addr):
     return types.voidptr(addr), codegen
 
 
-@inline
 def borrowed(a):
     """``a`` without numba's reference counting: the same data, shape and dtype.
 
@@ -119,15 +118,27 @@ def borrowed(a):
 
     Parameters
     ----------
-    a : ndarray, C-contiguous
-        The array.
+    a : ndarray
+        The array. Only a C-contiguous one (numba's layout ``"C"``) is borrowed: any
+        other layout is returned as it is (a C-ordered view of strided memory would
+        read the wrong elements).
 
     Returns
     -------
     ndarray
-        A C-ordered view of ``a``'s memory, no owner.
+        A C-ordered view of ``a``'s memory, no owner; ``a`` itself outside numba or
+        for other layouts.
     """
-    return numba.carray(_address_as_pointer(a.ctypes.data), a.shape, a.dtype)
+    return a
+
+
+@overload(borrowed, inline="always")
+def _borrowed(a):
+    if isinstance(a, types.Array) and a.layout == "C":
+        def view(a):
+            return numba.carray(_address_as_pointer(a.ctypes.data), a.shape, a.dtype)
+        return view
+    return lambda a: a
 
 
 # ---------------------------------------------------------------------------- scalars

@@ -24,6 +24,11 @@ Modules, by topic:
 - :mod:`.weighted`, :mod:`.weighted_band`: the same for weighted stacks (quality, user,
   per-pixel and radial weights): each sample's frame carried through a stable key sort,
   the combine in frame order with the weights; bands and grid cells;
+- :mod:`.constants`: the codes, sentinels and sorting networks the glue shares with the
+  kernels, without numba;
+- :mod:`.gather`: the band gather (frames to sorted rows with counts, medians, sums);
+- :mod:`.aot`, :mod:`.aot_build`: the kernels compiled ahead of time (loaded without
+  numba) and their build (``zemosaic-xp build-kernels``);
 - :mod:`.kernels`: what the NumPy ops call (the band stacker, the row kernels of
   κ-σ and the WSC flavours, the sorts) in one namespace, what :func:`numba_kernels`
   returns.
@@ -84,15 +89,20 @@ def numba_kernels() -> ModuleType | None:
 
     Notes
     -----
-    The first call imports numba and the kernel modules (a fraction of a second);
-    each kernel compiles on its first use, or loads from numba's on-disk cache.
+    Where the kernels were built ahead of time for this install (:mod:`.aot`,
+    ``zemosaic-xp build-kernels``) numba is not imported. Otherwise the first call
+    imports numba (a fraction of a second); each kernel compiles on its first use, or
+    loads from numba's on-disk cache.
     """
     global _kernels
     if _switched_off():
         return None
     if _kernels is None:
         try:
-            _kernels = importlib.import_module(f"{__name__}.kernels")
+            kernels = importlib.import_module(f"{__name__}.kernels")
+            if not kernels.aot.status()["compiled"]:
+                importlib.import_module(f"{__name__}.common")  # numba itself: does it import?
+            _kernels = kernels
         except ImportError:
             _kernels = False
     return _kernels or None

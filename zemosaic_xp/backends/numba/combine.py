@@ -35,12 +35,11 @@ from __future__ import annotations
 import numpy as np
 
 from .common import REASSOCIATE, borrowed, centred_sums, inline, jit, lower_bound, median_range, pairwise_sum
+from .constants import COMBINE_CODES, UNCERTAINTY_CODES
 from .stored import frame_value
 from .winsorized_quantile import clamp
 
 __all__ = ["combine_ranges", "frame_order_total", "COMBINE_CODES", "UNCERTAINTY_CODES"]
-
-COMBINE_CODES = {"mean": 0, "median": 1, "sum": 2, "min": 3, "max": 4}
 
 # Σ|x| <= 2**53·ulp(min|x|) makes a float64 sum of float32 values exact in any order;
 # ulp(min|x|) > 2**-24·min|x| for float32, hence this bound.
@@ -278,10 +277,6 @@ def _order_value(arr, row, start, count, combine):
     else:
         value = arr[row, start + count - 1]
     return value
-
-
-#: How :func:`combine_ranges` turns the survivors' spread into a standard error, by combine.
-UNCERTAINTY_CODES = {"mean": 1, "sum": 2, "median": 3}
 
 
 @inline

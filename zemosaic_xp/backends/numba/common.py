@@ -21,15 +21,13 @@ from numba.extending import intrinsic, overload
 from ...core.nanstats import MAD_TO_SIGMA
 from .blas_probe import import_arraymath
 from .cache_load import fast_cache_load
+from .constants import NO_SUMS
 
 __all__ = ["jit", "inline", "cache_enabled", "REASSOCIATE", "NO_SUMS", "MAD_TO_SIGMA", "HUBER_C", "WINSOR_CORRECTION",
            "TOLERANCE", "INNER_MAX_ITERS", "SIGMA_FLOOR", "survivors_floor", "midpoint", "nonneg", "np_maximum",
            "median_range", "median_sums_lanes",
            "centred_sums", "first_at_least", "first_above", "lower_bound", "mad_range", "pairwise_sum",
            "pairwise_sum_short", "borrowed"]
-
-#: The ``sums`` argument of the row kernels when they compute the sums themselves.
-NO_SUMS = np.zeros((0, 2), np.float64)
 
 #: fastmath flags of the reductions that may add in any order (``jit(fastmath=...)``):
 #: reassociation only, so that LLVM vectorises the sum; no ``nnan`` / ``ninf`` (a valid

@@ -16,11 +16,9 @@ import math
 import numpy as np
 
 from .common import jit, median_range, np_maximum, survivors_floor
+from .constants import FLOOR_SLACK
 
 __all__ = ["gesd_rows", "FLOOR_SLACK"]
-
-#: ``floor(f·n + FLOOR_SLACK)`` ESD steps, as the core (tests check that they agree).
-FLOOR_SLACK = 1e-9
 
 
 @jit

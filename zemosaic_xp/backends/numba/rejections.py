@@ -12,10 +12,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .aot import entry
+from .constants import FLOOR_SLACK
+
 __all__ = ["Kept", "REJECTIONS", "REJECT_CODES", "NO_F32"]
 
-# The kernels' modules are imported by their wrappers below, on first use: a stack loads
-# (and numba reads from its cache) only the rejection it runs.
+# The wrappers below take their kernels from :func:`.aot.entry` when they run: a stack
+# loads (and numba reads from its cache) only the rejection it runs.
 
 NO_F32 = np.zeros(0, np.float32)
 _NO_F64 = np.zeros(0, np.float64)
@@ -66,10 +69,9 @@ def _reject_none(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.nda
 
 def _reject_kappa_sigma(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray,
                         sums: np.ndarray) -> Kept:
-    from .kappa_sigma import kappa_sigma_rows
-
     lo, hi, it = _ranges(n_valid.shape[0])
     kept_sum = np.empty(n_valid.shape[0], np.float64)
+    kappa_sigma_rows = entry("kappa_sigma_rows")
     # κ as float32: the core forms the bounds c ± κ·σ in float32 (NumPy's weak scalars).
     kappa_sigma_rows(s, n_valid, np.float32(config.kappa_low), np.float32(config.kappa_high), config.sigma_ddof,
                      config.effective_max_iters(), config.min_survivors, lo, hi, it, centre, kept_sum, sums)
@@ -77,12 +79,9 @@ def _reject_kappa_sigma(s: np.ndarray, n_valid: np.ndarray, config: Any, centre:
 
 
 def _reject_wsc(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray, sums: np.ndarray) -> Kept:
-    from .wsc_pixinsight import wsc_pixinsight_rows
-    from .wsc_zemosaic import wsc_rows
-
     lo, hi, it = _ranges(n_valid.shape[0])
     kept_sum = np.empty(n_valid.shape[0], np.float64)
-    wsc = wsc_pixinsight_rows if config.wsc_impl == "pixinsight" else wsc_rows
+    wsc = entry("wsc_pixinsight_rows" if config.wsc_impl == "pixinsight" else "wsc_rows")
     wsc(s, n_valid, float(config.kappa_low), float(config.kappa_high), config.effective_max_iters(),
         config.min_survivors, lo, hi, it, centre, kept_sum, sums)
     return Kept(lo, hi, it, centre, kept_sum)
@@ -90,27 +89,24 @@ def _reject_wsc(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndar
 
 def _reject_percentile(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray,
                        sums: np.ndarray) -> Kept:
-    from .percentile import percentile_rows
-
     lo, hi, it = _ranges(n_valid.shape[0])
+    percentile_rows = entry("percentile_rows")
     percentile_rows(s, n_valid, np.float32(config.percentile_low), np.float32(config.percentile_high),
                     config.min_survivors, lo, hi, it)
     return Kept(lo, hi, it)
 
 
 def _reject_mad(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray, sums: np.ndarray) -> Kept:
-    from .mad import mad_rows
-
     lo, hi, it = _ranges(n_valid.shape[0])
+    mad_rows = entry("mad_rows")
     mad_rows(s, n_valid, np.float32(config.kappa_low), np.float32(config.kappa_high), config.effective_max_iters(),
              config.min_survivors, lo, hi, it)
     return Kept(lo, hi, it)
 
 
 def _reject_minmax(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray, sums: np.ndarray) -> Kept:
-    from .minmax import minmax_rows
-
     lo, hi, it = _ranges(n_valid.shape[0])
+    minmax_rows = entry("minmax_rows")
     minmax_rows(n_valid, int(config.minmax_low), int(config.minmax_high), config.min_survivors, lo, hi, it)
     return Kept(lo, hi, it)
 
@@ -119,24 +115,23 @@ def _reject_gesd(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.nda
     import math
 
     from ...core.reject.gesd_table import gesd_critical_values
-    from .gesd import FLOOR_SLACK, gesd_rows
 
     lo, hi, it = _ranges(n_valid.shape[0])
     n_frames = s.shape[1]
     fraction = float(config.gesd_outlier_fraction)
     lam = np.asarray(gesd_critical_values(n_frames, float(config.gesd_alpha)), np.float64)
     max_steps = min(int(math.floor(fraction * n_frames + FLOOR_SLACK)), max(n_frames - 2, 0))
+    gesd_rows = entry("gesd_rows")
     gesd_rows(s, n_valid, fraction, lam, max_steps, config.min_survivors, lo, hi, it)
     return Kept(lo, hi, it)
 
 
 def _reject_linear_fit_clip(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray,
                             sums: np.ndarray) -> Kept:
-    from .linear_fit_clip import linear_fit_clip_rows
-
     lo, hi, it = _ranges(n_valid.shape[0])
     split = np.empty(n_valid.shape[0], np.bool_)
     keep = np.empty(s.shape, np.bool_)  # written on split rows only
+    linear_fit_clip_rows = entry("linear_fit_clip_rows")
     linear_fit_clip_rows(s, n_valid, float(config.kappa_low), float(config.kappa_high), config.effective_max_iters(),
                          config.min_survivors, lo, hi, it, split, keep)
     return Kept(lo, hi, it, split=split, keep=keep)
@@ -144,11 +139,10 @@ def _reject_linear_fit_clip(s: np.ndarray, n_valid: np.ndarray, config: Any, cen
 
 def _reject_winsorized_quantile(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: np.ndarray,
                                 sums: np.ndarray) -> Kept:
-    from .winsorized_quantile import winsorized_quantile_rows
-
     lo, hi, it = _ranges(n_valid.shape[0])
     winsor = np.empty((n_valid.shape[0], 2), np.float32)
     low, high = config.winsor_limits
+    winsorized_quantile_rows = entry("winsorized_quantile_rows")
     winsorized_quantile_rows(s, n_valid, float(low), float(high), np.float32(config.kappa_low),
                              np.float32(config.kappa_high), config.min_survivors, lo, hi, it, winsor)
     return Kept(lo, hi, it, winsor=winsor if config.winsor_rewinsor else _NO_WINSOR)

@@ -11,11 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from .common import jit
+from .constants import NETWORK_LANES, merge_network
 
 __all__ = ["NETWORK_LANES", "nan_to_inf_rows", "merge_network", "network", "sort_network_rows"]
-
-#: Rows sorted together by the network: one compare-exchange = 2 vector operations.
-NETWORK_LANES = 32
 
 
 @jit
@@ -46,34 +44,6 @@ def nan_to_inf_rows(x, s, n_valid):
             sr[k] = v if valid else inf
             count += valid
         n_valid[r] = count
-
-
-def merge_network(n: int) -> np.ndarray:
-    """Build Batcher's odd-even merge sorting network of ``n`` inputs.
-
-    Parameters
-    ----------
-    n : int
-        Inputs; any ``n``, not only powers of two.
-
-    Returns
-    -------
-    ndarray, shape (pairs, 2), int64
-        Compare-exchanges ``(i, j)``, ``i < j``, in the order to apply them: 19 pairs
-        for 8 inputs, 63 for 16.
-    """
-    pairs = []
-    p = 1
-    while p < n:
-        k = p
-        while k >= 1:
-            for j in range(k % p, n - k, 2 * k):
-                for i in range(min(k, n - j - k)):
-                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
-                        pairs.append((i + j, i + j + k))
-            k //= 2
-        p *= 2
-    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
 
 
 @jit

@@ -22,12 +22,9 @@ from numba import types
 from numba.extending import overload
 
 from .common import jit
+from .constants import NO_SCALING
 
 __all__ = ["NO_SCALING", "frame_value", "frame_row", "valid_row", "frame_rows"]
-
-#: The ``scaling`` argument for float32 frames (nothing to decode).
-NO_SCALING = np.zeros((0, 2), np.float32)
-
 
 @jit
 def _decode(v, bscale, bzero):

@@ -40,8 +40,6 @@ kernels take their own sums.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from .combine import _copy_kept, _from_sums, _order_value
@@ -51,7 +49,7 @@ from .sorting import network
 from .stored import frame_rows
 from .winsorized_quantile import clamp
 
-__all__ = ["gather_keys", "gather_key_rows", "unpack_keys", "combine_weighted", "frame_weight_rows"]
+__all__ = ["gather_keys", "gather_key_rows", "unpack_keys", "combine_weighted"]
 
 _FLIP = 0x7FFFFFFF
 _LOW = 0xFFFFFFFF
@@ -498,23 +496,3 @@ def _weighted_se(kept_v, den, count, value, mode, factor):
             var = var * nf * nf
         se = np.float32(np.sqrt(var))
     return se
-
-
-def frame_weight_rows(plan: Any, n: int, w: int) -> np.ndarray:
-    """The plan's ``(N, C)`` frame weights repeated along a row, ``(N, W·C)`` float32 (or ``(N, 0)``).
-
-    Parameters
-    ----------
-    plan : FramePlan
-        Its ``weights`` (None: no frame weight).
-    n, w : int
-        Frames and row width.
-
-    Returns
-    -------
-    ndarray
-        C-contiguous float32, in the order of a frame row's interleaved channels.
-    """
-    if plan.weights is None:
-        return np.zeros((n, 0), np.float32)
-    return np.ascontiguousarray(np.tile(np.asarray(plan.weights, np.float32), (1, w)))

@@ -4,7 +4,8 @@
 :func:`stack_block` (samples-last blocks: grid cells) gather each sample's key and
 weight (:func:`~.weighted.gather_keys`, :func:`~.weighted.gather_key_rows`), sort the
 keys, run the rejection on the values (:data:`~.rejections.REJECTIONS`) and combine
-with the weights (:func:`~.weighted.combine_weighted`).
+with the weights (:func:`~.weighted.combine_weighted`). It imports no numba: the kernels
+come from :func:`~.aot.entry`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,31 @@ import numpy as np
 
 from ...core.uncertainty import mean_variance_factor
 from ...core.weights import radial_weight_map
-from .combine import COMBINE_CODES, UNCERTAINTY_CODES
-from .common import NO_SUMS
+from .aot import entry
+from .constants import COMBINE_CODES, NO_SUMS, UNCERTAINTY_CODES
 from .rejections import NO_F32, REJECTIONS
-from .weighted import combine_weighted, frame_weight_rows, gather_key_rows, gather_keys, unpack_keys
 
-__all__ = ["normalisation_rows", "stack_band_weighted", "stack_block"]
+__all__ = ["frame_weight_rows", "normalisation_rows", "stack_band_weighted", "stack_block"]
+
+
+def frame_weight_rows(plan: Any, n: int, w: int) -> np.ndarray:
+    """The plan's ``(N, C)`` frame weights repeated along a row, ``(N, W·C)`` float32 (or ``(N, 0)``).
+
+    Parameters
+    ----------
+    plan : FramePlan
+        Its ``weights`` (None: no frame weight).
+    n, w : int
+        Frames and row width.
+
+    Returns
+    -------
+    ndarray
+        C-contiguous float32, in the order of a frame row's interleaved channels.
+    """
+    if plan.weights is None:
+        return np.zeros((n, 0), np.float32)
+    return np.ascontiguousarray(np.tile(np.asarray(plan.weights, np.float32), (1, w)))
 
 
 def normalisation_rows(plan: Any, n: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -96,6 +116,7 @@ def stack_band_weighted(flat: np.ndarray, r0: int, r1: int, pairs: np.ndarray, c
             feather_fraction=config.radial_feather_fraction, shape_power=config.radial_shape_power,
             floor=config.radial_floor, xp=_np_xp()), dtype=np.float32)
     bufs = _buffers(rows, n, pairs)
+    gather_keys = entry("gather_keys")
     overflow = gather_keys(flat, r0, r1, gain, offset, not plan.identity, scaling, fw, pw, pw_ch, radial, c,
                            pairs, *bufs)
     return _reject_combine_weighted(bufs, overflow, pairs, config, out)
@@ -147,6 +168,7 @@ def stack_block(values: np.ndarray, weights: np.ndarray | None, pairs: np.ndarra
         pw_ch = int(weights.shape[2])
         pw = np.ascontiguousarray(weights, dtype=np.float32).reshape(h * w * pw_ch, n)
     bufs = _buffers(rows, n, pairs)
+    gather_key_rows = entry("gather_key_rows")
     overflow = gather_key_rows(x, c, gain, offset, not plan.identity, fw, pw, pw_ch, pairs, *bufs)
     return _reject_combine_weighted(bufs, overflow, pairs, config, out)
 
@@ -165,6 +187,7 @@ def _reject_combine_weighted(bufs: tuple[np.ndarray, ...], overflow: bool, pairs
     rows = s.shape[0]
     if pairs.shape[0] == 0:
         keys.sort(axis=-1)
+        unpack_keys = entry("unpack_keys")
         unpack_keys(keys, s.view(np.int32), idx)
         sums = NO_SUMS  # the kernels take their medians and sums themselves
     if overflow:
@@ -174,6 +197,7 @@ def _reject_combine_weighted(bufs: tuple[np.ndarray, ...], overflow: bool, pairs
     views = [a.reshape(rows) for a in out[:5]]
     uncertainty = out[5].reshape(rows) if len(out) > 5 and out[5].size else NO_F32
     counters = np.zeros(4, np.int64)
+    combine_weighted = entry("combine_weighted")
     combine_weighted(s, idx, wf, n_valid, COMBINE_CODES[config.combine], kept.lo, kept.hi, kept.iterations,
                      kept.split, kept.keep, kept.winsor, *views, counters, uncertainty,
                      UNCERTAINTY_CODES.get(config.combine, 0), mean_variance_factor(config))

@@ -25,6 +25,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "zemosaic_xp.cli.stack_cmd",
     "zemosaic_xp.cli.bench_cmd",
     "zemosaic_xp.cli.telemetry_cmd",
+    "zemosaic_xp.cli.kernels_cmd",
 )
 
 

@@ -28,6 +28,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -58,10 +59,21 @@ def _arg_key(t: Any) -> Any:
     return None
 
 
+def _pycc() -> Any:
+    """``numba.pycc`` (deprecated, still shipped: its pending-deprecation warning is expected)."""
+    from numba.core.errors import NumbaPendingDeprecationWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NumbaPendingDeprecationWarning)
+        import numba.pycc
+        import numba.pycc.compiler  # noqa: F401 - the module whose Flags _aot_flags swaps
+    return numba.pycc
+
+
 @contextlib.contextmanager
 def _aot_flags() -> Iterator[None]:
     """numba.pycc's compile flags with the JIT kernels' options: GIL released, NumPy's error model."""
-    import numba.pycc.compiler as pycc_compiler
+    pycc_compiler = _pycc().compiler
 
     base = pycc_compiler.Flags
 
@@ -99,10 +111,8 @@ def _compile(folder: Path, key: str, signatures: dict[str, list[Any]]) -> dict[s
     """Compile the signatures into ``folder``; return the index."""
     import importlib
 
-    from numba.pycc import CC
-
     name = aot.module_name(key)
-    cc = CC(name)
+    cc = _pycc().CC(name)
     cc.output_dir = str(folder)
     cc.target_cpu = "host"
     cc.verbose = False
@@ -200,6 +210,7 @@ def build(root: str | os.PathLike | None = None, *, force: bool = False,
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
+        target.chmod(0o755)  # mkdtemp made it private; the built module is for every user of the install
     finally:
         aot.use(previous)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -47,6 +47,7 @@ from peers_tools import (  # noqa: E402
     drop_page_cache,
     find_ours,
     find_siril,
+    kernels_state,
     ours_command,
     run_process,
     siril_rejected_pct,
@@ -216,7 +217,8 @@ def machine_info(ours: Tool, siril: Tool | None, args: argparse.Namespace) -> di
     except (OSError, StopIteration):
         pass
     return {"cpu": model, "cpu_count": os.cpu_count(), "platform": platform.platform(), "bytecode": compile_ours(),
-            "python": platform.python_version(), "ours": ours.version, "ours_command": " ".join(ours.command),
+            "kernels": kernels_state(), "python": platform.python_version(), "ours": ours.version,
+            "ours_command": " ".join(ours.command),
             "backend_requested": args.backend or "not passed (zemosaic-xp's default)",
             "siril": siril.version if siril else None, "cold_cache": args.cold, "repeat": args.repeat}
 
@@ -252,7 +254,7 @@ def report(machine: dict, cases: list[dict]) -> str:
     out = [f"Machine: {machine['cpu']}, {machine['cpu_count']} CPUs; {machine['ours']} (backend: "
            f"{machine['backend_requested']}); Siril: {machine['siril'] or 'not found (apt-get install siril)'}; "
            f"{'cold' if machine['cold_cache'] else 'warm'} page cache; best of {machine['repeat']}; ours: "
-           f"{machine.get('bytecode', 'bytecode not checked')}."]
+           f"{machine.get('bytecode', 'bytecode not checked')}; {machine.get('kernels', 'kernels not checked')}."]
     for case in cases:
         n, size = case["n_frames"], case["size"]
         threshold = 5.0 * NOISE_SIGMA_ADU / n**0.5

@@ -55,7 +55,7 @@ from peers_grid_tools import (  # noqa: E402
     swarp_version,
     write_swarp_config,
 )
-from peers_tools import Tool, compile_ours, find_ours, tool_version, warm_read  # noqa: E402
+from peers_tools import Tool, compile_ours, find_ours, kernels_state, tool_version, warm_read  # noqa: E402
 from proc_tree import TreeRun, run_failure, run_tree  # noqa: E402
 
 DEFAULT_SURVEYS = "small,large"
@@ -305,7 +305,7 @@ def report(machine: dict, surveys: list[dict]) -> str:
            f"SWarp: {tools.get('swarp') or 'not run/found'}; reproject: {tools.get('reproject') or 'not run/found'}; "
            f"warm page cache; best of {machine['repeat']}; speed = SWarp's time / the tool's (same thread count); "
            f"CPU s = user + system of the whole process tree (lowest run); ours: "
-           f"{machine.get('bytecode', 'bytecode not checked')}."]
+           f"{machine.get('bytecode', 'bytecode not checked')}; {machine.get('kernels', 'kernels not checked')}."]
     for s in surveys:
         out += ["", f"### {s['survey']}: {s['grid'][0]}×{s['grid'][1]} pointings × {s['exposures']} exposures = "
                     f"{s['n_frames']} frames of {s['size']}² ({s['input_mib']:.0f} MiB of float32 FITS; σ = "
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     basics = _machine_basics(Tool("ours", find_ours(), found.get("ours") or ""), None, argparse.Namespace(
         backend=None, cold=False, repeat=args.repeat))
     machine = {key: basics[key] for key in ("cpu", "cpu_count", "platform", "python", "repeat")}
-    machine.update(tools=found, workers=args.worker_list, bytecode=bytecode)
+    machine.update(tools=found, workers=args.worker_list, bytecode=bytecode, kernels=kernels_state())
     text = report(machine, surveys)
     print(text)
     if args.output:

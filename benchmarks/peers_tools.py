@@ -28,7 +28,7 @@ from pathlib import Path
 from proc_tree import run_tree
 
 __all__ = ["REJECTIONS", "ProcessRun", "Tool", "run_process", "find_siril", "ours_command",
-           "find_ours", "tool_version", "siril_script", "siril_rejected_pct", "write_ours_config",
+           "find_ours", "kernels_state", "tool_version", "siril_script", "siril_rejected_pct", "write_ours_config",
            "drop_page_cache", "warm_read"]
 
 # Rejection name -> (our StackConfig settings, Siril's stack arguments). Same thresholds on
@@ -162,6 +162,25 @@ def compile_ours() -> str:
     folder = Path(spec.origin).parent
     ok = compileall.compile_dir(str(folder), quiet=2)
     return "bytecode compiled" if ok else f"bytecode not compiled (could not write under {folder})"
+
+
+def kernels_state() -> str:
+    """Whether ``zemosaic-xp`` loads its kernels compiled ahead of time, as its processes will.
+
+    Returns
+    -------
+    str
+        "kernels compiled ahead of time: yes" (``zemosaic-xp build-kernels`` was run for
+        this install: no numba at start-up) or "...: no" (numba's JIT cache), or why
+        it is unknown.
+    """
+    try:
+        proc = subprocess.run([*find_ours(), "build-kernels", "--status"], capture_output=True, text=True,
+                              timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"kernels compiled ahead of time: unknown ({exc})"
+    lines = proc.stdout.strip().splitlines()
+    return lines[0].split(";")[0] if lines else f"kernels compiled ahead of time: unknown (exit {proc.returncode})"
 
 
 def tool_version(command: tuple[str, ...], *, env: dict | None = None) -> str:

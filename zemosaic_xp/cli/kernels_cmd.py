@@ -46,10 +46,11 @@ def _run(args: argparse.Namespace) -> int:
         where = state["folder"] or f"{aot.kernel_root() / (state['key'] or '?')} (not built)"
         print(f"kernels compiled ahead of time: {'yes' if state['compiled'] else 'no'}; {where}")
         return 0 if state["compiled"] else 1
+    from zemosaic_xp.aot_workloads import run_all
     from zemosaic_xp.backends.numba.aot_build import BuildError, build
 
     try:
-        folder = build(args.dir, force=args.force, report=print)
+        folder = build(run_all, args.dir, force=args.force, report=print)
     except BuildError as exc:
         raise CliError(str(exc)) from exc
     print(f"kernels compiled ahead of time: {folder}")

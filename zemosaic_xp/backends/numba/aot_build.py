@@ -3,7 +3,7 @@
 :func:`build` does three things, in a temporary folder renamed into place only at the end
 (a build that fails or is interrupted leaves nothing a process would load):
 
-1. runs the representative stacks of :mod:`.aot_workloads` with numba's JIT, which
+1. runs representative stacks (``zemosaic_xp.aot_workloads.run_all``) with numba's JIT, which
    compiles every kernel of :data:`~.aot.ENTRY_POINTS` for the argument types real
    stacks pass (16-bit and float32 frames, short and long stacks, every rejection and
    combine, weights, the grid's cells, the paired fit of the normalisation);
@@ -144,12 +144,16 @@ def _same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
         for x, y in zip(a, b))
 
 
-def build(root: str | os.PathLike | None = None, *, force: bool = False,
-          report: Callable[[str], None] = logger.info) -> Path:
+def build(run_stacks: Callable[[Path], dict[str, list[np.ndarray]]], root: str | os.PathLike | None = None, *,
+          force: bool = False, report: Callable[[str], None] = logger.info) -> Path:
     """Build the kernels ahead of time into ``root / build_key()``.
 
     Parameters
     ----------
+    run_stacks : callable
+        ``run_stacks(folder) -> {case: arrays}``: the representative stacks
+        (``zemosaic_xp.aot_workloads.run_all``), run with the JIT and then with the
+        built module; ``folder`` is scratch for their files.
     root : path, optional
         Folder of built modules; default :func:`~.aot.kernel_root`.
     force : bool
@@ -169,8 +173,6 @@ def build(root: str | os.PathLike | None = None, *, force: bool = False,
         numba is not installed, the compiler failed, or the built module does not
         give the JIT's results (nothing is installed then).
     """
-    from . import aot_workloads
-
     key = aot.build_key()
     if not key:
         msg = "numba is not installed: nothing to build (pip install 'zemosaic-xp[fast]')"
@@ -188,7 +190,7 @@ def build(root: str | os.PathLike | None = None, *, force: bool = False,
         with tempfile.TemporaryDirectory(prefix="zx-aot-data-") as data:
             aot.use(None)
             report("running the representative stacks with numba's JIT (compiles what is not cached)")
-            expected = aot_workloads.run_all(Path(data))
+            expected = run_stacks(Path(data))
             signatures = _signatures(list(aot.ENTRY_POINTS))
             n = sum(len(v) for v in signatures.values())
             report(f"compiling {n} signatures of {len(signatures)} kernels ahead of time (numba.pycc, host CPU)")
@@ -198,7 +200,7 @@ def build(root: str | os.PathLike | None = None, *, force: bool = False,
             (tmp / aot.INDEX).write_text(json.dumps(index, indent=1), encoding="utf-8")
             report("checking the built kernels against the JIT, bit for bit")
             aot.use(tmp)
-            got = aot_workloads.run_all(Path(data))
+            got = run_stacks(Path(data))
             misses = aot.status()["misses"]
         if misses:
             msg = f"the built module lacks signatures that the stacks called: {misses}"

@@ -1,4 +1,4 @@
-"""The representative stacks of the ahead-of-time build (:mod:`.aot_build`).
+"""The representative stacks of the kernels' ahead-of-time build (``zemosaic-xp build-kernels``).
 
 Run once with numba's JIT, they make it compile every kernel the NumPy backend calls
 with the argument types of real stacks; run again with the built module, their outputs
@@ -12,7 +12,9 @@ must be the same bits. They go through the public entry points, as users do:
   weights, the radial weight, ZeMosaic's WSC with weights (the NumPy ops' row kernels);
 - grid cells (``NumpyOps.block_stacker``, samples last, per-sample weights).
 
-Small frames (about a second in all once compiled).
+Small frames (about a second in all once compiled). It sits at the top of the package
+(it calls the adapters); :func:`zemosaic_xp.backends.numba.aot_build.build` receives
+:func:`run_all` from its callers.
 """
 
 from __future__ import annotations
@@ -61,16 +63,16 @@ def _write(folder: Path, frames: np.ndarray, kind: str) -> list[str]:
 
 
 def _tile(paths: list[str], **config: Any) -> list[np.ndarray]:
-    from ...classic.master_tile import stack_master_tile
-    from ...core.config import StackConfig
+    from .classic.master_tile import stack_master_tile
+    from .core.config import StackConfig
 
     result = stack_master_tile(paths, StackConfig(**config), backend="numpy")
     return [np.asarray(a) for a in (result.image, result.coverage, result.uncertainty) if a is not None]
 
 
 def _stack(frames: np.ndarray, weights: Any = None, **config: Any) -> list[np.ndarray]:
-    from ...api import stack
-    from ...core.config import StackConfig
+    from .api import stack
+    from .core.config import StackConfig
 
     result = stack(frames, config=StackConfig(**config), weights=weights, backend="numpy")
     names = ("image", "weight_sum", "coverage", "rejected_low", "rejected_high", "uncertainty")
@@ -78,10 +80,10 @@ def _stack(frames: np.ndarray, weights: Any = None, **config: Any) -> list[np.nd
 
 
 def _cells(n: int, seed: int, **config: Any) -> list[np.ndarray]:
-    from ...core.config import StackConfig
-    from ...core.pipeline import FramePlan
-    from ..numpy_xp import numpy_namespace
-    from ..ops_numpy import NumpyOps
+    from .backends.numpy_xp import numpy_namespace
+    from .backends.ops_numpy import NumpyOps
+    from .core.config import StackConfig
+    from .core.pipeline import FramePlan
 
     rng = np.random.default_rng(seed)
     values = np.ascontiguousarray(np.moveaxis(_frames(n, seed), 0, -1)[:, :, None, :])  # (h, w, 1, N)

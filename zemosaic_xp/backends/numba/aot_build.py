@@ -209,10 +209,17 @@ def build(run_stacks: Callable[[Path], dict[str, list[np.ndarray]]], root: str |
         if bad:
             msg = f"the built kernels do not give the JIT's results in: {', '.join(bad)}"
             raise BuildError(msg)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-        target.chmod(0o755)  # mkdtemp made it private; the built module is for every user of the install
+        tmp.chmod(0o755)  # mkdtemp made it private; the built module is for every user of the install
+        if force and target.exists():
+            old = root / f".{key}.old-{os.getpid()}"
+            os.replace(target, old)  # a process that loaded it keeps its mapping
+            shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not (target / aot.INDEX).is_file():
+                raise
+            report(f"another build of this install finished first: {target}")  # the same key: the same kernels
     finally:
         aot.use(previous)
         shutil.rmtree(tmp, ignore_errors=True)

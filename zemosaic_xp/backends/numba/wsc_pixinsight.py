@@ -27,7 +27,12 @@ Why it is shaped as it is (the measurements behind it are in docs/performance.md
   branch-free pass of vector compares over the whole sorted row, both bounds at
   once), then runs the float64 arithmetic of every lane in one branch-free loop,
   and only then handles the lanes whose pass ended. A lane whose row is done takes
-  the next one before the next step (no lane waits for the slowest).
+  the next one before the next step (no lane waits for the slowest). The count
+  pass also looks up the sums at the clamp positions, so that the arithmetic loop
+  reads only per-lane arrays;
+- the anchored sums of a row are two chains of dependent float64 additions per
+  half (up from the median, down from it): both halves run in one loop, so that
+  their chains overlap (each still adds in the core's order).
 """
 
 from __future__ import annotations
@@ -64,22 +69,31 @@ def _anchored(s, r, n, centre, f1, f2, lane):
     mid = n // 2
     f1[lane, mid] = 0.0
     f2[lane, mid] = 0.0
-    acc1 = 0.0
-    acc2 = 0.0
-    for j in range(mid, n):
+    # The halves' sums (up from the median, down from it) are independent chains of
+    # dependent float64 additions: run side by side, each in the core's order.
+    up1 = 0.0
+    up2 = 0.0
+    dn1 = 0.0
+    dn2 = 0.0
+    for t in range(mid):
+        j = mid + t
         d = np.float64(s[r, j]) - c
-        acc1 += d
-        acc2 += d * d
-        f1[lane, j + 1] = acc1
-        f2[lane, j + 1] = acc2
-    acc1 = 0.0
-    acc2 = 0.0
-    for j in range(mid - 1, -1, -1):
-        d = np.float64(s[r, j]) - c
-        acc1 += d
-        acc2 += d * d
-        f1[lane, j] = 0.0 - acc1
-        f2[lane, j] = 0.0 - acc2
+        up1 += d
+        up2 += d * d
+        f1[lane, j + 1] = up1
+        f2[lane, j + 1] = up2
+        k = mid - 1 - t
+        e = np.float64(s[r, k]) - c
+        dn1 += e
+        dn2 += e * e
+        f1[lane, k] = 0.0 - dn1
+        f2[lane, k] = 0.0 - dn2
+    if n - mid > mid:  # odd n: the upper half has one more
+        d = np.float64(s[r, n - 1]) - c
+        up1 += d
+        up2 += d * d
+        f1[lane, n] = up1
+        f2[lane, n] = up2
     return c
 
 
@@ -121,8 +135,10 @@ def _rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors, out_lo, o
     inv_k_l = np.ones(LANES)
     low_l = np.zeros(LANES)
     high_l = np.zeros(LANES)
-    below = np.zeros(LANES, np.int64)
-    upto = np.zeros(LANES, np.int64)
+    nlow_l = np.zeros(LANES)
+    nhigh_l = np.zeros(LANES)
+    d1_l = np.zeros(LANES)
+    d2_l = np.zeros(LANES)
     fin = np.zeros(LANES, np.bool_)
     next_row = 0
     while True:
@@ -189,22 +205,26 @@ def _rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors, out_lo, o
                 x = s[r, j]
                 nb += x < low
                 nu += x <= high
-            below[lane] = nb
-            upto[lane] = nu
-        for lane in range(LANES):
+            # The clamp positions and the sums' lookups here, so that the arithmetic
+            # below is elementwise over the lanes.
             lo = lo_l[lane]
             hi = hi_l[lane]
-            a = min(hi, max(lo, below[lane]))
-            b = min(hi, max(a, upto[lane]))
+            a = min(hi, max(lo, nb))
+            b = min(hi, max(a, nu))
+            nlow_l[lane] = np.float64(a - lo)
+            nhigh_l[lane] = np.float64(hi - b)
+            d1_l[lane] = f1[lane, b] - f1[lane, a]
+            d2_l[lane] = f2[lane, b] - f2[lane, a]
+        for lane in range(LANES):
             m = m_l[lane]
             sigma = sigma_l[lane]
             c = c_l[lane]
-            n_low = np.float64(a - lo)
-            n_high = np.float64(hi - b)
+            n_low = nlow_l[lane]
+            n_high = nhigh_l[lane]
             lc = low_l[lane] - c
             hc = high_l[lane] - c
-            s1 = n_low * lc + (f1[lane, b] - f1[lane, a]) + n_high * hc
-            s2 = n_low * (lc * lc) + (f2[lane, b] - f2[lane, a]) + n_high * (hc * hc)
+            s1 = n_low * lc + d1_l[lane] + n_high * hc
+            s2 = n_low * (lc * lc) + d2_l[lane] + n_high * (hc * hc)
             inv_k = inv_k_l[lane]
             mc = s1 * inv_k
             var = s2 * inv_k - mc * mc

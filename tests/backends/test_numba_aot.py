@@ -223,3 +223,27 @@ def test_built_kernels_release_the_gil(built):
     threading.Timer(0.3, idle.set).start()
     idle_rate = _spin_rate(idle)
     assert busy_rate > 0.25 * idle_rate, (busy_rate, idle_rate)
+
+
+def test_status_command_without_a_build(monkeypatch, tmp_path, capsys):
+    from zemosaic_xp.cli import main
+
+    monkeypatch.setenv(aot.DIR_ENV, str(tmp_path))
+    assert main(["build-kernels", "--status"]) == 1
+    out = capsys.readouterr().out
+    assert "kernels compiled ahead of time: no" in out and str(tmp_path / aot.build_key()) in out
+
+
+def test_build_command_on_a_built_install(built, monkeypatch, capsys):
+    from zemosaic_xp.cli import main
+
+    root, folder = built
+    monkeypatch.setenv(aot.DIR_ENV, str(root))  # restored after the test; --dir sets it too
+    try:
+        assert main(["build-kernels", "--status"]) == 0
+        assert f"kernels compiled ahead of time: yes; {folder}" in capsys.readouterr().out
+        assert main(["build-kernels", "--dir", str(root)]) == 0
+        out = capsys.readouterr().out
+        assert "already built" in out and str(folder) in out
+    finally:
+        aot.use("auto")

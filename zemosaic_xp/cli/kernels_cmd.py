@@ -43,7 +43,10 @@ def _run(args: argparse.Namespace) -> int:
         os.environ[aot.DIR_ENV] = args.dir
     if args.status:
         state = aot.status()
-        where = state["folder"] or f"{aot.kernel_root() / (state['key'] or '?')} (not built)"
+        if not state["key"]:
+            where = "numba is not installed (pip install 'zemosaic-xp[fast]')"
+        else:
+            where = state["folder"] or f"{aot.kernel_root() / state['key']} (not built)"
         print(f"kernels compiled ahead of time: {'yes' if state['compiled'] else 'no'}; {where}")
         return 0 if state["compiled"] else 1
     from zemosaic_xp.aot_workloads import run_all

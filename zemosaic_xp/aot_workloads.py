@@ -34,14 +34,11 @@ _PEER = {"normalize": "none", "weighting": "none"}  # what Siril's `stack ... -n
 
 
 def _frames(n: int, seed: int) -> np.ndarray:
-    """``n`` frames of a sky with noise, cosmic rays, a NaN hole; float32 ADU around 1000."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:_SHAPE[0], 0:_SHAPE[1]]
-    sky = 1000.0 + 2.0 * xx + 300.0 * np.exp(-((yy - 12.0) ** 2 + (xx - 20.0) ** 2) / 8.0)
-    frames = sky + rng.normal(0.0, 10.0, (n, *_SHAPE))
-    frames *= rng.uniform(0.98, 1.02, (n, 1, 1))
-    frames[rng.random(frames.shape) < 0.01] = 30000.0
-    return np.round(frames).astype(np.float32)
+    """``n`` frames of :func:`~zemosaic_xp.synthetic.make_stack` (stars, gains, offsets, cosmic
+    rays, a trail, a NaN quarter in the last frame), rounded to whole ADU, float32."""
+    from .synthetic import make_stack
+
+    return np.round(make_stack(n, _SHAPE, seed=seed, n_stars=5).frames)
 
 
 def _write(folder: Path, frames: np.ndarray, kind: str) -> list[str]:
@@ -52,7 +49,8 @@ def _write(folder: Path, frames: np.ndarray, kind: str) -> list[str]:
     for k, frame in enumerate(frames):
         path = folder / f"{kind}_{k:03d}.fits"
         if kind == "u16":
-            hdu = fits.PrimaryHDU((frame.astype(np.int32) - 32768).astype(np.int16))
+            stored = np.clip(np.nan_to_num(frame, nan=0.0), 0, 65535).astype(np.int32) - 32768  # 16 bits: no NaN
+            hdu = fits.PrimaryHDU(stored.astype(np.int16))
             hdu.header["BZERO"] = 32768
             hdu.header["BSCALE"] = 1
         else:

@@ -241,28 +241,27 @@ def _copy_kept(s, p, a, b, n, split_row, keep, rewinsor, q_lo, q_hi, t):
 
 
 @inline
-def _range_stats(arr, row, start, count, combine, fused_se, se_mode, se_factor):
+def _range_stats(arr, row, start, count, combine, fused_se):
     """One pass over the kept values ``arr[row, start:start + count]`` (``count >= 1``).
 
-    Returns ``(value, total, exact, se)``: the median / minimum / maximum (``combine``
-    1, 3, 4; NaN otherwise), the float64 sum for the mean and the sum and whether it
-    is exact in any order, and the mean's standard error when ``fused_se`` (NaN
-    otherwise).
+    Returns ``(value, total, exact, s1, s2)``: the median / minimum / maximum
+    (``combine`` 1, 3, 4; NaN otherwise), the float64 sum for the mean and the sum and
+    whether it is exact in any order, and the range's ``Σd``, ``Σd²`` for the mean's
+    standard error when ``fused_se`` (0 otherwise).
     """
     value = np.float32(np.nan)
     total = 0.0
     exact = True
-    row_se = np.nan
+    s1 = 0.0
+    s2 = 0.0
     if combine in (1, 3, 4):
         value = _order_value(arr, row, start, count, combine)
     else:
         if fused_se:
             total, exact, s1, s2 = _range_total_sums(arr, row, start, start + count)
-            if count >= 2:
-                row_se = _from_sums(s1, s2, count, se_mode, se_factor)
         else:
             total, exact = _range_total(arr, row, start, start + count)
-    return value, total, exact, row_se
+    return value, total, exact, s1, s2
 
 
 @inline
@@ -312,6 +311,19 @@ def _from_sums(s1, s2, count, mode, factor):
         if mode == 2:
             var *= n * n
     return np.float32(np.sqrt(var))
+
+
+@jit
+def _errors_from_acc(acc, from_acc, coverage, uncertainty, se_mode, se_factor):
+    """``uncertainty[p]`` from ``Σd``, ``Σd²`` in ``acc[p]`` of ``coverage[p]`` survivors, rows flagged in ``from_acc``.
+
+    The mean's fused pass leaves its sums here: in a pass of their own the rows are
+    independent, and LLVM vectorises the divisions and square roots over them.
+    """
+    for p in range(uncertainty.shape[0]):
+        se = _from_sums(acc[p, 0], acc[p, 1], coverage[p], se_mode, se_factor)
+        if from_acc[p]:
+            uncertainty[p] = se
 
 
 @jit
@@ -412,6 +424,12 @@ def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, sp
     frames = np.empty((64, 3), np.int64)
     values = np.empty(64)
     deferred = False
+    # The mean's standard errors from its fused pass's sums, kept in acc: a pass of their
+    # own after the loop (in the loop each is a dependent chain of its pixel: ~6 ms of a
+    # 32 × 1024² stack's ~170 ms of CPU, docs/performance.md).
+    fuse_acc = has_se and se_mode > 0 and not se_sums.shape[0] and combine in (0, 2) and not has_sum
+    acc = np.empty((rows if fuse_acc else 0, 2))
+    from_acc = np.zeros(rows if fuse_acc else 0, np.bool_)
     max_it = 0
     total_valid = 0
     total_low = 0
@@ -437,8 +455,9 @@ def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, sp
             _copy_kept(s, p, a, b, n, split_row, keep, rewinsor, q_lo, q_hi, t)
         value = nan
         # The mean's standard error from the pass that sums it (a range of s, no sums at hand).
-        fused_se = has_se and se_mode > 0 and not se_sums.shape[0] and not use_t
-        row_se = nan
+        fused_se = fuse_acc and not use_t
+        s1 = 0.0
+        s2 = 0.0
         if count > 0:
             if has_sum and combine in (0, 2):
                 mean = np.float32(np.float64(centre[p]) + kept_sum[p] / np.float64(count))
@@ -446,9 +465,9 @@ def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, sp
             else:
                 # Two calls, not one on a chosen array: see _copy_kept.
                 if use_t:
-                    value, total, exact, row_se = _range_stats(t, 0, 0, count, combine, False, se_mode, se_factor)
+                    value, total, exact, s1, s2 = _range_stats(t, 0, 0, count, combine, False)
                 else:
-                    value, total, exact, row_se = _range_stats(s, p, a, count, combine, fused_se, se_mode, se_factor)
+                    value, total, exact, s1, s2 = _range_stats(s, p, a, count, combine, fused_se)
                 if combine in (0, 2):
                     if not exact:
                         total = frame_order_total(s, p, a, b, n, split_row, keep, rewinsor, q_lo, q_hi, src, r0,
@@ -461,8 +480,10 @@ def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, sp
             if count >= 2 and se_mode > 0:
                 if se_sums.shape[0]:
                     se = _from_sums(se_sums[p, 0], se_sums[p, 1], count, se_mode, se_factor)
-                elif fused_se and combine in (0, 2) and not has_sum:
-                    se = row_se
+                elif fused_se:
+                    acc[p, 0] = s1
+                    acc[p, 1] = s2
+                    from_acc[p] = True
                 elif use_t:
                     se = _standard_error(t, 0, 0, count, se_mode, se_factor, value)
                 else:
@@ -475,6 +496,8 @@ def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, sp
         total_valid += n
         total_low += a
         total_high += n - b
+    if fuse_acc:
+        _errors_from_acc(acc, from_acc, coverage, uncertainty, se_mode, se_factor)
     if deferred:
         _range_errors(s, lo, hi, split, rewinsor, image, uncertainty, se_mode, se_factor)
     counters[0] = max_it

@@ -549,32 +549,3 @@ def test_band_kernel_equals_stack_band_with_gains_that_overflow(reject):
             assert value.tobytes() == np.asarray(expected, value.dtype).tobytes(), name
     assert got[5:] == (want.iterations, want.n_valid, want.n_low, want.n_high)
     assert np.isinf(got[0]).any() or reject != "none"  # the overflow reached the mean
-
-
-@pytest.mark.parametrize("n_frames", [30, 60])
-def test_median_map_of_numpy_sorted_rows_comes_from_their_sums(n_frames):
-    # Above the network's N the rows are sorted by NumPy; with the map asked, the count
-    # pass also sums them about their median (the median combine's value), so the map
-    # needs no pass of its own: the core's estimator on the same survivors.
-    s = make_stack(n_frames=n_frames, shape=(12, 17), seed=n_frames)
-    frames = s.frames.copy()
-    frames[: n_frames // 2, 3:5] = np.nan  # rows with fewer samples, one with none below
-    frames[:, 7, 2] = np.nan
-    frames[1:, 8, 3] = np.nan  # a single sample: NaN
-    config = StackConfig.plain(combine="median")
-    fast = stack(frames, config=config)
-    with portable_only():
-        ref = stack(frames, config=config)
-    assert fast.stats["ops"] != ref.stats["ops"]
-    np.testing.assert_array_equal(fast.image, ref.image)
-    np.testing.assert_allclose(fast.uncertainty, ref.uncertainty, rtol=2e-5, equal_nan=True)
-    # The float64 formula of the kernels, from the sorted survivors about their median.
-    x = np.sort(np.moveaxis(frames, 0, -1), axis=-1).astype(np.float64)
-    n = np.sum(~np.isnan(x), axis=-1)
-    d = x - np.asarray(fast.image, np.float64)[..., None]
-    ss = n * np.nansum(d * d, axis=-1) - np.nansum(d, axis=-1) ** 2
-    c_med = np.where(n % 2 == 1, 0.43, 1.39)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        var = ss / (n * (n - 1.0)) * np.where(n == 2, 0.5, (np.pi / 2.0) / (n + c_med))
-    want = np.where(n >= 2, np.sqrt(var), np.nan).astype(np.float32)
-    np.testing.assert_allclose(fast.uncertainty, want, rtol=1e-6, equal_nan=True)

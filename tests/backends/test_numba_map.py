@@ -1,0 +1,78 @@
+"""The numba band path's uncertainty map where its sums come from the band's own passes.
+
+Rows sorted by NumPy (above the sorting network's N): the median's map from the count
+pass's sums about the median, the mean's and the sum's from the sums of their combine
+pass, divided and square-rooted after the combine loop. Against the portable core and
+an independent float64 formula.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from zemosaic_xp import StackConfig, stack
+from zemosaic_xp.core.ops import portable_only
+from zemosaic_xp.synthetic import make_stack
+
+pytest.importorskip("zemosaic_xp.backends.numba.kernels",
+                    reason="the kernels need the optional `numba` (pip install zemosaic-xp[fast])")
+
+
+@pytest.mark.parametrize("n_frames", [30, 60])
+def test_median_map_of_numpy_sorted_rows_comes_from_their_sums(n_frames):
+    # Above the network's N the rows are sorted by NumPy; with the map asked, the count
+    # pass also sums them about their median (the median combine's value), so the map
+    # needs no pass of its own: the core's estimator on the same survivors.
+    s = make_stack(n_frames=n_frames, shape=(12, 17), seed=n_frames)
+    frames = s.frames.copy()
+    frames[: n_frames // 2, 3:5] = np.nan  # rows with fewer samples, one with none below
+    frames[:, 7, 2] = np.nan
+    frames[1:, 8, 3] = np.nan  # a single sample: NaN
+    config = StackConfig.plain(combine="median")
+    fast = stack(frames, config=config)
+    with portable_only():
+        ref = stack(frames, config=config)
+    assert fast.stats["ops"] != ref.stats["ops"]
+    np.testing.assert_array_equal(fast.image, ref.image)
+    np.testing.assert_allclose(fast.uncertainty, ref.uncertainty, rtol=2e-5, equal_nan=True)
+    # The float64 formula of the kernels, from the sorted survivors about their median.
+    x = np.sort(np.moveaxis(frames, 0, -1), axis=-1).astype(np.float64)
+    n = np.sum(~np.isnan(x), axis=-1)
+    d = x - np.asarray(fast.image, np.float64)[..., None]
+    ss = n * np.nansum(d * d, axis=-1) - np.nansum(d, axis=-1) ** 2
+    c_med = np.where(n % 2 == 1, 0.43, 1.39)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = ss / (n * (n - 1.0)) * np.where(n == 2, 0.5, (np.pi / 2.0) / (n + c_med))
+    want = np.where(n >= 2, np.sqrt(var), np.nan).astype(np.float32)
+    np.testing.assert_allclose(fast.uncertainty, want, rtol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("combine", ["mean", "sum"])
+@pytest.mark.parametrize("n_frames", [30, 60])
+def test_mean_map_of_numpy_sorted_rows_from_the_fused_sums(n_frames, combine):
+    # Above the network's N the mean's pass over each row also sums its squares; the
+    # standard errors come from those sums in a pass after the combine loop (rows with
+    # fewer than two samples: NaN). Against the core and the kernels' float64 formula.
+    s = make_stack(n_frames=n_frames, shape=(12, 17), seed=n_frames + 1)
+    frames = s.frames.copy()
+    frames[: n_frames // 2, 3:5] = np.nan
+    frames[:, 7, 2] = np.nan
+    frames[1:, 8, 3] = np.nan
+    config = StackConfig.plain(combine=combine)
+    fast = stack(frames, config=config)
+    with portable_only():
+        ref = stack(frames, config=config)
+    assert fast.stats["ops"] != ref.stats["ops"]
+    np.testing.assert_array_equal(fast.image, ref.image)
+    np.testing.assert_allclose(fast.uncertainty, ref.uncertainty, rtol=2e-5, equal_nan=True)
+    x = np.moveaxis(frames, 0, -1).astype(np.float64)
+    n = np.sum(~np.isnan(x), axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nansum(x, axis=-1) / n
+        var = np.nansum((x - mean[..., None]) ** 2, axis=-1) / (n * (n - 1.0))
+        if combine == "sum":
+            var *= n * n
+    want = np.where(n >= 2, np.sqrt(var), np.nan).astype(np.float32)
+    assert np.isnan(fast.uncertainty[7, 2]) and np.isnan(fast.uncertainty[8, 3])
+    np.testing.assert_allclose(fast.uncertainty, want, rtol=1e-5, equal_nan=True)

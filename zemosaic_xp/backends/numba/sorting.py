@@ -59,14 +59,19 @@ def network(block, pairs):
     pairs : ndarray, shape (P, 2), int64
         :func:`merge_network` of N.
     """
+    # np.minimum(v, u) / np.maximum(u, v): ``u if u < v else v`` / ``v if u < v else u``
+    # for every value but NaN (none here), signed zeros included (on a tie each returns
+    # its first argument). Written as selects, the loop's stores became masked stores
+    # of the changed lanes (`vmaskmovps`), which AMD's cores run microcoded: 3× slower
+    # (docs/performance.md, "Stop 30").
     for t in range(pairs.shape[0]):
         a = block[pairs[t, 0]]
         b = block[pairs[t, 1]]
         for lane in range(NETWORK_LANES):
             u = a[lane]
             v = b[lane]
-            a[lane] = u if u < v else v
-            b[lane] = v if u < v else u
+            a[lane] = np.minimum(v, u)
+            b[lane] = np.maximum(u, v)
 
 
 @jit

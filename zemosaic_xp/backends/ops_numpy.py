@@ -51,21 +51,23 @@ _SELECT_MIN_N = 1024
 _NO_PAIRS = np.zeros((0, 2), dtype=np.int64)
 
 
-def _simd_sort() -> bool:
-    """Whether NumPy's sort runs its x86 SIMD version (AVX2 or AVX-512) on this CPU."""
+def _avx512_sort() -> bool:
+    """Whether NumPy's sort runs its AVX-512 version on this CPU (16 floats a vector)."""
     try:
         from numpy._core._multiarray_umath import __cpu_features__ as features
     except ImportError:  # pragma: no cover - another NumPy layout: keep the network
         return False
-    return bool(features.get("AVX2") or features.get("AVX512_SKX"))
+    return bool(features.get("AVX512_SKX"))
 
 
 # The band path's limit (``_numba_stack_band``): there the network also replaces a
-# counting pass, but with NumPy's SIMD sort (NumPy >= 2 on AVX2) sorting the rows after
-# the gather is faster from N ~ 28 on (at N = 48: κ-σ 40 -> 30 ms, median 42 -> 26 ms
-# per 42 × 2048 band, AMD EPYC, docs/performance.md "Kernel measurements"). Same
-# results either way (tests/backends/test_numba_kernels.py).
-_BAND_NETWORK_MAX_N = 24 if _simd_sort() else _NETWORK_MAX_N
+# counting pass and the median's and sums' pass. Against NumPy's AVX2 sort of the rows
+# after the gather, the network wins up to N = 48 (AMD EPYC, one 32 × 1024 band, ns a
+# row, gather + sort + count + sums: N = 32 144 against 183, N = 48 131 against 182;
+# docs/performance.md "Stop 30"). With NumPy's AVX-512 sort (not measured against the
+# network since its vector min/max stopped being masked stores) the network stays at
+# the short rows. Same results either way (tests/backends/test_numba_kernels.py).
+_BAND_NETWORK_MAX_N = 24 if _avx512_sort() else _NETWORK_MAX_N
 
 
 def cpu_workers() -> int:

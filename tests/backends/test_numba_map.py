@@ -1,6 +1,6 @@
 """The numba band path's uncertainty map where its sums come from the band's own passes.
 
-Rows sorted by NumPy (above the sorting network's N): the median's map from the count
+Rows sorted by NumPy (above the sorting network's N = 48): the median's map from the count
 pass's sums about the median, the mean's and the sum's from the sums of their combine
 pass, divided and square-rooted after the combine loop. Against the portable core and
 an independent float64 formula.
@@ -19,7 +19,7 @@ pytest.importorskip("zemosaic_xp.backends.numba.kernels",
                     reason="the kernels need the optional `numba` (pip install zemosaic-xp[fast])")
 
 
-@pytest.mark.parametrize("n_frames", [30, 60])
+@pytest.mark.parametrize("n_frames", [49, 60])
 def test_median_map_of_numpy_sorted_rows_comes_from_their_sums(n_frames):
     # Above the network's N the rows are sorted by NumPy; with the map asked, the count
     # pass also sums them about their median (the median combine's value), so the map
@@ -49,7 +49,7 @@ def test_median_map_of_numpy_sorted_rows_comes_from_their_sums(n_frames):
 
 
 @pytest.mark.parametrize("combine", ["mean", "sum"])
-@pytest.mark.parametrize("n_frames", [30, 60])
+@pytest.mark.parametrize("n_frames", [49, 60])
 def test_mean_map_of_numpy_sorted_rows_from_the_fused_sums(n_frames, combine):
     # Above the network's N the mean's pass over each row also sums its squares; the
     # standard errors come from those sums in a pass after the combine loop (rows with

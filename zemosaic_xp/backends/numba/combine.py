@@ -314,16 +314,26 @@ def _from_sums(s1, s2, count, mode, factor):
 
 
 @jit
-def _errors_from_acc(acc, from_acc, coverage, uncertainty, se_mode, se_factor):
-    """``uncertainty[p]`` from ``Σd``, ``Σd²`` in ``acc[p]`` of ``coverage[p]`` survivors, rows flagged in ``from_acc``.
+def _errors_from_acc(acc, from_acc, every_row, coverage, uncertainty, se_mode, se_factor):
+    """``uncertainty[p]`` from ``Σd``, ``Σd²`` in ``acc[p]`` of ``coverage[p]`` survivors.
 
-    The mean's fused pass leaves its sums here: in a pass of their own the rows are
-    independent, and LLVM vectorises the divisions and square roots over them.
+    The rows flagged in ``from_acc``, or, when ``every_row``, every row (NaN below two
+    survivors; ``acc`` is then not read there). The mean's fused pass leaves its sums
+    in ``acc``: in a pass of their own the rows are independent, and LLVM vectorises
+    the divisions and square roots over them. The usual case, every row, stores
+    unconditionally: a conditional store compiles to masked stores (``vmaskmovps``),
+    microcoded on AMD cores.
     """
-    for p in range(uncertainty.shape[0]):
-        se = _from_sums(acc[p, 0], acc[p, 1], coverage[p], se_mode, se_factor)
-        if from_acc[p]:
-            uncertainty[p] = se
+    nan = np.float32(np.nan)
+    if every_row:
+        for p in range(uncertainty.shape[0]):
+            count = coverage[p]
+            se = _from_sums(acc[p, 0], acc[p, 1], count, se_mode, se_factor)
+            uncertainty[p] = se if count >= 2 else nan
+    else:
+        for p in range(uncertainty.shape[0]):
+            if from_acc[p]:
+                uncertainty[p] = _from_sums(acc[p, 0], acc[p, 1], coverage[p], se_mode, se_factor)
 
 
 @jit
@@ -430,6 +440,7 @@ def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, sp
     fuse_acc = has_se and se_mode > 0 and not se_sums.shape[0] and combine in (0, 2) and not has_sum
     acc = np.empty((rows if fuse_acc else 0, 2))
     from_acc = np.zeros(rows if fuse_acc else 0, np.bool_)
+    every_row = True  # every row's error from acc (rows below two samples: NaN)
     max_it = 0
     total_valid = 0
     total_low = 0
@@ -484,10 +495,12 @@ def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, sp
                     acc[p, 0] = s1
                     acc[p, 1] = s2
                     from_acc[p] = True
-                elif use_t:
-                    se = _standard_error(t, 0, 0, count, se_mode, se_factor, value)
                 else:
-                    deferred = True  # a range of s: summed by _range_errors below
+                    every_row = False
+                    if use_t:
+                        se = _standard_error(t, 0, 0, count, se_mode, se_factor, value)
+                    else:
+                        deferred = True  # a range of s: summed by _range_errors below
             uncertainty[p] = se
         coverage[p] = count
         weight_sum[p] = np.float32(count)
@@ -497,7 +510,7 @@ def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, sp
         total_low += a
         total_high += n - b
     if fuse_acc:
-        _errors_from_acc(acc, from_acc, coverage, uncertainty, se_mode, se_factor)
+        _errors_from_acc(acc, from_acc, every_row, coverage, uncertainty, se_mode, se_factor)
     if deferred:
         _range_errors(s, lo, hi, split, rewinsor, image, uncertainty, se_mode, se_factor)
     counters[0] = max_it

@@ -64,3 +64,25 @@ def test_network_and_numpy_sort_give_the_same_band(n, reject, combine, normalise
     for a, b in zip(network[1], numpy_sort[1], strict=True):
         np.testing.assert_array_equal(a, b)
     assert network[0][1] > 0  # the band has valid samples: the comparison is not vacuous
+
+
+@pytest.mark.parametrize("n", [2, 17, 24, 32, 48])
+def test_network_compare_exchange_keeps_its_tie_rule(n):
+    # Each compare-exchange writes `u if u < v else v` and `v if u < v else u` (written
+    # as np.minimum / np.maximum so that the stores are not masked): on ties, signed
+    # zeros included, the same bits as that rule, which the band results rely on.
+    from zemosaic_xp.backends.numba.sorting import NETWORK_LANES, network
+
+    rng = np.random.default_rng(n)
+    choices = np.array([-0.0, 0.0, -1.0, 1.0, 2.5, np.inf, -np.inf, 3e38], np.float32)
+    block = rng.choice(choices, (n, NETWORK_LANES)).astype(np.float32)
+    pairs = kernels.merge_network(n)
+    want = block.copy()
+    for i, j in pairs:
+        u, v = want[i].copy(), want[j].copy()
+        below = u < v
+        want[i], want[j] = np.where(below, u, v), np.where(below, v, u)
+    got = block.copy()
+    network(got, pairs)
+    assert got.tobytes() == want.tobytes()
+    assert np.signbit(got).any() and (got == 0).sum() > np.signbit(got[got == 0]).sum()  # both zeros present

@@ -39,8 +39,11 @@ class TreeRun:
     wait4_maxrss_kib : int
         ``ru_maxrss`` of ``os.wait4`` (an upper bound: see the module docstring), KiB.
     cpu_sec : float
-        User + system CPU seconds of the child and the descendants it waited for
-        (``os.wait4``): grid workers and SWarp's threads count.
+        User + system CPU seconds of the tree: the larger of ``os.wait4``'s (the child
+        and the descendants it waited for) and the sum over every process seen of its
+        own CPU time at its last sample (descendants that nobody in the tree waited for,
+        such as the workers of a fork server stopped in the background, count too;
+        each loses at most its last 20 ms).
     returncode : int
         Exit status (negative: killed by that signal).
     log : Path
@@ -68,8 +71,12 @@ def _peak_rss_kib(pid: int, fallback: int) -> int:
     return fallback
 
 
-def _poll_tree(pid: int, done: threading.Event, peaks: dict[str, int]) -> None:
-    """Sample the tree of process ``pid`` into ``peaks`` (``largest``, ``tree``, KiB) until ``done``."""
+def _poll_tree(pid: int, done: threading.Event, peaks: dict[str, int], cpu: dict[int, float]) -> None:
+    """Sample the tree of process ``pid`` until ``done``.
+
+    Into ``peaks``: ``largest``, ``tree`` (KiB); into ``cpu``: each process's own user +
+    system seconds at its last sample, by pid.
+    """
     import psutil
 
     try:
@@ -85,8 +92,10 @@ def _poll_tree(pid: int, done: threading.Event, peaks: dict[str, int]) -> None:
         for proc in procs:
             try:
                 rss = proc.memory_info().rss // 1024
+                times = proc.cpu_times()
             except psutil.Error:  # exited between the listing and the read
                 continue
+            cpu[proc.pid] = times.user + times.system
             total += rss
             peaks["largest"] = max(peaks["largest"], _peak_rss_kib(proc.pid, rss))
         peaks["tree"] = max(peaks["tree"], total)
@@ -113,11 +122,12 @@ def run_tree(argv: list[str], log: Path, *, env: dict | None = None, cwd: Path |
         Wall time, largest process peak, tree peak and exit status.
     """
     peaks = {"largest": 0, "tree": 0}
+    cpu: dict[int, float] = {}
     done = threading.Event()
     t0 = time.perf_counter()
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-    poller = threading.Thread(target=_poll_tree, args=(proc.pid, done, peaks), daemon=True)
+    poller = threading.Thread(target=_poll_tree, args=(proc.pid, done, peaks, cpu), daemon=True)
     poller.start()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
@@ -125,8 +135,9 @@ def run_tree(argv: list[str], log: Path, *, env: dict | None = None, cwd: Path |
     poller.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     largest = peaks["largest"]
+    waited = usage.ru_utime + usage.ru_stime
     return TreeRun(wall, largest, max(peaks["tree"], largest), int(usage.ru_maxrss),
-                   usage.ru_utime + usage.ru_stime, proc.returncode, log)
+                   max(waited, sum(cpu.values())), proc.returncode, log)
 
 
 def run_failure(runs: list, out: Path) -> str | None:

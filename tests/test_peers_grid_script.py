@@ -300,3 +300,19 @@ def test_survey_spec(peers_grid):
     for bad in ("1x1x1@64", "2x2@64", "axbxc@d"):
         with pytest.raises(ValueError, match="is neither small nor large nor RxCxE@S"):
             parse_survey(bad)
+
+
+def test_tree_cpu_counts_a_descendant_nobody_waited_for(peers_grid, tmp_path):
+    # A child starts a grandchild that burns ~0.4 s of CPU and exits without waiting for
+    # it (as the grid's fork server, stopped in the background, leaves its workers): wait4
+    # does not see the grandchild's CPU, the tree's samples do.
+    pytest.importorskip("psutil")
+    from proc_tree import run_tree
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4:\n    pass\n"
+    child = ("import subprocess, sys, time\n"
+             f"subprocess.Popen([sys.executable, '-c', {burn!r}])\n"
+             "time.sleep(1.2)\n")
+    run = run_tree([sys.executable, "-c", child], tmp_path / "log.txt")
+    assert run.returncode == 0
+    assert run.cpu_sec >= 0.3

@@ -60,13 +60,11 @@ def _avx512_sort() -> bool:
     return bool(features.get("AVX512_SKX"))
 
 
-# The band path's limit (``_numba_stack_band``): there the network also replaces a
-# counting pass and the median's and sums' pass. Against NumPy's AVX2 sort of the rows
-# after the gather, the network wins up to N = 48 (AMD EPYC, one 32 × 1024 band, ns a
-# row, gather + sort + count + sums: N = 32 144 against 183, N = 48 131 against 182;
-# docs/performance.md "Stop 30"). With NumPy's AVX-512 sort (not measured against the
-# network since its vector min/max stopped being masked stores) the network stays at
-# the short rows. Same results either way (tests/backends/test_numba_kernels.py).
+# The band path's limit (``_numba_stack_band``): there the network also replaces the
+# counting, median and sums pass. It beats NumPy's AVX2 sort of the gathered rows up to
+# N = 48 (AMD EPYC, ns a row: N = 32 144 against 183, N = 48 131 against 182;
+# docs/performance.md "Stop 30"); against NumPy's AVX-512 sort (not measured since the
+# network's masked stores went) it keeps the short rows. Same results either way.
 _BAND_NETWORK_MAX_N = 24 if _avx512_sort() else _NETWORK_MAX_N
 
 

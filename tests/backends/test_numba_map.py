@@ -19,23 +19,33 @@ pytest.importorskip("zemosaic_xp.backends.numba.kernels",
                     reason="the kernels need the optional `numba` (pip install zemosaic-xp[fast])")
 
 
-@pytest.mark.parametrize("n_frames", [49, 60])
-def test_median_map_of_numpy_sorted_rows_comes_from_their_sums(n_frames):
-    # Above the network's N the rows are sorted by NumPy; with the map asked, the count
-    # pass also sums them about their median (the median combine's value), so the map
-    # needs no pass of its own: the core's estimator on the same survivors.
-    s = make_stack(n_frames=n_frames, shape=(12, 17), seed=n_frames)
-    frames = s.frames.copy()
-    frames[: n_frames // 2, 3:5] = np.nan  # rows with fewer samples, one with none below
+def _stack_with_holes(n_frames: int, seed: int, combine: str):
+    """The numba and portable stacks of frames with holes; checks the image and the map agree.
+
+    Rows 3–4 lose half their frames, pixel (7, 2) has no sample and (8, 3) a single one.
+    Returns the frames and the numba path's result.
+    """
+    frames = make_stack(n_frames=n_frames, shape=(12, 17), seed=seed).frames.copy()
+    frames[: n_frames // 2, 3:5] = np.nan
     frames[:, 7, 2] = np.nan
-    frames[1:, 8, 3] = np.nan  # a single sample: NaN
-    config = StackConfig.plain(combine="median")
+    frames[1:, 8, 3] = np.nan
+    config = StackConfig.plain(combine=combine)
     fast = stack(frames, config=config)
     with portable_only():
         ref = stack(frames, config=config)
     assert fast.stats["ops"] != ref.stats["ops"]
     np.testing.assert_array_equal(fast.image, ref.image)
     np.testing.assert_allclose(fast.uncertainty, ref.uncertainty, rtol=2e-5, equal_nan=True)
+    assert np.isnan(fast.uncertainty[7, 2]) and np.isnan(fast.uncertainty[8, 3])
+    return frames, fast
+
+
+@pytest.mark.parametrize("n_frames", [49, 60])
+def test_median_map_of_numpy_sorted_rows_comes_from_their_sums(n_frames):
+    # Above the network's N the rows are sorted by NumPy; with the map asked, the count
+    # pass also sums them about their median (the median combine's value), so the map
+    # needs no pass of its own: the core's estimator on the same survivors.
+    frames, fast = _stack_with_holes(n_frames, n_frames, "median")
     # The float64 formula of the kernels, from the sorted survivors about their median.
     x = np.sort(np.moveaxis(frames, 0, -1), axis=-1).astype(np.float64)
     n = np.sum(~np.isnan(x), axis=-1)
@@ -54,18 +64,7 @@ def test_mean_map_of_numpy_sorted_rows_from_the_fused_sums(n_frames, combine):
     # Above the network's N the mean's pass over each row also sums its squares; the
     # standard errors come from those sums in a pass after the combine loop (rows with
     # fewer than two samples: NaN). Against the core and the kernels' float64 formula.
-    s = make_stack(n_frames=n_frames, shape=(12, 17), seed=n_frames + 1)
-    frames = s.frames.copy()
-    frames[: n_frames // 2, 3:5] = np.nan
-    frames[:, 7, 2] = np.nan
-    frames[1:, 8, 3] = np.nan
-    config = StackConfig.plain(combine=combine)
-    fast = stack(frames, config=config)
-    with portable_only():
-        ref = stack(frames, config=config)
-    assert fast.stats["ops"] != ref.stats["ops"]
-    np.testing.assert_array_equal(fast.image, ref.image)
-    np.testing.assert_allclose(fast.uncertainty, ref.uncertainty, rtol=2e-5, equal_nan=True)
+    frames, fast = _stack_with_holes(n_frames, n_frames + 1, combine)
     x = np.moveaxis(frames, 0, -1).astype(np.float64)
     n = np.sum(~np.isnan(x), axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -74,5 +73,4 @@ def test_mean_map_of_numpy_sorted_rows_from_the_fused_sums(n_frames, combine):
         if combine == "sum":
             var *= n * n
     want = np.where(n >= 2, np.sqrt(var), np.nan).astype(np.float32)
-    assert np.isnan(fast.uncertainty[7, 2]) and np.isnan(fast.uncertainty[8, 3])
     np.testing.assert_allclose(fast.uncertainty, want, rtol=1e-5, equal_nan=True)

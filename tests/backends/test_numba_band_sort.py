@@ -86,3 +86,56 @@ def test_network_compare_exchange_keeps_its_tie_rule(n):
     network(got, pairs)
     assert got.tobytes() == want.tobytes()
     assert np.signbit(got).any() and (got == 0).sum() > np.signbit(got[got == 0]).sum()  # both zeros present
+
+
+@pytest.mark.parametrize("n", [49, 50, 61, 200])
+@pytest.mark.parametrize("holes", [False, True])
+def test_median_of_full_rows_selects_instead_of_sorting(n, holes, monkeypatch):
+    # Above the network's N a median without rejection selects the middle ranks when the
+    # band has no invalid sample: the same image and counts as the sorted rows, the map
+    # within rounding (its sums run over the same values in another order). With a hole
+    # in the band the rows are sorted as before.
+    frames = _frames(n, seed=n) if holes else np.random.default_rng(n).normal(1000, 10, (n, 6, 40, 2))
+    frames = frames.astype(np.float32)
+    if not holes:
+        frames[3, 2, 5, 0] = 60000.0  # an outlier stays in the median's rows
+    plan = FramePlan(np.ones((n, 2), np.float32), np.zeros((n, 2), np.float32), None, {}, identity=True)
+    config = StackConfig.plain(combine="median")
+    calls = []
+    real = band_kernels._middle_only
+
+    def spy(s):
+        calls.append(real(s))
+        return calls[-1]
+
+    monkeypatch.setattr(band_kernels, "_middle_only", spy)
+    selected = _stack(frames, np.zeros((0, 2), np.int64), config, plan)
+    assert calls and all(calls) != holes
+    monkeypatch.setattr(band_kernels, "_middle_only", lambda s: False)
+    sorted_rows = _stack(frames, np.zeros((0, 2), np.int64), config, plan)
+    assert selected[0] == sorted_rows[0]
+    for a, b in zip(selected[1][:5], sorted_rows[1][:5], strict=True):
+        np.testing.assert_array_equal(a, b)
+    se_sel, se_sort = (r[1][5].view(np.float32) for r in (selected, sorted_rows))
+    np.testing.assert_allclose(se_sel, se_sort, rtol=1e-6, equal_nan=True)
+    assert np.isfinite(se_sel).any()
+
+
+@pytest.mark.parametrize("n", [2, 3, 50, 51, 200])
+def test_middle_only_contract(n):
+    # Every row keeps its values; positions n // 2 and (even n) n // 2 − 1 hold the sorted
+    # row's; a row with +inf (an invalid sample) leaves the band untouched.
+    rng = np.random.default_rng(n)
+    s = rng.integers(0, 7, (64, n)).astype(np.float32)  # many ties
+    want = np.sort(s, axis=-1)
+    got = s.copy()
+    assert band_kernels._middle_only(got)
+    np.testing.assert_array_equal(np.sort(got, axis=-1), want)
+    k = n // 2
+    np.testing.assert_array_equal(got[:, k], want[:, k])
+    if n % 2 == 0:
+        np.testing.assert_array_equal(got[:, k - 1], want[:, k - 1])
+    holed = s.copy()
+    holed[5, 0] = np.inf
+    assert not band_kernels._middle_only(holed)
+    np.testing.assert_array_equal(holed[:, 1:], s[:, 1:])

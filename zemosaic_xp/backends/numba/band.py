@@ -74,6 +74,38 @@ def supports(config: Any, plan: Any, pixel_weights: bool = False) -> bool:
     return not (weighted and config.reject == "winsorized_sigma_clip" and config.wsc_impl == "zemosaic")
 
 
+def _middle_only(s: np.ndarray) -> bool:
+    """Put the middle rank(s) of every row of ``s`` in place, if every sample is valid.
+
+    Parameters
+    ----------
+    s : ndarray, shape (P, N), float32
+        Gathered rows, invalid samples as ``+inf``; modified in place.
+
+    Returns
+    -------
+    bool
+        False (``s`` untouched) when a row holds ``+inf``. True: each row is partitioned
+        about position ``N // 2`` (its value is the row's, sorted) and, for even ``N``,
+        position ``N // 2 − 1`` holds the largest value below it, so that the median of
+        the sorted row reads the same two values; the row's values are kept, in another
+        order (sums over them may round differently in their last bits). NumPy's
+        selection costs about half its sort (x86-simd-sort, 500 samples a row).
+    """
+    n = s.shape[1]
+    if n < 2 or not float(s.max(initial=-np.inf)) < np.inf:
+        return False
+    k = n // 2
+    s.partition(k, axis=-1)
+    if n % 2 == 0:
+        rows = np.arange(s.shape[0])
+        below = np.argmax(s[:, :k], axis=-1)
+        lower = s[rows, below]
+        s[rows, below] = s[:, k - 1]
+        s[:, k - 1] = lower
+    return True
+
+
 def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any, plan: Any,
                out: tuple[np.ndarray, ...], *, row_start: int | None = None, full_height: int | None = None,
                pixel_weights: np.ndarray | None = None,
@@ -145,7 +177,10 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     overflow = gather_sorted(flat, r0, r1, gain, offset, normalise, pairs, s, n_valid, centre, sums, scaling, rowbuf)
     want_se = len(out) > 5 and out[5].size > 0
     if pairs.shape[0] == 0:
-        s.sort(axis=-1)  # NumPy's SIMD sort, in place; +inf (invalid) sorts last
+        if config.reject == "none" and config.combine == "median" and not overflow and _middle_only(s):
+            pass  # every sample valid: the two middle ranks selected, not the whole row sorted
+        else:
+            s.sort(axis=-1)  # NumPy's SIMD sort, in place; +inf (invalid) sorts last
         if config.reject == "kappa_sigma" or (want_se and config.reject == "none" and config.combine == "median"):
             # κ-σ starts from these sums and leaves its kept range's in them; the median
             # of every valid sample is their centre: either way the standard error

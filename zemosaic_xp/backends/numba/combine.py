@@ -318,7 +318,7 @@ def _errors_from_acc(acc, from_acc, every_row, coverage, uncertainty, se_mode, s
     """``uncertainty[p]`` from ``Σd``, ``Σd²`` in ``acc[p]`` of ``coverage[p]`` survivors.
 
     The rows flagged in ``from_acc``, or, when ``every_row``, every row (NaN below two
-    survivors; ``acc`` is then not read there). The mean's fused pass leaves its sums
+    survivors, whatever ``acc`` holds there). The mean's fused pass leaves its sums
     in ``acc``: in a pass of their own the rows are independent, and LLVM vectorises
     the divisions and square roots over them. The usual case, every row, stores
     unconditionally: a conditional store compiles to masked stores (``vmaskmovps``),

@@ -102,16 +102,16 @@ def test_median_of_full_rows_selects_instead_of_sorting(n, holes, monkeypatch):
     plan = FramePlan(np.ones((n, 2), np.float32), np.zeros((n, 2), np.float32), None, {}, identity=True)
     config = StackConfig.plain(combine="median")
     calls = []
-    real = band_kernels._middle_only
+    real = band_kernels.middle_ranks_in_place
 
     def spy(s):
         calls.append(real(s))
         return calls[-1]
 
-    monkeypatch.setattr(band_kernels, "_middle_only", spy)
+    monkeypatch.setattr(band_kernels, "middle_ranks_in_place", spy)
     selected = _stack(frames, np.zeros((0, 2), np.int64), config, plan)
     assert calls and all(calls) != holes
-    monkeypatch.setattr(band_kernels, "_middle_only", lambda s: False)
+    monkeypatch.setattr(band_kernels, "middle_ranks_in_place", lambda s: False)
     sorted_rows = _stack(frames, np.zeros((0, 2), np.int64), config, plan)
     assert selected[0] == sorted_rows[0]
     for a, b in zip(selected[1][:5], sorted_rows[1][:5], strict=True):
@@ -122,20 +122,18 @@ def test_median_of_full_rows_selects_instead_of_sorting(n, holes, monkeypatch):
 
 
 @pytest.mark.parametrize("n", [2, 3, 50, 51, 200])
-def test_middle_only_contract(n):
-    # Every row keeps its values; positions n // 2 and (even n) n // 2 − 1 hold the sorted
-    # row's; a row with +inf (an invalid sample) leaves the band untouched.
+def test_middle_ranks_in_place_contract(n):
+    # Every row keeps its values; positions (n − 1) // 2 and n // 2 hold the sorted row's;
+    # a row with +inf (an invalid sample) leaves the band untouched.
     rng = np.random.default_rng(n)
     s = rng.integers(0, 7, (64, n)).astype(np.float32)  # many ties
     want = np.sort(s, axis=-1)
     got = s.copy()
-    assert band_kernels._middle_only(got)
+    assert band_kernels.middle_ranks_in_place(got)
     np.testing.assert_array_equal(np.sort(got, axis=-1), want)
-    k = n // 2
-    np.testing.assert_array_equal(got[:, k], want[:, k])
-    if n % 2 == 0:
-        np.testing.assert_array_equal(got[:, k - 1], want[:, k - 1])
+    for k in {(n - 1) // 2, n // 2}:
+        np.testing.assert_array_equal(got[:, k], want[:, k])
     holed = s.copy()
     holed[5, 0] = np.inf
-    assert not band_kernels._middle_only(holed)
+    assert not band_kernels.middle_ranks_in_place(holed)
     np.testing.assert_array_equal(holed[:, 1:], s[:, 1:])

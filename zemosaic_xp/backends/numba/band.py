@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from ...core.uncertainty import mean_variance_factor
+from ..select_numpy import middle_ranks_in_place
 from .aot import entry
 from .constants import COMBINE_CODES, NO_SCALING, NO_SUMS, UNCERTAINTY_CODES
 from .rejections import NO_F32 as _NO_F32
@@ -72,38 +73,6 @@ def supports(config: Any, plan: Any, pixel_weights: bool = False) -> bool:
         return False
     weighted = plan.weights is not None or config.radial_weight or pixel_weights
     return not (weighted and config.reject == "winsorized_sigma_clip" and config.wsc_impl == "zemosaic")
-
-
-def _middle_only(s: np.ndarray) -> bool:
-    """Put the middle rank(s) of every row of ``s`` in place, if every sample is valid.
-
-    Parameters
-    ----------
-    s : ndarray, shape (P, N), float32
-        Gathered rows, invalid samples as ``+inf``; modified in place.
-
-    Returns
-    -------
-    bool
-        False (``s`` untouched) when a row holds ``+inf``. True: each row is partitioned
-        about position ``N // 2`` (its value is the row's, sorted) and, for even ``N``,
-        position ``N // 2 − 1`` holds the largest value below it, so that the median of
-        the sorted row reads the same two values; the row's values are kept, in another
-        order (sums over them may round differently in their last bits). NumPy's
-        selection costs about half its sort (x86-simd-sort, 500 samples a row).
-    """
-    n = s.shape[1]
-    if n < 2 or not float(s.max(initial=-np.inf)) < np.inf:
-        return False
-    k = n // 2
-    s.partition(k, axis=-1)
-    if n % 2 == 0:
-        rows = np.arange(s.shape[0])
-        below = np.argmax(s[:, :k], axis=-1)
-        lower = s[rows, below]
-        s[rows, below] = s[:, k - 1]
-        s[:, k - 1] = lower
-    return True
 
 
 def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any, plan: Any,
@@ -177,7 +146,7 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     overflow = gather_sorted(flat, r0, r1, gain, offset, normalise, pairs, s, n_valid, centre, sums, scaling, rowbuf)
     want_se = len(out) > 5 and out[5].size > 0
     if pairs.shape[0] == 0:
-        if config.reject == "none" and config.combine == "median" and not overflow and _middle_only(s):
+        if config.reject == "none" and config.combine == "median" and not overflow and middle_ranks_in_place(s):
             pass  # every sample valid: the two middle ranks selected, not the whole row sorted
         else:
             s.sort(axis=-1)  # NumPy's SIMD sort, in place; +inf (invalid) sorts last

@@ -19,17 +19,17 @@ pytest.importorskip("zemosaic_xp.backends.numba.kernels",
                     reason="the kernels need the optional `numba` (pip install zemosaic-xp[fast])")
 
 
-def _stack_with_holes(n_frames: int, seed: int, combine: str):
+def _stack_with_holes(n_frames: int, seed: int, combine: str, shape=(12, 17), reject: str = "none"):
     """The numba and portable stacks of frames with holes; checks the image and the map agree.
 
     Rows 3–4 lose half their frames, pixel (7, 2) has no sample and (8, 3) a single one.
     Returns the frames and the numba path's result.
     """
-    frames = make_stack(n_frames=n_frames, shape=(12, 17), seed=seed).frames.copy()
+    frames = make_stack(n_frames=n_frames, shape=shape, seed=seed).frames.copy()
     frames[: n_frames // 2, 3:5] = np.nan
     frames[:, 7, 2] = np.nan
     frames[1:, 8, 3] = np.nan
-    config = StackConfig.plain(combine=combine)
+    config = StackConfig.plain(combine=combine, reject=reject)
     fast = stack(frames, config=config)
     with portable_only():
         ref = stack(frames, config=config)
@@ -74,3 +74,37 @@ def test_mean_map_of_numpy_sorted_rows_from_the_fused_sums(n_frames, combine):
             var *= n * n
     want = np.where(n >= 2, np.sqrt(var), np.nan).astype(np.float32)
     np.testing.assert_allclose(fast.uncertainty, want, rtol=1e-5, equal_nan=True)
+
+
+@pytest.mark.parametrize(("reject", "combine"), [("none", "median"), ("kappa_sigma", "mean")])
+@pytest.mark.parametrize("n_frames", [8, 60])
+def test_map_from_the_band_sums_over_several_blocks(n_frames, reject, combine):
+    # The median's and κ-σ's maps come from sums the band path already has (the
+    # gather's or the count pass's, κ-σ's kept range's), divided and square-rooted
+    # after the combine loop a block of 512 rows at a time: 40 × 29 pixels are two
+    # full blocks and a partial one, with holes and pixels below two samples.
+    frames, fast = _stack_with_holes(n_frames, 3 * n_frames, combine, shape=(40, 29), reject=reject)
+    n = np.sum(~np.isnan(frames), axis=0)
+    assert np.array_equal(np.isnan(fast.uncertainty), (n < 2) | np.isnan(fast.image))
+    assert np.all(fast.uncertainty[n >= 2] > 0)
+
+
+@pytest.mark.parametrize("combine", ["mean", "sum", "median"])
+def test_weighted_map_over_several_blocks(combine):
+    # The weighted path sums each pixel's error terms in its combine loop and divides a
+    # block of 256 rows at a time: 40 × 29 pixels are four full blocks and a partial
+    # one; with holes and pixels below two samples, against the portable core.
+    frames = make_stack(n_frames=9, shape=(40, 29), seed=11).frames.copy()
+    frames[:4, 3:5] = np.nan
+    frames[:, 7, 2] = np.nan
+    frames[1:, 8, 3] = np.nan
+    weights = np.linspace(0.5, 2.0, 9, dtype=np.float32)
+    config = StackConfig.plain(combine=combine)
+    fast = stack(frames, config=config, weights=weights)
+    with portable_only():
+        ref = stack(frames, config=config, weights=weights)
+    assert fast.stats["ops"] != ref.stats["ops"]
+    np.testing.assert_array_equal(fast.image, ref.image)
+    np.testing.assert_allclose(fast.uncertainty, ref.uncertainty, rtol=1e-5, equal_nan=True)
+    n = np.sum(~np.isnan(frames), axis=0)
+    assert np.array_equal(np.isnan(fast.uncertainty), n < 2)

@@ -31,7 +31,8 @@ A band goes through three compiled steps, as the unweighted path of :mod:`.band`
 The standard error is the core's estimator, its float64 sums taken over each row's
 kept samples right after the combine has put them in frame order (``Σ w·d``, ``Σ w²``,
 ``Σ w²d``, ``Σ w²d²``; the median's ``Σ d``, ``Σ d²``) where the core adds with ``vecdot`` (BLAS) in its own
-order: equal up to float64 rounding (the tests allow 1e-6 relative). Two corners as
+order: equal up to float64 rounding (the tests allow 1e-6 relative); the divisions and
+square roots then run a block of rows at a time (vectorised). Two corners as
 in :mod:`.combine`: ``−0`` sorts before ``+0`` here (the core keeps them in frame
 order), and a sample whose normalised value overflowed to ``±inf`` is kept by rank
 here where the core may keep it by value; with such a sample in a band the rejection
@@ -52,6 +53,10 @@ from .winsorized_quantile import clamp
 __all__ = ["gather_keys", "gather_key_rows", "unpack_keys", "combine_weighted"]
 
 _FLIP = 0x7FFFFFFF
+# Rows whose standard-error sums wait for one vectorised pass (:func:`_weighted_errors`):
+# at most 256, fewer for many frames (the block's values and weights stay ~100 KiB).
+_SE_BLOCK = 256
+_SE_BLOCK_BYTES = 1 << 17
 _LOW = 0xFFFFFFFF
 
 
@@ -355,26 +360,34 @@ def combine_weighted(s, idx, wf, n_valid, combine, lo, hi, iterations, split, ke
     median, min and max are unweighted, as in the core.
     """
     n = s.shape[1]
+    block = min(_SE_BLOCK, max(4, _SE_BLOCK_BYTES // (12 * max(n, 1))))
     _combine_rows(s, idx, wf, n_valid, combine, lo, hi, iterations, split, keep, winsor, image, weight_sum,
                   coverage, n_low, n_high, counters, uncertainty, se_mode, se_factor, np.empty((1, n), np.float32),
-                  np.empty(n), np.empty(n), np.empty((64, 3), np.int64), np.empty(64), np.zeros(n, np.float32))
+                  np.empty(n), np.empty(n), np.empty((64, 3), np.int64), np.empty(64),
+                  np.zeros((n, block), np.float32), np.zeros((n, block)), np.zeros(block, np.float32),
+                  np.zeros((5, block)))
 
 
 @jit
 def _combine_rows(s, idx, wf, n_valid, combine, lo, hi, iterations, split, keep, winsor, image, weight_sum, coverage,
-                  n_low, n_high, counters, uncertainty, se_mode, se_factor, t, num, den, frames, values, kept_v):
-    """The loop of :func:`combine_weighted`, with its scratch (``t`` … ``kept_v``) as arguments.
+                  n_low, n_high, counters, uncertainty, se_mode, se_factor, t, num, den, frames, values, kept_v,
+                  kept_w, centre, acc):
+    """The loop of :func:`combine_weighted`, with its scratch (``t`` … ``acc``) as arguments.
 
     Arguments, so that the arrays the inlined helpers of every pixel read can be
     :func:`~.common.borrowed` (no reference counts): the caller keeps them alive.
+    ``kept_v``, ``kept_w`` (N, B) and ``centre`` (B,) hold the kept values, weights
+    (0: not kept) and a centre of the block of rows whose standard errors wait
+    (:func:`_weighted_errors`).
     """
-    s, idx, wf, t, num, den, kept_v = (borrowed(s), borrowed(idx), borrowed(wf), borrowed(t), borrowed(num),
-                                       borrowed(den), borrowed(kept_v))
+    s, idx, wf, t, num, den = borrowed(s), borrowed(idx), borrowed(wf), borrowed(t), borrowed(num), borrowed(den)
+    kept_v, kept_w, centre, acc = borrowed(kept_v), borrowed(kept_w), borrowed(centre), borrowed(acc)
     rows, n = s.shape
     nan = np.float32(np.nan)
     has_split = split.shape[0] > 0
     rewinsor = winsor.shape[0] > 0
-    has_se = uncertainty.shape[0] > 0
+    has_se = uncertainty.shape[0] > 0 and se_mode > 0
+    p0 = 0  # first row of the block whose error sums wait in acc
     max_it = 0
     total_valid = 0
     total_low = 0
@@ -391,9 +404,13 @@ def _combine_rows(s, idx, wf, n_valid, combine, lo, hi, iterations, split, keep,
         # Sorted positions that may be kept: the range, or every valid one.
         j0 = 0 if (rewinsor or split_row) else a
         j1 = nv if (rewinsor or split_row) else b
+        i = p - p0 if has_se else 0  # the row in the block of errors
         for k in range(n):
             num[k] = 0.0
             den[k] = 0.0
+        if has_se:
+            for k in range(n):
+                kept_w[k, i] = 0.0
         count = 0
         for j in range(j0, j1):
             f = idx[p, j]
@@ -404,8 +421,12 @@ def _combine_rows(s, idx, wf, n_valid, combine, lo, hi, iterations, split, keep,
                     v = clamp(v, q_lo, q_hi)
                 num[f] = np.float64(np.float32(w * v))
                 den[f] = np.float64(w)
-                kept_v[f] = v
+                if has_se:
+                    kept_v[f, i] = v
+                    kept_w[f, i] = np.float64(w)
                 count += 1
+        if has_se:
+            centre[i] = s[p, (j0 + j1 - 1) // 2] if j1 > j0 else np.float32(0.0)
         # Up to 128 frames without pairwise_sum's scratch: numba would count the
         # references of its three arrays, atomically, twice a pixel (~5 % of a stack).
         big_w = pairwise_sum_short(den, n) if n <= 128 else pairwise_sum(den, n, frames, values)
@@ -432,67 +453,83 @@ def _combine_rows(s, idx, wf, n_valid, combine, lo, hi, iterations, split, keep,
         total_low += a
         total_high += nv - b
         if has_se:
-            uncertainty[p] = _weighted_se(kept_v, den, count, value, se_mode, se_factor) if count >= 2 else nan
+            # The sums, divisions and square roots a block of rows at a time.
+            if i == kept_v.shape[1] - 1 or p == rows - 1:
+                _weighted_sums(kept_v, kept_w, centre, i + 1, se_mode, acc)
+                _weighted_errors(acc, coverage, p0, i + 1, uncertainty, se_mode, se_factor)
+                p0 = p + 1
+        elif uncertainty.shape[0] > 0:
+            uncertainty[p] = nan  # no estimator for this combine
     counters[0] = max_it
     counters[1] = total_valid
     counters[2] = total_low
     counters[3] = total_high
 
 
-@jit(fastmath=REASSOCIATE)
-def _weighted_se(kept_v, den, count, value, mode, factor):
-    """``core.uncertainty.standard_error`` of one pixel from its kept samples, in frame order.
+@jit
+def _weighted_sums(kept_v, kept_w, centre, m, mode, acc):
+    """The float64 sums of the standard errors of a block of ``m`` rows, into ``acc[:, :m]``.
 
-    ``kept_v`` (N,) float32: the kept values (re-winsorised where the rejection says
-    so), ``den`` (N,) float64: their weights, 0 for a frame not kept (its ``kept_v`` is
-    then ignored, whatever it holds): the row's scratch of :func:`combine_weighted`,
-    still in cache. Shifted by the combined value (by the mean for a sum), as the
-    core: ``d = x − c``. Weighted (mean, sum): ``μ = Σ w·d / W`` and
-    ``Σ w²(d − μ)² = Σ w²d² − 2μ Σ w²d + μ² Σ w²`` (``μ`` is a rounding error of the
-    shift, so nothing cancels); median: the unweighted ``Σd``, ``Σd²``. Float64 sums
-    in any order (compiled with reassociation: contiguous and branch-free, they
-    vectorise). NaN without an estimator (``mode`` 0) or a degree of freedom.
+    ``kept_v`` (N, B) float32: each row's kept values (re-winsorised where the rejection
+    says so) by frame, ``kept_w`` (N, B) float64: their weights, 0 for a frame not kept
+    (its value is then ignored, whatever it holds). Shifted by ``centre`` (B,) float32,
+    0 where not finite: a value among the row's samples, ``d = x − c`` (the core shifts
+    by the combined value; about a centre within the samples' spread the estimator is
+    the same up to float64 rounding). ``acc`` rows: ``W, Σ w·d, Σ w², Σ w²d, Σ w²d²``
+    (weighted: mean, sum), or ``0, Σd, 0, 0, Σd²`` (median: unweighted), for
+    :func:`_weighted_errors`. Each row adds in frame order; the rows are the vector
+    lanes (rows of 8 frames summed one at a time cost ~30 ns each, in the combine
+    loop: the sums of 8 terms do not fill a vector and wait for the row's mean).
     """
-    if mode == 0:
-        return np.float32(np.nan)
-    shift = value if (value - value) == 0 else np.float32(0.0)
-    if mode == 2:
-        shift = np.float32(shift / np.float32(count))
-    c = np.float64(shift)
-    if mode == 3:
-        s1 = 0.0
-        s2 = 0.0
-        for f in range(kept_v.shape[0]):
-            d = np.float64(kept_v[f]) - c
-            d = d if den[f] > 0 else 0.0
-            s1 += d
-            s2 += d * d
-        return _from_sums(s1, s2, count, mode, factor)
-    big_w = 0.0
-    swd = 0.0
-    sw2 = 0.0
-    sw2d = 0.0
-    sw2d2 = 0.0
+    for i in range(m):
+        c = centre[i]
+        centre[i] = c if (c - c) == 0 else np.float32(0.0)
+        for j in range(5):
+            acc[j, i] = 0.0
     for f in range(kept_v.shape[0]):
-        w = den[f]
-        d = np.float64(kept_v[f]) - c
-        d = d if w > 0 else 0.0
-        w2 = w * w
-        big_w += w
-        swd += w * d
-        sw2 += w2
-        sw2d += w2 * d
-        sw2d2 += w2 * d * d
-    se = np.float32(np.nan)
-    mu = swd / (big_w if big_w > 0 else 1.0)
-    ss = sw2d2 - 2.0 * mu * sw2d + mu * mu * sw2
-    if not ss > 0:
-        ss = 0.0
-    dof = big_w * big_w - sw2
-    if dof > 0:
-        var = ss / dof * factor
-        if mode == 2:
-            nf = np.float64(count)
-            var = var * nf * nf
-        se = np.float32(np.sqrt(var))
-    return se
+        for i in range(m):
+            w = kept_w[f, i]
+            d = np.float64(kept_v[f, i]) - np.float64(centre[i])
+            d = d if w > 0 else 0.0
+            if mode == 3:
+                acc[1, i] += d
+                acc[4, i] += d * d
+            else:
+                w2 = w * w
+                acc[0, i] += w
+                acc[1, i] += w * d
+                acc[2, i] += w2
+                acc[3, i] += w2 * d
+                acc[4, i] += w2 * d * d
+
+
+@jit
+def _weighted_errors(acc, coverage, p0, m, uncertainty, mode, factor):
+    """``uncertainty[p0:p0 + m]`` from the sums of :func:`_weighted_sums` in ``acc[:, :m]``.
+
+    ``core.uncertainty.standard_error``: weighted (mean, sum), with ``μ = Σ w·d / W``,
+    ``Σ w²(d − μ)² = Σ w²d² − 2μ Σ w²d + μ² Σ w²`` (the shift is a sample near the
+    mean: ``μ`` is within the samples' spread, so little cancels) over ``W² − Σ w²``; median: the unweighted estimator
+    (:func:`~.combine._from_sums`). NaN below two survivors (whatever ``acc`` holds
+    there) or without a degree of freedom. In a pass of their own the rows are
+    independent: LLVM vectorises the divisions and square roots over them (after each
+    pixel's sums, in the combine loop, they were a dependent chain: ~40 ns a pixel).
+    """
+    nan = np.float32(np.nan)
+    for i in range(m):
+        count = coverage[p0 + i]
+        if mode == 3:
+            se = _from_sums(acc[1, i], acc[4, i], count, mode, factor)
+        else:
+            big_w = acc[0, i]
+            sw2 = acc[2, i]
+            mu = acc[1, i] / (big_w if big_w > 0 else 1.0)
+            ss = acc[4, i] - 2.0 * mu * acc[3, i] + mu * mu * sw2
+            ss = ss if ss > 0 else 0.0
+            dof = big_w * big_w - sw2
+            var = ss / dof * factor
+            if mode == 2:
+                nf = np.float64(count)
+                var = var * nf * nf
+            se = np.float32(np.sqrt(var)) if dof > 0 else nan
+        uncertainty[p0 + i] = se if count >= 2 else nan

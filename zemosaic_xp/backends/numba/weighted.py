@@ -44,7 +44,7 @@ from __future__ import annotations
 import numpy as np
 
 from .combine import _copy_kept, _from_sums, _order_value
-from .common import REASSOCIATE, borrowed, inline, jit, median_sums_lanes, pairwise_sum, pairwise_sum_short
+from .common import borrowed, inline, jit, median_sums_lanes, pairwise_sum, pairwise_sum_short
 from .sorting import NETWORK_LANES as LANES
 from .sorting import network
 from .stored import frame_rows

@@ -44,7 +44,7 @@ from __future__ import annotations
 import numpy as np
 
 from .combine import _copy_kept, _from_sums, _order_value
-from .common import borrowed, inline, jit, median_sums_lanes, pairwise_sum, pairwise_sum_short
+from .common import REASSOCIATE, borrowed, inline, jit, median_sums_lanes, pairwise_sum, pairwise_sum_short
 from .sorting import NETWORK_LANES as LANES
 from .sorting import network
 from .stored import frame_rows
@@ -53,10 +53,13 @@ from .winsorized_quantile import clamp
 __all__ = ["gather_keys", "gather_key_rows", "unpack_keys", "combine_weighted"]
 
 _FLIP = 0x7FFFFFFF
-# Rows whose standard-error sums wait for one vectorised pass (:func:`_weighted_errors`):
-# at most 256, fewer for many frames (the block's values and weights stay ~100 KiB).
+# Rows whose standard errors wait for one vectorised pass (:func:`_weighted_errors`).
 _SE_BLOCK = 256
-_SE_BLOCK_BYTES = 1 << 17
+# Below this many frames a row's error sums do not fill a vector: they are summed for a
+# block of rows at once, the rows as the vector lanes (:func:`_weighted_sums`); from it
+# on, each row's right after its combine, its frames as the lanes (:func:`_row_sums`).
+# 8 frames: ~30 ns a row one by one; 32 frames: the block's copies cost more than that.
+_LANES_ARE_ROWS_BELOW = 16
 _LOW = 0xFFFFFFFF
 
 
@@ -360,28 +363,34 @@ def combine_weighted(s, idx, wf, n_valid, combine, lo, hi, iterations, split, ke
     median, min and max are unweighted, as in the core.
     """
     n = s.shape[1]
-    block = min(_SE_BLOCK, max(4, _SE_BLOCK_BYTES // (12 * max(n, 1))))
+    # The block's values and weights by frame (rows 16 float32 / 8 float64 longer than
+    # the block: an odd number of cache lines apart, so a row's frames fall in different
+    # L1 sets: 25 against 8 ns a pixel at N = 8).
+    by_frame = n if n < _LANES_ARE_ROWS_BELOW else 0
     _combine_rows(s, idx, wf, n_valid, combine, lo, hi, iterations, split, keep, winsor, image, weight_sum,
                   coverage, n_low, n_high, counters, uncertainty, se_mode, se_factor, np.empty((1, n), np.float32),
-                  np.empty(n), np.empty(n), np.empty((64, 3), np.int64), np.empty(64),
-                  np.zeros((n, block), np.float32), np.zeros((n, block)), np.zeros(block, np.float32),
-                  np.zeros((5, block)))
+                  np.empty(n), np.empty(n), np.empty((64, 3), np.int64), np.empty(64), np.zeros(n, np.float32),
+                  np.zeros((by_frame, _SE_BLOCK + 16), np.float32), np.zeros((by_frame, _SE_BLOCK + 8)),
+                  np.zeros(_SE_BLOCK, np.float32), np.zeros((5, _SE_BLOCK)))
 
 
 @jit
 def _combine_rows(s, idx, wf, n_valid, combine, lo, hi, iterations, split, keep, winsor, image, weight_sum, coverage,
                   n_low, n_high, counters, uncertainty, se_mode, se_factor, t, num, den, frames, values, kept_v,
-                  kept_w, centre, acc):
+                  block_v, block_w, centre, acc):
     """The loop of :func:`combine_weighted`, with its scratch (``t`` … ``acc``) as arguments.
 
     Arguments, so that the arrays the inlined helpers of every pixel read can be
     :func:`~.common.borrowed` (no reference counts): the caller keeps them alive.
-    ``kept_v``, ``kept_w`` (N, B) and ``centre`` (B,) hold the kept values, weights
-    (0: not kept) and a centre of the block of rows whose standard errors wait
-    (:func:`_weighted_errors`).
+    ``kept_v`` (N,) holds a row's kept values by frame; ``acc`` (5, B) the error sums
+    of the block of rows whose standard errors wait (:func:`_weighted_errors`), or,
+    with ``block_v``, ``block_w`` (N, ≥ B; (0, ·): not used) and ``centre`` (B,), their
+    values, weights (0: not kept) and centres until :func:`_weighted_sums`.
     """
     s, idx, wf, t, num, den = borrowed(s), borrowed(idx), borrowed(wf), borrowed(t), borrowed(num), borrowed(den)
-    kept_v, kept_w, centre, acc = borrowed(kept_v), borrowed(kept_w), borrowed(centre), borrowed(acc)
+    kept_v, block_v, block_w = borrowed(kept_v), borrowed(block_v), borrowed(block_w)
+    centre, acc = borrowed(centre), borrowed(acc)
+    by_rows = block_v.shape[0] > 0
     rows, n = s.shape
     nan = np.float32(np.nan)
     has_split = split.shape[0] > 0
@@ -408,9 +417,6 @@ def _combine_rows(s, idx, wf, n_valid, combine, lo, hi, iterations, split, keep,
         for k in range(n):
             num[k] = 0.0
             den[k] = 0.0
-        if has_se:
-            for k in range(n):
-                kept_w[k, i] = 0.0
         count = 0
         for j in range(j0, j1):
             f = idx[p, j]
@@ -421,12 +427,24 @@ def _combine_rows(s, idx, wf, n_valid, combine, lo, hi, iterations, split, keep,
                     v = clamp(v, q_lo, q_hi)
                 num[f] = np.float64(np.float32(w * v))
                 den[f] = np.float64(w)
-                if has_se:
-                    kept_v[f, i] = v
-                    kept_w[f, i] = np.float64(w)
+                kept_v[f] = v
                 count += 1
-        if has_se:
-            centre[i] = s[p, (j0 + j1 - 1) // 2] if j1 > j0 else np.float32(0.0)
+        if has_se and count >= 2:
+            # The error's sums about a sample near the mean known now, not the combined
+            # value: they then do not wait for the combine's sums and division below.
+            c = s[p, (j0 + j1 - 1) // 2]
+            if by_rows:
+                centre[i] = c
+                for k in range(n):
+                    block_v[k, i] = kept_v[k]
+                    block_w[k, i] = den[k]
+            else:
+                sums = _row_sums(kept_v, den, c, se_mode)
+                for j in range(5):
+                    acc[j, i] = sums[j]
+        elif has_se and by_rows:
+            for k in range(n):
+                block_w[k, i] = 0.0
         # Up to 128 frames without pairwise_sum's scratch: numba would count the
         # references of its three arrays, atomically, twice a pixel (~5 % of a stack).
         big_w = pairwise_sum_short(den, n) if n <= 128 else pairwise_sum(den, n, frames, values)
@@ -454,8 +472,9 @@ def _combine_rows(s, idx, wf, n_valid, combine, lo, hi, iterations, split, keep,
         total_high += nv - b
         if has_se:
             # The sums, divisions and square roots a block of rows at a time.
-            if i == kept_v.shape[1] - 1 or p == rows - 1:
-                _weighted_sums(kept_v, kept_w, centre, i + 1, se_mode, acc)
+            if i == _SE_BLOCK - 1 or p == rows - 1:
+                if by_rows:
+                    _weighted_sums(block_v, block_w, centre, i + 1, se_mode, acc)
                 _weighted_errors(acc, coverage, p0, i + 1, uncertainty, se_mode, se_factor)
                 p0 = p + 1
         elif uncertainty.shape[0] > 0:
@@ -464,6 +483,42 @@ def _combine_rows(s, idx, wf, n_valid, combine, lo, hi, iterations, split, keep,
     counters[1] = total_valid
     counters[2] = total_low
     counters[3] = total_high
+
+
+@jit(fastmath=REASSOCIATE)
+def _row_sums(kept_v, den, centre, mode):
+    """The float64 sums of one row's standard error (two or more kept, ``mode`` 1–3), in frame order.
+
+    ``kept_v`` (N,) float32: the kept values (re-winsorised where the rejection says
+    so), ``den`` (N,) float64: their weights, 0 for a frame not kept (its value is then
+    ignored, whatever it holds). About ``centre``, as :func:`_weighted_sums`, which
+    this is for one row, its frames as the vector lanes (sums in any order: compiled
+    with reassociation).
+    """
+    c = np.float64(centre if (centre - centre) == 0 else np.float32(0.0))
+    big_w = 0.0
+    swd = 0.0
+    sw2 = 0.0
+    sw2d = 0.0
+    sw2d2 = 0.0
+    if mode == 3:
+        for f in range(kept_v.shape[0]):
+            d = np.float64(kept_v[f]) - c
+            d = d if den[f] > 0 else 0.0
+            swd += d
+            sw2d2 += d * d
+    else:
+        for f in range(kept_v.shape[0]):
+            w = den[f]
+            d = np.float64(kept_v[f]) - c
+            d = d if w > 0 else 0.0
+            w2 = w * w
+            big_w += w
+            swd += w * d
+            sw2 += w2
+            sw2d += w2 * d
+            sw2d2 += w2 * d * d
+    return big_w, swd, sw2, sw2d, sw2d2
 
 
 @jit

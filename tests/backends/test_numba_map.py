@@ -90,15 +90,17 @@ def test_map_from_the_band_sums_over_several_blocks(n_frames, reject, combine):
 
 
 @pytest.mark.parametrize("combine", ["mean", "sum", "median"])
-def test_weighted_map_over_several_blocks(combine):
-    # The weighted path sums each pixel's error terms in its combine loop and divides a
-    # block of 256 rows at a time: 40 × 29 pixels are four full blocks and a partial
-    # one; with holes and pixels below two samples, against the portable core.
-    frames = make_stack(n_frames=9, shape=(40, 29), seed=11).frames.copy()
+@pytest.mark.parametrize("n_frames", [9, 20])
+def test_weighted_map_over_several_blocks(combine, n_frames):
+    # The weighted path sums each pixel's error terms (below 16 frames for a block of
+    # rows at once, else row by row) and divides a block of 256 rows at a time: 40 × 29
+    # pixels are four full blocks and a partial one; with holes and pixels below two
+    # samples, against the portable core.
+    frames = make_stack(n_frames=n_frames, shape=(40, 29), seed=11).frames.copy()
     frames[:4, 3:5] = np.nan
     frames[:, 7, 2] = np.nan
     frames[1:, 8, 3] = np.nan
-    weights = np.linspace(0.5, 2.0, 9, dtype=np.float32)
+    weights = np.linspace(0.5, 2.0, n_frames, dtype=np.float32)
     config = StackConfig.plain(combine=combine)
     fast = stack(frames, config=config, weights=weights)
     with portable_only():

@@ -137,3 +137,96 @@ def test_middle_ranks_in_place_contract(n):
     holed[5, 0] = np.inf
     assert not band_kernels.middle_ranks_in_place(holed)
     np.testing.assert_array_equal(holed[:, 1:], s[:, 1:])
+
+
+def _percentile_frames(n: int, seed: int) -> np.ndarray:
+    """Whole-ADU frames (many ties) with cosmic rays, dark outliers and a pixel whose values
+    span too many ulps for an exact sum in any order (its mean is redone in frame order)."""
+    rng = np.random.default_rng(seed)
+    frames = np.round(rng.normal(1000, 10, (n, 6, 40, 2))).astype(np.float32)
+    frames[rng.random(frames.shape) < 0.01] = 60000.0
+    frames[rng.random(frames.shape) < 0.005] = 3.0
+    frames[:, 2, 11, 0] = rng.uniform(900, 1100, n).astype(np.float32)
+    frames[: n // 2, 2, 11, 0] += np.float32(1e-4)  # not whole: ulps apart over a wide span
+    frames[0, 2, 11, 0] = 1e-6
+    return frames
+
+
+@pytest.mark.parametrize("n", [49, 60, 200])
+@pytest.mark.parametrize("combine", ["mean", "sum"])
+@pytest.mark.parametrize(("normalise", "min_survivors", "holes"),
+                         [(False, 1, False), (True, 1, False), (False, 10_000, False), (False, 1, True)])
+def test_percentile_of_full_rows_selects_instead_of_sorting(n, combine, normalise, min_survivors, holes,
+                                                            monkeypatch):
+    # Above the network's N the percentile clip with a mean or a sum selects the middle
+    # ranks and moves only the rejected samples out of the kept range, when the band has
+    # no invalid sample: the same bytes as on sorted rows for the image and the counts,
+    # the map within rounding; min_survivors above N keeps every sample (the fallback);
+    # with a hole in the band the rows are sorted as before.
+    frames = _percentile_frames(n, seed=n)
+    if holes:
+        frames[3, 1, 4, 1] = np.nan
+    rng = np.random.default_rng(2)
+    if normalise:
+        plan = FramePlan(rng.uniform(0.9, 1.1, (n, 2)).astype(np.float32),
+                         rng.uniform(-5, 5, (n, 2)).astype(np.float32), None, {}, identity=False)
+    else:
+        plan = FramePlan(np.ones((n, 2), np.float32), np.zeros((n, 2), np.float32), None, {}, identity=True)
+    config = StackConfig.plain(reject="percentile", combine=combine, percentile_low=0.2, percentile_high=0.1,
+                               min_survivors=min_survivors)
+    calls = []
+    real = band_kernels.middle_ranks_in_place
+
+    def spy(s):
+        calls.append(real(s))
+        return calls[-1]
+
+    monkeypatch.setattr(band_kernels, "middle_ranks_in_place", spy)
+    selected = _stack(frames, np.zeros((0, 2), np.int64), config, plan)
+    assert calls and all(calls) != holes
+    monkeypatch.setattr(band_kernels, "middle_ranks_in_place", lambda s: False)
+    sorted_rows = _stack(frames, np.zeros((0, 2), np.int64), config, plan)
+    assert selected[0] == sorted_rows[0]
+    for a, b in zip(selected[1][:5], sorted_rows[1][:5], strict=True):
+        np.testing.assert_array_equal(a, b)
+    se_sel, se_sort = (r[1][5].view(np.float32) for r in (selected, sorted_rows))
+    np.testing.assert_allclose(se_sel, se_sort, rtol=1e-6, equal_nan=True)
+    assert selected[0][2] + selected[0][3] > 0  # outliers were clipped
+    per_pixel = selected[1][3].view(np.int32) + selected[1][4].view(np.int32)
+    # min_survivors above N: a pixel may lose one sample (N − 1 is the floor), not two.
+    assert (per_pixel.max() <= 1) == (min_survivors > n)
+
+
+def test_percentile_selected_rows_contract():
+    # Each row ends as [below the lower bound | kept | above the upper bound], the kept
+    # range's smallest value first and its largest last, the row's values unchanged, and
+    # the ranges those of percentile_rows on the sorted rows.
+    from zemosaic_xp.backends.numba.percentile import percentile_rows, percentile_selected_rows
+
+    rng = np.random.default_rng(5)
+    n = 61
+    s = np.round(rng.normal(100, 8, (300, n))).astype(np.float32)
+    s[:200][rng.random((200, n)) < 0.03] = 500.0
+    s[:200][rng.random((200, n)) < 0.03] = 1.0  # rows 200… keep every sample
+    s[7] = 100.0  # every value equal
+    s[250] = rng.permutation(n).astype(np.float32) + 90.0  # distinct values, the largest anywhere
+    sorted_s = np.sort(s, axis=-1)
+    want = [np.empty(300, np.int64) for _ in range(3)]
+    percentile_rows(sorted_s, np.full(300, n, np.int64), np.float32(0.2), np.float32(0.1), 1, *want)
+    got_s = s.copy()
+    assert band_kernels.middle_ranks_in_place(got_s)
+    k = (n - 1) // 2  # the contract fixes positions k and k + 1 only: shuffle the others
+    got_s[:, :k] = rng.permuted(got_s[:, :k], axis=-1)
+    got_s[:, k + 2:] = rng.permuted(got_s[:, k + 2:], axis=-1)
+    got = [np.empty(300, np.int64) for _ in range(3)]
+    percentile_selected_rows(got_s, np.float32(0.2), np.float32(0.1), 1, *got)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(np.sort(got_s, axis=-1), sorted_s)
+    lo, hi = got[0], got[1]
+    assert (hi - lo < n).any() and (hi - lo == n).any()
+    for r in range(300):
+        kept = got_s[r, lo[r]:hi[r]]
+        np.testing.assert_array_equal(np.sort(kept), sorted_s[r, lo[r]:hi[r]])
+        assert kept[0] == kept.min() and kept[-1] == kept.max()
+        assert np.all(got_s[r, :lo[r]] < kept.min()) and np.all(got_s[r, hi[r]:] > kept.max())

@@ -11,9 +11,7 @@ three compiled steps instead:
 
 1. :func:`~.gather.gather_sorted` reads the band's samples straight from the frames,
    normalised, invalid as ``+inf``, sorted by pixel (a sorting network for N <= 48,
-   else NumPy's SIMD sort afterwards; or, for a median without rejection and a
-   percentile clip with a mean or a sum, NumPy's selection of the middle ranks when
-   no sample of the band is invalid), with each pixel's valid count, median and
+   else NumPy's SIMD sort afterwards), with each pixel's valid count, median and
    centred sums (:mod:`.gather`);
 2. a rejection kernel on the sorted rows, one module per algorithm (:data:`REJECTIONS`,
    in :mod:`.rejections`):

@@ -71,12 +71,8 @@ def percentile_selected_rows(s, low, high, min_survivors, out_lo, out_hi, out_it
     ----------
     s : ndarray, shape (P, N), float32
         The rows (reordered in place).
-    low, high : float32
+    low, high, min_survivors, out_lo, out_hi, out_it
         As :func:`percentile_rows`.
-    min_survivors : int
-        As :func:`percentile_rows`.
-    out_lo, out_hi, out_it : ndarray, shape (P,), int64
-        Outputs, as :func:`percentile_rows`.
     """
     n = s.shape[1]
     need = survivors_floor(min_survivors, n)

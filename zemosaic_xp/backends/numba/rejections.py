@@ -102,22 +102,6 @@ def reject_percentile_selected(s: np.ndarray, n_valid: np.ndarray, config: Any) 
     :func:`~.percentile.percentile_selected_rows`: the same kept ranges as on sorted
     rows, each row reordered so that its range holds the kept values, smallest first
     and largest last (enough for the mean's and the sum's combine, not the median's).
-
-    Parameters
-    ----------
-    s : ndarray, shape (P, N), float32
-        Rows with their middle ranks selected
-        (:func:`~zemosaic_xp.backends.select_numpy.middle_ranks_in_place`), every sample
-        valid; reordered in place.
-    n_valid : ndarray, shape (P,), int64
-        ``N`` on every row.
-    config : StackConfig
-        ``percentile_low``, ``percentile_high`` and ``min_survivors``.
-
-    Returns
-    -------
-    Kept
-        The kept ranges and iterations.
     """
     lo, hi, it = _ranges(n_valid.shape[0])
     percentile_selected_rows = entry("percentile_selected_rows")

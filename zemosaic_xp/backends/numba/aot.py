@@ -56,7 +56,7 @@ ENTRY_POINTS: dict[str, str] = {
     "wsc_pixinsight_rows": "wsc_pixinsight",
     "wsc_rows": "wsc_zemosaic",
     "wsc_weighted_rows": "wsc_zemosaic",
-    **dict.fromkeys(("percentile_rows", "percentile_selected_rows"), "percentile"),
+    "percentile_rows": "percentile",
     "mad_rows": "mad",
     "minmax_rows": "minmax",
     "gesd_rows": "gesd",

@@ -43,7 +43,7 @@ from ..select_numpy import middle_ranks_in_place
 from .aot import entry
 from .constants import COMBINE_CODES, NO_SCALING, NO_SUMS, UNCERTAINTY_CODES
 from .rejections import NO_F32 as _NO_F32
-from .rejections import REJECT_CODES, REJECTIONS, Kept, reject_percentile_selected
+from .rejections import REJECT_CODES, REJECTIONS, Kept
 from .weighted_band import normalisation_rows, stack_band_weighted, stack_block
 
 __all__ = ["supports", "stack_band", "stack_block", "COMBINE_CODES", "REJECT_CODES", "REJECTIONS", "Kept"]
@@ -73,18 +73,6 @@ def supports(config: Any, plan: Any, pixel_weights: bool = False) -> bool:
         return False
     weighted = plan.weights is not None or config.radial_weight or pixel_weights
     return not (weighted and config.reject == "winsorized_sigma_clip" and config.wsc_impl == "zemosaic")
-
-
-def _selects(config: Any) -> bool:
-    """Whether NumPy-sorted rows may be selected instead (their middle ranks, in place).
-
-    A median without rejection reads only them; the percentile clip keeps every value
-    within bounds around them, and its mean or sum reads the kept range in any order
-    (:func:`.rejections.reject_percentile_selected`).
-    """
-    if config.reject == "none":
-        return config.combine == "median"
-    return config.reject == "percentile" and config.combine in ("mean", "sum")
 
 
 def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any, plan: Any,
@@ -157,18 +145,12 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     gather_sorted = entry("gather_sorted")
     overflow = gather_sorted(flat, r0, r1, gain, offset, normalise, pairs, s, n_valid, centre, sums, scaling, rowbuf)
     want_se = len(out) > 5 and out[5].size > 0
-    kept = None
     if pairs.shape[0] == 0:
-        # Every sample valid: the two middle ranks selected, not the whole row sorted
-        # (NumPy's selection: ~1.1 against ~1.9 µs a row of 500 samples).
-        selected = not overflow and _selects(config) and middle_ranks_in_place(s)
-        if not selected:
+        if config.reject == "none" and config.combine == "median" and not overflow and middle_ranks_in_place(s):
+            pass  # every sample valid: the two middle ranks selected, not the whole row sorted
+        else:
             s.sort(axis=-1)  # NumPy's SIMD sort, in place; +inf (invalid) sorts last
-        if selected and config.reject == "percentile":
-            n_valid[:] = n
-            sums = NO_SUMS
-            kept = reject_percentile_selected(s, n_valid, config)
-        elif config.reject == "kappa_sigma" or (want_se and config.reject == "none" and config.combine == "median"):
+        if config.reject == "kappa_sigma" or (want_se and config.reject == "none" and config.combine == "median"):
             # κ-σ starts from these sums and leaves its kept range's in them; the median
             # of every valid sample is their centre: either way the standard error
             # then costs no pass of its own (combine_ranges' se_sums, the same bits).
@@ -183,8 +165,7 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
         count_valid = entry("count_valid")
         count_valid(flat, r0, r1, gain, offset, normalise, n_valid, scaling)
         sums = NO_SUMS
-    if kept is None:
-        kept = REJECTIONS[config.reject](s, n_valid, config, centre, sums)
+    kept = REJECTIONS[config.reject](s, n_valid, config, centre, sums)
     views = [a.reshape(rows) for a in out[:5]]  # views: the kernel writes the results in place
     uncertainty = out[5].reshape(rows) if want_se else _NO_F32
     counters = np.zeros(4, np.int64)

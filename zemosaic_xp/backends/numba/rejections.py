@@ -15,7 +15,7 @@ import numpy as np
 from .aot import entry
 from .constants import FLOOR_SLACK
 
-__all__ = ["Kept", "REJECTIONS", "REJECT_CODES", "NO_F32", "reject_percentile_selected"]
+__all__ = ["Kept", "REJECTIONS", "REJECT_CODES", "NO_F32"]
 
 # The wrappers below take their kernels from :func:`.aot.entry` when they run: a stack
 # loads (and numba reads from its cache) only the rejection it runs.
@@ -93,20 +93,6 @@ def _reject_percentile(s: np.ndarray, n_valid: np.ndarray, config: Any, centre: 
     percentile_rows = entry("percentile_rows")
     percentile_rows(s, n_valid, np.float32(config.percentile_low), np.float32(config.percentile_high),
                     config.min_survivors, lo, hi, it)
-    return Kept(lo, hi, it)
-
-
-def reject_percentile_selected(s: np.ndarray, n_valid: np.ndarray, config: Any) -> Kept:
-    """The percentile clip of rows whose middle ranks are selected (every sample valid), in place.
-
-    :func:`~.percentile.percentile_selected_rows`: the same kept ranges as on sorted
-    rows, each row reordered so that its range holds the kept values, smallest first
-    and largest last (enough for the mean's and the sum's combine, not the median's).
-    """
-    lo, hi, it = _ranges(n_valid.shape[0])
-    percentile_selected_rows = entry("percentile_selected_rows")
-    percentile_selected_rows(s, np.float32(config.percentile_low), np.float32(config.percentile_high),
-                             config.min_survivors, lo, hi, it)
     return Kept(lo, hi, it)
 
 

@@ -32,7 +32,7 @@ ALLOWED = {
     "api": {"core", "backends", "io", "nddata"},  # io.cosmic: the host pre-pass of `cosmic`
     "nddata": {"core", "backends", "io"},
     "ccd_combine": {"api", "core", "io", "nddata"},
-    "aot_workloads": {"api", "backends", "classic", "core", "synthetic"},  # the kernels' build: real stacks
+    "aot_workloads": {"api", "backends", "classic", "core", "grid", "synthetic"},  # the kernels' build: real stacks
     "cli": None,  # the top: anything
     "__init__": {"_version"},  # the rest is imported lazily, by name
     "_version": set(),

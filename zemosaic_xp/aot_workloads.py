@@ -10,7 +10,8 @@ must be the same bits. They go through the public entry points, as users do:
   configuration (paired-fit normalisation, noise weights);
 - in-memory ``stack()`` of float32 frames: unweighted, with user frame and per-pixel
   weights, the radial weight, ZeMosaic's WSC with weights (the NumPy ops' row kernels);
-- grid cells (``NumpyOps.block_stacker``, samples last, per-sample weights).
+- grid cells (``NumpyOps.block_stacker``, samples last, per-sample weights) and the
+  grid's bilinear reprojection samples.
 
 Small frames (about a second in all once compiled). It sits at the top of the package
 (it calls the adapters); :func:`zemosaic_xp.backends.numba.aot_build.build` receives
@@ -100,8 +101,28 @@ def _cells(n: int, seed: int, **config: Any) -> list[np.ndarray]:
     return [*out, np.asarray(counts, np.int64)]
 
 
+def _samples(clip: bool) -> list[np.ndarray]:
+    """The grid's bilinear samples (``point_threads.sample_planes``): a read-only plane, as the
+    frame cache hands them out, and a writable one (hit maps), at float64 points."""
+    from .grid.point_threads import sample_planes
+
+    rng = np.random.default_rng(3)
+    cached = rng.normal(100.0, 5.0, _SHAPE).astype(np.float32)
+    cached[3:5, 7:9] = np.nan
+    cached.flags.writeable = False
+    hits = np.zeros(_SHAPE, np.float32)
+    hits[10, 10] = 1.0
+    ys = rng.uniform(-1.0, _SHAPE[0], 500)
+    xs = rng.uniform(-1.0, _SHAPE[1], 500)
+    out = np.empty((2, ys.size), np.float32)
+    sample_planes([cached, hits], ys, xs, list(out), [np.nan, 0.0], clip=clip)
+    return [out]
+
+
 def _cases(folder: Path) -> dict[str, Callable[[], list[np.ndarray]]]:
     cases: dict[str, Callable[[], list[np.ndarray]]] = {}
+    for clip in (False, True):
+        cases[f"grid-samples/clip={clip}"] = lambda c=clip: _samples(c)
     for n in (16, 52):
         frames = _frames(n, n)
         u16 = _write(folder / f"u16_{n}", frames, "u16")

@@ -76,7 +76,18 @@ def test_transforms_use_the_threads(small_parts, monkeypatch):
         assert len(seen["world_to_pixel_values"]) == expected_inverse
 
 
-def test_sampling_is_bit_identical_over_threads(small_parts):
+@pytest.fixture(params=["numba", "scipy"])
+def sampler(request, monkeypatch):
+    """Both samplers of ``sample_planes``: the numba kernel (skipped without numba) and SciPy's."""
+    if request.param == "numba":
+        pytest.importorskip("numba")
+        monkeypatch.setenv("ZEMOSAIC_XP_NUMBA", "1")
+    else:
+        monkeypatch.setenv("ZEMOSAIC_XP_NUMBA", "0")
+    return request.param
+
+
+def test_sampling_is_bit_identical_over_threads(small_parts, sampler):
     rng = np.random.default_rng(5)
     planes = [rng.standard_normal((40, 50)).astype(np.float32) for _ in range(3)]
     planes[1][10:14, 20:25] = np.nan
@@ -85,18 +96,18 @@ def test_sampling_is_bit_identical_over_threads(small_parts):
     expected = [map_coordinates(p, coords, order=1, mode="constant", cval=c) for p, c in zip(planes, cvals)]
     for threads in (1, 2, 7):
         outputs = [np.full(777, -1.0, dtype=np.float32) for _ in planes]
-        sample_planes(planes, coords, outputs, cvals, threads=threads)
+        sample_planes(planes, coords[0], coords[1], outputs, cvals, threads=threads)
         for got, want in zip(outputs, expected):
             np.testing.assert_array_equal(got, want)
     assert np.isnan(expected[1]).any() and (expected[2] == 0).any()
 
 
-def test_an_error_in_a_thread_reaches_the_caller(small_parts):
+def test_an_error_in_a_thread_reaches_the_caller(small_parts, sampler):
     planes = [np.zeros((4, 4), dtype=np.float32)]
     coords = np.zeros((2, 200))
-    with pytest.raises(RuntimeError):
-        # outputs too short for the later parts: scipy refuses them in the worker threads
-        sample_planes(planes, coords, [np.zeros(60, dtype=np.float32)], [0.0], threads=4)
+    with pytest.raises((RuntimeError, ValueError)):
+        # outputs too short for the later parts: refused in the worker threads
+        sample_planes(planes, coords[0], coords[1], [np.zeros(60, dtype=np.float32)], [0.0], threads=4)
 
 
 def test_point_threads_share_the_cores(monkeypatch):

@@ -146,10 +146,9 @@ def sample_frame(path: str, canvas_header: str, positions: np.ndarray, width: in
         ys, xs = np.divmod(positions, width)
         lon, lat = pixel_to_world(canvas, xs.astype(np.float64), ys.astype(np.float64), threads=threads)
         fx, fy = world_to_pixel(entry.wcs, lon, lat, threads=threads)
-    coords = np.vstack([fy, fx])
     out = np.empty((channels + entry.source.has_alpha, positions.size), dtype=np.float32)
     cvals = [np.nan] * channels + [0.0] * entry.source.has_alpha
-    sample_planes([planes[c] for c in range(out.shape[0])], coords, list(out), cvals, threads=threads)
+    sample_planes([planes[c] for c in range(out.shape[0])], fy, fx, list(out), cvals, threads=threads)
     if entry.source.has_alpha:
         alpha, out = out[channels], out[:channels]
         out[:, ~(alpha > 0)] = np.nan

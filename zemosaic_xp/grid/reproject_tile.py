@@ -16,7 +16,10 @@ done here directly, so that
   (~15 % of the transform) when both WCS are ICRS and the longitudes are
   already in [0, 360): the round trip then returns the same floats.
   Other cases go through ``astropy.wcs.utils.pixel_to_pixel`` as reproject does;
-- the clipped coordinates are computed once per patch rather than once per plane;
+- the coordinates are clipped and sampled in one pass, by a numba kernel where numba
+  is installed (:func:`~zemosaic_xp.backends.numba.bilinear.bilinear_sample`: SciPy's
+  floats, ~5× faster than ``map_coordinates`` with its separate clipping), else by
+  SciPy once per plane;
 - the sky coordinates of a tile's pixels are computed once for the tile
   (:class:`TileSky`) and shared by every frame's patch, instead of once per patch
   (a tile of a survey N frames deep took N times the transforms). A patch's pixels
@@ -54,7 +57,7 @@ from ..core.config import StackConfig
 from ..core.weights import radial_weight_at
 from ..io.framecache import frame_planes
 from .geometry import tile_wcs
-from .point_threads import pixel_to_world, sample_planes, world_to_pixel
+from .point_threads import clip_coords, pixel_to_world, sample_planes, world_to_pixel
 
 __all__ = ["reproject_patch", "reproject_planes", "frame_planes", "radial_at_patch", "TileSky",
            "inverse_variance_weight"]
@@ -174,15 +177,6 @@ def _pixel_to_pixel(wcs_out: WCS, wcs_in: WCS, x: np.ndarray, y: np.ndarray,
     return np.asarray(fx), np.asarray(fy)
 
 
-def _clip_coords(coords: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Coordinates in the outer half of the border pixels moved onto the border pixel centres."""
-    coords = coords.copy()
-    for i in range(coords.shape[0]):
-        coords[i][(coords[i] < 0) & (coords[i] >= -0.5)] = 0
-        coords[i][(coords[i] < shape[i] - 0.5) & (coords[i] >= shape[i] - 1)] = shape[i] - 1
-    return coords
-
-
 def reproject_planes(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tuple[int, int],
                      out: np.ndarray | None = None, extra: tuple[np.ndarray, ...] = (),
                      world: tuple[np.ndarray, np.ndarray] | None = None, threads: int = 1) -> np.ndarray:
@@ -219,14 +213,15 @@ def reproject_planes(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tup
     return _reproject(planes, frame_wcs, target, shape, out=out, extra=extra, world=world, threads=threads)[0]
 
 
-def _chunk_coords(frame_wcs: WCS, target: WCS, shape: tuple[int, int], frame_shape: tuple[int, ...],
+def _chunk_coords(frame_wcs: WCS, target: WCS, shape: tuple[int, int],
                   world: tuple[np.ndarray, np.ndarray] | None = None,
-                  threads: int = 1) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Frame pixel coordinates of ``target``'s pixels in row chunks: ``(r0, r1, coords)``.
+                  threads: int = 1) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """Frame pixel coordinates of ``target``'s pixels in row chunks: ``(r0, r1, fy, fx)``.
 
-    ``coords`` has shape (2, (r1 - r0)·w), float64: (row, column) in the frame, clipped as
-    reproject clips them. Every pixel is transformed on its own, so the chunks change no
-    bit, and the temporaries (~80 bytes a pixel) stay ~20 MB for any patch size.
+    ``fy``, ``fx`` have shape ((r1 - r0)·w,), float64: row and column in the frame, not
+    yet clipped (:func:`~.point_threads.clip_coords`). Every pixel is transformed on
+    its own, so the chunks change no bit, and the temporaries (~80 bytes a pixel) stay
+    ~20 MB for any patch size.
     """
     h, w = shape
     shared = world is not None and _is_icrs(frame_wcs)
@@ -245,12 +240,13 @@ def _chunk_coords(frame_wcs: WCS, target: WCS, shape: tuple[int, int], frame_sha
                                      sparse=False, copy=False)
                 fx, fy = _pixel_to_pixel(target, frame_wcs, xs.ravel(), ys.ravel(), threads=threads)
                 del xs, ys
-        yield r0, r1, _clip_coords(np.array([fy, fx]), frame_shape)
+        yield r0, r1, np.asarray(fy, dtype=np.float64), np.asarray(fx, dtype=np.float64)
 
 
 def _frame_coords(frame_wcs: WCS, target: WCS, shape: tuple[int, int], frame_shape: tuple[int, ...]) -> np.ndarray:
     """Frame pixel coordinates (row, column), shape (2, h·w), of the pixels of ``target``, clipped as reproject."""
-    return np.concatenate([c for _, _, c in _chunk_coords(frame_wcs, target, shape, frame_shape)], axis=1)
+    return np.concatenate([clip_coords(np.array([fy, fx]), frame_shape)
+                           for _, _, fy, fx in _chunk_coords(frame_wcs, target, shape)], axis=1)
 
 
 def _reproject(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tuple[int, int], *,
@@ -265,16 +261,16 @@ def _reproject(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tuple[int
     flat = out.reshape(n_planes, h * w)
     radial_map = None
     sources = [planes[i] for i in range(planes.shape[0])] + list(extra)
-    for r0, r1, coords in _chunk_coords(frame_wcs, target, shape, planes.shape[1:], world, threads):
-        sample_planes(sources, coords, [flat[i, r0 * w:r1 * w] for i in range(n_planes)], [np.nan] * n_planes,
-                      threads=threads)
+    for r0, r1, fy, fx in _chunk_coords(frame_wcs, target, shape, world, threads):
+        sample_planes(sources, fy, fx, [flat[i, r0 * w:r1 * w] for i in range(n_planes)], [np.nan] * n_planes,
+                      clip=True, threads=threads)
         if radial is not None:
-            part = radial_at_patch(coords, planes.shape[1:], (r1 - r0, w), radial)
+            part = radial_at_patch(clip_coords(np.array([fy, fx]), planes.shape[1:]), planes.shape[1:],
+                                   (r1 - r0, w), radial)
             if radial_map is None:  # the map's own dtype: the weight is multiplied exactly as unchunked
                 radial_map = np.empty((h, w), dtype=part.dtype)
             radial_map[r0:r1] = part
     return out, radial_map
-    return out
 
 
 def radial_at_patch(coords: np.ndarray, frame_shape: tuple[int, ...], shape: tuple[int, int],

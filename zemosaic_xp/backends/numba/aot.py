@@ -52,6 +52,7 @@ _OFF = ("0", "false", "no", "off")
 ENTRY_POINTS: dict[str, str] = {
     **dict.fromkeys(("gather_sorted", "count_sorted", "count_sorted_sums", "count_valid"), "gather"),
     "combine_ranges": "combine",
+    "bilinear_sample": "bilinear",
     "kappa_sigma_rows": "kappa_sigma",
     "wsc_pixinsight_rows": "wsc_pixinsight",
     "wsc_rows": "wsc_zemosaic",

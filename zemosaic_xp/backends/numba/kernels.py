@@ -18,15 +18,16 @@ from .band import stack_band, stack_block, supports
 from .constants import NO_SUMS, merge_network
 
 if TYPE_CHECKING:  # pragma: no cover - taken on first access at run time (__getattr__)
+    from .bilinear import bilinear_sample
     from .kappa_sigma import kappa_sigma_rows
     from .pairfit import bright_kept, clip_weights, deming_sums, deviations_kept, residuals_kept
     from .sorting import nan_to_inf_rows, sort_network_rows
     from .wsc_pixinsight import wsc_pixinsight_rows
     from .wsc_zemosaic import wsc_rows, wsc_weighted_rows
 
-__all__ = ["NO_SUMS", "bright_kept", "clip_weights", "deming_sums", "deviations_kept", "kappa_sigma_rows",
-           "merge_network", "nan_to_inf_rows", "residuals_kept", "sort_network_rows", "stack_band", "stack_block",
-           "supports", "wsc_pixinsight_rows", "wsc_rows", "wsc_weighted_rows"]
+__all__ = ["NO_SUMS", "bilinear_sample", "bright_kept", "clip_weights", "deming_sums", "deviations_kept",
+           "kappa_sigma_rows", "merge_network", "nan_to_inf_rows", "residuals_kept", "sort_network_rows", "stack_band",
+           "stack_block", "supports", "wsc_pixinsight_rows", "wsc_rows", "wsc_weighted_rows"]
 
 
 def __getattr__(name: str) -> Any:

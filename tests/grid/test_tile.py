@@ -51,16 +51,23 @@ def test_tile_is_identical_for_any_chunk_budget(rgb_tile, tmp_path):
     assert not any(p.name.startswith(".patches_") for p in tmp_path.iterdir())  # scratch removed
 
 
+@pytest.mark.parametrize("cosmic", ["off", "always"])
 @pytest.mark.parametrize("budget_mb", [0.01, 0.5, 4096.0])
-def test_tile_is_identical_for_any_thread_count(rgb_tile, tmp_path, monkeypatch, budget_mb):
-    # threads > 1: transforms and samples split (parts of 64 px here) and cells stacked
-    # at once (not from a spilled store); the same tile to the bit.
+def test_tile_is_identical_for_any_thread_count(rgb_tile, tmp_path, monkeypatch, budget_mb, cosmic):
+    # threads > 1: transforms and samples split (parts of 64 px here), with and without
+    # the cosmic-ray hit maps, and cells stacked at once (not from a spilled store); the
+    # same tile to the bit.
+    from zemosaic_xp import StackConfig
     from zemosaic_xp.grid import point_threads
+    from zemosaic_xp.io.framecache import FRAMES
 
     folder, (grid, tile, frames) = rgb_tile
-    config = GridConfig(stack_chunk_budget_mb=budget_mb)
+    config = GridConfig(stack_chunk_budget_mb=budget_mb) if cosmic == "off" else GridConfig(
+        stack=StackConfig(cosmic=cosmic), stack_chunk_budget_mb=budget_mb)
+    FRAMES.clear()
     one = stack_tile(tile, grid.wcs, frames, config, scratch_dir=tmp_path, channels=grid.channels)
     monkeypatch.setattr(point_threads, "MIN_POINTS_PER_THREAD", 64)
+    FRAMES.clear()  # the frames read (and their hits found) again
     three = stack_tile(tile, grid.wcs, frames, config, scratch_dir=tmp_path, channels=grid.channels, threads=3)
     assert three.stats["n_bands"] == one.stats["n_bands"]
     for name in ("image", "weight", "coverage", "uncertainty"):

@@ -99,14 +99,6 @@ class TileSky:
         self._world: tuple[np.ndarray, np.ndarray] | None = None
         self._usable: bool | None = None
 
-    def prepare(self) -> None:
-        """Compute the coordinates now (they are otherwise computed by the first :meth:`patch`).
-
-        Called before several threads share the object: :meth:`patch` then only reads.
-        """
-        if self._usable is None:
-            self._usable = self._compute()
-
     def _compute(self) -> bool:
         if not _is_icrs(self.target):
             return False

@@ -29,7 +29,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from astropy.io import fits
@@ -201,26 +201,33 @@ def _reproject_into(store: PatchStore, tile: TileSpec, grid_wcs: WCS, frames: Se
     and searching frames for hits (the frame reads included: they are cached after).
     With ``config.radial_weight``, each patch's weight carries its frame's radial map;
     with ``weighting="uncertainty"``, the inverse of its reprojected variances (per channel).
-
-    With ``threads`` > 1, that many frames are read and reprojected at once (each on one
-    thread: :func:`_frame_patches`), and the patches are stored in frame order: the same
-    store as one frame at a time.
     """
     active, noise = [], []
     t_cosmic = 0.0
     sky = TileSky(grid_wcs, tile.y0, tile.x0, tile.shape, threads)  # transformed once, shared by the patches
-    sky.prepare()
+    radial = config if config.radial_weight else None
     cosmic = config.cosmic_method if config.cosmic != "off" else None
+    uncertainty = config.weighting == "uncertainty"
     hits: dict[int, np.ndarray] = {}
     depth = np.zeros(tile.shape, dtype=np.int32) if cosmic else None
     width = tile.shape[1]
-    for k, entry, planes, out, seconds in _frame_patches(store, tile, grid_wcs, frames, sky, config, threads):
-        t_cosmic += seconds
+    for k, (ref, target) in enumerate(zip(frames, _patch_targets(grid_wcs, tile))):
+        if cosmic:
+            t0 = time.perf_counter()
+            entry, planes, frame_hits = FRAMES.hits(ref.path, cosmic)  # found once per frame and process
+            t_cosmic += time.perf_counter() - t0
+        else:
+            (entry, planes), frame_hits = FRAMES.planes(ref.path), None
         channels = entry.source.channels
+        alpha = planes[channels] if entry.source.has_alpha else None
+        out = reproject_patch(None, alpha, entry.wcs, grid_wcs, tile.y0, tile.x0, store.boxes[k],
+                              planes=planes, target=target, radial=radial, sky=sky,
+                              hits=frame_hits if frame_hits is not None and frame_hits.size else None,
+                              variance=FRAMES.variance(ref.path) if uncertainty else None, threads=threads)
         patch, weight = out[0], out[1]
         store.put(k, patch, weight)
-        py0, py1, px0, px1 = store.boxes[k]
         if cosmic:
+            py0, py1, px0, px1 = store.boxes[k]
             depth[py0:py1, px0:px1] += (weight > 0) if weight.ndim == 2 else np.any(weight > 0, axis=-1)
         if len(out) == 3:
             ys, xs = np.nonzero(out[2])
@@ -234,63 +241,6 @@ def _reproject_into(store: PatchStore, tile: TileSpec, grid_wcs: WCS, frames: Se
                 entry.noise[noise_samples] = frame_noise
             noise.append(frame_noise)
     return active, noise, _cosmic_holes(hits, depth, config), t_cosmic
-
-
-def _frame_patches(store: PatchStore, tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], sky: TileSky,
-                   config: StackConfig, threads: int) -> Iterator[tuple[int, Any, np.ndarray, tuple, float]]:
-    """``(k, entry, planes, reproject_patch's result, seconds reading / finding hits)`` per frame, in order.
-
-    One thread: each frame in turn, its points split over ``threads``
-    (:mod:`.point_threads`) — here 1. Several: a frame per thread, each frame's points on
-    its own thread, at most ``threads`` + 1 frames in flight (bounded memory); the
-    Python work between the transforms (reads, weights, the patch's assembly) then runs
-    beside the other frames' transforms too. The results are the same either way: a
-    patch does not depend on the threads that made it.
-    """
-    radial = config if config.radial_weight else None
-    cosmic = config.cosmic_method if config.cosmic != "off" else None
-    uncertainty = config.weighting == "uncertainty"
-    parallel = threads > 1 and len(frames) > 1
-
-    def one(job: tuple[int, tuple[FrameRef, WCS]]) -> tuple[int, Any, np.ndarray, tuple, float]:
-        k, (ref, target) = job
-        t0 = time.perf_counter()
-        if cosmic:
-            entry, planes, frame_hits = FRAMES.hits(ref.path, cosmic)  # found once per frame and process
-        else:
-            (entry, planes), frame_hits = FRAMES.planes(ref.path), None
-        seconds = time.perf_counter() - t0 if cosmic else 0.0
-        channels = entry.source.channels
-        alpha = planes[channels] if entry.source.has_alpha else None
-        out = reproject_patch(None, alpha, entry.wcs, grid_wcs, tile.y0, tile.x0, store.boxes[k],
-                              planes=planes, target=target, radial=radial, sky=sky,
-                              hits=frame_hits if frame_hits is not None and frame_hits.size else None,
-                              variance=FRAMES.variance(ref.path) if uncertainty else None,
-                              threads=1 if parallel else threads)
-        return k, entry, planes, out, seconds
-
-    if not parallel:
-        # _patch_targets re-sets one WCS per patch: each is used before the next is made.
-        yield from map(one, enumerate(zip(frames, _patch_targets(grid_wcs, tile))))
-        return
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(threads, thread_name_prefix="zemosaic-patches") as pool:
-        pending: deque = deque()
-        try:
-            for k, ref in enumerate(frames):
-                # Frames in flight need a WCS each, made here (the canvas WCS is read by this thread only).
-                py0, py1, px0, px1 = tile.patch_boxes[k]
-                target = tile_wcs(grid_wcs, tile.y0 + py0, tile.x0 + px0, (py1 - py0, px1 - px0))
-                pending.append(pool.submit(one, (k, (ref, target))))
-                if len(pending) > threads:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
 
 
 def _cosmic_holes(hits: dict[int, np.ndarray], depth: np.ndarray | None, config: StackConfig) -> dict:

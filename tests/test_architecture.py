@@ -26,13 +26,14 @@ ALLOWED = {
     "telemetry": {"backends"},
     "classic": {"core", "backends", "gpu", "io", "compat", "telemetry", "nddata", "_version"},
     "mosaic": {"core", "io"},
-    "grid": {"core", "backends", "gpu", "io", "mosaic", "compat", "telemetry", "_version"},
+    "grid": {"core", "backends", "gpu", "io", "mosaic", "compat", "telemetry", "_version", "compute_threads"},
     "diagnostics": {"core", "mosaic"},
     "synthetic": {"io"},
     "api": {"core", "backends", "io", "nddata"},  # io.cosmic: the host pre-pass of `cosmic`
     "nddata": {"core", "backends", "io"},
     "ccd_combine": {"api", "core", "io", "nddata"},
     "aot_workloads": {"api", "backends", "classic", "core", "grid", "synthetic"},  # the kernels' build: real stacks
+    "compute_threads": set(),  # the BLAS / OpenMP thread variables: nothing of ours, no NumPy
     "cli": None,  # the top: anything
     "__init__": {"_version"},  # the rest is imported lazily, by name
     "_version": set(),

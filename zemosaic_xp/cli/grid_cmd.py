@@ -136,9 +136,11 @@ def run_from_args(args: argparse.Namespace, input_folder: Path, output_folder: P
     GridResult
         What :func:`zemosaic_xp.grid.run_grid_mode` returns.
     """
+    from zemosaic_xp.compute_threads import one_compute_thread
+
+    one_compute_thread()  # before NumPy and SciPy load their BLAS (importing the grid loads NumPy)
     from zemosaic_xp.grid import processes
 
-    processes.one_compute_thread()  # before NumPy and SciPy load their BLAS
     # The workers' fork server imports what tiles need (~1 s) in its own process: started
     # before this process's imports and the run's setup, it is ready when the first tile
     # is submitted instead of delaying it (the run takes the server over, see start_server).

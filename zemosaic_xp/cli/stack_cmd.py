@@ -165,6 +165,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _run_locked(args: argparse.Namespace) -> int:
     """:func:`_run` while holding the output folder's run lock: a second run into it stops at once."""
+    from zemosaic_xp.compute_threads import one_compute_thread
+
+    # Before NumPy loads its OpenBLAS: one thread, not one spinning per core (torch's CPU
+    # backend keeps its OpenMP threads: only OpenBLAS's variable is set).
+    one_compute_thread(("OPENBLAS_NUM_THREADS",))
     from zemosaic_xp.io.runlock import FolderLock
 
     with FolderLock(Path(args.output).absolute().parent, what="zemosaic-xp stack", tag="[P3]"):

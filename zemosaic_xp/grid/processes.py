@@ -46,14 +46,15 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from ..compute_threads import THREAD_ENV
+
 __all__ = ["init_worker", "sigint_blocked", "exit_if_bootstrapping", "exit_reason", "unguarded_main_message",
            "UNGUARDED_MAIN_EXIT", "START_ENV", "start_method", "worker_context", "start_server", "stop_server",
-           "launcher_pid", "one_compute_thread"]
+           "launcher_pid"]
 
 #: Exit code of a worker that stopped because the main module it imports runs a grid
 #: (no ``if __name__ == "__main__":`` guard); 78 is ``EX_CONFIG`` of sysexits.h.
 UNGUARDED_MAIN_EXIT = 78
-_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 #: Environment variable choosing how worker processes start: ``forkserver`` or ``spawn``
 #: (default: ``forkserver`` on Linux, ``spawn`` elsewhere).
 START_ENV = "ZEMOSAIC_XP_GRID_START"
@@ -65,21 +66,6 @@ _SERVER_USERS: list[None] = []
 _SERVER_LOCK = threading.Lock()
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 _WATCH_SEC = 1.0  # how often the watchdog checks the parent pid (the pipe's EOF wakes it at once)
-
-
-def one_compute_thread() -> None:
-    """Make BLAS and OpenMP libraries loaded from now on use one thread, unless the user chose.
-
-    Sets the thread-count environment variables that are not set yet (an explicit
-    ``OPENBLAS_NUM_THREADS=4`` is kept). Grid mode's parallelism is its tiles; its
-    few BLAS calls (the assembly's small solves) gain nothing from threads, while
-    each OpenBLAS library (NumPy and SciPy load one each) starts a thread per core
-    that spins ~0.13 s after loading and after every call: 0.4 s of CPU in a small
-    one-worker run (issue 14). Worker processes always use one thread
-    (:func:`init_worker`). No effect on a library already loaded.
-    """
-    for name in _THREAD_ENV:
-        os.environ.setdefault(name, "1")
 
 
 def init_worker(parent_pid: int = 0, watch: Any = None, launcher: int = 0) -> None:
@@ -108,7 +94,7 @@ def init_worker(parent_pid: int = 0, watch: Any = None, launcher: int = 0) -> No
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked only while starting
-    for name in _THREAD_ENV:
+    for name in THREAD_ENV:
         os.environ[name] = "1"
     if parent_pid:
         _exit_with_parent(launcher or parent_pid, watch)  # -1: no pid to check

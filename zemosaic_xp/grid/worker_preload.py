@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import os
 
-from .processes import _THREAD_ENV
+from ..compute_threads import THREAD_ENV
 
-for _name in _THREAD_ENV:  # before numpy loads its BLAS: the workers compute on one thread
+for _name in THREAD_ENV:  # before numpy loads its BLAS: the workers compute on one thread
     os.environ[_name] = "1"
 
 from .config import grid_stack_config  # noqa: E402

@@ -146,6 +146,7 @@ def sample_planes(planes: Sequence[np.ndarray], ys: np.ndarray, xs: np.ndarray, 
             coords = clip_coords(coords, planes[0].shape)
         work = partial(_sample_part, planes, coords, outputs, cvals, len(bounds) > 1)
     else:
+        planes = [np.ascontiguousarray(plane) for plane in planes]  # once, not in every part
         work = partial(_kernel_part, kernel, planes, np.ascontiguousarray(ys, dtype=np.float64),
                        np.ascontiguousarray(xs, dtype=np.float64), outputs, cvals, bool(clip))
     _run(bounds, work)
@@ -193,7 +194,7 @@ def _kernel_part(kernel: Callable[..., None], planes: Sequence[np.ndarray], ys: 
         if part.shape[0] != hi - lo:
             msg = f"an output holds {out.shape[0]} points, fewer than the {ys.shape[0]} sampled"
             raise ValueError(msg)
-        kernel(np.ascontiguousarray(plane), ys[lo:hi], xs[lo:hi], part, float(cval), clip)
+        kernel(plane, ys[lo:hi], xs[lo:hi], part, float(cval), clip)
 
 
 def _sample_part(planes: Sequence[np.ndarray], coords: np.ndarray, outputs: Sequence[np.ndarray],

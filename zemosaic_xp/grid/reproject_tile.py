@@ -18,7 +18,7 @@ done here directly, so that
   Other cases go through ``astropy.wcs.utils.pixel_to_pixel`` as reproject does;
 - the coordinates are clipped and sampled in one pass, by a numba kernel where numba
   is installed (:func:`~zemosaic_xp.backends.numba.bilinear.bilinear_sample`: SciPy's
-  floats, ~5× faster than ``map_coordinates`` with its separate clipping), else by
+  floats, 3–5× faster than ``map_coordinates`` with its separate clipping), else by
   SciPy once per plane;
 - the sky coordinates of a tile's pixels are computed once for the tile
   (:class:`TileSky`) and shared by every frame's patch, instead of once per patch
@@ -262,11 +262,13 @@ def _reproject(planes: np.ndarray, frame_wcs: WCS, target: WCS, shape: tuple[int
     radial_map = None
     sources = [planes[i] for i in range(planes.shape[0])] + list(extra)
     for r0, r1, fy, fx in _chunk_coords(frame_wcs, target, shape, world, threads):
-        sample_planes(sources, fy, fx, [flat[i, r0 * w:r1 * w] for i in range(n_planes)], [np.nan] * n_planes,
-                      clip=True, threads=threads)
-        if radial is not None:
-            part = radial_at_patch(clip_coords(np.array([fy, fx]), planes.shape[1:]), planes.shape[1:],
-                                   (r1 - r0, w), radial)
+        # The radial map needs the clipped coordinates too: clipped once here, then.
+        coords = clip_coords(np.array([fy, fx]), planes.shape[1:]) if radial is not None else None
+        sample_planes(sources, fy if coords is None else coords[0], fx if coords is None else coords[1],
+                      [flat[i, r0 * w:r1 * w] for i in range(n_planes)], [np.nan] * n_planes,
+                      clip=coords is None, threads=threads)
+        if coords is not None:
+            part = radial_at_patch(coords, planes.shape[1:], (r1 - r0, w), radial)
             if radial_map is None:  # the map's own dtype: the weight is multiplied exactly as unchunked
                 radial_map = np.empty((h, w), dtype=part.dtype)
             radial_map[r0:r1] = part

@@ -35,6 +35,7 @@ from astropy.io import fits
 
 from .._version import __version__
 from ..backends import select_backend
+from ..backends.memory import release_free_heap
 from ..compat.zemosaic import load_config_file
 from ..gpu.policy import GpuPolicy
 from ..io.framecache import FRAMES
@@ -285,8 +286,8 @@ def _assemble(group: _Group, cfg: GridConfig, progress: GridProgress, threads: i
     for spec in group.grid.tiles:
         if str(spec.tile_id) not in manifest.entries:
             continue
-        product = _read_finished_tile(manifest, spec)
-        samples = float(product.coverage.sum())
+        product = _read_finished_tile(manifest, spec)  # by rows: the assembly reads them as it goes
+        samples = float(np.asarray(product.coverage).sum())
         rej_sum += product.stats["rejected_pct"] * samples
         rej_weight += samples
         tiles.append(TileImage(spec.tile_id, spec.y0, spec.x0, product.image, product.weight, product.coverage,
@@ -327,7 +328,7 @@ def _read_finished_tile(manifest: TileManifest, spec: Any) -> Any:
     product = None
     if problem is None:
         try:
-            product, _ = read_tile(path)
+            product, _ = read_tile(path, by_rows=True)
         except Exception as exc:  # noqa: BLE001 - astropy and NumPy raise many kinds on damaged files
             problem = f"'{path}' cannot be read ({type(exc).__name__}: {' '.join(str(exc).split())})"
     shape = (spec.y1 - spec.y0, spec.x1 - spec.x0)
@@ -521,6 +522,10 @@ def run_grid_mode(input_folder: str | os.PathLike, output_folder: str | os.PathL
             return _finalise(result, out, cfg, t0)
         progress.set_phase(3)
         t_assembly = time.perf_counter()
+        # The assembly reads tiles, not frames: what the tiles made in this process
+        # cached and freed goes back to the system before it allocates its canvas.
+        FRAMES.clear()
+        release_free_heap()
         for group in groups:
             # The worker processes are done: their cores go to the assembly's threads.
             _assemble(group, cfg, progress, threads=workers)

@@ -42,6 +42,7 @@ from ..core.pipeline import BandResult, StackResult, finish_stack
 from ..gpu.policy import GpuPolicy
 from ..gpu.session import GpuResultError, garbage_reason
 from ..io.bands import PatchSource
+from ..io.fits_rows import FitsRows
 from ..io.fits_write import UNCERT_NAME, uncertainty_hdu, write_fits
 from ..io.framecache import FRAMES
 from ..io.patch_store import PatchStore
@@ -475,13 +476,17 @@ def _hwc(data: np.ndarray) -> np.ndarray:
     return data[..., None] if data.ndim == 2 else np.ascontiguousarray(np.moveaxis(data, 0, -1))
 
 
-def read_tile(path: str | Path) -> tuple[TileProduct, fits.Header]:
+def read_tile(path: str | Path, *, by_rows: bool = False) -> tuple[TileProduct, fits.Header]:
     """Read a tile written by :func:`write_tile` back.
 
     Parameters
     ----------
     path : str or Path
         The tile FITS.
+    by_rows : bool
+        Return the arrays as :class:`~zemosaic_xp.io.fits_rows.FitsRows` (same shapes,
+        read from the file when sliced) instead of reading them now: the assembly's
+        way to hold many tiles.
 
     Returns
     -------
@@ -494,8 +499,14 @@ def read_tile(path: str | Path) -> tuple[TileProduct, fits.Header]:
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
-        with fits.open(path, memmap=False) as hdul:
+        with fits.open(path, memmap=False, lazy_load_hdus=by_rows) as hdul:
             header = hdul[0].header.copy()
+            if by_rows:
+                has_se = UNCERT_NAME in hdul
+                rows = (FitsRows(path, 0), FitsRows(path, "WEIGHT"), FitsRows(path, "COVERAGE", channels_last=False),
+                        FitsRows(path, UNCERT_NAME) if has_se else None)
+                stats = {"n_frames": int(header.get("NFRAMES", 0)), "rejected_pct": float(header.get("REJPCT", 0.0))}
+                return TileProduct(rows[0], rows[1], rows[2], stats, rows[3]), header
             image = _hwc(hdul[0].data)
             weight = _hwc(hdul["WEIGHT"].data)
             coverage = np.asarray(hdul["COVERAGE"].data, dtype=np.float32)

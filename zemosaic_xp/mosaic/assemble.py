@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from astropy.io import fits
 
+from ..io.fits_rows import FitsRows
 from ..io.fits_write import uncertainty_hdu, write_fits
 from .blend import STRIPE_ROWS, blend_tiles, edge_distance, feather_ramp
 from .photometry import find_overlaps, solve_photometry
@@ -60,6 +61,10 @@ class TileImage:
     uncertainty : ndarray, shape of ``image``, float32, optional
         Standard error of each tile pixel (``StackResult.uncertainty``); the mosaic
         gets an uncertainty map only when every tile has one.
+
+    Each array may also be a :class:`~zemosaic_xp.io.fits_rows.FitsRows` (channels last
+    for the images, 2-D for the coverage): the assembly then reads its rows from the
+    file as it needs them instead of holding the tile (the grid's tiles on disk).
     """
 
     tile_id: int
@@ -123,13 +128,16 @@ def as_hwc(array: Any, name: str) -> np.ndarray:
     Returns
     -------
     ndarray, shape (h, w, C), float32
-        A view of ``array`` when it already is float32, else a copy.
+        A view of ``array`` when it already is float32, else a copy; a channels-last
+        :class:`~zemosaic_xp.io.fits_rows.FitsRows` as it is (read by rows later).
 
     Raises
     ------
     ValueError
         Neither 2-D nor 3-D.
     """
+    if isinstance(array, FitsRows) and array.ndim == 3:
+        return array  # type: ignore[return-value]
     arr = np.asarray(array, dtype=np.float32)
     if arr.ndim == 2:
         arr = arr[..., None]
@@ -161,7 +169,7 @@ def _validate(tiles: Sequence[TileImage], mosaic_shape: tuple[int, int], referen
     for t in tiles:
         img = as_hwc(t.image, f"tile {t.tile_id} image")
         wt = as_hwc(t.weight, f"tile {t.tile_id} weight")
-        cov = np.asarray(t.coverage, dtype=np.float32)
+        cov = t.coverage if isinstance(t.coverage, FitsRows) else np.asarray(t.coverage, dtype=np.float32)
         if wt.shape != img.shape or cov.shape != img.shape[:2]:
             msg = (f"tile {t.tile_id}: image {img.shape}, weight {wt.shape}, coverage {cov.shape}; "
                    f"expected weight = image shape and coverage = {img.shape[:2]}")
@@ -283,19 +291,24 @@ def assemble_mosaic(tiles: Sequence[TileImage], mosaic_shape: tuple[int, int], *
 
     Notes
     -----
-    All tiles are held in RAM together with float64 accumulators of the canvas
+    The tiles given as arrays are held in RAM; those given as
+    :class:`~zemosaic_xp.io.fits_rows.FitsRows` are read whole once (one per thread at
+    a time) for their masks, then by rows: their overlaps for the photometry, and each
+    canvas stripe's rows for the blend. Besides: float64 accumulators of the canvas
     stripes being blended (``(4·C + 2)·8`` bytes per pixel of
-    :data:`~.blend.STRIPE_ROWS` rows per thread, with the errors), per-tile masks,
-    distance maps and ramps (:func:`assembly_memory_bytes` estimates the peak); the
-    photometric correction and the errors' scaling are applied stripe by stripe, with
-    no corrected copy of a tile. Overlap fits use at most 65 536 samples per overlap
+    :data:`~.blend.STRIPE_ROWS` rows per thread, with the errors), per-tile masks and
+    distance maps, each replaced by its ramp (:func:`assembly_memory_bytes`
+    estimates the peak); the photometric correction and the errors' scaling are
+    applied stripe by stripe, with no corrected copy of a tile. Overlap fits use at most 65 536 samples per overlap
     and channel.
     """
     images, weights, covs = _validate(tiles, mosaic_shape, reference_tile, feather_px)
     callback = progress_callback or _noop
     ids = [int(t.tile_id) for t in tiles]
     boxes = [(int(t.y0), int(t.x0), img.shape[0], img.shape[1]) for t, img in zip(tiles, images)]
-    valid = _map(threads, lambda iw: np.isfinite(iw[0]) & (iw[1] > 0), list(zip(images, weights)))
+    # Tiles held as FitsRows are read whole here, one per thread at a time, and let go.
+    valid = _map(threads, lambda iw: np.isfinite(np.asarray(iw[0])) & (np.asarray(iw[1]) > 0),
+                 list(zip(images, weights)))
     dists = _map(threads, lambda v: edge_distance(v.any(axis=2)), valid)
     overlaps = find_overlaps(boxes)
     total = (len(overlaps) if match_photometry else 0) + len(tiles)
@@ -324,8 +337,11 @@ def assemble_mosaic(tiles: Sequence[TileImage], mosaic_shape: tuple[int, int], *
     feather = _auto_feather_px(overlaps) if feather_px is None else int(feather_px)
     info["feather_px"] = feather
 
-    ramps = _map(threads, lambda d: feather_ramp(d, feather), dists)
-    del dists  # one float32 map per tile, not needed any more
+    def _ramp(i: int) -> None:
+        dists[i] = feather_ramp(dists[i], feather)  # each distance map replaced by its ramp
+
+    _map(threads, _ramp, range(len(dists)))
+    ramps, dists = dists, None
     # Each tile blended as x·gain + offset, and its error as σ·|gain| with the same blend
     # weights (the weighted average of the tiles' errors), in one pass over the canvas:
     # the corrected and scaled values are made stripe by stripe, not as tile copies.
@@ -383,7 +399,8 @@ def write_mosaic_outputs(result: MosaicResult, out_dir: str | os.PathLike, *,
     header : Header, optional
         Global WCS and provenance cards, copied into both FITS files.
     threads : int
-        More than one writes the three files at once.
+        More than one writes the two FITS files at once (after the preview, which reads
+        the image that the mosaic's writer byte-swaps in place).
     legacy_rgb_cube : bool
         A mono mosaic (and its WEIGHT) as a (1, H, W) cube instead of 2-D.
 
@@ -419,17 +436,18 @@ def write_mosaic_outputs(result: MosaicResult, out_dir: str | os.PathLike, *,
                                    name="WEIGHT")
         weight_hdu.header["WGHTDSC"] = ("feather-averaged tile weight sum", "WEIGHT meaning")
         alpha = np.isfinite(result.image).any(axis=2).astype(np.uint8) * np.uint8(255)
-        # astropy byte-swaps the data it writes in place (and back); the preview reads
-        # the image meanwhile when the files are written at once, so it gets a copy.
-        image = result.image.copy() if threads > 1 else result.image
+        # astropy byte-swaps the data it writes in place (and back): nothing else reads
+        # the image meanwhile (the preview is made first), so no copy of it is needed.
+        image = result.image
         extra = [weight_hdu]
         if result.uncertainty is not None:
             extra.append(uncertainty_hdu(result.uncertainty, unit=hdr.get("BUNIT")))
         return write_fits(out / mosaic_name, image, header=hdr, alpha=alpha, extra_hdus=extra,
                           keep_cube=legacy_rgb_cube)
 
+    paths = {"preview": write_preview_png(result.image, out / preview_name)}
     jobs = {"mosaic": _mosaic,
-            "coverage": lambda: write_fits(out / coverage_name, result.coverage, header=cov_hdr),
-            "preview": lambda: write_preview_png(result.image, out / preview_name)}
+            "coverage": lambda: write_fits(out / coverage_name, result.coverage, header=cov_hdr)}
     names = list(jobs)
-    return dict(zip(names, _map(threads, lambda name: jobs[name](), names)))
+    paths.update(zip(names, _map(threads, lambda name: jobs[name](), names)))
+    return {name: paths[name] for name in ("mosaic", "coverage", "preview")}

@@ -27,6 +27,8 @@ _PERCENTILES = (0.5, 99.8)
 # astropy's AsinhStretch(a): linear below ~a of the interval, logarithmic above;
 # 0.1 lifts faint nebulosity without burning the stars.
 _ASINH_A = 0.1
+# Block rows reduced at once by the preview's block mean.
+_STRIP_BLOCKS = 64
 
 
 def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
@@ -39,13 +41,21 @@ def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
         return image
     from astropy.nddata import block_reduce  # here: a mosaic within max_size_px does without it
 
-    h, w, _ = image.shape
-    pad = ((0, -h % factor), (0, -w % factor), (0, 0))
-    padded = np.pad(image, pad, constant_values=np.nan)
-    with warnings.catch_warnings():
-        # An all-NaN block (sky no tile covers) is routine; nanmean gives it NaN.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return block_reduce(padded, (factor, factor, 1), func=np.nanmean).astype(np.float32)
+    h, w, c = image.shape
+    out = np.empty((-(-h // factor), -(-w // factor), c), np.float32)
+    # A strip of block rows at a time: the padded copy and nanmean's temporaries exist
+    # for one strip, not for the whole mosaic (each block is reduced the same way).
+    strip = factor * _STRIP_BLOCKS
+    for r0 in range(0, h, strip):
+        part = image[r0:r0 + strip]
+        pad = ((0, -part.shape[0] % factor), (0, -w % factor), (0, 0))
+        padded = np.pad(part, pad, constant_values=np.nan)
+        with warnings.catch_warnings():
+            # An all-NaN block (sky no tile covers) is routine; nanmean gives it NaN.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out[r0 // factor:(r0 + part.shape[0] + factor - 1) // factor] = block_reduce(
+                padded, (factor, factor, 1), func=np.nanmean)
+    return out
 
 
 def _stretch_channel(chan: np.ndarray) -> np.ndarray:

@@ -25,8 +25,9 @@ ALLOWED = {
     "gpu": {"core", "backends"},
     "telemetry": {"backends"},
     "classic": {"core", "backends", "gpu", "io", "compat", "telemetry", "nddata", "_version"},
-    "mosaic": {"core", "io"},
-    "grid": {"core", "backends", "gpu", "io", "mosaic", "compat", "telemetry", "_version", "compute_threads"},
+    "mosaic": {"core", "io", "host_heap"},
+    "grid": {"core", "backends", "gpu", "io", "mosaic", "compat", "telemetry", "_version", "compute_threads",
+             "host_heap"},
     "diagnostics": {"core", "mosaic"},
     "synthetic": {"io"},
     "api": {"core", "backends", "io", "nddata"},  # io.cosmic: the host pre-pass of `cosmic`
@@ -34,6 +35,7 @@ ALLOWED = {
     "ccd_combine": {"api", "core", "io", "nddata"},
     "aot_workloads": {"api", "backends", "classic", "core", "grid", "synthetic"},  # the kernels' build: real stacks
     "compute_threads": set(),  # the BLAS / OpenMP thread variables: nothing of ours, no NumPy
+    "host_heap": set(),  # malloc_trim between a run's phases: nothing of ours, no NumPy
     "cli": None,  # the top: anything
     "__init__": {"_version"},  # the rest is imported lazily, by name
     "_version": set(),

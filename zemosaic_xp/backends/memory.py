@@ -18,7 +18,7 @@ from typing import Any
 from .selection import Backend, BackendUnavailable, select_backend
 
 __all__ = ["device_memory_info", "host_memory_info", "default_memory_budget", "is_oom_error",
-           "free_device_memory", "synchronize", "cuda_free_total", "release_free_heap"]
+           "free_device_memory", "synchronize", "cuda_free_total"]
 
 logger = logging.getLogger(__name__)
 
@@ -265,25 +265,3 @@ def synchronize(backend: Backend | str | None = None) -> None:
 
         torch.cuda.synchronize(backend.device)
 
-
-def release_free_heap() -> bool:
-    """Return the C heap's free memory to the system (glibc's ``malloc_trim(0)``).
-
-    Between the phases of a run (the grid's tiles, then its assembly): the memory the
-    first phase freed stays in the process's heap otherwise, and counts in its resident
-    size while the next phase allocates its own.
-
-    Returns
-    -------
-    bool
-        True when memory was released; False where glibc is not the C library (macOS,
-        Windows, musl) or released nothing.
-    """
-    gc.collect()
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.malloc_trim(0))
-    except (OSError, AttributeError):
-        return False

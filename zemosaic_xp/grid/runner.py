@@ -35,9 +35,9 @@ from astropy.io import fits
 
 from .._version import __version__
 from ..backends import select_backend
-from ..backends.memory import release_free_heap
 from ..compat.zemosaic import load_config_file
 from ..gpu.policy import GpuPolicy
+from ..host_heap import release_free_heap
 from ..io.framecache import FRAMES
 from ..io.uncert import check_uncert_files
 from ..telemetry import ResourceTelemetryController
@@ -300,6 +300,7 @@ def _assemble(group: _Group, cfg: GridConfig, progress: GridProgress, threads: i
     mosaic = assemble_mosaic(tiles, group.grid.shape, match_photometry=cfg.match_photometry,
                              feather_px=cfg.feather_px, progress_callback=relay, threads=threads)
     del tiles
+    release_free_heap()  # the assembly's masks, ramps and stripes, before the writers allocate
     header = _mosaic_header(group, cfg)
     done = finish_mosaic(mosaic, rgb_equalize=cfg.final_rgb_equalize, rgb_gain_clip=cfg.final_rgb_gain_clip,
                          dbe=cfg.dbe, dbe_strength=cfg.dbe_strength, emit=progress.message)

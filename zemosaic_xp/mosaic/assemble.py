@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from astropy.io import fits
 
+from ..host_heap import release_free_heap
 from ..io.fits_rows import FitsRows
 from ..io.fits_write import uncertainty_hdu, write_fits
 from .blend import STRIPE_ROWS, blend_tiles, edge_distance, feather_ramp
@@ -342,6 +343,7 @@ def assemble_mosaic(tiles: Sequence[TileImage], mosaic_shape: tuple[int, int], *
 
     _map(threads, _ramp, range(len(dists)))
     ramps, dists = dists, None
+    release_free_heap()  # what the masks, distance maps and overlap fits freed, before the canvas
     # Each tile blended as x·gain + offset, and its error as σ·|gain| with the same blend
     # weights (the weighted average of the tiles' errors), in one pass over the canvas:
     # the corrected and scaled values are made stripe by stripe, not as tile copies.

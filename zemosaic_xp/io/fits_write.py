@@ -174,5 +174,30 @@ def _write_astropy(path: Path, data: np.ndarray, header: Any, extras: list) -> N
         hdr.remove(key, ignore_missing=True, remove_all=True)
     hdus = [fits.PrimaryHDU(data=data, header=hdr)]
     hdus += [e.to_astropy() if isinstance(e, ImageExtension) else e for e in extras]
+    hdulist = fits.HDUList(hdus)
     with atomic_path(path) as tmp:
-        fits.HDUList(hdus).writeto(tmp, overwrite=True, output_verify="silentfix")
+        if all(_plain_image(h) for h in hdulist):
+            # astropy renders the headers (its verification fixes first), the pixels go
+            # out in row chunks: no whole byte-swapped copy of each array (a mosaic's
+            # image, weight and error maps), the same bytes as writeto.
+            hdulist.verify("silentfix")
+            with open(tmp, "wb") as fh:
+                write_image_hdus(fh, [(h.header.tostring().encode("ascii"), h.data) for h in hdulist])
+        else:
+            hdulist.writeto(tmp, overwrite=True, output_verify="silentfix")
+
+
+def _plain_image(hdu: Any) -> bool:
+    """True for an image HDU whose pixels FITS stores as they are (no scaling, no compression)."""
+    from astropy.io import fits
+
+    data = getattr(hdu, "data", None)
+    if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU)) or not isinstance(data, np.ndarray):
+        return False
+    native = data.dtype.newbyteorder("=")
+    return (data.ndim >= 1 and native in _STORED_AS_IS and hdu.header.get("BSCALE", 1) == 1
+            and hdu.header.get("BZERO", 0) == 0)
+
+
+#: Pixel types FITS stores without BZERO (uint16 and the like are written offset).
+_STORED_AS_IS = tuple(np.dtype(t) for t in ("f4", "f8", "u1", "i2", "i4", "i8"))

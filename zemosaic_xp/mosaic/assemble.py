@@ -437,7 +437,8 @@ def write_mosaic_outputs(result: MosaicResult, out_dir: str | os.PathLike, *,
         weight_hdu = fits.ImageHDU(data=weight[None] if legacy_rgb_cube and weight.ndim == 2 else weight,
                                    name="WEIGHT")
         weight_hdu.header["WGHTDSC"] = ("feather-averaged tile weight sum", "WEIGHT meaning")
-        alpha = np.isfinite(result.image).any(axis=2).astype(np.uint8) * np.uint8(255)
+        alpha = np.isfinite(result.image).any(axis=2).view(np.uint8)  # 0 / 1 ...
+        alpha *= np.uint8(255)  # ... to 0 / 255 in place
         # astropy byte-swaps the data it writes in place (and back): nothing else reads
         # the image meanwhile (the preview is made first), so no copy of it is needed.
         image = result.image

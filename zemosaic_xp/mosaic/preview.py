@@ -117,6 +117,10 @@ def write_preview_png(image: np.ndarray, path: str | os.PathLike, *, max_size_px
     img = as_hwc(image, "image")
     factor = max(1, -(-max(img.shape[:2]) // max_size_px))
     rgb = _stretch(_block_mean(img, factor))
-    rgb = np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb[..., :3]
-    pixels = np.round(rgb[::-1] * 255.0).astype(np.uint8)
+    rgb = rgb[..., :3]
+    rgb *= np.float32(255.0)  # in place: the scaled copy of the preview was its largest array
+    np.round(rgb, out=rgb)
+    pixels = rgb[::-1].astype(np.uint8)
+    if pixels.shape[2] == 1:
+        pixels = np.repeat(pixels, 3, axis=2)  # grey as RGB, repeated as bytes, not as floats
     return write_png(path, pixels)

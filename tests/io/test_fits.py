@@ -118,8 +118,9 @@ def test_write_is_atomic_and_respects_overwrite(tmp_path, monkeypatch, writer):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    if writer == "astropy":  # an astropy header: astropy writes
+    if writer == "astropy":  # an astropy header: astropy renders it, its pixels go out in chunks
         monkeypatch.setattr(fits.HDUList, "writeto", boom)
+        monkeypatch.setattr(fits_write, "write_image_hdus", boom)
         header = fits.Header()
     else:  # no header: the minimal writer of io/fits_cards.py
         monkeypatch.setattr(fits_write, "write_image_hdus", boom)
@@ -138,3 +139,30 @@ def test_written_file_has_umask_permissions(tmp_path):
     finally:
         os.umask(old)
     assert (path.stat().st_mode & 0o777) == 0o644
+
+
+def test_astropy_headers_with_chunked_pixels_are_the_bytes_writeto_gives(tmp_path):
+    # Headers astropy must render (HISTORY, a long string, WCS), pixels written in row
+    # chunks: the file astropy's writeto makes, byte for byte; an HDU whose pixels FITS
+    # stores offset (uint16: BZERO) still goes through writeto and reads back the same.
+    import zemosaic_xp.io.fits_write as fits_write
+
+    rng = np.random.default_rng(0)
+    image = rng.normal(0, 1, (40, 30, 3)).astype(np.float32)
+    header = fits.Header({"CTYPE1": "RA---TAN", "CRVAL1": 10.25, "OBJECT": "M31 " * 30})
+    header["HISTORY"] = "stacked " * 20
+    extras = [fits.ImageHDU(rng.normal(0, 1, (3, 40, 30)), name="F64"),
+              fits.ImageHDU(rng.integers(0, 9, (40, 30)).astype(np.int16), name="I16")]
+    chunked = write_fits(tmp_path / "a.fits", image, header=header, alpha=np.ones((40, 30)), extra_hdus=extras)
+    plain = fits_write._plain_image
+    try:
+        fits_write._plain_image = lambda hdu: False  # every HDU through writeto
+        whole = write_fits(tmp_path / "b.fits", image, header=header, alpha=np.ones((40, 30)), extra_hdus=extras)
+    finally:
+        fits_write._plain_image = plain
+    assert chunked.read_bytes() == whole.read_bytes()
+    offset = rng.integers(0, 60000, (40, 30)).astype(np.uint16)
+    path = write_fits(tmp_path / "c.fits", image, header=header, extra_hdus=[fits.ImageHDU(offset, name="U16")])
+    with fits.open(path) as hdul:
+        np.testing.assert_array_equal(hdul["U16"].data, offset)
+        np.testing.assert_array_equal(hdul[0].data, np.moveaxis(image, -1, 0))

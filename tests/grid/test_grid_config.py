@@ -14,7 +14,7 @@ def test_defaults():
     assert cfg.stack == grid_stack_config()
     assert (cfg.stack.normalize, cfg.stack.weighting, cfg.stack.reject, cfg.stack.combine) == \
         ("linear_fit", "noise_variance", "gesd", "mean")
-    assert cfg.stack_chunk_budget_mb == 512.0 and cfg.telemetry_log_to_csv
+    assert cfg.stack_chunk_budget_mb == 192.0 and cfg.telemetry_log_to_csv
 
 
 def test_from_zemosaic_keys():

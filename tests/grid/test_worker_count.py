@@ -62,8 +62,8 @@ def test_an_explicit_count_may_use_every_core(machine):
     # the issue's case: 16 workers asked for a 2-tile job
     (16, 64 * GB, 2, 2, "the run has 2 tile(s)"),
     (4, 64 * GB, 40, 4, "4 CPU core(s) available to this process"),
-    # 512 MB + 2 x 512 MB budget = 1.5 GB per worker; 0.9 x 3 GB holds one
-    (16, 3 * GB, 40, 1, "3.0 GB of RAM available x 0.9 holds 1 worker(s) of ~1.5 GB (512 MB + 2 x "
+    # 512 MB + 2 x 192 MB budget = 896 MB per worker; 0.9 x 3 GB holds three
+    (16, 3 * GB, 40, 3, "3.0 GB of RAM available x 0.9 holds 3 worker(s) of ~0.9 GB (512 MB + 2 x "
                         "stack_chunk_budget_mb)"),
     (2, 64 * GB, 2, 2, "2 CPU core(s) available to this process; the run has 2 tile(s)"),  # every binding cap
     (16, None, 40, 16, None),  # without psutil: no RAM cap
@@ -81,7 +81,8 @@ def test_issue15_explicit_workers_are_capped_with_a_warning(machine, cores, ram_
 
 def test_ram_caps_the_auto_worker_count(machine):
     machine(16, 3 * GB)
-    assert resolve_workers(0, GridConfig())[0] == 1
+    assert resolve_workers(0, GridConfig())[0] == 3  # 0.9 x 3 GB / 896 MB
+    assert resolve_workers(0, GridConfig(stack_chunk_budget_mb=512))[0] == 1  # 0.9 x 3 GB / 1.5 GB
     assert resolve_workers(0, GridConfig(stack_chunk_budget_mb=64))[0] == 4  # 0.9 x 3 GB / 640 MB
 
 

@@ -29,7 +29,11 @@ _DEFAULT_GRID_SIZE_FACTOR = 1.5
 # feather; each overlapping pixel is reprojected and stacked twice (40 %, ZeMosaic's
 # batch default, costs up to 2.8x the work).
 _DEFAULT_OVERLAP = 0.10
-_DEFAULT_CHUNK_MB = 512.0
+# 192 MB of a tile's patches in RAM, the rest spilled to a scratch file read by rows:
+# on the large survey of benchmarks/peers_grid.py (100 x 1024^2, tiles of 15-61 frames)
+# the workers' peak RSS went 590 -> 326 MiB, the wall time the same within noise
+# (docs/grid.md, stop 33). ZeMosaic's own default is 512.
+_DEFAULT_CHUNK_MB = 192.0
 _MAX_OVERLAP = 0.9
 # The RAM fraction the auto worker count may plan for: below 10 % no worker fits, above
 # 98 % the OS has nothing left (upstream clips into this range; we refuse instead).
@@ -101,8 +105,8 @@ class GridConfig:
         Stack tiles on a GPU backend; None = not set (CPU).
     stack_chunk_budget_mb : float
         Memory of one tile's reprojected patches held in RAM (past it they spill to a
-        memory-mapped file) and of one row band of the stack (> 0). The result does not
-        depend on it. Default 512.
+        scratch file, read by rows) and of one row band of the stack (> 0). The result does not
+        depend on it. Default 192 (ZeMosaic's: 512).
     match_photometry : bool
         Fit per-tile gain/offset on the overlaps before blending. Default True.
     feather_px : int or None

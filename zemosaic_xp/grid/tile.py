@@ -41,6 +41,7 @@ from ..core.config import StackConfig
 from ..core.pipeline import BandResult, StackResult, finish_stack
 from ..gpu.policy import GpuPolicy
 from ..gpu.session import GpuResultError, garbage_reason
+from ..host_heap import release_free_heap
 from ..io.bands import PatchSource
 from ..io.fits_rows import FitsRows
 from ..io.fits_write import UNCERT_NAME, uncertainty_hdu, write_fits
@@ -373,6 +374,9 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
                                      native=None if gpu else _native_cells(source, device, stack_config, plan, xp),
                                      workers=workers)
         spilled, store_mb = store.spilled, store.nbytes / _MB
+    # The patches are freed: back to the system before the tile's results are made and
+    # written (glibc keeps them in its heap otherwise, under the next allocations).
+    release_free_heap()
     stats.update({"n_frames": len(active), "patch_store_mb": round(store_mb, 3), "spilled": spilled,
                   "gpu_bands": runner.gpu_blocks if runner else 0, "cpu_bands": runner.cpu_blocks if runner else 0,
                   "gpu_fallbacks": runner.fallbacks if runner else 0, "time_reproject_sec": t_reproject,

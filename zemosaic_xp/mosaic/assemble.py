@@ -359,7 +359,9 @@ def assemble_mosaic(tiles: Sequence[TileImage], mosaic_shape: tuple[int, int], *
                           uncertainties=sigmas, progress=_step, threads=threads)
     image, weight, coverage = blended[:3]
     uncertainty = blended[3] if sigmas is not None else None
-    info["covered_fraction"] = float(np.isfinite(image).any(axis=2).mean())
+    covered = sum(int(np.count_nonzero(np.isfinite(image[r:r + STRIPE_ROWS]).any(axis=2)))
+                  for r in range(0, image.shape[0], STRIPE_ROWS))  # by stripes: no canvas-sized mask
+    info["covered_fraction"] = covered / float(image.shape[0] * image.shape[1])
     return MosaicResult(image, weight, coverage,
                         {i: [float(v) for v in gains[k]] for k, i in enumerate(ids)},
                         {i: [float(v) for v in offsets[k]] for k, i in enumerate(ids)}, info, uncertainty)

@@ -27,9 +27,10 @@ from scipy.ndimage import distance_transform_edt
 __all__ = ["edge_distance", "feather_ramp", "blend_tiles", "STRIPE_ROWS"]
 
 #: Canvas rows blended at once (per thread): the float64 accumulators exist only for
-#: the stripes in flight, not for the whole canvas (128 rows: 16 MB a stripe of a
-#: 3 200 px wide mono mosaic with its errors; 256 took twice that, for no speed).
-STRIPE_ROWS = 128
+#: the stripes in flight, not for the whole canvas (64 rows: 10 MB a stripe of a
+#: 3 200 px wide mono mosaic with its errors, accumulators and a tile's rows; 256 took
+#: four times that, for no speed).
+STRIPE_ROWS = 64
 
 
 def edge_distance(valid: np.ndarray) -> np.ndarray:

@@ -55,8 +55,8 @@ def test_tile_is_identical_for_any_chunk_budget(rgb_tile, tmp_path):
 @pytest.mark.parametrize("budget_mb", [0.01, 0.5, 4096.0])
 def test_tile_is_identical_for_any_thread_count(rgb_tile, tmp_path, monkeypatch, budget_mb, cosmic):
     # threads > 1: transforms and samples split (parts of 64 px here), with and without
-    # the cosmic-ray hit maps, and cells stacked at once (not from a spilled store); the
-    # same tile to the bit.
+    # the cosmic-ray hit maps, and cells stacked at once (from RAM or from a spilled
+    # store's scratch file); the same tile to the bit.
     from zemosaic_xp import StackConfig
     from zemosaic_xp.grid import point_threads
     from zemosaic_xp.io.framecache import FRAMES

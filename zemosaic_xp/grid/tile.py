@@ -366,9 +366,9 @@ def stack_tile(tile: TileSpec, grid_wcs: WCS, frames: Sequence[FrameRef], config
                              channels=channels, gpu=gpu, policy=gpu_policy)
         source = PatchSource(store, active, channels, holes=holes)
         device = BandDevice(xp)
-        # The cells of a CPU tile are independent: ``threads`` of them at once (not from a
-        # spilled store, whose scratch file is read with seek + read).
-        workers = threads if not gpu and not store.spilled else 1
+        # The cells of a CPU tile are independent: ``threads`` of them at once (a spilled
+        # store's scratch file too: positioned reads).
+        workers = threads if not gpu else 1
         outputs, stats = stack_bands(source, blocks, config=stack_config, plan=plan, device=device,
                                      run_block=runner.run if runner is not None else None,
                                      native=None if gpu else _native_cells(source, device, stack_config, plan, xp),

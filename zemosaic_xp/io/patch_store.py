@@ -7,7 +7,7 @@ the band size. Patches stay in RAM up to the budget and otherwise go to one scra
 file in the output folder, removed when the tile is done.
 
 The scratch file is written and read with plain positioned reads and writes (a band
-reads only its rows of each patch), not memory-mapped: pages of a mapped file count in the
+reads only its rows of each patch; threads may read at once), not memory-mapped: pages of a mapped file count in the
 process's resident memory as long as they are mapped, so a 1 GB spill would show as
 1 GB more RSS; read and written through the page cache, it costs the process
 nothing beyond one band.
@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,6 +28,8 @@ import numpy as np
 __all__ = ["PatchStore"]
 
 logger = logging.getLogger(__name__)
+
+_PREADV = hasattr(os, "preadv")
 
 Box = tuple[int, int, int, int]
 
@@ -90,6 +93,7 @@ class PatchStore:
         self._stored = [False] * len(self.boxes)
         self._has_data = [False] * len(self.boxes)
         self._offsets: list[int] = []
+        self._seek_lock = threading.Lock()
         if self.spilled:
             self._open_scratch(scratch_dir)
 
@@ -100,7 +104,9 @@ class PatchStore:
         for box in self.boxes:
             self._offsets.append(offset)
             offset += (box[1] - box[0]) * (box[3] - box[2]) * (self.channels + self.weight_planes)
-        self._fh = open(self._dir / "patches.f32", "w+b")  # noqa: SIM115 - closed in close()
+        # Unbuffered: each patch goes to the OS as one write, and the reads below (from
+        # several threads at once) see it without a flush.
+        self._fh = open(self._dir / "patches.f32", "w+b", buffering=0)  # noqa: SIM115 - closed in close()
         logger.debug("[GRID] patches spill to %s (%.1f MB)", self._dir, self.nbytes / 2**20)
 
     def __enter__(self) -> PatchStore:
@@ -240,10 +246,20 @@ class PatchStore:
         return self._has_data[k]
 
     def _read_f32(self, offset: int, count: int) -> np.ndarray:
+        """``count`` float32 from byte ``offset`` of the scratch file: positioned reads, safe from threads."""
         out = np.empty(count, dtype=np.float32)
-        self._fh.seek(offset)
-        if self._fh.readinto(memoryview(out).cast("B")) != out.nbytes:
-            msg = "patch scratch file is shorter than expected (disk full or file removed?)"
-            raise OSError(msg)
+        view = memoryview(out).cast("B")
+        done = 0
+        while done < out.nbytes:
+            if _PREADV:
+                got = os.preadv(self._fh.fileno(), [view[done:]], offset + done)
+            else:  # no positioned reads (Windows): one reader at a time
+                with self._seek_lock:
+                    self._fh.seek(offset + done)
+                    got = self._fh.readinto(view[done:])
+            if not got:
+                msg = "patch scratch file is shorter than expected (disk full or file removed?)"
+                raise OSError(msg)
+            done += got
         return out
 

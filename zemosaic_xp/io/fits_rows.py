@@ -2,8 +2,8 @@
 
 :class:`FitsRows` stands for one uncompressed floating-point image HDU as a read-only
 array of shape ``(h, w, C)`` (channels last, as the mosaic code holds images) or
-``(h, w)``: slicing it reads only the rows asked for, with positioned reads
-(``os.pread``: threads may read at once), and returns native float32. The grid's
+``(h, w)``: slicing it reads only the rows asked for (each read opens the file for itself:
+threads may read at once) and returns native float32. The grid's
 assembly holds its tiles this way, so that its memory grows with the canvas and the
 rows in flight, not with the number of tiles.
 """
@@ -123,11 +123,11 @@ class FitsRows:
         out = np.empty((n, self._w, self._planes) if self._channels_last else (n, self._w), np.float32)
         if n == 0:
             return out
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
+        with open(self.path, "rb") as fh:  # a handle of its own: threads may read at once
             for c in range(self._planes):
                 want = n * row_bytes
-                buf = os.pread(fd, want, self._offset + c * plane_bytes + r0 * row_bytes)
+                fh.seek(self._offset + c * plane_bytes + r0 * row_bytes)
+                buf = fh.read(want)
                 if len(buf) != want:
                     msg = f"'{self.path}' is truncated: rows {r0}-{r1} of its image are missing"
                     raise OSError(msg)
@@ -136,8 +136,6 @@ class FitsRows:
                     out[..., c] = plane
                 else:
                     out[...] = plane
-        finally:
-            os.close(fd)
         return out
 
     def __getitem__(self, key: Any) -> np.ndarray:

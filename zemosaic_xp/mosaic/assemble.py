@@ -300,8 +300,8 @@ def assemble_mosaic(tiles: Sequence[TileImage], mosaic_shape: tuple[int, int], *
     :data:`~.blend.STRIPE_ROWS` rows per thread, with the errors), per-tile masks and
     distance maps, each replaced by its ramp (:func:`assembly_memory_bytes`
     estimates the peak); the photometric correction and the errors' scaling are
-    applied stripe by stripe, with no corrected copy of a tile. Overlap fits use at most 65 536 samples per overlap
-    and channel.
+    applied stripe by stripe, with no corrected copy of a tile. Overlap fits use at
+    most 65 536 samples per overlap and channel.
     """
     images, weights, covs = _validate(tiles, mosaic_shape, reference_tile, feather_px)
     callback = progress_callback or _noop
@@ -441,8 +441,8 @@ def write_mosaic_outputs(result: MosaicResult, out_dir: str | os.PathLike, *,
         weight_hdu.header["WGHTDSC"] = ("feather-averaged tile weight sum", "WEIGHT meaning")
         alpha = np.isfinite(result.image).any(axis=2).view(np.uint8)  # 0 / 1 ...
         alpha *= np.uint8(255)  # ... to 0 / 255 in place
-        # astropy byte-swaps the data it writes in place (and back): nothing else reads
-        # the image meanwhile (the preview is made first), so no copy of it is needed.
+        # Written as it is, by row chunks (astropy's writeto, the writer's fallback,
+        # byte-swaps it in place and back: the preview is made first, so no copy).
         image = result.image
         extra = [weight_hdu]
         if result.uncertainty is not None:

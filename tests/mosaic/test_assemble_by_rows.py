@@ -101,3 +101,22 @@ def test_preview_block_mean_by_strips_is_the_whole_image_block_mean(monkeypatch)
     got = preview._block_mean(image, factor)
     assert got.shape == want.shape == (26, 15, 3)
     assert got.tobytes() == want.tobytes()
+
+
+
+def test_the_memory_estimate_of_tiles_read_by_rows_bounds_the_assembly(tmp_path):
+    # The canvas guard's estimate for the grid's tiles (read by rows) is an upper bound
+    # of what the assembly allocates, and below the estimate for tiles held whole.
+    from zemosaic_xp.mosaic.assemble import assembly_memory_bytes
+
+    placed, shape = _write_tiles(tmp_path, 3, size=200, step=150, grid=3)
+    tiles = _tiles(placed, by_rows=True)
+    tracemalloc.start()
+    try:
+        assemble_mosaic(tiles, shape, threads=2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    tile_px = 9 * 200 * 200
+    by_rows = assembly_memory_bytes(shape, 3, tile_px, largest_tile_pixels=200 * 200)
+    assert peak <= by_rows < assembly_memory_bytes(shape, 3, tile_px)

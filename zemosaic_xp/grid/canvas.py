@@ -166,8 +166,9 @@ def check_canvas(grid: GlobalGrid, config: GridConfig, *, label: str | None = No
     from ..mosaic.assemble import assembly_memory_bytes  # the assembly's imports only when a run needs them
 
     height, width = grid.shape
-    tile_px = sum((t.y1 - t.y0) * (t.x1 - t.x0) for t in grid.tiles)
-    need = assembly_memory_bytes(grid.shape, grid.channels, tile_px)
+    sizes = [(t.y1 - t.y0) * (t.x1 - t.x0) for t in grid.tiles]
+    # The run's assembly reads its tiles by rows from their files (grid.tile.read_tile).
+    need = assembly_memory_bytes(grid.shape, grid.channels, sum(sizes), largest_tile_pixels=max(sizes, default=0))
     if config.max_canvas_gb == 0:
         return need
     if config.max_canvas_gb is None:

@@ -209,7 +209,8 @@ def _auto_feather_px(overlaps: Sequence[Any]) -> int:
     return int(np.clip(round(minor), *_FEATHER_RANGE_PX))
 
 
-def assembly_memory_bytes(mosaic_shape: tuple[int, int], channels: int, tile_pixels: int) -> int:
+def assembly_memory_bytes(mosaic_shape: tuple[int, int], channels: int, tile_pixels: int, *,
+                          largest_tile_pixels: int | None = None) -> int:
     """Estimate the peak host memory of :func:`assemble_mosaic` before any tile exists.
 
     Parameters
@@ -220,6 +221,10 @@ def assembly_memory_bytes(mosaic_shape: tuple[int, int], channels: int, tile_pix
         C, the tiles' channels.
     tile_pixels : int
         Σ h·w over the tiles (overlaps counted once per tile).
+    largest_tile_pixels : int, optional
+        h·w of the largest tile, when the tiles are given as
+        :class:`~zemosaic_xp.io.fits_rows.FitsRows` (read by rows, as the grid does);
+        None: the tiles are given as arrays, held whole.
 
     Returns
     -------
@@ -229,9 +234,12 @@ def assembly_memory_bytes(mosaic_shape: tuple[int, int], channels: int, tile_pix
         flight (one :data:`~.blend.STRIPE_ROWS`-row stripe per CPU core at most) the
         float64 accumulators ``(4·C + 2)·8`` and the final divisions' temporaries
         (``28·C`` bytes times the covered fraction, taken as
-        ``min(1, tile_pixels / (H·W))``); per tile pixel ``13·C + 12`` bytes (image,
-        weight, error, coverage, mask, distance and ramp; the photometric correction
-        is applied stripe by stripe, without a copy of the tile).
+        ``min(1, tile_pixels / (H·W))``); per tile pixel ``13·C + 12`` bytes for tiles
+        held as arrays (image, weight, error, coverage, mask, distance and ramp; the
+        photometric correction is applied stripe by stripe, without a copy of the
+        tile), or ``C + 4`` for tiles read by rows (mask, and the distance map its
+        ramp replaces), plus, per CPU core, one largest tile read whole with its
+        distance transform's temporaries (``9·C + 28`` bytes a pixel).
 
     Notes
     -----
@@ -239,16 +247,23 @@ def assembly_memory_bytes(mosaic_shape: tuple[int, int], channels: int, tile_pix
     given) on a 4.8 Mpx canvas of nine 800² tiles, the peak is 163 MB (1 channel)
     and 343 MB (3 channels) against estimates of 270 and 608 MB, on 2 cores (before the
     errors were blended: the estimate now counts them); writing the outputs needs less
-    than assembling them.
+    than assembling them. Tiles read by rows, the large survey of
+    ``benchmarks/peers_grid.py`` (a 3195 × 2682 canvas, six 1536² mono tiles, 2 cores):
+    the process's peak grew by ~230 MiB (240 MB) over its start, against an estimate of 422 MB.
     """
     height, width = (int(v) for v in mosaic_shape)
     canvas_px = height * width
     c = int(channels)
+    cores = os.cpu_count() or 1
     covered = min(1.0, tile_pixels / canvas_px) if canvas_px else 0.0
     per_canvas_px = (3 * c + 1) * 4 + c
-    stripe_px = min(height, STRIPE_ROWS * (os.cpu_count() or 1)) * width
+    stripe_px = min(height, STRIPE_ROWS * cores) * width
     per_stripe_px = (4 * c + 2) * 8 + 28 * c * covered
-    return int(canvas_px * per_canvas_px + stripe_px * per_stripe_px + int(tile_pixels) * (13 * c + 12))
+    if largest_tile_pixels is None:
+        tiles = int(tile_pixels) * (13 * c + 12)
+    else:
+        tiles = int(tile_pixels) * (c + 4) + cores * int(largest_tile_pixels) * (9 * c + 28)
+    return int(canvas_px * per_canvas_px + stripe_px * per_stripe_px + tiles)
 
 
 def assemble_mosaic(tiles: Sequence[TileImage], mosaic_shape: tuple[int, int], *, match_photometry: bool = True,

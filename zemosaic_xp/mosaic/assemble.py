@@ -222,7 +222,7 @@ def assembly_memory_bytes(mosaic_shape: tuple[int, int], channels: int, tile_pix
     tile_pixels : int
         Σ h·w over the tiles (overlaps counted once per tile).
     largest_tile_pixels : int, optional
-        h·w of the largest tile, when the tiles are given as
+        The largest tile's h·w, when the tiles are given as
         :class:`~zemosaic_xp.io.fits_rows.FitsRows` (read by rows, as the grid does);
         None: the tiles are given as arrays, held whole.
 

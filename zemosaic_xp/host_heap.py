@@ -9,8 +9,6 @@ not NumPy: any layer may call it.
 
 from __future__ import annotations
 
-import gc
-
 __all__ = ["release_free_heap"]
 
 
@@ -23,7 +21,8 @@ def release_free_heap() -> bool:
         True when memory was released; False where glibc is not the C library (macOS,
         Windows, musl) or there was nothing to release.
     """
-    gc.collect()
+    # No gc.collect(): arrays go with their last reference, and a full collection holds
+    # the GIL for ~50 ms (other threads, the telemetry sampler among them, would wait).
     try:
         import ctypes
 

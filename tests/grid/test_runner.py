@@ -103,7 +103,9 @@ def _telemetry_threads():
 
 def test_telemetry_keeps_its_interval_through_a_slow_phase(survey, tmp_path, monkeypatch):
     # Issue 16: samples came only with progress (6-8 s gaps at 1.5 s in the demo). A 2.5 s
-    # assembly without any progress still gets a sample at least every 2 x interval.
+    # assembly without any progress still gets a sample at least every 3.5 x interval
+    # (1.75 s: below the slow phase, so a sampler that waits for progress still fails;
+    # 2 x interval failed once on a loaded 2-core VM, every gap ~1 s from the start).
     from datetime import datetime
 
     from zemosaic_xp.telemetry import read_telemetry_csv
@@ -123,7 +125,7 @@ def test_telemetry_keeps_its_interval_through_a_slow_phase(survey, tmp_path, mon
     rows = read_telemetry_csv(result.telemetry_csv)
     stamps = [datetime.strptime(r["timestamp_iso"], "%Y-%m-%dT%H:%M:%S.%fZ") for r in rows]
     gaps = [(b - a).total_seconds() for a, b in zip(stamps, stamps[1:])]
-    assert max(gaps) <= 2 * interval, gaps
+    assert max(gaps) <= 3.5 * interval, gaps
     assert sum(r["phase_index"] == 3 for r in rows) >= 4  # the slow phase itself
     # The busy phase reads as busy (the meter's own first-window logic: tests/telemetry/test_cpu.py;
     # other phases may be truly idle for a window on a quiet machine, e.g. while the run waits).

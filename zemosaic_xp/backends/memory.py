@@ -264,4 +264,3 @@ def synchronize(backend: Backend | str | None = None) -> None:
         import torch
 
         torch.cuda.synchronize(backend.device)
-

@@ -187,6 +187,10 @@ def _write_astropy(path: Path, data: np.ndarray, header: Any, extras: list) -> N
             hdulist.writeto(tmp, overwrite=True, output_verify="silentfix")
 
 
+#: Pixel types FITS stores without BZERO (uint16 and the like are written offset).
+_STORED_AS_IS = tuple(np.dtype(t) for t in ("f4", "f8", "u1", "i2", "i4", "i8"))
+
+
 def _plain_image(hdu: Any) -> bool:
     """True for an image HDU whose pixels FITS stores as they are (no scaling, no compression)."""
     from astropy.io import fits
@@ -197,7 +201,3 @@ def _plain_image(hdu: Any) -> bool:
     native = data.dtype.newbyteorder("=")
     return (data.ndim >= 1 and native in _STORED_AS_IS and hdu.header.get("BSCALE", 1) == 1
             and hdu.header.get("BZERO", 0) == 0)
-
-
-#: Pixel types FITS stores without BZERO (uint16 and the like are written offset).
-_STORED_AS_IS = tuple(np.dtype(t) for t in ("f4", "f8", "u1", "i2", "i4", "i8"))

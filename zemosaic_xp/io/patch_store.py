@@ -7,10 +7,10 @@ the band size. Patches stay in RAM up to the budget and otherwise go to one scra
 file in the output folder, removed when the tile is done.
 
 The scratch file is written and read with plain positioned reads and writes (a band
-reads only its rows of each patch; threads may read at once), not memory-mapped: pages of a mapped file count in the
-process's resident memory as long as they are mapped, so a 1 GB spill would show as
-1 GB more RSS; read and written through the page cache, it costs the process
-nothing beyond one band.
+reads only its rows of each patch; threads may read at once), not memory-mapped: pages
+of a mapped file count in the process's resident memory as long as they are mapped, so
+a 1 GB spill would show as 1 GB more RSS; read and written through the page cache, it
+costs the process nothing beyond one band.
 """
 
 from __future__ import annotations

@@ -5,16 +5,18 @@
 #   GPU_CHECK_QUICK=1 bash benchmarks/gpu_check.sh [OUT_DIR] # ~2 minutes: smaller frames, one run each
 #
 # 1. prints nvidia-smi (when present), the library versions and which GPU backends can run;
-# 2. runs the GPU tests: pytest -q --benchmark-disable tests -k "cupy or cuda or gpu" (the backend
-#    fixture of tests/conftest.py parametrises cupy and torch:cuda and skips them without a device);
+# 2. runs the GPU tests: pytest -v --benchmark-disable tests -k "cupy or cuda or gpu" (the backend
+#    fixture of tests/conftest.py parametrises cupy and torch:cuda and skips them without a device;
+#    every test's line in OUT_DIR/pytest.log, the failed ones in the summary);
 # 3. runs benchmarks/gpu_bench.py on numpy, cupy and torch:cuda (input on the host, already on the
 #    device, and from uint16 FITS files: M frame-px/s, ratio to NumPy, peak device memory, parity);
 # 4. runs the whole-process peer benchmark (benchmarks/peers.py, 32x1024, kappa_sigma and median)
-#    with --backend cupy and --backend torch:cuda when siril-cli is on PATH (else says so);
+#    with --backend cupy and --backend torch:cuda (without siril-cli on PATH: ours alone, with
+#    --backend numpy too, so that GPU and CPU compare end to end on the same machine);
 # 5. prints the tables (also in OUT_DIR/summary.md).
 #
 # GPU_CHECK_PEER_BACKENDS="numpy" runs the peer step on other backends (a dry run without a GPU).
-# OUT_DIR receives summary.md, run.log (everything printed), gpu_bench.json and one
+# OUT_DIR receives summary.md, run.log (everything printed), pytest.log, gpu_bench.json and one
 # peers_<backend>.json per peer run; the frames go to ${TMPDIR:-/tmp}/zemosaic_gpu_check.
 # Each step runs under a time limit (tests 210 s, benchmark 210 s, each peer run 45 s; quick mode
 # 90 / 45 / 25 s), so a hung device cannot hold the machine and the whole ends within ~9 minutes. Installs nothing: the package's dependencies and its
@@ -138,16 +140,33 @@ read -r -a PEER_BACKENDS <<<"${GPU_CHECK_PEER_BACKENDS:-${GPU_BACKENDS[*]}}"
 
 # ---------------------------------------------------------------------------------------------
 step "GPU tests (limit ${T_TESTS} s)"
-timeout --kill-after=10 "$T_TESTS" "$PY" -m pytest -q --benchmark-disable -p no:cacheprovider tests \
-    -k "cupy or cuda or gpu" 2>&1 | tee -a "$LOG"
-TESTS_RC=${PIPESTATUS[0]}
-TESTS_LINE=$(grep -E '(passed|failed|error|skipped|deselected).* in [0-9.]+s' "$LOG" | tail -n 1)
-[ "$TESTS_RC" = 124 ] || [ "$TESTS_RC" = 137 ] && TESTS_LINE="ran out of its ${T_TESTS} s limit"
+# One line per test in OUT_DIR/pytest.log (-v), so that a run stopped at its limit still
+# names what passed and what failed; the failures' tracebacks follow at the end (-rfE).
+PYTEST_LOG=$OUT/pytest.log
+timeout --kill-after=10 "$T_TESTS" "$PY" -m pytest -v -rfE --tb=short --benchmark-disable -p no:cacheprovider \
+    tests -k "cupy or cuda or gpu" >"$PYTEST_LOG" 2>&1
+TESTS_RC=$?
+TESTS_LINE=$(grep -E '(passed|failed|error|skipped|deselected).* in [0-9.]+s' "$PYTEST_LOG" | tail -n 1)
+N_PASSED=$(grep -cE '::[^ ]+ PASSED' "$PYTEST_LOG")
+N_FAILED=$(grep -cE '::[^ ]+ (FAILED|ERROR)' "$PYTEST_LOG")
+N_SKIPPED=$(grep -cE '::[^ ]+ SKIPPED' "$PYTEST_LOG")
+if [ "$TESTS_RC" = 124 ] || [ "$TESTS_RC" = 137 ]; then
+    TESTS_LINE="ran out of its ${T_TESTS} s limit after $N_PASSED passed, $N_FAILED failed, $N_SKIPPED skipped"
+fi
+FAILED_TESTS=$(grep -oE '^[^ ]+::[^ ]+ (FAILED|ERROR)' "$PYTEST_LOG" | sed 's/ FAILED$//; s/ ERROR$/ (error)/')
+say "pytest: ${TESTS_LINE:-no summary line} (exit $TESTS_RC; every test in $PYTEST_LOG)"
+[ -z "$FAILED_TESTS" ] || say "failed:" "$FAILED_TESTS"
 {
     echo
     echo "## GPU tests"
     echo
-    echo "\`pytest -q --benchmark-disable tests -k \"cupy or cuda or gpu\"\`: ${TESTS_LINE:-no summary line} (exit $TESTS_RC)"
+    echo "\`pytest -v --benchmark-disable tests -k \"cupy or cuda or gpu\"\`: ${TESTS_LINE:-no summary line} (exit $TESTS_RC)"
+    if [ -n "$FAILED_TESTS" ]; then
+        echo
+        echo "Failed:"
+        echo
+        sed 's/^/- /' <<<"$FAILED_TESTS"
+    fi
 } >>"$SUMMARY"
 
 # ---------------------------------------------------------------------------------------------
@@ -172,10 +191,14 @@ PEERS_RC=0
     echo
 } >>"$SUMMARY"
 if ! command -v siril-cli >/dev/null 2>&1; then
-    step "peer benchmark"
-    say "siril-cli not found: peer benchmark skipped (apt-get install siril, or see https://siril.org/download/)"
-    echo "siril-cli not found on this machine: skipped." >>"$SUMMARY"
-elif [ ${#PEER_BACKENDS[@]} -eq 0 ]; then
+    # Without Siril the same whole-process runs still compare each GPU backend with our
+    # NumPy path on this machine (FITS files in, FITS file out).
+    say "siril-cli not found: the peer benchmark runs ours alone, NumPy and the GPU backends" \
+        "(apt-get install siril, or see https://siril.org/download/, adds Siril)"
+    echo "siril-cli not found on this machine: ours alone, \`--backend numpy\` and each GPU backend." >>"$SUMMARY"
+    PEER_BACKENDS=(numpy "${PEER_BACKENDS[@]}")
+fi
+if [ ${#PEER_BACKENDS[@]} -eq 0 ]; then
     step "peer benchmark"
     say "no GPU backend usable: peer benchmark skipped"
     echo "No GPU backend usable: skipped." >>"$SUMMARY"

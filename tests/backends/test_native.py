@@ -37,7 +37,7 @@ def test_torch_on_a_gpu_device_gets_the_gpu_strategy():
     xp = get_backend("torch:cpu").xp
     ops = native_ops(xp, torch.device("cuda"))  # a device object needs no GPU
     assert isinstance(ops, GpuOps) and ops.name == "torch:cuda"
-    assert (ops.compact, ops.check_every, ops.band_bytes) == (False, 0, None)
+    assert (ops.compact, ops.check_every, ops.count_search, ops.band_bytes) == (False, 2, True, None)
     assert isinstance(native_ops(xp, None), TorchCpuOps)
 
 

@@ -89,15 +89,44 @@ def test_range_searches_match_searchsorted(backend, inclusive):
     args = (on(backend, rows), xp.astype(on(backend, t), xp.float64), _int64(backend, lo),
             _int64(backend, hi))
     np.testing.assert_array_equal(host(search_rows(*args, inclusive=inclusive, xp=xp)), want)
-    compact, dense = ArrayOps(xp), ArrayOps(xp)
+    compact, dense, counting = ArrayOps(xp), ArrayOps(xp), ArrayOps(xp)
     compact.compact, dense.compact = True, False
-    strategies = [ops_for(xp, backend.device), dense]
+    counting.count_search = True  # the GPU strategy: one count over the rows
+    np.testing.assert_array_equal(host(search_rows(*args, inclusive=inclusive, xp=xp, by_count=True)), want)
+    strategies = [ops_for(xp, backend.device), dense, counting]
     if data_dependent_shapes_allowed(backend):
         strategies.append(compact)  # compaction gathers rows with nonzero(): data-dependent
     for ops in strategies:
         for guess in (np.array(want), rng.integers(0, 18, 60)):  # right and wrong guesses
             got = search_near(*args, _int64(backend, guess), inclusive=inclusive, xp=xp, ops=ops)
             np.testing.assert_array_equal(host(got), want)
+
+
+@pytest.mark.parametrize("inclusive", [False, True])
+def test_search_by_count_equals_binary_search_at_the_edges(backend, inclusive):
+    # Counting over whole rows (GPUs) must give the binary search's index: rows with
+    # invalid +inf tails and ties, float64 thresholds a hair off a float32 sample (compared
+    # exactly, not rounded to float32), NaN and infinite thresholds, empty ranges.
+    xp = backend.xp
+    rng = np.random.default_rng(11)
+    rows = np.sort(rng.integers(0, 6, (48, 9)).astype(np.float32), axis=1)
+    n_valid = rng.integers(0, 10, 48)
+    rows[np.arange(9)[None, :] >= n_valid[:, None]] = np.inf
+    x = rows[np.arange(48), rng.integers(0, 9, 48)].astype(np.float64)
+    t = np.where(np.isfinite(x), x, 3.0) + rng.choice([-1e-12, 0.0, 1e-12], 48)
+    t[:4] = [np.nan, np.inf, -np.inf, 2.5]
+    lo = rng.integers(0, 5, 48)
+    hi = np.maximum(lo, np.minimum(n_valid, rng.integers(3, 10, 48)))
+    hi[4:8] = lo[4:8]  # empty ranges
+    thresholds = xp.asarray(t, dtype=xp.float64, device=backend.device)
+    args = (on(backend, rows), thresholds, _int64(backend, lo), _int64(backend, hi))
+    binary = host(search_rows(*args, inclusive=inclusive, xp=xp))
+    counted = host(search_rows(*args, inclusive=inclusive, xp=xp, by_count=True))
+    np.testing.assert_array_equal(counted, binary)
+    side = "right" if inclusive else "left"
+    want = [lo[i] if np.isnan(t[i]) else min(max(np.searchsorted(rows[i], t[i], side=side), lo[i]), hi[i])
+            for i in range(48)]
+    np.testing.assert_array_equal(binary, want)
 
 
 # ---------------------------------------------------------------------------- range sums

@@ -150,7 +150,8 @@ def _torch_backend(device_type: str) -> Backend:
         if not torch.cuda.is_available():
             msg = "torch is installed but CUDA is not available"
             raise BackendUnavailable(msg)
-        return Backend("torch:cuda", xp_torch, torch.device("cuda"), True)
+        # With its index: tensors report "cuda:0", and torch.device("cuda") equals no tensor's device.
+        return Backend("torch:cuda", xp_torch, torch.device("cuda", torch.cuda.current_device()), True)
 
     return _gpu_backend("torch CUDA", start)
 

@@ -65,6 +65,11 @@ class ArrayOps:
         Iterations between convergence checks (``bool(any(active))`` syncs a GPU with
         the host). 1 = check after every iteration; 0 = never, run ``max_iters``.
         Per-pixel convergence makes the result independent of this choice.
+    count_search : bool
+        Without compaction, find a threshold's place in sorted rows by counting the
+        samples below it over whole rows (a compare and a count of ``(R, N)``) rather
+        than by a binary search (``log2 N`` rounds of a dozen small operations): for
+        GPUs, whose time goes to kernel launches. Same results.
     band_workers : int
         Bands stacked concurrently by :func:`~zemosaic_xp.core.in_memory.stack_frames`
         (threads; useful when the library releases the GIL).
@@ -80,6 +85,7 @@ class ArrayOps:
     name = "portable"
     compact = False
     check_every = 1
+    count_search = False
     band_workers = 1
     band_bytes: int | None = None
     chunk_samples = 1 << 18

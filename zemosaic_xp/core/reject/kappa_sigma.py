@@ -230,8 +230,8 @@ def _dense_fit(s: Array, n: Array, m0: Array, need: Array, clip: _Clip, xp: Any,
         c = median_sorted(s, count[:, None], xp=xp, lo=lo[:, None])
         lower, upper = _bounds(c, range_sum(p1, lo, hi, xp=xp), range_sum(p2, lo, hi, xp=xp), count,
                                clip, xp)
-        new_lo = search_rows(s, lower, lo, hi, xp=xp)
-        new_hi = search_rows(s, upper, new_lo, hi, inclusive=True, xp=xp)
+        new_lo = search_rows(s, lower, lo, hi, xp=xp, by_count=ops.count_search)
+        new_hi = search_rows(s, upper, new_lo, hi, inclusive=True, xp=xp, by_count=ops.count_search)
         changed = ((new_lo != lo) | (new_hi != hi)) & ((new_hi - new_lo) >= need) & active
         iterations = xp.where(active, iterations + 1, iterations)
         lo = xp.where(changed, new_lo, lo)

@@ -245,10 +245,12 @@ def _estimate(data: _Rows, lo: Array, hi: Array, active: Array, first: bool, xp:
 
 
 def _reject(data: _Rows, lo: Array, hi: Array, m: Array, sigma: Array, need: Array, clip: _Clip,
-            xp: Any) -> tuple[Array, Array, Array]:
+            xp: Any, ops: ArrayOps) -> tuple[Array, Array, Array]:
     """The range ``[lo, hi)`` keeps after rejecting around (m, σ), and whether it changed."""
-    new_lo = search_rows(data.s, m - clip.kappa_low * sigma, lo, hi, xp=xp)
-    new_hi = search_rows(data.s, m + clip.kappa_high * sigma, new_lo, hi, inclusive=True, xp=xp)
+    by_count = ops.count_search and not ops.compact
+    new_lo = search_rows(data.s, m - clip.kappa_low * sigma, lo, hi, xp=xp, by_count=by_count)
+    new_hi = search_rows(data.s, m + clip.kappa_high * sigma, new_lo, hi, inclusive=True, xp=xp,
+                         by_count=by_count)
     changed = (sigma > 0) & ((new_lo != lo) | (new_hi != hi)) & ((new_hi - new_lo) >= need)
     return new_lo, new_hi, changed
 
@@ -259,7 +261,7 @@ def _outer_dense(data: _Rows, lo: Array, hi: Array, need: Array, active: Array, 
     iterations = xp.zeros_like(lo)
     for k in range(clip.max_iters):
         m, sigma = _estimate(data, lo, hi, active, k == 0, xp, ops)
-        new_lo, new_hi, changed = _reject(data, lo, hi, m, sigma, need, clip, xp)
+        new_lo, new_hi, changed = _reject(data, lo, hi, m, sigma, need, clip, xp, ops)
         changed = changed & active
         iterations = xp.where(active, iterations + 1, iterations)
         lo, hi = xp.where(changed, new_lo, lo), xp.where(changed, new_hi, hi)
@@ -277,7 +279,7 @@ def _outer_compact(data: _Rows, lo: Array, hi: Array, need: Array, active: Array
     if not bool(xp.any(active)):
         return lo, hi, iterations
     m, sigma = _estimate(data, lo, hi, active, k == 0, xp, ops)
-    new_lo, new_hi, changed = _reject(data, lo, hi, m, sigma, need, clip, xp)
+    new_lo, new_hi, changed = _reject(data, lo, hi, m, sigma, need, clip, xp, ops)
     changed = changed & active
     if not bool(xp.any(changed)):
         return lo, hi, iterations

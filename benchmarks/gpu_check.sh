@@ -143,7 +143,7 @@ step "GPU tests (limit ${T_TESTS} s)"
 # One line per test in OUT_DIR/pytest.log (-v), so that a run stopped at its limit still
 # names what passed and what failed; the failures' tracebacks follow at the end (-rfE).
 PYTEST_LOG=$OUT/pytest.log
-timeout --kill-after=10 "$T_TESTS" "$PY" -m pytest -v -rfE --tb=short --benchmark-disable -p no:cacheprovider \
+timeout --kill-after=10 "$T_TESTS" "$PY" -m pytest -v -rfE --tb=short --durations=15 --benchmark-disable -p no:cacheprovider \
     tests -k "cupy or cuda or gpu" >"$PYTEST_LOG" 2>&1
 TESTS_RC=$?
 TESTS_LINE=$(grep -E '(passed|failed|error|skipped|deselected).* in [0-9.]+s' "$PYTEST_LOG" | tail -n 1)

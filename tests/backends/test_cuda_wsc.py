@@ -154,6 +154,22 @@ def test_arrays_off_cuda_are_left_to_the_portable_path():
     assert cuda_wsc.wsc_pixinsight_rows(s, n, kappa_low=3.0, kappa_high=3.0, max_iters=10, min_survivors=3) is None
 
 
+def test_without_cupy_the_kernel_is_none_and_says_so(monkeypatch, caplog):
+    # torch CUDA without CuPy: no kernel, the portable GPU path; an info line, not a warning.
+    import logging
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` raises ImportError
+    cuda_wsc._kernel.cache_clear()
+    try:
+        with caplog.at_level(logging.INFO, logger=cuda_wsc.__name__):
+            assert cuda_wsc._kernel() is None
+    finally:
+        cuda_wsc._kernel.cache_clear()
+    (record,) = [r for r in caplog.records if r.name == cuda_wsc.__name__]
+    assert record.levelno == logging.INFO and "CuPy is not installed" in record.getMessage()
+
+
 def test_the_source_carries_the_core_constants():
     text = cuda_wsc.kernel_source()
     assert "#define WSC_MAD_TO_SIGMA 1.482602218505602" in text and "#define WSC_INNER_MAX_ITERS 50" in text

@@ -63,10 +63,14 @@ def _kernel() -> Any:
     """The compiled kernel, or None (no CuPy, or NVRTC refused it: logged once)."""
     try:
         import cupy as cp
-
+    except ImportError:  # torch CUDA without CuPy: expected, the portable GPU path runs
+        logger.info("[GPU] winsorized_sigma_clip: CuPy is not installed, the portable GPU path runs "
+                    "(pip install cupy-cuda12x for its CUDA kernel)")
+        return None
+    try:
         kernel = cp.RawKernel(kernel_source(), "wsc_pixinsight_rows", options=_NVRTC_OPTIONS)
         kernel.compile()
-    except Exception as exc:  # ImportError, a CompileException, a driver error: all fall back
+    except Exception as exc:  # a CompileException, a driver error: fall back, say why
         logger.warning("[GPU] winsorized_sigma_clip: the CUDA kernel is unavailable (%s: %s); "
                        "the portable path runs instead", type(exc).__name__, exc)
         return None

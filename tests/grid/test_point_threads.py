@@ -9,7 +9,7 @@ import pytest
 from scipy.ndimage import map_coordinates
 
 from zemosaic_xp.grid import point_threads, worker_count
-from zemosaic_xp.grid.point_threads import _bounds, pixel_to_world, sample_planes, world_to_pixel
+from zemosaic_xp.grid.point_threads import _bounds, pixel_grid_to_world, pixel_to_world, sample_planes, world_to_pixel
 
 from .frames_util import tan_wcs
 from .test_reproject_tile import _sip
@@ -30,6 +30,40 @@ def test_bounds_cover_every_point_once(small_parts, n, threads):
     assert 1 <= len(bounds) <= threads
     if len(bounds) > 1:
         assert min(b - a for a, b in bounds) >= 50
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("distorted", [False, True])
+def test_pixel_grid_by_chunks_equals_one_call(small_parts, monkeypatch, threads, distorted):
+    # Chunks of 37 points (rows of 41 px: chunks start mid-row) and parts over threads give
+    # the floats of one call on the whole meshgrid.
+    monkeypatch.setattr(point_threads, "GRID_CHUNK_POINTS", 37)
+    wcs = tan_wcs(150.0, 30.0, (29, 41), rot_deg=7.0)
+    if distorted:
+        wcs = _sip(wcs)
+    ys, xs = np.meshgrid(np.arange(29, dtype=float), np.arange(41, dtype=float), indexing="ij")
+    want = wcs.pixel_to_world_values(xs.ravel(), ys.ravel())
+    got = pixel_grid_to_world(wcs, (29, 41), threads=threads)
+    for g, w in zip(got, want):
+        assert g.shape == (29, 41)
+        assert g.tobytes() == np.asarray(w).reshape(29, 41).tobytes()
+
+
+def test_pixel_grid_holds_only_its_outputs():
+    # The outputs (2 × 8 bytes a pixel) and a chunk's temporaries, not astropy's copies of
+    # the whole grid (the tile's sky coordinates were a 1w grid run's peak: issue 14).
+    import tracemalloc
+
+    wcs = tan_wcs(150.0, 30.0, (1024, 1024))
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        lon, lat = pixel_grid_to_world(wcs, (1024, 1024))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    outputs = lon.nbytes + lat.nbytes  # 16.8 MB; one call on the whole grid peaked at ~50 MB
+    assert peak < outputs + 16 * point_threads.GRID_CHUNK_POINTS * 8, (peak, outputs)
 
 
 @pytest.mark.parametrize("distorted", [False, True])

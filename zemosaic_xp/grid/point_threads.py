@@ -25,10 +25,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["pixel_to_world", "world_to_pixel", "sample_planes", "clip_coords", "MIN_POINTS_PER_THREAD"]
+__all__ = ["pixel_to_world", "pixel_grid_to_world", "world_to_pixel", "sample_planes", "clip_coords",
+           "MIN_POINTS_PER_THREAD", "GRID_CHUNK_POINTS"]
 
 #: Fewest points a thread is given: below ~2 ms of work, starting it costs more than it saves.
 MIN_POINTS_PER_THREAD = 32768
+#: Points :func:`pixel_grid_to_world` transforms per call: astropy holds ~6 float64 copies
+#: of a call's points, so a whole tile at once (1536² px) cost ~110 MB more at the peak.
+GRID_CHUNK_POINTS = 65536
 
 
 def _bounds(n: int, threads: int) -> list[tuple[int, int]]:
@@ -85,6 +89,48 @@ def pixel_to_world(wcs: Any, x: np.ndarray, y: np.ndarray, *, threads: int = 1) 
         Second world coordinate, likewise.
     """
     return _transform("pixel_to_world_values", wcs, x, y, threads)
+
+
+def pixel_grid_to_world(wcs: Any, shape: tuple[int, int], *, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The world coordinates of every pixel of an ``(h, w)`` image, in bounded memory.
+
+    ``wcs.pixel_to_world_values(x, y)`` of the pixel grid (``x = 0 … w − 1`` along rows),
+    the same floats, but computed :data:`GRID_CHUNK_POINTS` points at a time into the
+    outputs (split over ``threads`` as :func:`pixel_to_world`): no grid of inputs, no
+    whole-image temporaries.
+
+    Parameters
+    ----------
+    wcs : astropy.wcs.WCS
+        A celestial WCS.
+    shape : (h, w)
+        Image size in px.
+    threads : int
+        Most threads to use (1: this thread only).
+
+    Returns
+    -------
+    lon : ndarray, shape (h, w), float64
+        First world coordinate of each pixel (degrees for a celestial axis); NaN where
+        wcslib has none.
+    lat : ndarray, shape (h, w), float64
+        Second world coordinate, likewise.
+    """
+    h, w = (int(v) for v in shape)
+    n = h * w
+    lon, lat = np.empty(n), np.empty(n)
+    bounds = _bounds(n, threads)
+    copies = [wcs] + [wcs.deepcopy() for _ in bounds[1:]]
+    _run(bounds, partial(_grid_part, copies, w, lon, lat))
+    return lon.reshape(h, w), lat.reshape(h, w)
+
+
+def _grid_part(copies: list[Any], w: int, lon: np.ndarray, lat: np.ndarray, k: int, lo: int, hi: int) -> None:
+    """Grid points ``[lo, hi)`` (rows of ``w``) with WCS copy ``k``, a chunk at a time."""
+    for a in range(lo, hi, GRID_CHUNK_POINTS):
+        b = min(hi, a + GRID_CHUNK_POINTS)
+        y, x = np.divmod(np.arange(a, b, dtype=np.int64), w)
+        lon[a:b], lat[a:b] = copies[k].pixel_to_world_values(x.astype(np.float64), y.astype(np.float64))
 
 
 def world_to_pixel(wcs: Any, lon: np.ndarray, lat: np.ndarray, *, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:

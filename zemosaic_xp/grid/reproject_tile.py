@@ -57,7 +57,7 @@ from ..core.config import StackConfig
 from ..core.weights import radial_weight_at
 from ..io.framecache import frame_planes
 from .geometry import tile_wcs
-from .point_threads import clip_coords, pixel_to_world, sample_planes, world_to_pixel
+from .point_threads import clip_coords, pixel_grid_to_world, pixel_to_world, sample_planes, world_to_pixel
 
 __all__ = ["reproject_patch", "reproject_planes", "frame_planes", "radial_at_patch", "TileSky",
            "inverse_variance_weight"]
@@ -102,14 +102,12 @@ class TileSky:
     def _compute(self) -> bool:
         if not _is_icrs(self.target):
             return False
-        h, w = self.shape
-        ys, xs = np.meshgrid(np.arange(h, dtype=float), np.arange(w, dtype=float), indexing="ij", copy=False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            lon, lat = pixel_to_world(self.target, xs.ravel(), ys.ravel(), threads=self.threads)
+            lon, lat = pixel_grid_to_world(self.target, self.shape, threads=self.threads)
         if np.any(lon < 0.0) or np.any(lon >= 360.0) or np.any(np.abs(lat) > 90.0):
             return False
-        self._world = (lon.reshape(h, w), lat.reshape(h, w))
+        self._world = (lon, lat)
         return True
 
     def _exact(self, box: tuple[int, int, int, int]) -> bool:

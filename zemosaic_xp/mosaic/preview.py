@@ -66,7 +66,8 @@ def _stretch_channel(chan: np.ndarray) -> np.ndarray:
     dtype NumPy's promotion gives astropy (the last division in float64, stored back
     into the channel's dtype) and the pixels are astropy's to the bit.
     """
-    vmin, vmax = np.percentile(chan[np.isfinite(chan)], _PERCENTILES)
+    # overwrite_input: the finite values are a copy already; percentile need not copy them again.
+    vmin, vmax = np.percentile(chan[np.isfinite(chan)], _PERCENTILES, overwrite_input=True)
     values = np.subtract(chan, float(vmin))
     if (vmax - vmin) != 0:
         np.true_divide(values, vmax - vmin, out=values)
@@ -84,7 +85,7 @@ def _stretch(image: np.ndarray) -> np.ndarray:
         chan = image[..., c]
         finite = np.isfinite(chan)
         if finite.any():
-            out[..., c] = np.where(finite, _stretch_channel(chan), 0.0)
+            np.copyto(out[..., c], _stretch_channel(chan), where=finite)  # out is 0 elsewhere
     return out
 
 

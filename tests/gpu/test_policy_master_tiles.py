@@ -229,14 +229,14 @@ def test_input_errors_are_not_gpu_failures(tmp_path, frames, monkeypatch):
     from ..classic.helpers import write_frames
 
     paths = write_frames(tmp_path, frames)
-    real = sources.read_band
+    real = sources.read_frames_first  # BandReader's blocks without weights
 
-    def truncating(sources, r0, r1, *, alpha):
+    def truncating(sources, r0, r1, **kwargs):
         if r0 > 0 and os.path.getsize(paths[1]) > 2880:
             os.truncate(paths[1], 2880)  # the header block only
-        return real(sources, r0, r1, alpha=alpha)
+        return real(sources, r0, r1, **kwargs)
 
-    monkeypatch.setattr(sources, "read_band", truncating)
+    monkeypatch.setattr(sources, "read_frames_first", truncating)
     policy = FaultInjector([]).policy("auto")
     with pytest.raises(FitsReadError, match="f0001.fits"):
         stack_master_tile(paths, gpu_policy=policy, memory_budget_bytes=20_000)  # 3-row read blocks

@@ -156,3 +156,40 @@ def test_band_reader_serves_bands_from_blocks(tmp_path, rgb, block_bytes, band_r
         np.testing.assert_array_equal(band, ref_band)
         np.testing.assert_array_equal(weights, ref_weights)
     assert reader.reads == reads
+
+
+@pytest.mark.parametrize(("block_bytes", "band_rows", "reads"), [(1, 2, 7), (10**9, 2, 1), (3 * 7 * 3 * 4 * 5, 1, 3)])
+def test_band_reader_without_weights_serves_views_of_frames_first_blocks(tmp_path, rgb, block_bytes, band_rows,
+                                                                         reads):
+    # No weights: blocks are read frames first (each frame's rows written contiguously);
+    # a band is their frames-last view, the same values as read_band's.
+    sources = open_sources([write_frame(tmp_path / "a.fits", rgb), rgb + 1, rgb + 2])
+    reader = BandReader(sources, alpha=False, block_bytes=block_bytes)
+    for r0 in range(0, 13, band_rows):
+        r1 = min(13, r0 + band_rows)
+        band, weights = reader.band(r0, r1)
+        ref_band, _ = read_band(sources, r0, r1, alpha=False)
+        assert weights is None and band.shape == ref_band.shape
+        np.testing.assert_array_equal(band, ref_band)
+        assert np.shares_memory(band, reader._band)  # a view: no copy on the host
+    assert reader.reads == reads
+
+
+def test_gpu_session_uploads_a_strided_band_as_stored():
+    # A GPU session sends the frames-first block as it lies in memory and transposes it on
+    # the device: here the fault injector's NumPy "GPU", where no copy is made at all.
+    from zemosaic_xp.backends import select_backend
+    from zemosaic_xp.gpu.session import DeviceSession
+    from zemosaic_xp.gpu.testing import FaultInjector
+
+    block = np.random.default_rng(5).normal(size=(4, 6, 5, 3)).astype(np.float32)  # (N, rows, W, C)
+    band = np.moveaxis(block, 0, -1)  # a whole block's strided (rows, W, C, N) view
+    gpu = DeviceSession(FaultInjector().backend, attempt=1, budget_bytes=10**6, rows=None)
+    got = gpu.upload(band)
+    np.testing.assert_array_equal(np.asarray(got), band)
+    assert np.shares_memory(np.asarray(got), block)
+    cpu = DeviceSession(select_backend("numpy"), attempt=0, budget_bytes=10**6, rows=None)
+    np.testing.assert_array_equal(cpu.upload(band), band)
+    gapped = np.moveaxis(block[:, 1:5], 0, -1)  # part of a block: no order of its axes is contiguous
+    np.testing.assert_array_equal(np.asarray(gpu.upload(gapped)), gapped)
+

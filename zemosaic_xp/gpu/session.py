@@ -125,7 +125,13 @@ class DeviceSession(BandDevice):
         if host is None:
             return None
         with self.timed("upload"):
-            return to_backend(host, self.backend)
+            order = _stored_order(host) if self.backend.is_gpu else None
+            if order is None:
+                return to_backend(host, self.backend)
+            # A strided view of contiguous memory (BandReader's frames-last view of its
+            # frames-first block): sent as stored, transposed by the GPU, not by the host.
+            device = to_backend(np.transpose(host, order), self.backend)
+            return self.backend.xp.permute_dims(device, tuple(int(k) for k in np.argsort(order)))
 
     def download(self, array: Any) -> np.ndarray:
         """Copy a device array to the host.
@@ -191,3 +197,15 @@ class UnitRun:
             Entries of :attr:`attempts` with ``ok`` False.
         """
         return sum(1 for a in self.attempts if not a["ok"])
+
+
+def _stored_order(array: np.ndarray) -> tuple[int, ...] | None:
+    """The axis order in which a non-contiguous ``array`` is C-contiguous in memory, or None.
+
+    None too when ``array`` is C-contiguous already or no order of its axes is (a
+    slice with gaps).
+    """
+    if array.flags.c_contiguous or array.ndim < 2:
+        return None
+    order = tuple(sorted(range(array.ndim), key=lambda k: -abs(array.strides[k])))
+    return order if np.transpose(array, order).flags.c_contiguous else None

@@ -480,8 +480,14 @@ class BandReader:
     """Serve consecutive row bands from read-ahead blocks of every frame.
 
     Bands must be requested in increasing row order (``[0, r1)``, ``[r1, r2)``, ...).
-    Each block holds ``block_rows`` rows of all frames in the band layout
-    ``(rows, W, C, N)``; a band is a view of it (no copy).
+    Each block holds ``block_rows`` rows of all frames; a band is a view of it (no
+    copy) in the band layout ``(rows, W, C, N)``. Without weights a block is stored
+    frames first, ``(N, rows, W, C)`` (:func:`read_frames_first`: each frame's rows
+    written contiguously, not one sample every N), so a band is a strided view: a GPU
+    session uploads it as stored and transposes it on the device
+    (:meth:`~zemosaic_xp.gpu.session.DeviceSession.upload`), a CPU one copies it once
+    where it reshapes the band. With weights the block is frames last
+    (:func:`read_band`).
 
     Parameters
     ----------
@@ -508,6 +514,7 @@ class BandReader:
         self.height = first.height
         ivar = any(getattr(s, "ivar", None) is not None for s in sources)
         weight_planes = first.channels if ivar else (1 if alpha else 0)
+        self._weighted = weight_planes > 0
         row_bytes = len(sources) * first.width * (first.channels + weight_planes) * 4
         self.block_rows = max(1, min(first.height, int(block_bytes) // max(1, row_bytes)))
         self.reads = 0
@@ -527,7 +534,8 @@ class BandReader:
         Returns
         -------
         band : ndarray, shape (r1 - r0, W, C, N), float32
-            A view of the current block, on the host; NaN = no data.
+            A view of the current block, on the host (C-contiguous only with
+            weights); NaN = no data.
         weights : ndarray, shape (r1 - r0, W, 1 or C, N), float32, or None
             ALPHA weights in [0, 1] times the inverse variances (a view of the
             block; see :func:`read_band`); None when neither.
@@ -535,9 +543,14 @@ class BandReader:
         if not (self._r0 <= r0 and r1 <= self._r1):
             self._band = self._weights = None  # drop the old block before reading the next
             self._r0, self._r1 = r0, min(self.height, max(r1, r0 + self.block_rows))
-            self._band, self._weights = read_band(self.sources, self._r0, self._r1, alpha=self.alpha)
+            if self._weighted:
+                self._band, self._weights = read_band(self.sources, self._r0, self._r1, alpha=self.alpha)
+            else:
+                self._band = read_frames_first(self.sources, self._r0, self._r1)
             self.reads += 1
         a, b = r0 - self._r0, r1 - self._r0
+        if not self._weighted:
+            return np.moveaxis(self._band[:, a:b], 0, -1), None
         return self._band[a:b], (self._weights[a:b] if self._weights is not None else None)
 
 

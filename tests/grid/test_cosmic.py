@@ -14,8 +14,7 @@ from astropy.wcs import WCS
 from scipy.ndimage import maximum_filter, median_filter
 
 from zemosaic_xp import StackConfig, run_grid_mode
-from zemosaic_xp.io.bands import PatchSource
-from zemosaic_xp.io.patch_store import PatchStore
+from zemosaic_xp.io.patch_store import PatchSource, PatchStore
 
 from .helpers import fit_linear, truth_on
 from .survey_cases import SMALL_CONFIG, small_survey

@@ -11,7 +11,7 @@ the core works per pixel. So the result stays bit-identical for any budget or bl
 size, and every frame that has data at a pixel is in that pixel's stack.
 :func:`cell_blocks` yields the blocks lazily to the core's band driver
 (:func:`~zemosaic_xp.core.band_driver.stack_bands`), which reads them through
-:class:`~zemosaic_xp.io.bands.PatchSource`.
+:class:`~zemosaic_xp.io.patch_store.PatchSource`.
 """
 
 from __future__ import annotations

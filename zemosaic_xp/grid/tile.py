@@ -42,11 +42,10 @@ from ..core.pipeline import BandResult, StackResult, finish_stack
 from ..gpu.policy import GpuPolicy
 from ..gpu.session import GpuResultError, garbage_reason
 from ..host_heap import release_free_heap
-from ..io.bands import PatchSource
 from ..io.fits_rows import FitsRows
 from ..io.fits_write import UNCERT_NAME, uncertainty_hdu, write_fits
 from ..io.framecache import FRAMES
-from ..io.patch_store import PatchStore
+from ..io.patch_store import PatchSource, PatchStore
 from .cells import cell_blocks
 from .config import GridConfig
 from .geometry import TileSpec, tile_wcs

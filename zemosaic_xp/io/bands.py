@@ -1,8 +1,8 @@
-"""Band sources on the host: FITS files, arrays, and a grid tile's spilled patches.
+"""Band sources on the host: a master tile's FITS files and arrays.
 
 The core's band driver (:func:`~zemosaic_xp.core.band_driver.stack_bands`) reads blocks
-from a source; the host-side ones live here. :class:`BandReader` serves a master
-tile's frames, :class:`PatchSource` a grid tile's :class:`~.patch_store.PatchStore`.
+from a source. :class:`BandReader` serves a master tile's frames (a grid tile's
+patches: :class:`~.patch_store.PatchSource`).
 
 A master tile is stacked from ``inputs``: FITS paths and/or in-memory arrays. Each
 input becomes a source with one interface:
@@ -32,15 +32,12 @@ from typing import Any
 import numpy as np
 
 from ..backends import to_host
-from ..core.band_driver import Block
 from .fits import FitsFrameSource
-from .patch_store import PatchStore
 from .uncert import FitsUncertRows
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FitsSource", "ArraySource", "open_sources", "read_band", "read_frames_first",
-           "BandReader", "PatchSource"]
+__all__ = ["FitsSource", "ArraySource", "open_sources", "read_band", "read_frames_first", "BandReader"]
 
 Array = Any
 
@@ -553,57 +550,3 @@ class BandReader:
             return np.moveaxis(self._band[:, a:b], 0, -1), None
         return self._band[a:b], (self._weights[a:b] if self._weights is not None else None)
 
-
-class PatchSource:
-    """A tile's :class:`~.patch_store.PatchStore` as the core's band source.
-
-    Parameters
-    ----------
-    store : PatchStore
-        The tile's reprojected patches.
-    active : sequence of int
-        Store slots of the frames with data, in plan order; a block's ``frames`` are
-        positions in this list.
-    channels : int
-        C of the patches.
-    holes : dict of int to ndarray, optional
-        Store slot → flat tile indices ``y·W + x`` (int) where that frame's samples are
-        no data: its cosmic-ray hits (:mod:`.cosmic`), blanked at every read.
-    """
-
-    def __init__(self, store: PatchStore, active: Sequence[int], channels: int, *,
-                 holes: dict[int, np.ndarray] | None = None) -> None:
-        self.store, self.active = store, list(active)
-        self.height, self.width = store.tile_shape
-        self.channels = channels
-        self.holes = {k: np.divmod(np.asarray(flat), self.width) for k, flat in (holes or {}).items()}
-
-    def read(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
-        """Assemble one block of the tile from the stored patches.
-
-        Parameters
-        ----------
-        block : Block
-            Rows ``[r0, r1)``, columns ``[c0, c1)`` and the frames (positions in
-            ``active``; None = all) to read.
-
-        Returns
-        -------
-        values : ndarray, shape (h, w, C, n), float32
-            On the host, frames last; NaN where a frame has no data.
-        weights : ndarray, shape (h, w, 1, n) or (h, w, C, n), float32
-            Footprint × ALPHA weights (per channel when the store holds inverse
-            variances, ``PatchStore.weight_planes``); 0 where a frame has no data.
-        """
-        frames = range(len(self.active)) if block.frames is None else block.frames
-        slots = [self.active[j] for j in frames]
-        values, weights = self.store.band(block.r0, block.r1, slots, block.c0, block.c1)
-        c1 = self.width if block.c1 is None else block.c1
-        for j, k in enumerate(slots):
-            if k in self.holes:
-                ys, xs = self.holes[k]
-                inside = (ys >= block.r0) & (ys < block.r1) & (xs >= block.c0) & (xs < c1)
-                if inside.any():
-                    values[ys[inside] - block.r0, xs[inside] - block.c0, :, j] = np.nan
-                    weights[ys[inside] - block.r0, xs[inside] - block.c0, :, j] = 0.0
-        return values, weights

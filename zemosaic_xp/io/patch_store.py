@@ -10,7 +10,8 @@ The scratch file is written and read with plain positioned reads and writes (a b
 reads only its rows of each patch; threads may read at once), not memory-mapped: pages
 of a mapped file count in the process's resident memory as long as they are mapped, so
 a 1 GB spill would show as 1 GB more RSS; read and written through the page cache, it
-costs the process nothing beyond one band.
+costs the process nothing beyond one band. :class:`PatchSource` serves the store to the
+core's band driver.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["PatchStore"]
+from ..core.band_driver import Block
+
+__all__ = ["PatchStore", "PatchSource"]
 
 logger = logging.getLogger(__name__)
 
@@ -263,3 +266,57 @@ class PatchStore:
             done += got
         return out
 
+
+class PatchSource:
+    """A tile's :class:`PatchStore` as the core's band source.
+
+    Parameters
+    ----------
+    store : PatchStore
+        The tile's reprojected patches.
+    active : sequence of int
+        Store slots of the frames with data, in plan order; a block's ``frames`` are
+        positions in this list.
+    channels : int
+        C of the patches.
+    holes : dict of int to ndarray, optional
+        Store slot → flat tile indices ``y·W + x`` (int) where that frame's samples are
+        no data: its cosmic-ray hits (:mod:`.cosmic`), blanked at every read.
+    """
+
+    def __init__(self, store: PatchStore, active: Sequence[int], channels: int, *,
+                 holes: dict[int, np.ndarray] | None = None) -> None:
+        self.store, self.active = store, list(active)
+        self.height, self.width = store.tile_shape
+        self.channels = channels
+        self.holes = {k: np.divmod(np.asarray(flat), self.width) for k, flat in (holes or {}).items()}
+
+    def read(self, block: Block) -> tuple[np.ndarray, np.ndarray]:
+        """Assemble one block of the tile from the stored patches.
+
+        Parameters
+        ----------
+        block : Block
+            Rows ``[r0, r1)``, columns ``[c0, c1)`` and the frames (positions in
+            ``active``; None = all) to read.
+
+        Returns
+        -------
+        values : ndarray, shape (h, w, C, n), float32
+            On the host, frames last; NaN where a frame has no data.
+        weights : ndarray, shape (h, w, 1, n) or (h, w, C, n), float32
+            Footprint × ALPHA weights (per channel when the store holds inverse
+            variances, ``PatchStore.weight_planes``); 0 where a frame has no data.
+        """
+        frames = range(len(self.active)) if block.frames is None else block.frames
+        slots = [self.active[j] for j in frames]
+        values, weights = self.store.band(block.r0, block.r1, slots, block.c0, block.c1)
+        c1 = self.width if block.c1 is None else block.c1
+        for j, k in enumerate(slots):
+            if k in self.holes:
+                ys, xs = self.holes[k]
+                inside = (ys >= block.r0) & (ys < block.r1) & (xs >= block.c0) & (xs < c1)
+                if inside.any():
+                    values[ys[inside] - block.r0, xs[inside] - block.c0, :, j] = np.nan
+                    weights[ys[inside] - block.r0, xs[inside] - block.c0, :, j] = 0.0
+        return values, weights

@@ -43,28 +43,21 @@ class GpuOps(ArrayOps):
         super().__init__(xp)
         self.name = name
 
-    def wsc_pixinsight_fit(self, s: Any, n_valid: Any, /, *, kappa_low: float, kappa_high: float,
-                           max_iters: int, min_survivors: int) -> tuple[Any, ...] | None:
+    def wsc_pixinsight_fit(self, s: Any, n_valid: Any, /, **options: Any) -> tuple[Any, ...] | None:
         """Run the default rejection as one CUDA kernel (:mod:`.cuda_wsc`), or None (portable).
 
         Parameters
         ----------
-        s : array, shape (R, N), float32
-            Rows sorted ascending, invalid samples last as ``+inf``.
-        n_valid : array, shape (R,), int64
-            Valid samples per row.
-        kappa_low, kappa_high : float
-            Rejection thresholds, in σ.
-        max_iters, min_survivors : int
-            As :func:`~zemosaic_xp.core.reject.winsorized_sigma_clip.wsc_pixinsight_fit`.
+        s, n_valid : array
+            Sorted rows and valid counts, as :meth:`ArrayOps.wsc_pixinsight_fit`.
+        **options
+            ``kappa_low``, ``kappa_high``, ``max_iters``, ``min_survivors``, as there.
 
         Returns
         -------
         tuple of arrays or None
-            ``(lo, hi, iterations, centre, kept_sum)`` as
-            :meth:`ArrayOps.wsc_pixinsight_fit` specifies, on the device of ``s``; None
-            off CUDA (GpuOps on CPU arrays in the tests), without CuPy, or when the kernel
+            As :meth:`ArrayOps.wsc_pixinsight_fit`, on the device of ``s``; None off
+            CUDA (GpuOps on CPU arrays in the tests), without CuPy, or when the kernel
             does not compile.
         """
-        return cuda_wsc.wsc_pixinsight_rows(s, n_valid, kappa_low=kappa_low, kappa_high=kappa_high,
-                                            max_iters=max_iters, min_survivors=min_survivors)
+        return cuda_wsc.wsc_pixinsight_rows(s, n_valid, **options)

@@ -170,6 +170,20 @@ def test_without_cupy_the_kernel_is_none_and_says_so(monkeypatch, caplog):
     assert record.levelno == logging.INFO and "CuPy is not installed" in record.getMessage()
 
 
+def test_rocm_keeps_the_portable_path(monkeypatch):
+    # hiprtc would not honour --fmad=false as NVRTC does: no kernel on ROCm.
+    import sys
+    from types import SimpleNamespace
+
+    hip = SimpleNamespace(cuda=SimpleNamespace(runtime=SimpleNamespace(is_hip=True)))
+    monkeypatch.setitem(sys.modules, "cupy", hip)
+    cuda_wsc._kernel.cache_clear()
+    try:
+        assert cuda_wsc._kernel() is None
+    finally:
+        cuda_wsc._kernel.cache_clear()
+
+
 def test_the_source_carries_the_core_constants():
     text = cuda_wsc.kernel_source()
     assert "#define WSC_MAD_TO_SIGMA 1.482602218505602" in text and "#define WSC_INNER_MAX_ITERS 50" in text

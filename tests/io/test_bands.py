@@ -161,10 +161,11 @@ def test_band_reader_serves_bands_from_blocks(tmp_path, rgb, block_bytes, band_r
 @pytest.mark.parametrize(("block_bytes", "band_rows", "reads"), [(1, 2, 7), (10**9, 2, 1), (3 * 7 * 3 * 4 * 5, 1, 3)])
 def test_band_reader_without_weights_serves_views_of_frames_first_blocks(tmp_path, rgb, block_bytes, band_rows,
                                                                          reads):
-    # No weights: blocks are read frames first (each frame's rows written contiguously);
-    # a band is their frames-last view, the same values as read_band's.
+    # For a GPU session, without weights: blocks are read frames first (each frame's rows
+    # written contiguously); a band is their frames-last view, the same values as read_band's.
     sources = open_sources([write_frame(tmp_path / "a.fits", rgb), rgb + 1, rgb + 2])
-    reader = BandReader(sources, alpha=False, block_bytes=block_bytes)
+    reader = BandReader(sources, alpha=False, block_bytes=block_bytes, frames_first=True)
+    assert BandReader(sources, alpha=False, block_bytes=block_bytes).band(0, 1)[0].flags.c_contiguous  # CPU
     for r0 in range(0, 13, band_rows):
         r1 = min(13, r0 + band_rows)
         band, weights = reader.band(r0, r1)

@@ -67,6 +67,9 @@ def _kernel() -> Any:
         logger.info("[GPU] winsorized_sigma_clip: CuPy is not installed, the portable GPU path runs "
                     "(pip install cupy-cuda12x for its CUDA kernel)")
         return None
+    if cp.cuda.runtime.is_hip:  # hiprtc's contraction flags differ: keep ROCm on the portable path
+        logger.info("[GPU] winsorized_sigma_clip: ROCm, the portable GPU path runs")
+        return None
     try:
         kernel = cp.RawKernel(kernel_source(), "wsc_pixinsight_rows", options=_NVRTC_OPTIONS)
         kernel.compile()
@@ -120,7 +123,14 @@ def wsc_pixinsight_rows(s: Any, n_valid: Any, /, *, kappa_low: float, kappa_high
     import numpy as np
 
     if library == "torch":
+        import torch
+
+        # The kernel runs on CuPy's current stream (the legacy default one, as torch's
+        # default): on another torch stream, wait for torch's work on the tensors first.
         s, n_valid = s.contiguous(), n_valid.contiguous()
+        torch_stream = torch.cuda.current_stream(s.device)
+        if torch_stream.cuda_stream != 0:
+            torch_stream.synchronize()
         s_cp, n_cp = cp.from_dlpack(s), cp.from_dlpack(n_valid)
     else:
         s_cp, n_cp = s, n_valid
@@ -135,8 +145,8 @@ def wsc_pixinsight_rows(s: Any, n_valid: Any, /, *, kappa_low: float, kappa_high
             kernel((blocks,), (THREADS_PER_BLOCK,),
                    (s_cp, n_cp, np.int64(rows), np.int64(cols), np.float64(kappa_low), np.float64(kappa_high),
                     np.int64(max_iters), np.int64(min_survivors), *out))
+        if library == "torch" and torch_stream.cuda_stream != 0:
+            cp.cuda.get_current_stream().synchronize()  # before torch frees or reuses the inputs
     if library == "torch":
-        import torch
-
         return tuple(torch.from_dlpack(v) for v in out)
     return out

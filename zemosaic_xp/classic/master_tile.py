@@ -187,7 +187,8 @@ class _Tile:
             if native is not None:
                 outputs, stats = self._stack_native(session, native)
             else:
-                reader = BandReader(self.scan.sources, alpha=self.scan.has_alpha, block_bytes=self.read_bytes)
+                reader = BandReader(self.scan.sources, alpha=self.scan.has_alpha, block_bytes=self.read_bytes,
+                                    frames_first=session.backend.is_gpu)
                 source = _TimedReader(reader, session, (self.h, self.w, self.c))
                 outputs, stats = stack_bands(source, band_blocks(self.h, self.band_rows(session)),
                                              config=self.config, plan=self.plan, device=session, out_xp=np_xp,

@@ -478,13 +478,11 @@ class BandReader:
 
     Bands must be requested in increasing row order (``[0, r1)``, ``[r1, r2)``, ...).
     Each block holds ``block_rows`` rows of all frames; a band is a view of it (no
-    copy) in the band layout ``(rows, W, C, N)``. Without weights a block is stored
-    frames first, ``(N, rows, W, C)`` (:func:`read_frames_first`: each frame's rows
-    written contiguously, not one sample every N), so a band is a strided view: a GPU
-    session uploads it as stored and transposes it on the device
-    (:meth:`~zemosaic_xp.gpu.session.DeviceSession.upload`), a CPU one copies it once
-    where it reshapes the band. With weights the block is frames last
-    (:func:`read_band`).
+    copy) in the band layout ``(rows, W, C, N)``. With ``frames_first`` and no weights a
+    block is stored ``(N, rows, W, C)`` (:func:`read_frames_first`: each frame's rows
+    written contiguously, not one sample every N) and a band is a strided view, which a
+    GPU session uploads as stored and transposes on the device
+    (:meth:`~zemosaic_xp.gpu.session.DeviceSession.upload`).
 
     Parameters
     ----------
@@ -495,6 +493,9 @@ class BandReader:
     block_bytes : int
         Host memory for one block (band layout, plus its weights); a block is never
         smaller than the band asked for.
+    frames_first : bool
+        Store blocks without weights frames first (for GPU sessions; default False:
+        frames last, C-contiguous bands, as the CPU's core path reshapes them).
 
     Attributes
     ----------
@@ -505,13 +506,13 @@ class BandReader:
     """
 
     def __init__(self, sources: Sequence[FitsSource | ArraySource], *, alpha: bool,
-                 block_bytes: int) -> None:
+                 block_bytes: int, frames_first: bool = False) -> None:
         first = sources[0]
         self.sources, self.alpha = sources, alpha
         self.height = first.height
         ivar = any(getattr(s, "ivar", None) is not None for s in sources)
         weight_planes = first.channels if ivar else (1 if alpha else 0)
-        self._weighted = weight_planes > 0
+        self._frames_last = weight_planes > 0 or not frames_first
         row_bytes = len(sources) * first.width * (first.channels + weight_planes) * 4
         self.block_rows = max(1, min(first.height, int(block_bytes) // max(1, row_bytes)))
         self.reads = 0
@@ -540,13 +541,13 @@ class BandReader:
         if not (self._r0 <= r0 and r1 <= self._r1):
             self._band = self._weights = None  # drop the old block before reading the next
             self._r0, self._r1 = r0, min(self.height, max(r1, r0 + self.block_rows))
-            if self._weighted:
+            if self._frames_last:
                 self._band, self._weights = read_band(self.sources, self._r0, self._r1, alpha=self.alpha)
             else:
                 self._band = read_frames_first(self.sources, self._r0, self._r1)
             self.reads += 1
         a, b = r0 - self._r0, r1 - self._r0
-        if not self._weighted:
+        if not self._frames_last:
             return np.moveaxis(self._band[:, a:b], 0, -1), None
         return self._band[a:b], (self._weights[a:b] if self._weights is not None else None)
 

@@ -247,10 +247,9 @@ def _estimate(data: _Rows, lo: Array, hi: Array, active: Array, first: bool, xp:
 def _reject(data: _Rows, lo: Array, hi: Array, m: Array, sigma: Array, need: Array, clip: _Clip,
             xp: Any, ops: ArrayOps) -> tuple[Array, Array, Array]:
     """The range ``[lo, hi)`` keeps after rejecting around (m, σ), and whether it changed."""
-    by_count = ops.count_search and not ops.compact
-    new_lo = search_rows(data.s, m - clip.kappa_low * sigma, lo, hi, xp=xp, by_count=by_count)
+    new_lo = search_rows(data.s, m - clip.kappa_low * sigma, lo, hi, xp=xp, by_count=ops.count_search)
     new_hi = search_rows(data.s, m + clip.kappa_high * sigma, new_lo, hi, inclusive=True, xp=xp,
-                         by_count=by_count)
+                         by_count=ops.count_search)
     changed = (sigma > 0) & ((new_lo != lo) | (new_hi != hi)) & ((new_hi - new_lo) >= need)
     return new_lo, new_hi, changed
 

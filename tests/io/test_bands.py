@@ -191,6 +191,8 @@ def test_gpu_session_uploads_a_strided_band_as_stored():
     assert np.shares_memory(np.asarray(got), block)
     cpu = DeviceSession(select_backend("numpy"), attempt=0, budget_bytes=10**6, rows=None)
     np.testing.assert_array_equal(cpu.upload(band), band)
-    gapped = np.moveaxis(block[:, 1:5], 0, -1)  # part of a block: no order of its axes is contiguous
-    np.testing.assert_array_equal(np.asarray(gpu.upload(gapped)), gapped)
+    part = np.moveaxis(block[:, 1:5], 0, -1)  # part of a block: copied in memory order, then permuted
+    got = gpu.upload(part)
+    np.testing.assert_array_equal(np.asarray(got), part)
+    assert np.moveaxis(np.asarray(got), -1, 0).flags.c_contiguous and not np.shares_memory(np.asarray(got), block)
 

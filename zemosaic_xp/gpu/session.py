@@ -128,8 +128,9 @@ class DeviceSession(BandDevice):
             order = _stored_order(host) if self.backend.is_gpu else None
             if order is None:
                 return to_backend(host, self.backend)
-            # A strided view of contiguous memory (BandReader's frames-last view of its
-            # frames-first block): sent as stored, transposed by the GPU, not by the host.
+            # A strided view (BandReader's frames-last view of its frames-first block): sent
+            # in memory order (no copy for a whole block, runs of rows for part of one) and
+            # transposed by the GPU, not by the host.
             device = to_backend(np.transpose(host, order), self.backend)
             return self.backend.xp.permute_dims(device, tuple(int(k) for k in np.argsort(order)))
 
@@ -200,12 +201,8 @@ class UnitRun:
 
 
 def _stored_order(array: np.ndarray) -> tuple[int, ...] | None:
-    """The axis order in which a non-contiguous ``array`` is C-contiguous in memory, or None.
-
-    None too when ``array`` is C-contiguous already or no order of its axes is (a
-    slice with gaps).
-    """
+    """``array``'s axes from the largest stride to the smallest, or None when in that order already."""
     if array.flags.c_contiguous or array.ndim < 2:
         return None
     order = tuple(sorted(range(array.ndim), key=lambda k: -abs(array.strides[k])))
-    return order if np.transpose(array, order).flags.c_contiguous else None
+    return None if order == tuple(range(array.ndim)) else order

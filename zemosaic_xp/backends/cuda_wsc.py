@@ -96,14 +96,10 @@ def wsc_pixinsight_rows(s: Any, n_valid: Any, /, *, kappa_low: float, kappa_high
 
     Parameters
     ----------
-    s : cupy.ndarray or torch.Tensor on CUDA, shape (R, N), float32
-        Rows sorted ascending, invalid samples last as ``+inf``.
-    n_valid : same library, shape (R,), int
-        Valid samples per row.
-    kappa_low, kappa_high : float
-        Rejection thresholds, in σ.
-    max_iters, min_survivors : int
-        As :func:`~zemosaic_xp.core.reject.winsorized_sigma_clip.wsc_pixinsight_fit`.
+    s, n_valid : cupy.ndarray or torch.Tensor on CUDA, shapes (R, N) float32 and (R,) int
+        Sorted rows (invalid samples last as ``+inf``) and their valid counts.
+    kappa_low, kappa_high, max_iters, min_survivors : float, float, int, int
+        As :meth:`~zemosaic_xp.core.ops.ArrayOps.wsc_pixinsight_fit`.
 
     Returns
     -------

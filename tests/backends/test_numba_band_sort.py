@@ -44,7 +44,7 @@ def _stack(frames: np.ndarray, pairs: np.ndarray, config: StackConfig, plan: Fra
     return counts, tuple(a.view(np.uint8).copy() for a in out)
 
 
-@pytest.mark.parametrize("n", [ops_numpy._BAND_NETWORK_MAX_N, 32, 48])
+@pytest.mark.parametrize("n", sorted({24, 32, 48, ops_numpy._BAND_NETWORK_MAX_N}))
 @pytest.mark.parametrize("reject", REJECTIONS)
 @pytest.mark.parametrize("combine", ["mean", "median"])
 @pytest.mark.parametrize("normalise", [False, True])

@@ -51,21 +51,13 @@ _SELECT_MIN_N = 1024
 _NO_PAIRS = np.zeros((0, 2), dtype=np.int64)
 
 
-def _avx512_sort() -> bool:
-    """Whether NumPy's sort runs its AVX-512 version on this CPU (16 floats a vector)."""
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__ as features
-    except ImportError:  # pragma: no cover - another NumPy layout: keep the network
-        return False
-    return bool(features.get("AVX512_SKX"))
-
-
 # The band path's limit (``_numba_stack_band``): there the network also replaces the
-# counting, median and sums pass. It beats NumPy's AVX2 sort of the gathered rows up to
-# N = 48 (AMD EPYC, ns a row: N = 32 144 against 183, N = 48 131 against 182;
-# docs/performance.md "Stop 30"); against NumPy's AVX-512 sort (not measured since the
-# network's masked stores went) it keeps the short rows. Same results either way.
-_BAND_NETWORK_MAX_N = 24 if _avx512_sort() else _NETWORK_MAX_N
+# counting, median and sums pass. It beats NumPy's sort of the gathered rows up to
+# N = 48 with AVX2 (AMD EPYC, ns a row: N = 32 144 against 183, N = 48 131 against 182;
+# docs/performance.md "Stop 30") and with AVX-512 (AMD EPYC, stop 35: a 48 × 2048² master
+# tile's bands 0.55 against 0.94–1.17 CPU s for the median, 1.79 against 2.24 for the
+# WSC). Same results either way.
+_BAND_NETWORK_MAX_N = _NETWORK_MAX_N
 
 
 def cpu_workers() -> int:

@@ -56,10 +56,67 @@ from .common import (
     survivors_floor,
 )
 
-__all__ = ["wsc_pixinsight_rows", "LANES"]
+__all__ = ["wsc_pixinsight_rows", "clamp_positions", "LANES", "WINDOW"]
 
 #: Rows iterated side by side (fewer or more measured the same: the steps are throughput-bound).
 LANES = 8
+#: Samples around a lane's last clamp positions counted first (8: ~10 % faster steps than
+#: the whole row at N = 48; 16 measured slower than the whole row).
+WINDOW = 8
+
+
+@inline
+def clamp_positions(s, r, low, high, guess_low, guess_high):
+    """``(#{x < low}, #{x <= high})`` over the sorted row ``s[r]`` (+inf tail included).
+
+    The clamp positions move little from one inner step to the next, so the counts are
+    first taken in windows of :data:`WINDOW` samples around ``guess_low`` and
+    ``guess_high`` (the last step's positions); they are exact when each position falls
+    strictly inside its window or at a row end (``x < low`` holds on a prefix of a
+    sorted row). Otherwise — a bound moved further, NaN bounds, rows shorter than the
+    window — the whole row is counted. One exit (see the module's notes).
+
+    Parameters
+    ----------
+    s : ndarray, shape (P, N), float32
+        Rows sorted ascending, invalid samples last as ``+inf``.
+    r : int
+        The row.
+    low, high : float
+        The clamp bounds (float64; NaN counts nothing).
+    guess_low, guess_high : int
+        Where the counts are expected, in ``[0, N]``; any value gives the same result.
+
+    Returns
+    -------
+    tuple of int
+        ``(#{x < low}, #{x <= high})`` over the whole row.
+    """
+    n_cols = s.shape[1]
+    whole = n_cols < WINDOW
+    nb = 0
+    nu = 0
+    if not whole:
+        wa = min(max(guess_low - WINDOW // 2, 0), n_cols - WINDOW)
+        wb = min(max(guess_high - WINDOW // 2, 0), n_cols - WINDOW)
+        ca = 0
+        cb = 0
+        for j in range(WINDOW):
+            ca += s[r, wa + j] < low
+            cb += s[r, wb + j] <= high
+        nb = wa + ca
+        nu = wb + cb
+        inside_a = (ca > 0 or wa == 0) and (ca < WINDOW or wa + WINDOW == n_cols)
+        inside_b = (cb > 0 or wb == 0) and (cb < WINDOW or wb + WINDOW == n_cols)
+        whole = not (inside_a and inside_b)
+    if whole:
+        nb = 0
+        nu = 0
+        for j in range(n_cols):
+            x = s[r, j]
+            nb += x < low
+            nu += x <= high
+    return nb, nu
 
 
 @inline
@@ -140,6 +197,8 @@ def _rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors, out_lo, o
     d1_l = np.zeros(LANES)
     d2_l = np.zeros(LANES)
     fin = np.zeros(LANES, np.bool_)
+    at_l = np.zeros(LANES, np.int64)  # each lane's last clamp positions
+    au_l = np.zeros(LANES, np.int64)
     next_row = 0
     while True:
         # Free lanes take the next rows that need iterations; the others end here.
@@ -164,6 +223,8 @@ def _rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors, out_lo, o
                         m, sigma = _start(s, r, 0, n, centre, f1, f2, lane, dev)
                         if sigma > 0:
                             row_l[lane] = r
+                            at_l[lane] = 0
+                            au_l[lane] = n
                             lo_l[lane] = 0
                             hi_l[lane] = n
                             need_l[lane] = need
@@ -199,12 +260,9 @@ def _rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors, out_lo, o
             low_l[lane] = low
             high_l[lane] = high
             r = src_l[lane]
-            nb = 0
-            nu = 0
-            for j in range(n_cols):
-                x = s[r, j]
-                nb += x < low
-                nu += x <= high
+            nb, nu = clamp_positions(s, r, low, high, at_l[lane], au_l[lane])
+            at_l[lane] = nb
+            au_l[lane] = nu
             # The clamp positions and the sums' lookups here, so that the arithmetic
             # below is elementwise over the lanes.
             lo = lo_l[lane]

@@ -66,6 +66,37 @@ def test_network_and_numpy_sort_give_the_same_band(n, reject, combine, normalise
     assert network[0][1] > 0  # the band has valid samples: the comparison is not vacuous
 
 
+@pytest.mark.parametrize("overflow", [False, True])
+def test_the_median_of_every_sample_comes_from_the_gather(overflow, monkeypatch):
+    # reject="none" + median with a network: the gather's medians and sums are the
+    # result (no sorted rows stored); after a normalised value overflowed to +inf the
+    # band is redone from sorted rows. Either way the bytes of the NumPy-sort path.
+    n = 20
+    frames = _frames(n, seed=5)
+    frames[3, 2, 5, 0] = 3.3e38  # x 1.1 overflows to +inf: a valid sample
+    frames[:, 3, 9, 0] = np.nan  # a pixel of the band without data
+    gain = np.full((n, 2), 1.0 if not overflow else 1.1, np.float32)
+    plan = FramePlan(gain, np.zeros((n, 2), np.float32), None, {}, identity=False)
+    config = StackConfig.plain(reject="none", combine="median")
+    calls = []
+    real = band_kernels.stack_band
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("keep_rows", False))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(band_kernels, "stack_band", counted)
+    with np.errstate(over="ignore", invalid="ignore"):
+        network = _stack(frames, kernels.merge_network(n), config, plan)
+        numpy_sort = _stack(frames, np.zeros((0, 2), np.int64), config, plan)
+    assert network[0] == numpy_sort[0]
+    for a, b in zip(network[1], numpy_sort[1], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert calls == ([False, True, False] if overflow else [False, False])  # the recount only after an overflow
+    image = network[1][0].view(np.float32)
+    assert np.isnan(image).any() and np.isfinite(image).sum() > 100  # holes and data both checked
+
+
 @pytest.mark.parametrize("n", [2, 17, 24, 32, 48])
 def test_network_compare_exchange_keeps_its_tie_rule(n):
     # Each compare-exchange writes `u if u < v else v` and `v if u < v else u` (written

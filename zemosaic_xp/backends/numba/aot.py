@@ -51,7 +51,7 @@ _OFF = ("0", "false", "no", "off")
 #: Every kernel called from Python (the band glue and the NumPy ops), and its module.
 ENTRY_POINTS: dict[str, str] = {
     **dict.fromkeys(("gather_sorted", "count_sorted", "count_sorted_sums", "count_valid"), "gather"),
-    "combine_ranges": "combine",
+    **dict.fromkeys(("combine_ranges", "median_of_gather"), "combine"),
     "bilinear_sample": "bilinear",
     "kappa_sigma_rows": "kappa_sigma",
     "wsc_pixinsight_rows": "wsc_pixinsight",

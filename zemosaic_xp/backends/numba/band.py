@@ -78,7 +78,7 @@ def supports(config: Any, plan: Any, pixel_weights: bool = False) -> bool:
 def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any, plan: Any,
                out: tuple[np.ndarray, ...], *, row_start: int | None = None, full_height: int | None = None,
                pixel_weights: np.ndarray | None = None,
-               scaling: np.ndarray | None = None) -> tuple[int, int, int, int]:
+               scaling: np.ndarray | None = None, keep_rows: bool = False) -> tuple[int, int, int, int]:
     """Stack rows ``[r0, r1)`` into ``out``, as ``core.pipeline.stack_band`` would.
 
     Parameters
@@ -104,6 +104,10 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
         Per-pixel weights of the band's rows (NaN, ±inf and values <= 0: no data).
     scaling : ndarray, shape (N, 2), float32, optional
         Each stored frame's ``(BSCALE, BZERO)``; required with uint16 ``src``.
+    keep_rows : bool
+        Keep the sorted rows even where the gather's medians are the result (``reject
+        = "none"``, ``combine = "median"``, with a network: by default they are not
+        stored, :func:`~.combine.median_of_gather`); the recount after an overflow sets it.
 
     Returns
     -------
@@ -135,7 +139,9 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
                                     r0 if row_start is None else row_start,
                                     height if full_height is None else full_height, pixel_weights, scaling)
     rows = (r1 - r0) * q
-    s = np.empty((rows, n), np.float32)
+    # The median of every valid sample is the network's own median: no sorted rows kept.
+    median_only = config.reject == "none" and config.combine == "median" and pairs.shape[0] > 0 and not keep_rows
+    s = np.empty((0 if median_only else rows, n), np.float32)
     n_valid = np.empty(rows, np.int64)
     normalise = not plan.identity
     gain, offset = normalisation_rows(plan, n, w)
@@ -145,6 +151,15 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     gather_sorted = entry("gather_sorted")
     overflow = gather_sorted(flat, r0, r1, gain, offset, normalise, pairs, s, n_valid, centre, sums, scaling, rowbuf)
     want_se = len(out) > 5 and out[5].size > 0
+    if median_only:
+        if overflow:  # a valid +inf counted invalid: the general path recounts from sorted rows
+            return stack_band(src, r0, r1, pairs, config, plan, out, row_start=row_start, full_height=full_height,
+                              scaling=None if scaling is NO_SCALING else scaling, keep_rows=True)
+        counters = np.zeros(4, np.int64)
+        median_of_gather = entry("median_of_gather")
+        median_of_gather(n_valid, centre, sums, *(a.reshape(rows) for a in out[:5]), counters,
+                         out[5].reshape(rows) if want_se else _NO_F32, UNCERTAINTY_CODES["median"])
+        return tuple(int(v) for v in counters)
     if pairs.shape[0] == 0:
         if config.reject == "none" and config.combine == "median" and not overflow and middle_ranks_in_place(s):
             pass  # every sample valid: the two middle ranks selected, not the whole row sorted

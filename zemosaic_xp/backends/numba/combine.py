@@ -39,7 +39,7 @@ from .constants import COMBINE_CODES, UNCERTAINTY_CODES
 from .stored import frame_value
 from .winsorized_quantile import clamp
 
-__all__ = ["combine_ranges", "frame_order_total", "COMBINE_CODES", "UNCERTAINTY_CODES"]
+__all__ = ["combine_ranges", "median_of_gather", "frame_order_total", "COMBINE_CODES", "UNCERTAINTY_CODES"]
 
 # Σ|x| <= 2**53·ulp(min|x|) makes a float64 sum of float32 values exact in any order;
 # ulp(min|x|) > 2**-24·min|x| for float32, hence this bound.
@@ -542,3 +542,51 @@ def combine_ranges(s, n_valid, combine, lo, hi, iterations, centre, kept_sum, sp
     counters[1] = total_valid
     counters[2] = total_low
     counters[3] = total_high
+
+
+@jit
+def median_of_gather(n_valid, centre, sums, image, weight_sum, coverage, n_low, n_high, counters, uncertainty,
+                     se_mode):
+    """The median of every valid sample, from what the gather already holds.
+
+    Without a rejection, the median combine of a band that :func:`~.gather.gather_sorted`
+    sorted with its network is the gather's own ``centre`` (the same midpoint of the
+    two middle valid samples :func:`combine_ranges` takes), and its standard error
+    comes from the gather's ``sums``: the sorted rows are neither stored nor read
+    again. Writes what :func:`combine_ranges` writes for ``reject="none"``.
+
+    Parameters
+    ----------
+    n_valid : ndarray, shape (P,), int64
+        Valid samples per pixel.
+    centre : ndarray, shape (P,), float32
+        Median of each pixel's valid samples (0 without any).
+    sums : ndarray, shape (P, 2), float64
+        ``Σd``, ``Σd²`` of the valid samples about ``centre``.
+    image, weight_sum : ndarray, shape (P,), float32 (outputs)
+        The median (NaN without samples) and the sample count.
+    coverage, n_low, n_high : ndarray, shape (P,), int32 (outputs)
+        The sample count, 0 and 0.
+    counters : ndarray, shape (4,), int64 (output)
+        0 iterations, Σ n_valid, 0, 0.
+    uncertainty : ndarray, shape (P,) or (0,), float32 (output)
+        Standard error of the median (NaN below two samples); empty: not computed.
+    se_mode : int
+        ``UNCERTAINTY_CODES["median"]``.
+    """
+    nan = np.float32(np.nan)
+    total = 0
+    for p in range(n_valid.shape[0]):
+        n = n_valid[p]
+        image[p] = centre[p] if n > 0 else nan
+        weight_sum[p] = np.float32(n)
+        coverage[p] = n
+        n_low[p] = 0
+        n_high[p] = 0
+        total += n
+    if uncertainty.shape[0] > 0:
+        _errors_from_pairs(sums, coverage, uncertainty, se_mode, 1.0)
+    counters[0] = 0
+    counters[1] = total
+    counters[2] = 0
+    counters[3] = 0

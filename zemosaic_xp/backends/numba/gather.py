@@ -44,6 +44,7 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centr
     s : ndarray, shape ((r1 − r0)·Q, N), float32 (output)
         Row ``(i − r0)·Q + q`` holds position ``q`` of row ``i``: the order of the
         core's ``(h, W, C, N)`` band reshaped to ``(P, N)``.
+        Shape (0, N) with a network: not written (the counts, medians and sums are).
     n_valid : ndarray, shape ((r1 − r0)·Q,), int64 (output, with a network)
         Valid samples per row (see Returns); without a network the caller counts
         them after sorting (:func:`count_sorted`).
@@ -117,9 +118,10 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centr
                     count[lane] = j
                 for lane in range(m):
                     n_valid[base + lane] = count[lane]
-            for lane in range(m):
-                for k in range(n):
-                    s[base + lane, k] = block[k, lane]
+            if s.shape[0]:  # an empty s: the caller needs only counts, medians and sums
+                for lane in range(m):
+                    for k in range(n):
+                        s[base + lane, k] = block[k, lane]
             if pairs.shape[0]:
                 median_sums_lanes(block, count, centre, sums, base, m, med32, med, acc1, acc2)
     return overflow

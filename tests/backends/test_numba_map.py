@@ -110,3 +110,13 @@ def test_weighted_map_over_several_blocks(combine, n_frames):
     np.testing.assert_allclose(fast.uncertainty, ref.uncertainty, rtol=1e-5, equal_nan=True)
     n = np.sum(~np.isnan(frames), axis=0)
     assert np.array_equal(np.isnan(fast.uncertainty), n < 2)
+
+
+@pytest.mark.parametrize("combine", ["mean", "sum", "median"])
+@pytest.mark.parametrize("reject", ["kappa_sigma", "winsorized_sigma_clip"])
+def test_map_from_the_rejections_kept_sums(combine, reject):
+    # Up to N = 48 the gather's network hands κ-σ and the PixInsight WSC their medians
+    # and sums; they leave Σd, Σd² of each kept range in them (the WSC from its anchored
+    # sums, as the core's kept_sum / kept_sq), and the map needs no pass of its own.
+    frames, fast = _stack_with_holes(20, seed=4, combine=combine, reject=reject)
+    assert 0 < fast.stats["rejected_pct"] < 20  # some samples clipped: kept ranges, not whole rows

@@ -186,8 +186,10 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     counters = np.zeros(4, np.int64)
     se_factor = mean_variance_factor(config)
     # Sums of the survivors the band path already has: the gather's (every valid sample
-    # survives "none"), or κ-σ's kept range (its kernel leaves them in `sums`).
-    se_sums = sums if config.reject in ("none", "kappa_sigma") else NO_SUMS
+    # survives "none"), or the kept range's that κ-σ and the PixInsight WSC leave in `sums`.
+    kept_sums = config.reject == "kappa_sigma" or (config.reject == "winsorized_sigma_clip"
+                                                    and config.wsc_impl == "pixinsight")
+    se_sums = sums if config.reject == "none" or kept_sums else NO_SUMS
     combine_ranges = entry("combine_ranges")
     combine_ranges(s, n_valid, COMBINE_CODES[config.combine], *kept, flat, r0, gain, offset, normalise, scaling, *views,
                    counters, uncertainty, UNCERTAINTY_CODES.get(config.combine, 0), se_factor, se_sums)

@@ -241,6 +241,9 @@ def _rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors, out_lo, o
                     out_hi[r] = n
                     out_it[r] = passes
                     out_sum[r] = f1[lane, n] - f1[lane, 0]
+                    if have_centre:
+                        sums[r, 0] = f1[lane, n] - f1[lane, 0]
+                        sums[r, 1] = f2[lane, n] - f2[lane, 0]
                 if row_l[lane] < 0:
                     # An idle lane still runs the vector step, harmlessly: empty range, σ = 0.
                     lo_l[lane] = 0
@@ -328,6 +331,9 @@ def _rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors, out_lo, o
             out_hi[r] = hi
             out_it[r] = passes
             out_sum[r] = f1[lane, hi] - f1[lane, lo]
+            if have_centre:
+                sums[r, 0] = f1[lane, hi] - f1[lane, lo]
+                sums[r, 1] = f2[lane, hi] - f2[lane, lo]
             row_l[lane] = -1
 
 
@@ -347,8 +353,9 @@ def wsc_pixinsight_rows(s, n_valid, kappa_low, kappa_high, max_iters, min_surviv
         Passes at most, and the fewest samples a pass may leave.
     out_lo, out_hi, out_it, out_c, out_sum, sums : ndarray
         Outputs as the contract says: ``out_it`` counts rejection passes, ``out_sum``
-        comes from the anchored sums; only the length of ``sums`` is used (non-empty:
-        ``out_c`` already holds the medians).
+        comes from the anchored sums. Non-empty ``sums`` (``out_c`` then already holds
+        the medians) are overwritten with ``Σd``, ``Σd²`` of each kept range about the
+        median, from the anchored sums (the core's ``kept_sum`` and ``kept_sq``).
 
     Notes
     -----

@@ -173,12 +173,20 @@ class _Band:
         elif self.weighted:
             # Every sample kept: the weights as they are (no copy); else 0 on invalid ones.
             self.weights = samples.full_weights() if needs_mask else xp.broadcast_to(samples.weights, self.x.shape)
-        # The median's factor depends on n alone: a table over n = 0 … N, gathered.
-        self.median_table = None
-        if self.median:
+        # Unweighted, everything after the sums depends on n alone: tables over n = 0 … N,
+        # gathered (1/n, and the estimator's SE² / Σ(x − μ)², NaN below two samples).
+        self.inv_n = self.scale = None
+        if not self.weighted:
             counts = xp.arange(nf + 1, dtype=xp.float64, device=_device(self.x))
-            self.median_table = median_variance_factor(xp.where(counts >= 2.0, counts, xp.full_like(counts, 2.0)),
-                                                       xp)
+            n2 = xp.where(counts >= 2.0, counts, xp.full_like(counts, 2.0))
+            if self.median:
+                per_ss = median_variance_factor(n2, xp) / (n2 - 1.0)
+            elif self.sum:
+                per_ss = self.factor * n2 / (n2 - 1.0)  # n² · factor / (n (n − 1))
+            else:
+                per_ss = self.factor / (n2 * (n2 - 1.0))
+            self.inv_n = 1.0 / n2
+            self.scale = xp.where(counts >= 2.0, per_ss, xp.full_like(per_ss, xp.nan))
 
 
 #: Largest float32 (the sums of squares must stay below it) and the smallest deviation
@@ -228,70 +236,74 @@ def _chunk_error(b: _Band, r0: int, r1: int) -> Array:
     xp = b.xp
     x = b.x[r0:r1, :]
     shift = b.shift[r0:r1]
-    n = xp.astype(b.coverage[r0:r1], xp.float64)
     zero = xp.zeros((), dtype=x.dtype, device=_device(x))
-    if b.weighted:
-        d = x - shift[:, None]
-        w = b.weights[r0:r1, :]
-        if b.keep is not None:
-            keep = b.keep[r0:r1, :]
-            d = xp.where(keep, d, zero)
-            if b.w_sum is None:
-                w = xp.where(keep, w, zero)
-        if not _float32_ok(xp, d, w):
-            d, w = xp.astype(d, xp.float64), xp.astype(w, xp.float64)
-        wd = w * d
-        f64 = xp.float64
-        w_sq, s_w2d = xp.astype(xp.vecdot(w, w), f64), xp.astype(xp.vecdot(wd, w), f64)
-        if b.w_sum is not None:
-            # Σw·d = Σw·x − c·Σw from the combine's float64 sums.
-            big_w = b.w_sum[r0:r1]
-            s_wd = b.wx_sum[r0:r1] - xp.astype(shift, f64) * big_w
-        else:
-            ones = xp.ones_like(x[:1, :])
-            big_w, s_wd = xp.astype(xp.vecdot(w, ones), f64), xp.astype(xp.vecdot(wd, ones), f64)
-        # Σw²(x − μ)² about the weighted mean μ = c + δ, δ = Σw·d / W.
-        delta = s_wd / xp.where(big_w > 0, big_w, xp.ones_like(big_w))
-        ss = xp.astype(xp.vecdot(wd, wd), f64) - delta * (2.0 * s_w2d - delta * w_sq)
-        ss = xp.where(ss > 0, ss, xp.zeros_like(ss))
-        dof = big_w * big_w - w_sq
-        ok = (n >= 2.0) & (dof > 0)
-        var = ss / xp.where(ok, dof, xp.ones_like(dof))  # the weighted mean's variance
+    if not b.weighted:
+        return _unweighted_error(b, r0, r1, x, shift, zero)
+    n = xp.astype(b.coverage[r0:r1], xp.float64)
+    d = x - shift[:, None]
+    w = b.weights[r0:r1, :]
+    if b.keep is not None:
+        keep = b.keep[r0:r1, :]
+        d = xp.where(keep, d, zero)
+        if b.w_sum is None:
+            w = xp.where(keep, w, zero)
+    if not _float32_ok(xp, d, w):
+        d, w = xp.astype(d, xp.float64), xp.astype(w, xp.float64)
+    wd = w * d
+    f64 = xp.float64
+    w_sq, s_w2d = xp.astype(xp.vecdot(w, w), f64), xp.astype(xp.vecdot(wd, w), f64)
+    if b.w_sum is not None:
+        # Σw·d = Σw·x − c·Σw from the combine's float64 sums.
+        big_w = b.w_sum[r0:r1]
+        s_wd = b.wx_sum[r0:r1] - xp.astype(shift, f64) * big_w
     else:
-        if b.kept_sq is not None:
-            # Σd² − (Σd)²/n does not depend on the centre: the rejection's own sums.
-            s1, s2 = b.kept_sum[r0:r1], b.kept_sq[r0:r1]
-        else:
-            d = x - shift[:, None]
-            if b.keep is not None:
-                d = xp.where(b.keep[r0:r1, :], d, zero)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # an overflow to inf: redone in float64
-                s2 = xp.vecdot(d, d)
-            if d.dtype == xp.float32 and not _squares_ok(xp, s2, d):
-                d = xp.astype(d, xp.float64)
-                s2 = xp.vecdot(d, d)
-            s2 = xp.astype(s2, xp.float64)
-            if b.kept_sum is not None:
-                # Σ(x − shift) = Σ(x − centre) − n·(shift − centre), in float64.
-                moved = xp.astype(shift, xp.float64) - xp.astype(b.centre[r0:r1], xp.float64)
-                s1 = b.kept_sum[r0:r1] - n * moved
-            else:
-                s1 = xp.astype(xp.vecdot(d, xp.ones_like(d[:1, :])), xp.float64)
-        ok = n >= 2.0
-        n_ok = xp.where(ok, n, xp.full_like(n, 2.0))
-        # s² = (Σd² − (Σd)²/n) / (n − 1), clamped at 0 against rounding.
-        ss = s2 - s1 * s1 / n_ok
-        s_sq = xp.where(ss > 0, ss, xp.zeros_like(ss)) / (n_ok - 1.0)
-        if b.median:
-            var = s_sq * xp.take(b.median_table, xp.astype(b.coverage[r0:r1], xp.int64))
-        else:
-            var = s_sq / n_ok
+        ones = xp.ones_like(x[:1, :])
+        big_w, s_wd = xp.astype(xp.vecdot(w, ones), f64), xp.astype(xp.vecdot(wd, ones), f64)
+    # Σw²(x − μ)² about the weighted mean μ = c + δ, δ = Σw·d / W.
+    delta = s_wd / xp.where(big_w > 0, big_w, xp.ones_like(big_w))
+    ss = xp.astype(xp.vecdot(wd, wd), f64) - delta * (2.0 * s_w2d - delta * w_sq)
+    ss = xp.where(ss > 0, ss, xp.zeros_like(ss))
+    dof = big_w * big_w - w_sq
+    ok = (n >= 2.0) & (dof > 0)
+    var = ss / xp.where(ok, dof, xp.ones_like(dof))  # the weighted mean's variance
     if b.factor != 1.0:
         var = var * b.factor
     if b.sum:
         var = var * n * n
     se = xp.where(ok, xp.sqrt(var), xp.full_like(var, xp.nan))
+    return xp.astype(se, x.dtype)
+
+
+def _unweighted_error(b: _Band, r0: int, r1: int, x: Array, shift: Array, zero: Array) -> Array:
+    """Unweighted standard error of rows ``[r0, r1)``: ``Σd``, ``Σd²``, then the tables over n."""
+    xp = b.xp
+    if b.kept_sq is not None:
+        # Σd² − (Σd)²/n does not depend on the centre: the rejection's own sums.
+        s1, s2 = b.kept_sum[r0:r1], b.kept_sq[r0:r1]
+    else:
+        d = x - shift[:, None]
+        if b.keep is not None:
+            d = xp.where(b.keep[r0:r1, :], d, zero)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an overflow to inf: redone in float64
+            s2 = xp.vecdot(d, d)
+        if d.dtype == xp.float32 and not _squares_ok(xp, s2, d):
+            d = xp.astype(d, xp.float64)
+            s2 = xp.vecdot(d, d)
+        s2 = xp.astype(s2, xp.float64)
+        if b.kept_sum is not None:
+            # Σ(x − shift) = Σ(x − centre) − n·(shift − centre), in float64.
+            moved = xp.astype(shift, xp.float64) - xp.astype(b.centre[r0:r1], xp.float64)
+            s1 = b.kept_sum[r0:r1] - xp.astype(b.coverage[r0:r1], xp.float64) * moved
+        else:
+            # A vecdot with ones, not a BLAS matrix-vector product (~3x faster on NumPy, but
+            # its order of summation depends on the rows around: the map on the chunking).
+            s1 = xp.astype(xp.vecdot(d, xp.ones_like(d[:1, :])), xp.float64)
+    n = xp.astype(b.coverage[r0:r1], xp.int64)
+    # s² = (Σd² − (Σd)²/n) / (n − 1), clamped at 0 against rounding, times the
+    # estimator's factor: both from the tables (NaN below two samples).
+    ss = s2 - s1 * s1 * xp.take(b.inv_n, n)
+    se = xp.sqrt(xp.where(ss > 0, ss, xp.zeros_like(ss)) * xp.take(b.scale, n))
     return xp.astype(se, x.dtype)
 
 

@@ -114,9 +114,11 @@ def test_weighted_map_over_several_blocks(combine, n_frames):
 
 @pytest.mark.parametrize("combine", ["mean", "sum", "median"])
 @pytest.mark.parametrize("reject", ["kappa_sigma", "winsorized_sigma_clip"])
-def test_map_from_the_rejections_kept_sums(combine, reject):
-    # Up to N = 48 the gather's network hands κ-σ and the PixInsight WSC their medians
-    # and sums; they leave Σd, Σd² of each kept range in them (the WSC from its anchored
-    # sums, as the core's kept_sum / kept_sq), and the map needs no pass of its own.
-    frames, fast = _stack_with_holes(20, seed=4, combine=combine, reject=reject)
+@pytest.mark.parametrize("n_frames", [20, 60])
+def test_map_from_the_rejections_kept_sums(combine, reject, n_frames):
+    # κ-σ and the PixInsight WSC get their medians and sums from the gather's network
+    # (N <= 48) or from the count pass after NumPy's sort; they leave Σd, Σd² of each
+    # kept range in them (the WSC from its anchored sums, as the core's kept_sum /
+    # kept_sq), and the map needs no pass of its own.
+    frames, fast = _stack_with_holes(n_frames, seed=4, combine=combine, reject=reject)
     assert 0 < fast.stats["rejected_pct"] < 20  # some samples clipped: kept ranges, not whole rows

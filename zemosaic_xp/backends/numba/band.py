@@ -160,15 +160,20 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
         median_of_gather(n_valid, centre, sums, *(a.reshape(rows) for a in out[:5]), counters,
                          out[5].reshape(rows) if want_se else _NO_F32, UNCERTAINTY_CODES["median"])
         return tuple(int(v) for v in counters)
+    # κ-σ and the PixInsight WSC leave their kept ranges' Σd, Σd² in `sums` (given the medians).
+    kept_sums = config.reject == "kappa_sigma" or (config.reject == "winsorized_sigma_clip"
+                                                    and config.wsc_impl == "pixinsight")
     if pairs.shape[0] == 0:
         if config.reject == "none" and config.combine == "median" and not overflow and middle_ranks_in_place(s):
             pass  # every sample valid: the two middle ranks selected, not the whole row sorted
         else:
             s.sort(axis=-1)  # NumPy's SIMD sort, in place; +inf (invalid) sorts last
-        if config.reject == "kappa_sigma" or (want_se and config.reject == "none" and config.combine == "median"):
-            # κ-σ starts from these sums and leaves its kept range's in them; the median
-            # of every valid sample is their centre: either way the standard error
-            # then costs no pass of its own (combine_ranges' se_sums, the same bits).
+        if config.reject == "kappa_sigma" or (want_se and (kept_sums or (config.reject == "none"
+                                                                        and config.combine == "median"))):
+            # κ-σ starts from these sums; it and the WSC leave their kept range's in them
+            # (the WSC given the medians); the median of every valid sample is their
+            # centre: the standard error then costs no pass of its own (combine_ranges'
+            # se_sums).
             count_sorted_sums = entry("count_sorted_sums")
             count_sorted_sums(s, n_valid, centre, sums)
         else:
@@ -187,8 +192,6 @@ def stack_band(src: np.ndarray, r0: int, r1: int, pairs: np.ndarray, config: Any
     se_factor = mean_variance_factor(config)
     # Sums of the survivors the band path already has: the gather's (every valid sample
     # survives "none"), or the kept range's that κ-σ and the PixInsight WSC leave in `sums`.
-    kept_sums = config.reject == "kappa_sigma" or (config.reject == "winsorized_sigma_clip"
-                                                    and config.wsc_impl == "pixinsight")
     se_sums = sums if config.reject == "none" or kept_sums else NO_SUMS
     combine_ranges = entry("combine_ranges")
     combine_ranges(s, n_valid, COMBINE_CODES[config.combine], *kept, flat, r0, gain, offset, normalise, scaling, *views,

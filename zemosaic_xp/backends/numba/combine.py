@@ -11,6 +11,10 @@ sorted row and writes the image value, weight sum, coverage and rejection counts
   (``winsorized_quantile`` with ``winsor_rewinsor``: each row's clamp bounds in
   ``winsor``).
 
+Without a rejection, the median of a band sorted by the gather's network needs no sorted
+rows at all: :func:`median_of_gather` writes the same results from the gather's medians
+and sums.
+
 The mean of a rejection that carries ``kept_sum`` (κ-σ, the WSC flavours) is the
 core's ``f32(f64(centre) + kept_sum / count)``. Any other mean is the core's
 ``f32(Σ f64(x) / count)`` over the kept samples, a float64 pairwise sum in frame

@@ -44,6 +44,17 @@ def _stack(frames: np.ndarray, pairs: np.ndarray, config: StackConfig, plan: Fra
     return counts, tuple(a.view(np.uint8).copy() for a in out)
 
 
+def _same_both_ways(frames: np.ndarray, n: int, config: StackConfig, plan: FramePlan) -> tuple:
+    """The band sorted by the network and by NumPy: asserts the same counts and bytes, returns the first."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        network = _stack(frames, kernels.merge_network(n), config, plan)
+        numpy_sort = _stack(frames, np.zeros((0, 2), np.int64), config, plan)
+    assert network[0] == numpy_sort[0]
+    for a, b in zip(network[1], numpy_sort[1], strict=True):
+        np.testing.assert_array_equal(a, b)
+    return network
+
+
 @pytest.mark.parametrize("n", sorted({24, 32, 48, ops_numpy._BAND_NETWORK_MAX_N}))
 @pytest.mark.parametrize("reject", REJECTIONS)
 @pytest.mark.parametrize("combine", ["mean", "median"])
@@ -57,12 +68,7 @@ def test_network_and_numpy_sort_give_the_same_band(n, reject, combine, normalise
     else:
         plan = FramePlan(np.ones((n, 2), np.float32), np.zeros((n, 2), np.float32), None, {}, identity=True)
     config = StackConfig.plain(reject=reject, combine=combine, kappa_low=2.5, kappa_high=2.5)
-    with np.errstate(over="ignore", invalid="ignore"):
-        network = _stack(frames, kernels.merge_network(n), config, plan)
-        numpy_sort = _stack(frames, np.zeros((0, 2), np.int64), config, plan)
-    assert network[0] == numpy_sort[0]
-    for a, b in zip(network[1], numpy_sort[1], strict=True):
-        np.testing.assert_array_equal(a, b)
+    network = _same_both_ways(frames, n, config, plan)
     assert network[0][1] > 0  # the band has valid samples: the comparison is not vacuous
 
 
@@ -86,12 +92,7 @@ def test_the_median_of_every_sample_comes_from_the_gather(overflow, monkeypatch)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(band_kernels, "stack_band", counted)
-    with np.errstate(over="ignore", invalid="ignore"):
-        network = _stack(frames, kernels.merge_network(n), config, plan)
-        numpy_sort = _stack(frames, np.zeros((0, 2), np.int64), config, plan)
-    assert network[0] == numpy_sort[0]
-    for a, b in zip(network[1], numpy_sort[1], strict=True):
-        np.testing.assert_array_equal(a, b)
+    network = _same_both_ways(frames, n, config, plan)
     assert calls == ([False, True, False] if overflow else [False, False])  # the recount only after an overflow
     image = network[1][0].view(np.float32)
     assert np.isnan(image).any() and np.isfinite(image).sum() > 100  # holes and data both checked

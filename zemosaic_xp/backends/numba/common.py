@@ -373,9 +373,13 @@ def mad_range(s, r, lo, count, centre, dev):
     (no branchy merge of the two runs).
     """
     # One exit (no early return): several would make numba count references to the
-    # arrays at every call, an atomic operation per array.
+    # arrays at every call, an atomic operation per array. An unsigned column index:
+    # numba then adds no negative-index wrap-around to each load, and LLVM vectorises
+    # the loop with plain loads instead of gathers (46 → 25 ns a row of 48 for a
+    # variable ``lo``, the same bits).
+    base = np.uint64(lo)
     for j in range(count):
-        dev[j] = abs(np.float32(s[r, lo + j] - centre))
+        dev[j] = abs(np.float32(s[r, base + np.uint64(j)] - centre))
     k = (count - 1) // 2 if count > 0 else 0
     lower = np.float32(np.inf)
     for w in range(count - k):

@@ -75,8 +75,9 @@ def _sum_is_exact(t, r, a, b):
 def _range_sum(t, r, a, b):
     """Σ f64(t[r, a:b]), reassociated (vectorised): NumPy's sum whenever :func:`_sum_is_exact`."""
     total = 0.0
-    for j in range(a, b):
-        total += np.float64(t[r, j])
+    ur = np.uint64(r)  # unsigned indices: plain vector loads, not gathers (see mad_range)
+    for j in range(np.uint64(a), np.uint64(b)):
+        total += np.float64(t[ur, j])
     return 0.0 + total  # +0 for a zero sum, as NumPy's (it adds to +0)
 
 
@@ -96,12 +97,13 @@ def _range_sums(t, r, a, b):
     (:func:`_range_total_sums`): inside it, it kept LLVM from vectorising the loop
     (31 against 20 ns a pixel at 32 samples).
     """
-    m = np.float64(t[r, a + (b - a) // 2])
+    ur = np.uint64(r)  # unsigned indices: plain vector loads, not gathers (40 → 9 ns a row of 48)
+    m = np.float64(t[ur, np.uint64(a + (b - a) // 2)])
     total = 0.0
     s1 = 0.0
     s2 = 0.0
-    for j in range(a, b):
-        x = np.float64(t[r, j])
+    for j in range(np.uint64(a), np.uint64(b)):
+        x = np.float64(t[ur, j])
         total += x
         d = x - m
         s1 += d

@@ -269,8 +269,11 @@ def centred_sums(s, r, centre, lo, hi):
     c = np.float64(centre)
     a = 0.0
     q = 0.0
-    for j in range(lo, hi):
-        d = np.float64(s[r, j]) - c
+    # Unsigned indices: no negative-index wrap-around per load, which made LLVM
+    # vectorise with gathers (see mad_range).
+    ur = np.uint64(r)
+    for j in range(np.uint64(lo), np.uint64(hi)):
+        d = np.float64(s[ur, j]) - c
         a += d
         q += d * d
     return a, q

@@ -187,6 +187,11 @@ class _Band:
                 per_ss = self.factor / (n2 * (n2 - 1.0))
             self.inv_n = 1.0 / n2
             self.scale = xp.where(counts >= 2.0, per_ss, xp.full_like(per_ss, xp.nan))
+        # Every pixel of the band with all N samples (no hole, nothing rejected): the
+        # tables' last entries as scalars, no gather per pixel.
+        self.full = None
+        if self.inv_n is not None and not needs_mask:
+            self.full = (float(self.inv_n[nf]), float(self.scale[nf]))
 
 
 #: Largest float32 (the sums of squares must stay below it) and the smallest deviation
@@ -299,11 +304,15 @@ def _unweighted_error(b: _Band, r0: int, r1: int, x: Array, shift: Array, zero: 
             # A vecdot with ones, not a BLAS matrix-vector product (~3x faster on NumPy, but
             # its order of summation depends on the rows around: the map on the chunking).
             s1 = xp.astype(xp.vecdot(d, xp.ones_like(d[:1, :])), xp.float64)
-    n = xp.astype(b.coverage[r0:r1], xp.int64)
     # s² = (Σd² − (Σd)²/n) / (n − 1), clamped at 0 against rounding, times the
     # estimator's factor: both from the tables (NaN below two samples).
-    ss = s2 - s1 * s1 * xp.take(b.inv_n, n)
-    se = xp.sqrt(xp.where(ss > 0, ss, xp.zeros_like(ss)) * xp.take(b.scale, n))
+    if b.full is not None:
+        inv_n, scale = b.full
+    else:
+        n = xp.astype(b.coverage[r0:r1], xp.int64)
+        inv_n, scale = xp.take(b.inv_n, n), xp.take(b.scale, n)
+    ss = s2 - s1 * s1 * inv_n
+    se = xp.sqrt(xp.where(ss > 0, ss, xp.zeros_like(ss)) * scale)
     return xp.astype(se, x.dtype)
 
 

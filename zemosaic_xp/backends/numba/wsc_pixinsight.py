@@ -23,16 +23,19 @@ Why it is shaped as it is (the measurements behind it are in docs/performance.md
   stray branch in a helper brings them back);
 - an inner iteration is one long chain of dependent operations (the clamp
   positions, a square root, the bounds of the next iteration), so :data:`LANES`
-  rows are iterated side by side: a step counts every lane's clamp positions (one
-  branch-free pass of vector compares over the whole sorted row, both bounds at
-  once), then runs the float64 arithmetic of every lane in one branch-free loop,
+  rows are iterated side by side: a step counts every lane's clamp positions (in a
+  window around the last step's, :func:`clamp_positions`; the whole row when a
+  position left it), then runs the float64 arithmetic of every lane in one
+  branch-free loop (vectorised over the lanes),
   and only then handles the lanes whose pass ended. A lane whose row is done takes
   the next one before the next step (no lane waits for the slowest). The count
   pass also looks up the sums at the clamp positions, so that the arithmetic loop
   reads only per-lane arrays;
 - the anchored sums of a row are two chains of dependent float64 additions per
   half (up from the median, down from it): both halves run in one loop, so that
-  their chains overlap (each still adds in the core's order).
+  their chains overlap (each still adds in the core's order);
+- per-row indices are unsigned where the loops are hot: numba adds a negative-index
+  wrap-around to every access whose index it cannot prove non-negative.
 """
 
 from __future__ import annotations
@@ -253,7 +256,7 @@ def _rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors, out_lo, o
                     out_it[r] = passes
                     out_sum[r] = f1[lane, n] - f1[lane, 0]
                     if have_centre:
-                        sums[r, 0] = f1[lane, n] - f1[lane, 0]
+                        sums[r, 0] = out_sum[r]
                         sums[r, 1] = f2[lane, n] - f2[lane, 0]
                 if row_l[lane] < 0:
                     # An idle lane still runs the vector step, harmlessly: empty range, σ = 0.
@@ -344,7 +347,7 @@ def _rows(s, n_valid, kappa_low, kappa_high, max_iters, min_survivors, out_lo, o
             out_it[r] = passes
             out_sum[r] = f1[lane, hi] - f1[lane, lo]
             if have_centre:
-                sums[r, 0] = f1[lane, hi] - f1[lane, lo]
+                sums[r, 0] = out_sum[r]
                 sums[r, 1] = f2[lane, hi] - f2[lane, lo]
             row_l[lane] = -1
 

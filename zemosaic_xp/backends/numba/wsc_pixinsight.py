@@ -58,6 +58,7 @@ from .common import (
     nonneg,
     survivors_floor,
 )
+from .simd import count_at_most_8, count_below_8
 
 __all__ = ["wsc_pixinsight_rows", "clamp_positions", "LANES", "WINDOW"]
 
@@ -103,14 +104,10 @@ def clamp_positions(s, r, low, high, guess_low, guess_high):
     if not whole:
         wa = min(max(guess_low - WINDOW // 2, 0), n_cols - WINDOW)
         wb = min(max(guess_high - WINDOW // 2, 0), n_cols - WINDOW)
-        ca = 0
-        cb = 0
-        ur = np.uint64(r)  # unsigned: no wrap-around per load (see _anchored)
-        ua = np.uint64(wa)
-        ub = np.uint64(wb)
-        for j in range(WINDOW):
-            ca += s[ur, ua + np.uint64(j)] < low
-            cb += s[ur, ub + np.uint64(j)] <= high
+        # One vector compare per window (the scalar loop of WINDOW compares stays scalar).
+        row = np.uint64(r) * np.uint64(n_cols)
+        ca = count_below_8(s, row + np.uint64(wa), low)
+        cb = count_at_most_8(s, row + np.uint64(wb), high)
         nb = wa + ca
         nu = wb + cb
         inside_a = (ca > 0 or wa == 0) and (ca < WINDOW or wa + WINDOW == n_cols)

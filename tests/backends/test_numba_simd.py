@@ -1,0 +1,62 @@
+"""The vector window counts of ``backends/numba/simd.py`` against numba's scalar compares.
+
+``count_below_8`` / ``count_at_most_8`` must count exactly what ``x < bound`` /
+``x <= bound`` count for float32 samples and a float64 bound: bounds that fall between
+two float32 values, bounds equal to a sample, NaN and infinite samples and bounds,
+windows at any offset of a row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+numba = pytest.importorskip("numba", reason="the kernels need the optional `numba` (pip install zemosaic-xp[fast])")
+from zemosaic_xp.backends.numba.simd import count_at_most_8, count_below_8  # noqa: E402 - numba is importable here
+
+
+@numba.njit
+def _both(s, flat, bound):
+    return count_below_8(s, flat, bound), count_at_most_8(s, flat, bound)
+
+
+def _bounds(values):
+    """Each sample as a bound, its float64 neighbours on both sides, and the specials."""
+    v = values[np.isfinite(values)].astype(np.float64)
+    out = [v, np.nextafter(v, -np.inf), np.nextafter(v, np.inf), v + 0.5]
+    return np.concatenate(out + [np.array([np.nan, np.inf, -np.inf, 0.0, -0.0])])
+
+
+def test_counts_equal_the_scalar_compares():
+    rng = np.random.default_rng(7)
+    s = np.round(rng.normal(0, 3, (6, 21)), 1).astype(np.float32)  # ties
+    s[0, 3] = np.nan
+    s[1, :5] = np.inf
+    s[2, 7] = -np.inf
+    s[3, 10:] = np.float32(1 / 3)  # not exact in float32: bounds between its neighbours
+    bounds = _bounds(s.ravel())
+    checked = 0
+    for r in range(s.shape[0]):
+        for start in range(s.shape[1] - 8 + 1):
+            window = s[r, start:start + 8].astype(np.float64)
+            for bound in bounds:
+                want = (int(np.sum(window < bound)), int(np.sum(window <= bound)))
+                assert _both(s, np.uint64(r * s.shape[1] + start), np.float64(bound)) == want, (r, start, bound)
+                checked += 1
+    assert checked == 6 * 14 * bounds.size
+
+
+def test_index_types_and_float32_bounds():
+    s = np.arange(16, dtype=np.float32).reshape(2, 8)
+    assert _both(s, np.int64(8), 11.0) == (3, 4)
+    assert _both(s, 0, np.float32(2.5)) == (3, 3)
+    # A float64 bound just above a float32 sample: the sample is below it (no rounding of the bound).
+    assert _both(s, 0, np.nextafter(3.0, 4.0)) == (4, 4)
+    assert _both(s, 0, np.nextafter(3.0, 2.0)) == (3, 3)
+
+
+def test_only_c_contiguous_float32_arrays_compile():
+    with pytest.raises(numba.TypingError):
+        _both(np.zeros((2, 16), np.float32)[:, ::2], 0, 1.0)
+    with pytest.raises(numba.TypingError):
+        _both(np.zeros((2, 8), np.float64), 0, 1.0)

@@ -60,3 +60,48 @@ def test_only_c_contiguous_float32_arrays_compile():
         _both(np.zeros((2, 16), np.float32)[:, ::2], 0, 1.0)
     with pytest.raises(numba.TypingError):
         _both(np.zeros((2, 8), np.float64), 0, 1.0)
+
+
+def _network_block(rng, n):
+    # Ties, signed zeros and infinities (the gather's invalid samples are +inf; no NaN).
+    block = rng.choice(np.array([-2.5, -1.0, -0.0, 0.0, 1.0, 3.25, np.inf, -np.inf], np.float32), (n, 32))
+    block[:, ::3] = rng.normal(0, 2, (n, block[:, ::3].shape[1])).astype(np.float32)
+    return block
+
+
+@pytest.mark.parametrize("n", [2, 3, 8, 17, 32, 48])
+def test_the_vector_network_sorts_to_the_same_bits(n):
+    from zemosaic_xp.backends.numba.sorting import merge_network, network, network_f32
+
+    rng = np.random.default_rng(n)
+    pairs = merge_network(n)
+    for _ in range(5):
+        block = _network_block(rng, n)
+        scalar, vector = block.copy(), block.copy()
+        network(scalar, pairs)
+        network_f32(vector, pairs)
+        np.testing.assert_array_equal(vector.view(np.uint32), scalar.view(np.uint32))
+        np.testing.assert_array_equal(vector, np.sort(block, axis=0))
+
+
+def test_compare_exchange_is_min_and_max_with_their_ties():
+    from zemosaic_xp.backends.numba.simd import compare_exchange_32
+
+    @numba.njit
+    def exchange(block, a, b):
+        compare_exchange_32(block, a, b)
+
+    rng = np.random.default_rng(3)
+    block = _network_block(rng, 4)
+    block[2, :4] = [0.0, -0.0, 1.0, np.inf]
+    block[3, :4] = [-0.0, 0.0, 1.0, np.inf]
+    got = block.copy()
+    exchange(got, 2, 3)
+    u, v = block[2], block[3]
+    np.testing.assert_array_equal(got[2].view(np.uint32), np.where(u < v, u, v).view(np.uint32))
+    np.testing.assert_array_equal(got[3].view(np.uint32), np.where(u < v, v, u).view(np.uint32))
+    np.testing.assert_array_equal(got[:2], block[:2])  # other rows untouched
+    with pytest.raises(ValueError, match="NETWORK_LANES"):
+        from zemosaic_xp.backends.numba.sorting import network_f32
+
+        network_f32(np.zeros((4, 16), np.float32), np.zeros((1, 2), np.int64))

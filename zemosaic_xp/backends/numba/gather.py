@@ -15,7 +15,7 @@ import numpy as np
 
 from .common import borrowed, centred_sums, inline, jit, median_range, median_sums_lanes
 from .constants import NETWORK_LANES as LANES
-from .sorting import network
+from .sorting import network_f32
 from .stored import NO_SCALING, frame_rows, frame_value, valid_row
 
 __all__ = ["gather_sorted", "count_sorted", "count_sorted_sums", "count_valid"]
@@ -108,7 +108,7 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centr
                 block[:, m:] = inf
             base = (i - r0) * q + j0
             if pairs.shape[0]:
-                network(block, pairs)
+                network_f32(block, pairs)
                 # Valid = before the trailing +inf of a sorted lane; exact unless a
                 # normalised value overflowed to +inf (then `overflow`: count_valid).
                 for lane in range(LANES):

@@ -105,3 +105,24 @@ def test_compare_exchange_is_min_and_max_with_their_ties():
         from zemosaic_xp.backends.numba.sorting import network_f32
 
         network_f32(np.zeros((4, 16), np.float32), np.zeros((1, 2), np.int64))
+
+
+@pytest.mark.parametrize(("src_shape", "dst_shape", "src_at", "dst_at"),
+                         [((16, 16), (16, 16), (0, 0), (0, 0)), ((48, 32), (40, 48), (16, 16), (3, 32)),
+                          ((20, 35), (19, 33), (4, 19), (2, 17))])
+def test_transpose_16_copies_one_tile_transposed(src_shape, dst_shape, src_at, dst_at):
+    from zemosaic_xp.backends.numba.simd import transpose_16
+
+    @numba.njit
+    def tile(src, src_at, src_stride, dst, dst_at, dst_stride):
+        transpose_16(src, src_at, src_stride, dst, dst_at, dst_stride)
+
+    rng = np.random.default_rng(5)
+    src = rng.normal(size=src_shape).astype(np.float32)
+    src[0, :3] = [np.nan, np.inf, -0.0]
+    dst = np.full(dst_shape, 7.0, np.float32)
+    want = dst.copy()
+    (i0, j0), (k0, l0) = src_at, dst_at
+    want[k0:k0 + 16, l0:l0 + 16] = src[i0:i0 + 16, j0:j0 + 16].T
+    tile(src, np.uint64(i0 * src_shape[1] + j0), src_shape[1], dst, k0 * dst_shape[1] + l0, np.int64(dst_shape[1]))
+    np.testing.assert_array_equal(dst.view(np.uint32), want.view(np.uint32))

@@ -15,6 +15,7 @@ import numpy as np
 
 from .common import borrowed, centred_sums, inline, jit, median_range, median_sums_lanes
 from .constants import NETWORK_LANES as LANES
+from .simd import transpose_16
 from .sorting import network_f32
 from .stored import NO_SCALING, frame_rows, frame_value, valid_row
 
@@ -119,8 +120,17 @@ def gather_sorted(src, r0, r1, gain, offset, normalise, pairs, s, n_valid, centr
                 for lane in range(m):
                     n_valid[base + lane] = count[lane]
             if s.shape[0]:  # an empty s: the caller needs only counts, medians and sums
+                # Pixel-major rows: 16 × 16 tiles transposed in registers, the rest (a
+                # row end, N mod 16 frames) one sample at a time.
+                tiled = 0
+                if m == LANES:
+                    tiled = n - n % 16
+                    width = s.shape[1]
+                    for kt in range(0, tiled, 16):
+                        for lt in range(0, LANES, 16):
+                            transpose_16(block, kt * LANES + lt, LANES, s, (base + lt) * width + kt, width)
                 for lane in range(m):
-                    for k in range(n):
+                    for k in range(tiled, n):
                         s[base + lane, k] = block[k, lane]
             if pairs.shape[0]:
                 median_sums_lanes(block, count, centre, sums, base, m, med32, med, acc1, acc2)

@@ -58,14 +58,26 @@ def test_in_memory_samples_equal_stack_samples(rgb_frames):
 @pytest.mark.parametrize("config", [StackConfig(), StackConfig(normalize="sky_mean"),
                                     StackConfig(normalize="none", weighting="none")],
                          ids=["linear_fit+noise", "sky_mean", "none"])
-def test_spilled_chunked_statistics_are_bit_identical(rgb_frames, config):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_spilled_chunked_statistics_are_bit_identical(rgb_frames, config, workers, monkeypatch):
+    import zemosaic_xp.classic.scan as scan_module
+
+    pools = []
+
+    class Pool(scan_module.ThreadPoolExecutor):
+        def __init__(self, n):
+            pools.append(n)
+            super().__init__(n)
+
+    monkeypatch.setattr(scan_module, "ThreadPoolExecutor", Pool)
     sources = open_sources(list(rgb_frames))
     samples = 200  # per frame and channel: 3·200·4 B, ×16 => spill below ~38 kB per frame
     whole = scan_frames(sources, stats_samples=samples, budget_bytes=10**9, progress_callback=_noop)
     chunked = scan_frames(sources, stats_samples=samples, budget_bytes=3 * 200 * 4 * 16 * 4,
-                          progress_callback=_noop)
+                          progress_callback=_noop, workers=workers)
     assert chunked.spilled and isinstance(chunked.stats, ChunkedFrameSamples)
-    assert chunked.stats.frames_per_chunk == 4  # 11 frames -> chunks of 4, 4, 3
+    # 11 frames -> chunks of 4, 4, 3 on one thread; of 2 on two threads (the same budget in all).
+    assert chunked.stats.frames_per_chunk == 4 // workers
     for name, args in [("quantile", (0.25,)), ("quantile", (0.9,)), ("luminance_quantile", (0.25,))]:
         np.testing.assert_array_equal(getattr(chunked.stats, name)(*args), getattr(whole.stats, name)(*args))
     np.testing.assert_array_equal(chunked.stats.clipped_std(kappa=3.0, max_iters=5),
@@ -78,6 +90,8 @@ def test_spilled_chunked_statistics_are_bit_identical(rgb_frames, config):
             np.testing.assert_array_equal(a, b)
     a, b = plan_frames(whole.stats, config), plan_frames(chunked.stats, config)
     assert a.stats == b.stats
+    assert pools == ([2] * len(pools) if workers == 2 else [])  # chunks on threads only when asked
+    assert len(pools) >= (workers > 1) * 4
     whole.close()
     chunked.close()
 

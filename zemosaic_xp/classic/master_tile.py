@@ -34,6 +34,7 @@ import numpy as np
 from .._version import __version__
 from ..backends import Backend, default_memory_budget
 from ..backends.numpy_xp import numpy_namespace
+from ..backends.ops_numpy import cpu_workers
 from ..core.band_driver import Block, band_blocks, stack_bands
 from ..core.config import StackConfig
 from ..core.pipeline import FramePlan, finish_stack, rows_per_band
@@ -367,7 +368,8 @@ def stack_master_tile(inputs: Any, config: StackConfig | None = None, *,
     # The identity normalisation and equal weights read no statistic (as stack() does).
     need_samples = not (config.normalize == "none" and config.weighting == "none")
     scan = scan_frames(sources, stats_samples=config.frame_stats_samples if need_samples else 1,
-                       budget_bytes=cpu_budget, progress_callback=cb, need_samples=need_samples)
+                       budget_bytes=cpu_budget, progress_callback=cb, need_samples=need_samples,
+                       workers=cpu_workers())
     try:
         plan = plan_scan(scan, config)
         t_scan = time.perf_counter() - t0

@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import threading
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +63,8 @@ class _SampleStore:
         self.spilled = False
         self._parts: list[np.ndarray] = []
         self._file: Any = None
+        self._unflushed = False  # the file's buffer holds writes preadv would not see
+        self._flush_lock = threading.Lock()
         self.n_frames = 0
 
     def append(self, samples: np.ndarray) -> None:
@@ -77,6 +82,7 @@ class _SampleStore:
             self._parts.append(samples)
         else:
             self._file.write(samples.tobytes())
+            self._unflushed = True
         self.n_frames += 1
 
     def read(self, i0: int, i1: int) -> np.ndarray:
@@ -84,8 +90,13 @@ class _SampleStore:
         if self._file is None:
             return np.stack(self._parts[i0:i1], axis=0)
         out = np.empty((i1 - i0, self.channels, self.size), dtype=np.float32)
-        self._file.seek(i0 * self.frame_bytes)
-        got = self._file.readinto(memoryview(out).cast("B"))
+        if self._unflushed:
+            with self._flush_lock:
+                if self._unflushed:
+                    self._file.flush()
+                    self._unflushed = False
+        # A positioned read: chunks are read from several threads (ChunkedFrameSamples).
+        got = os.preadv(self._file.fileno(), [memoryview(out).cast("B")], i0 * self.frame_bytes)
         if got != out.nbytes:
             msg = f"temporary frame-statistics file is short ({got} of {out.nbytes} bytes)"
             raise OSError(msg)
@@ -114,8 +125,11 @@ class ChunkedFrameSamples:
         The per-frame sub-samples ``(C, M)`` float32 of every frame, usually spilled
         to a temporary file; read one chunk at a time.
     frames_per_chunk : int
-        Frames per chunk (at least 1), sized so that one chunk's statistics fit the
-        budget.
+        Frames per chunk (at least 1), sized so that ``workers`` chunks' statistics
+        fit the budget together.
+    workers : int
+        Chunks computed at once, on threads (NumPy's sorts and reductions release
+        the GIL); the values do not depend on it.
 
     Attributes
     ----------
@@ -125,8 +139,9 @@ class ChunkedFrameSamples:
         Read-only NaN placeholder (a broadcast scalar, no memory).
     """
 
-    def __init__(self, store: _SampleStore, *, frames_per_chunk: int) -> None:
+    def __init__(self, store: _SampleStore, *, frames_per_chunk: int, workers: int = 1) -> None:
         self.xp = np_xp
+        self.workers = max(1, int(workers))
         self.n_frames, self.channels, self.size = store.n_frames, store.channels, store.size
         self.samples = np.broadcast_to(np.float32(np.nan), (self.n_frames, self.channels, self.size))
         self.frames_per_chunk = max(1, int(frames_per_chunk))
@@ -215,19 +230,27 @@ class ChunkedFrameSamples:
         return np.full((self.n_frames, *one.shape[1:]), np.nan, dtype=one.dtype)
 
     def _compute(self, keys: list[tuple]) -> dict[tuple, Any]:
-        parts: dict[tuple, list] = {key: [] for key in keys}
-        for i0 in range(0, self.n_frames, self.frames_per_chunk):
-            i1 = min(self.n_frames, i0 + self.frames_per_chunk)
+        def chunk_values(bounds: tuple[int, int]) -> list[Any]:
+            i0, i1 = bounds
             chunk = FrameSamples(self._store.read(i0, i1), xp=np_xp)
-            for key in keys:
-                name, args, kwargs = key
+            values = []
+            for name, args, kwargs in keys:
                 value = getattr(chunk, name)(*args, **dict(kwargs))
                 if getattr(value, "shape", ())[:1] != (i1 - i0,):
                     msg = f"FrameSamples.{name} is not a per-frame statistic; it cannot be chunked"
                     raise TypeError(msg)
-                parts[key].append(value)
-            del chunk
-        return {key: np_xp.concat(values, axis=0) for key, values in parts.items()}
+                values.append(value)
+            return values
+
+        chunks = [(i0, min(self.n_frames, i0 + self.frames_per_chunk))
+                  for i0 in range(0, self.n_frames, self.frames_per_chunk)]
+        if self.workers > 1 and len(chunks) > 1:
+            # map() keeps the order; at most `workers` chunks are in memory at once.
+            with ThreadPoolExecutor(min(self.workers, len(chunks))) as pool:
+                per_chunk = list(pool.map(chunk_values, chunks))
+        else:
+            per_chunk = [chunk_values(bounds) for bounds in chunks]
+        return {key: np_xp.concat([values[k] for values in per_chunk], axis=0) for k, key in enumerate(keys)}
 
 
 @dataclass
@@ -315,7 +338,7 @@ def _needs_no_read(source: FitsSource | ArraySource, need_samples: bool) -> bool
 
 def scan_frames(sources: Sequence[FitsSource | ArraySource], *, stats_samples: int,
                 budget_bytes: int, progress_callback: Callable[..., Any],
-                need_samples: bool = True) -> FrameScan:
+                need_samples: bool = True, workers: int = 1) -> FrameScan:
     """Pass 1: validate, sub-sample and flag every frame; see the module docstring.
 
     Parameters
@@ -336,6 +359,9 @@ def scan_frames(sources: Sequence[FitsSource | ArraySource], *, stats_samples: i
         ``weighting="none"``): integer FITS frames without ALPHA are then not read at
         all (they cannot be all-NaN), and ``has_nonzero`` stays unknown (False) for
         them.
+    workers : int
+        Threads that compute the statistics of spilled sub-samples, a chunk each
+        (the chunks shrink so that together they keep to the budget).
 
     Returns
     -------
@@ -381,8 +407,9 @@ def scan_frames(sources: Sequence[FitsSource | ArraySource], *, stats_samples: i
         msg = f"no usable frame: all {len(skipped)} frames have no finite pixel ({names})"
         raise ValueError(msg)
     if store.spilled:
-        per_chunk = budget_bytes // (store.frame_bytes * STATS_MEMORY_FACTOR)
-        stats: Any = ChunkedFrameSamples(store, frames_per_chunk=per_chunk)
+        workers = max(1, int(workers))
+        per_chunk = budget_bytes // (store.frame_bytes * STATS_MEMORY_FACTOR * workers)
+        stats: Any = ChunkedFrameSamples(store, frames_per_chunk=per_chunk, workers=workers)
     else:
         stats = FrameSamples(store.read(0, store.n_frames), xp=np_xp)
     exposure = sum(exposures) if all(e is not None for e in exposures) else None

@@ -25,8 +25,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-import threading
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor

@@ -62,84 +62,163 @@ def _typed(s, flat, bound, op: str):
 
 @intrinsic
 def count_below_8(typingctx, s, flat, bound):
-    """``#{x < bound}`` over the 8 float32 elements of ``s`` from flat index ``flat`` (C order)."""
+    """Count ``x < bound`` over the 8 float32 elements of ``s`` from flat index ``flat`` (C order).
+
+    Parameters
+    ----------
+    typingctx : object
+        The typing context, which numba passes (jitted code calls
+        ``count_below_8(s, flat, bound)``).
+    s : numba type of ndarray, 2-D float32, C order
+        The samples.
+    flat : int (numba type)
+        Flat (C-order) index of the first of the 8 samples, which must lie inside ``s``.
+    bound : float (numba type)
+        The bound (float64 or float32; compared in float64).
+
+    Returns
+    -------
+    tuple or None
+        The ``(signature, codegen)`` of the call for numba, or None (no match: a typing
+        error) for other argument types.
+    """
     return _typed(s, flat, bound, "<")
 
 
 @intrinsic
 def count_at_most_8(typingctx, s, flat, bound):
-    """``#{x <= bound}`` over the 8 float32 elements of ``s`` from flat index ``flat`` (C order)."""
+    """Count ``x <= bound`` over the 8 float32 elements of ``s`` from flat index ``flat`` (C order).
+
+    Parameters
+    ----------
+    typingctx : object
+        The typing context, which numba passes (jitted code calls
+        ``count_at_most_8(s, flat, bound)``).
+    s : numba type of ndarray, 2-D float32, C order
+        The samples.
+    flat : int (numba type)
+        Flat (C-order) index of the first of the 8 samples, which must lie inside ``s``.
+    bound : float (numba type)
+        The bound (float64 or float32; compared in float64).
+
+    Returns
+    -------
+    tuple or None
+        The ``(signature, codegen)`` of the call for numba, or None (no match: a typing
+        error) for other argument types.
+    """
     return _typed(s, flat, bound, "<=")
+
+
+_EXCHANGE_WIDTH = 32
+
+
+def _compare_exchange_code(context, builder, signature, args):
+    ary = context.make_array(signature.args[0])(context, builder, args[0])
+    vec_t = ir.VectorType(ir.FloatType(), _EXCHANGE_WIDTH)
+    rows = []
+    for value, typ in zip(args[1:], signature.args[1:]):
+        row = context.cast(builder, value, typ, types.uint64)
+        flat = builder.mul(row, ir.Constant(ir.IntType(64), _EXCHANGE_WIDTH))
+        rows.append(builder.bitcast(builder.gep(ary.data, [flat]), vec_t.as_pointer()))
+    u = builder.load(rows[0], align=4)
+    v = builder.load(rows[1], align=4)
+    less = builder.fcmp_ordered("<", u, v)
+    builder.store(builder.select(less, u, v), rows[0], align=4)
+    builder.store(builder.select(less, v, u), rows[1], align=4)
+    return context.get_dummy_value()
 
 
 @intrinsic
 def compare_exchange_32(typingctx, block, a, b):
-    """Rows ``a``, ``b`` of ``block`` (``(rows, 32)`` float32, C order) to their lane-wise min, max.
+    """Replace rows ``a``, ``b`` of ``block`` by their lane-wise minimum and maximum.
 
     NaN-free rows only (a NaN lane gets the other row's value in both rows).
+
+    Parameters
+    ----------
+    typingctx : object
+        The typing context, which numba passes (jitted code calls
+        ``compare_exchange_32(block, a, b)``).
+    block : numba type of ndarray, shape (rows, 32), float32, C order
+        The rows (sorted in place by a sorting network's pairs).
+    a, b : int (numba types)
+        The two rows (within ``block``); ``a`` receives the minimum.
+
+    Returns
+    -------
+    tuple or None
+        The ``(signature, codegen)`` of the call for numba, or None (no match: a typing
+        error) for other argument types.
     """
     if not (isinstance(block, types.Array) and block.dtype == types.float32 and block.layout == "C"
             and block.ndim == 2 and isinstance(a, types.Integer) and isinstance(b, types.Integer)):
         return None
-    width = 32
+    return types.none(block, a, b), _compare_exchange_code
 
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        vec_t = ir.VectorType(ir.FloatType(), width)
-        rows = []
-        for value, typ in zip(args[1:], signature.args[1:]):
-            flat = builder.mul(context.cast(builder, value, typ, types.uint64), ir.Constant(ir.IntType(64), width))
-            rows.append(builder.bitcast(builder.gep(ary.data, [flat]), vec_t.as_pointer()))
-        u = builder.load(rows[0], align=4)
-        v = builder.load(rows[1], align=4)
-        less = builder.fcmp_ordered("<", u, v)
-        builder.store(builder.select(less, u, v), rows[0], align=4)
-        builder.store(builder.select(less, v, u), rows[1], align=4)
-        return context.get_dummy_value()
 
-    return types.none(block, a, b), codegen
+_TILE = 16
+
+
+def _tile_rows(context, builder, signature, args, first):
+    """The 16 row pointers of the tile of argument ``first`` (array, start, stride follow)."""
+    vec_t = ir.VectorType(ir.FloatType(), _TILE)
+    ary = context.make_array(signature.args[first])(context, builder, args[first])
+    at = context.cast(builder, args[first + 1], signature.args[first + 1], types.uint64)
+    stride = context.cast(builder, args[first + 2], signature.args[first + 2], types.uint64)
+    starts = [builder.add(at, builder.mul(stride, ir.Constant(ir.IntType(64), k))) for k in range(_TILE)]
+    return [builder.bitcast(builder.gep(ary.data, [start]), vec_t.as_pointer()) for start in starts]
+
+
+def _transpose_code(context, builder, signature, args):
+    rows = [builder.load(ptr, align=4) for ptr in _tile_rows(context, builder, signature, args, 0)]
+    # Swap the off-diagonal b × b blocks of every 2b × 2b block, b = 1, 2, 4, 8: each
+    # stage exchanges one bit of the row index with the same bit of the column index.
+    mask_t = ir.VectorType(ir.IntType(32), _TILE)
+    b = 1
+    while b < _TILE:
+        low = ir.Constant(mask_t, [c if not c & b else _TILE + c - b for c in range(_TILE)])
+        high = ir.Constant(mask_t, [c + b if not c & b else _TILE + c for c in range(_TILE)])
+        for i in range(_TILE):
+            if not i & b:
+                j = i + b
+                rows[i], rows[j] = (builder.shuffle_vector(rows[i], rows[j], low),
+                                    builder.shuffle_vector(rows[i], rows[j], high))
+        b *= 2
+    for ptr, row in zip(_tile_rows(context, builder, signature, args, 3), rows):
+        builder.store(row, ptr, align=4)
+    return context.get_dummy_value()
 
 
 @intrinsic
 def transpose_16(typingctx, src, src_at, src_stride, dst, dst_at, dst_stride):
-    """``dst.flat[dst_at + j·dst_stride + i] = src.flat[src_at + i·src_stride + j]`` for i, j < 16.
+    """Copy a 16 × 16 tile of ``src`` into ``dst``, transposed.
 
-    Both arrays float32 in C order (flat indices and strides in elements); the tiles
-    must lie inside them and not overlap.
+    ``dst.flat[dst_at + j·dst_stride + i] = src.flat[src_at + i·src_stride + j]`` for
+    i, j < 16. Both arrays float32 in C order (flat indices and strides in elements);
+    the tiles must lie inside them and not overlap.
+
+    Parameters
+    ----------
+    typingctx : object
+        The typing context, which numba passes (jitted code calls
+        ``transpose_16(src, src_at, src_stride, dst, dst_at, dst_stride)``).
+    src : numba type of ndarray, float32, C order
+        Where the tile is read.
+    src_at, src_stride : int (numba types)
+        Flat index of its first element and the distance between its rows.
+    dst : numba type of ndarray, float32, C order
+        Where the transposed tile is written.
+    dst_at, dst_stride : int (numba types)
+        As ``src_at``, ``src_stride``, in ``dst``.
+
+    Returns
+    -------
+    tuple or None
+        The ``(signature, codegen)`` of the call for numba, or None (no match: a typing
+        error) for other argument types.
     """
     arrays_ok = all(isinstance(a, types.Array) and a.dtype == types.float32 and a.layout == "C" for a in (src, dst))
     if not (arrays_ok and all(isinstance(i, types.Integer) for i in (src_at, src_stride, dst_at, dst_stride))):
         return None
-    width = 16
-
-    def codegen(context, builder, signature, args):
-        vec_t = ir.VectorType(ir.FloatType(), width)
-        i64 = ir.IntType(64)
-
-        def pointers(ary_index, at_index, stride_index):
-            ary = context.make_array(signature.args[ary_index])(context, builder, args[ary_index])
-            at = context.cast(builder, args[at_index], signature.args[at_index], types.uint64)
-            stride = context.cast(builder, args[stride_index], signature.args[stride_index], types.uint64)
-            return [builder.bitcast(builder.gep(ary.data, [builder.add(at, builder.mul(stride, ir.Constant(i64, k)))]),
-                                    vec_t.as_pointer()) for k in range(width)]
-
-        rows = [builder.load(ptr, align=4) for ptr in pointers(0, 1, 2)]
-        # Swap the off-diagonal b × b blocks of every 2b × 2b block, b = 1, 2, 4, 8: each
-        # stage exchanges one bit of the row index with the same bit of the column index.
-        b = 1
-        while b < width:
-            for i in range(width):
-                if i & b:
-                    continue
-                j = i + b
-                low = [c if not c & b else width + c - b for c in range(width)]
-                high = [c + b if not c & b else width + c for c in range(width)]
-                mask_t = ir.VectorType(ir.IntType(32), width)
-                rows[i], rows[j] = (builder.shuffle_vector(rows[i], rows[j], ir.Constant(mask_t, low)),
-                                    builder.shuffle_vector(rows[i], rows[j], ir.Constant(mask_t, high)))
-            b *= 2
-        for ptr, row in zip(pointers(3, 4, 5), rows):
-            builder.store(row, ptr, align=4)
-        return context.get_dummy_value()
-
-    return types.none(src, src_at, src_stride, dst, dst_at, dst_stride), codegen
+    return types.none(src, src_at, src_stride, dst, dst_at, dst_stride), _transpose_code

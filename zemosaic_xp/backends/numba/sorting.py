@@ -62,7 +62,7 @@ def network(block, pairs):
 
     See Also
     --------
-    network_f32 : the same for float32 blocks, with explicit vector compare-exchanges.
+    network_f32 : The same for float32 blocks, with explicit vector compare-exchanges.
     """
     # np.minimum(v, u) / np.maximum(u, v): ``u if u < v else v`` / ``v if u < v else u``
     # for every value but NaN (none here), signed zeros included (on a tie each returns

@@ -60,15 +60,13 @@ def _typed(s, flat, bound, op: str):
     return types.int64(s, flat, bound), codegen
 
 
-@intrinsic
-def count_below_8(typingctx, s, flat, bound):
-    """Count ``x < bound`` over the 8 float32 elements of ``s`` from flat index ``flat`` (C order).
+_COUNT_DOC = """Count ``x {op} bound`` over the 8 float32 elements of ``s`` from flat index ``flat`` (C order).
 
     Parameters
     ----------
     typingctx : object
         The typing context, which numba passes (jitted code calls
-        ``count_below_8(s, flat, bound)``).
+        ``{name}(s, flat, bound)``).
     s : numba type of ndarray, 2-D float32, C order
         The samples.
     flat : int (numba type)
@@ -82,32 +80,20 @@ def count_below_8(typingctx, s, flat, bound):
         The ``(signature, codegen)`` of the call for numba, or None (no match: a typing
         error) for other argument types.
     """
-    return _typed(s, flat, bound, "<")
 
 
-@intrinsic
-def count_at_most_8(typingctx, s, flat, bound):
-    """Count ``x <= bound`` over the 8 float32 elements of ``s`` from flat index ``flat`` (C order).
+def _count_intrinsic(name: str, op: str):
+    """The intrinsic ``name(s, flat, bound)`` counting ``x op bound`` (see :data:`_COUNT_DOC`)."""
+    def typer(typingctx, s, flat, bound):
+        return _typed(s, flat, bound, op)
 
-    Parameters
-    ----------
-    typingctx : object
-        The typing context, which numba passes (jitted code calls
-        ``count_at_most_8(s, flat, bound)``).
-    s : numba type of ndarray, 2-D float32, C order
-        The samples.
-    flat : int (numba type)
-        Flat (C-order) index of the first of the 8 samples, which must lie inside ``s``.
-    bound : float (numba type)
-        The bound (float64 or float32; compared in float64).
+    typer.__name__ = typer.__qualname__ = name
+    typer.__doc__ = _COUNT_DOC.format(op=op, name=name)
+    return intrinsic(typer)
 
-    Returns
-    -------
-    tuple or None
-        The ``(signature, codegen)`` of the call for numba, or None (no match: a typing
-        error) for other argument types.
-    """
-    return _typed(s, flat, bound, "<=")
+
+count_below_8 = _count_intrinsic("count_below_8", "<")
+count_at_most_8 = _count_intrinsic("count_at_most_8", "<=")
 
 
 _EXCHANGE_WIDTH = 32

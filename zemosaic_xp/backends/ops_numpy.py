@@ -31,7 +31,7 @@ import numpy as np
 from ..core.nanstats import median_sorted
 from ..core.ops import ArrayOps
 from .numba import numba_enabled, numba_kernels
-from .select_numpy import median_of_rows
+from .select_numpy import median_of_rows, split_kernel
 
 __all__ = ["NumpyOps", "CpuOps", "cpu_workers", "CPU_BAND_BYTES"]
 
@@ -501,7 +501,8 @@ class NumpyOps(CpuOps):
         if x.ndim != 2 or x.shape[-1] < _SELECT_MIN_N:
             return super().median_valid(x)
         nan = np.isnan(x)
-        return median_of_rows((x[r][~nan[r]] for r in range(x.shape[0])), x.dtype, self.xp)  # copies
+        return median_of_rows((x[r][~nan[r]] for r in range(x.shape[0])), x.dtype, self.xp,  # copies
+                              split=split_kernel(x))
 
     def centred_sums(self, s: Array, centre: Array, lo: Array, hi: Array, *,
                      whole: bool = False) -> tuple[Array, Array]:

@@ -66,6 +66,7 @@ ENTRY_POINTS: dict[str, str] = {
     **dict.fromkeys(("gather_keys", "gather_key_rows", "unpack_keys", "combine_weighted"), "weighted"),
     **dict.fromkeys(("nan_to_inf_rows", "sort_network_rows"), "sorting"),
     **dict.fromkeys(("residuals_kept", "deviations_kept", "bright_kept", "clip_weights", "deming_sums"), "pairfit"),
+    "split_row": "select",
 }
 
 # built folder -> {kernel name: {argument types: function}}

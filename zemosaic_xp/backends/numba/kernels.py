@@ -21,13 +21,14 @@ if TYPE_CHECKING:  # pragma: no cover - taken on first access at run time (__get
     from .bilinear import bilinear_sample
     from .kappa_sigma import kappa_sigma_rows
     from .pairfit import bright_kept, clip_weights, deming_sums, deviations_kept, residuals_kept
+    from .select import split_row
     from .sorting import nan_to_inf_rows, sort_network_rows
     from .wsc_pixinsight import wsc_pixinsight_rows
     from .wsc_zemosaic import wsc_rows, wsc_weighted_rows
 
 __all__ = ["NO_SUMS", "bilinear_sample", "bright_kept", "clip_weights", "deming_sums", "deviations_kept",
-           "kappa_sigma_rows", "merge_network", "nan_to_inf_rows", "residuals_kept", "sort_network_rows", "stack_band",
-           "stack_block", "supports", "wsc_pixinsight_rows", "wsc_rows", "wsc_weighted_rows"]
+           "kappa_sigma_rows", "merge_network", "nan_to_inf_rows", "residuals_kept", "sort_network_rows", "split_row",
+           "stack_band", "stack_block", "supports", "wsc_pixinsight_rows", "wsc_rows", "wsc_weighted_rows"]
 
 
 def __getattr__(name: str) -> Any:

@@ -11,7 +11,8 @@ must be the same bits. They go through the public entry points, as users do:
 - in-memory ``stack()`` of float32 frames: unweighted, with user frame and per-pixel
   weights, the radial weight, ZeMosaic's WSC with weights (the NumPy ops' row kernels);
 - grid cells (``NumpyOps.block_stacker``, samples last, per-sample weights) and the
-  grid's bilinear reprojection samples.
+  grid's bilinear reprojection samples;
+- medians of rows as long as a frame's statistics sample (the sampled selection).
 
 Small frames (about a second in all once compiled). It sits at the top of the package
 (it calls the adapters); :func:`zemosaic_xp.backends.numba.aot_build.build` receives
@@ -119,8 +120,18 @@ def _samples(clip: bool) -> list[np.ndarray]:
     return [out]
 
 
+def _long_medians() -> list[np.ndarray]:
+    """Medians of rows as long as frame statistics' (the sampled selection's ``split_row``)."""
+    from .backends.numpy_xp import numpy_namespace
+    from .backends.select_numpy import SAMPLED_MIN_N, median_packed
+
+    rng = np.random.default_rng(5)
+    buf = rng.normal(1000.0, 30.0, (2, SAMPLED_MIN_N)).astype(np.float32)
+    return [median_packed(buf, np.array([SAMPLED_MIN_N, SAMPLED_MIN_N - 1]), numpy_namespace())]
+
+
 def _cases(folder: Path) -> dict[str, Callable[[], list[np.ndarray]]]:
-    cases: dict[str, Callable[[], list[np.ndarray]]] = {}
+    cases: dict[str, Callable[[], list[np.ndarray]]] = {"long-medians": _long_medians}
     for clip in (False, True):
         cases[f"grid-samples/clip={clip}"] = lambda c=clip: _samples(c)
     for n in (16, 52):

@@ -122,7 +122,7 @@ def median_of_rows(rows: Iterable[np.ndarray], dtype: Any, xp: Any, *, split: An
     xp : namespace
         The NumPy array namespace (for the formula).
     split : callable, optional
-        numba's ``split_row`` (:func:`split_kernel`): float32 rows of at least
+        The kernel ``split_row`` of numba (:func:`split_kernel`): float32 rows of at least
         :data:`SAMPLED_MIN_N` values are then selected from the values between two
         sampled pivots (3–4× faster at 65 536 values), the same values.
 

@@ -190,7 +190,8 @@ def _child_classic(spec: dict) -> dict:
 
     folder = Path(spec["folder"])
     paths = sorted(str(p) for p in folder.glob("frame_*.fits"))
-    config = StackConfig(reject=spec["reject"]) if spec.get("reject") else StackConfig()
+    options = {name: spec[name] for name in ("reject", "normalize", "weighting") if spec.get(name)}
+    config = StackConfig(**options)
     # Warm-up on a few frames: modules and numba kernels loaded, so that the baseline
     # holds the code and peak − baseline the data.
     stack_master_tile(paths[:8], config, memory_budget_bytes=spec["budget_mb"] * MiB, backend="numpy")
@@ -211,7 +212,8 @@ def _child_classic(spec: dict) -> dict:
             "expected_range": [0.98 * float(np.median(truth)), 1.02 * float(np.median(truth))],
             "rejected_pct": float(stats["rejected_pct"]), "band_rows": int(stats["band_rows"]),
             "n_bands": int(stats["n_bands"]), "stats_spilled": bool(stats["frame_stats_spilled"]),
-            "reject": stats.get("reject", config.reject), "min_coverage": int(result.coverage.min())}
+            "reject": stats.get("reject", config.reject), "normalize": config.normalize,
+            "weighting": config.weighting, "min_coverage": int(result.coverage.min())}
 
 
 def _child_grid(spec: dict) -> dict:
@@ -392,7 +394,8 @@ def run_case(case: str, args: argparse.Namespace, workdir: Path) -> dict:
         folder, gen_sec, reused = _dataset(workdir, f"classic_{n}x{size}", params,
                                            lambda tmp: generate_classic(tmp, n, size, args.seed, args.threads))
         pattern = "frame_*.fits"
-        spec = {"kind": "classic", "folder": str(folder), "budget_mb": args.budget_mb, "reject": args.reject}
+        spec = {"kind": "classic", "folder": str(folder), "budget_mb": args.budget_mb, "reject": args.reject,
+                "normalize": args.normalize, "weighting": args.weighting}
     else:
         n, size = args.grid_frames, args.grid_shape or args.shape
         rows_cols = tuple(int(v) for v in args.grid_pattern.lower().split("x"))
@@ -440,6 +443,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grid-shape", type=int, default=None, help="grid frame side, px (default --shape)")
     p.add_argument("--grid-pattern", default="2x2", help="grid pointing pattern ROWSxCOLS (default 2x2)")
     p.add_argument("--reject", default=None, help="classic rejection (default StackConfig's)")
+    p.add_argument("--normalize", default=None, help="classic normalisation (default StackConfig's, linear_fit)")
+    p.add_argument("--weighting", default=None, help="classic frame weighting (default StackConfig's, noise_variance)")
     p.add_argument("--grid-reject", default=None, help="grid rejection (default grid's, gesd)")
     p.add_argument("--skip-classic", action="store_true", help="run the grid case only")
     p.add_argument("--seed", type=int, default=8)
@@ -463,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     rss_ok = evaluate(rows, args.slack_mb)
     print(markdown_table(rows))
     for row in rows:
-        print(f"{row['case']}: generation {row['generation_sec']:.1f} s (reused: {row['data_reused']}), "
+        config = "".join(f"{k} {row[k]}, " for k in ("normalize", "weighting") if row.get(k))
+        print(f"{row['case']}: {config}generation {row['generation_sec']:.1f} s (reused: {row['data_reused']}), "
               f"rejected {row['rejected_pct']:.3f} %, level {row['level']:.1f} (expected "
               f"{row['expected_level']:.1f}), load avg {row['load_avg_before']:.2f} -> {row['load_avg_after']:.2f}, "
               f"sampled peak RSS {(row['sampled_peak_rss'] or 0) / MiB:.0f} MiB "

@@ -61,6 +61,19 @@ def test_report_fields_and_pass(report, capsys):
     assert rows["classic"]["frame_px_per_sec"] == pytest.approx(40 * 64 * 64 / rows["classic"]["stack_sec"])
     assert rows["grid"]["n_frames"] == 30 and max(rows["grid"]["frames_per_tile"]) <= 30
     assert rows["classic"]["input_bytes"] > 40 * 64 * 64 * 4
+    assert (rows["classic"]["normalize"], rows["classic"]["weighting"]) == ("linear_fit", "noise_variance")  # defaults
+
+
+def test_classic_configuration_options(ooc, report, capsys):
+    _, _, work = report  # the frames of the report, reused
+    out = work / "plain.json"
+    code = ooc.main(["--frames", "40", "--shape", "64", "--budget-mb", "16", "--workdir", str(work),
+                     "--grid-frames", "0", "--normalize", "none", "--weighting", "none", "--json", str(out),
+                     "--slack-mb", str(_slack_mb())])
+    assert code == 0
+    (row,) = json.loads(out.read_text())["results"]
+    assert (row["normalize"], row["weighting"]) == ("none", "none")
+    assert "classic: normalize none, weighting none, generation" in capsys.readouterr().out
 
 
 def test_bound_violation_detected(ooc, report):

@@ -96,6 +96,23 @@ def test_spilled_chunked_statistics_are_bit_identical(rgb_frames, config, worker
     chunked.close()
 
 
+def test_spilled_reads_without_positioned_reads(rgb_frames, monkeypatch):
+    # Windows has no os.preadv: the chunks' threads then take turns to seek and read.
+    import zemosaic_xp.classic.scan as scan_module
+
+    sources = open_sources(list(rgb_frames))
+    budget = 3 * 200 * 4 * 16 * 4
+    want = scan_frames(sources, stats_samples=200, budget_bytes=budget, progress_callback=_noop, workers=2)
+    monkeypatch.setattr(scan_module, "_PREADV", False)
+    got = scan_frames(sources, stats_samples=200, budget_bytes=budget, progress_callback=_noop, workers=2)
+    assert got.spilled and got.stats.workers == 2
+    np.testing.assert_array_equal(got.stats.clipped_std(kappa=3.0, max_iters=5),
+                                  want.stats.clipped_std(kappa=3.0, max_iters=5))
+    np.testing.assert_array_equal(got.stats._store.read(0, 11), want.stats._store.read(0, 11))
+    want.close()
+    got.close()
+
+
 def test_chunked_rejects_unknown_statistics(rgb_frames):
     scan = scan_frames(open_sources(list(rgb_frames)), stats_samples=50, budget_bytes=1,
                        progress_callback=_noop)

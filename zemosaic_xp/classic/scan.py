@@ -48,6 +48,9 @@ logger = logging.getLogger(__name__)
 #: The host namespace of the frame statistics (array-api-compat's NumPy).
 np_xp = numpy_namespace()
 
+#: Positioned reads (not on Windows: there reads of the spill file take turns).
+_PREADV = hasattr(os, "preadv")
+
 #: Peak memory of FrameSamples statistics in multiples of the samples' float32 bytes
 #: (sorted copy, float64 prefix sums and masks of the clipped σ).
 STATS_MEMORY_FACTOR = 16
@@ -64,7 +67,7 @@ class _SampleStore:
         self._parts: list[np.ndarray] = []
         self._file: Any = None
         self._unflushed = False  # the file's buffer holds writes preadv would not see
-        self._flush_lock = threading.Lock()
+        self._lock = threading.Lock()
         self.n_frames = 0
 
     def append(self, samples: np.ndarray) -> None:
@@ -90,16 +93,23 @@ class _SampleStore:
         if self._file is None:
             return np.stack(self._parts[i0:i1], axis=0)
         out = np.empty((i1 - i0, self.channels, self.size), dtype=np.float32)
-        if self._unflushed:
-            with self._flush_lock:
+        view, offset, done = memoryview(out).cast("B"), i0 * self.frame_bytes, 0
+        while done < out.nbytes:  # chunks are read from several threads (ChunkedFrameSamples)
+            if _PREADV:
                 if self._unflushed:
-                    self._file.flush()
-                    self._unflushed = False
-        # A positioned read: chunks are read from several threads (ChunkedFrameSamples).
-        got = os.preadv(self._file.fileno(), [memoryview(out).cast("B")], i0 * self.frame_bytes)
-        if got != out.nbytes:
-            msg = f"temporary frame-statistics file is short ({got} of {out.nbytes} bytes)"
-            raise OSError(msg)
+                    with self._lock:
+                        if self._unflushed:
+                            self._file.flush()
+                            self._unflushed = False
+                got = os.preadv(self._file.fileno(), [view[done:]], offset + done)
+            else:  # no positioned reads (Windows): one reader at a time; seek() flushes the writes
+                with self._lock:
+                    self._file.seek(offset + done)
+                    got = self._file.readinto(view[done:])
+            if not got:
+                msg = f"temporary frame-statistics file is short ({done} of {out.nbytes} bytes)"
+                raise OSError(msg)
+            done += got
         return out
 
     def close(self) -> None:

@@ -14,9 +14,11 @@ a compare into a mask and a population count.
 float32 lanes: ``(u, v) → (u if u < v else v, v if u < v else u)`` per lane, which is
 ``(np.minimum(v, u), np.maximum(u, v))`` for every value but NaN (signed zeros and ties
 included: each returns its first argument). numba's ``np.minimum`` keeps NaN checks
-(three compares and three blends a vector) and LLVM turned the plain selects into
-masked stores, which AMD's cores run microcoded; the explicit vector selects here
-become ``vminps`` / ``vmaxps`` and two full stores.
+(three compares and three blends a vector) and, with AVX2, LLVM had turned the plain
+scalar selects into ``vmaskmovps`` stores, which AMD's cores run microcoded. The explicit
+vector selects here compile to one compare, a ``vmaxps`` and the stores (with AVX-512
+LLVM writes the minimum with a masked ``vmovups`` of the changed lanes, which is not
+microcoded).
 
 :func:`transpose_16` copies a 16 × 16 tile of float32 from one C-ordered array to
 another, transposed, with 16 vector loads, 64 two-source shuffles and 16 vector stores:

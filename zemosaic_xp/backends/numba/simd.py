@@ -32,9 +32,10 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
 
-__all__ = ["count_below_8", "count_at_most_8", "compare_exchange_32", "transpose_16"]
+__all__ = ["COUNT_WIDTH", "count_below_8", "count_at_most_8", "compare_exchange_32", "transpose_16"]
 
-_LANES = 8
+#: Samples a window count compares at once (``count_below_8``, ``count_at_most_8``).
+COUNT_WIDTH = 8
 
 
 def _typed(s, flat, bound, op: str):
@@ -47,16 +48,16 @@ def _typed(s, flat, bound, op: str):
         ary = context.make_array(signature.args[0])(context, builder, args[0])
         index = context.cast(builder, args[1], signature.args[1], types.uint64)
         where = builder.gep(ary.data, [index])
-        vec_t = ir.VectorType(ir.FloatType(), _LANES)
+        vec_t = ir.VectorType(ir.FloatType(), COUNT_WIDTH)
         values = builder.load(builder.bitcast(where, vec_t.as_pointer()), align=4)
-        wide_t = ir.VectorType(ir.DoubleType(), _LANES)
+        wide_t = ir.VectorType(ir.DoubleType(), COUNT_WIDTH)
         wide = builder.fpext(values, wide_t)
         limit = context.cast(builder, args[2], signature.args[2], types.float64)
         splat = builder.insert_element(ir.Constant(wide_t, ir.Undefined), limit, ir.Constant(ir.IntType(32), 0))
         splat = builder.shuffle_vector(splat, ir.Constant(wide_t, ir.Undefined),
-                                       ir.Constant(ir.VectorType(ir.IntType(32), _LANES), [0] * _LANES))
+                                       ir.Constant(ir.VectorType(ir.IntType(32), COUNT_WIDTH), [0] * COUNT_WIDTH))
         mask = builder.fcmp_ordered(op, wide, splat)
-        bits = builder.bitcast(mask, ir.IntType(_LANES))
+        bits = builder.bitcast(mask, ir.IntType(COUNT_WIDTH))
         return builder.zext(builder.ctpop(bits), ir.IntType(64))
 
     return types.int64(s, flat, bound), codegen

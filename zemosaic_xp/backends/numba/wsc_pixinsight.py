@@ -58,7 +58,7 @@ from .common import (
     nonneg,
     survivors_floor,
 )
-from .simd import count_at_most_8, count_below_8
+from .simd import COUNT_WIDTH, count_at_most_8, count_below_8
 
 __all__ = ["wsc_pixinsight_rows", "clamp_positions", "LANES", "WINDOW"]
 
@@ -66,8 +66,9 @@ __all__ = ["wsc_pixinsight_rows", "clamp_positions", "LANES", "WINDOW"]
 #: the lanes (two AVX-512 vectors; at 8 it stays scalar), ~6 % faster than 8 at N = 48.
 LANES = 16
 #: Samples around a lane's last clamp positions counted first (8: ~10 % faster steps than
-#: the whole row at N = 48; 16 measured slower than the whole row).
-WINDOW = 8
+#: the whole row at N = 48; 16 measured slower than the whole row). Counted by one vector
+#: compare of simd's width, so the two are one constant.
+WINDOW = COUNT_WIDTH
 
 
 @inline
